@@ -1,0 +1,53 @@
+"""Settings of a NEMO Kernel process, from the environment (``NEMO_*``) with embedded defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """Per-user data directory: ``$XDG_DATA_HOME/nemo`` (``~/.local/share/nemo``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "nemo"
+
+
+class Settings(BaseSettings):
+    """Everything a control plane needs to know to start. Each field is ``NEMO_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="NEMO_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=7700, ge=0, le=65535, description="0 picks a free port")
+    clusters_file: Path | None = Field(default=None, description="YAML list of clusters created on first start")
+    bus_url: str | None = Field(default=None, description="amqp:// URL; the in-process bus if unset")
+
+    heartbeat_interval: float = Field(default=1.0, gt=0, description="seconds between cluster heartbeats")
+    heartbeat_timeout: float = Field(default=6.0, gt=0, description="silence after which a cluster is NotReady")
+    reconcile_interval: float = Field(default=1.0, gt=0, description="seconds between reconcile passes")
+    driver_timeout: float = Field(default=3.0, gt=0, description="seconds a driver call may take")
+
+    weight_cost: float = Field(default=1.0, ge=0)
+    weight_carbon: float = Field(default=1.0, ge=0)
+    weight_balance: float = Field(default=1.0, ge=0)
+
+    def resolved_database_url(self) -> str:
+        """The database to use: ``database_url``, or a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'nemo.db'}"
+
+    @property
+    def endpoint_file(self) -> Path:
+        """Where a running ``nemo up`` writes its API URL, so the CLI of the same user finds it."""
+        return self.data_dir / "endpoint.json"
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Weights of the decision engine's scores."""
+        return {"cost": self.weight_cost, "carbon": self.weight_carbon, "balance": self.weight_balance}

@@ -1,0 +1,121 @@
+"""Clusters and nodes of the continuum (cloud, edge, IoT)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field, model_validator
+
+from nemo_kernel.domain.common import Labels, Model, Name
+
+
+class Tier(StrEnum):
+    """Where in the continuum a cluster sits."""
+
+    CLOUD = "cloud"
+    EDGE = "edge"
+    IOT = "iot"
+
+
+class DriverKind(StrEnum):
+    """How the control plane talks to a cluster."""
+
+    LOCAL = "local"
+    SIM = "sim"
+    KUBERNETES = "kubernetes"
+
+
+class TeeType(StrEnum):
+    """Trusted execution environment a node offers."""
+
+    NONE = "none"
+    TDX = "tdx"
+    SEV_SNP = "sev-snp"
+    SGX = "sgx"
+
+
+class ClusterPhase(StrEnum):
+    """Health of a cluster as seen by the resource manager."""
+
+    PENDING = "Pending"  # registered, never heard from
+    READY = "Ready"
+    NOT_READY = "NotReady"  # stopped answering heartbeats
+
+
+class PowerModel(Model):
+    """Linear power model of a node: idle draw plus a share of the dynamic range per CPU used."""
+
+    idle_watts: float = Field(default=50.0, ge=0)
+    max_watts: float = Field(default=200.0, ge=0)
+
+    @model_validator(mode="after")
+    def _max_above_idle(self) -> PowerModel:
+        if self.max_watts < self.idle_watts:
+            raise ValueError("max_watts must be at least idle_watts")
+        return self
+
+
+class Prices(Model):
+    """What running on a cluster costs."""
+
+    cpu_hour_eur: float = Field(default=0.03, ge=0, description="EUR per CPU-hour")
+    gib_hour_eur: float = Field(default=0.004, ge=0, description="EUR per GiB-hour of memory")
+
+
+class NodeSpec(Model):
+    """A node of a cluster (a virtual node for the local driver)."""
+
+    name: Name
+    architecture: str = Field(default="amd64", pattern=r"^[a-z0-9_]+$")
+    cpu: float = Field(gt=0, description="CPU capacity in cores")
+    memory_mib: int = Field(gt=0, description="memory capacity in MiB")
+    runtimes: list[str] = Field(default_factory=lambda: ["runc"], min_length=1)
+    tee: TeeType = TeeType.NONE
+    labels: Labels = Field(default_factory=dict)
+    power: PowerModel = Field(default_factory=PowerModel)
+
+
+class ClusterSpec(Model):
+    """What a user registers: a cluster, where it is, what it costs and what it holds."""
+
+    name: Name
+    driver: DriverKind = DriverKind.LOCAL
+    tier: Tier
+    region: str = Field(min_length=1, max_length=64)
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2, for data residency")
+    labels: Labels = Field(default_factory=dict)
+    prices: Prices = Field(default_factory=Prices)
+    carbon_intensity: float = Field(default=300.0, ge=0, description="grid carbon intensity, gCO2/kWh")
+    nodes: list[NodeSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_node_names(self) -> ClusterSpec:
+        seen: set[str] = set()
+        for node in self.nodes:
+            if node.name in seen:
+                raise ValueError(f"duplicate node name {node.name!r}")
+            seen.add(node.name)
+        return self
+
+
+class NodeStatus(Model):
+    """A node as the resource manager sees it: its spec plus capacity accounting."""
+
+    cluster: str
+    spec: NodeSpec
+    ready: bool
+    allocated_cpu: float
+    allocated_memory_mib: int
+    replicas: int
+
+
+class ClusterStatus(Model):
+    """A cluster as the resource manager sees it."""
+
+    spec: ClusterSpec
+    phase: ClusterPhase
+    cordoned: bool
+    last_heartbeat: datetime | None
+    message: str = ""
+    created_at: datetime
