@@ -80,14 +80,14 @@ def _match(pattern: list[str], words: list[str]) -> bool:
     p = 0
     w = 0
     while p < len(pattern):
-        token = pattern[p]
-        if token == "#":
+        part = pattern[p]
+        if part == "#":
             if p == len(pattern) - 1:
                 return True
             return any(_match(pattern[p + 1 :], words[i:]) for i in range(w, len(words) + 1))
         if w >= len(words):
             return False
-        if token != "*" and token != words[w]:
+        if part not in ("*", words[w]):
             return False
         p += 1
         w += 1
