@@ -1,1 +1,7 @@
-"""nemo_kernel.store"""
+"""The store: SQLAlchemy 2 over SQLite (default) or PostgreSQL, schema managed by Alembic."""
+
+from nemo_kernel.store import events, inventory, workloads
+from nemo_kernel.store.db import Database
+from nemo_kernel.store.errors import Conflict, NotFound
+
+__all__ = ["Conflict", "Database", "NotFound", "events", "inventory", "workloads"]

@@ -1,0 +1,103 @@
+"""Clusters and nodes in the store, and their domain views."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from nemo_kernel.domain import ClusterPhase, ClusterSpec, ClusterStatus, NodeSpec, NodeStatus
+from nemo_kernel.store.errors import Conflict, NotFound
+from nemo_kernel.store.events import cluster_subject, record_event
+from nemo_kernel.store.tables import ClusterRow, NodeRow
+
+
+def add_cluster(session: Session, spec: ClusterSpec) -> ClusterRow:
+    """Register a cluster and its nodes; :class:`Conflict` if the name is taken."""
+    if session.scalar(select(ClusterRow.id).where(ClusterRow.name == spec.name)) is not None:
+        raise Conflict(f"cluster {spec.name!r} already exists")
+    row = ClusterRow(
+        name=spec.name,
+        driver=spec.driver.value,
+        tier=spec.tier.value,
+        region=spec.region,
+        country=spec.country,
+        spec=spec.model_dump(mode="json"),
+        phase=ClusterPhase.PENDING.value,
+        cordoned=False,
+        draining=False,
+        message="",
+    )
+    row.nodes = [NodeRow(name=n.name, spec=n.model_dump(mode="json")) for n in spec.nodes]
+    session.add(row)
+    session.flush()
+    record_event(
+        session,
+        "cluster.registered",
+        cluster_subject(spec.name),
+        f"cluster {spec.name} registered",
+        tier=spec.tier.value,
+        nodes=len(spec.nodes),
+    )
+    return row
+
+
+def get_cluster(session: Session, name: str) -> ClusterRow:
+    """The cluster named ``name`` with its nodes; :class:`NotFound` otherwise."""
+    row = session.scalar(select(ClusterRow).where(ClusterRow.name == name).options(selectinload(ClusterRow.nodes)))
+    if row is None:
+        raise NotFound("cluster", name)
+    return row
+
+
+def list_clusters(session: Session) -> list[ClusterRow]:
+    """Every cluster with its nodes (two queries, whatever the count)."""
+    return list(session.scalars(select(ClusterRow).options(selectinload(ClusterRow.nodes)).order_by(ClusterRow.name)))
+
+
+def remove_cluster(session: Session, name: str) -> ClusterRow:
+    """Delete a cluster and its nodes; the engine reschedules the replicas it hosted."""
+    row = get_cluster(session, name)
+    session.delete(row)
+    record_event(session, "cluster.removed", cluster_subject(name), f"cluster {name} removed")
+    return row
+
+
+def set_schedulable(session: Session, name: str, *, cordoned: bool, draining: bool = False) -> ClusterRow:
+    """Cordon (no new replicas), drain (cordon and move replicas away) or uncordon a cluster."""
+    row = get_cluster(session, name)
+    if (row.cordoned, row.draining) == (cordoned, draining):
+        return row
+    row.cordoned = cordoned
+    row.draining = draining
+    if draining:
+        kind, text = "cluster.draining", f"cluster {name} drained: its replicas move to other clusters"
+    elif cordoned:
+        kind, text = "cluster.cordoned", f"cluster {name} cordoned: no new replicas"
+    else:
+        kind, text = "cluster.uncordoned", f"cluster {name} schedulable again"
+    record_event(session, kind, cluster_subject(name), text)
+    return row
+
+
+def to_cluster_status(row: ClusterRow) -> ClusterStatus:
+    """Domain view of a stored cluster."""
+    return ClusterStatus(
+        spec=ClusterSpec.model_validate(row.spec),
+        phase=ClusterPhase(row.phase),
+        cordoned=row.cordoned,
+        last_heartbeat=row.last_heartbeat,
+        message=row.message,
+        created_at=row.created_at,
+    )
+
+
+def to_node_status(cluster: ClusterRow, node: NodeRow) -> NodeStatus:
+    """Domain view of a stored node with its capacity accounting."""
+    return NodeStatus(
+        cluster=cluster.name,
+        spec=NodeSpec.model_validate(node.spec),
+        ready=node.ready and cluster.phase == ClusterPhase.READY.value,
+        allocated_cpu=round(node.allocated_cpu, 6),
+        allocated_memory_mib=node.allocated_memory_mib,
+        replicas=node.replica_count,
+    )

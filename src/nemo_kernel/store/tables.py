@@ -1,0 +1,164 @@
+"""The relational schema (SQLAlchemy 2). Changes go through an Alembic migration in ``migrations/``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from nemo_kernel.domain import utcnow
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite stores no zone, so it is added back on read)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use nemo_kernel.domain.utcnow()")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UtcDateTime}
+
+
+class ClusterRow(Base):
+    """A registered cluster; ``spec`` holds the validated ClusterSpec as JSON."""
+
+    __tablename__ = "clusters"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    driver: Mapped[str] = mapped_column(String(20))
+    tier: Mapped[str] = mapped_column(String(10))
+    region: Mapped[str] = mapped_column(String(64))
+    country: Mapped[str] = mapped_column(String(2))
+    spec: Mapped[dict[str, Any]]
+    phase: Mapped[str] = mapped_column(String(16), default="Pending")
+    cordoned: Mapped[bool] = mapped_column(Boolean, default=False)
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    message: Mapped[str] = mapped_column(Text, default="")
+    last_heartbeat: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    nodes: Mapped[list[NodeRow]] = relationship(
+        back_populates="cluster", cascade="all, delete-orphan", passive_deletes=True, order_by="NodeRow.name"
+    )
+
+
+class NodeRow(Base):
+    """A node of a cluster, with its capacity accounting (sums of the requests of its active replicas)."""
+
+    __tablename__ = "nodes"
+    __table_args__ = (UniqueConstraint("cluster_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]]
+    ready: Mapped[bool] = mapped_column(Boolean, default=True)
+    allocated_cpu: Mapped[float] = mapped_column(Float, default=0.0)
+    allocated_memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+    replica_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    cluster: Mapped[ClusterRow] = relationship(back_populates="nodes")
+
+
+class WorkloadRow(Base):
+    """A workload: its latest descriptor and version. ``needs_placement`` queues it for the decision engine."""
+
+    __tablename__ = "workloads"
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    descriptor: Mapped[dict[str, Any]]
+    phase: Mapped[str] = mapped_column(String(16), default="Pending")
+    message: Mapped[str] = mapped_column(Text, default="")
+    needs_placement: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+    deleting: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ReplicaRow(Base):
+    """One replica bound to a node. ``desired`` False means it is being removed (old version, moved, deleted)."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (Index("ix_replicas_cluster_desired", "cluster", "desired"),)
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    index: Mapped[int] = mapped_column(Integer)
+    cluster: Mapped[str] = mapped_column(String(63))
+    node: Mapped[str] = mapped_column(String(63))
+    runtime: Mapped[str | None] = mapped_column(String(63))
+    cpu_request: Mapped[float] = mapped_column(Float)
+    memory_request_mib: Mapped[int] = mapped_column(Integer)
+    desired: Mapped[bool] = mapped_column(Boolean, default=True)
+    phase: Mapped[str] = mapped_column(String(16), default="Scheduled")
+    url: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_percent: Mapped[float | None] = mapped_column(Float)
+    memory_mib: Mapped[float | None] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DecisionRow(Base):
+    """A stored placement decision with its full explanation."""
+
+    __tablename__ = "placement_decisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    decision: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EventRow(Base):
+    """A state change: the history of a subject, and the outbox of the bus (``published`` False until sent)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_subject_id", "subject", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]]
+    published: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,246 @@
+"""Workloads, their replicas and placement decisions in the store."""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.orm import Session
+
+from nemo_kernel.domain import (
+    PlacementDecision,
+    ReplicaPhase,
+    ReplicaStatus,
+    WorkloadDescriptor,
+    WorkloadPhase,
+    WorkloadStatus,
+)
+from nemo_kernel.store.errors import Conflict, NotFound
+from nemo_kernel.store.events import record_event, workload_subject
+from nemo_kernel.store.tables import ClusterRow, DecisionRow, NodeRow, ReplicaRow, WorkloadRow
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What applying a descriptor did."""
+
+    row: WorkloadRow
+    outcome: Literal["created", "updated", "unchanged"]
+
+
+def apply_workload(session: Session, descriptor: WorkloadDescriptor) -> ApplyResult:
+    """Create a workload, or make a changed descriptor its next version (queued for placement)."""
+    stored = descriptor.model_dump(mode="json")
+    row = session.scalar(
+        select(WorkloadRow).where(WorkloadRow.namespace == descriptor.namespace, WorkloadRow.name == descriptor.name)
+    )
+    subject = workload_subject(descriptor.namespace, descriptor.name)
+    if row is None:
+        row = WorkloadRow(
+            namespace=descriptor.namespace,
+            name=descriptor.name,
+            version=1,
+            descriptor=stored,
+            phase=WorkloadPhase.PENDING.value,
+            message="waiting for a placement decision",
+            needs_placement=True,
+            deleting=False,
+        )
+        session.add(row)
+        session.flush()
+        record_event(
+            session,
+            "workload.registered",
+            subject,
+            "workload registered (version 1)",
+            version=1,
+            replicas=descriptor.deployment.replicas,
+        )
+        return ApplyResult(row, "created")
+    if row.deleting:
+        raise Conflict(f"workload {descriptor.namespace}/{descriptor.name} is being deleted")
+    if row.descriptor == stored:
+        return ApplyResult(row, "unchanged")
+    row.version += 1
+    row.descriptor = stored
+    row.needs_placement = True
+    row.message = f"rolling out version {row.version}"
+    record_event(
+        session,
+        "workload.updated",
+        subject,
+        f"new version {row.version} applied; rolling out",
+        version=row.version,
+        replicas=descriptor.deployment.replicas,
+    )
+    return ApplyResult(row, "updated")
+
+
+def get_workload(session: Session, namespace: str, name: str) -> WorkloadRow:
+    """The workload ``namespace/name``; :class:`NotFound` otherwise."""
+    row = session.scalar(select(WorkloadRow).where(WorkloadRow.namespace == namespace, WorkloadRow.name == name))
+    if row is None:
+        raise NotFound("workload", f"{namespace}/{name}")
+    return row
+
+
+def list_workloads(
+    session: Session, namespace: str | None = None, *, limit: int = 100, offset: int = 0
+) -> list[WorkloadRow]:
+    """A page of workloads, by namespace then name."""
+    query = select(WorkloadRow).order_by(WorkloadRow.namespace, WorkloadRow.name).limit(limit).offset(offset)
+    if namespace is not None:
+        query = query.where(WorkloadRow.namespace == namespace)
+    return list(session.scalars(query))
+
+
+def mark_deleting(session: Session, row: WorkloadRow) -> None:
+    """Start deleting a workload: every replica is released; the engine removes them, then the row."""
+    if row.deleting:
+        return
+    row.deleting = True
+    row.needs_placement = False
+    row.phase = WorkloadPhase.DELETING.value
+    row.message = "stopping replicas"
+    for replica in session.scalars(
+        select(ReplicaRow).where(ReplicaRow.workload_id == row.id, ReplicaRow.desired.is_(True))
+    ):
+        release_replica(session, replica)
+    record_event(session, "workload.deleting", workload_subject(row.namespace, row.name), "deletion requested")
+
+
+def replicas_by_workload(session: Session, workload_ids: Sequence[int]) -> dict[int, list[ReplicaRow]]:
+    """Replicas of many workloads in one query (no N+1), ordered by version then index."""
+    grouped: dict[int, list[ReplicaRow]] = defaultdict(list)
+    if not workload_ids:
+        return grouped
+    rows = session.scalars(
+        select(ReplicaRow)
+        .where(ReplicaRow.workload_id.in_(workload_ids))
+        .order_by(ReplicaRow.version, ReplicaRow.index, ReplicaRow.created_at)
+    )
+    for replica in rows:
+        grouped[replica.workload_id].append(replica)
+    return grouped
+
+
+def new_replica_id(name: str, version: int, index: int) -> str:
+    """A replica id unique across the control plane, readable by a person."""
+    return f"{name}-v{version}-{index}-{secrets.token_hex(3)}"
+
+
+def _adjust_node(session: Session, cluster: str, node: str, cpu: float, memory_mib: int, count: int) -> None:
+    # One atomic UPDATE, so concurrent writers never lose an increment.
+    cluster_id = select(ClusterRow.id).where(ClusterRow.name == cluster).scalar_subquery()
+    session.execute(
+        update(NodeRow)
+        .where(and_(NodeRow.cluster_id == cluster_id, NodeRow.name == node))
+        .values(
+            allocated_cpu=NodeRow.allocated_cpu + cpu,
+            allocated_memory_mib=NodeRow.allocated_memory_mib + memory_mib,
+            replica_count=NodeRow.replica_count + count,
+        )
+    )
+
+
+def bind_replica(
+    session: Session,
+    workload: WorkloadRow,
+    *,
+    index: int,
+    cluster: str,
+    node: str,
+    runtime: str | None,
+    cpu: float,
+    memory_mib: int,
+) -> ReplicaRow:
+    """Bind a new replica of the workload's current version to a node and account its requests there."""
+    replica = ReplicaRow(
+        id=new_replica_id(workload.name, workload.version, index),
+        workload_id=workload.id,
+        version=workload.version,
+        index=index,
+        cluster=cluster,
+        node=node,
+        runtime=runtime,
+        cpu_request=cpu,
+        memory_request_mib=memory_mib,
+        desired=True,
+        phase=ReplicaPhase.SCHEDULED.value,
+        restarts=0,
+        message="",
+    )
+    session.add(replica)
+    _adjust_node(session, cluster, node, cpu, memory_mib, 1)
+    return replica
+
+
+def release_replica(session: Session, replica: ReplicaRow) -> None:
+    """Mark a replica for removal and give its requests back to its node."""
+    if not replica.desired:
+        return
+    replica.desired = False
+    replica.phase = ReplicaPhase.STOPPING.value
+    _adjust_node(session, replica.cluster, replica.node, -replica.cpu_request, -replica.memory_request_mib, -1)
+
+
+def store_decision(session: Session, workload: WorkloadRow, decision: PlacementDecision) -> DecisionRow:
+    """Store a decision with its explanation."""
+    row = DecisionRow(
+        workload_id=workload.id,
+        version=decision.version,
+        outcome=decision.outcome.value,
+        decision=decision.model_dump(mode="json"),
+    )
+    session.add(row)
+    return row
+
+
+def latest_decision(session: Session, workload: WorkloadRow) -> PlacementDecision | None:
+    """The most recent decision about the workload."""
+    row = session.scalar(
+        select(DecisionRow).where(DecisionRow.workload_id == workload.id).order_by(DecisionRow.id.desc()).limit(1)
+    )
+    return PlacementDecision.model_validate(row.decision) if row is not None else None
+
+
+def to_replica_status(row: ReplicaRow) -> ReplicaStatus:
+    """Domain view of a stored replica."""
+    return ReplicaStatus(
+        id=row.id,
+        index=row.index,
+        version=row.version,
+        cluster=row.cluster,
+        node=row.node,
+        phase=ReplicaPhase(row.phase),
+        url=row.url,
+        pid=row.pid,
+        restarts=row.restarts,
+        cpu_percent=row.cpu_percent,
+        memory_mib=row.memory_mib,
+        message=row.message,
+        updated_at=row.updated_at,
+    )
+
+
+def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> WorkloadStatus:
+    """Domain view of a workload: desired against actual, replica by replica."""
+    descriptor = WorkloadDescriptor.model_validate(row.descriptor)
+    current = [r for r in replicas if r.desired]
+    return WorkloadStatus(
+        name=row.name,
+        namespace=row.namespace,
+        version=row.version,
+        phase=WorkloadPhase(row.phase),
+        message=row.message,
+        descriptor=descriptor,
+        desired_replicas=0 if row.deleting else descriptor.deployment.replicas,
+        ready_replicas=sum(1 for r in current if r.version == row.version and r.phase == ReplicaPhase.RUNNING.value),
+        replicas=[to_replica_status(r) for r in replicas],
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
