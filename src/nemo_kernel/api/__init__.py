@@ -1,1 +1,5 @@
-"""nemo_kernel.api"""
+"""The REST API (FastAPI): one router per resource under ``/api/v1``."""
+
+from nemo_kernel.api.app import create_app
+
+__all__ = ["create_app"]

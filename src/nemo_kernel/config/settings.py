@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     reconcile_interval: float = Field(default=1.0, gt=0, description="seconds between reconcile passes")
     driver_timeout: float = Field(default=3.0, gt=0, description="seconds a driver call may take")
 
+    managed_tier: str = Field(default="edge", pattern="^(cloud|edge|iot)$", description="of petition-made clusters")
+    managed_region: str = "local"
+    managed_country: str = Field(default="EU", pattern="^[A-Z]{2}$")
+    managed_node_cpu: float = Field(default=4.0, gt=0)
+    managed_node_memory_mib: int = Field(default=4096, gt=0)
+
     weight_cost: float = Field(default=1.0, ge=0)
     weight_carbon: float = Field(default=1.0, ge=0)
     weight_balance: float = Field(default=1.0, ge=0)

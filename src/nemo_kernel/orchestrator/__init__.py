@@ -1,1 +1,6 @@
-"""nemo_kernel.orchestrator"""
+"""The meta-orchestrator: intake, decision engine, orchestration engine, resource manager."""
+
+from nemo_kernel.orchestrator.control_plane import ControlPlane
+from nemo_kernel.orchestrator.intake import DeployPetition, Intake, JoinPetition, PetitionError, parse_petition
+
+__all__ = ["ControlPlane", "DeployPetition", "Intake", "JoinPetition", "PetitionError", "parse_petition"]

@@ -1,0 +1,83 @@
+"""One JSON error shape for every API error: ``{"error": {"code", "message", "details"}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+from nemo_kernel.orchestrator import PetitionError
+from nemo_kernel.store import Conflict, NotFound
+
+
+class ApiError(Exception):
+    """An error answered as is."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The JSON error body with its status."""
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
+    """Pydantic errors as ``[{field, message, type}]`` with the field path written ``services[0].Name``."""
+    out = []
+    for err in errors:
+        path = ""
+        for part in (*prefix, *err.get("loc", ())):
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        out.append({"field": path or "(body)", "message": err.get("msg", ""), "type": err.get("type", "")})
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error the API can raise to the JSON error shape and its status."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return error_response(404, "not_found", str(exc), {"kind": exc.kind, "name": exc.name})
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return error_response(409, "conflict", str(exc))
+
+    @app.exception_handler(ValidationError)
+    async def _invalid(_: Request, exc: ValidationError) -> JSONResponse:
+        details = field_errors(exc.errors())
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
+        return error_response(422, "invalid", f"invalid {exc.title}: {summary}", details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = field_errors(list(exc.errors()))
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
+        return error_response(422, "invalid", f"invalid request: {summary}", details)
+
+    @app.exception_handler(PetitionError)
+    async def _petition(_: Request, exc: PetitionError) -> JSONResponse:
+        return error_response(422, "petition_refused", str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
+        return error_response(
+            exc.status_code, code.get(exc.status_code, "error"), str(exc.detail), headers=dict(exc.headers or {})
+        )

@@ -1,0 +1,25 @@
+"""``/api/v1/petitions``: the Integration Component's REST door (the bus door is ``intent.#``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+
+from nemo_kernel.api.body import read_document, require_mapping
+from nemo_kernel.api.deps import control_plane
+from nemo_kernel.orchestrator import ControlPlane, parse_petition
+
+router = APIRouter(prefix="/petitions", tags=["petitions"])
+Plane = Annotated[ControlPlane, Depends(control_plane)]
+
+
+@router.post("", status_code=202)
+async def petition(request: Request, plane: Plane) -> dict[str, Any]:
+    """``{numberofclusters: N}`` or ``{name, namespace, pathname}``; validated whole before anything is stored."""
+    document = require_mapping(await read_document(request), "a petition")
+    parse_petition(document)  # 422 before any work
+    result = await run_in_threadpool(plane.intake.handle, document)
+    plane.wake()
+    return result

@@ -1,0 +1,44 @@
+"""Health, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from nemo_kernel.api.deps import control_plane
+from nemo_kernel.api.errors import ApiError
+from nemo_kernel.orchestrator import ControlPlane
+
+router = APIRouter(tags=["system"])
+Plane = Annotated[ControlPlane, Depends(control_plane)]
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(plane: Plane) -> dict[str, object]:
+    """The store answers and the reconcile loop has run recently; 503 otherwise."""
+    try:
+        with plane.db.transaction() as s:
+            s.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise ApiError(503, "store_down", f"the store does not answer: {type(exc).__name__}") from exc
+    last = plane.last_pass
+    limit = max(10.0, plane.settings.reconcile_interval * 10 + plane.settings.driver_timeout * 3)
+    if last is None or time.monotonic() - last > limit:
+        raise ApiError(503, "not_reconciling", "the reconcile loop has not completed a pass recently")
+    return {"status": "ready", "last_reconcile_seconds_ago": round(time.monotonic() - last, 3)}
+
+
+@router.get("/metrics")
+def metrics() -> Response:
+    """Prometheus exposition."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,101 @@
+"""``/api/v1/workloads``: apply CMDT descriptors, inspect workloads, their placement and history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from nemo_kernel.api.body import read_document, require_mapping
+from nemo_kernel.api.deps import control_plane
+from nemo_kernel.api.errors import ApiError
+from nemo_kernel.domain import Event, Model, PlacementDecision, WorkloadDescriptor, WorkloadStatus
+from nemo_kernel.orchestrator import ControlPlane
+from nemo_kernel.store import events, workloads
+
+router = APIRouter(prefix="/workloads", tags=["workloads"])
+Plane = Annotated[ControlPlane, Depends(control_plane)]
+Namespace = Annotated[str, Query(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+
+
+class ApplyResponse(Model):
+    """What an apply did, and the workload as now stored."""
+
+    outcome: str
+    workload: WorkloadStatus
+
+
+def _status(plane: ControlPlane, namespace: str, name: str) -> WorkloadStatus:
+    with plane.db.transaction() as s:
+        row = workloads.get_workload(s, namespace, name)
+        return workloads.to_workload_status(row, workloads.replicas_by_workload(s, [row.id]).get(row.id, []))
+
+
+@router.post("", response_model=ApplyResponse)
+async def apply(request: Request, response: Response, plane: Plane) -> ApplyResponse:
+    """Apply a descriptor (JSON or YAML). 201 when created, 200 when updated (new version) or unchanged."""
+    document: dict[str, Any] = require_mapping(await read_document(request), "a workload descriptor")
+    descriptor = WorkloadDescriptor.model_validate(document)
+    result = await run_in_threadpool(plane.intake.apply, descriptor)
+    if result.outcome != "unchanged":
+        plane.wake()
+    response.status_code = 201 if result.outcome == "created" else 200
+    status = await run_in_threadpool(_status, plane, descriptor.namespace, descriptor.name)
+    return ApplyResponse(outcome=result.outcome, workload=status)
+
+
+@router.get("", response_model=list[WorkloadStatus])
+def list_workloads(
+    plane: Plane,
+    namespace: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[WorkloadStatus]:
+    """A page of workloads (all namespaces unless one is given)."""
+    with plane.db.transaction() as s:
+        rows = workloads.list_workloads(s, namespace, limit=limit, offset=offset)
+        replicas = workloads.replicas_by_workload(s, [r.id for r in rows])
+        return [workloads.to_workload_status(r, replicas.get(r.id, [])) for r in rows]
+
+
+@router.get("/{name}", response_model=WorkloadStatus)
+def get_workload(name: str, plane: Plane, namespace: Namespace = "default") -> WorkloadStatus:
+    """Desired against actual replicas, per cluster and node, with their URLs."""
+    return _status(plane, namespace, name)
+
+
+@router.delete("/{name}", status_code=202, response_model=WorkloadStatus)
+def delete_workload(name: str, plane: Plane, namespace: Namespace = "default") -> WorkloadStatus:
+    """Stop every replica, then forget the workload (its history stays)."""
+    with plane.db.transaction() as s:
+        workloads.mark_deleting(s, workloads.get_workload(s, namespace, name))
+    plane.wake()
+    return _status(plane, namespace, name)
+
+
+@router.get("/{name}/placement", response_model=PlacementDecision)
+def placement(name: str, plane: Plane, namespace: Namespace = "default") -> PlacementDecision:
+    """The latest placement decision with its explanation (each candidate's verdict and scores)."""
+    with plane.db.transaction() as s:
+        decision = workloads.latest_decision(s, workloads.get_workload(s, namespace, name))
+    if decision is None:
+        raise ApiError(404, "not_decided", f"no placement decision for {namespace}/{name} yet")
+    return decision
+
+
+@router.get("/{name}/events", response_model=list[Event])
+def workload_events(
+    name: str,
+    plane: Plane,
+    namespace: Namespace = "default",
+    after: int = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> list[Event]:
+    """History of a workload: registered, placed, started, crashed, rescheduled, ... (kept after deletion)."""
+    subject = events.workload_subject(namespace, name)
+    with plane.db.transaction() as s:
+        found = events.history(s, subject, after_id=after, limit=limit)
+    if not found and after == 0:
+        raise ApiError(404, "not_found", f"workload {namespace}/{name} has no history")
+    return found

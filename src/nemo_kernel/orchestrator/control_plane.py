@@ -1,0 +1,114 @@
+"""The control plane as one object: store, bus, resource manager, engine, outbox and intake, with their loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from nemo_kernel.bus import Bus, InProcessBus, Subscription
+from nemo_kernel.config import Settings, load_clusters_file
+from nemo_kernel.domain import ClusterSpec
+from nemo_kernel.orchestrator.engine import OrchestrationEngine
+from nemo_kernel.orchestrator.intake import Intake
+from nemo_kernel.orchestrator.outbox import OutboxPublisher
+from nemo_kernel.orchestrator.resources import ResourceManager
+from nemo_kernel.store import Database, events, inventory
+
+log = logging.getLogger(__name__)
+
+_BOOTSTRAP_SUBJECT = "controlplane/bootstrap"
+
+
+class ControlPlane:
+    """Everything ``nemo up`` runs besides the HTTP server."""
+
+    def __init__(self, settings: Settings, bus: Bus | None = None) -> None:
+        self.settings = settings
+        self.db = Database(settings.resolved_database_url())
+        self.bus: Bus = bus if bus is not None else InProcessBus()
+        self.resources = ResourceManager(self.db, settings)
+        self.engine = OrchestrationEngine(self.db, self.resources, settings)
+        self.outbox = OutboxPublisher(self.db, self.bus)
+        self.intake = Intake(self.db, settings)
+        self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscription: Subscription | None = None
+
+    async def start(self) -> None:
+        """Migrate the store, register the default clusters on first start, then start the loops."""
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.db.migrate)
+        await asyncio.to_thread(self._bootstrap)
+        await self.bus.start()
+        self._subscription = await self.bus.subscribe("orchestrator.intake", ["intent.#"], self.intake.on_bus_petition)
+        self._tasks = [
+            asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+            asyncio.create_task(self._outbox_loop(), name="outbox"),
+        ]
+
+    def _bootstrap(self) -> None:
+        # "First start" is recorded in the store itself, so removing every cluster later is respected.
+        with self.db.transaction() as s:
+            if events.history(s, _BOOTSTRAP_SUBJECT, limit=1):
+                return
+            path: Path | None = self.settings.clusters_file
+            specs = [ClusterSpec.model_validate(c) for c in load_clusters_file(path)]
+            existing = {row.name for row in inventory.list_clusters(s)}
+            for spec in specs:
+                if spec.name not in existing:
+                    inventory.add_cluster(s, spec)
+            events.record_event(
+                s,
+                "controlplane.bootstrapped",
+                _BOOTSTRAP_SUBJECT,
+                f"registered {len(specs)} clusters from {path or 'the embedded defaults'}",
+                clusters=[spec.name for spec in specs],
+            )
+
+    def wake(self) -> None:
+        """Ask for a reconcile pass now (safe from any thread, e.g. an API request)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.engine.reconcile_once()
+                self.last_pass = time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A failing pass (database restarting, a driver bug) must not stop the control plane.
+                log.exception("reconcile pass failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.reconcile_interval)
+
+    async def _outbox_loop(self) -> None:
+        while True:
+            try:
+                sent = await self.outbox.publish_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("publishing events failed; retrying")
+                sent = 0
+            if sent == 0:
+                await asyncio.sleep(0.2)  # poll interval of the outbox, not a synchronisation
+
+    async def stop(self) -> None:
+        """Stop the loops and the local agents; replicas keep running and are adopted on the next start."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._subscription is not None:
+            await self._subscription.cancel()
+        await self.resources.close()
+        await self.bus.close()
+        await asyncio.to_thread(self.db.dispose)

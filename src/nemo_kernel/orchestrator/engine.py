@@ -1,0 +1,438 @@
+"""Orchestration Engine: reconciles desired placement with what the clusters report.
+
+One pass (``reconcile_once``) runs, in order: heartbeats (Resource Manager), observation of replica
+states, rescheduling away from unhealthy, drained or removed clusters, placement of what is unplaced
+(Decision Engine), then rollout: each cluster is told which replicas to run and which to remove.
+Every state change is stored (with its event) before anything is sent; work is always re-derived from
+the store, so a restart of the control plane resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from nemo_kernel.clusters import ClusterReport, ClusterUnreachable, ReplicaReport, ReplicaSpec
+from nemo_kernel.config import Settings
+from nemo_kernel.domain import ClusterPhase, ReplicaPhase, WorkloadDescriptor, WorkloadPhase
+from nemo_kernel.orchestrator.decision import DecisionEngine
+from nemo_kernel.orchestrator.placement import Inventory
+from nemo_kernel.orchestrator.resources import ResourceManager
+from nemo_kernel.store import Database, workloads
+from nemo_kernel.store.events import record_event, workload_subject
+from nemo_kernel.store.tables import ClusterRow, ReplicaRow, WorkloadRow
+
+log = logging.getLogger(__name__)
+
+_SCHEDULE_BATCH = 200
+_USAGE_WRITE_INTERVAL = 10.0  # seconds between stored CPU/memory samples of one replica
+
+
+@dataclass
+class _ClusterPlan:
+    ensure: list[ReplicaSpec] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+
+
+class OrchestrationEngine:
+    """Drives the clusters towards the placements stored in the database."""
+
+    def __init__(self, db: Database, resources: ResourceManager, settings: Settings) -> None:
+        self._db = db
+        self._resources = resources
+        self._settings = settings
+        self._decisions = DecisionEngine(settings.weights)
+        self._tried: dict[int, tuple[int, int]] = {}  # workload id -> (inventory generation, version) last tried
+        self._usage_written: dict[str, float] = {}
+
+    async def reconcile_once(self) -> None:
+        """One full pass; see the module docstring."""
+        await self._resources.sync_drivers()
+        reports = await self._resources.heartbeat()
+        await asyncio.to_thread(self._observe, reports)
+        await asyncio.to_thread(self._reschedule)
+        await asyncio.to_thread(self._schedule)
+        await self._rollout(reports)
+
+    # -- observation -------------------------------------------------------------------------------
+
+    def _observe(self, reports: dict[str, ClusterReport]) -> None:
+        if not reports:
+            return
+        now = time.monotonic()
+        with self._db.transaction() as s:
+            rows = {r.id: r for r in s.scalars(select(ReplicaRow).where(ReplicaRow.cluster.in_(list(reports))))}
+            subjects = self._subjects(s, {r.workload_id for r in rows.values()})
+            dirty: set[int] = set()
+            seen: set[str] = set()
+            for report in reports.values():
+                for observed in report.replicas:
+                    row = rows.get(observed.id)
+                    if row is None:
+                        continue  # not ours any more: the rollout removes it
+                    seen.add(observed.id)
+                    if self._apply_report(s, row, observed, subjects[row.workload_id], now):
+                        dirty.add(row.workload_id)
+            for row in rows.values():
+                if row.desired and row.id not in seen and row.phase != ReplicaPhase.SCHEDULED.value:
+                    row.phase = ReplicaPhase.SCHEDULED.value
+                    row.message = "not reported by its cluster; sending it again"
+                    row.pid = None
+                    dirty.add(row.workload_id)
+            self._update_phases(s, dirty)
+
+    @staticmethod
+    def _subjects(s: Session, workload_ids: Iterable[int]) -> dict[int, str]:
+        ids = list(workload_ids)
+        if not ids:
+            return {}
+        query = select(WorkloadRow.id, WorkloadRow.namespace, WorkloadRow.name).where(WorkloadRow.id.in_(ids))
+        return {wid: workload_subject(ns, name) for wid, ns, name in s.execute(query)}
+
+    def _apply_report(self, s: Session, row: ReplicaRow, seen: ReplicaReport, subject: str, now: float) -> bool:
+        """Copy a replica's report into its row; record what changed as events. True if its phase changed."""
+        if not row.desired:
+            return False
+        if now - self._usage_written.get(row.id, 0.0) >= _USAGE_WRITE_INTERVAL:
+            row.cpu_percent, row.memory_mib = seen.cpu_percent, seen.memory_mib
+            self._usage_written[row.id] = now
+        if seen.restarts > row.restarts:
+            record_event(
+                s,
+                "replica.crashed",
+                subject,
+                f"replica {row.id} on {row.cluster}/{row.node} exited ({seen.message or 'no message'}); "
+                f"restart {seen.restarts}",
+                replica=row.id,
+                cluster=row.cluster,
+                node=row.node,
+                restarts=seen.restarts,
+                exit_code=seen.exit_code,
+            )
+        row.restarts = seen.restarts
+        old_phase = row.phase
+        row.url, row.pid, row.message = seen.url, seen.pid, seen.message
+        if seen.phase.value == old_phase:
+            return False
+        row.phase = seen.phase.value
+        if seen.phase is ReplicaPhase.RUNNING:
+            record_event(
+                s,
+                "replica.started",
+                subject,
+                f"replica {row.id} running on {row.cluster}/{row.node} at {seen.url}",
+                replica=row.id,
+                cluster=row.cluster,
+                node=row.node,
+                url=seen.url,
+                pid=seen.pid,
+            )
+        elif seen.phase is ReplicaPhase.CRASHED and seen.restarts == row.restarts and old_phase != "Crashed":
+            record_event(
+                s,
+                "replica.crashed",
+                subject,
+                f"replica {row.id} exited with {seen.exit_code}: {seen.message}",
+                replica=row.id,
+                cluster=row.cluster,
+                node=row.node,
+                exit_code=seen.exit_code,
+            )
+        return True
+
+    def _update_phases(self, s: Session, workload_ids: set[int]) -> None:
+        """Recompute workload phases; finish rollouts (old versions go) and deletions (the row goes)."""
+        if not workload_ids:
+            return
+        rows = list(s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(list(workload_ids)))))
+        replicas = workloads.replicas_by_workload(s, [w.id for w in rows])
+        for w in rows:
+            mine = replicas.get(w.id, [])
+            subject = workload_subject(w.namespace, w.name)
+            if w.deleting:
+                if not mine:
+                    record_event(s, "workload.deleted", subject, "all replicas stopped; workload deleted")
+                    s.delete(w)
+                continue
+            wanted = WorkloadDescriptor.model_validate(w.descriptor).deployment.replicas
+            current = [r for r in mine if r.desired and r.version == w.version]
+            ready = sum(1 for r in current if r.phase == ReplicaPhase.RUNNING.value)
+            if ready >= wanted and len(current) >= wanted and not w.needs_placement:
+                old = [r for r in mine if r.desired and r.version != w.version]
+                for r in old:
+                    workloads.release_replica(s, r)
+                if old:
+                    record_event(
+                        s,
+                        "deployment.rolled_out",
+                        subject,
+                        f"version {w.version} serves; {len(old)} replicas of older versions stopping",
+                        version=w.version,
+                    )
+                phase = WorkloadPhase.RUNNING
+            elif not current:
+                phase = WorkloadPhase.PENDING
+            elif w.phase in (WorkloadPhase.RUNNING.value, WorkloadPhase.DEGRADED.value):
+                phase = WorkloadPhase.DEGRADED
+            else:
+                phase = WorkloadPhase.DEPLOYING
+            message = f"{ready}/{wanted} replicas of version {w.version} running"
+            if phase.value != w.phase:
+                record_event(s, f"workload.{phase.value.lower()}", subject, message, ready=ready, desired=wanted)
+                w.phase = phase.value
+            if phase is not WorkloadPhase.PENDING or current:
+                w.message = message
+
+    # -- rescheduling ------------------------------------------------------------------------------
+
+    def _reschedule(self) -> None:
+        with self._db.transaction() as s:
+            clusters = {
+                name: (phase, draining)
+                for name, phase, draining in s.execute(select(ClusterRow.name, ClusterRow.phase, ClusterRow.draining))
+            }
+            leaving = {
+                n: ("drained" if d else "not answering")
+                for n, (p, d) in clusters.items()
+                if d or p == ClusterPhase.NOT_READY.value
+            }
+            query = select(ReplicaRow).where(ReplicaRow.desired.is_(True))
+            if clusters:
+                query = query.where(ReplicaRow.cluster.in_(list(leaving)) | ReplicaRow.cluster.not_in(list(clusters)))
+            moving = list(s.scalars(query))
+            if moving:
+                subjects = self._subjects(s, {r.workload_id for r in moving})
+                for r in moving:
+                    reason = leaving.get(r.cluster, "removed")
+                    workloads.release_replica(s, r)
+                    record_event(
+                        s,
+                        "replica.rescheduled",
+                        subjects[r.workload_id],
+                        f"replica {r.id} leaves {r.cluster}/{r.node}: cluster {reason}",
+                        replica=r.id,
+                        cluster=r.cluster,
+                        node=r.node,
+                        reason=reason,
+                    )
+                s.execute(
+                    update(WorkloadRow)
+                    .where(WorkloadRow.id.in_({r.workload_id for r in moving}), WorkloadRow.deleting.is_(False))
+                    .values(needs_placement=True)
+                )
+            # Replicas of removed clusters have nobody left to stop them: forget them.
+            s.execute(delete(ReplicaRow).where(ReplicaRow.cluster.not_in(list(clusters))))
+            # Deletions finish once their last replica is gone, which may happen on any path.
+            self._update_phases(s, set(s.scalars(select(WorkloadRow.id).where(WorkloadRow.deleting.is_(True)))))
+
+    # -- placement ---------------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        with self._db.transaction() as s:
+            queue = list(
+                s.scalars(
+                    select(WorkloadRow)
+                    .where(WorkloadRow.needs_placement.is_(True), WorkloadRow.deleting.is_(False))
+                    .order_by(WorkloadRow.id)
+                    .limit(_SCHEDULE_BATCH)
+                )
+            )
+            if not queue:
+                return
+            inventory = Inventory.load(s)
+            replicas = workloads.replicas_by_workload(s, [w.id for w in queue])
+            touched: set[int] = set()
+            for w in queue:
+                if self._tried.get(w.id) == (inventory.generation, w.version):
+                    continue  # nothing changed since it last fitted nowhere
+                if self._place(s, w, replicas.get(w.id, []), inventory):
+                    touched.add(w.id)
+            self._update_phases(s, touched)
+
+    def _place(self, s: Session, w: WorkloadRow, mine: list[ReplicaRow], inventory: Inventory) -> bool:
+        spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
+        current = [r for r in mine if r.desired and r.version == w.version]
+        missing = sorted(set(range(spec.replicas)) - {r.index for r in current})
+        version = w.version
+        if not missing:
+            self._clear_queue(s, w.id, version)
+            return True
+        hosted: dict[tuple[str, str], int] = defaultdict(int)
+        for r in current:
+            hosted[(r.cluster, r.node)] += 1
+        decision = self._decisions.decide(w.namespace, w.name, version, spec, missing, inventory.candidates(hosted))
+        workloads.store_decision(s, w, decision)
+        subject = workload_subject(w.namespace, w.name)
+        runtimes = {(v.cluster, v.node): v.runtime for v in decision.candidates if v.node is not None}
+        for a in decision.assignments:
+            replica = workloads.bind_replica(
+                s,
+                w,
+                index=a.index,
+                cluster=a.cluster,
+                node=a.node,
+                runtime=runtimes.get((a.cluster, a.node)),
+                cpu=spec.resources.cpu,
+                memory_mib=spec.resources.memory_mib,
+            )
+            inventory.allocate(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
+            record_event(
+                s,
+                "replica.scheduled",
+                subject,
+                f"replica {replica.id} placed on {a.cluster}/{a.node}",
+                replica=replica.id,
+                cluster=a.cluster,
+                node=a.node,
+                index=a.index,
+            )
+        placed_all = len(decision.assignments) == len(missing)
+        kind = "placement.decided" if decision.assignments else "placement.pending"
+        record_event(
+            s,
+            kind,
+            subject,
+            decision.summary,
+            version=version,
+            outcome=decision.outcome.value,
+            assignments=[a.model_dump() for a in decision.assignments],
+        )
+        if placed_all:
+            self._clear_queue(s, w.id, version)
+        else:
+            self._tried[w.id] = (inventory.generation, version)
+            if not current and not decision.assignments:
+                w.message = f"Pending: {decision.summary}"
+        return True
+
+    @staticmethod
+    def _clear_queue(s: Session, workload_id: int, version: int) -> None:
+        # Conditional on the version, so a newer apply that arrived meanwhile stays queued.
+        s.execute(
+            update(WorkloadRow)
+            .where(WorkloadRow.id == workload_id, WorkloadRow.version == version)
+            .values(needs_placement=False)
+        )
+
+    # -- rollout -----------------------------------------------------------------------------------
+
+    async def _rollout(self, reports: dict[str, ClusterReport]) -> None:
+        plans = await asyncio.to_thread(self._plan_rollout, reports)
+        results = await asyncio.gather(*(self._apply_plan(c, p) for c, p in plans.items()))
+        sent = [spec for done, _ in results for spec in done]
+        removed = [rid for _, gone in results for rid in gone]
+        if sent or removed:
+            await asyncio.to_thread(self._record_rollout, sent, removed)
+
+    def _plan_rollout(self, reports: dict[str, ClusterReport]) -> dict[str, _ClusterPlan]:
+        plans: dict[str, _ClusterPlan] = defaultdict(_ClusterPlan)
+        with self._db.transaction() as s:
+            rows = list(s.scalars(select(ReplicaRow).where(ReplicaRow.cluster.in_(list(reports)))))
+            descriptors = {
+                wid: (ns, name, version, WorkloadDescriptor.model_validate(d))
+                for wid, ns, name, version, d in s.execute(
+                    select(
+                        WorkloadRow.id,
+                        WorkloadRow.namespace,
+                        WorkloadRow.name,
+                        WorkloadRow.version,
+                        WorkloadRow.descriptor,
+                    ).where(WorkloadRow.id.in_({r.workload_id for r in rows}))
+                )
+            }
+            known = {r.id: r for r in rows}
+            for cluster, report in reports.items():
+                reported = {rep.id for rep in report.replicas}
+                for rid in reported:
+                    row = known.get(rid)
+                    if row is None or not row.desired:
+                        plans[cluster].remove.append(rid)
+                for r in rows:
+                    if r.cluster != cluster or r.id in reported:
+                        continue
+                    if r.desired:
+                        ns, name, version, descriptor = descriptors[r.workload_id]
+                        # An older version's replica that vanished is not recreated: the new version replaces it.
+                        if r.version == version:
+                            plans[cluster].ensure.append(_replica_spec(r, ns, name, descriptor))
+                    else:
+                        s.delete(r)  # released and already gone from its cluster
+        return plans
+
+    async def _apply_plan(self, cluster: str, plan: _ClusterPlan) -> tuple[list[ReplicaSpec], list[str]]:
+        driver = self._resources.driver(cluster)
+        sent: list[ReplicaSpec] = []
+        removed: list[str] = []
+        if driver is None:
+            return sent, removed
+        try:
+            for spec in plan.ensure:
+                await asyncio.wait_for(driver.ensure_replica(spec), self._settings.driver_timeout)
+                sent.append(spec)
+            for rid in plan.remove:
+                await asyncio.wait_for(driver.remove_replica(rid), self._settings.driver_timeout * 3)
+                removed.append(rid)
+        except (ClusterUnreachable, TimeoutError) as exc:
+            log.warning("cluster %s: rollout interrupted: %s", cluster, exc or type(exc).__name__)
+        return sent, removed
+
+    def _record_rollout(self, sent: list[ReplicaSpec], removed: list[str]) -> None:
+        with self._db.transaction() as s:
+            rows = {
+                r.id: r for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_([x.id for x in sent] + removed)))
+            }
+            subjects = self._subjects(s, {r.workload_id for r in rows.values()})
+            for spec in sent:
+                row = rows.get(spec.id)
+                if row is not None and row.desired:
+                    row.phase = ReplicaPhase.STARTING.value
+                    record_event(
+                        s,
+                        "deployment.applied",
+                        subjects[row.workload_id],
+                        f"replica {spec.id} sent to {row.cluster}/{row.node}",
+                        replica=spec.id,
+                        cluster=row.cluster,
+                        node=row.node,
+                        version=spec.version,
+                    )
+            for rid in removed:
+                row = rows.get(rid)
+                if row is not None and not row.desired:
+                    record_event(
+                        s,
+                        "replica.removed",
+                        subjects[row.workload_id],
+                        f"replica {rid} stopped on {row.cluster}/{row.node}",
+                        replica=rid,
+                    )
+                    s.delete(row)
+                    self._usage_written.pop(rid, None)
+            self._update_phases(s, {r.workload_id for r in rows.values()})
+
+
+def _replica_spec(row: ReplicaRow, namespace: str, name: str, descriptor: WorkloadDescriptor) -> ReplicaSpec:
+    d = descriptor.deployment
+    return ReplicaSpec(
+        id=row.id,
+        workload=f"{namespace}/{name}",
+        version=row.version,
+        index=row.index,
+        node=row.node,
+        command=d.command,
+        image=d.image,
+        working_dir=d.working_dir,
+        env=d.env,
+        ports=d.ports,
+        resources=d.resources,
+        isolation=d.isolation,
+        runtime=row.runtime,
+        health=d.health,
+    )

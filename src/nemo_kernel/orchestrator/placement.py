@@ -1,0 +1,73 @@
+"""The inventory as the decision engine sees it during one scheduling pass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from sqlalchemy.orm import Session
+
+from nemo_kernel.domain import ClusterPhase, ClusterSpec, NodeSpec
+from nemo_kernel.orchestrator.decision import ClusterCandidate, NodeCandidate
+from nemo_kernel.store import inventory as inventory_store
+
+
+@dataclass
+class _Cluster:
+    base: ClusterCandidate
+    nodes: dict[str, NodeCandidate]
+
+
+class Inventory:
+    """Clusters and nodes with their capacity accounting, updated as a pass places replicas."""
+
+    def __init__(self, clusters: list[_Cluster], generation: int) -> None:
+        self._clusters = clusters
+        self._by_name = {c.base.name: c for c in clusters}
+        self.generation = generation
+        """Changes whenever health, schedulability or free capacity change, so pending work is retried only then."""
+
+    @classmethod
+    def load(cls, s: Session) -> Inventory:
+        """Read every cluster and node (two queries)."""
+        clusters: list[_Cluster] = []
+        fingerprint: list[object] = []
+        for row in inventory_store.list_clusters(s):
+            spec = ClusterSpec.model_validate(row.spec)
+            ready = row.phase == ClusterPhase.READY.value
+            nodes = {
+                n.name: NodeCandidate.from_spec(
+                    NodeSpec.model_validate(n.spec),
+                    ready=n.ready,
+                    allocated_cpu=n.allocated_cpu,
+                    allocated_memory_mib=n.allocated_memory_mib,
+                )
+                for n in row.nodes
+            }
+            excluded = "drained" if row.draining else None
+            base = ClusterCandidate.from_spec(spec, ready=ready, cordoned=row.cordoned, excluded_reason=excluded)
+            clusters.append(_Cluster(base, nodes))
+            fingerprint.append((row.name, ready, row.cordoned, row.draining))
+            fingerprint.extend((n.name, n.ready, round(n.allocated_cpu, 6), n.allocated_memory_mib) for n in row.nodes)
+        return cls(clusters, hash(tuple(fingerprint)))
+
+    def candidates(self, hosted: Mapping[tuple[str, str], int]) -> list[ClusterCandidate]:
+        """Candidates for one workload; ``hosted`` counts its replicas already on each (cluster, node)."""
+        out = []
+        for c in self._clusters:
+            nodes = tuple(
+                replace(n, hosted_replicas_of_workload=hosted[(c.base.name, n.name)])
+                if (c.base.name, n.name) in hosted
+                else n
+                for n in c.nodes.values()
+            )
+            out.append(replace(c.base, nodes=nodes))
+        return out
+
+    def allocate(self, cluster: str, node: str, cpu: float, memory_mib: int) -> None:
+        """Account a replica placed during this pass, so later decisions in the pass see it."""
+        c = self._by_name[cluster]
+        n = c.nodes[node]
+        c.nodes[node] = replace(
+            n, allocated_cpu=n.allocated_cpu + cpu, allocated_memory_mib=n.allocated_memory_mib + memory_mib
+        )

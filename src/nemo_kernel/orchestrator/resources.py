@@ -1,0 +1,146 @@
+"""Resource Manager: the cluster inventory's live side: drivers, heartbeats, cluster and node health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from nemo_kernel.clusters import ClusterDriver, ClusterReport, ClusterUnreachable
+from nemo_kernel.clusters.local import LocalAgentLauncher
+from nemo_kernel.config import Settings
+from nemo_kernel.domain import ClusterPhase, ClusterSpec, DriverKind, utcnow
+from nemo_kernel.store import Database
+from nemo_kernel.store.events import cluster_subject, record_event
+from nemo_kernel.store.tables import ClusterRow, NodeRow
+
+log = logging.getLogger(__name__)
+
+_MAX_CONCURRENT_HEARTBEATS = 64
+
+
+@dataclass
+class _Liveness:
+    last_ok: float  # monotonic
+    last_stored: float = 0.0
+    error: str = ""
+    node_ready: dict[str, bool] = field(default_factory=dict)
+
+
+class ResourceManager:
+    """Keeps one driver per registered cluster and turns heartbeats into cluster and node status."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self._db = db
+        self._settings = settings
+        self._launcher = LocalAgentLauncher(settings.data_dir / "clusters")
+        self._drivers: dict[str, ClusterDriver] = {}
+        self._liveness: dict[str, _Liveness] = {}
+        self._sem = asyncio.Semaphore(_MAX_CONCURRENT_HEARTBEATS)
+
+    def driver(self, cluster: str) -> ClusterDriver | None:
+        """The driver of a cluster, if it has one yet."""
+        return self._drivers.get(cluster)
+
+    def agent_pid(self, cluster: str) -> int | None:
+        """Process id of a local cluster's agent (operators and tests use it to simulate an outage)."""
+        return self._launcher.pid_of(cluster)
+
+    async def sync_drivers(self) -> None:
+        """Open a driver for every registered cluster; tear down what belonged to removed clusters."""
+        specs = await asyncio.to_thread(self._load_specs)
+        for name in set(self._drivers) - set(specs):
+            driver = self._drivers.pop(name)
+            self._liveness.pop(name, None)
+            await driver.close()
+            await self._launcher.destroy(name)
+            log.info("cluster %s removed: its agent and replicas are stopped", name)
+        for name, spec in specs.items():
+            if name in self._drivers:
+                continue
+            if spec.driver is not DriverKind.LOCAL:
+                log.warning("cluster %s: driver %s is not available yet", name, spec.driver.value)
+                continue
+            try:
+                self._drivers[name] = await self._launcher.ensure(spec)
+            except Exception as exc:
+                log.warning("cluster %s: could not start its local agent: %s", name, exc)
+                continue
+            self._liveness.setdefault(name, _Liveness(last_ok=time.monotonic()))
+
+    def _load_specs(self) -> dict[str, ClusterSpec]:
+        with self._db.transaction() as s:
+            return {
+                name: ClusterSpec.model_validate(spec)
+                for name, spec in s.execute(select(ClusterRow.name, ClusterRow.spec))
+            }
+
+    async def heartbeat(self) -> dict[str, ClusterReport]:
+        """Ask every cluster for its report; store phase changes; return the reports of those that answered."""
+        names = list(self._drivers)
+        results = await asyncio.gather(*(self._status(n) for n in names))
+        reports = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, ClusterReport)}
+        errors = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, str)}
+        await asyncio.to_thread(self._store_liveness, reports, errors)
+        return reports
+
+    async def _status(self, name: str) -> ClusterReport | str:
+        driver = self._drivers[name]
+        async with self._sem:
+            try:
+                return await asyncio.wait_for(driver.status(), self._settings.driver_timeout)
+            except (ClusterUnreachable, TimeoutError) as exc:
+                return str(exc) or type(exc).__name__
+
+    def _store_liveness(self, reports: dict[str, ClusterReport], errors: dict[str, str]) -> None:
+        now = time.monotonic()
+        with self._db.transaction() as s:
+            rows = {
+                r.name: r
+                for r in s.scalars(select(ClusterRow).where(ClusterRow.name.in_(list(reports) + list(errors))))
+            }
+            for name, report in reports.items():
+                row = rows.get(name)
+                live = self._liveness.get(name)
+                if row is None or live is None:
+                    continue
+                live.last_ok, live.error = now, ""
+                if row.phase != ClusterPhase.READY.value:
+                    row.phase, row.message = ClusterPhase.READY.value, ""
+                    record_event(s, "cluster.ready", cluster_subject(name), f"cluster {name} is answering")
+                if now - live.last_stored >= self._settings.heartbeat_timeout / 2:
+                    row.last_heartbeat = utcnow()
+                    live.last_stored = now
+                self._store_node_readiness(s, row, report, live)
+            for name, error in errors.items():
+                row = rows.get(name)
+                live = self._liveness.get(name)
+                if row is None or live is None:
+                    continue
+                live.error = error
+                silent = now - live.last_ok
+                if silent >= self._settings.heartbeat_timeout and row.phase != ClusterPhase.NOT_READY.value:
+                    row.phase = ClusterPhase.NOT_READY.value
+                    row.message = f"no heartbeat for {silent:.0f}s: {error}"
+                    record_event(s, "cluster.not_ready", cluster_subject(name), row.message)
+
+    @staticmethod
+    def _store_node_readiness(s: Session, row: ClusterRow, report: ClusterReport, live: _Liveness) -> None:
+        for node in report.nodes:
+            if live.node_ready.get(node.name) == node.ready:
+                continue
+            live.node_ready[node.name] = node.ready
+            s.execute(
+                update(NodeRow).where(NodeRow.cluster_id == row.id, NodeRow.name == node.name).values(ready=node.ready)
+            )
+
+    async def close(self) -> None:
+        """Close drivers and stop the local agents this process started (their replicas keep running)."""
+        for driver in self._drivers.values():
+            await driver.close()
+        self._drivers.clear()
+        await self._launcher.stop_all()
