@@ -86,9 +86,3 @@ def balance(node: NodeCandidate, used_cpu: float, used_memory_mib: float) -> flo
 def spread(hosted_replicas: int) -> float:
     """1.0 on a node without replicas of the workload, halving, thirding... as replicas accumulate."""
     return 1.0 / (1 + hosted_replicas)
-
-
-def weighted_total(weights: Mapping[str, float], cost: float, carbon: float, balance_score: float) -> float:
-    """Weighted mean of the criteria; ``weights`` must come from ``checked_weights``."""
-    total_weight = weights["cost"] + weights["carbon"] + weights["balance"]
-    return (weights["cost"] * cost + weights["carbon"] * carbon + weights["balance"] * balance_score) / total_weight
