@@ -32,6 +32,9 @@ class CandidateVerdict(Model):
     scores: dict[str, float] = Field(default_factory=dict, description="score per criterion, each in [0, 1]")
     total: float | None = None
     replicas: int = Field(default=0, description="replicas of this decision placed here")
+    runtime: str | None = Field(
+        default=None, description="runtime class the workload would run with on this node (node verdicts only)"
+    )
 
 
 class Assignment(Model):

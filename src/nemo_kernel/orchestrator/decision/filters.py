@@ -1,0 +1,239 @@
+"""Filters: which clusters and nodes may host a replica, and a human reason when one may not.
+
+Each filter returns ``None`` to let a candidate through, or the reason it is rejected, naming the values
+involved so an operator can act on it without reading code. Filters run in the order of the tuples below
+and the first rejection wins, so an explanation names the most basic problem first (a cluster that is down
+is reported as down, not as being in the wrong country).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from nemo_kernel.domain import RUNTIMES_FOR_ISOLATION, DeploymentSpec, Isolation, TeeType
+from nemo_kernel.orchestrator.decision.inventory import ClusterCandidate, NodeCandidate
+
+# Float sums of fractional CPU requests drift (0.1 * 3 > 0.3); without a tolerance a node filled exactly
+# to capacity would reject the last replica.
+_EPSILON = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Requirements:
+    """What one replica of a workload needs, derived once per decision from its deployment spec."""
+
+    cpu: float
+    memory_mib: int
+    isolation: Isolation
+    runtimes: frozenset[str]
+    needs_tee: bool
+    tiers: frozenset[str]
+    regions: frozenset[str]
+    countries: frozenset[str]
+    clusters: frozenset[str]
+    architectures: frozenset[str]
+    node_labels: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, spec: DeploymentSpec) -> Requirements:
+        """The requirements of one replica of ``spec``."""
+        where = spec.placement
+        return cls(
+            cpu=spec.resources.cpu,
+            memory_mib=spec.resources.memory_mib,
+            isolation=spec.isolation,
+            runtimes=RUNTIMES_FOR_ISOLATION[spec.isolation],
+            needs_tee=spec.needs_tee,
+            tiers=frozenset(str(t) for t in where.tiers),
+            regions=frozenset(where.regions),
+            countries=frozenset(where.countries),
+            clusters=frozenset(where.clusters),
+            architectures=frozenset(where.architectures),
+            node_labels=tuple(sorted(where.node_labels.items())),
+        )
+
+
+def _listed(values: Iterable[str]) -> str:
+    return "[" + ", ".join(sorted(values)) + "]"
+
+
+def _num(value: float) -> str:
+    return f"{value:.4g}"
+
+
+ClusterFilter = Callable[[ClusterCandidate, Requirements], str | None]
+NodeFilter = Callable[[NodeCandidate, Requirements], str | None]
+
+
+def cluster_health(cluster: ClusterCandidate, req: Requirements) -> str | None:
+    """Reject a cluster that stopped answering heartbeats, or that has no nodes to place on."""
+    if not cluster.ready:
+        return "cluster is not ready"
+    if not cluster.nodes:
+        return "cluster reports no nodes"
+    return None
+
+
+def cordon(cluster: ClusterCandidate, req: Requirements) -> str | None:
+    """Reject a cluster an operator cordoned: it keeps what it runs but takes nothing new."""
+    return "cluster is cordoned" if cluster.cordoned else None
+
+
+def excluded(cluster: ClusterCandidate, req: Requirements) -> str | None:
+    """Reject a cluster the caller ruled out for this decision (e.g. replicas are being moved off it)."""
+    return None if cluster.excluded_reason is None else f"excluded: {cluster.excluded_reason}"
+
+
+def cluster_allowlist(cluster: ClusterCandidate, req: Requirements) -> str | None:
+    """Reject a cluster not named in ``placement.clusters``, when the workload names any."""
+    if req.clusters and cluster.name not in req.clusters:
+        return f"cluster {cluster.name} not in {_listed(req.clusters)}"
+    return None
+
+
+def tier(cluster: ClusterCandidate, req: Requirements) -> str | None:
+    """Reject a cluster in a tier of the continuum the workload does not accept."""
+    if req.tiers and str(cluster.tier) not in req.tiers:
+        return f"tier {cluster.tier} not in {_listed(req.tiers)}"
+    return None
+
+
+def region(cluster: ClusterCandidate, req: Requirements) -> str | None:
+    """Reject a cluster outside the workload's regions."""
+    if req.regions and cluster.region not in req.regions:
+        return f"region {cluster.region} not in {_listed(req.regions)}"
+    return None
+
+
+def data_residency(cluster: ClusterCandidate, req: Requirements) -> str | None:
+    """Reject a cluster in a country where the workload's data may not reside."""
+    if req.countries and cluster.country not in req.countries:
+        return f"country {cluster.country} not in {_listed(req.countries)} (data residency)"
+    return None
+
+
+def node_health(node: NodeCandidate, req: Requirements) -> str | None:
+    """Reject a node that is not ready."""
+    return None if node.ready else "node is not ready"
+
+
+def architecture(node: NodeCandidate, req: Requirements) -> str | None:
+    """Reject a node whose CPU architecture the workload does not accept."""
+    if req.architectures and node.architecture not in req.architectures:
+        return f"architecture {node.architecture} not in {_listed(req.architectures)}"
+    return None
+
+
+def choose_runtime(node: NodeCandidate, req: Requirements) -> str | None:
+    """The runtime the workload would use on ``node``: the node's first listed runtime giving its isolation.
+
+    The node's order wins over ours because it is the operator's stated preference for that node.
+    """
+    for name in node.runtimes:
+        if name in req.runtimes:
+            return name
+    return None
+
+
+def runtime(node: NodeCandidate, req: Requirements) -> str | None:
+    """Reject a node with no runtime providing the workload's isolation level."""
+    if choose_runtime(node, req) is None:
+        return f"no {req.isolation} runtime: node offers {_listed(node.runtimes)}, needs one of {_listed(req.runtimes)}"
+    return None
+
+
+def tee(node: NodeCandidate, req: Requirements) -> str | None:
+    """Reject a node without a trusted execution environment when the workload needs one."""
+    if req.needs_tee and node.tee is TeeType.NONE:
+        why = "confidential isolation" if req.isolation is Isolation.CONFIDENTIAL else "tee_required"
+        return f"node has no TEE ({why} needs tdx, sev-snp or sgx)"
+    return None
+
+
+def node_labels(node: NodeCandidate, req: Requirements) -> str | None:
+    """Reject a node missing one of the labels the workload selects on."""
+    for key, wanted in req.node_labels:
+        actual = node.labels.get(key)
+        if actual is None:
+            return f"label {key} missing (wants {key}={wanted})"
+        if actual != wanted:
+            return f"label {key}={actual} (wants {key}={wanted})"
+    return None
+
+
+def fits(free_cpu: float, free_memory_mib: float, req: Requirements) -> bool:
+    """Whether one more replica fits in the given free capacity."""
+    return free_cpu + _EPSILON >= req.cpu and free_memory_mib >= req.memory_mib
+
+
+def capacity(node: NodeCandidate, req: Requirements) -> str | None:
+    """Reject a node whose free CPU or memory is below one replica's request."""
+    free_cpu = node.cpu - node.allocated_cpu
+    free_memory = node.memory_mib - node.allocated_memory_mib
+    if fits(free_cpu, free_memory, req):
+        return None
+    return (
+        f"needs {_num(req.cpu)} cpu, {req.memory_mib} MiB; "
+        f"free {_num(max(free_cpu, 0.0))} cpu, {max(free_memory, 0)} MiB"
+    )
+
+
+def admissible_runtime(node: NodeCandidate, req: Requirements) -> str | None:
+    """The runtime ``node`` would use if it passes every node filter, else ``None``.
+
+    The same rules as ``NODE_FILTERS`` without building reasons: the engine runs this on every node of every
+    admitted cluster and formats a reason only for the nodes it rejects. A test keeps the two in agreement.
+    """
+    if not node.ready or (req.needs_tee and node.tee is TeeType.NONE):
+        return None
+    if req.architectures and node.architecture not in req.architectures:
+        return None
+    if (
+        node.cpu - node.allocated_cpu + _EPSILON < req.cpu
+        or node.memory_mib - node.allocated_memory_mib < req.memory_mib
+    ):
+        return None
+    if req.node_labels:
+        labels = node.labels
+        for key, wanted in req.node_labels:
+            if labels.get(key) != wanted:
+                return None
+    return choose_runtime(node, req)
+
+
+CLUSTER_FILTERS: tuple[tuple[str, ClusterFilter], ...] = (
+    ("cluster-health", cluster_health),
+    ("cordon", cordon),
+    ("excluded", excluded),
+    ("cluster-allowlist", cluster_allowlist),
+    ("tier", tier),
+    ("region", region),
+    ("data-residency", data_residency),
+)
+"""Cluster-level filters, in the order they run: a rejection here yields one verdict for the whole cluster."""
+
+NODE_FILTERS: tuple[tuple[str, NodeFilter], ...] = (
+    ("node-health", node_health),
+    ("architecture", architecture),
+    ("runtime", runtime),
+    ("tee", tee),
+    ("node-labels", node_labels),
+    ("capacity", capacity),
+)
+"""Node-level filters, in the order they run, for nodes of clusters that passed every cluster filter."""
+
+
+_C = TypeVar("_C", ClusterCandidate, NodeCandidate)
+
+
+def first_rejection(
+    filters: tuple[tuple[str, Callable[[_C, Requirements], str | None]], ...], candidate: _C, req: Requirements
+) -> tuple[str, str] | None:
+    """The first filter rejecting ``candidate`` and its reason, or ``None`` when every filter lets it through."""
+    for name, check in filters:
+        reason = check(candidate, req)
+        if reason is not None:
+            return name, reason
+    return None
