@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -14,12 +14,17 @@ from nemo_kernel.api.security import authorize
 from nemo_kernel.orchestrator import ControlPlane
 
 
-def create_app(plane: ControlPlane) -> FastAPI:
-    """The API of ``plane``; the app's lifespan starts and stops the control plane's loops."""
+def create_app(plane: ControlPlane, on_started: Callable[[], None] | None = None) -> FastAPI:
+    """The API of ``plane``; the app's lifespan starts and stops the control plane's loops.
+
+    ``on_started`` runs once the control plane has started, before the first request is served.
+    """
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await plane.start()
+        if on_started is not None:
+            on_started()
         try:
             yield
         finally:

@@ -1,1 +1,5 @@
-"""nemo_kernel.cli"""
+"""The ``nemo`` command line."""
+
+from nemo_kernel.cli.app import app, main
+
+__all__ = ["app", "main"]

@@ -24,7 +24,9 @@ def discover_api(explicit: str | None) -> str:
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError):
-        raise CliError(f"no running `nemo up` found ({path} missing); start one, or pass --api URL / NEMO_API") from None
+        raise CliError(
+            f"no running `nemo up` found ({path} missing); start one, or pass --api URL / NEMO_API"
+        ) from None
     if not psutil.pid_exists(int(info.get("pid", -1))):
         raise CliError(f"the `nemo up` recorded in {path} (pid {info.get('pid')}) is not running; start it again")
     return str(info["url"]).rstrip("/")

@@ -1,0 +1,63 @@
+"""The ``nemo`` command (Typer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nemo_kernel.cli import clusters, workloads
+from nemo_kernel.cli.client import CliError, api_from_env_or
+from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
+from nemo_kernel.cli.output import OutputFormat, emit, errors, print_table
+
+app = typer.Typer(no_args_is_help=True, help="NEMO Kernel: control plane of the IoT-edge-cloud continuum.")
+app.add_typer(clusters.app, name="cluster", help="Register and manage clusters.")
+app.add_typer(workloads.app, name="workload", help="Apply and inspect workloads.")
+
+
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="API address (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="API port (default 7700; 0 picks a free one)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="data directory (default ~/.local/share/nemo)")] = None,
+    clusters_file: Annotated[Path | None, typer.Option("--clusters", help="YAML clusters for the first start")] = None,
+    database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default SQLite in the data dir)")] = None,
+) -> None:
+    """Run the control plane (API + reconcile loops) with three local clusters out of the box."""
+    from nemo_kernel.cli.up import serve
+    from nemo_kernel.config import Settings
+
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "api_host": host,
+            "api_port": port,
+            "data_dir": data_dir,
+            "clusters_file": clusters_file,
+            "database_url": database_url,
+        }.items()
+        if v is not None
+    }
+    serve(Settings(**overrides))
+
+
+@app.command()
+def petition(
+    file: Annotated[Path, typer.Option("-f", "--file", help="petition YAML/JSON ('-' for stdin)")],
+    api: ApiOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Send a petition: `numberofclusters: N`, or `name/namespace/pathname` to deploy from a path or git repo."""
+    result = api_from_env_or(api).post("/petitions", load_document(file))
+    emit(result, output, lambda r: print_table(None, ["field", "value"], [(k, v) for k, v in r.items()]))
+
+
+def main() -> None:
+    """Entry point of the ``nemo`` script."""
+    try:
+        app()
+    except CliError as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise SystemExit(1) from None

@@ -1,0 +1,64 @@
+"""``nemo up``: the whole control plane in one process, on embedded defaults unless configured."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from nemo_kernel.api import create_app
+from nemo_kernel.cli.output import console
+from nemo_kernel.config import Settings
+from nemo_kernel.orchestrator import ControlPlane
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _write_endpoint(path: Path, url: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    tmp.replace(path)
+
+
+def serve(settings: Settings) -> None:
+    """Run API and loops until SIGINT/SIGTERM; replicas keep running and are adopted by the next start."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sock = _bind(settings.api_host, settings.api_port)
+    host, port = sock.getsockname()[:2]
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    plane = ControlPlane(settings)
+
+    def announce() -> None:
+        # The socket is already listening, so the URL is good as soon as it is printed.
+        _write_endpoint(settings.endpoint_file, url)
+        console.print(f"[bold green]NEMO Kernel is up.[/] API: [bold]{url}[/]  (docs: {url}/docs)")
+        console.print(f"Data directory: {settings.data_dir}   Store: {plane.db.url.render_as_string()}")
+        console.print("Next: [bold]nemo cluster list[/]; [bold]nemo workload apply -f examples/demo-workload.yaml[/]")
+
+    app = create_app(plane, on_started=announce)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    try:
+        asyncio.run(server.serve(sockets=[sock]))
+    finally:
+        if settings.endpoint_file.exists():
+            try:
+                if json.loads(settings.endpoint_file.read_text()).get("pid") == os.getpid():
+                    settings.endpoint_file.unlink()
+            except (OSError, ValueError):
+                pass
+        console.print("NEMO Kernel stopped; running replicas are left running and will be adopted on the next start.")

@@ -1,0 +1,173 @@
+"""``nemo workload ...``"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nemo_kernel.cli.client import ApiClient, CliError, api_from_env_or
+from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
+from nemo_kernel.cli.output import OutputFormat, console, emit, print_table
+
+app = typer.Typer(no_args_is_help=True)
+NamespaceOption = Annotated[str, typer.Option("-n", "--namespace")]
+
+
+def _with_working_dir(document: Any, file: Path) -> Any:
+    # A descriptor's relative command paths mean "next to the descriptor", wherever the CLI runs from.
+    deployment = document.get("deployment") if isinstance(document, dict) else None
+    if isinstance(deployment, dict) and deployment.get("command") and str(file) != "-":
+        base = file.resolve().parent
+        deployment["working_dir"] = str((base / deployment.get("working_dir", ".")).resolve())
+    return document
+
+
+def _summary(workloads: list[dict[str, Any]]) -> None:
+    print_table(
+        None,
+        ["NAMESPACE", "NAME", "VERSION", "PHASE", "READY", "MESSAGE"],
+        [
+            (
+                w["namespace"],
+                w["name"],
+                w["version"],
+                w["phase"],
+                f"{w['ready_replicas']}/{w['desired_replicas']}",
+                w["message"],
+            )
+            for w in workloads
+        ],
+    )
+
+
+def _detail(w: dict[str, Any]) -> None:
+    _summary([w])
+    print_table(
+        "replicas",
+        ["REPLICA", "VERSION", "CLUSTER", "NODE", "PHASE", "URL", "RESTARTS", "CPU%", "MiB"],
+        [
+            (
+                r["id"],
+                r["version"],
+                r["cluster"],
+                r["node"],
+                r["phase"],
+                r["url"],
+                r["restarts"],
+                r["cpu_percent"],
+                r["memory_mib"],
+            )
+            for r in w["replicas"]
+        ],
+    )
+
+
+@app.command("apply")
+def apply(
+    file: Annotated[Path, typer.Option("-f", "--file", help="CMDT descriptor YAML/JSON ('-' for stdin)")],
+    namespace: Annotated[str | None, typer.Option("-n", "--namespace")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait until every replica runs")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 120.0,
+    api: ApiOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Apply a workload; a changed descriptor becomes a new version and rolls out."""
+    client = api_from_env_or(api)
+    document = _with_working_dir(load_document(file), file)
+    if namespace is not None and isinstance(document, dict):
+        document["namespace"] = namespace
+    result = client.post("/workloads", document)
+    workload = result["workload"]
+    if output is OutputFormat.TABLE:
+        console.print(
+            f"workload {workload['namespace']}/{workload['name']} {result['outcome']} (version {workload['version']})"
+        )
+    if wait:
+        workload = _wait_running(client, workload["namespace"], workload["name"], timeout)
+    emit(result if not wait else {**result, "workload": workload}, output, lambda _: _detail(workload))
+
+
+def _wait_running(client: ApiClient, namespace: str, name: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    with console.status(f"waiting for {namespace}/{name}") as status:
+        while True:
+            w = client.get(f"/workloads/{name}", namespace=namespace)
+            status.update(f"{namespace}/{name}: {w['phase']}, {w['ready_replicas']}/{w['desired_replicas']} ready")
+            if w["phase"] == "Running":
+                return dict(w)
+            if time.monotonic() > deadline:
+                raise CliError(f"{namespace}/{name} not running after {timeout:.0f}s: {w['phase']}: {w['message']}")
+            time.sleep(0.5)  # polling interval of a progress display
+
+
+@app.command("list")
+def list_(
+    namespace: Annotated[str | None, typer.Option("-n", "--namespace")] = None,
+    api: ApiOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """List workloads."""
+    emit(api_from_env_or(api).get("/workloads", namespace=namespace), output, _summary)
+
+
+@app.command("get")
+def get(
+    name: str, namespace: NamespaceOption = "default", api: ApiOption = None, output: OutputOption = OutputFormat.TABLE
+) -> None:
+    """Desired against actual replicas, per cluster and node, with URLs."""
+    emit(api_from_env_or(api).get(f"/workloads/{name}", namespace=namespace), output, _detail)
+
+
+@app.command("explain")
+def explain(
+    name: str, namespace: NamespaceOption = "default", api: ApiOption = None, output: OutputOption = OutputFormat.TABLE
+) -> None:
+    """Why the workload runs where it runs: each candidate's verdict and scores."""
+    decision = api_from_env_or(api).get(f"/workloads/{name}/placement", namespace=namespace)
+
+    def table(d: dict[str, Any]) -> None:
+        console.print(f"[bold]{d['outcome']}[/] (version {d['version']}): {d['summary']}")
+        console.print("weights: " + ", ".join(f"{k}={v:g}" for k, v in d["weights"].items()))
+        print_table(
+            None,
+            ["CLUSTER", "NODE", "VERDICT", "RUNTIME", "SCORES", "TOTAL", "PLACED"],
+            [
+                (
+                    c["cluster"],
+                    c["node"] or "*",
+                    f"rejected by {c['rejected_by']}: {c['reason']}" if c["rejected_by"] else "eligible",
+                    c.get("runtime"),
+                    " ".join(f"{k}={v:.2f}" for k, v in c["scores"].items()),
+                    None if c["total"] is None else f"{c['total']:.3f}",
+                    c["replicas"] or "",
+                )
+                for c in d["candidates"]
+            ],
+        )
+
+    emit(decision, output, table)
+
+
+@app.command("events")
+def events(
+    name: str, namespace: NamespaceOption = "default", api: ApiOption = None, output: OutputOption = OutputFormat.TABLE
+) -> None:
+    """History of the workload."""
+    history = api_from_env_or(api).get(f"/workloads/{name}/events", namespace=namespace)
+    emit(
+        history,
+        output,
+        lambda h: print_table(
+            None, ["TIME", "EVENT", "MESSAGE"], [(e["created_at"], e["kind"], e["message"]) for e in h]
+        ),
+    )
+
+
+@app.command("delete")
+def delete(name: str, namespace: NamespaceOption = "default", api: ApiOption = None) -> None:
+    """Stop every replica and forget the workload (its history is kept)."""
+    api_from_env_or(api).delete(f"/workloads/{name}", namespace=namespace)
+    console.print(f"workload {namespace}/{name} deleting")
