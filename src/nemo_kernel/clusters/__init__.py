@@ -8,5 +8,17 @@ from nemo_kernel.clusters.base import (
     ReplicaReport,
     ReplicaSpec,
 )
+from nemo_kernel.clusters.errors import ReplicaRejected
+from nemo_kernel.clusters.local import LocalAgentLauncher, LocalClusterDriver
 
-__all__ = ["ClusterDriver", "ClusterReport", "ClusterUnreachable", "NodeReport", "ReplicaReport", "ReplicaSpec"]
+__all__ = [
+    "ClusterDriver",
+    "ClusterReport",
+    "ClusterUnreachable",
+    "LocalAgentLauncher",
+    "LocalClusterDriver",
+    "NodeReport",
+    "ReplicaRejected",
+    "ReplicaReport",
+    "ReplicaSpec",
+]

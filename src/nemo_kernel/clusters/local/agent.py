@@ -1,0 +1,188 @@
+"""The local cluster agent: one process per local cluster, serving its replicas over HTTP on loopback.
+
+Run as ``python -m nemo_kernel.clusters.local.agent --cluster-file SPEC.json --state-dir DIR``. It binds
+127.0.0.1 on a port chosen by the OS, then writes its URL, bearer token and pid to ``DIR/agent.json``
+(mode 0600). API, every call with ``Authorization: Bearer <token>``:
+
+- ``GET /v1/status`` -> :class:`ClusterReport`
+- ``PUT /v1/replicas/{id}`` with a :class:`ReplicaSpec` -> :class:`ReplicaReport` (idempotent)
+- ``DELETE /v1/replicas/{id}`` -> 204 (idempotent)
+
+On SIGTERM the agent exits and leaves its replicas running; the next agent on the directory adopts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import psutil
+import uvicorn
+from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from nemo_kernel.clusters.base import ClusterReport, NodeReport, ReplicaReport, ReplicaSpec
+from nemo_kernel.clusters.errors import ReplicaRejected
+from nemo_kernel.clusters.local.state import AGENT_FILE, LOCK_FILE, AgentEndpoint, write_agent_endpoint
+from nemo_kernel.clusters.local.supervisor import ProcessSupervisor
+from nemo_kernel.domain import ClusterSpec
+
+log = logging.getLogger("nemo_kernel.clusters.local.agent")
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": details}}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+def create_app(cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str) -> FastAPI:
+    """The agent's HTTP API over ``supervisor``, guarded by ``token``; the app starts and closes the supervisor."""
+    node_names = {node.name for node in cluster.nodes}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await supervisor.start()
+        try:
+            yield
+        finally:
+            await supervisor.close()
+
+    async def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+        scheme, _, given = (authorization or "").partition(" ")
+        # compare_digest: the time taken must not tell how much of a guessed token was right
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.encode()):
+            raise _ApiError(401, "unauthorized", "missing or wrong bearer token")
+
+    app = FastAPI(
+        title=f"NEMO local agent {cluster.name}",
+        lifespan=lifespan,
+        dependencies=[Depends(authorized)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    @app.exception_handler(_ApiError)
+    async def api_error(_: Request, exc: _ApiError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(ReplicaRejected)
+    async def rejected(_: Request, exc: ReplicaRejected) -> JSONResponse:
+        return _error(422, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return _error(422, "invalid", "request does not match the schema", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, "not_found" if exc.status_code == 404 else "http_error", str(exc.detail))
+
+    @app.get("/v1/status")
+    async def status() -> ClusterReport:
+        replicas = supervisor.reports()
+        nodes = []
+        for node in cluster.nodes:
+            mine = [r for r in replicas if r.node == node.name]
+            nodes.append(
+                NodeReport(
+                    name=node.name,
+                    ready=True,
+                    cpu_percent=round(sum(r.cpu_percent or 0.0 for r in mine), 1),
+                    memory_mib=round(sum(r.memory_mib or 0.0 for r in mine), 1),
+                )
+            )
+        return ClusterReport(cluster=cluster.name, nodes=nodes, replicas=replicas)
+
+    @app.put("/v1/replicas/{replica_id}")
+    async def put_replica(replica_id: str, spec: ReplicaSpec) -> ReplicaReport:
+        if spec.id != replica_id:
+            raise _ApiError(422, "id_mismatch", "the body's id differs from the path", {"path": replica_id})
+        if spec.node not in node_names:
+            message = f"cluster {cluster.name!r} has no node {spec.node!r}"
+            raise _ApiError(422, "unknown_node", message, {"nodes": sorted(node_names)})
+        return supervisor.ensure(spec)
+
+    @app.delete("/v1/replicas/{replica_id}", status_code=204)
+    async def delete_replica(replica_id: str) -> Response:
+        supervisor.remove(replica_id)
+        return Response(status_code=204)
+
+    return app
+
+
+def _lock_state_dir(state_dir: Path) -> int:
+    """Hold the directory's lock for the agent's lifetime: two agents would fight over the same replicas."""
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SystemExit(f"another agent already serves {state_dir}") from None
+    return fd
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m nemo_kernel.clusters.local.agent``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--cluster-file", type=Path, required=True, help="ClusterSpec as JSON")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--port", type=int, default=0, help="0 (default) lets the OS choose")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    cluster = ClusterSpec.model_validate_json(args.cluster_file.read_bytes())
+    state_dir: Path = args.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock_fd = _lock_state_dir(state_dir)
+
+    # bind before writing agent.json: whoever reads the file can connect at once (the backlog holds them)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", args.port))
+    port = sock.getsockname()[1]
+    token = secrets.token_urlsafe(32)
+    me = psutil.Process()
+    endpoint = AgentEndpoint(url=f"http://127.0.0.1:{port}", token=token, pid=me.pid, create_time=me.create_time())
+    app = create_app(cluster, ProcessSupervisor(cluster.name, state_dir), token)
+    # the asyncio loop, not uvloop: the supervisor reaps its own children by pid and wants no surprises
+    config = uvicorn.Config(app, loop="asyncio", log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    write_agent_endpoint(state_dir / AGENT_FILE, endpoint)
+    log.info("agent of cluster %s listening on %s (pid %s)", cluster.name, endpoint.url, endpoint.pid)
+    try:
+        asyncio.run(server.serve(sockets=[sock]))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            current = (state_dir / AGENT_FILE).read_bytes()
+            if AgentEndpoint.model_validate_json(current).pid == me.pid:
+                (state_dir / AGENT_FILE).unlink()
+        os.close(lock_fd)
+    sys.exit(0 if server.started else 1)
+
+
+if __name__ == "__main__":
+    main()

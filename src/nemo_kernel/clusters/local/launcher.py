@@ -1,0 +1,214 @@
+"""Starts, finds and stops the agents of local clusters: one agent process per cluster, state under one root."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from nemo_kernel.clusters.base import ClusterUnreachable
+from nemo_kernel.clusters.local.driver import LocalClusterDriver
+from nemo_kernel.clusters.local.processes import is_alive, live_process, poll_until
+from nemo_kernel.clusters.local.state import (
+    AGENT_FILE,
+    AGENT_LOG,
+    CLUSTER_FILE,
+    AgentEndpoint,
+    read_agent_endpoint,
+    write_atomically,
+)
+from nemo_kernel.domain import ClusterSpec
+
+log = logging.getLogger(__name__)
+
+AGENT_MODULE = "nemo_kernel.clusters.local.agent"
+
+
+class LocalAgentLauncher:
+    """Keeps one agent running per local cluster, each with its state in ``state_root/<cluster-name>/``.
+
+    Agents run in their own session and outlive the control plane; :meth:`ensure` finds a live one again
+    (after a control-plane restart too) or starts a new one, which adopts the replicas still running.
+    """
+
+    def __init__(
+        self,
+        state_root: Path,
+        *,
+        request_timeout: float = 3.0,
+        start_timeout: float = 20.0,
+        stop_timeout: float = 10.0,
+        python: str = sys.executable,
+    ) -> None:
+        self.state_root = state_root
+        self.request_timeout = request_timeout
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.python = python
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = asyncio.Lock()
+
+    def state_dir(self, name: str) -> Path:
+        """Where the agent of cluster ``name`` keeps its state."""
+        return self.state_root / name
+
+    def pid_of(self, name: str) -> int | None:
+        """Pid of the running agent of cluster ``name``, or None."""
+        endpoint = self._live_endpoint(name)
+        return None if endpoint is None else endpoint.pid
+
+    async def ensure(self, spec: ClusterSpec) -> LocalClusterDriver:
+        """A driver for the agent of ``spec``, starting the agent if none runs (or its spec changed).
+
+        Raises :class:`ClusterUnreachable` if an agent runs but does not answer (stopped, hung): it still
+        holds the cluster's replicas, so it is not replaced behind its back.
+        """
+        async with self._lock:
+            state_dir = self.state_dir(spec.name)
+            state_dir.mkdir(parents=True, exist_ok=True)
+            spec_file = state_dir / CLUSTER_FILE
+            wanted = spec.model_dump_json(indent=2).encode()
+            endpoint = self._live_endpoint(spec.name)
+            if endpoint is not None:
+                same_spec = spec_file.exists() and spec_file.read_bytes() == wanted
+                if same_spec:
+                    driver = self._driver(endpoint)
+                    try:
+                        await driver.status()
+                    except BaseException:
+                        await driver.close()
+                        raise
+                    return driver
+                # the agent serves the spec it read at start; a new one adopts the replicas with the new spec
+                await self._stop_agent(spec.name, endpoint)
+            write_atomically(spec_file, wanted)
+            return await self._start_agent(spec.name)
+
+    async def stop(self, name: str) -> None:
+        """SIGTERM the agent of cluster ``name`` and wait for it to exit; its replicas keep running."""
+        async with self._lock:
+            endpoint = self._live_endpoint(name)
+            if endpoint is not None:
+                await self._stop_agent(name, endpoint)
+
+    async def stop_all(self) -> None:
+        """Stop every agent under the state root (replicas keep running)."""
+        if not self.state_root.is_dir():
+            return
+        for state_dir in sorted(p for p in self.state_root.iterdir() if p.is_dir()):
+            await self.stop(state_dir.name)
+
+    async def destroy(self, name: str) -> None:
+        """Remove every replica of cluster ``name``, stop its agent and delete its state (cluster removal)."""
+        state_dir = self.state_dir(name)
+        spec_file = state_dir / CLUSTER_FILE
+        if not spec_file.exists():
+            shutil.rmtree(state_dir, ignore_errors=True)
+            return
+        driver = await self.ensure(ClusterSpec.model_validate_json(spec_file.read_bytes()))
+        try:
+            report = await driver.status()
+            for replica in report.replicas:
+                await driver.remove_replica(replica.id)
+            # stopping takes up to the agent's grace period per replica; wait for the agent to confirm
+            deadline = time.monotonic() + 30.0
+            while (await driver.status()).replicas:
+                if time.monotonic() > deadline:
+                    raise ClusterUnreachable(f"replicas of cluster {name!r} did not stop within 30 s")
+                await asyncio.sleep(0.1)
+        finally:
+            await driver.close()
+        await self.stop(name)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ internals
+
+    def _driver(self, endpoint: AgentEndpoint) -> LocalClusterDriver:
+        return LocalClusterDriver(endpoint.url, endpoint.token, timeout=self.request_timeout)
+
+    def _live_endpoint(self, name: str) -> AgentEndpoint | None:
+        """The endpoint of cluster ``name``'s agent if that very process is alive."""
+        child = self._children.get(name)
+        if child is not None and child.poll() is not None:
+            del self._children[name]  # reaped: a dead child of ours must not linger as a zombie
+        endpoint = read_agent_endpoint(self.state_dir(name) / AGENT_FILE)
+        if endpoint is None or live_process(endpoint.pid, endpoint.create_time) is None:
+            return None
+        return endpoint
+
+    async def _start_agent(self, name: str) -> LocalClusterDriver:
+        state_dir = self.state_dir(name)
+        with (state_dir / AGENT_LOG).open("ab") as agent_log:
+            # Popen only forks and execs; it does not wait for the agent, so it does not block the loop
+            child = subprocess.Popen(  # noqa: ASYNC220
+                [
+                    self.python,
+                    "-m",
+                    AGENT_MODULE,
+                    "--cluster-file",
+                    str(state_dir / CLUSTER_FILE),
+                    "--state-dir",
+                    str(state_dir),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=agent_log,
+                stderr=subprocess.STDOUT,
+                # its own session: the agent (and so the cluster) outlives the control plane and its Ctrl-C
+                start_new_session=True,
+                close_fds=True,
+            )
+        self._children[name] = child
+        deadline = time.monotonic() + self.start_timeout
+        last_error = "agent.json not written yet"
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                raise ClusterUnreachable(
+                    f"agent of cluster {name!r} exited with code {child.returncode}; see {state_dir / AGENT_LOG}"
+                )
+            endpoint = read_agent_endpoint(state_dir / AGENT_FILE)
+            if endpoint is not None and endpoint.pid == child.pid:
+                driver = self._driver(endpoint)
+                try:
+                    await driver.status()
+                except ClusterUnreachable as exc:
+                    last_error = str(exc)
+                    await driver.close()
+                else:
+                    log.info("started agent of cluster %s at %s (pid %s)", name, endpoint.url, child.pid)
+                    return driver
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        child.wait()
+        self._children.pop(name, None)
+        raise ClusterUnreachable(
+            f"agent of cluster {name!r} did not answer within {self.start_timeout:g} s: {last_error}"
+        )
+
+    async def _stop_agent(self, name: str, endpoint: AgentEndpoint) -> None:
+        proc = live_process(endpoint.pid, endpoint.create_time)
+        if proc is None:
+            return
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGCONT)  # a stopped agent must run to act on the SIGTERM
+        if not await poll_until(lambda: not self._agent_alive(name, proc), self.stop_timeout):
+            log.warning("agent of cluster %s ignored SIGTERM; killing it (replicas keep running)", name)
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+            await poll_until(lambda: not self._agent_alive(name, proc), self.stop_timeout)
+        self._children.pop(name, None)
+
+    def _agent_alive(self, name: str, proc: psutil.Process) -> bool:
+        child = self._children.get(name)
+        if child is not None and child.pid == proc.pid:
+            return child.poll() is None  # our child: reap it, or it stays a zombie that looks alive
+        return is_alive(proc)
