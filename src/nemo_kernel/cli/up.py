@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def _write_endpoint(path: Path, url: str) -> None:
 def serve(settings: Settings) -> None:
     """Run API and loops until SIGINT/SIGTERM; replicas keep running and are adopted by the next start."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per heartbeat is noise
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sock = _bind(settings.api_host, settings.api_port)
     host, port = sock.getsockname()[:2]
@@ -52,6 +54,10 @@ def serve(settings: Settings) -> None:
 
     app = create_app(plane, on_started=announce)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that was
+    # installed before it; this one makes that a clean exit (status 0) instead of death by signal.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: server.handle_exit(signal.SIGTERM, None))
     try:
         asyncio.run(server.serve(sockets=[sock]))
     finally:

@@ -1,0 +1,110 @@
+"""Running the real stack in tests: `nemo up` as a process, the CLI as a process, cleanup of everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+NEMO = [sys.executable, "-m", "nemo_kernel.cli"]
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except (httpx.HTTPError, OSError, KeyError, ValueError) as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+class Stack:
+    """One `nemo up` with its own data directory, started and stopped like a user would."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.env = {**os.environ, "NEMO_DATA_DIR": str(data_dir), "NEMO_API_PORT": "0", **(env or {})}
+        self.env.pop("NEMO_API", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start `nemo up` and wait until it is ready."""
+        endpoint = self.data_dir / "endpoint.json"
+        endpoint.unlink(missing_ok=True)
+        log = open(self.data_dir.parent / f"{self.data_dir.name}-nemo-up.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([*NEMO, "up"], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        log.close()
+
+        def ready() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, "nemo up exited"
+            info = json.loads(endpoint.read_text())
+            if info["pid"] != self.proc.pid:
+                return False
+            self.url = info["url"]
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+
+        wait_for(ready, timeout, "nemo up to be ready")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Stop `nemo up` with ``sig``; returns its exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.proc = None
+        return code
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Call the API over HTTP."""
+        return httpx.request(method, f"{self.url}/api/v1{path}", timeout=10, **kwargs)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `nemo ARGS` the way a user does (finds this stack through the data directory)."""
+        env = {**self.env, "COLUMNS": "200"}
+        done = subprocess.run([*NEMO, *args], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+        if check and done.returncode != 0:
+            raise AssertionError(f"nemo {' '.join(args)} failed ({done.returncode}): {done.stderr}{done.stdout}")
+        return done
+
+    def cli_json(self, *args: str) -> Any:
+        """Run a CLI command with `-o json` and decode its output."""
+        return json.loads(self.cli(*args, "-o", "json").stdout)
+
+    def agent_pid(self, cluster: str) -> int:
+        """The pid of a local cluster's agent."""
+        return int(json.loads((self.data_dir / "clusters" / cluster / "agent.json").read_text())["pid"])
+
+    def kill_everything(self) -> None:
+        """Stop `nemo up`, its agents and every replica they started, whatever state the test left."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        pids: list[int] = []
+        for state in (self.data_dir / "clusters").glob("*/agent.json"):
+            pids.append(int(json.loads(state.read_text())["pid"]))
+        for table in (self.data_dir / "clusters").glob("*/replicas.json"):
+            pids += [r["pid"] for r in json.loads(table.read_text()).get("replicas", []) if r.get("pid")]
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                proc.resume()
+                os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else proc.kill()
+            except (psutil.Error, ProcessLookupError, PermissionError):
+                pass
