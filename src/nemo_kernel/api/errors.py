@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from nemo_kernel.orchestrator import PetitionError
@@ -58,6 +59,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return error_response(409, "conflict", str(exc))
+
+    @app.exception_handler(IntegrityError)
+    async def _race(_: Request, exc: IntegrityError) -> JSONResponse:
+        # Two writers raced for the same name; the loser gets what a sequential request would have got.
+        return error_response(409, "conflict", "the resource was created or changed concurrently; retry")
 
     @app.exception_handler(ValidationError)
     async def _invalid(_: Request, exc: ValidationError) -> JSONResponse:

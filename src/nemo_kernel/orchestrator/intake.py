@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from nemo_kernel.bus import Message
 from nemo_kernel.config import Settings
@@ -81,20 +82,39 @@ class Intake:
         with self._db.transaction() as s:
             return workloads.apply_workload(s, descriptor)
 
-    def join_clusters(self, petition: JoinPetition) -> list[str]:
-        """Create ``numberofclusters`` local managed clusters named ``managed-<k>``; returns their names."""
+    def handle(self, data: Any) -> dict[str, Any]:
+        """Carry out a petition of either kind in one transaction; returns a JSON-able summary."""
+        petition = self._prepare(data)
         with self._db.transaction() as s:
-            taken = set(s.scalars(select(ClusterRow.name)))
-            names: list[str] = []
-            k = 1
-            while len(names) < petition.numberofclusters:
-                name = f"managed-{k}"
-                k += 1
-                if name in taken:
-                    continue
+            return self._carry_out(s, petition)
+
+    def _prepare(self, data: Any) -> JoinPetition | WorkloadDescriptor:
+        # Everything that can fail on bad input happens here, before any transaction.
+        petition = parse_petition(data)
+        return petition if isinstance(petition, JoinPetition) else self._descriptor_for(petition)
+
+    def _carry_out(self, s: Session, petition: JoinPetition | WorkloadDescriptor) -> dict[str, Any]:
+        if isinstance(petition, JoinPetition):
+            return {"kind": "join", "clusters": self._join_clusters(s, petition)}
+        result = workloads.apply_workload(s, petition)
+        return {
+            "kind": "deploy",
+            "workload": f"{result.row.namespace}/{result.row.name}",
+            "version": result.row.version,
+            "outcome": result.outcome,
+        }
+
+    def _join_clusters(self, s: Session, petition: JoinPetition) -> list[str]:
+        taken = set(s.scalars(select(ClusterRow.name)))
+        names: list[str] = []
+        k = 1
+        while len(names) < petition.numberofclusters:
+            name = f"managed-{k}"
+            k += 1
+            if name not in taken:
                 names.append(name)
                 inventory.add_cluster(s, self._managed_cluster(name))
-            return names
+        return names
 
     def _managed_cluster(self, name: str) -> ClusterSpec:
         st = self._settings
@@ -107,8 +127,7 @@ class Intake:
             nodes=[NodeSpec(name=f"{name}-n1", cpu=st.managed_node_cpu, memory_mib=st.managed_node_memory_mib)],
         )
 
-    def deploy(self, petition: DeployPetition) -> ApplyResult:
-        """Fetch the descriptor named by the petition and apply it; :class:`PetitionError` if it cannot be found."""
+    def _descriptor_for(self, petition: DeployPetition) -> WorkloadDescriptor:
         path = self._fetch(petition)
         try:
             data = yaml.safe_load(path.read_text())
@@ -117,23 +136,10 @@ class Intake:
         if not isinstance(data, dict):
             raise PetitionError(f"descriptor {path.name} is not a mapping")
         data = {**data, "name": petition.name, "namespace": petition.namespace}
-        return self.apply(descriptor_with_defaults(data, path.parent))
-
-    def handle(self, data: Any) -> dict[str, Any]:
-        """Carry out a petition of either kind; returns a JSON-able summary."""
-        petition = parse_petition(data)
-        if isinstance(petition, JoinPetition):
-            return {"kind": "join", "clusters": self.join_clusters(petition)}
-        result = self.deploy(petition)
-        return {
-            "kind": "deploy",
-            "workload": f"{result.row.namespace}/{result.row.name}",
-            "version": result.row.version,
-            "outcome": result.outcome,
-        }
+        return descriptor_with_defaults(data, path.parent)
 
     async def on_bus_petition(self, message: Message) -> None:
-        """Bus handler for ``intent.#``: idempotent on the message id; refusals are stored as events."""
+        """Bus handler for ``intent.#``: exactly once per message id; refusals are stored as events."""
         await asyncio.to_thread(self._handle_message, message)
 
     def _handle_message(self, message: Message) -> None:
@@ -142,14 +148,26 @@ class Intake:
             if events.history(s, subject, limit=1):
                 return  # already handled: a redelivery
         try:
-            outcome = self.handle(yaml.safe_load(message.body))
-            kind, text = "intent.accepted", f"petition {message.routing_key} carried out"
+            petition = self._prepare(yaml.safe_load(message.body))
         except (ValidationError, PetitionError, yaml.YAMLError) as exc:
-            outcome = {"error": str(exc)}
-            kind, text = "intent.rejected", f"petition {message.routing_key} refused: {exc}"
+            text = f"petition {message.routing_key} refused: {exc}"
             log.warning("%s", text)
+            with self._db.transaction() as s:
+                record_event(s, "intent.rejected", subject, text, routing_key=message.routing_key, error=str(exc))
+            return
         with self._db.transaction() as s:
-            record_event(s, kind, subject, text, routing_key=message.routing_key, **outcome)
+            # The work and the marker commit together, so a redelivery after a crash cannot do it twice.
+            if events.history(s, subject, limit=1):
+                return
+            outcome = self._carry_out(s, petition)
+            record_event(
+                s,
+                "intent.accepted",
+                subject,
+                f"petition {message.routing_key} carried out",
+                routing_key=message.routing_key,
+                outcome=outcome,
+            )
 
     def _fetch(self, petition: DeployPetition) -> Path:
         source, _, inner = petition.pathname.partition("#")
