@@ -54,7 +54,8 @@ class LocalAgentLauncher:
         self.stop_timeout = stop_timeout
         self.python = python
         self._children: dict[str, subprocess.Popen[bytes]] = {}
-        self._lock = asyncio.Lock()
+        # one lock per cluster: agents of different clusters start in parallel, one cluster's never twice
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def state_dir(self, name: str) -> Path:
         """Where the agent of cluster ``name`` keeps its state."""
@@ -71,7 +72,7 @@ class LocalAgentLauncher:
         Raises :class:`ClusterUnreachable` if an agent runs but does not answer (stopped, hung): it still
         holds the cluster's replicas, so it is not replaced behind its back.
         """
-        async with self._lock:
+        async with self._lock_of(spec.name):
             state_dir = self.state_dir(spec.name)
             state_dir.mkdir(parents=True, exist_ok=True)
             spec_file = state_dir / CLUSTER_FILE
@@ -94,7 +95,7 @@ class LocalAgentLauncher:
 
     async def stop(self, name: str) -> None:
         """SIGTERM the agent of cluster ``name`` and wait for it to exit; its replicas keep running."""
-        async with self._lock:
+        async with self._lock_of(name):
             endpoint = self._live_endpoint(name)
             if endpoint is not None:
                 await self._stop_agent(name, endpoint)
@@ -130,6 +131,9 @@ class LocalAgentLauncher:
         shutil.rmtree(state_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ internals
+
+    def _lock_of(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
 
     def _driver(self, endpoint: AgentEndpoint) -> LocalClusterDriver:
         return LocalClusterDriver(endpoint.url, endpoint.token, timeout=self.request_timeout)
