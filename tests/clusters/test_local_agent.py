@@ -169,3 +169,19 @@ async def test_stop_leaves_replicas_running_and_destroy_removes_everything(local
     await launcher.destroy("edge-a")
     assert not launcher.state_dir("edge-a").exists()
     assert gone(pids["demo-0"])
+
+
+async def test_destroy_works_even_when_the_agent_hangs(local: LocalHarness, spawned: list[int]) -> None:
+    driver = await local.driver()
+    await driver.ensure_replica(local.replica("demo-0"))
+    pids = await eventually(lambda: all_running(driver, 1))
+    agent = local.launcher.pid_of("edge-a")
+    assert agent is not None
+    spawned.append(agent)
+    os.kill(agent, signal.SIGSTOP)
+
+    await local.launcher.destroy_all()
+
+    assert gone(agent)
+    assert gone(pids["demo-0"])
+    assert not local.launcher.state_dir("edge-a").exists()

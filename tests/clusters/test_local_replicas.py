@@ -13,7 +13,7 @@ import httpx
 import pytest
 from local_support import LocalHarness, eventually
 
-from nemo_kernel.clusters import ClusterReport, LocalClusterDriver, ReplicaReport
+from nemo_kernel.clusters import ClusterReport, LocalClusterDriver, ReplicaRejected, ReplicaReport
 from nemo_kernel.domain import PortSpec, ReplicaPhase
 
 
@@ -142,3 +142,35 @@ async def test_crash_loop_backs_off(local: LocalHarness) -> None:
     assert gaps[0] >= 1.0
     assert gaps[1] >= gaps[0] + 0.4
     assert gaps[2] >= gaps[1] + 1.4
+
+
+async def test_a_command_that_cannot_start_is_reported_and_retried(local: LocalHarness) -> None:
+    driver = await local.driver()
+    await driver.ensure_replica(local.replica("missing-0", command=["/nonexistent/nemo-binary"], health={}))
+
+    async def crashed() -> ReplicaReport | None:
+        (replica,) = (await driver.status()).replicas
+        return replica if replica.phase is ReplicaPhase.CRASHED else None
+
+    report = await eventually(crashed)
+    assert report.message.startswith("cannot start:")
+    assert report.pid is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({"command": None, "image": "nginx:1.27"}, "no_command"),
+        ({"working_dir": "relative/dir"}, "relative_working_dir"),
+        ({"ports": []}, "no_port"),
+    ],
+)
+async def test_what_the_local_driver_cannot_run_is_rejected(
+    local: LocalHarness, overrides: dict[str, object], code: str
+) -> None:
+    driver = await local.driver()
+    spec = local.replica("bad-0").model_copy(update=overrides)
+    with pytest.raises(ReplicaRejected) as caught:
+        await driver.ensure_replica(spec)
+    assert caught.value.code == code
+    assert (await driver.status()).replicas == []

@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: one line per health probe of every replica would drown the log
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     cluster = ClusterSpec.model_validate_json(args.cluster_file.read_bytes())
     state_dir: Path = args.state_dir.resolve()

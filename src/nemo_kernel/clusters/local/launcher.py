@@ -16,12 +16,14 @@ import psutil
 
 from nemo_kernel.clusters.base import ClusterUnreachable
 from nemo_kernel.clusters.local.driver import LocalClusterDriver
-from nemo_kernel.clusters.local.processes import is_alive, live_process, poll_until
+from nemo_kernel.clusters.local.processes import is_alive, live_process, poll_until, signal_group
 from nemo_kernel.clusters.local.state import (
     AGENT_FILE,
     AGENT_LOG,
     CLUSTER_FILE,
+    REPLICAS_FILE,
     AgentEndpoint,
+    load_replica_table,
     read_agent_endpoint,
     write_atomically,
 )
@@ -54,7 +56,8 @@ class LocalAgentLauncher:
         self.stop_timeout = stop_timeout
         self.python = python
         self._children: dict[str, subprocess.Popen[bytes]] = {}
-        self._lock = asyncio.Lock()
+        # one lock per cluster: agents of different clusters start in parallel, one cluster's never twice
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def state_dir(self, name: str) -> Path:
         """Where the agent of cluster ``name`` keeps its state."""
@@ -71,7 +74,7 @@ class LocalAgentLauncher:
         Raises :class:`ClusterUnreachable` if an agent runs but does not answer (stopped, hung): it still
         holds the cluster's replicas, so it is not replaced behind its back.
         """
-        async with self._lock:
+        async with self._lock_of(spec.name):
             state_dir = self.state_dir(spec.name)
             state_dir.mkdir(parents=True, exist_ok=True)
             spec_file = state_dir / CLUSTER_FILE
@@ -94,7 +97,7 @@ class LocalAgentLauncher:
 
     async def stop(self, name: str) -> None:
         """SIGTERM the agent of cluster ``name`` and wait for it to exit; its replicas keep running."""
-        async with self._lock:
+        async with self._lock_of(name):
             endpoint = self._live_endpoint(name)
             if endpoint is not None:
                 await self._stop_agent(name, endpoint)
@@ -107,29 +110,75 @@ class LocalAgentLauncher:
             await self.stop(state_dir.name)
 
     async def destroy(self, name: str) -> None:
-        """Remove every replica of cluster ``name``, stop its agent and delete its state (cluster removal)."""
+        """Remove every replica of cluster ``name``, stop its agent and delete its state (cluster removal).
+
+        Replicas get the agent's graceful stop (SIGTERM, then SIGKILL). If the agent does not answer
+        (stopped, hung), the launcher kills the agent and every recorded replica group itself: removing a
+        cluster must not depend on the health of what is being removed.
+        """
         state_dir = self.state_dir(name)
         spec_file = state_dir / CLUSTER_FILE
-        if not spec_file.exists():
-            shutil.rmtree(state_dir, ignore_errors=True)
+        if spec_file.exists():
+            try:
+                await self._remove_all_replicas(name, ClusterSpec.model_validate_json(spec_file.read_bytes()))
+            except ClusterUnreachable as exc:
+                log.warning("agent of cluster %s unreachable (%s); killing it and its replicas", name, exc)
+                await self._kill_agent_and_replicas(name)
+            else:
+                await self.stop(name)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+    async def destroy_all(self) -> None:
+        """Destroy every cluster under the state root (``nemo down --purge``, test teardown)."""
+        if not self.state_root.is_dir():
             return
-        driver = await self.ensure(ClusterSpec.model_validate_json(spec_file.read_bytes()))
+        for state_dir in sorted(p for p in self.state_root.iterdir() if p.is_dir()):
+            await self.destroy(state_dir.name)
+
+    # ------------------------------------------------------------------ internals
+
+    async def _remove_all_replicas(self, name: str, spec: ClusterSpec) -> None:
+        driver = await self.ensure(spec)
         try:
-            report = await driver.status()
-            for replica in report.replicas:
+            for replica in (await driver.status()).replicas:
                 await driver.remove_replica(replica.id)
-            # stopping takes up to the agent's grace period per replica; wait for the agent to confirm
+
+            async def none_left() -> bool:
+                return not (await driver.status()).replicas
+
+            # each replica may take the agent's stop grace; they stop concurrently
             deadline = time.monotonic() + 30.0
-            while (await driver.status()).replicas:
+            while not await none_left():
                 if time.monotonic() > deadline:
                     raise ClusterUnreachable(f"replicas of cluster {name!r} did not stop within 30 s")
                 await asyncio.sleep(0.1)
         finally:
             await driver.close()
-        await self.stop(name)
-        shutil.rmtree(state_dir, ignore_errors=True)
 
-    # ------------------------------------------------------------------ internals
+    async def _kill_agent_and_replicas(self, name: str) -> None:
+        state_dir = self.state_dir(name)
+        endpoint = read_agent_endpoint(state_dir / AGENT_FILE)
+        agent = live_process(endpoint.pid, endpoint.create_time) if endpoint is not None else None
+        if agent is not None:
+            # the agent first, so that it starts nothing new; SIGKILL works on a stopped process too
+            with contextlib.suppress(psutil.Error):
+                agent.kill()
+                agent.wait(timeout=self.stop_timeout)
+        child = self._children.pop(name, None)
+        if child is not None:
+            child.poll()
+        killed: list[psutil.Process] = []
+        for record in load_replica_table(state_dir / REPLICAS_FILE).replicas:
+            # create_time guards against signalling a stranger that reused the pid
+            replica = live_process(record.pid, record.create_time) if record.pid is not None else None
+            if replica is not None:
+                signal_group(replica.pid, signal.SIGKILL)
+                killed.append(replica)
+        # signals are delivered asynchronously: the cluster is gone only once its processes are
+        await poll_until(lambda: not any(is_alive(p) for p in killed), self.stop_timeout)
+
+    def _lock_of(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
 
     def _driver(self, endpoint: AgentEndpoint) -> LocalClusterDriver:
         return LocalClusterDriver(endpoint.url, endpoint.token, timeout=self.request_timeout)

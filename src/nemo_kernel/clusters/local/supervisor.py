@@ -145,6 +145,9 @@ def check_runnable(spec: ReplicaSpec) -> None:
         raise ReplicaRejected(
             "relative_working_dir", "working_dir must be an absolute path", {"working_dir": spec.working_dir}
         )
+    if spec.health.http_path is not None and not spec.ports:
+        details = {"http_path": spec.health.http_path}
+        raise ReplicaRejected("no_port", "an HTTP health check needs a port to probe", details)
 
 
 class ProcessSupervisor:
