@@ -245,3 +245,18 @@ def test_cli_reports_api_errors(stack: Stack, tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "HTTP 422" in done.stderr and "name:" in done.stderr
     assert stack.cli("cluster", "get", "nope", check=False).returncode == 1
+
+
+def test_replica_a_cluster_cannot_run_is_reported_not_retried(stack: Stack) -> None:
+    # An image-only workload: the local driver cannot run images (Kubernetes can, once its driver lands).
+    doc = {"name": "imaged", "deployment": {"image": "nginx:1.27", "replicas": 1, "ports": []}}
+    assert stack.api("POST", "/workloads", json=doc).status_code == 201
+
+    def rejected() -> list[dict[str, Any]]:
+        return [e for e in stack.api("GET", "/workloads/imaged/events").json() if e["kind"] == "replica.rejected"]
+
+    found = wait_for(rejected, 20, "the replica to be rejected")
+    assert "refused the replica" in found[0]["message"]
+    w = stack.api("GET", "/workloads/imaged").json()
+    assert w["phase"] == "Deploying" and "refused" in w["replicas"][0]["message"]
+    stack.api("DELETE", "/workloads/imaged")

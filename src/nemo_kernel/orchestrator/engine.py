@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from nemo_kernel.clusters import ClusterReport, ClusterUnreachable, ReplicaReport, ReplicaSpec
+from nemo_kernel.clusters import ClusterReport, ClusterUnreachable, ReplicaRejected, ReplicaReport, ReplicaSpec
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import ClusterPhase, ReplicaPhase, WorkloadDescriptor, WorkloadPhase
 from nemo_kernel.orchestrator.decision import DecisionEngine
@@ -51,6 +51,7 @@ class OrchestrationEngine:
         self._decisions = DecisionEngine(settings.weights)
         self._tried: dict[int, tuple[int, int]] = {}  # workload id -> (inventory generation, version) last tried
         self._usage_written: dict[str, float] = {}
+        self._rejected: dict[str, str] = {}  # replica id -> why its cluster refused it (never resent as is)
 
     async def reconcile_once(self) -> None:
         """One full pass; see the module docstring."""
@@ -328,7 +329,7 @@ class OrchestrationEngine:
         results = await asyncio.gather(*(self._apply_plan(c, p) for c, p in plans.items()))
         sent = [spec for done, _ in results for spec in done]
         removed = [rid for _, gone in results for rid in gone]
-        if sent or removed:
+        if sent or removed or any(self._rejected.values()):
             await asyncio.to_thread(self._record_rollout, sent, removed)
 
     def _plan_rollout(self, reports: dict[str, ClusterReport]) -> dict[str, _ClusterPlan]:
@@ -360,7 +361,7 @@ class OrchestrationEngine:
                     if r.desired:
                         ns, name, version, descriptor = descriptors[r.workload_id]
                         # An older version's replica that vanished is not recreated: the new version replaces it.
-                        if r.version == version:
+                        if r.version == version and r.id not in self._rejected:
                             plans[cluster].ensure.append(_replica_spec(r, ns, name, descriptor))
                     else:
                         s.delete(r)  # released and already gone from its cluster
@@ -374,7 +375,11 @@ class OrchestrationEngine:
             return sent, removed
         try:
             for spec in plan.ensure:
-                await asyncio.wait_for(driver.ensure_replica(spec), self._settings.driver_timeout)
+                try:
+                    await asyncio.wait_for(driver.ensure_replica(spec), self._settings.driver_timeout)
+                except ReplicaRejected as exc:
+                    self._rejected[spec.id] = f"{cluster} refused the replica: {exc}"
+                    continue
                 sent.append(spec)
             for rid in plan.remove:
                 await asyncio.wait_for(driver.remove_replica(rid), self._settings.driver_timeout * 3)
@@ -385,9 +390,9 @@ class OrchestrationEngine:
 
     def _record_rollout(self, sent: list[ReplicaSpec], removed: list[str]) -> None:
         with self._db.transaction() as s:
-            rows = {
-                r.id: r for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_([x.id for x in sent] + removed)))
-            }
+            rejected = [rid for rid, why in self._rejected.items() if why]
+            ids = [x.id for x in sent] + removed + rejected
+            rows = {r.id: r for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(ids)))}
             subjects = self._subjects(s, {r.workload_id for r in rows.values()})
             for spec in sent:
                 row = rows.get(spec.id)
@@ -403,6 +408,20 @@ class OrchestrationEngine:
                         node=row.node,
                         version=spec.version,
                     )
+            for rid in rejected:
+                row = rows.get(rid)
+                if row is not None:
+                    row.message = self._rejected[rid]
+                    record_event(
+                        s,
+                        "replica.rejected",
+                        subjects[row.workload_id],
+                        row.message,
+                        replica=rid,
+                        cluster=row.cluster,
+                        node=row.node,
+                    )
+                self._rejected[rid] = ""  # recorded once; still never resent
             for rid in removed:
                 row = rows.get(rid)
                 if row is not None and not row.desired:

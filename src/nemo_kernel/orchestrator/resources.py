@@ -37,8 +37,9 @@ class ResourceManager:
     def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
         self._settings = settings
-        self._launcher = LocalAgentLauncher(settings.data_dir / "clusters")
+        self._launcher = LocalAgentLauncher(settings.data_dir / "clusters", request_timeout=settings.driver_timeout)
         self._drivers: dict[str, ClusterDriver] = {}
+        self._specs: dict[str, ClusterSpec] = {}
         self._liveness: dict[str, _Liveness] = {}
         self._sem = asyncio.Semaphore(_MAX_CONCURRENT_HEARTBEATS)
 
@@ -56,6 +57,7 @@ class ResourceManager:
         for name in set(self._drivers) - set(specs):
             driver = self._drivers.pop(name)
             self._liveness.pop(name, None)
+            self._specs.pop(name, None)
             await driver.close()
             await self._launcher.destroy(name)
             log.info("cluster %s removed: its agent and replicas are stopped", name)
@@ -65,6 +67,7 @@ class ResourceManager:
             if spec.driver is not DriverKind.LOCAL:
                 log.warning("cluster %s: driver %s is not available yet", name, spec.driver.value)
                 continue
+            self._specs[name] = spec
             try:
                 self._drivers[name] = await self._launcher.ensure(spec)
             except Exception as exc:
@@ -94,7 +97,24 @@ class ResourceManager:
             try:
                 return await asyncio.wait_for(driver.status(), self._settings.driver_timeout)
             except (ClusterUnreachable, TimeoutError) as exc:
+                await self._revive(name)
                 return str(exc) or type(exc).__name__
+
+    async def _revive(self, name: str) -> None:
+        # A local agent that died is started again (it adopts the replicas still running); one that is alive
+        # but silent (hung, stopped, partitioned) is left alone and the cluster goes NotReady.
+        spec = self._specs.get(name)
+        if spec is None or spec.driver is not DriverKind.LOCAL:
+            return
+        try:
+            fresh = await self._launcher.ensure(spec)
+        except Exception as exc:
+            log.debug("cluster %s: agent not revived: %s", name, exc)
+            return
+        old = self._drivers.get(name)
+        self._drivers[name] = fresh
+        if old is not None:
+            await old.close()
 
     def _store_liveness(self, reports: dict[str, ClusterReport], errors: dict[str, str]) -> None:
         now = time.monotonic()
