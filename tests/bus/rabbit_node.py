@@ -5,6 +5,7 @@ Recipe: ../shared/notes/test-services.md. The machine's shared broker (node ``ra
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
@@ -52,7 +53,9 @@ class Certificates:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def make_certificates(folder: Path, client_cn: str = "orchestrator") -> Certificates:
@@ -219,8 +222,6 @@ class PrivateRabbit:
         except (RuntimeError, subprocess.TimeoutExpired):
             pid_file = self.dir / "pid"
             if pid_file.exists():
-                try:
+                with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid_file.read_text().strip()), 9)
-                except (ProcessLookupError, ValueError):
-                    pass
         shutil.rmtree(self.dir, ignore_errors=True)
