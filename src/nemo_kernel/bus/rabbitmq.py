@@ -5,7 +5,8 @@ Topology (declared on first use; ``nemo bus provision`` creates the exchanges up
 * ``nemo``: durable topic exchange every module publishes to.
 * one durable quorum queue per ``subscribe(queue, ...)``, bound to its patterns. Quorum queues count deliveries
   themselves (``x-delivery-count``), which is what makes a redelivery limit reliable across consumer crashes.
-* ``nemo.dlx``: durable direct exchange; ``<queue>.dead`` is bound to it with routing key ``<queue>``.
+* ``nemo.dlx``: durable topic exchange; ``<queue>.dead`` is bound to it with routing key ``<queue>`` (topic, so that
+  broker topic permissions can confine each module to its own dead letters).
 
 Delivery: publisher confirms (``publish`` returns once the broker has the message on disk), persistent messages,
 manual acknowledgement after the handler returns, ``nack(requeue)`` when it raises. On the last allowed delivery
@@ -160,7 +161,7 @@ class RabbitMqBus:
         assert self._connection is not None
         for name, kind in (
             (self.exchange_name, aio_pika.ExchangeType.TOPIC),
-            (self.dead_letter_exchange, aio_pika.ExchangeType.DIRECT),
+            (self.dead_letter_exchange, aio_pika.ExchangeType.TOPIC),
         ):
             channel = await self._connection.channel()
             try:
