@@ -116,6 +116,7 @@ class RabbitMqBus:
         self._dlx: aio_pika.abc.AbstractExchange | None = None
         self._subscriptions: set[_RabbitMqSubscription] = set()
         self._start_lock = asyncio.Lock()
+        self._publisher_lock = asyncio.Lock()
 
     @property
     def connected(self) -> bool:
@@ -129,9 +130,7 @@ class RabbitMqBus:
                 return
             self._connection = await self._connect()
             await self._declare_exchanges()
-            self._publisher = await self._connection.channel(publisher_confirms=True)
-            self._exchange = await self._publisher.declare_exchange(self.exchange_name, passive=True)
-            self._dlx = await self._publisher.declare_exchange(self.dead_letter_exchange, passive=True)
+            await self._open_publisher()
 
     async def _connect(self) -> aio_pika.abc.AbstractRobustConnection:
         deadline = time.monotonic() + self._connect_timeout
@@ -197,16 +196,36 @@ class RabbitMqBus:
         permissions) or if the connection drops before the confirm: then the message may or may not have arrived,
         and the caller may publish it again with the same ``message_id`` (receivers deduplicate on it).
         """
-        await self.start()
-        assert self._exchange is not None
+        exchange, _ = await self._publishing_exchanges()
         message_id = message_id or uuid.uuid4().hex
-        await self._exchange.publish(
+        await exchange.publish(
             self._amqp_message(body, message_id, content_type, dict(headers or {})),
             routing_key,
             mandatory=False,  # like the in-process bus: a key no queue is bound to is simply dropped
             timeout=self._publish_timeout,
         )
         return message_id
+
+    async def _publishing_exchanges(self) -> tuple[aio_pika.abc.AbstractExchange, aio_pika.abc.AbstractExchange]:
+        await self.start()
+        async with self._publisher_lock:
+            assert self._connection is not None and self._publisher is not None
+            if self._publisher.is_closed:
+                # Either the connection is down (aio-pika restores the channel once it is back) or the broker closed
+                # just this channel (e.g. ACCESS_REFUSED on a routing key), which aio-pika does not reopen.
+                await asyncio.wait_for(self._connection.ready(), self._publish_timeout)
+                if self._publisher.is_closed:
+                    with contextlib.suppress(Exception):
+                        await self._publisher.close()
+                    await self._open_publisher()
+            assert self._exchange is not None and self._dlx is not None
+            return self._exchange, self._dlx
+
+    async def _open_publisher(self) -> None:
+        assert self._connection is not None
+        self._publisher = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await self._publisher.declare_exchange(self.exchange_name, passive=True)
+        self._dlx = await self._publisher.declare_exchange(self.dead_letter_exchange, passive=True)
 
     def _amqp_message(
         self, body: bytes, message_id: str, content_type: str, headers: dict[str, Any]
@@ -294,7 +313,7 @@ class RabbitMqBus:
             if not final:
                 await incoming.nack(requeue=True)
                 return
-            assert self._dlx is not None
+            _, dlx = await self._publishing_exchanges()
             headers: dict[str, Any] = dict(message.headers)
             headers.update(
                 {
@@ -304,7 +323,7 @@ class RabbitMqBus:
                     "x-nemo-deliveries": delivery,
                 }
             )
-            await self._dlx.publish(
+            await dlx.publish(
                 self._amqp_message(message.body, message.message_id, message.content_type, headers),
                 queue,
                 mandatory=False,
