@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import time
 from collections.abc import Iterator
 
@@ -243,3 +244,20 @@ def test_status_lists_modules_queues_and_refusals(private_rabbit: PrivateRabbit,
     status = bus_status(private_rabbit.mgmt_url, private_rabbit.admin_user, private_rabbit.admin_password)
     assert {"orchestrator", "ppef", "security"} <= {m.name for m in status.modules}
     assert "ppef.stream" in {q.name for q in status.queues}
+
+
+def test_cli_provision_and_status(private_rabbit: PrivateRabbit, provisioned: dict[str, str]) -> None:
+    from typer.testing import CliRunner
+
+    from nemo_kernel.cli.bus_commands import app
+
+    env = {"NEMO_BUS_ADMIN_PASSWORD": private_rabbit.admin_password, "NEMO_BUS_MGMT_URL": private_rabbit.mgmt_url}
+    common = ["--admin-user", private_rabbit.admin_user]
+    created = CliRunner().invoke(app, ["provision", "agent-edge-1", *common, "-o", "json"], env=env)
+    assert created.exit_code == 0, created.output
+    assert list(json.loads(created.output)) == ["agent-edge-1"]
+    again = CliRunner().invoke(app, ["provision", "agent-edge-1", *common], env=env)
+    assert again.exit_code == 0 and "up to date" in again.output
+    shown = CliRunner().invoke(app, ["status", *common], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "agent-edge-1" in shown.output and "ppef.stream" in shown.output
