@@ -260,4 +260,7 @@ def test_cli_provision_and_status(private_rabbit: PrivateRabbit, provisioned: di
     assert again.exit_code == 0 and "up to date" in again.output
     shown = CliRunner().invoke(app, ["status", *common], env=env)
     assert shown.exit_code == 0, shown.output
-    assert "agent-edge-1" in shown.output and "ppef.stream" in shown.output
+    assert "modules of vhost nemo" in shown.output
+    as_json = CliRunner().invoke(app, ["status", *common, "-o", "json"], env=env)
+    assert as_json.exit_code == 0, as_json.output
+    assert "agent-edge-1" in {m["name"] for m in json.loads(as_json.output)["modules"]}
