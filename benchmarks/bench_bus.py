@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import platform
 import secrets
 import struct
@@ -203,7 +204,8 @@ def main() -> None:
                 f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {mp.cpu_count()} cores, python "
                 f"{platform.python_version()}; 1 KiB payload, one publisher (window {args.window}), one consumer "
                 "process, quorum queue, persistent messages, publisher confirms, manual acks; latency = publish call "
-                "-> handler.\n\n"
+                f"-> handler. Load average at the end: {os.getloadavg()[0]:.1f} (the machine is shared with other "
+                "sessions' test runs, which compete for the same 2 cores).\n\n"
                 "```\n.venv/bin/python benchmarks/bench_bus.py "
                 f"--messages {args.messages} --window {args.window} --append-results\n```\n\n" + "\n".join(lines) + "\n"
             )
