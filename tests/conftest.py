@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +12,10 @@ import psycopg
 import pytest
 
 from nemo_kernel.store import Database
+from tests.bus.rabbit_node import ctl
 
 POSTGRES_ADMIN_DSN = os.environ.get("NEMO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+SHARED_HOST = "127.0.0.1:5672"
 
 
 @pytest.fixture
@@ -43,3 +46,15 @@ def database(database_url: str) -> Iterator[Database]:
     db.migrate()
     yield db
     db.dispose()
+
+
+@pytest.fixture(scope="session")
+def shared_vhost() -> Iterator[str]:
+    """A vhost of its own on the machine's broker (guest may use it); deleted afterwards. Non-destructive."""
+    vhost = f"nemo-test-{secrets.token_hex(4)}"
+    ctl(None, "add_vhost", vhost)
+    try:
+        ctl(None, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@{SHARED_HOST}/{vhost}"
+    finally:
+        ctl(None, "delete_vhost", vhost)

@@ -184,8 +184,12 @@ def test_sigkill_loses_nothing_acknowledged(stack: Stack) -> None:
     agent = stack.agent_pid("far-edge")
     os.kill(agent, signal.SIGKILL)
     wait_for(lambda: stack.agent_pid("far-edge") != agent, 30, "a new agent for far-edge")
-    after = wait_for(lambda: (x := stack.api("GET", "/workloads/idle").json())["phase"] == "Running" and x, 30,
-                     "the replica to be reported by the new agent")
+    after = wait_for(
+        lambda: (x := stack.api("GET", "/workloads/idle").json())["phase"] == "Running" and x,
+        30,
+        "the replica to be reported by the new agent",
+    )
     assert [(r["id"], r["pid"], r["restarts"]) for r in after["replicas"]] == [
-        (r["id"], r["pid"], 0) for r in w["replicas"]]
+        (r["id"], r["pid"], 0) for r in w["replicas"]
+    ]
     assert stack.api("GET", "/clusters/far-edge").json()["phase"] == "Ready"

@@ -10,18 +10,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nemo_kernel.bus import InProcessBus, Message
+from nemo_kernel.bus import InProcessBus, Message, RabbitMqBus
 from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.store import events, inventory
 
 
-@pytest.fixture
-async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
+@pytest.fixture(params=["memory", "rabbitmq"])
+async def plane(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ControlPlane]:
+    """A control plane on the in-process bus, and on RabbitMQ as `NEMO_BUS_URL` selects it."""
     clusters = tmp_path / "clusters.yaml"
     clusters.write_text(yaml.safe_dump({"clusters": []}))
-    settings = Settings(data_dir=tmp_path / "data", clusters_file=clusters, reconcile_interval=0.2)
-    cp = ControlPlane(settings, bus=InProcessBus())
+    bus_url = request.getfixturevalue("shared_vhost") if request.param == "rabbitmq" else None
+    settings = Settings(data_dir=tmp_path / "data", clusters_file=clusters, reconcile_interval=0.2, bus_url=bus_url)
+    cp = ControlPlane(settings)
+    assert isinstance(cp.bus, RabbitMqBus if bus_url else InProcessBus)
     await cp.start()
     try:
         yield cp

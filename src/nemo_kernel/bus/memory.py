@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nemo_kernel.bus.base import Handler, Message, topic_matches
+from nemo_kernel.bus.errors import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,9 @@ class InProcessBus:
                     break
                 except asyncio.CancelledError:
                     raise
+                except DeadLetter as exc:
+                    self.dead_letters.append((queue.name, message, exc.reason))
+                    break
                 except Exception as exc:
                     log.warning(
                         "handler of queue %s failed on %s (attempt %d): %s",

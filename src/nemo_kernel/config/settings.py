@@ -25,7 +25,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=7700, ge=0, le=65535, description="0 picks a free port")
     clusters_file: Path | None = Field(default=None, description="YAML list of clusters created on first start")
-    bus_url: str | None = Field(default=None, description="amqp:// URL; the in-process bus if unset")
+    bus_url: str | None = Field(default=None, description="amqp(s):// URL of RabbitMQ; the in-process bus if unset")
+    bus_ca_file: Path | None = Field(default=None, description="CA of the broker's certificate (amqps)")
+    bus_cert_file: Path | None = Field(default=None, description="client certificate for the broker (amqps)")
+    bus_key_file: Path | None = Field(default=None, description="client key for the broker (amqps)")
 
     heartbeat_interval: float = Field(default=1.0, gt=0, description="seconds between cluster heartbeats")
     heartbeat_timeout: float = Field(default=6.0, gt=0, description="silence after which a cluster is NotReady")

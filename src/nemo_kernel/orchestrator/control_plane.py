@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from nemo_kernel.bus import Bus, InProcessBus, Subscription
+from nemo_kernel.bus import Bus, InProcessBus, RabbitMqBus, Subscription, TlsConfig
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec
 from nemo_kernel.orchestrator.engine import OrchestrationEngine
@@ -22,13 +22,23 @@ log = logging.getLogger(__name__)
 _BOOTSTRAP_SUBJECT = "controlplane/bootstrap"
 
 
+def _bus_for(settings: Settings) -> Bus:
+    """RabbitMQ when ``NEMO_BUS_URL`` is set (TLS when a CA is given), else the in-process bus."""
+    if not settings.bus_url:
+        return InProcessBus()
+    tls = None
+    if settings.bus_ca_file is not None:
+        tls = TlsConfig(settings.bus_ca_file, settings.bus_cert_file, settings.bus_key_file)
+    return RabbitMqBus(settings.bus_url, tls=tls)
+
+
 class ControlPlane:
     """Everything ``nemo up`` runs besides the HTTP server."""
 
     def __init__(self, settings: Settings, bus: Bus | None = None) -> None:
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
-        self.bus: Bus = bus if bus is not None else InProcessBus()
+        self.bus: Bus = bus if bus is not None else _bus_for(settings)
         self.resources = ResourceManager(self.db, settings)
         self.engine = OrchestrationEngine(self.db, self.resources, settings)
         self.outbox = OutboxPublisher(self.db, self.bus)

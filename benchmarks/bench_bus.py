@@ -1,0 +1,215 @@
+"""Bus throughput and end-to-end latency on RabbitMQ: plaintext vs signed + end-to-end encrypted, same run.
+
+One publisher (this process, up to ``--window`` publishes awaiting their confirm) and one consumer (a child
+process, so that sealing and opening each get a core), 1 KiB payloads, durable quorum queue, persistent messages,
+publisher confirms and manual acks: the production delivery path. Latency is publish call -> handler entry.
+
+By default a throw-away vhost is created on the machine's broker with ``rabbitmqctl`` and deleted afterwards
+(nothing else on the broker is touched). Usage::
+
+    .venv/bin/python benchmarks/bench_bus.py --messages 20000 [--append-results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import platform
+import secrets
+import struct
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nemo_kernel.bus import Message, RabbitMqBus
+from nemo_kernel.bus.identity import InMemoryKeyDirectory, ModuleIdentity, ModuleKeys
+from nemo_kernel.bus.secure import SecureBus
+
+PAYLOAD_SIZE = 1024
+_STAMP = struct.Struct(">d")
+
+
+@dataclass
+class Result:
+    mode: str
+    messages: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _payload() -> bytes:
+    return _STAMP.pack(time.time()) + secrets.token_bytes(PAYLOAD_SIZE - _STAMP.size)
+
+
+def _consumer(url: str, queue: str, mode: str, count: int, keys: dict[str, Any], out: Any) -> None:
+    asyncio.run(_consume(url, queue, mode, count, keys, out))
+
+
+async def _consume(url: str, queue: str, mode: str, count: int, keys: dict[str, Any], out: Any) -> None:
+    bus = RabbitMqBus(url, prefetch=512)
+    latencies: list[float] = []
+    done = asyncio.Event()
+    first = last = 0.0
+
+    def record(body: bytes) -> None:
+        nonlocal first, last
+        now = time.time()
+        if not latencies:
+            first = now
+        last = now
+        latencies.append((now - _STAMP.unpack_from(body)[0]) * 1000)
+        if len(latencies) >= count:
+            done.set()
+
+    if mode == "plaintext":
+
+        async def plain(message: Message) -> None:
+            record(message.body)
+
+        await bus.subscribe(queue, ["bench.#"], plain)
+    else:
+        me = ModuleIdentity.load(Path(keys["identity_file"]))
+        directory = InMemoryKeyDirectory(ModuleKeys.from_dict(k) for k in keys["directory"])
+        secure = SecureBus(bus, me, directory)
+
+        async def sealed(sender: str, message: Message) -> None:
+            record(message.body)
+
+        await secure.subscribe(queue, ["bench.#"], sealed)
+    out.put(("ready", 0.0, 0.0, []))
+    await asyncio.wait_for(done.wait(), timeout=600)
+    out.put(("done", first, last, latencies))
+    await bus.close()
+
+
+async def _publish(url: str, mode: str, count: int, window: int, secure: SecureBus | None) -> float:
+    bus = secure.bus if secure is not None else RabbitMqBus(url)
+    await bus.start()
+    slots = asyncio.Semaphore(window)
+    errors: list[BaseException] = []
+
+    async def one(i: int) -> None:
+        try:
+            if secure is not None:
+                await secure.publish("bench.tick", _payload(), ["consumer"])
+            else:
+                await bus.publish("bench.tick", _payload(), content_type="application/octet-stream")
+        except BaseException as exc:  # surfaced after the run
+            errors.append(exc)
+        finally:
+            slots.release()
+
+    start = time.time()
+    tasks = []
+    for i in range(count):
+        await slots.acquire()
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    await bus.close()
+    if errors:
+        raise errors[0]
+    return start
+
+
+def run_mode(url: str, mode: str, count: int, window: int) -> Result:
+    queue = f"consumer.bench-{mode}-{secrets.token_hex(3)}"
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    keys: dict[str, Any] = {}
+    secure: SecureBus | None = None
+    with tempfile.TemporaryDirectory() as tmp:
+        if mode == "encrypted":
+            publisher, consumer = ModuleIdentity.generate("orchestrator"), ModuleIdentity.generate("consumer")
+            consumer.save(Path(tmp) / "consumer.json")
+            directory = InMemoryKeyDirectory([publisher.public(), consumer.public()])
+            keys = {
+                "identity_file": str(Path(tmp) / "consumer.json"),
+                "directory": [k.to_dict() for k in directory.list()],
+            }
+            secure = SecureBus(RabbitMqBus(url), publisher, directory)
+        child = ctx.Process(target=_consumer, args=(url, queue, mode, count, keys, out), daemon=True)
+        child.start()
+        try:
+            kind, *_ = out.get(timeout=60)
+            assert kind == "ready"
+            start = asyncio.run(_publish(url, mode, count, window, secure))
+            kind, _first, last, latencies = out.get(timeout=600)
+            assert kind == "done"
+        finally:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.kill()
+    return Result(mode, count, last - start, latencies)
+
+
+def _ctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--window", type=int, default=256, help="publishes awaiting their confirm at once")
+    parser.add_argument("--url", help="amqp URL of an existing vhost (default: a temporary vhost on 127.0.0.1:5672)")
+    parser.add_argument("--append-results", action="store_true", help="append a section to benchmarks/RESULTS.md")
+    args = parser.parse_args()
+
+    vhost = None
+    url = args.url
+    if url is None:
+        vhost = f"nemo-bench-{secrets.token_hex(3)}"
+        _ctl("add_vhost", vhost)
+        _ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    try:
+        warm = max(500, args.messages // 10)
+        run_mode(url, "plaintext", warm, args.window)  # warm up the broker and the quorum queue machinery
+        results = [run_mode(url, mode, args.messages, args.window) for mode in ("plaintext", "encrypted")]
+    finally:
+        if vhost is not None:
+            _ctl("delete_vhost", vhost)
+
+    plain, enc = results
+    ratio = enc.rate / plain.rate
+    lines = [
+        "| mode | messages | msg/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {r.mode} | {r.messages} | {r.rate:,.0f} | {r.pct(0.5):.1f} | {r.pct(0.99):.1f} |" for r in results),
+        "",
+        f"encrypted / plaintext throughput: **{ratio:.0%}** (targets: >= 3,000 msg/s encrypted, >= 70%)",
+    ]
+    print("\n".join(lines))
+    if args.append_results:
+        path = Path(__file__).with_name("RESULTS.md")
+        if not path.exists():
+            path.write_text(
+                "# Benchmark results\n\nFigures measured on the project's machines; newest sections last.\n"
+            )
+        with path.open("a") as handle:
+            handle.write(
+                "\n## Bus: plaintext vs signed + end-to-end encrypted (RabbitMQ)\n\n"
+                f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {mp.cpu_count()} cores, python "
+                f"{platform.python_version()}; 1 KiB payload, one publisher (window {args.window}), one consumer "
+                "process, quorum queue, persistent messages, publisher confirms, manual acks; latency = publish call "
+                f"-> handler. Load average at the end: {os.getloadavg()[0]:.1f} (the machine is shared with other "
+                "sessions' test runs, which compete for the same 2 cores).\n\n"
+                "```\n.venv/bin/python benchmarks/bench_bus.py "
+                f"--messages {args.messages} --window {args.window} --append-results\n```\n\n" + "\n".join(lines) + "\n"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""The RabbitMQ bus backend (aio-pika): same interface and delivery semantics as :class:`InProcessBus`.
+
+Topology (declared on first use; ``nemo bus provision`` creates the exchanges up front for least-privilege users):
+
+* ``nemo``: durable topic exchange every module publishes to.
+* one durable quorum queue per ``subscribe(queue, ...)``, bound to its patterns. Quorum queues count deliveries
+  themselves (``x-delivery-count``), which is what makes a redelivery limit reliable across consumer crashes.
+* ``nemo.dlx``: durable topic exchange; ``<queue>.dead`` is bound to it with routing key ``<queue>`` (topic, so that
+  broker topic permissions can confine each module to its own dead letters).
+
+Delivery: publisher confirms (``publish`` returns once the broker has the message on disk), persistent messages,
+manual acknowledgement after the handler returns, ``nack(requeue)`` when it raises. On the last allowed delivery
+(or at once when the handler raises :class:`DeadLetter`) the message is republished to ``nemo.dlx`` with the reason
+in ``x-nemo-dead-reason`` and then acknowledged. The queue's own ``x-delivery-limit`` and dead-letter exchange are a
+backstop for a message that crashes its consumer before it can be dead-lettered here.
+
+The AMQP ``user-id`` property is set to the connection's user, which RabbitMQ verifies: a receiver can trust it
+names the broker account that published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aio_pika
+import aio_pika.abc
+import aiormq.exceptions
+
+from nemo_kernel.bus.base import Handler, Message
+from nemo_kernel.bus.errors import DeadLetter
+
+log = logging.getLogger(__name__)
+
+DEAD_REASON_HEADER = "x-nemo-dead-reason"
+"""Header of a dead-lettered message that says why it was dead-lettered."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """Client side of TLS to the broker: the CA that signed the broker's certificate, and this client's cert/key."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """An SSL context that verifies the broker (hostname included) and presents the client certificate."""
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file is not None:
+            ctx.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
+        return ctx
+
+
+class _RabbitMqSubscription:
+    def __init__(self, bus: RabbitMqBus, channel: aio_pika.abc.AbstractRobustChannel, queue: str) -> None:
+        self._bus = bus
+        self._channel = channel
+        self.queue = queue
+
+    async def cancel(self) -> None:
+        """Stop consuming: unacknowledged messages go back to the queue."""
+        self._bus._subscriptions.discard(self)
+        with contextlib.suppress(Exception):
+            await self._channel.close()
+
+
+class RabbitMqBus:
+    """A :class:`~nemo_kernel.bus.base.Bus` on RabbitMQ.
+
+    ``url`` is ``amqp://user:password@host:port/vhost`` or ``amqps://...`` with ``tls``. ``prefetch`` bounds the
+    unacknowledged messages per subscription (handlers of one queue run concurrently up to that number).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        exchange: str = "nemo",
+        dead_letter_exchange: str = "nemo.dlx",
+        tls: TlsConfig | None = None,
+        prefetch: int = 64,
+        max_deliveries: int = 5,
+        connect_timeout: float = 30.0,
+        reconnect_interval: float = 1.0,
+        publish_timeout: float = 30.0,
+    ) -> None:
+        if max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
+        parts = urlsplit(url)
+        if parts.scheme == "amqps" and tls is None:
+            raise ValueError("amqps:// needs a TlsConfig (CA, and the client certificate the broker requires)")
+        self._url = url
+        self.user = unquote(parts.username) if parts.username else "guest"
+        self.exchange_name = exchange
+        self.dead_letter_exchange = dead_letter_exchange
+        self._tls = tls
+        self.prefetch = prefetch
+        self.max_deliveries = max_deliveries
+        self._connect_timeout = connect_timeout
+        self._reconnect_interval = reconnect_interval
+        self._publish_timeout = publish_timeout
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._publisher: aio_pika.abc.AbstractRobustChannel | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._dlx: aio_pika.abc.AbstractExchange | None = None
+        self._subscriptions: set[_RabbitMqSubscription] = set()
+        self._start_lock = asyncio.Lock()
+        self._publisher_lock = asyncio.Lock()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up right now (it comes back by itself after a broker restart)."""
+        return self._connection is not None and not self._connection.is_closed
+
+    async def start(self) -> None:
+        """Connect (retrying with exponential backoff up to ``connect_timeout``) and declare the exchanges."""
+        async with self._start_lock:
+            if self._connection is not None:
+                return
+            self._connection = await self._connect()
+            await self._declare_exchanges()
+            await self._open_publisher()
+
+    async def _connect(self) -> aio_pika.abc.AbstractRobustConnection:
+        deadline = time.monotonic() + self._connect_timeout
+        delay = 0.2
+        while True:
+            try:
+                # After the first success aio-pika's robust connection reconnects (and restores channels, queues,
+                # bindings and consumers) by itself every ``reconnect_interval`` seconds.
+                return await aio_pika.connect_robust(
+                    self._url,
+                    ssl_context=self._tls.context() if self._tls else None,
+                    reconnect_interval=self._reconnect_interval,
+                    client_properties={"connection_name": f"nemo:{self.user}"},
+                )
+            except (aiormq.exceptions.ProbableAuthenticationError, aiormq.exceptions.ChannelAccessRefused):
+                raise  # wrong credentials do not get better by retrying
+            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise ConnectionError(f"cannot connect to the bus as {self.user!r}: {exc}") from exc
+                log.info("bus not reachable (%s); retrying in %.1fs", type(exc).__name__, delay)
+                await asyncio.sleep(delay)  # backoff between connection attempts, not synchronisation
+                delay = min(delay * 2, 5.0)
+
+    async def _declare_exchanges(self) -> None:
+        # Least-privilege users may not declare exchanges (configure permission), so look first and declare only
+        # what is missing; a failed passive declare closes its channel, hence a fresh channel per attempt.
+        assert self._connection is not None
+        for name, kind in (
+            (self.exchange_name, aio_pika.ExchangeType.TOPIC),
+            (self.dead_letter_exchange, aio_pika.ExchangeType.TOPIC),
+        ):
+            channel = await self._connection.channel()
+            try:
+                await channel.declare_exchange(name, kind, passive=True, robust=False)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                channel = await self._connection.channel()
+                await channel.declare_exchange(name, kind, durable=True, robust=False)
+            finally:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+
+    async def close(self) -> None:
+        """Stop consumers and disconnect."""
+        for sub in list(self._subscriptions):
+            await sub.cancel()
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = None
+        self._publisher = None
+
+    async def publish(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """Publish a persistent message on the ``nemo`` exchange; returns once the broker confirmed it.
+
+        Raises if the broker refuses it (e.g. ``ChannelAccessRefused`` for a routing key outside the user's topic
+        permissions) or if the connection drops before the confirm: then the message may or may not have arrived,
+        and the caller may publish it again with the same ``message_id`` (receivers deduplicate on it).
+        """
+        exchange, _ = await self._publishing_exchanges()
+        message_id = message_id or uuid.uuid4().hex
+        await exchange.publish(
+            self._amqp_message(body, message_id, content_type, dict(headers or {})),
+            routing_key,
+            mandatory=False,  # like the in-process bus: a key no queue is bound to is simply dropped
+            timeout=self._publish_timeout,
+        )
+        return message_id
+
+    async def _publishing_exchanges(self) -> tuple[aio_pika.abc.AbstractExchange, aio_pika.abc.AbstractExchange]:
+        await self.start()
+        async with self._publisher_lock:
+            assert self._connection is not None and self._publisher is not None
+            if self._publisher.is_closed:
+                # Either the connection is down (aio-pika restores the channel once it is back) or the broker closed
+                # just this channel (e.g. ACCESS_REFUSED on a routing key), which aio-pika does not reopen.
+                await asyncio.wait_for(self._connection.ready(), self._publish_timeout)
+                if self._publisher.is_closed:
+                    with contextlib.suppress(Exception):
+                        await self._publisher.close()
+                    await self._open_publisher()
+            assert self._exchange is not None and self._dlx is not None
+            return self._exchange, self._dlx
+
+    async def _open_publisher(self) -> None:
+        assert self._connection is not None
+        self._publisher = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await self._publisher.declare_exchange(self.exchange_name, passive=True)
+        self._dlx = await self._publisher.declare_exchange(self.dead_letter_exchange, passive=True)
+
+    def _amqp_message(
+        self, body: bytes, message_id: str, content_type: str, headers: dict[str, Any]
+    ) -> aio_pika.Message:
+        return aio_pika.Message(
+            body,
+            message_id=message_id,
+            content_type=content_type,
+            headers=headers,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            timestamp=time.time(),
+            user_id=self.user,
+        )
+
+    async def subscribe(self, queue: str, patterns: Sequence[str], handler: Handler) -> _RabbitMqSubscription:
+        """Declare the durable quorum queue ``queue`` (and ``<queue>.dead``), bind it to ``patterns``, consume it."""
+        await self.start()
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=self.prefetch)
+        dlx = await channel.declare_exchange(self.dead_letter_exchange, passive=True)
+        dead = await channel.declare_queue(f"{queue}.dead", durable=True, arguments={"x-queue-type": "quorum"})
+        await dead.bind(dlx, routing_key=queue)
+        exchange = await channel.declare_exchange(self.exchange_name, passive=True)
+        q = await channel.declare_queue(
+            queue,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-dead-letter-exchange": self.dead_letter_exchange,
+                "x-dead-letter-routing-key": queue,
+                # Backstop only: one more than we allow, so our own dead-lettering (with a reason) normally wins.
+                "x-delivery-limit": self.max_deliveries,
+            },
+        )
+        for pattern in patterns:
+            await q.bind(exchange, routing_key=pattern)
+
+        async def on_message(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await self._deliver(queue, incoming, handler)
+
+        await q.consume(on_message)
+        sub = _RabbitMqSubscription(self, channel, queue)
+        self._subscriptions.add(sub)
+        return sub
+
+    async def _deliver(self, queue: str, incoming: aio_pika.abc.AbstractIncomingMessage, handler: Handler) -> None:
+        raw_headers = incoming.headers or {}
+        previous = raw_headers.get("x-delivery-count", 0)
+        delivery = (previous if isinstance(previous, int) else 0) + 1
+        message = Message(
+            routing_key=incoming.routing_key or "",
+            body=incoming.body,
+            message_id=incoming.message_id or "",
+            timestamp=incoming.timestamp.timestamp() if incoming.timestamp else time.time(),
+            content_type=incoming.content_type or "application/octet-stream",
+            headers=_text_headers(raw_headers, incoming.user_id),
+            redelivered=bool(incoming.redelivered) or delivery > 1,
+        )
+        try:
+            await handler(message)
+        except DeadLetter as exc:
+            await self._settle_failed(queue, incoming, message, delivery, exc.reason, final=True)
+        except Exception as exc:
+            log.warning("handler of queue %s failed on %s (delivery %d): %s", queue, message.routing_key, delivery, exc)
+            final = delivery >= self.max_deliveries
+            await self._settle_failed(
+                queue, incoming, message, delivery, f"handler failed: {type(exc).__name__}", final=final
+            )
+        else:
+            with _settle_quietly(queue, "ack"):
+                await incoming.ack()
+
+    async def _settle_failed(
+        self,
+        queue: str,
+        incoming: aio_pika.abc.AbstractIncomingMessage,
+        message: Message,
+        delivery: int,
+        reason: str,
+        *,
+        final: bool,
+    ) -> None:
+        with _settle_quietly(queue, "dead-letter" if final else "nack"):
+            if not final:
+                await incoming.nack(requeue=True)
+                return
+            _, dlx = await self._publishing_exchanges()
+            headers: dict[str, Any] = dict(message.headers)
+            headers.update(
+                {
+                    DEAD_REASON_HEADER: reason,
+                    "x-nemo-queue": queue,
+                    "x-nemo-routing-key": message.routing_key,
+                    "x-nemo-deliveries": delivery,
+                }
+            )
+            await dlx.publish(
+                self._amqp_message(message.body, message.message_id, message.content_type, headers),
+                queue,
+                mandatory=False,
+                timeout=self._publish_timeout,
+            )
+            # Acknowledge only once the dead-letter copy is confirmed: a crash in between redelivers, never loses.
+            await incoming.ack()
+            log.warning("dead-lettered message %s of queue %s: %s", message.message_id, queue, reason)
+
+
+def _text_headers(raw: Mapping[str, Any], user_id: str | None) -> dict[str, str]:
+    headers = {
+        k: v.decode() if isinstance(v, bytes) else str(v) for k, v in raw.items() if not isinstance(v, list | dict)
+    }
+    if user_id:
+        headers["x-nemo-user-id"] = user_id  # verified by the broker
+    return headers
+
+
+@contextlib.contextmanager
+def _settle_quietly(queue: str, what: str) -> Any:
+    # A settle fails when the connection dropped during the handler; the broker then redelivers the message
+    # (handlers are idempotent on message id), so log and carry on rather than crash the consumer task.
+    try:
+        yield
+    except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+        log.info("could not %s a message of queue %s (%s); the broker will redeliver it", what, queue, exc)

@@ -1,0 +1,98 @@
+"""``nemo bus``: provision the broker and show the bus at a glance (mounted by the CLI as ``nemo bus``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nemo_kernel.bus.provision import provision as provision_broker
+from nemo_kernel.bus.status import bus_status
+
+app = typer.Typer(help="The RabbitMQ bus: provisioning and status.", no_args_is_help=True)
+
+MgmtUrl = Annotated[str, typer.Option("--mgmt-url", envvar="NEMO_BUS_MGMT_URL", help="management API base URL")]
+AdminUser = Annotated[str, typer.Option("--admin-user", envvar="NEMO_BUS_ADMIN_USER")]
+Vhost = Annotated[str, typer.Option("--vhost")]
+
+
+def _admin_password() -> str:
+    # From the environment or a prompt, never from argv (which other users can read in the process list).
+    return os.environ.get("NEMO_BUS_ADMIN_PASSWORD") or typer.prompt("admin password", hide_input=True)
+
+
+@app.command("provision")
+def provision_command(
+    modules: Annotated[list[str], typer.Argument(help="modules to create broker users for")],
+    mgmt_url: MgmtUrl = "http://127.0.0.1:15672",
+    admin_user: AdminUser = "admin",
+    vhost: Vhost = "nemo",
+    keep_guest: Annotated[bool, typer.Option("--keep-guest", help="do not delete the guest user")] = False,
+    allow: Annotated[
+        list[str] | None, typer.Option("--allow", help="MODULE=REGEX: routing keys the module may publish")
+    ] = None,
+    rotate_passwords: Annotated[bool, typer.Option("--rotate-passwords")] = False,
+    output: Annotated[str, typer.Option("-o", "--output", help="table or json")] = "table",
+) -> None:
+    """Create vhost, exchanges and one least-privilege user per module (idempotent); print new passwords once."""
+    overrides = dict(item.split("=", 1) for item in allow or [])
+    passwords = provision_broker(
+        mgmt_url,
+        admin_user,
+        _admin_password(),
+        modules,
+        vhost=vhost,
+        delete_guest=not keep_guest,
+        publish_patterns=overrides,
+        rotate_passwords=rotate_passwords,
+    )
+    if output == "json":
+        typer.echo(json.dumps(passwords))
+        return
+    console = Console()
+    if not passwords:
+        console.print(f"vhost [bold]{vhost}[/] up to date; no new users (passwords unchanged)")
+        return
+    table = Table("module", "password (shown once)")
+    for module, password in passwords.items():
+        table.add_row(module, password)
+    console.print(table)
+
+
+@app.command("status")
+def status_command(
+    mgmt_url: MgmtUrl = "http://127.0.0.1:15672",
+    admin_user: AdminUser = "admin",
+    vhost: Vhost = "nemo",
+    output: Annotated[str, typer.Option("-o", "--output", help="table or json")] = "table",
+) -> None:
+    """Modules, queues, depths, rates, consumers and refused (dead-lettered) messages by reason."""
+    status = bus_status(mgmt_url, admin_user, _admin_password(), vhost=vhost)
+    if output == "json":
+        typer.echo(json.dumps(asdict(status), indent=2))
+        return
+    console = Console()
+    modules = Table("module", "connections", title=f"modules of vhost {vhost}")
+    for m in status.modules:
+        modules.add_row(m.name, str(m.connections))
+    console.print(modules)
+    queues = Table("queue", "ready", "unacked", "consumers", "in/s", "out/s", "ack/s", "refused", "reasons")
+    for q in status.queues:
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(q.dead_reasons.items()))
+        queues.add_row(
+            q.name,
+            str(q.ready),
+            str(q.unacked),
+            str(q.consumers),
+            f"{q.publish_rate:.1f}",
+            f"{q.deliver_rate:.1f}",
+            f"{q.ack_rate:.1f}",
+            str(q.dead),
+            reasons,
+        )
+    console.print(queues)

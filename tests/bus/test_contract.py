@@ -1,0 +1,86 @@
+"""One contract, every backend: InProcessBus (the reference) and RabbitMqBus (on a vhost of the machine's broker)."""
+
+from __future__ import annotations
+
+import uuid
+
+import aio_pika
+
+from nemo_kernel.bus import InProcessBus, Message, RabbitMqBus
+from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER
+
+from .conftest import eventually
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}.{uuid.uuid4().hex[:8]}"
+
+
+async def test_topic_routing_star_and_hash(any_bus: InProcessBus | RabbitMqBus) -> None:
+    got: dict[str, list[str]] = {"q1": [], "q2": []}
+    names = {"q1": _name("contract"), "q2": _name("contract")}
+
+    async def into(key: str, message: Message) -> None:
+        got[key].append(message.routing_key)
+
+    await any_bus.subscribe(names["q1"], ["workload.*"], lambda m: into("q1", m))
+    await any_bus.subscribe(names["q2"], ["#.decided", "sla.#"], lambda m: into("q2", m))
+    for key in ("workload.registered", "workload.a.b", "placement.decided", "sla.violated", "sla", "other.x"):
+        await any_bus.publish(key, b"{}")
+    # Sentinels, published last, tell that everything routed before them has been delivered.
+    await any_bus.publish("workload.zz-end", b"{}")
+    await any_bus.publish("sla.zz-end", b"{}")
+    await eventually(lambda: "workload.zz-end" in got["q1"] and "sla.zz-end" in got["q2"], what="sentinels")
+    assert sorted(got["q1"]) == ["workload.registered", "workload.zz-end"]
+    assert sorted(got["q2"]) == ["placement.decided", "sla", "sla.violated", "sla.zz-end"]
+
+
+async def test_failed_handler_gets_the_message_again(any_bus: InProcessBus | RabbitMqBus) -> None:
+    attempts: list[Message] = []
+
+    async def flaky(message: Message) -> None:
+        attempts.append(message)
+        if len(attempts) < 3:
+            raise RuntimeError("transient")
+
+    await any_bus.subscribe(_name("contract"), ["retry.*"], flaky)
+    mid = await any_bus.publish("retry.me", b'{"n":1}', message_id="m-1", headers={"trace": "t1"})
+    await eventually(lambda: len(attempts) == 3, what="three attempts")
+    assert mid == "m-1"
+    assert [m.message_id for m in attempts] == ["m-1"] * 3
+    assert [m.redelivered for m in attempts] == [False, True, True]
+    assert attempts[-1].json() == {"n": 1}
+    assert attempts[-1].headers["trace"] == "t1"
+
+
+async def test_dead_letter_after_max_deliveries(any_bus: InProcessBus | RabbitMqBus, shared_vhost: str) -> None:
+    attempts: list[str] = []
+    queue = _name("contract")
+
+    async def broken(message: Message) -> None:
+        attempts.append(message.message_id)
+        raise ValueError("always")
+
+    await any_bus.subscribe(queue, ["poison.*"], broken)
+    await any_bus.publish("poison.pill", b"{}", message_id="poison-1")
+    if isinstance(any_bus, InProcessBus):
+        await eventually(lambda: len(any_bus.dead_letters) == 1, what="dead letter")
+        dead_queue, dead, reason = any_bus.dead_letters[0]
+        assert (dead_queue, dead.message_id) == (queue, "poison-1")
+    else:
+        dead_letters: list[aio_pika.abc.AbstractIncomingMessage] = []
+        connection = await aio_pika.connect(shared_vhost)
+        async with connection:
+            channel = await connection.channel()
+            dq = await channel.declare_queue(f"{queue}.dead", passive=True)
+
+            async def keep(m: aio_pika.abc.AbstractIncomingMessage) -> None:
+                dead_letters.append(m)
+                await m.ack()
+
+            await dq.consume(keep)
+            await eventually(lambda: len(dead_letters) == 1, what="dead letter")
+            assert dead_letters[0].message_id == "poison-1"
+            reason = str((dead_letters[0].headers or {})[DEAD_REASON_HEADER])
+    assert attempts == ["poison-1"] * 3
+    assert "handler failed" in reason
