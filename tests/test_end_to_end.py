@@ -140,7 +140,23 @@ def test_demo_lifecycle_outage_and_restart(stack: Stack) -> None:
             _answer(r["url"])
 
 
-def test_sigkill_loses_nothing_acknowledged(stack: Stack) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """`nemo up` on its default SQLite store, and on PostgreSQL through NEMO_DATABASE_URL."""
+    env = {"NEMO_HEARTBEAT_TIMEOUT": "3", "NEMO_RECONCILE_INTERVAL": "0.5", "NEMO_DRIVER_TIMEOUT": "1.5"}
+    if request.param == "postgresql":
+        env["NEMO_DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    s = Stack(tmp_path / "data", env=env)
+    s.data_dir.mkdir()
+    try:
+        s.start()
+        yield s
+    finally:
+        s.kill_everything()
+
+
+def test_sigkill_loses_nothing_acknowledged(any_store_stack: Stack) -> None:
+    stack = any_store_stack
     spec = {
         "name": "far-edge",
         "tier": "edge",

@@ -149,7 +149,9 @@ def test_constraints_pending_until_capacity_appears(stack: Stack) -> None:
         },
     }
     assert stack.api("POST", "/workloads", json=doc).status_code == 201
-    decision = wait_for(lambda: stack.api("GET", "/workloads/secret/placement").json(), 15, "a decision")
+    decision = wait_for(
+        lambda: (r := stack.api("GET", "/workloads/secret/placement")).status_code == 200 and r.json(), 15, "a decision"
+    )
     assert decision["outcome"] == "Pending"
     verdicts = {c["cluster"]: c for c in decision["candidates"]}
     assert verdicts["cloud-a"]["rejected_by"] == "data-residency"
