@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ import uvicorn
 from aiohttp import web
 from fastapi import FastAPI
 
+from nemo_kernel.access.gateway import Gateway, parse_gateway_config
 from nemo_kernel.access.issuer import Realm, in_memory_realm, issuer_router
 
 
@@ -96,3 +98,67 @@ async def issuer() -> AsyncIterator[IssuerServer]:
     """The built-in issuer on loopback."""
     async with running_issuer() as server:
         yield server
+
+
+def upstream_app(never: asyncio.Event) -> web.Application:
+    """A small upstream: echoes what it received; /slow never answers; /big streams 1 MiB."""
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        lowered = {k.lower(): v for k, v in request.headers.items()}
+        return web.json_response(
+            {"method": request.method, "path": request.path_qs, "headers": lowered, "body": len(body)}
+        )
+
+    async def slow(request: web.Request) -> web.Response:
+        await never.wait()
+        return web.Response()
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(16):
+            await response.write(b"x" * 65536)
+        await response.write_eof()
+        return response
+
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.router.add_route("*", "/slow", slow)
+    app.router.add_route("*", "/big", big)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[str]:
+    never = asyncio.Event()
+    async with serve_aiohttp(upstream_app(never)) as url:
+        try:
+            yield url
+        finally:
+            never.set()  # let /slow handlers finish so the server shuts down at once
+
+
+@asynccontextmanager
+async def running_gateway(config: dict[str, Any], clock: Callable[[], float] | None = None) -> AsyncIterator[str]:
+    gateway = Gateway(parse_gateway_config(config), **({"clock": clock} if clock else {}))
+    async with serve_aiohttp(gateway.application()) as url:
+        yield url
+
+
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
