@@ -1,0 +1,310 @@
+"""The gateway's configuration, shaped like Kong's declarative config: services, routes, consumers, plugins.
+
+Everything is validated whole when loaded (unknown plugin names, dangling references and bad plugin settings
+are errors), so a gateway never starts on half a configuration.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Network = IPv4Network | IPv6Network
+
+
+def _networks(values: list[str]) -> list[Network]:
+    # strict=False: "10.0.0.1" and "2001:db8::/32" alike; a host address becomes a /32 or /128.
+    return [ip_network(v, strict=False) for v in values]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceConfig(_Model):
+    """An upstream (Kong service): where matched requests go."""
+
+    name: str
+    url: str = Field(description="upstream base URL, e.g. http://127.0.0.1:8080/api")
+    connect_timeout: float = Field(default=5.0, gt=0, description="seconds")
+    read_timeout: float = Field(default=60.0, gt=0, description="seconds between upstream reads; past it: 504")
+    forward_authorization: bool = Field(default=False, description="pass the client's Authorization upstream")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("service url must be http(s)://host[:port][/path]")
+        return value.rstrip("/")
+
+
+class RouteConfig(_Model):
+    """Which requests reach a service: path prefixes, and optionally methods and hosts."""
+
+    name: str
+    service: str
+    paths: list[str] = Field(default_factory=lambda: ["/"])
+    methods: list[str] | None = None
+    hosts: list[str] | None = None
+    strip_path: bool = True
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        if not value or any(not p.startswith("/") for p in value):
+            raise ValueError("route paths must be non-empty and start with /")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, value: list[str] | None) -> list[str] | None:
+        return [m.upper() for m in value] if value else None
+
+
+class ConsumerConfig(_Model):
+    """A consumer of the APIs. A verified token maps to it when its client id, username or subject is listed."""
+
+    username: str
+    subjects: list[str] = Field(default_factory=list, description="token sub / azp / preferred_username values")
+    active: bool = Field(default=True, description="registration active (usage-control consumer-active rule)")
+    expires_at: datetime | None = None
+
+
+class _PluginEntry(_Model):
+    """Where a plugin applies: globally (no scope), or to a service, route and/or consumer."""
+
+    enabled: bool = True
+    service: str | None = None
+    route: str | None = None
+    consumer: str | None = None
+
+
+class IpRestrictionSettings(_Model):
+    """Allow and deny lists of addresses or CIDRs; deny wins; an empty allow list allows everyone not denied."""
+
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+    status: int = 403
+    message: str = "your IP address is not allowed"
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _valid(cls, value: list[str]) -> list[str]:
+        _networks(value)
+        return value
+
+    def networks(self) -> tuple[list[Network], list[Network]]:
+        """Parsed (allow, deny)."""
+        return _networks(self.allow), _networks(self.deny)
+
+
+class IntrospectionSettings(_Model):
+    """A client that may call the issuer's introspection endpoint."""
+
+    client_id: str
+    client_secret: str = Field(repr=False)
+    cache_ttl: float = Field(default=10.0, ge=0, description="seconds a result is reused (revocation delay)")
+
+
+class OidcSettings(_Model):
+    """Bearer token validation against an OIDC issuer (discovery, JWKS) and optional introspection."""
+
+    issuer: str
+    audience: str | None = None
+    introspection: IntrospectionSettings | None = None
+    introspect_jwts: bool = Field(default=False, description="also introspect JWTs so revoked ones are refused")
+    leeway: float = 30.0
+
+
+class AclSettings(_Model):
+    """Allow or deny by role (realm roles, plus client roles of ``client``); deny wins."""
+
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+    client: str | None = None
+
+    @model_validator(mode="after")
+    def _one_list(self) -> AclSettings:
+        if not self.allow and not self.deny:
+            raise ValueError("acl needs an allow or a deny list")
+        return self
+
+
+class CounterBackend(_Model):
+    """Where counters live: this process (``local``) or Redis (shared by every gateway instance)."""
+
+    policy: Literal["local", "redis"] = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    fault_tolerant: bool = Field(
+        default=True,
+        description="Redis down: true lets requests through uncounted (fail-open, Kong's default); "
+        "false refuses them with 503 (fail-closed)",
+    )
+
+
+class RateLimitingSettings(CounterBackend):
+    """Fixed windows aligned to the clock (as Kong's), keyed by consumer, IP, a header or the path."""
+
+    second: int | None = Field(default=None, gt=0)
+    minute: int | None = Field(default=None, gt=0)
+    hour: int | None = Field(default=None, gt=0)
+    day: int | None = Field(default=None, gt=0)
+    limit_by: Literal["consumer", "ip", "header", "path"] = "consumer"
+    header_name: str | None = None
+    hide_client_headers: bool = False
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RateLimitingSettings:
+        if not any((self.second, self.minute, self.hour, self.day)):
+            raise ValueError("rate-limiting needs at least one of second, minute, hour, day")
+        if self.limit_by == "header" and not self.header_name:
+            raise ValueError("limit_by header needs header_name")
+        return self
+
+    def windows(self) -> list[tuple[str, int, int]]:
+        """(name, seconds, limit) of each configured window, shortest first."""
+        spans = (("second", 1, self.second), ("minute", 60, self.minute), ("hour", 3600, self.hour))
+        all_windows = (*spans, ("day", 86400, self.day))
+        return [(name, size, limit) for name, size, limit in all_windows if limit]
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ConsumerActiveRule(_Model):
+    """The request must come from a known consumer whose registration is active and not expired."""
+
+    type: Literal["consumer-active"]
+
+
+class DailyQuotaRule(_Model):
+    """At most ``limit`` requests per consumer per calendar day (UTC)."""
+
+    type: Literal["daily-quota"]
+    limit: int = Field(gt=0)
+
+
+class TimeWindowRule(_Model):
+    """Requests only on ``days`` between ``start`` and ``end`` (local time of ``timezone``; may cross midnight)."""
+
+    type: Literal["time-window"]
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS))
+    start: time
+    end: time
+    timezone: str = "UTC"
+
+
+UsageRule = Annotated[ConsumerActiveRule | DailyQuotaRule | TimeWindowRule, Field(discriminator="type")]
+
+
+class UsageControlSettings(CounterBackend):
+    """Business rules checked per request, in order; the first that fails decides."""
+
+    rules: list[UsageRule]
+
+
+class IpRestrictionPlugin(_PluginEntry):
+    """``ip-restriction`` entry."""
+
+    name: Literal["ip-restriction"]
+    config: IpRestrictionSettings
+
+
+class OidcPlugin(_PluginEntry):
+    """``oidc`` entry."""
+
+    name: Literal["oidc"]
+    config: OidcSettings
+
+
+class AclPlugin(_PluginEntry):
+    """``acl`` entry."""
+
+    name: Literal["acl"]
+    config: AclSettings
+
+
+class RateLimitingPlugin(_PluginEntry):
+    """``rate-limiting`` entry."""
+
+    name: Literal["rate-limiting"]
+    config: RateLimitingSettings
+
+
+class UsageControlPlugin(_PluginEntry):
+    """``usage-control`` entry."""
+
+    name: Literal["usage-control"]
+    config: UsageControlSettings
+
+
+PluginSpec = Annotated[
+    IpRestrictionPlugin | OidcPlugin | AclPlugin | RateLimitingPlugin | UsageControlPlugin,
+    Field(discriminator="name"),
+]
+
+
+class GatewayConfig(_Model):
+    """The whole gateway configuration (Kong-like declarative format)."""
+
+    services: list[ServiceConfig] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    consumers: list[ConsumerConfig] = Field(default_factory=list)
+    plugins: list[PluginSpec] = Field(default_factory=list)
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="peers whose X-Forwarded-For is believed (addresses or CIDRs)"
+    )
+    status_path: str = Field(default="/_gateway", description="prefix of /metrics and /healthz on the proxy port")
+    status_allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    upstream_pool_size: int = Field(default=256, gt=0, description="pooled upstream connections per gateway")
+
+    @field_validator("trusted_proxies", "status_allow")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        _networks(value)
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewayConfig:
+        services = {s.name for s in self.services}
+        routes = {r.name for r in self.routes}
+        consumers = {c.username for c in self.consumers}
+        for kind, names in (("service", [s.name for s in self.services]), ("route", [r.name for r in self.routes])):
+            if len(names) != len(set(names)):
+                raise ValueError(f"duplicate {kind} names")
+        for route in self.routes:
+            if route.service not in services:
+                raise ValueError(f"route {route.name!r} names unknown service {route.service!r}")
+        for plugin in self.plugins:
+            if plugin.service and plugin.service not in services:
+                raise ValueError(f"plugin {plugin.name!r} names unknown service {plugin.service!r}")
+            if plugin.route and plugin.route not in routes:
+                raise ValueError(f"plugin {plugin.name!r} names unknown route {plugin.route!r}")
+            if plugin.consumer and plugin.consumer not in consumers:
+                raise ValueError(f"plugin {plugin.name!r} names unknown consumer {plugin.consumer!r}")
+        return self
+
+    def trusted_networks(self) -> list[Network]:
+        """Parsed ``trusted_proxies``."""
+        return _networks(self.trusted_proxies)
+
+
+def parse_gateway_config(data: str | dict[str, Any]) -> GatewayConfig:
+    """Validate a configuration from YAML text or a mapping (``_format_version`` and similar keys are ignored)."""
+    raw = yaml.safe_load(data) if isinstance(data, str) else data
+    if not isinstance(raw, dict):
+        raise ValueError("gateway configuration must be a mapping")
+    return GatewayConfig.model_validate({k: v for k, v in raw.items() if not k.startswith("_")})
+
+
+def load_gateway_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a declarative YAML file."""
+    return parse_gateway_config(Path(path).read_text())

@@ -1,0 +1,181 @@
+"""Identity management for ``nemo user ...``, ``nemo client ...`` and ``/api/v1/users``.
+
+Secrets are hashed on the way in; a generated client secret is returned once, by the call that created it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from nemo_kernel.access.issuer.hashing import SecretHasher, new_secret
+from nemo_kernel.access.issuer.identities import Client, ClientRepository, User, UserRepository
+from nemo_kernel.access.issuer.realm import role_set
+from nemo_kernel.access.policy import ADMIN
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MIN_PASSWORD_LENGTH = 8
+
+
+class IdentityConflict(ValueError):
+    """The user or client already exists (HTTP 409)."""
+
+
+class IdentityNotFound(LookupError):
+    """No such user or client (HTTP 404)."""
+
+
+class InvalidIdentity(ValueError):
+    """A malformed name or a too-weak password (HTTP 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedClient:
+    """A client just created (or whose secret was reset), with its secret in clear, shown this one time."""
+
+    client: Client
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"IssuedClient(client={self.client!r}, secret='***')"
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise InvalidIdentity(f"invalid name {name!r}: letters, digits and . _ @ - only, at most 64")
+
+
+def _client_roles(roles: Mapping[str, Iterable[str]] | None) -> dict[str, frozenset[str]]:
+    return {client: role_set(r) for client, r in (roles or {}).items()}
+
+
+class IdentityAdmin:
+    """Add, remove, disable and list the users and clients of a realm."""
+
+    def __init__(self, users: UserRepository, clients: ClientRepository, hasher: SecretHasher | None = None) -> None:
+        self._users = users
+        self._clients = clients
+        self._hasher = hasher or SecretHasher()
+
+    async def add_user(
+        self,
+        username: str,
+        password: str,
+        *,
+        roles: Iterable[str] = (),
+        client_roles: Mapping[str, Iterable[str]] | None = None,
+        email: str | None = None,
+    ) -> User:
+        """Create a user; :class:`IdentityConflict` if the name is taken."""
+        _check_name(username)
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise InvalidIdentity(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+        if await self._users.get_user(username) is not None:
+            raise IdentityConflict(f"user {username!r} exists")
+        user = User(
+            username=username,
+            password_hash=self._hasher.hash(password),
+            realm_roles=role_set(roles),
+            client_roles=_client_roles(client_roles),
+            email=email,
+        )
+        await self._users.save_user(user)
+        return user
+
+    async def remove_user(self, username: str) -> None:
+        """Delete a user; their tokens become inactive at once (introspection checks the account)."""
+        if not await self._users.delete_user(username):
+            raise IdentityNotFound(f"no user {username!r}")
+
+    async def set_user_enabled(self, username: str, enabled: bool) -> User:
+        """Disable (or re-enable) a user; a disabled user's tokens are inactive."""
+        user = await self._users.get_user(username)
+        if user is None:
+            raise IdentityNotFound(f"no user {username!r}")
+        updated = replace(user, enabled=enabled)
+        await self._users.save_user(updated)
+        return updated
+
+    async def set_user_roles(self, username: str, roles: Iterable[str]) -> User:
+        """Replace a user's realm roles (effective in tokens issued from now on)."""
+        user = await self._users.get_user(username)
+        if user is None:
+            raise IdentityNotFound(f"no user {username!r}")
+        updated = replace(user, realm_roles=role_set(roles))
+        await self._users.save_user(updated)
+        return updated
+
+    async def set_password(self, username: str, password: str) -> None:
+        """Replace a user's password."""
+        user = await self._users.get_user(username)
+        if user is None:
+            raise IdentityNotFound(f"no user {username!r}")
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise InvalidIdentity(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+        await self._users.save_user(replace(user, password_hash=self._hasher.hash(password)))
+
+    async def list_users(self) -> list[User]:
+        """All users."""
+        return await self._users.list_users()
+
+    async def add_client(
+        self,
+        client_id: str,
+        *,
+        roles: Iterable[str] = (),
+        client_roles: Mapping[str, Iterable[str]] | None = None,
+        grant_types: Iterable[str] = ("client_credentials",),
+        secret: str | None = None,
+    ) -> IssuedClient:
+        """Create a confidential client; its secret (generated unless given) is in the result, and only there."""
+        _check_name(client_id)
+        if await self._clients.get_client(client_id) is not None:
+            raise IdentityConflict(f"client {client_id!r} exists")
+        clear = secret or new_secret()
+        client = Client(
+            client_id=client_id,
+            secret_hash=self._hasher.hash(clear),
+            grant_types=frozenset(grant_types),
+            realm_roles=role_set(roles),
+            client_roles=_client_roles(client_roles),
+        )
+        await self._clients.save_client(client)
+        return IssuedClient(client, clear)
+
+    async def reset_client_secret(self, client_id: str) -> IssuedClient:
+        """Give a client a new generated secret; the old one stops working."""
+        client = await self._clients.get_client(client_id)
+        if client is None:
+            raise IdentityNotFound(f"no client {client_id!r}")
+        clear = new_secret()
+        updated = replace(client, secret_hash=self._hasher.hash(clear))
+        await self._clients.save_client(updated)
+        return IssuedClient(updated, clear)
+
+    async def remove_client(self, client_id: str) -> None:
+        """Delete a client; its tokens become inactive."""
+        if not await self._clients.delete_client(client_id):
+            raise IdentityNotFound(f"no client {client_id!r}")
+
+    async def set_client_enabled(self, client_id: str, enabled: bool) -> Client:
+        """Disable (or re-enable) a client."""
+        client = await self._clients.get_client(client_id)
+        if client is None:
+            raise IdentityNotFound(f"no client {client_id!r}")
+        updated = replace(client, enabled=enabled)
+        await self._clients.save_client(updated)
+        return updated
+
+    async def list_clients(self) -> list[Client]:
+        """All clients."""
+        return await self._clients.list_clients()
+
+    async def ensure_admin_client(self, client_id: str = "nemo-admin") -> IssuedClient | None:
+        """For ``nemo up``'s first start: create the admin client if missing and return it with its secret;
+        ``None`` when it already exists (its secret cannot be shown again; reset it to get a new one)."""
+        if await self._clients.get_client(client_id) is not None:
+            return None
+        return await self.add_client(
+            client_id, roles=[ADMIN], grant_types=("client_credentials", "password", "refresh_token")
+        )

@@ -1,0 +1,127 @@
+"""Against an independent provider: npm ``oidc-provider@8`` with Keycloak's layout, started on loopback.
+
+JWT access tokens are verified locally against its JWKS; its opaque tokens go through introspection, which is how
+a revoked token is refused (the provider does not track its JWTs, so it cannot revoke them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nemo_kernel.access import ClientCredentials, InvalidToken, TokenVerifier
+
+from .conftest import running_gateway
+
+PROVIDER_DIR = Path(__file__).parent / "oidc_provider"
+
+pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+
+
+@pytest.fixture(scope="session")
+def provider() -> Iterator[str]:
+    """Start the provider; yields its issuer URL. Installs its npm dependency on first use."""
+    if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=PROVIDER_DIR, check=True, timeout=300
+        )
+    process = subprocess.Popen(
+        ["node", "server.mjs"],
+        cwd=PROVIDER_DIR,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdin is not None
+    # The server prints its issuer once it listens: reading that line is the synchronisation.
+    line = process.stdout.readline()
+    try:
+        yield str(json.loads(line)["issuer"])
+    finally:
+        process.stdin.close()  # the server exits when its stdin closes
+        process.wait(timeout=10)
+
+
+async def _token(issuer: str, client: str, resource: str | None = None) -> str:
+    data = {"grant_type": "client_credentials"}
+    if resource:
+        data["resource"] = resource
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{issuer}/protocol/openid-connect/token", data=data, auth=(client, f"{client}-secret")
+        )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+async def test_verifier_accepts_provider_jwts(provider: str) -> None:
+    token = await _token(provider, "nemo-operator")
+    principal = await TokenVerifier.from_issuer(provider, audience="nemo-api").verify(token)
+    assert principal.client_id == "nemo-operator"
+    assert principal.realm_roles == {"nemo-operator"}
+    with pytest.raises(InvalidToken, match="audience"):
+        await TokenVerifier.from_issuer(provider, audience="someone-else").verify(token)
+
+
+async def test_revoked_opaque_token_is_refused(provider: str) -> None:
+    verifier = TokenVerifier.from_issuer(
+        provider,
+        audience="nemo-api",
+        introspection_client=ClientCredentials("nemo-admin", "nemo-admin-secret"),
+        introspection_cache_ttl=0,
+    )
+    token = await _token(provider, "nemo-operator", "urn:nemo:opaque")
+    assert token.count(".") == 0
+    assert (await verifier.verify(token)).realm_roles == {"nemo-operator"}
+    async with httpx.AsyncClient() as http:
+        revoked = await http.post(
+            f"{provider}/protocol/openid-connect/revoke",
+            data={"token": token},
+            auth=("nemo-operator", "nemo-operator-secret"),
+        )
+    assert revoked.status_code == 200
+    with pytest.raises(InvalidToken, match="not active"):
+        await verifier.verify(token)
+
+
+async def test_gateway_with_provider_tokens(provider: str, upstream: str) -> None:
+    oidc: dict[str, Any] = {
+        "issuer": provider,
+        "audience": "nemo-api",
+        "introspection": {"client_id": "nemo-admin", "client_secret": "nemo-admin-secret", "cache_ttl": 0},
+    }
+    config = {
+        "services": [{"name": "api", "url": upstream}],
+        "routes": [{"name": "clusters", "service": "api", "paths": ["/clusters"]}],
+        "plugins": [
+            {"name": "oidc", "config": oidc},
+            {"name": "acl", "config": {"allow": ["nemo-operator"]}},
+        ],
+    }
+    async with running_gateway(config) as gateway, httpx.AsyncClient(base_url=gateway) as http:
+
+        async def get(token: str | None) -> int:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            return (await http.get("/clusters/x", headers=headers)).status_code
+
+        assert await get(None) == 401
+        assert await get(await _token(provider, "nemo-operator")) == 200
+        assert await get(await _token(provider, "nemo-admin")) == 200  # admin implies operator
+        assert await get(await _token(provider, "nemo-norole")) == 403
+        opaque = await _token(provider, "nemo-operator", "urn:nemo:opaque")
+        assert await get(opaque) == 200
+        async with httpx.AsyncClient() as raw:
+            await raw.post(
+                f"{provider}/protocol/openid-connect/revoke",
+                data={"token": opaque},
+                auth=("nemo-operator", "nemo-operator-secret"),
+            )
+        assert await get(opaque) == 401
