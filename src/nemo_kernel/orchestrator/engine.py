@@ -105,15 +105,13 @@ class OrchestrationEngine:
             row.cpu_percent, row.memory_mib = seen.cpu_percent, seen.memory_mib
             self._usage_written[row.id] = now
         if seen.restarts > row.restarts:
-            record_event(
+            _replica_event(
                 s,
                 "replica.crashed",
                 subject,
+                row,
                 f"replica {row.id} on {row.cluster}/{row.node} exited ({seen.message or 'no message'}); "
                 f"restart {seen.restarts}",
-                replica=row.id,
-                cluster=row.cluster,
-                node=row.node,
                 restarts=seen.restarts,
                 exit_code=seen.exit_code,
             )
@@ -124,26 +122,22 @@ class OrchestrationEngine:
             return False
         row.phase = seen.phase.value
         if seen.phase is ReplicaPhase.RUNNING:
-            record_event(
+            _replica_event(
                 s,
                 "replica.started",
                 subject,
+                row,
                 f"replica {row.id} running on {row.cluster}/{row.node} at {seen.url}",
-                replica=row.id,
-                cluster=row.cluster,
-                node=row.node,
                 url=seen.url,
                 pid=seen.pid,
             )
         elif seen.phase is ReplicaPhase.CRASHED and seen.restarts == row.restarts and old_phase != "Crashed":
-            record_event(
+            _replica_event(
                 s,
                 "replica.crashed",
                 subject,
+                row,
                 f"replica {row.id} exited with {seen.exit_code}: {seen.message}",
-                replica=row.id,
-                cluster=row.cluster,
-                node=row.node,
                 exit_code=seen.exit_code,
             )
         return True
@@ -213,14 +207,12 @@ class OrchestrationEngine:
                 for r in moving:
                     reason = leaving.get(r.cluster, "removed")
                     workloads.release_replica(s, r)
-                    record_event(
+                    _replica_event(
                         s,
                         "replica.rescheduled",
                         subjects[r.workload_id],
+                        r,
                         f"replica {r.id} leaves {r.cluster}/{r.node}: cluster {reason}",
-                        replica=r.id,
-                        cluster=r.cluster,
-                        node=r.node,
                         reason=reason,
                     )
                 s.execute(
@@ -284,14 +276,12 @@ class OrchestrationEngine:
                 memory_mib=spec.resources.memory_mib,
             )
             inventory.allocate(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
-            record_event(
+            _replica_event(
                 s,
                 "replica.scheduled",
                 subject,
+                replica,
                 f"replica {replica.id} placed on {a.cluster}/{a.node}",
-                replica=replica.id,
-                cluster=a.cluster,
-                node=a.node,
                 index=a.index,
             )
         placed_all = len(decision.assignments) == len(missing)
@@ -398,28 +388,24 @@ class OrchestrationEngine:
                 row = rows.get(spec.id)
                 if row is not None and row.desired:
                     row.phase = ReplicaPhase.STARTING.value
-                    record_event(
+                    _replica_event(
                         s,
                         "deployment.applied",
                         subjects[row.workload_id],
+                        row,
                         f"replica {spec.id} sent to {row.cluster}/{row.node}",
-                        replica=spec.id,
-                        cluster=row.cluster,
-                        node=row.node,
                         version=spec.version,
                     )
             for rid in rejected:
                 row = rows.get(rid)
                 if row is not None:
                     row.message = self._rejected[rid]
-                    record_event(
+                    _replica_event(
                         s,
                         "replica.rejected",
                         subjects[row.workload_id],
+                        row,
                         row.message,
-                        replica=rid,
-                        cluster=row.cluster,
-                        node=row.node,
                     )
                 self._rejected[rid] = ""  # recorded once; still never resent
             for rid in removed:
@@ -435,6 +421,11 @@ class OrchestrationEngine:
                     s.delete(row)
                     self._usage_written.pop(rid, None)
             self._update_phases(s, {r.workload_id for r in rows.values()})
+
+
+def _replica_event(s: Session, kind: str, subject: str, row: ReplicaRow, message: str, **data: object) -> None:
+    """Record an event about one replica, naming it and where it runs."""
+    record_event(s, kind, subject, message, replica=row.id, cluster=row.cluster, node=row.node, **data)
 
 
 def _replica_spec(row: ReplicaRow, namespace: str, name: str, descriptor: WorkloadDescriptor) -> ReplicaSpec:
