@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,3 +109,15 @@ class Stack:
                 os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else proc.kill()
             except (psutil.Error, ProcessLookupError, PermissionError):
                 pass
+
+
+@contextmanager
+def running_stack(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """A started `nemo up` in ``data_dir``; everything it started is killed afterwards, even on failure."""
+    stack = Stack(data_dir, env)
+    data_dir.mkdir()
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.kill_everything()

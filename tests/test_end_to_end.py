@@ -11,28 +11,21 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.stack import ROOT, Stack, wait_for
+from tests.stack import ROOT, Stack, running_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(
-        tmp_path / "data",
-        env={
-            "NEMO_HEARTBEAT_TIMEOUT": "3",
-            "NEMO_HEARTBEAT_INTERVAL": "0.5",
-            "NEMO_RECONCILE_INTERVAL": "0.5",
-            "NEMO_DRIVER_TIMEOUT": "1.5",
-        },
-    )
-    s.data_dir.mkdir()
-    try:
-        s.start()
+    env = {
+        "NEMO_HEARTBEAT_TIMEOUT": "3",
+        "NEMO_HEARTBEAT_INTERVAL": "0.5",
+        "NEMO_RECONCILE_INTERVAL": "0.5",
+        "NEMO_DRIVER_TIMEOUT": "1.5",
+    }
+    with running_stack(tmp_path / "data", env) as s:
         yield s
-    finally:
-        s.kill_everything()
 
 
 def _workload(stack: Stack) -> dict[str, Any]:
@@ -146,13 +139,8 @@ def any_store_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     env = {"NEMO_HEARTBEAT_TIMEOUT": "3", "NEMO_RECONCILE_INTERVAL": "0.5", "NEMO_DRIVER_TIMEOUT": "1.5"}
     if request.param == "postgresql":
         env["NEMO_DATABASE_URL"] = request.getfixturevalue("postgres_url")
-    s = Stack(tmp_path / "data", env=env)
-    s.data_dir.mkdir()
-    try:
-        s.start()
+    with running_stack(tmp_path / "data", env) as s:
         yield s
-    finally:
-        s.kill_everything()
 
 
 def test_sigkill_loses_nothing_acknowledged(any_store_stack: Stack) -> None:

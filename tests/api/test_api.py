@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from tests.stack import Stack, wait_for
+from tests.stack import Stack, running_stack, wait_for
 
 CLUSTERS = {
     "clusters": [
@@ -44,13 +44,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("api")
     clusters = root / "clusters.yaml"
     clusters.write_text(yaml.safe_dump(CLUSTERS))
-    s = Stack(root / "data", env={"NEMO_CLUSTERS_FILE": str(clusters), "NEMO_RECONCILE_INTERVAL": "0.3"})
-    s.data_dir.mkdir()
-    try:
-        s.start()
+    env = {"NEMO_CLUSTERS_FILE": str(clusters), "NEMO_RECONCILE_INTERVAL": "0.3"}
+    with running_stack(root / "data", env) as s:
         yield s
-    finally:
-        s.kill_everything()
 
 
 def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
