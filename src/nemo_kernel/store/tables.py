@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -162,3 +163,109 @@ class EventRow(Base):
     data: Mapped[dict[str, Any]]
     published: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- Access control: the built-in OIDC issuer's realms (nemo_kernel.access.issuer keeps the logic) -----------------
+
+
+class IdentityUserRow(Base):
+    """A user of a realm of the built-in issuer. ``password_hash`` is Argon2id; the password is never stored."""
+
+    __tablename__ = "identity_users"
+    __table_args__ = (UniqueConstraint("realm", "username"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    realm: Mapped[str] = mapped_column(String(64))
+    username: Mapped[str] = mapped_column(String(64))
+    password_hash: Mapped[str] = mapped_column(Text)
+    realm_roles: Mapped[list[str]] = mapped_column(JSON)
+    client_roles: Mapped[dict[str, Any]]
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    email: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdentityClientRow(Base):
+    """An OAuth client of a realm; confidential clients carry ``secret_hash`` (Argon2id), never the secret."""
+
+    __tablename__ = "identity_clients"
+    __table_args__ = (UniqueConstraint("realm", "client_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    realm: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(String(64))
+    secret_hash: Mapped[str | None] = mapped_column(Text)
+    grant_types: Mapped[list[str]] = mapped_column(JSON)
+    realm_roles: Mapped[list[str]] = mapped_column(JSON)
+    client_roles: Mapped[dict[str, Any]]
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SigningKeyRow(Base):
+    """A token-signing key of a realm (PKCS#8 PEM). Retired keys leave the JWKS; the newest live key signs."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    realm: Mapped[str] = mapped_column(String(64), index=True)
+    algorithm: Mapped[str] = mapped_column(String(8))
+    private_pem: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None]
+
+
+class RevokedTokenRow(Base):
+    """A revoked token id (``jti``), kept until the token would have expired anyway."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+# --- Access control: the gateway's Kong-like configuration ----------------------------------------------------------
+
+
+class GatewayEntityRow(Base):
+    """One gateway object. ``kind`` is service, route, consumer or plugin; ``key`` is its name (a consumer's
+    username, a plugin's id); ``spec`` is the validated object as in the declarative file."""
+
+    __tablename__ = "gateway_entities"
+    __table_args__ = (UniqueConstraint("kind", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(128))
+    spec: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# --- Intercommunication security: the directory of module keys and the record of handled messages -------------------
+
+
+class ModuleKeyRow(Base):
+    """A module's public keys (Ed25519 signing, X25519 encryption). The module's current key is its newest
+    non-revoked one by ``current_since`` (rotation moves a key to now)."""
+
+    __tablename__ = "bus_module_keys"
+
+    key_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    module: Mapped[str] = mapped_column(String(63), index=True)
+    signing_public: Mapped[bytes] = mapped_column(LargeBinary(32))
+    encryption_public: Mapped[bytes] = mapped_column(LargeBinary(32))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    current_since: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class SeenMessageRow(Base):
+    """A message a consumer has handled (replay refusal and exactly-once handling), kept until ``expires_at``."""
+
+    __tablename__ = "bus_seen_messages"
+
+    consumer: Mapped[str] = mapped_column(String(63), primary_key=True)
+    message_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
