@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from nemo_kernel.domain.errors import error_body as domain_error_body
+
 
 class AccessDenied(Exception):
     """A request refused by the access layer; ``status`` and ``code`` say how it maps to HTTP."""
@@ -72,7 +74,7 @@ class IdentityProviderUnavailable(AccessDenied):
 
 def error_body(code: str, message: str, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Build the project's error body ``{"error": {"code": ..., "message": ..., "details": ...}}``."""
-    return {"error": {"code": code, "message": message, "details": dict(details or {})}}
+    return domain_error_body(code, message, dict(details or {}))
 
 
 def bearer_challenge(error: str, description: str, realm: str = "nemo") -> str:

@@ -11,27 +11,18 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
+from nemo_kernel.domain.errors import ApiError, error_body
 from nemo_kernel.orchestrator import PetitionError
 from nemo_kernel.store import Conflict, NotFound
 
-
-class ApiError(Exception):
-    """An error answered as is."""
-
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
+__all__ = ["ApiError", "error_response", "field_errors", "install_error_handlers"]
 
 
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     """The JSON error body with its status."""
-    body = {"error": {"code": code, "message": message, "details": details}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
 
 
 def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:

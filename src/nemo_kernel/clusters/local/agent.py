@@ -38,21 +38,13 @@ from nemo_kernel.clusters.errors import ReplicaRejected
 from nemo_kernel.clusters.local.state import AGENT_FILE, LOCK_FILE, AgentEndpoint, write_agent_endpoint
 from nemo_kernel.clusters.local.supervisor import ProcessSupervisor
 from nemo_kernel.domain import ClusterSpec
+from nemo_kernel.domain.errors import ApiError, error_body
 
 log = logging.getLogger("nemo_kernel.clusters.local.agent")
 
 
-class _ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-
-
 def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "details": details}}
+    body = error_body(code, message, details)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(status_code=status, content=body, headers=headers)
 
@@ -73,7 +65,7 @@ def create_app(cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str) 
         scheme, _, given = (authorization or "").partition(" ")
         # compare_digest: the time taken must not tell how much of a guessed token was right
         if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.encode()):
-            raise _ApiError(401, "unauthorized", "missing or wrong bearer token")
+            raise ApiError(401, "unauthorized", "missing or wrong bearer token")
 
     app = FastAPI(
         title=f"NEMO local agent {cluster.name}",
@@ -84,8 +76,8 @@ def create_app(cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str) 
         openapi_url=None,
     )
 
-    @app.exception_handler(_ApiError)
-    async def api_error(_: Request, exc: _ApiError) -> JSONResponse:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, exc.code, exc.message, exc.details)
 
     @app.exception_handler(ReplicaRejected)
@@ -120,10 +112,10 @@ def create_app(cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str) 
     @app.put("/v1/replicas/{replica_id}")
     async def put_replica(replica_id: str, spec: ReplicaSpec) -> ReplicaReport:
         if spec.id != replica_id:
-            raise _ApiError(422, "id_mismatch", "the body's id differs from the path", {"path": replica_id})
+            raise ApiError(422, "id_mismatch", "the body's id differs from the path", {"path": replica_id})
         if spec.node not in node_names:
             message = f"cluster {cluster.name!r} has no node {spec.node!r}"
-            raise _ApiError(422, "unknown_node", message, {"nodes": sorted(node_names)})
+            raise ApiError(422, "unknown_node", message, {"nodes": sorted(node_names)})
         return supervisor.ensure(spec)
 
     @app.delete("/v1/replicas/{replica_id}", status_code=204)
