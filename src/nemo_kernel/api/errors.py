@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
+from nemo_kernel.access.issuer import IdentityConflict, IdentityNotFound, InvalidIdentity
 from nemo_kernel.orchestrator import PetitionError
 from nemo_kernel.store import Conflict, NotFound
 
@@ -59,6 +60,18 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return error_response(409, "conflict", str(exc))
+
+    @app.exception_handler(IdentityNotFound)
+    async def _no_identity(_: Request, exc: IdentityNotFound) -> JSONResponse:
+        return error_response(404, "not_found", str(exc))
+
+    @app.exception_handler(IdentityConflict)
+    async def _identity_conflict(_: Request, exc: IdentityConflict) -> JSONResponse:
+        return error_response(409, "conflict", str(exc))
+
+    @app.exception_handler(InvalidIdentity)
+    async def _invalid_identity(_: Request, exc: InvalidIdentity) -> JSONResponse:
+        return error_response(422, "invalid", str(exc))
 
     @app.exception_handler(IntegrityError)
     async def _race(_: Request, exc: IntegrityError) -> JSONResponse:
