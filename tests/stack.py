@@ -123,10 +123,15 @@ class Stack:
             headers["Authorization"] = f"Bearer {self.admin_token() if token is ADMIN else token}"
         return httpx.request(method, f"{self.url}/api/v1{path}", headers=headers, timeout=10, **kwargs)
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run `nemo ARGS` the way a user does (finds this stack through the data directory)."""
-        env = {**self.env, "COLUMNS": "200"}
-        done = subprocess.run([*NEMO, *args], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    def cli(
+        self, *args: str, check: bool = True, input: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `nemo ARGS` the way a user does (finds this stack through the data directory); ``input`` goes to
+        its stdin and ``env`` adds to its environment."""
+        env = {**self.env, "COLUMNS": "200", **(env or {})}
+        done = subprocess.run(
+            [*NEMO, *args], env=env, input=input, capture_output=True, text=True, timeout=120, cwd=ROOT
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"nemo {' '.join(args)} failed ({done.returncode}): {done.stderr}{done.stdout}")
         return done

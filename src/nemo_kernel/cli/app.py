@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from nemo_kernel.cli import bus_commands, clusters, identities, workloads
-from nemo_kernel.cli.client import CliError, api_from_env_or
+from nemo_kernel.cli.client import CliError, api_from_env_or, use_token
 from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
 from nemo_kernel.cli.output import OutputFormat, emit, errors, print_table
 
@@ -29,6 +29,7 @@ def root(
     ] = None,
 ) -> None:
     """NEMO Kernel: control plane of the IoT-edge-cloud continuum."""
+    use_token(token)
 
 
 @app.command()

@@ -7,7 +7,6 @@ import json
 import os
 from typing import Any
 
-import click
 import httpx
 import psutil
 
@@ -101,11 +100,18 @@ _NO_CREDENTIALS = (
 )
 
 
+# `nemo --token T ...` is an option of the root command; its callback records it here for the clients it makes.
+_root_token: str | None = None
+
+
+def use_token(token: str | None) -> None:
+    """Send ``token`` as is from every client this process makes (``--token``); ``None`` to use credentials."""
+    global _root_token
+    _root_token = token or None
+
+
 def _raw_token() -> str | None:
-    # `nemo --token T ...` (or NEMO_TOKEN) is an option of the root command, read wherever a client is made.
-    ctx = click.get_current_context(silent=True)
-    token = ctx.find_root().params.get("token") if ctx is not None else None
-    return token if isinstance(token, str) and token else os.environ.get("NEMO_TOKEN") or None
+    return _root_token or os.environ.get("NEMO_TOKEN") or None
 
 
 def _describe_error(response: httpx.Response) -> str:
