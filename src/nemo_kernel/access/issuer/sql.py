@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import ColumnElement, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from nemo_kernel.access.issuer.identities import Client, User
@@ -23,6 +23,8 @@ from nemo_kernel.store.tables import IdentityClientRow, IdentityUserRow, Revoked
 __all__ = ["SqlClientRepository", "SqlKeyRepository", "SqlRevocationList", "SqlUserRepository", "sql_realm"]
 
 T = TypeVar("T")
+R = TypeVar("R", IdentityUserRow, IdentityClientRow)
+V = TypeVar("V")
 
 
 def _when(seconds: float) -> datetime:
@@ -52,10 +54,51 @@ class _SqlRepository:
         return await asyncio.to_thread(in_transaction)
 
 
-class SqlUserRepository(_SqlRepository):
+class _NamedRows(_SqlRepository, Generic[R, V]):
+    """Rows of one realm keyed by a name column (``username``, ``client_id``), mapped to and from values."""
+
+    _table: type[R]
+    _name: str
+
+    def _value(self, row: R) -> V:
+        raise NotImplementedError
+
+    def _where(self, name: str) -> tuple[ColumnElement[bool], ...]:
+        return (self._table.realm == self._realm, getattr(self._table, self._name) == name)
+
+    async def _get(self, name: str) -> V | None:
+        def work(s: Session) -> V | None:
+            row = s.scalar(select(self._table).where(*self._where(name)))
+            return None if row is None else self._value(row)
+
+        return await self._run(work)
+
+    async def _save(self, name: str, values: dict[str, Any]) -> None:
+        # Update in place, else insert: a concurrent insert of the same name fails on the unique key (409).
+        def work(s: Session) -> None:
+            if s.execute(update(self._table).where(*self._where(name)).values(**values)).rowcount == 0:  # type: ignore[attr-defined]
+                s.execute(insert(self._table).values(realm=self._realm, **{self._name: name}, **values))
+
+        await self._run(work)
+
+    async def _delete(self, name: str) -> bool:
+        return await self._run(lambda s: bool(s.execute(delete(self._table).where(*self._where(name))).rowcount))  # type: ignore[attr-defined]
+
+    async def _list(self) -> list[V]:
+        def work(s: Session) -> list[V]:
+            query = select(self._table).where(self._table.realm == self._realm)
+            return [self._value(r) for r in s.scalars(query.order_by(getattr(self._table, self._name)))]
+
+        return await self._run(work)
+
+
+class SqlUserRepository(_NamedRows[IdentityUserRow, User]):
     """:class:`~nemo_kernel.access.issuer.UserRepository` on the ``identity_users`` table."""
 
-    def _user(self, row: IdentityUserRow) -> User:
+    _table = IdentityUserRow
+    _name = "username"
+
+    def _value(self, row: IdentityUserRow) -> User:
         return User(
             username=row.username,
             password_hash=row.password_hash,
@@ -69,55 +112,39 @@ class SqlUserRepository(_SqlRepository):
 
     async def get_user(self, username: str) -> User | None:
         """The user, or ``None``."""
-
-        def work(s: Session) -> User | None:
-            row = s.scalar(select(IdentityUserRow).filter_by(realm=self._realm, username=username))
-            return None if row is None else self._user(row)
-
-        return await self._run(work)
+        return await self._get(username)
 
     async def save_user(self, user: User) -> None:
-        """Insert or replace by username (a concurrent insert of the same name fails on the unique key)."""
-        values = {
-            "id": user.id,
-            "password_hash": user.password_hash,
-            "realm_roles": sorted(user.realm_roles),
-            "client_roles": _roles_in(user.client_roles),
-            "enabled": user.enabled,
-            "email": user.email,
-            "created_at": _when(user.created_at),
-        }
-
-        def work(s: Session) -> None:
-            where = (IdentityUserRow.realm == self._realm, IdentityUserRow.username == user.username)
-            if s.execute(update(IdentityUserRow).where(*where).values(**values)).rowcount == 0:  # type: ignore[attr-defined]
-                s.execute(insert(IdentityUserRow).values(realm=self._realm, username=user.username, **values))
-
-        await self._run(work)
+        """Insert or replace by username."""
+        await self._save(
+            user.username,
+            {
+                "id": user.id,
+                "password_hash": user.password_hash,
+                "realm_roles": sorted(user.realm_roles),
+                "client_roles": _roles_in(user.client_roles),
+                "enabled": user.enabled,
+                "email": user.email,
+                "created_at": _when(user.created_at),
+            },
+        )
 
     async def delete_user(self, username: str) -> bool:
         """Delete; whether it existed."""
-
-        def work(s: Session) -> bool:
-            stmt = delete(IdentityUserRow).filter_by(realm=self._realm, username=username)
-            return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
-
-        return await self._run(work)
+        return await self._delete(username)
 
     async def list_users(self) -> list[User]:
         """All users of the realm by username."""
-
-        def work(s: Session) -> list[User]:
-            rows = s.scalars(select(IdentityUserRow).filter_by(realm=self._realm).order_by(IdentityUserRow.username))
-            return [self._user(r) for r in rows]
-
-        return await self._run(work)
+        return await self._list()
 
 
-class SqlClientRepository(_SqlRepository):
+class SqlClientRepository(_NamedRows[IdentityClientRow, Client]):
     """:class:`~nemo_kernel.access.issuer.ClientRepository` on the ``identity_clients`` table."""
 
-    def _client(self, row: IdentityClientRow) -> Client:
+    _table = IdentityClientRow
+    _name = "client_id"
+
+    def _value(self, row: IdentityClientRow) -> Client:
         return Client(
             client_id=row.client_id,
             secret_hash=row.secret_hash,
@@ -131,51 +158,30 @@ class SqlClientRepository(_SqlRepository):
 
     async def get_client(self, client_id: str) -> Client | None:
         """The client, or ``None``."""
-
-        def work(s: Session) -> Client | None:
-            row = s.scalar(select(IdentityClientRow).filter_by(realm=self._realm, client_id=client_id))
-            return None if row is None else self._client(row)
-
-        return await self._run(work)
+        return await self._get(client_id)
 
     async def save_client(self, client: Client) -> None:
-        """Insert or replace by client id (a concurrent insert of the same id fails on the unique key)."""
-        values = {
-            "id": client.id,
-            "secret_hash": client.secret_hash,
-            "grant_types": sorted(client.grant_types),
-            "realm_roles": sorted(client.realm_roles),
-            "client_roles": _roles_in(client.client_roles),
-            "enabled": client.enabled,
-            "created_at": _when(client.created_at),
-        }
-
-        def work(s: Session) -> None:
-            where = (IdentityClientRow.realm == self._realm, IdentityClientRow.client_id == client.client_id)
-            if s.execute(update(IdentityClientRow).where(*where).values(**values)).rowcount == 0:  # type: ignore[attr-defined]
-                s.execute(insert(IdentityClientRow).values(realm=self._realm, client_id=client.client_id, **values))
-
-        await self._run(work)
+        """Insert or replace by client id."""
+        await self._save(
+            client.client_id,
+            {
+                "id": client.id,
+                "secret_hash": client.secret_hash,
+                "grant_types": sorted(client.grant_types),
+                "realm_roles": sorted(client.realm_roles),
+                "client_roles": _roles_in(client.client_roles),
+                "enabled": client.enabled,
+                "created_at": _when(client.created_at),
+            },
+        )
 
     async def delete_client(self, client_id: str) -> bool:
         """Delete; whether it existed."""
-
-        def work(s: Session) -> bool:
-            stmt = delete(IdentityClientRow).filter_by(realm=self._realm, client_id=client_id)
-            return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
-
-        return await self._run(work)
+        return await self._delete(client_id)
 
     async def list_clients(self) -> list[Client]:
         """All clients of the realm by client id."""
-
-        def work(s: Session) -> list[Client]:
-            rows = s.scalars(
-                select(IdentityClientRow).filter_by(realm=self._realm).order_by(IdentityClientRow.client_id)
-            )
-            return [self._client(r) for r in rows]
-
-        return await self._run(work)
+        return await self._list()
 
 
 class SqlKeyRepository(_SqlRepository):
