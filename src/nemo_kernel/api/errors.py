@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -46,6 +47,20 @@ def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[
     return out
 
 
+_IDENTITY_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    IdentityNotFound: (404, "not_found"),
+    IdentityConflict: (409, "conflict"),
+    InvalidIdentity: (422, "invalid"),
+}
+
+
+def _identity_error(status: int, code: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(status, code, str(exc))
+
+    return handler
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error the API can raise to the JSON error shape and its status."""
 
@@ -61,17 +76,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return error_response(409, "conflict", str(exc))
 
-    @app.exception_handler(IdentityNotFound)
-    async def _no_identity(_: Request, exc: IdentityNotFound) -> JSONResponse:
-        return error_response(404, "not_found", str(exc))
-
-    @app.exception_handler(IdentityConflict)
-    async def _identity_conflict(_: Request, exc: IdentityConflict) -> JSONResponse:
-        return error_response(409, "conflict", str(exc))
-
-    @app.exception_handler(InvalidIdentity)
-    async def _invalid_identity(_: Request, exc: InvalidIdentity) -> JSONResponse:
-        return error_response(422, "invalid", str(exc))
+    for identity_error, (status, code) in _IDENTITY_ERRORS.items():
+        app.add_exception_handler(identity_error, _identity_error(status, code))
 
     @app.exception_handler(IntegrityError)
     async def _race(_: Request, exc: IntegrityError) -> JSONResponse:
