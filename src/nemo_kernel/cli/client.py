@@ -45,7 +45,11 @@ class ApiClient:
         self.base_url = base_url
         self._http = httpx.Client(base_url=base_url, timeout=timeout)
         self.tokens: TokenSource | None = find_credentials(
-            base_url, self._http, raw_token=_raw_token(), data_dir=Settings().data_dir, discovered=discovered
+            base_url,
+            self._http,
+            raw_token=_raw_token(),
+            admin_file=Settings().admin_credentials_file,
+            discovered=discovered,
         )
 
     def access_token(self, *, fresh: bool = False) -> str:

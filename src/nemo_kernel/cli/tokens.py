@@ -152,16 +152,16 @@ TokenSource = ClientCredentialsTokens | StaticToken
 
 
 def find_credentials(
-    api_url: str, http: httpx.Client, *, raw_token: str | None, data_dir: Path, discovered: bool
+    api_url: str, http: httpx.Client, *, raw_token: str | None, admin_file: Path, discovered: bool
 ) -> TokenSource | None:
     """The token source for ``api_url`` by the order in the module docstring; ``None`` when there is none."""
     if raw_token:
         return StaticToken(raw_token)
-    cache = data_dir / "cli-token.json"
+    cache = admin_file.with_name("cli-token.json")
     client_id, secret = os.environ.get("NEMO_CLIENT_ID"), os.environ.get("NEMO_CLIENT_SECRET")
     if client_id and secret:
         return ClientCredentialsTokens(api_url, ClientSecret(client_id, secret), http, cache)
-    admin = read_json(data_dir / "admin-credentials.json")
+    admin = read_json(admin_file)
     if admin is None or not isinstance(admin.get("client_id"), str) or not isinstance(admin.get("client_secret"), str):
         return None
     source = ClientCredentialsTokens(api_url, ClientSecret(admin["client_id"], admin["client_secret"]), http, cache)
