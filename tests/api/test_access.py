@@ -243,6 +243,12 @@ def test_cli_credentials_order_and_identity_commands(stack: Stack) -> None:
     assert "bob" not in [u["username"] for u in stack.cli_json("user", "list")]
     refused = stack.cli("user", "remove", "bob", check=False)
     assert refused.returncode == 1 and "no user 'bob'" in refused.stderr
+    prompted = stack.cli("user", "add", "carol", "-o", "json", input="carol-password\ncarol-password\n")
+    assert json.loads(prompted.stdout)["username"] == "carol" and "carol-password" not in prompted.stdout
+    short = stack.cli("user", "add", "dave", "--password-stdin", input="short\n", check=False)
+    assert short.returncode == 1 and "password" in short.stderr
+    # Given by URL, the API gets the local admin secret because it names the issuer the secret belongs to.
+    assert stack.cli("user", "list", env={"NEMO_API": stack.url}).returncode == 0
 
     ci = stack.cli_json("client", "add", "ci", "--role", "nemo-operator")
     table = stack.cli("client", "add", "ci-table", "--role", "nemo-viewer").stdout
@@ -253,7 +259,7 @@ def test_cli_credentials_order_and_identity_commands(stack: Stack) -> None:
     denied = stack.cli("cluster", "remove", "cloud-eu", env=as_ci, check=False)
     assert denied.returncode == 1 and "requires role nemo-admin" in denied.stderr
     # --token (and NEMO_TOKEN) come first: a viewer token beats the admin credentials file.
-    viewer = stack.token("matrix-viewer", stack.cli_json("client", "reset-secret", "matrix-viewer")["secret"])
+    viewer = stack.token("cli-viewer", _client(stack, "cli-viewer", ["nemo-viewer"]))
     assert stack.cli("--token", viewer, "workload", "list").returncode == 0
     refused = stack.cli("--token", viewer, "user", "list", check=False)
     assert refused.returncode == 1 and "requires role nemo-admin" in refused.stderr
@@ -273,7 +279,7 @@ def test_cli_credentials_order_and_identity_commands(stack: Stack) -> None:
 def test_no_secret_in_the_log(stack: Stack) -> None:
     # Last of the module: by now the log has seen clients, users, tokens and refusals.
     secrets = [stack.admin_credentials()["client_secret"], stack.admin_token(), "alice-password", "bob-password"]
-    secrets += [stack.cli_json("client", "reset-secret", "matrix-nobody")["secret"]]
+    secrets += [stack.cli_json("client", "add", "log-probe")["secret"]]
     log = (stack.data_dir.parent / f"{stack.data_dir.name}-nemo-up.log").read_text()
     assert "Admin credentials:" in log
     for secret in secrets:

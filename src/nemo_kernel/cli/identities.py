@@ -41,7 +41,8 @@ def _password(from_stdin: bool) -> str:
         if not line:
             raise CliError("--password-stdin: no password on standard input")
         return line
-    return str(typer.prompt("password", hide_input=True, confirmation_prompt=True))
+    # The prompt goes to stderr so that `-o json` output stays parseable.
+    return str(typer.prompt("password", hide_input=True, confirmation_prompt=True, err=True))
 
 
 @users.command("add")
