@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import signal
@@ -19,6 +20,16 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 NEMO = [sys.executable, "-m", "nemo_kernel.cli"]
 T = TypeVar("T")
+
+
+class Auth(enum.Enum):
+    """Which token :meth:`Stack.api` sends when none is given."""
+
+    ADMIN = "admin"
+
+
+#: The default of :meth:`Stack.api`: a valid token of the stack's admin client.
+ADMIN = Auth.ADMIN
 
 
 def wait_for(condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
@@ -45,6 +56,7 @@ class Stack:
         self.env.pop("NEMO_API", None)
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self._admin_token: tuple[str, str, float] | None = None  # (API url, token, expiry)
 
     def start(self, timeout: float = 60.0) -> None:
         """Start `nemo up` and wait until it is ready."""
@@ -72,14 +84,54 @@ class Stack:
         self.proc = None
         return code
 
-    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Call the API over HTTP."""
-        return httpx.request(method, f"{self.url}/api/v1{path}", timeout=10, **kwargs)
+    @property
+    def issuer(self) -> str:
+        """The built-in issuer of this stack (the API's own ``/realms/nemo``)."""
+        return f"{self.url}/realms/nemo"
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run `nemo ARGS` the way a user does (finds this stack through the data directory)."""
-        env = {**self.env, "COLUMNS": "200"}
-        done = subprocess.run([*NEMO, *args], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    def admin_credentials(self) -> dict[str, str]:
+        """The admin client's credentials `nemo up` wrote on first start."""
+        return dict(json.loads((self.data_dir / "admin-credentials.json").read_text()))
+
+    def _grant(self, client_id: str, secret: str) -> dict[str, Any]:
+        response = httpx.post(
+            f"{self.issuer}/protocol/openid-connect/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client_id, secret),
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def token(self, client_id: str, secret: str) -> str:
+        """A fresh access token from the client_credentials grant of this stack's issuer."""
+        return str(self._grant(client_id, secret)["access_token"])
+
+    def admin_token(self) -> str:
+        """A valid admin token, reused while it has a minute left and the stack has not moved to another URL."""
+        cached = self._admin_token
+        if cached is None or cached[0] != self.url or cached[2] - time.time() < 60:
+            creds = self.admin_credentials()
+            granted = self._grant(creds["client_id"], creds["client_secret"])
+            cached = self._admin_token = (self.url, granted["access_token"], time.time() + granted["expires_in"])
+        return cached[1]
+
+    def api(self, method: str, path: str, *, token: str | Auth | None = ADMIN, **kwargs: Any) -> httpx.Response:
+        """Call the API over HTTP, as the admin client by default; ``token=None`` sends no token."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {self.admin_token() if token is ADMIN else token}"
+        return httpx.request(method, f"{self.url}/api/v1{path}", headers=headers, timeout=10, **kwargs)
+
+    def cli(
+        self, *args: str, check: bool = True, input: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `nemo ARGS` the way a user does (finds this stack through the data directory); ``input`` goes to
+        its stdin and ``env`` adds to its environment."""
+        env = {**self.env, "COLUMNS": "200", **(env or {})}
+        done = subprocess.run(
+            [*NEMO, *args], env=env, input=input, capture_output=True, text=True, timeout=120, cwd=ROOT
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"nemo {' '.join(args)} failed ({done.returncode}): {done.stderr}{done.stdout}")
         return done

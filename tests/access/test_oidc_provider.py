@@ -6,6 +6,7 @@ a revoked token is refused (the provider does not track its JWTs, so it cannot r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from nemo_kernel.access import ClientCredentials, InvalidToken, TokenVerifier
+from tests.stack import running_stack
 
 from .conftest import running_gateway
 
@@ -125,3 +127,43 @@ async def test_gateway_with_provider_tokens(provider: str, upstream: str) -> Non
                 auth=("nemo-operator", "nemo-operator-secret"),
             )
         assert await get(opaque) == 401
+
+
+def test_nemo_up_with_the_provider_as_issuer(provider: str, tmp_path: Path) -> None:
+    env = {
+        "NEMO_OIDC_ISSUER": provider,
+        "NEMO_OIDC_CLIENT_ID": "nemo-admin",
+        "NEMO_OIDC_CLIENT_SECRET": "nemo-admin-secret",
+        "NEMO_OIDC_INTROSPECTION_CACHE_TTL": "0",
+    }
+    with running_stack(tmp_path / "data", env) as stack:
+        assert not (stack.data_dir / "admin-credentials.json").exists()
+        config = httpx.get(f"{stack.url}/.well-known/nemo-configuration").json()
+        assert config == {"issuer": provider, "audience": "nemo-api", "realm": None}
+        assert httpx.get(f"{stack.url}/realms/nemo/.well-known/openid-configuration").status_code == 404
+
+        operator = asyncio.run(_token(provider, "nemo-operator"))
+        assert stack.api("GET", "/clusters", token=None).status_code == 401
+        assert stack.api("GET", "/clusters", token=operator).status_code == 200
+        assert stack.api("POST", "/clusters", token=operator, json={"name": "x"}).status_code == 403
+        assert stack.api("GET", "/clusters", token=asyncio.run(_token(provider, "nemo-norole"))).status_code == 403
+        admin = asyncio.run(_token(provider, "nemo-admin"))
+        users = stack.api("GET", "/users", token=admin)
+        assert users.status_code == 404 and "external issuer" in users.json()["error"]["message"]
+
+        opaque = asyncio.run(_token(provider, "nemo-operator", "urn:nemo:opaque"))
+        assert stack.api("GET", "/workloads", token=opaque).status_code == 200
+        revoked = httpx.post(
+            f"{provider}/protocol/openid-connect/revoke",
+            data={"token": opaque},
+            auth=("nemo-operator", "nemo-operator-secret"),
+        )
+        assert revoked.status_code == 200
+        refused = stack.api("GET", "/workloads", token=opaque)
+        assert refused.status_code == 401 and refused.json()["error"]["message"] == "token is not active"
+
+        # The CLI finds the provider through the API and gets its own tokens there.
+        as_operator = {"NEMO_CLIENT_ID": "nemo-operator", "NEMO_CLIENT_SECRET": "nemo-operator-secret"}
+        assert stack.cli("cluster", "list", env=as_operator).returncode == 0
+        log = (stack.data_dir.parent / f"{stack.data_dir.name}-nemo-up.log").read_text()
+        assert "nemo-admin-secret" not in log and operator not in log

@@ -2,29 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 
 from nemo_kernel import __version__
+from nemo_kernel.access.fastapi import install_error_handlers as install_access_error_handlers
+from nemo_kernel.access.issuer import issuer_router
 from nemo_kernel.api.errors import install_error_handlers
-from nemo_kernel.api.routers import clusters, petitions, system, workloads
-from nemo_kernel.api.security import authorize
+from nemo_kernel.api.routers import clusters, identities, petitions, system, workloads
+from nemo_kernel.api.security import ApiAccess, authorize
 from nemo_kernel.orchestrator import ControlPlane
 
 
-def create_app(plane: ControlPlane, on_started: Callable[[], None] | None = None) -> FastAPI:
+def create_app(
+    plane: ControlPlane,
+    on_started: Callable[[], Awaitable[None] | None] | None = None,
+    *,
+    access: ApiAccess | None = None,
+) -> FastAPI:
     """The API of ``plane``; the app's lifespan starts and stops the control plane's loops.
 
-    ``on_started`` runs once the control plane has started, before the first request is served.
+    ``on_started`` (plain or async) runs once the control plane has started, before the first request is served.
+    ``access`` says how callers are checked; by default the built-in issuer at the configured host and port.
     """
+    settings = plane.settings
+    access = access or ApiAccess.from_settings(settings, plane.db, f"http://{settings.api_host}:{settings.api_port}")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await plane.start()
         if on_started is not None:
-            on_started()
+            started = on_started()
+            if inspect.isawaitable(started):
+                await started
         try:
             yield
         finally:
@@ -32,10 +45,16 @@ def create_app(plane: ControlPlane, on_started: Callable[[], None] | None = None
 
     app = FastAPI(title="NEMO Kernel", version=__version__, lifespan=lifespan)
     app.state.control_plane = plane
+    app.state.access = access
     install_error_handlers(app)
+    install_access_error_handlers(app)
     v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
     for module in (clusters, workloads, petitions):
         v1.include_router(module.router)
+    v1.include_router(identities.users)
+    v1.include_router(identities.clients)
     app.include_router(v1)
+    if access.realm is not None:
+        app.include_router(issuer_router(access.realm))
     app.include_router(system.router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
+from nemo_kernel.access.issuer import IdentityConflict, IdentityNotFound, InvalidIdentity
 from nemo_kernel.domain.errors import ApiError, error_body
 from nemo_kernel.orchestrator import PetitionError
 from nemo_kernel.store import Conflict, NotFound
@@ -36,6 +38,20 @@ def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[
     return out
 
 
+_IDENTITY_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    IdentityNotFound: (404, "not_found"),
+    IdentityConflict: (409, "conflict"),
+    InvalidIdentity: (422, "invalid"),
+}
+
+
+def _identity_error(status: int, code: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(status, code, str(exc))
+
+    return handler
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error the API can raise to the JSON error shape and its status."""
 
@@ -50,6 +66,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return error_response(409, "conflict", str(exc))
+
+    for identity_error, (status, code) in _IDENTITY_ERRORS.items():
+        app.add_exception_handler(identity_error, _identity_error(status, code))
 
     @app.exception_handler(IntegrityError)
     async def _race(_: Request, exc: IntegrityError) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""The CLI's HTTP client: finds the API (``--api``, ``NEMO_API``, or the ``nemo up`` of the same user)."""
+"""The CLI's HTTP client: finds the API (``--api``, ``NEMO_API``, or the ``nemo up`` of the same user) and sends
+a bearer token with every call (see :mod:`nemo_kernel.cli.tokens` for where it comes from)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import httpx
 import psutil
 
+from nemo_kernel.cli.tokens import ClientCredentialsTokens, TokenError, TokenSource, find_credentials
 from nemo_kernel.config import Settings
 
 
@@ -33,21 +35,51 @@ def discover_api(explicit: str | None) -> str:
 
 
 class ApiClient:
-    """Thin synchronous client of ``/api/v1`` that turns error bodies into :class:`CliError`."""
+    """Thin synchronous client of ``/api/v1`` that turns error bodies into :class:`CliError`.
 
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    With a token source, every call carries ``Authorization: Bearer``; a 401 is retried once with a new token,
+    because a cached token may have been revoked, or issued before the control plane moved to another URL.
+    """
+
+    def __init__(self, base_url: str, timeout: float = 30.0, *, discovered: bool = False) -> None:
         self.base_url = base_url
         self._http = httpx.Client(base_url=base_url, timeout=timeout)
+        self.tokens: TokenSource | None = find_credentials(
+            base_url,
+            self._http,
+            raw_token=_raw_token(),
+            admin_file=Settings().admin_credentials_file,
+            discovered=discovered,
+        )
+
+    def access_token(self, *, fresh: bool = False) -> str:
+        """The bearer token this client sends (a new one with ``fresh``); :class:`CliError` if there is none."""
+        if self.tokens is None:
+            raise CliError(_NO_CREDENTIALS)
+        try:
+            return self.tokens.fresh() if fresh else self.tokens.token()
+        except TokenError as exc:
+            raise CliError(f"cannot get a token: {exc}") from exc
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call the API; returns the decoded JSON body (None for 204)."""
+        response = self._send(method, path, kwargs)
+        if response.status_code == 401 and isinstance(self.tokens, ClientCredentialsTokens):
+            self.tokens.forget()
+            response = self._send(method, path, kwargs)
+        if response.status_code >= 400:
+            hint = f"\n{_NO_CREDENTIALS}" if response.status_code == 401 and self.tokens is None else ""
+            raise CliError(_describe_error(response) + hint)
+        return response.json() if response.content else None
+
+    def _send(self, method: str, path: str, kwargs: dict[str, Any]) -> httpx.Response:
+        headers = dict(kwargs.get("headers") or {})
+        if self.tokens is not None:
+            headers["Authorization"] = f"Bearer {self.access_token()}"
         try:
-            response = self._http.request(method, f"/api/v1{path}", **kwargs)
+            return self._http.request(method, f"/api/v1{path}", **{**kwargs, "headers": headers})
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach the API at {self.base_url}: {exc}") from exc
-        if response.status_code >= 400:
-            raise CliError(_describe_error(response))
-        return response.json() if response.content else None
 
     def get(self, path: str, **params: Any) -> Any:
         """GET ``/api/v1{path}``."""
@@ -57,9 +89,33 @@ class ApiClient:
         """POST a JSON body to ``/api/v1{path}``."""
         return self.request("POST", path, json=body, params={k: v for k, v in params.items() if v is not None})
 
+    def patch(self, path: str, body: Any) -> Any:
+        """PATCH ``/api/v1{path}`` with a JSON body."""
+        return self.request("PATCH", path, json=body)
+
     def delete(self, path: str, **params: Any) -> Any:
         """DELETE ``/api/v1{path}``."""
         return self.request("DELETE", path, params={k: v for k, v in params.items() if v is not None})
+
+
+_NO_CREDENTIALS = (
+    "no credentials: set NEMO_CLIENT_ID and NEMO_CLIENT_SECRET, or NEMO_TOKEN (or --token), "
+    "or run the CLI as the user whose `nemo up` wrote admin-credentials.json"
+)
+
+
+# `nemo --token T ...` is an option of the root command; its callback records it here for the clients it makes.
+_root_token: str | None = None
+
+
+def use_token(token: str | None) -> None:
+    """Send ``token`` as is from every client this process makes (``--token``); ``None`` to use credentials."""
+    global _root_token
+    _root_token = token or None
+
+
+def _raw_token() -> str | None:
+    return _root_token or os.environ.get("NEMO_TOKEN") or None
 
 
 def _describe_error(response: httpx.Response) -> str:
@@ -76,4 +132,5 @@ def _describe_error(response: httpx.Response) -> str:
 
 def api_from_env_or(explicit: str | None) -> ApiClient:
     """A client for the API chosen by ``--api``, ``NEMO_API`` or discovery."""
-    return ApiClient(discover_api(explicit or os.environ.get("NEMO_API")))
+    explicit = explicit or os.environ.get("NEMO_API")
+    return ApiClient(discover_api(explicit), discovered=not explicit)

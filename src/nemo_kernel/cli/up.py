@@ -12,8 +12,11 @@ from pathlib import Path
 
 import uvicorn
 
+from nemo_kernel.access.issuer import IdentityAdmin
 from nemo_kernel.api import create_app
+from nemo_kernel.api.security import ApiAccess
 from nemo_kernel.cli.output import console
+from nemo_kernel.cli.secret_files import write_secret_json
 from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator import ControlPlane
 
@@ -35,24 +38,50 @@ def _write_endpoint(path: Path, url: str) -> None:
     tmp.replace(path)
 
 
+async def _prepare_access(settings: Settings, access: ApiAccess) -> str:
+    """Create the admin client on first start and write its credentials; the line telling how to get a token."""
+    realm = access.realm
+    if realm is None:
+        return f"Tokens: from the external issuer {access.issuer} (audience {access.audience})"
+    await realm.keys.signing_key()  # the first start makes its signing key now, not in the first token request
+    issued = await IdentityAdmin(realm.users, realm.clients, realm.hasher).ensure_admin_client()
+    path = settings.admin_credentials_file
+    if issued is not None:
+        # Written (0600) before anything is announced: whoever finds the endpoint file finds the credentials too.
+        write_secret_json(
+            path, {"client_id": issued.client.client_id, "client_secret": issued.secret, "issuer": access.issuer}
+        )
+    elif not path.exists():
+        return (
+            f"[yellow]Admin credentials file {path} is missing[/]; with another admin's credentials, "
+            "[bold]nemo client reset-secret nemo-admin[/] issues a new secret"
+        )
+    return f"Admin credentials: {path};  token for curl: [bold]TOKEN=$(nemo token)[/]"
+
+
 def serve(settings: Settings) -> None:
     """Run API and loops until SIGINT/SIGTERM; replicas keep running and are adopted by the next start."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per heartbeat is noise
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # The SQLite store holds the issuer's private signing keys and the password hashes: owner only.
+    settings.data_dir.chmod(0o700)
     sock = _bind(settings.api_host, settings.api_port)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     plane = ControlPlane(settings)
+    access = ApiAccess.from_settings(settings, plane.db, url)
 
-    def announce() -> None:
+    async def announce() -> None:
+        how_to_get_a_token = await _prepare_access(settings, access)
         # The socket is already listening, so the URL is good as soon as it is printed.
         _write_endpoint(settings.endpoint_file, url)
         console.print(f"[bold green]NEMO Kernel is up.[/] API: [bold]{url}[/]  (docs: {url}/docs)")
         console.print(f"Data directory: {settings.data_dir}   Store: {plane.db.url.render_as_string()}")
+        console.print(how_to_get_a_token)
         console.print("Next: [bold]nemo cluster list[/]; [bold]nemo workload apply -f examples/demo-workload.yaml[/]")
 
-    app = create_app(plane, on_started=announce)
+    app = create_app(plane, on_started=announce, access=access)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that was
     # installed before it; this one makes that a clean exit (status 0) instead of death by signal.

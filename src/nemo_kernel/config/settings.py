@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +29,14 @@ class Settings(BaseSettings):
     bus_ca_file: Path | None = Field(default=None, description="CA of the broker's certificate (amqps)")
     bus_cert_file: Path | None = Field(default=None, description="client certificate for the broker (amqps)")
     bus_key_file: Path | None = Field(default=None, description="client key for the broker (amqps)")
+
+    realm: str = Field(default="nemo", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="issuer realm")
+    oidc_issuer: str | None = Field(default=None, description="external OIDC issuer URL; the built-in one if unset")
+    oidc_audience: str = Field(default="nemo-api", description="audience API tokens must carry")
+    oidc_client_id: str | None = Field(default=None, description="client for introspection at the external issuer")
+    oidc_client_secret: SecretStr | None = None
+    oidc_introspect_jwts: bool = Field(default=False, description="also introspect JWTs (Keycloak; refuses revoked)")
+    oidc_introspection_cache_ttl: float = Field(default=10.0, ge=0, description="seconds an answer is reused")
 
     heartbeat_interval: float = Field(default=1.0, gt=0, description="seconds between cluster heartbeats")
     heartbeat_timeout: float = Field(default=6.0, gt=0, description="silence after which a cluster is NotReady")
@@ -55,6 +63,11 @@ class Settings(BaseSettings):
     def endpoint_file(self) -> Path:
         """Where a running ``nemo up`` writes its API URL, so the CLI of the same user finds it."""
         return self.data_dir / "endpoint.json"
+
+    @property
+    def admin_credentials_file(self) -> Path:
+        """Where ``nemo up`` writes the admin client's credentials on first start (mode 0600)."""
+        return self.data_dir / "admin-credentials.json"
 
     @property
     def weights(self) -> dict[str, float]:

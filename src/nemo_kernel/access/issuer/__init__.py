@@ -21,6 +21,7 @@ from nemo_kernel.access.issuer.identities import (
 from nemo_kernel.access.issuer.keys import InMemoryKeyRepository, KeyRepository, KeyRing, SigningKey
 from nemo_kernel.access.issuer.realm import OAuthError, Realm
 from nemo_kernel.access.issuer.router import issuer_router
+from nemo_kernel.access.issuer.sql import sql_realm
 
 __all__ = [
     "Client",
@@ -45,11 +46,12 @@ __all__ = [
     "UserRepository",
     "in_memory_realm",
     "issuer_router",
+    "sql_realm",
 ]
 
 
 def in_memory_realm(name: str = "nemo", *, issuer_url: str | None = None, audience: str = "nemo-api") -> Realm:
-    """A realm on in-memory repositories (tests, and ``nemo up`` until the store provides SQL ones)."""
+    """A realm on in-memory repositories (tests); ``nemo up`` uses :func:`sql_realm`."""
     return Realm(
         name,
         users=InMemoryUserRepository(),

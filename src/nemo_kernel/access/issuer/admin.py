@@ -5,6 +5,7 @@ Secrets are hashed on the way in; a generated client secret is returned once, by
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -58,6 +59,10 @@ class IdentityAdmin:
         self._clients = clients
         self._hasher = hasher or SecretHasher()
 
+    async def _hash(self, secret: str) -> str:
+        # Argon2id is slow on purpose (tens of ms, 64 MiB): off the event loop, so the API keeps serving.
+        return await asyncio.to_thread(self._hasher.hash, secret)
+
     async def add_user(
         self,
         username: str,
@@ -75,7 +80,7 @@ class IdentityAdmin:
             raise IdentityConflict(f"user {username!r} exists")
         user = User(
             username=username,
-            password_hash=self._hasher.hash(password),
+            password_hash=await self._hash(password),
             realm_roles=role_set(roles),
             client_roles=_client_roles(client_roles),
             email=email,
@@ -88,23 +93,27 @@ class IdentityAdmin:
         if not await self._users.delete_user(username):
             raise IdentityNotFound(f"no user {username!r}")
 
-    async def set_user_enabled(self, username: str, enabled: bool) -> User:
-        """Disable (or re-enable) a user; a disabled user's tokens are inactive."""
-        user = await self._users.get_user(username)
-        if user is None:
-            raise IdentityNotFound(f"no user {username!r}")
-        updated = replace(user, enabled=enabled)
+    async def update_user(
+        self, username: str, *, enabled: bool | None = None, roles: Iterable[str] | None = None
+    ) -> User:
+        """Change whether a user is enabled and/or its realm roles, in one write. A disabled user's tokens are
+        inactive at once; new roles take effect in tokens issued from now on."""
+        user = await self.get_user(username)
+        updated = replace(
+            user,
+            enabled=user.enabled if enabled is None else enabled,
+            realm_roles=user.realm_roles if roles is None else role_set(roles),
+        )
         await self._users.save_user(updated)
         return updated
 
+    async def set_user_enabled(self, username: str, enabled: bool) -> User:
+        """Disable (or re-enable) a user; a disabled user's tokens are inactive."""
+        return await self.update_user(username, enabled=enabled)
+
     async def set_user_roles(self, username: str, roles: Iterable[str]) -> User:
         """Replace a user's realm roles (effective in tokens issued from now on)."""
-        user = await self._users.get_user(username)
-        if user is None:
-            raise IdentityNotFound(f"no user {username!r}")
-        updated = replace(user, realm_roles=role_set(roles))
-        await self._users.save_user(updated)
-        return updated
+        return await self.update_user(username, roles=roles)
 
     async def set_password(self, username: str, password: str) -> None:
         """Replace a user's password."""
@@ -113,7 +122,14 @@ class IdentityAdmin:
             raise IdentityNotFound(f"no user {username!r}")
         if len(password) < MIN_PASSWORD_LENGTH:
             raise InvalidIdentity(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
-        await self._users.save_user(replace(user, password_hash=self._hasher.hash(password)))
+        await self._users.save_user(replace(user, password_hash=await self._hash(password)))
+
+    async def get_user(self, username: str) -> User:
+        """One user; :class:`IdentityNotFound` if there is none."""
+        user = await self._users.get_user(username)
+        if user is None:
+            raise IdentityNotFound(f"no user {username!r}")
+        return user
 
     async def list_users(self) -> list[User]:
         """All users."""
@@ -135,7 +151,7 @@ class IdentityAdmin:
         clear = secret or new_secret()
         client = Client(
             client_id=client_id,
-            secret_hash=self._hasher.hash(clear),
+            secret_hash=await self._hash(clear),
             grant_types=frozenset(grant_types),
             realm_roles=role_set(roles),
             client_roles=_client_roles(client_roles),
@@ -149,7 +165,7 @@ class IdentityAdmin:
         if client is None:
             raise IdentityNotFound(f"no client {client_id!r}")
         clear = new_secret()
-        updated = replace(client, secret_hash=self._hasher.hash(clear))
+        updated = replace(client, secret_hash=await self._hash(clear))
         await self._clients.save_client(updated)
         return IssuedClient(updated, clear)
 
@@ -158,14 +174,29 @@ class IdentityAdmin:
         if not await self._clients.delete_client(client_id):
             raise IdentityNotFound(f"no client {client_id!r}")
 
+    async def update_client(
+        self, client_id: str, *, enabled: bool | None = None, roles: Iterable[str] | None = None
+    ) -> Client:
+        """Change whether a client is enabled and/or its service account's realm roles, in one write."""
+        client = await self.get_client(client_id)
+        updated = replace(
+            client,
+            enabled=client.enabled if enabled is None else enabled,
+            realm_roles=client.realm_roles if roles is None else role_set(roles),
+        )
+        await self._clients.save_client(updated)
+        return updated
+
     async def set_client_enabled(self, client_id: str, enabled: bool) -> Client:
-        """Disable (or re-enable) a client."""
+        """Disable (or re-enable) a client; its tokens are inactive while it is disabled."""
+        return await self.update_client(client_id, enabled=enabled)
+
+    async def get_client(self, client_id: str) -> Client:
+        """One client; :class:`IdentityNotFound` if there is none."""
         client = await self._clients.get_client(client_id)
         if client is None:
             raise IdentityNotFound(f"no client {client_id!r}")
-        updated = replace(client, enabled=enabled)
-        await self._clients.save_client(updated)
-        return updated
+        return client
 
     async def list_clients(self) -> list[Client]:
         """All clients."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.errors import ApiError
+from nemo_kernel.api.security import ApiAccess
 from nemo_kernel.orchestrator import ControlPlane
 
 router = APIRouter(tags=["system"])
@@ -42,3 +43,10 @@ def readyz(plane: Plane) -> dict[str, object]:
 def metrics() -> Response:
     """Prometheus exposition."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/.well-known/nemo-configuration")
+def nemo_configuration(request: Request) -> dict[str, str | None]:
+    """Unauthenticated: the issuer to get tokens from (then OIDC discovery on it), the audience and the realm."""
+    access: ApiAccess = request.app.state.access
+    return access.configuration()
