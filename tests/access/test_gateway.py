@@ -245,8 +245,10 @@ async def test_consumer_scoped_plugin_wins_after_authentication(upstream: str, i
 
 
 async def test_redis_counters_shared_between_two_gateways(upstream: str) -> None:
-    route = f"r{uuid.uuid4().hex[:12]}"  # fresh counters in the shared Redis for every run
-    plugins = [{"name": "rate-limiting", "config": {"minute": 3, "limit_by": "ip", "policy": "redis"}}]
+    # Fresh counters in the shared Redis for every run: the counter key carries the plugin's scope (this route),
+    # and the fixed clock would otherwise put concurrent or back-to-back runs in the same window.
+    route = f"r{uuid.uuid4().hex[:12]}"
+    plugins = [{"name": "rate-limiting", "route": route, "config": {"minute": 3, "limit_by": "ip", "policy": "redis"}}]
     clock = Clock(1_700_000_000)
     config = _rl_config(upstream, plugins, [route])
     async with (
