@@ -29,6 +29,10 @@ class UnknownKey(LookupError):
     """The directory has no such module or key."""
 
 
+class KeyConflict(ValueError):
+    """The change contradicts the directory: a revoked key made current, a key id held by another module."""
+
+
 def key_id_of(signing_public: bytes, encryption_public: bytes) -> str:
     """A short, stable name of a key pair: 16 hex digits of SHA-256 over both raw public keys."""
     return hashlib.sha256(signing_public + encryption_public).hexdigest()[:16]
@@ -220,7 +224,7 @@ class InMemoryKeyDirectory:
             known = self._keys.setdefault(keys.module, {})
             existing = known.get(keys.key_id)
             if existing is not None and existing.revoked:
-                raise ValueError(f"key {keys.key_id} of {keys.module!r} is revoked and cannot become current")
+                raise KeyConflict(f"key {keys.key_id} of {keys.module!r} is revoked and cannot become current")
             known.pop(keys.key_id, None)
             if revoke_previous:
                 for key_id, old in list(known.items()):
