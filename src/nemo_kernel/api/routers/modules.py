@@ -201,9 +201,9 @@ async def rotate_module(name: str, request: Request, plane: Plane) -> ModuleEntr
     404 for an unknown module, 409 when the keys are revoked or belong to another module.
     """
     body: RotateRequest = await _body(request, RotateRequest)
+    keys = body.to_keys(name)
     _writable(name)
     _entry(plane, name)
-    keys = body.to_keys(name)
     await _change(plane, lambda: plane.directory.rotate(keys, revoke_previous=body.revoke_previous))
     return _entry(plane, name)
 
