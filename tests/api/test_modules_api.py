@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from tests.stack import Stack, running_stack
+from tests.stack import expect_error as _error
 
 from nemo_kernel.bus import ModuleIdentity
 
@@ -23,13 +23,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     clusters.write_text(yaml.safe_dump({"clusters": []}))
     with running_stack(root / "data", {"NEMO_CLUSTERS_FILE": str(clusters)}) as s:
         yield s
-
-
-def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    assert error["code"] == code
-    return error
 
 
 def _public(identity: ModuleIdentity) -> dict[str, Any]:
