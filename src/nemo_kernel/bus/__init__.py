@@ -19,7 +19,14 @@ from nemo_kernel.bus.envelope import (
     seal,
 )
 from nemo_kernel.bus.errors import DeadLetter
-from nemo_kernel.bus.identity import InMemoryKeyDirectory, KeyDirectory, ModuleIdentity, ModuleKeys, UnknownKey
+from nemo_kernel.bus.identity import (
+    InMemoryKeyDirectory,
+    KeyConflict,
+    KeyDirectory,
+    ModuleIdentity,
+    ModuleKeys,
+    UnknownKey,
+)
 from nemo_kernel.bus.memory import InProcessBus
 from nemo_kernel.bus.rabbitmq import RabbitMqBus, TlsConfig
 from nemo_kernel.bus.replay import SeenMessages
@@ -35,6 +42,7 @@ __all__ = [
     "Handler",
     "InMemoryKeyDirectory",
     "InProcessBus",
+    "KeyConflict",
     "KeyDirectory",
     "Malformed",
     "Message",

@@ -17,6 +17,7 @@ routing key, content type, the sender's ephemeral X25519 public key and the payl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import time
@@ -34,6 +35,8 @@ CONTENT_TYPE = "application/vnd.nemo.envelope.v1"
 _SIGNATURE_SIZE = 64
 _SIGN_CONTEXT = b"nemo-envelope-v1 signature\x00"
 _LENGTH = struct.Struct(">I")
+MAX_KEY_LENGTH = 128
+"""Longest replay-record key kept as is (the width of ``bus_seen_messages.message_key``)."""
 
 
 class EnvelopeRefused(Exception):
@@ -192,8 +195,13 @@ class ReplayGuard:
 
     @staticmethod
     def key(sender: str, message_id: str) -> str:
-        """The record key of a message: ids are chosen by senders, so they are only unique per sender."""
-        return f"{sender}\x00{message_id}"
+        """The record key of a message: ids are chosen by senders, so they are only unique per sender.
+
+        The separator is a control character no module name holds, and not NUL (PostgreSQL text refuses NUL);
+        keys longer than :data:`MAX_KEY_LENGTH` are digested so that a persistent record can store every key.
+        """
+        key = f"{sender}\x1f{message_id}"
+        return key if len(key) <= MAX_KEY_LENGTH else "#" + hashlib.sha256(key.encode()).hexdigest()
 
     def check(self, sender: str, message_id: str, timestamp: float, now: float | None = None) -> None:
         """Raise :class:`Stale` or :class:`Replay`, or return if the message may be accepted."""

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +28,10 @@ from nemo_kernel.bus import crypto
 
 class UnknownKey(LookupError):
     """The directory has no such module or key."""
+
+
+class KeyConflict(ValueError):
+    """The change contradicts the directory: a revoked key made current, a key id held by another module."""
 
 
 def key_id_of(signing_public: bytes, encryption_public: bytes) -> str:
@@ -45,9 +50,14 @@ class ModuleKeys:
     revoked: bool = False
     created_at: float = field(default_factory=time.time)
 
+    @cached_property
+    def _verifier(self) -> Ed25519PublicKey:
+        # Built once per directory entry: constructing the key object costs about as much as hashing the message.
+        return crypto.ed25519_public_from_raw(self.signing_public)
+
     def verifier(self) -> Ed25519PublicKey:
         """The Ed25519 public key that checks this module's signatures."""
-        return crypto.ed25519_public_from_raw(self.signing_public)
+        return self._verifier
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (keys in base64url)."""
@@ -92,17 +102,18 @@ class ModuleIdentity:
         """Fresh keys for ``module``."""
         return cls(module, Ed25519PrivateKey.generate(), X25519PrivateKey.generate())
 
-    @property
+    # Cached: each is asked for several times per message, and deriving a public key is not free.
+    @cached_property
     def signing_public(self) -> bytes:
         """Raw Ed25519 public key."""
         return crypto.ed25519_public_to_raw(self.signing_key.public_key())
 
-    @property
+    @cached_property
     def encryption_public(self) -> bytes:
         """Raw X25519 public key."""
         return crypto.x25519_public_to_raw(self.encryption_key.public_key())
 
-    @property
+    @cached_property
     def key_id(self) -> str:
         """Name of this key pair in the directory."""
         return key_id_of(self.signing_public, self.encryption_public)
@@ -220,7 +231,7 @@ class InMemoryKeyDirectory:
             known = self._keys.setdefault(keys.module, {})
             existing = known.get(keys.key_id)
             if existing is not None and existing.revoked:
-                raise ValueError(f"key {keys.key_id} of {keys.module!r} is revoked and cannot become current")
+                raise KeyConflict(f"key {keys.key_id} of {keys.module!r} is revoked and cannot become current")
             known.pop(keys.key_id, None)
             if revoke_previous:
                 for key_id, old in list(known.items()):

@@ -28,12 +28,15 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aio_pika.abc
+import aiormq
+import aiormq.abc
 import aiormq.exceptions
 
 from nemo_kernel.bus.base import Handler, Message
@@ -196,15 +199,35 @@ class RabbitMqBus:
         permissions) or if the connection drops before the confirm: then the message may or may not have arrived,
         and the caller may publish it again with the same ``message_id`` (receivers deduplicate on it).
         """
-        exchange, _ = await self._publishing_exchanges()
         message_id = message_id or uuid.uuid4().hex
-        await exchange.publish(
-            self._amqp_message(body, message_id, content_type, dict(headers or {})),
-            routing_key,
+        channel = await self._publishing_channel()
+        # Straight to aiormq with the frame properties built once: aio-pika's Message and Exchange.publish wrappers
+        # cost about a third of the client's time per message, and this is the hot path. A Nack from the broker
+        # raises DeliveryError as through aio-pika.
+        await channel.basic_publish(
+            body,
+            exchange=self.exchange_name,
+            routing_key=routing_key,
+            properties=aiormq.spec.Basic.Properties(
+                content_type=content_type,
+                headers=dict(headers or {}),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
+                message_id=message_id,
+                timestamp=datetime.now(UTC),
+                user_id=self.user,
+            ),
             mandatory=False,  # like the in-process bus: a key no queue is bound to is simply dropped
             timeout=self._publish_timeout,
         )
         return message_id
+
+    async def _publishing_channel(self) -> aiormq.abc.AbstractChannel:
+        publisher = self._publisher
+        if publisher is None or publisher.is_closed:
+            await self._publishing_exchanges()  # connects, or reopens the channel, under the locks
+            assert self._publisher is not None
+            publisher = self._publisher
+        return await publisher.get_underlay_channel()
 
     async def _publishing_exchanges(self) -> tuple[aio_pika.abc.AbstractExchange, aio_pika.abc.AbstractExchange]:
         await self.start()

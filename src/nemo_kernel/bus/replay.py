@@ -37,10 +37,16 @@ class SeenMessages:
         self._persist = persist
         self._expiry: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+        self.restore(initial)
+
+    def restore(self, entries: Iterable[tuple[str, float]]) -> None:
+        """Take back ``(key, expires_at)`` entries from a persistent record (expired ones are skipped)."""
         now = time.time()
-        for key, expires_at in sorted(initial, key=lambda item: item[1]):
-            if expires_at > now:
-                self._expiry[key] = expires_at
+        with self._lock:
+            for key, expires_at in sorted(entries, key=lambda item: item[1]):
+                if expires_at > now and self._expiry.get(key, 0.0) < expires_at:
+                    self._expiry[key] = expires_at
+            self._prune(now)
 
     def __contains__(self, key: object) -> bool:
         with self._lock:

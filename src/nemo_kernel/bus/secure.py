@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import replace
 from typing import NoReturn
 
 from prometheus_client import Counter
@@ -156,7 +155,16 @@ class SecureBus:
                 f"signed for {opened.routing_key!r}/{opened.message_id}, delivered as "
                 f"{message.routing_key!r}/{message.message_id}"
             )
-        plain = replace(message, body=opened.payload, content_type=opened.content_type, timestamp=opened.timestamp)
+        # Built directly rather than with dataclasses.replace, which costs more than decrypting the payload.
+        plain = Message(
+            routing_key=message.routing_key,
+            body=opened.payload,
+            message_id=message.message_id,
+            timestamp=opened.timestamp,
+            content_type=opened.content_type,
+            headers=message.headers,
+            redelivered=message.redelivered,
+        )
         return opened.sender, plain
 
     async def _receive(self, queue: str, message: Message, handler: SecureHandler) -> None:

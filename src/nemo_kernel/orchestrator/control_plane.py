@@ -8,18 +8,33 @@ import logging
 import time
 from pathlib import Path
 
-from nemo_kernel.bus import Bus, InProcessBus, RabbitMqBus, Subscription, TlsConfig
+from nemo_kernel.bus import (
+    Bus,
+    InProcessBus,
+    ModuleIdentity,
+    RabbitMqBus,
+    ReplayGuard,
+    SecureBus,
+    SeenMessages,
+    Subscription,
+    TlsConfig,
+)
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec
 from nemo_kernel.orchestrator.engine import OrchestrationEngine
+from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
 from nemo_kernel.orchestrator.intake import Intake
+from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
 from nemo_kernel.orchestrator.outbox import OutboxPublisher
 from nemo_kernel.orchestrator.resources import ResourceManager
+from nemo_kernel.orchestrator.seen_record import StoredSeenRecord
 from nemo_kernel.store import Database, events, inventory
 
 log = logging.getLogger(__name__)
 
 _BOOTSTRAP_SUBJECT = "controlplane/bootstrap"
+_INTAKE_QUEUE = "orchestrator.intake"
+_ENVELOPE_WINDOW = 300.0  # seconds of clock difference accepted on envelopes
 
 
 def _bus_for(settings: Settings) -> Bus:
@@ -41,7 +56,16 @@ class ControlPlane:
         self.bus: Bus = bus if bus is not None else _bus_for(settings)
         self.resources = ResourceManager(self.db, settings)
         self.engine = OrchestrationEngine(self.db, self.resources, settings)
-        self.outbox = OutboxPublisher(self.db, self.bus)
+        # Every message of the control plane's own modules is sealed and verified (SecureBus); the directory of
+        # module keys and the record of handled petitions live in the store.
+        self.directory = StoredKeyDirectory(self.db)
+        self.identity = ModuleIdentity.load_or_create(ORCHESTRATOR, identity_file(settings.data_dir, ORCHESTRATOR))
+        self._seen_record = StoredSeenRecord(self.db, _INTAKE_QUEUE)
+        seen = SeenMessages(ttl=2 * _ENVELOPE_WINDOW, persist=self._seen_record.persist)
+        self.secure = SecureBus(
+            self.bus, self.identity, self.directory, replay_guard=ReplayGuard(_ENVELOPE_WINDOW, seen)
+        )
+        self.outbox = OutboxPublisher(self.db, self.secure, self.directory.live_modules)
         self.intake = Intake(self.db, settings)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
@@ -54,12 +78,28 @@ class ControlPlane:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.db.migrate)
         await asyncio.to_thread(self._bootstrap)
-        await self.bus.start()
-        self._subscription = await self.bus.subscribe("orchestrator.intake", ["intent.#"], self.intake.on_bus_petition)
+        await asyncio.to_thread(self._load_bus_state)
+        await self.secure.start()
+        self._subscription = await self.secure.subscribe(_INTAKE_QUEUE, ["intent.#"], self.intake.on_bus_petition)
         self._tasks = [
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._outbox_loop(), name="outbox"),
+            asyncio.create_task(self.directory.keep_fresh(), name="key-directory"),
+            asyncio.create_task(self._prune_loop(), name="seen-messages"),
         ]
+
+    def _load_bus_state(self) -> None:
+        self.directory.reload()
+        enrol(self.identity, self.directory)
+        self.secure.guard.seen.restore(self._seen_record.load())
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(60.0)  # expired rows are only dead weight: pruning them once a minute is plenty
+            try:
+                await asyncio.to_thread(self._seen_record.prune)
+            except Exception:
+                log.exception("pruning handled-message records failed; retrying")
 
     def _bootstrap(self) -> None:
         # "First start" is recorded in the store itself, so removing every cluster later is respected.

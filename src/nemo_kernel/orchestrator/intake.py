@@ -138,12 +138,13 @@ class Intake:
         data = {**data, "name": petition.name, "namespace": petition.namespace}
         return descriptor_with_defaults(data, path.parent)
 
-    async def on_bus_petition(self, message: Message) -> None:
-        """Bus handler for ``intent.#``: exactly once per message id; refusals are stored as events."""
-        await asyncio.to_thread(self._handle_message, message)
+    async def on_bus_petition(self, sender: str, message: Message) -> None:
+        """Secure-bus handler for ``intent.#`` (``sender`` is verified): exactly once per message id; refusals are
+        stored as events."""
+        await asyncio.to_thread(self._handle_message, sender, message)
 
-    def _handle_message(self, message: Message) -> None:
-        subject = f"intent/{message.message_id}"
+    def _handle_message(self, sender: str, message: Message) -> None:
+        subject = f"intent/{sender}/{message.message_id}"  # ids are chosen by senders: unique per sender only
         with self._db.transaction() as s:
             if events.history(s, subject, limit=1):
                 return  # already handled: a redelivery
@@ -153,7 +154,9 @@ class Intake:
             text = f"petition {message.routing_key} refused: {exc}"
             log.warning("%s", text)
             with self._db.transaction() as s:
-                record_event(s, "intent.rejected", subject, text, routing_key=message.routing_key, error=str(exc))
+                record_event(
+                    s, "intent.rejected", subject, text, routing_key=message.routing_key, sender=sender, error=str(exc)
+                )
             return
         with self._db.transaction() as s:
             # The work and the marker commit together, so a redelivery after a crash cannot do it twice.
@@ -164,8 +167,9 @@ class Intake:
                 s,
                 "intent.accepted",
                 subject,
-                f"petition {message.routing_key} carried out",
+                f"petition {message.routing_key} from {sender} carried out",
                 routing_key=message.routing_key,
+                sender=sender,
                 outcome=outcome,
             )
 

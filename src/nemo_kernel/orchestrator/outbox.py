@@ -1,11 +1,18 @@
-"""Publishes stored events on the bus, in order, after they are committed (transactional outbox)."""
+"""Publishes stored events on the bus, in order, after they are committed (transactional outbox).
+
+Events are sealed (signed by the control plane, encrypted end to end) for every module that holds a live key:
+the publisher cannot see which module queues are bound to an event's routing key (that is the broker's business),
+and any registered module may subscribe to events, so all of them are recipients. The payload is encrypted once and
+only its content key is wrapped per recipient (60 bytes each), and a revoked module is left out from the next batch.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 
-from nemo_kernel.bus import Bus, encode_json
+from nemo_kernel.bus import SecureBus, encode_json
 from nemo_kernel.domain import Event
 from nemo_kernel.store import Database
 from nemo_kernel.store import events as event_store
@@ -16,19 +23,22 @@ log = logging.getLogger(__name__)
 class OutboxPublisher:
     """Sends every unpublished event to the bus under its kind as routing key; at least once, in id order."""
 
-    def __init__(self, db: Database, bus: Bus) -> None:
+    def __init__(self, db: Database, bus: SecureBus, recipients: Callable[[], Sequence[str]]) -> None:
         self._db = db
         self._bus = bus
+        self._recipients = recipients
 
     async def publish_pending(self, batch: int = 500) -> int:
         """Publish what is waiting; returns how many events were sent."""
         pending = await asyncio.to_thread(self._fetch, batch)
         done: list[int] = []
+        recipients = self._recipients()
         try:
             for event in pending:
                 await self._bus.publish(
                     event.kind,
                     encode_json(event.model_dump(mode="json")),
+                    recipients,
                     message_id=f"event-{event.id}",
                 )
                 done.append(event.id)

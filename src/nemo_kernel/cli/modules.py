@@ -1,0 +1,121 @@
+"""``nemo module ...``: keys of bus modules (keygen locally; register, rotate, revoke and list through the API)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nemo_kernel.bus import ModuleIdentity
+from nemo_kernel.cli.client import CliError, api_from_env_or
+from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
+from nemo_kernel.cli.output import OutputFormat, console, emit, print_table
+
+app = typer.Typer(no_args_is_help=True)
+
+KeysOption = Annotated[
+    Path, typer.Option("--keys", help="the module's public keys (JSON/YAML, as `nemo module keygen` writes them)")
+]
+
+
+def _public_part(identity: ModuleIdentity) -> dict[str, Any]:
+    # What a module hands to an admin: public keys only, nothing that could sign or decrypt.
+    public = identity.public().to_dict()
+    return {k: public[k] for k in ("module", "key_id", "signing_public", "encryption_public")}
+
+
+def _keys_for(module: str, path: Path) -> dict[str, Any]:
+    document = load_document(path)
+    if not isinstance(document, dict):
+        raise CliError(f"{path} does not hold a module's public keys (an object)")
+    if any(k in document for k in ("signing_key", "encryption_key")):
+        raise CliError(f"{path} holds private keys: give the public part only (`nemo module keygen` prints it)")
+    if document.get("module", module) != module:
+        raise CliError(f"{path} holds the keys of module {document['module']!r}, not {module!r}")
+    return {**document, "module": module}
+
+
+def _when(timestamp: float | None) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S") if timestamp else ""
+
+
+def _rows(modules: list[dict[str, Any]]) -> None:
+    print_table(
+        None,
+        ["MODULE", "KEY ID", "STATE", "CREATED (UTC)", "REVOKED (UTC)"],
+        [
+            (
+                m["module"],
+                k["key_id"],
+                "revoked" if k["revoked"] else ("current" if k["current"] else "valid"),
+                _when(k["created_at"]),
+                _when(k["revoked_at"]),
+            )
+            for m in modules
+            for k in m["keys"]
+        ],
+    )
+
+
+@app.command("keygen")
+def keygen(
+    name: Annotated[str, typer.Argument(help="module name")],
+    out: Annotated[Path, typer.Option("--out", help="identity file to create (0600; private keys)")],
+    public: Annotated[Path | None, typer.Option("--public", help="also write the public part to this file")] = None,
+) -> None:
+    """Create a module identity in a new 0600 file and print its public part (what `nemo module register` takes)."""
+    if out.exists():
+        raise CliError(f"{out} exists; refusing to overwrite a module identity")
+    identity = ModuleIdentity.generate(name)
+    identity.save(out)
+    document = json.dumps(_public_part(identity), indent=2)
+    if public is not None:
+        public.write_text(document + "\n")
+    print(document)
+
+
+@app.command("register")
+def register(
+    name: Annotated[str, typer.Argument(help="module name")],
+    keys: KeysOption,
+    api: ApiOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Register a module's public keys; they become its current keys."""
+    entry = api_from_env_or(api).post("/modules", _keys_for(name, keys))
+    emit(entry, output, lambda e: _rows([e]))
+
+
+@app.command("rotate")
+def rotate(
+    name: Annotated[str, typer.Argument(help="module name")],
+    keys: KeysOption,
+    revoke_previous: Annotated[bool, typer.Option("--revoke-previous", help="revoke the older keys now")] = False,
+    api: ApiOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Make new public keys current; older keys stay valid for messages in flight unless --revoke-previous."""
+    body = {**_keys_for(name, keys), "revoke_previous": revoke_previous}
+    entry = api_from_env_or(api).post(f"/modules/{name}/rotate", body)
+    emit(entry, output, lambda e: _rows([e]))
+
+
+@app.command("revoke")
+def revoke(
+    name: Annotated[str, typer.Argument(help="module name")],
+    key: Annotated[str | None, typer.Option("--key", help="key id (default: every key of the module)")] = None,
+    api: ApiOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Revoke one key or all keys of a module: its messages are refused from now on."""
+    result = api_from_env_or(api).post(f"/modules/{name}/revoke", {"key_id": key} if key else {})
+    emit(result, output, lambda r: console.print(f"revoked {', '.join(r['revoked'])} of module {r['module']}"))
+
+
+@app.command("list")
+def list_(api: ApiOption = None, output: OutputOption = OutputFormat.TABLE) -> None:
+    """Every module with its keys: current, valid (rotated out) or revoked."""
+    emit(api_from_env_or(api).get("/modules"), output, _rows)
