@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from nemo_kernel import __version__
 from nemo_kernel.api.errors import install_error_handlers
-from nemo_kernel.api.routers import clusters, petitions, system, workloads
+from nemo_kernel.api.routers import clusters, gateway, petitions, system, workloads
 from nemo_kernel.api.security import authorize
 from nemo_kernel.orchestrator import ControlPlane
 
@@ -34,7 +34,7 @@ def create_app(plane: ControlPlane, on_started: Callable[[], None] | None = None
     app.state.control_plane = plane
     install_error_handlers(app)
     v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
-    for module in (clusters, workloads, petitions):
+    for module in (clusters, workloads, petitions, gateway):
         v1.include_router(module.router)
     app.include_router(v1)
     app.include_router(system.router)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from ipaddress import ip_address
 from typing import Any
 
@@ -19,18 +20,34 @@ from nemo_kernel.access.gateway.counters import CounterStores
 from nemo_kernel.access.gateway.observability import GatewayMetrics, log_access
 from nemo_kernel.access.gateway.proxy import UpstreamProxy
 from nemo_kernel.access.gateway.routing import PluginResolver, RouteTable
+from nemo_kernel.access.gateway.upstreams import UpstreamTargets
 
 REQUEST_ID = "X-Request-Id"
 
 
 class Gateway:
-    """A configured gateway. ``clock`` (seconds since the epoch) drives rate windows and usage rules."""
+    """A configured gateway. ``clock`` (seconds since the epoch) drives rate windows and usage rules.
 
-    def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.time) -> None:
+    ``replicas`` maps a workload (``namespace/name``) to its running replicas' URLs, for workload services.
+    A gateway rebuilt on a configuration change gets its predecessor's ``metrics`` and ``stores``, so counters
+    and rate windows carry over; shared stores are closed by their owner, not here.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        replicas: Mapping[str, Sequence[str]] | None = None,
+        metrics: GatewayMetrics | None = None,
+        stores: CounterStores | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
-        self.metrics = GatewayMetrics()
-        self.stores = CounterStores()
+        self.metrics = metrics or GatewayMetrics()
+        self._owns_stores = stores is None
+        self.stores = stores or CounterStores()
+        self.upstreams = UpstreamTargets(config, replicas)
         self.routes = RouteTable(config)
         self.plugins = PluginResolver(config, self.stores)
         self._proxy = UpstreamProxy(config.upstream_pool_size)
@@ -53,7 +70,8 @@ class Gateway:
         await self._proxy.close()
         for plugin in self.plugins.plugins:
             await plugin.close()
-        await self.stores.close()
+        if self._owns_stores:
+            await self.stores.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Handle one request end to end."""
@@ -78,7 +96,8 @@ class Gateway:
         response: web.StreamResponse
         try:
             await self._run_chain(ctx)
-            response = await self._proxy.forward(ctx, match.upstream_path, peer_trusted)
+            base_url = self.upstreams.pick(match.service)
+            response = await self._proxy.forward(ctx, base_url, match.upstream_path, peer_trusted)
         except Refusal as refusal:
             decided_by = refusal.plugin or "proxy"
             response = _json(refusal.status, refusal.body(), request_id, refusal.headers)
@@ -175,14 +194,24 @@ def _json(status: int, body: dict[str, Any], request_id: str, headers: dict[str,
 
 
 def run_gateway(config: GatewayConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the gateway until interrupted (uvloop when installed: it roughly doubles proxy throughput)."""
+    """Serve a gateway of ``config`` until interrupted."""
+    serve_application(Gateway(config).application(), host, port)
+
+
+def serve_application(
+    app: web.Application, host: str = "127.0.0.1", port: int = 8000, *, sock: socket.socket | None = None
+) -> None:
+    """Serve ``app`` on ``sock`` (an already listening socket) or ``host:port`` until SIGINT/SIGTERM.
+
+    uvloop when installed: it roughly doubles proxy throughput.
+    """
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        loop_factory = None
+        loop = asyncio.new_event_loop()
     else:
-        loop_factory = uvloop.new_event_loop
-    gateway = Gateway(config)
-    loop = loop_factory() if loop_factory else asyncio.new_event_loop()
+        loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    web.run_app(gateway.application(), host=host, port=port, access_log=None, loop=loop, print=None)
+    where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
+    # A short grace on shutdown: the gateway holds no state, and it must not linger after `nemo up` stops.
+    web.run_app(app, access_log=None, loop=loop, print=None, shutdown_timeout=5.0, **where)

@@ -89,11 +89,13 @@ class UpstreamProxy:
         headers.update(ctx.upstream_headers)
         return headers
 
-    async def forward(self, ctx: RequestContext, upstream_path: str, trusted_peer: bool) -> web.StreamResponse:
-        """Proxy the request; raise :class:`Refusal` 502/504 when the upstream fails before answering."""
+    async def forward(
+        self, ctx: RequestContext, base_url: str, upstream_path: str, trusted_peer: bool
+    ) -> web.StreamResponse:
+        """Proxy the request to ``base_url``; raise :class:`Refusal` 502/504 when it fails before answering."""
         request = ctx.request
         service = ctx.service
-        url = service.url + upstream_path
+        url = base_url + upstream_path
         if request.query_string:
             url = f"{url}?{request.query_string}"
         timeout = aiohttp.ClientTimeout(
