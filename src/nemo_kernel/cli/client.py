@@ -57,6 +57,10 @@ class ApiClient:
         """POST a JSON body to ``/api/v1{path}``."""
         return self.request("POST", path, json=body, params={k: v for k, v in params.items() if v is not None})
 
+    def put(self, path: str, body: Any = None) -> Any:
+        """PUT a JSON body to ``/api/v1{path}``."""
+        return self.request("PUT", path, json=body)
+
     def delete(self, path: str, **params: Any) -> Any:
         """DELETE ``/api/v1{path}``."""
         return self.request("DELETE", path, params={k: v for k, v in params.items() if v is not None})
