@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 import uuid
@@ -17,7 +18,7 @@ from nemo_kernel.access.errors import error_body
 from nemo_kernel.access.gateway.config import GatewayConfig, _networks
 from nemo_kernel.access.gateway.context import Refusal, RequestContext, client_ip, in_networks
 from nemo_kernel.access.gateway.counters import CounterStores
-from nemo_kernel.access.gateway.observability import GatewayMetrics, log_access
+from nemo_kernel.access.gateway.observability import GatewayMetrics, access_log, log_access
 from nemo_kernel.access.gateway.proxy import UpstreamProxy
 from nemo_kernel.access.gateway.routing import PluginResolver, RouteTable
 from nemo_kernel.access.gateway.upstreams import UpstreamTargets
@@ -163,9 +164,9 @@ class Gateway:
         reason: str | None,
     ) -> None:
         elapsed = time.perf_counter() - started
-        route_label = route or ""
-        self.metrics.requests.labels(route_label, str(response.status), decided_by or "").inc()
-        self.metrics.latency.labels(route_label).observe(elapsed)
+        self.metrics.observe(route or "", response.status, decided_by or "", elapsed)
+        if not access_log.isEnabledFor(logging.INFO):
+            return  # the record below costs as much as a plugin; build it only when someone reads it
         principal = ctx.principal if ctx else None
         log_access(
             {
