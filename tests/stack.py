@@ -36,6 +36,14 @@ def wait_for(condition: Callable[[], T | None], timeout: float, what: str, inter
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
 
 
+def api_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """Assert ``response`` is the project's JSON error with ``status`` and ``code``; return its ``error``."""
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code
+    return error
+
+
 class Stack:
     """One `nemo up` with its own data directory, started and stopped like a user would."""
 

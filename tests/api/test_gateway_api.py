@@ -13,6 +13,7 @@ import httpx
 import pytest
 import yaml
 from tests.stack import Stack, running_stack, wait_for
+from tests.stack import api_error as _error
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +21,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("gateway-api")
     with running_stack(root / "data", {"NEMO_RECONCILE_INTERVAL": "0.3"}) as s:
         yield s
-
-
-def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    assert error["code"] == code
-    return error
 
 
 def _through_gateway(stack: Stack, path: str, **kwargs: Any) -> httpx.Response:
