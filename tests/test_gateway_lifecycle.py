@@ -46,9 +46,15 @@ def upstream() -> Iterator[str]:
 
 def _gateway_process(stack: Stack) -> psutil.Process:
     assert stack.proc is not None
-    children = psutil.Process(stack.proc.pid).children()
-    (gateway,) = [c for c in children if "nemo_kernel.access.gateway" in " ".join(c.cmdline())]
+    (gateway,) = [c for c in psutil.Process(stack.proc.pid).children() if _is_gateway(c)]
     return gateway
+
+
+def _is_gateway(proc: psutil.Process) -> bool:
+    try:
+        return "nemo_kernel.access.gateway" in " ".join(proc.cmdline()) and not _gone(proc)
+    except psutil.Error:  # exited (or a zombie) while we looked
+        return False
 
 
 def _gone(proc: psutil.Process) -> bool:
@@ -81,6 +87,11 @@ def test_config_survives_restarts_and_gateway_dies_with_nemo_up(tmp_path: Path, 
         wait_for(lambda: (_echo(stack, "/echo/y") or {}).get("path") == "/y", 5, "the change to apply")
         assert _echo(stack, "/echo/y") == {"path": "/y", "authorization": "Bearer secret"}
         first_gateway, first_api = stack.gateway_url, stack.url
+
+        crashed = _gateway_process(stack)
+        crashed.kill()  # a gateway that dies is started again on the same socket, with the stored config
+        wait_for(lambda: _gateway_process(stack).pid != crashed.pid, 10, "a new gateway process")
+        assert wait_for(lambda: _echo(stack, "/echo/w"), 10, "the new gateway to serve")["path"] == "/w"
 
         gateway = _gateway_process(stack)
         assert stack.stop(signal.SIGTERM) == 0

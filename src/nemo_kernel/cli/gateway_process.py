@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from nemo_kernel.access.gateway import parse_gateway_config
@@ -23,6 +24,9 @@ from nemo_kernel.access.gateway.config import GatewayConfig
 from nemo_kernel.store import Database
 
 log = logging.getLogger(__name__)
+
+#: Seconds before a gateway that died is started again (a crash loop must not spin).
+RESTART_DELAY = 1.0
 
 
 def http_url(sock: socket.socket) -> str:
@@ -45,6 +49,9 @@ class GatewayProcess:
         self.database_url = database_url
         self.log_file = log_file
         self.proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # a restart and a stop never interleave
+        self._watcher: threading.Thread | None = None
 
     def seed(self, db: Database, api_url: str, initial: GatewayConfig | None) -> None:
         """Store the first configuration (or re-point ``nemo-api`` at this start's API URL)."""
@@ -53,7 +60,30 @@ class GatewayProcess:
                 log.info("gateway configuration seeded (service %s -> %s)", gateway_store.API_SERVICE, api_url)
 
     def start(self) -> None:
-        """Start the child. Must run on the main thread: the parent-death signal follows the forking thread."""
+        """Start the child, and a watcher thread that starts it again should it die while we run.
+
+        The watcher forks the later children itself; the kernel's parent-death signal follows the thread that
+        forked, and the watcher lives as long as this process does, so they too die with `nemo up`.
+        """
+        self._spawn()
+        self._watcher = threading.Thread(target=self._watch, name="gateway-watcher", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            proc = self.proc
+            if proc is None:
+                return
+            code = proc.wait()
+            if self._stopping.wait(RESTART_DELAY):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                log.warning("gateway (pid %s) exited with %s; starting it again", proc.pid, code)
+                self._spawn()
+
+    def _spawn(self) -> None:
         fd = self.sock.fileno()
         with self.log_file.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -65,15 +95,20 @@ class GatewayProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the child and wait; SIGKILL if it does not exit in ``timeout`` seconds."""
-        if self.proc is None:
+        with self._lock:
+            self._stopping.set()
+            proc = self.proc
+        if proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            self.proc.terminate()
+            proc.terminate()
         try:
-            self.proc.wait(timeout)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            log.warning("gateway (pid %s) ignored SIGTERM; killing it", self.proc.pid)
-            self.proc.kill()
-            self.proc.wait()
+            log.warning("gateway (pid %s) ignored SIGTERM; killing it", proc.pid)
+            proc.kill()
+            proc.wait()
+        if self._watcher is not None:
+            self._watcher.join(timeout)
         self.proc = None
         self.sock.close()

@@ -36,7 +36,6 @@ class GatewayMetrics:
             "nemo_gateway_upstream_errors", "Upstream failures, by kind", ["route", "kind"], registry=self.registry
         )
 
-
     def observe(self, route: str, status: int, decided_by: str, seconds: float) -> None:
         """Count one request and record how long it took."""
         counted = self._counted.get((route, status, decided_by))
