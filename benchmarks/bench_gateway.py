@@ -26,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -92,38 +94,94 @@ def wrk(url: str, duration: int, connections: int, headers: dict[str, str]) -> d
     return {"rps": rps, "p50": pct("50"), "p99": pct("99"), "errors": float(non2xx.group(1)) if non2xx else 0.0}
 
 
-async def _open_loop(url: str, rate: float, duration: float, headers: dict[str, str]) -> dict[str, float]:
-    import aiohttp
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of the open-loop generator; one request at a time, no pipelining.
 
+    Hand-written rather than aiohttp's client: the generator must stay far from saturating its own core at the
+    rates measured, or its queueing would be counted as the gateway's latency.
+    """
+
+    def __init__(self, idle: list[_Connection]) -> None:
+        self.idle = idle
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.done: Callable[[int], None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end].lower()
+        at = head.find(b"content-length:")
+        length = int(head[at + 15 :].split(b"\r\n", 1)[0]) if at >= 0 else 0
+        if len(self.buffer) < end + 4 + length:
+            return
+        status = int(self.buffer[9:12])
+        self.buffer = self.buffer[end + 4 + length :]
+        done, self.done = self.done, None
+        if b"connection: close" not in head:  # nginx closes a keep-alive connection after 1,000 requests
+            self.idle.append(self)
+        if done is not None:
+            done(status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in self.idle:
+            self.idle.remove(self)
+        if self.done is not None:
+            self.done(0)
+
+
+async def _open_loop(url: str, rate: float, duration: float, headers: dict[str, str]) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    parts = urlsplit(url)
+    lines = [f"GET {parts.path or '/'} HTTP/1.1", f"Host: {parts.netloc}", *(f"{k}: {v}" for k, v in headers.items())]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    idle: list[_Connection] = []
     # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds, cached per loop iteration.
     clock = time.perf_counter
     latencies: list[float] = []
     errors = 0
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
+    pending = 0
+    finished = asyncio.Event()
 
-        async def one(when: float) -> None:
-            nonlocal errors
-            try:
-                async with http.get(url, headers=headers) as response:
-                    await response.read()
-                    errors += response.status != 200
-            except aiohttp.ClientError:
-                errors += 1
+    async def connection() -> _Connection:
+        _, conn = await loop.create_connection(lambda: _Connection(idle), parts.hostname, parts.port)
+        return conn
+
+    def send(conn: _Connection, when: float) -> None:
+        def done(status: int) -> None:
+            nonlocal errors, pending
             latencies.append(clock() - when)
+            errors += status != 200
+            pending -= 1
+            if pending == 0:
+                finished.set()
 
-        for _ in range(20):  # open the first connections outside the measurement
-            await one(clock())
-        latencies.clear()
-        tasks = []
-        start = clock() + 0.05
-        for i in range(int(rate * duration)):
-            when = start + i / rate
-            delay = when - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(when)))
-        await asyncio.gather(*tasks)
-        elapsed = clock() - start
+        conn.done = done
+        assert conn.transport is not None
+        conn.transport.write(request)
+
+    for _ in range(8):  # a few connections open before the clock starts; more open when needed
+        idle.append(await connection())
+    total = int(rate * duration)
+    start = clock() + 0.05
+    for i in range(total):
+        when = start + i / rate
+        delay = when - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        pending += 1
+        send(idle.pop() if idle else await connection(), when)
+    if pending:
+        await finished.wait()
+    elapsed = clock() - start
+    for conn in idle:
+        if conn.transport is not None:
+            conn.transport.close()
     latencies.sort()
 
     def pct(p: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import time
@@ -213,6 +214,10 @@ def serve_application(
     else:
         loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
+    # Everything allocated so far (modules, config, plugins) lives as long as the process: out of the
+    # collector's sight, a full collection no longer walks it, which shortens the pauses that make p99.
+    gc.collect()
+    gc.freeze()
     where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
     # A short grace on shutdown: the gateway holds no state, and it must not linger after `nemo up` stops.
     web.run_app(app, access_log=None, loop=loop, print=None, shutdown_timeout=5.0, **where)
