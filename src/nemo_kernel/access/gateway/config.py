@@ -28,10 +28,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: A name as stored (the key of its row).
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+
+
 class ServiceConfig(_Model):
     """An upstream (Kong service): where matched requests go, a fixed ``url`` or a deployed ``workload``."""
 
-    name: str
+    name: Name
     url: str | None = Field(default=None, description="upstream base URL, e.g. http://127.0.0.1:8080/api")
     workload: str | None = Field(
         default=None,
@@ -70,7 +74,7 @@ class ServiceConfig(_Model):
 class RouteConfig(_Model):
     """Which requests reach a service: path prefixes, and optionally methods and hosts."""
 
-    name: str
+    name: Name
     service: str
     paths: list[str] = Field(default_factory=lambda: ["/"])
     methods: list[str] | None = None
@@ -93,7 +97,7 @@ class RouteConfig(_Model):
 class ConsumerConfig(_Model):
     """A consumer of the APIs. A verified token maps to it when its client id, username or subject is listed."""
 
-    username: str
+    username: Name
     subjects: list[str] = Field(default_factory=list, description="token sub / azp / preferred_username values")
     active: bool = Field(default=True, description="registration active (usage-control consumer-active rule)")
     expires_at: datetime | None = None
@@ -318,9 +322,8 @@ class DanglingReference:
     target: str
 
 
-def entity_key(kind: str, entity: Any) -> str:
+def entity_key(entity: Any) -> str:
     """The key of a service, route, consumer (username) or plugin (id, or its name when it has none yet)."""
-    del kind  # each kind has exactly one of these attributes
     if isinstance(entity, ConsumerConfig):
         return entity.username
     if isinstance(entity, _PluginEntry):
@@ -335,7 +338,7 @@ def duplicate_keys(config: GatewayConfig) -> list[tuple[str, str]]:
     for kind, entities in (*groups, ("plugin", [p for p in config.plugins if p.id])):
         seen: set[str] = set()
         for entity in entities:
-            key = entity_key(kind, entity)
+            key = entity_key(entity)
             if key in seen:
                 found.append((kind, key))
             seen.add(key)

@@ -179,7 +179,7 @@ def put_entity(
     if kind == "plugin" and not document.get("id"):
         document["id"] = str(uuid.uuid4())
     entity = _ADAPTERS[kind].validate_python(document)
-    key = entity_key(kind, entity)
+    key = entity_key(entity)
     _lock(session)
     rows = _rows(session)
     existing = next((r for r in rows if r.kind == kind and r.key == key), None)
@@ -219,7 +219,7 @@ def replace_config(session: Session, config: GatewayConfig) -> GatewayConfig:
     session.flush()
     for kind, section in SECTIONS.items():
         for entity in getattr(config, section):
-            session.add(GatewayEntityRow(kind=kind, key=entity_key(kind, entity), spec=_dump(entity)))
+            session.add(GatewayEntityRow(kind=kind, key=entity_key(entity), spec=_dump(entity)))
     settings = {k: v for k, v in _dump(config).items() if k in _SETTINGS_FIELDS}
     session.add(GatewayEntityRow(kind=_SETTINGS[0], key=_SETTINGS[1], spec=settings))
     return config
