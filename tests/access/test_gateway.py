@@ -246,7 +246,8 @@ async def test_consumer_scoped_plugin_wins_after_authentication(upstream: str, i
 
 async def test_redis_counters_shared_between_two_gateways(upstream: str) -> None:
     route = f"r{uuid.uuid4().hex[:12]}"  # fresh counters in the shared Redis for every run
-    plugins = [{"name": "rate-limiting", "config": {"minute": 3, "limit_by": "ip", "policy": "redis"}}]
+    # scoped to the fresh route: a global plugin's counter key would be the same in every run (fixed clock)
+    plugins = [{"name": "rate-limiting", "route": route, "config": {"minute": 3, "limit_by": "ip", "policy": "redis"}}]
     clock = Clock(1_700_000_000)
     config = _rl_config(upstream, plugins, [route])
     async with (
