@@ -5,9 +5,10 @@ The upstream is nginx answering a fixed 2-byte body, so the upstream is never th
 and the gateway (one process) are pinned to CPU 0, wrk to CPU 1: the figures are per core.
 
 Added latency at half load: for each NEMO gateway setup, an open-loop generator (this script with
-``--open-loop``, pinned to CPU 1) sends requests at a fixed rate of half that setup's measured maximum, first
-straight to the upstream, then through the gateway; latency counts from each request's scheduled send time, so
-a stall is not hidden by the generator waiting for it (no coordinated omission). Added = gateway - direct.
+``--open-loop``, pinned to CPU 1; wrk2's method, which Debian does not ship) sends requests at a fixed rate of
+half that setup's measured maximum over the same number of keep-alive connections, first straight to the
+upstream, then through the gateway. Latency counts from each request's scheduled send time, so a stall is not
+hidden by the generator waiting for it (no coordinated omission). Added = gateway - direct.
 
 Usage: ``.venv/bin/python benchmarks/bench_gateway.py [--duration 10] [--append benchmarks/RESULTS.md]``
 Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install -y wrk nginx-light``).
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -64,6 +66,7 @@ error_log {work}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
+  keepalive_requests 10000000;
   upstream backend {{ server 127.0.0.1:{upstream}; keepalive 128; }}
   server {{
     listen 127.0.0.1:{upstream};
@@ -135,49 +138,54 @@ class _Connection(asyncio.Protocol):
             self.done(0)
 
 
-async def _open_loop(url: str, rate: float, duration: float, headers: dict[str, str]) -> dict[str, float]:
+async def _open_loop(
+    url: str, rate: float, duration: float, headers: dict[str, str], connections: int
+) -> dict[str, float]:
+    """As wrk2 does: ``connections`` keep-alive connections, requests due at fixed times, a request waits for a
+    free connection when all are busy, and its latency counts from when it was due."""
     loop = asyncio.get_running_loop()
     parts = urlsplit(url)
     lines = [f"GET {parts.path or '/'} HTTP/1.1", f"Host: {parts.netloc}", *(f"{k}: {v}" for k, v in headers.items())]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode()
     idle: list[_Connection] = []
+    due: deque[float] = deque()
     # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds, cached per loop iteration.
     clock = time.perf_counter
     latencies: list[float] = []
     errors = 0
-    pending = 0
+    total = int(rate * duration)
     finished = asyncio.Event()
 
-    async def connection() -> _Connection:
+    def dispatch() -> None:
+        while idle and due:
+            conn, when = idle.pop(), due.popleft()
+            conn.done = lambda status, when=when: complete(status, when)
+            assert conn.transport is not None
+            conn.transport.write(request)
+
+    def complete(status: int, when: float) -> None:
+        nonlocal errors
+        latencies.append(clock() - when)
+        errors += status != 200
+        if len(latencies) == total:
+            finished.set()
+        dispatch()
+
+    async def connect() -> None:
         _, conn = await loop.create_connection(lambda: _Connection(idle), parts.hostname, parts.port)
-        return conn
+        idle.append(conn)
 
-    def send(conn: _Connection, when: float) -> None:
-        def done(status: int) -> None:
-            nonlocal errors, pending
-            latencies.append(clock() - when)
-            errors += status != 200
-            pending -= 1
-            if pending == 0:
-                finished.set()
-
-        conn.done = done
-        assert conn.transport is not None
-        conn.transport.write(request)
-
-    for _ in range(8):  # a few connections open before the clock starts; more open when needed
-        idle.append(await connection())
-    total = int(rate * duration)
+    for _ in range(connections):
+        await connect()
     start = clock() + 0.05
     for i in range(total):
         when = start + i / rate
         delay = when - clock()
         if delay > 0:
             await asyncio.sleep(delay)
-        pending += 1
-        send(idle.pop() if idle else await connection(), when)
-    if pending:
-        await finished.wait()
+        due.append(when)
+        dispatch()
+    await finished.wait()
     elapsed = clock() - start
     for conn in idle:
         if conn.transport is not None:
@@ -190,10 +198,10 @@ async def _open_loop(url: str, rate: float, duration: float, headers: dict[str, 
     return {"rate": len(latencies) / elapsed, "p50": pct(0.50), "p99": pct(0.99), "errors": float(errors)}
 
 
-def open_loop(url: str, rate: float, duration: int, headers: dict[str, str]) -> dict[str, float]:
+def open_loop(url: str, rate: float, duration: int, headers: dict[str, str], connections: int) -> dict[str, float]:
     """Run the open-loop generator in its own process on CPU 1 (as wrk is)."""
     args = ["taskset", "-c", "1", sys.executable, __file__, "--open-loop", url, "--rate", str(rate)]
-    args += ["--duration", str(duration), "--headers", json.dumps(headers)]
+    args += ["--duration", str(duration), "--headers", json.dumps(headers), "--connections", str(connections)]
     return dict(json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout))
 
 
@@ -209,7 +217,8 @@ def main() -> None:
     if args.open_loop:
         import uvloop
 
-        result = uvloop.run(_open_loop(args.open_loop, args.rate, args.duration, json.loads(args.headers)))
+        headers = json.loads(args.headers)
+        result = uvloop.run(_open_loop(args.open_loop, args.rate, args.duration, headers, args.connections))
         print(json.dumps(result))
         return
     for tool in ("wrk", "nginx", "taskset"):
@@ -277,8 +286,8 @@ def main() -> None:
             half: tuple[dict[str, float], dict[str, float]] | None = None
             if port in (gw_plain, gw_full):
                 rate = loaded["rps"] / 2
-                direct = open_loop(f"http://127.0.0.1:{upstream}/bench", rate, args.duration, {})
-                half = (direct, open_loop(url, rate, args.duration, headers))
+                direct = open_loop(f"http://127.0.0.1:{upstream}/bench", rate, args.duration, {}, args.connections)
+                half = (direct, open_loop(url, rate, args.duration, headers, args.connections))
             rows.append((name, loaded, idle, half))
     finally:
         for proc in procs:
