@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import socket
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from ipaddress import ip_address
 from typing import Any
@@ -78,10 +78,11 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Handle one request end to end."""
         started = time.perf_counter()
-        # Keep a caller's request id only from a trusted proxy; otherwise ids in our logs are ours.
+        # Keep a caller's request id only from a trusted proxy; otherwise ids in our logs are ours
+        # (128 random bits, as a uuid4, without building the UUID object).
         ip = client_ip(request, self._trusted)
         peer_trusted = ip is not None and self._peer_trusted(request)
-        request_id = (request.headers.get(REQUEST_ID) if peer_trusted else None) or uuid.uuid4().hex
+        request_id = (request.headers.get(REQUEST_ID) if peer_trusted else None) or os.urandom(16).hex()
         if self._status_prefix and request.path.startswith(self._status_prefix + "/"):
             return self._status(request, ip)
         match = self.routes.match(request.method, request.host, request.path)
