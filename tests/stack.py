@@ -60,11 +60,14 @@ class Stack:
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
-        self.env = {**os.environ, "NEMO_DATA_DIR": str(data_dir), "NEMO_API_PORT": "0", **(env or {})}
+        self.env = {
+            **os.environ, "NEMO_DATA_DIR": str(data_dir), "NEMO_API_PORT": "0", "NEMO_GATEWAY_PORT": "0", **(env or {})
+        }  # fmt: skip
         self.env.pop("NEMO_API", None)
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self._admin_token: tuple[str, str, float] | None = None  # (API url, token, expiry)
+        self.gateway_url = ""
 
     def start(self, timeout: float = 60.0) -> None:
         """Start `nemo up` and wait until it is ready."""
@@ -80,6 +83,7 @@ class Stack:
             if info["pid"] != self.proc.pid:
                 return False
             self.url = info["url"]
+            self.gateway_url = info.get("gateway", "")
             return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
 
         wait_for(ready, timeout, "nemo up to be ready")

@@ -263,6 +263,37 @@ class RemoteIntrospector:
         return result
 
 
+class _VerifiedJwts:
+    """A bounded LRU of the principals of JWTs that verified, keyed by the token's digest, each until a deadline.
+    The same token gives the same :class:`Principal` object while cached, so callers may memoise on it."""
+
+    def __init__(self, ttl: float, size: int) -> None:
+        self.ttl = ttl
+        self._size = size
+        self._entries: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
+
+    def get(self, key: bytes, now: float) -> Principal | None:
+        """The principal of the token with digest ``key`` if it verified and its deadline is not past."""
+        if self.ttl <= 0:
+            return None
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        if hit[0] <= now:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: bytes, principal: Principal, until: float) -> None:
+        """Remember the ``principal`` of the verified token with digest ``key`` until ``until``."""
+        if self.ttl <= 0:
+            return
+        self._entries[key] = (until, principal)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
 class TokenVerifier:
     """Verify bearer tokens and return the :class:`Principal` they speak for.
 
@@ -283,6 +314,8 @@ class TokenVerifier:
         algorithms: frozenset[str] = ASYMMETRIC_ALGORITHMS,
         leeway: float = 30.0,
         clock: Clock = time.time,
+        verified_cache_ttl: float = 60.0,
+        verified_cache_size: int = 10_000,
     ) -> None:
         unsafe = algorithms - ASYMMETRIC_ALGORITHMS
         if unsafe:
@@ -295,6 +328,11 @@ class TokenVerifier:
         self._algorithms = algorithms
         self._leeway = leeway
         self._clock = clock
+        # Signature checks dominate the cost of a request through the gateway; a JWT that verified once is
+        # good until its exp (plus leeway, as jwt.decode has it). Capped at verified_cache_ttl so that a
+        # retired signing key stops being honoured soon after. Introspection, when on, still runs per request
+        # (through its own TTL cache), so a revoked token is refused as before.
+        self._verified = _VerifiedJwts(verified_cache_ttl, verified_cache_size)
 
     @classmethod
     def from_issuer(
@@ -337,9 +375,18 @@ class TokenVerifier:
         if not token:
             raise InvalidToken("missing bearer token")
         if token.count(".") == 2:
-            claims = await self._verify_jwt(token)
+            now = self._clock()
+            digest = hashlib.sha256(token.encode()).digest()
+            principal = self._verified.get(digest, now)
+            if principal is None:
+                claims = await self._verify_jwt(token)
+                principal = principal_from_claims(claims)
+                exp = claims.get("exp")
+                if isinstance(exp, int | float):
+                    self._verified.put(digest, principal, min(float(exp) + self._leeway, now + self._verified.ttl))
             if self._introspect_jwts:
                 await self._require_active(token)
+            return principal
         elif self._introspector is not None:
             claims = dict(await self._require_active(token))
             self._check_claims(claims)

@@ -12,7 +12,7 @@ from nemo_kernel import __version__
 from nemo_kernel.access.fastapi import install_error_handlers as install_access_error_handlers
 from nemo_kernel.access.issuer import issuer_router
 from nemo_kernel.api.errors import install_error_handlers
-from nemo_kernel.api.routers import clusters, identities, modules, petitions, system, workloads
+from nemo_kernel.api.routers import clusters, gateway, identities, modules, petitions, system, workloads
 from nemo_kernel.api.security import ApiAccess, authorize
 from nemo_kernel.orchestrator import ControlPlane
 
@@ -49,7 +49,7 @@ def create_app(
     install_error_handlers(app)
     install_access_error_handlers(app)
     v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
-    for module in (clusters, workloads, petitions, modules):
+    for module in (clusters, workloads, petitions, modules, gateway):
         v1.include_router(module.router)
     v1.include_router(identities.users)
     v1.include_router(identities.clients)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nemo_kernel.cli import bus_commands, clusters, identities, modules, workloads
+from nemo_kernel.cli import bus_commands, clusters, gateway, identities, modules, workloads
 from nemo_kernel.cli.client import CliError, api_from_env_or, use_token
 from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
 from nemo_kernel.cli.output import OutputFormat, emit, errors, print_table
@@ -16,6 +16,7 @@ app = typer.Typer(no_args_is_help=True, help="NEMO Kernel: control plane of the 
 app.add_typer(clusters.app, name="cluster", help="Register and manage clusters.")
 app.add_typer(workloads.app, name="workload", help="Apply and inspect workloads.")
 app.add_typer(bus_commands.app, name="bus", help="Provision and inspect the RabbitMQ bus.")
+app.add_typer(gateway.app, name="gateway", help="Configure the gateway, expose workloads, run a gateway.")
 app.add_typer(modules.app, name="module", help="Keys of bus modules: keygen, register, rotate, revoke, list.")
 app.add_typer(identities.users, name="user", help="Users of the built-in identity provider.")
 app.add_typer(identities.clients, name="client", help="OAuth clients of the built-in identity provider.")

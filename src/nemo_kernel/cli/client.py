@@ -93,6 +93,10 @@ class ApiClient:
         """PATCH ``/api/v1{path}`` with a JSON body."""
         return self.request("PATCH", path, json=body)
 
+    def put(self, path: str, body: Any = None) -> Any:
+        """PUT a JSON body to ``/api/v1{path}``."""
+        return self.request("PUT", path, json=body)
+
     def delete(self, path: str, **params: Any) -> Any:
         """DELETE ``/api/v1{path}``."""
         return self.request("DELETE", path, params={k: v for k, v in params.items() if v is not None})

@@ -15,6 +15,7 @@ import uvicorn
 from nemo_kernel.access.issuer import IdentityAdmin
 from nemo_kernel.api import create_app
 from nemo_kernel.api.security import ApiAccess
+from nemo_kernel.cli.gateway_process import GatewayProcess, read_initial_config
 from nemo_kernel.cli.output import console
 from nemo_kernel.cli.secret_files import write_secret_json
 from nemo_kernel.config import Settings
@@ -31,10 +32,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _write_endpoint(path: Path, url: str) -> None:
+def _write_endpoint(path: Path, url: str, gateway: str | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    tmp.write_text(json.dumps({"url": url, "pid": os.getpid(), **({"gateway": gateway} if gateway else {})}))
     tmp.replace(path)
 
 
@@ -71,12 +72,23 @@ def serve(settings: Settings) -> None:
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     plane = ControlPlane(settings)
     access = ApiAccess.from_settings(settings, plane.db, url)
+    gateway: GatewayProcess | None = None
+    if settings.gateway_enabled:
+        initial_gateway = read_initial_config(settings.gateway_config)
+        gateway_sock = _bind(settings.gateway_host, settings.gateway_port)
+        gateway = GatewayProcess(gateway_sock, plane.db.url.render_as_string(hide_password=False),
+                                 settings.data_dir / "gateway.log")  # fmt: skip
 
     async def announce() -> None:
         how_to_get_a_token = await _prepare_access(settings, access)
-        # The socket is already listening, so the URL is good as soon as it is printed.
-        _write_endpoint(settings.endpoint_file, url)
+        if gateway is not None:
+            gateway.seed(plane.db, url, initial_gateway)
+            gateway.start()
+        # The sockets are already listening, so the URLs are good as soon as they are printed.
+        _write_endpoint(settings.endpoint_file, url, gateway.url if gateway else None)
         console.print(f"[bold green]NEMO Kernel is up.[/] API: [bold]{url}[/]  (docs: {url}/docs)")
+        if gateway is not None:
+            console.print(f"Gateway: [bold]{gateway.url}[/]  (log: {gateway.log_file})")
         console.print(f"Data directory: {settings.data_dir}   Store: {plane.db.url.render_as_string()}")
         console.print(how_to_get_a_token)
         console.print("Next: [bold]nemo cluster list[/]; [bold]nemo workload apply -f examples/demo-workload.yaml[/]")
@@ -90,6 +102,8 @@ def serve(settings: Settings) -> None:
     try:
         asyncio.run(server.serve(sockets=[sock]))
     finally:
+        if gateway is not None:
+            gateway.stop()
         if settings.endpoint_file.exists():
             try:
                 if json.loads(settings.endpoint_file.read_text()).get("pid") == os.getpid():

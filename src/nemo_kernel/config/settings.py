@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=7700, ge=0, le=65535, description="0 picks a free port")
     clusters_file: Path | None = Field(default=None, description="YAML list of clusters created on first start")
+    gateway_enabled: bool = Field(default=True, description="nemo up starts the gateway (a child process)")
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=7780, ge=0, le=65535, description="0 picks a free port")
+    gateway_config: Path | None = Field(default=None, description="declarative gateway YAML stored on first start")
     bus_url: str | None = Field(default=None, description="amqp(s):// URL of RabbitMQ; the in-process bus if unset")
     bus_ca_file: Path | None = Field(default=None, description="CA of the broker's certificate (amqps)")
     bus_cert_file: Path | None = Field(default=None, description="client certificate for the broker (amqps)")

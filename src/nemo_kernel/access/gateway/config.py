@@ -6,6 +6,7 @@ are errors), so a gateway never starts on half a configuration.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, time
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
@@ -27,28 +28,53 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ServiceConfig(_Model):
-    """An upstream (Kong service): where matched requests go."""
+#: A name as stored (the key of its row).
+Name = Annotated[str, Field(min_length=1, max_length=128)]
 
-    name: str
-    url: str = Field(description="upstream base URL, e.g. http://127.0.0.1:8080/api")
+
+class ServiceConfig(_Model):
+    """An upstream (Kong service): where matched requests go, a fixed ``url`` or a deployed ``workload``."""
+
+    name: Name
+    url: str | None = Field(default=None, description="upstream base URL, e.g. http://127.0.0.1:8080/api")
+    workload: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="NAMESPACE/NAME of a workload: requests go round-robin to its running replicas",
+    )
+    path: str = Field(default="", description="prefix added to the upstream path of a workload service")
     connect_timeout: float = Field(default=5.0, gt=0, description="seconds")
     read_timeout: float = Field(default=60.0, gt=0, description="seconds between upstream reads; past it: 504")
     forward_authorization: bool = Field(default=False, description="pass the client's Authorization upstream")
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("service url must be http(s)://host[:port][/path]")
         return value.rstrip("/")
 
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError("path must start with /")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_upstream(self) -> ServiceConfig:
+        if (self.url is None) == (self.workload is None):
+            raise ValueError("a service needs exactly one of url and workload")
+        return self
+
 
 class RouteConfig(_Model):
     """Which requests reach a service: path prefixes, and optionally methods and hosts."""
 
-    name: str
+    name: Name
     service: str
     paths: list[str] = Field(default_factory=lambda: ["/"])
     methods: list[str] | None = None
@@ -71,7 +97,7 @@ class RouteConfig(_Model):
 class ConsumerConfig(_Model):
     """A consumer of the APIs. A verified token maps to it when its client id, username or subject is listed."""
 
-    username: str
+    username: Name
     subjects: list[str] = Field(default_factory=list, description="token sub / azp / preferred_username values")
     active: bool = Field(default=True, description="registration active (usage-control consumer-active rule)")
     expires_at: datetime | None = None
@@ -80,6 +106,7 @@ class ConsumerConfig(_Model):
 class _PluginEntry(_Model):
     """Where a plugin applies: globally (no scope), or to a service, route and/or consumer."""
 
+    id: str | None = Field(default=None, max_length=128, description="assigned by the store when absent")
     enabled: bool = True
     service: str | None = None
     route: str | None = None
@@ -274,27 +301,67 @@ class GatewayConfig(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
-        services = {s.name for s in self.services}
-        routes = {r.name for r in self.routes}
-        consumers = {c.username for c in self.consumers}
-        for kind, names in (("service", [s.name for s in self.services]), ("route", [r.name for r in self.routes])):
-            if len(names) != len(set(names)):
-                raise ValueError(f"duplicate {kind} names")
-        for route in self.routes:
-            if route.service not in services:
-                raise ValueError(f"route {route.name!r} names unknown service {route.service!r}")
-        for plugin in self.plugins:
-            if plugin.service and plugin.service not in services:
-                raise ValueError(f"plugin {plugin.name!r} names unknown service {plugin.service!r}")
-            if plugin.route and plugin.route not in routes:
-                raise ValueError(f"plugin {plugin.name!r} names unknown route {plugin.route!r}")
-            if plugin.consumer and plugin.consumer not in consumers:
-                raise ValueError(f"plugin {plugin.name!r} names unknown consumer {plugin.consumer!r}")
+        problems = [f"duplicate {kind} {key!r}" for kind, key in duplicate_keys(self)]
+        problems += [f"{ref.kind} {ref.key!r} names unknown {ref.field} {ref.target!r}" for ref in dangling(self)]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def trusted_networks(self) -> list[Network]:
         """Parsed ``trusted_proxies``."""
         return _networks(self.trusted_proxies)
+
+
+@dataclass(frozen=True, slots=True)
+class DanglingReference:
+    """An object (``kind`` ``key``) whose ``field`` names a ``target`` that does not exist."""
+
+    kind: str
+    key: str
+    field: str
+    target: str
+
+
+def entity_key(entity: Any) -> str:
+    """The key of a service, route, consumer (username) or plugin (id, or its name when it has none yet)."""
+    if isinstance(entity, ConsumerConfig):
+        return entity.username
+    if isinstance(entity, _PluginEntry):
+        return str(entity.id or getattr(entity, "name", ""))
+    return str(entity.name)
+
+
+def duplicate_keys(config: GatewayConfig) -> list[tuple[str, str]]:
+    """``(kind, key)`` of every key used twice (plugins without an id are not compared)."""
+    found: list[tuple[str, str]] = []
+    groups = (("service", config.services), ("route", config.routes), ("consumer", config.consumers))
+    for kind, entities in (*groups, ("plugin", [p for p in config.plugins if p.id])):
+        seen: set[str] = set()
+        for entity in entities:
+            key = entity_key(entity)
+            if key in seen:
+                found.append((kind, key))
+            seen.add(key)
+    return found
+
+
+def dangling(config: GatewayConfig) -> list[DanglingReference]:
+    """Every reference to a service, route or consumer that is not in ``config``."""
+    names = {
+        "service": {s.name for s in config.services},
+        "route": {r.name for r in config.routes},
+        "consumer": {c.username for c in config.consumers},
+    }
+    found = [
+        DanglingReference("route", route.name, "service", route.service)
+        for route in config.routes
+        if route.service not in names["service"]
+    ]
+    for plugin in config.plugins:
+        for field, target in (("service", plugin.service), ("route", plugin.route), ("consumer", plugin.consumer)):
+            if target is not None and target not in names[field]:
+                found.append(DanglingReference("plugin", plugin.id or plugin.name, field, target))
+    return found
 
 
 def parse_gateway_config(data: str | dict[str, Any]) -> GatewayConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import aiohttp
@@ -41,8 +42,19 @@ IDENTITY_HEADERS = frozenset(
 _BUFFER_LIMIT = 64 * 1024
 
 
+#: What is never forwarded upstream, without and with the client's Authorization.
+_DROP = HOP_BY_HOP | IDENTITY_HEADERS
+_DROP_WITH_AUTHORIZATION = _DROP | {"authorization"}
+
+
 def _drop(names: Iterable[str]) -> frozenset[str]:
     return frozenset(n.lower() for n in names)
+
+
+@functools.lru_cache(maxsize=256)
+def _timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
+    # one immutable object per distinct pair, instead of one per request
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
 
 
 class UpstreamProxy:
@@ -69,9 +81,7 @@ class UpstreamProxy:
 
     def _request_headers(self, ctx: RequestContext, trusted_peer: bool) -> CIMultiDict[str]:
         request = ctx.request
-        drop = HOP_BY_HOP | IDENTITY_HEADERS
-        if not ctx.service.forward_authorization:
-            drop |= {"authorization"}
+        drop = _DROP if ctx.service.forward_authorization else _DROP_WITH_AUTHORIZATION
         connection = request.headers.get("Connection")
         if connection:
             drop |= _drop(part.strip() for part in connection.split(","))
@@ -89,16 +99,16 @@ class UpstreamProxy:
         headers.update(ctx.upstream_headers)
         return headers
 
-    async def forward(self, ctx: RequestContext, upstream_path: str, trusted_peer: bool) -> web.StreamResponse:
-        """Proxy the request; raise :class:`Refusal` 502/504 when the upstream fails before answering."""
+    async def forward(
+        self, ctx: RequestContext, base_url: str, upstream_path: str, trusted_peer: bool
+    ) -> web.StreamResponse:
+        """Proxy the request to ``base_url``; raise :class:`Refusal` 502/504 when it fails before answering."""
         request = ctx.request
         service = ctx.service
-        url = service.url + upstream_path
+        url = base_url + upstream_path
         if request.query_string:
             url = f"{url}?{request.query_string}"
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=service.connect_timeout, sock_read=service.read_timeout
-        )
+        timeout = _timeout(service.connect_timeout, service.read_timeout)
         body = request.content if request.body_exists else None
         try:
             upstream = await self._client().request(

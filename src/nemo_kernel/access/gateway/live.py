@@ -1,0 +1,131 @@
+"""A gateway serving the configuration stored in the database, rebuilt within a poll interval of any change.
+
+The poll reads one row (the configuration's revision) plus the replicas of exposed workloads; only when either
+changed is the whole configuration read and a new :class:`Gateway` built. Requests already in flight finish on
+the gateway they started on; new ones go to the new one. The store only ever holds valid configurations, so a
+rebuild cannot fail on bad input; should it fail anyway (database down), the current gateway keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from nemo_kernel.access.errors import error_body
+from nemo_kernel.access.gateway import store as gateway_store
+from nemo_kernel.access.gateway.app import Gateway
+from nemo_kernel.access.gateway.counters import CounterStores
+from nemo_kernel.access.gateway.observability import GatewayMetrics
+from nemo_kernel.store import Database
+
+log = logging.getLogger(__name__)
+
+#: Seconds an old gateway keeps its upstream connections for requests still in flight after a change.
+RETIRE_AFTER = 120.0
+
+
+class StoredGateway:
+    """Serves what ``db`` holds; ``on_orphaned`` is called when the parent process named at start is gone."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        poll_interval: float = 0.5,
+        parent_pid: int | None = None,
+        on_orphaned: Callable[[], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.poll_interval = poll_interval
+        self.metrics = GatewayMetrics()
+        self.stores = CounterStores()
+        self.revision: int | None = None
+        self._replicas: dict[str, list[str]] = {}
+        self._current: Gateway | None = None
+        self._parent_pid = parent_pid
+        self._on_orphaned = on_orphaned
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._retiring: set[Gateway] = set()
+
+    def application(self) -> web.Application:
+        """An aiohttp application whose every request goes to the current gateway."""
+        app = web.Application(client_max_size=0)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        app.on_startup.append(self._start)
+        app.on_cleanup.append(self._stop)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Hand the request to the gateway of the latest configuration."""
+        gateway = self._current
+        if gateway is None:
+            return web.json_response(error_body("unavailable", "gateway configuration not loaded yet"), status=503)
+        return await gateway.handle(request)
+
+    async def refresh(self) -> bool:
+        """Rebuild the gateway if the stored configuration or the exposed replicas changed; True if it did."""
+        revision = await asyncio.to_thread(self._read_revision)
+        if revision == self.revision and not self._replicas:
+            return False
+        snapshot = await asyncio.to_thread(self._read_snapshot)
+        if snapshot.revision == self.revision and snapshot.replicas == self._replicas:
+            return False
+        old = self._current
+        self._current = Gateway(snapshot.config, replicas=snapshot.replicas, metrics=self.metrics, stores=self.stores)
+        self.revision, self._replicas = snapshot.revision, snapshot.replicas
+        log.info("gateway configuration revision %s loaded", snapshot.revision)
+        if old is not None:
+            self._spawn(self._retire(old))
+        return True
+
+    def _read_revision(self) -> int:
+        with self.db.transaction() as session:
+            return gateway_store.revision(session)
+
+    def _read_snapshot(self) -> gateway_store.GatewaySnapshot:
+        with self.db.transaction() as session:
+            return gateway_store.snapshot(session)
+
+    async def _retire(self, gateway: Gateway) -> None:
+        self._retiring.add(gateway)
+        await asyncio.sleep(RETIRE_AFTER)
+        self._retiring.discard(gateway)
+        await gateway.close()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start(self, _app: web.Application) -> None:
+        self._spawn(self._poll())
+
+    async def _poll(self) -> None:
+        while True:
+            if self._parent_pid is not None and os.getppid() != self._parent_pid:
+                # Reparented: the process that started us is gone, and a gateway must not outlive it.
+                log.warning("parent process %s is gone; gateway stopping", self._parent_pid)
+                if self._on_orphaned is not None:
+                    self._on_orphaned()
+                return
+            try:
+                await self.refresh()
+            except Exception:  # the database may be briefly unavailable; keep serving the last good config
+                log.warning("reading the gateway configuration failed; retrying", exc_info=True)
+            await asyncio.sleep(self.poll_interval)
+
+    async def _stop(self, _app: web.Application) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for gateway in (*self._retiring, *([self._current] if self._current else [])):
+            await gateway.close()
+        await self.stores.close()
+        await asyncio.to_thread(self.db.dispose)

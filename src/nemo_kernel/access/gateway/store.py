@@ -1,0 +1,269 @@
+"""The gateway's configuration in the database: CRUD of services, routes, consumers and plugins.
+
+One row per object in ``gateway_entities`` (``kind`` service|route|consumer|plugin, ``key`` its name, username
+or plugin id). Two more rows: ``settings/global`` holds the global settings (``trusted_proxies``,
+``status_path``, ``status_allow``, ``upstream_pool_size``) and ``meta/revision`` a counter that every change
+increments. Every change first takes that row (a write lock on SQLite, a row lock on PostgreSQL), so changes are
+serialised; then it validates the whole resulting configuration and only then writes. The stored configuration
+is therefore always valid, and a running gateway only has to poll the revision to notice a change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nemo_kernel.access.gateway.config import (
+    ConsumerConfig,
+    GatewayConfig,
+    PluginSpec,
+    RouteConfig,
+    ServiceConfig,
+    dangling,
+    duplicate_keys,
+    entity_key,
+)
+from nemo_kernel.store import NotFound
+from nemo_kernel.store.tables import GatewayEntityRow, ReplicaRow, WorkloadRow
+
+#: Entity kinds and the section of the declarative file that lists them.
+SECTIONS: Mapping[str, str] = {"service": "services", "route": "routes", "consumer": "consumers", "plugin": "plugins"}
+_ADAPTERS: Mapping[str, TypeAdapter[Any]] = {
+    "service": TypeAdapter(ServiceConfig),
+    "route": TypeAdapter(RouteConfig),
+    "consumer": TypeAdapter(ConsumerConfig),
+    "plugin": TypeAdapter(PluginSpec),
+}
+_SETTINGS = ("settings", "global")
+_REVISION = ("meta", "revision")
+_SETTINGS_FIELDS = ("trusted_proxies", "status_path", "status_allow", "upstream_pool_size")
+#: The service and route ``nemo up`` seeds so that ``http://gateway/api/v1/...`` reaches the API.
+API_SERVICE = "nemo-api"
+API_PATHS = ("/api/v1", "/realms")
+
+
+class GatewayConfigRejected(Exception):
+    """A change that would make the stored configuration invalid (422) or break references to an object (409)."""
+
+    def __init__(self, status: int, code: str, message: str, details: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySnapshot:
+    """The stored configuration at one revision, with the running replicas of the workloads it exposes."""
+
+    revision: int
+    config: GatewayConfig
+    replicas: dict[str, list[str]]
+
+
+def _dump(entity: BaseModel) -> dict[str, Any]:
+    return entity.model_dump(mode="json", exclude_none=True)
+
+
+def _rows(session: Session) -> list[GatewayEntityRow]:
+    return list(session.scalars(select(GatewayEntityRow).order_by(GatewayEntityRow.id)))
+
+
+def revision(session: Session) -> int:
+    """The revision of the stored configuration (0 before the first change)."""
+    row = session.scalars(
+        select(GatewayEntityRow).where(GatewayEntityRow.kind == _REVISION[0], GatewayEntityRow.key == _REVISION[1])
+    ).first()
+    return int(row.spec["revision"]) if row else 0
+
+
+def _lock(session: Session) -> None:
+    # The first statement of every change is this write: it serialises changes (SQLite's write lock,
+    # PostgreSQL's row lock), so two changes never validate against the same old state.
+    row = session.scalars(
+        select(GatewayEntityRow)
+        .where(GatewayEntityRow.kind == _REVISION[0], GatewayEntityRow.key == _REVISION[1])
+        .with_for_update()
+    ).first()
+    if row is None:
+        session.add(GatewayEntityRow(kind=_REVISION[0], key=_REVISION[1], spec={"revision": 1}))
+    else:
+        row.spec = {"revision": int(row.spec["revision"]) + 1}
+    session.flush()
+
+
+def _document(rows: Iterable[GatewayEntityRow]) -> dict[str, Any]:
+    document: dict[str, Any] = {section: [] for section in SECTIONS.values()}
+    for row in rows:
+        if row.kind in SECTIONS:
+            document[SECTIONS[row.kind]].append(row.spec)
+        elif (row.kind, row.key) == _SETTINGS:
+            document.update(row.spec)
+    return document
+
+
+def load_config(session: Session) -> GatewayConfig:
+    """The stored configuration, validated (it always is: every change validated it whole)."""
+    return GatewayConfig.model_validate(_document(_rows(session)))
+
+
+def export_config(session: Session) -> dict[str, Any]:
+    """The stored configuration as a declarative document (what ``PUT /gateway/config`` takes back)."""
+    return {"_format_version": "nemo/1", **_dump(load_config(session))}
+
+
+def snapshot(session: Session) -> GatewaySnapshot:
+    """Revision, configuration and the replicas of exposed workloads, read in one transaction."""
+    config = load_config(session)
+    workloads = {s.workload for s in config.services if s.workload}
+    return GatewaySnapshot(revision(session), config, running_replicas(session, workloads))
+
+
+def running_replicas(session: Session, workloads: set[str]) -> dict[str, list[str]]:
+    """URLs of the running replicas of each ``namespace/name`` in ``workloads``."""
+    found: dict[str, list[str]] = {w: [] for w in workloads}
+    if not workloads:
+        return found
+    rows = session.execute(
+        select(WorkloadRow.namespace, WorkloadRow.name, ReplicaRow.url)
+        .join(ReplicaRow, ReplicaRow.workload_id == WorkloadRow.id)
+        .where(ReplicaRow.phase == "Running", ReplicaRow.desired.is_(True), ReplicaRow.url.is_not(None))
+    )
+    for namespace, name, url in rows:
+        key = f"{namespace}/{name}"
+        if key in found and url:
+            found[key].append(url)
+    return {k: sorted(v) for k, v in found.items()}
+
+
+def list_entities(session: Session, kind: str) -> list[dict[str, Any]]:
+    """Every object of ``kind``, oldest first."""
+    return [row.spec for row in _rows(session) if row.kind == kind]
+
+
+def get_entity(session: Session, kind: str, key: str) -> dict[str, Any]:
+    """One object; :class:`NotFound` if there is none."""
+    row = _find(session, kind, key)
+    if row is None:
+        raise NotFound(f"gateway {kind}", key)
+    return row.spec
+
+
+def _find(session: Session, kind: str, key: str) -> GatewayEntityRow | None:
+    return session.scalars(
+        select(GatewayEntityRow).where(GatewayEntityRow.kind == kind, GatewayEntityRow.key == key)
+    ).first()
+
+
+def put_entity(
+    session: Session, kind: str, document: Mapping[str, Any], *, key: str | None = None, create: bool = False
+) -> tuple[dict[str, Any], bool]:
+    """Create or replace one object (``create``: refuse to replace, 409). Returns its stored form and whether it
+    was created. ``key`` (from the URL) must match the object's own name, when the object gives one."""
+    document = dict(document)
+    key_field = {"consumer": "username", "plugin": "id"}.get(kind, "name")
+    if key is not None:
+        given = document.setdefault(key_field, key)
+        if given != key:
+            raise GatewayConfigRejected(
+                422, "invalid", f"{key_field} {given!r} does not match the URL ({key!r})",
+                [{"field": key_field, "message": f"must be {key!r}"}],
+            )  # fmt: skip
+    if kind == "plugin" and not document.get("id"):
+        document["id"] = str(uuid.uuid4())
+    entity = _ADAPTERS[kind].validate_python(document)
+    key = entity_key(entity)
+    _lock(session)
+    rows = _rows(session)
+    existing = next((r for r in rows if r.kind == kind and r.key == key), None)
+    if existing is not None and create:
+        raise GatewayConfigRejected(409, "conflict", f"gateway {kind} {key!r} already exists", [])
+    spec = _dump(entity)
+    candidate = _document(r for r in rows if r is not existing)
+    candidate[SECTIONS[kind]].append(spec)
+    _validate(candidate, status=422)
+    if existing is None:
+        session.add(GatewayEntityRow(kind=kind, key=key, spec=spec))
+    else:
+        existing.spec = spec
+    return spec, existing is None
+
+
+def delete_entity(session: Session, kind: str, key: str) -> None:
+    """Delete one object; :class:`NotFound` if absent, 409 if other objects still name it."""
+    _lock(session)
+    rows = _rows(session)
+    target = next((r for r in rows if r.kind == kind and r.key == key), None)
+    if target is None:
+        raise NotFound(f"gateway {kind}", key)
+    _validate(_document([r for r in rows if r is not target]), status=409)
+    session.delete(target)
+
+
+def replace_config(session: Session, config: GatewayConfig) -> GatewayConfig:
+    """Replace the whole stored configuration with ``config`` (already validated) in this transaction.
+    Plugins without an id get one."""
+    plugins = [p if p.id else p.model_copy(update={"id": str(uuid.uuid4())}) for p in config.plugins]
+    config = config.model_copy(update={"plugins": plugins})
+    _lock(session)
+    for row in _rows(session):
+        if row.kind in SECTIONS or (row.kind, row.key) == _SETTINGS:
+            session.delete(row)
+    session.flush()
+    for kind, section in SECTIONS.items():
+        for entity in getattr(config, section):
+            session.add(GatewayEntityRow(kind=kind, key=entity_key(entity), spec=_dump(entity)))
+    settings = {k: v for k, v in _dump(config).items() if k in _SETTINGS_FIELDS}
+    session.add(GatewayEntityRow(kind=_SETTINGS[0], key=_SETTINGS[1], spec=settings))
+    return config
+
+
+def _validate(document: dict[str, Any], *, status: int) -> GatewayConfig:
+    # Entities were validated one by one already; what is left to check is how they fit together.
+    sections = {
+        section: [_ADAPTERS[kind].validate_python(spec) for spec in document[section]]
+        for kind, section in SECTIONS.items()
+    }
+    shape = GatewayConfig.model_construct(**sections)  # type: ignore[arg-type]
+    details = [
+        {"field": f"{SECTIONS[ref.kind]}[{ref.key}].{ref.field}", "message": f"unknown {ref.field} {ref.target!r}"}
+        for ref in dangling(shape)
+    ]
+    details += [
+        {"field": f"{SECTIONS[kind]}[{key}]", "message": f"duplicate {kind} {key!r}"}
+        for kind, key in duplicate_keys(shape)
+    ]
+    if details:
+        verb = "still named by" if status == 409 else "invalid:"
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
+        code = "conflict" if status == 409 else "invalid"
+        raise GatewayConfigRejected(status, code, f"gateway configuration {verb} {summary}", details)
+    return GatewayConfig.model_validate(document)
+
+
+def seed(session: Session, api_url: str, initial: GatewayConfig | None = None) -> bool:
+    """First start (nothing stored yet): store ``initial`` or an empty configuration, plus the ``nemo-api``
+    service and its route unless ``initial`` defines them. Later starts: point ``nemo-api`` at ``api_url``,
+    which changes when the API's port is picked at random. Returns whether this was the first start."""
+    first = _find(session, *_SETTINGS) is None
+    if first:
+        config = initial or GatewayConfig()
+        services = list(config.services)
+        routes = list(config.routes)
+        if not any(s.name == API_SERVICE for s in services):
+            # The API checks its own bearer tokens, so this service must receive the client's Authorization.
+            services.append(ServiceConfig(name=API_SERVICE, url=api_url, forward_authorization=True))
+            routes.append(RouteConfig(name=API_SERVICE, service=API_SERVICE, paths=list(API_PATHS), strip_path=False))
+        replace_config(session, config.model_copy(update={"services": services, "routes": routes}))
+        return True
+    row = _find(session, "service", API_SERVICE)
+    if row is not None and row.spec.get("url") not in (None, api_url):
+        put_entity(session, "service", {**row.spec, "url": api_url}, key=API_SERVICE)
+    return False
