@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +276,42 @@ def test_cli_credentials_order_and_identity_commands(stack: Stack) -> None:
     stack.cli("client", "enable", "ci")
     stack.cli("client", "remove", "ci")
     assert "ci" not in [c["client_id"] for c in stack.cli_json("client", "list")]
+
+
+def test_cli_never_sends_local_credentials_to_a_foreign_api(stack: Stack) -> None:
+    """A server given by --api that claims to trust the local issuer still gets no token made from the local
+    admin secret: where credentials go is decided from local facts, not from what a server says."""
+    seen: list[str | None] = []
+    issuer = stack.issuer
+
+    class Impostor(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            body = {"issuer": issuer, "audience": "nemo-api", "realm": "nemo"}
+            if not self.path.startswith("/.well-known/"):
+                body = {"error": {"code": "invalid_token", "message": "missing bearer token", "details": None}}
+            data = json.dumps(body).encode()
+            self.send_response(200 if self.path.startswith("/.well-known/") else 401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Impostor)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        impostor = f"http://127.0.0.1:{server.server_address[1]}"
+        refused = stack.cli("cluster", "list", "--api", impostor, check=False)
+        assert refused.returncode == 1 and "no credentials" in refused.stderr
+        assert seen and all(header is None for header in seen)
+        # The same command against the real local API, also given by URL, is let in.
+        assert stack.cli("cluster", "list", "--api", stack.url).returncode == 0
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_no_secret_in_the_log(stack: Stack) -> None:

@@ -18,6 +18,15 @@ class CliError(Exception):
     """An error the CLI reports in one line and exits non-zero."""
 
 
+def local_endpoints() -> list[str]:
+    """The API and gateway URLs the local ``nemo up`` recorded (empty if it never ran here)."""
+    try:
+        info = json.loads(Settings().endpoint_file.read_text())
+    except (OSError, ValueError):
+        return []
+    return [str(info[key]) for key in ("url", "gateway") if isinstance(info, dict) and info.get(key)]
+
+
 def discover_api(explicit: str | None) -> str:
     """The API base URL to talk to."""
     if explicit:
@@ -41,7 +50,7 @@ class ApiClient:
     because a cached token may have been revoked, or issued before the control plane moved to another URL.
     """
 
-    def __init__(self, base_url: str, timeout: float = 30.0, *, discovered: bool = False) -> None:
+    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
         self.base_url = base_url
         self._http = httpx.Client(base_url=base_url, timeout=timeout)
         self.tokens: TokenSource | None = find_credentials(
@@ -49,7 +58,7 @@ class ApiClient:
             self._http,
             raw_token=_raw_token(),
             admin_file=Settings().admin_credentials_file,
-            discovered=discovered,
+            local_urls=local_endpoints(),
         )
 
     def access_token(self, *, fresh: bool = False) -> str:
@@ -137,4 +146,4 @@ def _describe_error(response: httpx.Response) -> str:
 def api_from_env_or(explicit: str | None) -> ApiClient:
     """A client for the API chosen by ``--api``, ``NEMO_API`` or discovery."""
     explicit = explicit or os.environ.get("NEMO_API")
-    return ApiClient(discover_api(explicit), discovered=not explicit)
+    return ApiClient(discover_api(explicit))

@@ -2,7 +2,12 @@
 
 Credentials, first found wins: ``--token`` / ``NEMO_TOKEN`` (a raw bearer token, sent as is), then
 ``NEMO_CLIENT_ID`` + ``NEMO_CLIENT_SECRET``, then the ``admin-credentials.json`` that ``nemo up`` wrote in the
-data directory (used for the discovered local ``nemo up``, or for any API that names the same issuer).
+data directory.
+
+Where credentials may go is decided from local facts only, never from what a server says about itself: the
+admin credentials are used only for an API at the origin (scheme, host, port) of the local ``nemo up``'s API or
+gateway (from ``endpoint.json``) or of the admin file's issuer; client credentials are sent to the issuer pinned by
+``NEMO_OIDC_ISSUER`` when it is set (otherwise to the issuer the API names, which the user chose to talk to).
 
 Access tokens from client credentials are cached in memory and in ``DATA_DIR/cli-token.json`` (0600, keyed by
 issuer and client id): every token request costs the issuer an Argon2id verification of the client secret
@@ -16,8 +21,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -60,16 +67,24 @@ def _json(http: httpx.Client, method: str, url: str, **kwargs: object) -> dict[s
 class ClientCredentialsTokens:
     """Access tokens for one client from the issuer the API names, cached in memory and in ``cache_file``."""
 
-    def __init__(self, api_url: str, credentials: ClientSecret, http: httpx.Client, cache_file: Path | None) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        credentials: ClientSecret,
+        http: httpx.Client,
+        cache_file: Path | None,
+        *,
+        issuer: str | None = None,
+    ) -> None:
         self._api_url = api_url.rstrip("/")
         self._credentials = credentials
         self._http = http
         self._cache_file = cache_file
-        self._issuer: str | None = None
+        self._issuer: str | None = issuer.rstrip("/") if issuer else None
         self._token: tuple[str, float] | None = None
 
     def issuer(self) -> str:
-        """The issuer the API trusts, from its ``/.well-known/nemo-configuration``."""
+        """The pinned issuer, or the one the API trusts, from its ``/.well-known/nemo-configuration``."""
         if self._issuer is None:
             config = _json(self._http, "GET", f"{self._api_url}/.well-known/nemo-configuration")
             self._issuer = str(config["issuer"]).rstrip("/")
@@ -151,25 +166,31 @@ class StaticToken:
 TokenSource = ClientCredentialsTokens | StaticToken
 
 
+def origin(url: str) -> tuple[str, str, int]:
+    """Scheme, host and port of a URL (default ports filled in), to compare where requests go."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+
+
 def find_credentials(
-    api_url: str, http: httpx.Client, *, raw_token: str | None, admin_file: Path, discovered: bool
+    api_url: str, http: httpx.Client, *, raw_token: str | None, admin_file: Path, local_urls: Iterable[str]
 ) -> TokenSource | None:
-    """The token source for ``api_url`` by the order in the module docstring; ``None`` when there is none."""
+    """The token source for ``api_url`` by the order in the module docstring; ``None`` when there is none.
+
+    ``local_urls`` are the URLs of the local ``nemo up`` (its API and gateway), read from its endpoint file.
+    """
     if raw_token:
         return StaticToken(raw_token)
     cache = admin_file.with_name("cli-token.json")
     client_id, secret = os.environ.get("NEMO_CLIENT_ID"), os.environ.get("NEMO_CLIENT_SECRET")
     if client_id and secret:
-        return ClientCredentialsTokens(api_url, ClientSecret(client_id, secret), http, cache)
+        pinned = os.environ.get("NEMO_OIDC_ISSUER") or None
+        return ClientCredentialsTokens(api_url, ClientSecret(client_id, secret), http, cache, issuer=pinned)
     admin = read_json(admin_file)
     if admin is None or not isinstance(admin.get("client_id"), str) or not isinstance(admin.get("client_secret"), str):
         return None
-    source = ClientCredentialsTokens(api_url, ClientSecret(admin["client_id"], admin["client_secret"]), http, cache)
-    if discovered:
-        return source
-    # An API given by URL gets the local admin secret only if it trusts the issuer that secret belongs to.
-    try:
-        same = source.issuer() == str(admin.get("issuer", "")).rstrip("/")
-    except (TokenError, KeyError):
-        return None
-    return source if same else None
+    trusted = {origin(url) for url in (*local_urls, str(admin.get("issuer", ""))) if url}
+    if origin(api_url) not in trusted:
+        return None  # the local admin secret never goes to a server we did not start
+    return ClientCredentialsTokens(api_url, ClientSecret(admin["client_id"], admin["client_secret"]), http, cache)
