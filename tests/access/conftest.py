@@ -33,11 +33,11 @@ def listening_socket() -> socket.socket:
 
 
 @asynccontextmanager
-async def serve_asgi(app: FastAPI, sock: socket.socket | None = None) -> AsyncIterator[str]:
-    """Serve an ASGI app with uvicorn on a loopback socket; yields its base URL."""
+async def serve_asgi(app: FastAPI, sock: socket.socket | None = None, root_path: str = "") -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on a loopback socket (behind ``root_path`` if given); yields its base URL."""
     sock = sock or listening_socket()
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", root_path=root_path))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         yield f"http://127.0.0.1:{port}"

@@ -24,6 +24,8 @@ from .conftest import IssuerServer, serve_asgi
         ("GET", "/api/v1/users", "nemo-admin"),
         ("PUT", "/api/v1/gateway/routes/r", "nemo-admin"),
         ("POST", "/api/v1/something-new", "nemo-admin"),
+        ("GET", "/api/v1/something-new", "nemo-admin"),
+        ("GET", "/elsewhere/api/v1/users", "nemo-admin"),
     ],
 )
 def test_required_role_table(method: str, path: str, role: str) -> None:
@@ -67,3 +69,28 @@ async def test_api_dependency(issuer: IssuerServer) -> None:
         }
         await admin.set_client_enabled("viewer", False)
         assert (await http.get("/api/v1/clusters", headers=auth)).status_code == 401
+
+
+async def test_roles_hold_behind_a_root_path(issuer: IssuerServer) -> None:
+    """Mounted under a proxy prefix, an admin-only resource stays admin-only (the prefix must not hide it)."""
+    admin = IdentityAdmin(issuer.realm.users, issuer.realm.clients, issuer.realm.hasher)
+    viewer = await admin.add_client("prefixed-viewer", roles=["nemo-viewer"])
+    app = FastAPI()
+    install_error_handlers(app)
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(bearer_auth(issuer.realm.local_verifier()))])
+
+    @api.get("/users")
+    async def list_users() -> list[str]:
+        return ["alice"]
+
+    @api.get("/clusters")
+    async def list_clusters() -> list[str]:
+        return ["edge-1"]
+
+    app.include_router(api)
+    auth = {"Authorization": f"Bearer {await issuer.client_token('prefixed-viewer', viewer.secret)}"}
+    async with serve_asgi(app, root_path="/nemo") as base, httpx.AsyncClient(base_url=base, headers=auth) as http:
+        assert (await http.get("/api/v1/clusters")).json() == ["edge-1"]
+        refused = await http.get("/api/v1/users")  # the proxy in front stripped /nemo
+        assert refused.status_code == 403
+        assert refused.json()["error"]["details"] == {"required_role": "nemo-admin"}

@@ -60,13 +60,21 @@ def bearer_auth(
         try:
             principal = await verifier.verify(bearer_token(request.headers.get("authorization")))
             if enforce_roles:
-                authorize(principal, request.method, request.url.path, client=client)
+                authorize(principal, request.method, _app_path(request), client=client)
         except AccessDenied as denied:
             raise AccessHTTPException(denied) from None
         request.state.principal = principal
         return principal
 
     return dependency
+
+
+def _app_path(request: Request) -> str:
+    # Behind a proxy prefix (ASGI root_path, e.g. uvicorn --root-path /nemo) the URL path starts with the prefix;
+    # the role table is keyed by the path the app routes on, so the prefix must not hide the resource.
+    path = request.url.path
+    root = str(request.scope.get("root_path") or "").rstrip("/")
+    return path[len(root) :] if root and path.startswith(root + "/") else path
 
 
 def current_principal(request: Request) -> Principal:

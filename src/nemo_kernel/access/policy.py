@@ -68,8 +68,8 @@ RULES: Mapping[str, ResourceRule] = MappingProxyType(
     }
 )
 
-#: A resource missing from the table: readable by viewers, changeable by admins only (fail towards strict).
-DEFAULT_RULE = ResourceRule(read=VIEWER, write=ADMIN)
+#: A resource missing from the table (or a path outside ``/api/v1``): admins only, so a forgotten line fails closed.
+DEFAULT_RULE = ResourceRule(read=ADMIN, write=ADMIN)
 
 
 def required_role(method: str, path: str) -> str:
