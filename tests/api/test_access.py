@@ -341,3 +341,13 @@ def test_restart_keeps_tokens_and_credentials(tmp_path: Path) -> None:
         response = httpx.get(f"{stack.url}/api/v1/clusters", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200
         assert stack.cli("cluster", "list").returncode == 0
+
+        # On another port the issuer moves with the API: the file follows (same secret), so the CLI pointed at
+        # the new address by URL still gets in with it.
+        stack.stop()
+        stack.env["NEMO_API_PORT"] = "0"
+        stack.start()
+        moved = json.loads(credentials.read_text())
+        assert moved == {**json.loads(content), "issuer": stack.issuer} != json.loads(content)
+        assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+        assert stack.cli("cluster", "list", "--api", stack.url).returncode == 0

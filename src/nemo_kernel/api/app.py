@@ -34,11 +34,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await plane.start()
-        if on_started is not None:
-            started = on_started()
-            if inspect.isawaitable(started):
-                await started
         try:
+            if on_started is not None:
+                started = on_started()
+                if inspect.isawaitable(started):
+                    await started
             yield
         finally:
             await plane.stop()

@@ -17,7 +17,7 @@ from nemo_kernel.api import create_app
 from nemo_kernel.api.security import ApiAccess
 from nemo_kernel.cli.gateway_process import GatewayProcess, read_initial_config
 from nemo_kernel.cli.output import console
-from nemo_kernel.cli.secret_files import write_secret_json
+from nemo_kernel.cli.secret_files import read_json, write_secret_json
 from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator import ControlPlane
 
@@ -45,19 +45,34 @@ async def _prepare_access(settings: Settings, access: ApiAccess) -> str:
     if realm is None:
         return f"Tokens: from the external issuer {access.issuer} (audience {access.audience})"
     await realm.keys.signing_key()  # the first start makes its signing key now, not in the first token request
-    issued = await IdentityAdmin(realm.users, realm.clients, realm.hasher).ensure_admin_client()
+    admin = IdentityAdmin(realm.users, realm.clients, realm.hasher)
+    issued = await admin.ensure_admin_client()
     path = settings.admin_credentials_file
     if issued is not None:
         # Written (0600) before anything is announced: whoever finds the endpoint file finds the credentials too.
-        write_secret_json(
-            path, {"client_id": issued.client.client_id, "client_secret": issued.secret, "issuer": access.issuer}
-        )
-    elif not path.exists():
+        try:
+            write_secret_json(
+                path, {"client_id": issued.client.client_id, "client_secret": issued.secret, "issuer": access.issuer}
+            )
+        except OSError:
+            # Nobody could ever use a client whose only copy of the secret was not written: drop it, so that the
+            # next start (once the disk or the permissions are fixed) creates it again.
+            await realm.clients.delete_client(issued.client.client_id)
+            raise
+        return _CREDENTIALS_HINT.format(path=path)
+    saved = read_json(path)
+    if saved is None:
         return (
             f"[yellow]Admin credentials file {path} is missing[/]; with another admin's credentials, "
             "[bold]nemo client reset-secret nemo-admin[/] issues a new secret"
         )
-    return f"Admin credentials: {path};  token for curl: [bold]TOKEN=$(nemo token)[/]"
+    if saved.get("issuer") != access.issuer:
+        # The issuer is the API's address, which moves when the port is picked afresh: keep the file pointing at it.
+        write_secret_json(path, {**saved, "issuer": access.issuer})
+    return _CREDENTIALS_HINT.format(path=path)
+
+
+_CREDENTIALS_HINT = "Admin credentials: {path};  token for curl: [bold]TOKEN=$(nemo token)[/]"
 
 
 def serve(settings: Settings) -> None:
