@@ -60,10 +60,12 @@ class Stack:
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        # The developer's own NEMO_* settings (an API URL, a token, client credentials, an external issuer...) must
+        # not leak into a test's stack or its CLI; only the test suite's own NEMO_TEST_* knobs pass through.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("NEMO_") or k.startswith("NEMO_TEST_")}
         self.env = {
-            **os.environ, "NEMO_DATA_DIR": str(data_dir), "NEMO_API_PORT": "0", "NEMO_GATEWAY_PORT": "0", **(env or {})
+            **inherited, "NEMO_DATA_DIR": str(data_dir), "NEMO_API_PORT": "0", "NEMO_GATEWAY_PORT": "0", **(env or {})
         }  # fmt: skip
-        self.env.pop("NEMO_API", None)
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self._admin_token: tuple[str, str, float] | None = None  # (API url, token, expiry)

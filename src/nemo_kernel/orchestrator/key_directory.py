@@ -84,7 +84,7 @@ class StoredKeyDirectory:
         self._db = db
         self.reload_interval = reload_interval
         self._snapshot = _Snapshot((), {}, {})
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # a write holds it through its own reload
 
     # ---- reads: memory only ----
 
@@ -164,10 +164,14 @@ class StoredKeyDirectory:
     # ---- freshness ----
 
     def reload(self) -> None:
-        """Read the whole directory from the store (it is small: a few keys per module)."""
-        with self._db.transaction() as s:
+        """Read the whole directory from the store (it is small: a few keys per module).
+
+        Under the write lock: a background reload that read the rows just before a revocation committed must not
+        install its older snapshot after the revocation's own reload (the revoked key would be accepted again).
+        """
+        with self._write_lock, self._db.transaction() as s:
             rows = list(s.scalars(select(ModuleKeyRow).order_by(ModuleKeyRow.current_since, ModuleKeyRow.key_id)))
-        self._snapshot = _Snapshot.of(rows)
+            self._snapshot = _Snapshot.of(rows)
 
     async def keep_fresh(self) -> None:
         """Reload every ``reload_interval`` seconds until cancelled (a failed reload keeps the last snapshot)."""
