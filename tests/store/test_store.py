@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+
 import pytest
 
 from nemo_kernel.domain import ClusterSpec, WorkloadDescriptor
@@ -97,3 +100,16 @@ def test_failed_transaction_stores_nothing(database: Database) -> None:
     with database.transaction() as s:
         assert inventory.list_clusters(s) == []
         assert events.unpublished(s) == []
+
+
+def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    # It holds the issuer's signing keys and password hashes, wherever NEMO_DATABASE_URL puts it.
+    path = tmp_path / "elsewhere" / "nemo.db"
+    database = Database(f"sqlite:///{path}")
+    try:
+        database.migrate()
+        files = [p for p in path.parent.iterdir() if p.name.startswith("nemo.db")]
+        assert path in files
+        assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o600 for p in files}
+    finally:
+        database.dispose()

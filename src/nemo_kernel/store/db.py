@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -26,6 +28,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _create_owner_only(path: Path) -> None:
+    # The store holds the issuer's private signing keys and the password hashes: a new SQLite file is created
+    # 0600 (SQLite gives its -wal and -shm files the same mode). An existing file keeps the mode its owner chose.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class Database:
     """One database: an engine, sessions bound to it, and its migrations."""
 
@@ -37,8 +47,8 @@ class Database:
         self.url = parsed
         kwargs: dict[str, Any] = {}
         if parsed.drivername.startswith("sqlite"):
-            if parsed.database:
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            if parsed.database and parsed.database != ":memory:":
+                _create_owner_only(Path(parsed.database))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
