@@ -19,7 +19,6 @@ from nemo_kernel.access.issuer import (
     IdentityAdmin,
     IdentityConflict,
     IdentityNotFound,
-    InMemoryUserRepository,
     LastAdmin,
     Realm,
     SecretHasher,
@@ -27,8 +26,10 @@ from nemo_kernel.access.issuer import (
     in_memory_realm,
     sql_realm,
 )
+from nemo_kernel.access.issuer.sql import SqlUserRepository
 from nemo_kernel.access.policy import ADMIN
 from nemo_kernel.api.errors import install_error_handlers
+from nemo_kernel.store import Database
 from tests.conftest import migrated_database
 
 ROUNDS = 15
@@ -77,13 +78,10 @@ async def _during_hashing(hasher: GatedHasher, change: Awaitable[object]) -> Non
 
 
 async def test_disable_during_a_password_change_is_not_lost(realm: Realm) -> None:
-    hasher = GatedHasher()
-    admin = _admin(realm, hasher)
-    hasher.opened.set()
+    admin = _admin(realm)
     await admin.add_user("alice", "alice-password", roles=["nemo-viewer"])
-    hasher.opened.clear()
-    hasher.hashing.clear()
-    password = asyncio.create_task(admin.set_password("alice", "new-password"))
+    hasher = GatedHasher()
+    password = asyncio.create_task(_admin(realm, hasher).set_password("alice", "new-password"))
     await _during_hashing(hasher, admin.update_user("alice", enabled=False))
     await password
     alice = await admin.get_user("alice")
@@ -92,14 +90,11 @@ async def test_disable_during_a_password_change_is_not_lost(realm: Realm) -> Non
 
 
 async def test_secret_reset_does_not_bring_back_a_deleted_client(realm: Realm) -> None:
-    hasher = GatedHasher()
-    admin = _admin(realm, hasher)
-    hasher.opened.set()
+    admin = _admin(realm)
     await admin.add_client("nemo-admin", roles=[ADMIN])
     await admin.add_client("svc", roles=[ADMIN])
-    hasher.opened.clear()
-    hasher.hashing.clear()
-    reset = asyncio.create_task(admin.reset_client_secret("svc"))
+    hasher = GatedHasher()
+    reset = asyncio.create_task(_admin(realm, hasher).reset_client_secret("svc"))
     await _during_hashing(hasher, admin.remove_client("svc"))
     with pytest.raises(IdentityNotFound, match="no client 'svc'"):
         await reset
@@ -117,20 +112,20 @@ async def test_concurrent_patches_of_one_user_both_land(realm: Realm) -> None:
         assert (user.enabled, user.realm_roles) == (False, {"nemo-operator"}), f"round {round_}"
 
 
-async def test_repository_update_is_atomic_across_threads(realm: Realm) -> None:
-    if isinstance(realm.users, InMemoryUserRepository):
-        pytest.skip("the in-memory repositories serve one event loop, where no await splits an update")
-    # Writers released together, each adding its own role: every one of them must be in the result.
-    await realm.users.create_user(User(username="bob", password_hash="h"))
+async def test_sql_update_is_atomic_across_threads(database: Database) -> None:
+    # Writers released together, each adding its own role: every one of them must be in the result. (In memory, no
+    # await splits an update, so there is nothing to race there.)
+    users = SqlUserRepository(database, "nemo")
+    await users.create_user(User(username="bob", password_hash="h"))
     barrier = threading.Barrier(WRITERS)
 
     def add_role(n: int) -> User:
         barrier.wait(timeout=30)
-        return asyncio.run(realm.users.update_user("bob", lambda u: replace(u, realm_roles=u.realm_roles | {f"r{n}"})))
+        return asyncio.run(users.update_user("bob", lambda u: replace(u, realm_roles=u.realm_roles | {f"r{n}"})))
 
     with ThreadPoolExecutor(WRITERS) as pool:
         list(pool.map(add_role, range(WRITERS)))
-    bob = await realm.users.get_user("bob")
+    bob = await users.get_user("bob")
     assert bob is not None and bob.realm_roles == {f"r{n}" for n in range(WRITERS)}
 
 
@@ -192,9 +187,15 @@ def test_invalid_identity_is_422_naming_the_field_without_the_password() -> None
     async def set_password() -> None:
         await admin.set_password("anyone", "Xy7#q")
 
-    response = TestClient(app).post("/password")
-    assert response.status_code == 422
-    error = response.json()["error"]
-    assert error["code"] == "invalid"
-    assert [d["field"] for d in error["details"]] == ["password"]
-    assert "Xy7#q" not in response.text
+    @app.post("/user")
+    async def add_user() -> None:
+        await admin.add_user("no spaces", "long-enough-password")
+
+    http = TestClient(app)
+    for path, field in (("/password", "password"), ("/user", "username")):
+        response = http.post(path)
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error["code"] == "invalid"
+        assert [d["field"] for d in error["details"]] == [field]
+        assert "Xy7#q" not in response.text and "long-enough-password" not in response.text

@@ -29,7 +29,6 @@ __all__ = [
     "IdentityConflict",
     "IdentityNotFound",
     "InMemoryClientRepository",
-    "InMemoryDirectory",
     "InMemoryKeyRepository",
     "InMemoryRevocationList",
     "InMemoryUserRepository",

@@ -70,14 +70,14 @@ def _holds(role: str, principal: _Principal) -> bool:
     return principal.enabled and role in principal.realm_roles
 
 
-def loses_role(role: str | None, before: _Principal, after: _Principal | None) -> bool:
-    """Whether a change (``after`` is ``None`` for a deletion) takes ``role`` away from an enabled holder."""
-    return role is not None and _holds(role, before) and (after is None or not _holds(role, after))
-
-
-def last_admin(role: str, kind: str, name: str) -> LastAdmin:
-    """The refusal of a change that would leave no enabled holder of ``role``."""
-    return LastAdmin(
+def keep_admin(
+    role: str | None, kind: str, name: str, before: _Principal, after: _Principal | None, held: Callable[[str], bool]
+) -> None:
+    """Refuse (:class:`LastAdmin`) a change of ``kind`` ``name`` from ``before`` to ``after`` (``None``: deleted) that
+    takes ``role`` from an enabled holder, unless ``held(role)`` (asked with the change made) finds another one."""
+    if role is None or not _holds(role, before) or (after is not None and _holds(role, after)) or held(role):
+        return
+    raise LastAdmin(
         f"{kind} {name!r} is the last enabled user or client with the {role} role: without it nobody could manage"
         f" the realm; give another user or client {role} first"
     )
@@ -197,9 +197,11 @@ class _InMemoryRows(Generic[P]):
         return before is not None
 
     def _keep_admin(self, role: str | None, name: str, before: P, after: P | None) -> None:
-        if role is not None and loses_role(role, before, after) and not self._directory.role_held(role):
+        try:
+            keep_admin(role, self._kind, name, before, after, self._directory.role_held)
+        except LastAdmin:
             self._rows[name] = before  # undone, as a rolled-back transaction would be
-            raise last_admin(role, self._kind, name)
+            raise
 
     def _list(self) -> list[P]:
         return [self._rows[k] for k in sorted(self._rows)]

@@ -20,8 +20,7 @@ from nemo_kernel.access.issuer.identities import (
     IdentityConflict,
     IdentityNotFound,
     User,
-    last_admin,
-    loses_role,
+    keep_admin,
 )
 from nemo_kernel.access.issuer.keys import KeyRing, SigningAlgorithm, SigningKey
 from nemo_kernel.access.issuer.realm import Realm
@@ -113,8 +112,8 @@ class _NamedRows(_SqlRepository, Generic[R, V]):
 
     def _keep_admin(self, s: Session, role: str | None, before: V, after: V | None) -> None:
         # Runs after the change, in its transaction: what it sees is what the commit will leave.
-        if role is not None and loses_role(role, before, after) and not _role_held(s, self._realm, role):
-            raise last_admin(role, self._kind, getattr(before, self._name))
+        name = getattr(before, self._name)
+        keep_admin(role, self._kind, name, before, after, lambda held: _role_held(s, self._realm, held))
 
     async def _get(self, name: str) -> V | None:
         def work(s: Session) -> V | None:
