@@ -6,6 +6,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -39,13 +40,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@contextmanager
+def migrated_database(url: str) -> Iterator[Database]:
+    """A migrated database at ``url``, disposed afterwards."""
+    db = Database(url)
+    db.migrate()
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
 @pytest.fixture
 def database(database_url: str) -> Iterator[Database]:
     """A migrated, empty database."""
-    db = Database(database_url)
-    db.migrate()
-    yield db
-    db.dispose()
+    with migrated_database(database_url) as db:
+        yield db
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import jwt
 import pytest
@@ -21,7 +22,7 @@ from nemo_kernel.store.tables import RevokedTokenRow
 ISSUER = "http://127.0.0.1:7700/realms/nemo"
 
 
-async def test_users_roundtrip_replace_delete_and_realms_apart(database: Database) -> None:
+async def test_users_roundtrip_update_delete_and_realms_apart(database: Database) -> None:
     users = SqlUserRepository(database, "nemo")
     other = SqlUserRepository(database, "other")
     alice = User(
@@ -31,9 +32,9 @@ async def test_users_roundtrip_replace_delete_and_realms_apart(database: Databas
         client_roles={"nemo-api": frozenset({"read"})},
         email="alice@example.org",
     )
-    await users.save_user(alice)
-    await users.save_user(User(username="bob", password_hash="h"))
-    await other.save_user(User(username="alice", password_hash="other"))
+    await users.create_user(alice)
+    await users.create_user(User(username="bob", password_hash="h"))
+    await other.create_user(User(username="alice", password_hash="other"))
     got = await users.get_user("alice")
     assert got is not None
     assert (got.id, got.realm_roles, got.client_roles, got.email, got.enabled) == (
@@ -44,9 +45,9 @@ async def test_users_roundtrip_replace_delete_and_realms_apart(database: Databas
         True,
     )
     assert abs(got.created_at - alice.created_at) < 1e-3
-    await users.save_user(User(username="alice", password_hash="h2", id=alice.id, enabled=False))
-    replaced = await users.get_user("alice")
-    assert replaced is not None and (replaced.enabled, replaced.password_hash) == (False, "h2")
+    changed = await users.update_user("alice", lambda u: replace(u, password_hash="h2", enabled=False))
+    assert await users.get_user("alice") == changed
+    assert (changed.id, changed.enabled, changed.password_hash, changed.email) == (alice.id, False, "h2", alice.email)
     assert [u.username for u in await users.list_users()] == ["alice", "bob"]
     assert (await other.get_user("alice")).password_hash == "other"  # type: ignore[union-attr]
     assert await users.delete_user("alice") is True
@@ -55,7 +56,7 @@ async def test_users_roundtrip_replace_delete_and_realms_apart(database: Databas
     assert await other.get_user("alice") is not None
 
 
-async def test_clients_roundtrip_replace_delete(database: Database) -> None:
+async def test_clients_roundtrip_update_delete(database: Database) -> None:
     clients = SqlClientRepository(database, "nemo")
     app = Client(
         client_id="app",
@@ -63,8 +64,8 @@ async def test_clients_roundtrip_replace_delete(database: Database) -> None:
         grant_types=frozenset({"client_credentials", "password"}),
         realm_roles=frozenset({"nemo-operator"}),
     )
-    await clients.save_client(app)
-    await clients.save_client(Client(client_id="public", secret_hash=None))
+    await clients.create_client(app)
+    await clients.create_client(Client(client_id="public", secret_hash=None))
     got = await clients.get_client("app")
     assert got is not None
     assert (got.id, got.grant_types, got.realm_roles, got.secret_hash) == (
@@ -73,7 +74,7 @@ async def test_clients_roundtrip_replace_delete(database: Database) -> None:
         app.realm_roles,
         app.secret_hash,
     )
-    await clients.save_client(Client(client_id="app", secret_hash="new", id=app.id))
+    await clients.update_client("app", lambda c: replace(c, secret_hash="new"))
     assert (await clients.get_client("app")).secret_hash == "new"  # type: ignore[union-attr]
     assert [c.client_id for c in await clients.list_clients()] == ["app", "public"]
     assert await clients.delete_client("public") is True

@@ -314,6 +314,45 @@ def test_cli_never_sends_local_credentials_to_a_foreign_api(stack: Stack) -> Non
         server.server_close()
 
 
+def _password_token(stack: Stack, login: tuple[str, str], username: str, password: str) -> str:
+    granted = httpx.post(
+        f"{stack.issuer}/protocol/openid-connect/token",
+        data={"grant_type": "password", "username": username, "password": password},
+        auth=login,
+    )
+    assert granted.status_code == 200, granted.text
+    return str(granted.json()["access_token"])
+
+
+def test_the_last_admin_is_kept(stack: Stack) -> None:
+    # The admin client is the only enabled holder of nemo-admin: no way to lose it, by API or CLI.
+    for method, body in (("PATCH", {"enabled": False}), ("PATCH", {"roles": ["nemo-viewer"]}), ("DELETE", None)):
+        error = _refused(stack.api(method, "/clients/nemo-admin", json=body), 409, "last_admin")
+        assert "'nemo-admin' is the last enabled user or client with the nemo-admin role" in error["message"]
+    for command in ("disable", "remove"):
+        refused = stack.cli("client", command, "nemo-admin", check=False)
+        assert refused.returncode == 1 and "last enabled user or client with the nemo-admin role" in refused.stderr
+    kept = stack.api("GET", "/clients/nemo-admin").json()
+    assert (kept["enabled"], kept["roles"]) == (True, ["nemo-admin"])
+
+    # With a second admin, a user, the client may go; then the user is the last one, and is kept in turn.
+    login = ("last-admin-login", _client(stack, "last-admin-login", [], ["password"]))
+    password = "root-password"
+    root_user = {"username": "root", "password": password, "roles": ["nemo-admin"]}
+    assert stack.api("POST", "/users", json=root_user).status_code == 201
+    root = _password_token(stack, login, "root", password)
+    assert stack.api("PATCH", "/clients/nemo-admin", json={"enabled": False}).status_code == 200
+    try:
+        for method, body in (("PATCH", {"enabled": False}), ("PATCH", {"roles": []}), ("DELETE", None)):
+            _refused(stack.api(method, "/users/root", token=root, json=body), 409, "last_admin")
+        refused = stack.cli("user", "disable", "root", env={"NEMO_TOKEN": root}, check=False)
+        assert refused.returncode == 1 and "'root' is the last enabled user" in refused.stderr
+    finally:
+        assert stack.api("PATCH", "/clients/nemo-admin", token=root, json={"enabled": True}).status_code == 200
+    assert stack.api("DELETE", "/users/root").status_code == 204
+    assert stack.api("DELETE", "/clients/last-admin-login").status_code == 204
+
+
 def test_no_secret_in_the_log(stack: Stack) -> None:
     # Last of the module: by now the log has seen clients, users, tokens and refusals.
     secrets = [stack.admin_credentials()["client_secret"], stack.admin_token(), "alice-password", "bob-password"]

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
-from nemo_kernel.access.issuer import IdentityConflict, IdentityNotFound, InvalidIdentity
+from nemo_kernel.access.issuer import IdentityConflict, IdentityNotFound, InvalidIdentity, LastAdmin
 from nemo_kernel.domain.errors import ApiError, error_body
 from nemo_kernel.orchestrator import PetitionError
 from nemo_kernel.store import Conflict, NotFound
@@ -41,13 +41,16 @@ def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[
 _IDENTITY_ERRORS: dict[type[Exception], tuple[int, str]] = {
     IdentityNotFound: (404, "not_found"),
     IdentityConflict: (409, "conflict"),
+    LastAdmin: (409, "last_admin"),
     InvalidIdentity: (422, "invalid"),
 }
 
 
 def _identity_error(status: int, code: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     async def handler(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(status, code, str(exc))
+        # Like a validation error, an invalid identity names its field; its message never holds the value of a secret.
+        details = [{"field": exc.field, "message": str(exc)}] if isinstance(exc, InvalidIdentity) else None
+        return error_response(status, code, str(exc), details)
 
     return handler
 

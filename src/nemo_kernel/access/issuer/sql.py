@@ -11,10 +11,17 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from nemo_kernel.access.issuer.identities import Client, User
+from nemo_kernel.access.issuer.identities import (
+    Client,
+    IdentityConflict,
+    IdentityNotFound,
+    User,
+    keep_admin,
+)
 from nemo_kernel.access.issuer.keys import KeyRing, SigningAlgorithm, SigningKey
 from nemo_kernel.access.issuer.realm import Realm
 from nemo_kernel.store import Database
@@ -24,7 +31,7 @@ __all__ = ["SqlClientRepository", "SqlKeyRepository", "SqlRevocationList", "SqlU
 
 T = TypeVar("T")
 R = TypeVar("R", IdentityUserRow, IdentityClientRow)
-V = TypeVar("V")
+V = TypeVar("V", User, Client)
 
 
 def _when(seconds: float) -> datetime:
@@ -54,17 +61,59 @@ class _SqlRepository:
         return await asyncio.to_thread(in_transaction)
 
 
+def _role_held(s: Session, realm: str, role: str) -> bool:
+    # Role lists are JSON, queried differently by each database; a realm has few principals, so filter here.
+    return any(
+        role in roles
+        for table in (IdentityUserRow, IdentityClientRow)
+        for roles in s.scalars(select(table.realm_roles).where(table.realm == realm, table.enabled))
+    )
+
+
 class _NamedRows(_SqlRepository, Generic[R, V]):
-    """Rows of one realm keyed by a name column (``username``, ``client_id``), mapped to and from values."""
+    """Rows of one realm keyed by a name column (``username``, ``client_id``), mapped to and from values.
+
+    Creation is a plain INSERT (the unique key refuses a taken name); changes are read, applied and written in one
+    transaction that first takes the realm's identity write lock (:meth:`_lock`), so no write is lost in between and
+    a row deleted meanwhile stays deleted.
+    """
 
     _table: type[R]
     _name: str
+    _kind: str
 
     def _value(self, row: R) -> V:
         raise NotImplementedError
 
+    def _columns(self, value: V) -> dict[str, Any]:
+        """Every column but ``realm`` and the name."""
+        raise NotImplementedError
+
     def _where(self, name: str) -> tuple[ColumnElement[bool], ...]:
         return (self._table.realm == self._realm, getattr(self._table, self._name) == name)
+
+    def _lock(self, s: Session, name: str) -> None:
+        if self._db.is_sqlite:
+            # SQLite has one writer per database, but pysqlite begins the transaction at the first write, not at a
+            # SELECT: so write first (a no-op UPDATE of the row). That takes the write lock, held until commit,
+            # before anything is read; and a transaction that starts with a write waits (busy_timeout) for the lock.
+            s.execute(update(self._table).where(*self._where(name)).values({self._name: name}))
+        else:
+            # Row locks alone would let two transactions disable two different admins at once, each seeing the
+            # other still enabled: the last-admin check needs the realm's identity writes in series. They are rare
+            # (admin actions), so one transaction-scoped advisory lock per realm costs nothing.
+            s.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"nemo identities {self._realm}"))))
+
+    def _locked_row(self, s: Session, name: str) -> R | None:
+        self._lock(s, name)
+        # FOR UPDATE (PostgreSQL; SQLite ignores it) as well: the row stays ours even against a writer that would not
+        # take the realm lock.
+        return s.scalar(select(self._table).where(*self._where(name)).with_for_update())
+
+    def _keep_admin(self, s: Session, role: str | None, before: V, after: V | None) -> None:
+        # Runs after the change, in its transaction: what it sees is what the commit will leave.
+        name = getattr(before, self._name)
+        keep_admin(role, self._kind, name, before, after, lambda held: _role_held(s, self._realm, held))
 
     async def _get(self, name: str) -> V | None:
         def work(s: Session) -> V | None:
@@ -73,16 +122,37 @@ class _NamedRows(_SqlRepository, Generic[R, V]):
 
         return await self._run(work)
 
-    async def _save(self, name: str, values: dict[str, Any]) -> None:
-        # Update in place, else insert: a concurrent insert of the same name fails on the unique key (409).
-        def work(s: Session) -> None:
-            if s.execute(update(self._table).where(*self._where(name)).values(**values)).rowcount == 0:  # type: ignore[attr-defined]
-                s.execute(insert(self._table).values(realm=self._realm, **{self._name: name}, **values))
+    async def _create(self, name: str, value: V) -> None:
+        values = {"realm": self._realm, self._name: name, **self._columns(value)}
+        try:
+            await self._run(lambda s: s.execute(insert(self._table).values(**values)))
+        except IntegrityError as exc:
+            raise IdentityConflict(f"{self._kind} {name!r} exists") from exc
 
-        await self._run(work)
+    async def _update(self, name: str, change: Callable[[V], V], admin_role: str | None) -> V:
+        def work(s: Session) -> V:
+            row = self._locked_row(s, name)
+            if row is None:
+                raise IdentityNotFound(f"no {self._kind} {name!r}")
+            before = self._value(row)
+            after = change(before)
+            s.execute(update(self._table).where(*self._where(name)).values(**self._columns(after)))
+            self._keep_admin(s, admin_role, before, after)
+            return after
 
-    async def _delete(self, name: str) -> bool:
-        return await self._run(lambda s: bool(s.execute(delete(self._table).where(*self._where(name))).rowcount))  # type: ignore[attr-defined]
+        return await self._run(work)
+
+    async def _delete(self, name: str, admin_role: str | None) -> bool:
+        def work(s: Session) -> bool:
+            row = self._locked_row(s, name)
+            if row is None:
+                return False
+            before = self._value(row)
+            s.execute(delete(self._table).where(*self._where(name)))
+            self._keep_admin(s, admin_role, before, None)
+            return True
+
+        return await self._run(work)
 
     async def _list(self) -> list[V]:
         def work(s: Session) -> list[V]:
@@ -97,6 +167,7 @@ class SqlUserRepository(_NamedRows[IdentityUserRow, User]):
 
     _table = IdentityUserRow
     _name = "username"
+    _kind = "user"
 
     def _value(self, row: IdentityUserRow) -> User:
         return User(
@@ -110,28 +181,34 @@ class SqlUserRepository(_NamedRows[IdentityUserRow, User]):
             created_at=row.created_at.timestamp(),
         )
 
+    def _columns(self, value: User) -> dict[str, Any]:
+        return {
+            "id": value.id,
+            "password_hash": value.password_hash,
+            "realm_roles": sorted(value.realm_roles),
+            "client_roles": _roles_in(value.client_roles),
+            "enabled": value.enabled,
+            "email": value.email,
+            "created_at": _when(value.created_at),
+        }
+
     async def get_user(self, username: str) -> User | None:
         """The user, or ``None``."""
         return await self._get(username)
 
-    async def save_user(self, user: User) -> None:
-        """Insert or replace by username."""
-        await self._save(
-            user.username,
-            {
-                "id": user.id,
-                "password_hash": user.password_hash,
-                "realm_roles": sorted(user.realm_roles),
-                "client_roles": _roles_in(user.client_roles),
-                "enabled": user.enabled,
-                "email": user.email,
-                "created_at": _when(user.created_at),
-            },
-        )
+    async def create_user(self, user: User) -> None:
+        """Insert; :class:`IdentityConflict` if the username is taken."""
+        await self._create(user.username, user)
 
-    async def delete_user(self, username: str) -> bool:
+    async def update_user(
+        self, username: str, change: Callable[[User], User], *, admin_role: str | None = None
+    ) -> User:
+        """Read, ``change`` and write the user in one locked transaction; the changed user."""
+        return await self._update(username, change, admin_role)
+
+    async def delete_user(self, username: str, *, admin_role: str | None = None) -> bool:
         """Delete; whether it existed."""
-        return await self._delete(username)
+        return await self._delete(username, admin_role)
 
     async def list_users(self) -> list[User]:
         """All users of the realm by username."""
@@ -143,6 +220,7 @@ class SqlClientRepository(_NamedRows[IdentityClientRow, Client]):
 
     _table = IdentityClientRow
     _name = "client_id"
+    _kind = "client"
 
     def _value(self, row: IdentityClientRow) -> Client:
         return Client(
@@ -156,28 +234,34 @@ class SqlClientRepository(_NamedRows[IdentityClientRow, Client]):
             created_at=row.created_at.timestamp(),
         )
 
+    def _columns(self, value: Client) -> dict[str, Any]:
+        return {
+            "id": value.id,
+            "secret_hash": value.secret_hash,
+            "grant_types": sorted(value.grant_types),
+            "realm_roles": sorted(value.realm_roles),
+            "client_roles": _roles_in(value.client_roles),
+            "enabled": value.enabled,
+            "created_at": _when(value.created_at),
+        }
+
     async def get_client(self, client_id: str) -> Client | None:
         """The client, or ``None``."""
         return await self._get(client_id)
 
-    async def save_client(self, client: Client) -> None:
-        """Insert or replace by client id."""
-        await self._save(
-            client.client_id,
-            {
-                "id": client.id,
-                "secret_hash": client.secret_hash,
-                "grant_types": sorted(client.grant_types),
-                "realm_roles": sorted(client.realm_roles),
-                "client_roles": _roles_in(client.client_roles),
-                "enabled": client.enabled,
-                "created_at": _when(client.created_at),
-            },
-        )
+    async def create_client(self, client: Client) -> None:
+        """Insert; :class:`IdentityConflict` if the client id is taken."""
+        await self._create(client.client_id, client)
 
-    async def delete_client(self, client_id: str) -> bool:
+    async def update_client(
+        self, client_id: str, change: Callable[[Client], Client], *, admin_role: str | None = None
+    ) -> Client:
+        """Read, ``change`` and write the client in one locked transaction; the changed client."""
+        return await self._update(client_id, change, admin_role)
+
+    async def delete_client(self, client_id: str, *, admin_role: str | None = None) -> bool:
         """Delete; whether it existed."""
-        return await self._delete(client_id)
+        return await self._delete(client_id, admin_role)
 
     async def list_clients(self) -> list[Client]:
         """All clients of the realm by client id."""

@@ -13,8 +13,7 @@ from typing import Annotated, Literal, TypeVar
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from nemo_kernel.access.issuer import Client, IdentityAdmin, IssuedClient, User
-from nemo_kernel.access.issuer.admin import MIN_PASSWORD_LENGTH
+from nemo_kernel.access.issuer import MIN_PASSWORD_LENGTH, Client, IdentityAdmin, IssuedClient, User
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.errors import ApiError
 from nemo_kernel.api.security import ApiAccess
@@ -153,7 +152,8 @@ async def get_user(username: str, request: Request) -> UserView:
 
 @users.patch("/{username}", response_model=UserView)
 async def update_user(username: str, request: Request) -> UserView:
-    """Enable or disable a user (its tokens stop working at once) and/or replace its roles."""
+    """Enable or disable a user (its tokens stop working at once) and/or replace its roles; 409 ``last_admin`` if
+    that would leave no enabled user or client with the admin role."""
     admin = _admin(request)
     change = await _body(request, IdentityChange, "a user change")
     return _user_view(await admin.update_user(username, enabled=change.enabled, roles=change.roles))
@@ -161,7 +161,7 @@ async def update_user(username: str, request: Request) -> UserView:
 
 @users.delete("/{username}", status_code=204)
 async def remove_user(username: str, request: Request) -> Response:
-    """Delete a user; its tokens stop working at once."""
+    """Delete a user; its tokens stop working at once. 409 ``last_admin`` if it is the last enabled admin."""
     await _admin(request).remove_user(username)
     return Response(status_code=204)
 
@@ -191,7 +191,8 @@ async def get_client(client_id: str, request: Request) -> ClientView:
 
 @clients.patch("/{client_id}", response_model=ClientView)
 async def update_client(client_id: str, request: Request) -> ClientView:
-    """Enable or disable a client (its tokens stop working at once) and/or replace its roles."""
+    """Enable or disable a client (its tokens stop working at once) and/or replace its roles; 409 ``last_admin`` if
+    that would leave no enabled user or client with the admin role."""
     admin = _admin(request)
     change = await _body(request, IdentityChange, "a client change")
     return _client_view(await admin.update_client(client_id, enabled=change.enabled, roles=change.roles))
@@ -205,6 +206,6 @@ async def reset_client_secret(client_id: str, request: Request) -> IssuedClientV
 
 @clients.delete("/{client_id}", status_code=204)
 async def remove_client(client_id: str, request: Request) -> Response:
-    """Delete a client; its tokens stop working at once."""
+    """Delete a client; its tokens stop working at once. 409 ``last_admin`` if it is the last enabled admin."""
     await _admin(request).remove_client(client_id)
     return Response(status_code=204)
