@@ -135,3 +135,83 @@ def test_concurrent_changes_never_store_an_invalid_config(database: Database) ->
         with database.transaction() as s:
             if gw.load_config(s).services:
                 gw.delete_entity(s, "service", "a")
+
+
+def test_concurrent_changes_each_advance_the_revision(database: Database) -> None:
+    # A running gateway polls only the revision: two changes sharing one revision number would hide the
+    # second from a gateway that reloaded between them. N changes at once must advance it by exactly N.
+    writers = 8
+    _put(database, "service", {"name": "base", "url": UPSTREAM})
+    with database.transaction() as s:
+        start = gw.revision(s)
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def change(name: str) -> None:
+        barrier.wait()
+        try:
+            _put(database, "service", {"name": name, "url": UPSTREAM})
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=change, args=(f"s{i}",)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with database.transaction() as s:
+        assert gw.revision(s) == start + writers
+        assert len(gw.load_config(s).services) == writers + 1
+
+
+def test_the_first_changes_of_a_fresh_database_race_safely(database: Database) -> None:
+    # No revision row yet: concurrent first changes must not both try to create it.
+    writers = 4
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def change(name: str) -> None:
+        barrier.wait()
+        try:
+            _put(database, "service", {"name": name, "url": UPSTREAM})
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=change, args=(f"s{i}",)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with database.transaction() as s:
+        assert gw.revision(s) == writers
+
+
+def test_a_snapshot_never_claims_a_revision_newer_than_its_config(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each statement of a snapshot may see a newer commit (SQLite outside a write, PostgreSQL's read committed).
+    # A change committed while the snapshot is read must leave the snapshot's revision older than that change,
+    # or the gateway that took it would never load the change.
+    _put(database, "service", {"name": "a", "url": UPSTREAM})
+    load_config = gw.load_config
+    changed = threading.Event()
+
+    def load_then_change(session: Any) -> Any:
+        config = load_config(session)
+        if not changed.is_set():
+            changed.set()
+            worker = threading.Thread(target=_put, args=(database, "service", {"name": "b", "url": UPSTREAM}))
+            worker.start()
+            worker.join(30)
+        return config
+
+    monkeypatch.setattr(gw, "load_config", load_then_change)
+    with database.transaction() as s:
+        taken = gw.snapshot(s)
+    monkeypatch.undo()
+    assert changed.is_set()
+    with database.transaction() as s:
+        latest = gw.snapshot(s)
+    assert latest.revision > taken.revision or taken.config == latest.config

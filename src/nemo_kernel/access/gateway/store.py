@@ -3,20 +3,21 @@
 One row per object in ``gateway_entities`` (``kind`` service|route|consumer|plugin, ``key`` its name, username
 or plugin id). Two more rows: ``settings/global`` holds the global settings (``trusted_proxies``,
 ``status_path``, ``status_allow``, ``upstream_pool_size``) and ``meta/revision`` a counter that every change
-increments. Every change first takes that row (a write lock on SQLite, a row lock on PostgreSQL), so changes are
-serialised; then it validates the whole resulting configuration and only then writes. The stored configuration
+increments. Every change starts by incrementing that counter in SQL (which takes a write lock on SQLite, a row lock
+on PostgreSQL), so changes are serialised and each gets a revision of its own; then it validates the whole resulting configuration and only then writes. The stored configuration
 is therefore always valid, and a running gateway only has to poll the revision to notice a change.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from nemo_kernel.access.gateway.config import (
@@ -29,6 +30,7 @@ from nemo_kernel.access.gateway.config import (
     duplicate_keys,
     entity_key,
 )
+from nemo_kernel.domain import utcnow
 from nemo_kernel.store import NotFound
 from nemo_kernel.store.tables import GatewayEntityRow, ReplicaRow, WorkloadRow
 
@@ -42,6 +44,14 @@ _ADAPTERS: Mapping[str, TypeAdapter[Any]] = {
 }
 _SETTINGS = ("settings", "global")
 _REVISION = ("meta", "revision")
+_IS_REVISION = (GatewayEntityRow.kind == _REVISION[0], GatewayEntityRow.key == _REVISION[1])
+_REVISION_VALUE = GatewayEntityRow.spec["revision"].as_integer()
+_Upsert = sqlite.Insert | postgresql.Insert
+#: Per dialect: its INSERT ... ON CONFLICT, and its function building a JSON object in SQL.
+_UPSERTS: Mapping[str, tuple[Callable[[type[GatewayEntityRow]], _Upsert], Callable[..., Any]]] = {
+    "sqlite": (sqlite.insert, func.json_object),
+    "postgresql": (postgresql.insert, func.json_build_object),
+}
 _SETTINGS_FIELDS = ("trusted_proxies", "status_path", "status_allow", "upstream_pool_size")
 #: The service and route ``nemo up`` seeds so that ``http://gateway/api/v1/...`` reaches the API.
 API_SERVICE = "nemo-api"
@@ -73,30 +83,41 @@ def _dump(entity: BaseModel) -> dict[str, Any]:
 
 
 def _rows(session: Session) -> list[GatewayEntityRow]:
-    return list(session.scalars(select(GatewayEntityRow).order_by(GatewayEntityRow.id)))
+    # populate_existing: rows this session read before the change locked the store may be stale by now.
+    query = select(GatewayEntityRow).order_by(GatewayEntityRow.id).execution_options(populate_existing=True)
+    return list(session.scalars(query))
 
 
 def revision(session: Session) -> int:
     """The revision of the stored configuration (0 before the first change)."""
-    row = session.scalars(
-        select(GatewayEntityRow).where(GatewayEntityRow.kind == _REVISION[0], GatewayEntityRow.key == _REVISION[1])
-    ).first()
-    return int(row.spec["revision"]) if row else 0
+    # A column, not the row object: a row already in the session would not show a later increment.
+    value = session.scalars(select(_REVISION_VALUE).where(*_IS_REVISION)).first()
+    return int(value) if value is not None else 0
 
 
-def _lock(session: Session) -> None:
-    # The first statement of every change is this write: it serialises changes (SQLite's write lock,
-    # PostgreSQL's row lock), so two changes never validate against the same old state.
-    row = session.scalars(
-        select(GatewayEntityRow)
-        .where(GatewayEntityRow.kind == _REVISION[0], GatewayEntityRow.key == _REVISION[1])
-        .with_for_update()
-    ).first()
-    if row is None:
-        session.add(GatewayEntityRow(kind=_REVISION[0], key=_REVISION[1], spec={"revision": 1}))
-    else:
-        row.spec = {"revision": int(row.spec["revision"]) + 1}
-    session.flush()
+def _lock(session: Session) -> int:
+    """Advance the revision and return it; the first statement of every change.
+
+    One statement that writes before it reads, so that the increment is atomic and the write lock (SQLite's
+    database lock, PostgreSQL's row lock) is held from the start of the change to its commit: changes are
+    serialised, none validates against an old state, and no two share a revision. A SELECT ... FOR UPDATE
+    would not do on SQLite, whose driver starts the transaction only at the first write.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect not in _UPSERTS:
+        raise NotImplementedError(f"the gateway store supports SQLite and PostgreSQL, not {dialect}")
+    insert, json_object = _UPSERTS[dialect]
+    now = utcnow()
+    statement = (
+        insert(GatewayEntityRow)
+        .values(kind=_REVISION[0], key=_REVISION[1], spec={"revision": 1}, created_at=now, updated_at=now)
+        .on_conflict_do_update(
+            index_elements=[GatewayEntityRow.kind, GatewayEntityRow.key],
+            set_={"spec": json_object("revision", _REVISION_VALUE + 1), "updated_at": now},
+        )
+        .returning(_REVISION_VALUE)
+    )
+    return int(session.execute(statement).scalar_one())
 
 
 def _document(rows: Iterable[GatewayEntityRow]) -> dict[str, Any]:
@@ -120,10 +141,16 @@ def export_config(session: Session) -> dict[str, Any]:
 
 
 def snapshot(session: Session) -> GatewaySnapshot:
-    """Revision, configuration and the replicas of exposed workloads, read in one transaction."""
+    """Revision, configuration and the replicas of exposed workloads, read in one transaction.
+
+    Each statement may see changes committed since the previous one (SQLite reads outside a write transaction,
+    PostgreSQL reads committed), so the revision is read first: the configuration is then at least as new as
+    the revision claims, and a change committed in between shows as a newer revision at the next poll.
+    """
+    current = revision(session)
     config = load_config(session)
     workloads = {s.workload for s in config.services if s.workload}
-    return GatewaySnapshot(revision(session), config, running_replicas(session, workloads))
+    return GatewaySnapshot(current, config, running_replicas(session, workloads))
 
 
 def running_replicas(session: Session, workloads: set[str]) -> dict[str, list[str]]:
