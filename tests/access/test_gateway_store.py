@@ -92,7 +92,40 @@ def test_seed_adds_the_api_service_once_and_follows_the_api_url(database: Databa
         config = gw.load_config(s)
     (service,) = config.services
     assert (service.name, service.url, service.forward_authorization) == ("nemo-api", "http://127.0.0.1:2222", True)
-    assert config.routes[0].paths == ["/api/v1", "/realms"]
+    assert config.routes[0].paths == ["/api/v1", "/realms", "/.well-known/nemo-configuration"]
+
+
+def test_later_starts_add_missing_api_paths_and_keep_the_admins_changes(database: Database) -> None:
+    # A database seeded before /.well-known/nemo-configuration was an API path, whose route an admin changed.
+    old = {
+        "services": [{"name": "nemo-api", "url": UPSTREAM, "forward_authorization": True}],
+        "routes": [
+            {"name": "nemo-api", "service": "nemo-api", "paths": ["/api/v1", "/realms", "/extra"],
+             "methods": ["GET", "POST"], "hosts": ["api.example"], "strip_path": False},
+        ],
+    }  # fmt: skip
+    with database.transaction() as s:
+        gw.replace_config(s, parse_gateway_config(old))
+    with database.transaction() as s:
+        assert gw.seed(s, UPSTREAM) is False
+        (route,) = gw.load_config(s).routes
+    assert route.paths == ["/api/v1", "/realms", "/extra", "/.well-known/nemo-configuration"]
+    assert (route.methods, route.hosts, route.strip_path) == (["GET", "POST"], ["api.example"], False)
+    with database.transaction() as s:  # complete now: the next start changes nothing
+        before = gw.revision(s)
+        gw.seed(s, UPSTREAM)
+        assert gw.revision(s) == before
+
+    # A route the admin sent elsewhere, or deleted, is not touched.
+    _put(database, "service", {"name": "other", "url": UPSTREAM})
+    _put(database, "route", {"name": "nemo-api", "service": "other", "paths": ["/api/v1"]})
+    with database.transaction() as s:
+        gw.seed(s, UPSTREAM)
+        assert gw.get_entity(s, "route", "nemo-api")["paths"] == ["/api/v1"]
+        gw.delete_entity(s, "route", "nemo-api")
+    with database.transaction() as s:
+        gw.seed(s, UPSTREAM)
+        assert gw.list_entities(s, "route") == []
 
 
 def test_concurrent_changes_never_store_an_invalid_config(database: Database) -> None:

@@ -40,6 +40,21 @@ def test_seeded_route_reaches_the_api_through_the_gateway(stack: Stack) -> None:
     assert _error(_through_gateway(stack, "/nowhere"), 404, "no_route")
 
 
+def test_cli_authenticates_through_the_gateway(stack: Stack) -> None:
+    # The CLI first asks the API (here: through the gateway) which issuer to get tokens from; with the local
+    # admin credentials (same issuer) and with a client's own credentials alike.
+    expected = sorted(c["spec"]["name"] for c in stack.api("GET", "/clusters").json())
+    assert expected  # nemo up starts with local clusters
+    listed = stack.cli_json("cluster", "list", "--api", stack.gateway_url)
+    assert sorted(c["spec"]["name"] for c in listed) == expected
+    client_id = f"viewer-{uuid.uuid4().hex[:8]}"
+    created = stack.api("POST", "/clients", json={"client_id": client_id, "roles": ["nemo-viewer"]})
+    assert created.status_code == 201, created.text
+    env = {"NEMO_CLIENT_ID": client_id, "NEMO_CLIENT_SECRET": created.json()["secret"]}
+    as_viewer = stack.cli("cluster", "list", "--api", stack.gateway_url, "-o", "json", env=env)
+    assert sorted(c["spec"]["name"] for c in json.loads(as_viewer.stdout)) == expected
+
+
 def test_crud_with_kong_semantics_and_errors_naming_the_field(stack: Stack) -> None:
     name = f"svc-{uuid.uuid4().hex[:8]}"
     created = stack.api("POST", "/gateway/services", json={"name": name, "url": "http://127.0.0.1:9/x/"})

@@ -3,9 +3,10 @@
 One row per object in ``gateway_entities`` (``kind`` service|route|consumer|plugin, ``key`` its name, username
 or plugin id). Two more rows: ``settings/global`` holds the global settings (``trusted_proxies``,
 ``status_path``, ``status_allow``, ``upstream_pool_size``) and ``meta/revision`` a counter that every change
-increments. Every change starts by incrementing that counter in SQL (which takes a write lock on SQLite, a row lock
-on PostgreSQL), so changes are serialised and each gets a revision of its own; then it validates the whole resulting configuration and only then writes. The stored configuration
-is therefore always valid, and a running gateway only has to poll the revision to notice a change.
+increments. Every change starts by incrementing that counter in SQL (which takes a write lock on SQLite, a row
+lock on PostgreSQL), so changes are serialised and each gets a revision of its own; then it validates the whole
+resulting configuration and only then writes. The stored configuration is therefore always valid, and a running
+gateway only has to poll the revision to notice a change.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ _UPSERTS: Mapping[str, tuple[Callable[[type[GatewayEntityRow]], _Upsert], Callab
     "postgresql": (postgresql.insert, func.json_build_object),
 }
 _SETTINGS_FIELDS = ("trusted_proxies", "status_path", "status_allow", "upstream_pool_size")
-#: The service and route ``nemo up`` seeds so that ``http://gateway/api/v1/...`` reaches the API.
+#: The service and route ``nemo up`` seeds so that ``http://gateway/api/v1/...`` reaches the API: the REST API,
+#: the built-in issuer, and the document naming the issuer that a client (the CLI) reads before getting a token.
 API_SERVICE = "nemo-api"
-API_PATHS = ("/api/v1", "/realms")
+API_PATHS = ("/api/v1", "/realms", "/.well-known/nemo-configuration")
 
 
 class GatewayConfigRejected(Exception):
@@ -278,7 +280,8 @@ def _validate(document: dict[str, Any], *, status: int) -> GatewayConfig:
 def seed(session: Session, api_url: str, initial: GatewayConfig | None = None) -> bool:
     """First start (nothing stored yet): store ``initial`` or an empty configuration, plus the ``nemo-api``
     service and its route unless ``initial`` defines them. Later starts: point ``nemo-api`` at ``api_url``,
-    which changes when the API's port is picked at random. Returns whether this was the first start."""
+    which changes when the API's port is picked at random, and add to its route any of :data:`API_PATHS` it
+    lacks (a database seeded by an older version). Returns whether this was the first start."""
     first = _find(session, *_SETTINGS) is None
     if first:
         config = initial or GatewayConfig()
@@ -290,7 +293,15 @@ def seed(session: Session, api_url: str, initial: GatewayConfig | None = None) -
             routes.append(RouteConfig(name=API_SERVICE, service=API_SERVICE, paths=list(API_PATHS), strip_path=False))
         replace_config(session, config.model_copy(update={"services": services, "routes": routes}))
         return True
-    row = _find(session, "service", API_SERVICE)
-    if row is not None and row.spec.get("url") not in (None, api_url):
-        put_entity(session, "service", {**row.spec, "url": api_url}, key=API_SERVICE)
+    service = _find(session, "service", API_SERVICE)
+    if service is not None and service.spec.get("url") not in (None, api_url):
+        put_entity(session, "service", {**service.spec, "url": api_url}, key=API_SERVICE)
+    route = _find(session, "route", API_SERVICE)
+    # Only paths are added: whatever else an admin changed on the route stays, and a route the admin deleted or
+    # sent to another service is left alone.
+    if route is not None and route.spec.get("service") == API_SERVICE:
+        paths = list(route.spec.get("paths", []))
+        missing = [path for path in API_PATHS if path not in paths]
+        if missing:
+            put_entity(session, "route", {**route.spec, "paths": [*paths, *missing]}, key=API_SERVICE)
     return False
