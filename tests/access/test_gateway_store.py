@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from nemo_kernel.access.gateway import parse_gateway_config
 from nemo_kernel.access.gateway import store as gw
+from nemo_kernel.access.gateway.secret_fields import MASKED
 from nemo_kernel.store import Database, NotFound
 
 UPSTREAM = "http://127.0.0.1:9"
@@ -248,3 +249,53 @@ def test_a_snapshot_never_claims_a_revision_newer_than_its_config(
     with database.transaction() as s:
         latest = gw.snapshot(s)
     assert latest.revision > taken.revision or taken.config == latest.config
+
+
+OIDC = {
+    "name": "oidc",
+    "config": {"issuer": "http://127.0.0.1:9/realms/nemo", "introspection": {"client_id": "gw", "client_secret": "s3"}},
+}
+LIMIT = {"name": "rate-limiting", "config": {"minute": 5, "policy": "redis", "redis_url": "redis://u:p%40ss@h:6379/0"}}
+
+
+def _stored_secrets(db: Database) -> list[str]:
+    with db.transaction() as s:
+        plugins = {p.name: p.config for p in gw.load_config(s).plugins}
+    return [plugins["oidc"].introspection.client_secret, plugins["rate-limiting"].redis_url]
+
+
+def test_secrets_are_masked_when_read_and_kept_when_the_mask_comes_back(database: Database) -> None:
+    oidc = _put(database, "plugin", OIDC)
+    limit = _put(database, "plugin", LIMIT)
+    masked_url = "redis://u:********@h:6379/0"
+    assert oidc["config"]["introspection"]["client_secret"] == MASKED  # not even in the answer to a write
+    assert limit["config"]["redis_url"] == masked_url
+    assert _stored_secrets(database) == ["s3", "redis://u:p%40ss@h:6379/0"]
+    with database.transaction() as s:
+        views = [gw.list_entities(s, "plugin"), [gw.get_entity(s, "plugin", oidc["id"])], gw.export_config(s)]
+    assert "s3" not in repr(views) and "p%40ss" not in repr(views)
+    assert views[0] == views[2]["plugins"] == [oidc, limit]
+
+    # Written back as read: one entity, or the whole export (validated whole on the real values), keep them.
+    _put(database, "plugin", {**oidc, "enabled": False}, key=oidc["id"])
+    moved = {**limit["config"], "redis_url": "redis://u:********@h2:6379/1"}  # another host, the same password
+    _put(database, "plugin", {**limit, "config": moved}, key=limit["id"])
+    assert _stored_secrets(database) == ["s3", "redis://u:p%40ss@h2:6379/1"]
+    with database.transaction() as s:
+        gw.replace_config(s, parse_gateway_config(gw.export_config(s)))
+    assert _stored_secrets(database) == ["s3", "redis://u:p%40ss@h2:6379/1"]
+    # A new value replaces the secret.
+    renewed = {**oidc["config"], "introspection": {"client_id": "gw", "client_secret": "new"}}
+    _put(database, "plugin", {**oidc, "config": renewed}, key=oidc["id"])
+    assert _stored_secrets(database)[0] == "new"
+
+    # The placeholder for a plugin with no secret stored behind it (a new one) is refused, not stored.
+    before = _export(database)
+    masked_new = {**OIDC, "id": "fresh", "config": oidc["config"]}
+    with pytest.raises(gw.GatewayConfigRejected) as single:
+        _put(database, "plugin", masked_new)
+    assert (single.value.status, single.value.details[0]["field"]) == (422, "config.introspection.client_secret")
+    with pytest.raises(gw.GatewayConfigRejected) as whole, database.transaction() as s:
+        gw.replace_config(s, parse_gateway_config({**before, "plugins": [*before["plugins"], masked_new]}))
+    assert whole.value.details[0]["field"] == "plugins[fresh].config.introspection.client_secret"
+    assert _export(database) == before

@@ -31,6 +31,7 @@ from nemo_kernel.access.gateway.config import (
     duplicate_keys,
     entity_key,
 )
+from nemo_kernel.access.gateway.secret_fields import MASKED, mask_plugin, restore_plugin
 from nemo_kernel.domain import utcnow
 from nemo_kernel.store import NotFound
 from nemo_kernel.store.tables import GatewayEntityRow, ReplicaRow, WorkloadRow
@@ -138,8 +139,11 @@ def load_config(session: Session) -> GatewayConfig:
 
 
 def export_config(session: Session) -> dict[str, Any]:
-    """The stored configuration as a declarative document (what ``PUT /gateway/config`` takes back)."""
-    return {"_format_version": "nemo/1", **_dump(load_config(session))}
+    """The stored configuration as a declarative document (what ``PUT /gateway/config`` takes back), secrets
+    masked."""
+    document = _dump(load_config(session))
+    document["plugins"] = [mask_plugin(plugin) for plugin in document["plugins"]]
+    return {"_format_version": "nemo/1", **document}
 
 
 def snapshot(session: Session) -> GatewaySnapshot:
@@ -173,16 +177,36 @@ def running_replicas(session: Session, workloads: set[str]) -> dict[str, list[st
 
 
 def list_entities(session: Session, kind: str) -> list[dict[str, Any]]:
-    """Every object of ``kind``, oldest first."""
-    return [row.spec for row in _rows(session) if row.kind == kind]
+    """Every object of ``kind``, oldest first, secrets masked."""
+    return [_shown(kind, row.spec) for row in _rows(session) if row.kind == kind]
 
 
 def get_entity(session: Session, kind: str, key: str) -> dict[str, Any]:
-    """One object; :class:`NotFound` if there is none."""
+    """One object, secrets masked; :class:`NotFound` if there is none."""
     row = _find(session, kind, key)
     if row is None:
         raise NotFound(f"gateway {kind}", key)
-    return row.spec
+    return _shown(kind, row.spec)
+
+
+def _shown(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    # Only plugins hold secrets.
+    return mask_plugin(spec) if kind == "plugin" else spec
+
+
+def _with_stored_secrets(spec: dict[str, Any], stored: Mapping[str, Any] | None, field: str) -> dict[str, Any]:
+    """A plugin entry with each masked secret put back from ``stored`` (the plugin as stored, if it is); 422 for
+    a placeholder with nothing stored behind it. ``field`` prefixes the fields an error names."""
+    restored, unresolved = restore_plugin(spec, stored)
+    if unresolved:
+        details = [
+            {"field": field + name, "message": f"{MASKED!r} keeps a stored secret, and there is none: give the secret"}
+            for name in unresolved
+        ]
+        summary = "; ".join(d["field"] for d in details)
+        raise GatewayConfigRejected(422, "invalid", f"gateway configuration invalid: no stored secret for {summary}",
+                                    details)  # fmt: skip
+    return restored
 
 
 def _find(session: Session, kind: str, key: str) -> GatewayEntityRow | None:
@@ -194,8 +218,9 @@ def _find(session: Session, kind: str, key: str) -> GatewayEntityRow | None:
 def put_entity(
     session: Session, kind: str, document: Mapping[str, Any], *, key: str | None = None, create: bool = False
 ) -> tuple[dict[str, Any], bool]:
-    """Create or replace one object (``create``: refuse to replace, 409). Returns its stored form and whether it
-    was created. ``key`` (from the URL) must match the object's own name, when the object gives one."""
+    """Create or replace one object (``create``: refuse to replace, 409). Returns its stored form (secrets
+    masked) and whether it was created. ``key`` (from the URL) must match the object's own name, when the object
+    gives one. A plugin secret given as the masked placeholder keeps the secret stored for that plugin."""
     document = dict(document)
     key_field = {"consumer": "username", "plugin": "id"}.get(kind, "name")
     if key is not None:
@@ -207,13 +232,17 @@ def put_entity(
             )  # fmt: skip
     if kind == "plugin" and not document.get("id"):
         document["id"] = str(uuid.uuid4())
-    entity = _ADAPTERS[kind].validate_python(document)
+    entity = _ADAPTERS[kind].validate_python(document)  # before taking the lock: bad input fails fast
     key = entity_key(entity)
     _lock(session)
     rows = _rows(session)
     existing = next((r for r in rows if r.kind == kind and r.key == key), None)
     if existing is not None and create:
         raise GatewayConfigRejected(409, "conflict", f"gateway {kind} {key!r} already exists", [])
+    if kind == "plugin":
+        # Validated again: the secrets put back are not the placeholders it was validated with.
+        document = _with_stored_secrets(document, existing.spec if existing else None, "")
+        entity = _ADAPTERS[kind].validate_python(document)
     spec = _dump(entity)
     candidate = _document(r for r in rows if r is not existing)
     candidate[SECTIONS[kind]].append(spec)
@@ -222,7 +251,7 @@ def put_entity(
         session.add(GatewayEntityRow(kind=kind, key=key, spec=spec))
     else:
         existing.spec = spec
-    return spec, existing is None
+    return _shown(kind, spec), existing is None
 
 
 def delete_entity(session: Session, kind: str, key: str) -> None:
@@ -237,12 +266,24 @@ def delete_entity(session: Session, kind: str, key: str) -> None:
 
 
 def replace_config(session: Session, config: GatewayConfig) -> GatewayConfig:
-    """Replace the whole stored configuration with ``config`` (already validated) in this transaction.
-    Plugins without an id get one."""
+    """Replace the whole stored configuration with ``config`` (already validated) in this transaction; returns
+    what was stored. A plugin secret given as the masked placeholder keeps the secret stored for the plugin of
+    the same id. Plugins without an id get one."""
+    _lock(session)
+    rows = _rows(session)
+    stored = {row.key: row.spec for row in rows if row.kind == "plugin"}
+    document = _dump(config)
+    document["plugins"] = [
+        _with_stored_secrets(
+            plugin, stored.get(plugin.get("id", "")), f"plugins[{plugin.get('id') or plugin['name']}]."
+        )
+        for plugin in document["plugins"]
+    ]
+    # Validated again, whole: the secrets put back are not the placeholders it was validated with.
+    config = GatewayConfig.model_validate(document)
     plugins = [p if p.id else p.model_copy(update={"id": str(uuid.uuid4())}) for p in config.plugins]
     config = config.model_copy(update={"plugins": plugins})
-    _lock(session)
-    for row in _rows(session):
+    for row in rows:
         if row.kind in SECTIONS or (row.kind, row.key) == _SETTINGS:
             session.delete(row)
     session.flush()
