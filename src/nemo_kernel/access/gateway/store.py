@@ -98,7 +98,7 @@ def revision(session: Session) -> int:
     return int(value) if value is not None else 0
 
 
-def _lock(session: Session) -> int:
+def _advance_revision(session: Session) -> int:
     """Advance the revision and return it; the first statement of every change.
 
     One statement that writes before it reads, so that the increment is atomic and the write lock (SQLite's
@@ -234,7 +234,7 @@ def put_entity(
         document["id"] = str(uuid.uuid4())
     entity = _ADAPTERS[kind].validate_python(document)  # before taking the lock: bad input fails fast
     key = entity_key(entity)
-    _lock(session)
+    _advance_revision(session)
     rows = _rows(session)
     existing = next((r for r in rows if r.kind == kind and r.key == key), None)
     if existing is not None and create:
@@ -256,7 +256,7 @@ def put_entity(
 
 def delete_entity(session: Session, kind: str, key: str) -> None:
     """Delete one object; :class:`NotFound` if absent, 409 if other objects still name it."""
-    _lock(session)
+    _advance_revision(session)
     rows = _rows(session)
     target = next((r for r in rows if r.kind == kind and r.key == key), None)
     if target is None:
@@ -269,7 +269,7 @@ def replace_config(session: Session, config: GatewayConfig) -> GatewayConfig:
     """Replace the whole stored configuration with ``config`` (already validated) in this transaction; returns
     what was stored. A plugin secret given as the masked placeholder keeps the secret stored for the plugin of
     the same id. Plugins without an id get one."""
-    _lock(session)
+    _advance_revision(session)
     rows = _rows(session)
     stored = {row.key: row.spec for row in rows if row.kind == "plugin"}
     document = _dump(config)
