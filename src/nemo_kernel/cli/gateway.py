@@ -29,7 +29,8 @@ def apply(
 
 @app.command("get")
 def get(api: ApiOption = None, output: OutputOption = OutputFormat.YAML) -> None:
-    """Export the whole configuration (YAML by default: a file `nemo gateway apply` takes back)."""
+    """Export the whole configuration (YAML by default: a file `nemo gateway apply` takes back). Secrets show as
+    ********, which `nemo gateway apply` reads as "keep the stored secret"."""
     config = api_from_env_or(api).get("/gateway/config")
     emit(config, output, lambda c: console.print(_summary(c)))
 

@@ -17,9 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
-from nemo_kernel.access.gateway import parse_gateway_config
+from nemo_kernel.access.gateway import DATABASE_URL_ENV, parse_gateway_config
 from nemo_kernel.access.gateway import store as gateway_store
-from nemo_kernel.access.gateway.__main__ import DATABASE_URL_ENV
 from nemo_kernel.access.gateway.config import GatewayConfig
 from nemo_kernel.store import Database
 

@@ -15,7 +15,7 @@ import uvicorn
 from nemo_kernel.access.issuer import IdentityAdmin
 from nemo_kernel.api import create_app
 from nemo_kernel.api.security import ApiAccess
-from nemo_kernel.cli.gateway_process import GatewayProcess, read_initial_config
+from nemo_kernel.cli.gateway_process import GatewayProcess, http_url, read_initial_config
 from nemo_kernel.cli.output import console
 from nemo_kernel.cli.secret_files import read_json, write_secret_json
 from nemo_kernel.config import Settings
@@ -83,8 +83,7 @@ def serve(settings: Settings) -> None:
     # The SQLite store holds the issuer's private signing keys and the password hashes: owner only.
     settings.data_dir.chmod(0o700)
     sock = _bind(settings.api_host, settings.api_port)
-    host, port = sock.getsockname()[:2]
-    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    url = http_url(sock)
     plane = ControlPlane(settings)
     access = ApiAccess.from_settings(settings, plane.db, url)
     gateway: GatewayProcess | None = None
@@ -97,7 +96,7 @@ def serve(settings: Settings) -> None:
     async def announce() -> None:
         how_to_get_a_token = await _prepare_access(settings, access)
         if gateway is not None:
-            gateway.seed(plane.db, url, initial_gateway)
+            await asyncio.to_thread(gateway.seed, plane.db, url, initial_gateway)  # DB work off the event loop
             gateway.start()
         # The sockets are already listening, so the URLs are good as soon as they are printed.
         _write_endpoint(settings.endpoint_file, url, gateway.url if gateway else None)

@@ -6,6 +6,7 @@ Start one with ``run_gateway(load_gateway_config("gateway.yaml"), host, port)`` 
 
 from nemo_kernel.access.gateway.app import Gateway, run_gateway
 from nemo_kernel.access.gateway.config import (
+    DATABASE_URL_ENV,
     ConsumerConfig,
     GatewayConfig,
     RouteConfig,
@@ -17,6 +18,7 @@ from nemo_kernel.access.gateway.context import Refusal, RequestContext
 from nemo_kernel.access.gateway.plugins import GatewayPlugin
 
 __all__ = [
+    "DATABASE_URL_ENV",
     "ConsumerConfig",
     "Gateway",
     "GatewayConfig",

@@ -11,11 +11,9 @@ import socket
 import sys
 
 from nemo_kernel.access.gateway.app import run_gateway, serve_application
-from nemo_kernel.access.gateway.config import load_gateway_config
+from nemo_kernel.access.gateway.config import DATABASE_URL_ENV, load_gateway_config
 
 _PR_SET_PDEATHSIG = 1
-#: Where ``--database-url`` is read from when not given (keeps a password out of the process list).
-DATABASE_URL_ENV = "NEMO_GATEWAY_DATABASE_URL"
 
 
 def die_with(parent_pid: int) -> None:

@@ -1,4 +1,5 @@
-"""The gateway's configuration, shaped like Kong's declarative config: services, routes, consumers, plugins.
+"""The gateway's configuration, shaped like Kong's declarative config: services, routes, consumers, plugins;
+read from a file, or from a database named by :data:`DATABASE_URL_ENV`.
 
 Everything is validated whole when loaded (unknown plugin names, dangling references and bad plugin settings
 are errors), so a gateway never starts on half a configuration.
@@ -17,6 +18,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Network = IPv4Network | IPv6Network
+
+#: The environment variable a gateway reads the URL of the database holding its configuration from, when
+#: ``--database-url`` is not given (keeps a password out of the process list).
+DATABASE_URL_ENV = "NEMO_GATEWAY_DATABASE_URL"
 
 
 def _networks(values: list[str]) -> list[Network]:

@@ -3,6 +3,8 @@
 Kong-like: ``POST /services`` creates (409 if the name is taken), ``PUT /services/{name}`` creates or replaces,
 ``DELETE`` refuses (409) while other objects name the target. ``PUT /config`` replaces everything at once.
 Every change is validated against the whole resulting configuration before it is stored.
+Secrets (plugin client secrets, Redis passwords) are never read back: every answer shows a placeholder, and the
+placeholder sent back unchanged keeps the stored secret, so an export applied again loses nothing.
 """
 
 from __future__ import annotations
