@@ -178,22 +178,7 @@ def test_concurrent_changes_each_advance_the_revision(database: Database) -> Non
     _put(database, "service", {"name": "base", "url": UPSTREAM})
     with database.transaction() as s:
         start = gw.revision(s)
-    barrier = threading.Barrier(writers)
-    errors: list[BaseException] = []
-
-    def change(name: str) -> None:
-        barrier.wait()
-        try:
-            _put(database, "service", {"name": name, "url": UPSTREAM})
-        except Exception as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=change, args=(f"s{i}",)) for i in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    assert _add_services_at_once(database, writers) == []
     with database.transaction() as s:
         assert gw.revision(s) == start + writers
         assert len(gw.load_config(s).services) == writers + 1
@@ -202,22 +187,7 @@ def test_concurrent_changes_each_advance_the_revision(database: Database) -> Non
 def test_the_first_changes_of_a_fresh_database_race_safely(database: Database) -> None:
     # No revision row yet: concurrent first changes must not both try to create it.
     writers = 4
-    barrier = threading.Barrier(writers)
-    errors: list[BaseException] = []
-
-    def change(name: str) -> None:
-        barrier.wait()
-        try:
-            _put(database, "service", {"name": name, "url": UPSTREAM})
-        except Exception as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=change, args=(f"s{i}",)) for i in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    assert _add_services_at_once(database, writers) == []
     with database.transaction() as s:
         assert gw.revision(s) == writers
 
@@ -299,3 +269,23 @@ def test_secrets_are_masked_when_read_and_kept_when_the_mask_comes_back(database
         gw.replace_config(s, parse_gateway_config({**before, "plugins": [*before["plugins"], masked_new]}))
     assert whole.value.details[0]["field"] == "plugins[fresh].config.introspection.client_secret"
     assert _export(database) == before
+
+
+def _add_services_at_once(database: Database, count: int) -> list[BaseException]:
+    """Add services ``s0``..``s{count-1}`` from ``count`` threads released together; the errors they raised."""
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def change(name: str) -> None:
+        barrier.wait()
+        try:
+            _put(database, "service", {"name": name, "url": UPSTREAM})
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=change, args=(f"s{i}",)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors
