@@ -1,8 +1,14 @@
-"""The only module of NEMO that touches cryptographic primitives (all from ``cryptography``; nothing home-made).
+"""The only module of NEMO that touches cryptographic primitives (``cryptography``, plus libsodium through PyNaCl
+for one operation; nothing home-made).
 
 What is used, and for what:
 
-* **Ed25519** signs every envelope (sender authenticity, integrity of header and ciphertext).
+* **Ed25519** signs every envelope (sender authenticity, integrity of header and ciphertext). Signing uses
+  ``cryptography`` (OpenSSL); *verification* uses libsodium through PyNaCl (:class:`Ed25519Verifier`), because it
+  is the most expensive step of receiving a message and libsodium does it in about half the time (57-68 us against
+  121-132 us for a 1.2 KiB message on this project's machines, same process). libsodium is also the stricter
+  verifier (it refuses non-canonical encodings and small-order keys and points), and it accepts every signature
+  that OpenSSL makes. The AEAD stays on ``cryptography``: there it is the faster of the two (2.7 vs 7.1 us).
 * **X25519** is each module's encryption key. A sender holds a short-lived *ephemeral* X25519 key; for each
   recipient it derives a key-encryption key (KEK) = HKDF-SHA256(X25519(ephemeral, recipient), info=context).
 * **ChaCha20-Poly1305** (AEAD, 256-bit key, 96-bit random nonce) encrypts the payload once under a fresh random
@@ -32,11 +38,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import CryptoError as _SodiumError
 
 __all__ = [
     "KEY_SIZE",
     "NONCE_SIZE",
+    "SIGNATURE_SIZE",
     "CryptoError",
+    "Ed25519Verifier",
     "EphemeralKeyPair",
     "KekCache",
     "aead_decrypt",
@@ -61,6 +71,7 @@ __all__ = [
 ]
 
 KEY_SIZE = 32
+SIGNATURE_SIZE = 64
 NONCE_SIZE = 12
 _WRAP_INFO = b"nemo-envelope-v1 key-wrap"
 
@@ -130,8 +141,35 @@ def sign(key: Ed25519PrivateKey, data: bytes) -> bytes:
     return key.sign(data)
 
 
-def verify(key: Ed25519PublicKey, signature: bytes, data: bytes) -> None:
+class Ed25519Verifier:
+    """An Ed25519 public key that checks signatures with libsodium (see the module docstring for why).
+
+    Build it once per key (the directory caches one per entry) and call :meth:`verify` per message.
+    """
+
+    __slots__ = ("public_raw",)
+
+    def __init__(self, public_raw: bytes) -> None:
+        if len(public_raw) != KEY_SIZE:
+            raise ValueError("an Ed25519 public key is 32 bytes")
+        self.public_raw = bytes(public_raw)
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        """Raise :class:`CryptoError` unless ``signature`` is this key's signature of ``data``."""
+        if len(signature) != SIGNATURE_SIZE:
+            raise CryptoError("bad signature")
+        try:
+            # libsodium's crypto_sign_open takes the signature followed by the message.
+            crypto_sign_open(signature + data, self.public_raw)
+        except _SodiumError as exc:
+            raise CryptoError("bad signature") from exc
+
+
+def verify(key: Ed25519Verifier | Ed25519PublicKey, signature: bytes, data: bytes) -> None:
     """Raise :class:`CryptoError` unless ``signature`` is ``key``'s signature of ``data``."""
+    if isinstance(key, Ed25519Verifier):
+        key.verify(signature, data)
+        return
     try:
         key.verify(signature, data)
     except InvalidSignature as exc:
