@@ -114,6 +114,11 @@ class ModuleIdentity:
         return crypto.x25519_public_to_raw(self.encryption_key.public_key())
 
     @cached_property
+    def signer(self) -> crypto.Ed25519Signer:
+        """The signing key, prepared once for signing each message."""
+        return crypto.Ed25519Signer(crypto.ed25519_private_to_raw(self.signing_key))
+
+    @cached_property
     def key_id(self) -> str:
         """Name of this key pair in the directory."""
         return key_id_of(self.signing_public, self.encryption_public)
