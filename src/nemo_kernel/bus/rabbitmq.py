@@ -104,6 +104,11 @@ class _Acks:
             # Only now may a ``multiple`` ack cover this tag: the nack is in the channel's frame queue ahead of it.
             self._open.pop(tag, None)
 
+    async def settle(self) -> None:
+        """Send the acknowledgements recorded so far now (before the channel closes)."""
+        if self._handled:
+            await self._flush()
+
     async def _flush(self) -> None:
         self._flush_task = None
         handled, self._handled = self._handled, []
@@ -123,12 +128,15 @@ class _RabbitMqSubscription:
         self._channel = channel
         self.queue = queue
         self.cancelled = False
+        self.acks: _Acks | None = None
 
     async def cancel(self) -> None:
-        """Stop consuming: unacknowledged messages go back to the queue."""
+        """Stop consuming: unacknowledged messages go back to the queue (handled ones are acknowledged first)."""
         self.cancelled = True
         self._bus._subscriptions.discard(self)
         with contextlib.suppress(Exception):
+            if self.acks is not None:
+                await self.acks.settle()  # queued ahead of the channel's close
             await self._channel.close()
 
 
@@ -350,7 +358,7 @@ class RabbitMqBus:
             if sub.cancelled:
                 return
             underlay = await channel.get_underlay_channel()
-            acks = _Acks(underlay, queue)
+            acks = sub.acks = _Acks(underlay, queue)
             tag = f"nemo.{self.user}.{uuid.uuid4().hex}"
 
             async def on_delivery(delivered: aiormq.abc.DeliveredMessage) -> None:
@@ -359,10 +367,16 @@ class RabbitMqBus:
             async def on_cancel(frame: aiormq.spec.Basic.Cancel) -> None:
                 if frame.consumer_tag == tag and not sub.cancelled and not underlay.is_closed:
                     log.warning("broker cancelled the consumer of queue %s; consuming again", queue)
-                    asyncio.get_running_loop().call_later(self._reconnect_interval, _spawn, consume())
+                    asyncio.get_running_loop().call_later(self._reconnect_interval, _spawn, consume_again())
 
             underlay.on_consumer_cancel_callbacks.add(on_cancel)
             await underlay.basic_consume(queue, on_delivery, no_ack=False, consumer_tag=tag)
+
+        async def consume_again() -> None:
+            try:
+                await consume()
+            except Exception as exc:  # the channel's own recovery (reopen callback) takes over from here
+                log.warning("could not consume queue %s again: %s", queue, exc)
 
         await consume()
         channel.reopen_callbacks.add(consume)
