@@ -40,6 +40,8 @@ class Result:
     messages: int
     seconds: float
     latencies_ms: list[float]
+    cpu_us: tuple[float, float, float | None] = (0.0, 0.0, None)
+    """CPU time per message, in microseconds, of the publisher, the consumer and the broker (if it can be read)."""
 
     @property
     def rate(self) -> float:
@@ -63,15 +65,18 @@ async def _consume(url: str, queue: str, mode: str, count: int, keys: dict[str, 
     latencies: list[float] = []
     done = asyncio.Event()
     first = last = 0.0
+    cpu_start = cpu_end = 0.0
 
     def record(body: bytes) -> None:
-        nonlocal first, last
+        nonlocal first, last, cpu_start, cpu_end
         now = time.time()
         if not latencies:
             first = now
+            cpu_start = time.process_time()
         last = now
         latencies.append((now - _STAMP.unpack_from(body)[0]) * 1000)
         if len(latencies) >= count:
+            cpu_end = time.process_time()  # once: reading the process CPU clock per message is not free
             done.set()
 
     if mode == "plaintext":
@@ -89,13 +94,13 @@ async def _consume(url: str, queue: str, mode: str, count: int, keys: dict[str, 
             record(message.body)
 
         await secure.subscribe(queue, ["bench.#"], sealed)
-    out.put(("ready", 0.0, 0.0, []))
+    out.put(("ready", 0.0, 0.0, [], 0.0))
     await asyncio.wait_for(done.wait(), timeout=600)
-    out.put(("done", first, last, latencies))
+    out.put(("done", first, last, latencies, cpu_end - cpu_start))
     await bus.close()
 
 
-async def _publish(url: str, mode: str, count: int, window: int, secure: SecureBus | None) -> float:
+async def _publish(url: str, mode: str, count: int, window: int, secure: SecureBus | None) -> tuple[float, float]:
     bus = secure.bus if secure is not None else RabbitMqBus(url)
     await bus.start()
     slots = asyncio.Semaphore(window)
@@ -113,18 +118,40 @@ async def _publish(url: str, mode: str, count: int, window: int, secure: SecureB
             slots.release()
 
     start = time.time()
+    cpu = time.process_time()
     tasks = []
     for i in range(count):
         await slots.acquire()
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
+    cpu = time.process_time() - cpu
     await bus.close()
     if errors:
         raise errors[0]
-    return start
+    return start, cpu
 
 
-def run_mode(url: str, mode: str, count: int, window: int) -> Result:
+def _broker_pid() -> int | None:
+    """The pid of the process listening on 127.0.0.1:5672 (the machine's broker), if ``ss`` can tell."""
+    try:
+        out = subprocess.run(["ss", "-ltnpH", "sport = :5672"], capture_output=True, text=True, timeout=10).stdout
+        return int(out.split("pid=")[1].split(",")[0])
+    except (OSError, IndexError, ValueError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (Linux), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def run_mode(url: str, mode: str, count: int, window: int, broker_pid: int | None = None) -> Result:
     queue = f"consumer.bench-{mode}-{secrets.token_hex(3)}"
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -145,14 +172,19 @@ def run_mode(url: str, mode: str, count: int, window: int) -> Result:
         try:
             kind, *_ = out.get(timeout=60)
             assert kind == "ready"
-            start = asyncio.run(_publish(url, mode, count, window, secure))
-            kind, _first, last, latencies = out.get(timeout=600)
+            broker_before = _cpu_seconds(broker_pid)
+            start, publisher_cpu = asyncio.run(_publish(url, mode, count, window, secure))
+            kind, _first, last, latencies, consumer_cpu = out.get(timeout=600)
+            broker_after = _cpu_seconds(broker_pid)
             assert kind == "done"
         finally:
             child.join(timeout=30)
             if child.is_alive():
                 child.kill()
-    return Result(mode, count, last - start, latencies)
+    broker_cpu = None if broker_before is None or broker_after is None else broker_after - broker_before
+    per = 1e6 / count
+    cpu = (publisher_cpu * per, consumer_cpu * per, None if broker_cpu is None else broker_cpu * per)
+    return Result(mode, count, last - start, latencies, cpu)
 
 
 def _ctl(*args: str) -> None:
@@ -174,20 +206,29 @@ def main() -> None:
         _ctl("add_vhost", vhost)
         _ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    broker_pid = _broker_pid() if args.url is None else None
     try:
         warm = max(500, args.messages // 10)
         run_mode(url, "plaintext", warm, args.window)  # warm up the broker and the quorum queue machinery
-        results = [run_mode(url, mode, args.messages, args.window) for mode in ("plaintext", "encrypted")]
+        results = [run_mode(url, mode, args.messages, args.window, broker_pid) for mode in ("plaintext", "encrypted")]
     finally:
         if vhost is not None:
             _ctl("delete_vhost", vhost)
 
     plain, enc = results
     ratio = enc.rate / plain.rate
+
+    def broker(r: Result) -> str:
+        return "?" if r.cpu_us[2] is None else f"{r.cpu_us[2]:.0f}"
+
     lines = [
-        "| mode | messages | msg/s | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|---:|",
-        *(f"| {r.mode} | {r.messages} | {r.rate:,.0f} | {r.pct(0.5):.1f} | {r.pct(0.99):.1f} |" for r in results),
+        "| mode | messages | msg/s | p50 ms | p99 ms | CPU us/msg: publisher / consumer / broker |",
+        "|---|---:|---:|---:|---:|---|",
+        *(
+            f"| {r.mode} | {r.messages} | {r.rate:,.0f} | {r.pct(0.5):.1f} | {r.pct(0.99):.1f} "
+            f"| {r.cpu_us[0]:.0f} / {r.cpu_us[1]:.0f} / {broker(r)} |"
+            for r in results
+        ),
         "",
         f"encrypted / plaintext throughput: **{ratio:.0%}** (targets: >= 3,000 msg/s encrypted, >= 70%)",
     ]

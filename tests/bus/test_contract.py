@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import uuid
 
 import aio_pika
@@ -84,3 +86,69 @@ async def test_dead_letter_after_max_deliveries(any_bus: InProcessBus | RabbitMq
             reason = str((dead_letters[0].headers or {})[DEAD_REASON_HEADER])
     assert attempts == ["poison-1"] * 3
     assert "handler failed" in reason
+
+
+async def test_rabbitmq_acks_out_of_order_handlers_and_nacks_exactly(shared_vhost: str) -> None:
+    """Acks of one loop pass go out together (``multiple`` below the oldest open message): handlers that finish
+    out of order, and failures that are nacked in between, must each be settled as themselves."""
+    bus = RabbitMqBus(shared_vhost, prefetch=32)
+    queue = _name("acks")
+    seen: collections.Counter[int] = collections.Counter()
+    handled: collections.Counter[int] = collections.Counter()
+
+    async def handle(message: Message) -> None:
+        n = int(message.body)
+        seen[n] += 1
+        await asyncio.sleep((n % 7) * 0.003)  # finish out of delivery order
+        if n % 10 == 3 and seen[n] == 1:
+            raise RuntimeError("first attempt fails")
+        handled[n] += 1
+
+    await bus.subscribe(queue, ["acks.#"], handle)
+    for i in range(200):
+        await bus.publish("acks.x", str(i).encode())
+    await eventually(lambda: len(handled) == 200, what="all handled")
+    await bus.close()  # closing settles the acks recorded so far, then unacked messages would return to the queue
+    assert {n: c for n, c in seen.items() if c != 1} == {n: 2 for n in range(3, 200, 10)}
+    assert set(handled.values()) == {1}
+
+    connection = await aio_pika.connect(shared_vhost)
+    try:
+        channel = await connection.channel()
+        left = await channel.declare_queue(queue, passive=True)
+        assert left.declaration_result.message_count == 0  # every handled message was acknowledged
+        await channel.queue_delete(queue)
+        await channel.queue_delete(f"{queue}.dead")
+    finally:
+        await connection.close()
+
+
+async def test_rabbitmq_consumes_again_after_a_broker_side_cancel(shared_vhost: str) -> None:
+    """A broker-side ``basic.cancel`` (here: the queue is deleted under the consumer) does not end consumption."""
+    bus = RabbitMqBus(shared_vhost, reconnect_interval=0.2)
+    queue = _name("cancel")
+    got: list[bytes] = []
+
+    async def handle(message: Message) -> None:
+        got.append(message.body)
+
+    await bus.subscribe(queue, ["cancel.#"], handle)
+    await bus.publish("cancel.x", b"1")
+    await eventually(lambda: got == [b"1"], what="first message")
+    connection = await aio_pika.connect(shared_vhost)
+    try:
+        channel = await connection.channel()
+        await channel.queue_delete(queue)
+
+        # aio-pika declares the queue and its bindings again when the channel recovers; publish until it is back.
+        for _ in range(100):
+            await bus.publish("cancel.x", b"2")
+            await asyncio.sleep(0.2)
+            if b"2" in got:
+                break
+        assert b"2" in got
+        await channel.queue_delete(queue)
+        await channel.queue_delete(f"{queue}.dead")
+    finally:
+        await connection.close()
+        await bus.close()

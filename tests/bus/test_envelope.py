@@ -202,3 +202,36 @@ def test_directory_revoke_and_list(world) -> None:
     assert [k.revoked for k in keys] == [True, False]
     with pytest.raises(ValueError):
         directory.rotate(a.public())
+
+
+def test_libsodium_signer_and_verifier_agree_with_openssl() -> None:
+    """Signing and verifying run in libsodium; keys come from ``cryptography``: both must see the same signatures."""
+    me = ModuleIdentity.generate("orchestrator")
+    data = b"nemo" * 300
+    signature = crypto.sign(me.signer, data)
+    assert signature == me.signing_key.sign(data)  # Ed25519 is deterministic: same bytes from either library
+    me.signing_key.public_key().verify(signature, data)  # OpenSSL accepts libsodium's signature
+    verifier = me.public().verifier()
+    crypto.verify(verifier, signature, data)
+    for bad_signature, bad_data in (
+        (signature[:-1] + bytes([signature[-1] ^ 1]), data),
+        (signature, data + b"!"),
+        (signature[:63], data),
+        (bytes(64), data),
+    ):
+        with pytest.raises(crypto.CryptoError):
+            crypto.verify(verifier, bad_signature, bad_data)
+    with pytest.raises(ValueError):
+        crypto.Ed25519Verifier(b"short")
+    assert "secret" in repr(me.signer) and me.signer.sign(b"") == me.signing_key.sign(b"")
+
+
+def test_url_safe_base64_round_trips_and_refuses_junk() -> None:
+    for n in range(70):
+        data = bytes(range(n))
+        text = crypto.b64encode(data)
+        assert "=" not in text and "+" not in text and "/" not in text
+        assert crypto.b64decode(text) == data
+    for junk in ("é", "a", "abcde"):
+        with pytest.raises(ValueError):
+            crypto.b64decode(junk)

@@ -1,8 +1,16 @@
-"""The only module of NEMO that touches cryptographic primitives (all from ``cryptography``; nothing home-made).
+"""The only module of NEMO that touches cryptographic primitives (``cryptography``, plus libsodium through PyNaCl
+for one operation; nothing home-made).
 
 What is used, and for what:
 
-* **Ed25519** signs every envelope (sender authenticity, integrity of header and ciphertext).
+* **Ed25519** signs every envelope (sender authenticity, integrity of header and ciphertext). Keys are generated,
+  stored and loaded with ``cryptography``; the per-message operations run in libsodium through PyNaCl
+  (:class:`Ed25519Signer`, :class:`Ed25519Verifier`), because they are the most expensive step of sending and of
+  receiving a message and libsodium is faster at both: verifying a 1.2 KiB message takes 57-68 us against 121-132 us
+  through OpenSSL, signing 26 us against 37 us (same process, this project's machines). Ed25519 signatures are
+  deterministic, so both libraries produce the same bytes; libsodium is also the stricter verifier (it refuses
+  non-canonical encodings and small-order keys and points) and accepts every signature OpenSSL makes.
+  The AEAD stays on ``cryptography``: there it is the faster of the two (2.7 vs 7.1 us).
 * **X25519** is each module's encryption key. A sender holds a short-lived *ephemeral* X25519 key; for each
   recipient it derives a key-encryption key (KEK) = HKDF-SHA256(X25519(ephemeral, recipient), info=context).
 * **ChaCha20-Poly1305** (AEAD, 256-bit key, 96-bit random nonce) encrypts the payload once under a fresh random
@@ -19,7 +27,7 @@ random nonce, and KEKs are cached on both sides keyed by (ephemeral public key, 
 
 from __future__ import annotations
 
-import base64
+import binascii
 import os
 import threading
 import time
@@ -32,11 +40,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
+from nacl.exceptions import CryptoError as _SodiumError
 
 __all__ = [
     "KEY_SIZE",
     "NONCE_SIZE",
+    "SIGNATURE_SIZE",
     "CryptoError",
+    "Ed25519Signer",
+    "Ed25519Verifier",
     "EphemeralKeyPair",
     "KekCache",
     "aead_decrypt",
@@ -61,6 +74,7 @@ __all__ = [
 ]
 
 KEY_SIZE = 32
+SIGNATURE_SIZE = 64
 NONCE_SIZE = 12
 _WRAP_INFO = b"nemo-envelope-v1 key-wrap"
 
@@ -72,14 +86,20 @@ class CryptoError(Exception):
 # ---- serialisation of keys (raw 32-byte form; base64url without padding on the wire and in the directory) ----
 
 
+# binascii directly: the base64 module's url-safe helpers cost 5 us a call, and an envelope has three fields in base64.
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def b64encode(data: bytes) -> str:
     """URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 def b64decode(text: str) -> bytes:
-    """Inverse of :func:`b64encode`; raises ``ValueError`` on bad input."""
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Inverse of :func:`b64encode` (like ``base64.urlsafe_b64decode``); raises ``ValueError`` on bad input."""
+    data = text.encode("ascii")  # UnicodeEncodeError is a ValueError
+    return binascii.a2b_base64(data.translate(_FROM_URLSAFE) + b"=" * (-len(data) % 4))
 
 
 def ed25519_public_to_raw(key: Ed25519PublicKey) -> bytes:
@@ -125,13 +145,62 @@ def x25519_private_from_raw(data: bytes) -> X25519PrivateKey:
 # ---- signatures ----
 
 
-def sign(key: Ed25519PrivateKey, data: bytes) -> bytes:
+class Ed25519Signer:
+    """An Ed25519 private key prepared for signing with libsodium (see the module docstring for why).
+
+    Built once per identity from the 32-byte seed; :meth:`sign` gives the same signature as ``cryptography`` would.
+    """
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != KEY_SIZE:
+            raise ValueError("an Ed25519 seed is 32 bytes")
+        _, self._secret = crypto_sign_seed_keypair(seed)
+
+    def __repr__(self) -> str:
+        return "Ed25519Signer(<secret>)"
+
+    def sign(self, data: bytes) -> bytes:
+        """The 64-byte signature of ``data``."""
+        # libsodium's crypto_sign returns the signature followed by the message.
+        return crypto_sign(data, self._secret)[:SIGNATURE_SIZE]
+
+
+def sign(key: Ed25519Signer | Ed25519PrivateKey, data: bytes) -> bytes:
     """A 64-byte Ed25519 signature of ``data``."""
     return key.sign(data)
 
 
-def verify(key: Ed25519PublicKey, signature: bytes, data: bytes) -> None:
+class Ed25519Verifier:
+    """An Ed25519 public key that checks signatures with libsodium (see the module docstring for why).
+
+    Build it once per key (the directory caches one per entry) and call :meth:`verify` per message.
+    """
+
+    __slots__ = ("public_raw",)
+
+    def __init__(self, public_raw: bytes) -> None:
+        if len(public_raw) != KEY_SIZE:
+            raise ValueError("an Ed25519 public key is 32 bytes")
+        self.public_raw = bytes(public_raw)
+
+    def verify(self, signature: bytes, data: bytes) -> None:
+        """Raise :class:`CryptoError` unless ``signature`` is this key's signature of ``data``."""
+        if len(signature) != SIGNATURE_SIZE:
+            raise CryptoError("bad signature")
+        try:
+            # libsodium's crypto_sign_open takes the signature followed by the message.
+            crypto_sign_open(signature + data, self.public_raw)
+        except _SodiumError as exc:
+            raise CryptoError("bad signature") from exc
+
+
+def verify(key: Ed25519Verifier | Ed25519PublicKey, signature: bytes, data: bytes) -> None:
     """Raise :class:`CryptoError` unless ``signature`` is ``key``'s signature of ``data``."""
+    if isinstance(key, Ed25519Verifier):
+        key.verify(signature, data)
+        return
     try:
         key.verify(signature, data)
     except InvalidSignature as exc:

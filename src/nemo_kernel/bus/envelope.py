@@ -216,8 +216,12 @@ class ReplayGuard:
         self.seen.add(self.key(sender, message_id), timestamp)
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+# One encoder for every envelope: json.dumps with options builds a new JSONEncoder on each call.
+
+
 def _canonical(fields: dict[str, Any]) -> bytes:
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return _CANONICAL.encode(fields).encode()
 
 
 def _wrap_context(message_id: str, sender: str, recipient: str, key_id: str) -> bytes:
@@ -276,7 +280,7 @@ def seal(
         }
     )
     ciphertext = crypto.aead_encrypt(content_key, nonce, payload, header)
-    signature = crypto.sign(identity.signing_key, _signed_bytes(header, ciphertext))
+    signature = crypto.sign(identity.signer, _signed_bytes(header, ciphertext))
     return Envelope(
         sender=identity.module,
         sender_key_id=identity.key_id,

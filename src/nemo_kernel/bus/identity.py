@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from nemo_kernel.bus import crypto
@@ -51,11 +51,11 @@ class ModuleKeys:
     created_at: float = field(default_factory=time.time)
 
     @cached_property
-    def _verifier(self) -> Ed25519PublicKey:
-        # Built once per directory entry: constructing the key object costs about as much as hashing the message.
-        return crypto.ed25519_public_from_raw(self.signing_public)
+    def _verifier(self) -> crypto.Ed25519Verifier:
+        # Built once per directory entry, not per message.
+        return crypto.Ed25519Verifier(self.signing_public)
 
-    def verifier(self) -> Ed25519PublicKey:
+    def verifier(self) -> crypto.Ed25519Verifier:
         """The Ed25519 public key that checks this module's signatures."""
         return self._verifier
 
@@ -112,6 +112,11 @@ class ModuleIdentity:
     def encryption_public(self) -> bytes:
         """Raw X25519 public key."""
         return crypto.x25519_public_to_raw(self.encryption_key.public_key())
+
+    @cached_property
+    def signer(self) -> crypto.Ed25519Signer:
+        """The signing key, prepared once for signing each message."""
+        return crypto.Ed25519Signer(crypto.ed25519_private_to_raw(self.signing_key))
 
     @cached_property
     def key_id(self) -> str:
