@@ -48,6 +48,11 @@ class SeenMessages:
                     self._expiry[key] = expires_at
             self._prune(now)
 
+    @property
+    def persistent(self) -> bool:
+        """Whether :meth:`add` also writes somewhere that survives a restart (and may block on I/O)."""
+        return self._persist is not None
+
     def __contains__(self, key: object) -> bool:
         with self._lock:
             expires_at = self._expiry.get(key) if isinstance(key, str) else None

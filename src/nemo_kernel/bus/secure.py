@@ -60,7 +60,12 @@ class HandledOnce:
         done = self._in_flight[key] = asyncio.Event()
         try:
             await handle()
-            self._guard.remember(sender, message_id, timestamp)
+            if self._guard.seen.persistent:
+                # A stored record means a database write (fsync'd on SQLite): off the event loop, so the API and
+                # the other consumers sharing this loop are not held up by it.
+                await asyncio.to_thread(self._guard.remember, sender, message_id, timestamp)
+            else:
+                self._guard.remember(sender, message_id, timestamp)
             return True
         finally:
             del self._in_flight[key]
