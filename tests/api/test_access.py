@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import stat
 import threading
 import time
@@ -390,3 +391,21 @@ def test_restart_keeps_tokens_and_credentials(tmp_path: Path) -> None:
         assert moved == {**json.loads(content), "issuer": stack.issuer} != json.loads(content)
         assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
         assert stack.cli("cluster", "list", "--api", stack.url).returncode == 0
+
+
+def test_public_url_names_the_issuer(tmp_path: Path) -> None:
+    """Behind a name (or a proxy, or a 0.0.0.0 bind) tokens carry the address clients use, not the bind address."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    public = f"http://localhost:{port}"
+    with running_stack(tmp_path / "data", {"NEMO_API_PORT": str(port), "NEMO_PUBLIC_URL": public}) as stack:
+        assert stack.url == f"http://127.0.0.1:{port}"
+        configuration = httpx.get(f"{stack.url}/.well-known/nemo-configuration").json()
+        assert configuration["issuer"] == f"{public}/realms/nemo"
+        discovery = httpx.get(f"{public}/realms/nemo/.well-known/openid-configuration").json()
+        assert discovery["issuer"] == f"{public}/realms/nemo"
+        token = stack.cli("token").stdout.strip()
+        assert jwt.decode(token, options={"verify_signature": False})["iss"] == f"{public}/realms/nemo"
+        assert stack.api("GET", "/clusters", token=token).status_code == 200
+        assert stack.admin_credentials()["issuer"] == f"{public}/realms/nemo"

@@ -41,7 +41,7 @@ class ApiAccess:
 
     @classmethod
     def from_settings(cls, settings: Settings, db: Database, api_url: str) -> ApiAccess:
-        """The built-in realm at ``{api_url}/realms/{realm}`` on ``db``, or the external issuer when configured."""
+        """The built-in realm at ``{public_url or api_url}/realms/{realm}`` on ``db``, or the external issuer."""
         if settings.oidc_issuer:
             secret = settings.oidc_client_secret
             introspection = (
@@ -57,7 +57,9 @@ class ApiAccess:
                 introspection_cache_ttl=settings.oidc_introspection_cache_ttl,
             )
             return cls(verifier, settings.oidc_audience)
-        issuer = f"{api_url.rstrip('/')}/realms/{settings.realm}"
+        # The issuer is in every token and clients fetch keys from it: it must be the address they use, which
+        # differs from the bind address behind a name, a proxy or a 0.0.0.0 bind.
+        issuer = f"{(settings.public_url or api_url).rstrip('/')}/realms/{settings.realm}"
         realm = sql_realm(db, settings.realm, issuer_url=issuer, audience=settings.oidc_audience)
         return cls(realm.local_verifier(), settings.oidc_audience, realm)
 

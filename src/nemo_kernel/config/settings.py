@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     bus_cert_file: Path | None = Field(default=None, description="client certificate for the broker (amqps)")
     bus_key_file: Path | None = Field(default=None, description="client key for the broker (amqps)")
 
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#]+(/[^?#]*)?$",
+        description="the API's address as clients reach it (a name, a proxy); the built-in issuer's URL is "
+        "PUBLIC_URL/realms/REALM. Default: the address the API binds to",
+    )
     realm: str = Field(default="nemo", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="issuer realm")
     oidc_issuer: str | None = Field(default=None, description="external OIDC issuer URL; the built-in one if unset")
     oidc_audience: str = Field(default="nemo-api", description="audience API tokens must carry")
