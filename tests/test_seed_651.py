@@ -127,3 +127,6 @@ def test_register_and_retrieve_cluster_through_the_gateway(stack: Stack) -> None
     # A viewer passes the gateway for reads only; registering is refused at the edge, never reaching the API.
     assert _call(stack, REGISTER, viewer).status_code == 403
     assert [c["spec"]["name"] for c in stack.api("GET", "/clusters").json()] == [CLUSTER["name"]]
+    # The registered cluster's agent runs as a process of its own: let it come up (and record itself) so that the
+    # stack's cleanup finds it and no agent outlives the test.
+    wait_for(lambda: stack.api("GET", f"/clusters/{CLUSTER['name']}").json()["phase"] == "Ready", 30, "edge-651 Ready")
