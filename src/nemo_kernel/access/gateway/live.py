@@ -1,9 +1,10 @@
 """A gateway serving the configuration stored in the database, rebuilt within a poll interval of any change.
 
-The poll reads one row (the configuration's revision) plus the replicas of exposed workloads; only when either
-changed is the whole configuration read and a new :class:`Gateway` built. Requests already in flight finish on
-the gateway they started on; new ones go to the new one. The store only ever holds valid configurations, so a
-rebuild cannot fail on bad input; should it fail anyway (database down), the current gateway keeps serving.
+The poll reads one row (the configuration's revision) plus the replicas of exposed workloads; the whole
+configuration is read only when the revision changed, and a new :class:`Gateway` is built when either changed.
+Requests already in flight finish on the gateway they started on; new ones go to the new one. The store only ever
+holds valid configurations, so a rebuild cannot fail on bad input; should it fail anyway (database down), the
+current gateway keeps serving.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aiohttp import web
 from nemo_kernel.access.errors import error_body
 from nemo_kernel.access.gateway import store as gateway_store
 from nemo_kernel.access.gateway.app import Gateway
+from nemo_kernel.access.gateway.config import GatewayConfig
 from nemo_kernel.access.gateway.counters import CounterStores
 from nemo_kernel.access.gateway.observability import GatewayMetrics
 from nemo_kernel.store import Database
@@ -46,6 +48,7 @@ class StoredGateway:
         self.metrics = GatewayMetrics()
         self.stores = CounterStores()
         self.revision: int | None = None
+        self._config: GatewayConfig | None = None
         self._replicas: dict[str, list[str]] = {}
         self._current: Gateway | None = None
         self._parent_pid = parent_pid
@@ -71,14 +74,18 @@ class StoredGateway:
     async def refresh(self) -> bool:
         """Rebuild the gateway if the stored configuration or the exposed replicas changed; True if it did."""
         revision = await asyncio.to_thread(self._read_revision)
-        if revision == self.revision and not self._replicas:
-            return False
-        snapshot = await asyncio.to_thread(self._read_snapshot)
-        if snapshot.revision == self.revision and snapshot.replicas == self._replicas:
-            return False
+        if revision == self.revision and self._config is not None:
+            if not self._replicas:
+                return False
+            replicas = await asyncio.to_thread(self._read_replicas, set(self._replicas))
+            if replicas == self._replicas:
+                return False
+            snapshot = gateway_store.GatewaySnapshot(revision, self._config, replicas)
+        else:
+            snapshot = await asyncio.to_thread(self._read_snapshot)
         old = self._current
         self._current = Gateway(snapshot.config, replicas=snapshot.replicas, metrics=self.metrics, stores=self.stores)
-        self.revision, self._replicas = snapshot.revision, snapshot.replicas
+        self.revision, self._config, self._replicas = snapshot.revision, snapshot.config, snapshot.replicas
         log.info("gateway configuration revision %s loaded", snapshot.revision)
         if old is not None:
             self._spawn(self._retire(old))
@@ -87,6 +94,10 @@ class StoredGateway:
     def _read_revision(self) -> int:
         with self.db.transaction() as session:
             return gateway_store.revision(session)
+
+    def _read_replicas(self, workloads: set[str]) -> dict[str, list[str]]:
+        with self.db.transaction() as session:
+            return gateway_store.running_replicas(session, workloads)
 
     def _read_snapshot(self) -> gateway_store.GatewaySnapshot:
         with self.db.transaction() as session:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -164,16 +164,23 @@ def running_replicas(session: Session, workloads: set[str]) -> dict[str, list[st
     found: dict[str, list[str]] = {w: [] for w in workloads}
     if not workloads:
         return found
+    # Only the exposed workloads' rows: the gateway polls this every half second, and the replicas table holds
+    # every replica of every workload.
+    exposed = [and_(WorkloadRow.namespace == ns, WorkloadRow.name == name) for ns, name in _namespaced(workloads)]
     rows = session.execute(
         select(WorkloadRow.namespace, WorkloadRow.name, ReplicaRow.url)
         .join(ReplicaRow, ReplicaRow.workload_id == WorkloadRow.id)
-        .where(ReplicaRow.phase == "Running", ReplicaRow.desired.is_(True), ReplicaRow.url.is_not(None))
+        .where(or_(*exposed), ReplicaRow.phase == "Running", ReplicaRow.desired.is_(True))
+        .where(ReplicaRow.url.is_not(None))
     )
     for namespace, name, url in rows:
-        key = f"{namespace}/{name}"
-        if key in found and url:
-            found[key].append(url)
+        if url:
+            found[f"{namespace}/{name}"].append(url)
     return {k: sorted(v) for k, v in found.items()}
+
+
+def _namespaced(workloads: Iterable[str]) -> list[tuple[str, str]]:
+    return [(namespace, name) for namespace, _, name in (w.partition("/") for w in sorted(workloads))]
 
 
 def list_entities(session: Session, kind: str) -> list[dict[str, Any]]:
