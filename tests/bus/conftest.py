@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
+import aio_pika
 import pytest
 
 from nemo_kernel.bus import InProcessBus, RabbitMqBus
@@ -20,6 +21,23 @@ async def eventually(condition: Callable[[], bool], timeout: float = 20.0, what:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def dead_letters(url: str, queue: str, count: int) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Consume (and ack) ``queue``'s dead-letter queue on the broker at ``url`` until ``count`` messages came."""
+    received: list[aio_pika.abc.AbstractIncomingMessage] = []
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        dead_queue = await channel.declare_queue(f"{queue}.dead", passive=True)
+
+        async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            received.append(message)
+            await message.ack()
+
+        await dead_queue.consume(keep)
+        await eventually(lambda: len(received) >= count, what=f"{count} dead letter(s) in {queue}.dead")
+    return received
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import aio_pika
 from nemo_kernel.bus import InProcessBus, Message, RabbitMqBus
 from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER
 
-from .conftest import eventually
+from .conftest import dead_letters, eventually
 
 
 def _name(prefix: str) -> str:
@@ -70,20 +70,9 @@ async def test_dead_letter_after_max_deliveries(any_bus: InProcessBus | RabbitMq
         dead_queue, dead, reason = any_bus.dead_letters[0]
         assert (dead_queue, dead.message_id) == (queue, "poison-1")
     else:
-        dead_letters: list[aio_pika.abc.AbstractIncomingMessage] = []
-        connection = await aio_pika.connect(shared_vhost)
-        async with connection:
-            channel = await connection.channel()
-            dq = await channel.declare_queue(f"{queue}.dead", passive=True)
-
-            async def keep(m: aio_pika.abc.AbstractIncomingMessage) -> None:
-                dead_letters.append(m)
-                await m.ack()
-
-            await dq.consume(keep)
-            await eventually(lambda: len(dead_letters) == 1, what="dead letter")
-            assert dead_letters[0].message_id == "poison-1"
-            reason = str((dead_letters[0].headers or {})[DEAD_REASON_HEADER])
+        dead = await dead_letters(shared_vhost, queue, 1)
+        assert [m.message_id for m in dead] == ["poison-1"]
+        reason = str((dead[0].headers or {})[DEAD_REASON_HEADER])
     assert attempts == ["poison-1"] * 3
     assert "handler failed" in reason
 

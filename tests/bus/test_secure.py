@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import aio_pika
 import pytest
 
 from nemo_kernel.bus import InProcessBus, Message, RabbitMqBus
@@ -14,7 +13,7 @@ from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER
 from nemo_kernel.bus.replay import SeenMessages
 from nemo_kernel.bus.secure import REFUSED, SecureBus
 
-from .conftest import eventually
+from .conftest import dead_letters, eventually
 
 
 def refused(reason: str) -> float:
@@ -80,18 +79,7 @@ async def test_refusals_are_dead_lettered_logged_and_counted(
         directory.revoke("access")
         await bus.publish("sec.revoked", signed_then_revoked.to_bytes(), message_id=signed_then_revoked.message_id)
 
-        dead: list[aio_pika.abc.AbstractIncomingMessage] = []
-        connection = await aio_pika.connect(shared_vhost)
-        async with connection:
-            channel = await connection.channel()
-            dq = await channel.declare_queue(f"{queue}.dead", passive=True)
-
-            async def keep(m: aio_pika.abc.AbstractIncomingMessage) -> None:
-                dead.append(m)
-                await m.ack()
-
-            await dq.consume(keep)
-            await eventually(lambda: len(dead) == 5, what="five dead letters")
+        dead = await dead_letters(shared_vhost, queue, 5)
         reasons = sorted(str((m.headers or {})[DEAD_REASON_HEADER]) for m in dead)
         assert reasons == ["bad_signature", "malformed", "not_a_recipient", "replay", "revoked_key"]
         assert handled == [ok.message_id]
