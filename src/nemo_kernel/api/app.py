@@ -19,17 +19,15 @@ from nemo_kernel.orchestrator import ControlPlane
 
 def create_app(
     plane: ControlPlane,
+    access: ApiAccess,
     on_started: Callable[[], Awaitable[None] | None] | None = None,
-    *,
-    access: ApiAccess | None = None,
 ) -> FastAPI:
     """The API of ``plane``; the app's lifespan starts and stops the control plane's loops.
 
-    ``on_started`` (plain or async) runs once the control plane has started, before the first request is served.
-    ``access`` says how callers are checked; by default the built-in issuer at the configured host and port.
+    ``access`` says how callers are checked (built with the URL the API is actually served at, which only the
+    caller that bound the socket knows). ``on_started`` (plain or async) runs once the control plane has started,
+    before the first request is served.
     """
-    settings = plane.settings
-    access = access or ApiAccess.from_settings(settings, plane.db, f"http://{settings.api_host}:{settings.api_port}")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

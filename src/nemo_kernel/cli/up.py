@@ -107,7 +107,7 @@ def serve(settings: Settings) -> None:
         console.print(how_to_get_a_token)
         console.print("Next: [bold]nemo cluster list[/]; [bold]nemo workload apply -f examples/demo-workload.yaml[/]")
 
-    app = create_app(plane, on_started=announce, access=access)
+    app = create_app(plane, access, on_started=announce)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that was
     # installed before it; this one makes that a clean exit (status 0) instead of death by signal.
