@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from nemo_kernel.bus import Envelope, InMemoryKeyDirectory, InProcessBus, Message, ModuleIdentity, SecureBus
 from nemo_kernel.bus.subscriptions import (
@@ -108,6 +109,10 @@ async def test_in_process_bus_refuses_bindings_outside_the_declared_subscription
         await bus.close()
 
 
+def _skipped_own() -> float:
+    return REGISTRY.get_sample_value("nemo_bus_own_messages_skipped_total") or 0.0
+
+
 @pytest.fixture
 def store(database_url: str) -> Iterator[Database]:
     with migrated_database(database_url) as db:
@@ -122,11 +127,12 @@ async def test_control_plane_seals_an_event_only_for_the_modules_allowed_to_read
     orchestrator, acme, watcher = (ModuleIdentity.generate(m) for m in ("orchestrator", "acme", "watcher"))
     directory.register(orchestrator.public())
     directory.register(acme.public(), subscriptions=["workload.*"])
-    directory.register(watcher.public(), subscriptions=["cluster.#"])
+    directory.register(watcher.public(), subscriptions=["cluster.#", "intent.*"])
     bus = InProcessBus(read_permissions=directory)
     outbox = OutboxPublisher(store, SecureBus(bus, orchestrator, directory), directory.readers)
     envelopes: list[Envelope] = []
     opened: list[tuple[str, Message]] = []
+    petitions: list[Message] = []
 
     async def tap(message: Message) -> None:
         envelopes.append(Envelope.from_bytes(message.body))
@@ -134,18 +140,31 @@ async def test_control_plane_seals_an_event_only_for_the_modules_allowed_to_read
     async def handle(sender: str, message: Message) -> None:
         opened.append((sender, message))
 
+    async def intake(sender: str, message: Message) -> None:
+        petitions.append(message)
+
     try:
         with pytest.raises(BindingRefused):
             await bus.subscribe("acme.events", ["cluster.#"], tap)
         await bus.subscribe("watcher.tap", ["cluster.#"], tap)
-        await SecureBus(bus, watcher, directory).subscribe("watcher.events", ["cluster.*"], handle)
+        await SecureBus(bus, watcher, directory).subscribe("watcher.events", ["cluster.*", "intent.*"], handle)
+        await SecureBus(bus, orchestrator, directory).subscribe("orchestrator.intake", ["intent.#"], intake)
         with store.transaction() as s:
             events.record_event(s, "cluster.not_ready", "clusters/edge", "no heartbeat")
             events.record_event(s, "workload.replica.started", "workloads/web", "nobody declared this")
-        assert await outbox.publish_pending() == 2
-        await eventually(lambda: len(envelopes) == 1 and len(opened) == 1, what="the sealed event")
+            events.record_event(s, "intent.accepted", "intent/acme/1", "a petition's outcome")
+        skipped_before = _skipped_own()
+        assert await outbox.publish_pending() == 3
+        await eventually(lambda: len(envelopes) == 1 and len(opened) == 2, what="the sealed events")
         assert envelopes[0].recipient_names == ["watcher"]  # acme holds a live key but no sealed copy
-        assert opened[0][0] == "orchestrator" and opened[0][1].json()["kind"] == "cluster.not_ready"
+        assert [(sender, m.json()["kind"]) for sender, m in opened] == [
+            ("orchestrator", "cluster.not_ready"),
+            ("orchestrator", "intent.accepted"),
+        ]
+        # The control plane's own intent.* events reach its intake queue (it binds intent.#) but are not sealed for
+        # it: they are passed over, not taken for petitions (which looped) nor dead-lettered.
+        await eventually(lambda: _skipped_own() == skipped_before + 1, what="the intake passing over its own event")
+        assert petitions == [] and bus.dead_letters == []
 
         # A module's declaration changes who the next event is sealed for.
         directory.declare("acme", ["workload.*", "cluster.not_ready"])

@@ -2,7 +2,9 @@
 
 Events are sealed (signed by the control plane, encrypted end to end) for the modules allowed to read the event's
 routing key: those with a live key whose declared subscriptions match it (:mod:`nemo_kernel.bus.subscriptions`),
-the same declarations the broker's read permissions are provisioned from. An event no module may read is not put on
+the same declarations the broker's read permissions are provisioned from, the control plane itself excepted (it
+wrote the event; its own subscription ``intent.#`` is for petitions, and taking its ``intent.accepted`` events
+for petitions made it refuse them in an endless loop). An event no other module may read is not put on
 the bus (an envelope needs a recipient); it stays in the store and the API like any other. The payload is encrypted
 once and only its content key is wrapped per recipient (60 bytes each); a revoked module, or one whose subscriptions
 no longer cover a key, is left out from the next batch.
@@ -37,7 +39,7 @@ class OutboxPublisher:
         done: list[int] = []
         try:
             for event in pending:
-                recipients = self._recipients(event.kind)
+                recipients = [m for m in self._recipients(event.kind) if m != self._bus.identity.module]
                 if not recipients:
                     done.append(event.id)
                     continue
