@@ -7,11 +7,13 @@ import collections
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import aio_pika
 import aiormq.exceptions
 import httpx
 import pytest
+import yaml
 
 from nemo_kernel.bus import Envelope, Message, RabbitMqBus, TlsConfig
 from nemo_kernel.bus.identity import InMemoryKeyDirectory, ModuleIdentity
@@ -19,6 +21,7 @@ from nemo_kernel.bus.provision import provision
 from nemo_kernel.bus.secure import SecureBus
 from nemo_kernel.bus.status import bus_status
 from nemo_kernel.bus.subscriptions import BindingRefused, may_bind, read_regex
+from tests.stack import running_stack
 
 from .conftest import eventually
 from .rabbit_node import PrivateRabbit
@@ -374,3 +377,21 @@ def test_cli_provision_and_status(private_rabbit: PrivateRabbit, provisioned: di
     as_json = CliRunner().invoke(app, ["status", *common, "-o", "json"], env=env)
     assert as_json.exit_code == 0, as_json.output
     assert "agent-edge-1" in {m["name"] for m in json.loads(as_json.output)["modules"]}
+
+
+def test_cli_provision_takes_subscriptions_from_the_module_registrations(
+    private_rabbit: PrivateRabbit, provisioned: dict[str, str], tmp_path: Path
+) -> None:
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({"clusters": []}))
+    with running_stack(tmp_path / "data", {"NEMO_CLUSTERS_FILE": str(clusters)}) as stack:
+        keys = ModuleIdentity.generate("billing").public().to_dict()
+        registered = stack.api("POST", "/modules", json={**keys, "subscriptions": ["workload.*", "sla.#"]})
+        assert registered.status_code == 201, registered.text
+        env = {"NEMO_BUS_ADMIN_PASSWORD": private_rabbit.admin_password, "NEMO_BUS_MGMT_URL": private_rabbit.mgmt_url}
+        common = ["--admin-user", private_rabbit.admin_user, "--from-directory"]
+        stack.cli("bus", "provision", "billing", "agent-edge-2", *common, env=env)
+    admin = (private_rabbit.admin_user, private_rabbit.admin_password)
+    for module, declared in [("billing", ["workload.*", "sla.#"]), ("agent-edge-2", [])]:
+        topic = httpx.get(f"{private_rabbit.mgmt_url}/api/users/{module}/topic-permissions", auth=admin).json()
+        assert next(t["read"] for t in topic if t["exchange"] == "nemo") == read_regex(module, declared)

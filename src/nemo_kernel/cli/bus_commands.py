@@ -14,6 +14,8 @@ from rich.table import Table
 from nemo_kernel.bus.provision import provision as provision_broker
 from nemo_kernel.bus.status import bus_status
 from nemo_kernel.bus.subscriptions import InvalidPattern, validate_pattern
+from nemo_kernel.cli.client import api_from_env_or
+from nemo_kernel.cli.options import ApiOption
 
 app = typer.Typer(help="The RabbitMQ bus: provisioning and status.", no_args_is_help=True)
 
@@ -60,12 +62,25 @@ def provision_command(
             "registration; without it a module reads only its own namespace MODULE.#",
         ),
     ] = None,
+    from_directory: Annotated[
+        bool,
+        typer.Option(
+            "--from-directory",
+            help="take each module's subscriptions from its registration in the control plane's module directory "
+            "(`nemo module register --subscribe`); --subscribe still wins for the modules it names",
+        ),
+    ] = False,
+    api: ApiOption = None,
     rotate_passwords: Annotated[bool, typer.Option("--rotate-passwords")] = False,
     output: Annotated[str, typer.Option("-o", "--output", help="table or json")] = "table",
 ) -> None:
     """Create vhost, exchanges and one least-privilege user per module (idempotent); print new passwords once."""
     overrides = dict(item.split("=", 1) for item in allow or [])
-    subscriptions = _subscriptions(subscribe or [])
+    subscriptions: dict[str, list[str]] = {}
+    if from_directory:
+        registered = {m["module"]: m["subscriptions"] for m in api_from_env_or(api).get("/modules")}
+        subscriptions = {m: registered[m] for m in modules if m in registered}
+    subscriptions.update(_subscriptions(subscribe or []))
     unknown = sorted(set(subscriptions) - set(modules))
     if unknown:
         raise typer.BadParameter(f"not among the modules provisioned: {', '.join(unknown)}", param_hint="--subscribe")
