@@ -4,6 +4,10 @@ Why here: the directory is the bus's :class:`~nemo_kernel.bus.identity.KeyDirect
 store, and ``bus`` and ``store`` may not import each other; the orchestrator is the lowest layer that may import
 both, and the control plane is the one component that owns the directory (the admin API writes through it).
 
+It also keeps each module's declared subscriptions (``bus_module_subscriptions``): the routing key patterns it reads,
+which decide the recipients of events (:meth:`StoredKeyDirectory.readers`) and the bindings the in-process bus allows
+(it is that bus's :class:`~nemo_kernel.bus.subscriptions.ReadPermissions`).
+
 Freshness: lookups sit on the message path, so they never touch the database. A write through this object commits,
 then reloads the snapshot before returning, so revocation takes effect in this process at once. Changes made by
 another process (another control-plane replica) are picked up by :meth:`StoredKeyDirectory.keep_fresh`, which
