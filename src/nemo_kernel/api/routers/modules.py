@@ -2,7 +2,7 @@
 
 A registration also declares the module's ``subscriptions``: the routing key patterns it reads. The control plane
 seals events only for the modules whose subscriptions match, the in-process bus refuses other bindings, and
-``nemo bus provision --subscribe`` sets the same patterns as the broker's read permissions.
+``nemo bus provision --from-directory`` sets the same patterns as the broker's read permissions.
 
 Writes go through the control plane's key directory, which commits them and refreshes its in-memory copy before
 answering: a revocation refuses the module's next message in this process, and other replicas within their reload
