@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from nemo_kernel.bus import InMemoryKeyDirectory, Message, ModuleIdentity, ModuleKeys, RabbitMqBus, SecureBus
+from nemo_kernel.bus import Envelope, InMemoryKeyDirectory, Message, ModuleIdentity, ModuleKeys, RabbitMqBus, SecureBus
 from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER
 from tests.stack import Stack, running_stack, wait_for
 
@@ -67,7 +67,11 @@ async def test_third_party_module_joins_sends_a_sealed_petition_and_is_refused_o
 ) -> None:
     identity_file, public_file = tmp_path / "acme.json", tmp_path / "acme.pub.json"
     stack.cli("module", "keygen", "acme", "--out", str(identity_file), "--public", str(public_file))
-    stack.cli("module", "register", "acme", "--keys", str(public_file))
+    # It declares what it reads: the control plane seals for it only events with those routing keys.
+    stack.cli("module", "register", "acme", "--keys", str(public_file), "--subscribe", "cluster.registered")
+    # Another module reads the petitions' outcomes.
+    auditor = ModuleIdentity.generate("auditor").public().to_dict()
+    assert stack.api("POST", "/modules", json={**auditor, "subscriptions": ["intent.*"]}).status_code == 201
 
     acme = SecureBus(
         RabbitMqBus(shared_vhost),
@@ -75,11 +79,22 @@ async def test_third_party_module_joins_sends_a_sealed_petition_and_is_refused_o
         InMemoryKeyDirectory([_orchestrator_keys(stack), ModuleKeys.from_dict(json.loads(public_file.read_text()))]),
     )
     events: list[tuple[str, Message]] = []
+    tapped: list[tuple[str, list[str]]] = []  # (routing key, recipients) of each event on the exchange
+    tap_connection = await aio_pika.connect(shared_vhost)  # guest: may bind '#' on this test vhost
 
     async def on_event(sender: str, message: Message) -> None:
         events.append((sender, message))
 
+    async def sniff(raw: aio_pika.abc.AbstractIncomingMessage) -> None:
+        if (raw.message_id or "").startswith("event-"):
+            tapped.append((raw.routing_key or "", Envelope.from_bytes(raw.body).recipient_names))
+        await raw.ack()
+
     try:
+        channel = await tap_connection.channel()
+        tap = await channel.declare_queue("", exclusive=True)
+        await tap.bind("nemo", "#")
+        await tap.consume(sniff)
         await acme.subscribe("acme.events", ["cluster.registered"], on_event)
         join = yaml.safe_dump({"numberofclusters": 1}).encode()
         await acme.publish("intent.clusters.join", join, ["orchestrator"], message_id="acme-join-1")
@@ -92,6 +107,12 @@ async def test_third_party_module_joins_sends_a_sealed_petition_and_is_refused_o
         await asyncio.to_thread(wait_for, lambda: events, 30, "the cluster.registered event")
         sender, message = events[0]
         assert sender == "orchestrator" and json.loads(message.body)["subject"] == "cluster/managed-1"
+        accepted = ("intent.accepted", ["auditor"])
+        await asyncio.to_thread(wait_for, lambda: accepted in tapped, 30, "the petition's outcome on the bus")
+        # Each event is sealed for the modules declared for it: acme gets no copy of the petition's outcome, and
+        # the control plane none of its own intent.* events (its intake took them for petitions, endlessly).
+        assert {key for key, recipients in tapped if "acme" in recipients} == {"cluster.registered"}
+        assert [t for t in tapped if t[0].startswith("intent.")] == [accepted]
 
         before = _refused(stack, "revoked_key")
         stack.cli("module", "revoke", "acme")
@@ -103,4 +124,5 @@ async def test_third_party_module_joins_sends_a_sealed_petition_and_is_refused_o
         assert "PRIVATE KEY" not in log
         assert [c["spec"]["name"] for c in stack.cli_json("cluster", "list")] == ["managed-1"]
     finally:
+        await tap_connection.close()
         await acme.close()

@@ -93,6 +93,41 @@ def test_bad_input_names_the_field(stack: Stack) -> None:
     assert stack.api("GET", "/modules/agent-7").json()["current_key_id"] == good["key_id"]  # nothing half-applied
 
 
+def test_registration_declares_the_routing_keys_a_module_reads(stack: Stack) -> None:
+    first, second = ModuleIdentity.generate("watcher"), ModuleIdentity.generate("watcher")
+    created = stack.api("POST", "/modules", json={**_public(first), "subscriptions": ["cluster.#", "workload.*"]})
+    assert created.status_code == 201, created.text
+    assert created.json()["subscriptions"] == ["cluster.#", "workload.*"]
+    # A rotation without subscriptions keeps them; with them, it replaces them.
+    assert stack.api("POST", "/modules/watcher/rotate", json=_public(second)).json()["subscriptions"] == [
+        "cluster.#",
+        "workload.*",
+    ]
+    replaced = stack.api("POST", "/modules/watcher/rotate", json={**_public(second), "subscriptions": ["sla.*"]})
+    assert replaced.json()["subscriptions"] == ["sla.*"]
+    # Re-registering the current key is how a module changes what it reads.
+    again = stack.api("POST", "/modules", json={**_public(second), "subscriptions": []})
+    assert again.json()["subscriptions"] == []
+    assert stack.api("GET", "/modules/orchestrator").json()["subscriptions"] == ["intent.#"]
+
+    newcomer = _public(ModuleIdentity.generate("newcomer"))
+    for patterns, field in [
+        (["workload.*", "#.Workload"], "subscriptions[1]"),
+        (["workload..x"], "subscriptions[0]"),
+        (["workload.x\n"], "subscriptions[0]"),
+        (["work load"], "subscriptions[0]"),
+        ([7], "subscriptions[0]"),
+        ("workload.*", "subscriptions"),
+        ([f"w{i}" for i in range(65)], "subscriptions"),
+    ]:
+        error = _error(stack.api("POST", "/modules", json={**newcomer, "subscriptions": patterns}), 422, "invalid")
+        assert field in [d["field"] for d in error["details"]], (patterns, error)
+    _error(stack.api("GET", "/modules/newcomer"), 404, "not_found")  # nothing half-applied
+    bad_rotation = stack.api("POST", "/modules/watcher/rotate", json={**_public(first), "subscriptions": ["#x"]})
+    _error(bad_rotation, 422, "invalid")
+    assert stack.api("GET", "/modules/watcher").json()["subscriptions"] == []
+
+
 def test_cli_keygen_register_rotate_revoke_list(stack: Stack, tmp_path: Path) -> None:
     identity_file, public_file = tmp_path / "billing.json", tmp_path / "billing.pub.json"
     printed = json.loads(stack.cli("module", "keygen", "billing", "--out", str(identity_file)).stdout)
@@ -107,8 +142,13 @@ def test_cli_keygen_register_rotate_revoke_list(stack: Stack, tmp_path: Path) ->
     assert stack.cli("module", "keygen", "billing", "--out", str(identity_file), check=False).returncode != 0
     public_file.write_text(json.dumps(printed))
 
-    registered = stack.cli_json("module", "register", "billing", "--keys", str(public_file))
+    registered = stack.cli_json(
+        "module", "register", "billing", "--keys", str(public_file), "--subscribe", "workload.*", "--subscribe", "sla.#"
+    )
     assert registered["current_key_id"] == identity.key_id
+    assert registered["subscriptions"] == ["workload.*", "sla.#"]
+    bad = stack.cli("module", "register", "billing", "--keys", str(public_file), "--subscribe", "#.#x", check=False)
+    assert bad.returncode != 0 and "subscriptions[0]" in bad.stderr
     # The identity file itself is refused: private keys never leave the module.
     refused = stack.cli("module", "register", "billing", "--keys", str(identity_file), check=False)
     assert refused.returncode != 0 and "private" in refused.stderr
@@ -118,8 +158,10 @@ def test_cli_keygen_register_rotate_revoke_list(stack: Stack, tmp_path: Path) ->
     rotated = stack.cli_json("module", "rotate", "billing", "--keys", str(new_public), "--revoke-previous")
     assert [k["revoked"] for k in rotated["keys"]] == [True, False]
 
+    assert rotated["subscriptions"] == ["workload.*", "sla.#"]
+
     table = stack.cli("module", "list").stdout
-    assert "billing" in table and "revoked" in table and "current" in table
+    assert "billing" in table and "revoked" in table and "current" in table and "workload.*" in table
     as_yaml = yaml.safe_load(stack.cli("module", "list", "-o", "yaml").stdout)
     assert "billing" in {m["module"] for m in as_yaml}
     assert stack.cli_json("module", "revoke", "billing")["revoked"] == [k["key_id"] for k in rotated["keys"]]

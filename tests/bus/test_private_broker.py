@@ -6,29 +6,44 @@ import asyncio
 import collections
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import aio_pika
 import aiormq.exceptions
 import httpx
 import pytest
+import yaml
 
-from nemo_kernel.bus import Message, RabbitMqBus, TlsConfig
+from nemo_kernel.bus import Envelope, Message, RabbitMqBus, TlsConfig
 from nemo_kernel.bus.identity import InMemoryKeyDirectory, ModuleIdentity
 from nemo_kernel.bus.provision import provision
 from nemo_kernel.bus.secure import SecureBus
 from nemo_kernel.bus.status import bus_status
+from nemo_kernel.bus.subscriptions import BindingRefused, may_bind, read_regex
+from tests.stack import running_stack
 
 from .conftest import eventually
 from .rabbit_node import PrivateRabbit
+from .test_subscriptions import BINDINGS, DECLARED
 
-MODULES = ["orchestrator", "ppef", "security"]
+MODULES = ["acme", "orchestrator", "ppef", "security"]
+SUBSCRIPTIONS = {
+    "acme": list(DECLARED),
+    "orchestrator": ["intent.#", "sla.#", "cluster.#"],
+    "ppef": ["placement.#", "deployment.#", "workload.#", "cluster.not_ready"],
+    "security": ["workload.*"],
+}
+
+
+def _provision(node: PrivateRabbit) -> dict[str, str]:
+    return provision(node.mgmt_url, node.admin_user, node.admin_password, MODULES, subscriptions=SUBSCRIPTIONS)
 
 
 @pytest.fixture(scope="module")
 def provisioned(private_rabbit: PrivateRabbit) -> Iterator[dict[str, str]]:
     """Provision the private node once for this module; yields module passwords."""
-    passwords = provision(private_rabbit.mgmt_url, private_rabbit.admin_user, private_rabbit.admin_password, MODULES)
+    passwords = _provision(private_rabbit)
     assert sorted(passwords) == MODULES
     yield passwords
 
@@ -36,7 +51,7 @@ def provisioned(private_rabbit: PrivateRabbit) -> Iterator[dict[str, str]]:
 @pytest.fixture
 def world() -> tuple[dict[str, ModuleIdentity], InMemoryKeyDirectory]:
     identities = {m: ModuleIdentity.generate(m) for m in MODULES}
-    return identities, InMemoryKeyDirectory([i.public() for i in identities.values()])
+    return identities, InMemoryKeyDirectory([i.public() for i in identities.values()], SUBSCRIPTIONS)
 
 
 def url(node: PrivateRabbit, passwords: dict[str, str], module: str) -> str:
@@ -44,7 +59,7 @@ def url(node: PrivateRabbit, passwords: dict[str, str], module: str) -> str:
 
 
 def test_provision_is_idempotent_and_guest_is_gone(private_rabbit: PrivateRabbit, provisioned: dict[str, str]) -> None:
-    again = provision(private_rabbit.mgmt_url, private_rabbit.admin_user, private_rabbit.admin_password, MODULES)
+    again = _provision(private_rabbit)
     assert again == {}  # existing users keep their passwords; nothing to hand out
     users = httpx.get(
         f"{private_rabbit.mgmt_url}/api/users", auth=(private_rabbit.admin_user, private_rabbit.admin_password)
@@ -116,6 +131,81 @@ async def test_user_id_is_vouched_for_by_the_broker(private_rabbit: PrivateRabbi
     finally:
         await orchestrator.close()
         await ppef.close()
+
+
+async def test_broker_allows_exactly_the_bindings_the_declared_subscriptions_cover(
+    private_rabbit: PrivateRabbit, provisioned: dict[str, str]
+) -> None:
+    """RabbitMQ checks the read pattern of the topic permission on queue.bind: its verdict on each binding key is the
+    one the in-process bus gives (``may_bind``)."""
+    connection = await aio_pika.connect(url(private_rabbit, provisioned, "acme"))
+    verdicts: dict[str, bool] = {}
+    async with connection:
+        channel = await connection.channel()
+        probe = await channel.declare_queue("acme.probe", auto_delete=True)
+        for binding, _ in BINDINGS:
+            channel = await connection.channel()  # a refusal closes the channel
+            queue = await channel.get_queue(probe.name, ensure=False)
+            try:
+                await queue.bind("nemo", binding)
+                verdicts[binding] = True
+            except aiormq.exceptions.ChannelAccessRefused as exc:
+                assert f"ACCESS_REFUSED - access to topic '{binding}'" in str(exc)
+                verdicts[binding] = False
+    assert verdicts == {binding: allowed for binding, allowed in BINDINGS}
+    assert verdicts == {binding: may_bind("acme", DECLARED, binding) for binding, _ in BINDINGS}
+
+
+async def test_module_reads_only_its_declared_subscriptions_and_is_sealed_only_those(
+    private_rabbit: PrivateRabbit, provisioned: dict[str, str], world
+) -> None:
+    identities, directory = world
+    buses = {
+        m: SecureBus(RabbitMqBus(url(private_rabbit, provisioned, m)), identities[m], directory)
+        for m in ("orchestrator", "ppef", "security")
+    }
+    got: dict[str, list[Message]] = {"ppef": [], "security": []}
+    raw: list[Envelope] = []
+
+    async def ignore(sender: str, message: Message) -> None:
+        pass
+
+    def keeper(module: str) -> Callable[[str, Message], Awaitable[None]]:
+        async def keep(sender: str, message: Message) -> None:
+            got[module].append(message)
+
+        return keep
+
+    admin = await aio_pika.connect(private_rabbit.url(private_rabbit.admin_user, private_rabbit.admin_password))
+    try:
+        # Declared for workload.* only: binding everything is refused by the broker itself.
+        with pytest.raises(BindingRefused) as refused:
+            await buses["security"].subscribe("security.everything", ["#"], ignore)
+        assert isinstance(refused.value.__cause__, aiormq.exceptions.ChannelAccessRefused)
+        with pytest.raises(BindingRefused):
+            await buses["security"].subscribe("security.clusters", ["cluster.not_ready"], ignore)
+
+        await buses["security"].subscribe("security.events", ["workload.*"], keeper("security"))
+        await buses["ppef"].subscribe("ppef.events", ["cluster.not_ready", "workload.*"], keeper("ppef"))
+        channel = await admin.channel()
+        tap = await channel.declare_queue("admin.subscriptions-tap", exclusive=True)
+        await tap.bind("nemo", "cluster.not_ready")
+
+        async def sniff(m: aio_pika.abc.AbstractIncomingMessage) -> None:
+            raw.append(Envelope.from_bytes(m.body))
+            await m.ack()
+
+        await tap.consume(sniff)
+        for key in ("cluster.not_ready", "workload.registered"):
+            await buses["orchestrator"].publish(key, b"{}", directory.readers(key))
+        await eventually(lambda: len(got["ppef"]) == 2 and len(got["security"]) == 1 and len(raw) == 1, what="events")
+        assert [m.routing_key for m in got["security"]] == ["workload.registered"]
+        # Sealed for the modules declared for it; no copy for security, although its key is live.
+        assert raw[0].recipient_names == ["acme", "orchestrator", "ppef"]
+    finally:
+        await admin.close()
+        for bus in buses.values():
+            await bus.close()
 
 
 async def test_admin_sees_ciphertext_only(private_rabbit: PrivateRabbit, provisioned: dict[str, str], world) -> None:
@@ -267,9 +357,18 @@ def test_cli_provision_and_status(private_rabbit: PrivateRabbit, provisioned: di
 
     env = {"NEMO_BUS_ADMIN_PASSWORD": private_rabbit.admin_password, "NEMO_BUS_MGMT_URL": private_rabbit.mgmt_url}
     common = ["--admin-user", private_rabbit.admin_user]
-    created = CliRunner().invoke(app, ["provision", "agent-edge-1", *common, "-o", "json"], env=env)
+    subscribe = ["--subscribe", "agent-edge-1=workload.*", "--subscribe", "agent-edge-1=cluster.edge-1.#"]
+    created = CliRunner().invoke(app, ["provision", "agent-edge-1", *subscribe, *common, "-o", "json"], env=env)
     assert created.exit_code == 0, created.output
     assert list(json.loads(created.output)) == ["agent-edge-1"]
+    topic = httpx.get(
+        f"{private_rabbit.mgmt_url}/api/users/agent-edge-1/topic-permissions",
+        auth=(private_rabbit.admin_user, private_rabbit.admin_password),
+    ).json()
+    read = next(t["read"] for t in topic if t["exchange"] == "nemo")
+    assert read == read_regex("agent-edge-1", ["workload.*", "cluster.edge-1.#"])
+    bad = CliRunner().invoke(app, ["provision", "agent-edge-1", "--subscribe", "agent-edge-1=#.*x", *common], env=env)
+    assert bad.exit_code != 0 and "#.*x" in bad.output
     again = CliRunner().invoke(app, ["provision", "agent-edge-1", *common], env=env)
     assert again.exit_code == 0 and "up to date" in again.output
     shown = CliRunner().invoke(app, ["status", *common], env=env)
@@ -278,3 +377,21 @@ def test_cli_provision_and_status(private_rabbit: PrivateRabbit, provisioned: di
     as_json = CliRunner().invoke(app, ["status", *common, "-o", "json"], env=env)
     assert as_json.exit_code == 0, as_json.output
     assert "agent-edge-1" in {m["name"] for m in json.loads(as_json.output)["modules"]}
+
+
+def test_cli_provision_takes_subscriptions_from_the_module_registrations(
+    private_rabbit: PrivateRabbit, provisioned: dict[str, str], tmp_path: Path
+) -> None:
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({"clusters": []}))
+    with running_stack(tmp_path / "data", {"NEMO_CLUSTERS_FILE": str(clusters)}) as stack:
+        keys = ModuleIdentity.generate("billing").public().to_dict()
+        registered = stack.api("POST", "/modules", json={**keys, "subscriptions": ["workload.*", "sla.#"]})
+        assert registered.status_code == 201, registered.text
+        env = {"NEMO_BUS_ADMIN_PASSWORD": private_rabbit.admin_password, "NEMO_BUS_MGMT_URL": private_rabbit.mgmt_url}
+        common = ["--admin-user", private_rabbit.admin_user, "--from-directory"]
+        stack.cli("bus", "provision", "billing", "agent-edge-2", *common, env=env)
+    admin = (private_rabbit.admin_user, private_rabbit.admin_password)
+    for module, declared in [("billing", ["workload.*", "sla.#"]), ("agent-edge-2", [])]:
+        topic = httpx.get(f"{private_rabbit.mgmt_url}/api/users/{module}/topic-permissions", auth=admin).json()
+        assert next(t["read"] for t in topic if t["exchange"] == "nemo") == read_regex(module, declared)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,10 @@ async def plane(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             await cp.resources._launcher.destroy(name)
 
 
-def module(plane: ControlPlane, name: str) -> SecureBus:
-    """A third-party module registered in the plane's directory, speaking on the plane's bus."""
+def module(plane: ControlPlane, name: str, subscriptions: Sequence[str] = ()) -> SecureBus:
+    """A third-party module registered in the plane's directory (reading ``subscriptions``) on the plane's bus."""
     identity = ModuleIdentity.generate(name)
-    plane.directory.register(identity.public())
+    plane.directory.register(identity.public(), subscriptions=subscriptions)
     return SecureBus(plane.bus, identity, plane.directory)
 
 
@@ -114,7 +114,7 @@ def dead(plane: ControlPlane) -> DeadLetters:
 
 
 async def test_join_petition_from_a_registered_module_is_carried_out_once(plane: ControlPlane) -> None:
-    acme, observer = module(plane, "acme"), module(plane, "observer")
+    acme, observer = module(plane, "acme"), module(plane, "observer", ["cluster.#", "intent.accepted"])
     seen: list[tuple[str, Message]] = []
 
     async def watch(sender: str, message: Message) -> None:

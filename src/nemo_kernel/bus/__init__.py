@@ -31,9 +31,11 @@ from nemo_kernel.bus.memory import InProcessBus
 from nemo_kernel.bus.rabbitmq import RabbitMqBus, TlsConfig
 from nemo_kernel.bus.replay import SeenMessages
 from nemo_kernel.bus.secure import SecureBus, SecureHandler
+from nemo_kernel.bus.subscriptions import BindingRefused, InvalidPattern, ReadPermissions
 
 __all__ = [
     "BadSignature",
+    "BindingRefused",
     "Bus",
     "DeadLetter",
     "DecryptionFailed",
@@ -42,6 +44,7 @@ __all__ = [
     "Handler",
     "InMemoryKeyDirectory",
     "InProcessBus",
+    "InvalidPattern",
     "KeyConflict",
     "KeyDirectory",
     "Malformed",
@@ -51,6 +54,7 @@ __all__ = [
     "NotARecipient",
     "OpenedMessage",
     "RabbitMqBus",
+    "ReadPermissions",
     "Replay",
     "ReplayGuard",
     "RevokedKey",

@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from nemo_kernel.bus import crypto
+from nemo_kernel.bus.subscriptions import BUILTIN_SUBSCRIPTIONS, readers, validate_subscriptions
 
 
 class UnknownKey(LookupError):
@@ -201,13 +202,35 @@ class KeyDirectory(Protocol):
 
 
 class InMemoryKeyDirectory:
-    """A :class:`KeyDirectory` in a dict, thread-safe; the embedded default and what tests use."""
+    """A :class:`KeyDirectory` in a dict, thread-safe; what tests and modules' own copies of the directory use.
 
-    def __init__(self, keys: Iterable[ModuleKeys] = ()) -> None:
+    It also keeps each module's declared subscriptions (``subscriptions``: module -> patterns), so it can serve as
+    the in-process bus's :class:`~nemo_kernel.bus.subscriptions.ReadPermissions`.
+    """
+
+    def __init__(
+        self, keys: Iterable[ModuleKeys] = (), subscriptions: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
         self._keys: dict[str, dict[str, ModuleKeys]] = {}
+        self._subscriptions: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
         for k in keys:
             self.register(k)
+        for module, patterns in (subscriptions or {}).items():
+            self.declare(module, patterns)
+
+    def declare(self, module: str, patterns: Iterable[str]) -> None:
+        """Replace the routing key patterns ``module`` subscribes to (validated; see :mod:`..subscriptions`)."""
+        self._subscriptions[module] = validate_subscriptions(patterns)
+
+    def subscriptions(self, module: str) -> tuple[str, ...]:
+        """What ``module`` declared (a built-in module's defaults if it declared nothing)."""
+        return self._subscriptions.get(module, BUILTIN_SUBSCRIPTIONS.get(module, ()))
+
+    def readers(self, routing_key: str) -> list[str]:
+        """Modules with a live key allowed to read ``routing_key``: the recipients of an event, sorted."""
+        live = [m for m, keys in self._keys.items() if any(not k.revoked for k in keys.values())]
+        return readers(routing_key, {m: self.subscriptions(m) for m in live})
 
     def get(self, module: str, key_id: str) -> ModuleKeys:
         """One key of a module, revoked or not."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from nemo_kernel.bus.base import Handler, Message, topic_matches
 from nemo_kernel.bus.errors import DeadLetter
+from nemo_kernel.bus.subscriptions import ReadPermissions, check_bindings, queue_owner
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,16 @@ class InProcessBus:
 
     A failing handler gets the message again (``redelivered=True``) up to ``max_deliveries`` times,
     then the message goes to :attr:`dead_letters`.
+
+    With ``read_permissions`` (the module key directory), bindings follow the broker's rule: the module owning a
+    queue (``<module>`` or ``<module>.<anything>``) may bind only what its declared subscriptions cover, else
+    :class:`~nemo_kernel.bus.subscriptions.BindingRefused` (see :mod:`nemo_kernel.bus.subscriptions`).
     """
 
-    def __init__(self, max_deliveries: int = 5) -> None:
+    def __init__(self, max_deliveries: int = 5, *, read_permissions: ReadPermissions | None = None) -> None:
         self._queues: dict[str, _Queue] = {}
         self.max_deliveries = max_deliveries
+        self.read_permissions = read_permissions
         self.dead_letters: list[tuple[str, Message, str]] = []
         self.published = 0
 
@@ -82,7 +88,11 @@ class InProcessBus:
         return message.message_id
 
     async def subscribe(self, queue: str, patterns: Sequence[str], handler: Handler) -> _InProcessSubscription:
-        """Declare (or re-bind) ``queue`` and start consuming it."""
+        """Declare (or re-bind) ``queue`` and start consuming it; refuses bindings its module may not make."""
+        if self.read_permissions is not None:
+            # Checked whole before anything is declared, so a refused subscription leaves no queue behind.
+            module = queue_owner(queue)
+            check_bindings(module, self.read_permissions.subscriptions(module), patterns)
         q = self._queues.get(queue)
         if q is None:
             q = self._queues[queue] = _Queue(queue, list(patterns))

@@ -15,8 +15,11 @@ read        ``^(nemo|nemo\\.dlx|m(\\..*)?)$``  consume its own queues; ``queue.b
 =========== ================================== =====================================================================
 
 Topic permissions: on ``nemo`` the routing keys it may publish (:data:`DEFAULT_PUBLISH_PATTERNS`, or
-``^(intent|m)\\..*$`` for other modules); on ``nemo.dlx`` only its own queue names, both to publish (dead-letter)
-and to bind (so a module cannot read another module's dead letters).
+``^(intent|m)\\..*$`` for other modules) and the binding keys it may bind, i.e. read: its own namespace ``m.#`` and
+its declared subscriptions (``subscriptions``, the patterns of its module registration; built-in modules default to
+:data:`~nemo_kernel.bus.subscriptions.BUILTIN_SUBSCRIPTIONS`), as :func:`~nemo_kernel.bus.subscriptions.read_regex`
+builds it; on ``nemo.dlx`` only its own queue names, both to publish (dead-letter) and to bind (so a module cannot
+read another module's dead letters).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
 import httpx
+
+from nemo_kernel.bus.subscriptions import BUILTIN_SUBSCRIPTIONS, read_regex, validate_subscriptions
 
 EXCHANGE = "nemo"
 DEAD_LETTER_EXCHANGE = "nemo.dlx"
@@ -82,15 +87,25 @@ def provision(
     vhost: str = "nemo",
     delete_guest: bool = True,
     publish_patterns: Mapping[str, str] | None = None,
+    subscriptions: Mapping[str, Sequence[str]] | None = None,
     rotate_passwords: bool = False,
     timeout: float = 10.0,
 ) -> dict[str, str]:
     """Create (or bring up to date) vhost, exchanges and module users; returns ``{module: password}`` for users
     created (or re-keyed) by this call. Existing users keep their password unless ``rotate_passwords``.
+
+    ``subscriptions`` (module -> routing key patterns) are what each module may bind on ``nemo``; a module not in
+    it reads only its own namespace (a built-in one its defaults). Rewritten on every run, like the permissions.
     """
     for module in modules:
-        if not _MODULE_NAME.match(module):
+        if not _MODULE_NAME.fullmatch(module):
             raise ValueError(f"module name {module!r} must match {_MODULE_NAME.pattern}")
+    unknown = sorted(set(subscriptions or {}) - set(modules))
+    if unknown:
+        raise ValueError(f"subscriptions given for modules not being provisioned: {', '.join(unknown)}")
+    declared = {
+        m: validate_subscriptions((subscriptions or {}).get(m, BUILTIN_SUBSCRIPTIONS.get(m, ()))) for m in modules
+    }
     if delete_guest and admin_user == "guest":
         raise ValueError("create another administrator first: provisioning would delete the account it runs as")
     v = _vhost_path(vhost)
@@ -119,7 +134,10 @@ def provision(
             _check(api.put(f"/api/permissions/{v}/{user}", json=permissions_for(module)), f"permissions of {module}")
             own = module_pattern(module)
             topic = {
-                EXCHANGE: {"write": publish_pattern(module, publish_patterns), "read": ".*"},
+                EXCHANGE: {
+                    "write": publish_pattern(module, publish_patterns),
+                    "read": read_regex(module, declared[module]),
+                },
                 DEAD_LETTER_EXCHANGE: {"write": own, "read": own},
             }
             for exchange, rights in topic.items():

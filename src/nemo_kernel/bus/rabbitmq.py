@@ -41,6 +41,7 @@ import aiormq.exceptions
 
 from nemo_kernel.bus.base import Handler, Message
 from nemo_kernel.bus.errors import DeadLetter
+from nemo_kernel.bus.subscriptions import BindingRefused
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +348,12 @@ class RabbitMqBus:
             },
         )
         for pattern in patterns:
-            await q.bind(exchange, routing_key=pattern)
+            try:
+                await q.bind(exchange, routing_key=pattern)
+            except aiormq.exceptions.ChannelAccessRefused as exc:
+                # The broker checked the read pattern of the user's topic permission (its declared subscriptions).
+                await channel.close()
+                raise BindingRefused(self.user, pattern) from exc
 
         sub = _RabbitMqSubscription(self, channel, queue)
 

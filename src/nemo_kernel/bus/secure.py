@@ -25,6 +25,7 @@ from nemo_kernel.bus.envelope import (
     CONTENT_TYPE,
     Envelope,
     EnvelopeRefused,
+    NotARecipient,
     Replay,
     ReplayGuard,
     RoutingMismatch,
@@ -37,6 +38,9 @@ from nemo_kernel.bus.identity import KeyDirectory, ModuleIdentity, ModuleKeys
 log = logging.getLogger(__name__)
 
 REFUSED = Counter("nemo_bus_refused_total", "Bus messages refused before reaching a handler", ["reason"])
+ECHOES = Counter(
+    "nemo_bus_own_messages_skipped_total", "A module's own bus messages routed back to it, not addressed to it"
+)
 DUPLICATES = Counter("nemo_bus_duplicates_total", "Redelivered bus messages already handled, acknowledged silently")
 
 SecureHandler = Callable[[str, Message], Awaitable[None]]
@@ -181,6 +185,13 @@ class SecureBus:
                 DUPLICATES.inc()
                 return
             self._refuse(queue, message, "replay", "message id already handled")
+        except NotARecipient as exc:
+            if Envelope.from_bytes(message.body).sender == self.identity.module:
+                # Its own publication (signature verified before this check), routed back by one of its bindings
+                # and sealed for others only: not for it, and no attack either.
+                ECHOES.inc()
+                return
+            self._refuse(queue, message, exc.reason, str(exc))
         except EnvelopeRefused as exc:
             self._refuse(queue, message, exc.reason, str(exc))
         if not await self._once.run(sender, plain.message_id, plain.timestamp, lambda: handler(sender, plain)):

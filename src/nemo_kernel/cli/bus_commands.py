@@ -13,12 +13,30 @@ from rich.table import Table
 
 from nemo_kernel.bus.provision import provision as provision_broker
 from nemo_kernel.bus.status import bus_status
+from nemo_kernel.bus.subscriptions import InvalidPattern, validate_pattern
+from nemo_kernel.cli.client import api_from_env_or
+from nemo_kernel.cli.options import ApiOption
 
 app = typer.Typer(help="The RabbitMQ bus: provisioning and status.", no_args_is_help=True)
 
 MgmtUrl = Annotated[str, typer.Option("--mgmt-url", envvar="NEMO_BUS_MGMT_URL", help="management API base URL")]
 AdminUser = Annotated[str, typer.Option("--admin-user", envvar="NEMO_BUS_ADMIN_USER")]
 Vhost = Annotated[str, typer.Option("--vhost")]
+
+
+def _subscriptions(items: list[str]) -> dict[str, list[str]]:
+    """``MODULE=PATTERN[,PATTERN...]`` options, repeatable, as module -> validated patterns."""
+    declared: dict[str, list[str]] = {}
+    for item in items:
+        module, sep, patterns = item.partition("=")
+        if not sep or not module:
+            raise typer.BadParameter(f"{item!r} is not MODULE=PATTERN[,PATTERN...]", param_hint="--subscribe")
+        for pattern in patterns.split(","):
+            try:
+                declared.setdefault(module, []).append(validate_pattern(pattern))
+            except InvalidPattern as exc:
+                raise typer.BadParameter(f"{module}: {exc}", param_hint="--subscribe") from None
+    return declared
 
 
 def _admin_password() -> str:
@@ -36,11 +54,36 @@ def provision_command(
     allow: Annotated[
         list[str] | None, typer.Option("--allow", help="MODULE=REGEX: routing keys the module may publish")
     ] = None,
+    subscribe: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--subscribe",
+            help="MODULE=PATTERN[,PATTERN...]: routing key patterns the module may bind (read), as declared in its "
+            "registration; without it a module reads only its own namespace MODULE.#",
+        ),
+    ] = None,
+    from_directory: Annotated[
+        bool,
+        typer.Option(
+            "--from-directory",
+            help="take each module's subscriptions from its registration in the control plane's module directory "
+            "(`nemo module register --subscribe`); --subscribe still wins for the modules it names",
+        ),
+    ] = False,
+    api: ApiOption = None,
     rotate_passwords: Annotated[bool, typer.Option("--rotate-passwords")] = False,
     output: Annotated[str, typer.Option("-o", "--output", help="table or json")] = "table",
 ) -> None:
     """Create vhost, exchanges and one least-privilege user per module (idempotent); print new passwords once."""
     overrides = dict(item.split("=", 1) for item in allow or [])
+    subscriptions: dict[str, list[str]] = {}
+    if from_directory:
+        registered = {m["module"]: m["subscriptions"] for m in api_from_env_or(api).get("/modules")}
+        subscriptions = {m: registered[m] for m in modules if m in registered}
+    subscriptions.update(_subscriptions(subscribe or []))
+    unknown = sorted(set(subscriptions) - set(modules))
+    if unknown:
+        raise typer.BadParameter(f"not among the modules provisioned: {', '.join(unknown)}", param_hint="--subscribe")
     passwords = provision_broker(
         mgmt_url,
         admin_user,
@@ -49,6 +92,7 @@ def provision_command(
         vhost=vhost,
         delete_guest=not keep_guest,
         publish_patterns=overrides,
+        subscriptions=subscriptions,
         rotate_passwords=rotate_passwords,
     )
     if output == "json":

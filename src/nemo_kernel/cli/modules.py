@@ -19,6 +19,14 @@ app = typer.Typer(no_args_is_help=True)
 KeysOption = Annotated[
     Path, typer.Option("--keys", help="the module's public keys (JSON/YAML, as `nemo module keygen` writes them)")
 ]
+SubscribeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--subscribe",
+        help="a routing key pattern the module reads (repeat; e.g. 'workload.*', 'cluster.#'); replaces the declared "
+        "ones; without any, they stay as they are (a new module reads only its own namespace, MODULE.#)",
+    ),
+]
 
 
 def _public_part(identity: ModuleIdentity) -> dict[str, Any]:
@@ -42,10 +50,14 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S") if timestamp else ""
 
 
+def _with_subscriptions(body: dict[str, Any], subscribe: list[str] | None) -> dict[str, Any]:
+    return {**body, "subscriptions": subscribe} if subscribe else body
+
+
 def _rows(modules: list[dict[str, Any]]) -> None:
     print_table(
         None,
-        ["MODULE", "KEY ID", "STATE", "CREATED (UTC)", "REVOKED (UTC)"],
+        ["MODULE", "KEY ID", "STATE", "CREATED (UTC)", "REVOKED (UTC)", "SUBSCRIPTIONS"],
         [
             (
                 m["module"],
@@ -53,6 +65,7 @@ def _rows(modules: list[dict[str, Any]]) -> None:
                 "revoked" if k["revoked"] else ("current" if k["current"] else "valid"),
                 _when(k["created_at"]),
                 _when(k["revoked_at"]),
+                " ".join(m.get("subscriptions", [])),
             )
             for m in modules
             for k in m["keys"]
@@ -81,11 +94,12 @@ def keygen(
 def register(
     name: Annotated[str, typer.Argument(help="module name")],
     keys: KeysOption,
+    subscribe: SubscribeOption = None,
     api: ApiOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Register a module's public keys; they become its current keys."""
-    entry = api_from_env_or(api).post("/modules", _keys_for(name, keys))
+    """Register a module's public keys (they become its current keys) and the routing keys it reads."""
+    entry = api_from_env_or(api).post("/modules", _with_subscriptions(_keys_for(name, keys), subscribe))
     emit(entry, output, lambda e: _rows([e]))
 
 
@@ -94,11 +108,12 @@ def rotate(
     name: Annotated[str, typer.Argument(help="module name")],
     keys: KeysOption,
     revoke_previous: Annotated[bool, typer.Option("--revoke-previous", help="revoke the older keys now")] = False,
+    subscribe: SubscribeOption = None,
     api: ApiOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Make new public keys current; older keys stay valid for messages in flight unless --revoke-previous."""
-    body = {**_keys_for(name, keys), "revoke_previous": revoke_previous}
+    body = {**_with_subscriptions(_keys_for(name, keys), subscribe), "revoke_previous": revoke_previous}
     entry = api_from_env_or(api).post(f"/modules/{name}/rotate", body)
     emit(entry, output, lambda e: _rows([e]))
 

@@ -37,10 +37,11 @@ _INTAKE_QUEUE = "orchestrator.intake"
 _ENVELOPE_WINDOW = 300.0  # seconds of clock difference accepted on envelopes
 
 
-def _bus_for(settings: Settings) -> Bus:
-    """RabbitMQ when ``NEMO_BUS_URL`` is set (TLS when a CA is given), else the in-process bus."""
+def _bus_for(settings: Settings, directory: StoredKeyDirectory) -> Bus:
+    """RabbitMQ when ``NEMO_BUS_URL`` is set (TLS when a CA is given), else the in-process bus, which enforces the
+    modules' declared subscriptions itself (the broker does with the topic permissions set by provisioning)."""
     if not settings.bus_url:
-        return InProcessBus()
+        return InProcessBus(read_permissions=directory)
     tls = None
     if settings.bus_ca_file is not None:
         tls = TlsConfig(settings.bus_ca_file, settings.bus_cert_file, settings.bus_key_file)
@@ -53,19 +54,19 @@ class ControlPlane:
     def __init__(self, settings: Settings, bus: Bus | None = None) -> None:
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
-        self.bus: Bus = bus if bus is not None else _bus_for(settings)
+        self.directory = StoredKeyDirectory(self.db)
+        self.bus: Bus = bus if bus is not None else _bus_for(settings, self.directory)
         self.resources = ResourceManager(self.db, settings)
         self.engine = OrchestrationEngine(self.db, self.resources, settings)
         # Every message of the control plane's own modules is sealed and verified (SecureBus); the directory of
         # module keys and the record of handled petitions live in the store.
-        self.directory = StoredKeyDirectory(self.db)
         self.identity = ModuleIdentity.load_or_create(ORCHESTRATOR, identity_file(settings.data_dir, ORCHESTRATOR))
         self._seen_record = StoredSeenRecord(self.db, _INTAKE_QUEUE)
         seen = SeenMessages(ttl=2 * _ENVELOPE_WINDOW, persist=self._seen_record.persist)
         self.secure = SecureBus(
             self.bus, self.identity, self.directory, replay_guard=ReplayGuard(_ENVELOPE_WINDOW, seen)
         )
-        self.outbox = OutboxPublisher(self.db, self.secure, self.directory.live_modules)
+        self.outbox = OutboxPublisher(self.db, self.secure, self.directory.readers)
         self.intake = Intake(self.db, settings)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()

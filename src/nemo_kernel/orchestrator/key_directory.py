@@ -4,6 +4,10 @@ Why here: the directory is the bus's :class:`~nemo_kernel.bus.identity.KeyDirect
 store, and ``bus`` and ``store`` may not import each other; the orchestrator is the lowest layer that may import
 both, and the control plane is the one component that owns the directory (the admin API writes through it).
 
+It also keeps each module's declared subscriptions (``bus_module_subscriptions``): the routing key patterns it reads,
+which decide the recipients of events (:meth:`StoredKeyDirectory.readers`) and the bindings the in-process bus allows
+(it is that bus's :class:`~nemo_kernel.bus.subscriptions.ReadPermissions`).
+
 Freshness: lookups sit on the message path, so they never touch the database. A write through this object commits,
 then reloads the snapshot before returning, so revocation takes effect in this process at once. Changes made by
 another process (another control-plane replica) are picked up by :meth:`StoredKeyDirectory.keep_fresh`, which
@@ -16,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,9 +29,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.bus import KeyConflict, ModuleKeys, UnknownKey
+from nemo_kernel.bus.subscriptions import BUILTIN_SUBSCRIPTIONS, readers, validate_subscriptions
 from nemo_kernel.domain import utcnow
 from nemo_kernel.store import Database
-from nemo_kernel.store.tables import ModuleKeyRow
+from nemo_kernel.store.tables import ModuleKeyRow, ModuleSubscriptionsRow
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +53,10 @@ class _Snapshot:
     records: tuple[KeyRecord, ...]
     by_id: dict[tuple[str, str], ModuleKeys]
     current: dict[str, ModuleKeys]
+    subscriptions: dict[str, tuple[str, ...]]
 
     @classmethod
-    def of(cls, rows: list[ModuleKeyRow]) -> _Snapshot:
+    def of(cls, rows: list[ModuleKeyRow], subscriptions: list[ModuleSubscriptionsRow]) -> _Snapshot:
         # Rows come ordered by current_since: the last live key of a module is its current one.
         current: dict[str, ModuleKeys] = {}
         loaded: list[tuple[ModuleKeyRow, ModuleKeys]] = []
@@ -70,7 +76,8 @@ class _Snapshot:
             KeyRecord(keys, current.get(keys.module) == keys, row.current_since, row.revoked_at)
             for row, keys in sorted(loaded, key=lambda item: (item[0].module, item[0].created_at, item[0].key_id))
         )
-        return cls(records, {(k.module, k.key_id): k for _, k in loaded}, current)
+        declared = {row.module: tuple(row.patterns) for row in subscriptions}
+        return cls(records, {(k.module, k.key_id): k for _, k in loaded}, current, declared)
 
 
 class StoredKeyDirectory:
@@ -83,7 +90,7 @@ class StoredKeyDirectory:
     def __init__(self, db: Database, *, reload_interval: float = 5.0) -> None:
         self._db = db
         self.reload_interval = reload_interval
-        self._snapshot = _Snapshot((), {}, {})
+        self._snapshot = _Snapshot((), {}, {}, {})
         self._write_lock = threading.RLock()  # a write holds it through its own reload
 
     # ---- reads: memory only ----
@@ -110,26 +117,51 @@ class StoredKeyDirectory:
         """Modules that hold a non-revoked key, sorted."""
         return sorted(self._snapshot.current)
 
+    def subscriptions(self, module: str) -> tuple[str, ...]:
+        """The routing key patterns ``module`` declared (a built-in module's defaults if it declared nothing)."""
+        declared = self._snapshot.subscriptions.get(module)
+        return declared if declared is not None else BUILTIN_SUBSCRIPTIONS.get(module, ())
+
+    def readers(self, routing_key: str) -> list[str]:
+        """Modules with a live key allowed to read ``routing_key``: the recipients of an event, sorted."""
+        return readers(routing_key, {m: self.subscriptions(m) for m in self._snapshot.current})
+
     # ---- writes: commit, then refresh the snapshot before returning ----
 
-    def register(self, keys: ModuleKeys) -> None:
+    def register(self, keys: ModuleKeys, *, subscriptions: Sequence[str] | None = None) -> None:
         """Add a key; it becomes the module's current key. Re-registering a key changes nothing.
 
+        ``subscriptions``, when given, replace the module's declared patterns in the same transaction.
         Raises :class:`KeyConflict` if the key is registered for another module.
         """
+        patterns = None if subscriptions is None else validate_subscriptions(subscriptions)
         with self._writing() as s:
             row = s.get(ModuleKeyRow, keys.key_id)
             if row is not None:
                 _check_owner(row, keys.module)
-                return
-            s.add(_new_row(keys))
+            else:
+                s.add(_new_row(keys))
+            if patterns is not None:
+                _declare(s, keys.module, patterns)
 
-    def rotate(self, keys: ModuleKeys, *, revoke_previous: bool = False) -> None:
+    def declare(self, module: str, subscriptions: Sequence[str]) -> None:
+        """Replace the routing key patterns ``module`` reads (validated: AMQP topic patterns)."""
+        patterns = validate_subscriptions(subscriptions)
+        with self._writing() as s:
+            _declare(s, module, patterns)
+
+    def rotate(
+        self, keys: ModuleKeys, *, revoke_previous: bool = False, subscriptions: Sequence[str] | None = None
+    ) -> None:
         """Make ``keys`` the module's current key (added if new); optionally revoke every other key of the module.
 
+        ``subscriptions``, when given, replace the module's declared patterns in the same transaction.
         Raises :class:`KeyConflict` if the key is revoked or belongs to another module.
         """
+        patterns = None if subscriptions is None else validate_subscriptions(subscriptions)
         with self._writing() as s:
+            if patterns is not None:
+                _declare(s, keys.module, patterns)
             now = utcnow()
             row = s.get(ModuleKeyRow, keys.key_id)
             if row is None:
@@ -171,7 +203,7 @@ class StoredKeyDirectory:
         """
         with self._write_lock, self._db.transaction() as s:
             rows = list(s.scalars(select(ModuleKeyRow).order_by(ModuleKeyRow.current_since, ModuleKeyRow.key_id)))
-            self._snapshot = _Snapshot.of(rows)
+            self._snapshot = _Snapshot.of(rows, list(s.scalars(select(ModuleSubscriptionsRow))))
 
     async def keep_fresh(self) -> None:
         """Reload every ``reload_interval`` seconds until cancelled (a failed reload keeps the last snapshot)."""
@@ -208,6 +240,14 @@ def _new_row(keys: ModuleKeys, now: datetime | None = None) -> ModuleKeyRow:
         current_since=now,
         revoked_at=None,
     )
+
+
+def _declare(s: Session, module: str, patterns: tuple[str, ...]) -> None:
+    row = s.get(ModuleSubscriptionsRow, module)
+    if row is None:
+        s.add(ModuleSubscriptionsRow(module=module, patterns=list(patterns), updated_at=utcnow()))
+    else:
+        row.patterns = list(patterns)
 
 
 def _check_owner(row: ModuleKeyRow, module: str) -> None:

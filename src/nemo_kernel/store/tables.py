@@ -261,6 +261,16 @@ class ModuleKeyRow(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class ModuleSubscriptionsRow(Base):
+    """The routing key patterns a module declared it reads (broker read permissions and event recipients)."""
+
+    __tablename__ = "bus_module_subscriptions"
+
+    module: Mapped[str] = mapped_column(String(63), primary_key=True)
+    patterns: Mapped[list[str]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class SeenMessageRow(Base):
     """A message a consumer has handled (replay refusal and exactly-once handling), kept until ``expires_at``."""
 

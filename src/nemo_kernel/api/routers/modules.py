@@ -1,5 +1,9 @@
 """``/api/v1/modules``: the directory of bus module keys (list, register, rotate, revoke; admin writes).
 
+A registration also declares the module's ``subscriptions``: the routing key patterns it reads. The control plane
+seals events only for the modules whose subscriptions match, the in-process bus refuses other bindings, and
+``nemo bus provision --from-directory`` sets the same patterns as the broker's read permissions.
+
 Writes go through the control plane's key directory, which commits them and refreshes its in-memory copy before
 answering: a revocation refuses the module's next message in this process, and other replicas within their reload
 interval.
@@ -11,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
@@ -19,6 +23,7 @@ from nemo_kernel.api.errors import ApiError
 from nemo_kernel.bus import KeyConflict, ModuleKeys, UnknownKey
 from nemo_kernel.bus.crypto import b64decode
 from nemo_kernel.bus.identity import key_id_of
+from nemo_kernel.bus.subscriptions import MAX_SUBSCRIPTIONS, validate_pattern
 from nemo_kernel.domain import Model, Name
 from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR
@@ -27,6 +32,7 @@ from nemo_kernel.orchestrator.key_directory import KeyRecord
 router = APIRouter(prefix="/modules", tags=["modules"])
 Plane = Annotated[ControlPlane, Depends(control_plane)]
 _RAW_KEY_SIZE = 32
+Pattern = Annotated[str, AfterValidator(validate_pattern)]
 
 
 class PublicKeys(Model):
@@ -38,6 +44,13 @@ class PublicKeys(Model):
     encryption_public: str = Field(description="X25519 public key, 32 bytes in base64url")
     revoked: bool = Field(default=False, description="accepted for round trips of to_dict; must be false")
     created_at: float | None = Field(default=None, description="accepted for round trips of to_dict; ignored")
+    subscriptions: list[Pattern] | None = Field(
+        default=None,
+        max_length=MAX_SUBSCRIPTIONS,
+        description="routing key patterns the module reads (AMQP topic patterns: words of a-z 0-9 _ -, '*' one "
+        "word, '#' any words); replaces the declared ones; omitted: unchanged (a new module reads only its own "
+        "namespace, <module>.#)",
+    )
 
     @field_validator("signing_public", "encryption_public")
     @classmethod
@@ -98,6 +111,7 @@ class ModuleEntry(Model):
 
     module: str
     current_key_id: str | None
+    subscriptions: list[str] = Field(description="routing key patterns it reads, besides its own namespace")
     keys: list[ModuleKey]
 
 
@@ -112,7 +126,7 @@ def _invalid(field: str, message: str) -> ApiError:
     return ApiError(422, "invalid", f"invalid module keys: {field}: {message}", [{"field": field, "message": message}])
 
 
-def _entries(records: list[KeyRecord]) -> list[ModuleEntry]:
+def _entries(plane: ControlPlane, records: list[KeyRecord]) -> list[ModuleEntry]:
     by_module: dict[str, list[KeyRecord]] = {}
     for record in records:
         by_module.setdefault(record.keys.module, []).append(record)
@@ -120,6 +134,7 @@ def _entries(records: list[KeyRecord]) -> list[ModuleEntry]:
         ModuleEntry(
             module=module,
             current_key_id=next((r.keys.key_id for r in rs if r.current), None),
+            subscriptions=list(plane.directory.subscriptions(module)),
             keys=[
                 ModuleKey(
                     key_id=r.keys.key_id,
@@ -138,7 +153,7 @@ def _entries(records: list[KeyRecord]) -> list[ModuleEntry]:
 
 
 def _entry(plane: ControlPlane, module: str) -> ModuleEntry:
-    entries = _entries(plane.directory.records(module))
+    entries = _entries(plane, plane.directory.records(module))
     if not entries:
         raise ApiError(404, "not_found", f"module {module!r} not found", {"kind": "module", "name": module})
     return entries[0]
@@ -173,7 +188,7 @@ async def _change(plane: ControlPlane, change: Any) -> Any:
 @router.get("", response_model=list[ModuleEntry])
 def list_modules(plane: Plane) -> list[ModuleEntry]:
     """Every module with its keys: key ids, which one is current, which are revoked, when created."""
-    return _entries(plane.directory.records())
+    return _entries(plane, plane.directory.records())
 
 
 @router.get("/{name}", response_model=ModuleEntry)
@@ -184,13 +199,15 @@ def get_module(name: str, plane: Plane) -> ModuleEntry:
 
 @router.post("", status_code=201, response_model=ModuleEntry)
 async def register_module(request: Request, plane: Plane) -> ModuleEntry:
-    """Register a module's public keys (they become its current key). 409 if the keys belong to another module."""
+    """Register a module's public keys (they become its current key) and, when given, its subscriptions.
+
+    409 if the keys belong to another module."""
     body: PublicKeys = await _body(request, PublicKeys)
     if body.module is None:
         raise _invalid("module", "is required")
     _writable(body.module)
     keys = body.to_keys(body.module)
-    await _change(plane, lambda: plane.directory.register(keys))
+    await _change(plane, lambda: plane.directory.register(keys, subscriptions=body.subscriptions))
     return _entry(plane, keys.module)
 
 
@@ -204,7 +221,10 @@ async def rotate_module(name: str, request: Request, plane: Plane) -> ModuleEntr
     keys = body.to_keys(name)
     _writable(name)
     _entry(plane, name)
-    await _change(plane, lambda: plane.directory.rotate(keys, revoke_previous=body.revoke_previous))
+    await _change(
+        plane,
+        lambda: plane.directory.rotate(keys, revoke_previous=body.revoke_previous, subscriptions=body.subscriptions),
+    )
     return _entry(plane, name)
 
 
