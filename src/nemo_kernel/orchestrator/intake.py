@@ -241,8 +241,7 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     if any(not isinstance(key, str) or key not in fields for key in data):
         # A file that is not a descriptor (credentials, keys, /etc files) must not have its key names echoed.
         raise PetitionError(
-            f"{name} is not a NEMO descriptor: it has keys that are not descriptor fields "
-            f"({', '.join(sorted(fields))})"
+            f"{name} is not a NEMO descriptor: it has keys that are not descriptor fields ({', '.join(sorted(fields))})"
         )
     return data
 

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _REMOTE_HELPER = re.compile(r"[A-Za-z0-9+.-]+::")  # git's `transport::address` (ext::, fd::, ...)
 _SCP_LIKE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9][A-Za-z0-9.-]*:[^\s:-]\S*")
+_SCP_ATTEMPT = re.compile(r"[^/:]*@[^/]*:")  # what git would take for scp-like ssh
 _HOST = re.compile(r"[a-z0-9][a-z0-9.-]*|[0-9a-f:.]+")  # urlsplit's hostname: lower-case, IPv6 unbracketed
 _POLL_SECONDS = 0.2
 # Only what git and ssh need to find programs, an ssh agent and a proxy; nothing of the user's git setup.
@@ -91,6 +92,8 @@ class PetitionSources:
             raise PetitionError(f"git transport not supported; use {SUPPORTED}")
         if _SCP_LIKE.fullmatch(source):
             return GitSource(source, "ssh")
+        if _SCP_ATTEMPT.match(source):
+            raise PetitionError(f"not a valid user@host:path git URL; use {SUPPORTED}")
         path = self.allowed(Path(source))
         return GitSource(f"file://{path}", "file") if path.name.endswith(".git") else path
 
@@ -198,6 +201,7 @@ class PetitionSources:
                 start_new_session=True,
             )  # fmt: skip
             deadline = time.monotonic() + timeout
+            too_large = f"is larger than {settings.petition_clone_max_mib} MiB (NEMO_PETITION_CLONE_MAX_MIB)"
             failure = ""
             while True:
                 try:
@@ -207,13 +211,15 @@ class PetitionSources:
                     if time.monotonic() > deadline:
                         failure = f"timed out after {timeout:g} s (NEMO_PETITION_CLONE_TIMEOUT)"
                     elif _size(checkout) > limit:
-                        failure = f"is larger than {settings.petition_clone_max_mib} MiB (NEMO_PETITION_CLONE_MAX_MIB)"
+                        failure = too_large
                     if failure:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()
                         break
             if not failure and code == 0:
-                return
+                if _size(checkout) <= limit:  # a fast clone may finish between two looks
+                    return
+                failure = too_large
             stderr.seek(0)
             detail = stderr.read(4096).decode(errors="replace").strip()
         log.warning("petition: git clone of %s failed (%s): %s", source.redacted, failure or f"exit {code}", detail)
