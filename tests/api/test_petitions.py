@@ -79,6 +79,7 @@ def test_paths_outside_the_roots_are_refused_alike_whether_they_exist_or_not(
 ) -> None:
     (root / "to-secret.yaml").symlink_to(outside / "shadow")
     (root / "to-nothing.yaml").symlink_to(outside / "nothing")
+    (root / "loop.yaml").symlink_to("loop.yaml")
     (root / "folder").mkdir()
     (root / "folder" / "svc.yaml").symlink_to(outside / "shadow")  # found by name in a folder under the root
     answers = {
@@ -91,6 +92,7 @@ def test_paths_outside_the_roots_are_refused_alike_whether_they_exist_or_not(
             f"{root}/../{outside.name}/shadow",
             str(root / "to-secret.yaml"),
             str(root / "to-nothing.yaml"),
+            str(root / "loop.yaml"),
             str(root / "folder"),
             f"file://{outside}",
             f"file://{outside}/nothing",
@@ -152,10 +154,12 @@ def test_a_descriptor_under_a_root_deploys_and_its_errors_name_fields(stack: Sta
 
 
 def test_a_repository_cannot_lead_out_of_its_checkout(stack: Stack, root: Path, outside: Path) -> None:
-    repo = _git_repo(root / "linked", {"good.yaml": yaml.safe_dump(DESCRIPTOR)}, {"svc.yaml": str(outside / "shadow")})
+    links = {"svc.yaml": str(outside / "shadow"), "loop.yaml": "loop.yaml"}
+    repo = _git_repo(root / "linked", {"good.yaml": yaml.safe_dump(DESCRIPTOR)}, links)
     for pathname in (
         f"file://{repo}",  # svc.yaml, found by name, is a symlink to a file outside
         f"file://{repo}#svc.yaml",
+        f"file://{repo}#loop.yaml",
         f"file://{repo}#../../{outside.name}/shadow",
         f"file://{repo}#{outside}/shadow",
     ):

@@ -185,31 +185,38 @@ class Intake:
             dest = self._settings.data_dir / "sources" / petition.namespace / petition.name
             folder = self._sources.clone(origin, dest).resolve()
 
-            def inside(real: Path) -> None:
-                if not real.is_relative_to(folder):
+            def in_checkout(path: Path) -> Path:
+                real = _resolved(path)
+                if real is None or not real.is_relative_to(folder):
                     raise PetitionError(f"the descriptor in {source} points outside the repository")
+                return real
 
-            check: Callable[[Path], None] = inside
+            resolved: Callable[[Path], Path] = in_checkout
         else:
-            folder, check = origin, self._sources.require_allowed
+            folder, resolved = origin, self._sources.resolved
+        # Every candidate is resolved and checked before asking whether it is a file: nothing is learnt about a path
+        # outside the roots or the checkout, whether it exists or not.
         if inner:
-            # Resolved and checked before asking whether it is a file, so nothing is learnt about outside paths.
-            target = (folder / inner).resolve()
-            if not target.is_relative_to(folder):
-                raise PetitionError(f"no descriptor at {inner!r} in {source}")
-            check(target)
-            if not target.is_file():
+            target = resolved(folder / inner)
+            if not target.is_relative_to(folder) or not target.is_file():
                 raise PetitionError(f"no descriptor at {inner!r} in {source}")
             return target
         if folder.is_file():
             return folder
         for pattern in DESCRIPTOR_NAMES:
-            candidate = (folder / pattern.format(name=petition.name)).resolve()
-            check(candidate)
+            candidate = resolved(folder / pattern.format(name=petition.name))
             if candidate.is_file():
                 return candidate
         tried = ", ".join(p.format(name=petition.name) for p in DESCRIPTOR_NAMES)
         raise PetitionError(f"no descriptor in {source} (looked for {tried})")
+
+
+def _resolved(path: Path) -> Path | None:
+    """``path`` with its symlinks followed as far as they exist; None for a symlink loop."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:

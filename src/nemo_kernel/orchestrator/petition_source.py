@@ -84,7 +84,7 @@ class PetitionSources:
 
     def classify(self, source: str) -> GitSource | Path:
         """A checked git source, or the real path of an allowed local file or folder; PetitionError otherwise."""
-        if source.startswith("-") or any(c.isspace() or not c.isprintable() for c in source):
+        if source.startswith("-") or not source.isprintable():
             raise PetitionError(f"pathname must be a path or a git URL ({SUPPORTED})")
         if scheme := _URL_SCHEME.match(source):
             return self._url(source, scheme.group(1).lower())
@@ -102,33 +102,32 @@ class PetitionSources:
 
         The refusal is a 403 with the same message whether the path exists or not; only inside a root may an
         answer say that something does not exist."""
-        roots = [root.resolve() for root in self._settings.petition_roots]
-        if not roots:
+        if not self._settings.petition_roots:
             raise forbidden(
                 f"petitions may not read local paths or file:// repositories on this server: an admin allows "
                 f"directories by listing them in {ROOTS_SETTING} (absolute paths separated by ':')"
             )
-        try:
-            # Not strict: symlinks are followed as far as they exist, so the answer cannot depend on existence.
-            real = path.expanduser().resolve()
-        except (OSError, RuntimeError):
-            real = Path("/")  # an unresolvable path (a loop, no home) is treated as outside every root
-        self.require_allowed(real)
+        real = self.resolved(path)
         try:
             existing = real.resolve(strict=True)
         except (OSError, RuntimeError) as exc:
             raise PetitionError(f"pathname {str(path)!r} does not exist") from exc
-        self.require_allowed(existing)  # a symlink may have been swapped in meanwhile
-        return existing
+        return self.resolved(existing)  # again: a symlink may have been swapped in meanwhile
 
-    def require_allowed(self, real: Path) -> None:
-        """403 unless ``real`` (symlinks already resolved) is under a petition root and outside the data directory."""
+    def resolved(self, path: Path) -> Path:
+        """``path`` with its symlinks followed as far as they exist; 403 unless that is under a petition root and
+        outside the data directory. Not strict, so the answer never depends on whether the path exists."""
         roots = [root.resolve() for root in self._settings.petition_roots]
         private = self._settings.data_dir.resolve()
-        if not any(real.is_relative_to(root) for root in roots) or real.is_relative_to(private):
+        try:
+            real: Path | None = path.expanduser().resolve()
+        except (OSError, RuntimeError):
+            real = None  # a symlink loop or an unknown home: outside every root
+        if real is None or not any(real.is_relative_to(root) for root in roots) or real.is_relative_to(private):
             raise forbidden(
                 f"pathname is not under a directory allowed for petitions: an admin lists them in {ROOTS_SETTING}"
             )
+        return real
 
     def _url(self, source: str, scheme: str) -> GitSource:
         if scheme == "file":
@@ -143,6 +142,8 @@ class PetitionSources:
             )
         if scheme not in ("https", "http", "ssh"):
             raise PetitionError(f"git URL scheme {scheme}:// not supported; use {SUPPORTED}")
+        if any(c.isspace() for c in source):
+            raise PetitionError("a git URL has no spaces")
         try:
             parts = urlsplit(source)
             host, _ = parts.hostname, parts.port  # .port raises ValueError when it is not a number
@@ -169,9 +170,7 @@ class PetitionSources:
         return dest
 
     def _run_git(self, source: GitSource, checkout: Path, home: Path) -> None:
-        settings = self._settings
-        limit = settings.petition_clone_max_mib << 20
-        timeout = settings.petition_clone_timeout
+        timeout = max(1, int(self._settings.petition_clone_timeout))
         env = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
         env.update(
             HOME=str(home),  # an empty home: no ~/.gitconfig, credential helpers or url rewrites of the user
@@ -180,7 +179,7 @@ class PetitionSources:
             GIT_CONFIG_GLOBAL=os.devnull,
             GIT_ALLOW_PROTOCOL=source.protocol,  # also binds redirects, submodules and remote helpers
             GIT_TERMINAL_PROMPT="0",
-            GIT_SSH_COMMAND=f"ssh -o BatchMode=yes -o ConnectTimeout={max(1, int(timeout))}",
+            GIT_SSH_COMMAND=f"ssh -o BatchMode=yes -o ConnectTimeout={timeout}",  # never asks for a password
             LC_ALL="C",
         )
         command = [
@@ -189,7 +188,7 @@ class PetitionSources:
             "-c", f"protocol.{source.protocol}.allow=always",
             "-c", "credential.helper=",
             "-c", "http.lowSpeedLimit=1024",
-            "-c", f"http.lowSpeedTime={max(1, int(timeout))}",
+            "-c", f"http.lowSpeedTime={timeout}",
             "clone", "--quiet", "--depth", "1", "--single-branch", "--no-tags", "--no-recurse-submodules",
             "--template=",  # no hooks or other files from a template directory
             "--", source.url, str(checkout),
@@ -200,32 +199,41 @@ class PetitionSources:
                 command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
                 start_new_session=True,
             )  # fmt: skip
-            deadline = time.monotonic() + timeout
-            too_large = f"is larger than {settings.petition_clone_max_mib} MiB (NEMO_PETITION_CLONE_MAX_MIB)"
-            failure = ""
-            while True:
-                try:
-                    code = proc.wait(_POLL_SECONDS)
-                    break
-                except subprocess.TimeoutExpired:
-                    if time.monotonic() > deadline:
-                        failure = f"timed out after {timeout:g} s (NEMO_PETITION_CLONE_TIMEOUT)"
-                    elif _size(checkout) > limit:
-                        failure = too_large
-                    if failure:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
-                        break
-            if not failure and code == 0:
-                if _size(checkout) <= limit:  # a fast clone may finish between two looks
-                    return
-                failure = too_large
+            try:
+                failure = self._watch(proc, checkout)
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            if failure is None:
+                return
             stderr.seek(0)
             detail = stderr.read(4096).decode(errors="replace").strip()
-        log.warning("petition: git clone of %s failed (%s): %s", source.redacted, failure or f"exit {code}", detail)
-        if failure:
-            raise PetitionError(f"git clone {failure}")
-        raise PetitionError("git clone failed (the server log has git's message)")
+        log.warning("petition: git clone of %s: %s: %s", source.redacted, failure, detail)
+        raise PetitionError(failure)
+
+    def _watch(self, proc: subprocess.Popen[bytes], checkout: Path) -> str | None:
+        """Wait for git within the time and size limits: None when it cloned, else what to answer."""
+        settings = self._settings
+        too_large = (
+            f"git clone stopped: larger than {settings.petition_clone_max_mib} MiB (NEMO_PETITION_CLONE_MAX_MIB)"
+        )
+        limit = settings.petition_clone_max_mib << 20
+        deadline = time.monotonic() + settings.petition_clone_timeout
+        while True:
+            try:
+                code = proc.wait(_POLL_SECONDS)
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    return (
+                        f"git clone timed out after {settings.petition_clone_timeout:g} s (NEMO_PETITION_CLONE_TIMEOUT)"
+                    )
+                if _size(checkout) > limit:
+                    return too_large
+                continue
+            if code != 0:
+                return "git clone failed (the server log has git's message)"  # git's stderr tells which ports answer
+            return None if _size(checkout) <= limit else too_large  # a fast clone may finish between two looks
 
 
 def _size(folder: Path) -> int:
