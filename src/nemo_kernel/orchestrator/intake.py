@@ -181,6 +181,7 @@ class Intake:
         source, _, inner = petition.pathname.partition("#")
         origin = self._sources.classify(source)
         if isinstance(origin, GitSource):
+            source = origin.redacted  # messages are recorded in events: never a token from the URL
             # The checkout is kept: the local driver runs the workload's command from it.
             dest = self._settings.data_dir / "sources" / petition.namespace / petition.name
             folder = self._sources.clone(origin, dest).resolve()

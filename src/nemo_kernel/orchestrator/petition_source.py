@@ -68,12 +68,11 @@ class GitSource:
 
     @property
     def redacted(self) -> str:
-        """The URL without a password or token, for the log."""
+        """The URL without its user part (a password or a token), for messages and the log."""
         parts = urlsplit(self.url)
-        if parts.password is None:
+        if "@" not in parts.netloc:
             return self.url
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+        return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 class PetitionSources:
