@@ -70,5 +70,6 @@ def test_other_transports_and_malformed_urls_are_refused_before_git_runs(tmp_pat
 
 def test_a_token_in_a_url_is_never_shown(tmp_path: Path) -> None:
     source = _sources(tmp_path).classify("https://ci:ghp_t0ken@git.example.org/repo.git")
+    assert isinstance(source, GitSource)
     assert source.url == "https://ci:ghp_t0ken@git.example.org/repo.git"  # git gets it
     assert source.redacted == "https://***@git.example.org/repo.git"  # messages, events and the log do not
