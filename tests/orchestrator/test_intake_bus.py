@@ -29,7 +29,13 @@ INTAKE_DEAD = "orchestrator.intake.dead"
 def _settings(tmp_path: Path, bus_url: str | None) -> Settings:
     clusters = tmp_path / "clusters.yaml"
     clusters.write_text(yaml.safe_dump({"clusters": []}))
-    return Settings(data_dir=tmp_path / "data", clusters_file=clusters, reconcile_interval=0.2, bus_url=bus_url)
+    return Settings(
+        data_dir=tmp_path / "data",
+        clusters_file=clusters,
+        reconcile_interval=0.2,
+        bus_url=bus_url,
+        petition_roots=[tmp_path / "root"],
+    )
 
 
 @pytest.fixture(params=["memory", "rabbitmq"])
@@ -141,13 +147,38 @@ async def test_join_petition_from_a_registered_module_is_carried_out_once(plane:
     assert names() == ["managed-1", "managed-2"]
 
 
-async def test_invalid_petition_is_refused_and_recorded(plane: ControlPlane) -> None:
+async def test_invalid_petition_is_refused_and_recorded(plane: ControlPlane, tmp_path: Path) -> None:
     acme = module(plane, "acme")
-    message_id = await acme.publish(
-        "intent.workloads.deploy", b"name: x\npathname: /does/not/exist", ["orchestrator"], message_id="p-bad"
-    )
+    body = yaml.safe_dump({"name": "x", "pathname": str(tmp_path / "root" / "missing.yaml")}).encode()
+    message_id = await acme.publish("intent.workloads.deploy", body, ["orchestrator"], message_id="p-bad")
     found = await _until(lambda: _history(plane, f"intent/acme/{message_id}"))
     assert found[0].kind == "intent.rejected" and "does not exist" in found[0].message
+
+
+async def test_bus_petitions_read_only_under_the_roots_and_never_record_a_file(
+    plane: ControlPlane, tmp_path: Path
+) -> None:
+    acme = module(plane, "acme")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "shadow").write_text("root:$6$s3cr3t:19000:0:99999:7:::\n")
+    (root / "svc.yaml").write_text(yaml.safe_dump({"deployment": {"command": ["sleep", "60"], "ports": []}}))
+
+    async def petition(message_id: str, pathname: str) -> events.Event:
+        body = yaml.safe_dump({"name": "svc", "pathname": pathname}).encode()
+        await acme.publish("intent.workloads.deploy", body, ["orchestrator"], message_id=message_id)
+        found: list[events.Event] = await _until(lambda: _history(plane, f"intent/acme/{message_id}"))
+        return found[0]
+
+    missing, existing = await petition("p-missing", "/does/not/exist"), await petition("p-passwd", "/etc/passwd")
+    for refused in (missing, existing):
+        assert refused.kind == "intent.rejected" and "NEMO_PETITION_ROOTS" in refused.message
+        assert "root:" not in json.dumps(refused.data)
+    assert missing.data["error"] == existing.data["error"]  # the same whether the file exists or not
+    shadow = await petition("p-shadow", str(root / "shadow"))
+    assert shadow.kind == "intent.rejected" and "not a NEMO descriptor" in shadow.message
+    assert "s3cr3t" not in json.dumps(shadow.data) and "root:" not in shadow.message
+    assert (await petition("p-good", str(root / "svc.yaml"))).kind == "intent.accepted"
 
 
 async def test_anything_but_a_valid_envelope_from_a_live_module_is_dead_lettered(

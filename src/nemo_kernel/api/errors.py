@@ -14,7 +14,6 @@ from starlette.exceptions import HTTPException
 
 from nemo_kernel.access.issuer import IdentityConflict, IdentityNotFound, InvalidIdentity, LastAdmin
 from nemo_kernel.domain.errors import ApiError, error_body
-from nemo_kernel.orchestrator import PetitionError
 from nemo_kernel.store import Conflict, NotFound
 
 __all__ = ["ApiError", "error_response", "field_errors", "install_error_handlers"]
@@ -89,10 +88,6 @@ def install_error_handlers(app: FastAPI) -> None:
         details = field_errors(list(exc.errors()))
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
         return error_response(422, "invalid", f"invalid request: {summary}", details)
-
-    @app.exception_handler(PetitionError)
-    async def _petition(_: Request, exc: PetitionError) -> JSONResponse:
-        return error_response(422, "petition_refused", str(exc))
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:

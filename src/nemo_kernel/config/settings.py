@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def default_data_dir() -> Path:
@@ -59,9 +60,34 @@ class Settings(BaseSettings):
     managed_node_cpu: float = Field(default=4.0, gt=0)
     managed_node_memory_mib: int = Field(default=4096, gt=0)
 
+    petition_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="directories (absolute, separated by ':') under which deploy petitions may read local paths and "
+        "file:// repositories; empty refuses them all",
+    )
+    petition_allow_http: bool = Field(default=False, description="petitions may clone plain http:// repositories")
+    petition_clone_timeout: float = Field(default=60.0, gt=0, le=600, description="seconds a petition's clone may take")
+    petition_clone_max_mib: int = Field(default=100, ge=1, le=10240, description="size limit of a petition's clone")
+
     weight_cost: float = Field(default=1.0, ge=0)
     weight_carbon: float = Field(default=1.0, ge=0)
     weight_balance: float = Field(default=1.0, ge=0)
+
+    @field_validator("petition_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        # PATH-style in the environment, like every other list of directories an admin writes.
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("petition_roots")
+    @classmethod
+    def _absolute_roots(cls, value: list[Path]) -> list[Path]:
+        for root in value:
+            if not root.is_absolute():
+                raise ValueError(f"petition roots must be absolute directories, not {str(root)!r}")
+        return value
 
     def resolved_database_url(self) -> str:
         """The database to use: ``database_url``, or a SQLite file in the data directory."""

@@ -2,17 +2,21 @@
 
 Petitions (seed section 6.2):
 - ``{numberofclusters: N}`` creates N local managed clusters;
-- ``{name, namespace, pathname}`` deploys the descriptor found at ``pathname``: a local file or folder,
-  or a git repository URL (``file://``, ``https://``, ``ssh://``, ``git@``), optionally ``URL#path/in/repo.yaml``.
+- ``{name, namespace, pathname}`` deploys the descriptor found at ``pathname``: a local file or folder under a
+  petition root, or a git repository URL (``https://``, ``ssh://``, ``user@host:path``, ``file://`` under a root),
+  optionally ``URL#path/in/repo.yaml``. See :mod:`nemo_kernel.orchestrator.petition_source` for what is allowed.
+
+What a refusal says about a file is limited to its name, a line and column, and, for a file that looks like a
+descriptor, the field paths at fault: never its content, and never the keys of a file that is not a descriptor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import subprocess
-import tempfile
+import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ from sqlalchemy.orm import Session
 from nemo_kernel.bus import Message
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import ClusterSpec, Model, Name, NodeSpec, Tier, WorkloadDescriptor
+from nemo_kernel.orchestrator.petition_source import GitSource, PetitionError, PetitionSources
 from nemo_kernel.store import Database, events, inventory, workloads
 from nemo_kernel.store.events import record_event
 from nemo_kernel.store.tables import ClusterRow
@@ -32,11 +37,7 @@ from nemo_kernel.store.workloads import ApplyResult
 log = logging.getLogger(__name__)
 
 DESCRIPTOR_NAMES = ("{name}.yaml", "{name}.yml", "nemo.yaml", "descriptor.yaml", "workload.yaml")
-_GIT_PREFIXES = ("file://", "https://", "http://", "ssh://", "git@", "git://")
-
-
-class PetitionError(ValueError):
-    """A petition that cannot be carried out (bad source, no descriptor found); nothing was stored."""
+MAX_DESCRIPTOR_BYTES = 1 << 20
 
 
 class JoinPetition(Model):
@@ -76,6 +77,7 @@ class Intake:
     def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
         self._settings = settings
+        self._sources = PetitionSources(settings)
 
     def apply(self, descriptor: WorkloadDescriptor) -> ApplyResult:
         """Store a workload (or its next version) in one transaction."""
@@ -129,14 +131,16 @@ class Intake:
 
     def _descriptor_for(self, petition: DeployPetition) -> WorkloadDescriptor:
         path = self._fetch(petition)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise PetitionError(f"cannot read descriptor {path.name}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise PetitionError(f"descriptor {path.name} is not a mapping")
+        data = _read_mapping(path)
         data = {**data, "name": petition.name, "namespace": petition.namespace}
-        return descriptor_with_defaults(data, path.parent)
+        try:
+            return descriptor_with_defaults(data, path.parent)
+        except ValidationError as exc:
+            # The file looked like a descriptor (_read_mapping checked its keys): its field paths help fix it, and
+            # the details, like every validation error of the API, carry no input values.
+            details = _field_errors(exc)
+            summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
+            raise PetitionError(f"invalid descriptor {path.name}: {summary}", code="invalid", details=details) from None
 
     async def on_bus_petition(self, sender: str, message: Message) -> None:
         """Secure-bus handler for ``intent.#`` (``sender`` is verified): exactly once per message id; refusals are
@@ -175,43 +179,94 @@ class Intake:
 
     def _fetch(self, petition: DeployPetition) -> Path:
         source, _, inner = petition.pathname.partition("#")
-        if source.startswith(_GIT_PREFIXES) or source.endswith(".git"):
-            root = self._clone(source, petition)
+        origin = self._sources.classify(source)
+        if isinstance(origin, GitSource):
+            source = origin.redacted  # messages are recorded in events: never a token from the URL
+            # The checkout is kept: the local driver runs the workload's command from it.
+            dest = self._settings.data_dir / "sources" / petition.namespace / petition.name
+            folder = self._sources.clone(origin, dest).resolve()
+
+            def in_checkout(path: Path) -> Path:
+                real = _resolved(path)
+                if real is None or not real.is_relative_to(folder):
+                    raise PetitionError(f"the descriptor in {source} points outside the repository")
+                return real
+
+            resolved: Callable[[Path], Path] = in_checkout
         else:
-            root = Path(source).expanduser()
-            if not root.exists():
-                raise PetitionError(f"pathname {source!r} does not exist")
+            folder, resolved = origin, self._sources.resolved
+        # Every candidate is resolved and checked before asking whether it is a file: nothing is learnt about a path
+        # outside the roots or the checkout, whether it exists or not.
         if inner:
-            target = (root / inner).resolve()
-            if not target.is_relative_to(root.resolve()) or not target.is_file():
+            target = resolved(folder / inner)
+            if not target.is_relative_to(folder) or not target.is_file():
                 raise PetitionError(f"no descriptor at {inner!r} in {source}")
             return target
-        if root.is_file():
-            return root
+        if folder.is_file():
+            return folder
         for pattern in DESCRIPTOR_NAMES:
-            candidate = root / pattern.format(name=petition.name)
+            candidate = resolved(folder / pattern.format(name=petition.name))
             if candidate.is_file():
                 return candidate
         tried = ", ".join(p.format(name=petition.name) for p in DESCRIPTOR_NAMES)
         raise PetitionError(f"no descriptor in {source} (looked for {tried})")
 
-    def _clone(self, url: str, petition: DeployPetition) -> Path:
-        # The checkout is kept: the local driver runs the workload's command from it.
-        dest = self._settings.data_dir / "sources" / petition.namespace / petition.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".clone-", dir=dest.parent))
-        try:
-            subprocess.run(
-                ["git", "clone", "--quiet", "--depth", "1", "--", url, str(tmp)],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else "timed out"
-            raise PetitionError(f"git clone {url} failed: {detail}") from exc
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
-        return dest
+
+def _resolved(path: Path) -> Path | None:
+    """``path`` with its symlinks followed as far as they exist; None for a symlink loop."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """The descriptor-shaped YAML mapping in ``path``; refusals name the file but never quote it or its keys."""
+    name = path.name
+    try:
+        # No symlink swapped in for the checked file, and no waiting on a FIFO.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise PetitionError(f"descriptor {name} is not a regular file")
+            raw = f.read(MAX_DESCRIPTOR_BYTES + 1)
+    except OSError as exc:
+        raise PetitionError(f"cannot read descriptor {name}") from exc
+    if len(raw) > MAX_DESCRIPTOR_BYTES:
+        raise PetitionError(f"descriptor {name} is larger than {MAX_DESCRIPTOR_BYTES} bytes")
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PetitionError(f"descriptor {name} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        # PyYAML's message quotes the offending line: only its position is told.
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise PetitionError(f"descriptor {name} is not valid YAML{where}") from None
+    fields = _descriptor_fields()
+    if not isinstance(data, dict):
+        raise PetitionError(f"{name} is not a NEMO descriptor (a YAML mapping of {', '.join(sorted(fields))})")
+    if any(not isinstance(key, str) or key not in fields for key in data):
+        # A file that is not a descriptor (credentials, keys, /etc files) must not have its key names echoed.
+        raise PetitionError(
+            f"{name} is not a NEMO descriptor: it has keys that are not descriptor fields ({', '.join(sorted(fields))})"
+        )
+    return data
+
+
+def _descriptor_fields() -> set[str]:
+    """The top-level keys a descriptor may have (names and aliases)."""
+    fields = set(WorkloadDescriptor.model_fields)
+    fields.update(f.alias for f in WorkloadDescriptor.model_fields.values() if f.alias)
+    return fields
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Pydantic errors as ``[{field, message, type}]`` (``services[0].Name``), the API's shape, without inputs."""
+    out = []
+    for err in exc.errors(include_input=False, include_url=False):
+        path = ""
+        for part in err["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        out.append({"field": path or "(body)", "message": err["msg"], "type": err["type"]})
+    return out

@@ -17,7 +17,11 @@ Plane = Annotated[ControlPlane, Depends(control_plane)]
 
 @router.post("", status_code=202)
 async def petition(request: Request, plane: Plane) -> dict[str, Any]:
-    """``{numberofclusters: N}`` or ``{name, namespace, pathname}``; validated whole before anything is stored."""
+    """``{numberofclusters: N}`` or ``{name, namespace, pathname}``; validated whole before anything is stored.
+
+    A ``pathname`` outside ``NEMO_PETITION_ROOTS`` (local paths, ``file://``) or a git transport the server does not
+    allow is refused with 403; other refusals are 422 and never quote the file they are about. The read or clone
+    runs in a worker thread, within the clone time and size limits."""
     document = require_mapping(await read_document(request), "a petition")
     parse_petition(document)  # 422 before any work
     result = await run_in_threadpool(plane.intake.handle, document)
