@@ -157,8 +157,16 @@ class OidcSettings(_Model):
     issuer: str
     audience: str | None = None
     introspection: IntrospectionSettings | None = None
-    introspect_jwts: bool = Field(default=False, description="also introspect JWTs so revoked ones are refused")
+    introspect_jwts: bool | None = Field(
+        default=None,
+        description="also introspect JWTs, so a revoked one is refused on its next call; unset: whenever "
+        "introspection is configured (false: JWTs are checked by signature and expiry only)",
+    )
     leeway: float = 30.0
+
+    def introspects_jwts(self) -> bool:
+        """Whether JWTs are introspected: as set, or, when unset, whenever introspection is configured."""
+        return self.introspection is not None if self.introspect_jwts is None else self.introspect_jwts
 
 
 class AclSettings(_Model):
