@@ -109,6 +109,8 @@ async def test_the_upstream_receives_exactly_the_normalised_path_and_the_raw_que
         ("/pub\\..\\secret", "backslash"),
         ("/pub/a%zz", "percent"),
         ("/pub/a%", "percent"),
+        ("/pub/..;/secret", "parameters"),
+        ("/pub/%2e%2e;x/secret", "parameters"),
     ],
 )
 async def test_paths_that_cannot_be_routed_safely_are_refused(raw_upstream: str, target: str, reason: str) -> None:

@@ -33,7 +33,8 @@ def normalise_path(raw: str) -> str:
 
     Unreserved characters are decoded (``%2e`` is ``.``), other percent-encodings get upper-case hex, characters
     a path may not hold are encoded, then dot segments are removed (section 5.2.4). Raises :class:`PathRejected`
-    for an encoded ``/`` or ``\\``, a literal ``\\``, a malformed percent-encoding, or ``..`` above the root.
+    for an encoded ``/`` or ``\\``, a literal ``\\``, a malformed percent-encoding, a dot segment with parameters
+    (``..;x``), or ``..`` above the root.
     """
     if not raw.startswith("/"):
         raise PathRejected("path must start with /")
@@ -72,6 +73,9 @@ def _remove_dot_segments(path: str) -> str:
     kept: list[str] = []
     last = len(segments) - 1
     for position, segment in enumerate(segments):
+        if segment.split(";", 1)[0] in (".", "..") and ";" in segment:
+            # "..;x": a dot segment to servers that strip path parameters (Tomcat, Jetty), a name to the others.
+            raise PathRejected("dot segment with parameters in path")
         if segment == "..":
             if not kept:
                 raise PathRejected("path climbs above /")
