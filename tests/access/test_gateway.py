@@ -298,6 +298,34 @@ async def test_acl_without_identity_is_401_and_deny_wins(upstream: str, issuer: 
         assert denied.status_code == 403 and denied.json()["error"]["details"] == {"denied": ["suspended"]}
 
 
+@pytest.mark.parametrize(("introspect_jwts", "after_revocation"), [(None, 401), (True, 401), (False, 200)])
+async def test_oidc_with_introspection_refuses_a_revoked_jwt_unless_told_not_to(
+    upstream: str, issuer: IssuerServer, introspect_jwts: bool | None, after_revocation: int
+) -> None:
+    admin = IdentityAdmin(issuer.realm.users, issuer.realm.clients, issuer.realm.hasher)
+    gateway_client = await admin.add_client("gateway")
+    app = await admin.add_client("app", roles=["nemo-viewer"])
+    oidc: dict[str, Any] = {
+        "issuer": issuer.issuer,
+        "introspection": {"client_id": "gateway", "client_secret": gateway_client.secret, "cache_ttl": 0},
+    }
+    if introspect_jwts is not None:
+        oidc["introspect_jwts"] = introspect_jwts
+    config = _rl_config(upstream, [{"name": "oidc", "config": oidc}])
+    async with running_gateway(config) as gateway, httpx.AsyncClient(base_url=gateway) as http:
+        token = await issuer.client_token("app", app.secret)
+        headers = {"Authorization": f"Bearer {token}"}
+        assert (await http.get("/r", headers=headers)).status_code == 200
+        revoked = await http.post(
+            f"{issuer.issuer}/protocol/openid-connect/revoke", data={"token": token}, auth=("app", app.secret)
+        )
+        assert revoked.status_code == 200
+        after = await http.get("/r", headers=headers)
+        assert after.status_code == after_revocation  # the next call, not after the token expires
+        if after_revocation == 401:
+            assert after.json()["error"]["code"] == "invalid_token"
+
+
 async def test_usage_control_rules(upstream: str, issuer: IssuerServer) -> None:
     admin = IdentityAdmin(issuer.realm.users, issuer.realm.clients, issuer.realm.hasher)
     apps = {name: await admin.add_client(name) for name in ("active-app", "lapsed-app", "stranger")}

@@ -6,16 +6,25 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fastapi import FastAPI
+from pydantic import ValidationError
 
 from nemo_kernel.access import ClientCredentials, InvalidToken, TokenVerifier
-from nemo_kernel.access.issuer import IdentityAdmin, IdentityConflict, InvalidIdentity
+from nemo_kernel.access.issuer import IdentityAdmin, IdentityConflict, InvalidIdentity, issuer_router
+from nemo_kernel.api.security import ApiAccess
+from nemo_kernel.config import Settings
+from tests.conftest import migrated_database
 
-from .conftest import IssuerServer, running_issuer
+from .conftest import IssuerServer, listening_socket, running_issuer, serve_asgi
 
 PROTOCOL = "/protocol/openid-connect"
 
@@ -82,6 +91,45 @@ async def test_introspection_active_revoked_unknown_and_caller_auth(issuer: Issu
         assert revoke.status_code == 200
         revoked = await http.post(url, data={"token": token}, auth=("gateway", gw.secret))
         assert revoked.status_code == 200 and revoked.json() == {"active": False}
+
+
+async def test_token_lifetime_follows_nemo_token_ttl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEMO_TOKEN_TTL", "3600")
+    settings = Settings(data_dir=tmp_path)
+    sock = listening_socket()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with migrated_database(settings.resolved_database_url()) as db:
+        realm = ApiAccess.from_settings(settings, db, base).realm  # as `nemo up` builds it
+        assert realm is not None
+        svc = await (await _admin(IssuerServer(realm, base))).add_client("svc")
+        app = FastAPI()
+        app.include_router(issuer_router(realm))
+        async with serve_asgi(app, sock), httpx.AsyncClient() as http:
+            response = await http.post(
+                f"{base}/realms/nemo{PROTOCOL}/token",
+                data={"grant_type": "client_credentials"},
+                auth=("svc", svc.secret),
+            )
+    assert response.status_code == 200, response.text
+    claims = jwt.decode(response.json()["access_token"], options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 3600
+    assert response.json()["expires_in"] == 3600
+
+
+@pytest.mark.parametrize("ttl", ["59", "86401", "-1", "five"])
+def test_token_ttl_out_of_bounds_is_refused(monkeypatch: pytest.MonkeyPatch, ttl: str) -> None:
+    monkeypatch.setenv("NEMO_TOKEN_TTL", ttl)
+    with pytest.raises(ValidationError, match="token_ttl"):
+        Settings()
+
+
+def test_nemo_up_names_an_out_of_bounds_token_ttl_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "NEMO_TOKEN_TTL": "10", "NEMO_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    nemo = Path(sys.executable).parent / "nemo"
+    done = subprocess.run([nemo, "up"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == ["error: NEMO_TOKEN_TTL: Input should be greater than or equal to 60"]
+    assert not (tmp_path / "nemo.db").exists()  # refused before anything started
 
 
 async def test_expired_token_is_inactive_and_refused() -> None:

@@ -60,7 +60,9 @@ class ApiAccess:
         # The issuer is in every token and clients fetch keys from it: it must be the address they use, which
         # differs from the bind address behind a name, a proxy or a 0.0.0.0 bind.
         issuer = f"{(settings.public_url or api_url).rstrip('/')}/realms/{settings.realm}"
-        realm = sql_realm(db, settings.realm, issuer_url=issuer, audience=settings.oidc_audience)
+        realm = sql_realm(
+            db, settings.realm, issuer_url=issuer, audience=settings.oidc_audience, access_token_ttl=settings.token_ttl
+        )
         return cls(realm.local_verifier(), settings.oidc_audience, realm)
 
     def configuration(self) -> dict[str, str | None]:

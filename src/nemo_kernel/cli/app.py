@@ -43,6 +43,8 @@ def up(
     database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default SQLite in the data dir)")] = None,
 ) -> None:
     """Run the control plane (API + reconcile loops) with three local clusters out of the box."""
+    from pydantic import ValidationError
+
     from nemo_kernel.cli.up import serve
     from nemo_kernel.config import Settings
 
@@ -57,7 +59,13 @@ def up(
         }.items()
         if v is not None
     }
-    serve(Settings(**overrides))
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        # One line per bad setting, named as it is set, instead of a traceback.
+        problems = (f"NEMO_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        raise CliError("; ".join(problems)) from None
+    serve(settings)
 
 
 @app.command()

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         "PUBLIC_URL/realms/REALM. Default: the address the API binds to",
     )
     realm: str = Field(default="nemo", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="issuer realm")
+    token_ttl: int = Field(
+        default=300, ge=60, le=86400, description="seconds an access token of the built-in issuer is valid"
+    )
     oidc_issuer: str | None = Field(default=None, description="external OIDC issuer URL; the built-in one if unset")
     oidc_audience: str = Field(default="nemo-api", description="audience API tokens must carry")
     oidc_client_id: str | None = Field(default=None, description="client for introspection at the external issuer")

@@ -20,6 +20,7 @@ from nemo_kernel.access.gateway.config import GatewayConfig, _networks
 from nemo_kernel.access.gateway.context import Refusal, RequestContext, client_ip, in_networks
 from nemo_kernel.access.gateway.counters import CounterStores
 from nemo_kernel.access.gateway.observability import GatewayMetrics, access_log, log_access
+from nemo_kernel.access.gateway.paths import PathRejected, normalise_path
 from nemo_kernel.access.gateway.proxy import UpstreamProxy
 from nemo_kernel.access.gateway.routing import PluginResolver, RouteTable
 from nemo_kernel.access.gateway.upstreams import UpstreamTargets
@@ -83,16 +84,24 @@ class Gateway:
         ip = client_ip(request, self._trusted)
         peer_trusted = ip is not None and self._peer_trusted(request)
         request_id = (request.headers.get(REQUEST_ID) if peer_trusted else None) or os.urandom(16).hex()
-        if self._status_prefix and request.path.startswith(self._status_prefix + "/"):
-            return self._status(request, ip)
-        match = self.routes.match(request.method, request.host, request.path)
+        try:
+            # The raw path: request.path is decoded, so an encoded "/" in it could no longer be told from a "/".
+            path = normalise_path(request.rel_url.raw_path)
+        except PathRejected as rejected:
+            body = error_body("invalid_path", f"{rejected.reason}: not routed", {"field": "path"})
+            refused = _json(400, body, request_id)
+            self._finish(request, None, None, refused, started, request_id, ip, "core", rejected.reason)
+            return refused
+        if self._status_prefix and path.startswith(self._status_prefix + "/"):
+            return self._status(path, ip)
+        match = self.routes.match(request.method, request.host, path)
         if match is None:
             missing = _json(404, error_body("no_route", "no route matches this request"), request_id)
             self._finish(request, None, None, missing, started, request_id, ip, "core", "no route")
             return missing
         ctx = RequestContext(
             request=request, request_id=request_id, client_ip=ip, route=match.route, service=match.service,
-            now=self.clock(),
+            path=path, now=self.clock(),
         )  # fmt: skip
         decided_by: str | None = None
         reason: str | None = None
@@ -142,14 +151,14 @@ class Gateway:
                 chain = self.plugins.chain(ctx.route, consumer)
                 index = next((i for i, p in enumerate(chain) if p.priority < plugin.priority), len(chain))
 
-    def _status(self, request: web.Request, ip: Any) -> web.Response:
+    def _status(self, path: str, ip: Any) -> web.Response:
         if ip is None or not in_networks(ip, self._status_allow):
             return _json(403, error_body("forbidden", "status endpoints are local only"), "")
-        if request.path == f"{self._status_prefix}/metrics":
+        if path == f"{self._status_prefix}/metrics":
             return web.Response(
                 body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
             )
-        if request.path == f"{self._status_prefix}/healthz":
+        if path == f"{self._status_prefix}/healthz":
             return web.json_response({"status": "ok"})
         return _json(404, error_body("not_found", "unknown status endpoint"), "")
 
@@ -178,7 +187,7 @@ class Gateway:
                 "client_id": principal.client_id if principal else None,
                 "consumer": ctx.consumer.username if ctx and ctx.consumer else None,
                 "method": request.method,
-                "path": request.path,
+                "path": request.rel_url.raw_path,  # as sent: the route field says where it went
                 "route": route,
                 "status": response.status,
                 "decision": "allow" if decided_by is None else "deny",

@@ -12,10 +12,12 @@ from datetime import datetime, time
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from nemo_kernel.access.gateway.paths import normalise_path
 
 Network = IPv4Network | IPv6Network
 
@@ -60,6 +62,9 @@ class ServiceConfig(_Model):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("service url must be http(s)://host[:port][/path]")
+        if parts.path:
+            # In normal form, so that no request path appended to it can resolve to somewhere above it.
+            value = urlunsplit(parts._replace(path=normalise_path(parts.path)))
         return value.rstrip("/")
 
     @field_validator("path")
@@ -67,7 +72,7 @@ class ServiceConfig(_Model):
     def _path(cls, value: str) -> str:
         if value and not value.startswith("/"):
             raise ValueError("path must start with /")
-        return value.rstrip("/")
+        return normalise_path(value).rstrip("/") if value else value
 
     @model_validator(mode="after")
     def _one_upstream(self) -> ServiceConfig:
@@ -91,7 +96,8 @@ class RouteConfig(_Model):
     def _absolute(cls, value: list[str]) -> list[str]:
         if not value or any(not p.startswith("/") for p in value):
             raise ValueError("route paths must be non-empty and start with /")
-        return value
+        # Requests are matched in normal form (see paths.py), so prefixes are kept in it too.
+        return [normalise_path(p) for p in value]
 
     @field_validator("methods")
     @classmethod
@@ -151,8 +157,16 @@ class OidcSettings(_Model):
     issuer: str
     audience: str | None = None
     introspection: IntrospectionSettings | None = None
-    introspect_jwts: bool = Field(default=False, description="also introspect JWTs so revoked ones are refused")
+    introspect_jwts: bool | None = Field(
+        default=None,
+        description="also introspect JWTs, so a revoked one is refused on its next call; unset: whenever "
+        "introspection is configured (false: JWTs are checked by signature and expiry only)",
+    )
     leeway: float = 30.0
+
+    def introspects_jwts(self) -> bool:
+        """Whether JWTs are introspected: as set, or, when unset, whenever introspection is configured."""
+        return self.introspection is not None if self.introspect_jwts is None else self.introspect_jwts
 
 
 class AclSettings(_Model):

@@ -18,13 +18,18 @@ IPAddress = IPv4Address | IPv6Address
 
 @dataclass(slots=True)
 class RequestContext:
-    """What the gateway knows about one request as it passes through the plugin chain."""
+    """What the gateway knows about one request as it passes through the plugin chain.
+
+    ``path`` is the request's path in normal form (:func:`~nemo_kernel.access.gateway.paths.normalise_path`): the
+    one the route was chosen on. Plugins use it, never ``request.path``, which is decoded but not normalised.
+    """
 
     request: web.Request
     request_id: str
     client_ip: IPAddress | None
     route: RouteConfig
     service: ServiceConfig
+    path: str
     now: float
     principal: Principal | None = None
     consumer: ConsumerConfig | None = None

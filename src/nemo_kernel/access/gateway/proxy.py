@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from nemo_kernel.access.gateway.context import Refusal, RequestContext
 
@@ -102,12 +103,17 @@ class UpstreamProxy:
     async def forward(
         self, ctx: RequestContext, base_url: str, upstream_path: str, trusted_peer: bool
     ) -> web.StreamResponse:
-        """Proxy the request to ``base_url``; raise :class:`Refusal` 502/504 when it fails before answering."""
+        """Proxy the request to ``base_url`` (percent-encoded) + ``upstream_path`` (in normal form) + the query as
+        received; raise :class:`Refusal` 502/504 when it fails before answering."""
         request = ctx.request
         service = ctx.service
-        url = base_url + upstream_path
-        if request.query_string:
-            url = f"{url}?{request.query_string}"
+        target = base_url + upstream_path
+        query = request.rel_url.raw_query_string
+        if query:
+            target = f"{target}?{query}"
+        # encoded=True: the URL goes out as built. Parsed as plain text, yarl would decode and re-encode it and
+        # resolve dot segments, so the upstream could receive another path than the one routed and checked.
+        url = URL(target, encoded=True)
         timeout = _timeout(service.connect_timeout, service.read_timeout)
         body = request.content if request.body_exists else None
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from yarl import URL
+
 from nemo_kernel.access.gateway.config import GatewayConfig, ServiceConfig
 from nemo_kernel.access.gateway.context import Refusal
 
@@ -16,10 +18,10 @@ class UpstreamTargets:
         self._targets: dict[str, tuple[str, ...]] = {}
         for service in config.services:
             if service.url is not None:
-                self._targets[service.name] = (service.url,)
+                self._targets[service.name] = (_encoded(service.url),)
             else:
                 assert service.workload is not None  # the config allows exactly one of url and workload
-                urls = sorted(u.rstrip("/") + service.path for u in replicas.get(service.workload, ()))
+                urls = sorted(_encoded(u.rstrip("/") + service.path) for u in replicas.get(service.workload, ()))
                 self._targets[service.name] = tuple(urls)
         self._next: dict[str, int] = dict.fromkeys(self._targets, 0)
 
@@ -33,3 +35,9 @@ class UpstreamTargets:
         index = self._next[service.name]
         self._next[service.name] = (index + 1) % len(targets)
         return targets[index]
+
+
+def _encoded(url: str) -> str:
+    # The proxy appends the request path to this text and sends it as already encoded: the host must be in its
+    # ASCII form (IDNA) and the path percent-encoded. Without a trailing slash, so that "/x" appends cleanly.
+    return str(URL(url)).rstrip("/")

@@ -27,6 +27,8 @@ from nemo_kernel.access.verifier import TokenVerifier
 
 ACCESS = "Bearer"
 REFRESH = "Refresh"
+#: Seconds an access token is valid unless the realm is told otherwise (``nemo up``: ``NEMO_TOKEN_TTL``).
+DEFAULT_ACCESS_TOKEN_TTL = 300
 
 
 class OAuthError(Exception):
@@ -61,7 +63,7 @@ class Realm:
         hasher: SecretHasher | None = None,
         audience: str = "nemo-api",
         issuer_url: str | None = None,
-        access_token_ttl: int = 300,
+        access_token_ttl: int = DEFAULT_ACCESS_TOKEN_TTL,
         refresh_token_ttl: int = 1800,
     ) -> None:
         self.name = name

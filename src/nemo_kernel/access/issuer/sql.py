@@ -23,7 +23,7 @@ from nemo_kernel.access.issuer.identities import (
     keep_admin,
 )
 from nemo_kernel.access.issuer.keys import KeyRing, SigningAlgorithm, SigningKey
-from nemo_kernel.access.issuer.realm import Realm
+from nemo_kernel.access.issuer.realm import DEFAULT_ACCESS_TOKEN_TTL, Realm
 from nemo_kernel.store import Database
 from nemo_kernel.store.tables import IdentityClientRow, IdentityUserRow, RevokedTokenRow, SigningKeyRow
 
@@ -330,8 +330,16 @@ class SqlRevocationList(_SqlRepository):
         return await self._run(lambda s: s.get(RevokedTokenRow, jti) is not None)
 
 
-def sql_realm(db: Database, name: str, *, issuer_url: str | None = None, audience: str = "nemo-api") -> Realm:
-    """A realm whose users, clients, signing keys and revocations live in ``db``."""
+def sql_realm(
+    db: Database,
+    name: str,
+    *,
+    issuer_url: str | None = None,
+    audience: str = "nemo-api",
+    access_token_ttl: int = DEFAULT_ACCESS_TOKEN_TTL,
+) -> Realm:
+    """A realm whose users, clients, signing keys and revocations live in ``db``; access tokens it issues are
+    valid for ``access_token_ttl`` seconds."""
     return Realm(
         name,
         users=SqlUserRepository(db, name),
@@ -340,4 +348,5 @@ def sql_realm(db: Database, name: str, *, issuer_url: str | None = None, audienc
         revocations=SqlRevocationList(db, name),
         issuer_url=issuer_url,
         audience=audience,
+        access_token_ttl=access_token_ttl,
     )

@@ -35,7 +35,7 @@ class OidcAuthentication(GatewayPlugin):
             introspection_client=(
                 ClientCredentials(introspection.client_id, introspection.client_secret) if introspection else None
             ),
-            introspect_jwts=settings.introspect_jwts,
+            introspect_jwts=settings.introspects_jwts(),
             introspection_cache_ttl=introspection.cache_ttl if introspection else 0.0,
             leeway=settings.leeway,
         )

@@ -45,7 +45,7 @@ class RateLimiting(GatewayPlugin):
             if value:
                 return f"header:{value}"
         elif by == "path":
-            return f"path:{ctx.request.path}"
+            return f"path:{ctx.path}"
         return f"ip:{ctx.client_ip}"
 
     async def access(self, ctx: RequestContext) -> None:
