@@ -49,7 +49,11 @@ class Settings(BaseSettings):
     oidc_audience: str = Field(default="nemo-api", description="audience API tokens must carry")
     oidc_client_id: str | None = Field(default=None, description="client for introspection at the external issuer")
     oidc_client_secret: SecretStr | None = None
-    oidc_introspect_jwts: bool = Field(default=False, description="also introspect JWTs (Keycloak; refuses revoked)")
+    oidc_introspect_jwts: bool = Field(
+        default=True,
+        description="with an introspection client, introspect JWTs too, so a revoked JWT is refused (false for"
+        " providers that do not track their JWTs)",
+    )
     oidc_introspection_cache_ttl: float = Field(default=10.0, ge=0, description="seconds an answer is reused")
 
     heartbeat_interval: float = Field(default=1.0, gt=0, description="seconds between cluster heartbeats")
