@@ -1,0 +1,242 @@
+"""An operator's workload cannot read the control plane's secrets: replicas run in a sandbox.
+
+The agent runs with the control plane's user and environment, and the data directory holds the admin
+credentials, the store, module identities and the agents' tokens. Each test starts a real agent, deploys a
+workload that tries to read all of that, and reads what it reports in its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sqlite3
+import stat
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from local_support import DEMO_SERVICE, MARKER_ENV, PYTHON, LocalHarness, eventually, kill_everything
+
+from nemo_kernel.clusters import LocalAgentLauncher, LocalClusterDriver, ReplicaRejected
+from nemo_kernel.clusters.local.sandbox import SAFE_PATH
+from nemo_kernel.domain import ReplicaPhase
+
+# Tries every way to the secrets it knows of, then prints what it got to its log.
+PROBE = r"""
+import json, os, signal
+targets = json.loads(os.environ["TARGETS"])
+agent = os.getppid()
+targets["read"] += [f"/proc/{agent}/environ", f"/proc/{agent}/root" + targets["read"][0]]
+report = {"read": {}, "listed": {}, "uid": os.getuid(), "env": dict(os.environ)}
+for path in targets["read"]:
+    try:
+        with open(path, "rb") as handle:
+            report["read"][path] = handle.read(64).decode("latin-1")
+    except OSError as exc:
+        report["read"][path] = type(exc).__name__
+for path in targets["list"]:
+    try:
+        report["listed"][path] = sorted(os.listdir(path))
+    except OSError as exc:
+        report["listed"][path] = type(exc).__name__
+with open("demo_service.py") as handle:  # the working directory is usable
+    report["working_dir"] = handle.readline().strip()
+try:
+    with open(os.environ["HOME"] + "/notes.txt", "w") as handle:  # HOME is the replica's own
+        report["home"] = handle.write("mine")
+except OSError as exc:
+    report["home"] = type(exc).__name__
+print("REPORT", json.dumps(report), flush=True)
+signal.sigwait([signal.SIGTERM])
+"""
+
+SECRET = "TOP-SECRET-" + uuid.uuid4().hex
+SECRET_NAMES = ("admin-credentials.json", "nemo.db", "identities", "endpoint.json", "agent.json", "replicas.json")
+CONTROL_PLANE_ENV = {"NEMO_DATABASE_URL": f"postgresql://nemo:{SECRET}@db/nemo", "NEMO_OIDC_CLIENT_SECRET": SECRET}
+
+
+def seed_data_dir(data_dir: Path, owner: int | None) -> list[Path]:
+    """What `nemo up` keeps in its data directory (0700), secrets included; returns the secret files."""
+    data_dir.chmod(0o700)
+    credentials = data_dir / "admin-credentials.json"
+    credentials.write_text(json.dumps({"client_id": "nemo-admin", "client_secret": SECRET}))
+    credentials.chmod(0o600)
+    with contextlib.closing(sqlite3.connect(data_dir / "nemo.db")) as db, db:
+        db.execute("CREATE TABLE signing_keys (pem TEXT)")
+        db.execute("INSERT INTO signing_keys VALUES (?)", (SECRET,))
+    (data_dir / "identities").mkdir()
+    identity = data_dir / "identities" / "orchestrator.json"
+    identity.write_text(json.dumps({"private_key": SECRET}))
+    # world-readable on purpose: the directory's mode and the sandbox must protect it, not the file's mode
+    identity.chmod(0o644)
+    endpoint = data_dir / "endpoint.json"
+    endpoint.write_text(json.dumps({"url": "http://127.0.0.1:7700", "pid": 1}))
+    if owner is not None:  # as the agent's user owns them: only the sandbox stands in the way
+        for path in (data_dir, *data_dir.rglob("*")):
+            os.chown(path, owner, owner)
+    return [credentials, data_dir / "nemo.db", identity, endpoint]
+
+
+async def probe_secrets(harness: LocalHarness, data_dir: Path, owner: int | None = None) -> dict[str, object]:
+    """Deploy the probe on a cluster of ``harness`` and return its report once written."""
+    secrets = seed_data_dir(data_dir, owner)
+    driver = await harness.driver()
+    state_dir = harness.launcher.state_dir("edge-a")
+    # another replica first: its log and environment are in the state directory too
+    await driver.ensure_replica(harness.replica("other-0", env={"OTHER_TOKEN": SECRET}))
+    await eventually(lambda: running(driver, "other-0"))
+    targets = {
+        "read": [str(p) for p in secrets]
+        + [str(state_dir / f) for f in ("agent.json", "replicas.json", "logs/other-0.log")],
+        "list": [str(data_dir), str(data_dir / "identities"), str(state_dir), str(state_dir / "homes")],
+    }
+    await driver.ensure_replica(
+        harness.replica(
+            "probe-0",
+            command=[PYTHON, "-c", PROBE],
+            env={"TARGETS": json.dumps(targets)},
+            working_dir=str(DEMO_SERVICE.parent),
+            ports=[],
+            health={},
+        )
+    )
+    report: dict[str, object] = json.loads(await eventually(lambda: report_in(state_dir / "logs" / "probe-0.log")))
+    status = await driver.status()
+    report["sandbox"] = status.sandbox
+    return report
+
+
+def assert_no_secret_reached(report: dict[str, object]) -> None:
+    read = report["read"]
+    assert isinstance(read, dict)
+    got = {path: content for path, content in read.items() if content not in {"PermissionError", "FileNotFoundError"}}
+    assert got == {}, f"the workload read {sorted(got)}"
+    listed = report["listed"]
+    assert isinstance(listed, dict)
+    for path, entries in listed.items():
+        if isinstance(entries, list):  # a covered directory shows only the way to the replica's own
+            assert not set(entries) & {*SECRET_NAMES, "logs", "other-0"}, (path, entries)
+    assert SECRET not in json.dumps(report)
+    env = report["env"]
+    assert isinstance(env, dict)
+    assert not set(CONTROL_PLANE_ENV) & set(env)
+    assert {k for k in env if k.startswith("NEMO_")} == {
+        "NEMO_WORKLOAD", "NEMO_REPLICA", "NEMO_NODE", "NEMO_CLUSTER", MARKER_ENV,
+    }  # fmt: skip
+    assert env["PATH"] == SAFE_PATH
+    assert report["working_dir"].startswith('"""A tiny HTTP service')  # type: ignore[union-attr]
+
+
+def assert_home_is_its_own(harness: LocalHarness) -> None:
+    home = harness.launcher.state_dir("edge-a") / "homes" / "probe-0"
+    assert (home / "notes.txt").read_text() == "mine"
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+async def running(driver: LocalClusterDriver, replica_id: str) -> bool:
+    return any(r.id == replica_id and r.phase is ReplicaPhase.RUNNING for r in (await driver.status()).replicas)
+
+
+async def report_in(log: Path) -> str | None:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return next((line.removeprefix("REPORT ") for line in lines if line.startswith("REPORT ")), None)
+
+
+async def test_a_workload_cannot_read_the_control_planes_secrets(
+    local: LocalHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in CONTROL_PLANE_ENV.items():
+        monkeypatch.setenv(name, value)  # the agent inherits the control plane's environment
+
+    report = await probe_secrets(local, data_dir=tmp_path)  # the fixture's state root is tmp_path/clusters
+
+    assert_no_secret_reached(report)
+    assert_home_is_its_own(local)
+    if os.geteuid() == 0:
+        assert report["sandbox"] == "user"
+        assert report["uid"] != 0
+    else:
+        assert report["sandbox"] == "namespace"
+
+
+async def test_a_working_dir_in_the_data_directory_is_refused(local: LocalHarness, tmp_path: Path) -> None:
+    driver = await local.driver()
+    (tmp_path / "sources" / "default" / "demo").mkdir(parents=True)
+    (tmp_path / "sources" / "default" / "escape").symlink_to(tmp_path)
+
+    for working_dir in (tmp_path, tmp_path / "clusters", tmp_path / "sources" / "default" / "escape"):
+        with pytest.raises(ReplicaRejected) as caught:
+            await driver.ensure_replica(local.replica("wd-0", working_dir=str(working_dir)))
+        assert caught.value.code == "working_dir_in_data_dir"
+    assert (await driver.status()).replicas == []
+    # the workload's own checkout (petitions clone it to DATA_DIR/sources/<namespace>/<name>) is allowed
+    await driver.ensure_replica(local.replica("wd-0", working_dir=str(tmp_path / "sources" / "default" / "demo")))
+
+
+# ------------------------------------------------------------------ an agent that does not run as root
+
+UNPRIVILEGED = 65534  # nobody
+
+
+@pytest.fixture
+def unprivileged_root() -> Iterator[Path]:
+    """A data directory owned by an unprivileged user, outside root's private temporary directories."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to start an agent as another user (as non-root, the test above is it)")
+    base = Path(tempfile.mkdtemp(prefix="nemo-unprivileged-"))
+    base.chmod(0o755)
+    data_dir = base / "data"
+    (data_dir / "clusters").mkdir(parents=True)
+    for path in (data_dir, data_dir / "clusters"):
+        os.chown(path, UNPRIVILEGED, UNPRIVILEGED)
+    try:
+        yield data_dir
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+async def unprivileged(unprivileged_root: Path) -> AsyncIterator[LocalHarness]:
+    """A harness whose agents run as ``nobody``, with the system's python3 and this checkout on its path."""
+    state_root = unprivileged_root / "clusters"
+    python = unprivileged_root.parent / "python-as-nobody"
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    src = Path(__file__).resolve().parents[2] / "src"
+    python.write_text(
+        "#!/bin/sh\n"
+        f"exec setpriv --reuid={UNPRIVILEGED} --regid={UNPRIVILEGED} --clear-groups "
+        f'env PYTHONPATH={":".join([*site, str(src)])} {PYTHON} "$@"\n'
+    )
+    python.chmod(python.stat().st_mode | stat.S_IXUSR)
+    harness = LocalHarness(
+        launcher=LocalAgentLauncher(state_root, request_timeout=2.0, python=str(python)), run_id=uuid.uuid4().hex
+    )
+    # the launcher creates the state directory as root; the agent must own it to write its files there
+    state_dir = harness.launcher.state_dir("edge-a")
+    state_dir.mkdir()
+    os.chown(state_dir, UNPRIVILEGED, UNPRIVILEGED)
+    try:
+        yield harness
+    finally:
+        for driver in harness.drivers:
+            await driver.close()
+        kill_everything(state_root, harness.run_id)
+
+
+async def test_an_unprivileged_agent_hides_the_data_directory_in_a_namespace(
+    unprivileged: LocalHarness, unprivileged_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in CONTROL_PLANE_ENV.items():
+        monkeypatch.setenv(name, value)
+
+    report = await probe_secrets(unprivileged, data_dir=unprivileged_root, owner=UNPRIVILEGED)
+
+    assert_no_secret_reached(report)
+    assert_home_is_its_own(unprivileged)
+    assert report["uid"] == UNPRIVILEGED
+    assert report["sandbox"] == "namespace"
