@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from local_support import DEMO_SERVICE, MARKER_ENV, PYTHON, LocalHarness, eventually, kill_everything
+from tests.stack import running_stack, wait_for
 
 from nemo_kernel.clusters import LocalAgentLauncher, LocalClusterDriver, ReplicaRejected
 from nemo_kernel.clusters.local.sandbox import SAFE_PATH
@@ -125,8 +126,9 @@ def assert_no_secret_reached(report: dict[str, object]) -> None:
     env = report["env"]
     assert isinstance(env, dict)
     assert not set(CONTROL_PLANE_ENV) & set(env)
-    assert {k for k in env if k.startswith("NEMO_")} == {
-        "NEMO_WORKLOAD", "NEMO_REPLICA", "NEMO_NODE", "NEMO_CLUSTER", MARKER_ENV,
+    # only the replica's identity (and the tests' marker, which their descriptors set)
+    assert {k for k in env if k.startswith("NEMO_")} - {MARKER_ENV} == {
+        "NEMO_WORKLOAD", "NEMO_REPLICA", "NEMO_NODE", "NEMO_CLUSTER",
     }  # fmt: skip
     assert env["PATH"] == SAFE_PATH
     assert report["working_dir"].startswith('"""A tiny HTTP service')  # type: ignore[union-attr]
@@ -240,3 +242,50 @@ async def test_an_unprivileged_agent_hides_the_data_directory_in_a_namespace(
     assert_home_is_its_own(unprivileged)
     assert report["uid"] == UNPRIVILEGED
     assert report["sandbox"] == "namespace"
+
+
+# ------------------------------------------------------------------ through `nemo up`, as an operator
+
+
+def test_an_operators_workload_cannot_become_admin(tmp_path: Path) -> None:
+    # secrets in the environment of `nemo up` (a database URL here would have it use that database)
+    secrets_env = {"NEMO_OIDC_CLIENT_SECRET": SECRET, "AWS_SECRET_ACCESS_KEY": SECRET}
+    env = {"NEMO_HEARTBEAT_INTERVAL": "0.5", "NEMO_RECONCILE_INTERVAL": "0.5", **secrets_env}
+    with running_stack(tmp_path / "data", env) as stack:
+        operator = stack.cli_json("client", "add", "ops", "--role", "nemo-operator")
+        token = stack.token("ops", operator["secret"])
+        data_dir = stack.data_dir
+        secrets = [data_dir / "admin-credentials.json", data_dir / "nemo.db", *data_dir.glob("identities/*")]
+        targets = {"read": [str(p) for p in secrets], "list": [str(data_dir), str(data_dir / "clusters")]}
+        probe = {
+            "name": "probe",
+            "deployment": {
+                "command": ["python3", "-c", PROBE],
+                "working_dir": str(DEMO_SERVICE.parent),
+                "env": {"TARGETS": json.dumps(targets)},
+                "replicas": 1,
+                "ports": [],
+            },
+        }
+        response = stack.api("POST", "/workloads", token=token, json=probe)
+        assert response.status_code == 201, response.text
+
+        def reported() -> str | None:
+            return next((line for log in data_dir.glob("clusters/*/logs/*.log") for line in _report_lines(log)), None)
+
+        report = json.loads(wait_for(reported, 60, "the probe's report"))
+        admin_secret = stack.admin_credentials()["client_secret"]
+        clusters = stack.cli_json("cluster", "list")
+        table = stack.cli("cluster", "list").stdout
+
+    assert report["read"] and report["listed"]
+    assert admin_secret not in json.dumps(report)
+    assert_no_secret_reached(report)
+    assert not set(secrets_env) & set(report["env"])  # type: ignore[arg-type]
+    expected = "user" if os.geteuid() == 0 else "namespace"
+    assert {c["sandbox"] for c in clusters} == {expected}
+    assert "SANDBOX" in table and expected in table
+
+
+def _report_lines(log: Path) -> list[str]:
+    return [line.removeprefix("REPORT ") for line in log.read_text().splitlines() if line.startswith("REPORT ")]
