@@ -13,18 +13,22 @@ import os
 import shutil
 import sqlite3
 import stat
+import subprocess
 import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from local_support import DEMO_SERVICE, MARKER_ENV, PYTHON, LocalHarness, eventually, kill_everything
 from tests.stack import running_stack, wait_for
 
-from nemo_kernel.clusters import LocalAgentLauncher, LocalClusterDriver, ReplicaRejected
+from nemo_kernel.clusters import LocalAgentLauncher, LocalClusterDriver, ReplicaRejected, ReplicaReport
+from nemo_kernel.clusters.local.processes import free_port
 from nemo_kernel.clusters.local.sandbox import SAFE_PATH
+from nemo_kernel.clusters.local.state import REPLICAS_FILE, ReplicaRecord, ReplicaTable, save_replica_table
 from nemo_kernel.domain import ReplicaPhase
 
 # Tries every way to the secrets it knows of, then prints what it got to its log.
@@ -289,3 +293,41 @@ def test_an_operators_workload_cannot_become_admin(tmp_path: Path) -> None:
 
 def _report_lines(log: Path) -> list[str]:
     return [line.removeprefix("REPORT ") for line in log.read_text().splitlines() if line.startswith("REPORT ")]
+
+
+async def test_a_replica_started_before_the_sandbox_is_restarted_into_it(local: LocalHarness) -> None:
+    # a replica left running by an agent without a sandbox (an older NEMO) still sees everything: the new
+    # agent adopts it only to replace it
+    spec = local.replica("old-0")
+    port = free_port()
+    old = subprocess.Popen(
+        spec.command or [],
+        env={"PATH": SAFE_PATH, "PORT": str(port), MARKER_ENV: local.run_id},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        state_dir = local.launcher.state_dir("edge-a")
+        state_dir.mkdir(parents=True)
+        record = ReplicaRecord(
+            spec=spec, ports={"http": port}, pid=old.pid, create_time=psutil.Process(old.pid).create_time()
+        )
+        save_replica_table(state_dir / REPLICAS_FILE, ReplicaTable(replicas=[record]))
+
+        driver = await local.driver()
+
+        async def replaced() -> ReplicaReport | None:
+            (report,) = (await driver.status()).replicas
+            return report if report.phase is ReplicaPhase.RUNNING and report.pid not in (None, old.pid) else None
+
+        report = await eventually(replaced)
+        assert old.wait(timeout=10) is not None  # stopped by the agent
+        assert report.pid is not None
+        if os.geteuid() == 0:
+            assert psutil.Process(report.pid).uids().real != 0
+        assert report.url == f"http://127.0.0.1:{port}"  # the same address, now served from the sandbox
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            old.kill()
+        old.wait()
