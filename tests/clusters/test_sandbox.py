@@ -22,10 +22,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-from local_support import DEMO_SERVICE, MARKER_ENV, PYTHON, LocalHarness, eventually, kill_everything
+from local_support import DEMO_SERVICE, MARKER_ENV, PYTHON, LocalHarness, cluster_spec, eventually, kill_everything
 from tests.stack import running_stack, wait_for
 
-from nemo_kernel.clusters import LocalAgentLauncher, LocalClusterDriver, ReplicaRejected, ReplicaReport
+from nemo_kernel.clusters import (
+    ClusterUnreachable,
+    LocalAgentLauncher,
+    LocalClusterDriver,
+    ReplicaRejected,
+    ReplicaReport,
+)
 from nemo_kernel.clusters.local.processes import free_port
 from nemo_kernel.clusters.local.sandbox import SAFE_PATH
 from nemo_kernel.clusters.local.state import REPLICAS_FILE, ReplicaRecord, ReplicaTable, save_replica_table
@@ -331,3 +337,15 @@ async def test_a_replica_started_before_the_sandbox_is_restarted_into_it(local: 
         with contextlib.suppress(ProcessLookupError):
             old.kill()
         old.wait()
+
+
+async def test_an_agent_refuses_to_start_when_the_replica_user_does_not_exist(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the replica user matters only to an agent running as root")
+    launcher = LocalAgentLauncher(tmp_path / "clusters", replica_user="no-such-nemo-user")
+
+    with pytest.raises(ClusterUnreachable, match="exited with code 1"):
+        await launcher.ensure(cluster_spec())
+
+    log = (launcher.state_dir("edge-a") / "agent.log").read_text()
+    assert "NEMO_REPLICA_USER='no-such-nemo-user': no such user; replicas would run as root" in log

@@ -37,7 +37,9 @@ class ResourceManager:
     def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
         self._settings = settings
-        self._launcher = LocalAgentLauncher(settings.data_dir / "clusters", request_timeout=settings.driver_timeout)
+        self._launcher = LocalAgentLauncher(
+            settings.data_dir / "clusters", request_timeout=settings.driver_timeout, replica_user=settings.replica_user
+        )
         self._drivers: dict[str, ClusterDriver] = {}
         self._specs: dict[str, ClusterSpec] = {}
         self._liveness: dict[str, _Liveness] = {}

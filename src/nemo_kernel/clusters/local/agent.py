@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nemo_kernel.clusters.base import ClusterReport, NodeReport, ReplicaReport, ReplicaSpec
 from nemo_kernel.clusters.errors import ReplicaRejected
-from nemo_kernel.clusters.local.sandbox import SandboxUnavailable, detect
+from nemo_kernel.clusters.local.sandbox import DEFAULT_REPLICA_USER, SandboxUnavailable, detect
 from nemo_kernel.clusters.local.state import (
     AGENT_FILE,
     LOCK_FILE,
@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cluster-file", type=Path, required=True, help="ClusterSpec as JSON")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path, help="hidden from replicas (default: the state dir's grandparent)")
+    parser.add_argument("--replica-user", default=DEFAULT_REPLICA_USER, help="user replicas run as if we are root")
     parser.add_argument("--port", type=int, default=0, help="0 (default) lets the OS choose")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     lock_fd = _lock_state_dir(state_dir)
     try:
         # the launcher's layout is DATA_DIR/clusters/<name>: the default hides the whole data directory
-        sandbox = detect(args.data_dir or state_dir.parent.parent)
+        sandbox = detect(args.data_dir or state_dir.parent.parent, args.replica_user)
     except SandboxUnavailable as exc:
         raise SystemExit(f"agent of cluster {cluster.name}: {exc}") from None
 

@@ -17,6 +17,7 @@ import psutil
 from nemo_kernel.clusters.base import ClusterUnreachable
 from nemo_kernel.clusters.local.driver import LocalClusterDriver
 from nemo_kernel.clusters.local.processes import is_alive, live_process, poll_until, signal_group
+from nemo_kernel.clusters.local.sandbox import DEFAULT_REPLICA_USER
 from nemo_kernel.clusters.local.state import (
     AGENT_FILE,
     AGENT_LOG,
@@ -48,6 +49,7 @@ class LocalAgentLauncher:
         state_root: Path,
         *,
         data_dir: Path | None = None,
+        replica_user: str = DEFAULT_REPLICA_USER,
         request_timeout: float = 3.0,
         start_timeout: float = 20.0,
         stop_timeout: float = 10.0,
@@ -56,6 +58,7 @@ class LocalAgentLauncher:
         self.state_root = state_root
         # what replicas must not see: the control plane's data directory, which holds the state root
         self.data_dir = data_dir if data_dir is not None else state_root.parent
+        self.replica_user = replica_user  # when the agent runs as root
         self.request_timeout = request_timeout
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -215,6 +218,8 @@ class LocalAgentLauncher:
                     str(state_dir),
                     "--data-dir",
                     str(self.data_dir),
+                    "--replica-user",
+                    self.replica_user,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=agent_log,

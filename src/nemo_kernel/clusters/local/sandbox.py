@@ -4,7 +4,8 @@ The data directory holds the control plane's secrets (admin credentials, the sto
 module identities, every agent's token, every replica's environment). A workload is deployed by an
 operator, so it must not read any of it, or an operator becomes admin. The agent picks one mode at start:
 
-- ``user`` (the agent runs as root): replicas run as ``NEMO_REPLICA_USER`` (default ``nobody``) with no
+- ``user`` (the agent runs as root): replicas run as ``NEMO_REPLICA_USER`` (default ``nobody``; the
+  launcher passes it to the agent) with no
   supplementary groups. The data directory is mode 0700, so that user cannot read it; in addition, when
   mount namespaces are available, the data directory (or the highest ancestor that user could not enter
   anyway) is covered with an empty tmpfs in which only the replica's own directory and working directory
@@ -116,14 +117,14 @@ class Sandbox:
         }
 
 
-def detect(data_dir: Path, python: str = sys.executable) -> Sandbox:
+def detect(data_dir: Path, replica_user: str = DEFAULT_REPLICA_USER, python: str = sys.executable) -> Sandbox:
     """The strongest sandbox this agent can give its replicas; logs a warning when there is none.
 
-    Raises :class:`SandboxUnavailable` when running as root and ``NEMO_REPLICA_USER`` names no user.
+    Raises :class:`SandboxUnavailable` when running as root and ``replica_user`` names no user.
     """
     data_dir = Path(os.path.realpath(data_dir))
     if os.geteuid() == 0:
-        return _user_sandbox(data_dir, python)
+        return _user_sandbox(data_dir, replica_user, python)
     sandbox = Sandbox(SandboxMode.NAMESPACE, data_dir, cover=data_dir, python=python)
     why = _probe(sandbox)
     if why is None:
@@ -140,8 +141,7 @@ def detect(data_dir: Path, python: str = sys.executable) -> Sandbox:
     return Sandbox(SandboxMode.NONE, data_dir, python=python)
 
 
-def _user_sandbox(data_dir: Path, python: str) -> Sandbox:
-    name = os.environ.get(REPLICA_USER_ENV) or DEFAULT_REPLICA_USER
+def _user_sandbox(data_dir: Path, name: str, python: str) -> Sandbox:
     try:
         user = pwd.getpwnam(name)
     except KeyError:

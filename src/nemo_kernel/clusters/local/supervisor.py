@@ -572,6 +572,8 @@ def _find_executable(program: str, cwd: Path, path: str | None) -> None:
     In a sandbox the exec happens in a helper that has already started, so a missing program would only
     show as exit code 127; this keeps the clearer "cannot start" of a program that does not exist.
     """
+    if not cwd.is_dir():
+        raise FileNotFoundError(2, "No such directory (working_dir)", str(cwd))
     on_path = "/" not in program
     if not ((cwd / program).is_file() if not on_path else shutil.which(program, path=path or os.defpath)):
         raise FileNotFoundError(2, "No such file or directory", program)
