@@ -34,7 +34,16 @@ from nemo_kernel.clusters import (
 )
 from nemo_kernel.clusters.local.processes import free_port
 from nemo_kernel.clusters.local.sandbox import SAFE_PATH
-from nemo_kernel.clusters.local.state import REPLICAS_FILE, ReplicaRecord, ReplicaTable, save_replica_table
+from nemo_kernel.clusters.local.state import (
+    AGENT_FILE,
+    CLUSTER_FILE,
+    REPLICAS_FILE,
+    AgentEndpoint,
+    ReplicaRecord,
+    ReplicaTable,
+    save_replica_table,
+    write_agent_endpoint,
+)
 from nemo_kernel.domain import ReplicaPhase
 
 # Tries every way to the secrets it knows of, then prints what it got to its log.
@@ -349,3 +358,48 @@ async def test_an_agent_refuses_to_start_when_the_replica_user_does_not_exist(tm
 
     log = (launcher.state_dir("edge-a") / "agent.log").read_text()
     assert "NEMO_REPLICA_USER='no-such-nemo-user': no such user; replicas would run as root" in log
+
+
+OLD_AGENT = r"""
+import json, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):  # what an agent of an older NEMO answers: no sandbox field
+        body = json.dumps({"cluster": "edge-a", "nodes": [], "replicas": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+server = HTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+async def test_an_agent_without_a_sandbox_is_replaced(local: LocalHarness) -> None:
+    # after an upgrade, the agent of the previous version may still run: it must not keep serving the cluster
+    old = subprocess.Popen([PYTHON, "-c", OLD_AGENT], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert old.stdout is not None
+        port = int(old.stdout.readline())
+        spec = cluster_spec()
+        state_dir = local.launcher.state_dir(spec.name)
+        state_dir.mkdir(parents=True)
+        (state_dir / CLUSTER_FILE).write_text(spec.model_dump_json(indent=2))
+        endpoint = AgentEndpoint(
+            url=f"http://127.0.0.1:{port}", token="old", pid=old.pid, create_time=psutil.Process(old.pid).create_time()
+        )
+        write_agent_endpoint(state_dir / AGENT_FILE, endpoint)
+
+        driver = await local.driver(spec)
+
+        assert old.wait(timeout=10) is not None  # stopped
+        assert local.launcher.pid_of(spec.name) not in (None, old.pid)
+        assert (await driver.status()).sandbox in {"user", "namespace"}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            old.kill()
+        old.wait()

@@ -95,11 +95,15 @@ class LocalAgentLauncher:
                 if same_spec:
                     driver = self._driver(endpoint)
                     try:
-                        await driver.status()
+                        report = await driver.status()
                     except BaseException:
                         await driver.close()
                         raise
-                    return driver
+                    if report.sandbox is not None:
+                        return driver
+                    # an agent of an older NEMO runs replicas without a sandbox: a new one restarts them in it
+                    await driver.close()
+                    log.warning("agent of cluster %s has no sandbox; replacing it", spec.name)
                 # the agent serves the spec it read at start; a new one adopts the replicas with the new spec
                 await self._stop_agent(spec.name, endpoint)
             write_atomically(spec_file, wanted)
