@@ -104,9 +104,10 @@ class Sandbox:
         """What :mod:`confine` does before it execs the command (see there)."""
         keep: list[str] = []
         if self.cover is not None:
-            for path in (home, Path(os.path.realpath(cwd))):
-                if path.is_relative_to(self.cover) and str(path) not in keep:
-                    keep.append(str(path))
+            wanted = {p for p in (home, Path(os.path.realpath(cwd))) if p.is_relative_to(self.cover)}
+            # a directory inside another kept one comes along with it (and binding it after its parent
+            # would create its mount point on the host's disk)
+            keep = sorted(str(p) for p in wanted if not any(p != o and p.is_relative_to(o) for o in wanted))
         return {
             "userns": self.mode is SandboxMode.NAMESPACE,
             "hide": None if self.cover is None else str(self.cover),

@@ -574,8 +574,8 @@ def _find_executable(program: str, cwd: Path, path: str | None) -> None:
     """
     if not cwd.is_dir():
         raise FileNotFoundError(2, "No such directory (working_dir)", str(cwd))
-    on_path = "/" not in program
-    if not ((cwd / program).is_file() if not on_path else shutil.which(program, path=path or os.defpath)):
+    found = (cwd / program).is_file() if "/" in program else shutil.which(program, path=path or os.defpath)
+    if not found:
         raise FileNotFoundError(2, "No such file or directory", program)
 
 
