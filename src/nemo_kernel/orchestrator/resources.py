@@ -65,6 +65,7 @@ class ResourceManager:
             driver = self._drivers.pop(name)
             self._liveness.pop(name, None)
             self._specs.pop(name, None)
+            self._sandboxes.pop(name, None)
             await driver.close()
             await self._launcher.destroy(name)
             log.info("cluster %s removed: its agent and replicas are stopped", name)
