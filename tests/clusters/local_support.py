@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import time
@@ -17,11 +18,15 @@ import psutil
 
 from nemo_kernel.clusters import LocalAgentLauncher, LocalClusterDriver, ReplicaSpec
 from nemo_kernel.clusters.local.processes import live_process
+from nemo_kernel.clusters.local.sandbox import SAFE_PATH
 from nemo_kernel.clusters.local.state import AGENT_FILE, REPLICAS_FILE, load_replica_table, read_agent_endpoint
 from nemo_kernel.domain import ClusterSpec, HealthCheck, NodeSpec, PortSpec, Tier
 
 DEMO_SERVICE = Path(__file__).resolve().parents[2] / "examples" / "demo_service.py"
 MARKER_ENV = "NEMO_TEST_RUN"
+# Replicas of a root agent run as `nobody`, which cannot run an interpreter under /root (pyenv, a venv):
+# they use the system's python3, as a descriptor that says `python3` gets it from the replicas' PATH.
+PYTHON = shutil.which("python3", path=SAFE_PATH) or sys.executable
 
 T = TypeVar("T")
 
@@ -78,7 +83,7 @@ class LocalHarness:
             "version": 1,
             "index": 0,
             "node": node,
-            "command": command or [sys.executable, "-u", str(DEMO_SERVICE)],
+            "command": command or [PYTHON, "-u", str(DEMO_SERVICE)],
             "env": {MARKER_ENV: self.run_id, **(env or {})},
             "ports": [PortSpec(name="http")],
             "health": HealthCheck(http_path="/healthz"),

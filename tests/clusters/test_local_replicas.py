@@ -6,14 +6,14 @@ import itertools
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from local_support import LocalHarness, eventually
+from local_support import MARKER_ENV, PYTHON, LocalHarness, eventually
 
 from nemo_kernel.clusters import ClusterReport, LocalClusterDriver, ReplicaRejected, ReplicaReport
+from nemo_kernel.clusters.local.sandbox import SAFE_PATH
 from nemo_kernel.domain import PortSpec, ReplicaPhase
 
 
@@ -56,41 +56,46 @@ async def test_replicas_run_and_answer_with_their_identity(local: LocalHarness) 
     assert [(n.name, n.ready) for n in status.nodes] == [("n1", True), ("n2", True)]
 
 
-async def test_replica_environment(local: LocalHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # the agent inherits the control plane's environment; replicas must not see its secrets
+async def test_replica_environment_is_clean(local: LocalHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the agent inherits the control plane's environment; replicas get what the descriptor asks for and
+    # their identity, nothing else (no secret, no NEMO_* setting, not the PATH or HOME of `nemo up`)
     monkeypatch.setenv("NEMO_DATABASE_URL", "postgresql://secret@db/nemo")
-    out = tmp_path / "env.json"
+    monkeypatch.setenv("NEMO_OIDC_CLIENT_SECRET", "s3cret")
+    monkeypatch.setenv("LANG", "de_DE.UTF-8")
+    monkeypatch.setenv("PATH", "/opt/agent-only/bin:" + os.environ["PATH"])
     dump_env = (
-        "import json, os, signal, sys; "
-        "json.dump(dict(os.environ), open(os.environ['OUT'] + '.tmp', 'w')); os.replace(os.environ['OUT'] + '.tmp', "
-        "os.environ['OUT']); signal.sigwait([signal.SIGTERM])"
+        "import json, os, signal; home = os.environ['HOME']; "
+        "json.dump(dict(os.environ), open(home + '/env.tmp', 'w')); os.replace(home + '/env.tmp', home + '/env.json'); "
+        "signal.sigwait([signal.SIGTERM])"
     )
     driver = await local.driver()
     await driver.ensure_replica(
         local.replica(
             "env-0",
-            command=[sys.executable, "-c", dump_env],
-            env={"OUT": str(out), "GREETING": "hola"},
+            command=[PYTHON, "-c", dump_env],
+            env={"GREETING": "hola"},
             ports=[PortSpec(name="http"), PortSpec(name="admin-api", port=9090)],
             health={},
         )
     )
 
     reports = await eventually(lambda: running(driver, "env-0"))
-    await eventually(lambda: _exists(out))
+    home = local.launcher.state_dir("edge-a") / "homes" / "env-0"
+    await eventually(lambda: _exists(home / "env.json"))
 
-    env = json.loads(out.read_text())
+    env = json.loads((home / "env.json").read_text())
     url = reports["env-0"].url
     assert url == f"http://127.0.0.1:{env['PORT']}"
     assert env["PORT_HTTP"] == env["PORT"]
     assert env["PORT_ADMIN_API"] != env["PORT"]
-    assert env["NEMO_REPLICA"] == "env-0"
-    assert env["NEMO_NODE"] == "n1"
-    assert env["NEMO_WORKLOAD"] == "default/demo"
-    assert env["NEMO_CLUSTER"] == "edge-a"
     assert env["GREETING"] == "hola"
-    assert "PATH" in env
-    assert "NEMO_DATABASE_URL" not in env
+    assert env["HOME"] == str(home)
+    assert env["PATH"] == SAFE_PATH
+    identity = {"NEMO_REPLICA": "env-0", "NEMO_NODE": "n1", "NEMO_WORKLOAD": "default/demo", "NEMO_CLUSTER": "edge-a"}
+    assert {k: env[k] for k in identity} == identity
+    expected = {"PATH", "HOME", "PORT", "PORT_HTTP", "PORT_ADMIN_API", "GREETING", MARKER_ENV, *identity}
+    # Python's C-locale coercion may add LC_CTYPE in the replica itself; nothing else may appear
+    assert set(env) - {"LC_CTYPE"} == expected
 
 
 async def _exists(path: Path) -> bool:
@@ -118,7 +123,7 @@ async def test_killed_replica_is_restarted(local: LocalHarness) -> None:
 
 async def test_crash_loop_backs_off(local: LocalHarness) -> None:
     driver = await local.driver()
-    await driver.ensure_replica(local.replica("crashy-0", command=[sys.executable, "-c", "raise SystemExit(3)"]))
+    await driver.ensure_replica(local.replica("crashy-0", command=[PYTHON, "-c", "raise SystemExit(3)"]))
 
     starts: list[float] = []
     crashed: list[ReplicaReport] = []

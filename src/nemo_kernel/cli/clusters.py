@@ -17,7 +17,7 @@ app = typer.Typer(no_args_is_help=True)
 def _rows(clusters: list[dict[str, Any]]) -> None:
     print_table(
         None,
-        ["NAME", "TIER", "REGION", "COUNTRY", "PHASE", "SCHEDULING", "NODES", "EUR/CPU-h", "gCO2/kWh"],
+        ["NAME", "TIER", "REGION", "COUNTRY", "PHASE", "SCHEDULING", "SANDBOX", "NODES", "EUR/CPU-h", "gCO2/kWh"],
         [
             (
                 c["spec"]["name"],
@@ -26,6 +26,7 @@ def _rows(clusters: list[dict[str, Any]]) -> None:
                 c["spec"]["country"],
                 c["phase"],
                 "cordoned" if c["cordoned"] else "ok",
+                c.get("sandbox") or "-",
                 len(c["spec"]["nodes"]),
                 c["spec"]["prices"]["cpu_hour_eur"],
                 c["spec"]["carbon_intensity"],

@@ -70,6 +70,9 @@ class ClusterReport(Model):
     cluster: str
     nodes: list[NodeReport]
     replicas: list[ReplicaReport]
+    sandbox: str | None = Field(
+        default=None, description="how replicas are kept from the control plane's data: none, user, namespace"
+    )
 
 
 class ClusterDriver(Protocol):

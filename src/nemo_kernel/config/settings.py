@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     heartbeat_timeout: float = Field(default=6.0, gt=0, description="silence after which a cluster is NotReady")
     reconcile_interval: float = Field(default=1.0, gt=0, description="seconds between reconcile passes")
     driver_timeout: float = Field(default=3.0, gt=0, description="seconds a driver call may take")
+    replica_user: str = Field(
+        default="nobody", min_length=1, description="user local replicas run as when nemo up runs as root"
+    )
 
     managed_tier: str = Field(default="edge", pattern="^(cloud|edge|iot)$", description="of petition-made clusters")
     managed_region: str = "local"

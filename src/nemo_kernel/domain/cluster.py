@@ -119,3 +119,8 @@ class ClusterStatus(Model):
     last_heartbeat: datetime | None
     message: str = ""
     created_at: datetime
+    sandbox: str | None = Field(
+        default=None,
+        description="how replicas are kept from the control plane's data (none, user, namespace); "
+        "null until the control plane has heard from the cluster",
+    )

@@ -37,15 +37,22 @@ class ResourceManager:
     def __init__(self, db: Database, settings: Settings) -> None:
         self._db = db
         self._settings = settings
-        self._launcher = LocalAgentLauncher(settings.data_dir / "clusters", request_timeout=settings.driver_timeout)
+        self._launcher = LocalAgentLauncher(
+            settings.data_dir / "clusters", request_timeout=settings.driver_timeout, replica_user=settings.replica_user
+        )
         self._drivers: dict[str, ClusterDriver] = {}
         self._specs: dict[str, ClusterSpec] = {}
         self._liveness: dict[str, _Liveness] = {}
+        self._sandboxes: dict[str, str | None] = {}
         self._sem = asyncio.Semaphore(_MAX_CONCURRENT_HEARTBEATS)
 
     def driver(self, cluster: str) -> ClusterDriver | None:
         """The driver of a cluster, if it has one yet."""
         return self._drivers.get(cluster)
+
+    def sandbox_of(self, cluster: str) -> str | None:
+        """How the cluster keeps replicas from the control plane's data, as its last heartbeat said."""
+        return self._sandboxes.get(cluster)
 
     def agent_pid(self, cluster: str) -> int | None:
         """Process id of a local cluster's agent (operators and tests use it to simulate an outage)."""
@@ -58,6 +65,7 @@ class ResourceManager:
             driver = self._drivers.pop(name)
             self._liveness.pop(name, None)
             self._specs.pop(name, None)
+            self._sandboxes.pop(name, None)
             await driver.close()
             await self._launcher.destroy(name)
             log.info("cluster %s removed: its agent and replicas are stopped", name)
@@ -88,6 +96,11 @@ class ResourceManager:
         results = await asyncio.gather(*(self._status(n) for n in names))
         reports = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, ClusterReport)}
         errors = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, str)}
+        for name, report in reports.items():
+            if report.sandbox == "none" and self._sandboxes.get(name) != "none":
+                log.warning("cluster %s has NO SANDBOX: its replicas can read the data directory (see its agent.log)",
+                            name)  # fmt: skip
+            self._sandboxes[name] = report.sandbox
         await asyncio.to_thread(self._store_liveness, reports, errors)
         return reports
 

@@ -35,14 +35,19 @@ async def add_cluster(request: Request, plane: Plane) -> ClusterStatus:
 def list_clusters(plane: Plane) -> list[ClusterStatus]:
     """Every cluster with its phase."""
     with plane.db.transaction() as s:
-        return [inventory.to_cluster_status(r) for r in inventory.list_clusters(s)]
+        return [_live(plane, inventory.to_cluster_status(r)) for r in inventory.list_clusters(s)]
 
 
 @router.get("/{name}", response_model=ClusterStatus)
 def get_cluster(name: str, plane: Plane) -> ClusterStatus:
     """One cluster; 404 if unknown."""
     with plane.db.transaction() as s:
-        return inventory.to_cluster_status(inventory.get_cluster(s, name))
+        return _live(plane, inventory.to_cluster_status(inventory.get_cluster(s, name)))
+
+
+def _live(plane: ControlPlane, status: ClusterStatus) -> ClusterStatus:
+    # what the last heartbeat said, not stored: it describes the running agent
+    return status.model_copy(update={"sandbox": plane.resources.sandbox_of(status.spec.name)})
 
 
 @router.delete("/{name}", status_code=204)

@@ -35,7 +35,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nemo_kernel.clusters.base import ClusterReport, NodeReport, ReplicaReport, ReplicaSpec
 from nemo_kernel.clusters.errors import ReplicaRejected
-from nemo_kernel.clusters.local.state import AGENT_FILE, LOCK_FILE, AgentEndpoint, write_agent_endpoint
+from nemo_kernel.clusters.local.sandbox import DEFAULT_REPLICA_USER, SandboxUnavailable, detect
+from nemo_kernel.clusters.local.state import (
+    AGENT_FILE,
+    LOCK_FILE,
+    AgentEndpoint,
+    make_private_dir,
+    write_agent_endpoint,
+)
 from nemo_kernel.clusters.local.supervisor import ProcessSupervisor
 from nemo_kernel.domain import ClusterSpec
 from nemo_kernel.domain.errors import ApiError, error_body
@@ -107,7 +114,7 @@ def create_app(cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str) 
                     memory_mib=round(sum(r.memory_mib or 0.0 for r in mine), 1),
                 )
             )
-        return ClusterReport(cluster=cluster.name, nodes=nodes, replicas=replicas)
+        return ClusterReport(cluster=cluster.name, nodes=nodes, replicas=replicas, sandbox=supervisor.sandbox.mode)
 
     @app.put("/v1/replicas/{replica_id}")
     async def put_replica(replica_id: str, spec: ReplicaSpec) -> ReplicaReport:
@@ -142,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cluster-file", type=Path, required=True, help="ClusterSpec as JSON")
     parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--data-dir", type=Path, help="hidden from replicas (default: the state dir's grandparent)")
+    parser.add_argument("--replica-user", default=DEFAULT_REPLICA_USER, help="user replicas run as if we are root")
     parser.add_argument("--port", type=int, default=0, help="0 (default) lets the OS choose")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -151,8 +160,13 @@ def main(argv: list[str] | None = None) -> None:
 
     cluster = ClusterSpec.model_validate_json(args.cluster_file.read_bytes())
     state_dir: Path = args.state_dir.resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(state_dir)
     lock_fd = _lock_state_dir(state_dir)
+    try:
+        # the launcher's layout is DATA_DIR/clusters/<name>: the default hides the whole data directory
+        sandbox = detect(args.data_dir or state_dir.parent.parent, args.replica_user)
+    except SandboxUnavailable as exc:
+        raise SystemExit(f"agent of cluster {cluster.name}: {exc}") from None
 
     # bind before writing agent.json: whoever reads the file can connect at once (the backlog holds them)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -161,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     token = secrets.token_urlsafe(32)
     me = psutil.Process()
     endpoint = AgentEndpoint(url=f"http://127.0.0.1:{port}", token=token, pid=me.pid, create_time=me.create_time())
-    app = create_app(cluster, ProcessSupervisor(cluster.name, state_dir), token)
+    app = create_app(cluster, ProcessSupervisor(cluster.name, state_dir, sandbox), token)
     # the asyncio loop, not uvloop: the supervisor reaps its own children by pid and wants no surprises
     config = uvicorn.Config(app, loop="asyncio", log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)

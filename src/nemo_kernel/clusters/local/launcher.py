@@ -17,6 +17,7 @@ import psutil
 from nemo_kernel.clusters.base import ClusterUnreachable
 from nemo_kernel.clusters.local.driver import LocalClusterDriver
 from nemo_kernel.clusters.local.processes import is_alive, live_process, poll_until, signal_group
+from nemo_kernel.clusters.local.sandbox import DEFAULT_REPLICA_USER
 from nemo_kernel.clusters.local.state import (
     AGENT_FILE,
     AGENT_LOG,
@@ -24,6 +25,7 @@ from nemo_kernel.clusters.local.state import (
     REPLICAS_FILE,
     AgentEndpoint,
     load_replica_table,
+    make_private_dir,
     read_agent_endpoint,
     write_atomically,
 )
@@ -39,18 +41,24 @@ class LocalAgentLauncher:
 
     Agents run in their own session and outlive the control plane; :meth:`ensure` finds a live one again
     (after a control-plane restart too) or starts a new one, which adopts the replicas still running.
+    Replicas run in a sandbox that hides ``data_dir`` (default: the state root's parent, the data directory).
     """
 
     def __init__(
         self,
         state_root: Path,
         *,
+        data_dir: Path | None = None,
+        replica_user: str = DEFAULT_REPLICA_USER,
         request_timeout: float = 3.0,
         start_timeout: float = 20.0,
         stop_timeout: float = 10.0,
         python: str = sys.executable,
     ) -> None:
         self.state_root = state_root
+        # what replicas must not see: the control plane's data directory, which holds the state root
+        self.data_dir = data_dir if data_dir is not None else state_root.parent
+        self.replica_user = replica_user  # when the agent runs as root
         self.request_timeout = request_timeout
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -76,7 +84,9 @@ class LocalAgentLauncher:
         """
         async with self._lock_of(spec.name):
             state_dir = self.state_dir(spec.name)
-            state_dir.mkdir(parents=True, exist_ok=True)
+            # agent tokens, every replica's environment and logs: for the control plane's user only
+            make_private_dir(self.state_root)
+            make_private_dir(state_dir)
             spec_file = state_dir / CLUSTER_FILE
             wanted = spec.model_dump_json(indent=2).encode()
             endpoint = self._live_endpoint(spec.name)
@@ -85,11 +95,15 @@ class LocalAgentLauncher:
                 if same_spec:
                     driver = self._driver(endpoint)
                     try:
-                        await driver.status()
+                        report = await driver.status()
                     except BaseException:
                         await driver.close()
                         raise
-                    return driver
+                    if report.sandbox is not None:
+                        return driver
+                    # an agent of an older NEMO runs replicas without a sandbox: a new one restarts them in it
+                    await driver.close()
+                    log.warning("agent of cluster %s has no sandbox; replacing it", spec.name)
                 # the agent serves the spec it read at start; a new one adopts the replicas with the new spec
                 await self._stop_agent(spec.name, endpoint)
             write_atomically(spec_file, wanted)
@@ -206,6 +220,10 @@ class LocalAgentLauncher:
                     str(state_dir / CLUSTER_FILE),
                     "--state-dir",
                     str(state_dir),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--replica-user",
+                    self.replica_user,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=agent_log,

@@ -1,13 +1,15 @@
 """Files a local agent keeps in its state directory, so that replicas outlive the agent that started them.
 
-Layout of ``STATE_DIR``::
+Layout of ``STATE_DIR`` (mode 0700, like everything in it but the replicas' own directories)::
 
     cluster.json    the ClusterSpec the agent serves (written by the launcher)
     agent.json      where the running agent listens, its bearer token and pid (mode 0600)
     agent.lock      held (flock) by the running agent: one agent per state directory
     agent.log       the agent's own output
-    replicas.json   every replica the agent supervises, with pid and ports, for adoption
+    replicas.json   every replica the agent supervises, with pid, ports and env, for adoption (mode 0600)
     logs/<id>.log   stdout and stderr of each replica
+    homes/<id>/     each replica's own directory, its HOME and default working directory, owned by the
+                    user it runs as; removed with the replica
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ LOCK_FILE = "agent.lock"
 AGENT_LOG = "agent.log"
 REPLICAS_FILE = "replicas.json"
 LOGS_DIR = "logs"
+HOMES_DIR = "homes"
 
 
 class ReplicaRecord(Model):
@@ -42,6 +45,7 @@ class ReplicaRecord(Model):
     started_at: datetime | None = None
     removed: bool = Field(default=False, description="forgotten once its process is gone")
     stop_pending: bool = Field(default=False, description="the recorded process must be stopped (removal or replace)")
+    sandbox: str | None = Field(default=None, description="the sandbox mode the recorded process was started in")
 
 
 class ReplicaTable(Model):
@@ -57,6 +61,12 @@ class AgentEndpoint(Model):
     token: str
     pid: int
     create_time: float
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) if needed, and make it the owner's only (0700), as it holds secrets."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -85,8 +95,8 @@ def load_replica_table(path: Path) -> ReplicaTable:
 
 
 def save_replica_table(path: Path, table: ReplicaTable) -> None:
-    """Write ``replicas.json`` atomically."""
-    write_atomically(path, table.model_dump_json().encode())
+    """Write ``replicas.json`` atomically, for the agent only: it holds every replica's environment."""
+    write_atomically(path, table.model_dump_json().encode(), mode=0o600)
 
 
 def read_agent_endpoint(path: Path) -> AgentEndpoint | None:

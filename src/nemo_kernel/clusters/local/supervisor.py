@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -32,21 +33,20 @@ from nemo_kernel.clusters.local.processes import (
     port_is_free,
     signal_group,
 )
+from nemo_kernel.clusters.local.sandbox import SAFE_PATH, Sandbox, SandboxMode
 from nemo_kernel.clusters.local.state import (
+    HOMES_DIR,
     LOGS_DIR,
     REPLICAS_FILE,
     ReplicaRecord,
     ReplicaTable,
     load_replica_table,
+    make_private_dir,
     save_replica_table,
 )
 from nemo_kernel.domain import ReplicaPhase
 
 log = logging.getLogger(__name__)
-
-# Replicas get these from the agent's environment and nothing else: the agent runs with the control
-# plane's environment, which may hold secrets (database URL, keys) a workload must not see.
-INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 
 _MIB = 1024 * 1024
 
@@ -157,13 +157,17 @@ class ProcessSupervisor:
     running, for the next supervisor on the same state directory to adopt.
     """
 
-    def __init__(self, cluster: str, state_dir: Path, timings: SupervisorTimings | None = None) -> None:
+    def __init__(
+        self, cluster: str, state_dir: Path, sandbox: Sandbox, timings: SupervisorTimings | None = None
+    ) -> None:
         self.cluster = cluster
         self.state_dir = state_dir
+        self.sandbox = sandbox
         self.timings = timings or SupervisorTimings()
         self._replicas: dict[str, _Replica] = {}
         self._state_file = state_dir / REPLICAS_FILE
         self._logs = state_dir / LOGS_DIR
+        self._homes = state_dir / HOMES_DIR
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._probe_slots = asyncio.Semaphore(self.timings.probe_concurrency)
@@ -175,7 +179,9 @@ class ProcessSupervisor:
 
     async def start(self) -> None:
         """Load ``replicas.json``, adopt live processes, restart the others, and begin supervising."""
-        self._logs.mkdir(parents=True, exist_ok=True)
+        # replicas' logs and everyone's directories: for the agent only (a replica gets its own log as stdout)
+        for directory in (self._logs, self._homes):
+            make_private_dir(directory)
         # health probes go to 127.0.0.1 only; never through a proxy from the environment
         self._http = httpx.AsyncClient(trust_env=False)
         now = time.monotonic()
@@ -210,6 +216,7 @@ class ProcessSupervisor:
     def ensure(self, spec: ReplicaSpec) -> ReplicaReport:
         """Run ``spec`` (idempotent: the same spec is a no-op, a changed one replaces the process)."""
         check_runnable(spec)
+        self.sandbox.check(spec)
         replica = self._replicas.get(spec.id)
         if replica is None:
             replica = _Replica(spec=spec, ports={}, backoff=self.timings.backoff_initial)
@@ -266,10 +273,17 @@ class ProcessSupervisor:
             replica.running_since = now
             replica.message = "adopted"
             self._replicas[record.spec.id] = replica
-            if record.removed or record.stop_pending:
+            if record.sandbox != self.sandbox.mode and not record.removed:
+                # started before its sandbox existed (or in a weaker one): it still sees what it must not
+                log.warning("replica %s runs in sandbox %s; restarting it in %s", record.spec.id,
+                            record.sandbox, self.sandbox.mode)  # fmt: skip
+                replica.message = f"restarting into sandbox {self.sandbox.mode}"
+                replica.stopping = asyncio.create_task(self._stop(replica))
+            elif record.removed or record.stop_pending:
                 replica.stopping = asyncio.create_task(self._stop(replica))
             return
         if record.removed:
+            self._remove_home(record.spec.id)
             return  # its process is gone: the removal is complete
         if not set(record.ports) >= {p.name for p in record.spec.ports}:
             replica.ports = self._assign_ports(replica)
@@ -291,6 +305,7 @@ class ProcessSupervisor:
                     started_at=r.started_at,
                     removed=r.removed,
                     stop_pending=r.stopping is not None,
+                    sandbox=self.sandbox.mode if r.process is not None else None,
                 )
                 for r in self._replicas.values()
             ]
@@ -410,14 +425,20 @@ class ProcessSupervisor:
         self._dirty = True
         assert spec.command is not None  # guaranteed by check_runnable
         log_path = self._logs / f"{spec.id}.log"
+        home = self._homes / spec.id
+        cwd = Path(spec.working_dir) if spec.working_dir is not None else home
+        env = self._environment(replica, home)
         try:
+            self.sandbox.prepare_home(home)
+            _find_executable(spec.command[0], cwd, env.get("PATH"))
             with log_path.open("ab") as log_file:
                 log_file.write(f"--- {replica.started_at.isoformat()} starting {spec.command!r}\n".encode())
                 log_file.flush()
                 popen = subprocess.Popen(
-                    spec.command,
-                    cwd=spec.working_dir or self.state_dir,
-                    env=self._environment(replica),
+                    self.sandbox.argv(spec.command, home=home, cwd=cwd),
+                    # confine enters the working directory itself, once the sandbox is set up
+                    cwd=cwd if self.sandbox.mode is SandboxMode.NONE else "/",
+                    env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
@@ -445,9 +466,15 @@ class ProcessSupervisor:
         replica.phase = ReplicaPhase.STARTING
         replica.message = ""
 
-    def _environment(self, replica: _Replica) -> dict[str, str]:
+    def _environment(self, replica: _Replica, home: Path) -> dict[str, str]:
+        """What the descriptor asks for, and the replica's identity; nothing of the agent's own environment.
+
+        The agent runs with the control plane's environment (database URL, issuer secrets, ``NEMO_*``
+        settings): none of it reaches a replica. Not even LANG or TZ: a replica behaves the same whoever
+        started ``nemo up`` from whichever shell, and its descriptor sets them when it needs them.
+        """
         spec = replica.spec
-        env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
+        env = {"PATH": SAFE_PATH, "HOME": str(home)}
         env.update(spec.env)
         if spec.ports:
             env["PORT"] = str(replica.ports[spec.ports[0].name])
@@ -513,11 +540,16 @@ class ProcessSupervisor:
             replica.cpu_percent = replica.memory_mib = None
             if replica.removed:
                 self._replicas.pop(replica.spec.id, None)
+                self._remove_home(replica.spec.id)
             else:
                 replica.phase = ReplicaPhase.STARTING
                 replica.next_start_at = time.monotonic()
                 self._wake.set()
             self._persist()
+
+    def _remove_home(self, replica_id: str) -> None:
+        # a forgotten replica's files go with it; a replaced or restarted one keeps them
+        shutil.rmtree(self._homes / replica_id, ignore_errors=True)
 
     async def _terminate(self, process: _Process) -> None:
         if process.has_exited():
@@ -532,6 +564,19 @@ class ProcessSupervisor:
         elif process.popen is not None:
             signal_group(process.pid, signal.SIGKILL)  # leftovers of the group
         process.reap()
+
+
+def _find_executable(program: str, cwd: Path, path: str | None) -> None:
+    """Raise FileNotFoundError, as exec would, when ``program`` is nowhere to be found.
+
+    In a sandbox the exec happens in a helper that has already started, so a missing program would only
+    show as exit code 127; this keeps the clearer "cannot start" of a program that does not exist.
+    """
+    if not cwd.is_dir():
+        raise FileNotFoundError(2, "No such directory (working_dir)", str(cwd))
+    found = (cwd / program).is_file() if "/" in program else shutil.which(program, path=path or os.defpath)
+    if not found:
+        raise FileNotFoundError(2, "No such file or directory", program)
 
 
 def _describe_exit(code: int | None) -> str:
