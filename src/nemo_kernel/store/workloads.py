@@ -263,7 +263,10 @@ def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> Work
         message=row.message,
         descriptor=descriptor,
         desired_replicas=0 if row.deleting else descriptor.deployment.replicas,
-        ready_replicas=sum(1 for r in current if r.version == row.version and r.phase == ReplicaPhase.RUNNING.value),
+        # Counted per index: while a replica moves, it and its replacement may both run.
+        ready_replicas=len(
+            {r.index for r in current if r.version == row.version and r.phase == ReplicaPhase.RUNNING.value}
+        ),
         replicas=[to_replica_status(r) for r in replicas],
         created_at=row.created_at,
         updated_at=row.updated_at,
