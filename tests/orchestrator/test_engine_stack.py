@@ -11,11 +11,11 @@ import httpx
 import psutil
 import pytest
 import yaml
+from tests.stack import ROOT, Stack, running_stack, wait_for
 
 from nemo_kernel.domain import WorkloadDescriptor
 from nemo_kernel.store import Database
 from nemo_kernel.store.tables import ClusterRow, WorkloadRow
-from tests.stack import ROOT, Stack, running_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -83,7 +83,9 @@ def test_a_bad_row_does_not_stop_the_loop_for_the_others(stack: Stack) -> None:
             # Rows stored before validation refused them: a name with a trailing newline (no replica id accepts
             # it), a descriptor that no longer validates, and a cluster whose spec does not.
             s.add(
-                WorkloadRow(namespace="default", name="pp\n", descriptor={**valid.model_dump(mode="json"), "name": "pp\n"})
+                WorkloadRow(
+                    namespace="default", name="pp\n", descriptor={**valid.model_dump(mode="json"), "name": "pp\n"}
+                )
             )
             s.add(WorkloadRow(namespace="default", name="broken", descriptor={"name": "broken", "deployment": 7}))
             s.add(
@@ -102,9 +104,11 @@ def test_a_bad_row_does_not_stop_the_loop_for_the_others(stack: Stack) -> None:
     # The error is recorded on each bad object, once.
     for name in ("pp%0A", "broken"):
         w = wait_for(
-            lambda name=name: (x := stack.api("GET", f"/workloads/{name}/events").json())
-            and any(e["kind"] == "workload.failed" for e in x)
-            and x,
+            lambda name=name: (
+                (x := stack.api("GET", f"/workloads/{name}/events").json())
+                and any(e["kind"] == "workload.failed" for e in x)
+                and x
+            ),
             30,
             f"the failure of {name} to be recorded",
         )
