@@ -79,6 +79,7 @@ def test_a_bad_row_does_not_stop_the_loop_for_the_others(stack: Stack) -> None:
     db = Database(f"sqlite:///{stack.data_dir / 'nemo.db'}")
     try:
         valid = WorkloadDescriptor.model_validate({"name": "x", "deployment": {"command": ["sleep", "60"]}})
+        newline = {**valid.model_dump(mode="json"), "name": "pp\n"}
         with db.transaction() as s:
             # Rows stored before validation refused them: a name with a trailing newline (no replica id accepts
             # it), a descriptor that no longer validates, and a cluster whose spec does not.
