@@ -83,11 +83,7 @@ def test_a_bad_row_does_not_stop_the_loop_for_the_others(stack: Stack) -> None:
         with db.transaction() as s:
             # Rows stored before validation refused them: a name with a trailing newline (no replica id accepts
             # it), a descriptor that no longer validates, and a cluster whose spec does not.
-            s.add(
-                WorkloadRow(
-                    namespace="default", name="pp\n", descriptor={**valid.model_dump(mode="json"), "name": "pp\n"}
-                )
-            )
+            s.add(WorkloadRow(namespace="default", name="pp\n", descriptor=newline))
             s.add(WorkloadRow(namespace="default", name="broken", descriptor={"name": "broken", "deployment": 7}))
             s.add(
                 ClusterRow(
