@@ -160,4 +160,27 @@ def test_drain_is_make_before_break(stack: Stack) -> None:
     kinds = [e["kind"] for e in stack.api("GET", "/workloads/mover/events").json()]
     assert kinds.count("replica.rescheduled") == len(leaving) and kinds.count("replica.replaced") == len(leaving)
     assert "workload.degraded" not in kinds
+
+    # explain shows every replica where it runs now, with the decision that put it there.
+    explained = stack.api("GET", "/workloads/mover/placement").json()
+    now = _get(stack, "mover")["replicas"]
+    assert {(r["replica"], r["cluster"], r["node"]) for r in explained["replicas"]} == {
+        (r["id"], r["cluster"], r["node"]) for r in now
+    }
+    history = stack.api("GET", "/workloads/mover/decisions").json()
+    by_id = {d["id"]: d for d in history}
+    for r in explained["replicas"]:
+        assert r["verdict"]["node"] == r["node"] and r["verdict"]["replicas"] >= 1
+        placed = by_id[r["decision"]]["assignments"]
+        assert {"index": r["index"], "cluster": r["cluster"], "node": r["node"]} in placed
+    shown = stack.cli("workload", "explain", "mover").stdout
+    assert all(r["replica"] in shown for r in explained["replicas"])
+
+    # The history pages with a cursor, within declared bounds.
+    assert len(history) >= 2  # the first placement and the move
+    first = stack.api("GET", "/workloads/mover/decisions", params={"limit": 1}).json()
+    rest = stack.api("GET", "/workloads/mover/decisions", params={"after": first[0]["id"]}).json()
+    assert first + rest == history
+    for params in ({"limit": 0}, {"limit": 501}, {"after": -1}, {"after": 2**63}):
+        assert stack.api("GET", "/workloads/mover/decisions", params=params).status_code == 422, params
     stack.api("POST", f"/clusters/{source}/uncordon")

@@ -224,12 +224,47 @@ def store_decision(session: Session, workload: WorkloadRow, decision: PlacementD
     return row
 
 
-def latest_decision(session: Session, workload: WorkloadRow) -> PlacementDecision | None:
-    """The most recent decision about the workload."""
+def latest_decision(session: Session, workload: WorkloadRow) -> tuple[int, PlacementDecision] | None:
+    """The most recent decision about the workload, with its id."""
     row = session.scalar(
         select(DecisionRow).where(DecisionRow.workload_id == workload.id).order_by(DecisionRow.id.desc()).limit(1)
     )
-    return PlacementDecision.model_validate(row.decision) if row is not None else None
+    return (row.id, PlacementDecision.model_validate(row.decision)) if row is not None else None
+
+
+def decision_history(
+    session: Session, workload: WorkloadRow, *, after: int = 0, limit: int = 100
+) -> list[tuple[int, PlacementDecision]]:
+    """Stored decisions about the workload with their ids, oldest first, from the one after id ``after``."""
+    rows = session.scalars(
+        select(DecisionRow)
+        .where(DecisionRow.workload_id == workload.id, DecisionRow.id > after)
+        .order_by(DecisionRow.id)
+        .limit(limit)
+    )
+    return [(row.id, PlacementDecision.model_validate(row.decision)) for row in rows]
+
+
+def placing_decisions(
+    session: Session, workload: WorkloadRow, replicas: Sequence[ReplicaRow]
+) -> dict[str, tuple[int, PlacementDecision]]:
+    """For each replica, the decision that put it where it is (with its id): the latest one of the replica's
+    version assigning its index to its node. Replicas are bound in the transaction that stores that decision."""
+    wanted = {(r.version, r.index, r.cluster, r.node): r.id for r in replicas}
+    found: dict[str, tuple[int, PlacementDecision]] = {}
+    rows = session.scalars(
+        select(DecisionRow)
+        .where(DecisionRow.workload_id == workload.id, DecisionRow.version.in_({r.version for r in replicas}))
+        .order_by(DecisionRow.id.desc())
+    )
+    for row in rows:
+        if len(found) == len(wanted):
+            break
+        for a in row.decision.get("assignments", []):
+            rid = wanted.get((row.version, a["index"], a["cluster"], a["node"]))
+            if rid is not None and rid not in found:
+                found[rid] = (row.id, PlacementDecision.model_validate(row.decision))
+    return found
 
 
 def to_replica_status(row: ReplicaRow) -> ReplicaStatus:
