@@ -184,3 +184,16 @@ def test_drain_is_make_before_break(stack: Stack) -> None:
     for params in ({"limit": 0}, {"limit": 501}, {"after": -1}, {"after": 2**63}):
         assert stack.api("GET", "/workloads/mover/decisions", params=params).status_code == 422, params
     stack.api("POST", f"/clusters/{source}/uncordon")
+
+
+def test_pending_reason_names_every_filter_once_without_the_phase_word(stack: Stack) -> None:
+    doc = {"name": "secret", "deployment": {"command": ["sleep", "60"], "isolation": "confidential"}}
+    assert stack.api("POST", "/workloads", json=doc).status_code == 201
+    w = wait_for(
+        lambda: (x := _get(stack, "secret"))["phase"] == "Pending" and "fits nowhere" in x["message"] and x,
+        30,
+        "secret to be Pending with a reason",
+    )
+    assert not w["message"].lower().startswith("pending")
+    assert "6 nodes rejected: runtime (" in w["message"] and "), tee (" in w["message"]
+    stack.api("DELETE", "/workloads/secret")

@@ -380,7 +380,7 @@ class OrchestrationEngine:
         else:
             self._tried[w.id] = (inventory.generation, version)
             if not current and not decision.assignments:
-                w.message = f"Pending: {decision.summary}"
+                w.message = decision.summary  # the phase is shown next to it: not repeated
         return True
 
     @staticmethod
