@@ -406,33 +406,38 @@ class OrchestrationEngine:
         plans: dict[str, _ClusterPlan] = defaultdict(_ClusterPlan)
         with self._db.transaction() as s:
             rows = list(s.scalars(select(ReplicaRow).where(ReplicaRow.cluster.in_(list(reports)))))
-            owners = {
-                w.id: w for w in s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_({r.workload_id for r in rows})))
-            }
+            reported = {cluster: {rep.id for rep in report.replicas} for cluster, report in reports.items()}
             leaving = leaving_clusters(s)
+            # Desired replicas their cluster does not report, by workload: they are sent (again). Not those on a
+            # leaving cluster (their replacement is placed elsewhere), nor refused ones.
+            missing: dict[int, list[ReplicaRow]] = defaultdict(list)
+            for r in rows:
+                unreported = r.desired and r.id not in reported[r.cluster]
+                if unreported and r.cluster not in leaving and r.id not in self._rejected:
+                    missing[r.workload_id].append(r)
             specs: dict[str, ReplicaSpec] = {}
-            for w in owners.values():
-                wanted = [r for r in rows if r.workload_id == w.id and r.desired and r.version == w.version]
-                # An older version's replica that vanished is not recreated: the new version replaces it; nor is
-                # one that vanished from a leaving cluster: its replacement is placed elsewhere.
-                wanted = [r for r in wanted if r.cluster not in leaving and r.id not in self._rejected]
-                if wanted:
-                    built = self._isolated(s, w, "rollout", partial(_replica_specs, w, wanted))
-                    specs.update(built or {})
+            for w in s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(list(missing)))):
+                # An older version's replica that vanished is not recreated: the new version replaces it.
+                wanted = [r for r in missing[w.id] if r.version == w.version]
+                if not wanted:
+                    continue
+                try:  # no savepoint needed: building the specs writes nothing
+                    specs.update(_replica_specs(w, wanted))
+                except Exception as exc:
+                    self._record_failure(s, w, "rollout", exc)
             known = {r.id: r for r in rows}
-            for cluster, report in reports.items():
-                reported = {rep.id for rep in report.replicas}
-                for rid in reported:
+            for cluster, ids in reported.items():
+                for rid in ids:
                     row = known.get(rid)
                     if row is None or not row.desired:
                         plans[cluster].remove.append(rid)
-                for r in rows:
-                    if r.cluster != cluster or r.id in reported:
-                        continue
-                    if not r.desired:
-                        s.delete(r)  # released and already gone from its cluster
-                    elif r.id in specs:
-                        plans[cluster].ensure.append(specs[r.id])
+            for r in rows:
+                if r.id in reported[r.cluster]:
+                    continue
+                if not r.desired:
+                    s.delete(r)  # released and already gone from its cluster
+                elif r.id in specs:
+                    plans[r.cluster].ensure.append(specs[r.id])
         return plans
 
     async def _apply_plan(self, cluster: str, plan: _ClusterPlan) -> tuple[list[ReplicaSpec], list[str]]:

@@ -57,7 +57,7 @@ class Inventory:
                 )
                 for n in row.nodes
             }
-            why = inventory_store.leaving_reason(row)
+            why = inventory_store.leaving_reason(row.phase, row.draining)
             if why is not None:
                 leaving[row.name] = why
             excluded = "drained" if row.draining else None

@@ -79,21 +79,22 @@ def set_schedulable(session: Session, name: str, *, cordoned: bool, draining: bo
     return row
 
 
-def leaving_reason(row: ClusterRow) -> str | None:
+def leaving_reason(phase: str, draining: bool) -> str | None:
     """Why the replicas on a cluster move elsewhere (drained, or not answering heartbeats); ``None`` if they stay.
 
     They move make-before-break: each keeps running until its replacement runs elsewhere.
     """
-    if row.draining:
+    if draining:
         return "drained"
-    if row.phase == ClusterPhase.NOT_READY.value:
+    if phase == ClusterPhase.NOT_READY.value:
         return "not answering"
     return None
 
 
 def leaving_clusters(session: Session) -> dict[str, str]:
     """Clusters whose replicas move elsewhere, with the reason (see :func:`leaving_reason`)."""
-    return {row.name: why for row in session.scalars(select(ClusterRow)) if (why := leaving_reason(row)) is not None}
+    rows = session.execute(select(ClusterRow.name, ClusterRow.phase, ClusterRow.draining))
+    return {name: why for name, phase, draining in rows if (why := leaving_reason(phase, draining)) is not None}
 
 
 def to_cluster_status(row: ClusterRow) -> ClusterStatus:
