@@ -34,7 +34,7 @@ from nemo_kernel.orchestrator.placement import Inventory
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database, workloads
 from nemo_kernel.store.events import record_event, workload_subject
-from nemo_kernel.store.inventory import leaving_clusters
+from nemo_kernel.store.inventory import NOT_ANSWERING, leaving_clusters
 from nemo_kernel.store.tables import ClusterRow, ReplicaRow, WorkloadRow
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class OrchestrationEngine:
         self._tried: dict[int, tuple[int, int]] = {}  # workload id -> (inventory generation, version) last tried
         self._usage_written: dict[str, float] = {}
         self._rejected: dict[str, str] = {}  # replica id -> why its cluster refused it (never resent as is)
+        self._leaving: dict[str, str] = {}  # leaving clusters as of the last pass, to notice changes
+        self._first_pass = True
 
     async def reconcile_once(self) -> None:
         """One full pass; see the module docstring."""
@@ -178,7 +180,15 @@ class OrchestrationEngine:
         current = [r for r in mine if r.desired and r.version == w.version]
         _release_replaced(s, subject, current, leaving)
         current = [r for r in current if r.desired]
-        ready = len({r.index for r in current if r.phase == ReplicaPhase.RUNNING.value})
+        # A replica on a cluster that does not answer may have died with it: it is not counted as serving, though
+        # it keeps its place until its replacement runs.
+        ready = len(
+            {
+                r.index
+                for r in current
+                if r.phase == ReplicaPhase.RUNNING.value and leaving.get(r.cluster) != NOT_ANSWERING
+            }
+        )
         staying = {r.index for r in current if r.cluster not in leaving}
         moving = sorted({r.cluster for r in current if r.cluster in leaving})
         if ready >= wanted and staying >= set(range(wanted)) and not w.needs_placement:
@@ -270,8 +280,20 @@ class OrchestrationEngine:
                 self._queue_for_placement(
                     s, {wid for wid in ids if _unreplaced(replicas.get(wid, []), versions.get(wid), leaving)}
                 )
+            # Workloads with replicas on a cluster that started or stopped leaving serve more or less than before;
+            # on the first pass, every workload with replicas (the stored phases may predate a restart).
+            changed = {c for c in leaving.keys() | self._leaving.keys() if leaving.get(c) != self._leaving.get(c)}
+            hosted = select(ReplicaRow.workload_id).where(ReplicaRow.desired.is_(True)).distinct()
+            if self._first_pass:
+                affected = set(s.scalars(hosted))
+            elif changed:
+                affected = set(s.scalars(hosted.where(ReplicaRow.cluster.in_(changed))))
+            else:
+                affected = set()
             # Deletions finish once their last replica is gone, which may happen on any path.
-            self._update_phases(s, set(s.scalars(select(WorkloadRow.id).where(WorkloadRow.deleting.is_(True)))))
+            deleting = set(s.scalars(select(WorkloadRow.id).where(WorkloadRow.deleting.is_(True))))
+            self._update_phases(s, deleting | affected)
+        self._leaving, self._first_pass = leaving, False
 
     @staticmethod
     def _queue_for_placement(s: Session, workload_ids: set[int]) -> None:

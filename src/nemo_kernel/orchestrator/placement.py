@@ -60,7 +60,7 @@ class Inventory:
             why = inventory_store.leaving_reason(row.phase, row.draining)
             if why is not None:
                 leaving[row.name] = why
-            excluded = "drained" if row.draining else None
+            excluded = inventory_store.DRAINED if row.draining else None
             base = ClusterCandidate.from_spec(spec, ready=ready, cordoned=row.cordoned, excluded_reason=excluded)
             clusters.append(_Cluster(base, nodes))
             fingerprint.append((row.name, ready, row.cordoned, row.draining))

@@ -79,15 +79,19 @@ def set_schedulable(session: Session, name: str, *, cordoned: bool, draining: bo
     return row
 
 
+DRAINED = "drained"
+NOT_ANSWERING = "not answering"
+
+
 def leaving_reason(phase: str, draining: bool) -> str | None:
     """Why the replicas on a cluster move elsewhere (drained, or not answering heartbeats); ``None`` if they stay.
 
     They move make-before-break: each keeps running until its replacement runs elsewhere.
     """
     if draining:
-        return "drained"
+        return DRAINED
     if phase == ClusterPhase.NOT_READY.value:
-        return "not answering"
+        return NOT_ANSWERING
     return None
 
 
