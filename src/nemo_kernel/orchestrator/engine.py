@@ -226,6 +226,7 @@ class OrchestrationEngine:
         One unreadable row (a descriptor stored before validation was tightened, a name no replica id accepts)
         must not stop the reconcile loop for every other workload.
         """
+        _begin(s)
         try:
             with s.begin_nested():
                 return work()
@@ -534,6 +535,19 @@ class OrchestrationEngine:
 def _replica_event(s: Session, kind: str, subject: str, row: ReplicaRow, message: str, **data: object) -> None:
     """Record an event about one replica, naming it and where it runs."""
     record_event(s, kind, subject, message, replica=row.id, cluster=row.cluster, node=row.node, **data)
+
+
+def _begin(s: Session) -> None:
+    """Make sure the database transaction has begun before a savepoint.
+
+    Python's sqlite3 begins a transaction only before INSERT/UPDATE/DELETE: a SAVEPOINT issued first would open
+    one of its own, and releasing it would commit on the spot (one commit, and one fsync, per workload).
+    """
+    connection = s.connection()
+    if connection.dialect.name == "sqlite":
+        dbapi = connection.connection.dbapi_connection
+        if not getattr(dbapi, "in_transaction", True):
+            connection.exec_driver_sql("BEGIN")
 
 
 def _unreplaced(mine: list[ReplicaRow], version: int | None, leaving: dict[str, str]) -> bool:
