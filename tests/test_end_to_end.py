@@ -184,16 +184,28 @@ def test_sigkill_loses_nothing_acknowledged(any_store_stack: Stack) -> None:
     )
     assert [r["cluster"] for r in w["replicas"]] == ["far-edge"]
 
-    # The cluster's agent dies: a new one is started and adopts the replica, which keeps running untouched.
+    # The cluster's agent dies: a new one is started and adopts the replica, which keeps running untouched (even
+    # if the cluster read NotReady meanwhile: the replica had nowhere else to go, so it was never stopped).
     agent = stack.agent_pid("far-edge")
     os.kill(agent, signal.SIGKILL)
     wait_for(lambda: stack.agent_pid("far-edge") != agent, 30, "a new agent for far-edge")
-    after = wait_for(
-        lambda: (x := stack.api("GET", "/workloads/idle").json())["phase"] == "Running" and x,
-        30,
-        "the replica to be reported by the new agent",
-    )
-    assert [(r["id"], r["pid"], r["restarts"]) for r in after["replicas"]] == [
-        (r["id"], r["pid"], 0) for r in w["replicas"]
-    ]
-    assert stack.api("GET", "/clusters/far-edge").json()["phase"] == "Ready"
+
+    def adopted() -> dict[str, Any] | None:
+        x: dict[str, Any] = stack.api("GET", "/workloads/idle").json()
+        cluster = stack.api("GET", "/clusters/far-edge").json()
+        same = [(r["id"], r["pid"]) for r in x["replicas"]] == [(r["id"], r["pid"]) for r in w["replicas"]]
+        return x if cluster["phase"] == "Ready" and x["phase"] == "Running" and same else None
+
+    after = wait_for(adopted, 30, "far-edge Ready again with the replica reported by the new agent")
+    assert [r["restarts"] for r in after["replicas"]] == [0]
+
+    # The agent stops answering long enough for far-edge to read NotReady, then answers again: the replica has
+    # nowhere else to go, so it keeps running (make-before-break) and is still there, untouched.
+    agent = stack.agent_pid("far-edge")
+    os.kill(agent, signal.SIGSTOP)
+    try:
+        wait_for(lambda: stack.api("GET", "/clusters/far-edge").json()["phase"] == "NotReady", 30, "far-edge NotReady")
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    again = wait_for(adopted, 30, "far-edge Ready again with its replica untouched")
+    assert [r["restarts"] for r in again["replicas"]] == [0]

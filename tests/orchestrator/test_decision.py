@@ -189,7 +189,7 @@ def test_confidential_workload_lands_only_on_tee_nodes_with_confidential_runtime
 
     assert placed_on(decision) == ["c/tdx", "c/tdx"]
     assert verdict(decision, "c", "tdx").runtime == "kata-qemu-tdx"
-    assert verdict(decision, "c", "plain").rejected_by == "runtime"
+    assert verdict(decision, "c", "plain").rejected_by == "runtime, tee"  # every filter that rejects it
     assert verdict(decision, "c", "tee-no-kata").rejected_by == "runtime"
     assert verdict(decision, "c", "kata-no-tee").rejected_by == "tee"
 
@@ -364,7 +364,29 @@ def test_pending_when_nothing_fits_summarises_rejections() -> None:
 
     assert decision.outcome is PlacementOutcome.PENDING
     assert decision.assignments == []
-    assert decision.summary == "fits nowhere: 2 clusters rejected by tier, 3 nodes by capacity"
+    assert decision.summary == (
+        "fits nowhere: 2 clusters rejected: tier (cloud-a, cloud-b); "
+        "3 nodes rejected: capacity (edge/n1, edge/n2, edge/n3)"
+    )
+
+
+def test_pending_reason_names_every_filter_that_rejected_each_node() -> None:
+    c = cluster(
+        "edge-madrid",
+        node("n1", runtimes=("runc",)),
+        node("n2", runtimes=("runc",), tee=TeeType.TDX),
+        node("n3", runtimes=("runc", "kata-qemu-tdx")),
+    )
+    decision = decide([c], spec(isolation=Isolation.CONFIDENTIAL))
+
+    assert decision.outcome is PlacementOutcome.PENDING
+    assert decision.summary == (
+        "fits nowhere: 3 nodes rejected: runtime (edge-madrid/n1, edge-madrid/n2), tee (edge-madrid/n1, edge-madrid/n3)"
+    )
+    assert not decision.summary.lower().startswith("pending")
+    both = verdict(decision, "edge-madrid", "n1")
+    assert both.rejected_by == "runtime, tee"
+    assert "no confidential runtime" in both.reason and "node has no TEE" in both.reason
 
 
 def test_pending_with_no_clusters() -> None:
@@ -377,8 +399,23 @@ def test_placed_summary_names_nodes_and_best_score() -> None:
     decision = decide([cluster("edge-madrid", node("edge-madrid-n1", cpu=8.0))], spec(cpu=1.0), replicas=3)
 
     assert decision.outcome is PlacementOutcome.PLACED
-    assert decision.summary.startswith("3 replicas placed on edge-madrid/edge-madrid-n1 (x3); best score ")
+    assert decision.summary.startswith(
+        "3 replicas placed on edge-madrid/edge-madrid-n1 (x3); chosen by nodes with fewer replicas of the workload "
+        "first, then the highest score (first pick scored "
+    )
     assert verdict(decision, "edge-madrid", "edge-madrid-n1").replicas == 3
+
+
+def test_summary_says_spreading_ranks_before_the_score() -> None:
+    # The node already hosting a replica scores higher, yet the other one is chosen: the summary says why.
+    hosting = node("busy", hosted_replicas_of_workload=1)
+    dear = cluster("dear", node("free"), prices=Prices(cpu_hour_eur=0.09))
+    decision = decide([cluster("cheap", hosting, prices=Prices(cpu_hour_eur=0.001)), dear], spec(), replicas=1)
+
+    assert placed_on(decision) == ["dear/free"]
+    unchosen, chosen = verdict(decision, "cheap", "busy"), verdict(decision, "dear", "free")
+    assert unchosen.total is not None and chosen.total is not None and unchosen.total > chosen.total
+    assert "fewer replicas of the workload first, then the highest score" in decision.summary
 
 
 def test_explanation_lists_every_cluster_and_every_node_of_admitted_clusters() -> None:

@@ -125,10 +125,26 @@ def get(
 def explain(
     name: str, namespace: NamespaceOption = "default", api: ApiOption = None, output: OutputOption = OutputFormat.TABLE
 ) -> None:
-    """Why the workload runs where it runs: each candidate's verdict and scores."""
+    """Why the workload runs where it runs: each replica's placement and decision, the latest decision's verdicts."""
     decision = api_from_env_or(api).get(f"/workloads/{name}/placement", namespace=namespace)
 
     def table(d: dict[str, Any]) -> None:
+        print_table(
+            "Replicas: where each runs and the decision that put it there",
+            ["REPLICA", "CLUSTER", "NODE", "PHASE", "DECISION", "VERDICT"],
+            [
+                (
+                    r["replica"],
+                    r["cluster"],
+                    r["node"],
+                    r["phase"],
+                    r["decision"],
+                    "" if r["verdict"] is None else r["verdict"]["reason"],
+                )
+                for r in d.get("replicas", [])
+            ],
+        )
+        console.print(f"Latest decision {d.get('id', '')}:")
         console.print(f"[bold]{d['outcome']}[/] (version {d['version']}): {d['summary']}")
         console.print("weights: " + ", ".join(f"{k}={v:g}" for k, v in d["weights"].items()))
         print_table(

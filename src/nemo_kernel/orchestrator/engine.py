@@ -5,6 +5,11 @@ states, rescheduling away from unhealthy, drained or removed clusters, placement
 (Decision Engine), then rollout: each cluster is told which replicas to run and which to remove.
 Every state change is stored (with its event) before anything is sent; work is always re-derived from
 the store, so a restart of the control plane resumes where it stopped.
+
+Moves are make-before-break, like rollouts: a replica on a drained or silent cluster keeps its place until a
+replacement for its index runs elsewhere; only then is it released. Each workload and each cluster is handled
+in isolation: an error about one (an unreadable stored row, a driver failing on one replica) is logged and
+recorded on that object, and the pass goes on for the others.
 """
 
 from __future__ import annotations
@@ -13,23 +18,27 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from nemo_kernel.clusters import ClusterReport, ClusterUnreachable, ReplicaRejected, ReplicaReport, ReplicaSpec
 from nemo_kernel.config import Settings
-from nemo_kernel.domain import ClusterPhase, ReplicaPhase, WorkloadDescriptor, WorkloadPhase
+from nemo_kernel.domain import ReplicaPhase, WorkloadDescriptor, WorkloadPhase
 from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.placement import Inventory
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database, workloads
 from nemo_kernel.store.events import record_event, workload_subject
+from nemo_kernel.store.inventory import NOT_ANSWERING, leaving_clusters
 from nemo_kernel.store.tables import ClusterRow, ReplicaRow, WorkloadRow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _SCHEDULE_BATCH = 200
 _USAGE_WRITE_INTERVAL = 10.0  # seconds between stored CPU/memory samples of one replica
@@ -52,6 +61,8 @@ class OrchestrationEngine:
         self._tried: dict[int, tuple[int, int]] = {}  # workload id -> (inventory generation, version) last tried
         self._usage_written: dict[str, float] = {}
         self._rejected: dict[str, str] = {}  # replica id -> why its cluster refused it (never resent as is)
+        self._leaving: dict[str, str] = {}  # leaving clusters as of the last pass, to notice changes
+        self._first_pass = True
 
     async def reconcile_once(self) -> None:
         """One full pass; see the module docstring."""
@@ -143,87 +154,160 @@ class OrchestrationEngine:
         return True
 
     def _update_phases(self, s: Session, workload_ids: set[int]) -> None:
-        """Recompute workload phases; finish rollouts (old versions go) and deletions (the row goes)."""
+        """Recompute workload phases; finish moves and rollouts (what was replaced goes) and deletions."""
         if not workload_ids:
             return
         rows = list(s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(list(workload_ids)))))
         replicas = workloads.replicas_by_workload(s, [w.id for w in rows])
+        leaving = leaving_clusters(s)
         for w in rows:
             mine = replicas.get(w.id, [])
-            subject = workload_subject(w.namespace, w.name)
             if w.deleting:
                 if not mine:
-                    record_event(s, "workload.deleted", subject, "all replicas stopped; workload deleted")
-                    s.delete(w)
-                continue
-            wanted = WorkloadDescriptor.model_validate(w.descriptor).deployment.replicas
-            current = [r for r in mine if r.desired and r.version == w.version]
-            ready = sum(1 for r in current if r.phase == ReplicaPhase.RUNNING.value)
-            if ready >= wanted and len(current) >= wanted and not w.needs_placement:
-                old = [r for r in mine if r.desired and r.version != w.version]
-                for r in old:
-                    workloads.release_replica(s, r)
-                if old:
                     record_event(
                         s,
-                        "deployment.rolled_out",
-                        subject,
-                        f"version {w.version} serves; {len(old)} replicas of older versions stopping",
-                        version=w.version,
+                        "workload.deleted",
+                        workload_subject(w.namespace, w.name),
+                        "all replicas stopped; workload deleted",
                     )
-                phase = WorkloadPhase.RUNNING
-            elif not current:
-                phase = WorkloadPhase.PENDING
-            elif w.phase in (WorkloadPhase.RUNNING.value, WorkloadPhase.DEGRADED.value):
-                phase = WorkloadPhase.DEGRADED
-            else:
-                phase = WorkloadPhase.DEPLOYING
-            message = f"{ready}/{wanted} replicas of version {w.version} running"
-            if phase.value != w.phase:
-                record_event(s, f"workload.{phase.value.lower()}", subject, message, ready=ready, desired=wanted)
-                w.phase = phase.value
-            if phase is not WorkloadPhase.PENDING or current:
-                w.message = message
+                    s.delete(w)
+                continue
+            self._isolated(s, w, "status update", partial(self._update_phase, s, w, mine, leaving))
+
+    def _update_phase(self, s: Session, w: WorkloadRow, mine: list[ReplicaRow], leaving: dict[str, str]) -> None:
+        subject = workload_subject(w.namespace, w.name)
+        wanted = WorkloadDescriptor.model_validate(w.descriptor).deployment.replicas
+        current = [r for r in mine if r.desired and r.version == w.version]
+        _release_replaced(s, subject, current, leaving)
+        current = [r for r in current if r.desired]
+        # A replica on a cluster that does not answer may have died with it: it is not counted as serving, though
+        # it keeps its place until its replacement runs.
+        ready = len(
+            {
+                r.index
+                for r in current
+                if r.phase == ReplicaPhase.RUNNING.value and leaving.get(r.cluster) != NOT_ANSWERING
+            }
+        )
+        staying = {r.index for r in current if r.cluster not in leaving}
+        moving = sorted({r.cluster for r in current if r.cluster in leaving})
+        if ready >= wanted and staying >= set(range(wanted)) and not w.needs_placement:
+            old = [r for r in mine if r.desired and r.version != w.version]
+            for r in old:
+                workloads.release_replica(s, r)
+            if old:
+                record_event(
+                    s,
+                    "deployment.rolled_out",
+                    subject,
+                    f"version {w.version} serves; {len(old)} replicas of older versions stopping",
+                    version=w.version,
+                )
+        if ready >= wanted:
+            phase = WorkloadPhase.RUNNING
+        elif not current:
+            phase = WorkloadPhase.PENDING
+        elif w.phase in (WorkloadPhase.RUNNING.value, WorkloadPhase.DEGRADED.value):
+            phase = WorkloadPhase.DEGRADED
+        else:
+            phase = WorkloadPhase.DEPLOYING
+        message = f"{ready}/{wanted} replicas of version {w.version} running"
+        if moving:
+            message += f"; moving off {', '.join(moving)} once replacements run"
+        if phase.value != w.phase:
+            record_event(s, f"workload.{phase.value.lower()}", subject, message, ready=ready, desired=wanted)
+            w.phase = phase.value
+        if phase is not WorkloadPhase.PENDING or current:
+            w.message = message
+
+    def _isolated(self, s: Session, w: WorkloadRow, step: str, work: Callable[[], T]) -> T | None:
+        """Run one workload's part of a pass in a savepoint; an error is recorded on the workload, not raised.
+
+        One unreadable row (a descriptor stored before validation was tightened, a name no replica id accepts)
+        must not stop the reconcile loop for every other workload.
+        """
+        _begin(s)
+        try:
+            with s.begin_nested():
+                return work()
+        except Exception as exc:
+            self._record_failure(s, w, step, exc)
+            return None
+
+    def _record_failure(self, s: Session, w: WorkloadRow, step: str, exc: Exception) -> None:
+        detail = " ".join(str(exc).split())[:400] or type(exc).__name__
+        message = f"not reconciled ({step} failed): {detail}"
+        if w.message == message:
+            return  # already recorded: one event and one log line per distinct failure, not one per pass
+        log.warning("workload %s/%s: %s", w.namespace, w.name, message, exc_info=exc)
+        w.message = message
+        record_event(s, "workload.failed", workload_subject(w.namespace, w.name), message, step=step)
 
     # -- rescheduling ------------------------------------------------------------------------------
 
     def _reschedule(self) -> None:
         with self._db.transaction() as s:
-            clusters = {
-                name: (phase, draining)
-                for name, phase, draining in s.execute(select(ClusterRow.name, ClusterRow.phase, ClusterRow.draining))
-            }
-            leaving = {
-                n: ("drained" if d else "not answering")
-                for n, (p, d) in clusters.items()
-                if d or p == ClusterPhase.NOT_READY.value
-            }
-            query = select(ReplicaRow).where(ReplicaRow.desired.is_(True))
-            if clusters:
-                query = query.where(ReplicaRow.cluster.in_(list(leaving)) | ReplicaRow.cluster.not_in(list(clusters)))
-            moving = list(s.scalars(query))
-            if moving:
-                subjects = self._subjects(s, {r.workload_id for r in moving})
-                for r in moving:
-                    reason = leaving.get(r.cluster, "removed")
+            clusters = list(s.scalars(select(ClusterRow.name)))
+            # Replicas of removed clusters went with their agent: nothing is left to wait for, they are forgotten.
+            gone = list(s.scalars(select(ReplicaRow).where(ReplicaRow.cluster.not_in(clusters))))
+            subjects = self._subjects(s, {r.workload_id for r in gone})
+            moved = {r.workload_id for r in gone if r.desired}
+            for r in gone:
+                if r.desired:
                     workloads.release_replica(s, r)
                     _replica_event(
                         s,
                         "replica.rescheduled",
                         subjects[r.workload_id],
                         r,
-                        f"replica {r.id} leaves {r.cluster}/{r.node}: cluster {reason}",
-                        reason=reason,
+                        f"replica {r.id} leaves {r.cluster}/{r.node}: cluster removed",
+                        reason="removed",
                     )
-                s.execute(
-                    update(WorkloadRow)
-                    .where(WorkloadRow.id.in_({r.workload_id for r in moving}), WorkloadRow.deleting.is_(False))
-                    .values(needs_placement=True)
+            self._queue_for_placement(s, moved)
+            s.execute(delete(ReplicaRow).where(ReplicaRow.cluster.not_in(clusters)))
+            # Replicas on drained or silent clusters keep serving until a replacement runs (see _update_phase):
+            # their workloads are queued so the decision engine places one for each index left without.
+            leaving = leaving_clusters(s)
+            if leaving:
+                query = select(ReplicaRow.workload_id).where(
+                    ReplicaRow.desired.is_(True), ReplicaRow.cluster.in_(list(leaving))
                 )
-            # Replicas of removed clusters have nobody left to stop them: forget them.
-            s.execute(delete(ReplicaRow).where(ReplicaRow.cluster.not_in(list(clusters))))
+                ids = set(s.scalars(query))
+                replicas = workloads.replicas_by_workload(s, list(ids))
+                versions = {
+                    wid: v
+                    for wid, v in s.execute(select(WorkloadRow.id, WorkloadRow.version).where(WorkloadRow.id.in_(ids)))
+                }
+                self._queue_for_placement(
+                    s, {wid for wid in ids if _unreplaced(replicas.get(wid, []), versions.get(wid), leaving)}
+                )
+            # Workloads with replicas on a cluster that started or stopped leaving serve more or less than before;
+            # on the first pass, every workload with replicas (the stored phases may predate a restart).
+            changed = {c for c in leaving.keys() | self._leaving.keys() if leaving.get(c) != self._leaving.get(c)}
+            hosted = select(ReplicaRow.workload_id).where(ReplicaRow.desired.is_(True)).distinct()
+            if self._first_pass:
+                affected = set(s.scalars(hosted))
+            elif changed:
+                affected = set(s.scalars(hosted.where(ReplicaRow.cluster.in_(changed))))
+            else:
+                affected = set()
             # Deletions finish once their last replica is gone, which may happen on any path.
-            self._update_phases(s, set(s.scalars(select(WorkloadRow.id).where(WorkloadRow.deleting.is_(True)))))
+            deleting = set(s.scalars(select(WorkloadRow.id).where(WorkloadRow.deleting.is_(True))))
+            self._update_phases(s, deleting | affected)
+        self._leaving, self._first_pass = leaving, False
+
+    @staticmethod
+    def _queue_for_placement(s: Session, workload_ids: set[int]) -> None:
+        if workload_ids:
+            s.execute(
+                update(WorkloadRow)
+                .where(
+                    WorkloadRow.id.in_(workload_ids),
+                    WorkloadRow.deleting.is_(False),
+                    WorkloadRow.needs_placement.is_(False),
+                )
+                .values(needs_placement=True)
+            )
 
     # -- placement ---------------------------------------------------------------------------------
 
@@ -243,22 +327,28 @@ class OrchestrationEngine:
             replicas = workloads.replicas_by_workload(s, [w.id for w in queue])
             touched: set[int] = set()
             for w in queue:
-                if self._tried.get(w.id) == (inventory.generation, w.version):
-                    continue  # nothing changed since it last fitted nowhere
-                if self._place(s, w, replicas.get(w.id, []), inventory):
+                tried = (inventory.generation, w.version)
+                if self._tried.get(w.id) == tried:
+                    continue  # nothing changed since it last fitted nowhere (or failed)
+                if self._isolated(s, w, "placement", partial(self._place, s, w, replicas.get(w.id, []), inventory)):
                     touched.add(w.id)
+                else:
+                    self._tried[w.id] = tried
             self._update_phases(s, touched)
 
     def _place(self, s: Session, w: WorkloadRow, mine: list[ReplicaRow], inventory: Inventory) -> bool:
         spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
         current = [r for r in mine if r.desired and r.version == w.version]
-        missing = sorted(set(range(spec.replicas)) - {r.index for r in current})
+        # An index whose replica is on a leaving cluster needs a replacement; the old one serves until it runs.
+        staying = [r for r in current if r.cluster not in inventory.leaving]
+        replaced = {r.index: r for r in current if r.cluster in inventory.leaving}
+        missing = sorted(set(range(spec.replicas)) - {r.index for r in staying})
         version = w.version
         if not missing:
             self._clear_queue(s, w.id, version)
             return True
         hosted: dict[tuple[str, str], int] = defaultdict(int)
-        for r in current:
+        for r in staying:
             hosted[(r.cluster, r.node)] += 1
         decision = self._decisions.decide(w.namespace, w.name, version, spec, missing, inventory.candidates(hosted))
         workloads.store_decision(s, w, decision)
@@ -284,6 +374,19 @@ class OrchestrationEngine:
                 f"replica {replica.id} placed on {a.cluster}/{a.node}",
                 index=a.index,
             )
+            old = replaced.get(a.index)
+            if old is not None:
+                reason = inventory.leaving[old.cluster]
+                _replica_event(
+                    s,
+                    "replica.rescheduled",
+                    subject,
+                    old,
+                    f"replica {old.id} leaves {old.cluster}/{old.node} (cluster {reason}): {replica.id} replaces it "
+                    f"on {a.cluster}/{a.node}; {old.id} stops once {replica.id} runs",
+                    reason=reason,
+                    replacement=replica.id,
+                )
         placed_all = len(decision.assignments) == len(missing)
         kind = "placement.decided" if decision.assignments else "placement.pending"
         record_event(
@@ -300,7 +403,7 @@ class OrchestrationEngine:
         else:
             self._tried[w.id] = (inventory.generation, version)
             if not current and not decision.assignments:
-                w.message = f"Pending: {decision.summary}"
+                w.message = decision.summary  # the phase is shown next to it: not repeated
         return True
 
     @staticmethod
@@ -326,35 +429,38 @@ class OrchestrationEngine:
         plans: dict[str, _ClusterPlan] = defaultdict(_ClusterPlan)
         with self._db.transaction() as s:
             rows = list(s.scalars(select(ReplicaRow).where(ReplicaRow.cluster.in_(list(reports)))))
-            descriptors = {
-                wid: (ns, name, version, WorkloadDescriptor.model_validate(d))
-                for wid, ns, name, version, d in s.execute(
-                    select(
-                        WorkloadRow.id,
-                        WorkloadRow.namespace,
-                        WorkloadRow.name,
-                        WorkloadRow.version,
-                        WorkloadRow.descriptor,
-                    ).where(WorkloadRow.id.in_({r.workload_id for r in rows}))
-                )
-            }
+            reported = {cluster: {rep.id for rep in report.replicas} for cluster, report in reports.items()}
+            leaving = leaving_clusters(s)
+            # Desired replicas their cluster does not report, by workload: they are sent (again). Not those on a
+            # leaving cluster (their replacement is placed elsewhere), nor refused ones.
+            missing: dict[int, list[ReplicaRow]] = defaultdict(list)
+            for r in rows:
+                unreported = r.desired and r.id not in reported[r.cluster]
+                if unreported and r.cluster not in leaving and r.id not in self._rejected:
+                    missing[r.workload_id].append(r)
+            specs: dict[str, ReplicaSpec] = {}
+            for w in s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(list(missing)))):
+                # An older version's replica that vanished is not recreated: the new version replaces it.
+                wanted = [r for r in missing[w.id] if r.version == w.version]
+                if not wanted:
+                    continue
+                try:  # no savepoint needed: building the specs writes nothing
+                    specs.update(_replica_specs(w, wanted))
+                except Exception as exc:
+                    self._record_failure(s, w, "rollout", exc)
             known = {r.id: r for r in rows}
-            for cluster, report in reports.items():
-                reported = {rep.id for rep in report.replicas}
-                for rid in reported:
+            for cluster, ids in reported.items():
+                for rid in ids:
                     row = known.get(rid)
                     if row is None or not row.desired:
                         plans[cluster].remove.append(rid)
-                for r in rows:
-                    if r.cluster != cluster or r.id in reported:
-                        continue
-                    if r.desired:
-                        ns, name, version, descriptor = descriptors[r.workload_id]
-                        # An older version's replica that vanished is not recreated: the new version replaces it.
-                        if r.version == version and r.id not in self._rejected:
-                            plans[cluster].ensure.append(_replica_spec(r, ns, name, descriptor))
-                    else:
-                        s.delete(r)  # released and already gone from its cluster
+            for r in rows:
+                if r.id in reported[r.cluster]:
+                    continue
+                if not r.desired:
+                    s.delete(r)  # released and already gone from its cluster
+                elif r.id in specs:
+                    plans[r.cluster].ensure.append(specs[r.id])
         return plans
 
     async def _apply_plan(self, cluster: str, plan: _ClusterPlan) -> tuple[list[ReplicaSpec], list[str]]:
@@ -376,6 +482,9 @@ class OrchestrationEngine:
                 removed.append(rid)
         except (ClusterUnreachable, TimeoutError) as exc:
             log.warning("cluster %s: rollout interrupted: %s", cluster, exc or type(exc).__name__)
+        except Exception:
+            # A driver failing in an unexpected way stops this cluster's rollout for this pass, not everyone's.
+            log.exception("cluster %s: rollout failed; retrying on the next pass", cluster)
         return sent, removed
 
     def _record_rollout(self, sent: list[ReplicaSpec], removed: list[str]) -> None:
@@ -426,6 +535,60 @@ class OrchestrationEngine:
 def _replica_event(s: Session, kind: str, subject: str, row: ReplicaRow, message: str, **data: object) -> None:
     """Record an event about one replica, naming it and where it runs."""
     record_event(s, kind, subject, message, replica=row.id, cluster=row.cluster, node=row.node, **data)
+
+
+def _begin(s: Session) -> None:
+    """Make sure the database transaction has begun before a savepoint.
+
+    Python's sqlite3 begins a transaction only before INSERT/UPDATE/DELETE: a SAVEPOINT issued first would open
+    one of its own, and releasing it would commit on the spot (one commit, and one fsync, per workload).
+    """
+    connection = s.connection()
+    if connection.dialect.name == "sqlite":
+        dbapi = connection.connection.dbapi_connection
+        if not getattr(dbapi, "in_transaction", True):
+            connection.exec_driver_sql("BEGIN")
+
+
+def _unreplaced(mine: list[ReplicaRow], version: int | None, leaving: dict[str, str]) -> bool:
+    """Whether some replica of the current version on a leaving cluster has no replacement bound yet."""
+    current = [r for r in mine if r.desired and r.version == version]
+    staying = {r.index for r in current if r.cluster not in leaving}
+    return any(r.cluster in leaving and r.index not in staying for r in current)
+
+
+def _release_replaced(s: Session, subject: str, current: list[ReplicaRow], leaving: dict[str, str]) -> None:
+    """Make-before-break: once one replica of an index runs on a cluster that stays, the others of that index go.
+
+    The others are the replica it replaces on a drained or silent cluster, or, when a silent cluster came back
+    before the replacement ran, the spare of the two.
+    """
+    by_index: dict[int, list[ReplicaRow]] = defaultdict(list)
+    for r in current:
+        by_index[r.index].append(r)
+    for group in by_index.values():
+        serving = [r for r in group if r.cluster not in leaving and r.phase == ReplicaPhase.RUNNING.value]
+        if not serving or len(group) == 1:
+            continue
+        keep = serving[0]
+        for r in group:
+            if r is keep:
+                continue
+            workloads.release_replica(s, r)
+            _replica_event(
+                s,
+                "replica.replaced",
+                subject,
+                r,
+                f"replica {r.id} on {r.cluster}/{r.node} stops: {keep.id} runs in its place "
+                f"on {keep.cluster}/{keep.node}",
+                replacement=keep.id,
+            )
+
+
+def _replica_specs(w: WorkloadRow, rows: list[ReplicaRow]) -> dict[str, ReplicaSpec]:
+    descriptor = WorkloadDescriptor.model_validate(w.descriptor)
+    return {r.id: _replica_spec(r, w.namespace, w.name, descriptor) for r in rows}
 
 
 def _replica_spec(row: ReplicaRow, namespace: str, name: str, descriptor: WorkloadDescriptor) -> ReplicaSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -10,6 +11,8 @@ from sqlalchemy.orm import Session
 from nemo_kernel.domain import ClusterPhase, ClusterSpec, NodeSpec
 from nemo_kernel.orchestrator.decision import ClusterCandidate, NodeCandidate
 from nemo_kernel.store import inventory as inventory_store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -21,8 +24,10 @@ class _Cluster:
 class Inventory:
     """Clusters and nodes with their capacity accounting, updated as a pass places replicas."""
 
-    def __init__(self, clusters: list[_Cluster], generation: int) -> None:
+    def __init__(self, clusters: list[_Cluster], generation: int, leaving: dict[str, str] | None = None) -> None:
         self._clusters = clusters
+        self.leaving = leaving or {}
+        """Clusters whose replicas are being replaced elsewhere, with why (drained, not answering)."""
         self._by_name = {c.base.name: c for c in clusters}
         self.generation = generation
         """Changes whenever health, schedulability or free capacity change, so pending work is retried only then."""
@@ -32,24 +37,35 @@ class Inventory:
         """Read every cluster and node (two queries)."""
         clusters: list[_Cluster] = []
         fingerprint: list[object] = []
+        leaving: dict[str, str] = {}
         for row in inventory_store.list_clusters(s):
-            spec = ClusterSpec.model_validate(row.spec)
+            try:
+                spec = ClusterSpec.model_validate(row.spec)
+                node_specs = {n.name: NodeSpec.model_validate(n.spec) for n in row.nodes}
+            except ValueError as exc:
+                # One unreadable cluster must not stop placement everywhere: it is no candidate (the resource
+                # manager records the error on it).
+                log.warning("cluster %r left out of placement: %s", row.name, exc)
+                continue
             ready = row.phase == ClusterPhase.READY.value
             nodes = {
                 n.name: NodeCandidate.from_spec(
-                    NodeSpec.model_validate(n.spec),
+                    node_specs[n.name],
                     ready=n.ready,
                     allocated_cpu=n.allocated_cpu,
                     allocated_memory_mib=n.allocated_memory_mib,
                 )
                 for n in row.nodes
             }
-            excluded = "drained" if row.draining else None
+            why = inventory_store.leaving_reason(row.phase, row.draining)
+            if why is not None:
+                leaving[row.name] = why
+            excluded = inventory_store.DRAINED if row.draining else None
             base = ClusterCandidate.from_spec(spec, ready=ready, cordoned=row.cordoned, excluded_reason=excluded)
             clusters.append(_Cluster(base, nodes))
             fingerprint.append((row.name, ready, row.cordoned, row.draining))
             fingerprint.extend((n.name, n.ready, round(n.allocated_cpu, 6), n.allocated_memory_mib) for n in row.nodes)
-        return cls(clusters, hash(tuple(fingerprint)))
+        return cls(clusters, hash(tuple(fingerprint)), leaving)
 
     def candidates(self, hosted: Mapping[tuple[str, str], int]) -> list[ClusterCandidate]:
         """Candidates for one workload; ``hosted`` counts its replicas already on each (cluster, node)."""

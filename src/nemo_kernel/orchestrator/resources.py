@@ -84,11 +84,15 @@ class ResourceManager:
             self._liveness.setdefault(name, _Liveness(last_ok=time.monotonic()))
 
     def _load_specs(self) -> dict[str, ClusterSpec]:
+        specs: dict[str, ClusterSpec] = {}
         with self._db.transaction() as s:
-            return {
-                name: ClusterSpec.model_validate(spec)
-                for name, spec in s.execute(select(ClusterRow.name, ClusterRow.spec))
-            }
+            for row in s.scalars(select(ClusterRow)):
+                try:
+                    specs[row.name] = ClusterSpec.model_validate(row.spec)
+                except ValueError as exc:
+                    # One unreadable cluster must not stop the others: it is left without a driver, and says why.
+                    _record_failure(s, row, f"stored spec is invalid: {exc}")
+        return specs
 
     async def heartbeat(self) -> dict[str, ClusterReport]:
         """Ask every cluster for its report; store phase changes; return the reports of those that answered."""
@@ -110,24 +114,38 @@ class ResourceManager:
             try:
                 return await asyncio.wait_for(driver.status(), self._settings.driver_timeout)
             except (ClusterUnreachable, TimeoutError) as exc:
-                await self._revive(name)
-                return str(exc) or type(exc).__name__
+                error = str(exc) or type(exc).__name__
+            except Exception as exc:
+                # A driver failing in an unexpected way (an unreadable report) counts as a missed heartbeat of
+                # this cluster only; the pass goes on for the others.
+                log.warning("cluster %s: heartbeat failed: %s", name, exc, exc_info=True)
+                return f"heartbeat failed: {exc}"
+            fresh = await self._revive(name)
+            if fresh is None:
+                return error
+            # The first heartbeat of a revived agent counts: the cluster is Ready again as soon as the new agent
+            # answers, not one pass later (by when it could have been silent for longer than the timeout).
+            try:
+                return await asyncio.wait_for(fresh.status(), self._settings.driver_timeout)
+            except (ClusterUnreachable, TimeoutError):
+                return error
 
-    async def _revive(self, name: str) -> None:
+    async def _revive(self, name: str) -> ClusterDriver | None:
         # A local agent that died is started again (it adopts the replicas still running); one that is alive
         # but silent (hung, stopped, partitioned) is left alone and the cluster goes NotReady.
         spec = self._specs.get(name)
         if spec is None or spec.driver is not DriverKind.LOCAL:
-            return
+            return None
         try:
             fresh = await self._launcher.ensure(spec)
         except Exception as exc:
             log.debug("cluster %s: agent not revived: %s", name, exc)
-            return
+            return None
         old = self._drivers.get(name)
         self._drivers[name] = fresh
         if old is not None:
             await old.close()
+        return fresh
 
     def _store_liveness(self, reports: dict[str, ClusterReport], errors: dict[str, str]) -> None:
         now = time.monotonic()
@@ -177,3 +195,13 @@ class ResourceManager:
             await driver.close()
         self._drivers.clear()
         await self._launcher.stop_all()
+
+
+def _record_failure(s: Session, row: ClusterRow, message: str) -> None:
+    """Record on a cluster why it is not handled; once per distinct message, not once per pass."""
+    message = " ".join(message.split())[:500]
+    if row.message == message:
+        return
+    log.warning("cluster %r: %s", row.name, message)
+    row.message = message
+    record_event(s, "cluster.failed", cluster_subject(row.name), message)

@@ -79,6 +79,28 @@ def set_schedulable(session: Session, name: str, *, cordoned: bool, draining: bo
     return row
 
 
+DRAINED = "drained"
+NOT_ANSWERING = "not answering"
+
+
+def leaving_reason(phase: str, draining: bool) -> str | None:
+    """Why the replicas on a cluster move elsewhere (drained, or not answering heartbeats); ``None`` if they stay.
+
+    They move make-before-break: each keeps running until its replacement runs elsewhere.
+    """
+    if draining:
+        return DRAINED
+    if phase == ClusterPhase.NOT_READY.value:
+        return NOT_ANSWERING
+    return None
+
+
+def leaving_clusters(session: Session) -> dict[str, str]:
+    """Clusters whose replicas move elsewhere, with the reason (see :func:`leaving_reason`)."""
+    rows = session.execute(select(ClusterRow.name, ClusterRow.phase, ClusterRow.draining))
+    return {name: why for name, phase, draining in rows if (why := leaving_reason(phase, draining)) is not None}
+
+
 def to_cluster_status(row: ClusterRow) -> ClusterStatus:
     """Domain view of a stored cluster."""
     return ClusterStatus(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import and_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import (
@@ -33,14 +34,17 @@ class ApplyResult:
 
 
 def apply_workload(session: Session, descriptor: WorkloadDescriptor) -> ApplyResult:
-    """Create a workload, or make a changed descriptor its next version (queued for placement)."""
+    """Create a workload, or make a changed descriptor its next version (queued for placement).
+
+    Safe under concurrent applies of one name: the row is locked for the rest of the transaction, so each apply
+    that answers ``updated`` gets its own version; a create that loses the race to another create of the same
+    name becomes that workload's next version instead of failing.
+    """
     stored = descriptor.model_dump(mode="json")
-    row = session.scalar(
-        select(WorkloadRow).where(WorkloadRow.namespace == descriptor.namespace, WorkloadRow.name == descriptor.name)
-    )
+    row = _locked_workload(session, descriptor.namespace, descriptor.name)
     subject = workload_subject(descriptor.namespace, descriptor.name)
     if row is None:
-        row = WorkloadRow(
+        created = WorkloadRow(
             namespace=descriptor.namespace,
             name=descriptor.name,
             version=1,
@@ -50,17 +54,23 @@ def apply_workload(session: Session, descriptor: WorkloadDescriptor) -> ApplyRes
             needs_placement=True,
             deleting=False,
         )
-        session.add(row)
-        session.flush()
-        record_event(
-            session,
-            "workload.registered",
-            subject,
-            "workload registered (version 1)",
-            version=1,
-            replicas=descriptor.deployment.replicas,
-        )
-        return ApplyResult(row, "created")
+        try:
+            with session.begin_nested():
+                session.add(created)
+        except IntegrityError:
+            row = _locked_workload(session, descriptor.namespace, descriptor.name)
+            if row is None:
+                raise  # not the unique name: a real error
+        else:
+            record_event(
+                session,
+                "workload.registered",
+                subject,
+                "workload registered (version 1)",
+                version=1,
+                replicas=descriptor.deployment.replicas,
+            )
+            return ApplyResult(created, "created")
     if row.deleting:
         raise Conflict(f"workload {descriptor.namespace}/{descriptor.name} is being deleted")
     if row.descriptor == stored:
@@ -78,6 +88,20 @@ def apply_workload(session: Session, descriptor: WorkloadDescriptor) -> ApplyRes
         replicas=descriptor.deployment.replicas,
     )
     return ApplyResult(row, "updated")
+
+
+def _locked_workload(session: Session, namespace: str, name: str) -> WorkloadRow | None:
+    """The workload, locked until the transaction ends, re-read from the database."""
+    where = (WorkloadRow.namespace == namespace, WorkloadRow.name == name)
+    bind = session.get_bind()
+    if bind.dialect.name == "sqlite":
+        # SQLite has no row locks and starts its transactions on the first write: a write that changes nothing
+        # takes the database's write lock now, so no other apply reads the version until this one commits.
+        session.execute(
+            update(WorkloadRow).where(*where).values(version=WorkloadRow.version, updated_at=WorkloadRow.updated_at)
+        )
+    query = select(WorkloadRow).where(*where).with_for_update().execution_options(populate_existing=True)
+    return session.scalar(query)
 
 
 def get_workload(session: Session, namespace: str, name: str) -> WorkloadRow:
@@ -200,12 +224,47 @@ def store_decision(session: Session, workload: WorkloadRow, decision: PlacementD
     return row
 
 
-def latest_decision(session: Session, workload: WorkloadRow) -> PlacementDecision | None:
-    """The most recent decision about the workload."""
+def latest_decision(session: Session, workload: WorkloadRow) -> tuple[int, PlacementDecision] | None:
+    """The most recent decision about the workload, with its id."""
     row = session.scalar(
         select(DecisionRow).where(DecisionRow.workload_id == workload.id).order_by(DecisionRow.id.desc()).limit(1)
     )
-    return PlacementDecision.model_validate(row.decision) if row is not None else None
+    return (row.id, PlacementDecision.model_validate(row.decision)) if row is not None else None
+
+
+def decision_history(
+    session: Session, workload: WorkloadRow, *, after: int = 0, limit: int = 100
+) -> list[tuple[int, PlacementDecision]]:
+    """Stored decisions about the workload with their ids, oldest first, from the one after id ``after``."""
+    rows = session.scalars(
+        select(DecisionRow)
+        .where(DecisionRow.workload_id == workload.id, DecisionRow.id > after)
+        .order_by(DecisionRow.id)
+        .limit(limit)
+    )
+    return [(row.id, PlacementDecision.model_validate(row.decision)) for row in rows]
+
+
+def placing_decisions(
+    session: Session, workload: WorkloadRow, replicas: Sequence[ReplicaRow]
+) -> dict[str, tuple[int, PlacementDecision]]:
+    """For each replica, the decision that put it where it is (with its id): the latest one of the replica's
+    version assigning its index to its node. Replicas are bound in the transaction that stores that decision."""
+    wanted = {(r.version, r.index, r.cluster, r.node): r.id for r in replicas}
+    found: dict[str, tuple[int, PlacementDecision]] = {}
+    rows = session.scalars(
+        select(DecisionRow)
+        .where(DecisionRow.workload_id == workload.id, DecisionRow.version.in_({r.version for r in replicas}))
+        .order_by(DecisionRow.id.desc())
+    )
+    for row in rows:
+        if len(found) == len(wanted):
+            break
+        for a in row.decision.get("assignments", []):
+            rid = wanted.get((row.version, a["index"], a["cluster"], a["node"]))
+            if rid is not None and rid not in found:
+                found[rid] = (row.id, PlacementDecision.model_validate(row.decision))
+    return found
 
 
 def to_replica_status(row: ReplicaRow) -> ReplicaStatus:
@@ -239,7 +298,10 @@ def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> Work
         message=row.message,
         descriptor=descriptor,
         desired_replicas=0 if row.deleting else descriptor.deployment.replicas,
-        ready_replicas=sum(1 for r in current if r.version == row.version and r.phase == ReplicaPhase.RUNNING.value),
+        # Counted per index: while a replica moves, it and its replacement may both run.
+        ready_replicas=len(
+            {r.index for r in current if r.version == row.version and r.phase == ReplicaPhase.RUNNING.value}
+        ),
         replicas=[to_replica_status(r) for r in replicas],
         created_at=row.created_at,
         updated_at=row.updated_at,

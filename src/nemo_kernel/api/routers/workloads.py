@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import Field, ValidationError
 
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.errors import ApiError
-from nemo_kernel.domain import Event, Model, PlacementDecision, WorkloadDescriptor, WorkloadStatus
+from nemo_kernel.domain import (
+    CandidateVerdict,
+    Event,
+    Model,
+    PlacementDecision,
+    ReplicaPhase,
+    WorkloadDescriptor,
+    WorkloadStatus,
+)
 from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.store import events, workloads
 
@@ -66,22 +76,97 @@ def get_workload(name: str, plane: Plane, namespace: Namespace = "default") -> W
 
 
 @router.delete("/{name}", status_code=202, response_model=WorkloadStatus)
-def delete_workload(name: str, plane: Plane, namespace: Namespace = "default") -> WorkloadStatus:
+def delete_workload(name: str, plane: Plane, namespace: Namespace = "default") -> WorkloadStatus | Response:
     """Stop every replica, then forget the workload (its history stays)."""
     with plane.db.transaction() as s:
         workloads.mark_deleting(s, workloads.get_workload(s, namespace, name))
     plane.wake()
-    return _status(plane, namespace, name)
+    try:
+        return _status(plane, namespace, name)
+    except ValidationError:
+        # A row stored before validation was tightened cannot be shown, but it must still be deletable.
+        return Response(status_code=202)
 
 
-@router.get("/{name}/placement", response_model=PlacementDecision)
-def placement(name: str, plane: Plane, namespace: Namespace = "default") -> PlacementDecision:
-    """The latest placement decision with its explanation (each candidate's verdict and scores)."""
+class ReplicaPlacement(Model):
+    """Where one replica runs, and the decision that put it there."""
+
+    replica: str
+    index: int
+    version: int
+    cluster: str
+    node: str
+    phase: ReplicaPhase
+    decision: int | None = Field(description="id of the decision that placed it (see .../decisions)")
+    decided_at: datetime | None = None
+    verdict: CandidateVerdict | None = Field(
+        default=None, description="that decision's verdict about the node: scores, total, reason"
+    )
+
+
+class PlacementExplanation(PlacementDecision):
+    """The latest placement decision, and every replica's current placement with the decision behind it.
+
+    After a partial decision (a drain, a move) the latest decision covers only some replicas; ``replicas`` shows
+    all of them.
+    """
+
+    id: int = Field(description="id of the latest decision")
+    replicas: list[ReplicaPlacement]
+
+
+class StoredDecision(PlacementDecision):
+    """A stored placement decision with its id (the cursor of the history)."""
+
+    id: int
+
+
+@router.get("/{name}/placement", response_model=PlacementExplanation)
+def placement(name: str, plane: Plane, namespace: Namespace = "default") -> PlacementExplanation:
+    """Why the workload runs where it runs: each replica's placement and the decision behind it, and the latest
+    decision with its explanation (each candidate's verdict and scores)."""
     with plane.db.transaction() as s:
-        decision = workloads.latest_decision(s, workloads.get_workload(s, namespace, name))
-    if decision is None:
+        row = workloads.get_workload(s, namespace, name)
+        latest = workloads.latest_decision(s, row)
+        current = [r for r in workloads.replicas_by_workload(s, [row.id]).get(row.id, []) if r.desired]
+        placed_by = workloads.placing_decisions(s, row, current)
+    if latest is None:
         raise ApiError(404, "not_decided", f"no placement decision for {namespace}/{name} yet")
-    return decision
+    replicas = []
+    for r in current:
+        decision_id, decision = placed_by.get(r.id, (None, None))
+        verdict = None
+        if decision is not None:
+            verdict = next((c for c in decision.candidates if (c.cluster, c.node) == (r.cluster, r.node)), None)
+        replicas.append(
+            ReplicaPlacement(
+                replica=r.id,
+                index=r.index,
+                version=r.version,
+                cluster=r.cluster,
+                node=r.node,
+                phase=ReplicaPhase(r.phase),
+                decision=decision_id,
+                decided_at=None if decision is None else decision.decided_at,
+                verdict=verdict,
+            )
+        )
+    latest_id, decision = latest
+    return PlacementExplanation(**decision.model_dump(), id=latest_id, replicas=replicas)
+
+
+@router.get("/{name}/decisions", response_model=list[StoredDecision])
+def decisions(
+    name: str,
+    plane: Plane,
+    namespace: Namespace = "default",
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="return decisions with a larger id")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[StoredDecision]:
+    """The stored history of placement decisions, oldest first; page with ``after`` = the last id received."""
+    with plane.db.transaction() as s:
+        found = workloads.decision_history(s, workloads.get_workload(s, namespace, name), after=after, limit=limit)
+    return [StoredDecision(**d.model_dump(), id=i) for i, d in found]
 
 
 @router.get("/{name}/events", response_model=list[Event])

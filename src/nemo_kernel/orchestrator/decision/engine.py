@@ -19,7 +19,7 @@ and spread depend only on the node itself). Result models are built once at the 
 from __future__ import annotations
 
 import heapq
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +32,7 @@ from nemo_kernel.orchestrator.decision.filters import (
     NODE_FILTERS,
     Requirements,
     admissible_runtime,
+    all_rejections,
     choose_runtime,
     first_rejection,
     fits,
@@ -105,7 +106,7 @@ class DecisionEngine:
         feasible_rows: list[int] = []  # where each feasible node's verdict goes in ``rows``, to keep name order
         raw_costs: list[float] = []
         raw_carbons: list[float] = []
-        rejections: Counter[tuple[str, str]] = Counter()
+        rejections: dict[tuple[str, str], list[str]] = defaultdict(list)  # (level, filter) -> names rejected
 
         seen: set[str] = set()
         for cluster in sorted(candidates, key=_name):
@@ -114,7 +115,7 @@ class DecisionEngine:
             seen.add(cluster.name)
             rejected = first_rejection(CLUSTER_FILTERS, cluster, req)
             if rejected is not None:
-                rejections["cluster", rejected[0]] += 1
+                rejections["cluster", rejected[0]].append(cluster.name)
                 rows.append({"cluster": cluster.name, "rejected_by": rejected[0], "reason": rejected[1]})
                 continue
             cost = replica_cost_eur_hour(cluster, req)  # prices are per cluster: once, not per node
@@ -127,15 +128,16 @@ class DecisionEngine:
                     raw_carbons.append(replica_carbon_g_hour(cluster, node, req))
                     rows.append(_unchosen_row(cluster.name, node.name, runtime))
                     continue
-                rejected = first_rejection(NODE_FILTERS, node, req)
-                assert rejected is not None, "admissible_runtime and NODE_FILTERS disagree"
-                rejections["node", rejected[0]] += 1
+                found = all_rejections(NODE_FILTERS, node, req)
+                assert found, "admissible_runtime and NODE_FILTERS disagree"
+                for filter_name, _ in found:
+                    rejections["node", filter_name].append(f"{cluster.name}/{node.name}")
                 rows.append(
                     {
                         "cluster": cluster.name,
                         "node": node.name,
-                        "rejected_by": rejected[0],
-                        "reason": rejected[1],
+                        "rejected_by": ", ".join(filter_name for filter_name, _ in found),
+                        "reason": "; ".join(reason for _, reason in found),
                         "runtime": choose_runtime(node, req),
                     }
                 )

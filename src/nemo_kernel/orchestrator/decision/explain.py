@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from nemo_kernel.orchestrator.decision.filters import CLUSTER_FILTERS, NODE_FILTERS
 
@@ -16,16 +15,27 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def rejection_counts(rejections: Counter[tuple[str, str]]) -> str:
-    """'2 clusters rejected by tier, 3 nodes by capacity': counts per filter, in the order filters run."""
+def _names(names: Sequence[str]) -> str:
+    shown = list(names[:_NODES_SHOWN])
+    if len(names) > _NODES_SHOWN:
+        shown.append(f"and {len(names) - _NODES_SHOWN} more")
+    return ", ".join(shown)
+
+
+def rejection_counts(rejections: Mapping[tuple[str, str], Sequence[str]]) -> str:
+    """'2 clusters rejected: tier (a, b); 3 nodes rejected: runtime (c/n1, c/n2), tee (c/n1, c/n3)'.
+
+    ``rejections`` maps (level, filter) to the clusters or nodes that filter rejected. A node can be named
+    under several filters: every filter that rejected it is named, in the order filters run.
+    """
     parts: list[str] = []
     for level, filters in (("cluster", CLUSTER_FILTERS), ("node", NODE_FILTERS)):
-        for filter_name, _ in filters:
-            n = rejections.get((level, filter_name), 0)
-            if n:
-                verb = " rejected by " if not parts else " by "
-                parts.append(_count(n, level) + verb + filter_name)
-    return ", ".join(parts)
+        groups = [(f, rejections[level, f]) for f, _ in filters if rejections.get((level, f))]
+        if groups:
+            rejected = len({name for _, names in groups for name in names})
+            listed = ", ".join(f"{f} ({_names(names)})" for f, names in groups)
+            parts.append(f"{_count(rejected, level)} rejected: {listed}")
+    return "; ".join(parts)
 
 
 def summarise(
@@ -33,7 +43,7 @@ def summarise(
     needed: int,
     placed_on: Sequence[tuple[str, str, int]],
     best_score: float | None,
-    rejections: Counter[tuple[str, str]],
+    rejections: Mapping[tuple[str, str], Sequence[str]],
     feasible_nodes: int,
     clusters: int,
 ) -> str:
@@ -55,9 +65,13 @@ def summarise(
     if len(ordered) > _NODES_SHOWN:
         shown.append(f"and {len(ordered) - _NODES_SHOWN} more nodes")
     where = ", ".join(shown)
-    score = f"best score {best_score:.2f}" if best_score is not None else ""
+    # Spreading ranks before the score: a node already hosting a replica of the workload can score higher than
+    # the one chosen, so say how the choice was made.
+    how = "nodes with fewer replicas of the workload first, then the highest score"
+    if best_score is not None:
+        how += f" (first pick scored {best_score:.2f})"
     if placed == needed:
-        return f"{_count(placed, 'replica')} placed on {where}; {score}"
-    text = f"{placed} of {needed} replicas placed on {where}; {needed - placed} wait for capacity; {score}"
+        return f"{_count(placed, 'replica')} placed on {where}; chosen by {how}"
+    text = f"{placed} of {needed} replicas placed on {where}; {needed - placed} wait for capacity; chosen by {how}"
     elsewhere = rejection_counts(rejections)
     return f"{text}; elsewhere {elsewhere}" if elsewhere else text

@@ -237,3 +237,14 @@ def first_rejection(
         if reason is not None:
             return name, reason
     return None
+
+
+def all_rejections(
+    filters: tuple[tuple[str, Callable[[_C, Requirements], str | None]], ...], candidate: _C, req: Requirements
+) -> list[tuple[str, str]]:
+    """Every filter rejecting ``candidate`` with its reason, in filter order (empty when all let it through).
+
+    Used for nodes, so an explanation names everything an operator would have to change on a node, not only
+    the first problem.
+    """
+    return [(name, reason) for name, check in filters if (reason := check(candidate, req)) is not None]
