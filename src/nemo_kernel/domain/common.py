@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
+import unicodedata
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Matched with fullmatch: `$` would also match before a final newline ("pp\n").
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+MAX_DEPTH = 32
+"""How deeply a document may nest; real descriptors nest about 6 levels."""
+
+MAX_VALUES = 200_000
+"""How many values (scalars, lists, mappings) a document may hold, after YAML aliases are expanded."""
+
+INT64_MAX = 2**63 - 1
+"""Integers beyond this do not fit the store's columns (and mean nothing as a count or a size)."""
+
+
+def is_dns_label(value: str) -> bool:
+    """Whether ``value`` is a DNS label (RFC 1123): lower-case letters, digits and '-', 1-63 characters."""
+    return _DNS_LABEL.fullmatch(value) is not None
 
 
 def _check_name(value: str) -> str:
-    if not _DNS_LABEL.match(value):
+    if not is_dns_label(value):
         raise ValueError(
             "must be a DNS label: lower-case letters, digits and '-', 1-63 characters, "
             "starting and ending with a letter or digit"
@@ -20,16 +40,156 @@ def _check_name(value: str) -> str:
     return value
 
 
-Name = Annotated[str, AfterValidator(_check_name)]
+Name = Annotated[str, Strict(), AfterValidator(_check_name)]
 """A resource name (cluster, node, workload, namespace): a DNS label, as in Kubernetes."""
 
-Labels = dict[str, str]
+
+def _check_label_key(value: str) -> str:
+    prefix, slash, name = value.rpartition("/")
+    if (slash and not _DNS_SUBDOMAIN.fullmatch(prefix)) or not _LABEL_NAME.fullmatch(name):
+        raise ValueError(
+            "a label key is a name of 1-63 letters, digits, '-', '_' and '.' (starting and ending with a letter or "
+            "digit), optionally prefixed by a DNS subdomain and '/', as in Kubernetes"
+        )
+    return value
+
+
+def _check_label_value(value: str) -> str:
+    if value and not _LABEL_NAME.fullmatch(value):
+        raise ValueError(
+            "a label value is empty or 1-63 letters, digits, '-', '_' and '.', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+Labels = dict[
+    Annotated[str, Strict(), AfterValidator(_check_label_key)],
+    Annotated[str, Strict(), AfterValidator(_check_label_value)],
+]
+"""Labels of a cluster or node, and label selectors: Kubernetes label syntax."""
+
+Lax = Strict(False)
+"""Marks an enum or datetime field of a :class:`Spec` as lax: JSON, YAML and the store give them as strings."""
+
+
+def derived_name(display_name: str) -> str:
+    """A DNS label for a name that is not one: a lower-case slug, deterministic, e.g. ``My Service`` -> ``my-service``.
+
+    Letters with accents lose them; what has no ASCII form is dropped. A name with nothing left, or too long,
+    gets a short hash of the whole name so that different names stay different.
+    """
+    ascii_form = unicodedata.normalize("NFKD", display_name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_form.lower()).strip("-")
+    if slug and len(slug) <= 63:
+        return slug
+    digest = hashlib.sha256(display_name.encode()).hexdigest()[:8]
+    return f"{slug[:54].rstrip('-')}-{digest}" if slug else f"w-{digest}"
+
+
+def _path(parts: list[str | int]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def document_problem(document: Any) -> tuple[str, str] | None:
+    """Where a parsed JSON/YAML document breaks the rules every input obeys, as ``(field path, problem)``.
+
+    The rules: only JSON types (mappings with string keys, lists, strings, numbers, booleans, null), strings of
+    valid Unicode (no lone surrogate: it cannot be stored or answered), finite numbers, integers that fit 64 bits,
+    at most :data:`MAX_DEPTH` levels and :data:`MAX_VALUES` values. Walked without recursion, so any depth is safe.
+    """
+    stack: list[tuple[Any, list[str | int]]] = [(document, [])]
+    count = 0
+    while stack:
+        value, path = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            return "(body)", f"more than {MAX_VALUES} values"
+        if len(path) > MAX_DEPTH:
+            return _path(path[:MAX_DEPTH]), f"nested more than {MAX_DEPTH} levels deep"
+        problem = _scalar_problem(value)
+        if problem is not None:
+            return _path(path) or "(body)", problem
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return _path(path) or "(body)", f"key {key!r} is not a string"
+                if not _valid_unicode(key):
+                    return _path(path) or "(body)", f"key {key!r} is not valid Unicode (a lone surrogate)"
+                stack.append((item, [*path, key]))
+        elif isinstance(value, list):
+            stack.extend((item, [*path, i]) for i, item in enumerate(value))
+    return None
+
+
+def _valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _scalar_problem(value: Any) -> str | None:
+    if isinstance(value, str):
+        return None if _valid_unicode(value) else "not valid Unicode (a lone surrogate)"
+    if isinstance(value, bool) or value is None or isinstance(value, dict | list):
+        return None
+    if isinstance(value, int):
+        return None if -INT64_MAX - 1 <= value <= INT64_MAX else "integer out of range (64 bits)"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "must be a finite number"
+    return f"a YAML {type(value).__name__} value has no JSON form (quote it to make it a string)"
 
 
 class Model(BaseModel):
     """Base for domain models: unknown fields are an error, so typos never pass silently."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Spec(Model):
+    """Base for what users write (descriptors, cluster specs, petitions): strict types and finite numbers.
+
+    ``replicas: true`` is not 1, ``1000.0`` is not an integer, a YAML ``!!binary`` value is not a string, and
+    every string is valid Unicode. Enum and datetime fields are marked :data:`Lax`, as they come as strings.
+    """
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _valid_unicode_text(cls, value: Any) -> Any:
+        where = _bad_text(value)
+        if where is not None:
+            raise ValueError(f"{where + ': ' if where else ''}not valid Unicode (a lone surrogate)")
+        return value
+
+
+def _bad_text(value: Any) -> str | None:
+    """The path of the first string (or mapping key) in a field's value that is not valid Unicode, else None."""
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if not _valid_unicode(item):
+                return _path(path)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and not _valid_unicode(key):
+                    return _path(path)
+                stack.append((child, [*path, str(key)]))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, [*path, i]) for i, child in enumerate(item))
+        # nested models validated their own fields
+    return None
+
+
+BoundedInt = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+"""An integer that fits the store's 64-bit columns."""
 
 
 def utcnow() -> datetime:

@@ -156,7 +156,10 @@ class OrchestrationEngine:
                     record_event(s, "workload.deleted", subject, "all replicas stopped; workload deleted")
                     s.delete(w)
                 continue
-            wanted = WorkloadDescriptor.model_validate(w.descriptor).deployment.replicas
+            deployment = WorkloadDescriptor.model_validate(w.descriptor).deployment
+            if deployment is None:
+                continue  # a catalogue entry: nothing runs, it stays Registered
+            wanted = deployment.replicas
             current = [r for r in mine if r.desired and r.version == w.version]
             ready = sum(1 for r in current if r.phase == ReplicaPhase.RUNNING.value)
             if ready >= wanted and len(current) >= wanted and not w.needs_placement:
@@ -251,6 +254,9 @@ class OrchestrationEngine:
 
     def _place(self, s: Session, w: WorkloadRow, mine: list[ReplicaRow], inventory: Inventory) -> bool:
         spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
+        if spec is None:  # a catalogue entry is never queued; one queued before it became one has nothing to place
+            self._clear_queue(s, w.id, w.version)
+            return False
         current = [r for r in mine if r.desired and r.version == w.version]
         missing = sorted(set(range(spec.replicas)) - {r.index for r in current})
         version = w.version
@@ -430,6 +436,7 @@ def _replica_event(s: Session, kind: str, subject: str, row: ReplicaRow, message
 
 def _replica_spec(row: ReplicaRow, namespace: str, name: str, descriptor: WorkloadDescriptor) -> ReplicaSpec:
     d = descriptor.deployment
+    assert d is not None, "a catalogue entry has no replicas"  # its replicas are released when it becomes one
     return ReplicaSpec(
         id=row.id,
         workload=f"{namespace}/{name}",

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from nemo_kernel.bus import Message
 from nemo_kernel.config import Settings
-from nemo_kernel.domain import ClusterSpec, Model, Name, NodeSpec, Tier, WorkloadDescriptor
+from nemo_kernel.domain import ClusterSpec, Name, NodeSpec, Spec, Tier, WorkloadDescriptor
 from nemo_kernel.store import Database, events, inventory, workloads
 from nemo_kernel.store.events import record_event
 from nemo_kernel.store.tables import ClusterRow
@@ -39,13 +39,13 @@ class PetitionError(ValueError):
     """A petition that cannot be carried out (bad source, no descriptor found); nothing was stored."""
 
 
-class JoinPetition(Model):
+class JoinPetition(Spec):
     """Create N managed clusters."""
 
     numberofclusters: int = Field(ge=1, le=100)
 
 
-class DeployPetition(Model):
+class DeployPetition(Spec):
     """Deploy the descriptor found at ``pathname`` as workload ``namespace/name``."""
 
     name: Name
@@ -63,10 +63,11 @@ def parse_petition(data: Any) -> JoinPetition | DeployPetition:
 def descriptor_with_defaults(data: Any, source_dir: Path | None) -> WorkloadDescriptor:
     """Validate a descriptor; a relative or missing ``working_dir`` resolves against the descriptor's folder."""
     descriptor = WorkloadDescriptor.model_validate(data)
-    if source_dir is not None and descriptor.deployment.command is not None:
-        wd = descriptor.deployment.working_dir
+    deployment = descriptor.deployment
+    if source_dir is not None and deployment is not None and deployment.command is not None:
+        wd = deployment.working_dir
         resolved = source_dir / wd if wd else source_dir
-        descriptor.deployment.working_dir = str(resolved.resolve())
+        deployment.working_dir = str(resolved.resolve())
     return descriptor
 
 

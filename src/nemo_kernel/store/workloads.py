@@ -6,12 +6,14 @@ import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from pydantic import ValidationError
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import (
+    NOT_RUNNABLE,
     PlacementDecision,
     ReplicaPhase,
     ReplicaStatus,
@@ -39,6 +41,7 @@ def apply_workload(session: Session, descriptor: WorkloadDescriptor) -> ApplyRes
         select(WorkloadRow).where(WorkloadRow.namespace == descriptor.namespace, WorkloadRow.name == descriptor.name)
     )
     subject = workload_subject(descriptor.namespace, descriptor.name)
+    replicas = descriptor.deployment.replicas if descriptor.deployment is not None else 0
     if row is None:
         row = WorkloadRow(
             namespace=descriptor.namespace,
@@ -50,6 +53,8 @@ def apply_workload(session: Session, descriptor: WorkloadDescriptor) -> ApplyRes
             needs_placement=True,
             deleting=False,
         )
+        if not descriptor.runnable:
+            _register_only(session, row)
         session.add(row)
         session.flush()
         record_event(
@@ -58,26 +63,53 @@ def apply_workload(session: Session, descriptor: WorkloadDescriptor) -> ApplyRes
             subject,
             "workload registered (version 1)",
             version=1,
-            replicas=descriptor.deployment.replicas,
+            replicas=replicas,
         )
         return ApplyResult(row, "created")
     if row.deleting:
         raise Conflict(f"workload {descriptor.namespace}/{descriptor.name} is being deleted")
-    if row.descriptor == stored:
+    if _same_descriptor(row.descriptor, stored):
         return ApplyResult(row, "unchanged")
     row.version += 1
     row.descriptor = stored
     row.needs_placement = True
     row.message = f"rolling out version {row.version}"
+    if not descriptor.runnable:
+        _register_only(session, row)
+    elif row.phase == WorkloadPhase.REGISTERED.value:
+        row.phase = WorkloadPhase.PENDING.value
     record_event(
         session,
         "workload.updated",
         subject,
         f"new version {row.version} applied; rolling out",
         version=row.version,
-        replicas=descriptor.deployment.replicas,
+        replicas=replicas,
     )
     return ApplyResult(row, "updated")
+
+
+def _same_descriptor(stored: dict[str, Any], new: dict[str, Any]) -> bool:
+    # Compared as re-validated now: fields added to the model since a row was stored (with their defaults) are
+    # not a change, so re-applying an unchanged file after an upgrade rolls nothing out.
+    if stored == new:
+        return True
+    try:
+        return WorkloadDescriptor.model_validate(stored).model_dump(mode="json") == new
+    except ValidationError:
+        return False
+
+
+def _register_only(session: Session, row: WorkloadRow) -> None:
+    """Make ``row`` a catalogue entry: nothing to place, and no replica of an earlier version keeps running."""
+    row.needs_placement = False
+    row.phase = WorkloadPhase.REGISTERED.value
+    row.message = NOT_RUNNABLE
+    if row.id is not None:
+        for replica in session.scalars(
+            select(ReplicaRow).where(ReplicaRow.workload_id == row.id, ReplicaRow.desired.is_(True))
+        ):
+            release_replica(session, replica)
 
 
 def get_workload(session: Session, namespace: str, name: str) -> WorkloadRow:
@@ -233,12 +265,13 @@ def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> Work
     current = [r for r in replicas if r.desired]
     return WorkloadStatus(
         name=row.name,
+        display_name=descriptor.display_name,
         namespace=row.namespace,
         version=row.version,
         phase=WorkloadPhase(row.phase),
         message=row.message,
         descriptor=descriptor,
-        desired_replicas=0 if row.deleting else descriptor.deployment.replicas,
+        desired_replicas=0 if row.deleting or descriptor.deployment is None else descriptor.deployment.replicas,
         ready_replicas=sum(1 for r in current if r.version == row.version and r.phase == ReplicaPhase.RUNNING.value),
         replicas=[to_replica_status(r) for r in replicas],
         created_at=row.created_at,
