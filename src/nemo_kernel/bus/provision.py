@@ -89,7 +89,7 @@ def provision(
     created (or re-keyed) by this call. Existing users keep their password unless ``rotate_passwords``.
     """
     for module in modules:
-        if not _MODULE_NAME.match(module):
+        if not _MODULE_NAME.fullmatch(module):
             raise ValueError(f"module name {module!r} must match {_MODULE_NAME.pattern}")
     if delete_guest and admin_user == "guest":
         raise ValueError("create another administrator first: provisioning would delete the account it runs as")

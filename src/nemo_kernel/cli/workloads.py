@@ -32,7 +32,7 @@ def _summary(workloads: list[dict[str, Any]]) -> None:
         [
             (
                 w["namespace"],
-                w["name"],
+                _name(w),
                 w["version"],
                 w["phase"],
                 f"{w['ready_replicas']}/{w['desired_replicas']}",
@@ -43,8 +43,27 @@ def _summary(workloads: list[dict[str, Any]]) -> None:
     )
 
 
+def _name(w: dict[str, Any]) -> str:
+    # A descriptor named with something that is not a DNS label ("My Service") keeps it as its display name; the
+    # derived id is what every command takes.
+    display = w.get("display_name")
+    return f"{w['name']} ({display})" if display else str(w["name"])
+
+
+def _services(w: dict[str, Any]) -> None:
+    # The CMDT part of the descriptor (the service's digital twin), all a catalogue entry holds.
+    rows = [
+        (service.get("Name"), micro.get("Name"), " ".join(micro.get("Endpoints") or []))
+        for service in w["descriptor"].get("services") or []
+        for micro in service.get("Microservices") or [{}]
+    ]
+    if rows:
+        print_table("services", ["SERVICE", "MICROSERVICE", "ENDPOINTS"], rows)
+
+
 def _detail(w: dict[str, Any]) -> None:
     _summary([w])
+    _services(w)
     print_table(
         "replicas",
         ["REPLICA", "VERSION", "CLUSTER", "NODE", "PHASE", "URL", "RESTARTS", "CPU%", "MiB"],

@@ -9,7 +9,7 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, field_validator
 
 # Matched with fullmatch: `$` would also match before a final newline ("pp\n").
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -162,7 +162,7 @@ class Spec(Model):
 
     @field_validator("*")
     @classmethod
-    def _valid_unicode_text(cls, value: Any) -> Any:
+    def _unicode_text(cls, value: Any) -> Any:
         where = _bad_text(value)
         if where is not None:
             raise ValueError(f"{where + ': ' if where else ''}not valid Unicode (a lone surrogate)")
@@ -170,7 +170,7 @@ class Spec(Model):
 
 
 def _bad_text(value: Any) -> str | None:
-    """The path of the first string (or mapping key) in a field's value that is not valid Unicode, else None."""
+    """The path (within a field) of the first string or mapping key that is not valid Unicode, else None."""
     stack: list[tuple[Any, list[str | int]]] = [(value, [])]
     while stack:
         item, path = stack.pop()
@@ -184,12 +184,15 @@ def _bad_text(value: Any) -> str | None:
                 stack.append((child, [*path, str(key)]))
         elif isinstance(item, list | tuple):
             stack.extend((child, [*path, i]) for i, child in enumerate(item))
-        # nested models validated their own fields
+        # a nested model validated its own fields
     return None
 
 
-BoundedInt = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
-"""An integer that fits the store's 64-bit columns."""
+def check_int64(value: Any) -> Any:
+    """``value`` unchanged, if it is no integer beyond 64 bits (a before-validator: after it, one is a float)."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise ValueError("integer out of range (64 bits)")
+    return value
 
 
 def utcnow() -> datetime:

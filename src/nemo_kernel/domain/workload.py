@@ -11,22 +11,22 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from nemo_kernel.domain.cluster import MAX_MEMORY_MIB, MAX_NODE_CPU, TeeType, Tier
 from nemo_kernel.domain.common import (
-    INT64_MAX,
     Labels,
     Lax,
     Model,
     Name,
     Spec,
+    check_int64,
     derived_name,
     is_dns_label,
 )
 
 _NO_NUL = r"^[^\x00]*$"
-PropertyValue = str | Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)] | float | bool
+PropertyValue = Annotated[str | int | float | bool, BeforeValidator(check_int64)]
 
 
 class Isolation(StrEnum):
