@@ -13,8 +13,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, field_valida
 
 # Matched with fullmatch: `$` would also match before a final newline ("pp\n").
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 MAX_DEPTH = 32
 """How deeply a document may nest; real descriptors nest about 6 levels."""
@@ -44,22 +42,21 @@ Name = Annotated[str, Strict(), AfterValidator(_check_name)]
 """A resource name (cluster, node, workload, namespace): a DNS label, as in Kubernetes."""
 
 
+def is_one_line(text: str) -> bool:
+    """Whether ``text`` has no control character or line break: a newline in a name or a label is an attack on
+    logs, terminals, file paths and pattern matches, never part of a name."""
+    return not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+
+
 def _check_label_key(value: str) -> str:
-    prefix, slash, name = value.rpartition("/")
-    if (slash and not _DNS_SUBDOMAIN.fullmatch(prefix)) or not _LABEL_NAME.fullmatch(name):
-        raise ValueError(
-            "a label key is a name of 1-63 letters, digits, '-', '_' and '.' (starting and ending with a letter or "
-            "digit), optionally prefixed by a DNS subdomain and '/', as in Kubernetes"
-        )
+    if not value or not is_one_line(value):
+        raise ValueError("a label key is one line of text, not empty, without control characters")
     return value
 
 
 def _check_label_value(value: str) -> str:
-    if value and not _LABEL_NAME.fullmatch(value):
-        raise ValueError(
-            "a label value is empty or 1-63 letters, digits, '-', '_' and '.', "
-            "starting and ending with a letter or digit"
-        )
+    if not is_one_line(value):
+        raise ValueError("a label value is one line of text, without control characters")
     return value
 
 
@@ -67,7 +64,7 @@ Labels = dict[
     Annotated[str, Strict(), AfterValidator(_check_label_key)],
     Annotated[str, Strict(), AfterValidator(_check_label_value)],
 ]
-"""Labels of a cluster or node, and label selectors: Kubernetes label syntax."""
+"""Labels of a cluster or node, and label selectors: one line of text each (``zone: a``, ``example.org/gpu: a100``)."""
 
 Lax = Strict(False)
 """Marks an enum or datetime field of a :class:`Spec` as lax: JSON, YAML and the store give them as strings."""

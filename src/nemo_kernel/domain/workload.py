@@ -6,7 +6,6 @@ properties, microservices, endpoints), registered but not run.
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -23,6 +22,7 @@ from nemo_kernel.domain.common import (
     check_int64,
     derived_name,
     is_dns_label,
+    is_one_line,
 )
 
 _NO_NUL = r"^[^\x00]*$"
@@ -162,13 +162,12 @@ class DeploymentSpec(Spec):
 
 
 def _check_display_name(value: str) -> str:
-    # Any text a person would call a service, on one line: a control character or line break in a name is an
-    # attack on logs, terminals and file paths, never a name ("pp\n").
+    # Any text a person would call a service, on one line ("pp\n" is not a name).
     if is_dns_label(value):
         return value
     if not value.strip() or len(value) > 253:
         raise ValueError("must be a DNS label, or a display name of 1-253 characters that is not blank")
-    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value):
+    if not is_one_line(value):
         raise ValueError("must not contain control characters or line breaks")
     return value
 
