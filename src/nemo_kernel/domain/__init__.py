@@ -13,17 +13,16 @@ from nemo_kernel.domain.cluster import (
     Tier,
 )
 from nemo_kernel.domain.common import (
-    MAX_DEPTH,
     Labels,
     Lax,
     Model,
     Name,
     Spec,
     derived_name,
-    document_problem,
     is_dns_label,
     utcnow,
 )
+from nemo_kernel.domain.documents import MAX_DEPTH, DocumentError, document_problem, load_document
 from nemo_kernel.domain.events import Event
 from nemo_kernel.domain.placement import (
     Assignment,
@@ -62,6 +61,7 @@ __all__ = [
     "ClusterSpec",
     "ClusterStatus",
     "DeploymentSpec",
+    "DocumentError",
     "DriverKind",
     "Event",
     "HealthCheck",
@@ -93,5 +93,6 @@ __all__ = [
     "derived_name",
     "document_problem",
     "is_dns_label",
+    "load_document",
     "utcnow",
 ]

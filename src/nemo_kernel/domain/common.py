@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import unicodedata
 from datetime import UTC, datetime
@@ -13,12 +12,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, field_valida
 
 # Matched with fullmatch: `$` would also match before a final newline ("pp\n").
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-
-MAX_DEPTH = 32
-"""How deeply a document may nest; real descriptors nest about 6 levels."""
-
-MAX_VALUES = 200_000
-"""How many values (scalars, lists, mappings) a document may hold, after YAML aliases are expanded."""
 
 INT64_MAX = 2**63 - 1
 """Integers beyond this do not fit the store's columns (and mean nothing as a count or a size)."""
@@ -84,62 +77,21 @@ def derived_name(display_name: str) -> str:
     return f"{slug[:54].rstrip('-')}-{digest}" if slug else f"w-{digest}"
 
 
-def _path(parts: list[str | int]) -> str:
+def field_path(parts: list[str | int]) -> str:
+    """A field's location as API errors write it: ``services[0].Name``."""
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text
 
 
-def document_problem(document: Any) -> tuple[str, str] | None:
-    """Where a parsed JSON/YAML document breaks the rules every input obeys, as ``(field path, problem)``.
-
-    The rules: only JSON types (mappings with string keys, lists, strings, numbers, booleans, null), strings of
-    valid Unicode (no lone surrogate: it cannot be stored or answered), finite numbers, integers that fit 64 bits,
-    at most :data:`MAX_DEPTH` levels and :data:`MAX_VALUES` values. Walked without recursion, so any depth is safe.
-    """
-    stack: list[tuple[Any, list[str | int]]] = [(document, [])]
-    count = 0
-    while stack:
-        value, path = stack.pop()
-        count += 1
-        if count > MAX_VALUES:
-            return "(body)", f"more than {MAX_VALUES} values"
-        if len(path) > MAX_DEPTH:
-            return _path(path[:MAX_DEPTH]), f"nested more than {MAX_DEPTH} levels deep"
-        problem = _scalar_problem(value)
-        if problem is not None:
-            return _path(path) or "(body)", problem
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    return _path(path) or "(body)", f"key {key!r} is not a string"
-                if not _valid_unicode(key):
-                    return _path(path) or "(body)", f"key {key!r} is not valid Unicode (a lone surrogate)"
-                stack.append((item, [*path, key]))
-        elif isinstance(value, list):
-            stack.extend((item, [*path, i]) for i, item in enumerate(value))
-    return None
-
-
-def _valid_unicode(text: str) -> bool:
+def is_valid_unicode(text: str) -> bool:
+    """Whether ``text`` can be encoded (a lone surrogate cannot: not stored, not answered)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _scalar_problem(value: Any) -> str | None:
-    if isinstance(value, str):
-        return None if _valid_unicode(value) else "not valid Unicode (a lone surrogate)"
-    if isinstance(value, bool) or value is None or isinstance(value, dict | list):
-        return None
-    if isinstance(value, int):
-        return None if -INT64_MAX - 1 <= value <= INT64_MAX else "integer out of range (64 bits)"
-    if isinstance(value, float):
-        return None if math.isfinite(value) else "must be a finite number"
-    return f"a YAML {type(value).__name__} value has no JSON form (quote it to make it a string)"
 
 
 class Model(BaseModel):
@@ -172,12 +124,12 @@ def _bad_text(value: Any) -> str | None:
     while stack:
         item, path = stack.pop()
         if isinstance(item, str):
-            if not _valid_unicode(item):
-                return _path(path)
+            if not is_valid_unicode(item):
+                return field_path(path)
         elif isinstance(item, dict):
             for key, child in item.items():
-                if isinstance(key, str) and not _valid_unicode(key):
-                    return _path(path)
+                if isinstance(key, str) and not is_valid_unicode(key):
+                    return field_path(path)
                 stack.append((child, [*path, str(key)]))
         elif isinstance(item, list | tuple):
             stack.extend((child, [*path, i]) for i, child in enumerate(item))

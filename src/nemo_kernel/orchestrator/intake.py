@@ -23,7 +23,16 @@ from sqlalchemy.orm import Session
 
 from nemo_kernel.bus import Message
 from nemo_kernel.config import Settings
-from nemo_kernel.domain import ClusterSpec, Name, NodeSpec, Spec, Tier, WorkloadDescriptor
+from nemo_kernel.domain import (
+    ClusterSpec,
+    DocumentError,
+    Name,
+    NodeSpec,
+    Spec,
+    Tier,
+    WorkloadDescriptor,
+    load_document,
+)
 from nemo_kernel.store import Database, events, inventory, workloads
 from nemo_kernel.store.events import record_event
 from nemo_kernel.store.tables import ClusterRow
@@ -150,8 +159,8 @@ class Intake:
             if events.history(s, subject, limit=1):
                 return  # already handled: a redelivery
         try:
-            petition = self._prepare(yaml.safe_load(message.body))
-        except (ValidationError, PetitionError, yaml.YAMLError) as exc:
+            petition = self._prepare(load_document(message.body, yaml_syntax=True))
+        except (ValidationError, PetitionError, DocumentError, yaml.YAMLError) as exc:
             text = f"petition {message.routing_key} refused: {exc}"
             log.warning("%s", text)
             with self._db.transaction() as s:
