@@ -144,11 +144,15 @@ def test_a_trailing_newline_in_a_name_is_refused_and_nothing_is_stored(
     assert httpx.get(f"{stack.url}/readyz", timeout=5).status_code == 200
 
 
-def test_module_and_user_names_match_in_full(stack: Stack) -> None:
+def test_module_user_and_gateway_names_match_in_full(stack: Stack) -> None:
     keys = {"signing_public": "A" * 43, "encryption_public": "A" * 43}
     _refused(stack, _post(stack, "/modules", {"module": "ppef\n", **keys}), 422, "module")
     response = _post(stack, "/users", {"username": "bob\n", "password": "x" * 20, "roles": ["nemo-viewer"]})
     assert response.status_code == 422, response.text
+    gateway = stack.api("GET", "/gateway/config").json()
+    _refused(stack, _post(stack, "/gateway/services", {"name": "svc\n", "url": stack.url}), 422, "name")
+    _refused(stack, _post(stack, "/gateway/routes", {"name": "r\n", "service": "nemo-api"}), 422, "name")
+    assert stack.api("GET", "/gateway/config").json() == gateway
 
 
 # --- C: lone surrogates ---------------------------------------------------------------------------------------
