@@ -326,6 +326,12 @@ def test_the_seed_descriptor_registers_as_a_catalogue_entry(stack: Stack) -> Non
     again = _raw(stack, "/workloads", seed, YAML)
     assert again.status_code == 200 and again.json()["outcome"] == "unchanged"
 
+    # Another name with the same derived id does not replace it.
+    for other in ("NAME", "name"):
+        clash = stack.api("POST", "/workloads", json={**yaml.safe_load(seed), "name": other})
+        assert clash.status_code == 409, clash.text
+        assert "'Name'" in clash.json()["error"]["message"]
+
     # The engine leaves it alone: a workload applied after it gets placed, the entry stays Registered.
     runnable = _with(WORKLOAD, "name", "after-seed")
     assert _post(stack, "/workloads", runnable).status_code == 201

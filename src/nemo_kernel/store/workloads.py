@@ -68,6 +68,13 @@ def apply_workload(session: Session, descriptor: WorkloadDescriptor) -> ApplyRes
         return ApplyResult(row, "created")
     if row.deleting:
         raise Conflict(f"workload {descriptor.namespace}/{descriptor.name} is being deleted")
+    taken_by = row.descriptor.get("display_name")
+    if taken_by != descriptor.display_name:
+        # Two names map to one derived id ("Web", "web", "WEB"): never let one silently replace the other.
+        raise Conflict(
+            f"workload {descriptor.namespace}/{descriptor.name} is {taken_by or row.name!r}, not "
+            f"{descriptor.display_name or descriptor.name!r}; give this one another name"
+        )
     if _same_descriptor(row.descriptor, stored):
         return ApplyResult(row, "unchanged")
     row.version += 1
