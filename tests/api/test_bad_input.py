@@ -325,6 +325,9 @@ def test_the_seed_descriptor_registers_as_a_catalogue_entry(stack: Stack) -> Non
     # Applied again as written: unchanged, not a new version.
     again = _raw(stack, "/workloads", seed, YAML)
     assert again.status_code == 200 and again.json()["outcome"] == "unchanged"
+    # So too through the CLI, where --wait does not wait for a catalogue entry to run.
+    applied = stack.cli("workload", "apply", "-f", str(ROOT / "examples" / "seed-cmdt-descriptor.yaml"), "--wait")
+    assert "workload default/name unchanged" in applied.stdout
 
     # Another name with the same derived id does not replace it.
     for other in ("NAME", "name"):

@@ -115,7 +115,7 @@ def _wait_running(client: ApiClient, namespace: str, name: str, timeout: float) 
         while True:
             w = client.get(f"/workloads/{name}", namespace=namespace)
             status.update(f"{namespace}/{name}: {w['phase']}, {w['ready_replicas']}/{w['desired_replicas']} ready")
-            if w["phase"] == "Running":
+            if w["phase"] in ("Running", "Registered"):  # Registered: a catalogue entry, nothing will run
                 return dict(w)
             if time.monotonic() > deadline:
                 raise CliError(f"{namespace}/{name} not running after {timeout:.0f}s: {w['phase']}: {w['message']}")
