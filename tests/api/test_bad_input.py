@@ -232,7 +232,7 @@ def test_numbers_beyond_sane_bounds_are_refused(stack: Stack, path: str, documen
         ('{"name": "w4", "deployment": {"command": ["x"], "resources": {"memory_mib": 1000.0}}}', JSON,
          "deployment.resources.memory_mib"),
         ("name: !!binary d2ViNA==\ndeployment: {command: [x]}\n", YAML, "name"),
-        ("name: w4\ndescription: 2024-01-01\ndeployment: {command: [x]}\n", YAML, "description"),
+        ("name: w4\ndescription: !!set {a}\ndeployment: {command: [x]}\n", YAML, "description"),
     ],
 )  # fmt: skip
 def test_types_are_strict(stack: Stack, body: str, headers: dict[str, str], field: str) -> None:

@@ -23,7 +23,7 @@ from nemo_kernel.domain import MAX_DEPTH, DocumentError, load_document
         ("cpu: .nan", True, "cpu", "finite"),
         ('{"n": 9223372036854775808}', False, "n", "64 bits"),
         ("name: !!binary d2Vi", True, "name", "no JSON form"),
-        ("when: 2024-01-01", True, "when", "no JSON form"),
+        ("tags: !!set {a, b}", True, "tags", "no JSON form"),
         ("1: a", True, "(body)", "not a string"),
         ('{"a": ' + "[" * 40 + "]" * 40 + "}", False, "a" + "[0]" * (MAX_DEPTH - 1), f"more than {MAX_DEPTH}"),
     ],
@@ -56,6 +56,9 @@ def test_good_documents_and_yaml_merges_are_kept() -> None:
     assert load_document('{"a": [1, 2.5, true, null, "x"]}', yaml_syntax=False) == {"a": [1, 2.5, True, None, "x"]}
     merged = load_document("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  x: 3\n", yaml_syntax=True)
     assert merged["other"] == {"x": 3, "y": 2}
+    # YAML dates and times stay the text written (a datetime field parses it, a string field keeps it).
+    dates = load_document("d: 2024-01-01\nt: 2026-01-01T00:00:00Z\n", yaml_syntax=True)
+    assert dates == {"d": "2024-01-01", "t": "2026-01-01T00:00:00Z"}
 
 
 def test_a_yaml_alias_bomb_is_refused() -> None:

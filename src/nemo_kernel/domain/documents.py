@@ -2,7 +2,7 @@
 
 A document is refused before anything reads it as a model: a key given twice (which would silently keep the last
 value), nesting beyond :data:`MAX_DEPTH`, a lone surrogate, a non-finite number, an integer beyond 64 bits, or a
-YAML value that has no JSON form (``!!binary``, dates, sets).
+YAML value that has no JSON form (``!!binary``, sets); YAML dates and times are kept as the text written.
 """
 
 from __future__ import annotations
@@ -63,6 +63,13 @@ class _StrictYamlLoader(yaml.SafeLoader):
             if duplicate:
                 raise _DuplicateKey(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> str:  # type: ignore[override]
+        # A date or time is kept as the text written: a datetime field parses it, a string field keeps it.
+        return str(self.construct_scalar(node))
+
+
+_StrictYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _StrictYamlLoader.construct_yaml_timestamp)
 
 
 def load_document(raw: bytes | str, *, yaml_syntax: bool) -> Any:
