@@ -233,7 +233,8 @@ def test_petitions_over_rest_join_and_deploy_from_git(stack: Stack, tmp_path: Pa
 
 def test_cli_reports_api_errors(stack: Stack, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(json.dumps({"name": "Bad", "deployment": {"command": ["true"]}}))
+    # "Bad" alone is a display name now (its id is derived); a line break makes it no name at all.
+    bad.write_text(json.dumps({"name": "Bad\n", "deployment": {"command": ["true"]}}))
     done = stack.cli("workload", "apply", "-f", str(bad), check=False)
     assert done.returncode == 1
     assert "HTTP 422" in done.stderr and "name:" in done.stderr

@@ -1,21 +1,21 @@
-"""Request bodies in JSON or YAML, chosen by Content-Type."""
+"""Request bodies in JSON or YAML, chosen by Content-Type, parsed and checked whole (see
+:mod:`nemo_kernel.domain.documents`): 400 when a body does not parse, 422 naming the field a rule refuses."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import yaml
 from fastapi import Request
 
 from nemo_kernel.api.errors import ApiError
+from nemo_kernel.domain import DocumentError, load_document
 
 MAX_BODY_BYTES = 1 << 20
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
 
 async def read_document(request: Request) -> Any:
-    """The body as a JSON/YAML document; 413 when too large, 400 when it does not parse."""
+    """The body as a JSON/YAML document; 413 when too large, 400 when it does not parse, 422 for a bad value."""
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, "too_large", f"body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}")
@@ -23,12 +23,11 @@ async def read_document(request: Request) -> Any:
         raise ApiError(400, "empty_body", "the request body is empty")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
-        if content_type in _YAML_TYPES:
-            return yaml.safe_load(raw)
-        return json.loads(raw)
-    except (ValueError, yaml.YAMLError) as exc:
-        kind = "YAML" if content_type in _YAML_TYPES else "JSON"
-        raise ApiError(400, "malformed", f"body is not valid {kind}: {exc}") from exc
+        return load_document(raw, yaml_syntax=content_type in _YAML_TYPES)
+    except DocumentError as exc:
+        if exc.field is None:
+            raise ApiError(400, "malformed", f"body is {exc}") from exc
+        raise ApiError(422, "invalid", str(exc), [{"field": exc.field, "message": exc.problem}]) from exc
 
 
 def require_mapping(document: Any, what: str) -> dict[str, Any]:

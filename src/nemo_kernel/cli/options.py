@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from nemo_kernel.cli.client import CliError
 from nemo_kernel.cli.output import OutputFormat
@@ -25,7 +23,11 @@ def load_document(path: Path) -> Any:
         text = sys.stdin.read() if str(path) == "-" else path.read_text()
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc}") from exc
+    # Imported here: only commands that read a file pay for it. The API's own rules (a key given twice, a YAML
+    # value with no JSON form...) apply before anything is sent, so the file is never silently half-read.
+    from nemo_kernel.domain.documents import DocumentError, load_document
+
     try:
-        return json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise CliError(f"{path} is not valid YAML or JSON: {exc}") from exc
+        return load_document(text, yaml_syntax=not text.lstrip().startswith("{"))
+    except DocumentError as exc:
+        raise CliError(f"{path}: {exc}") from exc

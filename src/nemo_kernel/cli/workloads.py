@@ -32,7 +32,7 @@ def _summary(workloads: list[dict[str, Any]]) -> None:
         [
             (
                 w["namespace"],
-                w["name"],
+                _name(w),
                 w["version"],
                 w["phase"],
                 f"{w['ready_replicas']}/{w['desired_replicas']}",
@@ -43,8 +43,27 @@ def _summary(workloads: list[dict[str, Any]]) -> None:
     )
 
 
+def _name(w: dict[str, Any]) -> str:
+    # A descriptor named with something that is not a DNS label ("My Service") keeps it as its display name; the
+    # derived id is what every command takes.
+    display = w.get("display_name")
+    return f"{w['name']} ({display})" if display else str(w["name"])
+
+
+def _services(w: dict[str, Any]) -> None:
+    # The CMDT part of the descriptor (the service's digital twin), all a catalogue entry holds.
+    rows = [
+        (service.get("Name"), micro.get("Name"), " ".join(micro.get("Endpoints") or []))
+        for service in w["descriptor"].get("services") or []
+        for micro in service.get("Microservices") or [{}]
+    ]
+    if rows:
+        print_table("services", ["SERVICE", "MICROSERVICE", "ENDPOINTS"], rows)
+
+
 def _detail(w: dict[str, Any]) -> None:
     _summary([w])
+    _services(w)
     print_table(
         "replicas",
         ["REPLICA", "VERSION", "CLUSTER", "NODE", "PHASE", "URL", "RESTARTS", "CPU%", "MiB"],
@@ -96,7 +115,7 @@ def _wait_running(client: ApiClient, namespace: str, name: str, timeout: float) 
         while True:
             w = client.get(f"/workloads/{name}", namespace=namespace)
             status.update(f"{namespace}/{name}: {w['phase']}, {w['ready_replicas']}/{w['desired_replicas']} ready")
-            if w["phase"] == "Running":
+            if w["phase"] in ("Running", "Registered"):  # Registered: a catalogue entry, nothing will run
                 return dict(w)
             if time.monotonic() > deadline:
                 raise CliError(f"{namespace}/{name} not running after {timeout:.0f}s: {w['phase']}: {w['message']}")

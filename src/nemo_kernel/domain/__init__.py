@@ -12,7 +12,17 @@ from nemo_kernel.domain.cluster import (
     TeeType,
     Tier,
 )
-from nemo_kernel.domain.common import Labels, Model, Name, utcnow
+from nemo_kernel.domain.common import (
+    Labels,
+    Lax,
+    Model,
+    Name,
+    Spec,
+    derived_name,
+    is_dns_label,
+    utcnow,
+)
+from nemo_kernel.domain.documents import MAX_DEPTH, DocumentError, document_problem, load_document
 from nemo_kernel.domain.events import Event
 from nemo_kernel.domain.placement import (
     Assignment,
@@ -21,7 +31,9 @@ from nemo_kernel.domain.placement import (
     PlacementOutcome,
 )
 from nemo_kernel.domain.workload import (
+    NOT_RUNNABLE,
     RUNTIMES_FOR_ISOLATION,
+    TEE_TYPES,
     DeploymentSpec,
     HealthCheck,
     Isolation,
@@ -32,24 +44,30 @@ from nemo_kernel.domain.workload import (
     ReplicaStatus,
     Resources,
     Service,
+    TeeChoice,
     WorkloadDescriptor,
     WorkloadPhase,
     WorkloadStatus,
 )
 
 __all__ = [
+    "MAX_DEPTH",
+    "NOT_RUNNABLE",
     "RUNTIMES_FOR_ISOLATION",
+    "TEE_TYPES",
     "Assignment",
     "CandidateVerdict",
     "ClusterPhase",
     "ClusterSpec",
     "ClusterStatus",
     "DeploymentSpec",
+    "DocumentError",
     "DriverKind",
     "Event",
     "HealthCheck",
     "Isolation",
     "Labels",
+    "Lax",
     "Microservice",
     "Model",
     "Name",
@@ -65,10 +83,16 @@ __all__ = [
     "ReplicaStatus",
     "Resources",
     "Service",
+    "Spec",
+    "TeeChoice",
     "TeeType",
     "Tier",
     "WorkloadDescriptor",
     "WorkloadPhase",
     "WorkloadStatus",
+    "derived_name",
+    "document_problem",
+    "is_dns_label",
+    "load_document",
     "utcnow",
 ]

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from nemo_kernel.domain.common import Labels, Model, Name
+from nemo_kernel.domain.common import Labels, Lax, Model, Name, Spec
+
+MAX_NODE_CPU = 100_000
+"""Cores of the largest node NEMO accepts (far beyond any real machine; bounds the arithmetic)."""
+
+MAX_MEMORY_MIB = 2**40
+"""MiB of the largest node NEMO accepts (1 EiB)."""
+
+MAX_WATTS = 1_000_000.0
+MAX_PRICE_EUR = 1_000_000.0
+MAX_CARBON_INTENSITY = 10_000.0
+"""gCO2/kWh; the dirtiest grids are near 1,000."""
 
 
 class Tier(StrEnum):
@@ -32,6 +44,7 @@ class TeeType(StrEnum):
     NONE = "none"
     TDX = "tdx"
     SEV_SNP = "sev-snp"
+    SEV = "sev"
     SGX = "sgx"
 
 
@@ -43,11 +56,11 @@ class ClusterPhase(StrEnum):
     NOT_READY = "NotReady"  # stopped answering heartbeats
 
 
-class PowerModel(Model):
+class PowerModel(Spec):
     """Linear power model of a node: idle draw plus a share of the dynamic range per CPU used."""
 
-    idle_watts: float = Field(default=50.0, ge=0)
-    max_watts: float = Field(default=200.0, ge=0)
+    idle_watts: float = Field(default=50.0, ge=0, le=MAX_WATTS)
+    max_watts: float = Field(default=200.0, ge=0, le=MAX_WATTS)
 
     @model_validator(mode="after")
     def _max_above_idle(self) -> PowerModel:
@@ -56,37 +69,39 @@ class PowerModel(Model):
         return self
 
 
-class Prices(Model):
+class Prices(Spec):
     """What running on a cluster costs."""
 
-    cpu_hour_eur: float = Field(default=0.03, ge=0, description="EUR per CPU-hour")
-    gib_hour_eur: float = Field(default=0.004, ge=0, description="EUR per GiB-hour of memory")
+    cpu_hour_eur: float = Field(default=0.03, ge=0, le=MAX_PRICE_EUR, description="EUR per CPU-hour")
+    gib_hour_eur: float = Field(default=0.004, ge=0, le=MAX_PRICE_EUR, description="EUR per GiB-hour of memory")
 
 
-class NodeSpec(Model):
+class NodeSpec(Spec):
     """A node of a cluster (a virtual node for the local driver)."""
 
     name: Name
     architecture: str = Field(default="amd64", pattern=r"^[a-z0-9_]+$")
-    cpu: float = Field(gt=0, description="CPU capacity in cores")
-    memory_mib: int = Field(gt=0, description="memory capacity in MiB")
+    cpu: float = Field(gt=0, le=MAX_NODE_CPU, description="CPU capacity in cores")
+    memory_mib: int = Field(gt=0, le=MAX_MEMORY_MIB, description="memory capacity in MiB")
     runtimes: list[str] = Field(default_factory=lambda: ["runc"], min_length=1)
-    tee: TeeType = TeeType.NONE
+    tee: Annotated[TeeType, Lax] = TeeType.NONE
     labels: Labels = Field(default_factory=dict)
     power: PowerModel = Field(default_factory=PowerModel)
 
 
-class ClusterSpec(Model):
+class ClusterSpec(Spec):
     """What a user registers: a cluster, where it is, what it costs and what it holds."""
 
     name: Name
-    driver: DriverKind = DriverKind.LOCAL
-    tier: Tier
+    driver: Annotated[DriverKind, Lax] = DriverKind.LOCAL
+    tier: Annotated[Tier, Lax]
     region: str = Field(min_length=1, max_length=64)
     country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2, for data residency")
     labels: Labels = Field(default_factory=dict)
     prices: Prices = Field(default_factory=Prices)
-    carbon_intensity: float = Field(default=300.0, ge=0, description="grid carbon intensity, gCO2/kWh")
+    carbon_intensity: float = Field(
+        default=300.0, ge=0, le=MAX_CARBON_INTENSITY, description="grid carbon intensity, gCO2/kWh"
+    )
     nodes: list[NodeSpec] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, field_validator
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Matched with fullmatch: `$` would also match before a final newline ("pp\n").
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+INT64_MAX = 2**63 - 1
+"""Integers beyond this do not fit the store's columns (and mean nothing as a count or a size)."""
+
+
+def is_dns_label(value: str) -> bool:
+    """Whether ``value`` is a DNS label (RFC 1123): lower-case letters, digits and '-', 1-63 characters."""
+    return _DNS_LABEL.fullmatch(value) is not None
 
 
 def _check_name(value: str) -> str:
-    if not _DNS_LABEL.match(value):
+    if not is_dns_label(value):
         raise ValueError(
             "must be a DNS label: lower-case letters, digits and '-', 1-63 characters, "
             "starting and ending with a letter or digit"
@@ -20,16 +31,117 @@ def _check_name(value: str) -> str:
     return value
 
 
-Name = Annotated[str, AfterValidator(_check_name)]
+Name = Annotated[str, Strict(), AfterValidator(_check_name)]
 """A resource name (cluster, node, workload, namespace): a DNS label, as in Kubernetes."""
 
-Labels = dict[str, str]
+
+def is_one_line(text: str) -> bool:
+    """Whether ``text`` has no control character or line break: a newline in a name or a label is an attack on
+    logs, terminals, file paths and pattern matches, never part of a name."""
+    return not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+
+
+def _check_label_key(value: str) -> str:
+    if not value or not is_one_line(value):
+        raise ValueError("a label key is one line of text, not empty, without control characters")
+    return value
+
+
+def _check_label_value(value: str) -> str:
+    if not is_one_line(value):
+        raise ValueError("a label value is one line of text, without control characters")
+    return value
+
+
+Labels = dict[
+    Annotated[str, Strict(), AfterValidator(_check_label_key)],
+    Annotated[str, Strict(), AfterValidator(_check_label_value)],
+]
+"""Labels of a cluster or node, and label selectors: one line of text each (``zone: a``, ``example.org/gpu: a100``)."""
+
+Lax = Strict(False)
+"""Marks an enum or datetime field of a :class:`Spec` as lax: JSON, YAML and the store give them as strings."""
+
+
+def derived_name(display_name: str) -> str:
+    """A DNS label for a name that is not one: a lower-case slug, deterministic, e.g. ``My Service`` -> ``my-service``.
+
+    Letters with accents lose them; what has no ASCII form is dropped. A name with nothing left, or too long,
+    gets a short hash of the whole name so that different names stay different.
+    """
+    ascii_form = unicodedata.normalize("NFKD", display_name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_form.lower()).strip("-")
+    if slug and len(slug) <= 63:
+        return slug
+    digest = hashlib.sha256(display_name.encode()).hexdigest()[:8]
+    return f"{slug[:54].rstrip('-')}-{digest}" if slug else f"w-{digest}"
+
+
+def field_path(parts: list[str | int]) -> str:
+    """A field's location as API errors write it: ``services[0].Name``."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def is_valid_unicode(text: str) -> bool:
+    """Whether ``text`` can be encoded (a lone surrogate cannot: not stored, not answered)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Model(BaseModel):
     """Base for domain models: unknown fields are an error, so typos never pass silently."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Spec(Model):
+    """Base for what users write (descriptors, cluster specs, petitions): strict types and finite numbers.
+
+    ``replicas: true`` is not 1, ``1000.0`` is not an integer, a YAML ``!!binary`` value is not a string, and
+    every string is valid Unicode. Enum and datetime fields are marked :data:`Lax`, as they come as strings.
+    """
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _unicode_text(cls, value: Any) -> Any:
+        where = _bad_text(value)
+        if where is not None:
+            raise ValueError(f"{where + ': ' if where else ''}not valid Unicode (a lone surrogate)")
+        return value
+
+
+def _bad_text(value: Any) -> str | None:
+    """The path (within a field) of the first string or mapping key that is not valid Unicode, else None."""
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if not is_valid_unicode(item):
+                return field_path(path)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and not is_valid_unicode(key):
+                    return field_path(path)
+                stack.append((child, [*path, str(key)]))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, [*path, i]) for i, child in enumerate(item))
+        # a nested model validated its own fields
+    return None
+
+
+def check_int64(value: Any) -> Any:
+    """``value`` unchanged, if it is no integer beyond 64 bits (a before-validator: after it, one is a float)."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise ValueError("integer out of range (64 bits)")
+    return value
 
 
 def utcnow() -> datetime:

@@ -1,14 +1,32 @@
-"""Workloads: the CMDT service descriptor (seed section 6.2) extended with a deployment spec."""
+"""Workloads: the CMDT service descriptor (seed section 6.2) extended with a deployment spec.
+
+A descriptor without a ``deployment`` section is a catalogue entry: the service's digital twin (services,
+properties, microservices, endpoints), registered but not run.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from nemo_kernel.domain.cluster import Tier
-from nemo_kernel.domain.common import Labels, Model, Name
+from nemo_kernel.domain.cluster import MAX_MEMORY_MIB, MAX_NODE_CPU, TeeType, Tier
+from nemo_kernel.domain.common import (
+    Labels,
+    Lax,
+    Model,
+    Name,
+    Spec,
+    check_int64,
+    derived_name,
+    is_dns_label,
+    is_one_line,
+)
+
+_NO_NUL = r"^[^\x00]*$"
+PropertyValue = Annotated[str | int | float | bool, BeforeValidator(check_int64)]
 
 
 class Isolation(StrEnum):
@@ -27,7 +45,7 @@ RUNTIMES_FOR_ISOLATION: dict[Isolation, frozenset[str]] = {
 """Runtime classes (Kubernetes RuntimeClass handler names) that provide each isolation level."""
 
 
-class Microservice(Model):
+class Microservice(Spec):
     """A microservice of a CMDT service, with the endpoints through which it is reached."""
 
     name: str = Field(alias="Name", min_length=1)
@@ -35,24 +53,24 @@ class Microservice(Model):
     endpoints: list[str] = Field(default_factory=list, alias="Endpoints")
 
 
-class Service(Model):
+class Service(Spec):
     """A service of a CMDT descriptor."""
 
     name: str = Field(alias="Name", min_length=1)
     description: str = Field(default="", alias="Description")
     package: str | None = Field(default=None, alias="Package")
-    properties: list[dict[str, str | int | float | bool]] = Field(default_factory=list, alias="Properties")
+    properties: list[dict[str, PropertyValue]] = Field(default_factory=list, alias="Properties")
     microservices: list[Microservice] = Field(default_factory=list, alias="Microservices")
 
 
-class Resources(Model):
+class Resources(Spec):
     """Resources each replica requests; capacity accounting and placement use these."""
 
-    cpu: float = Field(default=0.1, gt=0, description="cores")
-    memory_mib: int = Field(default=64, gt=0)
+    cpu: float = Field(default=0.1, gt=0, le=MAX_NODE_CPU, description="cores")
+    memory_mib: int = Field(default=64, gt=0, le=MAX_MEMORY_MIB)
 
 
-class PortSpec(Model):
+class PortSpec(Spec):
     """A port the workload listens on; the local driver gives each replica its own host port."""
 
     name: str = Field(default="http", pattern=r"^[a-z][a-z0-9-]{0,14}$")
@@ -60,22 +78,39 @@ class PortSpec(Model):
     protocol: str = Field(default="TCP", pattern=r"^(TCP|UDP)$")
 
 
-class HealthCheck(Model):
+class HealthCheck(Spec):
     """How to tell a replica is healthy: an HTTP GET on the first port, or the process being alive."""
 
     http_path: str | None = Field(default=None, pattern=r"^/")
     timeout_seconds: float = Field(default=1.0, gt=0, le=30)
 
 
-class PlacementConstraints(Model):
+class TeeChoice(StrEnum):
+    """The trusted execution environment a workload asks for: one type, or ``any`` of them."""
+
+    TDX = "tdx"
+    SEV_SNP = "sev-snp"
+    SEV = "sev"
+    SGX = "sgx"
+    ANY = "any"
+
+
+TEE_TYPES: frozenset[TeeType] = frozenset(t for t in TeeType if t is not TeeType.NONE)
+"""Every TEE a node can offer."""
+
+
+class PlacementConstraints(Spec):
     """Where a workload may run. Empty lists mean no restriction."""
 
-    tiers: list[Tier] = Field(default_factory=list)
+    tiers: list[Annotated[Tier, Lax]] = Field(default_factory=list)
     regions: list[str] = Field(default_factory=list)
     countries: list[str] = Field(default_factory=list, description="data residency: ISO 3166-1 alpha-2")
     architectures: list[str] = Field(default_factory=list)
     node_labels: Labels = Field(default_factory=dict)
     clusters: list[str] = Field(default_factory=list)
+    tee: Annotated[TeeChoice, Lax] | None = Field(
+        default=None, description="the TEE type the node must offer (tdx, sev-snp, sev, sgx, any); implies a TEE"
+    )
 
     @field_validator("countries")
     @classmethod
@@ -86,17 +121,21 @@ class PlacementConstraints(Model):
         return value
 
 
-class DeploymentSpec(Model):
+class DeploymentSpec(Spec):
     """How to run the workload: what to execute, how many, with which resources and isolation."""
 
-    command: list[str] | None = Field(default=None, min_length=1, description="argv, for the local driver")
+    command: list[Annotated[str, Field(pattern=_NO_NUL)]] | None = Field(
+        default=None, min_length=1, description="argv, for the local driver"
+    )
     image: str | None = Field(default=None, min_length=1, description="container image, for Kubernetes")
-    working_dir: str | None = None
+    working_dir: str | None = Field(default=None, pattern=_NO_NUL)
     replicas: int = Field(default=1, ge=0, le=1000)
     resources: Resources = Field(default_factory=Resources)
     ports: list[PortSpec] = Field(default_factory=lambda: [PortSpec()])
-    env: dict[str, str] = Field(default_factory=dict)
-    isolation: Isolation = Isolation.STANDARD
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Annotated[str, Field(pattern=_NO_NUL)]] = (
+        Field(default_factory=dict)
+    )
+    isolation: Annotated[Isolation, Lax] = Isolation.STANDARD
     tee_required: bool = Field(default=False, description="needs a node with a TEE (implied by confidential)")
     stateful: bool = False
     health: HealthCheck = Field(default_factory=HealthCheck)
@@ -111,17 +150,65 @@ class DeploymentSpec(Model):
     @property
     def needs_tee(self) -> bool:
         """Whether the workload may only run on a node with a trusted execution environment."""
-        return self.tee_required or self.isolation is Isolation.CONFIDENTIAL
+        return self.tee_required or self.isolation is Isolation.CONFIDENTIAL or self.placement.tee is not None
+
+    @property
+    def accepted_tees(self) -> frozenset[TeeType]:
+        """The TEE types a node must offer one of; empty when the workload needs no TEE."""
+        if not self.needs_tee:
+            return frozenset()
+        wanted = self.placement.tee
+        return TEE_TYPES if wanted is None or wanted is TeeChoice.ANY else frozenset({TeeType(wanted.value)})
 
 
-class WorkloadDescriptor(Model):
-    """What a user applies: a CMDT service descriptor plus its deployment spec."""
+def _check_display_name(value: str) -> str:
+    # Any text a person would call a service, on one line ("pp\n" is not a name).
+    if is_dns_label(value):
+        return value
+    if not value.strip() or len(value) > 253:
+        raise ValueError("must be a DNS label, or a display name of 1-253 characters that is not blank")
+    if not is_one_line(value):
+        raise ValueError("must not contain control characters or line breaks")
+    return value
 
-    name: Name
+
+NOT_RUNNABLE = "catalogue entry: needs a deployment section (or a package NEMO can run) to run"
+"""The message of a workload registered without a deployment section."""
+
+
+class WorkloadDescriptor(Spec):
+    """What a user applies: a CMDT service descriptor, plus its deployment spec when it is to run.
+
+    ``name`` is the workload's id, a DNS label. A name that is not one (``Name``, ``My Service``) is kept as
+    ``display_name`` and the id is derived from it (:func:`derived_name`), so the seed's descriptors apply as written.
+    """
+
+    name: Annotated[str, Field(min_length=1), AfterValidator(_check_display_name)]
+    display_name: Annotated[str, AfterValidator(_check_display_name)] | None = Field(
+        default=None, description="the name as written, when it is not a DNS label"
+    )
     namespace: Name = "default"
     description: str = ""
     services: list[Service] = Field(default_factory=list)
-    deployment: DeploymentSpec
+    deployment: DeploymentSpec | None = Field(
+        default=None, description="how to run it; without it the workload is a catalogue entry (phase Registered)"
+    )
+
+    @model_validator(mode="after")
+    def _derive_name(self) -> WorkloadDescriptor:
+        if not is_dns_label(self.name):
+            if self.display_name is not None and self.display_name != self.name:
+                raise ValueError(
+                    f"name {self.name!r} is not a DNS label, so it is the display name; "
+                    f"it contradicts display_name {self.display_name!r}"
+                )
+            self.display_name, self.name = self.name, derived_name(self.name)
+        return self
+
+    @property
+    def runnable(self) -> bool:
+        """Whether the workload has something to run (else it is a catalogue entry)."""
+        return self.deployment is not None
 
 
 class WorkloadPhase(StrEnum):
@@ -132,6 +219,7 @@ class WorkloadPhase(StrEnum):
     RUNNING = "Running"
     DEGRADED = "Degraded"  # was running, some replicas are not
     DELETING = "Deleting"
+    REGISTERED = "Registered"  # a catalogue entry: described, nothing to run
 
 
 class ReplicaPhase(StrEnum):
@@ -166,6 +254,7 @@ class WorkloadStatus(Model):
     """A workload: its descriptor, version, phase and replicas, desired against actual."""
 
     name: str
+    display_name: str | None = Field(default=None, description="the descriptor's name as written, when not the id")
     namespace: str
     version: int
     phase: WorkloadPhase

@@ -176,7 +176,10 @@ class OrchestrationEngine:
 
     def _update_phase(self, s: Session, w: WorkloadRow, mine: list[ReplicaRow], leaving: dict[str, str]) -> None:
         subject = workload_subject(w.namespace, w.name)
-        wanted = WorkloadDescriptor.model_validate(w.descriptor).deployment.replicas
+        deployment = WorkloadDescriptor.model_validate(w.descriptor).deployment
+        if deployment is None:
+            return  # a catalogue entry: nothing runs, it stays Registered
+        wanted = deployment.replicas
         current = [r for r in mine if r.desired and r.version == w.version]
         _release_replaced(s, subject, current, leaving)
         current = [r for r in current if r.desired]
@@ -338,6 +341,9 @@ class OrchestrationEngine:
 
     def _place(self, s: Session, w: WorkloadRow, mine: list[ReplicaRow], inventory: Inventory) -> bool:
         spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
+        if spec is None:  # a catalogue entry is never queued; one queued before it became one has nothing to place
+            self._clear_queue(s, w.id, w.version)
+            return False
         current = [r for r in mine if r.desired and r.version == w.version]
         # An index whose replica is on a leaving cluster needs a replacement; the old one serves until it runs.
         staying = [r for r in current if r.cluster not in inventory.leaving]
@@ -593,6 +599,7 @@ def _replica_specs(w: WorkloadRow, rows: list[ReplicaRow]) -> dict[str, ReplicaS
 
 def _replica_spec(row: ReplicaRow, namespace: str, name: str, descriptor: WorkloadDescriptor) -> ReplicaSpec:
     d = descriptor.deployment
+    assert d is not None, "a catalogue entry has no replicas"  # its replicas are released when it becomes one
     return ReplicaSpec(
         id=row.id,
         workload=f"{namespace}/{name}",

@@ -27,7 +27,16 @@ from sqlalchemy.orm import Session
 
 from nemo_kernel.bus import Message
 from nemo_kernel.config import Settings
-from nemo_kernel.domain import ClusterSpec, Model, Name, NodeSpec, Tier, WorkloadDescriptor
+from nemo_kernel.domain import (
+    ClusterSpec,
+    DocumentError,
+    Name,
+    NodeSpec,
+    Spec,
+    Tier,
+    WorkloadDescriptor,
+    load_document,
+)
 from nemo_kernel.orchestrator.petition_source import GitSource, PetitionError, PetitionSources
 from nemo_kernel.store import Database, events, inventory, workloads
 from nemo_kernel.store.events import record_event
@@ -40,13 +49,13 @@ DESCRIPTOR_NAMES = ("{name}.yaml", "{name}.yml", "nemo.yaml", "descriptor.yaml",
 MAX_DESCRIPTOR_BYTES = 1 << 20
 
 
-class JoinPetition(Model):
+class JoinPetition(Spec):
     """Create N managed clusters."""
 
     numberofclusters: int = Field(ge=1, le=100)
 
 
-class DeployPetition(Model):
+class DeployPetition(Spec):
     """Deploy the descriptor found at ``pathname`` as workload ``namespace/name``."""
 
     name: Name
@@ -64,10 +73,11 @@ def parse_petition(data: Any) -> JoinPetition | DeployPetition:
 def descriptor_with_defaults(data: Any, source_dir: Path | None) -> WorkloadDescriptor:
     """Validate a descriptor; a relative or missing ``working_dir`` resolves against the descriptor's folder."""
     descriptor = WorkloadDescriptor.model_validate(data)
-    if source_dir is not None and descriptor.deployment.command is not None:
-        wd = descriptor.deployment.working_dir
+    deployment = descriptor.deployment
+    if source_dir is not None and deployment is not None and deployment.command is not None:
+        wd = deployment.working_dir
         resolved = source_dir / wd if wd else source_dir
-        descriptor.deployment.working_dir = str(resolved.resolve())
+        deployment.working_dir = str(resolved.resolve())
     return descriptor
 
 
@@ -153,8 +163,8 @@ class Intake:
             if events.history(s, subject, limit=1):
                 return  # already handled: a redelivery
         try:
-            petition = self._prepare(yaml.safe_load(message.body))
-        except (ValidationError, PetitionError, yaml.YAMLError) as exc:
+            petition = self._prepare(load_document(message.body, yaml_syntax=True))
+        except (ValidationError, PetitionError, DocumentError, yaml.YAMLError) as exc:
             text = f"petition {message.routing_key} refused: {exc}"
             log.warning("%s", text)
             with self._db.transaction() as s:

@@ -6,13 +6,15 @@ import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from pydantic import ValidationError
 from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import (
+    NOT_RUNNABLE,
     PlacementDecision,
     ReplicaPhase,
     ReplicaStatus,
@@ -43,6 +45,7 @@ def apply_workload(session: Session, descriptor: WorkloadDescriptor) -> ApplyRes
     stored = descriptor.model_dump(mode="json")
     row = _locked_workload(session, descriptor.namespace, descriptor.name)
     subject = workload_subject(descriptor.namespace, descriptor.name)
+    replicas = descriptor.deployment.replicas if descriptor.deployment is not None else 0
     if row is None:
         created = WorkloadRow(
             namespace=descriptor.namespace,
@@ -54,6 +57,8 @@ def apply_workload(session: Session, descriptor: WorkloadDescriptor) -> ApplyRes
             needs_placement=True,
             deleting=False,
         )
+        if not descriptor.runnable:
+            _register_only(session, created)
         try:
             with session.begin_nested():
                 session.add(created)
@@ -68,24 +73,35 @@ def apply_workload(session: Session, descriptor: WorkloadDescriptor) -> ApplyRes
                 subject,
                 "workload registered (version 1)",
                 version=1,
-                replicas=descriptor.deployment.replicas,
+                replicas=replicas,
             )
             return ApplyResult(created, "created")
     if row.deleting:
         raise Conflict(f"workload {descriptor.namespace}/{descriptor.name} is being deleted")
-    if row.descriptor == stored:
+    taken_by = row.descriptor.get("display_name")
+    if taken_by != descriptor.display_name:
+        # Two names map to one derived id ("Web", "web", "WEB"): never let one silently replace the other.
+        raise Conflict(
+            f"workload {descriptor.namespace}/{descriptor.name} is {taken_by or row.name!r}, not "
+            f"{descriptor.display_name or descriptor.name!r}; give this one another name"
+        )
+    if _same_descriptor(row.descriptor, stored):
         return ApplyResult(row, "unchanged")
     row.version += 1
     row.descriptor = stored
     row.needs_placement = True
     row.message = f"rolling out version {row.version}"
+    if not descriptor.runnable:
+        _register_only(session, row)
+    elif row.phase == WorkloadPhase.REGISTERED.value:
+        row.phase = WorkloadPhase.PENDING.value
     record_event(
         session,
         "workload.updated",
         subject,
         f"new version {row.version} applied; rolling out",
         version=row.version,
-        replicas=descriptor.deployment.replicas,
+        replicas=replicas,
     )
     return ApplyResult(row, "updated")
 
@@ -102,6 +118,29 @@ def _locked_workload(session: Session, namespace: str, name: str) -> WorkloadRow
         )
     query = select(WorkloadRow).where(*where).with_for_update().execution_options(populate_existing=True)
     return session.scalar(query)
+
+
+def _same_descriptor(stored: dict[str, Any], new: dict[str, Any]) -> bool:
+    # Compared as re-validated now: fields added to the model since a row was stored (with their defaults) are
+    # not a change, so re-applying an unchanged file after an upgrade rolls nothing out.
+    if stored == new:
+        return True
+    try:
+        return WorkloadDescriptor.model_validate(stored).model_dump(mode="json") == new
+    except ValidationError:
+        return False
+
+
+def _register_only(session: Session, row: WorkloadRow) -> None:
+    """Make ``row`` a catalogue entry: nothing to place, and no replica of an earlier version keeps running."""
+    row.needs_placement = False
+    row.phase = WorkloadPhase.REGISTERED.value
+    row.message = NOT_RUNNABLE
+    if row.id is not None:
+        for replica in session.scalars(
+            select(ReplicaRow).where(ReplicaRow.workload_id == row.id, ReplicaRow.desired.is_(True))
+        ):
+            release_replica(session, replica)
 
 
 def get_workload(session: Session, namespace: str, name: str) -> WorkloadRow:
@@ -292,12 +331,13 @@ def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> Work
     current = [r for r in replicas if r.desired]
     return WorkloadStatus(
         name=row.name,
+        display_name=descriptor.display_name,
         namespace=row.namespace,
         version=row.version,
         phase=WorkloadPhase(row.phase),
         message=row.message,
         descriptor=descriptor,
-        desired_replicas=0 if row.deleting else descriptor.deployment.replicas,
+        desired_replicas=0 if row.deleting or descriptor.deployment is None else descriptor.deployment.replicas,
         # Counted per index: while a replica moves, it and its replacement may both run.
         ready_replicas=len(
             {r.index for r in current if r.version == row.version and r.phase == ReplicaPhase.RUNNING.value}

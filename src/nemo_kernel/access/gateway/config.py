@@ -35,8 +35,8 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-#: A name as stored (the key of its row).
-Name = Annotated[str, Field(min_length=1, max_length=128)]
+#: A name as stored (the key of its row): one line, no control characters ("svc\n" is not a name).
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f\u2028\u2029]+$")]
 
 
 class ServiceConfig(_Model):

@@ -49,7 +49,7 @@ class IssuedClient:
 
 
 def _check_name(field: str, name: str) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidIdentity(field, f"invalid name {name!r}: letters, digits and . _ @ - only, at most 64")
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from nemo_kernel.domain import RUNTIMES_FOR_ISOLATION, DeploymentSpec, Isolation, TeeType
+from nemo_kernel.domain import RUNTIMES_FOR_ISOLATION, DeploymentSpec, Isolation, TeeChoice, TeeType
 from nemo_kernel.orchestrator.decision.inventory import ClusterCandidate, NodeCandidate
 
 # Float sums of fractional CPU requests drift (0.1 * 3 > 0.3); without a tolerance a node filled exactly
@@ -29,6 +29,8 @@ class Requirements:
     isolation: Isolation
     runtimes: frozenset[str]
     needs_tee: bool
+    tees: frozenset[TeeType]
+    tee_source: str
     tiers: frozenset[str]
     regions: frozenset[str]
     countries: frozenset[str]
@@ -46,6 +48,8 @@ class Requirements:
             isolation=spec.isolation,
             runtimes=RUNTIMES_FOR_ISOLATION[spec.isolation],
             needs_tee=spec.needs_tee,
+            tees=spec.accepted_tees,
+            tee_source=_tee_source(spec),
             tiers=frozenset(str(t) for t in where.tiers),
             regions=frozenset(where.regions),
             countries=frozenset(where.countries),
@@ -53,6 +57,15 @@ class Requirements:
             architectures=frozenset(where.architectures),
             node_labels=tuple(sorted(where.node_labels.items())),
         )
+
+
+def _tee_source(spec: DeploymentSpec) -> str:
+    # What to blame in a rejection: the setting that narrowed the TEE types, else the one that asked for a TEE.
+    if spec.placement.tee not in (None, TeeChoice.ANY):
+        return "placement.tee"
+    if spec.isolation is Isolation.CONFIDENTIAL:
+        return "confidential isolation"
+    return "tee_required" if spec.tee_required else "placement.tee"
 
 
 def _listed(values: Iterable[str]) -> str:
@@ -147,9 +160,15 @@ def runtime(node: NodeCandidate, req: Requirements) -> str | None:
 def tee(node: NodeCandidate, req: Requirements) -> str | None:
     """Reject a node without a trusted execution environment when the workload needs one."""
     if req.needs_tee and node.tee is TeeType.NONE:
-        why = "confidential isolation" if req.isolation is Isolation.CONFIDENTIAL else "tee_required"
-        return f"node has no TEE ({why} needs tdx, sev-snp or sgx)"
+        return f"node has no TEE ({req.tee_source} needs {_tees(req.tees)})"
+    if req.needs_tee and node.tee not in req.tees:
+        return f"node's TEE is {node.tee} ({req.tee_source} needs {_tees(req.tees)})"
     return None
+
+
+def _tees(tees: frozenset[TeeType]) -> str:
+    names = sorted(tees)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def node_labels(node: NodeCandidate, req: Requirements) -> str | None:
@@ -186,7 +205,7 @@ def admissible_runtime(node: NodeCandidate, req: Requirements) -> str | None:
     The same rules as ``NODE_FILTERS`` without building reasons: the engine runs this on every node of every
     admitted cluster and formats a reason only for the nodes it rejects. A test keeps the two in agreement.
     """
-    if not node.ready or (req.needs_tee and node.tee is TeeType.NONE):
+    if not node.ready or (req.needs_tee and node.tee not in req.tees):
         return None
     if req.architectures and node.architecture not in req.architectures:
         return None

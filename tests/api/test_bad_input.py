@@ -1,0 +1,362 @@
+"""Bad input through the REST API, on SQLite and on PostgreSQL: refused whole with a 422 (or 400) naming the field,
+nothing stored, and the control plane keeps serving everyone. Also the seed's own CMDT descriptor, applied as written.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import yaml
+from tests.conftest import POSTGRES_ADMIN_DSN
+from tests.stack import Stack, running_stack, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+JSON = {"content-type": "application/json"}
+YAML = {"content-type": "application/yaml"}
+
+CLUSTERS = {
+    "clusters": [
+        {
+            "name": "edge-tdx",
+            "tier": "edge",
+            "region": "eu-south",
+            "country": "ES",
+            "nodes": [{"name": "tdx-1", "cpu": 2, "memory_mib": 2048, "tee": "tdx"}],
+        }
+    ]
+}
+
+WORKLOAD: dict[str, Any] = {
+    "name": "web",
+    "description": "fine",
+    "services": [{"Name": "api", "Properties": [{"tier": "gold"}], "Microservices": [{"Name": "http"}]}],
+    "deployment": {"command": ["python3", "-c", "pass"], "replicas": 1, "env": {"MODE": "x"}},
+}
+
+CLUSTER: dict[str, Any] = {
+    "name": "edge-new",
+    "tier": "edge",
+    "region": "eu-south",
+    "country": "ES",
+    "labels": {"site": "a"},
+    "nodes": [{"name": "n1", "cpu": 2, "memory_mib": 1024}],
+}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp(f"bad-input-{request.param}")
+    clusters = root / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump(CLUSTERS))
+    env = {"NEMO_CLUSTERS_FILE": str(clusters), "NEMO_RECONCILE_INTERVAL": "0.3"}
+    if request.param == "postgresql":
+        # postgres_url is function-scoped; this module's stack needs its own database for its whole life.
+        env["NEMO_DATABASE_URL"] = _module_database(request)
+    with running_stack(root / "data", env) as s:
+        yield s
+
+
+def _module_database(request: pytest.FixtureRequest) -> str:
+    name = f"nemo_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    request.addfinalizer(drop)
+    base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0]
+    return f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def _snapshot(stack: Stack) -> tuple[Any, Any]:
+    """Everything a refused request could have changed, as the API shows it (which must itself still work)."""
+    workloads = stack.api("GET", "/workloads")
+    clusters = stack.api("GET", "/clusters")
+    assert workloads.status_code == clusters.status_code == 200, (workloads.text, clusters.text)
+    return (
+        sorted((w["namespace"], w["name"], w["version"]) for w in workloads.json()),
+        sorted(c["spec"]["name"] for c in clusters.json()),
+    )
+
+
+def _refused(stack: Stack, response: httpx.Response, status: int, field: str | None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] in ("invalid", "malformed")
+    if field is not None:
+        fields = [d["field"] for d in error["details"] or []]
+        assert any(f == field or f.startswith(f"{field}.") or f.startswith(f"{field}[") for f in fields), error
+    return error
+
+
+def _post(stack: Stack, path: str, document: Any) -> httpx.Response:
+    return stack.api("POST", path, json=document)
+
+
+def _raw(stack: Stack, path: str, body: bytes | str, headers: dict[str, str] = JSON) -> httpx.Response:
+    return stack.api("POST", path, content=body.encode() if isinstance(body, str) else body, headers=headers)
+
+
+def _with(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    out = json.loads(json.dumps(document))
+    *parents, last = path.split(".")
+    target: Any = out
+    for part in parents:
+        target = target[int(part)] if isinstance(target, list) else target[part]
+    target[int(last) if isinstance(target, list) else last] = value
+    return out
+
+
+# --- A: names match in full -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "document", "field"),
+    [
+        ("/workloads", _with(WORKLOAD, "name", "pp\n"), "name"),
+        ("/workloads", _with(WORKLOAD, "namespace", "pq\n"), "namespace"),
+        ("/clusters", _with(CLUSTER, "name", "evil\n"), "name"),
+        ("/clusters", _with(CLUSTER, "nodes.0.name", "n1\n"), "nodes[0].name"),
+        ("/clusters", _with(CLUSTER, "labels", {"site\n": "a"}), "labels"),
+        ("/clusters", _with(CLUSTER, "labels", {"site": "a\n"}), "labels"),
+        ("/clusters", _with(CLUSTER, "country", "ES\n"), "country"),
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"node_labels": {"z": "a\n"}}), "deployment"),
+        ("/petitions", {"name": "pp\n", "pathname": "/nowhere"}, "name"),
+        ("/petitions", {"name": "pp", "namespace": "pq\n", "pathname": "/nowhere"}, "namespace"),
+    ],
+)
+def test_a_trailing_newline_in_a_name_is_refused_and_nothing_is_stored(
+    stack: Stack, path: str, document: dict[str, Any], field: str
+) -> None:
+    before = _snapshot(stack)
+    _refused(stack, _post(stack, path, document), 422, field)
+    assert _snapshot(stack) == before
+    assert not [p for p in (stack.data_dir / "clusters").iterdir() if "\n" in p.name]
+    assert httpx.get(f"{stack.url}/readyz", timeout=5).status_code == 200
+
+
+def test_module_user_and_gateway_names_match_in_full(stack: Stack) -> None:
+    keys = {"signing_public": "A" * 43, "encryption_public": "A" * 43}
+    _refused(stack, _post(stack, "/modules", {"module": "ppef\n", **keys}), 422, "module")
+    response = _post(stack, "/users", {"username": "bob\n", "password": "x" * 20, "roles": ["nemo-viewer"]})
+    assert response.status_code == 422, response.text
+    gateway = stack.api("GET", "/gateway/config").json()
+    _refused(stack, _post(stack, "/gateway/services", {"name": "svc\n", "url": stack.url}), 422, "name")
+    _refused(stack, _post(stack, "/gateway/routes", {"name": "r\n", "service": "nemo-api"}), 422, "name")
+    assert stack.api("GET", "/gateway/config").json() == gateway
+
+
+# --- C: lone surrogates ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "field"),
+    [
+        ("/workloads", '{"name": "web2", "description": "\\ud800", "deployment": {"command": ["x"]}}', JSON, None),
+        ("/workloads", '{"name": "w\\ud800", "deployment": {"command": ["x"]}}', JSON, "name"),
+        ("/workloads", '{"name": "web2", "deployment": {"command": ["x"], "env": {"A": "\\udfff"}}}', JSON, None),
+        ("/workloads", '{"name": "web2", "services": [{"Name": "s", "Properties": [{"\\ud800": 1}]}]}', JSON, None),
+        ("/workloads", 'name: web2\ndescription: "\\ud800"\ndeployment: {command: [x]}\n', YAML, "description"),
+        ("/clusters", '{"name": "c2", "tier": "edge", "region": "\\ud800", "country": "ES", "nodes": []}', JSON, None),
+        ("/petitions", '{"name": "web2", "pathname": "/tmp/\\ud800"}', JSON, "pathname"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_before_anything_is_stored(
+    stack: Stack, path: str, body: str, headers: dict[str, str], field: str | None
+) -> None:
+    before = _snapshot(stack)
+    error = _refused(stack, _raw(stack, path, body, headers), 422, field)
+    assert "Unicode" in error["message"]
+    assert _snapshot(stack) == before  # and listing still works for everyone
+
+
+# --- D: non-finite and huge numbers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e309"])
+@pytest.mark.parametrize(
+    ("path", "template", "field"),
+    [
+        ("/clusters", '{"name": "c3", "tier": "edge", "region": "r", "country": "ES", '
+         '"nodes": [{"name": "n", "cpu": %s, "memory_mib": 1}]}', "nodes[0].cpu"),
+        ("/clusters", '{"name": "c3", "tier": "edge", "region": "r", "country": "ES", "carbon_intensity": %s, '
+         '"nodes": [{"name": "n", "cpu": 1, "memory_mib": 1}]}', "carbon_intensity"),
+        ("/workloads", '{"name": "w3", "deployment": {"command": ["x"], "resources": {"cpu": %s}}}',
+         "deployment.resources.cpu"),
+    ],
+)  # fmt: skip
+def test_non_finite_numbers_are_refused(stack: Stack, path: str, template: str, field: str, number: str) -> None:
+    before = _snapshot(stack)
+    _refused(stack, _raw(stack, path, template % number), 422, field)
+    assert _snapshot(stack) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "document", "field"),
+    [
+        ("/clusters", _with(CLUSTER, "nodes.0.memory_mib", 2**63), "nodes[0].memory_mib"),
+        ("/clusters", _with(CLUSTER, "nodes.0.memory_mib", 2**41), "nodes[0].memory_mib"),
+        ("/clusters", _with(CLUSTER, "nodes.0.cpu", 10**6), "nodes[0].cpu"),
+        ("/clusters", _with(CLUSTER, "prices", {"cpu_hour_eur": 1e12}), "prices.cpu_hour_eur"),
+        ("/clusters", _with(CLUSTER, "nodes.0.power", {"max_watts": 1e12}), "nodes[0].power.max_watts"),
+        ("/workloads", _with(WORKLOAD, "deployment.resources", {"memory_mib": 2**63}), "deployment.resources"),
+        ("/workloads", _with(WORKLOAD, "deployment.replicas", 10**6), "deployment.replicas"),
+        ("/workloads", _with(WORKLOAD, "deployment.ports", [{"port": 70000}]), "deployment.ports[0].port"),
+        ("/workloads", _with(WORKLOAD, "services.0.Properties.0.tier", 2**70), "services[0].Properties[0].tier"),
+        ("/petitions", {"numberofclusters": 10**20}, "numberofclusters"),
+    ],
+)
+def test_numbers_beyond_sane_bounds_are_refused(stack: Stack, path: str, document: Any, field: str) -> None:
+    before = _snapshot(stack)
+    _refused(stack, _post(stack, path, document), 422, field)
+    assert _snapshot(stack) == before
+
+
+# --- G: strict types, duplicate keys, depth -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "field"),
+    [
+        ('{"name": "w4", "deployment": {"command": ["x"], "replicas": true}}', JSON, "deployment.replicas"),
+        ('{"name": "w4", "deployment": {"command": ["x"], "replicas": 2.0}}', JSON, "deployment.replicas"),
+        ('{"name": "w4", "deployment": {"command": ["x"], "resources": {"memory_mib": 1000.0}}}', JSON,
+         "deployment.resources.memory_mib"),
+        ("name: !!binary d2ViNA==\ndeployment: {command: [x]}\n", YAML, "name"),
+        ("name: w4\ndescription: !!set {a}\ndeployment: {command: [x]}\n", YAML, "description"),
+    ],
+)  # fmt: skip
+def test_types_are_strict(stack: Stack, body: str, headers: dict[str, str], field: str) -> None:
+    before = _snapshot(stack)
+    _refused(stack, _raw(stack, "/workloads", body, headers), 422, field)
+    assert _snapshot(stack) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        ('{"name": "w5", "replicas": 1, "deployment": {"command": ["x"]}, "name": "other"}', JSON),
+        ("name: w5\ndeployment: {command: [x]}\nname: other\n", YAML),
+    ],
+)
+def test_duplicate_keys_are_refused_naming_the_key(stack: Stack, body: str, headers: dict[str, str]) -> None:
+    before = _snapshot(stack)
+    error = _refused(stack, _raw(stack, "/workloads", body, headers), 422, "name")
+    assert "duplicate key 'name'" in error["message"]
+    assert _snapshot(stack) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        ("[" * 1000 + "]" * 1000, JSON, 400),
+        ('{"a":' * 1000 + "1" + "}" * 1000, JSON, 400),
+        ("[" * 1000 + "]" * 1000, YAML, 400),
+        ("".join(" " * i + "a:\n" for i in range(1000)) + " " * 1000 + "b", YAML, 400),
+        ('{"name": "w6", "description": ' + "[" * 100 + "]" * 100 + "}", JSON, 422),
+    ],
+)
+def test_deep_nesting_is_a_json_error_never_a_plain_500(
+    stack: Stack, body: str, headers: dict[str, str], status: int
+) -> None:
+    for path in ("/workloads", "/clusters", "/petitions"):
+        response = _raw(stack, path, body, headers)
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json()["error"]["code"] in ("malformed", "invalid")
+
+
+# --- 14: placement.tee -----------------------------------------------------------------------------------------
+
+
+def test_placement_tee_is_accepted_and_filtered_on(stack: Stack) -> None:
+    document = _with(WORKLOAD, "name", "needs-snp")
+    document["deployment"]["placement"] = {"tee": "sev-snp"}
+    response = _post(stack, "/workloads", document)
+    assert response.status_code == 201, response.text
+    assert response.json()["workload"]["descriptor"]["deployment"]["placement"]["tee"] == "sev-snp"
+
+    def pending() -> dict[str, Any] | None:
+        w: dict[str, Any] = stack.api("GET", "/workloads/needs-snp").json()
+        return w if w["phase"] == "Pending" and "tee" in w["message"] else None
+
+    workload = wait_for(pending, 30, "the sev-snp workload to be Pending")
+    assert workload["desired_replicas"] == 1 and not workload["replicas"]
+    verdict = next(c for c in stack.api("GET", "/workloads/needs-snp/placement").json()["candidates"] if c["node"])
+    assert verdict["rejected_by"] == "tee"
+    assert "node's TEE is tdx (placement.tee needs sev-snp)" in verdict["reason"]
+    _refused(stack, _post(stack, "/workloads", _with(document, "deployment.placement.tee", "none")), 422, None)
+    assert stack.api("DELETE", "/workloads/needs-snp").status_code == 202
+
+
+# --- 16: the seed's CMDT descriptor, as written ---------------------------------------------------------------
+
+
+def test_the_seed_descriptor_registers_as_a_catalogue_entry(stack: Stack) -> None:
+    seed = (ROOT / "examples" / "seed-cmdt-descriptor.yaml").read_bytes()
+    created = _raw(stack, "/workloads", seed, YAML)
+    assert created.status_code == 201, created.text
+    assert created.json()["outcome"] == "created"
+
+    workload = stack.api("GET", "/workloads/name").json()
+    assert (workload["name"], workload["display_name"], workload["namespace"]) == ("name", "Name", "default")
+    assert workload["phase"] == "Registered"
+    assert "deployment section" in workload["message"] and "package" in workload["message"]
+    assert workload["desired_replicas"] == 0 and workload["replicas"] == []
+    (service,) = workload["descriptor"]["services"]
+    assert service["Name"] == "service1"
+    assert service["Properties"] == [{"Property 1": "Value 1"}, {"Property 2": "Value 2"}]
+    assert [(m["Name"], m["Endpoints"]) for m in service["Microservices"]] == [
+        ("μService 1", ["http://service1/microservice1"]),
+        ("μService 2", ["http://service1/microservice2"]),
+    ]
+    listed = {w["name"]: w for w in stack.api("GET", "/workloads").json()}
+    assert listed["name"]["display_name"] == "Name"
+
+    # Applied again as written: unchanged, not a new version.
+    again = _raw(stack, "/workloads", seed, YAML)
+    assert again.status_code == 200 and again.json()["outcome"] == "unchanged"
+    # So too through the CLI, where --wait does not wait for a catalogue entry to run.
+    applied = stack.cli("workload", "apply", "-f", str(ROOT / "examples" / "seed-cmdt-descriptor.yaml"), "--wait")
+    assert "workload default/name unchanged" in applied.stdout
+
+    # Another name with the same derived id does not replace it.
+    for other in ("NAME", "name"):
+        clash = stack.api("POST", "/workloads", json={**yaml.safe_load(seed), "name": other})
+        assert clash.status_code == 409, clash.text
+        assert "'Name'" in clash.json()["error"]["message"]
+
+    # The engine leaves it alone: a workload applied after it gets placed, the entry stays Registered.
+    runnable = _with(WORKLOAD, "name", "after-seed")
+    assert _post(stack, "/workloads", runnable).status_code == 201
+    wait_for(lambda: stack.api("GET", "/workloads/after-seed").json()["replicas"], 30, "the next workload to be placed")
+    assert stack.api("GET", "/workloads/name").json()["phase"] == "Registered"
+    assert stack.api("GET", "/workloads/name/placement").status_code == 404
+    assert httpx.get(f"{stack.url}/readyz", timeout=5).status_code == 200
+
+    # People see the display name and the twin's services next to the id.
+    table = stack.cli("workload", "get", "name").stdout
+    assert "name (Name)" in table and "Registered" in table and "http://service1/microservice2" in table
+    assert "name (Name)" in stack.cli("workload", "list").stdout
+
+    # Given a deployment section, the entry becomes a runnable workload (a new version); removed again, it stops.
+    with_deployment = {**yaml.safe_load(seed), "deployment": WORKLOAD["deployment"]}
+    assert _post(stack, "/workloads", with_deployment).json()["outcome"] == "updated"
+    wait_for(lambda: stack.api("GET", "/workloads/name").json()["replicas"], 30, "the entry's replica to be placed")
+    assert _raw(stack, "/workloads", seed, YAML).json()["outcome"] == "updated"
+    wait_for(
+        lambda: not stack.api("GET", "/workloads/name").json()["replicas"], 30, "the entry's replica to be removed"
+    )
+    final = stack.api("GET", "/workloads/name").json()
+    assert (final["phase"], final["version"], final["desired_replicas"]) == ("Registered", 3, 0)
+    for name in ("name", "after-seed"):
+        assert stack.api("DELETE", f"/workloads/{name}").status_code == 202
