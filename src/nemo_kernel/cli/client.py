@@ -136,10 +136,16 @@ def _describe_error(response: httpx.Response) -> str:
         error = response.json()["error"]
     except (ValueError, KeyError, TypeError):
         return f"HTTP {response.status_code}: {response.text[:200]}"
-    lines = [f"{error.get('message')} (HTTP {response.status_code}, {error.get('code')})"]
+    message = str(error.get("message"))
     details = error.get("details")
-    if isinstance(details, list):
-        lines += [f"  {d.get('field')}: {d.get('message')}" for d in details if isinstance(d, dict)]
+    fields = [f"{d.get('field')}: {d.get('message')}" for d in details if isinstance(d, dict)] if details else []
+    # For clients that show only the message, the API repeats the field errors in it: a summary of the first ones
+    # after a title, or the one error itself. Each is said once here, with its field.
+    if fields and (start := message.find(fields[0])) > 0:
+        message = message[:start].rstrip(" :;")
+    elif len(fields) == 1 and fields[0].endswith(f": {message}"):
+        message, fields = fields[0], []
+    lines = [f"{message} (HTTP {response.status_code}, {error.get('code')})", *(f"  {f}" for f in fields)]
     return "\n".join(lines)
 
 
