@@ -87,8 +87,12 @@ def test_narrow_terminal_keeps_each_score_whole(stack: Stack) -> None:
     code, screen = in_terminal(["workload", "explain", "demo"], stack.env, columns=80)
     assert code == 0, screen
     assert "…" not in screen
-    assert all(len(line) <= 80 for line in _table_lines(screen)), screen
-    cells = {word for line in _table_lines(screen) for word in re.split(r"[│\s]+", line)}
+    lines = screen.splitlines()
+    header = next(i for i, line in enumerate(lines) if "SCORES" in line)
+    end = next(i for i in range(header, len(lines)) if lines[i].startswith("└"))
+    candidates = lines[header - 1 : end + 1]  # the candidates' table, from its top border to its bottom one
+    assert all(len(line) <= 80 for line in candidates), screen
+    cells = {word for line in candidates for word in re.split(r"[│\s]+", line)}
     for candidate in decision["candidates"]:
         assert candidate["cluster"] in cells and (candidate["node"] or "*") in cells
         for name, score in candidate["scores"].items():
