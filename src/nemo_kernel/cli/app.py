@@ -10,7 +10,7 @@ import typer
 from nemo_kernel.cli import bus_commands, clusters, gateway, identities, modules, workloads
 from nemo_kernel.cli.client import CliError, api_from_env_or, use_token
 from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
-from nemo_kernel.cli.output import OutputFormat, emit, errors, print_table
+from nemo_kernel.cli.output import OutputFormat, complain, emit, print_table
 
 app = typer.Typer(no_args_is_help=True, help="NEMO Kernel: control plane of the IoT-edge-cloud continuum.")
 app.add_typer(clusters.app, name="cluster", help="Register and manage clusters.")
@@ -84,5 +84,5 @@ def main() -> None:
     try:
         app()
     except CliError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        complain(str(exc))
         raise SystemExit(1) from None

@@ -8,14 +8,10 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from nemo_kernel.bus.provision import provision as provision_broker
-from nemo_kernel.bus.status import bus_status
-from nemo_kernel.bus.subscriptions import InvalidPattern, validate_pattern
 from nemo_kernel.cli.client import api_from_env_or
 from nemo_kernel.cli.options import ApiOption
+from nemo_kernel.cli.output import Column, print_table, say
 
 app = typer.Typer(help="The RabbitMQ bus: provisioning and status.", no_args_is_help=True)
 
@@ -26,6 +22,9 @@ Vhost = Annotated[str, typer.Option("--vhost")]
 
 def _subscriptions(items: list[str]) -> dict[str, list[str]]:
     """``MODULE=PATTERN[,PATTERN...]`` options, repeatable, as module -> validated patterns."""
+    # Imported here: the bus package loads the AMQP client, which the other `nemo` commands do not need.
+    from nemo_kernel.bus.subscriptions import InvalidPattern, validate_pattern
+
     declared: dict[str, list[str]] = {}
     for item in items:
         module, sep, patterns = item.partition("=")
@@ -75,6 +74,9 @@ def provision_command(
     output: Annotated[str, typer.Option("-o", "--output", help="table or json")] = "table",
 ) -> None:
     """Create vhost, exchanges and one least-privilege user per module (idempotent); print new passwords once."""
+    # Imported here: the bus package loads the AMQP client, which the other `nemo` commands do not need.
+    from nemo_kernel.bus.provision import provision as provision_broker
+
     overrides = dict(item.split("=", 1) for item in allow or [])
     subscriptions: dict[str, list[str]] = {}
     if from_directory:
@@ -98,14 +100,10 @@ def provision_command(
     if output == "json":
         typer.echo(json.dumps(passwords))
         return
-    console = Console()
     if not passwords:
-        console.print(f"vhost [bold]{vhost}[/] up to date; no new users (passwords unchanged)")
+        say("vhost ", (vhost, "bold"), " up to date; no new users (passwords unchanged)")
         return
-    table = Table("module", "password (shown once)")
-    for module, password in passwords.items():
-        table.add_row(module, password)
-    console.print(table)
+    print_table(None, ["module", "password (shown once)"], list(passwords.items()))
 
 
 @app.command("status")
@@ -116,27 +114,30 @@ def status_command(
     output: Annotated[str, typer.Option("-o", "--output", help="table or json")] = "table",
 ) -> None:
     """Modules, queues, depths, rates, consumers and refused (dead-lettered) messages by reason."""
+    from nemo_kernel.bus.status import bus_status
+
     status = bus_status(mgmt_url, admin_user, _admin_password(), vhost=vhost)
     if output == "json":
         typer.echo(json.dumps(asdict(status), indent=2))
         return
-    console = Console()
-    modules = Table("module", "connections", title=f"modules of vhost {vhost}")
-    for m in status.modules:
-        modules.add_row(m.name, str(m.connections))
-    console.print(modules)
-    queues = Table("queue", "ready", "unacked", "consumers", "in/s", "out/s", "ack/s", "refused", "reasons")
-    for q in status.queues:
-        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(q.dead_reasons.items()))
-        queues.add_row(
-            q.name,
-            str(q.ready),
-            str(q.unacked),
-            str(q.consumers),
-            f"{q.publish_rate:.1f}",
-            f"{q.deliver_rate:.1f}",
-            f"{q.ack_rate:.1f}",
-            str(q.dead),
-            reasons,
-        )
-    console.print(queues)
+    print_table(
+        f"modules of vhost {vhost}", ["module", "connections"], [(m.name, m.connections) for m in status.modules]
+    )
+    print_table(
+        None,
+        ["queue", "ready", "unacked", "consumers", "in/s", "out/s", "ack/s", "refused", Column("reasons", wrap=True)],
+        [
+            (
+                q.name,
+                q.ready,
+                q.unacked,
+                q.consumers,
+                f"{q.publish_rate:.1f}",
+                f"{q.deliver_rate:.1f}",
+                f"{q.ack_rate:.1f}",
+                q.dead,
+                ", ".join(f"{r}: {n}" for r, n in sorted(q.dead_reasons.items())),
+            )
+            for q in status.queues
+        ],
+    )

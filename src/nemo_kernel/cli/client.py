@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from typing import Any
 
 import httpx
@@ -18,20 +19,20 @@ class CliError(Exception):
     """An error the CLI reports in one line and exits non-zero."""
 
 
-def local_endpoints() -> list[str]:
+def local_endpoints(settings: Settings) -> list[str]:
     """The API and gateway URLs the local ``nemo up`` recorded (empty if it never ran here)."""
     try:
-        info = json.loads(Settings().endpoint_file.read_text())
+        info = json.loads(settings.endpoint_file.read_text())
     except (OSError, ValueError):
         return []
     return [str(info[key]) for key in ("url", "gateway") if isinstance(info, dict) and info.get(key)]
 
 
-def discover_api(explicit: str | None) -> str:
+def discover_api(explicit: str | None, settings: Settings) -> str:
     """The API base URL to talk to."""
     if explicit:
         return explicit.rstrip("/")
-    path = Settings().endpoint_file
+    path = settings.endpoint_file
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -43,6 +44,28 @@ def discover_api(explicit: str | None) -> str:
     return str(info["url"]).rstrip("/")
 
 
+class _TlsOnFirstUse(httpx.BaseTransport):
+    """httpx's default transport, made at the first request that goes through it (an https one).
+
+    Making it loads the CA bundle, which takes longer than a whole request to a local API (tens of milliseconds,
+    more on a busy machine): a command whose API and issuer speak plain HTTP never pays for it.
+    """
+
+    def __init__(self) -> None:
+        self._transport: httpx.HTTPTransport | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through the default transport, made now if this is its first request."""
+        if self._transport is None:
+            self._transport = httpx.HTTPTransport()
+        return self._transport.handle_request(request)
+
+    def close(self) -> None:
+        """Close the default transport if it was made."""
+        if self._transport is not None:
+            self._transport.close()
+
+
 class ApiClient:
     """Thin synchronous client of ``/api/v1`` that turns error bodies into :class:`CliError`.
 
@@ -50,15 +73,21 @@ class ApiClient:
     because a cached token may have been revoked, or issued before the control plane moved to another URL.
     """
 
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, settings: Settings, timeout: float = 30.0) -> None:
         self.base_url = base_url
-        self._http = httpx.Client(base_url=base_url, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=base_url,
+            timeout=timeout,
+            transport=_TlsOnFirstUse(),
+            # Plain HTTP needs no CA bundle; a context that trusts nothing keeps this transport useless for TLS.
+            mounts={"http://": httpx.HTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))},
+        )
         self.tokens: TokenSource | None = find_credentials(
             base_url,
             self._http,
             raw_token=_raw_token(),
-            admin_file=Settings().admin_credentials_file,
-            local_urls=local_endpoints(),
+            admin_file=settings.admin_credentials_file,
+            local_urls=local_endpoints(settings),
         )
 
     def access_token(self, *, fresh: bool = False) -> str:
@@ -136,14 +165,21 @@ def _describe_error(response: httpx.Response) -> str:
         error = response.json()["error"]
     except (ValueError, KeyError, TypeError):
         return f"HTTP {response.status_code}: {response.text[:200]}"
-    lines = [f"{error.get('message')} (HTTP {response.status_code}, {error.get('code')})"]
+    message = str(error.get("message"))
     details = error.get("details")
-    if isinstance(details, list):
-        lines += [f"  {d.get('field')}: {d.get('message')}" for d in details if isinstance(d, dict)]
+    fields = [f"{d.get('field')}: {d.get('message')}" for d in details if isinstance(d, dict)] if details else []
+    # For clients that show only the message, the API repeats the field errors in it: a summary of the first ones
+    # after a title, or the one error itself. Each is said once here, with its field.
+    if fields and (start := message.find(fields[0])) > 0:
+        message = message[:start].rstrip(" :;")
+    elif len(fields) == 1 and fields[0].endswith(f": {message}"):
+        message, fields = fields[0], []
+    lines = [f"{message} (HTTP {response.status_code}, {error.get('code')})", *(f"  {f}" for f in fields)]
     return "\n".join(lines)
 
 
 def api_from_env_or(explicit: str | None) -> ApiClient:
     """A client for the API chosen by ``--api``, ``NEMO_API`` or discovery."""
     explicit = explicit or os.environ.get("NEMO_API")
-    return ApiClient(discover_api(explicit))
+    settings = Settings()  # once: reading the settings from the environment costs more than a local request
+    return ApiClient(discover_api(explicit, settings), settings)

@@ -9,7 +9,7 @@ import typer
 
 from nemo_kernel.cli.client import api_from_env_or
 from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
-from nemo_kernel.cli.output import OutputFormat, console, emit, print_table
+from nemo_kernel.cli.output import Column, OutputFormat, emit, print_table, say
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -17,7 +17,18 @@ app = typer.Typer(no_args_is_help=True)
 def _rows(clusters: list[dict[str, Any]]) -> None:
     print_table(
         None,
-        ["NAME", "TIER", "REGION", "COUNTRY", "PHASE", "SCHEDULING", "SANDBOX", "NODES", "EUR/CPU-h", "gCO2/kWh"],
+        [
+            "NAME",
+            "TIER",
+            "REGION",
+            "COUNTRY",
+            "PHASE",
+            "SCHEDULING",
+            "SANDBOX",
+            Column("NODES", optional=True),
+            Column("EUR/CPU-h", optional=True),
+            Column("gCO2/kWh", optional=True),
+        ],
         [
             (
                 c["spec"]["name"],
@@ -66,17 +77,26 @@ def get(name: str, api: ApiOption = None, output: OutputOption = OutputFormat.TA
     def table(_: Any) -> None:
         _rows([cluster])
         if cluster.get("message"):
-            console.print(f"message: {cluster['message']}")
+            say(f"message: {cluster['message']}")
         print_table(
             "nodes",
-            ["NODE", "ARCH", "CPU used/cap", "MiB used/cap", "RUNTIMES", "TEE", "READY", "REPLICAS"],
+            [
+                "NODE",
+                Column("ARCH", optional=True),
+                "CPU used/cap",
+                "MiB used/cap",
+                Column("RUNTIMES", wrap=True),
+                "TEE",
+                "READY",
+                "REPLICAS",
+            ],
             [
                 (
                     n["spec"]["name"],
                     n["spec"]["architecture"],
                     f"{n['allocated_cpu']:g}/{n['spec']['cpu']:g}",
                     f"{n['allocated_memory_mib']}/{n['spec']['memory_mib']}",
-                    ",".join(n["spec"]["runtimes"]),
+                    n["spec"]["runtimes"],
                     n["spec"]["tee"],
                     n["ready"],
                     n["replicas"],
@@ -92,7 +112,7 @@ def get(name: str, api: ApiOption = None, output: OutputOption = OutputFormat.TA
 def remove(name: str, api: ApiOption = None) -> None:
     """Remove a cluster; its replicas are rescheduled on other clusters."""
     api_from_env_or(api).delete(f"/clusters/{name}")
-    console.print(f"cluster {name} removed")
+    say(f"cluster {name} removed")
 
 
 def _schedulable(action: str, name: str, api: str | None, output: OutputFormat) -> None:

@@ -6,12 +6,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
-from nemo_kernel.access.gateway.config import RouteConfig, ServiceConfig
 from nemo_kernel.cli.client import CliError, api_from_env_or
 from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
-from nemo_kernel.cli.output import OutputFormat, console, emit, print_table
+from nemo_kernel.cli.output import OutputFormat, emit, print_table, say
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -24,7 +22,7 @@ def apply(
 ) -> None:
     """Replace the whole gateway configuration with FILE (validated whole, stored in one transaction)."""
     stored = api_from_env_or(api).put("/gateway/config", load_document(file))
-    emit(stored, output, lambda c: console.print(_summary(c)))
+    emit(stored, output, lambda c: say(_summary(c)))
 
 
 @app.command("get")
@@ -32,7 +30,7 @@ def get(api: ApiOption = None, output: OutputOption = OutputFormat.YAML) -> None
     """Export the whole configuration (YAML by default: a file `nemo gateway apply` takes back). Secrets show as
     ********, which `nemo gateway apply` reads as "keep the stored secret"."""
     config = api_from_env_or(api).get("/gateway/config")
-    emit(config, output, lambda c: console.print(_summary(c)))
+    emit(config, output, lambda c: say(_summary(c)))
 
 
 def _summary(config: dict[str, Any]) -> str:
@@ -82,6 +80,11 @@ def expose(
 ) -> None:
     """Route PATH on the gateway to the running replicas of a workload (round-robin), as service + route
     named ``<namespace>-<workload>``."""
+    # Here, not at the top: the gateway package loads aiohttp, which every other `nemo` command would pay for.
+    from pydantic import ValidationError
+
+    from nemo_kernel.access.gateway.config import RouteConfig, ServiceConfig
+
     name = f"{namespace}-{workload}"
     try:
         # Both are checked before anything is stored, so a bad path does not leave a lone service behind.
@@ -93,7 +96,7 @@ def expose(
     stored_service = client.put(f"/gateway/services/{name}", service.model_dump(mode="json", exclude_none=True))
     stored_route = client.put(f"/gateway/routes/{name}", route.model_dump(mode="json", exclude_none=True))
     result = {"service": stored_service, "route": stored_route}
-    emit(result, output, lambda _: console.print(f"workload {namespace}/{workload} exposed at {path} ({name})"))
+    emit(result, output, lambda _: say(f"workload {namespace}/{workload} exposed at {path} ({name})"))
 
 
 @app.command("unexpose")
@@ -107,7 +110,7 @@ def unexpose(
     name = f"{namespace}-{workload}"
     client.delete(f"/gateway/routes/{name}")
     client.delete(f"/gateway/services/{name}")
-    console.print(f"workload {namespace}/{workload} no longer exposed")
+    say(f"workload {namespace}/{workload} no longer exposed")
 
 
 @app.command("run")

@@ -10,7 +10,7 @@ import typer
 
 from nemo_kernel.cli.client import CliError, api_from_env_or
 from nemo_kernel.cli.options import ApiOption, OutputOption
-from nemo_kernel.cli.output import OutputFormat, console, emit, print_table
+from nemo_kernel.cli.output import OutputFormat, emit, print_table, say
 
 users = typer.Typer(no_args_is_help=True)
 clients = typer.Typer(no_args_is_help=True)
@@ -72,7 +72,7 @@ def list_users(api: ApiOption = None, output: OutputOption = OutputFormat.TABLE)
 def remove_user(username: str, api: ApiOption = None) -> None:
     """Remove a user; its tokens stop working at once."""
     api_from_env_or(api).delete(f"/users/{username}")
-    console.print(f"user {username} removed")
+    say(f"user {username} removed")
 
 
 def _set_enabled(
@@ -110,7 +110,7 @@ def _client_rows(found: list[dict[str, Any]]) -> None:
 def _with_secret(issued: dict[str, Any], output: OutputFormat) -> None:
     def table(c: dict[str, Any]) -> None:
         _client_rows([c])
-        console.print(f"client secret (shown this once): [bold]{c['secret']}[/]", highlight=False)
+        say("client secret (shown this once): ", (c["secret"], "bold"))
 
     emit(issued, output, table)
 
@@ -140,7 +140,7 @@ def list_clients(api: ApiOption = None, output: OutputOption = OutputFormat.TABL
 def remove_client(client_id: str, api: ApiOption = None) -> None:
     """Remove a client; its tokens stop working at once."""
     api_from_env_or(api).delete(f"/clients/{client_id}")
-    console.print(f"client {client_id} removed")
+    say(f"client {client_id} removed")
 
 
 @clients.command("disable")

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from nemo_kernel.bus import ModuleIdentity
 from nemo_kernel.cli.client import CliError, api_from_env_or
 from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
-from nemo_kernel.cli.output import OutputFormat, console, emit, print_table
+from nemo_kernel.cli.output import OutputFormat, emit, print_table, say
+
+if TYPE_CHECKING:
+    from nemo_kernel.bus import ModuleIdentity
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -80,6 +82,9 @@ def keygen(
     public: Annotated[Path | None, typer.Option("--public", help="also write the public part to this file")] = None,
 ) -> None:
     """Create a module identity in a new 0600 file and print its public part (what `nemo module register` takes)."""
+    # Imported here: the bus package loads the AMQP client, which the other `nemo` commands do not need.
+    from nemo_kernel.bus import ModuleIdentity
+
     if out.exists():
         raise CliError(f"{out} exists; refusing to overwrite a module identity")
     identity = ModuleIdentity.generate(name)
@@ -127,7 +132,7 @@ def revoke(
 ) -> None:
     """Revoke one key or all keys of a module: its messages are refused from now on."""
     result = api_from_env_or(api).post(f"/modules/{name}/revoke", {"key_id": key} if key else {})
-    emit(result, output, lambda r: console.print(f"revoked {', '.join(r['revoked'])} of module {r['module']}"))
+    emit(result, output, lambda r: say(f"revoked {', '.join(r['revoked'])} of module {r['module']}"))
 
 
 @app.command("list")

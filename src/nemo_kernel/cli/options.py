@@ -14,7 +14,9 @@ from nemo_kernel.cli.output import OutputFormat
 ApiOption = Annotated[
     str | None, typer.Option("--api", envvar="NEMO_API", help="API URL (default: the `nemo up` of this user)")
 ]
-OutputOption = Annotated[OutputFormat, typer.Option("-o", "--output", help="table, json or yaml")]
+OutputOption = Annotated[
+    OutputFormat, typer.Option("-o", "--output", help="table, wide (every column, whatever the width), json or yaml")
+]
 
 
 def load_document(path: Path) -> Any:

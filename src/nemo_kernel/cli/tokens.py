@@ -193,4 +193,8 @@ def find_credentials(
     trusted = {origin(url) for url in (*local_urls, str(admin.get("issuer", ""))) if url}
     if origin(api_url) not in trusted:
         return None  # the local admin secret never goes to a server we did not start
-    return ClientCredentialsTokens(api_url, ClientSecret(admin["client_id"], admin["client_secret"]), http, cache)
+    # The file names the local `nemo up`'s issuer (kept current by it), which spares each command a discovery call.
+    issuer = admin.get("issuer") if isinstance(admin.get("issuer"), str) else None
+    return ClientCredentialsTokens(
+        api_url, ClientSecret(admin["client_id"], admin["client_secret"]), http, cache, issuer=issuer
+    )

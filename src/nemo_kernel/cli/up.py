@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
@@ -15,18 +16,28 @@ import uvicorn
 from nemo_kernel.access.issuer import IdentityAdmin
 from nemo_kernel.api import create_app
 from nemo_kernel.api.security import ApiAccess
+from nemo_kernel.cli.client import CliError
+from nemo_kernel.cli.data_lock import DataDirectoryInUse, DataDirectoryLock
 from nemo_kernel.cli.gateway_process import GatewayProcess, http_url, read_initial_config
-from nemo_kernel.cli.output import console
+from nemo_kernel.cli.output import Part, say
 from nemo_kernel.cli.secret_files import read_json, write_secret_json
 from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator import ControlPlane
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, what: str, settings: str) -> socket.socket:
+    """A listening socket, or a one-line :class:`CliError` naming the ``settings`` that choose the address."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CliError(
+            f"cannot listen on {host}:{port} for the {what}: {exc.strerror or exc}; choose another with {settings}"
+            " (port 0 picks a free one)"
+        ) from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -39,11 +50,11 @@ def _write_endpoint(path: Path, url: str, gateway: str | None) -> None:
     tmp.replace(path)
 
 
-async def _prepare_access(settings: Settings, access: ApiAccess) -> str:
+async def _prepare_access(settings: Settings, access: ApiAccess) -> Sequence[Part]:
     """Create the admin client on first start and write its credentials; the line telling how to get a token."""
     realm = access.realm
     if realm is None:
-        return f"Tokens: from the external issuer {access.issuer} (audience {access.audience})"
+        return (f"Tokens: from the external issuer {access.issuer} (audience {access.audience})",)
     await realm.keys.signing_key()  # the first start makes its signing key now, not in the first token request
     admin = IdentityAdmin(realm.users, realm.clients, realm.hasher)
     issued = await admin.ensure_admin_client()
@@ -59,20 +70,23 @@ async def _prepare_access(settings: Settings, access: ApiAccess) -> str:
             # next start (once the disk or the permissions are fixed) creates it again.
             await realm.clients.delete_client(issued.client.client_id)
             raise
-        return _CREDENTIALS_HINT.format(path=path)
+        return _credentials_hint(path)
     saved = read_json(path)
     if saved is None:
         return (
-            f"[yellow]Admin credentials file {path} is missing[/]; with another admin's credentials, "
-            "[bold]nemo client reset-secret nemo-admin[/] issues a new secret"
+            (f"Admin credentials file {path} is missing", "yellow"),
+            "; with another admin's credentials, ",
+            ("nemo client reset-secret nemo-admin", "bold"),
+            " issues a new secret",
         )
     if saved.get("issuer") != access.issuer:
         # The issuer is the API's address, which moves when the port is picked afresh: keep the file pointing at it.
         write_secret_json(path, {**saved, "issuer": access.issuer})
-    return _CREDENTIALS_HINT.format(path=path)
+    return _credentials_hint(path)
 
 
-_CREDENTIALS_HINT = "Admin credentials: {path};  token for curl: [bold]TOKEN=$(nemo token)[/]"
+def _credentials_hint(path: Path) -> Sequence[Part]:
+    return f"Admin credentials: {path};  token for curl: ", ("TOKEN=$(nemo token)", "bold")
 
 
 def serve(settings: Settings) -> None:
@@ -82,14 +96,25 @@ def serve(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # The SQLite store holds the issuer's private signing keys and the password hashes: owner only.
     settings.data_dir.chmod(0o700)
-    sock = _bind(settings.api_host, settings.api_port)
+    lock = DataDirectoryLock(settings.data_dir)
+    try:
+        lock.acquire()
+    except DataDirectoryInUse as exc:
+        raise CliError(str(exc)) from None
+    initial_gateway = read_initial_config(settings.gateway_config) if settings.gateway_enabled else None
+    # Both sockets before anything else starts, so that a port in use stops `nemo up` with nothing to undo.
+    sock = _bind(settings.api_host, settings.api_port, "API", "--host/--port (NEMO_API_HOST/NEMO_API_PORT)")
+    gateway_sock = (
+        _bind(settings.gateway_host, settings.gateway_port, "gateway", "NEMO_GATEWAY_HOST/NEMO_GATEWAY_PORT")
+        if settings.gateway_enabled
+        else None
+    )
     url = http_url(sock)
+    lock.record(url)
     plane = ControlPlane(settings)
     access = ApiAccess.from_settings(settings, plane.db, url)
     gateway: GatewayProcess | None = None
-    if settings.gateway_enabled:
-        initial_gateway = read_initial_config(settings.gateway_config)
-        gateway_sock = _bind(settings.gateway_host, settings.gateway_port)
+    if gateway_sock is not None:
         gateway = GatewayProcess(gateway_sock, plane.db.url.render_as_string(hide_password=False),
                                  settings.data_dir / "gateway.log")  # fmt: skip
 
@@ -100,12 +125,13 @@ def serve(settings: Settings) -> None:
             gateway.start()
         # The sockets are already listening, so the URLs are good as soon as they are printed.
         _write_endpoint(settings.endpoint_file, url, gateway.url if gateway else None)
-        console.print(f"[bold green]NEMO Kernel is up.[/] API: [bold]{url}[/]  (docs: {url}/docs)")
+        say(("NEMO Kernel is up.", "bold green"), " API: ", (url, "bold"), f"  (docs: {url}/docs)")
         if gateway is not None:
-            console.print(f"Gateway: [bold]{gateway.url}[/]  (log: {gateway.log_file})")
-        console.print(f"Data directory: {settings.data_dir}   Store: {plane.db.url.render_as_string()}")
-        console.print(how_to_get_a_token)
-        console.print("Next: [bold]nemo cluster list[/]; [bold]nemo workload apply -f examples/demo-workload.yaml[/]")
+            say("Gateway: ", (gateway.url, "bold"), f"  (log: {gateway.log_file})")
+        say(f"Data directory: {settings.data_dir}   Store: {plane.db.url.render_as_string()}")
+        say(*how_to_get_a_token)
+        demo = "nemo workload apply -f examples/demo-workload.yaml"
+        say("Next: ", ("nemo cluster list", "bold"), "; ", (demo, "bold"))
 
     app = create_app(plane, access, on_started=announce)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
@@ -124,4 +150,5 @@ def serve(settings: Settings) -> None:
                     settings.endpoint_file.unlink()
             except (OSError, ValueError):
                 pass
-        console.print("NEMO Kernel stopped; running replicas are left running and will be adopted on the next start.")
+        lock.release()
+        say("NEMO Kernel stopped; running replicas are left running and will be adopted on the next start.")

@@ -10,7 +10,7 @@ import typer
 
 from nemo_kernel.cli.client import ApiClient, CliError, api_from_env_or
 from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
-from nemo_kernel.cli.output import OutputFormat, console, emit, print_table
+from nemo_kernel.cli.output import Column, OutputFormat, emit, print_table, progress, say
 
 app = typer.Typer(no_args_is_help=True)
 NamespaceOption = Annotated[str, typer.Option("-n", "--namespace")]
@@ -28,7 +28,7 @@ def _with_working_dir(document: Any, file: Path) -> Any:
 def _summary(workloads: list[dict[str, Any]]) -> None:
     print_table(
         None,
-        ["NAMESPACE", "NAME", "VERSION", "PHASE", "READY", "MESSAGE"],
+        ["NAMESPACE", "NAME", "VERSION", "PHASE", "READY", Column("MESSAGE", wrap=True)],
         [
             (
                 w["namespace"],
@@ -66,7 +66,17 @@ def _detail(w: dict[str, Any]) -> None:
     _services(w)
     print_table(
         "replicas",
-        ["REPLICA", "VERSION", "CLUSTER", "NODE", "PHASE", "URL", "RESTARTS", "CPU%", "MiB"],
+        [
+            "REPLICA",
+            Column("VERSION", optional=True),
+            "CLUSTER",
+            Column("NODE", optional=True),
+            "PHASE",
+            "URL",
+            Column("RESTARTS", optional=True),
+            Column("CPU%", optional=True),
+            Column("MiB", optional=True),
+        ],
         [
             (
                 r["id"],
@@ -100,10 +110,8 @@ def apply(
         document["namespace"] = namespace
     result = client.post("/workloads", document)
     workload = result["workload"]
-    if output is OutputFormat.TABLE:
-        console.print(
-            f"workload {workload['namespace']}/{workload['name']} {result['outcome']} (version {workload['version']})"
-        )
+    if output.for_people:
+        say(f"workload {workload['namespace']}/{workload['name']} {result['outcome']} (version {workload['version']})")
     if wait:
         workload = _wait_running(client, workload["namespace"], workload["name"], timeout)
     emit(result if not wait else {**result, "workload": workload}, output, lambda _: _detail(workload))
@@ -111,10 +119,10 @@ def apply(
 
 def _wait_running(client: ApiClient, namespace: str, name: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
-    with console.status(f"waiting for {namespace}/{name}") as status:
+    with progress(f"waiting for {namespace}/{name}") as update:
         while True:
             w = client.get(f"/workloads/{name}", namespace=namespace)
-            status.update(f"{namespace}/{name}: {w['phase']}, {w['ready_replicas']}/{w['desired_replicas']} ready")
+            update(f"{namespace}/{name}: {w['phase']}, {w['ready_replicas']}/{w['desired_replicas']} ready")
             if w["phase"] in ("Running", "Registered"):  # Registered: a catalogue entry, nothing will run
                 return dict(w)
             if time.monotonic() > deadline:
@@ -150,7 +158,14 @@ def explain(
     def table(d: dict[str, Any]) -> None:
         print_table(
             "Replicas: where each runs and the decision that put it there",
-            ["REPLICA", "CLUSTER", "NODE", "PHASE", "DECISION", "VERDICT"],
+            [
+                "REPLICA",
+                "CLUSTER",
+                Column("NODE", optional=True),
+                "PHASE",
+                Column("DECISION", optional=True),
+                Column("VERDICT", wrap=True),
+            ],
             [
                 (
                     r["replica"],
@@ -163,12 +178,20 @@ def explain(
                 for r in d.get("replicas", [])
             ],
         )
-        console.print(f"Latest decision {d.get('id', '')}:")
-        console.print(f"[bold]{d['outcome']}[/] (version {d['version']}): {d['summary']}")
-        console.print("weights: " + ", ".join(f"{k}={v:g}" for k, v in d["weights"].items()))
+        say(f"Latest decision {d.get('id', '')}:")
+        say((d["outcome"], "bold"), f" (version {d['version']}): {d['summary']}")
+        say("weights: " + ", ".join(f"{k}={v:g}" for k, v in d["weights"].items()))
         print_table(
             None,
-            ["CLUSTER", "NODE", "VERDICT", "RUNTIME", "SCORES", "TOTAL", "PLACED"],
+            [
+                "CLUSTER",
+                "NODE",
+                Column("VERDICT", wrap=True),
+                Column("RUNTIME", optional=True),
+                Column("SCORES", wrap=True),
+                "TOTAL",
+                "PLACED",
+            ],
             [
                 (
                     c["cluster"],
@@ -196,7 +219,9 @@ def events(
         history,
         output,
         lambda h: print_table(
-            None, ["TIME", "EVENT", "MESSAGE"], [(e["created_at"], e["kind"], e["message"]) for e in h]
+            None,
+            ["TIME", "EVENT", Column("MESSAGE", wrap=True)],
+            [(e["created_at"], e["kind"], e["message"]) for e in h],
         ),
     )
 
@@ -205,4 +230,4 @@ def events(
 def delete(name: str, namespace: NamespaceOption = "default", api: ApiOption = None) -> None:
     """Stop every replica and forget the workload (its history is kept)."""
     api_from_env_or(api).delete(f"/workloads/{name}", namespace=namespace)
-    console.print(f"workload {namespace}/{name} deleting")
+    say(f"workload {namespace}/{name} deleting")

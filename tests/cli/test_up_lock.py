@@ -1,0 +1,68 @@
+"""One `nemo up` per data directory, and a port in use said in one line: with real `nemo up` processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.stack import NEMO, ROOT, Stack, running_stack
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("cli-lock") / "data") as s:
+        yield s
+
+
+def _up(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A second `nemo up`, expected to refuse at once (a timeout means it started)."""
+    return subprocess.run([*NEMO, "up"], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def _agents(stack: Stack) -> dict[str, int]:
+    return {p.parent.name: stack.agent_pid(p.parent.name) for p in (stack.data_dir / "clusters").glob("*/agent.json")}
+
+
+def test_second_up_on_the_same_data_directory_refuses_and_the_first_keeps_working(first: Stack) -> None:
+    assert first.proc is not None
+    endpoint = (first.data_dir / "endpoint.json").read_text()
+    agents = _agents(first)
+    assert agents and all(psutil.pid_exists(pid) for pid in agents.values())
+
+    done = _up(first.env)  # same data directory, other (free) ports
+
+    assert done.returncode != 0
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"pid {first.proc.pid}" in lines[0] and first.url in lines[0] and str(first.data_dir) in lines[0]
+    assert first.proc.poll() is None
+    assert (first.data_dir / "endpoint.json").read_text() == endpoint
+    assert _agents(first) == agents and all(psutil.pid_exists(pid) for pid in agents.values())
+    assert first.cli_json("cluster", "list")
+
+
+@pytest.mark.parametrize(("setting", "address"), [("NEMO_API_PORT", "url"), ("NEMO_GATEWAY_PORT", "gateway_url")])
+def test_a_port_in_use_is_one_line_naming_its_setting(first: Stack, tmp_path: Path, setting: str, address: str) -> None:
+    port = getattr(first, address).rsplit(":", 1)[1]
+    done = _up({**first.env, "NEMO_DATA_DIR": str(tmp_path / "data"), setting: port})
+
+    assert done.returncode != 0
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and done.stdout == "", done.stderr + done.stdout
+    assert port in lines[0] and setting in lines[0] and "in use" in lines[0], lines[0]
+    assert not (tmp_path / "data" / "endpoint.json").exists()
+
+
+def test_the_lock_goes_with_the_process_even_on_sigkill(tmp_path: Path) -> None:
+    with running_stack(tmp_path / "data") as stack:
+        assert json.loads((stack.data_dir / "nemo.lock").read_text())["url"] == stack.url
+        stack.stop(signal.SIGKILL)  # its agents and gateway may outlive it for a moment: they must not hold the lock
+        stack.start()
+        assert stack.cli_json("cluster", "list")
