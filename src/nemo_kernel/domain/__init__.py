@@ -23,7 +23,7 @@ from nemo_kernel.domain.common import (
     utcnow,
 )
 from nemo_kernel.domain.documents import MAX_DEPTH, DocumentError, document_problem, load_document
-from nemo_kernel.domain.events import Event
+from nemo_kernel.domain.events import Event, EventKind
 from nemo_kernel.domain.placement import (
     Assignment,
     CandidateVerdict,
@@ -64,6 +64,7 @@ __all__ = [
     "DocumentError",
     "DriverKind",
     "Event",
+    "EventKind",
     "HealthCheck",
     "Isolation",
     "Labels",

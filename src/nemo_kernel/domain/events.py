@@ -3,11 +3,74 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import Field
 
 from nemo_kernel.domain.common import Model
+from nemo_kernel.domain.workload import WorkloadPhase
+
+
+class EventKind(StrEnum):
+    """Every kind of event the control plane records; the value is its bus routing key, ``<domain>.<event>``.
+
+    Subscribers (modules on the bus, reactions in the control plane) bind to these, so a kind is renamed here or
+    nowhere.
+    """
+
+    CONTROLPLANE_BOOTSTRAPPED = "controlplane.bootstrapped"
+
+    CLUSTER_REGISTERED = "cluster.registered"
+    CLUSTER_REMOVED = "cluster.removed"
+    CLUSTER_CORDONED = "cluster.cordoned"
+    CLUSTER_DRAINING = "cluster.draining"
+    CLUSTER_UNCORDONED = "cluster.uncordoned"
+    CLUSTER_READY = "cluster.ready"
+    CLUSTER_NOT_READY = "cluster.not_ready"
+    CLUSTER_FAILED = "cluster.failed"  # its stored spec cannot be read: isolated, the loop goes on
+
+    WORKLOAD_REGISTERED = "workload.registered"
+    WORKLOAD_UPDATED = "workload.updated"
+    WORKLOAD_PENDING = "workload.pending"
+    WORKLOAD_DEPLOYING = "workload.deploying"
+    WORKLOAD_RUNNING = "workload.running"
+    WORKLOAD_DEGRADED = "workload.degraded"
+    WORKLOAD_DELETING = "workload.deleting"
+    WORKLOAD_DELETED = "workload.deleted"
+    WORKLOAD_FAILED = "workload.failed"  # one step of a pass failed on it: isolated, the loop goes on
+
+    PLACEMENT_DECIDED = "placement.decided"
+    PLACEMENT_PENDING = "placement.pending"
+
+    DEPLOYMENT_APPLIED = "deployment.applied"
+    DEPLOYMENT_ROLLED_OUT = "deployment.rolled_out"
+
+    REPLICA_SCHEDULED = "replica.scheduled"
+    REPLICA_STARTED = "replica.started"
+    REPLICA_CRASHED = "replica.crashed"
+    REPLICA_RESCHEDULED = "replica.rescheduled"
+    REPLICA_REPLACED = "replica.replaced"
+    REPLICA_REJECTED = "replica.rejected"
+    REPLICA_REMOVED = "replica.removed"
+
+    INTENT_ACCEPTED = "intent.accepted"
+    INTENT_REJECTED = "intent.rejected"
+
+    @classmethod
+    def for_phase(cls, phase: WorkloadPhase) -> EventKind:
+        """The event recorded when a workload enters ``phase``."""
+        return _PHASE_EVENTS[phase]
+
+
+_PHASE_EVENTS: dict[WorkloadPhase, EventKind] = {
+    WorkloadPhase.REGISTERED: EventKind.WORKLOAD_REGISTERED,
+    WorkloadPhase.PENDING: EventKind.WORKLOAD_PENDING,
+    WorkloadPhase.DEPLOYING: EventKind.WORKLOAD_DEPLOYING,
+    WorkloadPhase.RUNNING: EventKind.WORKLOAD_RUNNING,
+    WorkloadPhase.DEGRADED: EventKind.WORKLOAD_DEGRADED,
+    WorkloadPhase.DELETING: EventKind.WORKLOAD_DELETING,
+}
 
 
 class Event(Model):

@@ -20,7 +20,7 @@ from nemo_kernel.bus import (
     TlsConfig,
 )
 from nemo_kernel.config import Settings, load_clusters_file
-from nemo_kernel.domain import ClusterSpec
+from nemo_kernel.domain import ClusterSpec, EventKind
 from nemo_kernel.orchestrator.engine import OrchestrationEngine
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
 from nemo_kernel.orchestrator.intake import Intake
@@ -115,7 +115,7 @@ class ControlPlane:
                     inventory.add_cluster(s, spec)
             events.record_event(
                 s,
-                "controlplane.bootstrapped",
+                EventKind.CONTROLPLANE_BOOTSTRAPPED,
                 _BOOTSTRAP_SUBJECT,
                 f"registered {len(specs)} clusters from {path or 'the embedded defaults'}",
                 clusters=[spec.name for spec in specs],

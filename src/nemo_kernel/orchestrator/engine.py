@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from nemo_kernel.clusters import ClusterReport, ClusterUnreachable, ReplicaRejected, ReplicaReport, ReplicaSpec
 from nemo_kernel.config import Settings
-from nemo_kernel.domain import ReplicaPhase, WorkloadDescriptor, WorkloadPhase
+from nemo_kernel.domain import EventKind, ReplicaPhase, WorkloadDescriptor, WorkloadPhase
 from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.placement import Inventory
 from nemo_kernel.orchestrator.resources import ResourceManager
@@ -118,7 +118,7 @@ class OrchestrationEngine:
         if seen.restarts > row.restarts:
             _replica_event(
                 s,
-                "replica.crashed",
+                EventKind.REPLICA_CRASHED,
                 subject,
                 row,
                 f"replica {row.id} on {row.cluster}/{row.node} exited ({seen.message or 'no message'}); "
@@ -135,7 +135,7 @@ class OrchestrationEngine:
         if seen.phase is ReplicaPhase.RUNNING:
             _replica_event(
                 s,
-                "replica.started",
+                EventKind.REPLICA_STARTED,
                 subject,
                 row,
                 f"replica {row.id} running on {row.cluster}/{row.node} at {seen.url}",
@@ -145,7 +145,7 @@ class OrchestrationEngine:
         elif seen.phase is ReplicaPhase.CRASHED and seen.restarts == row.restarts and old_phase != "Crashed":
             _replica_event(
                 s,
-                "replica.crashed",
+                EventKind.REPLICA_CRASHED,
                 subject,
                 row,
                 f"replica {row.id} exited with {seen.exit_code}: {seen.message}",
@@ -166,7 +166,7 @@ class OrchestrationEngine:
                 if not mine:
                     record_event(
                         s,
-                        "workload.deleted",
+                        EventKind.WORKLOAD_DELETED,
                         workload_subject(w.namespace, w.name),
                         "all replicas stopped; workload deleted",
                     )
@@ -201,7 +201,7 @@ class OrchestrationEngine:
             if old:
                 record_event(
                     s,
-                    "deployment.rolled_out",
+                    EventKind.DEPLOYMENT_ROLLED_OUT,
                     subject,
                     f"version {w.version} serves; {len(old)} replicas of older versions stopping",
                     version=w.version,
@@ -218,7 +218,7 @@ class OrchestrationEngine:
         if moving:
             message += f"; moving off {', '.join(moving)} once replacements run"
         if phase.value != w.phase:
-            record_event(s, f"workload.{phase.value.lower()}", subject, message, ready=ready, desired=wanted)
+            record_event(s, EventKind.for_phase(phase), subject, message, ready=ready, desired=wanted)
             w.phase = phase.value
         if phase is not WorkloadPhase.PENDING or current:
             w.message = message
@@ -244,7 +244,7 @@ class OrchestrationEngine:
             return  # already recorded: one event and one log line per distinct failure, not one per pass
         log.warning("workload %s/%s: %s", w.namespace, w.name, message, exc_info=exc)
         w.message = message
-        record_event(s, "workload.failed", workload_subject(w.namespace, w.name), message, step=step)
+        record_event(s, EventKind.WORKLOAD_FAILED, workload_subject(w.namespace, w.name), message, step=step)
 
     # -- rescheduling ------------------------------------------------------------------------------
 
@@ -260,7 +260,7 @@ class OrchestrationEngine:
                     workloads.release_replica(s, r)
                     _replica_event(
                         s,
-                        "replica.rescheduled",
+                        EventKind.REPLICA_RESCHEDULED,
                         subjects[r.workload_id],
                         r,
                         f"replica {r.id} leaves {r.cluster}/{r.node}: cluster removed",
@@ -374,7 +374,7 @@ class OrchestrationEngine:
             inventory.allocate(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
             _replica_event(
                 s,
-                "replica.scheduled",
+                EventKind.REPLICA_SCHEDULED,
                 subject,
                 replica,
                 f"replica {replica.id} placed on {a.cluster}/{a.node}",
@@ -385,7 +385,7 @@ class OrchestrationEngine:
                 reason = inventory.leaving[old.cluster]
                 _replica_event(
                     s,
-                    "replica.rescheduled",
+                    EventKind.REPLICA_RESCHEDULED,
                     subject,
                     old,
                     f"replica {old.id} leaves {old.cluster}/{old.node} (cluster {reason}): {replica.id} replaces it "
@@ -394,7 +394,7 @@ class OrchestrationEngine:
                     replacement=replica.id,
                 )
         placed_all = len(decision.assignments) == len(missing)
-        kind = "placement.decided" if decision.assignments else "placement.pending"
+        kind = EventKind.PLACEMENT_DECIDED if decision.assignments else EventKind.PLACEMENT_PENDING
         record_event(
             s,
             kind,
@@ -505,7 +505,7 @@ class OrchestrationEngine:
                     row.phase = ReplicaPhase.STARTING.value
                     _replica_event(
                         s,
-                        "deployment.applied",
+                        EventKind.DEPLOYMENT_APPLIED,
                         subjects[row.workload_id],
                         row,
                         f"replica {spec.id} sent to {row.cluster}/{row.node}",
@@ -517,7 +517,7 @@ class OrchestrationEngine:
                     row.message = self._rejected[rid]
                     _replica_event(
                         s,
-                        "replica.rejected",
+                        EventKind.REPLICA_REJECTED,
                         subjects[row.workload_id],
                         row,
                         row.message,
@@ -528,7 +528,7 @@ class OrchestrationEngine:
                 if row is not None and not row.desired:
                     record_event(
                         s,
-                        "replica.removed",
+                        EventKind.REPLICA_REMOVED,
                         subjects[row.workload_id],
                         f"replica {rid} stopped on {row.cluster}/{row.node}",
                         replica=rid,
@@ -538,7 +538,7 @@ class OrchestrationEngine:
             self._update_phases(s, {r.workload_id for r in rows.values()})
 
 
-def _replica_event(s: Session, kind: str, subject: str, row: ReplicaRow, message: str, **data: object) -> None:
+def _replica_event(s: Session, kind: EventKind, subject: str, row: ReplicaRow, message: str, **data: object) -> None:
     """Record an event about one replica, naming it and where it runs."""
     record_event(s, kind, subject, message, replica=row.id, cluster=row.cluster, node=row.node, **data)
 
@@ -583,7 +583,7 @@ def _release_replaced(s: Session, subject: str, current: list[ReplicaRow], leavi
             workloads.release_replica(s, r)
             _replica_event(
                 s,
-                "replica.replaced",
+                EventKind.REPLICA_REPLACED,
                 subject,
                 r,
                 f"replica {r.id} on {r.cluster}/{r.node} stops: {keep.id} runs in its place "

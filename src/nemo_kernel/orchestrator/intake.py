@@ -30,6 +30,7 @@ from nemo_kernel.config import Settings
 from nemo_kernel.domain import (
     ClusterSpec,
     DocumentError,
+    EventKind,
     Name,
     NodeSpec,
     Spec,
@@ -169,7 +170,13 @@ class Intake:
             log.warning("%s", text)
             with self._db.transaction() as s:
                 record_event(
-                    s, "intent.rejected", subject, text, routing_key=message.routing_key, sender=sender, error=str(exc)
+                    s,
+                    EventKind.INTENT_REJECTED,
+                    subject,
+                    text,
+                    routing_key=message.routing_key,
+                    sender=sender,
+                    error=str(exc),
                 )
             return
         with self._db.transaction() as s:
@@ -179,7 +186,7 @@ class Intake:
             outcome = self._carry_out(s, petition)
             record_event(
                 s,
-                "intent.accepted",
+                EventKind.INTENT_ACCEPTED,
                 subject,
                 f"petition {message.routing_key} from {sender} carried out",
                 routing_key=message.routing_key,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from nemo_kernel.clusters import ClusterDriver, ClusterReport, ClusterUnreachable
 from nemo_kernel.clusters.local import LocalAgentLauncher
 from nemo_kernel.config import Settings
-from nemo_kernel.domain import ClusterPhase, ClusterSpec, DriverKind, utcnow
+from nemo_kernel.domain import ClusterPhase, ClusterSpec, DriverKind, EventKind, utcnow
 from nemo_kernel.store import Database
 from nemo_kernel.store.events import cluster_subject, record_event
 from nemo_kernel.store.tables import ClusterRow, NodeRow
@@ -162,7 +162,7 @@ class ResourceManager:
                 live.last_ok, live.error = now, ""
                 if row.phase != ClusterPhase.READY.value:
                     row.phase, row.message = ClusterPhase.READY.value, ""
-                    record_event(s, "cluster.ready", cluster_subject(name), f"cluster {name} is answering")
+                    record_event(s, EventKind.CLUSTER_READY, cluster_subject(name), f"cluster {name} is answering")
                 if now - live.last_stored >= self._settings.heartbeat_timeout / 2:
                     row.last_heartbeat = utcnow()
                     live.last_stored = now
@@ -177,7 +177,7 @@ class ResourceManager:
                 if silent >= self._settings.heartbeat_timeout and row.phase != ClusterPhase.NOT_READY.value:
                     row.phase = ClusterPhase.NOT_READY.value
                     row.message = f"no heartbeat for {silent:.0f}s: {error}"
-                    record_event(s, "cluster.not_ready", cluster_subject(name), row.message)
+                    record_event(s, EventKind.CLUSTER_NOT_READY, cluster_subject(name), row.message)
 
     @staticmethod
     def _store_node_readiness(s: Session, row: ClusterRow, report: ClusterReport, live: _Liveness) -> None:
@@ -204,4 +204,4 @@ def _record_failure(s: Session, row: ClusterRow, message: str) -> None:
         return
     log.warning("cluster %r: %s", row.name, message)
     row.message = message
-    record_event(s, "cluster.failed", cluster_subject(row.name), message)
+    record_event(s, EventKind.CLUSTER_FAILED, cluster_subject(row.name), message)

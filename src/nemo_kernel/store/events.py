@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nemo_kernel.domain import Event
+from nemo_kernel.domain import Event, EventKind
 from nemo_kernel.store.tables import EventRow
 
 
@@ -22,7 +22,7 @@ def workload_subject(namespace: str, name: str) -> str:
     return f"workload/{namespace}/{name}"
 
 
-def record_event(session: Session, kind: str, subject: str, message: str = "", **data: Any) -> EventRow:
+def record_event(session: Session, kind: EventKind, subject: str, message: str = "", **data: Any) -> EventRow:
     """Store an event in the caller's transaction; the outbox publisher sends it after commit."""
     row = EventRow(kind=kind, subject=subject, message=message, data=data, published=False)
     session.add(row)

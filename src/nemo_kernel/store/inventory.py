@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from nemo_kernel.domain import ClusterPhase, ClusterSpec, ClusterStatus, NodeSpec, NodeStatus
+from nemo_kernel.domain import ClusterPhase, ClusterSpec, ClusterStatus, EventKind, NodeSpec, NodeStatus
 from nemo_kernel.store.errors import Conflict, NotFound
 from nemo_kernel.store.events import cluster_subject, record_event
 from nemo_kernel.store.tables import ClusterRow, NodeRow
@@ -32,7 +32,7 @@ def add_cluster(session: Session, spec: ClusterSpec) -> ClusterRow:
     session.flush()
     record_event(
         session,
-        "cluster.registered",
+        EventKind.CLUSTER_REGISTERED,
         cluster_subject(spec.name),
         f"cluster {spec.name} registered",
         tier=spec.tier.value,
@@ -58,7 +58,7 @@ def remove_cluster(session: Session, name: str) -> ClusterRow:
     """Delete a cluster and its nodes; the engine reschedules the replicas it hosted."""
     row = get_cluster(session, name)
     session.delete(row)
-    record_event(session, "cluster.removed", cluster_subject(name), f"cluster {name} removed")
+    record_event(session, EventKind.CLUSTER_REMOVED, cluster_subject(name), f"cluster {name} removed")
     return row
 
 
@@ -70,11 +70,11 @@ def set_schedulable(session: Session, name: str, *, cordoned: bool, draining: bo
     row.cordoned = cordoned
     row.draining = draining
     if draining:
-        kind, text = "cluster.draining", f"cluster {name} drained: its replicas move to other clusters"
+        kind, text = EventKind.CLUSTER_DRAINING, f"cluster {name} drained: its replicas move to other clusters"
     elif cordoned:
-        kind, text = "cluster.cordoned", f"cluster {name} cordoned: no new replicas"
+        kind, text = EventKind.CLUSTER_CORDONED, f"cluster {name} cordoned: no new replicas"
     else:
-        kind, text = "cluster.uncordoned", f"cluster {name} schedulable again"
+        kind, text = EventKind.CLUSTER_UNCORDONED, f"cluster {name} schedulable again"
     record_event(session, kind, cluster_subject(name), text)
     return row
 

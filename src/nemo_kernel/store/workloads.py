@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import (
     NOT_RUNNABLE,
+    EventKind,
     PlacementDecision,
     ReplicaPhase,
     ReplicaStatus,
@@ -69,7 +70,7 @@ def apply_workload(session: Session, descriptor: WorkloadDescriptor) -> ApplyRes
         else:
             record_event(
                 session,
-                "workload.registered",
+                EventKind.WORKLOAD_REGISTERED,
                 subject,
                 "workload registered (version 1)",
                 version=1,
@@ -97,7 +98,7 @@ def apply_workload(session: Session, descriptor: WorkloadDescriptor) -> ApplyRes
         row.phase = WorkloadPhase.PENDING.value
     record_event(
         session,
-        "workload.updated",
+        EventKind.WORKLOAD_UPDATED,
         subject,
         f"new version {row.version} applied; rolling out",
         version=row.version,
@@ -173,7 +174,7 @@ def mark_deleting(session: Session, row: WorkloadRow) -> None:
         select(ReplicaRow).where(ReplicaRow.workload_id == row.id, ReplicaRow.desired.is_(True))
     ):
         release_replica(session, replica)
-    record_event(session, "workload.deleting", workload_subject(row.namespace, row.name), "deletion requested")
+    record_event(session, EventKind.WORKLOAD_DELETING, workload_subject(row.namespace, row.name), "deletion requested")
 
 
 def replicas_by_workload(session: Session, workload_ids: Sequence[int]) -> dict[int, list[ReplicaRow]]:
