@@ -12,6 +12,7 @@ from nemo_kernel import __version__
 from nemo_kernel.access.fastapi import install_error_handlers as install_access_error_handlers
 from nemo_kernel.access.issuer import issuer_router
 from nemo_kernel.api.errors import install_error_handlers
+from nemo_kernel.api.limits import BodySizeLimit
 from nemo_kernel.api.routers import clusters, gateway, identities, modules, petitions, system, workloads
 from nemo_kernel.api.security import ApiAccess, authorize
 from nemo_kernel.orchestrator import ControlPlane
@@ -44,6 +45,7 @@ def create_app(
     app = FastAPI(title="NEMO Kernel", version=__version__, lifespan=lifespan)
     app.state.control_plane = plane
     app.state.access = access
+    app.add_middleware(BodySizeLimit, max_bytes=plane.settings.max_body_bytes, oauth_prefixes=("/realms/",))
     install_error_handlers(app)
     install_access_error_handlers(app)
     v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])

@@ -94,6 +94,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _petition(_: Request, exc: PetitionError) -> JSONResponse:
         return error_response(422, "petition_refused", str(exc))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette's ServerErrorMiddleware answers with this, then re-raises so the server logs the traceback:
+        # the caller gets the JSON shape, and nothing of the exception (it may hold stored values or paths).
+        return error_response(500, "internal", "internal server error; the server log has the details")
+
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}

@@ -14,6 +14,7 @@ from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from nemo_kernel.access.issuer.identities import Client
 from nemo_kernel.access.issuer.realm import OAuthError, Realm
@@ -27,6 +28,14 @@ def _oauth_error(exc: OAuthError) -> JSONResponse:
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="nemo"'
     return JSONResponse({"error": exc.error, "error_description": exc.description}, exc.status, headers=headers)
+
+
+async def _form(request: Request) -> dict[str, Any]:
+    """The form body; a malformed one is an OAuth ``invalid_request``, not Starlette's own 400 shape."""
+    try:
+        return dict(await request.form())
+    except HTTPException as exc:
+        raise OAuthError("invalid_request", f"malformed form body: {exc.detail}") from None
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -115,7 +124,7 @@ def issuer_router(*realms: Realm) -> APIRouter:
         """Token endpoint: client_credentials, password and refresh_token grants."""
         try:
             r = lookup(realm)
-            form = dict(await request.form())
+            form = await _form(request)
             client = await _client(r, request, form)
             issuer = r.issuer(str(request.base_url))
             grant = _field(form, "grant_type")
@@ -138,7 +147,7 @@ def issuer_router(*realms: Realm) -> APIRouter:
         """RFC 7662 introspection; the caller must authenticate as a client."""
         try:
             r = lookup(realm)
-            form = dict(await request.form())
+            form = await _form(request)
             await _client(r, request, form)
             result = await r.introspect(_field(form, "token"))
         except OAuthError as exc:
@@ -150,7 +159,7 @@ def issuer_router(*realms: Realm) -> APIRouter:
         """RFC 7009 revocation; 200 even for unknown tokens."""
         try:
             r = lookup(realm)
-            form = dict(await request.form())
+            form = await _form(request)
             client = await _client(r, request, form)
             await r.revoke(client, _field(form, "token"))
         except OAuthError as exc:

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
+from nemo_kernel.api.params import After, EventPage
 from nemo_kernel.domain import ClusterSpec, ClusterStatus, Event, NodeStatus
 from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.store import events, inventory
@@ -63,11 +64,11 @@ def list_nodes(name: str, plane: Plane) -> list[NodeStatus]:
 
 
 @router.get("/{name}/events", response_model=list[Event])
-def cluster_events(name: str, plane: Plane, after: int = 0, limit: int = 500) -> list[Event]:
+def cluster_events(name: str, plane: Plane, after: After = 0, limit: EventPage = 500) -> list[Event]:
     """History of a cluster (registered, ready, not ready, cordoned, ...)."""
     with plane.db.transaction() as s:
         inventory.get_cluster(s, name)
-        return events.history(s, events.cluster_subject(name), after_id=after, limit=min(limit, 5000))
+        return events.history(s, events.cluster_subject(name), after_id=after, limit=limit)
 
 
 def _set(plane: ControlPlane, name: str, *, cordoned: bool, draining: bool = False) -> ClusterStatus:

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.errors import ApiError
+from nemo_kernel.api.params import After, EventPage, Offset, WorkloadPage
 from nemo_kernel.domain import Event, Model, PlacementDecision, WorkloadDescriptor, WorkloadStatus
 from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.store import events, workloads
@@ -49,8 +50,8 @@ async def apply(request: Request, response: Response, plane: Plane) -> ApplyResp
 def list_workloads(
     plane: Plane,
     namespace: Annotated[str | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: WorkloadPage = 100,
+    offset: Offset = 0,
 ) -> list[WorkloadStatus]:
     """A page of workloads (all namespaces unless one is given)."""
     with plane.db.transaction() as s:
@@ -89,8 +90,8 @@ def workload_events(
     name: str,
     plane: Plane,
     namespace: Namespace = "default",
-    after: int = 0,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    after: After = 0,
+    limit: EventPage = 500,
 ) -> list[Event]:
     """History of a workload: registered, placed, started, crashed, rescheduled, ... (kept after deletion)."""
     subject = events.workload_subject(namespace, name)
