@@ -13,6 +13,7 @@ from nemo_kernel.access.fastapi import install_error_handlers as install_access_
 from nemo_kernel.access.issuer import issuer_router
 from nemo_kernel.api.errors import install_error_handlers
 from nemo_kernel.api.limits import BodySizeLimit
+from nemo_kernel.api.openapi import ERRORS, install_openapi
 from nemo_kernel.api.routers import clusters, gateway, identities, modules, petitions, system, workloads
 from nemo_kernel.api.security import ApiAccess, authorize
 from nemo_kernel.orchestrator import ControlPlane
@@ -48,7 +49,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=plane.settings.max_body_bytes, oauth_prefixes=("/realms/",))
     install_error_handlers(app)
     install_access_error_handlers(app)
-    v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
+    v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)], responses=ERRORS)
     for module in (clusters, workloads, petitions, modules, gateway):
         v1.include_router(module.router)
     v1.include_router(identities.users)
@@ -57,4 +58,5 @@ def create_app(
     if access.realm is not None:
         app.include_router(issuer_router(access.realm))
     app.include_router(system.router)
+    install_openapi(app)
     return app

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
+from nemo_kernel.api.openapi import request_body
 from nemo_kernel.api.params import After, EventPage
 from nemo_kernel.domain import ClusterSpec, ClusterStatus, Event, NodeStatus
 from nemo_kernel.orchestrator import ControlPlane
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/clusters", tags=["clusters"])
 Plane = Annotated[ControlPlane, Depends(control_plane)]
 
 
-@router.post("", status_code=201, response_model=ClusterStatus)
+@router.post("", status_code=201, response_model=ClusterStatus, openapi_extra=request_body(ClusterSpec))
 async def add_cluster(request: Request, plane: Plane) -> ClusterStatus:
     """Register a cluster (JSON or YAML body). 422 on invalid input, 409 if the name is taken."""
     spec = ClusterSpec.model_validate(require_mapping(await read_document(request), "a cluster"))

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.errors import ApiError
+from nemo_kernel.api.openapi import request_body
 from nemo_kernel.api.params import After, EventPage, Offset, WorkloadPage
 from nemo_kernel.domain import Event, Model, PlacementDecision, WorkloadDescriptor, WorkloadStatus
 from nemo_kernel.orchestrator import ControlPlane
@@ -33,7 +34,12 @@ def _status(plane: ControlPlane, namespace: str, name: str) -> WorkloadStatus:
         return workloads.to_workload_status(row, workloads.replicas_by_workload(s, [row.id]).get(row.id, []))
 
 
-@router.post("", response_model=ApplyResponse)
+@router.post(
+    "",
+    response_model=ApplyResponse,
+    responses={201: {"model": ApplyResponse, "description": "Created"}},
+    openapi_extra=request_body(WorkloadDescriptor),
+)
 async def apply(request: Request, response: Response, plane: Plane) -> ApplyResponse:
     """Apply a descriptor (JSON or YAML). 201 when created, 200 when updated (new version) or unchanged."""
     document: dict[str, Any] = require_mapping(await read_document(request), "a workload descriptor")
