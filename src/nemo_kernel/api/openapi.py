@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field, TypeAdapter
 
-__all__ = ["ERRORS", "ErrorBody", "OAuthErrorBody", "install_openapi", "request_body"]
+__all__ = ["ERRORS", "ErrorBody", "install_openapi", "request_body"]
 
 MEDIA_TYPES = ("application/json", "application/yaml")
 _REF = "#/components/schemas/{model}"
@@ -32,13 +32,6 @@ class ErrorBody(BaseModel):
     """The body of every API error."""
 
     error: ErrorDetail
-
-
-class OAuthErrorBody(BaseModel):
-    """An OAuth 2.0 error (RFC 6749 section 5.2), the shape of the issuer's token endpoints."""
-
-    error: str = Field(examples=["invalid_client"])
-    error_description: str | None = None
 
 
 def _error(description: str, **extra: Any) -> dict[str, Any]:
@@ -60,44 +53,41 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: _error("A backend (the store, the external issuer) does not answer"),
 }
 
-#: The errors of the built-in issuer's OAuth endpoints.
-OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": OAuthErrorBody, "description": "invalid_request, invalid_grant, unsupported_grant_type, ..."},
-    401: {
-        "model": OAuthErrorBody,
-        "description": "invalid_client: client authentication failed",
-        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-    },
-    404: {"model": OAuthErrorBody, "description": "No such realm"},
-    413: {"model": OAuthErrorBody, "description": "The request body is larger than NEMO_MAX_BODY_BYTES"},
-}
+#: The request bodies the routers declared, by schema name: their type and the properties a body may leave out
+#: although the type requires them (routers are declared once, at import).
+_BODY_TYPES: dict[str, tuple[Any, frozenset[str]]] = {}
 
 
-#: The types of the request bodies the routers declared, by schema name (routers are declared once, at import).
-_BODY_TYPES: dict[str, Any] = {}
-
-
-def request_body(body_type: Any, *, name: str | None = None, required: bool = True) -> dict[str, Any]:
+def request_body(
+    body_type: Any, *, name: str | None = None, required: bool = True, optional: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """``openapi_extra`` declaring an operation's body: ``body_type`` (a model, or a union given a ``name``) in JSON
-    or YAML. :func:`install_openapi` adds its schema to the document's components."""
+    or YAML, whose ``optional`` properties the operation fills in itself (from its URL) when they are left out.
+    :func:`install_openapi` adds its schema to the document's components."""
     name = name or body_type.__name__
-    if _BODY_TYPES.setdefault(name, body_type) != body_type:
+    declared = (body_type, frozenset(optional))
+    if _BODY_TYPES.setdefault(name, declared) != declared:
         raise ValueError(f"two request body types named {name}")
     schema = {"$ref": _REF.format(model=name)}
     return {"requestBody": {"required": required, "content": {media: {"schema": schema} for media in MEDIA_TYPES}}}
 
 
 def _body_schemas(document: dict[str, Any]) -> None:
-    inputs = [(name, "validation", TypeAdapter(tp)) for name, tp in _BODY_TYPES.items()]
+    inputs = [(name, "validation", TypeAdapter(tp)) for name, (tp, _) in _BODY_TYPES.items()]
     schemas, definitions = TypeAdapter.json_schemas(inputs, ref_template=_REF)  # type: ignore[arg-type]
-    # A model's schema is among the definitions (its own is a reference to it); a union's is not.
-    named = {
-        n: schemas[(n, "validation")]
-        for n in _BODY_TYPES
-        if schemas[(n, "validation")] != {"$ref": _REF.format(model=n)}
-    }
+    defs: dict[str, Any] = definitions.get("$defs", {})
+    named: dict[str, Any] = {}
+    for name, (_, optional) in _BODY_TYPES.items():
+        schema = schemas[(name, "validation")]
+        if optional:
+            referenced = schema.get("$ref", "").rpartition("/")[2]
+            schema = dict(defs.get(referenced, schema))
+            if "required" in schema:
+                schema["required"] = [p for p in schema["required"] if p not in optional]
+        if schema != {"$ref": _REF.format(model=name)}:  # a model's own schema is among the definitions
+            named[name] = schema
     components = document.setdefault("components", {}).setdefault("schemas", {})
-    for name, schema in {**definitions.get("$defs", {}), **named}.items():
+    for name, schema in {**defs, **named}.items():
         if _canonical(components.setdefault(name, schema)) != _canonical(schema):
             # Input and output schemas of one model differ (defaults, serializers): the document would lie.
             raise AssertionError(f"two different schemas named {name} in the OpenAPI document")

@@ -14,6 +14,7 @@ from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from nemo_kernel.access.issuer.identities import Client
@@ -21,6 +22,25 @@ from nemo_kernel.access.issuer.realm import OAuthError, Realm
 
 PROTOCOL = "/protocol/openid-connect"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class OAuthErrorBody(BaseModel):
+    """An OAuth 2.0 error (RFC 6749 section 5.2)."""
+
+    error: str = Field(examples=["invalid_client"])
+    error_description: str | None = None
+
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": OAuthErrorBody, "description": "invalid_request, invalid_grant, unsupported_grant_type, ..."},
+    401: {
+        "model": OAuthErrorBody,
+        "description": "invalid_client: the client did not authenticate",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    },
+    404: {"model": OAuthErrorBody, "description": "No such realm"},
+    413: {"model": OAuthErrorBody, "description": "The request body is too large"},
+}
 
 
 def _oauth_error(exc: OAuthError) -> JSONResponse:
@@ -76,7 +96,7 @@ def _field(form: Mapping[str, Any], name: str) -> str:
 def issuer_router(*realms: Realm) -> APIRouter:
     """An ``APIRouter`` serving the given realms at ``/realms/{realm}/...``; mount it at the app root."""
     by_name = {realm.name: realm for realm in realms}
-    router = APIRouter(prefix="/realms/{realm}", tags=["identity"])
+    router = APIRouter(prefix="/realms/{realm}", tags=["identity"], responses=_ERROR_RESPONSES)
 
     def lookup(name: str) -> Realm:
         found = by_name.get(name)

@@ -52,6 +52,10 @@ _ENTITY_TYPES: dict[str, Any] = {
 def _entity_routes(kind: str) -> None:
     section = gateway_store.SECTIONS[kind]
     body = request_body(_ENTITY_TYPES[kind], name=f"Gateway{kind.title()}")
+    # PUT takes the object's key from the URL when the body leaves it out.
+    replacement = request_body(
+        _ENTITY_TYPES[kind], name=f"Gateway{kind.title()}Replacement", optional=(gateway_store.KEY_FIELDS[kind],)
+    )
 
     async def create(request: Request, response: Response, plane: Plane) -> Entity:
         document = require_mapping(await read_document(request), f"a gateway {kind}")
@@ -91,7 +95,7 @@ def _entity_routes(kind: str) -> None:
         methods=["PUT"],
         summary=f"Create or replace a gateway {kind}",
         responses={201: {"description": "Created"}},
-        openapi_extra=body,
+        openapi_extra=replacement,
     )
     router.add_api_route(
         f"{path}/{{key}}", delete, methods=["DELETE"], status_code=204, summary=f"Delete a gateway {kind}"
