@@ -10,15 +10,12 @@ from fastapi import Request
 
 from nemo_kernel.api.errors import ApiError
 
-MAX_BODY_BYTES = 1 << 20
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
 
 async def read_document(request: Request) -> Any:
-    """The body as a JSON/YAML document; 413 when too large, 400 when it does not parse."""
+    """The body as a JSON/YAML document (its size is bounded before, by api.limits); 400 when it does not parse."""
     raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "too_large", f"body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}")
     if not raw.strip():
         raise ApiError(400, "empty_body", "the request body is empty")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
