@@ -8,7 +8,8 @@ with the command the assertion message shows. Left out, on purpose:
   an unknown service, a key in the URL that must match the body, public keys that must decode to 32 bytes, exactly
   one of ``url`` and ``workload``); the API answers those with 422 naming the field, as test_api.py checks.
 - the admin's petitions: they create local clusters (agent processes) or clone repositories; the viewer still sends
-  them (and is refused). Clusters the admin registers are simulated ones (tests/api/fuzz_hooks.py).
+  them (and is refused). The stack's clusters, and those the admin registers (tests/api/fuzz_hooks.py), are
+  simulated, so no fuzzed workload starts a process.
 """
 
 from __future__ import annotations
@@ -20,17 +21,30 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from tests.stack import ROOT, Stack, running_stack
 
 MAX_EXAMPLES = 8
 SEED = 20261201
 ROLES = {"viewer": "nemo-viewer", "admin": "nemo-admin"}
+SIMULATED = {
+    "name": "sim-edge",
+    "driver": "sim",
+    "tier": "edge",
+    "region": "eu-south",
+    "country": "ES",
+    "nodes": [{"name": "se-1", "cpu": 8, "memory_mib": 8192}],
+}
 
 
 @pytest.fixture(scope="module")
 def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("fuzz")
-    with running_stack(root / "data", {"NEMO_RECONCILE_INTERVAL": "0.5"}) as stack:
+    # Simulated clusters only (instead of the three local ones): the fuzzer's workloads must not start processes.
+    clusters = root / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({"clusters": [SIMULATED]}))
+    env = {"NEMO_CLUSTERS_FILE": str(clusters), "NEMO_RECONCILE_INTERVAL": "0.5"}
+    with running_stack(root / "data", env) as stack:
         yield stack
 
 
