@@ -120,7 +120,14 @@ def install_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                openapi_version=app.openapi_version,
+                description=app.description,
+                routes=app.routes,
+                separate_input_output_schemas=app.separate_input_output_schemas,
+            )
             _body_schemas(document)
             _error_schema_for_422(document)
             app.openapi_schema = document
