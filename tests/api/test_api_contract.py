@@ -195,6 +195,15 @@ def test_the_token_endpoint_answers_errors_in_the_oauth_shape(stack: Stack) -> N
     assert body["error"] == "invalid_request"
 
 
+@pytest.mark.parametrize("enabled", [0, "false", "no"])
+def test_an_identity_change_takes_only_a_boolean_for_enabled(stack: Stack, enabled: object) -> None:
+    client_id = f"strict-{enabled}"
+    assert stack.api("POST", "/clients", json={"client_id": client_id}).status_code == 201
+    error = expect_error(stack.api("PATCH", f"/clients/{client_id}", json={"enabled": enabled}), 422, "invalid")
+    assert [d["field"] for d in error["details"]] == ["enabled"]
+    assert stack.api("GET", f"/clients/{client_id}").json()["enabled"] is True
+
+
 def test_a_405_names_every_method_of_the_resource(stack: Stack) -> None:
     response = stack.api("PATCH", "/clusters")
     assert response.status_code == 405

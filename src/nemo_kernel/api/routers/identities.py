@@ -28,7 +28,8 @@ Grant = Literal["client_credentials", "password", "refresh_token"]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: ``enabled: 0`` or ``"no"`` is a mistake to name, not a value to guess (it would lock an account out).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class NewUser(_Body):
