@@ -12,6 +12,8 @@ from nemo_kernel import __version__
 from nemo_kernel.access.fastapi import install_error_handlers as install_access_error_handlers
 from nemo_kernel.access.issuer import issuer_router
 from nemo_kernel.api.errors import install_error_handlers
+from nemo_kernel.api.limits import BodySizeLimit
+from nemo_kernel.api.openapi import ERRORS, install_openapi
 from nemo_kernel.api.routers import clusters, gateway, identities, modules, petitions, system, workloads
 from nemo_kernel.api.security import ApiAccess, authorize
 from nemo_kernel.orchestrator import ControlPlane
@@ -44,9 +46,10 @@ def create_app(
     app = FastAPI(title="NEMO Kernel", version=__version__, lifespan=lifespan)
     app.state.control_plane = plane
     app.state.access = access
+    app.add_middleware(BodySizeLimit, max_bytes=plane.settings.max_body_bytes, oauth_prefixes=("/realms/",))
     install_error_handlers(app)
     install_access_error_handlers(app)
-    v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)])
+    v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)], responses=ERRORS)
     for module in (clusters, workloads, petitions, modules, gateway):
         v1.include_router(module.router)
     v1.include_router(identities.users)
@@ -55,4 +58,5 @@ def create_app(
     if access.realm is not None:
         app.include_router(issuer_router(access.realm))
     app.include_router(system.router)
+    install_openapi(app)
     return app

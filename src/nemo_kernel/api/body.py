@@ -10,15 +10,13 @@ from fastapi import Request
 from nemo_kernel.api.errors import ApiError
 from nemo_kernel.domain import DocumentError, load_document
 
-MAX_BODY_BYTES = 1 << 20
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
 
 async def read_document(request: Request) -> Any:
-    """The body as a JSON/YAML document; 413 when too large, 400 when it does not parse, 422 for a bad value."""
+    """The body as a JSON/YAML document (its size is bounded before, by api.limits); 400 when it does not parse,
+    422 for a bad value."""
     raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "too_large", f"body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}")
     if not raw.strip():
         raise ApiError(400, "empty_body", "the request body is empty")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from nemo_kernel.access.issuer import IdentityConflict, IdentityNotFound, InvalidIdentity, LastAdmin
 from nemo_kernel.domain.errors import ApiError, error_body
@@ -89,9 +90,26 @@ def install_error_handlers(app: FastAPI) -> None:
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
         return error_response(422, "invalid", f"invalid request: {summary}", details)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette's ServerErrorMiddleware answers with this, then re-raises so the server logs the traceback:
+        # the caller gets the JSON shape, and nothing of the exception (it may hold stored values or paths).
+        return error_response(500, "internal", "internal server error; the server log has the details")
+
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
-        return error_response(
-            exc.status_code, code.get(exc.status_code, "error"), str(exc.detail), headers=dict(exc.headers or {})
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return error_response(exc.status_code, code.get(exc.status_code, "error"), str(exc.detail), headers=headers)
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    # Starlette's 405 names only the methods of the first route matching the path, but several routes share a path
+    # (GET and POST /clusters): RFC 9110 wants every method the resource supports.
+    routes = request.app.router.routes
+    return [m for m in _METHODS if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)]

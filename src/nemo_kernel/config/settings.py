@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     bus_cert_file: Path | None = Field(default=None, description="client certificate for the broker (amqps)")
     bus_key_file: Path | None = Field(default=None, description="client key for the broker (amqps)")
 
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, le=64 << 20, description="largest request body the API reads; larger ones get 413"
+    )
+
     public_url: str | None = Field(
         default=None,
         pattern=r"^https?://[^/?#]+(/[^?#]*)?$",

@@ -44,6 +44,8 @@ _ADAPTERS: Mapping[str, TypeAdapter[Any]] = {
     "consumer": TypeAdapter(ConsumerConfig),
     "plugin": TypeAdapter(PluginSpec),
 }
+#: The property of each kind that is its key (its name in the URL).
+KEY_FIELDS: Mapping[str, str] = {"service": "name", "route": "name", "consumer": "username", "plugin": "id"}
 _SETTINGS = ("settings", "global")
 _REVISION = ("meta", "revision")
 _IS_REVISION = (GatewayEntityRow.kind == _REVISION[0], GatewayEntityRow.key == _REVISION[1])
@@ -229,7 +231,7 @@ def put_entity(
     masked) and whether it was created. ``key`` (from the URL) must match the object's own name, when the object
     gives one. A plugin secret given as the masked placeholder keeps the secret stored for that plugin."""
     document = dict(document)
-    key_field = {"consumer": "username", "plugin": "id"}.get(kind, "name")
+    key_field = KEY_FIELDS[kind]
     if key is not None:
         given = document.setdefault(key_field, key)
         if given != key:

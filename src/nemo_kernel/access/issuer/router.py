@@ -14,6 +14,8 @@ from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
 from nemo_kernel.access.issuer.identities import Client
 from nemo_kernel.access.issuer.realm import OAuthError, Realm
@@ -22,11 +24,38 @@ PROTOCOL = "/protocol/openid-connect"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+class OAuthErrorBody(BaseModel):
+    """An OAuth 2.0 error (RFC 6749 section 5.2)."""
+
+    error: str = Field(examples=["invalid_client"])
+    error_description: str | None = None
+
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": OAuthErrorBody, "description": "invalid_request, invalid_grant, unsupported_grant_type, ..."},
+    401: {
+        "model": OAuthErrorBody,
+        "description": "invalid_client: the client did not authenticate",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    },
+    404: {"model": OAuthErrorBody, "description": "No such realm"},
+    413: {"model": OAuthErrorBody, "description": "The request body is too large"},
+}
+
+
 def _oauth_error(exc: OAuthError) -> JSONResponse:
     headers = dict(_NO_STORE)
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="nemo"'
     return JSONResponse({"error": exc.error, "error_description": exc.description}, exc.status, headers=headers)
+
+
+async def _form(request: Request) -> dict[str, Any]:
+    """The form body; a malformed one is an OAuth ``invalid_request``, not Starlette's own 400 shape."""
+    try:
+        return dict(await request.form())
+    except HTTPException as exc:
+        raise OAuthError("invalid_request", f"malformed form body: {exc.detail}") from None
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -67,7 +96,7 @@ def _field(form: Mapping[str, Any], name: str) -> str:
 def issuer_router(*realms: Realm) -> APIRouter:
     """An ``APIRouter`` serving the given realms at ``/realms/{realm}/...``; mount it at the app root."""
     by_name = {realm.name: realm for realm in realms}
-    router = APIRouter(prefix="/realms/{realm}", tags=["identity"])
+    router = APIRouter(prefix="/realms/{realm}", tags=["identity"], responses=_ERROR_RESPONSES)
 
     def lookup(name: str) -> Realm:
         found = by_name.get(name)
@@ -115,7 +144,7 @@ def issuer_router(*realms: Realm) -> APIRouter:
         """Token endpoint: client_credentials, password and refresh_token grants."""
         try:
             r = lookup(realm)
-            form = dict(await request.form())
+            form = await _form(request)
             client = await _client(r, request, form)
             issuer = r.issuer(str(request.base_url))
             grant = _field(form, "grant_type")
@@ -138,7 +167,7 @@ def issuer_router(*realms: Realm) -> APIRouter:
         """RFC 7662 introspection; the caller must authenticate as a client."""
         try:
             r = lookup(realm)
-            form = dict(await request.form())
+            form = await _form(request)
             await _client(r, request, form)
             result = await r.introspect(_field(form, "token"))
         except OAuthError as exc:
@@ -150,7 +179,7 @@ def issuer_router(*realms: Realm) -> APIRouter:
         """RFC 7009 revocation; 200 even for unknown tokens."""
         try:
             r = lookup(realm)
-            form = dict(await request.form())
+            form = await _form(request)
             client = await _client(r, request, form)
             await r.revoke(client, _field(form, "token"))
         except OAuthError as exc:

@@ -9,6 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
+from nemo_kernel.api.openapi import request_body
+from nemo_kernel.api.params import After, EventPage
 from nemo_kernel.domain import ClusterSpec, ClusterStatus, Event, NodeStatus
 from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.store import events, inventory
@@ -17,7 +19,7 @@ router = APIRouter(prefix="/clusters", tags=["clusters"])
 Plane = Annotated[ControlPlane, Depends(control_plane)]
 
 
-@router.post("", status_code=201, response_model=ClusterStatus)
+@router.post("", status_code=201, response_model=ClusterStatus, openapi_extra=request_body(ClusterSpec))
 async def add_cluster(request: Request, plane: Plane) -> ClusterStatus:
     """Register a cluster (JSON or YAML body). 422 on invalid input, 409 if the name is taken."""
     spec = ClusterSpec.model_validate(require_mapping(await read_document(request), "a cluster"))
@@ -68,11 +70,11 @@ def list_nodes(name: str, plane: Plane) -> list[NodeStatus]:
 
 
 @router.get("/{name}/events", response_model=list[Event])
-def cluster_events(name: str, plane: Plane, after: int = 0, limit: int = 500) -> list[Event]:
+def cluster_events(name: str, plane: Plane, after: After = 0, limit: EventPage = 500) -> list[Event]:
     """History of a cluster (registered, ready, not ready, cordoned, ...)."""
     with plane.db.transaction() as s:
         inventory.get_cluster(s, name)
-        return events.history(s, events.cluster_subject(name), after_id=after, limit=min(limit, 5000))
+        return events.history(s, events.cluster_subject(name), after_id=after, limit=limit)
 
 
 def _set(plane: ControlPlane, name: str, *, cordoned: bool, draining: bool = False) -> ClusterStatus:

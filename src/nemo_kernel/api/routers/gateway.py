@@ -20,9 +20,11 @@ from sqlalchemy.orm import Session
 
 from nemo_kernel.access.gateway import parse_gateway_config
 from nemo_kernel.access.gateway import store as gateway_store
+from nemo_kernel.access.gateway.config import ConsumerConfig, GatewayConfig, PluginSpec, RouteConfig, ServiceConfig
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.errors import ApiError
+from nemo_kernel.api.openapi import request_body
 from nemo_kernel.orchestrator import ControlPlane
 
 router = APIRouter(prefix="/gateway", tags=["gateway"])
@@ -39,8 +41,21 @@ def _in_transaction(plane: ControlPlane, work: Callable[[Session], T]) -> T:
         raise ApiError(exc.status, exc.code, exc.message, exc.details) from None
 
 
+_ENTITY_TYPES: dict[str, Any] = {
+    "service": ServiceConfig,
+    "route": RouteConfig,
+    "consumer": ConsumerConfig,
+    "plugin": PluginSpec,
+}
+
+
 def _entity_routes(kind: str) -> None:
     section = gateway_store.SECTIONS[kind]
+    body = request_body(_ENTITY_TYPES[kind], name=f"Gateway{kind.title()}")
+    # PUT takes the object's key from the URL when the body leaves it out.
+    replacement = request_body(
+        _ENTITY_TYPES[kind], name=f"Gateway{kind.title()}Replacement", optional=(gateway_store.KEY_FIELDS[kind],)
+    )
 
     async def create(request: Request, response: Response, plane: Plane) -> Entity:
         document = require_mapping(await read_document(request), f"a gateway {kind}")
@@ -70,9 +85,18 @@ def _entity_routes(kind: str) -> None:
 
     path = f"/{section}"
     router.add_api_route(path, list_all, methods=["GET"], summary=f"List gateway {section}")
-    router.add_api_route(path, create, methods=["POST"], status_code=201, summary=f"Create a gateway {kind}")
+    router.add_api_route(
+        path, create, methods=["POST"], status_code=201, summary=f"Create a gateway {kind}", openapi_extra=body
+    )
     router.add_api_route(f"{path}/{{key}}", get_one, methods=["GET"], summary=f"One gateway {kind}")
-    router.add_api_route(f"{path}/{{key}}", upsert, methods=["PUT"], summary=f"Create or replace a gateway {kind}")
+    router.add_api_route(
+        f"{path}/{{key}}",
+        upsert,
+        methods=["PUT"],
+        summary=f"Create or replace a gateway {kind}",
+        responses={201: {"description": "Created"}},
+        openapi_extra=replacement,
+    )
     router.add_api_route(
         f"{path}/{{key}}", delete, methods=["DELETE"], status_code=204, summary=f"Delete a gateway {kind}"
     )
@@ -82,7 +106,11 @@ for _kind in gateway_store.SECTIONS:
     _entity_routes(_kind)
 
 
-@router.get("/config")
+@router.get(
+    "/config",
+    response_model=dict[str, Any],
+    responses={200: {"content": {"application/yaml": {"schema": {"type": "object"}}}}},
+)
 def export_config(request: Request, plane: Plane) -> Response:
     """The whole configuration as a declarative document (YAML when the client asks for YAML)."""
     document = _in_transaction(plane, gateway_store.export_config)
@@ -91,7 +119,7 @@ def export_config(request: Request, plane: Plane) -> Response:
     return JSONResponse(document)
 
 
-@router.put("/config")
+@router.put("/config", openapi_extra=request_body(GatewayConfig))
 async def replace_config(request: Request, plane: Plane) -> dict[str, Any]:
     """Replace the whole configuration with a declarative document (JSON or YAML), in one transaction."""
     document = require_mapping(await read_document(request), "a gateway configuration")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from nemo_kernel.access.issuer import MIN_PASSWORD_LENGTH, Client, IdentityAdmin, IssuedClient, User
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.errors import ApiError
+from nemo_kernel.api.openapi import request_body
 from nemo_kernel.api.security import ApiAccess
 
 users = APIRouter(prefix="/users", tags=["identity"])
@@ -27,7 +28,8 @@ Grant = Literal["client_credentials", "password", "refresh_token"]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: ``enabled: 0`` or ``"no"`` is a mistake to name, not a value to guess (it would lock an account out).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class NewUser(_Body):
@@ -135,7 +137,7 @@ async def list_users(request: Request) -> list[UserView]:
     return [_user_view(u) for u in await _admin(request).list_users()]
 
 
-@users.post("", status_code=201, response_model=UserView)
+@users.post("", status_code=201, response_model=UserView, openapi_extra=request_body(NewUser))
 async def add_user(request: Request) -> UserView:
     """Create a user; 409 if the name is taken, 422 naming the field at fault."""
     admin = _admin(request)
@@ -150,7 +152,7 @@ async def get_user(username: str, request: Request) -> UserView:
     return _user_view(await _admin(request).get_user(username))
 
 
-@users.patch("/{username}", response_model=UserView)
+@users.patch("/{username}", response_model=UserView, openapi_extra=request_body(IdentityChange))
 async def update_user(username: str, request: Request) -> UserView:
     """Enable or disable a user (its tokens stop working at once) and/or replace its roles; 409 ``last_admin`` if
     that would leave no enabled user or client with the admin role."""
@@ -175,7 +177,7 @@ async def list_clients(request: Request) -> list[ClientView]:
     return [_client_view(c) for c in await _admin(request).list_clients()]
 
 
-@clients.post("", status_code=201, response_model=IssuedClientView)
+@clients.post("", status_code=201, response_model=IssuedClientView, openapi_extra=request_body(NewClient))
 async def add_client(request: Request) -> IssuedClientView:
     """Create a confidential client; the answer carries its secret, this one time."""
     admin = _admin(request)
@@ -189,7 +191,7 @@ async def get_client(client_id: str, request: Request) -> ClientView:
     return _client_view(await _admin(request).get_client(client_id))
 
 
-@clients.patch("/{client_id}", response_model=ClientView)
+@clients.patch("/{client_id}", response_model=ClientView, openapi_extra=request_body(IdentityChange))
 async def update_client(client_id: str, request: Request) -> ClientView:
     """Enable or disable a client (its tokens stop working at once) and/or replace its roles; 409 ``last_admin`` if
     that would leave no enabled user or client with the admin role."""

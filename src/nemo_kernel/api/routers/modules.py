@@ -20,6 +20,7 @@ from pydantic import AfterValidator, Field, field_validator
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.errors import ApiError
+from nemo_kernel.api.openapi import request_body
 from nemo_kernel.bus import KeyConflict, ModuleKeys, UnknownKey
 from nemo_kernel.bus.crypto import b64decode
 from nemo_kernel.bus.identity import key_id_of
@@ -197,7 +198,7 @@ def get_module(name: str, plane: Plane) -> ModuleEntry:
     return _entry(plane, name)
 
 
-@router.post("", status_code=201, response_model=ModuleEntry)
+@router.post("", status_code=201, response_model=ModuleEntry, openapi_extra=request_body(PublicKeys))
 async def register_module(request: Request, plane: Plane) -> ModuleEntry:
     """Register a module's public keys (they become its current key) and, when given, its subscriptions.
 
@@ -211,7 +212,7 @@ async def register_module(request: Request, plane: Plane) -> ModuleEntry:
     return _entry(plane, keys.module)
 
 
-@router.post("/{name}/rotate", response_model=ModuleEntry)
+@router.post("/{name}/rotate", response_model=ModuleEntry, openapi_extra=request_body(RotateRequest))
 async def rotate_module(name: str, request: Request, plane: Plane) -> ModuleEntry:
     """Make new public keys the module's current ones; ``revoke_previous`` revokes its older keys at once.
 
@@ -228,7 +229,7 @@ async def rotate_module(name: str, request: Request, plane: Plane) -> ModuleEntr
     return _entry(plane, name)
 
 
-@router.post("/{name}/revoke", response_model=Revoked)
+@router.post("/{name}/revoke", response_model=Revoked, openapi_extra=request_body(RevokeRequest, required=False))
 async def revoke_module(name: str, request: Request, plane: Plane) -> Revoked:
     """Revoke one key (``{"key_id": ...}``) or every key of the module (empty body); effective at once."""
     body: RevokeRequest = await _body(request, RevokeRequest, optional=True)

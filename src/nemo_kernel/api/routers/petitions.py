@@ -9,13 +9,14 @@ from fastapi.concurrency import run_in_threadpool
 
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
-from nemo_kernel.orchestrator import ControlPlane, parse_petition
+from nemo_kernel.api.openapi import request_body
+from nemo_kernel.orchestrator import ControlPlane, DeployPetition, JoinPetition, parse_petition
 
 router = APIRouter(prefix="/petitions", tags=["petitions"])
 Plane = Annotated[ControlPlane, Depends(control_plane)]
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, openapi_extra=request_body(JoinPetition | DeployPetition, name="Petition"))
 async def petition(request: Request, plane: Plane) -> dict[str, Any]:
     """``{numberofclusters: N}`` or ``{name, namespace, pathname}``; validated whole before anything is stored.
 

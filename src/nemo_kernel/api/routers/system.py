@@ -11,10 +11,13 @@ from sqlalchemy import text
 
 from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.errors import ApiError
+from nemo_kernel.api.openapi import ERRORS, ErrorBody
 from nemo_kernel.api.security import ApiAccess
 from nemo_kernel.orchestrator import ControlPlane
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], responses={500: ERRORS[500]})
+# The media type without its parameters (the version and charset the client library sends may change).
+_EXPOSITION = CONTENT_TYPE_LATEST.split(";")[0]
 Plane = Annotated[ControlPlane, Depends(control_plane)]
 
 
@@ -24,7 +27,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"model": ErrorBody, "description": "The store or the reconcile loop is down"}})
 def readyz(plane: Plane) -> dict[str, object]:
     """The store answers and the reconcile loop has run recently; 503 otherwise."""
     try:
@@ -39,7 +42,13 @@ def readyz(plane: Plane) -> dict[str, object]:
     return {"status": "ready", "last_reconcile_seconds_ago": round(time.monotonic() - last, 3)}
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"description": "Prometheus text exposition", "content": {_EXPOSITION: {"schema": {"type": "string"}}}}
+    },
+)
 def metrics() -> Response:
     """Prometheus exposition."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -12,6 +12,8 @@ from pydantic import Field, ValidationError
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.errors import ApiError
+from nemo_kernel.api.openapi import request_body
+from nemo_kernel.api.params import After, EventPage, Offset, WorkloadPage
 from nemo_kernel.domain import (
     CandidateVerdict,
     Event,
@@ -42,7 +44,12 @@ def _status(plane: ControlPlane, namespace: str, name: str) -> WorkloadStatus:
         return workloads.to_workload_status(row, workloads.replicas_by_workload(s, [row.id]).get(row.id, []))
 
 
-@router.post("", response_model=ApplyResponse)
+@router.post(
+    "",
+    response_model=ApplyResponse,
+    responses={201: {"model": ApplyResponse, "description": "Created"}},
+    openapi_extra=request_body(WorkloadDescriptor),
+)
 async def apply(request: Request, response: Response, plane: Plane) -> ApplyResponse:
     """Apply a descriptor (JSON or YAML). 201 when created, 200 when updated (new version) or unchanged."""
     document: dict[str, Any] = require_mapping(await read_document(request), "a workload descriptor")
@@ -59,8 +66,8 @@ async def apply(request: Request, response: Response, plane: Plane) -> ApplyResp
 def list_workloads(
     plane: Plane,
     namespace: Annotated[str | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: WorkloadPage = 100,
+    offset: Offset = 0,
 ) -> list[WorkloadStatus]:
     """A page of workloads (all namespaces unless one is given)."""
     with plane.db.transaction() as s:
@@ -160,7 +167,7 @@ def decisions(
     name: str,
     plane: Plane,
     namespace: Namespace = "default",
-    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="return decisions with a larger id")] = 0,
+    after: After = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[StoredDecision]:
     """The stored history of placement decisions, oldest first; page with ``after`` = the last id received."""
@@ -174,8 +181,8 @@ def workload_events(
     name: str,
     plane: Plane,
     namespace: Namespace = "default",
-    after: int = 0,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    after: After = 0,
+    limit: EventPage = 500,
 ) -> list[Event]:
     """History of a workload: registered, placed, started, crashed, rescheduled, ... (kept after deletion)."""
     subject = events.workload_subject(namespace, name)
