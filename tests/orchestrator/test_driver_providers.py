@@ -153,3 +153,30 @@ async def test_a_cluster_of_a_kind_without_provider_is_reported_and_the_others_r
     assert phase == ClusterPhase.PENDING.value
     # said once, not on every pass
     assert len(failures) == 1
+
+
+class _StuckProvider(MemoryProvider):
+    """A provider that cannot stop the clusters it opened."""
+
+    async def forget(self, name: str) -> None:
+        raise RuntimeError(f"cannot stop {name}")
+
+
+async def test_a_provider_failing_to_forget_a_cluster_does_not_stop_the_pass(tmp_path: Path) -> None:
+    stuck = _StuckProvider()
+    plane = ControlPlane(_settings(tmp_path), providers={DriverKind.SIM: stuck})
+    await asyncio.to_thread(plane.db.migrate)
+    try:
+        _add(plane, _cluster("sim-a", "sim", "n1"))
+        await _until(plane, lambda: stuck.opened == ["sim-a"], "sim-a opened")
+        with plane.db.transaction() as s:
+            inventory.remove_cluster(s, "sim-a")
+        _add(plane, _cluster("sim-b", "sim", "n1"))
+
+        await plane.engine.reconcile_once()
+
+        assert stuck.opened == ["sim-a", "sim-b"]
+        assert plane.resources.driver("sim-a") is None
+    finally:
+        await plane.resources.close()
+        plane.db.dispose()

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from nemo_kernel.clusters.base import DriverProvider
 from nemo_kernel.clusters.errors import DriverUnavailable
-from nemo_kernel.config import Settings
 from nemo_kernel.domain import DriverKind
+
+if TYPE_CHECKING:  # the agent process imports this package; it need not load the settings
+    from nemo_kernel.config import Settings
 
 _PROVIDERS: dict[DriverKind, str] = {
     DriverKind.LOCAL: "nemo_kernel.clusters.local:LocalProvider",

@@ -102,7 +102,12 @@ class ResourceManager:
         self._sandboxes.pop(name, None)
         if driver is not None:
             await driver.close()
-        await self._providers.for_kind(spec.driver).forget(name)
+        try:
+            await self._providers.for_kind(spec.driver).forget(name)
+        except Exception:
+            # The cluster's row is gone, so there is nowhere to record this but the log; the others go on.
+            log.exception("cluster %s removed, but its %s driver failed to stop it", name, spec.driver.value)
+            return
         log.info("cluster %s removed: its %s driver stopped its replicas", name, spec.driver.value)
 
     async def _report_unavailable(self, unavailable: dict[str, str]) -> None:

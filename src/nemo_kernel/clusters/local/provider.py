@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nemo_kernel.clusters.base import DriverProvider, SupportsAgentPid
 from nemo_kernel.clusters.local.driver import LocalClusterDriver
 from nemo_kernel.clusters.local.launcher import LocalAgentLauncher
-from nemo_kernel.config import Settings
 from nemo_kernel.domain import ClusterSpec
+
+if TYPE_CHECKING:  # the agent process imports this package; it need not load the settings
+    from nemo_kernel.config import Settings
 
 
 class LocalProvider:
