@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from local_support import LocalHarness, kill_everything
 
-from nemo_kernel.clusters import LocalAgentLauncher
+from nemo_kernel.clusters.local import LocalAgentLauncher
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from typing import TypeVar
 
 import psutil
 
-from nemo_kernel.clusters import LocalAgentLauncher, LocalClusterDriver, ReplicaSpec
+from nemo_kernel.clusters import ReplicaSpec
+from nemo_kernel.clusters.local import LocalAgentLauncher, LocalClusterDriver
 from nemo_kernel.clusters.local.processes import live_process
 from nemo_kernel.clusters.local.sandbox import SAFE_PATH
 from nemo_kernel.clusters.local.state import AGENT_FILE, REPLICAS_FILE, load_replica_table, read_agent_endpoint

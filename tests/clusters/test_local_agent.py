@@ -12,7 +12,8 @@ import psutil
 import pytest
 from local_support import LocalHarness, cluster_spec, eventually
 
-from nemo_kernel.clusters import ClusterUnreachable, LocalAgentLauncher, LocalClusterDriver, ReplicaRejected
+from nemo_kernel.clusters import ClusterUnreachable, ReplicaRejected
+from nemo_kernel.clusters.local import LocalAgentLauncher, LocalClusterDriver
 from nemo_kernel.clusters.local.processes import live_process
 from nemo_kernel.clusters.local.state import AGENT_FILE, read_agent_endpoint
 from nemo_kernel.domain import ReplicaPhase

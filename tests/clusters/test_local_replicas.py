@@ -12,7 +12,8 @@ import httpx
 import pytest
 from local_support import MARKER_ENV, PYTHON, LocalHarness, eventually
 
-from nemo_kernel.clusters import ClusterReport, LocalClusterDriver, ReplicaRejected, ReplicaReport
+from nemo_kernel.clusters import ClusterReport, ReplicaRejected, ReplicaReport
+from nemo_kernel.clusters.local import LocalClusterDriver
 from nemo_kernel.clusters.local.sandbox import SAFE_PATH
 from nemo_kernel.domain import PortSpec, ReplicaPhase
 

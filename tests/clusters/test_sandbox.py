@@ -25,13 +25,8 @@ import pytest
 from local_support import DEMO_SERVICE, MARKER_ENV, PYTHON, LocalHarness, cluster_spec, eventually, kill_everything
 from tests.stack import running_stack, wait_for
 
-from nemo_kernel.clusters import (
-    ClusterUnreachable,
-    LocalAgentLauncher,
-    LocalClusterDriver,
-    ReplicaRejected,
-    ReplicaReport,
-)
+from nemo_kernel.clusters import ClusterUnreachable, ReplicaRejected, ReplicaReport
+from nemo_kernel.clusters.local import LocalAgentLauncher, LocalClusterDriver
 from nemo_kernel.clusters.local.processes import free_port
 from nemo_kernel.clusters.local.sandbox import SAFE_PATH
 from nemo_kernel.clusters.local.state import (

@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 
 from nemo_kernel.bus import InProcessBus, Message, ModuleIdentity, RabbitMqBus, SecureBus
 from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER
+from nemo_kernel.clusters.local import LocalProvider
 from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.store import events, inventory
@@ -50,7 +51,7 @@ async def plane(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     finally:
         await cp.stop()
         for name in ("managed-1", "managed-2"):
-            await cp.resources._launcher.destroy(name)
+            await LocalProvider(cp.settings).forget(name)
 
 
 def module(plane: ControlPlane, name: str, subscriptions: Sequence[str] = ()) -> SecureBus:

@@ -1,24 +1,38 @@
-"""Clusters: one ClusterDriver protocol; drivers ``local`` (processes) now, ``sim`` and ``kubernetes`` later."""
+"""Clusters: the ClusterDriver protocol, the providers that open drivers per kind, and optional capabilities.
+
+Drivers live in subpackages (``local`` now; ``sim`` and ``kubernetes`` later) and are reached only through
+:class:`DriverProviders` (``clusters.registry``), which imports a driver's module when a cluster of its kind
+first needs it; nothing outside this package imports a driver.
+"""
 
 from nemo_kernel.clusters.base import (
     ClusterDriver,
     ClusterReport,
     ClusterUnreachable,
+    DriverProvider,
     NodeReport,
     ReplicaReport,
     ReplicaSpec,
+    SupportsAgentPid,
 )
-from nemo_kernel.clusters.errors import ReplicaRejected
-from nemo_kernel.clusters.local import LocalAgentLauncher, LocalClusterDriver
+from nemo_kernel.clusters.capabilities import Link, SupportsCheckpoint, SupportsLinkEmulation, SupportsStateHandoff
+from nemo_kernel.clusters.errors import DriverUnavailable, ReplicaRejected
+from nemo_kernel.clusters.registry import DriverProviders
 
 __all__ = [
     "ClusterDriver",
     "ClusterReport",
     "ClusterUnreachable",
-    "LocalAgentLauncher",
-    "LocalClusterDriver",
+    "DriverProvider",
+    "DriverProviders",
+    "DriverUnavailable",
+    "Link",
     "NodeReport",
     "ReplicaRejected",
     "ReplicaReport",
     "ReplicaSpec",
+    "SupportsAgentPid",
+    "SupportsCheckpoint",
+    "SupportsLinkEmulation",
+    "SupportsStateHandoff",
 ]

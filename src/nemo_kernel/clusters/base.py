@@ -4,16 +4,21 @@ Drivers are level-based: the engine says which replicas should exist (``ensure_r
 ``remove_replica`` too) and reads back the cluster's whole report with ``status``. A driver never keeps
 control-plane state; a cluster (or its agent) keeps its own, so that a control-plane restart adopts
 what is already running.
+
+A :class:`DriverProvider` opens the drivers of one :class:`~nemo_kernel.domain.DriverKind` and owns what runs
+them (agent processes, API clients, a simulation); ``clusters.registry`` maps each kind to its provider.
+Optional abilities of a driver (state hand-off, checkpoints, link emulation) are the small protocols of
+``clusters.capabilities``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pydantic import Field
 
-from nemo_kernel.domain import HealthCheck, Isolation, Model, PortSpec, ReplicaPhase, Resources
+from nemo_kernel.domain import ClusterSpec, HealthCheck, Isolation, Model, PortSpec, ReplicaPhase, Resources
 
 
 class ClusterUnreachable(Exception):
@@ -89,3 +94,33 @@ class ClusterDriver(Protocol):
 
     async def close(self) -> None:
         """Release connections (the cluster itself keeps running)."""
+
+
+class DriverProvider(Protocol):
+    """Opens drivers for the clusters of one kind and owns what runs them (agents, API clients, a simulation).
+
+    The Resource Manager calls it from one event loop; a provider is constructed as ``Provider(settings)`` by
+    the registry, or passed in ready-made (tests, embedders).
+    """
+
+    async def open(self, spec: ClusterSpec) -> ClusterDriver:
+        """A driver for cluster ``spec``, starting what runs it or adopting what already does; raises on failure
+        (the Resource Manager tries again on its next pass)."""
+
+    async def revive(self, spec: ClusterSpec) -> ClusterDriver | None:
+        """After a failed heartbeat: a fresh driver if what runs the cluster could be restarted, None if there is
+        nothing to restart (the cluster then goes NotReady once silent for long enough); may raise, as ``open``."""
+
+    async def forget(self, name: str) -> None:
+        """Cluster ``name`` was removed: stop what runs it and every replica it runs, and delete its state."""
+
+    async def close(self) -> None:
+        """The control plane stops: release what this process holds; clusters and their replicas keep running."""
+
+
+@runtime_checkable
+class SupportsAgentPid(Protocol):
+    """A provider whose clusters are run by a local process (operators and tests stop it to simulate an outage)."""
+
+    def pid_of(self, name: str) -> int | None:
+        """Process id of the process running cluster ``name``, or None when none runs."""

@@ -1,8 +1,10 @@
-"""Errors a cluster driver raises besides :class:`~nemo_kernel.clusters.base.ClusterUnreachable`."""
+"""Errors a cluster driver or provider raises besides :class:`~nemo_kernel.clusters.base.ClusterUnreachable`."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from nemo_kernel.domain import DriverKind
 
 
 class ReplicaRejected(ValueError):
@@ -17,3 +19,15 @@ class ReplicaRejected(ValueError):
         self.code = code
         self.message = message
         self.details = details
+
+
+class DriverUnavailable(LookupError):
+    """No provider can open clusters of this driver kind (none is registered, or its module does not load).
+
+    The clusters of that kind stay without a driver, and say why; the others are unaffected.
+    """
+
+    def __init__(self, kind: DriverKind, reason: str) -> None:
+        super().__init__(f"driver {kind.value} is not available: {reason}")
+        self.kind = kind
+        self.reason = reason

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from nemo_kernel.bus import (
@@ -19,8 +20,9 @@ from nemo_kernel.bus import (
     Subscription,
     TlsConfig,
 )
+from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
-from nemo_kernel.domain import ClusterSpec, EventKind
+from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
 from nemo_kernel.orchestrator.engine import OrchestrationEngine
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
 from nemo_kernel.orchestrator.intake import Intake
@@ -51,12 +53,18 @@ def _bus_for(settings: Settings, directory: StoredKeyDirectory) -> Bus:
 class ControlPlane:
     """Everything ``nemo up`` runs besides the HTTP server."""
 
-    def __init__(self, settings: Settings, bus: Bus | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus | None = None,
+        providers: Mapping[DriverKind, DriverProvider] | None = None,
+    ) -> None:
+        """``providers`` open the clusters of their driver kinds instead of the registry's (tests, embedders)."""
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
         self.directory = StoredKeyDirectory(self.db)
         self.bus: Bus = bus if bus is not None else _bus_for(settings, self.directory)
-        self.resources = ResourceManager(self.db, settings)
+        self.resources = ResourceManager(self.db, settings, DriverProviders(settings, providers))
         self.engine = OrchestrationEngine(self.db, self.resources, settings)
         # Every message of the control plane's own modules is sealed and verified (SecureBus); the directory of
         # module keys and the record of handled petitions live in the store.

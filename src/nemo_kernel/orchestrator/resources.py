@@ -1,4 +1,8 @@
-"""Resource Manager: the cluster inventory's live side: drivers, heartbeats, cluster and node health."""
+"""Resource Manager: the cluster inventory's live side: drivers, heartbeats, cluster and node health.
+
+Drivers come from the provider of each cluster's driver kind (``clusters.registry``); this module knows no driver.
+A cluster whose kind has no provider stays without a driver and says so on its message, once.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,16 @@ from dataclasses import dataclass, field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nemo_kernel.clusters import ClusterDriver, ClusterReport, ClusterUnreachable
-from nemo_kernel.clusters.local import LocalAgentLauncher
+from nemo_kernel.clusters import (
+    ClusterDriver,
+    ClusterReport,
+    ClusterUnreachable,
+    DriverProviders,
+    DriverUnavailable,
+    SupportsAgentPid,
+)
 from nemo_kernel.config import Settings
-from nemo_kernel.domain import ClusterPhase, ClusterSpec, DriverKind, EventKind, utcnow
+from nemo_kernel.domain import ClusterPhase, ClusterSpec, EventKind, utcnow
 from nemo_kernel.store import Database
 from nemo_kernel.store.events import cluster_subject, record_event
 from nemo_kernel.store.tables import ClusterRow, NodeRow
@@ -34,14 +44,13 @@ class _Liveness:
 class ResourceManager:
     """Keeps one driver per registered cluster and turns heartbeats into cluster and node status."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, providers: DriverProviders | None = None) -> None:
         self._db = db
         self._settings = settings
-        self._launcher = LocalAgentLauncher(
-            settings.data_dir / "clusters", request_timeout=settings.driver_timeout, replica_user=settings.replica_user
-        )
+        self._providers = providers if providers is not None else DriverProviders(settings)
         self._drivers: dict[str, ClusterDriver] = {}
-        self._specs: dict[str, ClusterSpec] = {}
+        self._specs: dict[str, ClusterSpec] = {}  # clusters handed to their provider (opened, or being retried)
+        self._unavailable: dict[str, str] = {}  # clusters whose kind has no provider -> why, as recorded on them
         self._liveness: dict[str, _Liveness] = {}
         self._sandboxes: dict[str, str | None] = {}
         self._sem = asyncio.Semaphore(_MAX_CONCURRENT_HEARTBEATS)
@@ -55,33 +64,63 @@ class ResourceManager:
         return self._sandboxes.get(cluster)
 
     def agent_pid(self, cluster: str) -> int | None:
-        """Process id of a local cluster's agent (operators and tests use it to simulate an outage)."""
-        return self._launcher.pid_of(cluster)
+        """Process id of the agent running a cluster, for drivers that have one (operators and tests use it to
+        simulate an outage); None otherwise."""
+        spec = self._specs.get(cluster)
+        if spec is None:
+            return None
+        provider = self._providers.for_kind(spec.driver)
+        return provider.pid_of(cluster) if isinstance(provider, SupportsAgentPid) else None
 
     async def sync_drivers(self) -> None:
         """Open a driver for every registered cluster; tear down what belonged to removed clusters."""
         specs = await asyncio.to_thread(self._load_specs)
-        for name in set(self._drivers) - set(specs):
-            driver = self._drivers.pop(name)
-            self._liveness.pop(name, None)
-            self._specs.pop(name, None)
-            self._sandboxes.pop(name, None)
-            await driver.close()
-            await self._launcher.destroy(name)
-            log.info("cluster %s removed: its agent and replicas are stopped", name)
+        for name in set(self._specs) - set(specs):
+            await self._forget(name)
+        unavailable: dict[str, str] = {}
         for name, spec in specs.items():
             if name in self._drivers:
                 continue
-            if spec.driver is not DriverKind.LOCAL:
-                log.warning("cluster %s: driver %s is not available yet", name, spec.driver.value)
+            try:
+                provider = self._providers.for_kind(spec.driver)
+            except DriverUnavailable as exc:
+                unavailable[name] = str(exc)
                 continue
             self._specs[name] = spec
             try:
-                self._drivers[name] = await self._launcher.ensure(spec)
+                self._drivers[name] = await provider.open(spec)
             except Exception as exc:
-                log.warning("cluster %s: could not start its local agent: %s", name, exc)
+                log.warning("cluster %s: could not open its %s driver: %s", name, spec.driver.value, exc)
                 continue
             self._liveness.setdefault(name, _Liveness(last_ok=time.monotonic()))
+        await self._report_unavailable(unavailable)
+
+    async def _forget(self, name: str) -> None:
+        spec = self._specs.pop(name)
+        driver = self._drivers.pop(name, None)
+        self._liveness.pop(name, None)
+        self._sandboxes.pop(name, None)
+        if driver is not None:
+            await driver.close()
+        try:
+            await self._providers.for_kind(spec.driver).forget(name)
+        except Exception:
+            # The cluster's row is gone, so there is nowhere to record this but the log; the others go on.
+            log.exception("cluster %s removed, but its %s driver failed to stop it", name, spec.driver.value)
+            return
+        log.info("cluster %s removed: its %s driver stopped its replicas", name, spec.driver.value)
+
+    async def _report_unavailable(self, unavailable: dict[str, str]) -> None:
+        # Recorded on the cluster (message and event) when it first happens, not logged on every pass.
+        new = {name: why for name, why in unavailable.items() if self._unavailable.get(name) != why}
+        self._unavailable = unavailable
+        if new:
+            await asyncio.to_thread(self._record_unavailable, new)
+
+    def _record_unavailable(self, unavailable: dict[str, str]) -> None:
+        with self._db.transaction() as s:
+            for row in s.scalars(select(ClusterRow).where(ClusterRow.name.in_(list(unavailable)))):
+                _record_failure(s, row, f"{unavailable[row.name]}; the cluster is not managed")
 
     def _load_specs(self) -> dict[str, ClusterSpec]:
         specs: dict[str, ClusterSpec] = {}
@@ -131,15 +170,17 @@ class ResourceManager:
                 return error
 
     async def _revive(self, name: str) -> ClusterDriver | None:
-        # A local agent that died is started again (it adopts the replicas still running); one that is alive
-        # but silent (hung, stopped, partitioned) is left alone and the cluster goes NotReady.
+        # The provider restarts what runs the cluster if it died (a local agent adopts the replicas still
+        # running); what is alive but silent (hung, stopped, partitioned) is left alone: the cluster goes NotReady.
         spec = self._specs.get(name)
-        if spec is None or spec.driver is not DriverKind.LOCAL:
+        if spec is None:
             return None
         try:
-            fresh = await self._launcher.ensure(spec)
+            fresh = await self._providers.for_kind(spec.driver).revive(spec)
         except Exception as exc:
-            log.debug("cluster %s: agent not revived: %s", name, exc)
+            log.debug("cluster %s: not revived: %s", name, exc)
+            return None
+        if fresh is None:
             return None
         old = self._drivers.get(name)
         self._drivers[name] = fresh
@@ -190,11 +231,11 @@ class ResourceManager:
             )
 
     async def close(self) -> None:
-        """Close drivers and stop the local agents this process started (their replicas keep running)."""
+        """Close drivers and their providers (local agents stop; clusters and their replicas keep running)."""
         for driver in self._drivers.values():
             await driver.close()
         self._drivers.clear()
-        await self._launcher.stop_all()
+        await self._providers.close()
 
 
 def _record_failure(s: Session, row: ClusterRow, message: str) -> None:

@@ -1,0 +1,82 @@
+"""Optional abilities of a cluster driver, each a small protocol checked with ``isinstance`` on the driver.
+
+A driver implements :class:`~nemo_kernel.clusters.base.ClusterDriver`, and may implement any of these too;
+the code that needs one asks for it (as kube-scheduler asks a score plugin for ``ScoreExtensions()``):
+
+    if isinstance(driver, SupportsStateHandoff):
+        state = await driver.export_state(replica_id)
+
+and falls back (a plain restart elsewhere, no link emulation) or reports the ability missing otherwise.
+``isinstance`` on a runtime-checkable protocol checks that the methods exist, not their signatures: mypy
+checks those where a driver class is assigned to the protocol type (``_: type[SupportsCheckpoint] = SimDriver``).
+
+Every method raises :class:`~nemo_kernel.clusters.base.ClusterUnreachable` when the cluster does not answer, and
+:class:`~nemo_kernel.clusters.errors.ReplicaRejected` when it answers but cannot do it for that replica (unknown
+id, a state it does not understand): the caller then falls back as if the ability were missing.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from pydantic import Field
+
+from nemo_kernel.clusters.base import ReplicaSpec
+from nemo_kernel.domain import Spec
+
+
+@runtime_checkable
+class SupportsStateHandoff(Protocol):
+    """The application's own state of a replica can be read out and handed to another replica (migration).
+
+    The state is opaque bytes the application produces and consumes (a session table, a model's weights); NEMO
+    only carries it, so a state exported by one driver kind can be imported by another.
+    """
+
+    async def export_state(self, replica_id: str) -> bytes:
+        """The current state of a replica this cluster runs; the replica keeps running and serving."""
+
+    async def import_state(self, replica_id: str, state: bytes) -> None:
+        """Give ``state`` to a replica this cluster was told to run (``ensure_replica`` came first).
+
+        Returns once the replica holds it; before that the replica must not be reported Running, so that
+        make-before-break waits for it. Importing the same state twice is harmless.
+        """
+
+
+@runtime_checkable
+class SupportsCheckpoint(Protocol):
+    """A whole replica (memory, open files) can be frozen into an image and started again from it.
+
+    Unlike a state hand-off this needs nothing from the application; an image is only good for a cluster of the
+    same driver kind and architecture.
+    """
+
+    async def checkpoint(self, replica_id: str) -> bytes:
+        """An image of a replica this cluster runs; the replica keeps running."""
+
+    async def restore(self, spec: ReplicaSpec, image: bytes) -> None:
+        """Like ``ensure_replica``, but the replica starts from ``image`` instead of from its command.
+
+        Idempotent: a replica ``spec.id`` already running is left as it is.
+        """
+
+
+class Link(Spec):
+    """How the network between a cluster and one peer behaves, as a link emulator shapes it (both directions)."""
+
+    latency_ms: float = Field(default=0.0, ge=0, le=60_000, description="one-way delay added")
+    jitter_ms: float = Field(default=0.0, ge=0, le=60_000, description="random variation of the delay")
+    bandwidth_mbit: float | None = Field(default=None, gt=0, le=1_000_000, description="rate limit; None: none")
+    loss_percent: float = Field(default=0.0, ge=0, le=100, description="packets dropped at random")
+
+
+@runtime_checkable
+class SupportsLinkEmulation(Protocol):
+    """The cluster can shape the network between itself and a peer (a simulated continuum, a testbed)."""
+
+    async def set_link(self, peer: str, link: Link | None) -> None:
+        """Shape the traffic between this cluster and cluster ``peer`` as ``link`` says; None removes the shaping.
+
+        Level-based like the rest of the driver: setting the same link again changes nothing.
+        """

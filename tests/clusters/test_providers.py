@@ -1,0 +1,191 @@
+"""Driver providers: the registry opens each driver kind through its provider, imported on first use; the local
+provider starts, revives and forgets agents; optional driver capabilities are detected with ``isinstance``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from local_support import LocalHarness, cluster_spec, eventually
+from tests.orchestrator.fakes import MemoryDriver, MemoryProvider
+
+from nemo_kernel.clusters import (
+    DriverProviders,
+    DriverUnavailable,
+    Link,
+    ReplicaSpec,
+    SupportsAgentPid,
+    SupportsCheckpoint,
+    SupportsLinkEmulation,
+    SupportsStateHandoff,
+)
+from nemo_kernel.clusters.local import LocalClusterDriver, LocalProvider
+from nemo_kernel.config import Settings
+from nemo_kernel.domain import DriverKind
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, driver_timeout=2.0, replica_user="nobody")
+
+
+# -- the registry ---------------------------------------------------------------------------------------------------
+
+
+def test_the_local_kind_opens_through_the_local_provider_made_from_the_settings(tmp_path: Path) -> None:
+    providers = DriverProviders(_settings(tmp_path))
+
+    provider = providers.for_kind(DriverKind.LOCAL)
+
+    assert isinstance(provider, LocalProvider)
+    assert providers.for_kind(DriverKind.LOCAL) is provider  # one provider per kind
+    assert provider.launcher.state_root == tmp_path / "clusters"
+    assert provider.launcher.replica_user == "nobody"
+    assert provider.launcher.request_timeout == 2.0
+    assert isinstance(provider, SupportsAgentPid)
+
+
+def test_a_kind_without_provider_is_unavailable(tmp_path: Path) -> None:
+    providers = DriverProviders(_settings(tmp_path))
+
+    with pytest.raises(DriverUnavailable) as raised:
+        providers.for_kind(DriverKind.KUBERNETES)
+
+    assert raised.value.kind is DriverKind.KUBERNETES
+    assert str(raised.value) == "driver kubernetes is not available: no provider is registered for it"
+
+
+async def test_a_provider_passed_in_serves_its_kind_and_is_closed_with_the_others(tmp_path: Path) -> None:
+    memory = MemoryProvider()
+    providers = DriverProviders(_settings(tmp_path), {DriverKind.SIM: memory, DriverKind.LOCAL: MemoryProvider()})
+
+    assert providers.for_kind(DriverKind.SIM) is memory
+    assert not isinstance(providers.for_kind(DriverKind.LOCAL), LocalProvider)  # passed in beats the registry
+    await providers.close()
+    assert memory.closed
+
+
+def test_drivers_are_imported_only_when_a_cluster_of_their_kind_needs_one(tmp_path: Path) -> None:
+    # A control plane with no local cluster never loads the local driver (nor, later, a Kubernetes client).
+    script = (
+        "import sys\n"
+        "from nemo_kernel.orchestrator import ControlPlane\n"
+        "from nemo_kernel.clusters import DriverProviders\n"
+        "from nemo_kernel.config import Settings\n"
+        "from nemo_kernel.domain import DriverKind\n"
+        "print('nemo_kernel.clusters.local' in sys.modules)\n"
+        f"DriverProviders(Settings(data_dir={str(tmp_path)!r})).for_kind(DriverKind.LOCAL)\n"
+        "print('nemo_kernel.clusters.local' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["False", "True"]
+
+
+# -- the local provider ---------------------------------------------------------------------------------------------
+
+
+async def test_the_local_provider_opens_revives_and_forgets_a_cluster(tmp_path: Path, local: LocalHarness) -> None:
+    provider = LocalProvider(_settings(tmp_path))
+    spec = cluster_spec("edge-p")
+    assert provider.launcher.state_root == local.launcher.state_root  # the harness kills what is left
+
+    driver = await provider.open(spec)
+    local.drivers.append(driver)
+    assert [n.name for n in (await driver.status()).nodes] == ["n1", "n2"]
+    agent = provider.pid_of("edge-p")
+    assert agent is not None
+
+    async def agent_gone() -> bool:
+        return provider.pid_of("edge-p") is None
+
+    os.kill(agent, signal.SIGKILL)
+    await eventually(agent_gone, 10)
+    fresh = await provider.revive(spec)
+    assert isinstance(fresh, LocalClusterDriver)
+    local.drivers.append(fresh)
+    assert (await fresh.status()).cluster == "edge-p"
+    assert provider.pid_of("edge-p") not in (None, agent)
+
+    await provider.forget("edge-p")
+    assert provider.pid_of("edge-p") is None
+    assert not (tmp_path / "clusters" / "edge-p").exists()
+
+
+async def test_closing_the_local_provider_stops_agents_only(tmp_path: Path, local: LocalHarness) -> None:
+    provider = LocalProvider(_settings(tmp_path))
+    driver = await provider.open(cluster_spec("edge-q"))
+    local.drivers.append(driver)
+
+    await provider.close()
+
+    assert provider.pid_of("edge-q") is None
+    assert (tmp_path / "clusters" / "edge-q").is_dir()  # its state stays, for the next start to adopt
+
+
+# -- optional capabilities ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HandoffDriver(MemoryDriver):
+    """A memory cluster whose replicas hand their state over."""
+
+    states: dict[str, bytes] = field(default_factory=dict)
+
+    async def export_state(self, replica_id: str) -> bytes:
+        return self.states.get(replica_id, b"")
+
+    async def import_state(self, replica_id: str, state: bytes) -> None:
+        self.states[replica_id] = state
+
+
+@dataclass
+class CheckpointDriver(MemoryDriver):
+    """A memory cluster whose replicas can be frozen and started again from the image."""
+
+    async def checkpoint(self, replica_id: str) -> bytes:
+        return self.replicas[replica_id].model_dump_json().encode()
+
+    async def restore(self, spec: ReplicaSpec, image: bytes) -> None:
+        await self.ensure_replica(spec)
+
+
+@dataclass
+class LinkDriver(MemoryDriver):
+    """A memory cluster that shapes its links to peers."""
+
+    links: dict[str, Link] = field(default_factory=dict)
+
+    async def set_link(self, peer: str, link: Link | None) -> None:
+        if link is None:
+            self.links.pop(peer, None)
+        else:
+            self.links[peer] = link
+
+
+CAPABILITIES = (SupportsStateHandoff, SupportsCheckpoint, SupportsLinkEmulation)
+
+
+@pytest.mark.parametrize(
+    ("driver_class", "capability"),
+    [
+        (HandoffDriver, SupportsStateHandoff),
+        (CheckpointDriver, SupportsCheckpoint),
+        (LinkDriver, SupportsLinkEmulation),
+    ],
+)
+def test_a_driver_has_the_capabilities_it_implements_and_no_other(driver_class: type, capability: type) -> None:
+    driver = driver_class(cluster_spec())
+
+    assert [c for c in CAPABILITIES if isinstance(driver, c)] == [capability]
+
+
+async def test_the_plain_drivers_have_no_optional_capability() -> None:
+    local = LocalClusterDriver("http://127.0.0.1:9", "token")
+    plain = [MemoryDriver(cluster_spec()), local]
+
+    assert [c for d in plain for c in CAPABILITIES if isinstance(d, c)] == []
+    await local.close()

@@ -1,0 +1,103 @@
+"""A cluster driver held in memory, and its provider: the engine's tests plug them in as ``driver: sim`` clusters.
+
+They are real implementations of :class:`~nemo_kernel.clusters.ClusterDriver` and
+:class:`~nemo_kernel.clusters.DriverProvider`, not mocks: a replica runs as soon as it is ensured on a node
+of its cluster, and a test changes the cluster (outage, NotReady node, refused workload) through their attributes.
+
+    provider = MemoryProvider()
+    plane = ControlPlane(settings, providers={DriverKind.SIM: provider})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nemo_kernel.clusters import (
+    ClusterDriver,
+    ClusterReport,
+    ClusterUnreachable,
+    DriverProvider,
+    NodeReport,
+    ReplicaRejected,
+    ReplicaReport,
+    ReplicaSpec,
+)
+from nemo_kernel.domain import ClusterSpec, ReplicaPhase, utcnow
+
+
+@dataclass
+class MemoryDriver:
+    """One cluster in memory. ``reachable=False`` makes every call raise :class:`ClusterUnreachable` (an outage),
+    a node in ``not_ready`` is reported NotReady, and replicas of a workload in ``refused`` are rejected."""
+
+    spec: ClusterSpec
+    replicas: dict[str, ReplicaReport] = field(default_factory=dict)
+    reachable: bool = True
+    not_ready: set[str] = field(default_factory=set)
+    refused: set[str] = field(default_factory=set)  # workloads as '<namespace>/<name>'
+
+    async def status(self) -> ClusterReport:
+        """Every node and replica of the cluster."""
+        self._answer()
+        nodes = [NodeReport(name=n.name, ready=n.name not in self.not_ready) for n in self.spec.nodes]
+        return ClusterReport(cluster=self.spec.name, nodes=nodes, replicas=list(self.replicas.values()))
+
+    async def ensure_replica(self, spec: ReplicaSpec) -> None:
+        """Run the replica (it is Running at once); a replica already there is left as it is."""
+        self._answer()
+        if spec.node not in {n.name for n in self.spec.nodes}:
+            raise ReplicaRejected("unknown-node", f"cluster {self.spec.name} has no node {spec.node!r}")
+        if spec.workload in self.refused:
+            raise ReplicaRejected("refused", f"cluster {self.spec.name} refuses replicas of {spec.workload}")
+        if spec.id not in self.replicas:
+            self.replicas[spec.id] = ReplicaReport(
+                id=spec.id, node=spec.node, phase=ReplicaPhase.RUNNING, started_at=utcnow()
+            )
+
+    async def remove_replica(self, replica_id: str) -> None:
+        """Stop and forget the replica (unknown ids are fine)."""
+        self._answer()
+        self.replicas.pop(replica_id, None)
+
+    async def close(self) -> None:
+        """Nothing to release: the cluster and its replicas stay as they are."""
+
+    def _answer(self) -> None:
+        if not self.reachable:
+            raise ClusterUnreachable(f"cluster {self.spec.name} is unreachable")
+
+
+@dataclass
+class MemoryProvider:
+    """Opens :class:`MemoryDriver` clusters; a cluster opened again (a control-plane restart) keeps its replicas.
+
+    ``forgotten`` lists the clusters removed, in order; ``closed`` tells whether the control plane closed it.
+    """
+
+    clusters: dict[str, MemoryDriver] = field(default_factory=dict)
+    opened: list[str] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
+    closed: bool = False
+
+    async def open(self, spec: ClusterSpec) -> MemoryDriver:
+        """The cluster's driver, created on first open."""
+        self.opened.append(spec.name)
+        return self.clusters.setdefault(spec.name, MemoryDriver(spec))
+
+    async def revive(self, spec: ClusterSpec) -> MemoryDriver | None:
+        """Nothing runs a memory cluster that could be restarted: an unreachable one stays so."""
+        return None
+
+    async def forget(self, name: str) -> None:
+        """The cluster is removed, and its replicas with it."""
+        self.clusters.pop(name, None)
+        self.forgotten.append(name)
+
+    async def close(self) -> None:
+        """The control plane stops; the clusters keep their replicas."""
+        self.closed = True
+
+
+# mypy checks here that both keep the shape of their protocols
+_driver: type[ClusterDriver] = MemoryDriver
+_provider: type[DriverProvider] = MemoryProvider
