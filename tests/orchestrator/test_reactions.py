@@ -4,11 +4,13 @@ an audit record per run, across restarts, and for events that commit out of id o
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 import yaml
 from sqlalchemy import select
@@ -110,6 +112,50 @@ async def test_a_reaction_runs_once_per_event_and_writes_in_its_transaction(data
         assert run is not None
         assert (run.status, run.attempts, run.error) == ("done", 1, "")
         assert run.started_at <= run.finished_at
+
+
+async def test_two_dispatchers_on_one_store_run_each_event_once(database: Database) -> None:
+    registry = Reactions()
+    calls: list[int] = []
+    registry.on(CRASHED, name="restart")(reacting("restart", calls))
+    crashed = [crash(database, f"r-{i}") for i in range(20)]
+    first, second = ReactionDispatcher(database, registry), ReactionDispatcher(database, registry)
+    done = await asyncio.gather(first.run_once(), second.run_once())
+    assert sum(done) == 20  # the loser of a claim neither runs the handler nor counts it
+    assert sorted(calls) == crashed
+    assert [written(database, "restart", event_id) for event_id in crashed] == [1] * 20
+
+
+async def test_a_second_claim_waits_for_the_running_one_then_leaves_the_event(postgres_url: str) -> None:
+    registry = Reactions()
+    calls: list[int] = []
+    entered, release = threading.Event(), threading.Event()
+    write = reacting("restart", calls)
+
+    def slow(s: Session, event: Event) -> None:
+        write(s, event)
+        entered.set()
+        assert release.wait(30)
+
+    registry.on(CRASHED, name="restart")(slow)
+
+    def waiting_on_locks() -> int:
+        with psycopg.connect(postgres_url.replace("+psycopg", "")) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    with migrated_database(postgres_url) as db:
+        event_id = crash(db, "a-0")
+        first = asyncio.create_task(ReactionDispatcher(db, registry).run_once())
+        await until(entered.is_set, "the first dispatcher to run the reaction")
+        second = asyncio.create_task(ReactionDispatcher(db, registry).run_once())
+        await until(lambda: waiting_on_locks() == 1, "the second dispatcher's claim to wait for the first")
+        release.set()
+        assert (await first, await second) == (1, 0)
+        assert calls == [event_id]
+        assert written(db, "restart", event_id) == 1
 
 
 async def test_a_failing_reaction_is_retried_then_recorded_failed_and_others_go_on(database: Database) -> None:
