@@ -234,10 +234,10 @@ class ReactionDispatcher:
         watermark = self._watermark(reaction)
         with self._db.transaction() as s:
             first_open = s.scalar(select(func.min(EventRow.id)).where(*self._open_events(reaction, watermark)))
+            # Events of every kind count: the watermark passes the others too, so that the range each pass scans
+            # stays about one window long even for a reaction to a rare kind.
             settled = select(func.max(EventRow.id)).where(
-                EventRow.id > watermark,
-                EventRow.kind.in_([kind.value for kind in reaction.kinds]),
-                EventRow.created_at < utcnow() - self._window,
+                EventRow.id > watermark, EventRow.created_at < utcnow() - self._window
             )
             if first_open is not None:
                 settled = settled.where(EventRow.id < first_open)

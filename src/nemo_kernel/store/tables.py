@@ -154,7 +154,8 @@ class EventRow(Base):
     """A state change: the history of a subject, and the outbox of the bus (``published`` False until sent)."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_subject_id", "subject", "id"),)
+    # (kind, id): the reaction dispatcher reads the recent events of a few kinds on every pass
+    __table_args__ = (Index("ix_events_subject_id", "subject", "id"), Index("ix_events_kind_id", "kind", "id"))
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(64))

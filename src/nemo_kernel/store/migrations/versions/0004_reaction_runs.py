@@ -1,4 +1,4 @@
-"""reaction runs and watermarks
+"""reaction runs and watermarks, events by kind
 
 Revision ID: 0004_reaction_runs
 Revises: 0003_bus_subscriptions
@@ -36,8 +36,10 @@ def upgrade() -> None:
         sa.Column("updated_at", nemo_kernel.store.tables.UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("reaction"),
     )
+    op.create_index("ix_events_kind_id", "events", ["kind", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_events_kind_id", table_name="events")
     op.drop_table("reaction_watermarks")
     op.drop_table("reaction_runs")
