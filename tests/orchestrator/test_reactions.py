@@ -68,6 +68,14 @@ async def drive(dispatcher: ReactionDispatcher, condition: Callable[[], bool], w
         await dispatcher.run_once()
 
 
+async def until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Wait for ``condition``, checked between short pauses of the event loop (the plane's loops run meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)  # yields to the plane's loops between checks of the condition
+
+
 def test_the_registry_keys_frozen_reactions_by_kind() -> None:
     registry = Reactions()
 
@@ -273,7 +281,6 @@ async def test_the_control_plane_runs_reactions_then_wakes_the_reconcile_loop(tm
     # Passes run at start and when woken: an hour between them leaves only the reaction's wake.
     settings = Settings(data_dir=tmp_path / "data", clusters_file=clusters, reconcile_interval=3600)
     reacted_at: list[float] = []
-
     calls: list[int] = []
     write = reacting("restart", calls)
 
@@ -296,11 +303,3 @@ async def test_the_control_plane_runs_reactions_then_wakes_the_reconcile_loop(tm
     finally:
         await plane.stop()
     assert calls == [event_id]
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """Wait for ``condition``, checked between short pauses of the event loop (the plane's loops run meanwhile)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)  # yields to the plane's loops between checks of the condition
