@@ -171,7 +171,10 @@ def test_a_chunked_body_over_the_limit_is_cut_off_while_it_streams(stack: Stack)
 def test_a_body_within_the_limit_is_read(stack: Stack) -> None:
     filler = " " * (LIMIT - 100)
     response = stack.api(
-        "POST", "/workloads", content=f'{{"name": "x", "deployment": 5{filler}}}', headers={"content-type": "application/json"}
+        "POST",
+        "/workloads",
+        content=f'{{"name": "x", "deployment": 5{filler}}}',
+        headers={"content-type": "application/json"},
     )
     assert expect_error(response, 422, "invalid")
 

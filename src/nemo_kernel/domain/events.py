@@ -57,6 +57,8 @@ class EventKind(StrEnum):
     INTENT_ACCEPTED = "intent.accepted"
     INTENT_REJECTED = "intent.rejected"
 
+    REACTION_FAILED = "reaction.failed"  # a reaction gave up on an event after its retries: recorded, the loop goes on
+
     @classmethod
     def for_phase(cls, phase: WorkloadPhase) -> EventKind:
         """The event recorded when a workload enters ``phase``."""

@@ -28,6 +28,8 @@ from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_fi
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
 from nemo_kernel.orchestrator.outbox import OutboxPublisher
+from nemo_kernel.orchestrator.reactions import Reactions, load_reactions
+from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.orchestrator.seen_record import StoredSeenRecord
 from nemo_kernel.store import Database, events, inventory
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 _BOOTSTRAP_SUBJECT = "controlplane/bootstrap"
 _INTAKE_QUEUE = "orchestrator.intake"
 _ENVELOPE_WINDOW = 300.0  # seconds of clock difference accepted on envelopes
+_REACTION_POLL = 0.2  # seconds between looks at the event log when no reaction ran
 
 
 def _bus_for(settings: Settings, directory: StoredKeyDirectory) -> Bus:
@@ -58,8 +61,11 @@ class ControlPlane:
         settings: Settings,
         bus: Bus | None = None,
         providers: Mapping[DriverKind, DriverProvider] | None = None,
+        reactions: Reactions | None = None,
     ) -> None:
-        """``providers`` open the clusters of their driver kinds instead of the registry's (tests, embedders)."""
+        """``providers`` open the clusters of their driver kinds instead of the registry's (tests, embedders);
+        ``reactions`` replaces the default registry (with ``REACTION_MODULES`` imported at start)."""
+        self.reactions = reactions
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
         self.directory = StoredKeyDirectory(self.db)
@@ -90,11 +96,13 @@ class ControlPlane:
         await asyncio.to_thread(self._load_bus_state)
         await self.secure.start()
         self._subscription = await self.secure.subscribe(_INTAKE_QUEUE, ["intent.#"], self.intake.on_bus_petition)
+        reactions = self.reactions if self.reactions is not None else load_reactions()  # a broken module fails start
         self._tasks = [
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._outbox_loop(), name="outbox"),
             asyncio.create_task(self.directory.keep_fresh(), name="key-directory"),
             asyncio.create_task(self._prune_loop(), name="seen-messages"),
+            asyncio.create_task(self._reaction_loop(ReactionDispatcher(self.db, reactions)), name="reactions"),
         ]
 
     def _load_bus_state(self) -> None:
@@ -159,6 +167,21 @@ class ControlPlane:
                 sent = 0
             if sent == 0:
                 await asyncio.sleep(0.2)  # poll interval of the outbox, not a synchronisation
+
+    async def _reaction_loop(self, dispatcher: ReactionDispatcher) -> None:
+        while True:
+            try:
+                ran = await dispatcher.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The store is unreachable: nothing ran, nothing was marked; the next pass picks the events up again.
+                log.exception("running reactions failed; retrying")
+                ran = 0
+            if ran:
+                self.wake()  # reactions write desired state: the reconcile pass carries it out
+            else:
+                await asyncio.sleep(_REACTION_POLL)  # poll interval of the event log, not a synchronisation
 
     async def stop(self) -> None:
         """Stop the loops and the local agents; replicas keep running and are adopted on the next start."""

@@ -154,7 +154,8 @@ class EventRow(Base):
     """A state change: the history of a subject, and the outbox of the bus (``published`` False until sent)."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_subject_id", "subject", "id"),)
+    # (kind, id): the reaction dispatcher reads the recent events of a few kinds on every pass
+    __table_args__ = (Index("ix_events_subject_id", "subject", "id"), Index("ix_events_kind_id", "kind", "id"))
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(64))
@@ -279,3 +280,32 @@ class SeenMessageRow(Base):
     consumer: Mapped[str] = mapped_column(String(63), primary_key=True)
     message_key: Mapped[str] = mapped_column(String(128), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+# --- Reactions: which reaction handled which event (exactly once), and how far each has settled the event log ------
+
+
+class ReactionRunRow(Base):
+    """One reaction's run on one event: the "seen" marker, committed with the reaction's own writes, and its audit
+    record. ``status`` is ``done`` or ``failed`` (given up after ``attempts``, ``error`` says why)."""
+
+    __tablename__ = "reaction_runs"
+
+    reaction: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(8))
+    attempts: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+
+
+class ReactionWatermarkRow(Base):
+    """How far a reaction has settled the event log: every event of its kinds with an id up to ``settled_through``
+    has a run, and no event with such an id can still commit (see ``orchestrator.reactions_dispatcher``)."""
+
+    __tablename__ = "reaction_watermarks"
+
+    reaction: Mapped[str] = mapped_column(String(200), primary_key=True)
+    settled_through: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
