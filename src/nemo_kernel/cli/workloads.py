@@ -64,6 +64,8 @@ def _services(w: dict[str, Any]) -> None:
 def _detail(w: dict[str, Any]) -> None:
     _summary([w])
     _services(w)
+    if w["descriptor"].get("deployment") is None:
+        return  # a catalogue entry: nothing runs, an empty replicas table would only suggest something should
     print_table(
         "replicas",
         [
