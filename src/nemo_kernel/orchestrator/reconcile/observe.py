@@ -25,19 +25,22 @@ class Observation:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        # Replica id -> when its usage was last stored. Only entries younger than the interval matter (an older
-        # one allows a write, as no entry does), so each pass forgets the others: bounded by the replicas
-        # sampled in the last interval.
+        # Replica id -> when its usage was last stored. Each pass keeps only the entries that still matter: of
+        # replicas stored on a cluster that answered, sampled within the interval (an older entry allows a write,
+        # as no entry does). So it never holds more than the stored replicas, and a replica deleted on any path
+        # (removed, its cluster or workload gone) is forgotten on the next pass.
         self.usage_written: dict[str, float] = {}
 
     def __call__(self, reports: dict[str, ClusterReport]) -> None:
         """Apply one pass's reports; see the module docstring."""
         now = time.monotonic()
-        self.usage_written = {rid: t for rid, t in self.usage_written.items() if now - t < USAGE_WRITE_INTERVAL}
-        if not reports:
-            return
         with self._db.transaction() as s:
             rows = {r.id: r for r in s.scalars(select(ReplicaRow).where(ReplicaRow.cluster.in_(list(reports))))}
+            self.usage_written = {
+                rid: t for rid, t in self.usage_written.items() if rid in rows and now - t < USAGE_WRITE_INTERVAL
+            }
+            if not rows:
+                return
             names = subjects(s, {r.workload_id for r in rows.values()})
             dirty: set[int] = set()
             seen: set[str] = set()
