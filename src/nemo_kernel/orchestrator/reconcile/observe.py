@@ -16,8 +16,9 @@ from nemo_kernel.store.tables import ReplicaRow
 
 USAGE_WRITE_INTERVAL = 10.0  # seconds between stored CPU/memory samples of one replica
 
-# A replica's row is not re-sent for these: Scheduled ones are (being) sent, Rejected ones never are again.
-_AWAITING_CLUSTER = frozenset({ReplicaPhase.SCHEDULED.value, ReplicaPhase.REJECTED.value})
+# A desired replica its cluster does not report goes back to Scheduled (the rollout sends it again), unless it is
+# there already or its cluster refused it (Rejected: never sent again).
+_NOT_RESET = frozenset({ReplicaPhase.SCHEDULED.value, ReplicaPhase.REJECTED.value})
 
 
 class Observation:
@@ -34,6 +35,9 @@ class Observation:
     def __call__(self, reports: dict[str, ClusterReport]) -> None:
         """Apply one pass's reports; see the module docstring."""
         now = time.monotonic()
+        if not reports:
+            self.usage_written = {}  # no replica is on a cluster that answered
+            return
         with self._db.transaction() as s:
             rows = {r.id: r for r in s.scalars(select(ReplicaRow).where(ReplicaRow.cluster.in_(list(reports))))}
             self.usage_written = {
@@ -53,7 +57,7 @@ class Observation:
                     if self._apply_report(s, row, observed, names[row.workload_id], now):
                         dirty.add(row.workload_id)
             for row in rows.values():
-                if row.desired and row.id not in seen and row.phase not in _AWAITING_CLUSTER:
+                if row.desired and row.id not in seen and row.phase not in _NOT_RESET:
                     row.phase = ReplicaPhase.SCHEDULED.value
                     row.message = "not reported by its cluster; sending it again"
                     row.pid = None
