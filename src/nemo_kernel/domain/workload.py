@@ -230,6 +230,7 @@ class ReplicaPhase(StrEnum):
     RUNNING = "Running"
     CRASHED = "Crashed"  # exited; the cluster restarts it with backoff
     STOPPING = "Stopping"
+    REJECTED = "Rejected"  # its cluster refused it (cannot run it as specified); never sent there again
 
 
 class ReplicaStatus(Model):

@@ -23,13 +23,13 @@ from nemo_kernel.bus import (
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
-from nemo_kernel.orchestrator.engine import OrchestrationEngine
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
 from nemo_kernel.orchestrator.outbox import OutboxPublisher
 from nemo_kernel.orchestrator.reactions import Reactions, load_reactions
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
+from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.orchestrator.seen_record import StoredSeenRecord
 from nemo_kernel.store import Database, events, inventory

@@ -1,0 +1,148 @@
+"""Workload phases: the pure rule, and its application after each step (finishing moves, rollouts and deletions).
+
+Below the steps, above ``records``: every step that changes replicas ends by calling :func:`update_phases`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from functools import partial
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nemo_kernel.domain import EventKind, ReplicaPhase, WorkloadDescriptor, WorkloadPhase
+from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
+from nemo_kernel.store import workloads
+from nemo_kernel.store.events import record_event, workload_subject
+from nemo_kernel.store.inventory import NOT_ANSWERING, leaving_clusters
+from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
+
+
+class PlacedReplica(Protocol):
+    """What the phase rules read of a replica (a stored ``ReplicaRow`` is one)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def phase(self) -> str: ...
+
+
+def workload_phase(wanted: int | None, current: int, ready: int, was: str) -> WorkloadPhase:
+    """The phase of a workload, from its replicas of the current version.
+
+    ``wanted`` is the replica count of its deployment (``None`` for a catalogue entry, which runs nothing),
+    ``current`` how many desired replicas of the current version it has, ``ready`` how many of its indices are
+    served (see :func:`ready_count`), ``was`` its stored phase: a workload that was serving and no longer serves
+    every index is Degraded, one that never did is still Deploying.
+    """
+    if wanted is None:
+        return WorkloadPhase.REGISTERED
+    if ready >= wanted:
+        return WorkloadPhase.RUNNING
+    if current == 0:
+        return WorkloadPhase.PENDING
+    if was in (WorkloadPhase.RUNNING, WorkloadPhase.DEGRADED):
+        return WorkloadPhase.DEGRADED
+    return WorkloadPhase.DEPLOYING
+
+
+def ready_count(current: Iterable[PlacedReplica], leaving: Mapping[str, str]) -> int:
+    """How many indices have a running replica that counts as serving.
+
+    A replica moving off a drained cluster still serves until its replacement runs; one on a cluster that does
+    not answer may have died with it, so it is not counted, though it keeps its place until its replacement runs.
+    """
+    return len(
+        {r.index for r in current if r.phase == ReplicaPhase.RUNNING.value and leaving.get(r.cluster) != NOT_ANSWERING}
+    )
+
+
+def update_phases(s: Session, workload_ids: set[int]) -> None:
+    """Recompute workload phases; finish moves and rollouts (what was replaced goes) and deletions."""
+    if not workload_ids:
+        return
+    rows = list(s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(list(workload_ids)))))
+    replicas = workloads.replicas_by_workload(s, [w.id for w in rows])
+    leaving = leaving_clusters(s)
+    for w in rows:
+        mine = replicas.get(w.id, [])
+        if w.deleting:
+            if not mine:
+                record_event(
+                    s,
+                    EventKind.WORKLOAD_DELETED,
+                    workload_subject(w.namespace, w.name),
+                    "all replicas stopped; workload deleted",
+                )
+                s.delete(w)
+            continue
+        isolated(s, w, "status update", partial(_update_phase, s, w, mine, leaving))
+
+
+def _update_phase(s: Session, w: WorkloadRow, mine: list[ReplicaRow], leaving: dict[str, str]) -> None:
+    subject = workload_subject(w.namespace, w.name)
+    deployment = WorkloadDescriptor.model_validate(w.descriptor).deployment
+    if deployment is None:
+        return  # a catalogue entry: Registered since it became one, with the reason as its message
+    wanted = deployment.replicas
+    current = [r for r in mine if r.desired and r.version == w.version]
+    _release_replaced(s, subject, current, leaving)
+    current = [r for r in current if r.desired]
+    ready = ready_count(current, leaving)
+    staying = {r.index for r in current if r.cluster not in leaving}
+    moving = sorted({r.cluster for r in current if r.cluster in leaving})
+    if ready >= wanted and staying >= set(range(wanted)) and not w.needs_placement:
+        old = [r for r in mine if r.desired and r.version != w.version]
+        for r in old:
+            workloads.release_replica(s, r)
+        if old:
+            record_event(
+                s,
+                EventKind.DEPLOYMENT_ROLLED_OUT,
+                subject,
+                f"version {w.version} serves; {len(old)} replicas of older versions stopping",
+                version=w.version,
+            )
+    phase = workload_phase(wanted, len(current), ready, w.phase)
+    message = f"{ready}/{wanted} replicas of version {w.version} running"
+    if moving:
+        message += f"; moving off {', '.join(moving)} once replacements run"
+    if phase.value != w.phase:
+        record_event(s, EventKind.for_phase(phase), subject, message, ready=ready, desired=wanted)
+        w.phase = phase.value
+    if phase is not WorkloadPhase.PENDING or current:
+        w.message = message
+
+
+def _release_replaced(s: Session, subject: str, current: list[ReplicaRow], leaving: dict[str, str]) -> None:
+    """Make-before-break: once one replica of an index runs on a cluster that stays, the others of that index go.
+
+    The others are the replica it replaces on a drained or silent cluster, or, when a silent cluster came back
+    before the replacement ran, the spare of the two.
+    """
+    by_index: dict[int, list[ReplicaRow]] = defaultdict(list)
+    for r in current:
+        by_index[r.index].append(r)
+    for group in by_index.values():
+        serving = [r for r in group if r.cluster not in leaving and r.phase == ReplicaPhase.RUNNING.value]
+        if not serving or len(group) == 1:
+            continue
+        keep = serving[0]
+        for r in group:
+            if r is keep:
+                continue
+            workloads.release_replica(s, r)
+            replica_event(
+                s,
+                EventKind.REPLICA_REPLACED,
+                subject,
+                r,
+                f"replica {r.id} on {r.cluster}/{r.node} stops: {keep.id} runs in its place "
+                f"on {keep.cluster}/{keep.node}",
+                replacement=keep.id,
+            )

@@ -1,0 +1,73 @@
+"""What every step of the reconcile pass records: replica events, workload subjects, failures kept to one workload.
+
+The lowest module of the package: the steps and the phase rules import it, it imports none of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nemo_kernel.domain import EventKind
+from nemo_kernel.store.events import record_event, workload_subject
+from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def replica_event(s: Session, kind: EventKind, subject: str, row: ReplicaRow, message: str, **data: object) -> None:
+    """Record an event about one replica, naming it and where it runs."""
+    record_event(s, kind, subject, message, replica=row.id, cluster=row.cluster, node=row.node, **data)
+
+
+def subjects(s: Session, workload_ids: Iterable[int]) -> dict[int, str]:
+    """The event subject of each workload (one query)."""
+    ids = list(workload_ids)
+    if not ids:
+        return {}
+    query = select(WorkloadRow.id, WorkloadRow.namespace, WorkloadRow.name).where(WorkloadRow.id.in_(ids))
+    return {wid: workload_subject(ns, name) for wid, ns, name in s.execute(query)}
+
+
+def isolated(s: Session, w: WorkloadRow, step: str, work: Callable[[], T]) -> T | None:
+    """Run one workload's part of a pass in a savepoint; an error is recorded on the workload, not raised.
+
+    One unreadable row (a descriptor stored before validation was tightened, a name no replica id accepts)
+    must not stop the reconcile loop for every other workload.
+    """
+    _begin(s)
+    try:
+        with s.begin_nested():
+            return work()
+    except Exception as exc:
+        record_failure(s, w, step, exc)
+        return None
+
+
+def record_failure(s: Session, w: WorkloadRow, step: str, exc: Exception) -> None:
+    """Record on a workload why a step failed for it: once per distinct failure, not once per pass."""
+    detail = " ".join(str(exc).split())[:400] or type(exc).__name__
+    message = f"not reconciled ({step} failed): {detail}"
+    if w.message == message:
+        return  # already recorded: one event and one log line per distinct failure, not one per pass
+    log.warning("workload %s/%s: %s", w.namespace, w.name, message, exc_info=exc)
+    w.message = message
+    record_event(s, EventKind.WORKLOAD_FAILED, workload_subject(w.namespace, w.name), message, step=step)
+
+
+def _begin(s: Session) -> None:
+    """Make sure the database transaction has begun before a savepoint.
+
+    Python's sqlite3 begins a transaction only before INSERT/UPDATE/DELETE: a SAVEPOINT issued first would open
+    one of its own, and releasing it would commit on the spot (one commit, and one fsync, per workload).
+    """
+    connection = s.connection()
+    if connection.dialect.name == "sqlite":
+        dbapi = connection.connection.dbapi_connection
+        if not getattr(dbapi, "in_transaction", True):
+            connection.exec_driver_sql("BEGIN")

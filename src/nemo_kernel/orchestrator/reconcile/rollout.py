@@ -1,0 +1,214 @@
+"""Rollout: each cluster that answered is told which replicas to run and which to remove.
+
+Plan (pure, per cluster, from its stored rows and its report) -> apply (the drivers, all clusters at once) ->
+record (what was sent, removed or refused). A refused replica is stored as ``Rejected`` and never sent again; a
+cluster failing stops only its own rollout for this pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nemo_kernel.clusters import ClusterReport, ClusterUnreachable, ReplicaRejected, ReplicaSpec
+from nemo_kernel.domain import EventKind, ReplicaPhase, WorkloadDescriptor
+from nemo_kernel.orchestrator.reconcile.phases import update_phases
+from nemo_kernel.orchestrator.reconcile.records import record_failure, replica_event, subjects
+from nemo_kernel.orchestrator.resources import ResourceManager
+from nemo_kernel.store import Database
+from nemo_kernel.store.events import record_event
+from nemo_kernel.store.inventory import leaving_clusters
+from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClusterPlan:
+    """What one cluster is told in this pass."""
+
+    ensure: list[ReplicaSpec] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+    forget: list[ReplicaRow] = field(default_factory=list)
+    """Rows released and already gone from the cluster: deleted from the store, nothing to send."""
+
+    def __bool__(self) -> bool:
+        return bool(self.ensure or self.remove or self.forget)
+
+
+@dataclass
+class ClusterOutcome:
+    """What one cluster did with its plan."""
+
+    sent: list[ReplicaSpec] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)  # replica id -> why the cluster refused it
+
+
+def to_send(row: ReplicaRow, reported: set[str], leaving: dict[str, str]) -> bool:
+    """Whether a replica is (re)sent to its cluster: desired, not reported by it, on a cluster that stays, and
+    not refused by it before (its replacement, if any, is placed elsewhere)."""
+    return (
+        row.desired
+        and row.id not in reported
+        and row.cluster not in leaving
+        and row.phase != ReplicaPhase.REJECTED.value
+    )
+
+
+def plan_cluster(rows: list[ReplicaRow], reported: set[str], specs: dict[str, ReplicaSpec]) -> ClusterPlan:
+    """One cluster's plan from its stored rows, the ids it reported and the specs of what is to be sent."""
+    plan = ClusterPlan()
+    desired = {r.id for r in rows if r.desired}
+    plan.remove = [rid for rid in reported if rid not in desired]
+    for r in rows:
+        if r.id in reported:
+            continue
+        if not r.desired:
+            plan.forget.append(r)
+        elif r.id in specs:
+            plan.ensure.append(specs[r.id])
+    return plan
+
+
+class Rollout:
+    """The last step of a pass."""
+
+    def __init__(self, db: Database, resources: ResourceManager, driver_timeout: float) -> None:
+        self._db = db
+        self._resources = resources
+        self._timeout = driver_timeout
+
+    async def __call__(self, reports: dict[str, ClusterReport]) -> None:
+        """Plan, apply and record one rollout; see the module docstring."""
+        plans = await asyncio.to_thread(self._plan, reports)
+        outcomes = await asyncio.gather(*(self._apply(c, p) for c, p in plans.items()))
+        if any(o.sent or o.removed or o.rejected for o in outcomes):
+            await asyncio.to_thread(self._record, outcomes)
+
+    def _plan(self, reports: dict[str, ClusterReport]) -> dict[str, ClusterPlan]:
+        plans: dict[str, ClusterPlan] = {}
+        with self._db.transaction() as s:
+            by_cluster: dict[str, list[ReplicaRow]] = defaultdict(list)
+            for r in s.scalars(select(ReplicaRow).where(ReplicaRow.cluster.in_(list(reports)))):
+                by_cluster[r.cluster].append(r)
+            reported = {cluster: {rep.id for rep in report.replicas} for cluster, report in reports.items()}
+            leaving = leaving_clusters(s)
+            unsent = [r for c, rows in by_cluster.items() for r in rows if to_send(r, reported[c], leaving)]
+            specs = _specs(s, unsent)
+            for cluster, ids in reported.items():
+                plan = plan_cluster(by_cluster.get(cluster, []), ids, specs)
+                for r in plan.forget:
+                    s.delete(r)
+                if plan.ensure or plan.remove:
+                    plans[cluster] = plan
+        return plans
+
+    async def _apply(self, cluster: str, plan: ClusterPlan) -> ClusterOutcome:
+        done = ClusterOutcome()
+        driver = self._resources.driver(cluster)
+        if driver is None:
+            return done
+        try:
+            for spec in plan.ensure:
+                try:
+                    await asyncio.wait_for(driver.ensure_replica(spec), self._timeout)
+                except ReplicaRejected as exc:
+                    done.rejected[spec.id] = f"{cluster} refused the replica: {exc}"
+                    continue
+                done.sent.append(spec)
+            for rid in plan.remove:
+                await asyncio.wait_for(driver.remove_replica(rid), self._timeout * 3)
+                done.removed.append(rid)
+        except (ClusterUnreachable, TimeoutError) as exc:
+            log.warning("cluster %s: rollout interrupted: %s", cluster, exc or type(exc).__name__)
+        except Exception:
+            # A driver failing in an unexpected way stops this cluster's rollout for this pass, not everyone's.
+            log.exception("cluster %s: rollout failed; retrying on the next pass", cluster)
+        return done
+
+    def _record(self, outcomes: list[ClusterOutcome]) -> None:
+        sent = [spec for o in outcomes for spec in o.sent]
+        removed = [rid for o in outcomes for rid in o.removed]
+        rejected = {rid: why for o in outcomes for rid, why in o.rejected.items()}
+        with self._db.transaction() as s:
+            ids = [x.id for x in sent] + removed + list(rejected)
+            rows = {r.id: r for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(ids)))}
+            names = subjects(s, {r.workload_id for r in rows.values()})
+            for spec in sent:
+                row = rows.get(spec.id)
+                if row is not None and row.desired:
+                    row.phase = ReplicaPhase.STARTING.value
+                    replica_event(
+                        s,
+                        EventKind.DEPLOYMENT_APPLIED,
+                        names[row.workload_id],
+                        row,
+                        f"replica {spec.id} sent to {row.cluster}/{row.node}",
+                        version=spec.version,
+                    )
+            for rid, why in rejected.items():
+                row = rows.get(rid)
+                if row is None:
+                    continue
+                row.message = why
+                if row.desired:
+                    row.phase = ReplicaPhase.REJECTED.value  # stored, so no pass (nor a restart) sends it again
+                replica_event(s, EventKind.REPLICA_REJECTED, names[row.workload_id], row, why)
+            for rid in removed:
+                row = rows.get(rid)
+                if row is not None and not row.desired:
+                    record_event(
+                        s,
+                        EventKind.REPLICA_REMOVED,
+                        names[row.workload_id],
+                        f"replica {rid} stopped on {row.cluster}/{row.node}",
+                        replica=rid,
+                    )
+                    s.delete(row)
+            update_phases(s, {r.workload_id for r in rows.values()})
+
+
+def _specs(s: Session, rows: list[ReplicaRow]) -> dict[str, ReplicaSpec]:
+    """What to send for each row, by workload; a workload whose descriptor cannot be read is recorded and skipped."""
+    by_workload: dict[int, list[ReplicaRow]] = defaultdict(list)
+    for r in rows:
+        by_workload[r.workload_id].append(r)
+    specs: dict[str, ReplicaSpec] = {}
+    for w in s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(list(by_workload)))):
+        # An older version's replica that vanished is not recreated: the new version replaces it.
+        wanted = [r for r in by_workload[w.id] if r.version == w.version]
+        if not wanted:
+            continue
+        try:  # no savepoint needed: building the specs writes nothing
+            descriptor = WorkloadDescriptor.model_validate(w.descriptor)
+            specs.update({r.id: _replica_spec(r, w.namespace, w.name, descriptor) for r in wanted})
+        except Exception as exc:
+            record_failure(s, w, "rollout", exc)
+    return specs
+
+
+def _replica_spec(row: ReplicaRow, namespace: str, name: str, descriptor: WorkloadDescriptor) -> ReplicaSpec:
+    d = descriptor.deployment
+    assert d is not None, "a catalogue entry has no replicas"  # its replicas are released when it becomes one
+    return ReplicaSpec(
+        id=row.id,
+        workload=f"{namespace}/{name}",
+        version=row.version,
+        index=row.index,
+        node=row.node,
+        command=d.command,
+        image=d.image,
+        working_dir=d.working_dir,
+        env=d.env,
+        ports=d.ports,
+        resources=d.resources,
+        isolation=d.isolation,
+        runtime=row.runtime,
+        health=d.health,
+    )

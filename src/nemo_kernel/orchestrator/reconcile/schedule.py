@@ -1,0 +1,147 @@
+"""Schedule: the decision engine places a replica for every index a queued workload has none for.
+
+Each decision is stored with its replicas in the workload's own savepoint; a workload that fits nowhere is not
+tried again until the inventory (health, schedulability, free capacity) or its version changes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from functools import partial
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from nemo_kernel.domain import EventKind, WorkloadDescriptor
+from nemo_kernel.orchestrator.decision import DecisionEngine
+from nemo_kernel.orchestrator.placement import Inventory
+from nemo_kernel.orchestrator.reconcile.phases import update_phases
+from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
+from nemo_kernel.store import Database, workloads
+from nemo_kernel.store.events import record_event, workload_subject
+from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
+
+SCHEDULE_BATCH = 200
+"""Queued workloads considered per pass, by id; also the bound of what the step remembers between passes."""
+
+
+class Scheduling:
+    """The third step of a pass: placement of queued workloads."""
+
+    def __init__(self, db: Database, decisions: DecisionEngine) -> None:
+        self._db = db
+        self._decisions = decisions
+        # Workload id -> (inventory generation, version) when it last fitted nowhere (or failed). Kept only for
+        # the workloads of the current batch: one deleted, placed or no longer queued is forgotten on the next
+        # pass, so this holds at most SCHEDULE_BATCH entries.
+        self.tried: dict[int, tuple[int, int]] = {}
+
+    def __call__(self) -> None:
+        """Run the step once; see the module docstring."""
+        with self._db.transaction() as s:
+            queue = list(
+                s.scalars(
+                    select(WorkloadRow)
+                    .where(WorkloadRow.needs_placement.is_(True), WorkloadRow.deleting.is_(False))
+                    .order_by(WorkloadRow.id)
+                    .limit(SCHEDULE_BATCH)
+                )
+            )
+            queued = {w.id for w in queue}
+            self.tried = {wid: t for wid, t in self.tried.items() if wid in queued}
+            if not queue:
+                return
+            inventory = Inventory.load(s)
+            replicas = workloads.replicas_by_workload(s, [w.id for w in queue])
+            touched: set[int] = set()
+            for w in queue:
+                tried = (inventory.generation, w.version)
+                if self.tried.get(w.id) == tried:
+                    continue  # nothing changed since it last fitted nowhere (or failed)
+                if isolated(s, w, "placement", partial(self._place, s, w, replicas.get(w.id, []), inventory)):
+                    touched.add(w.id)
+                else:
+                    self.tried[w.id] = tried
+            update_phases(s, touched)
+
+    def _place(self, s: Session, w: WorkloadRow, mine: list[ReplicaRow], inventory: Inventory) -> bool:
+        spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
+        if spec is None:  # a catalogue entry is never queued; one queued before it became one has nothing to place
+            _clear_queue(s, w.id, w.version)
+            return False
+        current = [r for r in mine if r.desired and r.version == w.version]
+        # An index whose replica is on a leaving cluster needs a replacement; the old one serves until it runs.
+        staying = [r for r in current if r.cluster not in inventory.leaving]
+        replaced = {r.index: r for r in current if r.cluster in inventory.leaving}
+        missing = sorted(set(range(spec.replicas)) - {r.index for r in staying})
+        version = w.version
+        if not missing:
+            _clear_queue(s, w.id, version)
+            return True
+        hosted: dict[tuple[str, str], int] = defaultdict(int)
+        for r in staying:
+            hosted[(r.cluster, r.node)] += 1
+        decision = self._decisions.decide(w.namespace, w.name, version, spec, missing, inventory.candidates(hosted))
+        workloads.store_decision(s, w, decision)
+        subject = workload_subject(w.namespace, w.name)
+        runtimes = {(v.cluster, v.node): v.runtime for v in decision.candidates if v.node is not None}
+        for a in decision.assignments:
+            replica = workloads.bind_replica(
+                s,
+                w,
+                index=a.index,
+                cluster=a.cluster,
+                node=a.node,
+                runtime=runtimes.get((a.cluster, a.node)),
+                cpu=spec.resources.cpu,
+                memory_mib=spec.resources.memory_mib,
+            )
+            inventory.allocate(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
+            replica_event(
+                s,
+                EventKind.REPLICA_SCHEDULED,
+                subject,
+                replica,
+                f"replica {replica.id} placed on {a.cluster}/{a.node}",
+                index=a.index,
+            )
+            old = replaced.get(a.index)
+            if old is not None:
+                reason = inventory.leaving[old.cluster]
+                replica_event(
+                    s,
+                    EventKind.REPLICA_RESCHEDULED,
+                    subject,
+                    old,
+                    f"replica {old.id} leaves {old.cluster}/{old.node} (cluster {reason}): {replica.id} replaces it "
+                    f"on {a.cluster}/{a.node}; {old.id} stops once {replica.id} runs",
+                    reason=reason,
+                    replacement=replica.id,
+                )
+        placed_all = len(decision.assignments) == len(missing)
+        kind = EventKind.PLACEMENT_DECIDED if decision.assignments else EventKind.PLACEMENT_PENDING
+        record_event(
+            s,
+            kind,
+            subject,
+            decision.summary,
+            version=version,
+            outcome=decision.outcome.value,
+            assignments=[a.model_dump() for a in decision.assignments],
+        )
+        if placed_all:
+            _clear_queue(s, w.id, version)
+        else:
+            self.tried[w.id] = (inventory.generation, version)
+            if not current and not decision.assignments:
+                w.message = decision.summary  # the phase is shown next to it: not repeated
+        return True
+
+
+def _clear_queue(s: Session, workload_id: int, version: int) -> None:
+    # Conditional on the version, so a newer apply that arrived meanwhile stays queued.
+    s.execute(
+        update(WorkloadRow)
+        .where(WorkloadRow.id == workload_id, WorkloadRow.version == version)
+        .values(needs_placement=False)
+    )

@@ -1,0 +1,308 @@
+"""The reconcile steps in-process: an engine on SQLite with in-memory clusters (real ``ClusterDriver`` objects).
+
+Each scenario runs at 10 and at 1,000 clusters and asserts what a user relies on: moves are make-before-break,
+a refused replica is reported once and never resent (not even after a restart), a new version replaces the old
+one without a gap, a deletion leaves nothing behind, not even in the engine's memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from tests.orchestrator.memory_driver import MemoryCluster, MemoryResources
+
+from nemo_kernel.config import Settings
+from nemo_kernel.domain import (
+    ClusterSpec,
+    DriverKind,
+    EventKind,
+    ReplicaPhase,
+    WorkloadDescriptor,
+    WorkloadPhase,
+)
+from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
+from nemo_kernel.store import Database, events, inventory, workloads
+from nemo_kernel.store.events import workload_subject
+from nemo_kernel.store.tables import WorkloadRow
+
+SIZES = [pytest.param(10, id="10-clusters"), pytest.param(1000, id="1000-clusters")]
+MAX_PASSES = 12  # every scenario settles in a handful of passes; more means it does not converge
+
+
+def _cluster(i: int) -> ClusterSpec:
+    return ClusterSpec.model_validate(
+        {
+            "name": f"c{i:04d}",
+            "driver": DriverKind.SIM,  # not local: the resource manager never tries to start an agent for it
+            "tier": "cloud" if i % 2 else "edge",
+            "region": "eu-south",
+            "country": "ES",
+            "nodes": [{"name": f"c{i:04d}-n{j}", "cpu": 4, "memory_mib": 4096} for j in range(2)],
+        }
+    )
+
+
+def _workload(name: str, replicas: int = 3, **deployment: Any) -> WorkloadDescriptor:
+    spec = {"command": ["serve"], "replicas": replicas, "resources": {"cpu": 0.5, "memory_mib": 64}} | deployment
+    return WorkloadDescriptor.model_validate({"name": name, "deployment": spec})
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A replica row as read in one transaction."""
+
+    id: str
+    index: int
+    version: int
+    cluster: str
+    desired: bool
+    phase: str
+    message: str
+
+
+class Plane:
+    """The engine, its resource manager and its memory clusters, on one SQLite database."""
+
+    def __init__(self, db: Database, settings: Settings, clusters: dict[str, MemoryCluster] | None = None) -> None:
+        self.db = db
+        self.settings = settings
+        self.resources = MemoryResources(db, settings)
+        if clusters is not None:
+            self.resources.clusters = clusters  # a restart: the clusters (and what they run) outlive the engine
+        self.engine = OrchestrationEngine(db, self.resources, settings)
+
+    def restarted(self) -> Plane:
+        """A new engine and resource manager on the same store and the same clusters."""
+        return Plane(self.db, self.settings, self.resources.clusters)
+
+    async def settle(self, done: Callable[[], bool], *, check: Callable[[], None] | None = None) -> None:
+        """Run passes until ``done()``; ``check()`` after every pass asserts what must hold throughout."""
+        for _ in range(MAX_PASSES):
+            await self.engine.reconcile_once()
+            if check is not None:
+                check()
+            if done():
+                return
+        raise AssertionError(f"not settled after {MAX_PASSES} passes")
+
+    def cluster(self, name: str) -> MemoryCluster:
+        return self.resources.clusters[name]
+
+    def apply(self, descriptor: WorkloadDescriptor) -> None:
+        with self.db.transaction() as s:
+            workloads.apply_workload(s, descriptor)
+
+    def workload(self, name: str) -> tuple[str, list[Replica]] | None:
+        """The workload's phase and replicas, or None once it is gone."""
+        with self.db.transaction() as s:
+            row = s.scalar(select(WorkloadRow).where(WorkloadRow.namespace == "default", WorkloadRow.name == name))
+            if row is None:
+                return None
+            rows = workloads.replicas_by_workload(s, [row.id]).get(row.id, [])
+            return row.phase, [
+                Replica(r.id, r.index, r.version, r.cluster, r.desired, r.phase, r.message) for r in rows
+            ]
+
+    def phase(self, name: str) -> str:
+        found = self.workload(name)
+        assert found is not None
+        return found[0]
+
+    def replicas(self, name: str) -> list[Replica]:
+        found = self.workload(name)
+        return [] if found is None else found[1]
+
+    def running(self, name: str) -> bool:
+        found = self.workload(name)
+        return found is not None and found[0] == WorkloadPhase.RUNNING.value
+
+    def kinds(self, name: str) -> list[str]:
+        with self.db.transaction() as s:
+            return [e.kind for e in events.history(s, workload_subject("default", name), limit=10_000)]
+
+    def hosted(self, prefix: str) -> dict[str, list[str]]:
+        """What the clusters run of a workload (replica ids start with its name), by cluster."""
+        found = {
+            name: [rid for rid in c.replicas if rid.startswith(f"{prefix}-v")]
+            for name, c in self.resources.clusters.items()
+        }
+        return {name: ids for name, ids in found.items() if ids}
+
+
+@pytest.fixture
+async def make_plane(tmp_path: Path) -> AsyncIterator[Callable[[int], Plane]]:
+    made: list[Plane] = []
+    db = Database(f"sqlite:///{tmp_path / 'nemo.db'}")
+    db.migrate()
+
+    def make(size: int) -> Plane:
+        # A silent cluster is NotReady at its first missed heartbeat: the test decides when a cluster is silent.
+        settings = Settings(data_dir=tmp_path / "data", heartbeat_timeout=0.001, driver_timeout=5.0)
+        with db.transaction() as s:
+            for i in range(size):
+                inventory.add_cluster(s, _cluster(i))
+        plane = Plane(db, settings)
+        made.append(plane)
+        return plane
+
+    yield make
+    for plane in made:
+        await plane.resources.close()
+    db.dispose()
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_a_drained_cluster_is_emptied_make_before_break(make_plane: Callable[[int], Plane], size: int) -> None:
+    plane = make_plane(size)
+    plane.apply(_workload("web"))
+    await plane.settle(lambda: plane.running("web"))
+    drained = plane.replicas("web")[0].cluster
+    with plane.db.transaction() as s:
+        inventory.set_schedulable(s, drained, cordoned=True, draining=True)
+
+    def serving() -> None:  # no gap: every index keeps a running replica while it moves
+        assert plane.phase("web") == WorkloadPhase.RUNNING.value
+
+    await plane.settle(lambda: drained not in plane.hosted("web") and len(plane.replicas("web")) == 3, check=serving)
+    assert all(r.cluster != drained and r.desired for r in plane.replicas("web"))
+    kinds = plane.kinds("web")
+    for kind in (EventKind.REPLICA_RESCHEDULED, EventKind.REPLICA_REPLACED, EventKind.REPLICA_REMOVED):
+        assert kind in kinds
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_replicas_of_a_silent_cluster_are_replaced_and_removed_when_it_answers(
+    make_plane: Callable[[int], Plane], size: int
+) -> None:
+    plane = make_plane(size)
+    plane.apply(_workload("web"))
+    await plane.settle(lambda: plane.running("web"))
+    silent = plane.replicas("web")[0].cluster
+    plane.cluster(silent).answering = False
+
+    await plane.engine.reconcile_once()
+    with plane.db.transaction() as s:
+        assert inventory.get_cluster(s, silent).phase == "NotReady"
+    # A replica on a cluster that does not answer may be dead: the workload does not count it as serving.
+    assert plane.phase("web") == WorkloadPhase.DEGRADED.value
+
+    await plane.settle(lambda: plane.running("web"))
+    current = [r for r in plane.replicas("web") if r.desired]
+    assert len(current) == 3 and all(r.cluster != silent for r in current)
+    assert silent in plane.hosted("web")  # it could not be told yet
+
+    plane.cluster(silent).answering = True
+    await plane.settle(lambda: silent not in plane.hosted("web") and len(plane.replicas("web")) == 3)
+    assert plane.phase("web") == WorkloadPhase.RUNNING.value
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_a_refused_replica_is_stored_rejected_reported_once_and_never_resent(
+    make_plane: Callable[[int], Plane], size: int
+) -> None:
+    plane = make_plane(size)
+    await plane.engine.reconcile_once()  # opens the clusters
+    for cluster in plane.resources.clusters.values():
+        cluster.refused_workloads.add("default/imaged")
+    plane.apply(_workload("imaged", replicas=1))
+
+    def rejected() -> bool:
+        return [r.phase for r in plane.replicas("imaged")] == [ReplicaPhase.REJECTED.value]
+
+    await plane.settle(rejected)
+    (replica,) = plane.replicas("imaged")
+    assert "refused the replica" in replica.message and replica.desired
+    assert plane.phase("imaged") == WorkloadPhase.DEPLOYING.value
+    with plane.db.transaction() as s:  # what the API and `nemo workload get` show
+        row = workloads.get_workload(s, "default", "imaged")
+        shown = workloads.to_workload_status(row, workloads.replicas_by_workload(s, [row.id])[row.id])
+    assert [(r.phase, r.message) for r in shown.replicas] == [(ReplicaPhase.REJECTED, replica.message)]
+
+    def sends() -> int:
+        return sum(c.ensured.count(replica.id) for c in plane.resources.clusters.values())
+
+    for _ in range(3):
+        await plane.engine.reconcile_once()
+    assert sends() == 1
+    # The state is in the store: a restarted control plane neither resends it nor reports it again.
+    restarted = plane.restarted()
+    for _ in range(3):
+        await restarted.engine.reconcile_once()
+    assert sends() == 1
+    assert plane.kinds("imaged").count(EventKind.REPLICA_REJECTED) == 1
+    assert [r.phase for r in plane.replicas("imaged")] == [ReplicaPhase.REJECTED.value]
+    assert plane.phase("imaged") == WorkloadPhase.DEPLOYING.value
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_a_new_version_replaces_the_old_one_without_a_gap(make_plane: Callable[[int], Plane], size: int) -> None:
+    plane = make_plane(size)
+    plane.apply(_workload("web"))
+    await plane.settle(lambda: plane.running("web"))
+    plane.apply(_workload("web", env={"COLOUR": "blue"}))
+
+    def serving() -> None:  # no gap: the old version runs until the new one does (the phase says Degraded meanwhile)
+        assert sum(len(ids) for ids in plane.hosted("web").values()) >= 3
+
+    def rolled_out() -> bool:
+        ids = [rid for ids in plane.hosted("web").values() for rid in ids]
+        return len(ids) == 3 and all(rid.startswith("web-v2-") for rid in ids) and len(plane.replicas("web")) == 3
+
+    await plane.settle(rolled_out, check=serving)
+    assert {(r.version, r.desired) for r in plane.replicas("web")} == {(2, True)}
+    assert EventKind.DEPLOYMENT_ROLLED_OUT in plane.kinds("web")
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_a_deleted_workload_leaves_nothing_behind(make_plane: Callable[[int], Plane], size: int) -> None:
+    plane = make_plane(size)
+    plane.apply(_workload("web"))
+    plane.apply(_workload("huge", replicas=1, resources={"cpu": 64, "memory_mib": 64}))  # fits nowhere
+    await plane.settle(lambda: plane.running("web") and plane.phase("huge") == WorkloadPhase.PENDING.value)
+    with plane.db.transaction() as s:
+        ids = {row.name: row.id for row in workloads.list_workloads(s)}
+        for name in ("web", "huge"):
+            workloads.mark_deleting(s, workloads.get_workload(s, "default", name))
+
+    await plane.settle(lambda: plane.workload("web") is None and plane.workload("huge") is None)
+    assert plane.hosted("web") == {}
+    assert EventKind.WORKLOAD_DELETED in plane.kinds("web")
+    # The engine's memory of them goes too.
+    await plane.engine.reconcile_once()
+    assert not set(ids.values()) & set(plane.engine.schedule.tried)
+    assert not [rid for rid in plane.engine.observe.usage_written if rid.startswith(("web-", "huge-"))]
+
+
+async def test_a_workload_that_fits_nowhere_is_remembered_only_while_queued(
+    make_plane: Callable[[int], Plane],
+) -> None:
+    plane = make_plane(10)
+    plane.apply(_workload("huge", replicas=1, resources={"cpu": 64, "memory_mib": 64}))
+    await plane.settle(lambda: plane.phase("huge") == WorkloadPhase.PENDING.value)
+    await plane.engine.reconcile_once()
+    assert len(plane.engine.schedule.tried) == 1  # not tried again until the inventory changes
+    kinds = plane.kinds("huge")
+    await plane.engine.reconcile_once()
+    assert plane.kinds("huge") == kinds
+    plane.apply(_workload("huge", replicas=1))  # a version that fits
+    await plane.settle(lambda: plane.running("huge"))
+    assert plane.engine.schedule.tried == {}
+
+
+async def test_removing_a_cluster_forgets_its_replicas_in_the_engine_too(make_plane: Callable[[int], Plane]) -> None:
+    plane = make_plane(10)
+    plane.apply(_workload("web"))
+    await plane.settle(lambda: plane.running("web"))
+    gone = plane.replicas("web")[0]
+    assert gone.id in plane.engine.observe.usage_written
+    with plane.db.transaction() as s:
+        inventory.remove_cluster(s, gone.cluster)
+
+    await plane.settle(lambda: plane.running("web") and gone.id not in {r.id for r in plane.replicas("web")})
+    assert all(r.cluster != gone.cluster for r in plane.replicas("web"))
+    assert gone.id not in plane.engine.observe.usage_written
