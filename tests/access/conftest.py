@@ -18,7 +18,8 @@ import uvicorn
 from aiohttp import web
 from fastapi import FastAPI
 
-from nemo_kernel.access.gateway import Gateway, parse_gateway_config
+from nemo_kernel.access.gateway import parse_gateway_config
+from nemo_kernel.access.gateway.app import Gateway
 from nemo_kernel.access.issuer import Realm, in_memory_realm, issuer_router
 
 
