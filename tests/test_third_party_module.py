@@ -15,8 +15,10 @@ import httpx
 import pytest
 import yaml
 
-from nemo_kernel.bus import Envelope, InMemoryKeyDirectory, Message, ModuleIdentity, ModuleKeys, RabbitMqBus, SecureBus
-from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER
+from nemo_kernel.bus import Message, ModuleIdentity, ModuleKeys, SecureBus
+from nemo_kernel.bus.envelope import Envelope
+from nemo_kernel.bus.identity import InMemoryKeyDirectory
+from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER, RabbitMqBus
 from tests.stack import Stack, running_stack, wait_for
 
 

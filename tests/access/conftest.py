@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,8 +19,10 @@ import uvicorn
 from aiohttp import web
 from fastapi import FastAPI
 
-from nemo_kernel.access.gateway import Gateway, parse_gateway_config
-from nemo_kernel.access.issuer import Realm, in_memory_realm, issuer_router
+from nemo_kernel.access.gateway import parse_gateway_config
+from nemo_kernel.access.gateway.app import Gateway
+from nemo_kernel.access.issuer import Realm, issuer_router, sql_realm
+from tests.conftest import migrated_database
 
 
 def listening_socket() -> socket.socket:
@@ -81,16 +84,17 @@ class IssuerServer:
 
 @asynccontextmanager
 async def running_issuer(**realm_options: object) -> AsyncIterator[IssuerServer]:
-    """A realm ``nemo`` on in-memory repositories, served by FastAPI on loopback."""
+    """A realm ``nemo`` on the store's repositories in a SQLite file of its own, served by FastAPI on loopback."""
     sock = listening_socket()
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    realm = in_memory_realm("nemo", issuer_url=f"{base}/realms/nemo")
-    for name, value in realm_options.items():
-        setattr(realm, name, value)
-    app = FastAPI()
-    app.include_router(issuer_router(realm))
-    async with serve_asgi(app, sock):
-        yield IssuerServer(realm, base)
+    with tempfile.TemporaryDirectory() as data, migrated_database(f"sqlite:///{data}/nemo.db") as db:
+        realm = sql_realm(db, "nemo", issuer_url=f"{base}/realms/nemo")
+        for name, value in realm_options.items():
+            setattr(realm, name, value)
+        app = FastAPI()
+        app.include_router(issuer_router(realm))
+        async with serve_asgi(app, sock):
+            yield IssuerServer(realm, base)
 
 
 @pytest.fixture

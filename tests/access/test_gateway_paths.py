@@ -15,8 +15,9 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from nemo_kernel.access.gateway import Gateway, parse_gateway_config
+from nemo_kernel.access.gateway import parse_gateway_config
 from nemo_kernel.access.gateway import store as gateway_store
+from nemo_kernel.access.gateway.app import Gateway
 from nemo_kernel.access.gateway.paths import PathRejected, normalise_path
 from tests.conftest import migrated_database
 

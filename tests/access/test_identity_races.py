@@ -1,4 +1,4 @@
-"""Identity changes under real concurrency, in memory, on SQLite and on PostgreSQL: no lost update, no deleted
+"""Identity changes under real concurrency, on SQLite and on PostgreSQL: no lost update, no deleted
 user or client brought back, and never a realm left without an enabled admin."""
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from nemo_kernel.access.issuer import (
     Realm,
     SecretHasher,
     User,
-    in_memory_realm,
     sql_realm,
 )
 from nemo_kernel.access.issuer.sql import SqlUserRepository
@@ -53,15 +52,10 @@ class GatedHasher(SecretHasher):
         return super().hash(secret)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def realm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Realm]:
-    """A realm whose identities live in memory, in a SQLite file or in a fresh PostgreSQL database."""
-    if request.param == "memory":
-        yield in_memory_realm()
-        return
-    url = f"sqlite:///{tmp_path / 'nemo.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    with migrated_database(url) as db:
-        yield sql_realm(db, "nemo")
+@pytest.fixture
+def realm(database: Database) -> Realm:
+    """A realm whose identities live in a SQLite file or in a fresh PostgreSQL database."""
+    return sql_realm(database, "nemo")
 
 
 def _admin(realm: Realm, hasher: SecretHasher | None = None) -> IdentityAdmin:
@@ -178,10 +172,17 @@ async def test_concurrent_removals_of_the_last_two_admins_leave_one(realm: Realm
         await realm.users.delete_user(second)
 
 
-def test_invalid_identity_is_422_naming_the_field_without_the_password() -> None:
+@pytest.fixture
+def sqlite_realm(tmp_path: Path) -> Iterator[Realm]:
+    """A realm in a SQLite file: for what does not depend on the database."""
+    with migrated_database(f"sqlite:///{tmp_path / 'nemo.db'}") as db:
+        yield sql_realm(db, "nemo")
+
+
+def test_invalid_identity_is_422_naming_the_field_without_the_password(sqlite_realm: Realm) -> None:
     app = FastAPI()
     install_error_handlers(app)
-    admin = _admin(in_memory_realm())
+    admin = _admin(sqlite_realm)
 
     @app.post("/password")
     async def set_password() -> None:

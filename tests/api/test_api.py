@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,16 +228,6 @@ def test_petitions_over_rest_join_and_deploy_from_git(stack: Stack, tmp_path: Pa
     _error(stack.api("POST", "/petitions", json={"numberofclusters": 0}), 422, "invalid")
     assert stack.api("GET", "/workloads/nothing").status_code == 404
     stack.api("DELETE", "/workloads/service")
-
-
-def test_cli_reports_api_errors(stack: Stack, tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    # "Bad" alone is a display name now (its id is derived); a line break makes it no name at all.
-    bad.write_text(json.dumps({"name": "Bad\n", "deployment": {"command": ["true"]}}))
-    done = stack.cli("workload", "apply", "-f", str(bad), check=False)
-    assert done.returncode == 1
-    assert "HTTP 422" in done.stderr and "name:" in done.stderr
-    assert stack.cli("cluster", "get", "nope", check=False).returncode == 1
 
 
 def test_replica_a_cluster_cannot_run_is_reported_not_retried(stack: Stack) -> None:

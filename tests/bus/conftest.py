@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import aio_pika
 import pytest
 
-from nemo_kernel.bus import InProcessBus, RabbitMqBus
+from nemo_kernel.bus import InProcessBus
+from nemo_kernel.bus.rabbitmq import RabbitMqBus
 
 from .rabbit_node import PrivateRabbit
 

@@ -8,8 +8,8 @@ import uuid
 
 import aio_pika
 
-from nemo_kernel.bus import InProcessBus, Message, RabbitMqBus
-from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER
+from nemo_kernel.bus import InProcessBus, Message
+from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER, RabbitMqBus
 
 from .conftest import dead_letters, eventually
 

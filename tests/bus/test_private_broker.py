@@ -15,9 +15,11 @@ import httpx
 import pytest
 import yaml
 
-from nemo_kernel.bus import Envelope, Message, RabbitMqBus, TlsConfig
+from nemo_kernel.bus import Message
+from nemo_kernel.bus.envelope import Envelope
 from nemo_kernel.bus.identity import InMemoryKeyDirectory, ModuleIdentity
 from nemo_kernel.bus.provision import provision
+from nemo_kernel.bus.rabbitmq import RabbitMqBus, TlsConfig
 from nemo_kernel.bus.secure import SecureBus
 from nemo_kernel.bus.status import bus_status
 from nemo_kernel.bus.subscriptions import BindingRefused, may_bind, read_regex

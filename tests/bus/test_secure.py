@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 
-from nemo_kernel.bus import InProcessBus, Message, RabbitMqBus
+from nemo_kernel.bus import InProcessBus, Message
 from nemo_kernel.bus.envelope import CONTENT_TYPE, Envelope
 from nemo_kernel.bus.identity import InMemoryKeyDirectory, ModuleIdentity
-from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER
+from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER, RabbitMqBus
 from nemo_kernel.bus.replay import SeenMessages
 from nemo_kernel.bus.secure import REFUSED, SecureBus
 

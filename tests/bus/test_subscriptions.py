@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import REGISTRY
 
-from nemo_kernel.bus import Envelope, InMemoryKeyDirectory, InProcessBus, Message, ModuleIdentity, SecureBus
+from nemo_kernel.bus import InProcessBus, Message, ModuleIdentity, SecureBus
+from nemo_kernel.bus.envelope import Envelope
+from nemo_kernel.bus.identity import InMemoryKeyDirectory
 from nemo_kernel.bus.subscriptions import (
     BindingRefused,
     InvalidPattern,

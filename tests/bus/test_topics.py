@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from nemo_kernel.bus import InProcessBus, Message, topic_matches
+from nemo_kernel.bus import InProcessBus, Message
+from nemo_kernel.bus.base import topic_matches
 
 
 @pytest.mark.parametrize(

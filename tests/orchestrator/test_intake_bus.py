@@ -17,8 +17,8 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from nemo_kernel.bus import InProcessBus, Message, ModuleIdentity, RabbitMqBus, SecureBus
-from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER
+from nemo_kernel.bus import InProcessBus, Message, ModuleIdentity, SecureBus
+from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER, RabbitMqBus
 from nemo_kernel.clusters.local import LocalProvider
 from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator import ControlPlane

@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from nemo_kernel.access.errors import AccessDenied, InvalidRequest, InvalidToken
+from nemo_kernel.access.errors import AccessDenied, InvalidToken
 from nemo_kernel.access.policy import authorize
-from nemo_kernel.access.tokens import Principal
+from nemo_kernel.access.tokens import Principal, bearer_token
 from nemo_kernel.access.verifier import TokenVerifier
 
-__all__ = ["AccessHTTPException", "bearer_auth", "bearer_token", "current_principal", "install_error_handlers"]
+__all__ = ["AccessHTTPException", "bearer_auth", "current_principal", "install_error_handlers"]
 
 
 class AccessHTTPException(HTTPException):
@@ -32,19 +32,6 @@ class AccessHTTPException(HTTPException):
     def __init__(self, denied: AccessDenied) -> None:
         super().__init__(status_code=denied.status, detail=denied.body()["error"], headers=denied.headers())
         self.denied = denied
-
-
-def bearer_token(authorization: str | None) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header; :class:`InvalidToken` if absent."""
-    if not authorization:
-        raise InvalidToken("missing bearer token")
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        raise InvalidToken("authorization scheme must be Bearer")
-    token = token.strip()
-    if not token or " " in token:
-        raise InvalidRequest("malformed bearer token")
-    return token
 
 
 def bearer_auth(

@@ -1,4 +1,5 @@
-"""Who a verified token speaks for: :class:`Principal`, built from claims the way Keycloak lays them out."""
+"""Who a verified token speaks for (:class:`Principal`, built from claims the way Keycloak lays them out) and where a
+request carries its token (:func:`bearer_token`). Framework-free: the FastAPI glue and the gateway both use it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from nemo_kernel.access.errors import InvalidRequest, InvalidToken
 
 #: Asymmetric JWS algorithms accepted for access tokens. ``none`` and the HMAC family are absent on purpose:
 #: a verifier holding only public keys must never accept a MAC keyed with one of them (algorithm confusion).
@@ -49,10 +52,6 @@ class Principal:
             return self.realm_roles
         return self.realm_roles | self.client_roles.get(client, frozenset())
 
-    def has_role(self, role: str, client: str | None = None) -> bool:
-        """Whether the principal holds ``role`` as a realm role (or a role of ``client``)."""
-        return role in self.roles(client)
-
 
 def _string_set(value: Any) -> frozenset[str]:
     if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
@@ -83,3 +82,16 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
         client_roles=MappingProxyType(client_roles),
         claims=MappingProxyType(dict(claims)),
     )
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header; :class:`InvalidToken` if absent."""
+    if not authorization:
+        raise InvalidToken("missing bearer token")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise InvalidToken("authorization scheme must be Bearer")
+    token = token.strip()
+    if not token or " " in token:
+        raise InvalidRequest("malformed bearer token")
+    return token

@@ -184,11 +184,6 @@ class RabbitMqBus:
         self._start_lock = asyncio.Lock()
         self._publisher_lock = asyncio.Lock()
 
-    @property
-    def connected(self) -> bool:
-        """Whether the connection is up right now (it comes back by itself after a broker restart)."""
-        return self._connection is not None and not self._connection.is_closed
-
     async def start(self) -> None:
         """Connect (retrying with exponential backoff up to ``connect_timeout``) and declare the exchanges."""
         async with self._start_lock:

@@ -209,13 +209,3 @@ class SecureBus:
             detail,
         )
         raise DeadLetter(reason, detail)
-
-
-def refused_counts() -> dict[str, float]:
-    """Current values of ``nemo_bus_refused_total`` by reason (for ``nemo bus status``)."""
-    counts: dict[str, float] = {}
-    for metric in REFUSED.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total"):
-                counts[sample.labels["reason"]] = sample.value
-    return counts

@@ -13,12 +13,10 @@ from nemo_kernel.bus import (
     Bus,
     InProcessBus,
     ModuleIdentity,
-    RabbitMqBus,
     ReplayGuard,
     SecureBus,
     SeenMessages,
     Subscription,
-    TlsConfig,
 )
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
@@ -47,6 +45,9 @@ def _bus_for(settings: Settings, directory: StoredKeyDirectory) -> Bus:
     modules' declared subscriptions itself (the broker does with the topic permissions set by provisioning)."""
     if not settings.bus_url:
         return InProcessBus(read_permissions=directory)
+    # Here, not at the top: aio_pika is loaded only by a control plane that uses RabbitMQ.
+    from nemo_kernel.bus.rabbitmq import RabbitMqBus, TlsConfig
+
     tls = None
     if settings.bus_ca_file is not None:
         tls = TlsConfig(settings.bus_ca_file, settings.bus_cert_file, settings.bus_key_file)

@@ -1,1 +1,10 @@
-"""nemo_kernel.ppef"""
+"""PPEF, the Privacy and Policy Enforcement Framework: SLAs and their SLOs. Nothing lives here yet; this is what will.
+
+In: SLAs (``nemo sla apply``, ``/api/v1/slas``) whose SLOs name an SLI, a target and a window, and the time series
+of :mod:`nemo_kernel.metrics`. Out: each SLA's lifecycle and status (``/api/v1/slas/{id}/status``), error budgets
+and burn rates, and a forecast of breaches. Publishes ``sla.violated`` and ``sla.breach_predicted``; the control
+plane reacts to them (scale out, migrate, notify) with handlers registered for those event kinds, so PPEF never
+calls the orchestrator.
+
+Layer: beside ``migration``, ``access`` and ``security`` (DESIGN.md), above ``metrics`` and the store.
+"""

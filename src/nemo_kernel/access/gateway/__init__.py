@@ -1,10 +1,15 @@
 """NEMO's gateway (NAC): an aiohttp reverse proxy configured like Kong, with access plugins.
 
-Start one with ``run_gateway(load_gateway_config("gateway.yaml"), host, port)`` or
-``python -m nemo_kernel.access.gateway --config gateway.yaml``; embed one with ``Gateway(config).application()``.
+Start one with ``run_gateway(load_gateway_config("gateway.yaml"), host, port)`` (from
+:mod:`nemo_kernel.access.gateway.app`) or ``python -m nemo_kernel.access.gateway --config gateway.yaml``; embed one
+with ``Gateway(config).application()``.
+
+Only the configuration is exported here: the API process validates and stores gateway configuration through this
+package and must not load aiohttp for it (``tests/test_import_boundaries.py`` checks), so the server
+(:mod:`.app`), its request context (:mod:`.context`) and the plugins (:mod:`.plugins`) are imported from their
+modules by whoever runs a gateway.
 """
 
-from nemo_kernel.access.gateway.app import Gateway, run_gateway
 from nemo_kernel.access.gateway.config import (
     DATABASE_URL_ENV,
     ConsumerConfig,
@@ -14,20 +19,13 @@ from nemo_kernel.access.gateway.config import (
     load_gateway_config,
     parse_gateway_config,
 )
-from nemo_kernel.access.gateway.context import Refusal, RequestContext
-from nemo_kernel.access.gateway.plugins import GatewayPlugin
 
 __all__ = [
     "DATABASE_URL_ENV",
     "ConsumerConfig",
-    "Gateway",
     "GatewayConfig",
-    "GatewayPlugin",
-    "Refusal",
-    "RequestContext",
     "RouteConfig",
     "ServiceConfig",
     "load_gateway_config",
     "parse_gateway_config",
-    "run_gateway",
 ]

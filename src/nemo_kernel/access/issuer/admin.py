@@ -129,14 +129,6 @@ class IdentityAdmin:
         no enabled admin."""
         return await self._users.update_user(username, _changed(enabled, roles), admin_role=ADMIN)
 
-    async def set_user_enabled(self, username: str, enabled: bool) -> User:
-        """Disable (or re-enable) a user; a disabled user's tokens are inactive."""
-        return await self.update_user(username, enabled=enabled)
-
-    async def set_user_roles(self, username: str, roles: Iterable[str]) -> User:
-        """Replace a user's realm roles (effective in tokens issued from now on)."""
-        return await self.update_user(username, roles=roles)
-
     async def set_password(self, username: str, password: str) -> None:
         """Replace a user's password."""
         _check_password(password)

@@ -63,7 +63,7 @@ class SigningKey:
 
 
 class KeyRepository(Protocol):
-    """Storage of signing keys (in memory here; SQL in the store)."""
+    """Storage of signing keys (:class:`nemo_kernel.access.issuer.sql.SqlKeyRepository` in the store)."""
 
     async def list_keys(self) -> list[SigningKey]:
         """All keys, retired ones included, oldest first."""
@@ -72,21 +72,6 @@ class KeyRepository(Protocol):
     async def save_key(self, key: SigningKey) -> None:
         """Insert or replace a key by ``kid``."""
         ...
-
-
-class InMemoryKeyRepository:
-    """Keys in a dict; lost on restart (tokens then stop verifying, which is acceptable for tests only)."""
-
-    def __init__(self) -> None:
-        self._keys: dict[str, SigningKey] = {}
-
-    async def list_keys(self) -> list[SigningKey]:
-        """All keys, oldest first."""
-        return sorted(self._keys.values(), key=lambda k: k.created_at)
-
-    async def save_key(self, key: SigningKey) -> None:
-        """Insert or replace ``key``."""
-        self._keys[key.kid] = key
 
 
 class KeyRing:

@@ -6,11 +6,10 @@ import base64
 import json
 
 from nemo_kernel.access.errors import AccessDenied
-from nemo_kernel.access.fastapi import bearer_token
 from nemo_kernel.access.gateway.config import ConsumerConfig, OidcSettings
 from nemo_kernel.access.gateway.context import Refusal, RequestContext
 from nemo_kernel.access.gateway.plugins.base import GatewayPlugin
-from nemo_kernel.access.tokens import Principal
+from nemo_kernel.access.tokens import Principal, bearer_token
 from nemo_kernel.access.verifier import ClientCredentials, TokenVerifier
 
 #: Claims passed upstream in ``X-Userinfo`` (base64 JSON), as Kong's OIDC plugins do.
