@@ -93,7 +93,9 @@ class DecisionEngine:
     Pure: no I/O, no shared state between calls; the caller supplies the inventory and stores the result.
     ``criteria`` are the plugins nodes are scored on (:data:`DEFAULT_CRITERIA`); ``weights`` maps their names to
     weights from 0 to 1000 (a missing one weighs 0; ``None``: each weighs ``DEFAULT_WEIGHT``); a workload's
-    ``placement.weights`` override them for its decisions. ``clock`` stamps ``decided_at``, so tests can pin time.
+    ``placement.weights`` override them for its decisions. Explanations list the scores of the criteria
+    ``raw()`` in their order, then those ``score()``-ed by load, then spread. ``clock`` stamps ``decided_at``, so
+    tests can pin time.
     """
 
     def __init__(
