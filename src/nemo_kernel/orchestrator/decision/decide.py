@@ -111,7 +111,6 @@ class DecisionEngine:
         for criterion in criteria:
             if isinstance(criterion, Criterion) == isinstance(criterion, LoadCriterion):
                 raise TypeError(f"criterion {criterion.name!r} must implement raw() or score(), and only one")
-        self._criteria = tuple(criteria)
         self._fixed = tuple(c for c in criteria if isinstance(c, Criterion))
         self._by_load = tuple(c for c in criteria if isinstance(c, LoadCriterion))
         self._weights = checked_weights(dict.fromkeys(names, DEFAULT_WEIGHT) if weights is None else weights, names)
