@@ -6,8 +6,47 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_OLD_WEIGHTS = ("cost", "carbon", "balance")
+"""The criteria that had a variable each (``NEMO_WEIGHT_COST``...) before ``NEMO_WEIGHTS``."""
+
+
+def _checked_weights(value: Any, old: dict[str, float]) -> dict[str, float]:
+    """Every criterion's weight from ``NEMO_WEIGHTS`` (JSON text, or a mapping) and the old variables' ``old``.
+
+    A criterion named by both must have the same weight in both: neither silently wins over the other. Raises
+    ValueError naming what is wrong; the caller reports it as ``NEMO_WEIGHTS``.
+    """
+    # Imported here: settings are read by every CLI command, which has no other use for the domain models.
+    from nemo_kernel.domain import CRITERIA, DEFAULT_WEIGHT, MAX_WEIGHT, DocumentError, load_document
+
+    if isinstance(value, str | bytes):
+        try:
+            value = load_document(value, yaml_syntax=False)
+        except DocumentError as exc:
+            raise ValueError(f"not a JSON mapping of criterion to weight: {exc}") from None
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ValueError(f'must be a JSON mapping of criterion to weight, like {{"cost": 1}}, not {value!r}')
+    weights: dict[str, float] = {}
+    for name, weight in value.items():
+        if name not in CRITERIA:
+            raise ValueError(f"unknown criterion {name!r}; known: {', '.join(CRITERIA)}")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"weight of {name} must be a number from 0 to {MAX_WEIGHT:g}, not {weight!r}")
+        weights[name] = float(weight)
+    for name, weight in old.items():
+        if weights.get(name, weight) != weight:
+            variable = f"NEMO_WEIGHT_{name.upper()}"
+            raise ValueError(f"{name} is {weights[name]:g} in NEMO_WEIGHTS but {weight:g} in {variable}; set it once")
+        weights[name] = weight
+    full = {name: weights.get(name, DEFAULT_WEIGHT) for name in CRITERIA}
+    if not any(full.values()):
+        raise ValueError("at least one weight must be above 0")
+    return full
 
 
 def default_data_dir() -> Path:
@@ -83,9 +122,17 @@ class Settings(BaseSettings):
     petition_clone_timeout: float = Field(default=60.0, gt=0, le=600, description="seconds a petition's clone may take")
     petition_clone_max_mib: int = Field(default=100, ge=1, le=10240, description="size limit of a petition's clone")
 
-    weight_cost: float = Field(default=1.0, ge=0)
-    weight_carbon: float = Field(default=1.0, ge=0)
-    weight_balance: float = Field(default=1.0, ge=0)
+    # The weights of the placement criteria: one JSON mapping, NEMO_WEIGHTS='{"cost": 2, "carbon": 1}'. The three
+    # variables before it are still read (an entry each); they are validated with it, in ``_weights``.
+    weight_cost: float | None = Field(default=None, ge=0, le=1000, allow_inf_nan=False, description="see weights")
+    weight_carbon: float | None = Field(default=None, ge=0, le=1000, allow_inf_nan=False, description="see weights")
+    weight_balance: float | None = Field(default=None, ge=0, le=1000, allow_inf_nan=False, description="see weights")
+    weights: Annotated[dict[str, float] | None, NoDecode] = Field(
+        default=None,
+        validate_default=True,
+        description="JSON mapping of placement criterion to weight, 0 to 1000; a criterion left out weighs 1. "
+        "Unset: every criterion weighs 1",
+    )
 
     @field_validator("petition_roots", mode="before")
     @classmethod
@@ -103,6 +150,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"petition roots must be absolute directories, not {str(root)!r}")
         return value
 
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights(cls, value: Any, info: ValidationInfo) -> dict[str, float] | None:
+        old = {name: info.data.get(f"weight_{name}") for name in _OLD_WEIGHTS}
+        given = {name: weight for name, weight in old.items() if weight is not None}
+        if value is None and not given:
+            return None  # the decision engine's defaults; and the CLI never loads the domain models
+        return _checked_weights(value, given)
+
     def resolved_database_url(self) -> str:
         """The database to use: ``database_url``, or a SQLite file in the data directory."""
         if self.database_url:
@@ -118,8 +174,3 @@ class Settings(BaseSettings):
     def admin_credentials_file(self) -> Path:
         """Where ``nemo up`` writes the admin client's credentials on first start (mode 0600)."""
         return self.data_dir / "admin-credentials.json"
-
-    @property
-    def weights(self) -> dict[str, float]:
-        """Weights of the decision engine's scores."""
-        return {"cost": self.weight_cost, "carbon": self.weight_carbon, "balance": self.weight_balance}

@@ -31,6 +31,9 @@ from nemo_kernel.domain.placement import (
     PlacementOutcome,
 )
 from nemo_kernel.domain.workload import (
+    CRITERIA,
+    DEFAULT_WEIGHT,
+    MAX_WEIGHT,
     NOT_RUNNABLE,
     RUNTIMES_FOR_ISOLATION,
     TEE_TYPES,
@@ -39,6 +42,7 @@ from nemo_kernel.domain.workload import (
     Isolation,
     Microservice,
     PlacementConstraints,
+    PlacementWeights,
     PortSpec,
     ReplicaPhase,
     ReplicaStatus,
@@ -51,7 +55,10 @@ from nemo_kernel.domain.workload import (
 )
 
 __all__ = [
+    "CRITERIA",
+    "DEFAULT_WEIGHT",
     "MAX_DEPTH",
+    "MAX_WEIGHT",
     "NOT_RUNNABLE",
     "RUNTIMES_FOR_ISOLATION",
     "TEE_TYPES",
@@ -77,6 +84,7 @@ __all__ = [
     "PlacementConstraints",
     "PlacementDecision",
     "PlacementOutcome",
+    "PlacementWeights",
     "PortSpec",
     "PowerModel",
     "Prices",

@@ -10,7 +10,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, field_validator, model_validator, with_config
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from nemo_kernel.domain.cluster import MAX_MEMORY_MIB, MAX_NODE_CPU, TeeType, Tier
 from nemo_kernel.domain.common import (
@@ -99,6 +100,33 @@ TEE_TYPES: frozenset[TeeType] = frozenset(t for t in TeeType if t is not TeeType
 """Every TEE a node can offer."""
 
 
+DEFAULT_WEIGHT = 1.0
+"""The weight of a placement criterion that neither ``NEMO_WEIGHTS`` nor the workload sets."""
+
+MAX_WEIGHT = 1000.0
+"""Weights are relative; a cap keeps a typo (1e300) from being taken as a preference."""
+
+Weight = Annotated[float, Field(ge=0, le=MAX_WEIGHT)]
+
+
+@with_config(ConfigDict(extra="forbid", strict=True, allow_inf_nan=False))
+class PlacementWeights(TypedDict, total=False):
+    """How much each placement criterion counts in a node's score, 0 to 1000; a criterion left out keeps its weight.
+
+    One key per criterion of the decision engine (``orchestrator/decision/criteria``, a test keeps the two equal).
+    A TypedDict rather than a model so an unknown name is refused at ``...weights.<name>`` and only the weights
+    written are stored.
+    """
+
+    cost: Weight
+    carbon: Weight
+    balance: Weight
+
+
+CRITERIA: tuple[str, ...] = tuple(PlacementWeights.__annotations__)
+"""The names of the placement criteria, in the order the decision engine reports their scores."""
+
+
 class PlacementConstraints(Spec):
     """Where a workload may run. Empty lists mean no restriction."""
 
@@ -110,6 +138,10 @@ class PlacementConstraints(Spec):
     clusters: list[str] = Field(default_factory=list)
     tee: Annotated[TeeChoice, Lax] | None = Field(
         default=None, description="the TEE type the node must offer (tdx, sev-snp, sev, sgx, any); implies a TEE"
+    )
+    weights: PlacementWeights = Field(
+        default_factory=lambda: PlacementWeights(),
+        description="this workload's weights of the placement criteria, over those of NEMO_WEIGHTS",
     )
 
     @field_validator("countries")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from nemo_kernel.domain import RUNTIMES_FOR_ISOLATION, DeploymentSpec, Isolation, TeeChoice, TeeType
-from nemo_kernel.orchestrator.decision.inventory import ClusterCandidate, NodeCandidate
+from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
 
 # Float sums of fractional CPU requests drift (0.1 * 3 > 0.3); without a tolerance a node filled exactly
 # to capacity would reject the last replica.

@@ -1,0 +1,63 @@
+"""What a placement criterion is: the protocols the decision engine scores feasible nodes with.
+
+Two shapes, because criteria come in two kinds:
+
+- :class:`Criterion` gives a raw value per node in its own unit (EUR/h, gCO2/h, ms). The engine min-max normalises
+  the raw values over the decision's feasible nodes, once, at the start of the decision, so a node's score does not
+  change when another node fills up.
+- :class:`LoadCriterion` scores a node from what it holds *at this point of the decision*: balance depends on the
+  replicas this decision already put on the node, so it is re-scored for the node that took a replica (O(log n) per
+  replica on the engine's heap). Its score is already in [0, 1] and is not normalised: min-max over the feasible
+  nodes would stretch a sliver of free capacity to the full range and rescale every node each time one takes a
+  replica. A ``raw()`` without the node's load could express neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
+
+from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
+from nemo_kernel.orchestrator.decision.filters import Requirements
+
+
+@runtime_checkable
+class Criterion(Protocol):
+    """One placement criterion; raw values are normalised over the feasible nodes (best 1.0, worst 0.0)."""
+
+    name: ClassVar[str]
+    """The key of its weight (``NEMO_WEIGHTS``, ``placement.weights``) and of its score in explanations."""
+    lower_is_better: ClassVar[bool]
+
+    def raw(self, cluster: ClusterCandidate, node: NodeCandidate, req: Requirements) -> float:
+        """The criterion's value for one replica of the workload on ``node``, in the criterion's own unit."""
+        ...
+
+
+@dataclass(slots=True)
+class NodeLoad:
+    """What a node holds at this point of a decision: its allocation before it, plus the replicas it placed there.
+
+    The engine updates it as it places replicas; criteria read it and never change it.
+    """
+
+    used_cpu: float
+    used_memory_mib: float
+    hosted: int
+    """Replicas of the workload on the node, those running before the decision included."""
+    placed: int = 0
+    """Replicas this decision placed on the node."""
+
+
+@runtime_checkable
+class LoadCriterion(Protocol):
+    """A criterion that depends on what the decision already placed on a node; scored in [0, 1], higher is better."""
+
+    name: ClassVar[str]
+
+    def score(self, cluster: ClusterCandidate, node: NodeCandidate, load: NodeLoad, req: Requirements) -> float:
+        """The node's score if it takes one more replica on top of ``load``."""
+        ...
+
+
+AnyCriterion = Criterion | LoadCriterion

@@ -1,0 +1,22 @@
+"""Cost: EUR per hour of one replica at the cluster's prices; the cheapest feasible node scores 1.0."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
+from nemo_kernel.orchestrator.decision.filters import Requirements
+
+_MIB_PER_GIB = 1024.0
+
+
+class CostPerHour:
+    """The price of one replica per hour; prices are per cluster, so every node of a cluster costs the same."""
+
+    name: ClassVar[str] = "cost"
+    lower_is_better: ClassVar[bool] = True
+
+    def raw(self, cluster: ClusterCandidate, node: NodeCandidate, req: Requirements) -> float:
+        """EUR per hour of one replica on ``cluster``."""
+        prices = cluster.prices
+        return req.cpu * prices.cpu_hour_eur + req.memory_mib / _MIB_PER_GIB * prices.gib_hour_eur
