@@ -63,6 +63,7 @@ class Replica:
     index: int
     version: int
     cluster: str
+    node: str
     desired: bool
     phase: str
     message: str
@@ -109,7 +110,7 @@ class Plane:
                 return None
             rows = workloads.replicas_by_workload(s, [row.id]).get(row.id, [])
             return row.phase, [
-                Replica(r.id, r.index, r.version, r.cluster, r.desired, r.phase, r.message) for r in rows
+                Replica(r.id, r.index, r.version, r.cluster, r.node, r.desired, r.phase, r.message) for r in rows
             ]
 
     def phase(self, name: str) -> str:
@@ -280,6 +281,21 @@ async def test_a_deleted_workload_leaves_nothing_behind(make_plane: Callable[[in
     await plane.engine.reconcile_once()
     assert not set(ids.values()) & set(plane.engine.schedule.tried)
     assert not [rid for rid in plane.engine.observe.usage_written if rid.startswith(("web-", "huge-"))]
+
+
+async def test_a_node_reported_not_ready_takes_no_new_replica(make_plane: Callable[[int], Plane]) -> None:
+    plane = make_plane(10)
+    await plane.engine.reconcile_once()  # opens the clusters
+    for cluster in plane.memory.clusters.values():
+        cluster.not_ready.add(f"{cluster.spec.name}-n0")
+    await plane.engine.reconcile_once()  # the heartbeat stores it
+    plane.apply(_workload("web"))
+
+    await plane.settle(lambda: plane.running("web"))
+    assert {r.node.endswith("-n1") for r in plane.replicas("web")} == {True}
+    with plane.db.transaction() as s:
+        nodes = {n.name: n.ready for n in inventory.get_cluster(s, "c0000").nodes}
+    assert nodes == {"c0000-n0": False, "c0000-n1": True}
 
 
 async def test_a_workload_that_fits_nowhere_is_remembered_only_while_queued(
