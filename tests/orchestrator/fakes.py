@@ -1,11 +1,13 @@
 """A cluster driver held in memory, and its provider: the engine's tests plug them in as ``driver: sim`` clusters.
 
 They are real implementations of :class:`~nemo_kernel.clusters.ClusterDriver` and
-:class:`~nemo_kernel.clusters.DriverProvider`, not mocks: a replica runs as soon as it is ensured on a node
-of its cluster, and a test changes the cluster (outage, NotReady node, refused workload) through their attributes.
+:class:`~nemo_kernel.clusters.DriverProvider`, not mocks, and they reach the engine only through the providers
+seam. A replica runs as soon as it is ensured on a node of its cluster; a test changes the cluster through the
+driver's attributes: an outage (``reachable``), a NotReady node (``not_ready``), a refused workload (``refused``).
 
     provider = MemoryProvider()
     plane = ControlPlane(settings, providers={DriverKind.SIM: provider})
+    resources = ResourceManager(db, settings, providers=DriverProviders(settings, {DriverKind.SIM: provider}))
 """
 
 from __future__ import annotations
@@ -28,30 +30,37 @@ from nemo_kernel.domain import ClusterSpec, ReplicaPhase, utcnow
 @dataclass
 class MemoryDriver:
     """One cluster in memory. ``reachable=False`` makes every call raise :class:`ClusterUnreachable` (an outage),
-    a node in ``not_ready`` is reported NotReady, and replicas of a workload in ``refused`` are rejected."""
+    a node in ``not_ready`` is reported NotReady, and replicas of a workload in ``refused`` are rejected.
+
+    ``ensured`` lists every replica id sent with ``ensure_replica``, in order, refused ones included.
+    """
 
     spec: ClusterSpec
     replicas: dict[str, ReplicaReport] = field(default_factory=dict)
     reachable: bool = True
     not_ready: set[str] = field(default_factory=set)
     refused: set[str] = field(default_factory=set)  # workloads as '<namespace>/<name>'
+    ensured: list[str] = field(default_factory=list)
 
     async def status(self) -> ClusterReport:
         """Every node and replica of the cluster."""
         self._answer()
         nodes = [NodeReport(name=n.name, ready=n.name not in self.not_ready) for n in self.spec.nodes]
-        return ClusterReport(cluster=self.spec.name, nodes=nodes, replicas=list(self.replicas.values()))
+        return ClusterReport(
+            cluster=self.spec.name, nodes=nodes, replicas=list(self.replicas.values()), sandbox="memory"
+        )
 
     async def ensure_replica(self, spec: ReplicaSpec) -> None:
         """Run the replica (it is Running at once); a replica already there is left as it is."""
         self._answer()
-        if spec.node not in {n.name for n in self.spec.nodes}:
-            raise ReplicaRejected("unknown-node", f"cluster {self.spec.name} has no node {spec.node!r}")
+        self.ensured.append(spec.id)
         if spec.workload in self.refused:
             raise ReplicaRejected("refused", f"cluster {self.spec.name} refuses replicas of {spec.workload}")
+        if spec.node not in {n.name for n in self.spec.nodes}:
+            raise ReplicaRejected("unknown_node", f"cluster {self.spec.name} has no node {spec.node!r}")
         if spec.id not in self.replicas:
             self.replicas[spec.id] = ReplicaReport(
-                id=spec.id, node=spec.node, phase=ReplicaPhase.RUNNING, started_at=utcnow()
+                id=spec.id, node=spec.node, phase=ReplicaPhase.RUNNING, url=f"memory://{spec.id}", started_at=utcnow()
             )
 
     async def remove_replica(self, replica_id: str) -> None:
@@ -69,7 +78,8 @@ class MemoryDriver:
 
 @dataclass
 class MemoryProvider:
-    """Opens :class:`MemoryDriver` clusters; a cluster opened again (a control-plane restart) keeps its replicas.
+    """Opens :class:`MemoryDriver` clusters; a cluster opened again (a control-plane restart: a new engine given
+    the same provider) keeps its replicas.
 
     ``forgotten`` lists the clusters removed, in order; ``closed`` tells whether the control plane closed it.
     """
@@ -98,6 +108,6 @@ class MemoryProvider:
         self.closed = True
 
 
-# mypy checks here that both keep the shape of their protocols
+# both keep the shape of their protocols: mypy says so when run on this file (the project run covers src only)
 _driver: type[ClusterDriver] = MemoryDriver
 _provider: type[DriverProvider] = MemoryProvider

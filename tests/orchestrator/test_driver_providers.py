@@ -58,21 +58,21 @@ def _workload(name: str, replicas: int) -> WorkloadDescriptor:
 
 
 @pytest.fixture
-async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
+def memory() -> MemoryProvider:
+    """The provider of the control plane's ``sim`` clusters: the tests look at the clusters through it."""
+    return MemoryProvider()
+
+
+@pytest.fixture
+async def plane(tmp_path: Path, memory: MemoryProvider) -> AsyncIterator[ControlPlane]:
     """A control plane whose ``sim`` clusters are memory clusters; its store is migrated, its loops not started."""
-    cp = ControlPlane(_settings(tmp_path), providers={DriverKind.SIM: MemoryProvider()})
+    cp = ControlPlane(_settings(tmp_path), providers={DriverKind.SIM: memory})
     await asyncio.to_thread(cp.db.migrate)
     try:
         yield cp
     finally:
         await cp.resources.close()
         cp.db.dispose()
-
-
-def _memory(plane: ControlPlane) -> MemoryProvider:
-    provider = plane.resources._providers.for_kind(DriverKind.SIM)
-    assert isinstance(provider, MemoryProvider)
-    return provider
 
 
 def _add(plane: ControlPlane, *specs: ClusterSpec) -> None:
@@ -99,7 +99,7 @@ def _phases(plane: ControlPlane, name: str) -> tuple[str, dict[str, tuple[str, s
         return row.phase, {r.id: (r.cluster, r.phase) for r in replicas if r.desired}
 
 
-async def test_a_workload_runs_on_a_cluster_of_a_plugged_in_driver(plane: ControlPlane) -> None:
+async def test_a_workload_runs_on_a_cluster_of_a_plugged_in_driver(plane: ControlPlane, memory: MemoryProvider) -> None:
     _add(plane, _cluster("sim-a", "sim", "n1", "n2"))
     plane.intake.apply(_workload("web", 3))
 
@@ -109,30 +109,32 @@ async def test_a_workload_runs_on_a_cluster_of_a_plugged_in_driver(plane: Contro
     assert len(replicas) == 3
     assert set(replicas.values()) == {("sim-a", ReplicaPhase.RUNNING.value)}
     # what the store says runs is what the cluster runs
-    assert set(_memory(plane).clusters["sim-a"].replicas) == set(replicas)
+    assert set(memory.clusters["sim-a"].replicas) == set(replicas)
 
 
-async def test_removing_a_cluster_makes_its_provider_forget_it(plane: ControlPlane) -> None:
+async def test_removing_a_cluster_makes_its_provider_forget_it(plane: ControlPlane, memory: MemoryProvider) -> None:
     _add(plane, _cluster("sim-a", "sim", "n1"), _cluster("sim-b", "sim", "n1"))
-    await _until(plane, lambda: set(_memory(plane).opened) == {"sim-a", "sim-b"}, "both clusters opened")
+    await _until(plane, lambda: set(memory.opened) == {"sim-a", "sim-b"}, "both clusters opened")
 
     with plane.db.transaction() as s:
         inventory.remove_cluster(s, "sim-a")
     await plane.engine.reconcile_once()
 
-    assert _memory(plane).forgotten == ["sim-a"]
-    assert set(_memory(plane).clusters) == {"sim-b"}
+    assert memory.forgotten == ["sim-a"]
+    assert set(memory.clusters) == {"sim-b"}
 
 
-async def test_closing_the_control_plane_closes_providers_and_keeps_replicas(plane: ControlPlane) -> None:
+async def test_closing_the_control_plane_closes_providers_and_keeps_replicas(
+    plane: ControlPlane, memory: MemoryProvider
+) -> None:
     _add(plane, _cluster("sim-a", "sim", "n1"))
     plane.intake.apply(_workload("web", 1))
     await _until(plane, lambda: _phases(plane, "web")[0] == WorkloadPhase.RUNNING.value, "web Running")
 
     await plane.resources.close()
 
-    assert _memory(plane).closed
-    assert len(_memory(plane).clusters["sim-a"].replicas) == 1
+    assert memory.closed
+    assert len(memory.clusters["sim-a"].replicas) == 1
 
 
 async def test_a_cluster_of_a_kind_without_provider_is_reported_and_the_others_run(plane: ControlPlane) -> None:

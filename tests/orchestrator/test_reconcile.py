@@ -1,4 +1,5 @@
-"""The reconcile steps in-process: an engine on SQLite with in-memory clusters (real ``ClusterDriver`` objects).
+"""The reconcile steps in-process: an engine on SQLite with in-memory clusters (real ``ClusterDriver`` objects,
+``driver: sim`` clusters opened by :class:`~tests.orchestrator.fakes.MemoryProvider` through the providers seam).
 
 Each scenario runs at 10 and at 1,000 clusters and asserts what a user relies on: moves are make-before-break,
 a refused replica is reported once and never resent (not even after a restart), a new version replaces the old
@@ -14,8 +15,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from tests.orchestrator.memory_driver import MemoryCluster, MemoryResources
+from tests.orchestrator.fakes import MemoryDriver, MemoryProvider
 
+from nemo_kernel.clusters import DriverProviders
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import (
     ClusterSpec,
@@ -26,6 +28,7 @@ from nemo_kernel.domain import (
     WorkloadPhase,
 )
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
+from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database, events, inventory, workloads
 from nemo_kernel.store.events import workload_subject
 from nemo_kernel.store.tables import WorkloadRow
@@ -60,6 +63,7 @@ class Replica:
     index: int
     version: int
     cluster: str
+    node: str
     desired: bool
     phase: str
     message: str
@@ -68,17 +72,18 @@ class Replica:
 class Plane:
     """The engine, its resource manager and its memory clusters, on one SQLite database."""
 
-    def __init__(self, db: Database, settings: Settings, clusters: dict[str, MemoryCluster] | None = None) -> None:
+    def __init__(self, db: Database, settings: Settings, memory: MemoryProvider | None = None) -> None:
         self.db = db
         self.settings = settings
-        self.resources = MemoryResources(db, settings)
-        if clusters is not None:
-            self.resources.clusters = clusters  # a restart: the clusters (and what they run) outlive the engine
+        # A restart is handed the same provider: the clusters (and what they run) outlive the engine.
+        self.memory = memory if memory is not None else MemoryProvider()
+        providers = DriverProviders(settings, {DriverKind.SIM: self.memory})
+        self.resources = ResourceManager(db, settings, providers=providers)
         self.engine = OrchestrationEngine(db, self.resources, settings)
 
     def restarted(self) -> Plane:
         """A new engine and resource manager on the same store and the same clusters."""
-        return Plane(self.db, self.settings, self.resources.clusters)
+        return Plane(self.db, self.settings, self.memory)
 
     async def settle(self, done: Callable[[], bool], *, check: Callable[[], None] | None = None) -> None:
         """Run passes until ``done()``; ``check()`` after every pass asserts what must hold throughout."""
@@ -90,8 +95,8 @@ class Plane:
                 return
         raise AssertionError(f"not settled after {MAX_PASSES} passes")
 
-    def cluster(self, name: str) -> MemoryCluster:
-        return self.resources.clusters[name]
+    def cluster(self, name: str) -> MemoryDriver:
+        return self.memory.clusters[name]
 
     def apply(self, descriptor: WorkloadDescriptor) -> None:
         with self.db.transaction() as s:
@@ -105,7 +110,7 @@ class Plane:
                 return None
             rows = workloads.replicas_by_workload(s, [row.id]).get(row.id, [])
             return row.phase, [
-                Replica(r.id, r.index, r.version, r.cluster, r.desired, r.phase, r.message) for r in rows
+                Replica(r.id, r.index, r.version, r.cluster, r.node, r.desired, r.phase, r.message) for r in rows
             ]
 
     def phase(self, name: str) -> str:
@@ -129,7 +134,7 @@ class Plane:
         """What the clusters run of a workload (replica ids start with its name), by cluster."""
         found = {
             name: [rid for rid in c.replicas if rid.startswith(f"{prefix}-v")]
-            for name, c in self.resources.clusters.items()
+            for name, c in self.memory.clusters.items()
         }
         return {name: ids for name, ids in found.items() if ids}
 
@@ -183,7 +188,7 @@ async def test_replicas_of_a_silent_cluster_are_replaced_and_removed_when_it_ans
     plane.apply(_workload("web"))
     await plane.settle(lambda: plane.running("web"))
     silent = plane.replicas("web")[0].cluster
-    plane.cluster(silent).answering = False
+    plane.cluster(silent).reachable = False
 
     await plane.engine.reconcile_once()
     with plane.db.transaction() as s:
@@ -196,7 +201,7 @@ async def test_replicas_of_a_silent_cluster_are_replaced_and_removed_when_it_ans
     assert len(current) == 3 and all(r.cluster != silent for r in current)
     assert silent in plane.hosted("web")  # it could not be told yet
 
-    plane.cluster(silent).answering = True
+    plane.cluster(silent).reachable = True
     await plane.settle(lambda: silent not in plane.hosted("web") and len(plane.replicas("web")) == 3)
     assert plane.phase("web") == WorkloadPhase.RUNNING.value
 
@@ -207,8 +212,8 @@ async def test_a_refused_replica_is_stored_rejected_reported_once_and_never_rese
 ) -> None:
     plane = make_plane(size)
     await plane.engine.reconcile_once()  # opens the clusters
-    for cluster in plane.resources.clusters.values():
-        cluster.refused_workloads.add("default/imaged")
+    for cluster in plane.memory.clusters.values():
+        cluster.refused.add("default/imaged")
     plane.apply(_workload("imaged", replicas=1))
 
     def rejected() -> bool:
@@ -224,7 +229,7 @@ async def test_a_refused_replica_is_stored_rejected_reported_once_and_never_rese
     assert [(r.phase, r.message) for r in shown.replicas] == [(ReplicaPhase.REJECTED, replica.message)]
 
     def sends() -> int:
-        return sum(c.ensured.count(replica.id) for c in plane.resources.clusters.values())
+        return sum(c.ensured.count(replica.id) for c in plane.memory.clusters.values())
 
     for _ in range(3):
         await plane.engine.reconcile_once()
@@ -276,6 +281,21 @@ async def test_a_deleted_workload_leaves_nothing_behind(make_plane: Callable[[in
     await plane.engine.reconcile_once()
     assert not set(ids.values()) & set(plane.engine.schedule.tried)
     assert not [rid for rid in plane.engine.observe.usage_written if rid.startswith(("web-", "huge-"))]
+
+
+async def test_a_node_reported_not_ready_takes_no_new_replica(make_plane: Callable[[int], Plane]) -> None:
+    plane = make_plane(10)
+    await plane.engine.reconcile_once()  # opens the clusters
+    for cluster in plane.memory.clusters.values():
+        cluster.not_ready.add(f"{cluster.spec.name}-n0")
+    await plane.engine.reconcile_once()  # the heartbeat stores it
+    plane.apply(_workload("web"))
+
+    await plane.settle(lambda: plane.running("web"))
+    assert {r.node.endswith("-n1") for r in plane.replicas("web")} == {True}
+    with plane.db.transaction() as s:
+        nodes = {n.name: n.ready for n in inventory.get_cluster(s, "c0000").nodes}
+    assert nodes == {"c0000-n0": False, "c0000-n1": True}
 
 
 async def test_a_workload_that_fits_nowhere_is_remembered_only_while_queued(
