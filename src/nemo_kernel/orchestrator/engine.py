@@ -33,8 +33,8 @@ from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.placement import Inventory
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database, workloads
+from nemo_kernel.store.clusters import NOT_ANSWERING, leaving_clusters
 from nemo_kernel.store.events import record_event, workload_subject
-from nemo_kernel.store.inventory import NOT_ANSWERING, leaving_clusters
 from nemo_kernel.store.tables import ClusterRow, ReplicaRow, WorkloadRow
 
 log = logging.getLogger(__name__)
