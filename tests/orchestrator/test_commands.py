@@ -14,6 +14,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from tests.stack import running_stack, wait_for
 
 from nemo_kernel.access.gateway.config import GatewayConfig
 from nemo_kernel.bus import ModuleIdentity
@@ -28,7 +29,6 @@ from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
 from nemo_kernel.orchestrator.views import Views
 from nemo_kernel.store import Conflict, Database, NotFound, events
 from nemo_kernel.store.tables import EventRow
-from tests.stack import running_stack, wait_for
 
 
 class Wakes:
@@ -52,7 +52,7 @@ class FrontDoor:
         self.directory = directory
         self.commands = Commands(db, self.wakes, intake=Intake(db, settings), directory=directory)
         self.sandboxes: dict[str, str] = {}
-        self.views = Views(db, self.sandboxes.get)
+        self.views = Views(db, self.sandboxes.get, directory)
 
     def kinds(self, subject: str) -> list[str]:
         """Kinds of the events recorded about ``subject``, oldest first."""
@@ -189,7 +189,11 @@ def test_module_commands_validate_before_the_directory_changes(door: FrontDoor) 
         (first.key_id, False, True),
         (second.key_id, True, False),
     ]
-    assert door.directory.subscriptions("ppef") == ("sla.#",)
+    entry = door.views.modules.get("ppef")
+    assert (entry.current_key_id, entry.subscriptions, len(entry.keys)) == (second.key_id, ["sla.#"], 2)
+    with pytest.raises(ApiError) as absent:
+        door.views.modules.get("nobody")
+    assert absent.value.status == 404
     assert second.key_id in modules.revoke("ppef")
     assert all(r.keys.revoked for r in door.directory.records("ppef"))
     assert door.wakes.count == 0  # keys are not desired state of the reconcile loop
@@ -236,7 +240,7 @@ def test_a_view_returns_what_the_api_returns(served: Any, database_url: str) -> 
 
     db = Database(database_url)
     try:
-        views = Views(db, lambda _: None)
+        views = Views(db, lambda _: None, StoredKeyDirectory(db))
         for path, read in [
             ("/workloads/web/placement", lambda: views.workloads.placement("default", "web")),
             ("/workloads/web/decisions", lambda: views.workloads.decisions("default", "web")),

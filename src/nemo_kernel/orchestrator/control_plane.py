@@ -86,7 +86,7 @@ class ControlPlane:
         self.intake = Intake(self.db, settings)
         # The front door: every state change (API, bus petitions, web) is a command, every read a view.
         self.commands = Commands(self.db, self.wake, intake=self.intake, directory=self.directory)
-        self.views = Views(self.db, self.resources.sandbox_of)
+        self.views = Views(self.db, self.resources.sandbox_of, self.directory)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -23,8 +23,8 @@ from nemo_kernel.api.openapi import request_body
 from nemo_kernel.bus.subscriptions import MAX_SUBSCRIPTIONS, validate_pattern
 from nemo_kernel.domain import Model, Name
 from nemo_kernel.orchestrator import ControlPlane
-from nemo_kernel.orchestrator.commands.modules import invalid_keys, raw_public_key, unknown_module
-from nemo_kernel.orchestrator.key_directory import KeyRecord
+from nemo_kernel.orchestrator.commands.modules import invalid_keys, raw_public_key
+from nemo_kernel.orchestrator.views import ModuleEntry
 
 router = APIRouter(prefix="/modules", tags=["modules"])
 Plane = Annotated[ControlPlane, Depends(control_plane)]
@@ -74,66 +74,11 @@ class RevokeRequest(Model):
     key_id: str | None = None
 
 
-class ModuleKey(Model):
-    """One key of a module as the directory lists it."""
-
-    key_id: str
-    current: bool
-    revoked: bool
-    created_at: float
-    current_since: float
-    revoked_at: float | None
-    signing_public: str
-    encryption_public: str
-
-
-class ModuleEntry(Model):
-    """A module and its keys, oldest first."""
-
-    module: str
-    current_key_id: str | None
-    subscriptions: list[str] = Field(description="routing key patterns it reads, besides its own namespace")
-    keys: list[ModuleKey]
-
-
 class Revoked(Model):
     """What a revocation changed."""
 
     module: str
     revoked: list[str]
-
-
-def _entries(plane: ControlPlane, records: list[KeyRecord]) -> list[ModuleEntry]:
-    by_module: dict[str, list[KeyRecord]] = {}
-    for record in records:
-        by_module.setdefault(record.keys.module, []).append(record)
-    return [
-        ModuleEntry(
-            module=module,
-            current_key_id=next((r.keys.key_id for r in rs if r.current), None),
-            subscriptions=list(plane.directory.subscriptions(module)),
-            keys=[
-                ModuleKey(
-                    key_id=r.keys.key_id,
-                    current=r.current,
-                    revoked=r.keys.revoked,
-                    created_at=r.keys.created_at,
-                    current_since=r.current_since.timestamp(),
-                    revoked_at=r.revoked_at.timestamp() if r.revoked_at else None,
-                    **{k: v for k, v in r.keys.to_dict().items() if k.endswith("_public")},
-                )
-                for r in rs
-            ],
-        )
-        for module, rs in by_module.items()
-    ]
-
-
-def _entry(plane: ControlPlane, module: str) -> ModuleEntry:
-    entries = _entries(plane, plane.directory.records(module))
-    if not entries:
-        raise unknown_module(module)
-    return entries[0]
 
 
 async def _body(request: Request, model: type[Model], *, optional: bool = False) -> Any:
@@ -146,13 +91,13 @@ async def _body(request: Request, model: type[Model], *, optional: bool = False)
 @router.get("", response_model=list[ModuleEntry])
 def list_modules(plane: Plane) -> list[ModuleEntry]:
     """Every module with its keys: key ids, which one is current, which are revoked, when created."""
-    return _entries(plane, plane.directory.records())
+    return plane.views.modules.every()
 
 
 @router.get("/{name}", response_model=ModuleEntry)
 def get_module(name: str, plane: Plane) -> ModuleEntry:
     """One module; 404 if it has no keys."""
-    return _entry(plane, name)
+    return plane.views.modules.get(name)
 
 
 @router.post("", status_code=201, response_model=ModuleEntry, openapi_extra=request_body(PublicKeys))
@@ -173,7 +118,7 @@ async def register_module(request: Request, plane: Plane) -> ModuleEntry:
             subscriptions=body.subscriptions,
         )
     )
-    return _entry(plane, module)
+    return plane.views.modules.get(module)
 
 
 @router.post("/{name}/rotate", response_model=ModuleEntry, openapi_extra=request_body(RotateRequest))
@@ -194,7 +139,7 @@ async def rotate_module(name: str, request: Request, plane: Plane) -> ModuleEntr
             subscriptions=body.subscriptions,
         )
     )
-    return _entry(plane, name)
+    return plane.views.modules.get(name)
 
 
 @router.post("/{name}/revoke", response_model=Revoked, openapi_extra=request_body(RevokeRequest, required=False))
