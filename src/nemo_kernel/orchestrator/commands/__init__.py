@@ -37,6 +37,6 @@ class Commands:
         """``wake`` asks for a reconcile pass (safe from any thread); ``intake`` validates workloads and petitions;
         ``directory`` is the module key directory the bus verifies against."""
         self.clusters = ClusterCommands(db, wake)
-        self.workloads = WorkloadCommands(intake, wake, db)
+        self.workloads = WorkloadCommands(db, wake, intake)
         self.modules = ModuleCommands(directory)
         self.gateway = GatewayCommands(db)

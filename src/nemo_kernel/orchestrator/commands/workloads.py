@@ -15,10 +15,10 @@ from nemo_kernel.store.workloads import ApplyResult
 class WorkloadCommands:
     """Desired state of workloads; the intake validates and stores, the reconcile loop carries it out."""
 
-    def __init__(self, intake: Intake, wake: Wake, db: Database) -> None:
-        self._intake = intake
-        self._wake = wake
+    def __init__(self, db: Database, wake: Wake, intake: Intake) -> None:
         self._db = db
+        self._wake = wake
+        self._intake = intake
 
     def apply(self, descriptor: WorkloadDescriptor) -> ApplyResult:
         """Store a workload or its next version in one transaction; an unchanged descriptor changes nothing."""
