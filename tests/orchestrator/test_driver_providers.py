@@ -28,7 +28,7 @@ from nemo_kernel.domain import (
     WorkloadPhase,
 )
 from nemo_kernel.orchestrator import ControlPlane
-from nemo_kernel.store import events, inventory, workloads
+from nemo_kernel.store import clusters, events, workloads
 from nemo_kernel.store.events import cluster_subject
 
 
@@ -78,7 +78,7 @@ async def plane(tmp_path: Path, memory: MemoryProvider) -> AsyncIterator[Control
 def _add(plane: ControlPlane, *specs: ClusterSpec) -> None:
     with plane.db.transaction() as s:
         for spec in specs:
-            inventory.add_cluster(s, spec)
+            clusters.add_cluster(s, spec)
 
 
 async def _until(plane: ControlPlane, condition: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
@@ -117,7 +117,7 @@ async def test_removing_a_cluster_makes_its_provider_forget_it(plane: ControlPla
     await _until(plane, lambda: set(memory.opened) == {"sim-a", "sim-b"}, "both clusters opened")
 
     with plane.db.transaction() as s:
-        inventory.remove_cluster(s, "sim-a")
+        clusters.remove_cluster(s, "sim-a")
     await plane.engine.reconcile_once()
 
     assert memory.forgotten == ["sim-a"]
@@ -148,7 +148,7 @@ async def test_a_cluster_of_a_kind_without_provider_is_reported_and_the_others_r
     _, replicas = _phases(plane, "web")
     assert {cluster for cluster, _ in replicas.values()} == {"sim-a"}
     with plane.db.transaction() as s:
-        row = inventory.get_cluster(s, "k8s-a")
+        row = clusters.get_cluster(s, "k8s-a")
         failures = [e for e in events.history(s, cluster_subject("k8s-a")) if e.kind == EventKind.CLUSTER_FAILED]
         message, phase = row.message, row.phase
     assert message == "driver kubernetes is not available: no provider is registered for it; the cluster is not managed"
@@ -172,7 +172,7 @@ async def test_a_provider_failing_to_forget_a_cluster_does_not_stop_the_pass(tmp
         _add(plane, _cluster("sim-a", "sim", "n1"))
         await _until(plane, lambda: stuck.opened == ["sim-a"], "sim-a opened")
         with plane.db.transaction() as s:
-            inventory.remove_cluster(s, "sim-a")
+            clusters.remove_cluster(s, "sim-a")
         _add(plane, _cluster("sim-b", "sim", "n1"))
 
         await plane.engine.reconcile_once()

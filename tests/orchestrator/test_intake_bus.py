@@ -22,7 +22,7 @@ from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER, RabbitMqBus
 from nemo_kernel.clusters.local import LocalProvider
 from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator import ControlPlane
-from nemo_kernel.store import events, inventory
+from nemo_kernel.store import clusters, events
 
 INTAKE_DEAD = "orchestrator.intake.dead"
 
@@ -135,7 +135,7 @@ async def test_join_petition_from_a_registered_module_is_carried_out_once(plane:
 
     def names() -> list[str]:
         with plane.db.transaction() as s:
-            return [c.name for c in inventory.list_clusters(s)]
+            return [c.name for c in clusters.list_clusters(s)]
 
     assert await _until(lambda: names() == ["managed-1", "managed-2"])
     # Both clusters' state changes reach the observer after being stored, in order, signed by the orchestrator.
@@ -220,7 +220,7 @@ async def test_anything_but_a_valid_envelope_from_a_live_module_is_dead_lettered
     for message_id in ("plain-1", "stranger-1", "not-for-me-1", "revoked-1"):
         assert _history(plane, f"intent/acme/{message_id}") == []
     with plane.db.transaction() as s:
-        assert [c.name for c in inventory.list_clusters(s)] == ["managed-1"]  # only good-1 was carried out
+        assert [c.name for c in clusters.list_clusters(s)] == ["managed-1"]  # only good-1 was carried out
 
 
 async def test_replay_refusal_survives_a_restart(tmp_path: Path, request: pytest.FixtureRequest) -> None:

@@ -29,7 +29,7 @@ from nemo_kernel.domain import (
 )
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
 from nemo_kernel.orchestrator.resources import ResourceManager
-from nemo_kernel.store import Database, events, inventory, workloads
+from nemo_kernel.store import Database, clusters, events, workloads
 from nemo_kernel.store.events import workload_subject
 from nemo_kernel.store.tables import WorkloadRow
 
@@ -150,7 +150,7 @@ async def make_plane(tmp_path: Path) -> AsyncIterator[Callable[[int], Plane]]:
         settings = Settings(data_dir=tmp_path / "data", heartbeat_timeout=0.001, driver_timeout=5.0)
         with db.transaction() as s:
             for i in range(size):
-                inventory.add_cluster(s, _cluster(i))
+                clusters.add_cluster(s, _cluster(i))
         plane = Plane(db, settings)
         made.append(plane)
         return plane
@@ -168,7 +168,7 @@ async def test_a_drained_cluster_is_emptied_make_before_break(make_plane: Callab
     await plane.settle(lambda: plane.running("web"))
     drained = plane.replicas("web")[0].cluster
     with plane.db.transaction() as s:
-        inventory.set_schedulable(s, drained, cordoned=True, draining=True)
+        clusters.set_schedulable(s, drained, cordoned=True, draining=True)
 
     def serving() -> None:  # no gap: every index keeps a running replica while it moves
         assert plane.phase("web") == WorkloadPhase.RUNNING.value
@@ -192,7 +192,7 @@ async def test_replicas_of_a_silent_cluster_are_replaced_and_removed_when_it_ans
 
     await plane.engine.reconcile_once()
     with plane.db.transaction() as s:
-        assert inventory.get_cluster(s, silent).phase == "NotReady"
+        assert clusters.get_cluster(s, silent).phase == "NotReady"
     # A replica on a cluster that does not answer may be dead: the workload does not count it as serving.
     assert plane.phase("web") == WorkloadPhase.DEGRADED.value
 
@@ -294,7 +294,7 @@ async def test_a_node_reported_not_ready_takes_no_new_replica(make_plane: Callab
     await plane.settle(lambda: plane.running("web"))
     assert {r.node.endswith("-n1") for r in plane.replicas("web")} == {True}
     with plane.db.transaction() as s:
-        nodes = {n.name: n.ready for n in inventory.get_cluster(s, "c0000").nodes}
+        nodes = {n.name: n.ready for n in clusters.get_cluster(s, "c0000").nodes}
     assert nodes == {"c0000-n0": False, "c0000-n1": True}
 
 
@@ -321,7 +321,7 @@ async def test_removing_a_cluster_forgets_its_replicas_in_the_engine_too(make_pl
     gone = plane.replicas("web")[0]
     assert gone.id in plane.engine.observe.usage_written
     with plane.db.transaction() as s:
-        inventory.remove_cluster(s, gone.cluster)
+        clusters.remove_cluster(s, gone.cluster)
 
     await plane.settle(lambda: plane.running("web") and gone.id not in {r.id for r in plane.replicas("web")})
     assert all(r.cluster != gone.cluster for r in plane.replicas("web"))

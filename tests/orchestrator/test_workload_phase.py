@@ -8,7 +8,7 @@ from nemo_kernel.clusters import ReplicaSpec
 from nemo_kernel.domain import ReplicaPhase, WorkloadPhase
 from nemo_kernel.orchestrator.reconcile import ready_count, workload_phase
 from nemo_kernel.orchestrator.reconcile.rollout import plan_cluster, to_send
-from nemo_kernel.store.inventory import DRAINED, NOT_ANSWERING
+from nemo_kernel.store.clusters import DRAINED, NOT_ANSWERING
 from nemo_kernel.store.tables import ReplicaRow
 
 RUNNING = ReplicaPhase.RUNNING.value

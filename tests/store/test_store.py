@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nemo_kernel.domain import ClusterSpec, WorkloadDescriptor
-from nemo_kernel.store import Conflict, Database, NotFound, events, inventory, workloads
+from nemo_kernel.store import Conflict, Database, NotFound, clusters, events, workloads
 
 
 def _cluster(name: str = "edge-1") -> ClusterSpec:
@@ -31,12 +31,12 @@ def _descriptor(replicas: int = 2) -> WorkloadDescriptor:
 
 def test_cluster_roundtrip_and_duplicate(database: Database) -> None:
     with database.transaction() as s:
-        inventory.add_cluster(s, _cluster())
+        clusters.add_cluster(s, _cluster())
     with pytest.raises(Conflict), database.transaction() as s:
-        inventory.add_cluster(s, _cluster())
+        clusters.add_cluster(s, _cluster())
     with database.transaction() as s:
-        row = inventory.get_cluster(s, "edge-1")
-        status = inventory.to_cluster_status(row)
+        row = clusters.get_cluster(s, "edge-1")
+        status = clusters.to_cluster_status(row)
         assert status.spec == _cluster()
         assert [n.name for n in row.nodes] == ["n1", "n2"]
         assert [e.kind for e in events.history(s, "cluster/edge-1")] == ["cluster.registered"]
@@ -45,17 +45,17 @@ def test_cluster_roundtrip_and_duplicate(database: Database) -> None:
 def test_migrate_is_idempotent(database: Database) -> None:
     database.migrate()
     with database.transaction() as s:
-        assert inventory.list_clusters(s) == []
+        assert clusters.list_clusters(s) == []
 
 
 def test_remove_unknown_cluster(database: Database) -> None:
     with pytest.raises(NotFound), database.transaction() as s:
-        inventory.remove_cluster(s, "nope")
+        clusters.remove_cluster(s, "nope")
 
 
 def test_apply_versions_and_capacity_accounting(database: Database) -> None:
     with database.transaction() as s:
-        inventory.add_cluster(s, _cluster())
+        clusters.add_cluster(s, _cluster())
         first = workloads.apply_workload(s, _descriptor())
         assert first.outcome == "created"
     with database.transaction() as s:
@@ -68,14 +68,14 @@ def test_apply_versions_and_capacity_accounting(database: Database) -> None:
         )
         workloads.bind_replica(s, row, index=1, cluster="edge-1", node="n1", runtime="runc", cpu=0.5, memory_mib=100)
     with database.transaction() as s:
-        node = inventory.get_cluster(s, "edge-1").nodes[0]
+        node = clusters.get_cluster(s, "edge-1").nodes[0]
         assert (node.allocated_cpu, node.allocated_memory_mib, node.replica_count) == (1.0, 200, 2)
         stored = s.get(type(replica), replica.id)
         assert stored is not None
         workloads.release_replica(s, stored)
         workloads.release_replica(s, stored)  # releasing twice gives capacity back once
     with database.transaction() as s:
-        node = inventory.get_cluster(s, "edge-1").nodes[0]
+        node = clusters.get_cluster(s, "edge-1").nodes[0]
         assert (node.allocated_cpu, node.allocated_memory_mib, node.replica_count) == (0.5, 100, 1)
         kinds = [e.kind for e in events.history(s, "workload/default/demo")]
         assert kinds == ["workload.registered", "workload.updated"]
@@ -83,8 +83,8 @@ def test_apply_versions_and_capacity_accounting(database: Database) -> None:
 
 def test_outbox_marks_published(database: Database) -> None:
     with database.transaction() as s:
-        inventory.add_cluster(s, _cluster("a"))
-        inventory.add_cluster(s, _cluster("b"))
+        clusters.add_cluster(s, _cluster("a"))
+        clusters.add_cluster(s, _cluster("b"))
     with database.transaction() as s:
         pending = events.unpublished(s)
         assert [e.subject for e in pending] == ["cluster/a", "cluster/b"]
@@ -95,10 +95,10 @@ def test_outbox_marks_published(database: Database) -> None:
 
 def test_failed_transaction_stores_nothing(database: Database) -> None:
     with pytest.raises(RuntimeError), database.transaction() as s:
-        inventory.add_cluster(s, _cluster())
+        clusters.add_cluster(s, _cluster())
         raise RuntimeError("validation failed half-way")
     with database.transaction() as s:
-        assert inventory.list_clusters(s) == []
+        assert clusters.list_clusters(s) == []
         assert events.unpublished(s) == []
 
 

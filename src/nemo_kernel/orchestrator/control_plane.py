@@ -21,6 +21,7 @@ from nemo_kernel.bus import (
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
+from nemo_kernel.orchestrator.commands import Commands
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
@@ -30,7 +31,8 @@ from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.orchestrator.seen_record import StoredSeenRecord
-from nemo_kernel.store import Database, events, inventory
+from nemo_kernel.orchestrator.views import Views
+from nemo_kernel.store import Database, clusters, events
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,9 @@ class ControlPlane:
         )
         self.outbox = OutboxPublisher(self.db, self.secure, self.directory.readers)
         self.intake = Intake(self.db, settings)
+        # The front door: every state change (API, bus petitions, web) is a command, every read a view.
+        self.commands = Commands(self.db, self.wake, intake=self.intake, directory=self.directory)
+        self.views = Views(self.db, self.resources.sandbox_of, self.directory)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,7 +101,9 @@ class ControlPlane:
         await asyncio.to_thread(self._bootstrap)
         await asyncio.to_thread(self._load_bus_state)
         await self.secure.start()
-        self._subscription = await self.secure.subscribe(_INTAKE_QUEUE, ["intent.#"], self.intake.on_bus_petition)
+        self._subscription = await self.secure.subscribe(
+            _INTAKE_QUEUE, ["intent.#"], self.commands.workloads.on_bus_petition
+        )
         reactions = self.reactions if self.reactions is not None else load_reactions()  # a broken module fails start
         self._tasks = [
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
@@ -126,10 +133,10 @@ class ControlPlane:
                 return
             path: Path | None = self.settings.clusters_file
             specs = [ClusterSpec.model_validate(c) for c in load_clusters_file(path)]
-            existing = {row.name for row in inventory.list_clusters(s)}
+            existing = {row.name for row in clusters.list_clusters(s)}
             for spec in specs:
                 if spec.name not in existing:
-                    inventory.add_cluster(s, spec)
+                    clusters.add_cluster(s, spec)
             events.record_event(
                 s,
                 EventKind.CONTROLPLANE_BOOTSTRAPPED,

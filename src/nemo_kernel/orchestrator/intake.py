@@ -39,7 +39,7 @@ from nemo_kernel.domain import (
     load_document,
 )
 from nemo_kernel.orchestrator.petition_source import GitSource, PetitionError, PetitionSources
-from nemo_kernel.store import Database, events, inventory, workloads
+from nemo_kernel.store import Database, clusters, events, workloads
 from nemo_kernel.store.events import record_event
 from nemo_kernel.store.tables import ClusterRow
 from nemo_kernel.store.workloads import ApplyResult
@@ -126,7 +126,7 @@ class Intake:
             k += 1
             if name not in taken:
                 names.append(name)
-                inventory.add_cluster(s, self._managed_cluster(name))
+                clusters.add_cluster(s, self._managed_cluster(name))
         return names
 
     def _managed_cluster(self, name: str) -> ClusterSpec:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import ClusterPhase, ClusterSpec, NodeSpec
 from nemo_kernel.orchestrator.decision import ClusterCandidate, NodeCandidate
-from nemo_kernel.store import inventory as inventory_store
+from nemo_kernel.store import clusters as cluster_store
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Inventory:
         clusters: list[_Cluster] = []
         fingerprint: list[object] = []
         leaving: dict[str, str] = {}
-        for row in inventory_store.list_clusters(s):
+        for row in cluster_store.list_clusters(s):
             try:
                 spec = ClusterSpec.model_validate(row.spec)
                 node_specs = {n.name: NodeSpec.model_validate(n.spec) for n in row.nodes}
@@ -57,10 +57,10 @@ class Inventory:
                 )
                 for n in row.nodes
             }
-            why = inventory_store.leaving_reason(row.phase, row.draining)
+            why = cluster_store.leaving_reason(row.phase, row.draining)
             if why is not None:
                 leaving[row.name] = why
-            excluded = inventory_store.DRAINED if row.draining else None
+            excluded = cluster_store.DRAINED if row.draining else None
             base = ClusterCandidate.from_spec(spec, ready=ready, cordoned=row.cordoned, excluded_reason=excluded)
             clusters.append(_Cluster(base, nodes))
             fingerprint.append((row.name, ready, row.cordoned, row.draining))

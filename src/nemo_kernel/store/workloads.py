@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import secrets
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -347,3 +347,28 @@ def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> Work
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+def running_urls(session: Session, workloads: Iterable[str]) -> dict[str, list[str]]:
+    """URLs of the running replicas of each ``namespace/name`` in ``workloads`` (what a gateway routes to)."""
+    wanted = sorted(set(workloads))
+    found: dict[str, list[str]] = {w: [] for w in wanted}
+    if not wanted:
+        return found
+    # Only the exposed workloads' rows: the gateway polls this every half second, and the replicas table holds
+    # every replica of every workload.
+    exposed = [and_(WorkloadRow.namespace == ns, WorkloadRow.name == name) for ns, _, name in map(_split, wanted)]
+    rows = session.execute(
+        select(WorkloadRow.namespace, WorkloadRow.name, ReplicaRow.url)
+        .join(ReplicaRow, ReplicaRow.workload_id == WorkloadRow.id)
+        .where(or_(*exposed), ReplicaRow.phase == ReplicaPhase.RUNNING.value, ReplicaRow.desired.is_(True))
+        .where(ReplicaRow.url.is_not(None))
+    )
+    for namespace, name, url in rows:
+        if url:
+            found[f"{namespace}/{name}"].append(url)
+    return {k: sorted(v) for k, v in found.items()}
+
+
+def _split(workload: str) -> tuple[str, str, str]:
+    return workload.partition("/")

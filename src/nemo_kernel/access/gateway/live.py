@@ -25,6 +25,7 @@ from nemo_kernel.access.gateway.config import GatewayConfig
 from nemo_kernel.access.gateway.counters import CounterStores
 from nemo_kernel.access.gateway.observability import GatewayMetrics
 from nemo_kernel.store import Database
+from nemo_kernel.store.workloads import running_urls
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class StoredGateway:
 
     def _read_replicas(self, workloads: set[str]) -> dict[str, list[str]]:
         with self.db.transaction() as session:
-            return gateway_store.running_replicas(session, workloads)
+            return running_urls(session, workloads)
 
     def _read_snapshot(self) -> gateway_store.GatewaySnapshot:
         with self.db.transaction() as session:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,8 @@ from nemo_kernel.access.gateway.config import (
 from nemo_kernel.access.gateway.secret_fields import MASKED, mask_plugin, restore_plugin
 from nemo_kernel.domain import utcnow
 from nemo_kernel.store import NotFound
-from nemo_kernel.store.tables import GatewayEntityRow, ReplicaRow, WorkloadRow
+from nemo_kernel.store.tables import GatewayEntityRow
+from nemo_kernel.store.workloads import running_urls
 
 #: Entity kinds and the section of the declarative file that lists them.
 SECTIONS: Mapping[str, str] = {"service": "services", "route": "routes", "consumer": "consumers", "plugin": "plugins"}
@@ -158,31 +159,7 @@ def snapshot(session: Session) -> GatewaySnapshot:
     current = revision(session)
     config = load_config(session)
     workloads = {s.workload for s in config.services if s.workload}
-    return GatewaySnapshot(current, config, running_replicas(session, workloads))
-
-
-def running_replicas(session: Session, workloads: set[str]) -> dict[str, list[str]]:
-    """URLs of the running replicas of each ``namespace/name`` in ``workloads``."""
-    found: dict[str, list[str]] = {w: [] for w in workloads}
-    if not workloads:
-        return found
-    # Only the exposed workloads' rows: the gateway polls this every half second, and the replicas table holds
-    # every replica of every workload.
-    exposed = [and_(WorkloadRow.namespace == ns, WorkloadRow.name == name) for ns, name in _namespaced(workloads)]
-    rows = session.execute(
-        select(WorkloadRow.namespace, WorkloadRow.name, ReplicaRow.url)
-        .join(ReplicaRow, ReplicaRow.workload_id == WorkloadRow.id)
-        .where(or_(*exposed), ReplicaRow.phase == "Running", ReplicaRow.desired.is_(True))
-        .where(ReplicaRow.url.is_not(None))
-    )
-    for namespace, name, url in rows:
-        if url:
-            found[f"{namespace}/{name}"].append(url)
-    return {k: sorted(v) for k, v in found.items()}
-
-
-def _namespaced(workloads: Iterable[str]) -> list[tuple[str, str]]:
-    return [(namespace, name) for namespace, _, name in (w.partition("/") for w in sorted(workloads))]
+    return GatewaySnapshot(current, config, running_urls(session, workloads))
 
 
 def list_entities(session: Session, kind: str) -> list[dict[str, Any]]:

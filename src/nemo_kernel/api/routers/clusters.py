@@ -13,7 +13,6 @@ from nemo_kernel.api.openapi import request_body
 from nemo_kernel.api.params import After, EventPage
 from nemo_kernel.domain import ClusterSpec, ClusterStatus, Event, NodeStatus
 from nemo_kernel.orchestrator import ControlPlane
-from nemo_kernel.store import events, inventory
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
 Plane = Annotated[ControlPlane, Depends(control_plane)]
@@ -23,80 +22,53 @@ Plane = Annotated[ControlPlane, Depends(control_plane)]
 async def add_cluster(request: Request, plane: Plane) -> ClusterStatus:
     """Register a cluster (JSON or YAML body). 422 on invalid input, 409 if the name is taken."""
     spec = ClusterSpec.model_validate(require_mapping(await read_document(request), "a cluster"))
-
-    def add() -> ClusterStatus:
-        with plane.db.transaction() as s:
-            return inventory.to_cluster_status(inventory.add_cluster(s, spec))
-
-    status = await run_in_threadpool(add)
-    plane.wake()
-    return status
+    return await run_in_threadpool(plane.commands.clusters.add, spec)
 
 
 @router.get("", response_model=list[ClusterStatus])
 def list_clusters(plane: Plane) -> list[ClusterStatus]:
     """Every cluster with its phase."""
-    with plane.db.transaction() as s:
-        return [_live(plane, inventory.to_cluster_status(r)) for r in inventory.list_clusters(s)]
+    return plane.views.clusters.every()
 
 
 @router.get("/{name}", response_model=ClusterStatus)
 def get_cluster(name: str, plane: Plane) -> ClusterStatus:
     """One cluster; 404 if unknown."""
-    with plane.db.transaction() as s:
-        return _live(plane, inventory.to_cluster_status(inventory.get_cluster(s, name)))
-
-
-def _live(plane: ControlPlane, status: ClusterStatus) -> ClusterStatus:
-    # what the last heartbeat said, not stored: it describes the running agent
-    return status.model_copy(update={"sandbox": plane.resources.sandbox_of(status.spec.name)})
+    return plane.views.clusters.get(name)
 
 
 @router.delete("/{name}", status_code=204)
 def remove_cluster(name: str, plane: Plane) -> Response:
     """Remove a cluster: its agent stops and its replicas are rescheduled elsewhere."""
-    with plane.db.transaction() as s:
-        inventory.remove_cluster(s, name)
-    plane.wake()
+    plane.commands.clusters.remove(name)
     return Response(status_code=204)
 
 
 @router.get("/{name}/nodes", response_model=list[NodeStatus])
 def list_nodes(name: str, plane: Plane) -> list[NodeStatus]:
     """Nodes of a cluster with their capacity accounting."""
-    with plane.db.transaction() as s:
-        row = inventory.get_cluster(s, name)
-        return [inventory.to_node_status(row, n) for n in row.nodes]
+    return plane.views.clusters.nodes(name)
 
 
 @router.get("/{name}/events", response_model=list[Event])
 def cluster_events(name: str, plane: Plane, after: After = 0, limit: EventPage = 500) -> list[Event]:
     """History of a cluster (registered, ready, not ready, cordoned, ...)."""
-    with plane.db.transaction() as s:
-        inventory.get_cluster(s, name)
-        return events.history(s, events.cluster_subject(name), after_id=after, limit=limit)
-
-
-def _set(plane: ControlPlane, name: str, *, cordoned: bool, draining: bool = False) -> ClusterStatus:
-    with plane.db.transaction() as s:
-        status = inventory.to_cluster_status(inventory.set_schedulable(s, name, cordoned=cordoned, draining=draining))
-    plane.wake()
-    return status
+    return plane.views.clusters.history(name, after=after, limit=limit)
 
 
 @router.post("/{name}/cordon", response_model=ClusterStatus)
 def cordon(name: str, plane: Plane) -> ClusterStatus:
     """No new replicas on this cluster; running ones stay."""
-    return _set(plane, name, cordoned=True)
+    return plane.commands.clusters.set_schedulable(name, cordoned=True)
 
 
 @router.post("/{name}/drain", response_model=ClusterStatus)
 def drain(name: str, plane: Plane) -> ClusterStatus:
     """Cordon the cluster and move its replicas to other eligible clusters."""
-    return _set(plane, name, cordoned=True, draining=True)
+    return plane.commands.clusters.set_schedulable(name, cordoned=True, draining=True)
 
 
 @router.post("/{name}/uncordon", response_model=ClusterStatus)
 def uncordon(name: str, plane: Plane) -> ClusterStatus:
     """Make the cluster schedulable again."""
-    return _set(plane, name, cordoned=False)
+    return plane.commands.clusters.set_schedulable(name, cordoned=False)

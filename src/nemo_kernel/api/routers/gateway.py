@@ -9,37 +9,24 @@ placeholder sent back unchanged keeps the stored secret, so an export applied ag
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy.orm import Session
 
 from nemo_kernel.access.gateway import parse_gateway_config
 from nemo_kernel.access.gateway import store as gateway_store
 from nemo_kernel.access.gateway.config import ConsumerConfig, GatewayConfig, PluginSpec, RouteConfig, ServiceConfig
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
-from nemo_kernel.api.errors import ApiError
 from nemo_kernel.api.openapi import request_body
 from nemo_kernel.orchestrator import ControlPlane
 
 router = APIRouter(prefix="/gateway", tags=["gateway"])
 Plane = Annotated[ControlPlane, Depends(control_plane)]
-T = TypeVar("T")
 Entity = dict[str, Any]
-
-
-def _in_transaction(plane: ControlPlane, work: Callable[[Session], T]) -> T:
-    try:
-        with plane.db.transaction() as session:
-            return work(session)
-    except gateway_store.GatewayConfigRejected as exc:
-        raise ApiError(exc.status, exc.code, exc.message, exc.details) from None
-
 
 _ENTITY_TYPES: dict[str, Any] = {
     "service": ServiceConfig,
@@ -59,28 +46,24 @@ def _entity_routes(kind: str) -> None:
 
     async def create(request: Request, response: Response, plane: Plane) -> Entity:
         document = require_mapping(await read_document(request), f"a gateway {kind}")
-        spec, _ = await run_in_threadpool(
-            _in_transaction, plane, lambda s: gateway_store.put_entity(s, kind, document, create=True)
-        )
+        spec, _ = await run_in_threadpool(lambda: plane.commands.gateway.put(kind, document, create=True))
         response.status_code = 201
         return spec
 
     async def upsert(key: str, request: Request, response: Response, plane: Plane) -> Entity:
         document = require_mapping(await read_document(request), f"a gateway {kind}")
-        spec, created = await run_in_threadpool(
-            _in_transaction, plane, lambda s: gateway_store.put_entity(s, kind, document, key=key)
-        )
+        spec, created = await run_in_threadpool(lambda: plane.commands.gateway.put(kind, document, key=key))
         response.status_code = 201 if created else 200
         return spec
 
     def list_all(plane: Plane) -> list[Entity]:
-        return _in_transaction(plane, lambda s: gateway_store.list_entities(s, kind))
+        return plane.views.gateway.entities(kind)
 
     def get_one(key: str, plane: Plane) -> Entity:
-        return _in_transaction(plane, lambda s: gateway_store.get_entity(s, kind, key))
+        return plane.views.gateway.entity(kind, key)
 
     def delete(key: str, plane: Plane) -> Response:
-        _in_transaction(plane, lambda s: gateway_store.delete_entity(s, kind, key))
+        plane.commands.gateway.delete(kind, key)
         return Response(status_code=204)
 
     path = f"/{section}"
@@ -113,7 +96,7 @@ for _kind in gateway_store.SECTIONS:
 )
 def export_config(request: Request, plane: Plane) -> Response:
     """The whole configuration as a declarative document (YAML when the client asks for YAML)."""
-    document = _in_transaction(plane, gateway_store.export_config)
+    document = plane.views.gateway.config()
     if "yaml" in request.headers.get("accept", ""):
         return Response(yaml.safe_dump(document, sort_keys=False), media_type="application/yaml")
     return JSONResponse(document)
@@ -124,10 +107,4 @@ async def replace_config(request: Request, plane: Plane) -> dict[str, Any]:
     """Replace the whole configuration with a declarative document (JSON or YAML), in one transaction."""
     document = require_mapping(await read_document(request), "a gateway configuration")
     config = parse_gateway_config(document)  # a ValidationError answers 422 with the fields at fault
-
-    def replace(session: Session) -> dict[str, Any]:
-        gateway_store.replace_config(session, config)
-        session.flush()
-        return gateway_store.export_config(session)
-
-    return await run_in_threadpool(_in_transaction, plane, replace)
+    return await run_in_threadpool(plane.commands.gateway.replace_config, config)

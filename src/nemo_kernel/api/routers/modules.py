@@ -4,9 +4,9 @@ A registration also declares the module's ``subscriptions``: the routing key pat
 seals events only for the modules whose subscriptions match, the in-process bus refuses other bindings, and
 ``nemo bus provision --from-directory`` sets the same patterns as the broker's read permissions.
 
-Writes go through the control plane's key directory, which commits them and refreshes its in-memory copy before
-answering: a revocation refuses the module's next message in this process, and other replicas within their reload
-interval.
+Writes are the control plane's module commands (:mod:`nemo_kernel.orchestrator.commands.modules`): the key
+directory commits them and refreshes its in-memory copy before answering, so a revocation refuses the module's next
+message in this process, and other replicas within their reload interval.
 """
 
 from __future__ import annotations
@@ -19,20 +19,15 @@ from pydantic import AfterValidator, Field, field_validator
 
 from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
-from nemo_kernel.api.errors import ApiError
 from nemo_kernel.api.openapi import request_body
-from nemo_kernel.bus import KeyConflict, ModuleKeys, UnknownKey
-from nemo_kernel.bus.crypto import b64decode
-from nemo_kernel.bus.identity import key_id_of
 from nemo_kernel.bus.subscriptions import MAX_SUBSCRIPTIONS, validate_pattern
 from nemo_kernel.domain import Model, Name
 from nemo_kernel.orchestrator import ControlPlane
-from nemo_kernel.orchestrator.identities import ORCHESTRATOR
-from nemo_kernel.orchestrator.key_directory import KeyRecord
+from nemo_kernel.orchestrator.commands.modules import invalid_keys, raw_public_key
+from nemo_kernel.orchestrator.views import ModuleEntry
 
 router = APIRouter(prefix="/modules", tags=["modules"])
 Plane = Annotated[ControlPlane, Depends(control_plane)]
-_RAW_KEY_SIZE = 32
 Pattern = Annotated[str, AfterValidator(validate_pattern)]
 
 
@@ -56,12 +51,7 @@ class PublicKeys(Model):
     @field_validator("signing_public", "encryption_public")
     @classmethod
     def _raw_key(cls, value: str) -> str:
-        try:
-            raw = b64decode(value)
-        except ValueError:
-            raise ValueError("not base64url") from None
-        if len(raw) != _RAW_KEY_SIZE:
-            raise ValueError(f"must decode to {_RAW_KEY_SIZE} bytes, not {len(raw)}")
+        raw_public_key(value)
         return value
 
     @field_validator("revoked")
@@ -70,16 +60,6 @@ class PublicKeys(Model):
         if value:
             raise ValueError("a revoked key cannot be registered")
         return value
-
-    def to_keys(self, module: str) -> ModuleKeys:
-        """The directory entry for ``module``; 422 naming the field when the body contradicts itself."""
-        if self.module is not None and self.module != module:
-            raise _invalid("module", f"is {self.module!r} but the request is for module {module!r}")
-        signing, encryption = b64decode(self.signing_public), b64decode(self.encryption_public)
-        key_id = key_id_of(signing, encryption)
-        if self.key_id is not None and self.key_id != key_id:
-            raise _invalid("key_id", f"does not match the public keys (they give {key_id})")
-        return ModuleKeys(module, key_id, signing, encryption)
 
 
 class RotateRequest(PublicKeys):
@@ -94,80 +74,11 @@ class RevokeRequest(Model):
     key_id: str | None = None
 
 
-class ModuleKey(Model):
-    """One key of a module as the directory lists it."""
-
-    key_id: str
-    current: bool
-    revoked: bool
-    created_at: float
-    current_since: float
-    revoked_at: float | None
-    signing_public: str
-    encryption_public: str
-
-
-class ModuleEntry(Model):
-    """A module and its keys, oldest first."""
-
-    module: str
-    current_key_id: str | None
-    subscriptions: list[str] = Field(description="routing key patterns it reads, besides its own namespace")
-    keys: list[ModuleKey]
-
-
 class Revoked(Model):
     """What a revocation changed."""
 
     module: str
     revoked: list[str]
-
-
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(422, "invalid", f"invalid module keys: {field}: {message}", [{"field": field, "message": message}])
-
-
-def _entries(plane: ControlPlane, records: list[KeyRecord]) -> list[ModuleEntry]:
-    by_module: dict[str, list[KeyRecord]] = {}
-    for record in records:
-        by_module.setdefault(record.keys.module, []).append(record)
-    return [
-        ModuleEntry(
-            module=module,
-            current_key_id=next((r.keys.key_id for r in rs if r.current), None),
-            subscriptions=list(plane.directory.subscriptions(module)),
-            keys=[
-                ModuleKey(
-                    key_id=r.keys.key_id,
-                    current=r.current,
-                    revoked=r.keys.revoked,
-                    created_at=r.keys.created_at,
-                    current_since=r.current_since.timestamp(),
-                    revoked_at=r.revoked_at.timestamp() if r.revoked_at else None,
-                    **{k: v for k, v in r.keys.to_dict().items() if k.endswith("_public")},
-                )
-                for r in rs
-            ],
-        )
-        for module, rs in by_module.items()
-    ]
-
-
-def _entry(plane: ControlPlane, module: str) -> ModuleEntry:
-    entries = _entries(plane, plane.directory.records(module))
-    if not entries:
-        raise ApiError(404, "not_found", f"module {module!r} not found", {"kind": "module", "name": module})
-    return entries[0]
-
-
-def _writable(module: str) -> None:
-    if module == ORCHESTRATOR:
-        # The control plane owns this identity: a key set from outside would not match its private key file.
-        raise ApiError(
-            409,
-            "conflict",
-            f"module {module!r} is the control plane's own; replace its identity file and restart to change its keys",
-        )
 
 
 async def _body(request: Request, model: type[Model], *, optional: bool = False) -> Any:
@@ -177,25 +88,16 @@ async def _body(request: Request, model: type[Model], *, optional: bool = False)
     return model.model_validate(require_mapping(await read_document(request), "the request body"))
 
 
-async def _change(plane: ControlPlane, change: Any) -> Any:
-    try:
-        return await run_in_threadpool(change)
-    except KeyConflict as exc:
-        raise ApiError(409, "conflict", str(exc)) from exc
-    except UnknownKey as exc:
-        raise ApiError(404, "not_found", str(exc)) from exc
-
-
 @router.get("", response_model=list[ModuleEntry])
 def list_modules(plane: Plane) -> list[ModuleEntry]:
     """Every module with its keys: key ids, which one is current, which are revoked, when created."""
-    return _entries(plane, plane.directory.records())
+    return plane.views.modules.every()
 
 
 @router.get("/{name}", response_model=ModuleEntry)
 def get_module(name: str, plane: Plane) -> ModuleEntry:
     """One module; 404 if it has no keys."""
-    return _entry(plane, name)
+    return plane.views.modules.get(name)
 
 
 @router.post("", status_code=201, response_model=ModuleEntry, openapi_extra=request_body(PublicKeys))
@@ -204,12 +106,19 @@ async def register_module(request: Request, plane: Plane) -> ModuleEntry:
 
     409 if the keys belong to another module."""
     body: PublicKeys = await _body(request, PublicKeys)
-    if body.module is None:
-        raise _invalid("module", "is required")
-    _writable(body.module)
-    keys = body.to_keys(body.module)
-    await _change(plane, lambda: plane.directory.register(keys, subscriptions=body.subscriptions))
-    return _entry(plane, keys.module)
+    module = body.module
+    if module is None:
+        raise invalid_keys("module", "is required")
+    await run_in_threadpool(
+        lambda: plane.commands.modules.register(
+            module,
+            body.signing_public,
+            body.encryption_public,
+            key_id=body.key_id,
+            subscriptions=body.subscriptions,
+        )
+    )
+    return plane.views.modules.get(module)
 
 
 @router.post("/{name}/rotate", response_model=ModuleEntry, openapi_extra=request_body(RotateRequest))
@@ -219,20 +128,23 @@ async def rotate_module(name: str, request: Request, plane: Plane) -> ModuleEntr
     404 for an unknown module, 409 when the keys are revoked or belong to another module.
     """
     body: RotateRequest = await _body(request, RotateRequest)
-    keys = body.to_keys(name)
-    _writable(name)
-    _entry(plane, name)
-    await _change(
-        plane,
-        lambda: plane.directory.rotate(keys, revoke_previous=body.revoke_previous, subscriptions=body.subscriptions),
+    await run_in_threadpool(
+        lambda: plane.commands.modules.rotate(
+            name,
+            body.signing_public,
+            body.encryption_public,
+            stated_module=body.module,
+            key_id=body.key_id,
+            revoke_previous=body.revoke_previous,
+            subscriptions=body.subscriptions,
+        )
     )
-    return _entry(plane, name)
+    return plane.views.modules.get(name)
 
 
 @router.post("/{name}/revoke", response_model=Revoked, openapi_extra=request_body(RevokeRequest, required=False))
 async def revoke_module(name: str, request: Request, plane: Plane) -> Revoked:
     """Revoke one key (``{"key_id": ...}``) or every key of the module (empty body); effective at once."""
     body: RevokeRequest = await _body(request, RevokeRequest, optional=True)
-    _writable(name)
-    revoked = await _change(plane, lambda: plane.directory.revoke(name, body.key_id))
+    revoked = await run_in_threadpool(plane.commands.modules.revoke, name, body.key_id)
     return Revoked(module=name, revoked=revoked)

@@ -25,6 +25,4 @@ async def petition(request: Request, plane: Plane) -> dict[str, Any]:
     runs in a worker thread, within the clone time and size limits."""
     document = require_mapping(await read_document(request), "a petition")
     parse_petition(document)  # 422 before any work
-    result = await run_in_threadpool(plane.intake.handle, document)
-    plane.wake()
-    return result
+    return await run_in_threadpool(plane.commands.workloads.petition, document)

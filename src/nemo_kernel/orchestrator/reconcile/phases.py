@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from nemo_kernel.domain import EventKind, ReplicaPhase, WorkloadDescriptor, WorkloadPhase
 from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
 from nemo_kernel.store import workloads
+from nemo_kernel.store.clusters import NOT_ANSWERING, leaving_clusters
 from nemo_kernel.store.events import record_event, workload_subject
-from nemo_kernel.store.inventory import NOT_ANSWERING, leaving_clusters
 from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
 
 

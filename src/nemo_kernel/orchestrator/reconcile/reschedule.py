@@ -13,7 +13,7 @@ from nemo_kernel.domain import EventKind
 from nemo_kernel.orchestrator.reconcile.phases import update_phases
 from nemo_kernel.orchestrator.reconcile.records import replica_event, subjects
 from nemo_kernel.store import Database, workloads
-from nemo_kernel.store.inventory import leaving_clusters
+from nemo_kernel.store.clusters import leaving_clusters
 from nemo_kernel.store.tables import ClusterRow, ReplicaRow, WorkloadRow
 
 

@@ -21,8 +21,8 @@ from nemo_kernel.orchestrator.reconcile.phases import update_phases
 from nemo_kernel.orchestrator.reconcile.records import record_failure, replica_event, subjects
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database
+from nemo_kernel.store.clusters import leaving_clusters
 from nemo_kernel.store.events import record_event
-from nemo_kernel.store.inventory import leaving_clusters
 from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,42 @@
+"""The front door of every state change: one command per operation, shared by the API, the CLI (through the API),
+the bus and the web pages.
+
+A command validates its input whole, writes in one transaction (with the events the change records), then wakes
+the reconcile loop when the change is desired state it must carry out. Nothing is written when validation fails.
+Reads go through :mod:`nemo_kernel.orchestrator.views`. Each group of commands is one module with one reason to
+change; a new operation is a method in its group, or a new group module plus one line here.
+"""
+
+from __future__ import annotations
+
+from nemo_kernel.orchestrator.commands.base import Wake
+from nemo_kernel.orchestrator.commands.clusters import ClusterCommands
+from nemo_kernel.orchestrator.commands.gateway import GatewayCommands
+from nemo_kernel.orchestrator.commands.modules import ModuleCommands, module_keys, raw_public_key
+from nemo_kernel.orchestrator.commands.workloads import WorkloadCommands
+from nemo_kernel.orchestrator.intake import Intake
+from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
+from nemo_kernel.store import Database
+
+__all__ = [
+    "ClusterCommands",
+    "Commands",
+    "GatewayCommands",
+    "ModuleCommands",
+    "Wake",
+    "WorkloadCommands",
+    "module_keys",
+    "raw_public_key",
+]
+
+
+class Commands:
+    """Every state-changing operation of the control plane, by what it changes."""
+
+    def __init__(self, db: Database, wake: Wake, *, intake: Intake, directory: StoredKeyDirectory) -> None:
+        """``wake`` asks for a reconcile pass (safe from any thread); ``intake`` validates workloads and petitions;
+        ``directory`` is the module key directory the bus verifies against."""
+        self.clusters = ClusterCommands(db, wake)
+        self.workloads = WorkloadCommands(db, wake, intake)
+        self.modules = ModuleCommands(directory)
+        self.gateway = GatewayCommands(db)

@@ -1,0 +1,46 @@
+"""Cluster views: the clusters with their phase and live sandbox, their nodes and their history."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nemo_kernel.domain import ClusterStatus, Event, NodeStatus
+from nemo_kernel.store import Database, events
+from nemo_kernel.store import clusters as cluster_store
+
+#: How a cluster's agent keeps replicas from the control plane's data, as its last heartbeat said.
+SandboxOf = Callable[[str], str | None]
+
+
+class ClusterViews:
+    """Reads of clusters and nodes."""
+
+    def __init__(self, db: Database, sandbox_of: SandboxOf) -> None:
+        self._db = db
+        self._sandbox_of = sandbox_of
+
+    def every(self) -> list[ClusterStatus]:
+        """Every cluster with its phase, by name."""
+        with self._db.transaction() as s:
+            return [self._live(cluster_store.to_cluster_status(r)) for r in cluster_store.list_clusters(s)]
+
+    def get(self, name: str) -> ClusterStatus:
+        """One cluster; ``NotFound`` if unknown."""
+        with self._db.transaction() as s:
+            return self._live(cluster_store.to_cluster_status(cluster_store.get_cluster(s, name)))
+
+    def nodes(self, name: str) -> list[NodeStatus]:
+        """The nodes of a cluster with their capacity accounting; ``NotFound`` if the cluster is unknown."""
+        with self._db.transaction() as s:
+            row = cluster_store.get_cluster(s, name)
+            return [cluster_store.to_node_status(row, n) for n in row.nodes]
+
+    def history(self, name: str, *, after: int = 0, limit: int = 500) -> list[Event]:
+        """Events of a cluster after the id ``after``, oldest first; ``NotFound`` if the cluster is unknown."""
+        with self._db.transaction() as s:
+            cluster_store.get_cluster(s, name)
+            return events.history(s, events.cluster_subject(name), after_id=after, limit=limit)
+
+    def _live(self, status: ClusterStatus) -> ClusterStatus:
+        # what the last heartbeat said, not stored: it describes the running agent
+        return status.model_copy(update={"sandbox": self._sandbox_of(status.spec.name)})
