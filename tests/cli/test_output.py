@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.cli.terminal import in_terminal, piped
-from tests.stack import ROOT, Stack, running_stack
+from tests.stack import ROOT, Stack, running_stack, wait_for
 
 BRACKETS = {"[eu]": "bracket-open", "[/eu]": "bracket-close"}
 
@@ -82,21 +83,77 @@ def test_narrow_terminal_keeps_replica_ids_and_urls_whole(stack: Stack) -> None:
     assert all(r["url"] in wide and r["node"] in wide for r in replicas), wide
 
 
-def test_narrow_terminal_keeps_each_score_whole(stack: Stack) -> None:
-    decision = stack.cli_json("workload", "explain", "demo")
-    code, screen = in_terminal(["workload", "explain", "demo"], stack.env, columns=80)
-    assert code == 0, screen
-    assert "…" not in screen
+def _candidates_table(screen: str) -> list[str]:
+    """The lines of `workload explain`'s candidates table, from its top border to its bottom one."""
     lines = screen.splitlines()
     header = next(i for i, line in enumerate(lines) if "SCORES" in line)
     end = next(i for i in range(header, len(lines)) if lines[i].startswith("└"))
-    candidates = lines[header - 1 : end + 1]  # the candidates' table, from its top border to its bottom one
+    return lines[header - 1 : end + 1]
+
+
+def _assert_candidates_fit_whole(stack: Stack, workload: str) -> tuple[dict[str, Any], list[str]]:
+    """`nemo workload explain WORKLOAD` on an 80-column terminal: the candidates table fits, each cluster, node and
+    score printed whole (scores one per line if need be); returns the decision and the table's lines."""
+    decision: dict[str, Any] = stack.cli_json("workload", "explain", workload)
+    code, screen = in_terminal(["workload", "explain", workload], stack.env, columns=80)
+    assert code == 0, screen
+    assert "…" not in screen
+    candidates = _candidates_table(screen)
     assert all(len(line) <= 80 for line in candidates), screen
     cells = {word for line in candidates for word in re.split(r"[│\s]+", line)}
     for candidate in decision["candidates"]:
-        assert candidate["cluster"] in cells and (candidate["node"] or "*") in cells
+        assert candidate["cluster"] in cells and (candidate["node"] or "*") in cells, screen
         for name, score in candidate["scores"].items():
             assert f"{name}={score:.2f}" in cells, screen
+    return decision, candidates
+
+
+def test_narrow_terminal_keeps_each_score_whole(stack: Stack) -> None:
+    _assert_candidates_fit_whole(stack, "demo")
+
+
+def test_narrow_terminal_breaks_a_long_verdict_word_to_fit(stack: Stack, tmp_path: Any) -> None:
+    # A rejection names its filter ("data-residency:", 15 characters): next to whole cluster and node names and
+    # whole scores, the verdict only fits an 80-column terminal if that word is broken across lines.
+    workload = yaml.safe_load((ROOT / "examples" / "demo-workload.yaml").read_text())
+    workload["name"] = "resident"
+    workload["deployment"] |= {"replicas": 1, "placement": {"countries": ["DE"]}}
+    path = tmp_path / "resident.yaml"
+    path.write_text(yaml.safe_dump(workload))
+    stack.cli("workload", "apply", "-f", str(path))
+    # The decision is all this test reads: whether the replica is running yet does not matter.
+    wait_for(lambda: stack.api("GET", "/workloads/resident/placement").status_code == 200, 60, "a decision")
+    decision, candidates = _assert_candidates_fit_whole(stack, "resident")
+    rejected = next(c for c in decision["candidates"] if c["cluster"] == "edge-madrid")
+    assert rejected["rejected_by"] == "data-residency", rejected
+    # The verdict reads in full down its column: nothing left out, nothing cut off.
+    first = next(i for i, line in enumerate(candidates) if line.startswith("│ edge-madrid "))
+    column = ""
+    for i, line in enumerate(candidates[first:-1]):
+        cells = line.split("│")
+        if i and cells[1].strip():  # the next candidate's row
+            break
+        column += cells[3]
+    verdict = f"rejected by {rejected['rejected_by']}: {rejected['reason']}"
+    assert "".join(column.split()) == "".join(verdict.split()), "\n".join(candidates)
+    # With every column (-o wide) the table cannot fit 80 columns: then it is printed wider, its words left whole.
+    code, wide = in_terminal(["workload", "explain", "resident", "-o", "wide"], stack.env, columns=80)
+    assert code == 0 and "RUNTIME" in wide and f"{rejected['rejected_by']}:" in wide.split(), wide
+
+
+def _cells(out: str, live: tuple[str, ...]) -> list[list[str]]:
+    """The cells of each table line of ``out``, row by row, without the columns headed ``live`` (values that change
+    from one call to the next, such as CPU%), so that two calls compare on everything else."""
+    rows: list[list[str]] = []
+    left_out: set[int] = set()
+    for line in out.splitlines():
+        if line[:1] not in "┃│":
+            continue
+        cells = [c.strip() for c in re.split(r"[┃│]", line)[1:-1]]
+        if line.startswith("┃"):
+            left_out = {i for i, c in enumerate(cells) if c in live}
+        rows.append([c for i, c in enumerate(cells) if i not in left_out])
+    return rows
 
 
 def test_piped_output_does_not_depend_on_the_width(stack: Stack) -> None:
@@ -105,12 +162,15 @@ def test_piped_output_does_not_depend_on_the_width(stack: Stack) -> None:
         columns: piped(["workload", "get", "demo"], {**stack.env, "COLUMNS": columns}).stdout
         for columns in ("80", "40", "300")
     }
-    assert len(set(outputs.values())) == 1, outputs
-    out = outputs["80"]
-    assert "…" not in out and "RESTARTS" in out
-    rows = [line for line in out.splitlines() if line.startswith("│ demo-")]
-    for r in replicas:
-        assert any(r["id"] in row and r["url"] in row and r["node"] in row for row in rows), out
+    # The same table whatever COLUMNS says: no cell wrapped onto a second line, no column left out. The replicas'
+    # CPU% and memory are sampled while the calls run, so they may differ from one call to the next.
+    cells = {columns: _cells(out, live=("CPU%", "MiB")) for columns, out in outputs.items()}
+    assert cells["40"] == cells["80"] == cells["300"], outputs
+    for out in outputs.values():
+        assert "…" not in out and "RESTARTS" in out and "CPU%" in out
+        rows = [line for line in out.splitlines() if line.startswith("│ demo-")]
+        for r in replicas:
+            assert any(r["id"] in row and r["url"] in row and r["node"] in row for row in rows), out
 
 
 def test_petition_result_lists_clusters_by_name(stack: Stack, tmp_path: Any) -> None:

@@ -6,10 +6,11 @@ two rules hold everywhere:
 - Text is never read as Rich markup: names, regions and messages come from the server and from users, and a
   region called ``[eu]`` must print as ``[eu]`` (not vanish), ``[/eu]`` must not crash the command. Styles are
   given as (text, style) pairs instead of markup.
-- Identifiers and URLs are printed whole. On a terminal too narrow for a table, prose columns wrap and the less
-  important columns are left out (``-o wide`` shows them all); a table that still does not fit is printed wider
-  than the terminal rather than cut. Output that is not a terminal (a pipe, a file) has no width limit: it never
-  depends on ``COLUMNS`` or on the width of whatever terminal the command happens to be started from.
+- Identifiers and URLs are printed whole. On a terminal too narrow for a table, prose columns wrap, the less
+  important columns are left out (``-o wide`` shows them all), then prose columns that may (``fold``) break their
+  longest words; a table that still does not fit is printed wider than the terminal rather than cut, its words
+  whole. Output that is not a terminal (a pipe, a file) has no width limit: it never depends on ``COLUMNS`` or on
+  the width of whatever terminal the command happens to be started from.
 """
 
 from __future__ import annotations
@@ -55,13 +56,16 @@ class OutputFormat(StrEnum):
 class Column:
     """A table column. By default its values are printed whole (names, ids, URLs: never wrapped or cut).
 
-    ``wrap``: prose that may wrap between words (a message, a verdict). ``optional``: left out when the terminal is
-    too narrow for the table (shown with ``-o wide`` and when the output is not a terminal).
+    ``wrap``: wraps between words (a message, a verdict, a list of scores). ``fold``: with ``wrap``, prose whose
+    words may be broken across lines when the table would not fit the terminal otherwise (a verdict naming a filter);
+    without it each word stays whole (a score). ``optional``: left out when the terminal is too narrow for the table
+    (shown with ``-o wide`` and when the output is not a terminal).
     """
 
     header: str
     wrap: bool = False
     optional: bool = False
+    fold: bool = False
 
 
 # Set by `emit` for the table callback it runs: `-o wide` shows every column whatever the terminal's width.
@@ -111,6 +115,9 @@ def print_table(title: str | None, columns: Sequence[str | Column], rows: Sequen
                 break
             shown.remove(index)
             table = _table(title, specs, texts, shown)
+    # Rich shares a too-small width among wrapping columns evenly, breaking words in one while another has room to
+    # spare: the widths of wrapping columns are set here instead, from what each column's words need.
+    table = _table(title, specs, texts, shown, _wrap_widths(specs, texts, shown, width - _measure(table).minimum))
     _stdout(max(width, _measure(table).minimum)).print(table)
 
 
@@ -134,13 +141,66 @@ def progress(message: str) -> Iterator[Callable[[str], None]]:
         yield lambda text: status.update(Text(text))
 
 
-def _table(title: str | None, specs: Sequence[Column], texts: Sequence[Sequence[str]], shown: Sequence[int]) -> Table:
+def _longest_word(text: str) -> int:
+    # As Rich measures a cell's minimum width: its longest run of characters between white space.
+    return max((cell_len(word) for word in text.split()), default=0)
+
+
+def _wrap_widths(
+    specs: Sequence[Column], texts: Sequence[Sequence[str]], shown: Sequence[int], slack: int
+) -> dict[int, int]:
+    """Widths of the wrapping columns among ``shown``, for a table ``slack`` cells narrower than the terminal.
+
+    Each starts at its longest word (the table's minimum width). With room to spare (``slack`` > 0), the narrowest
+    column still short of its longest line gets the next cell, so that prose reads in lines as even as possible.
+    Short of room, ``fold`` columns give up cells (see :func:`_narrowed`); if that is not enough, every word stays
+    whole and the table is wider than the terminal.
+    """
+    cells = {i: [specs[i].header, *(row[i] for row in texts)] for i in shown if specs[i].wrap}
+    widths = {i: max(_longest_word(text) for text in column) for i, column in cells.items()}
+    if slack < 0:
+        return _narrowed(specs, widths, -slack) or widths
+    longest = {
+        i: max(cell_len(line) for text in column for line in [*text.splitlines(), ""]) for i, column in cells.items()
+    }
+    for _ in range(slack):
+        growing = [i for i in widths if widths[i] < longest[i]]
+        if not growing:
+            break
+        widths[min(growing, key=widths.__getitem__)] += 1
+    return widths
+
+
+def _narrowed(specs: Sequence[Column], widths: dict[int, int], excess: int) -> dict[int, int] | None:
+    """``widths`` with ``fold`` columns ``excess`` cells narrower in all, breaking their longest words.
+
+    The widest gives up a cell first, so that words are broken in as few columns, as little, as possible; none gets
+    narrower than its header's longest word (the header stays whole). None when that is not enough: words broken
+    for a table that does not fit anyway would be harder to read for nothing.
+    """
+    narrowed = dict(widths)
+    for _ in range(excess):
+        folding = [i for i in narrowed if specs[i].fold and narrowed[i] > _longest_word(specs[i].header)]
+        if not folding:
+            return None
+        narrowed[max(folding, key=narrowed.__getitem__)] -= 1
+    return narrowed
+
+
+def _table(
+    title: str | None,
+    specs: Sequence[Column],
+    texts: Sequence[Sequence[str]],
+    shown: Sequence[int],
+    widths: dict[int, int] | None = None,
+) -> Table:
+    """The table of the ``shown`` columns; ``widths`` sets those of wrapping columns (see :func:`_wrap_widths`)."""
     table = Table(title=title, title_justify="left", header_style="bold")
     for i in shown:
         spec = specs[i]
         if spec.wrap:
             # Wraps between words; "fold" rather than an ellipsis should a single word ever be wider than the column.
-            table.add_column(spec.header, overflow="fold")
+            table.add_column(spec.header, overflow="fold", width=(widths or {}).get(i))
         else:
             longest = max((cell_len(line) for row in texts for line in row[i].splitlines()), default=0)
             table.add_column(spec.header, no_wrap=True, min_width=max(longest, cell_len(spec.header)))

@@ -166,7 +166,7 @@ def explain(
                 Column("NODE", optional=True),
                 "PHASE",
                 Column("DECISION", optional=True),
-                Column("VERDICT", wrap=True),
+                Column("VERDICT", wrap=True, fold=True),
             ],
             [
                 (
@@ -188,7 +188,7 @@ def explain(
             [
                 "CLUSTER",
                 "NODE",
-                Column("VERDICT", wrap=True),
+                Column("VERDICT", wrap=True, fold=True),
                 Column("RUNTIME", optional=True),
                 Column("SCORES", wrap=True),
                 "TOTAL",
