@@ -17,6 +17,9 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 
+from nemo_kernel.clusters.local.processes import live_process
+from nemo_kernel.clusters.local.state import AGENT_FILE, REPLICAS_FILE, load_replica_table, read_agent_endpoint
+
 ROOT = Path(__file__).resolve().parents[1]
 NEMO = [sys.executable, "-m", "nemo_kernel.cli"]
 T = TypeVar("T")
@@ -163,14 +166,21 @@ class Stack:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        pids: list[int] = []
-        for state in (self.data_dir / "clusters").glob("*/agent.json"):
-            pids.append(int(json.loads(state.read_text())["pid"]))
-        for table in (self.data_dir / "clusters").glob("*/replicas.json"):
-            pids += [r["pid"] for r in json.loads(table.read_text()).get("replicas", []) if r.get("pid")]
-        for pid in pids:
+        # (pid, create_time): a recorded pid whose process is gone may belong to another test's agent by now, and
+        # several test runs share the machine; only the very process that was recorded is killed.
+        recorded: list[tuple[int, float | None]] = []
+        for state_dir in (self.data_dir / "clusters").glob("*/"):
+            endpoint = read_agent_endpoint(state_dir / AGENT_FILE)
+            if endpoint is not None:
+                recorded.append((endpoint.pid, endpoint.create_time))
+            recorded += [
+                (r.pid, r.create_time) for r in load_replica_table(state_dir / REPLICAS_FILE).replicas if r.pid
+            ]
+        for pid, create_time in recorded:
+            proc = live_process(pid, create_time)
+            if proc is None:
+                continue
             try:
-                proc = psutil.Process(pid)
                 proc.resume()
                 os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else proc.kill()
             except (psutil.Error, ProcessLookupError, PermissionError):

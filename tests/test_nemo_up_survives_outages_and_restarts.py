@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -189,12 +190,18 @@ def test_sigkill_loses_nothing_acknowledged(any_store_stack: Stack) -> None:
     agent = stack.agent_pid("far-edge")
     os.kill(agent, signal.SIGKILL)
     wait_for(lambda: stack.agent_pid("far-edge") != agent, 30, "a new agent for far-edge")
+    # The cluster may still read Ready from before the kill: only a heartbeat stored after the new agent appeared
+    # shows that the control plane reached it (and so is done starting it).
+    new_agent_seen = datetime.now(UTC)
 
     def adopted() -> dict[str, Any] | None:
         x: dict[str, Any] = stack.api("GET", "/workloads/idle").json()
         cluster = stack.api("GET", "/clusters/far-edge").json()
+        heard = (
+            cluster["last_heartbeat"] is not None and datetime.fromisoformat(cluster["last_heartbeat"]) > new_agent_seen
+        )
         same = [(r["id"], r["pid"]) for r in x["replicas"]] == [(r["id"], r["pid"]) for r in w["replicas"]]
-        return x if cluster["phase"] == "Ready" and x["phase"] == "Running" and same else None
+        return x if cluster["phase"] == "Ready" and heard and x["phase"] == "Running" and same else None
 
     after = wait_for(adopted, 30, "far-edge Ready again with the replica reported by the new agent")
     assert [r["restarts"] for r in after["replicas"]] == [0]

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from nemo_kernel.bus import InProcessBus, Message
-from nemo_kernel.bus.envelope import CONTENT_TYPE, Envelope
+from nemo_kernel.bus.envelope import CONTENT_TYPE, Envelope, ReplayGuard
 from nemo_kernel.bus.identity import InMemoryKeyDirectory, ModuleIdentity
 from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER, RabbitMqBus
 from nemo_kernel.bus.replay import SeenMessages
@@ -107,6 +107,35 @@ async def test_concurrent_duplicates_reach_the_handler_once(modules) -> None:
 
     await asyncio.gather(*(receiver._receive("q", delivery, handle) for _ in range(5)))
     assert calls == [env.message_id]
+
+
+async def test_a_message_being_handled_when_its_consumer_stops_is_finished_and_recorded(modules) -> None:
+    """Stopping a consumer (a control-plane stop) does not cut a handling in two: the effect without its record
+    would be handled again after a restart instead of being refused as a replay."""
+    import asyncio
+
+    a, b, _, directory = modules
+    bus = InProcessBus()
+    stored: list[tuple[str, float]] = []
+    seen = SeenMessages(ttl=600, persist=lambda k, t: stored.append((k, t)))
+    sender = SecureBus(bus, a, directory)
+    receiver = SecureBus(bus, b, directory, replay_guard=ReplayGuard(300, seen))
+    started, release = asyncio.Event(), asyncio.Event()
+    handled: list[str] = []
+
+    async def handle(who: str, message: Message) -> None:
+        started.set()
+        await release.wait()
+        handled.append(message.message_id)
+
+    subscription = await receiver.subscribe("ppef.stopping", ["x.*"], handle)
+    mid = await sender.publish("x.y", b"1", ["ppef"])
+    await asyncio.wait_for(started.wait(), 10)
+    stopping = asyncio.create_task(subscription.cancel())  # its first step cancels the consumer...
+    asyncio.get_running_loop().call_soon(release.set)  # ...then the handler may finish: it is stopped mid-way
+    await asyncio.wait_for(stopping, 10)
+    assert handled == [mid]
+    assert [key for key, _ in stored] == [ReplayGuard.key("orchestrator", mid)]
 
 
 def test_seen_messages_is_bounded_and_persists() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import stat
@@ -15,7 +16,7 @@ from local_support import LocalHarness, cluster_spec, eventually
 from nemo_kernel.clusters import ClusterUnreachable, ReplicaRejected
 from nemo_kernel.clusters.local import LocalAgentLauncher, LocalClusterDriver
 from nemo_kernel.clusters.local.processes import live_process
-from nemo_kernel.clusters.local.state import AGENT_FILE, read_agent_endpoint
+from nemo_kernel.clusters.local.state import AGENT_FILE, AgentEndpoint, read_agent_endpoint
 from nemo_kernel.domain import ReplicaPhase
 
 
@@ -186,3 +187,43 @@ async def test_destroy_works_even_when_the_agent_hangs(local: LocalHarness, spaw
     assert gone(agent)
     assert gone(pids["demo-0"])
     assert not local.launcher.state_dir("edge-a").exists()
+
+
+async def test_a_new_agent_that_stops_answering_is_left_alone(local: LocalHarness, spawned: list[int]) -> None:
+    """A new agent that goes silent once it has taken its cluster (stopped, hung, slow on a loaded machine) is the
+    cluster's agent: it is not killed; the cluster is unreachable, and the agent is used again once it answers."""
+    launcher = LocalAgentLauncher(local.launcher.state_root, request_timeout=1.0, start_timeout=3.0)
+    # The agent must be stopped between writing agent.json and its first answer; a try whose agent answered first
+    # did not test anything, so a few clusters are tried.
+    for attempt in range(5):
+        spec = cluster_spec(f"silent-{attempt}")
+        agent_file = launcher.state_dir(spec.name) / AGENT_FILE
+        starting = asyncio.create_task(launcher.ensure(spec))
+
+        async def published() -> AgentEndpoint | None:
+            return read_agent_endpoint(agent_file)  # noqa: B023 (awaited within this iteration)
+
+        endpoint = await eventually(published, interval=0.005)
+        spawned.append(endpoint.pid)
+        os.kill(endpoint.pid, signal.SIGSTOP)
+        try:
+            local.drivers.append(await starting)
+        except ClusterUnreachable:
+            break
+        os.kill(endpoint.pid, signal.SIGCONT)  # it answered before it was stopped: try again
+    else:
+        pytest.fail("the agent answered before it could be stopped, every time")
+
+    assert live_process(endpoint.pid, endpoint.create_time) is not None  # stopped, not killed
+    os.kill(endpoint.pid, signal.SIGCONT)
+
+    async def answering() -> LocalClusterDriver | None:
+        try:
+            return await launcher.ensure(spec)
+        except ClusterUnreachable:
+            return None  # still finishing its start
+
+    driver = await eventually(answering)
+    local.drivers.append(driver)
+    assert (await driver.status()).cluster == spec.name
+    assert launcher.pid_of(spec.name) == endpoint.pid

@@ -63,17 +63,32 @@ class HandledOnce:
             return False
         done = self._in_flight[key] = asyncio.Event()
         try:
-            await handle()
-            if self._guard.seen.persistent:
-                # A stored record means a database write (fsync'd on SQLite): off the event loop, so the API and
-                # the other consumers sharing this loop are not held up by it.
-                await asyncio.to_thread(self._guard.remember, sender, message_id, timestamp)
-            else:
-                self._guard.remember(sender, message_id, timestamp)
+            # Once begun, a message is handled and recorded to the end even if its consumer is stopped meanwhile:
+            # cancelled between the two (or while a handler's thread still commits), the effect would stay without
+            # its record, and after a restart the message would be handled again instead of refused as a replay.
+            work = asyncio.create_task(self._handle_and_remember(sender, message_id, timestamp, handle))
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait({work})
+                if not work.cancelled():
+                    work.exception()  # the consumer is stopping; a failed handling is redelivered like any other
+                raise
             return True
         finally:
             del self._in_flight[key]
             done.set()
+
+    async def _handle_and_remember(
+        self, sender: str, message_id: str, timestamp: float, handle: Callable[[], Awaitable[None]]
+    ) -> None:
+        await handle()
+        if self._guard.seen.persistent:
+            # A stored record means a database write (fsync'd on SQLite): off the event loop, so the API and
+            # the other consumers sharing this loop are not held up by it.
+            await asyncio.to_thread(self._guard.remember, sender, message_id, timestamp)
+        else:
+            self._guard.remember(sender, message_id, timestamp)
 
 
 class SecureBus:

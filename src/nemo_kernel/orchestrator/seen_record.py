@@ -7,13 +7,21 @@ orchestrator for the same reason as the key directory: ``bus`` and ``store`` may
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from nemo_kernel.domain import utcnow
 from nemo_kernel.store import Database
 from nemo_kernel.store.tables import SeenMessageRow
+
+#: Per dialect: its INSERT ... ON CONFLICT (the store runs on SQLite and PostgreSQL).
+_INSERTS: Mapping[str, Callable[[type[SeenMessageRow]], sqlite.Insert | postgresql.Insert]] = {
+    "sqlite": sqlite.insert,
+    "postgresql": postgresql.insert,
+}
 
 
 class StoredSeenRecord:
@@ -29,10 +37,16 @@ class StoredSeenRecord:
         Written synchronously, before the message is acknowledged: a record written later could be lost in a crash
         that the broker's redelivery then turns into a second handling.
         """
+        when = datetime.fromtimestamp(expires_at, UTC)
         with self._db.transaction() as s:
-            s.merge(
-                SeenMessageRow(
-                    consumer=self.consumer, message_key=key, expires_at=datetime.fromtimestamp(expires_at, UTC)
+            # One statement, not merge's SELECT then INSERT: two writers of one key (a redelivery handled by another
+            # consumer of the queue) must both succeed rather than one failing on the primary key.
+            insert = _INSERTS[s.get_bind().dialect.name]
+            s.execute(
+                insert(SeenMessageRow)
+                .values(consumer=self.consumer, message_key=key, expires_at=when)
+                .on_conflict_do_update(
+                    index_elements=[SeenMessageRow.consumer, SeenMessageRow.message_key], set_={"expires_at": when}
                 )
             )
 

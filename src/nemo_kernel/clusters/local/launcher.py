@@ -235,6 +235,7 @@ class LocalAgentLauncher:
         self._children[name] = child
         deadline = time.monotonic() + self.start_timeout
         last_error = "agent.json not written yet"
+        published = False
         while time.monotonic() < deadline:
             if child.poll() is not None:
                 raise ClusterUnreachable(
@@ -242,6 +243,7 @@ class LocalAgentLauncher:
                 )
             endpoint = read_agent_endpoint(state_dir / AGENT_FILE)
             if endpoint is not None and endpoint.pid == child.pid:
+                published = True
                 driver = self._driver(endpoint)
                 try:
                     await driver.status()
@@ -252,6 +254,14 @@ class LocalAgentLauncher:
                     log.info("started agent of cluster %s at %s (pid %s)", name, endpoint.url, child.pid)
                     return driver
             await asyncio.sleep(0.05)
+        if published:
+            # It holds the cluster's lock and adopts its replicas: the cluster's agent now, alive but silent (stopped,
+            # hung, or slow on a loaded machine). Like any such agent it is left alone and the cluster goes NotReady;
+            # a later ensure() finds it through agent.json once it answers.
+            raise ClusterUnreachable(
+                f"agent of cluster {name!r} (pid {child.pid}) did not answer within {self.start_timeout:g} s: "
+                f"{last_error}"
+            )
         with contextlib.suppress(ProcessLookupError):
             child.kill()
         child.wait()
