@@ -3,6 +3,7 @@ provider starts, revives and forgets agents; optional driver capabilities are de
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from nemo_kernel.clusters import (
     SupportsStateHandoff,
 )
 from nemo_kernel.clusters.local import LocalClusterDriver, LocalProvider
+from nemo_kernel.clusters.registry import _PROVIDERS
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import DriverKind
 
@@ -57,6 +59,34 @@ def test_a_kind_without_provider_is_unavailable(tmp_path: Path) -> None:
 
     assert raised.value.kind is DriverKind.KUBERNETES
     assert str(raised.value) == "driver kubernetes is not available: no provider is registered for it"
+
+
+class BrokenProvider(MemoryProvider):
+    """A provider that cannot start (a driver missing its configuration, say)."""
+
+    def __init__(self, settings: Settings) -> None:
+        raise RuntimeError("no kubeconfig at ~/.kube/config")
+
+
+def test_a_provider_that_cannot_start_makes_only_its_kind_unavailable(tmp_path: Path) -> None:
+    registry = {
+        DriverKind.LOCAL: "nemo_kernel.clusters.local:LocalProvider",
+        DriverKind.KUBERNETES: f"{__name__}:BrokenProvider",
+    }
+    providers = DriverProviders(_settings(tmp_path), registry=registry)
+
+    for _ in range(2):  # the second time from what was remembered, without trying again
+        with pytest.raises(DriverUnavailable) as raised:
+            providers.for_kind(DriverKind.KUBERNETES)
+        assert "BrokenProvider cannot start: no kubeconfig at ~/.kube/config" in str(raised.value)
+    assert isinstance(providers.for_kind(DriverKind.LOCAL), LocalProvider)
+
+
+@pytest.mark.parametrize("kind", sorted(_PROVIDERS))
+def test_every_registered_provider_loads(kind: DriverKind) -> None:
+    # The registry names providers by string: a typo would only show when a cluster of that kind first opens.
+    module, _, attribute = _PROVIDERS[kind].partition(":")
+    assert callable(getattr(importlib.import_module(module), attribute))
 
 
 async def test_a_provider_passed_in_serves_its_kind_and_is_closed_with_the_others(tmp_path: Path) -> None:

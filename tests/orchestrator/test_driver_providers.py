@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -28,6 +28,8 @@ from nemo_kernel.domain import (
     WorkloadPhase,
 )
 from nemo_kernel.orchestrator import ControlPlane
+from nemo_kernel.orchestrator.decision import ClusterCandidate, NodeCandidate
+from nemo_kernel.orchestrator.decision.filters import Requirements
 from nemo_kernel.store import clusters, events, workloads
 from nemo_kernel.store.events import cluster_subject
 
@@ -135,6 +137,55 @@ async def test_closing_the_control_plane_closes_providers_and_keeps_replicas(
 
     assert memory.closed
     assert len(memory.clusters["sim-a"].replicas) == 1
+
+
+class Nearness:
+    """A criterion built with its data, as a latency criterion is: the distance of each cluster."""
+
+    name: ClassVar[str] = "cost"  # weighs as cost: the weight names users may set are the domain's
+    lower_is_better: ClassVar[bool] = True
+
+    def __init__(self, distance: dict[str, float]) -> None:
+        self._distance = distance
+
+    def raw(self, cluster: ClusterCandidate, node: NodeCandidate, req: Requirements) -> float:
+        return self._distance[cluster.name]
+
+
+async def test_the_control_plane_places_by_the_criteria_it_is_given(tmp_path: Path, memory: MemoryProvider) -> None:
+    cp = ControlPlane(
+        _settings(tmp_path), providers={DriverKind.SIM: memory}, criteria=(Nearness({"sim-a": 9.0, "sim-b": 1.0}),)
+    )
+    await asyncio.to_thread(cp.db.migrate)
+    try:
+        _add(cp, _cluster("sim-a", "sim", "n1"), _cluster("sim-b", "sim", "n1"))
+        cp.intake.apply(_workload("web", 1))
+        await _until(cp, lambda: _phases(cp, "web")[0] == WorkloadPhase.RUNNING.value, "web Running")
+        _, replicas = _phases(cp, "web")
+        assert {cluster for cluster, _ in replicas.values()} == {"sim-b"}
+    finally:
+        await cp.resources.close()
+        cp.db.dispose()
+
+
+async def test_a_cluster_whose_stored_spec_no_longer_reads_keeps_what_it_runs(
+    plane: ControlPlane, memory: MemoryProvider
+) -> None:
+    # A spec stored before validation was tightened is not a removal: its replicas must not be stopped.
+    _add(plane, _cluster("sim-a", "sim", "n1"))
+    plane.intake.apply(_workload("web", 2))
+    await _until(plane, lambda: _phases(plane, "web")[0] == WorkloadPhase.RUNNING.value, "web Running")
+    with plane.db.transaction() as s:
+        row = clusters.get_cluster(s, "sim-a")
+        row.spec = {**row.spec, "tier": "galaxy"}
+
+    await plane.engine.reconcile_once()
+
+    assert memory.forgotten == []
+    assert len(memory.clusters["sim-a"].replicas) == 2
+    with plane.db.transaction() as s:
+        message = clusters.get_cluster(s, "sim-a").message
+    assert message.startswith("stored spec is invalid")
 
 
 async def test_a_cluster_of_a_kind_without_provider_is_reported_and_the_others_run(plane: ControlPlane) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from nemo_kernel.bus import (
@@ -22,6 +22,7 @@ from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
 from nemo_kernel.orchestrator.commands import Commands
+from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
@@ -65,16 +66,18 @@ class ControlPlane:
         bus: Bus | None = None,
         providers: Mapping[DriverKind, DriverProvider] | None = None,
         reactions: Reactions | None = None,
+        criteria: Sequence[AnyCriterion] = DEFAULT_CRITERIA,
     ) -> None:
         """``providers`` open the clusters of their driver kinds instead of the registry's (tests, embedders);
-        ``reactions`` replaces the default registry (with ``REACTION_MODULES`` imported at start)."""
+        ``reactions`` replaces the default registry (with ``REACTION_MODULES`` imported at start); ``criteria``
+        score placements (the default registry's unless given)."""
         self.reactions = reactions
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
         self.directory = StoredKeyDirectory(self.db)
         self.bus: Bus = bus if bus is not None else _bus_for(settings, self.directory)
         self.resources = ResourceManager(self.db, settings, DriverProviders(settings, providers))
-        self.engine = OrchestrationEngine(self.db, self.resources, settings)
+        self.engine = OrchestrationEngine(self.db, self.resources, settings, criteria)
         # Every message of the control plane's own modules is sealed and verified (SecureBus); the directory of
         # module keys and the record of handled petitions live in the store.
         self.identity = ModuleIdentity.load_or_create(ORCHESTRATOR, identity_file(settings.data_dir, ORCHESTRATOR))
@@ -97,6 +100,8 @@ class ControlPlane:
     async def start(self) -> None:
         """Migrate the store, register the default clusters on first start, then start the loops."""
         self._loop = asyncio.get_running_loop()
+        # first: a broken reaction module fails start before anything is opened that stop() would have to close
+        reactions = self.reactions if self.reactions is not None else load_reactions()
         await asyncio.to_thread(self.db.migrate)
         await asyncio.to_thread(self._bootstrap)
         await asyncio.to_thread(self._load_bus_state)
@@ -104,7 +109,6 @@ class ControlPlane:
         self._subscription = await self.secure.subscribe(
             _INTAKE_QUEUE, ["intent.#"], self.commands.workloads.on_bus_petition
         )
-        reactions = self.reactions if self.reactions is not None else load_reactions()  # a broken module fails start
         self._tasks = [
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._outbox_loop(), name="outbox"),

@@ -74,9 +74,14 @@ class ResourceManager:
 
     async def sync_drivers(self) -> None:
         """Open a driver for every registered cluster; tear down what belonged to removed clusters."""
-        specs = await asyncio.to_thread(self._load_specs)
+        specs, present = await asyncio.to_thread(self._load_specs)
         for name in set(self._specs) - set(specs):
-            await self._forget(name)
+            if name in present:
+                # Its stored spec no longer reads: it keeps what it runs (it was not removed), the control plane
+                # just stops managing it until the spec is fixed; the error is recorded on the cluster.
+                await self._let_go(name)
+            else:
+                await self._forget(name)
         unavailable: dict[str, str] = {}
         for name, spec in specs.items():
             if name in self._drivers:
@@ -95,13 +100,18 @@ class ResourceManager:
             self._liveness.setdefault(name, _Liveness(last_ok=time.monotonic()))
         await self._report_unavailable(unavailable)
 
-    async def _forget(self, name: str) -> None:
+    async def _let_go(self, name: str) -> ClusterSpec:
+        """Stop managing cluster ``name``: close its driver and forget what this process knew of it."""
         spec = self._specs.pop(name)
         driver = self._drivers.pop(name, None)
         self._liveness.pop(name, None)
         self._sandboxes.pop(name, None)
         if driver is not None:
-            await driver.close()
+            await _close_quietly(driver, name)
+        return spec
+
+    async def _forget(self, name: str) -> None:
+        spec = await self._let_go(name)
         try:
             await self._providers.for_kind(spec.driver).forget(name)
         except Exception:
@@ -122,16 +132,19 @@ class ResourceManager:
             for row in s.scalars(select(ClusterRow).where(ClusterRow.name.in_(list(unavailable)))):
                 _record_failure(s, row, f"{unavailable[row.name]}; the cluster is not managed")
 
-    def _load_specs(self) -> dict[str, ClusterSpec]:
+    def _load_specs(self) -> tuple[dict[str, ClusterSpec], set[str]]:
+        """The readable specs, and the names of every registered cluster (readable or not)."""
         specs: dict[str, ClusterSpec] = {}
+        present: set[str] = set()
         with self._db.transaction() as s:
             for row in s.scalars(select(ClusterRow)):
+                present.add(row.name)
                 try:
                     specs[row.name] = ClusterSpec.model_validate(row.spec)
                 except ValueError as exc:
                     # One unreadable cluster must not stop the others: it is left without a driver, and says why.
                     _record_failure(s, row, f"stored spec is invalid: {exc}")
-        return specs
+        return specs, present
 
     async def heartbeat(self) -> dict[str, ClusterReport]:
         """Ask every cluster for its report; store phase changes; return the reports of those that answered."""
@@ -185,7 +198,7 @@ class ResourceManager:
         old = self._drivers.get(name)
         self._drivers[name] = fresh
         if old is not None:
-            await old.close()
+            await _close_quietly(old, name)
         return fresh
 
     def _store_liveness(self, reports: dict[str, ClusterReport], errors: dict[str, str]) -> None:
@@ -232,10 +245,19 @@ class ResourceManager:
 
     async def close(self) -> None:
         """Close drivers and their providers (local agents stop; clusters and their replicas keep running)."""
-        for driver in self._drivers.values():
-            await driver.close()
+        for name, driver in self._drivers.items():
+            await _close_quietly(driver, name)
         self._drivers.clear()
         await self._providers.close()
+
+
+async def _close_quietly(driver: ClusterDriver, name: str) -> None:
+    # Closing a driver only releases its connections: a failure there must not fail the pass (or the shutdown)
+    # for every other cluster.
+    try:
+        await driver.close()
+    except Exception:
+        log.exception("cluster %s: closing its driver failed", name)
 
 
 def _record_failure(s: Session, row: ClusterRow, message: str) -> None:

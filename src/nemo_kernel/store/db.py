@@ -62,6 +62,11 @@ class Database:
         """Whether this is a SQLite database."""
         return self.url.drivername.startswith("sqlite")
 
+    def ping(self) -> None:
+        """Raise if the database does not answer a trivial query (readiness checks)."""
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on any error."""

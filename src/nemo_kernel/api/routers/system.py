@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.errors import ApiError
@@ -31,8 +30,7 @@ def healthz() -> dict[str, str]:
 def readyz(plane: Plane) -> dict[str, object]:
     """The store answers and the reconcile loop has run recently; 503 otherwise."""
     try:
-        with plane.db.transaction() as s:
-            s.execute(text("SELECT 1"))
+        plane.db.ping()
     except Exception as exc:
         raise ApiError(503, "store_down", f"the store does not answer: {type(exc).__name__}") from exc
     last = plane.last_pass

@@ -13,7 +13,13 @@ Scores: the criteria of ``criteria.DEFAULT_CRITERIA`` (cost, carbon, balance), w
 """
 
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
-from nemo_kernel.orchestrator.decision.criteria import DEFAULT_CRITERIA, Criterion, LoadCriterion, NodeLoad
+from nemo_kernel.orchestrator.decision.criteria import (
+    DEFAULT_CRITERIA,
+    AnyCriterion,
+    Criterion,
+    LoadCriterion,
+    NodeLoad,
+)
 from nemo_kernel.orchestrator.decision.decide import DecisionEngine
 from nemo_kernel.orchestrator.decision.filters import CLUSTER_FILTERS, NODE_FILTERS, Requirements
 
@@ -21,6 +27,7 @@ __all__ = [
     "CLUSTER_FILTERS",
     "DEFAULT_CRITERIA",
     "NODE_FILTERS",
+    "AnyCriterion",
     "ClusterCandidate",
     "Criterion",
     "DecisionEngine",

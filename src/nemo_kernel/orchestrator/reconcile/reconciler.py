@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from nemo_kernel.config import Settings
-from nemo_kernel.orchestrator.decision import DecisionEngine
+from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion, DecisionEngine
 from nemo_kernel.orchestrator.reconcile.observe import Observation
 from nemo_kernel.orchestrator.reconcile.reschedule import Rescheduling
 from nemo_kernel.orchestrator.reconcile.rollout import Rollout
@@ -20,11 +21,19 @@ class OrchestrationEngine:
     The steps are attributes, so a test (or a later step such as migration) can run one of them on its own.
     """
 
-    def __init__(self, db: Database, resources: ResourceManager, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        resources: ResourceManager,
+        settings: Settings,
+        criteria: Sequence[AnyCriterion] = DEFAULT_CRITERIA,
+    ) -> None:
+        """``criteria`` score the feasible nodes (a criterion that needs data, a latency matrix say, is built with
+        it by the caller); the default registry's unless given."""
         self._resources = resources
         self.observe = Observation(db)
         self.reschedule = Rescheduling(db)
-        self.schedule = Scheduling(db, DecisionEngine(settings.weights))
+        self.schedule = Scheduling(db, DecisionEngine(settings.weights, criteria=tuple(criteria)))
         self.rollout = Rollout(db, resources, settings.driver_timeout)
 
     async def reconcile_once(self) -> None:
