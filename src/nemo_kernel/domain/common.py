@@ -86,7 +86,10 @@ def field_path(parts: list[str | int]) -> str:
 
 
 def is_valid_unicode(text: str) -> bool:
-    """Whether ``text`` can be encoded (a lone surrogate cannot: not stored, not answered)."""
+    """Whether ``text`` can be stored and answered: no lone surrogate (it cannot be encoded) and no NUL character
+    (PostgreSQL's text cannot hold it, so SQLite and PostgreSQL would disagree)."""
+    if "\x00" in text:
+        return False
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -114,7 +117,7 @@ class Spec(Model):
     def _unicode_text(cls, value: Any) -> Any:
         where = _bad_text(value)
         if where is not None:
-            raise ValueError(f"{where + ': ' if where else ''}not valid Unicode (a lone surrogate)")
+            raise ValueError(f"{where + ': ' if where else ''}not valid text (a lone surrogate or a NUL character)")
         return value
 
 

@@ -119,7 +119,8 @@ def document_problem(document: Any) -> tuple[str, str] | None:
                 if not isinstance(key, str):
                     return field_path(path) or "(body)", f"key {key!r} is not a string"
                 if not is_valid_unicode(key):
-                    return field_path(path) or "(body)", f"key {key!r} is not valid Unicode (a lone surrogate)"
+                    problem = "is not valid text (a lone surrogate or a NUL character)"
+                    return field_path(path) or "(body)", f"key {key!r} {problem}"
                 stack.append((item, [*path, key]))
         elif isinstance(value, list):
             stack.extend((item, [*path, i]) for i, item in enumerate(value))
@@ -128,7 +129,7 @@ def document_problem(document: Any) -> tuple[str, str] | None:
 
 def _scalar_problem(value: Any) -> str | None:
     if isinstance(value, str):
-        return None if is_valid_unicode(value) else "not valid Unicode (a lone surrogate)"
+        return None if is_valid_unicode(value) else "not valid text (a lone surrogate or a NUL character)"
     if isinstance(value, bool) or value is None or isinstance(value, dict | list):
         return None
     if isinstance(value, int):
