@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +84,13 @@ def _cluster(name: str = "edge-1") -> ClusterSpec:
     )
 
 
-def _workload(name: str = "web", replicas: int = 1) -> WorkloadDescriptor:
+def _workload(name: str = "web", replicas: int = 1, description: str = "") -> WorkloadDescriptor:
     return WorkloadDescriptor.model_validate(
-        {"name": name, "deployment": {"command": ["sleep", "600"], "replicas": replicas, "ports": []}}
+        {
+            "name": name,
+            "description": description,
+            "deployment": {"command": ["sleep", "600"], "replicas": replicas, "ports": []},
+        }
     )
 
 
@@ -125,13 +131,32 @@ def test_refused_cluster_commands_change_nothing_and_wake_nothing(door: FrontDoo
     assert door.views.clusters.get("edge-1") == status
 
 
+def test_each_concurrent_apply_answers_with_the_version_it_made(door: FrontDoor) -> None:
+    # The API answers an apply with the workload as this apply left it: racing applies must not answer with a
+    # later caller's version (read after commit, 120 racing POSTs gave 54 distinct versions).
+    callers = 16
+    start = threading.Barrier(callers)
+
+    def apply(n: int) -> tuple[int, int, str]:
+        start.wait()
+        result, status = door.commands.workloads.apply(_workload(description=f"caller {n}"))
+        return result.row.version, status.version, status.descriptor.description
+
+    with ThreadPoolExecutor(callers) as pool:
+        answers = list(pool.map(apply, range(callers)))
+
+    assert sorted(made for made, _, _ in answers) == list(range(1, callers + 1))
+    assert all(made == answered for made, answered, _ in answers)
+    assert len({description for _, _, description in answers}) == callers
+
+
 def test_workload_commands_record_their_events_and_wake_only_on_change(door: FrontDoor) -> None:
     workloads, subject = door.commands.workloads, events.workload_subject("default", "web")
 
-    assert workloads.apply(_workload()).outcome == "created"
-    assert workloads.apply(_workload()).outcome == "unchanged"
+    assert workloads.apply(_workload())[0].outcome == "created"
+    assert workloads.apply(_workload())[0].outcome == "unchanged"
     assert door.wakes.count == 1  # nothing to carry out for an unchanged descriptor
-    assert workloads.apply(_workload(replicas=2)).outcome == "updated"
+    assert workloads.apply(_workload(replicas=2))[0].outcome == "updated"
     workloads.delete("default", "web")
     assert door.kinds(subject) == [
         EventKind.WORKLOAD_REGISTERED,

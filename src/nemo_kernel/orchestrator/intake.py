@@ -36,6 +36,7 @@ from nemo_kernel.domain import (
     Spec,
     Tier,
     WorkloadDescriptor,
+    WorkloadStatus,
     load_document,
 )
 from nemo_kernel.orchestrator.petition_source import GitSource, PetitionError, PetitionSources
@@ -90,10 +91,14 @@ class Intake:
         self._settings = settings
         self._sources = PetitionSources(settings)
 
-    def apply(self, descriptor: WorkloadDescriptor) -> ApplyResult:
-        """Store a workload (or its next version) in one transaction."""
+    def apply(self, descriptor: WorkloadDescriptor) -> tuple[ApplyResult, WorkloadStatus]:
+        """Store a workload (or its next version) in one transaction; the status is read in that transaction, so
+        it is the version this apply made, whatever concurrent applies do next."""
         with self._db.transaction() as s:
-            return workloads.apply_workload(s, descriptor)
+            result = workloads.apply_workload(s, descriptor)
+            s.flush()
+            replicas = workloads.replicas_by_workload(s, [result.row.id]).get(result.row.id, [])
+            return result, workloads.to_workload_status(result.row, replicas)
 
     def handle(self, data: Any) -> dict[str, Any]:
         """Carry out a petition of either kind in one transaction; returns a JSON-able summary."""

@@ -39,9 +39,8 @@ async def apply(request: Request, response: Response, plane: Plane) -> ApplyResp
     """Apply a descriptor (JSON or YAML). 201 when created, 200 when updated (new version) or unchanged."""
     document: dict[str, Any] = require_mapping(await read_document(request), "a workload descriptor")
     descriptor = WorkloadDescriptor.model_validate(document)
-    result = await run_in_threadpool(plane.commands.workloads.apply, descriptor)
+    result, status = await run_in_threadpool(plane.commands.workloads.apply, descriptor)
     response.status_code = 201 if result.outcome == "created" else 200
-    status = await run_in_threadpool(plane.views.workloads.status, descriptor.namespace, descriptor.name)
     return ApplyResponse(outcome=result.outcome, workload=status)
 
 

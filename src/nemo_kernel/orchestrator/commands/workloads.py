@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nemo_kernel.bus import Message
-from nemo_kernel.domain import WorkloadDescriptor
+from nemo_kernel.domain import WorkloadDescriptor, WorkloadStatus
 from nemo_kernel.orchestrator.commands.base import Wake
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.store import Database, workloads
@@ -20,12 +20,14 @@ class WorkloadCommands:
         self._wake = wake
         self._intake = intake
 
-    def apply(self, descriptor: WorkloadDescriptor) -> ApplyResult:
-        """Store a workload or its next version in one transaction; an unchanged descriptor changes nothing."""
-        result = self._intake.apply(descriptor)
+    def apply(self, descriptor: WorkloadDescriptor) -> tuple[ApplyResult, WorkloadStatus]:
+        """Store a workload or its next version in one transaction; an unchanged descriptor changes nothing.
+
+        Returns what the apply did and the workload as this apply left it (its own version, not a later one)."""
+        result, status = self._intake.apply(descriptor)
         if result.outcome != "unchanged":
             self._wake()
-        return result
+        return result, status
 
     def delete(self, namespace: str, name: str) -> None:
         """Release every replica of the workload; the reconcile loop stops them, then forgets the workload (its
