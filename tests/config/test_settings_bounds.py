@@ -13,3 +13,21 @@ def test_token_ttl_out_of_bounds_is_refused(monkeypatch: pytest.MonkeyPatch, ttl
     monkeypatch.setenv("NEMO_TOKEN_TTL", ttl)
     with pytest.raises(ValidationError, match="token_ttl"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("NEMO_HEARTBEAT_TIMEOUT", "inf"),
+        ("NEMO_HEARTBEAT_TIMEOUT", "nan"),
+        ("NEMO_RECONCILE_INTERVAL", "1e-300"),
+        ("NEMO_RECONCILE_INTERVAL", "1e308"),
+        ("NEMO_OIDC_INTROSPECTION_CACHE_TTL", "inf"),
+        ("NEMO_DRIVER_TIMEOUT", "1e308"),
+    ],
+)
+def test_timing_settings_are_finite_and_bounded(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    # inf or a near-zero interval would make the loops spin or never act (a revocation never taking effect)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError, match=variable.removeprefix("NEMO_").lower()):
+        Settings()

@@ -58,7 +58,7 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Everything a control plane needs to know to start. Each field is ``NEMO_<FIELD>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="NEMO_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="NEMO_", extra="ignore", allow_inf_nan=False)
 
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset")
@@ -97,12 +97,14 @@ class Settings(BaseSettings):
         description="with an introspection client, introspect JWTs too, so a revoked JWT is refused (false for"
         " providers that do not track their JWTs)",
     )
-    oidc_introspection_cache_ttl: float = Field(default=10.0, ge=0, description="seconds an answer is reused")
+    oidc_introspection_cache_ttl: float = Field(default=10.0, ge=0, le=3600, description="seconds an answer is reused")
 
-    heartbeat_interval: float = Field(default=1.0, gt=0, description="seconds between cluster heartbeats")
-    heartbeat_timeout: float = Field(default=6.0, gt=0, description="silence after which a cluster is NotReady")
-    reconcile_interval: float = Field(default=1.0, gt=0, description="seconds between reconcile passes")
-    driver_timeout: float = Field(default=3.0, gt=0, description="seconds a driver call may take")
+    heartbeat_interval: float = Field(default=1.0, ge=0.05, le=3600, description="seconds between cluster heartbeats")
+    heartbeat_timeout: float = Field(
+        default=6.0, gt=0, le=86400, description="silence after which a cluster is NotReady"
+    )
+    reconcile_interval: float = Field(default=1.0, ge=0.05, le=3600, description="seconds between reconcile passes")
+    driver_timeout: float = Field(default=3.0, ge=0.1, le=600, description="seconds a driver call may take")
     replica_user: str = Field(
         default="nobody", min_length=1, description="user local replicas run as when nemo up runs as root"
     )
@@ -110,7 +112,7 @@ class Settings(BaseSettings):
     managed_tier: str = Field(default="edge", pattern="^(cloud|edge|iot)$", description="of petition-made clusters")
     managed_region: str = "local"
     managed_country: str = Field(default="EU", pattern="^[A-Z]{2}$")
-    managed_node_cpu: float = Field(default=4.0, gt=0)
+    managed_node_cpu: float = Field(default=4.0, gt=0, le=100_000)
     managed_node_memory_mib: int = Field(default=4096, gt=0)
 
     petition_roots: Annotated[list[Path], NoDecode] = Field(
