@@ -31,3 +31,9 @@ def test_timing_settings_are_finite_and_bounded(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError, match=variable.removeprefix("NEMO_").lower()):
         Settings()
+
+
+def test_a_replica_user_that_does_not_exist_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEMO_REPLICA_USER", "no-such-user-here")
+    with pytest.raises(ValidationError, match="replica_user"):
+        Settings()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -135,6 +136,17 @@ class Settings(BaseSettings):
         description="JSON mapping of placement criterion to weight, 0 to 1000; a criterion left out weighs 1. "
         "Unset: every criterion weighs 1",
     )
+
+    @field_validator("replica_user")
+    @classmethod
+    def _existing_user(cls, value: str) -> str:
+        # Checked at start, not when the first agent fails to start its replicas over and over (as root, a
+        # missing user would otherwise leave every local cluster Pending with only an agent log saying why).
+        try:
+            pwd.getpwnam(value)
+        except KeyError:
+            raise ValueError(f"no user {value!r} on this machine (create it, or name another)") from None
+        return value
 
     @field_validator("petition_roots", mode="before")
     @classmethod
