@@ -49,7 +49,7 @@ class FrontDoor:
     def __init__(self, db: Database, tmp_path: Path) -> None:
         self.db = db
         self.wakes = Wakes()
-        settings = Settings(data_dir=tmp_path / "data", petition_roots=[tmp_path])
+        settings = Settings(data_dir=tmp_path / "data", petition_roots=[tmp_path], max_managed_clusters=4)
         directory = StoredKeyDirectory(db)
         self.directory = directory
         self.commands = Commands(db, self.wakes, intake=Intake(db, settings), directory=directory)
@@ -189,6 +189,18 @@ async def test_petitions_from_rest_and_bus_go_through_the_same_command(door: Fro
     assert [c.spec.name for c in door.views.clusters.every()] == ["managed-1", "managed-2", "managed-3"]
     assert door.kinds("intent/ppef/m-1") == [EventKind.INTENT_ACCEPTED]
     assert door.wakes.count == 3
+
+
+async def test_join_petitions_create_at_most_the_managed_clusters_an_admin_allows(door: FrontDoor) -> None:
+    # An operator's petitions may create clusters (each local one an agent process): never without bound.
+    await asyncio.to_thread(door.commands.workloads.petition, {"numberofclusters": 3})
+    before = door.event_count()
+    with pytest.raises(ApiError) as refused:
+        await asyncio.to_thread(door.commands.workloads.petition, {"numberofclusters": 2})
+    assert refused.value.status == 409 and "NEMO_MAX_MANAGED_CLUSTERS=4" in refused.value.message
+    assert door.event_count() == before
+    summary = await asyncio.to_thread(door.commands.workloads.petition, {"numberofclusters": 1})
+    assert summary["clusters"] == ["managed-4"]
 
 
 def test_module_commands_validate_before_the_directory_changes(door: FrontDoor) -> None:

@@ -114,7 +114,10 @@ class Settings(BaseSettings):
     managed_region: str = "local"
     managed_country: str = Field(default="EU", pattern="^[A-Z]{2}$")
     managed_node_cpu: float = Field(default=4.0, gt=0, le=100_000)
-    managed_node_memory_mib: int = Field(default=4096, gt=0)
+    managed_node_memory_mib: int = Field(default=4096, gt=0, le=1 << 40)
+    max_managed_clusters: int = Field(
+        default=20, ge=0, le=1000, description="clusters join petitions may create in all (each local one is an agent)"
+    )
 
     petition_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,

@@ -47,6 +47,7 @@ from nemo_kernel.store.workloads import ApplyResult
 
 log = logging.getLogger(__name__)
 
+_MANAGED, _INTAKE = "managed-by", "nemo-intake"  # the label that marks clusters made by join petitions
 DESCRIPTOR_NAMES = ("{name}.yaml", "{name}.yml", "nemo.yaml", "descriptor.yaml", "workload.yaml")
 MAX_DESCRIPTOR_BYTES = 1 << 20
 
@@ -124,6 +125,19 @@ class Intake:
 
     def _join_clusters(self, s: Session, petition: JoinPetition) -> list[str]:
         taken = set(s.scalars(select(ClusterRow.name)))
+        # Operators may send petitions, and each managed cluster is an agent process on this machine: bounded in all.
+        managed = sum(
+            1 for spec in s.scalars(select(ClusterRow.spec)) if spec.get("labels", {}).get(_MANAGED) == _INTAKE
+        )
+        limit = self._settings.max_managed_clusters
+        if managed + petition.numberofclusters > limit:
+            raise PetitionError(
+                f"{petition.numberofclusters} more managed clusters would exceed NEMO_MAX_MANAGED_CLUSTERS={limit} "
+                f"({managed} exist); an admin raises the setting or removes some",
+                status=409,
+                code="limit",
+                details=[{"field": "numberofclusters", "message": f"at most {max(limit - managed, 0)} more"}],
+            )
         names: list[str] = []
         k = 1
         while len(names) < petition.numberofclusters:
@@ -141,7 +155,7 @@ class Intake:
             tier=Tier(st.managed_tier),
             region=st.managed_region,
             country=st.managed_country,
-            labels={"managed-by": "nemo-intake"},
+            labels={_MANAGED: _INTAKE},
             nodes=[NodeSpec(name=f"{name}-n1", cpu=st.managed_node_cpu, memory_mib=st.managed_node_memory_mib)],
         )
 
