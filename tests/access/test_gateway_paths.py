@@ -152,7 +152,10 @@ async def test_headers_that_upstreams_route_on_are_not_forwarded() -> None:
     app.router.add_route("*", "/{tail:.*}", echo)
     overrides = {"X-Original-URL": "/secret", "X-Rewrite-URL": "/secret", "X-Original-Path": "/secret"}
     async with serve_aiohttp(app) as upstream:
-        config = {"services": [{"name": "s", "url": upstream}], "routes": [{"name": "r", "service": "s", "paths": ["/"]}]}
+        config = {
+            "services": [{"name": "s", "url": upstream}],
+            "routes": [{"name": "r", "service": "s", "paths": ["/"]}],
+        }
         async with (
             running_gateway(config) as gateway,
             aiohttp.ClientSession() as http,
