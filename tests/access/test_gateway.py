@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from nemo_kernel.access.gateway import parse_gateway_config
 from nemo_kernel.access.issuer import IdentityAdmin
@@ -376,3 +377,60 @@ plugins:
 """
     config = parse_gateway_config(yaml_text)
     assert config.plugins[0].name == "rate-limiting"
+
+
+_SERVICE = {"name": "s", "url": "http://127.0.0.1:1"}
+
+
+def _oidc(**settings: Any) -> dict[str, Any]:
+    return {"plugins": [{"name": "oidc", "config": {"issuer": "http://127.0.0.1:1", **settings}}]}
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        ({"services": [{**_SERVICE, "connect_timeout": 1e308}]}, "connect_timeout"),
+        ({"services": [{**_SERVICE, "read_timeout": float("inf")}]}, "read_timeout"),
+        ({"services": [{**_SERVICE, "connect_timeout": True}]}, "connect_timeout"),
+        ({"services": [{**_SERVICE, "connect_timeout": "5"}]}, "connect_timeout"),
+        ({"services": [{**_SERVICE, "forward_authorization": "yes"}]}, "forward_authorization"),
+        ({"services": [{**_SERVICE, "forward_authorization": 1}]}, "forward_authorization"),
+        ({"services": [{"name": "s", "url": "http://user:pw@127.0.0.1:1"}]}, "url"),
+        ({"services": [{"name": "s", "url": "http://token@127.0.0.1"}]}, "url"),
+        ({"services": [{"name": "s", "url": "http://127.0.0.1:99999"}]}, "url"),
+        ({"services": [{"name": "s", "url": "http://127.0.0.1:0"}]}, "url"),
+        ({"plugins": [{"name": "rate-limiting", "config": {"second": True}}]}, "second"),
+        ({"plugins": [{"name": "rate-limiting", "config": {"minute": 10**12}}]}, "minute"),
+        ({"plugins": [{"name": "rate-limiting", "config": {"hour": 2.5}}]}, "hour"),
+        ({"plugins": [{"name": "acl", "enabled": "no", "config": {"allow": ["a"]}}]}, "enabled"),
+        ({"upstream_pool_size": True}, "upstream_pool_size"),
+        ({"upstream_pool_size": 10**6}, "upstream_pool_size"),
+        (_oidc(leeway=1e308), "leeway"),
+        (_oidc(leeway=-1), "leeway"),
+        (_oidc(introspect_jwts="false"), "introspect_jwts"),
+        (_oidc(introspection={"client_id": "c", "client_secret": "x", "cache_ttl": 1e308}), "cache_ttl"),
+    ],
+)
+def test_settings_are_taken_as_written_and_bounded(document: dict[str, Any], field: str) -> None:
+    # A timeout, leeway or cache lifetime of 1e308 switches its protection off; true is no number, "yes" no flag.
+    with pytest.raises(ValidationError) as refused:
+        parse_gateway_config(document)
+    assert [error["loc"][-1] for error in refused.value.errors()] == [field]
+    assert "pw" not in str(refused.value.errors()[0]["msg"])
+
+
+def test_settings_from_yaml_still_read_as_numbers_flags_and_times() -> None:
+    config = parse_gateway_config("""
+services: [{name: s, url: "https://127.0.0.1:65535/a", connect_timeout: 2, read_timeout: 600.0,
+            forward_authorization: true}]
+consumers: [{username: u, active: false, expires_at: 2030-01-01T00:00:00Z}]
+upstream_pool_size: 10000
+plugins:
+  - {name: rate-limiting, enabled: false, config: {second: 5, day: 1000000000, fault_tolerant: false}}
+  - {name: usage-control, config: {rules: [{type: time-window, start: "08:00", end: "18:00"}]}}
+  - {name: oidc, config: {issuer: "http://127.0.0.1:1", leeway: 300, introspection:
+      {client_id: c, client_secret: x, cache_ttl: 3600}}}
+""")
+    assert (config.services[0].connect_timeout, config.services[0].forward_authorization) == (2.0, True)
+    assert config.consumers[0].active is False
+    assert config.upstream_pool_size == 10000

@@ -59,6 +59,24 @@ def test_cli_authenticates_through_the_gateway(stack: Stack) -> None:
     assert sorted(c["spec"]["name"] for c in json.loads(as_viewer.stdout)) == expected
 
 
+def test_lax_or_unbounded_settings_and_credentials_in_urls_are_refused_naming_the_field(stack: Stack) -> None:
+    before = stack.api("GET", "/gateway/config").json()
+    refusals = {
+        "url": {"url": "http://admin:hunter2@127.0.0.1:9"},
+        "connect_timeout": {"url": "http://127.0.0.1:9", "connect_timeout": True},
+        "read_timeout": {"url": "http://127.0.0.1:9", "read_timeout": 1e308},
+        "forward_authorization": {"url": "http://127.0.0.1:9", "forward_authorization": "yes"},
+    }
+    for field, body in refusals.items():
+        refused = stack.api("POST", "/gateway/services", json={"name": f"lax-{field}", **body})
+        error = _error(refused, 422, "invalid")
+        assert error["details"][0]["field"] == field, error
+        assert "hunter2" not in refused.text  # the refusal does not echo the password either
+    rate = {"name": "rate-limiting", "config": {"second": True}}
+    assert "second" in _error(stack.api("POST", "/gateway/plugins", json=rate), 422, "invalid")["details"][0]["field"]
+    assert stack.api("GET", "/gateway/config").json() == before
+
+
 def test_crud_with_kong_semantics_and_errors_naming_the_field(stack: Stack) -> None:
     name = f"svc-{uuid.uuid4().hex[:8]}"
     created = stack.api("POST", "/gateway/services", json={"name": name, "url": "http://127.0.0.1:9/x/"})

@@ -35,6 +35,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Settings are admin input taken as written (strict: ``true`` is no number, ``"yes"`` no flag, ``"5"`` no count)
+#: and every number is bounded: a timeout, leeway or cache lifetime of 1e308 would switch its protection off.
+Flag = Annotated[bool, Field(strict=True)]
+Seconds = Annotated[float, Field(strict=True, ge=0)]
+#: A count of requests (rate limits, quotas): finite and far above any real limit.
+Count = Annotated[int, Field(strict=True, gt=0, le=1_000_000_000)]
+
 #: A name as stored (the key of its row): one line, no control characters ("svc\n" is not a name).
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f\u2028\u2029]+$")]
 
@@ -50,9 +57,11 @@ class ServiceConfig(_Model):
         description="NAMESPACE/NAME of a workload: requests go round-robin to its running replicas",
     )
     path: str = Field(default="", description="prefix added to the upstream path of a workload service")
-    connect_timeout: float = Field(default=5.0, gt=0, description="seconds")
-    read_timeout: float = Field(default=60.0, gt=0, description="seconds between upstream reads; past it: 504")
-    forward_authorization: bool = Field(default=False, description="pass the client's Authorization upstream")
+    connect_timeout: Seconds = Field(default=5.0, gt=0, le=600, description="seconds")
+    read_timeout: Seconds = Field(
+        default=60.0, gt=0, le=600, description="seconds between upstream reads; past it: 504"
+    )
+    forward_authorization: Flag = Field(default=False, description="pass the client's Authorization upstream")
 
     @field_validator("url")
     @classmethod
@@ -62,6 +71,15 @@ class ServiceConfig(_Model):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("service url must be http(s)://host[:port][/path]")
+        if "@" in parts.netloc:
+            # Credentials in it would be stored and shown back in clear by every read of the configuration.
+            raise ValueError("service url must not hold user:password@")
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or above 65535
+            port = 0
+        if port == 0:
+            raise ValueError("service url port must be 1..65535")
         if parts.path:
             # In normal form, so that no request path appended to it can resolve to somewhere above it.
             value = urlunsplit(parts._replace(path=normalise_path(parts.path)))
@@ -110,7 +128,7 @@ class ConsumerConfig(_Model):
 
     username: Name
     subjects: list[str] = Field(default_factory=list, description="token sub / azp / preferred_username values")
-    active: bool = Field(default=True, description="registration active (usage-control consumer-active rule)")
+    active: Flag = Field(default=True, description="registration active (usage-control consumer-active rule)")
     expires_at: datetime | None = None
 
 
@@ -118,7 +136,7 @@ class _PluginEntry(_Model):
     """Where a plugin applies: globally (no scope), or to a service, route and/or consumer."""
 
     id: str | None = Field(default=None, max_length=128, description="assigned by the store when absent")
-    enabled: bool = True
+    enabled: Flag = True
     service: str | None = None
     route: str | None = None
     consumer: str | None = None
@@ -129,7 +147,7 @@ class IpRestrictionSettings(_Model):
 
     allow: list[str] = Field(default_factory=list)
     deny: list[str] = Field(default_factory=list)
-    status: int = 403
+    status: int = Field(default=403, strict=True, ge=400, le=599)
     message: str = "your IP address is not allowed"
 
     @field_validator("allow", "deny")
@@ -148,7 +166,7 @@ class IntrospectionSettings(_Model):
 
     client_id: str
     client_secret: str = Field(repr=False)
-    cache_ttl: float = Field(default=10.0, ge=0, description="seconds a result is reused (revocation delay)")
+    cache_ttl: Seconds = Field(default=10.0, le=3600, description="seconds a result is reused (revocation delay)")
 
 
 class OidcSettings(_Model):
@@ -157,12 +175,12 @@ class OidcSettings(_Model):
     issuer: str
     audience: str | None = None
     introspection: IntrospectionSettings | None = None
-    introspect_jwts: bool | None = Field(
+    introspect_jwts: Flag | None = Field(
         default=None,
         description="also introspect JWTs, so a revoked one is refused on its next call; unset: whenever "
         "introspection is configured (false: JWTs are checked by signature and expiry only)",
     )
-    leeway: float = 30.0
+    leeway: Seconds = Field(default=30.0, le=300, description="seconds of clock skew allowed on exp, nbf and iat")
 
     def introspects_jwts(self) -> bool:
         """Whether JWTs are introspected: as set, or, when unset, whenever introspection is configured."""
@@ -188,7 +206,7 @@ class CounterBackend(_Model):
 
     policy: Literal["local", "redis"] = "local"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    fault_tolerant: bool = Field(
+    fault_tolerant: Flag = Field(
         default=True,
         description="Redis down: true lets requests through uncounted (fail-open, Kong's default); "
         "false refuses them with 503 (fail-closed)",
@@ -198,13 +216,13 @@ class CounterBackend(_Model):
 class RateLimitingSettings(CounterBackend):
     """Fixed windows aligned to the clock (as Kong's), keyed by consumer, IP, a header or the path."""
 
-    second: int | None = Field(default=None, gt=0)
-    minute: int | None = Field(default=None, gt=0)
-    hour: int | None = Field(default=None, gt=0)
-    day: int | None = Field(default=None, gt=0)
+    second: Count | None = None
+    minute: Count | None = None
+    hour: Count | None = None
+    day: Count | None = None
     limit_by: Literal["consumer", "ip", "header", "path"] = "consumer"
     header_name: str | None = None
-    hide_client_headers: bool = False
+    hide_client_headers: Flag = False
 
     @model_validator(mode="after")
     def _some_limit(self) -> RateLimitingSettings:
@@ -235,7 +253,7 @@ class DailyQuotaRule(_Model):
     """At most ``limit`` requests per consumer per calendar day (UTC)."""
 
     type: Literal["daily-quota"]
-    limit: int = Field(gt=0)
+    limit: Count
 
 
 class TimeWindowRule(_Model):
@@ -310,7 +328,9 @@ class GatewayConfig(_Model):
     )
     status_path: str = Field(default="/_gateway", description="prefix of /metrics and /healthz on the proxy port")
     status_allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
-    upstream_pool_size: int = Field(default=256, gt=0, description="pooled upstream connections per gateway")
+    upstream_pool_size: int = Field(
+        default=256, strict=True, gt=0, le=10_000, description="pooled upstream connections per gateway"
+    )
 
     @field_validator("trusted_proxies", "status_allow")
     @classmethod

@@ -4,7 +4,9 @@ A route is chosen by path prefix, and its plugins (acl, oidc, rate limits) are t
 chosen on the path as sent, a path with dot segments (``/pub/../secret``, ``/pub/%2e%2e/secret``) would match a
 less specific route than the one the upstream resolves it to. So the path is normalised once, the route is
 matched on the normal form, and exactly that form goes upstream: it has no dot segments and no encoded
-unreserved characters left for anyone downstream to resolve differently.
+unreserved characters left for anyone downstream to resolve differently. Paths that upstreams read in more than
+one way are refused instead: path parameters (``/pub/secret;x``, which Tomcat, Jetty and Spring strip) and empty
+segments (``/pub//secret``, which many servers merge) would route as ``/pub`` and reach ``/pub/secret``.
 """
 
 from __future__ import annotations
@@ -33,11 +35,17 @@ def normalise_path(raw: str) -> str:
 
     Unreserved characters are decoded (``%2e`` is ``.``), other percent-encodings get upper-case hex, characters
     a path may not hold are encoded, then dot segments are removed (section 5.2.4). Raises :class:`PathRejected`
-    for an encoded ``/`` or ``\\``, a literal ``\\``, a malformed percent-encoding, a dot segment with parameters
-    (``..;x``), or ``..`` above the root.
+    for an encoded ``/`` or ``\\``, a literal ``\\``, a malformed percent-encoding, a ``;`` (path parameters), an
+    empty segment (``//``; a trailing ``/`` is not one), or ``..`` above the root.
     """
     if not raw.startswith("/"):
         raise PathRejected("path must start with /")
+    # Checked on the raw path: an encoded ";" (%3B) stays encoded in the normal form, so only a literal one is a
+    # parameter; and dot-segment removal never creates an empty segment, it only drops them.
+    if ";" in raw:
+        raise PathRejected("path parameters (';') in path")
+    if "//" in raw:
+        raise PathRejected("empty segment ('//') in path")
     if "%" not in raw and "/." not in raw and _PATH_CHARS.issuperset(raw):
         return raw  # the common case, already normal: one scan in C instead of one Python step per character
     return _remove_dot_segments(_normalise_encoding(raw))
@@ -73,9 +81,6 @@ def _remove_dot_segments(path: str) -> str:
     kept: list[str] = []
     last = len(segments) - 1
     for position, segment in enumerate(segments):
-        if segment.split(";", 1)[0] in (".", "..") and ";" in segment:
-            # "..;x": a dot segment to servers that strip path parameters (Tomcat, Jetty), a name to the others.
-            raise PathRejected("dot segment with parameters in path")
         if segment == "..":
             if not kept:
                 raise PathRejected("path climbs above /")

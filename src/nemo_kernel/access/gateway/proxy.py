@@ -39,12 +39,15 @@ IDENTITY_HEADERS = frozenset(
         "X-Userinfo",
     )
 )
+#: Headers some upstreams (IIS URL Rewrite, Symfony, Zend) route on instead of the request path: forwarded, they
+#: would let a client reach a path other than the one the gateway routed and applied the plugins of.
+PATH_OVERRIDE_HEADERS = frozenset(h.lower() for h in ("X-Original-URL", "X-Rewrite-URL", "X-Original-Path"))
 #: Bodies up to this size are read whole and sent with one write; larger ones are streamed.
 _BUFFER_LIMIT = 64 * 1024
 
 
 #: What is never forwarded upstream, without and with the client's Authorization.
-_DROP = HOP_BY_HOP | IDENTITY_HEADERS
+_DROP = HOP_BY_HOP | IDENTITY_HEADERS | PATH_OVERRIDE_HEADERS
 _DROP_WITH_AUTHORIZATION = _DROP | {"authorization"}
 
 
