@@ -271,3 +271,18 @@ def test_a_display_name_cannot_contradict_an_explicit_one() -> None:
     assert refused_fields(WorkloadDescriptor, {**WORKLOAD, "name": "My Shop", "display_name": "Other"})
     same = WorkloadDescriptor.model_validate({**WORKLOAD, "name": "My Shop", "display_name": "My Shop"})
     assert (same.name, same.display_name) == ("my-shop", "My Shop")
+
+
+def test_a_cluster_holds_at_most_5000_nodes() -> None:
+    # Every pass reads every node of every cluster: an unbounded list is a memory and CPU bomb for one admin typo.
+    def cluster(nodes: int) -> dict[str, Any]:
+        return {
+            "name": "big",
+            "tier": "edge",
+            "region": "r",
+            "country": "ES",
+            "nodes": [{"name": f"n{i}", "cpu": 1, "memory_mib": 64} for i in range(nodes)],
+        }
+
+    assert refused_fields(ClusterSpec, cluster(5001)) == {"nodes"}
+    assert ClusterSpec.model_validate(cluster(5000)).nodes[-1].name == "n4999"

@@ -102,7 +102,7 @@ class ClusterSpec(Spec):
     carbon_intensity: float = Field(
         default=300.0, ge=0, le=MAX_CARBON_INTENSITY, description="grid carbon intensity, gCO2/kWh"
     )
-    nodes: list[NodeSpec] = Field(min_length=1)
+    nodes: list[NodeSpec] = Field(min_length=1, max_length=5000)  # Kubernetes' supported maximum
 
     @model_validator(mode="after")
     def _unique_node_names(self) -> ClusterSpec:
