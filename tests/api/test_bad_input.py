@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -300,6 +300,49 @@ def test_placement_tee_is_accepted_and_filtered_on(stack: Stack) -> None:
     assert "node's TEE is tdx (placement.tee needs sev-snp)" in verdict["reason"]
     _refused(stack, _post(stack, "/workloads", _with(document, "deployment.placement.tee", "none")), 422, None)
     assert stack.api("DELETE", "/workloads/needs-snp").status_code == 202
+
+
+# --- a working directory that can never work is refused, not left Deploying forever ----------------------------
+
+
+def _data_dir_link(data_dir: Path) -> str:
+    link = data_dir.parent / "data-dir-link"
+    if not link.is_symlink():
+        link.symlink_to(data_dir)
+    return str(link / "clusters")
+
+
+@pytest.mark.parametrize(
+    "working_dir",
+    [
+        pytest.param(lambda _: "app", id="relative"),
+        pytest.param(lambda _: "", id="empty"),
+        pytest.param(lambda _: "/tmp//x", id="double-slash"),
+        pytest.param(lambda _: "/tmp/./x", id="dot"),
+        pytest.param(lambda _: "/tmp/../etc", id="dot-dot"),
+        pytest.param(lambda _: "/tmp/x/", id="trailing-slash"),
+        pytest.param(lambda _: "/tmp/" + "x" * 4096, id="too-long"),
+        pytest.param(lambda _: "/tmp/\x00", id="nul"),
+        pytest.param(lambda data_dir: str(data_dir), id="data-dir"),
+        pytest.param(lambda data_dir: str(data_dir / "sources" / "default" / "other"), id="another-checkout"),
+        pytest.param(_data_dir_link, id="symlink-into-data-dir"),
+        pytest.param(lambda data_dir: f"/proc/self/root{data_dir}", id="proc-self-root"),
+    ],
+)
+def test_a_working_dir_that_can_never_work_is_refused_naming_it(
+    stack: Stack, working_dir: Callable[[Path], str]
+) -> None:
+    before = _snapshot(stack)
+    document = _with(_with(WORKLOAD, "name", "lost"), "deployment.working_dir", working_dir(stack.data_dir))
+    _refused(stack, _post(stack, "/workloads", document), 422, "deployment.working_dir")
+    assert _snapshot(stack) == before
+
+
+def test_a_workloads_own_checkout_may_be_its_working_dir(stack: Stack) -> None:
+    own = stack.data_dir / "sources" / "default" / "mine"
+    document = _with(_with(WORKLOAD, "name", "mine"), "deployment.working_dir", str(own))
+    assert _post(stack, "/workloads", document).status_code == 201
+    assert stack.api("DELETE", "/workloads/mine").status_code == 202
 
 
 # --- 16: the seed's CMDT descriptor, as written ---------------------------------------------------------------

@@ -258,6 +258,19 @@ async def test_an_unprivileged_agent_hides_the_data_directory_in_a_namespace(
     assert report["sandbox"] == "namespace"
 
 
+async def test_a_working_dir_the_agent_may_not_resolve_is_refused_and_the_agent_goes_on(
+    unprivileged: LocalHarness,
+) -> None:
+    driver = await unprivileged.driver()
+    # pid 1's cwd link may not be read by the agent's user: a refusal of that replica, not an error of the agent
+    with pytest.raises(ReplicaRejected) as caught:
+        await driver.ensure_replica(unprivileged.replica("wd-0", working_dir="/proc/1/cwd"))
+    assert caught.value.code == "unresolvable_working_dir"
+    assert caught.value.details == {"working_dir": "/proc/1/cwd"}
+    await driver.ensure_replica(unprivileged.replica("other-0", working_dir=str(DEMO_SERVICE.parent)))
+    assert [r.id for r in (await driver.status()).replicas] == ["other-0"]
+
+
 # ------------------------------------------------------------------ through `nemo up`, as an operator
 
 

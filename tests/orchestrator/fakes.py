@@ -30,7 +30,8 @@ from nemo_kernel.domain import ClusterSpec, ReplicaPhase, utcnow
 @dataclass
 class MemoryDriver:
     """One cluster in memory. ``reachable=False`` makes every call raise :class:`ClusterUnreachable` (an outage),
-    a node in ``not_ready`` is reported NotReady, and replicas of a workload in ``refused`` are rejected.
+    a node in ``not_ready`` is reported NotReady, replicas of a workload in ``refused`` are rejected, and sending one of
+    a workload in ``failing`` raises an unexpected error (a driver bug).
 
     ``ensured`` lists every replica id sent with ``ensure_replica``, in order, refused ones included.
     """
@@ -40,6 +41,7 @@ class MemoryDriver:
     reachable: bool = True
     not_ready: set[str] = field(default_factory=set)
     refused: set[str] = field(default_factory=set)  # workloads as '<namespace>/<name>'
+    failing: set[str] = field(default_factory=set)  # workloads as '<namespace>/<name>'
     ensured: list[str] = field(default_factory=list)
 
     async def status(self) -> ClusterReport:
@@ -56,6 +58,8 @@ class MemoryDriver:
         self.ensured.append(spec.id)
         if spec.workload in self.refused:
             raise ReplicaRejected("refused", f"cluster {self.spec.name} refuses replicas of {spec.workload}")
+        if spec.workload in self.failing:
+            raise RuntimeError(f"cluster {self.spec.name} failed on a replica of {spec.workload}")
         if spec.node not in {n.name for n in self.spec.nodes}:
             raise ReplicaRejected("unknown_node", f"cluster {self.spec.name} has no node {spec.node!r}")
         if spec.id not in self.replicas:

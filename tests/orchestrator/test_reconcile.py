@@ -244,6 +244,32 @@ async def test_a_refused_replica_is_stored_rejected_reported_once_and_never_rese
     assert plane.phase("imaged") == WorkloadPhase.DEPLOYING.value
 
 
+async def test_one_replica_failing_unexpectedly_holds_back_no_other_replica_of_its_cluster(
+    make_plane: Callable[[int], Plane],
+) -> None:
+    plane = make_plane(1)
+    await plane.engine.reconcile_once()  # opens the cluster
+    cluster = plane.cluster("c0000")
+    cluster.failing.add("default/broken")
+    plane.apply(_workload("broken", replicas=1))
+    await plane.engine.reconcile_once()
+    (broken,) = plane.replicas("broken")
+    plane.apply(_workload("web", replicas=2))  # an unrelated workload on the same cluster, sent after the broken one
+
+    await plane.settle(lambda: plane.running("web"))
+    assert len(plane.hosted("web")["c0000"]) == 2
+    # the failure is kept to its replica, said once, and the replica is retried (not stored as refused)
+    for _ in range(3):
+        await plane.engine.reconcile_once()
+    (replica,) = plane.replicas("broken")
+    assert "cluster c0000 failed on a replica of default/broken" in replica.message
+    assert replica.phase == ReplicaPhase.SCHEDULED.value
+    assert plane.kinds("broken").count(EventKind.WORKLOAD_FAILED) == 1
+    assert cluster.ensured.count(broken.id) >= 5
+    cluster.failing.clear()  # once the driver copes, the replica runs
+    await plane.settle(lambda: plane.running("broken"))
+
+
 @pytest.mark.parametrize("size", SIZES)
 async def test_a_new_version_replaces_the_old_one_without_a_gap(make_plane: Callable[[int], Plane], size: int) -> None:
     plane = make_plane(size)

@@ -52,6 +52,7 @@ from nemo_kernel.domain.workload import (
     WorkloadDescriptor,
     WorkloadPhase,
     WorkloadStatus,
+    working_dir_in_data_dir,
 )
 
 __all__ = [
@@ -104,4 +105,5 @@ __all__ = [
     "is_dns_label",
     "load_document",
     "utcnow",
+    "working_dir_in_data_dir",
 ]

@@ -6,8 +6,11 @@ properties, microservices, endpoints), registered but not run.
 
 from __future__ import annotations
 
+import os
+import posixpath
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, field_validator, model_validator, with_config
@@ -27,6 +30,9 @@ from nemo_kernel.domain.common import (
 )
 
 _NO_NUL = r"^[^\x00]*$"
+MAX_PATH_LENGTH = 4095  # PATH_MAX (4096, with its NUL) on Linux: a longer working directory cannot be entered
+SOURCES_DIR = "sources"
+"""Where petitions check out a workload's repository: ``DATA_DIR/sources/<namespace>/<name>``."""
 PropertyValue = Annotated[str | int | float | bool, BeforeValidator(check_int64)]
 
 
@@ -160,7 +166,9 @@ class DeploymentSpec(Spec):
         default=None, min_length=1, description="argv, for the local driver"
     )
     image: str | None = Field(default=None, min_length=1, description="container image, for Kubernetes")
-    working_dir: str | None = Field(default=None, pattern=_NO_NUL)
+    working_dir: str | None = Field(
+        default=None, max_length=MAX_PATH_LENGTH, description="absolute and normalised: no '//', '.' or '..'"
+    )
     replicas: int = Field(default=1, ge=0, le=1000)
     resources: Resources = Field(default_factory=Resources)
     ports: list[PortSpec] = Field(default_factory=lambda: [PortSpec()])
@@ -172,6 +180,15 @@ class DeploymentSpec(Spec):
     stateful: bool = False
     health: HealthCheck = Field(default_factory=HealthCheck)
     placement: PlacementConstraints = Field(default_factory=PlacementConstraints)
+
+    @field_validator("working_dir")
+    @classmethod
+    def _absolute_normalised(cls, value: str | None) -> str | None:
+        # A relative directory would resolve against the agent's cwd, which nobody chose; '..' or '//' would make
+        # the data-directory check and the directory the replica gets disagree about which directory it is.
+        if value is not None and ("\x00" in value or not _is_normalised(value)):
+            raise ValueError("must be an absolute, normalised path (no '//', '.' or '..' segments, no NUL)")
+        return value
 
     @model_validator(mode="after")
     def _something_to_run(self) -> DeploymentSpec:
@@ -191,6 +208,25 @@ class DeploymentSpec(Spec):
             return frozenset()
         wanted = self.placement.tee
         return TEE_TYPES if wanted is None or wanted is TeeChoice.ANY else frozenset({TeeType(wanted.value)})
+
+
+def _is_normalised(path: str) -> bool:
+    return path.startswith("/") and "//" not in path and posixpath.normpath(path) == path
+
+
+def working_dir_in_data_dir(working_dir: str, data_dir: Path, workload: str) -> bool:
+    """Whether ``working_dir``, its symlinks followed, is inside ``data_dir`` but not the workload's own checkout.
+
+    ``workload`` is ``<namespace>/<name>``; its petition checkout (``DATA_DIR/sources/<namespace>/<name>``) is its own
+    code, so it may be its working directory; nothing else in the data directory (the control plane's secrets) may.
+    The one rule of the API (at apply) and of the local agent (before it runs a replica). Raises OSError when the path
+    cannot be resolved (a directory that may not be entered, a link that may not be read): callers refuse it.
+    """
+    # resolved: a symlink (or /proc/self/root) must not lead into the data directory
+    resolved = Path(os.path.realpath(working_dir))
+    data = Path(os.path.realpath(data_dir))
+    own_checkout = data.joinpath(SOURCES_DIR, *workload.split("/", 1))
+    return resolved.is_relative_to(data) and not resolved.is_relative_to(own_checkout)
 
 
 def _check_display_name(value: str) -> str:

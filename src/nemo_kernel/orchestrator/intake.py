@@ -38,7 +38,10 @@ from nemo_kernel.domain import (
     WorkloadDescriptor,
     WorkloadStatus,
     load_document,
+    working_dir_in_data_dir,
 )
+from nemo_kernel.domain.errors import ApiError
+from nemo_kernel.domain.workload import SOURCES_DIR
 from nemo_kernel.orchestrator.petition_source import GitSource, PetitionError, PetitionSources
 from nemo_kernel.store import Database, clusters, events, workloads
 from nemo_kernel.store.events import record_event
@@ -74,14 +77,32 @@ def parse_petition(data: Any) -> JoinPetition | DeployPetition:
 
 
 def descriptor_with_defaults(data: Any, source_dir: Path | None) -> WorkloadDescriptor:
-    """Validate a descriptor; a relative or missing ``working_dir`` resolves against the descriptor's folder."""
-    descriptor = WorkloadDescriptor.model_validate(data)
-    deployment = descriptor.deployment
-    if source_dir is not None and deployment is not None and deployment.command is not None:
-        wd = deployment.working_dir
-        resolved = source_dir / wd if wd else source_dir
-        deployment.working_dir = str(resolved.resolve())
-    return descriptor
+    """Validate a descriptor; a relative or missing ``working_dir`` first resolves against the descriptor's folder."""
+    deployment = data.get("deployment") if isinstance(data, dict) else None
+    if source_dir is not None and isinstance(deployment, dict) and deployment.get("command") is not None:
+        wd = deployment.get("working_dir")
+        if wd is None or (isinstance(wd, str) and "\x00" not in wd):  # anything else: validation says what is wrong
+            joined = source_dir / wd if wd else source_dir
+            data = {**data, "deployment": {**deployment, "working_dir": str(_resolved(joined) or joined)}}
+    return WorkloadDescriptor.model_validate(data)
+
+
+def working_dir_problem(descriptor: WorkloadDescriptor, data_dir: Path) -> str | None:
+    """Why the descriptor's ``working_dir`` can never work (inside the data directory, or not resolvable), if so.
+
+    The local agent applies the same rule before it runs a replica; checked here so that such a workload is refused
+    (422) instead of being stored and left deploying forever.
+    """
+    wd = descriptor.deployment.working_dir if descriptor.deployment is not None else None
+    if wd is None:
+        return None
+    try:
+        inside = working_dir_in_data_dir(wd, data_dir, f"{descriptor.namespace}/{descriptor.name}")
+    except OSError as exc:
+        return f"cannot be resolved ({exc.strerror})"
+    if inside:
+        return "is inside the control plane's data directory, which replicas cannot see"
+    return None
 
 
 class Intake:
@@ -93,8 +114,14 @@ class Intake:
         self._sources = PetitionSources(settings)
 
     def apply(self, descriptor: WorkloadDescriptor) -> tuple[ApplyResult, WorkloadStatus]:
-        """Store a workload (or its next version) in one transaction; the status is read in that transaction, so
-        it is the version this apply made, whatever concurrent applies do next."""
+        """Store a workload (or its next version) in one transaction; 422 if its working directory cannot work.
+
+        The status is read in that transaction, so it is the version this apply made, whatever racing applies do."""
+        problem = working_dir_problem(descriptor, self._settings.data_dir)
+        if problem is not None:
+            message = f"deployment.working_dir {problem}"
+            details = [{"field": "deployment.working_dir", "message": problem, "type": "working_dir"}]
+            raise ApiError(422, "invalid", message, details)
         with self._db.transaction() as s:
             result = workloads.apply_workload(s, descriptor)
             s.flush()
@@ -164,13 +191,20 @@ class Intake:
         data = _read_mapping(path)
         data = {**data, "name": petition.name, "namespace": petition.namespace}
         try:
-            return descriptor_with_defaults(data, path.parent)
+            descriptor = descriptor_with_defaults(data, path.parent)
         except ValidationError as exc:
             # The file looked like a descriptor (_read_mapping checked its keys): its field paths help fix it, and
             # the details, like every validation error of the API, carry no input values.
             details = _field_errors(exc)
             summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:3])
             raise PetitionError(f"invalid descriptor {path.name}: {summary}", code="invalid", details=details) from None
+        problem = working_dir_problem(descriptor, self._settings.data_dir)
+        if problem is not None:
+            details = [{"field": "deployment.working_dir", "message": problem, "type": "working_dir"}]
+            raise PetitionError(
+                f"invalid descriptor {path.name}: deployment.working_dir {problem}", code="invalid", details=details
+            )
+        return descriptor
 
     async def on_bus_petition(self, sender: str, message: Message) -> None:
         """Secure-bus handler for ``intent.#`` (``sender`` is verified): exactly once per message id; refusals are
@@ -219,7 +253,7 @@ class Intake:
         if isinstance(origin, GitSource):
             source = origin.redacted  # messages are recorded in events: never a token from the URL
             # The checkout is kept: the local driver runs the workload's command from it.
-            dest = self._settings.data_dir / "sources" / petition.namespace / petition.name
+            dest = self._settings.data_dir / SOURCES_DIR / petition.namespace / petition.name
             folder = self._sources.clone(origin, dest).resolve()
 
             def in_checkout(path: Path) -> Path:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from nemo_kernel.clusters.base import ReplicaSpec
 from nemo_kernel.clusters.errors import ReplicaRejected
+from nemo_kernel.domain import working_dir_in_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,6 @@ REPLICA_USER_ENV = "NEMO_REPLICA_USER"
 DEFAULT_REPLICA_USER = "nobody"
 # Debian's default PATH: replicas must not find programs through the PATH of whoever started `nemo up`
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Where petitions check out a workload's repository (orchestrator intake): DATA_DIR/sources/<ns>/<name>.
-# That checkout is the workload's own code, so it may be its working directory; nothing else in DATA_DIR may.
-SOURCES_DIR = "sources"
 CONFINE_SCRIPT = Path(__file__).with_name("confine.py")
 _PROBE_TIMEOUT = 10.0
 
@@ -73,14 +71,20 @@ class Sandbox:
     python: str = sys.executable
 
     def check(self, spec: ReplicaSpec) -> None:
-        """Refuse a working directory inside the data directory (except the workload's own checkout)."""
+        """Refuse a working directory inside the data directory (except the workload's own checkout), or one that
+        cannot be resolved (a replica could not start there anyway): raises :class:`ReplicaRejected`."""
         if spec.working_dir is None:
             return
-        # resolved: a symlink in a checkout must not lead into the data directory
-        working_dir = Path(os.path.realpath(spec.working_dir))
-        data_dir = Path(os.path.realpath(self.data_dir))
-        own_checkout = data_dir.joinpath(SOURCES_DIR, *spec.workload.split("/", 1))
-        if working_dir.is_relative_to(data_dir) and not working_dir.is_relative_to(own_checkout):
+        try:
+            inside = working_dir_in_data_dir(spec.working_dir, self.data_dir, spec.workload)
+        except (OSError, ValueError) as exc:  # ValueError: a NUL, which no path has
+            # a refusal of this one replica, never an error of the agent: the engine goes on with the others
+            raise ReplicaRejected(
+                "unresolvable_working_dir",
+                f"working_dir cannot be resolved: {exc.strerror if isinstance(exc, OSError) else exc}",
+                {"working_dir": spec.working_dir},
+            ) from None
+        if inside:
             raise ReplicaRejected(
                 "working_dir_in_data_dir",
                 "working_dir is inside the control plane's data directory, which replicas cannot see",

@@ -2,7 +2,9 @@
 
 Plan (pure, per cluster, from its stored rows and its report) -> apply (the drivers, all clusters at once) ->
 record (what was sent, removed or refused). A refused replica is stored as ``Rejected`` and never sent again; a
-cluster failing stops only its own rollout for this pass.
+replica whose sending fails unexpectedly is recorded on it (message and event) and retried on the next pass, while the
+cluster's other replicas are still sent; a cluster failing (unreachable, too slow) stops only its own rollout for
+this pass.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class ClusterOutcome:
     sent: list[ReplicaSpec] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)  # replica id -> why the cluster refused it
+    failed: dict[str, Exception] = field(default_factory=dict)  # replica id -> how sending it failed unexpectedly
 
 
 def to_send(row: ReplicaRow, reported: set[str], leaving: dict[str, str]) -> bool:
@@ -88,7 +91,7 @@ class Rollout:
         """Plan, apply and record one rollout; see the module docstring."""
         plans = await asyncio.to_thread(self._plan, reports)
         outcomes = await asyncio.gather(*(self._apply(c, p) for c, p in plans.items()))
-        if any(o.sent or o.removed or o.rejected for o in outcomes):
+        if any(o.sent or o.removed or o.rejected or o.failed for o in outcomes):
             await asyncio.to_thread(self._record, outcomes)
 
     def _plan(self, reports: dict[str, ClusterReport]) -> dict[str, ClusterPlan]:
@@ -121,6 +124,13 @@ class Rollout:
                 except ReplicaRejected as exc:
                     done.rejected[spec.id] = f"{cluster} refused the replica: {exc}"
                     continue
+                except (ClusterUnreachable, TimeoutError):
+                    raise
+                except Exception as exc:
+                    # One replica failing in an unexpected way (a driver bug, a spec it chokes on) is kept to its
+                    # workload: the cluster's other replicas are still sent; this one is retried on the next pass.
+                    done.failed[spec.id] = exc
+                    continue
                 done.sent.append(spec)
             for rid in plan.remove:
                 await asyncio.wait_for(driver.remove_replica(rid), self._timeout * 3)
@@ -128,7 +138,7 @@ class Rollout:
         except (ClusterUnreachable, TimeoutError) as exc:
             log.warning("cluster %s: rollout interrupted: %s", cluster, exc or type(exc).__name__)
         except Exception:
-            # A driver failing in an unexpected way stops this cluster's rollout for this pass, not everyone's.
+            # A removal failing in an unexpected way stops this cluster's rollout for this pass, not everyone's.
             log.exception("cluster %s: rollout failed; retrying on the next pass", cluster)
         return done
 
@@ -136,8 +146,9 @@ class Rollout:
         sent = [spec for o in outcomes for spec in o.sent]
         removed = [rid for o in outcomes for rid in o.removed]
         rejected = {rid: why for o in outcomes for rid, why in o.rejected.items()}
+        failed = {rid: exc for o in outcomes for rid, exc in o.failed.items()}
         with self._db.transaction() as s:
-            ids = [x.id for x in sent] + removed + list(rejected)
+            ids = [x.id for x in sent] + removed + list(rejected) + list(failed)
             rows = {r.id: r for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(ids)))}
             names = subjects(s, {r.workload_id for r in rows.values()})
             for spec in sent:
@@ -160,6 +171,15 @@ class Rollout:
                 if row.desired:
                     row.phase = ReplicaPhase.REJECTED.value  # stored, so no pass (nor a restart) sends it again
                 replica_event(s, EventKind.REPLICA_REJECTED, names[row.workload_id], row, why)
+            for rid, exc in failed.items():
+                row = rows.get(rid)
+                detail = " ".join(str(exc).split())[:400] or type(exc).__name__
+                why = f"sending it to {row.cluster if row else '?'} failed (retried on every pass): {detail}"
+                if row is None or row.message == why:
+                    continue  # said once per distinct failure, not once per pass
+                row.message = why  # a Scheduled replica's message is kept until it is sent or reported
+                log.warning("replica %s: %s", rid, why, exc_info=exc)
+                replica_event(s, EventKind.WORKLOAD_FAILED, names[row.workload_id], row, why, step="rollout")
             for rid in removed:
                 row = rows.get(rid)
                 if row is not None and not row.desired:
