@@ -162,15 +162,7 @@ class ReactionDispatcher:
         started_at = retry.started_at if retry else utcnow()
         try:
             with self._db.transaction() as s:
-                run = ReactionRunRow(
-                    reaction=reaction.name,
-                    event_id=event.id,
-                    status=DONE,
-                    attempts=attempts,
-                    error="",
-                    started_at=started_at,
-                    finished_at=utcnow(),
-                )
+                run = _run_row(reaction, event, DONE, attempts, "", started_at)
                 _claim(s, run)
                 reaction.fn(s, event)
                 run.finished_at = utcnow()
@@ -200,16 +192,7 @@ class ReactionDispatcher:
         """Store the failed run and a ``reaction.failed`` event, so the pair is not tried again."""
         try:
             with self._db.transaction() as s:
-                run = ReactionRunRow(
-                    reaction=reaction.name,
-                    event_id=event.id,
-                    status=FAILED,
-                    attempts=retry.attempts,
-                    error=retry.error,
-                    started_at=retry.started_at,
-                    finished_at=utcnow(),
-                )
-                _claim(s, run)
+                _claim(s, _run_row(reaction, event, FAILED, retry.attempts, retry.error, retry.started_at))
                 if event.kind != EventKind.REACTION_FAILED:
                     record_event(
                         s,
@@ -250,6 +233,21 @@ class ReactionDispatcher:
                 .values(settled_through=through, updated_at=utcnow())
             )
         self._watermarks[reaction.name] = through
+
+
+def _run_row(
+    reaction: Reaction, event: Event, status: str, attempts: int, error: str, started_at: datetime
+) -> ReactionRunRow:
+    """The audit record of one run of ``reaction`` on ``event`` (also its "seen" marker), finished now."""
+    return ReactionRunRow(
+        reaction=reaction.name,
+        event_id=event.id,
+        status=status,
+        attempts=attempts,
+        error=error,
+        started_at=started_at,
+        finished_at=utcnow(),
+    )
 
 
 def _claim(s: Session, run: ReactionRunRow) -> None:
