@@ -1,10 +1,48 @@
-"""Analytics engine (seed: meta-Orchestrator Analytics Engine). Nothing lives here yet; this is what will.
+"""Analytics engine (seed: meta-Orchestrator Analytics Engine): time series in, queries and aggregates out.
 
-In: time series of what the clusters report (replica and node usage, request rates and latencies), kept in a
-built-in store on the embedded default or read from Prometheus in production. Out: queries and aggregates over a
-window (rates, quantiles, burn rates) for the decision engine's criteria, PPEF's SLO evaluation and reports. It
-publishes no events: it answers questions.
+In: samples of what the clusters, the gateway and the link probes report (:class:`MetricSink`), kept in the
+embedded store on the default install or read from Prometheus in production. Out: :class:`MetricsQuery` answers
+(rates, quantiles, aggregates over a window) for the API, the CLI, PPEF's SLOs and the decision engine's criteria,
+through one :class:`MetricsReader` interface whichever backend answers. Series names are in ``metrics.names``.
 
 Layer: with ``store`` and ``bus`` at the bottom (DESIGN.md), so it imports only ``domain`` and ``config``; its
-callers (``ppef``, ``orchestrator``) import it, never the other way round.
+callers (``clusters``, ``ppef``, ``orchestrator``) import it, never the other way round.
 """
+
+from nemo_kernel.metrics.model import (
+    LABEL_NAME,
+    MAX_POINTS,
+    MAX_WINDOW_SECONDS,
+    METRIC_NAME,
+    TARGET_LABELS,
+    Aggregation,
+    Matcher,
+    MatchOp,
+    MetricSink,
+    MetricsQuery,
+    MetricsReader,
+    MetricsUnavailable,
+    QueryResult,
+    Sample,
+    Selector,
+    Series,
+)
+
+__all__ = [
+    "LABEL_NAME",
+    "MAX_POINTS",
+    "MAX_WINDOW_SECONDS",
+    "METRIC_NAME",
+    "TARGET_LABELS",
+    "Aggregation",
+    "MatchOp",
+    "Matcher",
+    "MetricSink",
+    "MetricsQuery",
+    "MetricsReader",
+    "MetricsUnavailable",
+    "QueryResult",
+    "Sample",
+    "Selector",
+    "Series",
+]
