@@ -15,7 +15,13 @@ from nemo_kernel.clusters.base import (
     ReplicaSpec,
     SupportsAgentPid,
 )
-from nemo_kernel.clusters.capabilities import Link, SupportsCheckpoint, SupportsLinkEmulation, SupportsStateHandoff
+from nemo_kernel.clusters.capabilities import (
+    Link,
+    SupportsCheckpoint,
+    SupportsLinkEmulation,
+    SupportsMetrics,
+    SupportsStateHandoff,
+)
 from nemo_kernel.clusters.errors import DriverUnavailable, ReplicaRejected
 from nemo_kernel.clusters.registry import DriverProviders
 
@@ -34,5 +40,6 @@ __all__ = [
     "SupportsAgentPid",
     "SupportsCheckpoint",
     "SupportsLinkEmulation",
+    "SupportsMetrics",
     "SupportsStateHandoff",
 ]

@@ -17,12 +17,14 @@ id, a state it does not understand): the caller then falls back as if the abilit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from pydantic import Field
 
 from nemo_kernel.clusters.base import ReplicaSpec
 from nemo_kernel.domain import Spec
+from nemo_kernel.metrics import Sample
 
 
 @runtime_checkable
@@ -80,3 +82,14 @@ class SupportsLinkEmulation(Protocol):
 
         Level-based like the rest of the driver: setting the same link again changes nothing.
         """
+
+
+@runtime_checkable
+class SupportsMetrics(Protocol):
+    """The cluster reports time series of its replicas and nodes (usage, power, the workloads' own series)."""
+
+    async def scrape(self) -> Sequence[Sample]:
+        """The cluster's current samples: ``nemo_replica_*`` and ``nemo_node_*`` series (``metrics.names``) labelled
+        with ``replica``, ``workload``, ``namespace`` and ``node`` where they apply, plus the series the workloads
+        expose themselves. The caller adds ``cluster``, ``tier`` and ``region``. A replica whose own series cannot be
+        read is left out and counted in ``nemo_scrape_errors_total``; it never fails the scrape."""
