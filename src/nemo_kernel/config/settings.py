@@ -21,7 +21,7 @@ def _checked_weights(value: Any, old: dict[str, float]) -> dict[str, float]:
     ValueError naming what is wrong; the caller reports it as ``NEMO_WEIGHTS``.
     """
     # Imported here: settings are read by every CLI command, which has no other use for the domain models.
-    from nemo_kernel.domain import CRITERIA, DEFAULT_WEIGHT, MAX_WEIGHT, DocumentError, load_document
+    from nemo_kernel.domain import CRITERIA, DEFAULT_WEIGHT, DEFAULT_WEIGHTS, MAX_WEIGHT, DocumentError, load_document
 
     if isinstance(value, str | bytes):
         try:
@@ -44,7 +44,7 @@ def _checked_weights(value: Any, old: dict[str, float]) -> dict[str, float]:
             variable = f"NEMO_WEIGHT_{name.upper()}"
             raise ValueError(f"{name} is {weights[name]:g} in NEMO_WEIGHTS but {weight:g} in {variable}; set it once")
         weights[name] = weight
-    full = {name: weights.get(name, DEFAULT_WEIGHT) for name in CRITERIA}
+    full = {name: weights.get(name, DEFAULT_WEIGHTS.get(name, DEFAULT_WEIGHT)) for name in CRITERIA}
     if not any(full.values()):
         raise ValueError("at least one weight must be above 0")
     return full

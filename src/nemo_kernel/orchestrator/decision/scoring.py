@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from nemo_kernel.domain import MAX_WEIGHT
+from nemo_kernel.domain import DEFAULT_WEIGHT, DEFAULT_WEIGHTS, MAX_WEIGHT, OPTIMIZE_PRESETS, DeploymentSpec, SpreadBy
+from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate
 
 
 def checked_weights(weights: Mapping[str, float], criteria: Iterable[str]) -> dict[str, float]:
@@ -36,6 +37,29 @@ def checked_weights(weights: Mapping[str, float], criteria: Iterable[str]) -> di
     return full
 
 
+def default_weights(criteria: Iterable[str]) -> dict[str, float]:
+    """Each criterion's weight when nobody set one: ``DEFAULT_WEIGHTS``, else ``DEFAULT_WEIGHT`` (a plugin's)."""
+    return {name: DEFAULT_WEIGHTS.get(name, DEFAULT_WEIGHT) for name in criteria}
+
+
+def workload_weights(engine: Mapping[str, float], spec: DeploymentSpec) -> dict[str, float]:
+    """The weights of one workload's decision: the engine's, then its ``optimize`` preset, then its own ``weights``.
+
+    A preset sets only the criteria it names (a plugin's criterion keeps the engine's weight). Raises ValueError on
+    a weight for a criterion the engine does not have (the domain checked the range).
+    """
+    where = spec.placement
+    weights = dict(engine)
+    if where.optimize is not None:
+        weights.update((k, v) for k, v in OPTIMIZE_PRESETS[where.optimize].items() if k in weights)
+    override: Mapping[str, float] = where.weights  # type: ignore[assignment]
+    unknown = sorted(set(override) - set(weights))
+    if unknown:
+        raise ValueError(f"unknown score criteria {unknown}; known: {list(weights)}")
+    weights.update(override)
+    return weights
+
+
 def normalised(values: Sequence[float], *, lower_is_better: bool) -> list[float]:
     """Min-max normalise so the best value scores 1.0 and the worst 0.0; all equal -> all 1.0."""
     if not values:
@@ -53,3 +77,10 @@ def normalised(values: Sequence[float], *, lower_is_better: bool) -> list[float]
 def spread(hosted_replicas: int) -> float:
     """1.0 on a node without replicas of the workload, halving, thirding... as replicas accumulate."""
     return 1.0 / (1 + hosted_replicas)
+
+
+def spread_group(cluster: ClusterCandidate, by: SpreadBy) -> str:
+    """The group a spread constraint counts a replica on ``cluster`` in: its tier, region or name."""
+    if by is SpreadBy.TIER:
+        return str(cluster.tier)
+    return cluster.region if by is SpreadBy.REGION else cluster.name
