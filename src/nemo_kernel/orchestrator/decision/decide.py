@@ -19,6 +19,7 @@ reference engine does (rejected nodes' reasons are then worded one by one, which
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,6 +71,7 @@ class _Verdicts:
 class _Ranking:
     """Scores of the feasible nodes (aligned with ``_Verdicts.feasible``) and their state during ``_assign``."""
 
+    rows: Ints  # the feasible rows
     weights: Mapping[str, float]
     total_weight: float
     columns: dict[str, Floats]  # shown scores per criterion, as for the first replica
@@ -110,6 +112,9 @@ class DecisionEngine:
                 raise TypeError(f"criterion {criterion.name!r} must implement raw() or score(), and only one")
         self._fixed = tuple(c for c in criteria if isinstance(c, Criterion))
         self._by_load = tuple(c for c in criteria if isinstance(c, LoadCriterion))
+        # Checking a runtime protocol costs microseconds each time; a decision would pay it per criterion.
+        self._raw_many = {c.name: c.raw_many for c in self._fixed if isinstance(c, VectorCriterion)}
+        self._score_many = {c.name: c.score_many for c in self._by_load if isinstance(c, VectorLoadCriterion)}
         self._weights = checked_weights(default_weights(names) if weights is None else weights, names)
         self._latency = latency
         self._clock = clock
@@ -191,20 +196,22 @@ class DecisionEngine:
         columns: dict[str, Floats] = {}
         fixed = np.zeros(len(rows), dtype=np.float64)
         for c in self._fixed:
+            many = self._raw_many.get(c.name)
             raw = (
-                c.raw_many(table, rows, req)
-                if isinstance(c, VectorCriterion)
+                many(table, rows, req)
+                if many is not None
                 else np.array([c.raw(table.cluster(r), table.node(r), req) for r in rows.tolist()], dtype=np.float64)
             )
             columns[c.name] = scores = _normalised(raw, lower_is_better=c.lower_is_better)
             fixed = fixed + weights[c.name] * scores
-        loads = LoadColumns(
-            used_cpu=table.allocated_cpu[rows].copy(),
-            used_memory_mib=table.allocated_memory_mib[rows].copy(),
-            hosted=table.hosted[rows].copy(),
+        loads = LoadColumns(  # fancy indexing copies: the decision's changes stay out of the table
+            used_cpu=table.allocated_cpu[rows],
+            used_memory_mib=table.allocated_memory_mib[rows],
+            hosted=table.hosted[rows],
             placed=np.zeros(len(rows), dtype=np.int64),
         )
         ranking = _Ranking(
+            rows=rows,
             weights=weights,
             total_weight=sum(weights.values()),
             columns=columns,
@@ -218,15 +225,15 @@ class DecisionEngine:
         )
         for c in self._by_load:
             columns[c.name] = self._load_scores(c, table, rows, loads, req)
-        ranking.totals = _totals(ranking, fixed, [columns[c.name] for c in self._by_load])
-        ranking.first_totals = ranking.totals.copy()
+        ranking.totals = ranking.first_totals = _totals(ranking, fixed, [columns[c.name] for c in self._by_load])
         return ranking
 
     def _load_scores(
         self, c: LoadCriterion, table: NodeTable, rows: Ints, loads: LoadColumns, req: Requirements
     ) -> Floats:
-        if isinstance(c, VectorLoadCriterion):
-            return c.score_many(table, rows, loads, req)
+        many = self._score_many.get(c.name)
+        if many is not None:
+            return many(table, rows, loads, req)
         values = [
             c.score(
                 table.cluster(r),
@@ -241,18 +248,63 @@ class DecisionEngine:
     def _assign(
         self, table: NodeTable, found: _Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
     ) -> tuple[list[dict[str, Any]], float | None]:
-        """Place each replica on the best node, then re-score that node; the assignments and the first pick's total."""
-        rows, loads, totals, alive = found.feasible, ranking.loads, ranking.totals, ranking.alive
-        groups = _SpreadGroups(table, rows, req) if req.spread else None
+        """Place each replica on the best node, then re-score that node; the assignments and the first pick's total.
+
+        Without spread constraints only the node that took a replica changes, and its key only gets worse (one
+        more hosted replica), so the best node for each of r replicas is among the r best at the start or the
+        nodes already changed: a heap of those, as the reference engine keeps one of every node.
+        """
+        if req.spread:
+            return self._assign_scan(table, found, ranking, req, replicas_needed)
+        rows, loads, totals = found.feasible, ranking.loads, ranking.totals
+        top = _best(loads.hosted, totals, len(replicas_needed))
+        heap = [(int(loads.hosted[i]), -float(totals[i]), i) for i in top]  # in key order: already a heap
         assignments: list[dict[str, Any]] = []
         best_total: float | None = None
         for replica in replicas_needed:
-            eligible = alive if groups is None else groups.eligible(alive)
-            candidates = np.flatnonzero(eligible)
+            if not heap:
+                break
+            _, negative_total, index = heapq.heappop(heap)
+            if best_total is None:
+                best_total = -negative_total
+            row = int(rows[index])
+            assignments.append({"index": replica, "cluster": table.cluster(row).name, "node": table.nodes[row].name})
+            total = self._took_one(table, ranking, req, index)
+            if total is not None:
+                heapq.heappush(heap, (int(loads.hosted[index]), -total, index))
+        return assignments, best_total
+
+    def _took_one(self, table: NodeTable, ranking: _Ranking, req: Requirements, index: int) -> float | None:
+        """Account one more replica on feasible node ``index``: its new total, or None when it is full."""
+        loads, row = ranking.loads, int(ranking.rows[index])
+        loads.placed[index] += 1
+        loads.hosted[index] += 1
+        loads.used_cpu[index] += req.cpu
+        loads.used_memory_mib[index] += req.memory_mib
+        free_cpu = table.cpu[row] - loads.used_cpu[index]
+        free_memory = table.memory_mib[row] - loads.used_memory_mib[index]
+        if not (free_cpu + _TOLERANCE >= req.cpu and free_memory >= req.memory_mib):
+            return None
+        one = slice(index, index + 1)
+        load = LoadColumns(loads.used_cpu[one], loads.used_memory_mib[one], loads.hosted[one], loads.placed[one])
+        live = [self._load_scores(c, table, ranking.rows[one], load, req) for c in self._by_load]
+        return float(_totals(ranking, ranking.fixed[one], live)[0])
+
+    def _assign_scan(
+        self, table: NodeTable, found: _Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
+    ) -> tuple[list[dict[str, Any]], float | None]:
+        """``_assign`` under ``placement.spread``: groups fill as replicas land, which changes other nodes' keys
+        (a group reaching its max or min), so every replica scans the live nodes."""
+        rows, loads, alive = found.feasible, ranking.loads, ranking.alive
+        totals = ranking.totals.copy()
+        groups = _SpreadGroups(table, rows, req)
+        assignments: list[dict[str, Any]] = []
+        best_total: float | None = None
+        for replica in replicas_needed:
+            candidates = np.flatnonzero(groups.eligible(alive))
             if not len(candidates):
                 break
-            if groups is not None:
-                candidates = groups.first(candidates)
+            candidates = groups.first(candidates)
             hosted = loads.hosted[candidates]
             candidates = candidates[hosted == hosted.min()]
             best = totals[candidates]
@@ -262,21 +314,12 @@ class DecisionEngine:
                 best_total = float(totals[index])
             row = int(rows[index])
             assignments.append({"index": replica, "cluster": table.cluster(row).name, "node": table.nodes[row].name})
-            if groups is not None:
-                groups.add(index)
-            loads.placed[index] += 1
-            loads.hosted[index] += 1
-            loads.used_cpu[index] += req.cpu
-            loads.used_memory_mib[index] += req.memory_mib
-            free_cpu = table.cpu[row] - loads.used_cpu[index]
-            free_memory = table.memory_mib[row] - loads.used_memory_mib[index]
-            if free_cpu + _TOLERANCE >= req.cpu and free_memory >= req.memory_mib:
-                one = slice(index, index + 1)
-                load = LoadColumns(loads.used_cpu[one], loads.used_memory_mib[one], loads.hosted[one], loads.placed[one])
-                live = [self._load_scores(c, table, rows[one], load, req) for c in self._by_load]
-                totals[index] = _totals(ranking, ranking.fixed[one], live)[0]
-            else:
+            groups.add(index)
+            total = self._took_one(table, ranking, req, index)
+            if total is None:
                 alive[index] = False
+            else:
+                totals[index] = total
         return assignments, best_total
 
 
@@ -287,7 +330,8 @@ def _verdicts(table: NodeTable, req: Requirements) -> _Verdicts:
     """Run the filters as masks: the first rejection of each cluster, every rejection of each admitted node."""
     rejected_by = np.full(len(table.clusters), -1, dtype=np.int64)
     for position, (_, mask) in enumerate(cluster_masks(table, req)):
-        rejected_by[(rejected_by < 0) & mask] = position
+        if mask is not None:
+            rejected_by[(rejected_by < 0) & mask] = position
     admitted = rejected_by < 0
     admitted_rows = np.flatnonzero(admitted[table.cluster_of]) if len(table) else np.zeros(0, dtype=np.int64)
     node_rejections = node_masks(table, req, admitted_rows)
@@ -398,9 +442,34 @@ def _feasible_row(table: NodeTable, found: _Verdicts, ranking: _Ranking, index: 
 
 def _compact_rows(table: NodeTable, found: _Verdicts, ranking: _Ranking, placed: Ints) -> list[dict[str, Any]]:
     """The chosen nodes and the best others by the first replica's ranking, in name order."""
-    order = np.lexsort((np.arange(len(found.feasible)), -ranking.first_totals, ranking.first_hosted))
-    shown = sorted(set(placed.tolist()) | set(order[:TOP_CANDIDATES].tolist()))
+    shown = sorted(set(placed.tolist()) | set(_best(ranking.first_hosted, ranking.first_totals, TOP_CANDIDATES)))
     return [_feasible_row(table, found, ranking, i) for i in shown]
+
+
+def _best(hosted: Ints, totals: Floats, count: int) -> list[int]:
+    """The ``count`` smallest indexes by (hosted, -total, index), in that order, without sorting every node.
+
+    Level by level of ``hosted`` (fewest first; nearly every node is on the first): the nodes above the count-th
+    best total, then those equal to it in index order, so ties at the cut go by name as the ranking's do.
+    """
+    chosen: list[int] = []
+    if not len(hosted) or count <= 0:
+        return chosen
+    level = hosted.min()
+    while True:
+        members = np.flatnonzero(hosted == level)
+        wanted = count - len(chosen)
+        values = totals[members]
+        if len(members) > wanted:
+            cut = np.partition(values, len(values) - wanted)[len(values) - wanted]
+            above, at = members[values > cut], members[values == cut]
+            members = np.concatenate((above, at[: wanted - len(above)]))
+            values = totals[members]
+        chosen.extend(i for _, i in sorted(zip((-values).tolist(), members.tolist(), strict=True)))
+        higher = hosted[hosted > level]
+        if len(chosen) >= count or not len(higher):
+            return chosen
+        level = higher.min()
 
 
 def _node_rows(
@@ -453,6 +522,11 @@ def _rejections(table: NodeTable, found: _Verdicts) -> dict[tuple[str, str], lis
     return out
 
 
+def _clusters_of(table: NodeTable, rows: Ints) -> Ints:
+    """The clusters of ``rows``, each once, in name order (a count per cluster is cheaper than sorting the rows)."""
+    return np.flatnonzero(np.bincount(table.cluster_of[rows], minlength=len(table.clusters)))
+
+
 def _groups(table: NodeTable, found: _Verdicts, req: Requirements) -> list[dict[str, Any]]:
     """Every cluster's verdict, compactly: per filter the clusters it rejected (or whose nodes it rejected), with
     the reason given for the first of them; then the clusters with a feasible node."""
@@ -478,7 +552,7 @@ def _groups(table: NodeTable, found: _Verdicts, req: Requirements) -> list[dict[
                 {
                     "level": "node",
                     "filter": filter_name,
-                    "clusters": table.cluster_names[np.unique(table.cluster_of[rows])].tolist(),
+                    "clusters": table.cluster_names[_clusters_of(table, rows)].tolist(),
                     "nodes": len(rows),
                     "example": f"{table.node_names[first_row]}: {checks[filter_name](table.node(first_row), req)}",
                 }
@@ -488,7 +562,7 @@ def _groups(table: NodeTable, found: _Verdicts, req: Requirements) -> list[dict[
             {
                 "level": "node",
                 "filter": None,
-                "clusters": table.cluster_names[np.unique(table.cluster_of[found.feasible])].tolist(),
+                "clusters": table.cluster_names[_clusters_of(table, found.feasible)].tolist(),
                 "nodes": len(found.feasible),
                 "example": "feasible",
             }

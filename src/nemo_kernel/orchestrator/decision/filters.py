@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from nemo_kernel.domain import (
     RUNTIMES_FOR_ISOLATION,
@@ -51,7 +51,7 @@ class Requirements:
     max_latency_ms: float | None = None
     spread: tuple[tuple[SpreadBy, int | None, int | None], ...] = ()
     """(by, min, max) per spread constraint."""
-    _latency_memo: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    _memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, spec: DeploymentSpec, latency: LatencyMatrix | None = None) -> Requirements:
@@ -79,15 +79,28 @@ class Requirements:
 
     def latency_ms(self, region: str) -> float:
         """The users' weighted mean round-trip time to ``region`` (0.0 without users); memoised per region."""
-        found = self._latency_memo.get(region)
+        found = self._memo.get(("latency", region))
         if found is None:
             if not self.users:
                 found = 0.0
             else:
                 weighted = sum(weight * self.latency.ms(user, region) for user, weight in self.users)
                 found = weighted / sum(weight for _, weight in self.users)
-            self._latency_memo[region] = found
-        return found
+            self._memo["latency", region] = found
+        return cast(float, found)
+
+    def derived(self, key: str, inputs: tuple[object, ...], make: Callable[[], _T]) -> _T:
+        """A value computed once per decision from ``inputs`` (e.g. the node table and the feasible rows), so that
+        criteria sharing an intermediate (carbon is energy times intensity) compute it once.
+
+        The inputs are kept and compared by identity, so a value is never served for other objects.
+        """
+        found = self._memo.get(key)
+        if found is not None and len(found[0]) == len(inputs) and all(a is b for a, b in zip(found[0], inputs)):
+            return cast(_T, found[1])
+        value = make()
+        self._memo[key] = (inputs, value)
+        return value
 
 
 def _tee_source(spec: DeploymentSpec) -> str:
@@ -106,6 +119,8 @@ def _listed(values: Iterable[str]) -> str:
 def _num(value: float) -> str:
     return f"{value:.4g}"
 
+
+_T = TypeVar("_T")
 
 ClusterFilter = Callable[[ClusterCandidate, Requirements], str | None]
 NodeFilter = Callable[[NodeCandidate, Requirements], str | None]

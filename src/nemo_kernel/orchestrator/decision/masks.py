@@ -21,29 +21,30 @@ from nemo_kernel.orchestrator.decision.filters import (
 )
 from nemo_kernel.orchestrator.decision.table import Bools, Ints, NodeTable, Objects
 
-Mask = Callable[[NodeTable, Requirements], Bools]
+Mask = Callable[[NodeTable, Requirements], Bools | None]
+"""A filter as a mask; None when the filter rejects nothing for these requirements (it is then skipped)."""
 
 
 def _none(size: int) -> Bools:
     return np.zeros(size, dtype=bool)
 
 
-def _cluster_health(t: NodeTable, req: Requirements) -> Bools:
+def _cluster_health(t: NodeTable, req: Requirements) -> Bools | None:
     result: Bools = ~t.cluster_ready | ~t.cluster_has_nodes
     return result
 
 
-def _cordon(t: NodeTable, req: Requirements) -> Bools:
+def _cordon(t: NodeTable, req: Requirements) -> Bools | None:
     return t.cluster_cordoned
 
 
-def _excluded(t: NodeTable, req: Requirements) -> Bools:
+def _excluded(t: NodeTable, req: Requirements) -> Bools | None:
     return t.cluster_excluded
 
 
-def _cluster_allowlist(t: NodeTable, req: Requirements) -> Bools:
+def _cluster_allowlist(t: NodeTable, req: Requirements) -> Bools | None:
     if not req.clusters:
-        return _none(len(t.clusters))
+        return None
     index: dict[str, int] = t.memo("cluster-index", lambda: {n: i for i, n in enumerate(t.cluster_names.tolist())})
     allowed = _none(len(t.clusters))
     allowed[[index[name] for name in req.clusters if name in index]] = True
@@ -51,42 +52,42 @@ def _cluster_allowlist(t: NodeTable, req: Requirements) -> Bools:
     return result
 
 
-def _tier(t: NodeTable, req: Requirements) -> Bools:
+def _tier(t: NodeTable, req: Requirements) -> Bools | None:
     if not req.tiers:
-        return _none(len(t.clusters))
+        return None
     result: Bools = ~t.tiers.lookup(req.tiers)[t.cluster_tier]
     return result
 
 
-def _region(t: NodeTable, req: Requirements) -> Bools:
+def _region(t: NodeTable, req: Requirements) -> Bools | None:
     if not req.regions:
-        return _none(len(t.clusters))
+        return None
     result: Bools = ~t.regions.lookup(req.regions)[t.cluster_region]
     return result
 
 
-def _data_residency(t: NodeTable, req: Requirements) -> Bools:
+def _data_residency(t: NodeTable, req: Requirements) -> Bools | None:
     if not req.countries:
-        return _none(len(t.clusters))
+        return None
     result: Bools = ~t.countries.lookup(req.countries)[t.cluster_country]
     return result
 
 
-def _latency(t: NodeTable, req: Requirements) -> Bools:
+def _latency(t: NodeTable, req: Requirements) -> Bools | None:
     if req.max_latency_ms is None:
-        return _none(len(t.clusters))
+        return None
     result: Bools = (latency_by_region(t, req) > req.max_latency_ms)[t.cluster_region]
     return result
 
 
-def _node_health(t: NodeTable, req: Requirements) -> Bools:
+def _node_health(t: NodeTable, req: Requirements) -> Bools | None:
     result: Bools = ~t.ready
     return result
 
 
-def _architecture(t: NodeTable, req: Requirements) -> Bools:
+def _architecture(t: NodeTable, req: Requirements) -> Bools | None:
     if not req.architectures:
-        return _none(len(t))
+        return None
     result: Bools = ~t.architectures.lookup(req.architectures)[t.architecture]
     return result
 
@@ -101,17 +102,21 @@ def chosen_runtimes(t: NodeTable, req: Requirements) -> list[str | None]:
     return chosen
 
 
-def _runtime(t: NodeTable, req: Requirements) -> Bools:
+def _runtime(t: NodeTable, req: Requirements) -> Bools | None:
     offered = np.array([r is None for r in chosen_runtimes(t, req)], dtype=bool)
-    result: Bools = offered[t.runtimes] if len(offered) else _none(len(t))
+    if not offered.any():
+        return None
+    result: Bools = offered[t.runtimes]
     return result
 
 
-def _tee(t: NodeTable, req: Requirements) -> Bools:
+def _tee(t: NodeTable, req: Requirements) -> Bools | None:
     if not req.needs_tee:
-        return _none(len(t))
+        return None
     # req.tees never holds TeeType.NONE, so a node without a TEE is rejected too, as the scalar filter does.
-    result: Bools = ~t.tees.lookup(req.tees)[t.tee] if len(t.tees.names) else _none(len(t))
+    if not t.tees.names:
+        return None
+    result: Bools = ~t.tees.lookup(req.tees)[t.tee]
     return result
 
 
@@ -127,15 +132,17 @@ def label_column(t: NodeTable, key: str) -> Objects:
     return column
 
 
-def _node_labels(t: NodeTable, req: Requirements) -> Bools:
+def _node_labels(t: NodeTable, req: Requirements) -> Bools | None:
+    if not req.node_labels:
+        return None
     rejected = _none(len(t))
     for key, wanted in req.node_labels:
         rejected |= label_column(t, key) != wanted
     return rejected
 
 
-def _capacity(t: NodeTable, req: Requirements) -> Bools:
-    fits = ((t.cpu - t.allocated_cpu) + CPU_TOLERANCE >= req.cpu) & ((t.memory_mib - t.allocated_memory_mib) >= req.memory_mib)
+def _capacity(t: NodeTable, req: Requirements) -> Bools | None:
+    fits = (t.free_cpu + CPU_TOLERANCE >= req.cpu) & (t.free_memory_mib >= req.memory_mib)
     result: Bools = ~fits
     return result
 
@@ -161,9 +168,9 @@ NODE_MASKS: dict[str, Mask] = {
 }
 
 
-def cluster_masks(t: NodeTable, req: Requirements) -> list[tuple[str, Bools]]:
-    """Per cluster filter, in order: which clusters it rejects (whether or not an earlier filter did)."""
-    out = []
+def cluster_masks(t: NodeTable, req: Requirements) -> list[tuple[str, Bools | None]]:
+    """Per cluster filter, in order: which clusters it rejects (whether or not an earlier filter did); None: none."""
+    out: list[tuple[str, Bools | None]] = []
     for name, check in CLUSTER_FILTERS:
         mask = CLUSTER_MASKS.get(name)
         if mask is not None:
@@ -174,14 +181,14 @@ def cluster_masks(t: NodeTable, req: Requirements) -> list[tuple[str, Bools]]:
 
 
 def node_masks(t: NodeTable, req: Requirements, rows: Ints) -> list[tuple[str, Bools]]:
-    """Per node filter, in order: which of ``rows`` it rejects."""
+    """Per node filter that rejects any node here, in order: which of ``rows`` it rejects."""
     out = []
     for name, check in NODE_FILTERS:
         mask = NODE_MASKS.get(name)
         if mask is not None:
-            out.append((name, mask(t, req)[rows]))
+            found = mask(t, req)
+            if found is not None:
+                out.append((name, found[rows]))
         else:
             out.append((name, np.array([check(t.node(int(r)), req) is not None for r in rows], dtype=bool)))
     return out
-
-

@@ -85,10 +85,15 @@ class NodeTable:
     memory_mib: Floats
     allocated_cpu: Floats
     allocated_memory_mib: Floats
+    free_cpu: Floats
+    """cpu - allocated_cpu (the capacity filter's operands, computed once)."""
+    free_memory_mib: Floats
     ready: Bools
     hosted: Ints
     idle_watts: Floats
     max_watts: Floats
+    dynamic_watts: Floats
+    """max_watts - idle_watts, computed once."""
     architecture: Ints
     runtimes: Ints
     tee: Ints
@@ -123,6 +128,9 @@ class NodeTable:
         def floats(values: list[float]) -> Floats:
             return np.array(values, dtype=np.float64)
 
+        cpu, memory = floats([n.cpu for n in nodes]), floats([n.memory_mib for n in nodes])
+        allocated_cpu = floats([n.allocated_cpu for n in nodes])
+        allocated_memory = floats([n.allocated_memory_mib for n in nodes])
         return cls(
             clusters=clusters,
             cluster_names=np.array([c.name for c in clusters], dtype=object),
@@ -144,14 +152,17 @@ class NodeTable:
             if nodes
             else np.array([], dtype=object),
             cluster_of=np.array(cluster_of, dtype=np.int64),
-            cpu=floats([n.cpu for n in nodes]),
-            memory_mib=floats([n.memory_mib for n in nodes]),
-            allocated_cpu=floats([n.allocated_cpu for n in nodes]),
-            allocated_memory_mib=floats([n.allocated_memory_mib for n in nodes]),
+            cpu=cpu,
+            memory_mib=memory,
+            allocated_cpu=allocated_cpu,
+            allocated_memory_mib=allocated_memory,
+            free_cpu=cpu - allocated_cpu,
+            free_memory_mib=memory - allocated_memory,
             ready=np.array([n.ready for n in nodes], dtype=bool),
             hosted=np.array([n.hosted_replicas_of_workload for n in nodes], dtype=np.int64),
             idle_watts=floats([n.power.idle_watts for n in nodes]),
             max_watts=floats([n.power.max_watts for n in nodes]),
+            dynamic_watts=floats([n.power.max_watts for n in nodes]) - floats([n.power.idle_watts for n in nodes]),
             architecture=np.array([archs.code(n.architecture) for n in nodes], dtype=np.int64),
             runtimes=np.array([runtime_lists.code(tuple(n.runtimes)) for n in nodes], dtype=np.int64),
             tee=np.array([tees.code(n.tee) for n in nodes], dtype=np.int64),
@@ -179,7 +190,14 @@ class NodeTable:
         allocated_cpu, allocated_memory = self.allocated_cpu.copy(), self.allocated_memory_mib.copy()
         allocated_cpu[row] += cpu
         allocated_memory[row] += memory_mib
-        return replace(self, allocated_cpu=allocated_cpu, allocated_memory_mib=allocated_memory, _memo=self._memo)
+        return replace(
+            self,
+            allocated_cpu=allocated_cpu,
+            allocated_memory_mib=allocated_memory,
+            free_cpu=self.cpu - allocated_cpu,
+            free_memory_mib=self.memory_mib - allocated_memory,
+            _memo=self._memo,
+        )
 
     def row(self, cluster: str, node: str) -> int:
         """The row of a node; KeyError if the table has no such node."""

@@ -26,5 +26,5 @@ class CarbonPerHour:
 
     def raw_many(self, table: NodeTable, rows: Ints, req: Requirements) -> Floats:
         """``raw`` of many rows."""
-        result: Floats = added_watts_many(table, rows, req.cpu) * table.cluster_intensity[table.cluster_of[rows]] / 1000.0
+        result: Floats = added_watts_many(table, rows, req) * table.cluster_intensity[table.cluster_of[rows]] / 1000.0
         return result

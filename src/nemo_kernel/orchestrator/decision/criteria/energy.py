@@ -31,15 +31,21 @@ def added_watts(node: NodeCandidate, cpu: float) -> float:
     return watts(node.power, after) - watts(node.power, before)
 
 
-def added_watts_many(table: NodeTable, rows: Ints, cpu: float) -> Floats:
-    """``added_watts`` of many rows: the same operations, in the same order, on arrays."""
-    capacity, allocated = table.cpu[rows], table.allocated_cpu[rows]
-    idle, peak = table.idle_watts[rows], table.max_watts[rows]
-    before = np.minimum(allocated / capacity, 1.0)
-    after = np.minimum((allocated + cpu) / capacity, 1.0)
-    dynamic = peak - idle
-    result: Floats = (idle + dynamic * after) - (idle + dynamic * before)
-    return result
+def added_watts_many(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
+    """``added_watts`` of many rows for one replica of ``req``: the same operations, in the same order, on arrays.
+
+    Computed once per decision (carbon needs it too).
+    """
+
+    def compute() -> Floats:
+        capacity, allocated = table.cpu[rows], table.allocated_cpu[rows]
+        idle, dynamic = table.idle_watts[rows], table.dynamic_watts[rows]
+        before = np.minimum(allocated / capacity, 1.0)
+        after = np.minimum((allocated + req.cpu) / capacity, 1.0)
+        result: Floats = (idle + dynamic * after) - (idle + dynamic * before)
+        return result
+
+    return req.derived("added-watts", (table, rows, table.allocated_cpu), compute)
 
 
 class EnergyWatts:
@@ -54,4 +60,4 @@ class EnergyWatts:
 
     def raw_many(self, table: NodeTable, rows: Ints, req: Requirements) -> Floats:
         """``raw`` of many rows."""
-        return added_watts_many(table, rows, req.cpu)
+        return added_watts_many(table, rows, req)
