@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from nemo_kernel.domain import (
-    Detail,
     DeploymentSpec,
+    Detail,
     PlacementConstraints,
     PowerModel,
     Prices,

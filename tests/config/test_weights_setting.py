@@ -91,6 +91,9 @@ def test_nemo_up_names_bad_weights_in_one_line(tmp_path: Path) -> None:
     nemo = Path(sys.executable).parent / "nemo"
     done = subprocess.run([nemo, "up"], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1
-    assert "NEMO_WEIGHTS: Value error, unknown criterion 'speed'; known: cost, carbon, balance, latency, energy" in done.stderr
+    assert (
+        "NEMO_WEIGHTS: Value error, unknown criterion 'speed'; known: cost, carbon, balance, latency, energy"
+        in done.stderr
+    )
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "nemo.db").exists()  # refused before anything started

@@ -9,7 +9,15 @@ from typing import Any, ClassVar
 
 import pytest
 
-from nemo_kernel.domain import CRITERIA, DEFAULT_WEIGHTS, DeploymentSpec, PlacementConstraints, PlacementDecision, Prices, Tier
+from nemo_kernel.domain import (
+    CRITERIA,
+    DEFAULT_WEIGHTS,
+    DeploymentSpec,
+    PlacementConstraints,
+    PlacementDecision,
+    Prices,
+    Tier,
+)
 from nemo_kernel.orchestrator.decision import (
     DEFAULT_CRITERIA,
     ClusterCandidate,
@@ -77,15 +85,21 @@ RTT_MS = {"cheap-far": 180.0, "dear-near": 8.0, "green": 120.0}
 def test_a_criterion_plugged_in_changes_the_ranking() -> None:
     candidates = [CHEAP_FAR, DEAR_NEAR]
     without = DecisionEngine({"cost": 1.0}, clock=lambda: NOW)
-    with_rtt = DecisionEngine(
-        {"cost": 1.0, "rtt": 3.0}, criteria=(*DEFAULT_CRITERIA, RttMs(RTT_MS)), clock=lambda: NOW
-    )
+    with_rtt = DecisionEngine({"cost": 1.0, "rtt": 3.0}, criteria=(*DEFAULT_CRITERIA, RttMs(RTT_MS)), clock=lambda: NOW)
 
     assert placed_on(without.decide("default", "web", 1, spec(), [0], candidates)) == ["cheap-far/cheap-far-n1"]
     decision = with_rtt.decide("default", "web", 1, spec(), [0], candidates)
     assert placed_on(decision) == ["dear-near/dear-near-n1"]
     near = next(v for v in decision.candidates if v.cluster == "dear-near")
-    assert list(near.scores) == ["cost", "carbon", "latency", "energy", "rtt", "balance", "spread"]  # explained like the others
+    assert list(near.scores) == [
+        "cost",
+        "carbon",
+        "latency",
+        "energy",
+        "rtt",
+        "balance",
+        "spread",
+    ]  # explained like the others
     assert near.scores["rtt"] == 1.0 and near.scores["cost"] == 0.0
     assert decision.weights == {"cost": 1.0, "carbon": 0.0, "balance": 0.0, "latency": 0.0, "energy": 0.0, "rtt": 3.0}
 
@@ -151,13 +165,23 @@ def test_a_workloads_weights_override_the_engines() -> None:
     assert placed_on(green) == ["green/green-n1"]
     assert green.weights == {"cost": 0.0, "carbon": 10.0, "balance": 1.0, **UNSET}  # what was used is what is stored
     assert default.weights == {"cost": 3.0, "carbon": 1.0, "balance": 1.0, **UNSET}
-    assert engine.weights == {"cost": 3.0, "carbon": 1.0, "balance": 1.0, **UNSET}  # nothing leaks into the next decision
+    assert engine.weights == {
+        "cost": 3.0,
+        "carbon": 1.0,
+        "balance": 1.0,
+        **UNSET,
+    }  # nothing leaks into the next decision
 
 
 def test_a_workload_weighing_everything_zero_has_no_preference() -> None:
     engine = DecisionEngine(clock=lambda: NOW)
     decision = engine.decide(
-        "default", "web", 1, spec(weights={"cost": 0, "carbon": 0, "balance": 0, "latency": 0}), [0, 1], [GREEN, CHEAP_FAR]
+        "default",
+        "web",
+        1,
+        spec(weights={"cost": 0, "carbon": 0, "balance": 0, "latency": 0}),
+        [0, 1],
+        [GREEN, CHEAP_FAR],
     )
     assert placed_on(decision) == ["cheap-far/cheap-far-n1", "green/green-n1"]  # spreading, then names
     assert all(v.total == 0.0 for v in decision.candidates)

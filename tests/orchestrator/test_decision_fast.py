@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 import pytest
 
 from nemo_kernel.domain import (
-    Detail,
     DeploymentSpec,
+    Detail,
     Isolation,
     LatencyMatrix,
     NodeSpec,
@@ -123,7 +123,6 @@ def random_spec(rng: random.Random) -> DeploymentSpec:
     if rng.random() < 0.3:
         where["weights"] = {"cost": rng.choice((0, 1, 5)), "balance": rng.choice((0, 2))}
     if rng.random() < 0.35:
-        by = rng.sample(("tier", "region", "cluster"), rng.randint(1, 2))
         where["spread"] = [
             rng.choice(({"max": rng.choice((1, 2, 3))}, {"min": rng.choice((1, 2))}, {"min": 1, "max": 2})) | {"by": b}
             for b in rng.sample(("tier", "region", "cluster"), rng.randint(1, 2))
@@ -207,7 +206,9 @@ def test_vectorised_criteria_give_the_scalar_values_bit_for_bit(seed: int) -> No
 def test_a_kept_table_follows_allocations_and_another_workloads_replicas() -> None:
     spec_ = NodeSpec(name="n1", cpu=2.0, memory_mib=4096)
     clusters = [
-        ClusterCandidate(name=n, tier=Tier.EDGE, region="eu-west", country="ES", nodes=(NodeCandidate.from_spec(spec_),))
+        ClusterCandidate(
+            name=n, tier=Tier.EDGE, region="eu-west", country="ES", nodes=(NodeCandidate.from_spec(spec_),)
+        )
         for n in ("a", "b")
     ]
     engine = DecisionEngine(clock=lambda: NOW)

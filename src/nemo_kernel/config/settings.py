@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=7700, ge=0, le=65535, description="0 picks a free port")
     clusters_file: Path | None = Field(default=None, description="YAML list of clusters created on first start")
+    latency_file: Path | None = Field(
+        default=None,
+        description="YAML round-trip times between regions (domain.LatencyMatrix) for the latency criterion and "
+        "placement.max_latency_ms; unset: every other region is unknown_ms (300) away",
+    )
     gateway_enabled: bool = Field(default=True, description="nemo up starts the gateway (a child process)")
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=7780, ge=0, le=65535, description="0 picks a free port")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from nemo_kernel.domain import Detail, DeploymentSpec, LatencyMatrix, PlacementDecision, SpreadBy, utcnow
+from nemo_kernel.domain import DeploymentSpec, Detail, LatencyMatrix, PlacementDecision, SpreadBy, utcnow
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate
 from nemo_kernel.orchestrator.decision.criteria import (
     DEFAULT_CRITERIA,
@@ -223,8 +223,8 @@ class DecisionEngine:
             first_hosted=loads.hosted.copy(),
             alive=np.ones(len(rows), dtype=bool),
         )
-        for c in self._by_load:
-            columns[c.name] = self._load_scores(c, table, rows, loads, req)
+        for by_load in self._by_load:
+            columns[by_load.name] = self._load_scores(by_load, table, rows, loads, req)
         ranking.totals = ranking.first_totals = _totals(ranking, fixed, [columns[c.name] for c in self._by_load])
         return ranking
 

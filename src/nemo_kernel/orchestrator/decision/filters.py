@@ -96,7 +96,11 @@ class Requirements:
         The inputs are kept and compared by identity, so a value is never served for other objects.
         """
         found = self._memo.get(key)
-        if found is not None and len(found[0]) == len(inputs) and all(a is b for a, b in zip(found[0], inputs)):
+        if (
+            found is not None
+            and len(found[0]) == len(inputs)
+            and all(a is b for a, b in zip(found[0], inputs, strict=True))
+        ):
             return cast(_T, found[1])
         value = make()
         self._memo[key] = (inputs, value)
@@ -176,7 +180,8 @@ def data_residency(cluster: ClusterCandidate, req: Requirements) -> str | None:
 def latency(cluster: ClusterCandidate, req: Requirements) -> str | None:
     """Reject a cluster farther from the workload's users than ``placement.max_latency_ms``."""
     if req.max_latency_ms is not None and (ms := req.latency_ms(cluster.region)) > req.max_latency_ms:
-        return f"users' mean latency to region {cluster.region} is {_num(ms)} ms > max_latency_ms {_num(req.max_latency_ms)}"
+        limit = _num(req.max_latency_ms)
+        return f"users' mean latency to region {cluster.region} is {_num(ms)} ms > max_latency_ms {limit}"
     return None
 
 

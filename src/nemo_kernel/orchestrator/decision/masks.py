@@ -14,8 +14,8 @@ import numpy as np
 
 from nemo_kernel.orchestrator.decision.criteria.latency import latency_by_region
 from nemo_kernel.orchestrator.decision.filters import (
-    CPU_TOLERANCE,
     CLUSTER_FILTERS,
+    CPU_TOLERANCE,
     NODE_FILTERS,
     Requirements,
 )

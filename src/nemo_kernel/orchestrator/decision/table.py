@@ -14,6 +14,7 @@ numpy without rebuilding anything else.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -110,7 +111,7 @@ class NodeTable:
     def build(cls, candidates: Sequence[ClusterCandidate]) -> NodeTable:
         """The table of ``candidates``; raises ValueError if two clusters share a name (assignments name clusters)."""
         clusters = tuple(sorted(candidates, key=_name))
-        for before, after in zip(clusters, clusters[1:], strict=False):
+        for before, after in itertools.pairwise(clusters):
             if before.name == after.name:
                 raise ValueError(f"cluster {after.name!r} appears twice among the candidates")
         tiers, regions, countries = Codes(), Codes(), Codes()
@@ -146,9 +147,9 @@ class NodeTable:
             cluster_intensity=floats([c.carbon_intensity for c in clusters]),
             first_row=np.array(first_row, dtype=np.int64),
             nodes=tuple(nodes),
-            node_names=np.array([f"{clusters[c].name}/{n.name}" for c, n in zip(cluster_of, nodes, strict=True)]).astype(
-                object
-            )
+            node_names=np.array(
+                [f"{clusters[c].name}/{n.name}" for c, n in zip(cluster_of, nodes, strict=True)]
+            ).astype(object)
             if nodes
             else np.array([], dtype=object),
             cluster_of=np.array(cluster_of, dtype=np.int64),

@@ -12,7 +12,7 @@ from functools import partial
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nemo_kernel.domain import EventKind, WorkloadDescriptor
+from nemo_kernel.domain import Detail, EventKind, WorkloadDescriptor
 from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.placement import Inventory
 from nemo_kernel.orchestrator.reconcile.phases import update_phases
@@ -20,6 +20,11 @@ from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
 from nemo_kernel.store import Database, workloads
 from nemo_kernel.store.events import record_event, workload_subject
 from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
+
+NODE_DETAIL_UP_TO = 500
+"""Decisions over at most this many nodes are stored with every node's verdict; larger ones compactly (every
+cluster's verdict grouped by filter, the chosen and best other nodes), so a 10,000-node continuum does not store
+10,000 verdicts per decision."""
 
 SCHEDULE_BATCH = 200
 """Queued workloads considered per pass, by id; also the bound of what the step remembers between passes."""
@@ -81,7 +86,10 @@ class Scheduling:
         hosted: dict[tuple[str, str], int] = defaultdict(int)
         for r in staying:
             hosted[(r.cluster, r.node)] += 1
-        decision = self._decisions.decide(w.namespace, w.name, version, spec, missing, inventory.candidates(hosted))
+        candidates = inventory.candidates(hosted)
+        nodes = sum(len(c.nodes) for c in candidates)
+        detail = Detail.NODES if nodes <= NODE_DETAIL_UP_TO else Detail.COMPACT
+        decision = self._decisions.decide(w.namespace, w.name, version, spec, missing, candidates, detail=detail)
         workloads.store_decision(s, w, decision)
         subject = workload_subject(w.namespace, w.name)
         runtimes = {(v.cluster, v.node): v.runtime for v in decision.candidates if v.node is not None}
