@@ -96,6 +96,9 @@ class EmbeddedMetrics:
         self.clock = clock
         self._series: dict[SeriesKey, RawSeries] = {}
         self._by_name: dict[str, dict[SeriesKey, RawSeries]] = {}
+        # (name, label names, label values) as a producer gives them -> series: the ingest fast path (no sorting,
+        # no per-label tuples)
+        self._seen: dict[tuple[str, tuple[str, ...], tuple[str, ...]], RawSeries] = {}
         self._dropped: dict[str, int] = {}
         self._lock = threading.Lock()  # ingest (event loop) and queries (worker threads) meet here
 
@@ -104,40 +107,56 @@ class EmbeddedMetrics:
     def ingest(self, samples: Sequence[Sample]) -> None:
         """Keep ``samples``; a bad one is dropped and counted by reason, never raised (the batch goes on)."""
         dropped: dict[str, int] = {}
-        now_ms = round(self.clock() * 1000)
-        oldest = now_ms - self.raw_retention_ms
-        newest = now_ms + round(FUTURE_SLACK * 1000)
-        max_samples = self.max_samples_per_series
+        now = self.clock()
+        oldest, newest = now - self.raw_retention_ms / 1000, now + FUTURE_SLACK
+        retention, max_samples = self.raw_retention_ms, self.max_samples_per_series
         with self._lock:
-            series_of = self._series
+            seen = self._seen
             for s in samples:
+                # The hot path (200,000 samples/s): a known series, labels in the order it was first seen.
                 try:
-                    key: SeriesKey = (s.name, tuple(sorted(s.labels.items())))
-                    series = series_of.get(key)
+                    labels = s.labels
+                    series = seen.get((s.name, tuple(labels), tuple(labels.values())))
                 except (TypeError, AttributeError):
-                    series, key = None, ("", ())
-                    reason: str | None = DropReason.BAD_LABEL
+                    series = None  # unhashable labels: refused below
+                if series is None:
+                    series, reason = self._series_of(s)
+                    if series is None:
+                        dropped[reason] = dropped.get(reason, 0) + 1
+                        continue
+                t, v = s.timestamp, s.value
+                if t.__class__ is not float and (t.__class__ is not int or isinstance(t, bool)):
+                    reason = DropReason.BAD_TIMESTAMP
+                elif v.__class__ is not float and (v.__class__ is not int or isinstance(v, bool)):
+                    reason = DropReason.BAD_VALUE
+                elif not oldest <= t <= newest:  # NaN and infinities fail both comparisons
+                    reason = _time_refusal(t, oldest)
                 else:
-                    reason = None
-                if series is None and reason is None:
-                    reason = self._refusal(s)
-                    if reason is None:
-                        reason = self._admit(s, key)
-                        series = series_of.get(key)
-                if reason is None:
-                    reason = _sample_refusal(s)
-                if reason is None and series is not None:
-                    t = round(s.timestamp * 1000)
-                    if t < oldest:
-                        reason = DropReason.TOO_OLD
-                    elif t > newest:
-                        reason = DropReason.TOO_NEW
-                    elif not series.append(t, float(s.value), t - self.raw_retention_ms, max_samples):
-                        reason = DropReason.OUT_OF_ORDER
-                if reason is not None:
-                    dropped[reason] = dropped.get(reason, 0) + 1
+                    ms = round(t * 1000)
+                    if series.append(ms, float(v), ms - retention, max_samples):
+                        continue
+                    reason = DropReason.OUT_OF_ORDER
+                dropped[reason] = dropped.get(reason, 0) + 1
             if dropped:
-                self._count_drops(dropped, now_ms)
+                self._count_drops(dropped, round(now * 1000))
+
+    def _series_of(self, s: Sample) -> tuple[RawSeries | None, str]:
+        """The series of a sample the fast lookup missed (a new series, or labels in another order), created if
+        its name and labels are valid and there is room; else None and why."""
+        reason = self._refusal(s)
+        if reason is not None:
+            return None, reason
+        key: SeriesKey = (s.name, tuple(sorted(s.labels.items())))
+        series = self._series.get(key)
+        if series is None:
+            if len(self._series) >= self.max_series:
+                return None, DropReason.SERIES_LIMIT
+            series = RawSeries(s.name, dict(key[1]))
+            self._series[key] = series
+            self._by_name.setdefault(s.name, {})[key] = series
+        if len(self._seen) < 2 * self.max_series:  # label orders a producer uses; bounded against shuffling
+            self._seen[(s.name, tuple(s.labels), tuple(s.labels.values()))] = series
+        return series, ""
 
     def _refusal(self, s: Sample) -> str | None:
         """Why a new series' name or labels are refused, if they are."""
@@ -152,14 +171,6 @@ class EmbeddedMetrics:
                 return DropReason.BAD_LABEL
             if not _valid_unicode(value):
                 return DropReason.BAD_LABEL
-        return None
-
-    def _admit(self, s: Sample, key: SeriesKey) -> str | None:
-        if len(self._series) >= self.max_series:
-            return DropReason.SERIES_LIMIT
-        series = RawSeries(s.name, dict(key[1]))
-        self._series[key] = series
-        self._by_name.setdefault(s.name, {})[key] = series
         return None
 
     def _count_drops(self, dropped: Mapping[str, int], now_ms: int) -> None:
@@ -197,6 +208,9 @@ class EmbeddedMetrics:
                 series.trim(keep_from)
                 if series.n == 0:
                     empty.append(key)
+            if empty:
+                gone = {id(self._series[key]) for key in empty}
+                self._seen = {k: v for k, v in self._seen.items() if id(v) not in gone}
             for key in empty:
                 series = self._series.pop(key)
                 by_name = self._by_name.get(series.name)
@@ -235,14 +249,10 @@ class EmbeddedMetrics:
         return await asyncio.to_thread(self.evaluate, query)
 
 
-def _sample_refusal(s: Sample) -> str | None:
-    t = s.timestamp
-    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+def _time_refusal(t: float, oldest: float) -> str:
+    if not math.isfinite(t):
         return DropReason.BAD_TIMESTAMP
-    v = s.value
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return DropReason.BAD_VALUE
-    return None
+    return DropReason.TOO_OLD if t < oldest else DropReason.TOO_NEW
 
 
 def _valid_unicode(value: str) -> bool:

@@ -17,7 +17,7 @@ _INITIAL = 16  # samples a new series has room for: most series are scraped ever
 class RawSeries:
     """The recent samples of one series (``name`` + ``labels``) and how far they were rolled up."""
 
-    __slots__ = ("_times", "_values", "labels", "n", "name", "rolled_until")
+    __slots__ = ("_times", "_values", "labels", "last", "n", "name", "rolled_until")
 
     def __init__(self, name: str, labels: dict[str, str]) -> None:
         self.name = name
@@ -25,6 +25,7 @@ class RawSeries:
         self._times: Times = np.empty(_INITIAL, dtype=np.int64)
         self._values: Values = np.empty(_INITIAL, dtype=np.float64)
         self.n = 0
+        self.last = -(1 << 62)  # ms of the newest sample (a plain int: read on every append)
         self.rolled_until = -(1 << 62)  # ms: samples before this were written to the rollups
 
     @property
@@ -39,8 +40,8 @@ class RawSeries:
 
     @property
     def last_time(self) -> int | None:
-        """The newest sample's time (ms), if any."""
-        return int(self._times[self.n - 1]) if self.n else None
+        """The newest sample's time (ms), if any is held."""
+        return self.last if self.n else None
 
     def append(self, t: int, v: float, keep_from: int, max_samples: int) -> bool:
         """Add a sample newer than every held one; False (not added) if it is not newer.
@@ -48,15 +49,16 @@ class RawSeries:
         When the arrays are full, samples older than ``keep_from`` (ms) are dropped first, then the arrays grow
         up to ``max_samples``, and at that bound the oldest sample goes.
         """
-        n = self.n
-        if n and t <= self._times[n - 1]:
+        if t <= self.last:
             return False
+        n = self.n
         if n == len(self._times):
             self._make_room(keep_from, max_samples)
             n = self.n
         self._times[n] = t
         self._values[n] = v
         self.n = n + 1
+        self.last = t
         return True
 
     def _make_room(self, keep_from: int, max_samples: int) -> None:
