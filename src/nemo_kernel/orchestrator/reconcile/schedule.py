@@ -36,6 +36,8 @@ class Scheduling:
     def __init__(self, db: Database, decisions: DecisionEngine) -> None:
         self._db = db
         self._decisions = decisions
+        self.decisions = decisions
+        """The decision engine, for views that explain what it would decide now."""
         # Workload id -> (inventory generation, version) when it last fitted nowhere (or failed). Kept only for
         # the workloads of the current batch: one deleted, placed or no longer queued is forgotten on the next
         # pass, so this holds at most SCHEDULE_BATCH entries.
