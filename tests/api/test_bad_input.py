@@ -246,6 +246,10 @@ _USERS = [{"region": "eu-south", "weight": 1}]
         ({"spread": [{"by": "region"}]}, "deployment.placement.spread[0]"),
         ({"spread": [{"by": "tier", "max": 1}, {"by": "tier", "max": 2}]}, "deployment.placement.spread"),
         ({"weights": {"latency": 1001}}, "deployment.placement.weights.latency"),
+        ({"division": {"mode": "static"}}, "deployment.placement.division"),
+        ({"division": {"mode": "dynamic", "weights": {"a": 1}}}, "deployment.placement.division"),
+        ({"division": {"mode": "static", "weights": {"a": 0}}}, "deployment.placement.division.weights.a"),
+        ({"division": {"mode": "even"}}, "deployment.placement.division.mode"),
     ],
 )
 def test_bad_placement_intent_is_refused_naming_the_field(stack: Stack, placement: Any, field: str) -> None:

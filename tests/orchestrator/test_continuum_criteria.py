@@ -187,3 +187,29 @@ def test_a_compact_explanation_accounts_for_every_cluster() -> None:
     assert len(decision.candidates) == 5
     assert {(a.cluster, a.node) for a in decision.assignments} <= {(v.cluster, v.node) for v in decision.candidates}
     assert all(v.total is not None and "cost" in v.scores for v in decision.candidates)
+
+
+def test_static_division_shares_replicas_by_weight() -> None:
+    candidates = [cluster(name, nodes=4) for name in ("a", "b", "c")]
+    spec = workload(replicas=6, division={"mode": "static", "weights": {"a": 2, "b": 1}})
+    decision = decide(candidates, spec)
+    placed = clusters_of(decision)
+    assert {name: placed.count(name) for name in ("a", "b", "c")} == {"a": 4, "b": 2, "c": 0}
+
+
+def test_dynamic_division_follows_free_capacity() -> None:
+    # "big" has room for 8 replicas, "small" for 2 (cpu 0.5 each): 10 replicas split 8/2, not 5/5.
+    big = ClusterCandidate(
+        name="big", tier=Tier.EDGE, region="r", country="ES", nodes=(NodeCandidate(name="n", cpu=4.0, memory_mib=8192),)
+    )
+    small = ClusterCandidate(
+        name="small",
+        tier=Tier.EDGE,
+        region="r",
+        country="ES",
+        nodes=(NodeCandidate(name="n", cpu=4.0, memory_mib=8192, allocated_cpu=3.0),),
+        prices=Prices(cpu_hour_eur=0.001),  # cheaper: without division it would fill first
+    )
+    decision = decide([big, small], workload(replicas=10, division={"mode": "dynamic"}))
+    placed = clusters_of(decision)
+    assert (placed.count("big"), placed.count("small")) == (8, 2)

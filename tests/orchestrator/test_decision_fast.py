@@ -127,8 +127,15 @@ def random_spec(rng: random.Random) -> DeploymentSpec:
             rng.choice(({"max": rng.choice((1, 2, 3))}, {"min": rng.choice((1, 2))}, {"min": 1, "max": 2})) | {"by": b}
             for b in rng.sample(("tier", "region", "cluster"), rng.randint(1, 2))
         ]
+    if rng.random() < 0.3:
+        if rng.random() < 0.5:
+            where["division"] = {"mode": "dynamic"}
+        else:
+            named = rng.sample(range(25), rng.randint(1, 6))
+            where["division"] = {"mode": "static", "weights": {f"c{i:02d}": rng.choice((1, 2, 5)) for i in named}}
     return DeploymentSpec(
         command=["app"],
+        replicas=rng.choice((1, 3, 10)),
         resources=Resources(cpu=rng.choice((0.1, 0.25, 0.5, 1.0)), memory_mib=rng.choice((64, 256, 1024))),
         isolation=rng.choice((Isolation.STANDARD, Isolation.STANDARD, Isolation.UNIKERNEL)),
         placement=PlacementConstraints.model_validate(where),

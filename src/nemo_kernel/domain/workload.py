@@ -185,6 +185,35 @@ class SpreadBy(StrEnum):
     CLUSTER = "cluster"
 
 
+class DivisionMode(StrEnum):
+    """How ``placement.division`` weighs clusters: as written, or by the replicas each has room for now."""
+
+    STATIC = "static"
+    DYNAMIC = "dynamic"
+
+
+MAX_DIVISION_CLUSTERS = 1000
+
+
+class Division(Spec):
+    """Replicas divided across clusters by weight, like Karmada's Weighted division: each feasible cluster's share of
+    ``replicas`` (largest remainder, ties by name), counting those already there. A preference: replicas go to the
+    clusters below their share first; when those are full, the rest go where the scores say."""
+
+    mode: Annotated[DivisionMode, Lax]
+    weights: dict[Annotated[str, Field(min_length=1, max_length=63)], Annotated[float, Field(gt=0, le=MAX_WEIGHT)]] = (
+        Field(default_factory=dict, max_length=MAX_DIVISION_CLUSTERS, description="static: weight per cluster name")
+    )
+
+    @model_validator(mode="after")
+    def _weights_with_static_only(self) -> Division:
+        if self.mode is DivisionMode.STATIC and not self.weights:
+            raise ValueError("static division needs weights: {cluster: weight}")
+        if self.mode is DivisionMode.DYNAMIC and self.weights:
+            raise ValueError("dynamic division weighs clusters by their free capacity: give no weights")
+        return self
+
+
 class SpreadConstraint(Spec):
     """At most ``max`` (and, while others remain, at least ``min``) replicas of the workload per tier, region or
     cluster. ``min`` is a preference served first, ``max`` a hard limit: replicas that would break it wait."""
@@ -232,6 +261,9 @@ class PlacementConstraints(Spec):
     )
     spread: list[SpreadConstraint] = Field(
         default_factory=list, max_length=len(SpreadBy), description="min/max replicas per tier, region or cluster"
+    )
+    division: Division | None = Field(
+        default=None, description="replicas divided across clusters by static weights or by free capacity"
     )
 
     @field_validator("countries")

@@ -49,7 +49,13 @@ from nemo_kernel.orchestrator.decision.filters import (
     first_rejection,
 )
 from nemo_kernel.orchestrator.decision.masks import chosen_runtimes, cluster_masks, node_masks
-from nemo_kernel.orchestrator.decision.scoring import checked_weights, default_weights, spread, workload_weights
+from nemo_kernel.orchestrator.decision.scoring import (
+    checked_weights,
+    default_weights,
+    division_targets,
+    spread,
+    workload_weights,
+)
 from nemo_kernel.orchestrator.decision.table import Bools, Floats, Ints, NodeTable
 
 TOP_CANDIDATES = 5
@@ -254,7 +260,7 @@ class DecisionEngine:
         more hosted replica), so the best node for each of r replicas is among the r best at the start or the
         nodes already changed: a heap of those, as the reference engine keeps one of every node.
         """
-        if req.spread:
+        if req.spread or req.division:
             return self._assign_scan(table, found, ranking, req, replicas_needed)
         rows, loads, totals = found.feasible, ranking.loads, ranking.totals
         top = _best(loads.hosted, totals, len(replicas_needed))
@@ -382,6 +388,21 @@ class _SpreadGroups:
             every = _group_codes(table, by)
             counts = np.bincount(every, weights=table.hosted, minlength=int(every.max(initial=-1)) + 1).astype(np.int64)
             self._constraints.append((every[rows], counts, low, high))
+        # placement.division: each cluster's share of the replicas, and the replicas it holds.
+        self._cluster = table.cluster_of[rows]
+        clusters = len(table.clusters)
+        self._per_cluster = np.bincount(table.cluster_of, weights=table.hosted, minlength=clusters).astype(np.int64)
+        self._share = np.zeros(clusters, dtype=np.int64)
+        if req.division is not None and len(rows):
+            room = np.floor(
+                np.minimum((table.free_cpu[rows] + _TOLERANCE) / req.cpu, table.free_memory_mib[rows] / req.memory_mib)
+            ).astype(np.int64)
+            per_cluster_room = np.bincount(self._cluster, weights=room, minlength=clusters).astype(np.int64)
+            feasible_clusters = np.flatnonzero(np.bincount(self._cluster, minlength=clusters))
+            rooms = [(str(table.cluster_names[c]), int(per_cluster_room[c])) for c in feasible_clusters.tolist()]
+            index = {str(table.cluster_names[c]): c for c in feasible_clusters.tolist()}
+            for name, share in division_targets(req, rooms).items():
+                self._share[index[name]] = share
 
     def eligible(self, alive: Bools) -> Bools:
         """Nodes still fitting whose groups are all below their max."""
@@ -392,17 +413,23 @@ class _SpreadGroups:
         return out
 
     def first(self, candidates: Ints) -> Ints:
-        """The candidates in a group below its min, if any; else all of them."""
+        """The candidates in a group below its min, if any, else all of them; of those, the ones in a cluster below
+        its division share, if any."""
         below = np.zeros(len(candidates), dtype=bool)
         for group, counts, low, _ in self._constraints:
             if low is not None:
                 below |= counts[group[candidates]] < low
-        return candidates[below] if below.any() else candidates
+        if below.any():
+            candidates = candidates[below]
+        clusters = self._cluster[candidates]
+        short = self._per_cluster[clusters] < self._share[clusters]
+        return candidates[short] if short.any() else candidates
 
     def add(self, index: int) -> None:
         """Count a replica placed on feasible node ``index``."""
         for group, counts, _, _ in self._constraints:
             counts[group[index]] += 1
+        self._per_cluster[self._cluster[index]] += 1
 
 
 def _group_codes(table: NodeTable, by: SpreadBy) -> Ints:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar, cast
 from nemo_kernel.domain import (
     RUNTIMES_FOR_ISOLATION,
     DeploymentSpec,
+    Division,
     Isolation,
     LatencyMatrix,
     SpreadBy,
@@ -51,6 +52,9 @@ class Requirements:
     max_latency_ms: float | None = None
     spread: tuple[tuple[SpreadBy, int | None, int | None], ...] = ()
     """(by, min, max) per spread constraint."""
+    replicas: int = 1
+    """The workload's replicas in all (division shares them out)."""
+    division: Division | None = None
     _memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -75,6 +79,8 @@ class Requirements:
             latency=latency or LatencyMatrix(),
             max_latency_ms=where.max_latency_ms,
             spread=tuple((c.by, c.min, c.max) for c in where.spread),
+            replicas=spec.replicas,
+            division=where.division,
         )
 
     def latency_ms(self, region: str) -> float:

@@ -28,6 +28,7 @@ at the end, validated in one call.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from nemo_kernel.orchestrator.decision.criteria import (
 from nemo_kernel.orchestrator.decision.explain import summarise
 from nemo_kernel.orchestrator.decision.filters import (
     CLUSTER_FILTERS,
+    CPU_TOLERANCE,
     NODE_FILTERS,
     Requirements,
     admissible_runtime,
@@ -59,6 +61,7 @@ from nemo_kernel.orchestrator.decision.scoring import (
     default_weights,
     normalised,
     spread,
+    division_targets,
     spread_group,
     workload_weights,
 )
@@ -271,7 +274,7 @@ class ReferenceEngine:
         self, found: _Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
     ) -> tuple[list[dict[str, Any]], float | None]:
         """Place each replica on the best node, then re-rank that node; the assignments and the first pick's total."""
-        if req.spread:
+        if req.spread or req.division:
             return self._assign_spread(found, ranking, req, replicas_needed)
         heap = ranking.heap
         assignments: list[dict[str, Any]] = []
@@ -298,10 +301,22 @@ class ReferenceEngine:
     def _assign_spread(
         self, found: _Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
     ) -> tuple[list[dict[str, Any]], float | None]:
-        """``_assign`` under ``placement.spread``: a node whose group is at its max is skipped, and nodes of a group
-        below its min come first, so the key is (below a min ? 0 : 1, hosted, -total, cluster, node). Groups fill
-        as replicas land, so this rescans the live nodes per replica instead of keeping a heap."""
+        """``_assign`` under ``placement.spread`` or ``placement.division``: a node whose group is at its max is
+        skipped; nodes of a group below its min come first, then those of a cluster below its division share, so
+        the key is (below a min ? 0 : 1, below its share ? 0 : 1, hosted, -total, cluster, node). Groups fill as
+        replicas land, so this rescans the live nodes per replica instead of keeping a heap."""
         counts = _spread_counts(found.clusters_seen, req)
+        per_cluster = {c.name: sum(n.hosted_replicas_of_workload for n in c.nodes) for c in found.clusters_seen}
+        rooms: dict[str, int] = {}
+        for cluster, node, _ in found.feasible:
+            room = math.floor(
+                min(
+                    (node.cpu - node.allocated_cpu + CPU_TOLERANCE) / req.cpu,
+                    (node.memory_mib - node.allocated_memory_mib) / req.memory_mib,
+                )
+            )
+            rooms[cluster.name] = rooms.get(cluster.name, 0) + room
+        targets = division_targets(req, list(rooms.items()))
         live = {index: -negative for _, negative, _, _, index in ranking.heap}
         assignments: list[dict[str, Any]] = []
         best_total: float | None = None
@@ -313,7 +328,18 @@ class ReferenceEngine:
                 if any(high is not None and counts[by][g] >= high for by, g, _, high in groups):
                     continue
                 below = any(low is not None and counts[by][g] < low for by, g, low, _ in groups)
-                keys.append((0 if below else 1, ranking.loads[index].hosted, -total, cluster.name, node.name, index))
+                short = per_cluster[cluster.name] < targets.get(cluster.name, 0)
+                keys.append(
+                    (
+                        0 if below else 1,
+                        0 if short else 1,
+                        ranking.loads[index].hosted,
+                        -total,
+                        cluster.name,
+                        node.name,
+                        index,
+                    )
+                )
             if not keys:
                 break
             *_, negative_total, _, _, index = min(keys)
@@ -323,6 +349,7 @@ class ReferenceEngine:
             assignments.append({"index": replica, "cluster": cluster.name, "node": node.name})
             for by, _, _ in req.spread:
                 counts[by][spread_group(cluster, by)] += 1
+            per_cluster[cluster.name] += 1
             load = ranking.loads[index]
             load.placed += 1
             load.hosted += 1

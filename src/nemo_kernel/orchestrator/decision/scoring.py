@@ -14,8 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from nemo_kernel.domain import DEFAULT_WEIGHT, DEFAULT_WEIGHTS, MAX_WEIGHT, OPTIMIZE_PRESETS, DeploymentSpec, SpreadBy
+from nemo_kernel.domain import (
+    DEFAULT_WEIGHT,
+    DEFAULT_WEIGHTS,
+    MAX_WEIGHT,
+    OPTIMIZE_PRESETS,
+    DeploymentSpec,
+    DivisionMode,
+    SpreadBy,
+)
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate
+from nemo_kernel.orchestrator.decision.filters import Requirements
 
 
 def checked_weights(weights: Mapping[str, float], criteria: Iterable[str]) -> dict[str, float]:
@@ -84,3 +93,33 @@ def spread_group(cluster: ClusterCandidate, by: SpreadBy) -> str:
     if by is SpreadBy.TIER:
         return str(cluster.tier)
     return cluster.region if by is SpreadBy.REGION else cluster.name
+
+
+def apportion(total: int, weights: Sequence[tuple[str, float]]) -> dict[str, int]:
+    """``total`` divided in proportion to ``weights`` (name, weight > 0): floors, then one more to the largest
+    remainders, ties by name. Empty when there is nothing to divide among."""
+    whole = sum(w for _, w in weights)
+    if not weights or whole <= 0.0:
+        return {}
+    quotas = [(name, total * w / whole) for name, w in weights]
+    shares = {name: int(quota) for name, quota in quotas}
+    left = total - sum(shares.values())
+    for name, _ in sorted(quotas, key=lambda q: (-(q[1] - int(q[1])), q[0]))[:left]:
+        shares[name] += 1
+    return shares
+
+
+def division_targets(req: Requirements, rooms: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """Each cluster's share of the workload's replicas under ``placement.division``.
+
+    ``rooms`` lists the clusters with a feasible node, in name order, with the replicas their feasible nodes have
+    room for now (the weights of a dynamic division); a static division weighs the clusters it names.
+    """
+    division = req.division
+    if division is None:
+        return {}
+    if division.mode is DivisionMode.STATIC:
+        weights = [(name, division.weights[name]) for name, _ in rooms if name in division.weights]
+    else:
+        weights = [(name, float(room)) for name, room in rooms if room > 0]
+    return apportion(req.replicas, weights)
