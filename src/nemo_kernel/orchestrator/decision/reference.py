@@ -59,9 +59,9 @@ from nemo_kernel.orchestrator.decision.filters import (
 from nemo_kernel.orchestrator.decision.scoring import (
     checked_weights,
     default_weights,
+    division_targets,
     normalised,
     spread,
-    division_targets,
     spread_group,
     workload_weights,
 )
