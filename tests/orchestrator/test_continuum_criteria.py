@@ -4,6 +4,7 @@ energy, spread constraints; and a compact explanation still accounts for every c
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,9 @@ from nemo_kernel.domain import (
     Resources,
     Tier,
 )
+from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator.decision import ClusterCandidate, DecisionEngine, NodeCandidate, ReferenceEngine
+from nemo_kernel.orchestrator.reconcile.reconciler import latency_matrix
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 MATRIX = LatencyMatrix.model_validate(
@@ -213,3 +216,18 @@ def test_dynamic_division_follows_free_capacity() -> None:
     decision = decide([big, small], workload(replicas=10, division={"mode": "dynamic"}))
     placed = clusters_of(decision)
     assert (placed.count("big"), placed.count("small")) == (8, 2)
+
+
+def test_the_latency_matrix_comes_from_a_file_an_admin_names(tmp_path: Path) -> None:
+    good = tmp_path / "latency.yaml"
+    good.write_text("same_region_ms: 1\nregions:\n  eu-south: {eu-west: 30}\n")
+    matrix = latency_matrix(Settings(latency_file=good, data_dir=tmp_path))
+    assert matrix is not None and matrix.ms("eu-west", "eu-south") == 30.0
+    assert latency_matrix(Settings(data_dir=tmp_path)) is None
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("regions:\n  a: {b: 10}\n  b: {a: 20}\n")  # asymmetric
+    with pytest.raises(ValueError, match=r"NEMO_LATENCY_FILE .*bad.yaml: .*a -> b is 10 ms but b -> a is 20 ms"):
+        latency_matrix(Settings(latency_file=bad, data_dir=tmp_path))
+    with pytest.raises(ValueError, match="NEMO_LATENCY_FILE"):
+        latency_matrix(Settings(latency_file=tmp_path / "missing.yaml", data_dir=tmp_path))

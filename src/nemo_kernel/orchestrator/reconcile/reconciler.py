@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import LatencyMatrix, load_document
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion, DecisionEngine
@@ -56,5 +58,8 @@ def latency_matrix(settings: Settings) -> LatencyMatrix | None:
         return None
     try:
         return LatencyMatrix.model_validate(load_document(path.read_bytes(), yaml_syntax=True))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"NEMO_LATENCY_FILE {path}: {problems}") from exc
     except (OSError, ValueError) as exc:
         raise ValueError(f"NEMO_LATENCY_FILE {path}: {exc}") from exc
