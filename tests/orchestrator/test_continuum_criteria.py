@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from nemo_kernel.config import Settings
 from nemo_kernel.domain import (
     DeploymentSpec,
     Detail,
@@ -20,7 +21,6 @@ from nemo_kernel.domain import (
     Resources,
     Tier,
 )
-from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator.decision import ClusterCandidate, DecisionEngine, NodeCandidate, ReferenceEngine
 from nemo_kernel.orchestrator.reconcile.reconciler import latency_matrix
 
