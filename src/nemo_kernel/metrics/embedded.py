@@ -40,6 +40,8 @@ MAX_PENDING_ROWS = 1_000_000
 DEFAULT_RAW_RETENTION = 2 * 3600.0
 DEFAULT_MAX_SERIES = 200_000
 DEFAULT_MAX_SAMPLES_PER_SERIES = 7_200  # 2 h at one sample a second
+LOOKBACK = 300.0
+"""Seconds back an instant value is looked for (Prometheus' default lookback delta)."""
 FUTURE_SLACK = 600.0
 """Seconds a sample's timestamp may be ahead of the store's clock (clock skew between hosts)."""
 MAX_LABELS = 64
@@ -205,9 +207,11 @@ class EmbeddedMetrics:
                 series = RawSeries(SAMPLES_DROPPED.name, {"reason": reason})
                 self._series[key] = series  # beyond max_series too: the count of drops must not itself be dropped
                 self._by_name.setdefault(SAMPLES_DROPPED.name, {})[key] = series
-            last = series.last_time
-            t = now_ms if last is None else max(now_ms, last + 1)
-            series.append(t, float(self._dropped[reason]), t - self.raw_retention_ms, self.max_samples_per_series)
+            total = float(self._dropped[reason])
+            if series.n and series.last >= now_ms:
+                series.update_last(total)  # counted again within the same millisecond (or the clock stepped back)
+            else:
+                series.append(now_ms, total, now_ms - self.raw_retention_ms, self.max_samples_per_series)
 
     def dropped(self) -> dict[str, int]:
         """Samples refused since start, by reason."""
@@ -334,6 +338,24 @@ class EmbeddedMetrics:
             self._pending = rows[-MAX_PENDING_ROWS:]
             raise
         return len(rows)
+
+    def latest(self, selectors: Sequence[Selector], at: float | None = None) -> list[Sample]:
+        """The newest sample at or before ``at`` (default now), no older than :data:`LOOKBACK`, of every series one
+        of ``selectors`` selects (each series once): what ``/federate`` exposes."""
+        for selector in selectors:
+            matching.check(selector)
+        end = round((self.clock() if at is None else at) * 1000)
+        start = end - round(LOOKBACK * 1000)
+        out: dict[int, Sample] = {}
+        with self._lock:
+            for selector in selectors:
+                for series in self.select(selector):
+                    if id(series) in out:
+                        continue
+                    times, values = series.window(start, end)
+                    if len(times):
+                        out[id(series)] = Sample(series.name, series.labels, float(values[-1]), int(times[-1]) / 1000)
+        return sorted(out.values(), key=lambda s: (s.name, sorted(s.labels.items())))
 
     async def query(self, query: MetricsQuery) -> QueryResult:
         """The series that answer ``query`` (a ``ValueError`` for a bad regular expression)."""

@@ -62,6 +62,10 @@ class RawSeries:
         self.last = t
         return True
 
+    def update_last(self, v: float) -> None:
+        """Change the newest sample's value (a counter of this process counted again in the same millisecond)."""
+        self._values[self.n - 1] = v
+
     def _make_room(self, keep_from: int, max_samples: int) -> None:
         n = self.n
         old = int(np.searchsorted(self._times[:n], keep_from, side="left"))
