@@ -133,7 +133,7 @@ class EmbeddedMetrics:
         dropped: dict[str, int] = {}
         now = self.clock()
         oldest, newest = now - self.raw_retention_ms / 1000, now + FUTURE_SLACK
-        retention, max_samples = self.raw_retention_ms, self.max_samples_per_series
+        max_samples = self.max_samples_per_series
         with self._lock:
             seen = self._seen
             for s in samples:
@@ -157,7 +157,12 @@ class EmbeddedMetrics:
                     reason = _time_refusal(t, oldest)
                 else:
                     ms = round(t * 1000)
-                    if series.append(ms, float(v), ms - retention, max_samples):
+                    if ms > series.last:  # RawSeries.append, inlined: this line runs for every sample
+                        series.t.append(ms)
+                        series.v.append(v)
+                        series.last = ms
+                        if len(series.t) > max_samples:
+                            series.bound(max_samples)
                         continue
                     reason = DropReason.OUT_OF_ORDER
                 dropped[reason] = dropped.get(reason, 0) + 1
@@ -211,7 +216,7 @@ class EmbeddedMetrics:
             if series.n and series.last >= now_ms:
                 series.update_last(total)  # counted again within the same millisecond (or the clock stepped back)
             else:
-                series.append(now_ms, total, now_ms - self.raw_retention_ms, self.max_samples_per_series)
+                series.append(now_ms, total, self.max_samples_per_series)
 
     def dropped(self) -> dict[str, int]:
         """Samples refused since start, by reason."""
@@ -268,7 +273,7 @@ class EmbeddedMetrics:
         grid = Grid.of(query, now)
         with self._lock:
             held = {labels_key(s.labels): s for s in self.select(selector)}
-            raw_first = min((int(s.times[0]) for s in held.values() if s.n), default=None)
+            raw_first = min((s.t[0] for s in held.values() if s.t), default=None)
         histories: dict[str, _Loaded] = {}
         if self.rollups is not None and selector.metric and (raw_first is None or grid.earliest < raw_first):
             histories = self._histories(selector, grid, held)
@@ -299,7 +304,7 @@ class EmbeddedMetrics:
             if raw is not None and raw.n:
                 # No sample counted twice, none left out: the raw samples of the first minute held were trimmed
                 # (retention), so that minute's bucket answers for it and raw samples count from the next minute.
-                first = int(raw.times[0])
+                first = raw.t[0]
                 cut = -(-first // (MINUTE * 1000)) * MINUTE * 1000
                 # If that bucket is not written yet (a new series), the raw samples answer for it.
                 written = any(r[2] == MINUTE and (r[3] + MINUTE) * 1000 == cut for r in series_rows)
@@ -326,12 +331,7 @@ class EmbeddedMetrics:
             for series in self._series.values():
                 if not series.n or series.last < series.rolled_until:
                     continue
-                times, values = series.since(series.rolled_until, cutoff)
-                if len(times):
-                    text = labels_key(series.labels)
-                    rows.extend(rollup_rows(series.name, text, times, values, series.rolled_value))
-                    series.rolled_value = float(values[-1])
-                series.rolled_until = max(series.rolled_until, cutoff)
+                rows.extend(_roll_up(series, cutoff))
         try:
             self.rollups.save(rows)
         except Exception:
@@ -350,11 +350,10 @@ class EmbeddedMetrics:
         with self._lock:
             for selector in selectors:
                 for series in self.select(selector):
-                    if id(series) in out:
-                        continue
-                    times, values = series.window(start, end)
-                    if len(times):
-                        out[id(series)] = Sample(series.name, series.labels, float(values[-1]), int(times[-1]) / 1000)
+                    if id(series) not in out:
+                        newest = _newest(series, start, end)
+                        if newest is not None:
+                            out[id(series)] = newest
         return sorted(out.values(), key=lambda s: (s.name, sorted(s.labels.items())))
 
     async def query(self, query: MetricsQuery) -> QueryResult:
@@ -370,6 +369,28 @@ class _Loaded:
     def __init__(self, labels: Mapping[str, str], history: History) -> None:
         self.labels = labels
         self.history = history
+
+
+# Numpy views pin a series' buffers (appends would fail): the two helpers below make them and drop them on return,
+# under the store's lock.
+
+
+def _roll_up(series: RawSeries, cutoff: int) -> list[RollupRow]:
+    """The rollup rows of a series' samples from where it was rolled up to ``cutoff`` (ms); advances it."""
+    times, values = series.since(series.rolled_until, cutoff)
+    rows: list[RollupRow] = []
+    if len(times):
+        rows = rollup_rows(series.name, labels_key(series.labels), times, values, series.rolled_value)
+        series.rolled_value = float(values[-1])
+    series.rolled_until = max(series.rolled_until, cutoff)
+    return rows
+
+
+def _newest(series: RawSeries, start: int, end: int) -> Sample | None:
+    times, values = series.window(start, end)
+    if not len(times):
+        return None
+    return Sample(series.name, series.labels, float(values[-1]), int(times[-1]) / 1000)
 
 
 def _history(loaded: _Loaded | None) -> History | None:
