@@ -124,3 +124,30 @@ async def test_history_survives_a_restart_of_the_control_plane(tmp_path: Path, d
         assert after.series[0].points == [(end, pytest.approx(expected))]
     finally:
         await again.stop()
+
+
+def test_rows_the_database_refused_are_written_by_the_next_flush(tmp_path: Path) -> None:
+    from nemo_kernel.store.tables import MetricRollupRow
+    from tests.conftest import migrated_database
+
+    clock = Clock(T0 + 600)
+    with migrated_database(f"sqlite:///{tmp_path / 'nemo.db'}") as db:
+        store = EmbeddedMetrics(rollups=DatabaseRollups(db), clock=clock)
+        store.ingest([Sample("g", {}, float(i), T0 + i * 10) for i in range(30)])  # 5 minutes
+        MetricRollupRow.__table__.drop(db.engine)  # the database refuses the writes
+        with pytest.raises(Exception, match="metric_rollups"):
+            store.flush()
+        MetricRollupRow.__table__.create(db.engine)  # it is back
+        store.ingest([Sample("g", {}, 100.0, T0 + 400)])  # late: its minute is older than the last flush's cutoff
+        assert store.flush() == 6 + 2  # the 5 refused minutes and their hour, then the late sample's minute and hour
+        rows = DatabaseRollups(db).load("g", 60, T0, T0 + 3600)
+        assert [(r[3] - T0, r[4], r[5]) for r in rows] == [
+            (0, 6, 15.0),
+            (60, 6, 51.0),
+            (120, 6, 87.0),
+            (180, 6, 123.0),
+            (240, 6, 159.0),
+            (360, 1, 100.0),
+        ]
+        (hour,) = DatabaseRollups(db).load("g", 3600, T0, T0 + 3600)
+        assert hour[4:6] == (31, 535.0)  # the hour's two parts merged

@@ -90,3 +90,12 @@ def test_prune_forgets_samples_past_the_retention_and_silent_series() -> None:
     assert store.series_count() == 1
     q = MetricsQuery(Selector("m"), 3600, Aggregation.SUM, at=NOW + 200)
     assert [(dict(s.labels), s.points[0][1]) for s in store.evaluate(q).series] == [({"i": "busy"}, 2.0)]
+
+
+def test_a_query_too_large_to_compute_is_refused_with_the_limit() -> None:
+    store = EmbeddedMetrics(clock=lambda: NOW)
+    store.ingest([Sample("m", {"i": str(i)}, 1.0, NOW - 1) for i in range(1000)])
+    huge = MetricsQuery(Selector("m"), 11_000, Aggregation.AVG, step=1, at=NOW)  # 1,000 series x 11,001 points
+    with pytest.raises(ValueError, match="5,000,000 points"):
+        store.evaluate(huge)
+    assert len(store.evaluate(MetricsQuery(Selector("m"), 60, Aggregation.AVG, at=NOW)).series) == 1000

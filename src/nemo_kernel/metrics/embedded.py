@@ -20,6 +20,7 @@ import numpy as np
 
 from nemo_kernel.metrics import matching
 from nemo_kernel.metrics.evaluate import Grid, evaluate, over_history, over_window
+from nemo_kernel.metrics.functions import Times, Values
 from nemo_kernel.metrics.model import (
     LABEL_NAME,
     METRIC_NAME,
@@ -40,6 +41,11 @@ MAX_PENDING_ROWS = 1_000_000
 DEFAULT_RAW_RETENTION = 2 * 3600.0
 DEFAULT_MAX_SERIES = 200_000
 DEFAULT_MAX_SAMPLES_PER_SERIES = 7_200  # 2 h at one sample a second
+MAX_QUERY_SAMPLES = 5_000_000
+"""Most raw samples one query may read (80 MB of copies), like Prometheus' ``query.max-samples``."""
+MAX_QUERY_POINTS = 5_000_000
+"""Most (series x evaluation time) points one query may compute."""
+_CHUNK = 2_000  # series handled per hold of the lock by housekeeping: ingest waits at most that long
 LOOKBACK = 300.0
 """Seconds back an instant value is looked for (Prometheus' default lookback delta)."""
 FUTURE_SLACK = 600.0
@@ -68,21 +74,24 @@ class DropReason:
 
 
 class _Stored:
-    """A series as the evaluator sees it: its raw samples held, and its rollups older than them, if loaded."""
+    """A series as the evaluator sees it: a copy of its raw samples over the query's span (so the evaluation runs
+    without the store's lock), and its rollups older than them, if loaded."""
 
-    __slots__ = ("history", "labels", "name", "raw")
+    __slots__ = ("history", "labels", "name", "times", "values")
 
-    def __init__(self, name: str, labels: Mapping[str, str], raw: RawSeries | None, history: History | None) -> None:
+    def __init__(
+        self, name: str, labels: Mapping[str, str], times: Times, values: Values, history: History | None
+    ) -> None:
         self.name = name
         self.labels = labels
-        self.raw = raw
+        self.times = times
+        self.values = values
         self.history = history
 
     def over(self, agg: Aggregation, q: float | None, start: int, end: int) -> float | None:
-        if self.raw is not None:
-            times, values = self.raw.window(start, end)
-        else:
-            times, values = _NO_TIMES, _NO_VALUES
+        lo = int(np.searchsorted(self.times, start, side="left"))
+        hi = int(np.searchsorted(self.times, end, side="right"))
+        times, values = self.times[lo:hi], self.values[lo:hi]
         if self.history is not None and len(self.history):
             return over_history(agg, q, self.history, times, values, start, end)
         return over_window(agg, q, times, values, start, end)
@@ -234,22 +243,30 @@ class EmbeddedMetrics:
         series were forgotten."""
         keep_from = round((self.clock() if now is None else now) * 1000) - self.raw_retention_ms
         with self._lock:
-            empty = []
-            for key, series in self._series.items():
-                series.trim(keep_from)
-                if series.n == 0:
-                    empty.append(key)
-            if empty:
-                gone = {id(self._series[key]) for key in empty}
+            everything = list(self._series.items())
+        empty: list[SeriesKey] = []
+        for i in range(0, len(everything), _CHUNK):
+            with self._lock:
+                for key, series in everything[i : i + _CHUNK]:
+                    series.trim(keep_from)
+                    if not series.t:
+                        empty.append(key)
+        with self._lock:
+            # a sample may have arrived since: only forget what is still empty
+            gone = {id(s) for key in empty if (s := self._series.get(key)) is not None and not s.t}
+            if gone:
                 self._seen = {k: v for k, v in self._seen.items() if id(v) not in gone}
-            for key in empty:
-                series = self._series.pop(key)
-                by_name = self._by_name.get(series.name)
-                if by_name is not None:
-                    by_name.pop(key, None)
-                    if not by_name:
-                        del self._by_name[series.name]
-            return len(empty)
+                for key in empty:
+                    quiet = self._series.get(key)
+                    if quiet is None or id(quiet) not in gone:
+                        continue
+                    del self._series[key]
+                    by_name = self._by_name.get(quiet.name)
+                    if by_name is not None:
+                        by_name.pop(key, None)
+                        if not by_name:
+                            del self._by_name[quiet.name]
+            return len(gone)
 
     # --- out -------------------------------------------------------------------------------------------------
 
@@ -277,10 +294,18 @@ class EmbeddedMetrics:
         histories: dict[str, _Loaded] = {}
         if self.rollups is not None and selector.metric and (raw_first is None or grid.earliest < raw_first):
             histories = self._histories(selector, grid, held)
+        if (len(held) + len(histories)) * len(grid.times) > MAX_QUERY_POINTS:
+            raise ValueError(
+                f"the query would evaluate {len(held) + len(histories)} series at {len(grid.times)} times, more "
+                f"than {MAX_QUERY_POINTS:,} points; narrow the selector, shorten the window or widen the step"
+            )
         with self._lock:
-            selected = [_Stored(s.name, s.labels, s, _history(histories.pop(k, None))) for k, s in held.items()]
-            selected += [_Stored(selector.metric, h.labels, None, h.history) for h in histories.values()]
-            series = evaluate(query, selected, now)
+            spans = [(k, s, _copy(s, grid.earliest, grid.times[-1])) for k, s in held.items()]
+        if sum(len(t) for _, _, (t, _) in spans) > MAX_QUERY_SAMPLES:
+            raise ValueError(f"the query would read more than {MAX_QUERY_SAMPLES:,} samples; narrow it")
+        selected = [_Stored(s.name, s.labels, t, v, _history(histories.pop(k, None))) for k, s, (t, v) in spans]
+        selected += [_Stored(selector.metric, h.labels, _NO_TIMES, _NO_VALUES, h.history) for h in histories.values()]
+        series = evaluate(query, selected, now)
         return QueryResult(series=series, source=self.source)
 
     def _histories(self, selector: Selector, grid: Grid, held: Mapping[str, RawSeries]) -> dict[str, _Loaded]:
@@ -328,10 +353,12 @@ class EmbeddedMetrics:
         rows = self._pending
         self._pending = []
         with self._lock:
-            for series in self._series.values():
-                if not series.n or series.last < series.rolled_until:
-                    continue
-                rows.extend(_roll_up(series, cutoff))
+            held = list(self._series.values())
+        for i in range(0, len(held), _CHUNK):
+            with self._lock:
+                for series in held[i : i + _CHUNK]:
+                    if series.t and series.last >= series.rolled_until:
+                        rows.extend(_roll_up(series, cutoff))
         try:
             self.rollups.save(rows)
         except Exception:
@@ -378,12 +405,19 @@ class _Loaded:
 def _roll_up(series: RawSeries, cutoff: int) -> list[RollupRow]:
     """The rollup rows of a series' samples from where it was rolled up to ``cutoff`` (ms); advances it."""
     times, values = series.since(series.rolled_until, cutoff)
-    rows: list[RollupRow] = []
-    if len(times):
-        rows = rollup_rows(series.name, labels_key(series.labels), times, values, series.rolled_value)
-        series.rolled_value = float(values[-1])
-    series.rolled_until = max(series.rolled_until, cutoff)
+    if not len(times):
+        return []
+    rows = rollup_rows(series.name, labels_key(series.labels), times, values, series.rolled_value)
+    series.rolled_value = float(values[-1])
+    # Up to the last sample rolled, not the cutoff: a late sample before the cutoff is rolled next time (its
+    # bucket may be written already; the store merges it in).
+    series.rolled_until = int(times[-1]) + 1
     return rows
+
+
+def _copy(series: RawSeries, start: int, end: int) -> tuple[Times, Values]:
+    times, values = series.window(start, end)
+    return times.copy(), values.copy()
 
 
 def _newest(series: RawSeries, start: int, end: int) -> Sample | None:
