@@ -20,7 +20,9 @@ from nemo_kernel.metrics.functions import (
     bucket_quantile,
     counter_increase,
     extrapolated_rate,
+    incremental_mean,
     quantile,
+    sequential_sum,
 )
 from nemo_kernel.metrics.model import Aggregation, MetricsQuery, Series
 from nemo_kernel.metrics.rollups import History
@@ -45,9 +47,9 @@ def over_window(agg: Aggregation, q: float | None, times: Times, values: Values,
     if agg is Aggregation.LAST:
         return float(values[-1])
     if agg is Aggregation.SUM:
-        return float(values.sum())
+        return sequential_sum(values)
     if agg is Aggregation.AVG:
-        return float(values.mean())
+        return incremental_mean(values.tolist())
     if agg is Aggregation.QUANTILE:
         return quantile(q if q is not None else math.nan, values)
     # max/min_over_time skip NaN unless every value is NaN
@@ -136,6 +138,8 @@ def evaluate(query: MetricsQuery, selected: Iterable[Windowed], now: float) -> l
     """The result series of ``query`` over the ``selected`` series (for a histogram quantile: its ``_bucket``
     series), evaluated on the query's grid."""
     grid = Grid.of(query, now)
+    # Series are aggregated in the order the store created them, as Prometheus' head returns them (by series
+    # reference) for a query: the same order of additions, the same rounding.
     if query.aggregation is Aggregation.HISTOGRAM_QUANTILE:
         return _histogram_quantile(query, selected, grid)
     per_series = [(s, _points(s, query, grid)) for s in selected]
@@ -176,11 +180,14 @@ def _group_key(labels: Mapping[str, str], by: Sequence[str]) -> tuple[tuple[str,
 
 
 def _sum(values: list[float]) -> float:
-    return sum(values)  # plain addition, as Prometheus 2.x's sum aggregator
+    total = values[0]
+    for v in values[1:]:
+        total += v  # in order, as Prometheus 2.x's sum aggregator (Python 3.12's sum() compensates)
+    return total
 
 
 def _avg(values: list[float]) -> float:
-    return _sum(values) / len(values)
+    return incremental_mean(values)
 
 
 def _max(values: list[float]) -> float:
