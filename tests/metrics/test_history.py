@@ -151,3 +151,29 @@ def test_rows_the_database_refused_are_written_by_the_next_flush(tmp_path: Path)
         ]
         (hour,) = DatabaseRollups(db).load("g", 3600, T0, T0 + 3600)
         assert hour[4:6] == (31, 535.0)  # the hour's two parts merged
+
+
+def test_hour_buckets_answer_before_the_first_minute_bucket(database: Database) -> None:
+    rollups = DatabaseRollups(database)
+    key = labels_key({"node": "n1"})
+    day = T0 + 24 * 3600
+    # hours of the day before (1-minute buckets pruned), then minutes of the last hour; the hour of those minutes
+    # is stored too, and must not count twice
+    hours = [("g", key, 3600, T0 + h * 3600, 60, 60.0 * h, h, h, h, 0.0) for h in range(24)]
+    minutes = [("g", key, 60, day - 3600 + m * 60, 1, 100.0, 100, 100, 100, 0.0) for m in range(60)]
+    rollups.save([*hours, ("g", key, 3600, day - 3600, 60, 6000.0, 100, 100, 100, 0.0), *minutes])
+    store = EmbeddedMetrics(rollups=rollups, clock=lambda: day + 1)
+
+    def ask(aggregation: Aggregation, window: float) -> float:
+        (series,) = store.evaluate(MetricsQuery(Selector("g"), window, aggregation, at=day)).series
+        assert series.labels["node"] == "n1"
+        ((_, value),) = series.points
+        return value
+
+    # 23 whole hours (0..22) from the hour buckets, then the last hour from its minutes
+    assert ask(Aggregation.SUM, 24 * 3600) == pytest.approx(60 * sum(range(23)) + 6000)
+    assert ask(Aggregation.AVG, 24 * 3600) == pytest.approx((60 * sum(range(23)) + 6000) / (24 * 60))
+    assert ask(Aggregation.MIN, 24 * 3600) == 0.0
+    assert ask(Aggregation.MAX, 3 * 3600) == 100.0
+    assert ask(Aggregation.LAST, 24 * 3600) == 100.0
+    assert ask(Aggregation.AVG, 1800) == 100.0  # only minutes
