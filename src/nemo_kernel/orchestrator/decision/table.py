@@ -179,10 +179,14 @@ class NodeTable:
         return len(self.nodes)
 
     def with_hosted(self, hosted: Mapping[tuple[str, str], int]) -> NodeTable:
-        """The same inventory for another workload: ``hosted`` counts its replicas per (cluster, node)."""
+        """The same inventory for another workload: ``hosted`` counts its replicas per (cluster, node); a node the
+        table does not have is left out, as a candidate list would leave it out."""
         column = np.zeros(len(self.nodes), dtype=np.int64)
         for (cluster, node), count in hosted.items():
-            column[self.row(cluster, node)] = count
+            try:
+                column[self.row(cluster, node)] = count
+            except KeyError:
+                continue
         return replace(self, hosted=column, _memo=self._memo)
 
     def with_allocated(self, cluster: str, node: str, cpu: float, memory_mib: float) -> NodeTable:

@@ -88,10 +88,9 @@ class Scheduling:
         hosted: dict[tuple[str, str], int] = defaultdict(int)
         for r in staying:
             hosted[(r.cluster, r.node)] += 1
-        candidates = inventory.candidates(hosted)
-        nodes = sum(len(c.nodes) for c in candidates)
-        detail = Detail.NODES if nodes <= NODE_DETAIL_UP_TO else Detail.COMPACT
-        decision = self._decisions.decide(w.namespace, w.name, version, spec, missing, candidates, detail=detail)
+        table = inventory.table(hosted)
+        detail = Detail.NODES if len(table) <= NODE_DETAIL_UP_TO else Detail.COMPACT
+        decision = self._decisions.decide(w.namespace, w.name, version, spec, missing, table, detail=detail)
         workloads.store_decision(s, w, decision)
         subject = workload_subject(w.namespace, w.name)
         runtimes = {(v.cluster, v.node): v.runtime for v in decision.candidates if v.node is not None}
