@@ -59,6 +59,7 @@ from nemo_kernel.orchestrator.decision.scoring import (
 from nemo_kernel.orchestrator.decision.table import Bools, Floats, Ints, NodeTable
 
 TOP_CANDIDATES = 5
+_FEW = 16  # below this many picks, _best takes repeated maxima rather than partitioning every node
 """Feasible nodes a compact explanation shows besides the chosen ones: the best by the first replica's ranking."""
 
 
@@ -484,6 +485,20 @@ def _best(hosted: Ints, totals: Floats, count: int) -> list[int]:
         return chosen
     level = hosted.min()
     while True:
+        if count - len(chosen) <= _FEW:
+            # A few picks: repeated argmax (the first of equal maxima, so ties go by index) beats a partition.
+            values = np.where(hosted == level, totals, -np.inf)
+            while len(chosen) < count:
+                index = int(np.argmax(values))
+                if values[index] == -np.inf:
+                    break
+                chosen.append(index)
+                values[index] = -np.inf
+            higher = hosted[hosted > level]
+            if len(chosen) >= count or not len(higher):
+                return chosen
+            level = higher.min()
+            continue
         members = np.flatnonzero(hosted == level)
         wanted = count - len(chosen)
         values = totals[members]
