@@ -22,6 +22,20 @@ class ClusterCommands:
         self._wake()
         return status
 
+    def set_links(self, name: str, links: object) -> ClusterStatus:
+        """Replace the emulated links of cluster ``name`` (``links``: peer -> link, as a document gives them).
+
+        The cluster's whole spec is validated with the new links, so an error names ``links.<peer>.<field>``
+        (``pydantic.ValidationError``, 422) and changes nothing; ``NotFound`` if the cluster is unknown. The same
+        links again record nothing; the reconcile loop applies them to the cluster's driver.
+        """
+        with self._db.transaction() as s:
+            row = cluster_store.get_cluster(s, name)
+            spec = ClusterSpec.model_validate({**row.spec, "links": links})
+            status = cluster_store.to_cluster_status(cluster_store.set_links(s, spec))
+        self._wake()
+        return status
+
     def set_schedulable(self, name: str, *, cordoned: bool, draining: bool = False) -> ClusterStatus:
         """Cordon (no new replicas), drain (cordon and move replicas away) or uncordon; ``NotFound`` if unknown.
         Setting what is already set records nothing."""
