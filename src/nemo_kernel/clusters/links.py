@@ -32,6 +32,7 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from nemo_kernel.domain import Link
 
@@ -139,8 +140,8 @@ class _Echo(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # the selector loop's datagram transport does not subclass DatagramTransport, but is one
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         if self._transport is None or len(data) != _PROBE.size:
@@ -176,7 +177,7 @@ class _Prober(asyncio.DatagramProtocol):
         self.tag = tag
         self.sent_at: list[float | None] = [None] * count
         self.rtts: list[float | None] = [None] * count
-        self.pending = 0
+        self.missing = count
         self.done = asyncio.Event()
         self._emulator = emulator
 
@@ -201,8 +202,8 @@ class _Prober(asyncio.DatagramProtocol):
         if sent is None or self.rtts[seq] is not None:
             return
         self.rtts[seq] = time.monotonic() - sent
-        self.pending -= 1
-        if self.pending == 0:
+        self.missing -= 1
+        if self.missing == 0:
             self.done.set()
 
 
@@ -229,7 +230,6 @@ async def probe(
     try:
         for seq in range(count):
             prober.sent_at[seq] = time.monotonic()
-            prober.pending += 1
             data = _PROBE.pack(seq, prober.tag)
             if emulator is None:
                 transport.sendto(data)
