@@ -21,7 +21,7 @@ from nemo_kernel.bus import (
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
-from nemo_kernel.metrics import MetricSink
+from nemo_kernel.metrics import EmbeddedMetrics, MetricSink, MetricsReader
 from nemo_kernel.orchestrator.commands import Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
@@ -74,7 +74,7 @@ class ControlPlane:
         """``providers`` open the clusters of their driver kinds instead of the registry's (tests, embedders);
         ``reactions`` replaces the default registry (with ``REACTION_MODULES`` imported at start); ``criteria``
         score placements (the default registry's unless given); ``link_sink`` receives the link probes' series
-        (``orchestrator.probes``), which run only when one is given."""
+        (``orchestrator.probes``) instead of :attr:`metrics_store`."""
         self.reactions = reactions
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
@@ -95,7 +95,16 @@ class ControlPlane:
         # The front door: every state change (API, bus petitions, web) is a command, every read a view.
         self.commands = Commands(self.db, self.wake, intake=self.intake, directory=self.directory)
         self.views = Views(self.db, self.resources.sandbox_of, self.directory)
-        self.link_probes = LinkProber(self.resources, link_sink) if link_sink is not None else None
+        # The analytics engine: the embedded store takes every sample; queries go to ``metrics``, the embedded
+        # store unless a Prometheus reader replaces it (NEMO_PROMETHEUS_URL).
+        self.metrics_store = EmbeddedMetrics(
+            raw_retention=settings.metrics_raw_retention,
+            max_series=settings.metrics_max_series,
+            max_samples_per_series=settings.metrics_raw_max_samples,
+        )
+        self.metrics: MetricsReader = self.metrics_store
+        # Link probes measure every cluster's links into the store (or the sink a test gives).
+        self.link_probes = LinkProber(self.resources, link_sink if link_sink is not None else self.metrics_store)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -121,8 +130,7 @@ class ControlPlane:
             asyncio.create_task(self._prune_loop(), name="seen-messages"),
             asyncio.create_task(self._reaction_loop(ReactionDispatcher(self.db, reactions)), name="reactions"),
         ]
-        if self.link_probes is not None:
-            self._tasks.append(asyncio.create_task(self.link_probes.run(), name="link-probes"))
+        self._tasks.append(asyncio.create_task(self.link_probes.run(), name="link-probes"))
 
     def _load_bus_state(self) -> None:
         self.directory.reload()
