@@ -25,8 +25,11 @@ from nemo_kernel.domain import CONTROL_PLANE_LINK, Link
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 16 * 1024
-"""Most bytes one read of a proxied stream takes: the unit that is delayed, paced and may be "lost"."""
+CHUNK_BYTES = 64 * 1024
+"""Most bytes one read of a proxied stream takes: the unit that is delayed and may be "lost"."""
+
+CAPPED_CHUNK_BYTES = 16 * 1024
+"""The same under a bandwidth cap: smaller units pace the stream more smoothly."""
 
 _QUEUE_CHUNKS = 256  # per direction of a connection: at most 4 MiB in flight inside the proxy
 
@@ -184,8 +187,10 @@ class LinkTable:
         last_due = 0.0
         try:
             while True:
-                data = await reader.read(CHUNK_BYTES)
                 direction = self._direction(up)
+                capped = direction is not None and direction.link.bandwidth_mbps is not None
+                data = await reader.read(CAPPED_CHUNK_BYTES if capped else CHUNK_BYTES)
+                direction = self._direction(up)  # it may have changed while we waited
                 now = time.monotonic()
                 due = now
                 if direction is not None and data:
