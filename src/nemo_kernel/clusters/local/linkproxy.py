@@ -169,19 +169,27 @@ class LinkTable:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, up: bool) -> None:
         """Carry one direction: read, pace through the bandwidth cap, then deliver after the delay, in order."""
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(_QUEUE_CHUNKS)
+        in_flight = 0  # chunks queued or being written by ``deliver``
+
+        async def write(data: bytes) -> None:
+            if not data:
+                if writer.can_write_eof():
+                    writer.write_eof()
+                return
+            writer.write(data)
+            await writer.drain()
 
         async def deliver() -> None:
+            nonlocal in_flight
             while True:
                 due, data = await queue.get()
                 wait = due - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
+                await write(data)
+                in_flight -= 1
                 if not data:
-                    if writer.can_write_eof():
-                        writer.write_eof()
                     return
-                writer.write(data)
-                await writer.drain()
 
         delivering = asyncio.create_task(deliver())
         last_due = 0.0
@@ -201,10 +209,15 @@ class LinkTable:
                 elif direction is not None:
                     due = now + direction.delay()  # the FIN crosses the link too
                 last_due = max(last_due, due)  # TCP keeps order: nothing overtakes an earlier chunk
-                await queue.put((last_due, data))
+                if in_flight == 0 and last_due <= time.monotonic():
+                    await write(data)  # due now and nothing before it: no hop through the delivery task
+                else:
+                    in_flight += 1
+                    await queue.put((last_due, data))
                 if not data:
                     break
-            await delivering
+            if in_flight:
+                await delivering  # the end was queued behind delayed chunks: it returns once it wrote it
         finally:
             if not delivering.done():
                 delivering.cancel()
