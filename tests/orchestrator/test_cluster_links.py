@@ -20,7 +20,7 @@ from tests.orchestrator.fakes import MemoryProvider
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind, Link
 from nemo_kernel.domain.errors import ApiError
-from nemo_kernel.metrics import Sample, names
+from nemo_kernel.metrics import Aggregation, MetricsQuery, Sample, Selector, names
 from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import NotFound
@@ -140,8 +140,7 @@ async def test_bad_links_change_nothing(plane: ControlPlane) -> None:
 
 
 async def test_probes_measure_every_link_of_local_clusters(tmp_path: Path) -> None:
-    sink = ListSink()
-    plane = ControlPlane(_settings(tmp_path), link_sink=sink)
+    plane = ControlPlane(_settings(tmp_path))  # the probes' series go to its embedded metrics store
     await asyncio.to_thread(plane.db.migrate)
     try:
         a = {"controlplane": SLOW.model_dump(), "edge-b": {"latency_ms": 20}, "edge-gone": {"latency_ms": 1}}
@@ -155,8 +154,11 @@ async def test_probes_measure_every_link_of_local_clusters(tmp_path: Path) -> No
 
         plane.link_probes.count = 400
         samples = await plane.link_probes.probe_once()
-        assert samples == sink.samples
         got = {(s.name, s.labels["cluster"], s.labels["peer"]): s.value for s in samples}
+        stored = await plane.metrics.query(MetricsQuery(Selector(names.LINK_RTT.name), 300, Aggregation.LAST))
+        assert {(r.labels["cluster"], r.labels["peer"]): r.points[-1][1] for r in stored.series} == {
+            (c, p): v for (n, c, p), v in got.items() if n == names.LINK_RTT.name
+        }
         # every link of a managed cluster, the peer not registered left out
         assert {(c, p) for _, c, p in got} == {
             ("edge-a", "controlplane"),
