@@ -107,6 +107,9 @@ class LinkProber:
         except (ClusterUnreachable, ReplicaRejected, OSError) as exc:
             log.debug("link %s -> %s not probed: %s", name, peer, exc)
             return None
+        except Exception:  # a driver failing in an unexpected way loses this link's round, not the others'
+            log.warning("link %s -> %s: probing failed", name, peer, exc_info=True)
+            return None
 
 
 async def _endpoints(driver: SupportsLinkProbes) -> tuple[str, int, str] | None:
@@ -117,6 +120,9 @@ async def _endpoints(driver: SupportsLinkProbes) -> tuple[str, int, str] | None:
         return host, int(port), found.direct
     except (ClusterUnreachable, ReplicaRejected, ValueError) as exc:
         log.debug("no probe endpoints: %s", exc)
+        return None
+    except Exception:  # as above: this cluster is left out of the round, the others are probed
+        log.warning("reading probe endpoints failed", exc_info=True)
         return None
 
 
