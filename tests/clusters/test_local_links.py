@@ -68,8 +68,8 @@ async def _probe_controlplane(driver: LocalClusterDriver, count: int) -> list[fl
 
 
 async def test_requests_and_probes_cross_the_declared_link(local: LocalHarness) -> None:
-    spec = cluster_spec().model_copy(update={"links": {"controlplane": Link(latency_ms=50, jitter_ms=10, loss=0.05)}})
-    driver = await local.driver(spec)  # the agent applies its spec's links until told otherwise
+    driver = await local.driver()
+    await driver.set_link("controlplane", Link(latency_ms=50, jitter_ms=10, loss=0.05))
     proxied = await _serving(local, driver)
 
     # a request goes up and its answer comes down: two one-way delays of 50 +- 10 ms at least

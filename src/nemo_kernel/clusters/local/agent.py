@@ -91,9 +91,9 @@ def create_app(cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str) 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await supervisor.start()
+        # no links until the control plane sets them: the spec file may be older than the cluster's links, and a
+        # restarted agent must not bring back a link that was removed since
         await links.start()
-        for peer, link in cluster.links.items():
-            links.set(peer, link)  # until the control plane says otherwise
         try:
             yield
         finally:
