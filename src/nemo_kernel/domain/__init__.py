@@ -1,10 +1,15 @@
 """Domain models shared by every component (pydantic v2)."""
 
 from nemo_kernel.domain.cluster import (
+    CONTROL_PLANE_LINK,
+    MAX_LINK_LATENCY_MS,
+    MAX_LINKS,
     ClusterPhase,
     ClusterSpec,
     ClusterStatus,
     DriverKind,
+    Link,
+    Links,
     NodeSpec,
     NodeStatus,
     PowerModel,
@@ -67,10 +72,13 @@ from nemo_kernel.domain.workload import (
 )
 
 __all__ = [
+    "CONTROL_PLANE_LINK",
     "CRITERIA",
     "DEFAULT_WEIGHT",
     "DEFAULT_WEIGHTS",
     "MAX_DEPTH",
+    "MAX_LINKS",
+    "MAX_LINK_LATENCY_MS",
     "MAX_WEIGHT",
     "NOT_RUNNABLE",
     "OPTIMIZE_PRESETS",
@@ -94,6 +102,8 @@ __all__ = [
     "Labels",
     "LatencyMatrix",
     "Lax",
+    "Link",
+    "Links",
     "Microservice",
     "Model",
     "Name",
