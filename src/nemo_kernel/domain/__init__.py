@@ -1,6 +1,7 @@
 """Domain models shared by every component (pydantic v2)."""
 
 from nemo_kernel.domain.cluster import (
+    CarbonIntensitySource,
     ClusterPhase,
     ClusterSpec,
     ClusterStatus,
@@ -8,6 +9,7 @@ from nemo_kernel.domain.cluster import (
     NodeSpec,
     NodeStatus,
     PowerModel,
+    PowerPoint,
     Prices,
     TeeType,
     Tier,
@@ -40,6 +42,7 @@ from nemo_kernel.domain.workload import (
     DeploymentSpec,
     HealthCheck,
     Isolation,
+    MetricsEndpoint,
     Microservice,
     PlacementConstraints,
     PlacementWeights,
@@ -65,6 +68,7 @@ __all__ = [
     "TEE_TYPES",
     "Assignment",
     "CandidateVerdict",
+    "CarbonIntensitySource",
     "ClusterPhase",
     "ClusterSpec",
     "ClusterStatus",
@@ -77,6 +81,7 @@ __all__ = [
     "Isolation",
     "Labels",
     "Lax",
+    "MetricsEndpoint",
     "Microservice",
     "Model",
     "Name",
@@ -88,6 +93,7 @@ __all__ = [
     "PlacementWeights",
     "PortSpec",
     "PowerModel",
+    "PowerPoint",
     "Prices",
     "ReplicaPhase",
     "ReplicaStatus",

@@ -92,6 +92,26 @@ class HealthCheck(Spec):
     timeout_seconds: float = Field(default=1.0, gt=0, le=30)
 
 
+class MetricsEndpoint(Spec):
+    """Where a workload serves its own Prometheus series; the cluster's agent scrapes every replica there."""
+
+    path: str = Field(
+        default="/metrics",
+        max_length=1024,
+        pattern=r"^(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$",
+        description="absolute URL path, no query, no empty, '.' or '..' segments",
+    )
+    port: str = Field(default="http", pattern=r"^[a-z][a-z0-9-]{0,14}$", description="name of a declared port")
+
+    @field_validator("path")
+    @classmethod
+    def _no_dot_segments(cls, value: str) -> str:
+        # '..' would name another path of the same server than the one written: refuse rather than guess
+        if any(segment in (".", "..") for segment in value.split("/")):
+            raise ValueError("must not contain '.' or '..' segments")
+        return value
+
+
 class TeeChoice(StrEnum):
     """The trusted execution environment a workload asks for: one type, or ``any`` of them."""
 
@@ -179,6 +199,9 @@ class DeploymentSpec(Spec):
     tee_required: bool = Field(default=False, description="needs a node with a TEE (implied by confidential)")
     stateful: bool = False
     health: HealthCheck = Field(default_factory=HealthCheck)
+    metrics: MetricsEndpoint | None = Field(
+        default=None, description="the workload's own Prometheus /metrics, scraped by the cluster's agent"
+    )
     placement: PlacementConstraints = Field(default_factory=PlacementConstraints)
 
     @field_validator("working_dir")
@@ -194,6 +217,13 @@ class DeploymentSpec(Spec):
     def _something_to_run(self) -> DeploymentSpec:
         if self.command is None and self.image is None:
             raise ValueError("give a command (local driver) or an image (Kubernetes driver)")
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_on_a_declared_port(self) -> DeploymentSpec:
+        declared = [p.name for p in self.ports]
+        if self.metrics is not None and self.metrics.port not in declared:
+            raise ValueError(f"metrics.port {self.metrics.port!r} is not one of the declared ports {declared}")
         return self
 
     @property

@@ -21,6 +21,8 @@ from nemo_kernel.bus import (
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
+from nemo_kernel.metrics import MetricSink
+from nemo_kernel.orchestrator.collect import MetricsCollector
 from nemo_kernel.orchestrator.commands import Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
@@ -67,10 +69,11 @@ class ControlPlane:
         providers: Mapping[DriverKind, DriverProvider] | None = None,
         reactions: Reactions | None = None,
         criteria: Sequence[AnyCriterion] = DEFAULT_CRITERIA,
+        metrics_sink: MetricSink | None = None,
     ) -> None:
         """``providers`` open the clusters of their driver kinds instead of the registry's (tests, embedders);
         ``reactions`` replaces the default registry (with ``REACTION_MODULES`` imported at start); ``criteria``
-        score placements (the default registry's unless given)."""
+        score placements (the default registry's unless given); ``metrics_sink`` receives the collected series."""
         self.reactions = reactions
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
@@ -91,6 +94,11 @@ class ControlPlane:
         # The front door: every state change (API, bus petitions, web) is a command, every read a view.
         self.commands = Commands(self.db, self.wake, intake=self.intake, directory=self.directory)
         self.views = Views(self.db, self.resources.sandbox_of, self.directory)
+        self.collector = (
+            MetricsCollector(self.resources, metrics_sink, settings)
+            if metrics_sink is not None and settings.metrics_interval > 0
+            else None
+        )
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -116,6 +124,8 @@ class ControlPlane:
             asyncio.create_task(self._prune_loop(), name="seen-messages"),
             asyncio.create_task(self._reaction_loop(ReactionDispatcher(self.db, reactions)), name="reactions"),
         ]
+        if self.collector is not None:
+            self._tasks.append(asyncio.create_task(self.collector.run(), name="metrics-collector"))
 
     def _load_bus_state(self) -> None:
         self.directory.reload()

@@ -53,11 +53,20 @@ class ResourceManager:
         self._unavailable: dict[str, str] = {}  # clusters whose kind has no provider -> why, as recorded on them
         self._liveness: dict[str, _Liveness] = {}
         self._sandboxes: dict[str, str | None] = {}
+        self._rtt: dict[str, float] = {}  # cluster -> seconds its last answered heartbeat took
         self._sem = asyncio.Semaphore(_MAX_CONCURRENT_HEARTBEATS)
 
     def driver(self, cluster: str) -> ClusterDriver | None:
         """The driver of a cluster, if it has one yet."""
         return self._drivers.get(cluster)
+
+    def managed(self) -> list[tuple[ClusterSpec, ClusterDriver]]:
+        """Every cluster that has a driver now, with its spec (the collector asks each for its series)."""
+        return [(self._specs[name], driver) for name, driver in self._drivers.items() if name in self._specs]
+
+    def heartbeat_rtt(self, cluster: str) -> float | None:
+        """Seconds the cluster's last answered heartbeat took (``status()``), or None if none was answered."""
+        return self._rtt.get(cluster)
 
     def sandbox_of(self, cluster: str) -> str | None:
         """How the cluster keeps replicas from the control plane's data, as its last heartbeat said."""
@@ -106,6 +115,7 @@ class ResourceManager:
         driver = self._drivers.pop(name, None)
         self._liveness.pop(name, None)
         self._sandboxes.pop(name, None)
+        self._rtt.pop(name, None)
         if driver is not None:
             await _close_quietly(driver, name)
         return spec
@@ -164,7 +174,11 @@ class ResourceManager:
         driver = self._drivers[name]
         async with self._sem:
             try:
-                return await asyncio.wait_for(driver.status(), self._settings.driver_timeout)
+                # timed here, where the heartbeat already happens: the RTT costs no extra call to the cluster
+                started = time.perf_counter()
+                report = await asyncio.wait_for(driver.status(), self._settings.driver_timeout)
+                self._rtt[name] = time.perf_counter() - started
+                return report
             except (ClusterUnreachable, TimeoutError) as exc:
                 error = str(exc) or type(exc).__name__
             except Exception as exc:

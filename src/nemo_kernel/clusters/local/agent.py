@@ -7,6 +7,8 @@ Run as ``python -m nemo_kernel.clusters.local.agent --cluster-file SPEC.json --s
 - ``GET /v1/status`` -> :class:`ClusterReport`
 - ``PUT /v1/replicas/{id}`` with a :class:`ReplicaSpec` -> :class:`ReplicaReport` (idempotent)
 - ``DELETE /v1/replicas/{id}`` -> 204 (idempotent)
+- ``GET /metrics`` -> Prometheus text: ``nemo_replica_*`` and ``nemo_node_*`` series (``metrics.names``) and the
+  series the replicas serve themselves (``deployment.metrics``), labelled replica, workload, namespace, node
 
 On SIGTERM the agent exits and leaves its replicas running; the next agent on the directory adopts them.
 """
@@ -22,10 +24,12 @@ import os
 import secrets
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import psutil
 import uvicorn
 from fastapi import Depends, FastAPI, Header, Request, Response
@@ -35,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nemo_kernel.clusters.base import ClusterReport, NodeReport, ReplicaReport, ReplicaSpec
 from nemo_kernel.clusters.errors import ReplicaRejected
+from nemo_kernel.clusters.local.meter import ClusterMeter
 from nemo_kernel.clusters.local.sandbox import DEFAULT_REPLICA_USER, SandboxUnavailable, detect
 from nemo_kernel.clusters.local.state import (
     AGENT_FILE,
@@ -44,8 +49,12 @@ from nemo_kernel.clusters.local.state import (
     write_agent_endpoint,
 )
 from nemo_kernel.clusters.local.supervisor import ProcessSupervisor
+from nemo_kernel.clusters.local.workload_metrics import ScrapeLimits, WorkloadScraper
 from nemo_kernel.domain import ClusterSpec
 from nemo_kernel.domain.errors import ApiError, error_body
+from nemo_kernel.metrics.textformat import families_of, merge, render
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 log = logging.getLogger("nemo_kernel.clusters.local.agent")
 
@@ -56,9 +65,15 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONRes
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
-def create_app(cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str) -> FastAPI:
+def create_app(
+    cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str, scrape_limits: ScrapeLimits | None = None
+) -> FastAPI:
     """The agent's HTTP API over ``supervisor``, guarded by ``token``; the app starts and closes the supervisor."""
     node_names = {node.name for node in cluster.nodes}
+    meter = ClusterMeter(cluster)
+    # replicas are on loopback: never through a proxy from the environment
+    scrape_client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+    scraper = WorkloadScraper(scrape_client, scrape_limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -67,6 +82,7 @@ def create_app(cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str) 
             yield
         finally:
             await supervisor.close()
+            await scrape_client.aclose()
 
     async def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
         scheme, _, given = (authorization or "").partition(" ")
@@ -115,6 +131,15 @@ def create_app(cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str) 
                 )
             )
         return ClusterReport(cluster=cluster.name, nodes=nodes, replicas=replicas, sandbox=supervisor.sandbox.mode)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        usages = supervisor.usage()
+        now = time.time()
+        own = meter.observe(usages, time.monotonic(), now)
+        theirs = await scraper.scrape(usages)
+        own.extend(scraper.samples(usages, now))
+        return Response(render(families_of(own) + merge(theirs)), media_type=METRICS_CONTENT_TYPE)
 
     @app.put("/v1/replicas/{replica_id}")
     async def put_replica(replica_id: str, spec: ReplicaSpec) -> ReplicaReport:

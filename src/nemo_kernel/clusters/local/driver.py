@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from nemo_kernel.clusters.base import ClusterReport, ClusterUnreachable, ReplicaSpec
+from nemo_kernel.clusters.capabilities import SupportsMetrics
 from nemo_kernel.clusters.errors import ReplicaRejected
+from nemo_kernel.metrics import Sample
+from nemo_kernel.metrics.textformat import TextFormatError, parse, samples_of
+
+MAX_AGENT_SAMPLES = 1_000_000
+"""Samples one agent's page may hold (a thousand replicas of a workload serving 1,000 series each)."""
 
 
 class LocalClusterDriver:
@@ -43,6 +51,16 @@ class LocalClusterDriver:
     async def remove_replica(self, replica_id: str) -> None:
         """Stop and forget the replica (idempotent); raises :class:`ClusterUnreachable`."""
         await self._request("DELETE", f"/v1/replicas/{quote(replica_id, safe='')}")
+
+    async def scrape(self) -> Sequence[Sample]:
+        """The agent's ``/metrics`` as samples (:class:`~nemo_kernel.clusters.capabilities.SupportsMetrics`);
+        raises :class:`ClusterUnreachable`, also for a page that does not parse (the agent is ours: a bug)."""
+        response = await self._request("GET", "/metrics")
+        try:
+            families = parse(response.content.decode("utf-8"), MAX_AGENT_SAMPLES)
+        except (UnicodeDecodeError, TextFormatError) as exc:
+            raise ClusterUnreachable(f"{self.base_url}: unreadable /metrics: {exc}") from exc
+        return samples_of(families, time.time())
 
     async def close(self) -> None:
         """Release connections (the agent and its replicas keep running)."""
@@ -78,3 +96,6 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
         return {}
     error = body.get("error") if isinstance(body, dict) else None
     return error if isinstance(error, dict) else {}
+
+
+_metrics: type[SupportsMetrics] = LocalClusterDriver

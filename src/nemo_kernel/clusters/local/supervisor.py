@@ -44,6 +44,7 @@ from nemo_kernel.clusters.local.state import (
     make_private_dir,
     save_replica_table,
 )
+from nemo_kernel.clusters.local.usage import ReplicaUsage, children_map, tree_usage
 from nemo_kernel.domain import ReplicaPhase
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,42 @@ class ProcessSupervisor:
         """What one replica is doing, or None if it is not supervised."""
         replica = self._replicas.get(replica_id)
         return None if replica is None else replica.report()
+
+    def usage(self) -> list[ReplicaUsage]:
+        """What every supervised replica uses now (CPU and memory over its process tree), sorted by id.
+
+        Reads ``/proc``: call it when a reading is wanted (a scrape), not on every supervision pass.
+        """
+        children = children_map()
+        usages = []
+        for key in sorted(self._replicas):
+            replica = self._replicas[key]
+            if replica.removed:
+                continue
+            process = replica.process
+            reading = None
+            if process is not None and process.ps is not None and not process.has_exited():
+                reading = tree_usage(process.ps, children)
+            spec = replica.spec
+            port = replica.ports.get(spec.metrics.port) if spec.metrics is not None else None
+            usages.append(
+                ReplicaUsage(
+                    replica=spec.id,
+                    workload=spec.workload,
+                    node=spec.node,
+                    up=replica.phase is ReplicaPhase.RUNNING and replica.stopping is None and reading is not None,
+                    restarts=replica.restarts,
+                    pid=process.pid if process is not None and reading is not None else None,
+                    cpu_seconds=reading[0] if reading is not None else None,
+                    memory_bytes=reading[1] if reading is not None else None,
+                    metrics_url=(
+                        f"http://127.0.0.1:{port}{spec.metrics.path}"
+                        if spec.metrics is not None and port is not None and reading is not None
+                        else None
+                    ),
+                )
+            )
+        return usages
 
     def ensure(self, spec: ReplicaSpec) -> ReplicaReport:
         """Run ``spec`` (idempotent: the same spec is a no-op, a changed one replaces the process)."""

@@ -1,0 +1,143 @@
+"""The analytics engine's collector: every cluster's series, with where they come from, into the metrics store.
+
+Every ``NEMO_METRICS_INTERVAL`` seconds it asks each cluster whose driver reports series (``SupportsMetrics``),
+all at once and each within the driver timeout, so a cluster that does not answer delays no other. To what a
+cluster reports it adds the ``cluster``, ``tier`` and ``region`` labels, the CO2 of its energy counters, the grid's
+carbon intensity and the round trip of the cluster's last heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from nemo_kernel.clusters import ClusterDriver, ClusterUnreachable
+from nemo_kernel.clusters.capabilities import SupportsMetrics
+from nemo_kernel.config import Settings
+from nemo_kernel.domain import ClusterSpec
+from nemo_kernel.metrics import MetricSink, Sample, names
+from nemo_kernel.metrics.carbon import CarbonIntensity
+from nemo_kernel.metrics.energy import grams_co2
+from nemo_kernel.orchestrator.resources import ResourceManager
+
+log = logging.getLogger(__name__)
+
+_CO2_OF = {names.REPLICA_ENERGY.name: names.REPLICA_CO2.name, names.NODE_ENERGY.name: names.NODE_CO2.name}
+_CLUSTER_LABELS = ("cluster", "tier", "region")
+_MAX_CONCURRENT = 64
+
+_SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+@dataclass
+class _Co2Counter:
+    joules: float  # the energy counter's value last seen
+    grams: float
+
+
+@dataclass
+class _ClusterState:
+    co2: dict[_SeriesKey, _Co2Counter] = field(default_factory=dict)
+    scrape_errors: int = 0
+    last_error: str = ""
+
+
+class MetricsCollector:
+    """Scrapes every cluster that reports series and hands the samples to ``sink``."""
+
+    def __init__(self, resources: ResourceManager, sink: MetricSink, settings: Settings) -> None:
+        self._resources = resources
+        self._sink = sink
+        self._settings = settings
+        self._carbon = CarbonIntensity(settings.carbon_data_roots)
+        self._clusters: dict[str, _ClusterState] = {}
+        self._slots = asyncio.Semaphore(_MAX_CONCURRENT)
+
+    async def run(self) -> None:
+        """Collect every ``NEMO_METRICS_INTERVAL`` seconds until cancelled; a failed pass is logged and retried."""
+        interval = self._settings.metrics_interval
+        while True:
+            started = time.monotonic()
+            try:
+                await self.collect_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("collecting metrics failed; retrying")
+            # a fixed rate, not a fixed pause: rate() over the store wants evenly spaced samples
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def collect_once(self) -> int:
+        """One pass over every cluster; returns how many samples went to the sink."""
+        managed = [(spec, driver) for spec, driver in self._resources.managed() if isinstance(driver, SupportsMetrics)]
+        for gone in set(self._clusters) - {spec.name for spec, _ in managed}:
+            del self._clusters[gone]  # a removed cluster's counters go with it
+        batches = await asyncio.gather(*(self._cluster(spec, driver) for spec, driver in managed))
+        samples = [sample for batch in batches for sample in batch]
+        if samples:
+            self._sink.ingest(samples)
+        return len(samples)
+
+    async def _cluster(self, spec: ClusterSpec, driver: ClusterDriver) -> list[Sample]:
+        state = self._clusters.setdefault(spec.name, _ClusterState())
+        where = {"cluster": spec.name, "tier": spec.tier.value, "region": spec.region}
+        now = time.time()
+        intensity = self._carbon.at(spec, now)
+        out = [Sample(names.CLUSTER_CARBON_INTENSITY.name, where, intensity, now)]
+        rtt = self._resources.heartbeat_rtt(spec.name)
+        if rtt is not None:
+            out.append(Sample(names.CLUSTER_HEARTBEAT_RTT.name, where, rtt, now))
+        scraped = await self._scrape(spec.name, driver, state)
+        if scraped is not None:
+            out.extend(self._labelled(scraped, where, intensity, state))
+        out.append(Sample(names.SCRAPE_ERRORS.name, where, float(state.scrape_errors), now))
+        return out
+
+    async def _scrape(self, name: str, driver: ClusterDriver, state: _ClusterState) -> Sequence[Sample] | None:
+        assert isinstance(driver, SupportsMetrics)
+        async with self._slots:
+            try:
+                async with asyncio.timeout(self._settings.driver_timeout):
+                    samples = await driver.scrape()
+            except (ClusterUnreachable, TimeoutError) as exc:
+                why = str(exc) or type(exc).__name__
+            except Exception as exc:
+                # a driver failing in an unexpected way loses this cluster's samples only
+                log.warning("cluster %s: scrape failed: %s", name, exc, exc_info=True)
+                why = f"scrape failed: {exc}"
+            else:
+                state.last_error = ""
+                return samples
+        state.scrape_errors += 1
+        if state.last_error != why:
+            log.info("cluster %s: no series this pass: %s", name, why)
+        state.last_error = why
+        return None
+
+    @staticmethod
+    def _labelled(
+        samples: Sequence[Sample], where: Mapping[str, str], intensity: float, state: _ClusterState
+    ) -> list[Sample]:
+        """The cluster's samples with its labels (over any the cluster gave), plus the CO2 of each energy counter."""
+        out = []
+        co2: dict[_SeriesKey, _Co2Counter] = {}
+        for sample in samples:
+            labels = {k: v for k, v in sample.labels.items() if k not in _CLUSTER_LABELS}
+            labels.update(where)
+            out.append(Sample(sample.name, labels, sample.value, sample.timestamp))
+            co2_name = _CO2_OF.get(sample.name)
+            if co2_name is None or not math.isfinite(sample.value):
+                continue
+            key = (sample.name, tuple(sorted(labels.items())))
+            before = state.co2.get(key)
+            # a new series, or a counter that went back (its agent restarted): all of its value is new energy
+            spent = sample.value if before is None or sample.value < before.joules else sample.value - before.joules
+            grams = (before.grams if before is not None else 0.0) + grams_co2(spent, intensity)
+            co2[key] = _Co2Counter(joules=sample.value, grams=grams)
+            out.append(Sample(co2_name, labels, grams, sample.timestamp))
+        state.co2 = co2  # only the series seen now: bounded by what the cluster runs
+        return out
