@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from tests.clusters.local_support import MARKER_ENV, PYTHON, kill_everything
@@ -208,3 +209,45 @@ async def test_a_carbon_file_outside_the_allowed_roots_is_not_read(tmp_path: Pat
         )
         assert carbon.at(spec, time.time()) == 123.0
     assert CarbonIntensity([]).at(spec, time.time()) == 123.0
+
+
+async def test_the_gateways_series_per_workload_are_collected(tmp_path: Path) -> None:
+    from aiohttp import web
+    from tests.access.conftest import serve_aiohttp
+
+    from nemo_kernel.access.gateway import parse_gateway_config
+    from nemo_kernel.access.gateway.app import Gateway
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    replica = web.Application()
+    replica.router.add_get("/ok", ok)
+    config = parse_gateway_config(
+        {
+            "services": [{"name": "shop", "workload": "default/shop"}],
+            "routes": [{"name": "shop", "service": "shop", "paths": ["/shop"]}],
+        }
+    )
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({"clusters": []}))
+    sink = ListSink()
+    plane = ControlPlane(Settings(data_dir=tmp_path / "data", clusters_file=clusters), metrics_sink=sink)
+    await asyncio.to_thread(plane.db.migrate)
+    assert plane.collector is not None
+    try:
+        async with serve_aiohttp(replica) as shop:
+            gateway = Gateway(config, replicas={"default/shop": [shop]})
+            async with serve_aiohttp(gateway.application()) as url:
+                async with httpx.AsyncClient(base_url=url) as http:
+                    assert (await http.get("/shop/ok")).status_code == 200
+                plane.collector.watch_gateway(url)
+                await plane.collector.collect_once()
+        requests = _find(sink.batches[-1], "nemo_workload_requests_total", workload="shop", code="200")
+        assert [s.value for s in requests] == [1.0]
+        assert _find(sink.batches[-1], "nemo_scrape_errors_total", target="gateway")[0].value == 0
+        await plane.collector.collect_once()  # the gateway is gone now: counted, and the pass goes on
+        assert _find(sink.batches[-1], "nemo_scrape_errors_total", target="gateway")[0].value == 1
+    finally:
+        await plane.collector.close()
+        plane.db.dispose()

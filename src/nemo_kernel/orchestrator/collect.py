@@ -3,7 +3,8 @@
 Every ``NEMO_METRICS_INTERVAL`` seconds it asks each cluster whose driver reports series (``SupportsMetrics``),
 all at once and each within the driver timeout, so a cluster that does not answer delays no other. To what a
 cluster reports it adds the ``cluster``, ``tier`` and ``region`` labels, the CO2 of its energy counters, the grid's
-carbon intensity and the round trip of the cluster's last heartbeat.
+carbon intensity and the round trip of the cluster's last heartbeat. When ``nemo up`` runs the gateway, its status
+``/metrics`` (requests, errors and latency per workload) is read in the same pass.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import httpx
 
 from nemo_kernel.clusters import ClusterDriver, ClusterUnreachable
 from nemo_kernel.clusters.capabilities import SupportsMetrics
@@ -22,6 +25,7 @@ from nemo_kernel.domain import ClusterSpec
 from nemo_kernel.metrics import MetricSink, Sample, names
 from nemo_kernel.metrics.carbon import CarbonIntensity
 from nemo_kernel.metrics.energy import grams_co2
+from nemo_kernel.metrics.textformat import TextFormatError, parse, samples_of
 from nemo_kernel.orchestrator.resources import ResourceManager
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 _CO2_OF = {names.REPLICA_ENERGY.name: names.REPLICA_CO2.name, names.NODE_ENERGY.name: names.NODE_CO2.name}
 _CLUSTER_LABELS = ("cluster", "tier", "region")
 _MAX_CONCURRENT = 64
+_MAX_GATEWAY_SAMPLES = 1_000_000
+_MAX_GATEWAY_BYTES = 64 << 20
 
 _SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -49,13 +55,35 @@ class _ClusterState:
 class MetricsCollector:
     """Scrapes every cluster that reports series and hands the samples to ``sink``."""
 
-    def __init__(self, resources: ResourceManager, sink: MetricSink, settings: Settings) -> None:
+    def __init__(
+        self,
+        resources: ResourceManager,
+        sink: MetricSink,
+        settings: Settings,
+        gateway_status_path: Callable[[], str] | None = None,
+    ) -> None:
+        """``gateway_status_path`` reads the gateway's configured status prefix (``/_gateway``) from the store."""
         self._resources = resources
         self._sink = sink
         self._settings = settings
         self._carbon = CarbonIntensity(settings.carbon_data_roots)
         self._clusters: dict[str, _ClusterState] = {}
         self._slots = asyncio.Semaphore(_MAX_CONCURRENT)
+        self._gateway: str | None = None
+        self._gateway_status_path = gateway_status_path or (lambda: "/_gateway")
+        self._gateway_errors = 0
+        self._gateway_last_error = ""
+        self._http: httpx.AsyncClient | None = None
+
+    def watch_gateway(self, base_url: str) -> None:
+        """Also read the gateway at ``base_url`` (the child process ``nemo up`` starts) on every pass."""
+        self._gateway = base_url.rstrip("/")
+
+    async def close(self) -> None:
+        """Release the connection to the gateway."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     async def run(self) -> None:
         """Collect every ``NEMO_METRICS_INTERVAL`` seconds until cancelled; a failed pass is logged and retried."""
@@ -76,7 +104,9 @@ class MetricsCollector:
         managed = [(spec, driver) for spec, driver in self._resources.managed() if isinstance(driver, SupportsMetrics)]
         for gone in set(self._clusters) - {spec.name for spec, _ in managed}:
             del self._clusters[gone]  # a removed cluster's counters go with it
-        batches = await asyncio.gather(*(self._cluster(spec, driver) for spec, driver in managed))
+        batches = await asyncio.gather(
+            *(self._cluster(spec, driver) for spec, driver in managed), self._gateway_samples()
+        )
         samples = [sample for batch in batches for sample in batch]
         if samples:
             self._sink.ingest(samples)
@@ -96,6 +126,37 @@ class MetricsCollector:
             out.extend(self._labelled(scraped, where, intensity, state))
         out.append(Sample(names.SCRAPE_ERRORS.name, where, float(state.scrape_errors), now))
         return out
+
+    async def _gateway_samples(self) -> list[Sample]:
+        """The gateway's series, as it serves them (it labels them by workload and route); [] without a gateway."""
+        if self._gateway is None:
+            return []
+        if self._http is None:
+            # the gateway is our child on loopback: no proxy from the environment
+            self._http = httpx.AsyncClient(trust_env=False, timeout=self._settings.driver_timeout)
+        now = time.time()
+        try:
+            prefix = (await asyncio.to_thread(self._gateway_status_path)).rstrip("/")
+            async with asyncio.timeout(self._settings.driver_timeout):
+                response = await self._http.get(f"{self._gateway}{prefix}/metrics")
+            if response.status_code != 200:
+                raise TextFormatError(f"answered {response.status_code}")
+            if len(response.content) > _MAX_GATEWAY_BYTES:
+                raise TextFormatError(f"page larger than {_MAX_GATEWAY_BYTES} bytes")
+            samples = samples_of(parse(response.text, _MAX_GATEWAY_SAMPLES), now)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # down, slow, or not the format: the gateway's series are missing this pass only
+            self._gateway_errors += 1
+            why = f"{type(exc).__name__}: {exc}"
+            if why != self._gateway_last_error:
+                log.info("gateway: no series this pass: %s", why)
+            self._gateway_last_error = why
+            samples = []
+        else:
+            self._gateway_last_error = ""
+        samples.append(Sample(names.SCRAPE_ERRORS.name, {"target": "gateway"}, float(self._gateway_errors), now))
+        return samples
 
     async def _scrape(self, name: str, driver: ClusterDriver, state: _ClusterState) -> Sequence[Sample] | None:
         assert isinstance(driver, SupportsMetrics)

@@ -95,7 +95,7 @@ class ControlPlane:
         self.commands = Commands(self.db, self.wake, intake=self.intake, directory=self.directory)
         self.views = Views(self.db, self.resources.sandbox_of, self.directory)
         self.collector = (
-            MetricsCollector(self.resources, metrics_sink, settings)
+            MetricsCollector(self.resources, metrics_sink, settings, self._gateway_status_path)
             if metrics_sink is not None and settings.metrics_interval > 0
             else None
         )
@@ -126,6 +126,10 @@ class ControlPlane:
         ]
         if self.collector is not None:
             self._tasks.append(asyncio.create_task(self.collector.run(), name="metrics-collector"))
+
+    def _gateway_status_path(self) -> str:
+        path = self.views.gateway.config().get("status_path")
+        return path if isinstance(path, str) else "/_gateway"
 
     def _load_bus_state(self) -> None:
         self.directory.reload()
@@ -211,6 +215,8 @@ class ControlPlane:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.collector is not None:
+            await self.collector.close()
         if self._subscription is not None:
             await self._subscription.cancel()
         await self.resources.close()
