@@ -22,15 +22,15 @@ def page() -> bytes:
     if MODE == "huge":
         return b"".join(b'app_filler{i="%d"} 1\n' % i for i in range(200_000))
     return (
-        "# HELP app_jobs_total Jobs done\n"
-        "# TYPE app_jobs_total counter\n"
-        'app_jobs_total{queue="fast"} 42\n'
-        'app_jobs_total{queue="slow",replica="someone-else",cluster="elsewhere"} 7\n'
-        "# TYPE nemo_replica_cpu_seconds_total counter\n"
-        "nemo_replica_cpu_seconds_total 123456789\n"
-        "# TYPE nemo_slo_latency gauge\n"
-        "nemo_slo_latency 0.001\n"
-    ).encode()
+        b"# HELP app_jobs_total Jobs done\n"
+        b"# TYPE app_jobs_total counter\n"
+        b'app_jobs_total{queue="fast"} 42\n'
+        b'app_jobs_total{queue="slow",replica="someone-else",cluster="elsewhere"} 7\n'
+        b"# TYPE nemo_replica_cpu_seconds_total counter\n"
+        b"nemo_replica_cpu_seconds_total 123456789\n"
+        b"# TYPE nemo_slo_latency gauge\n"
+        b"nemo_slo_latency 0.001\n"
+    )
 
 
 class Handler(BaseHTTPRequestHandler):

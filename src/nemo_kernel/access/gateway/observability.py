@@ -63,9 +63,7 @@ class GatewayMetrics:
             "nemo_gateway_upstream_errors", "Upstream failures, by kind", ["route", "kind"], registry=self.registry
         )
 
-    def observe(
-        self, route: str, status: int, decided_by: str, seconds: float, workload: str | None = None
-    ) -> None:
+    def observe(self, route: str, status: int, decided_by: str, seconds: float, workload: str | None = None) -> None:
         """Count one request and record how long it took; also per workload when the route leads to one
         (``workload`` is ``namespace/name``)."""
         if workload is not None:
