@@ -21,7 +21,7 @@ from nemo_kernel.bus import (
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
-from nemo_kernel.metrics import MetricSink
+from nemo_kernel.metrics import EmbeddedMetrics, MetricSink, MetricsReader
 from nemo_kernel.orchestrator.collect import MetricsCollector
 from nemo_kernel.orchestrator.commands import Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
@@ -73,7 +73,8 @@ class ControlPlane:
     ) -> None:
         """``providers`` open the clusters of their driver kinds instead of the registry's (tests, embedders);
         ``reactions`` replaces the default registry (with ``REACTION_MODULES`` imported at start); ``criteria``
-        score placements (the default registry's unless given); ``metrics_sink`` receives the collected series."""
+        score placements (the default registry's unless given); ``metrics_sink`` receives the collected series
+        instead of the embedded store (which still answers ``metrics``)."""
         self.reactions = reactions
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
@@ -94,9 +95,23 @@ class ControlPlane:
         # The front door: every state change (API, bus petitions, web) is a command, every read a view.
         self.commands = Commands(self.db, self.wake, intake=self.intake, directory=self.directory)
         self.views = Views(self.db, self.resources.sandbox_of, self.directory)
+        # The analytics engine: the embedded store takes every sample; queries go to ``metrics``, the embedded
+        # store unless a Prometheus reader replaces it (NEMO_PROMETHEUS_URL).
+        self.metrics_store = EmbeddedMetrics(
+            raw_retention=settings.metrics_raw_retention,
+            max_series=settings.metrics_max_series,
+            max_samples_per_series=settings.metrics_raw_max_samples,
+        )
+        self.metrics: MetricsReader = self.metrics_store
+        # Every cluster's and the gateway's series, every NEMO_METRICS_INTERVAL seconds (0: none are collected).
         self.collector = (
-            MetricsCollector(self.resources, metrics_sink, settings, self._gateway_status_path)
-            if metrics_sink is not None and settings.metrics_interval > 0
+            MetricsCollector(
+                self.resources,
+                metrics_sink if metrics_sink is not None else self.metrics_store,
+                settings,
+                self._gateway_status_path,
+            )
+            if settings.metrics_interval > 0
             else None
         )
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
