@@ -64,10 +64,13 @@ async def test_cpu_energy_and_power_grow_while_a_replica_burns_cpu(local: LocalH
         up = [_one(samples, "nemo_replica_up", replica=r) for r in ("burner-0", "idler-0")]
         return samples if up == [1.0, 1.0] else None
 
-    first = await eventually(running)
+    await eventually(running)
+    before = time.monotonic()
+    first = await driver.scrape()
     cpu0 = _one(first, "nemo_replica_cpu_seconds_total", replica="burner-0")
+    node_cpu0 = _one(first, "nemo_node_cpu_seconds_total", node="n1")
     node_energy0 = _one(first, "nemo_node_energy_joules_total", node="n1")
-    assert cpu0 is not None and node_energy0 is not None
+    assert cpu0 is not None and node_cpu0 is not None and node_energy0 is not None
     assert _one(first, "nemo_node_cpu_cores", node="n1") == 2.0
     assert _one(first, "nemo_node_memory_capacity_bytes", node="n1") == 2048 * 1024 * 1024
     labels = next(s.labels for s in first if s.name == "nemo_replica_cpu_seconds_total")
@@ -78,20 +81,27 @@ async def test_cpu_energy_and_power_grow_while_a_replica_burns_cpu(local: LocalH
         cpu = _one(samples, "nemo_replica_cpu_seconds_total", replica="burner-0")
         return samples if cpu is not None and cpu >= cpu0 + 1.0 else None
 
-    later = await eventually(burnt, within=30)
-    # a busy core of two: the node draws about half its dynamic range above idle
-    watts = _one(later, "nemo_node_power_watts", node="n1")
-    assert watts is not None and IDLE + 0.2 * (MAX - IDLE) < watts <= MAX
+    # readings half a second apart: each interval sees the burner run, however loaded the machine is
+    later = await eventually(burnt, within=60, interval=0.5)
+    before_later = time.monotonic()  # eventually() returned right after the scrape that satisfied it: an upper bound
+    node_cpu = _one(later, "nemo_node_cpu_seconds_total", node="n1")
     node_energy = _one(later, "nemo_node_energy_joules_total", node="n1")
-    assert node_energy is not None and node_energy > node_energy0 + IDLE  # at least one second's worth of idle draw
+    assert node_cpu is not None and node_energy is not None
+    assert node_cpu >= node_cpu0 + 1.0
+    # the linear model, integrated: idle draw all along plus the dynamic range per core-second used
+    dynamic = (MAX - IDLE) * (node_cpu - node_cpu0) / 2
+    idle_seconds = (node_energy - node_energy0 - dynamic) / IDLE
+    # ... over the agent's time between the two readings: no shorter than 2 cores need for that CPU, no longer
+    # than the test waited
+    assert (node_cpu - node_cpu0) / 2 - 1e-6 <= idle_seconds <= before_later - before + 1e-6
+    watts = _one(later, "nemo_node_power_watts", node="n1")
+    assert watts is not None and IDLE < watts <= MAX
     # the replica that burns takes nearly all of it; shares add up to the node's energy
     burner = _one(later, "nemo_replica_energy_joules_total", replica="burner-0")
     idler = _one(later, "nemo_replica_energy_joules_total", replica="idler-0")
     assert burner is not None and idler is not None
-    assert burner > 5 * idler
+    assert burner > idler
     assert abs(burner + idler - node_energy) < 1e-6 * node_energy + 1e-9
-    burner_watts = _one(later, "nemo_replica_power_watts", replica="burner-0")
-    assert burner_watts is not None and burner_watts > IDLE / 2
     node2 = _one(later, "nemo_node_power_watts", node="n2")
     assert node2 == IDLE  # nothing runs there
     memory = _one(later, "nemo_replica_memory_bytes", replica="burner-0")
@@ -129,7 +139,10 @@ async def test_workload_series_are_collected_with_labels_and_bad_pages_fail_alon
     cpu = _one(samples, "nemo_replica_cpu_seconds_total", replica="good-0")
     assert cpu is not None and cpu < 1000
     assert not [s for s in samples if s.name == "nemo_slo_latency"]
-    assert _one(samples, "nemo_samples_dropped_total", replica="good-0", reason="reserved_name") == 2
+    # counted: two families refused per read
+    dropped = _one(samples, "nemo_samples_dropped_total", replica="good-0", reason="reserved_name")
+    again = _one(await driver.scrape(), "nemo_samples_dropped_total", replica="good-0", reason="reserved_name")
+    assert dropped is not None and again == dropped + 2
     assert _one(samples, "nemo_scrape_errors_total", replica="good-0") == 0
     assert not [s for s in samples if s.name == "app_filler"]  # the huge page is refused whole
 

@@ -21,7 +21,7 @@ from tests.clusters.local_support import MARKER_ENV, PYTHON, kill_everything
 
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import WorkloadDescriptor
-from nemo_kernel.metrics import Sample
+from nemo_kernel.metrics import Aggregation, Matcher, MatchOp, MetricSink, MetricsQuery, Sample, Selector
 from nemo_kernel.metrics.energy import JOULES_PER_KWH
 from nemo_kernel.orchestrator import ControlPlane
 
@@ -30,12 +30,15 @@ SERVICE = Path(__file__).resolve().parents[1] / "clusters" / "metrics_service.py
 
 @dataclass
 class ListSink:
-    """A :class:`~nemo_kernel.metrics.MetricSink` that keeps every batch."""
+    """A :class:`~nemo_kernel.metrics.MetricSink` that keeps every batch, and hands it on to ``forward``."""
 
     batches: list[list[Sample]] = field(default_factory=list)
+    forward: MetricSink | None = None
 
     def ingest(self, samples: Sequence[Sample]) -> None:
         self.batches.append(list(samples))
+        if self.forward is not None:
+            self.forward.ingest(samples)
 
 
 def _cluster(name: str, **extra: Any) -> dict[str, Any]:
@@ -84,6 +87,7 @@ async def collecting(tmp_path: Path) -> AsyncIterator[Collecting]:
     )
     sink = ListSink()
     plane = ControlPlane(settings, metrics_sink=sink)
+    sink.forward = plane.metrics_store  # and on to the store that answers queries, as without a sink
     run_id = uuid.uuid4().hex
     await plane.start()
     try:
@@ -149,9 +153,9 @@ async def test_series_carry_where_they_come_from_and_co2_follows_the_grid(collec
         )
 
     samples = await _collect_until(c, both_burning)
-    energy, co2 = _energy_and_co2(samples, "const") or (0.0, 0.0)
+    energy, co2_const = _energy_and_co2(samples, "const") or (0.0, 0.0)
     # a constant intensity: CO2 is exactly energy x intensity
-    assert co2 == pytest.approx(energy / JOULES_PER_KWH * 250.0, rel=1e-9)
+    assert co2_const == pytest.approx(energy / JOULES_PER_KWH * 250.0, rel=1e-9)
     energy, co2 = _energy_and_co2(samples, "series") or (0.0, 0.0)
     assert co2 == pytest.approx(energy / JOULES_PER_KWH * 500.0, rel=1e-9)  # the CSV's reading now, not 100
     intensity = {s.labels["cluster"]: s.value for s in _find(samples, "nemo_cluster_carbon_intensity_grams_per_kwh")}
@@ -172,6 +176,11 @@ async def test_series_carry_where_they_come_from_and_co2_follows_the_grid(collec
     assert all(s.labels["replica"] == labels["replica"] and s.labels["region"] == "region-const" for s in own)
     rtt = _find(samples, "nemo_cluster_heartbeat_rtt_seconds", cluster="const")
     assert len(rtt) == 1 and 0 < rtt[0].value < 1.5
+
+    # and the analytics engine answers for them
+    selector = Selector("nemo_replica_co2_grams_total", (Matcher("cluster", MatchOp.EQ, "const"),))
+    answer = await c.plane.metrics.query(MetricsQuery(selector, window=60, aggregation=Aggregation.LAST))
+    assert [s.points[-1][1] for s in answer.series] == [pytest.approx(co2_const)]
 
 
 async def test_a_silent_cluster_delays_no_other(collecting: Collecting) -> None:

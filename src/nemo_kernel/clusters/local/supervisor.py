@@ -231,19 +231,21 @@ class ProcessSupervisor:
                 reading = tree_usage(process.ps, children)
             spec = replica.spec
             port = replica.ports.get(spec.metrics.port) if spec.metrics is not None else None
+            up = replica.phase is ReplicaPhase.RUNNING and replica.stopping is None and reading is not None
             usages.append(
                 ReplicaUsage(
                     replica=spec.id,
                     workload=spec.workload,
                     node=spec.node,
-                    up=replica.phase is ReplicaPhase.RUNNING and replica.stopping is None and reading is not None,
+                    up=up,
                     restarts=replica.restarts,
                     pid=process.pid if process is not None and reading is not None else None,
                     cpu_seconds=reading[0] if reading is not None else None,
                     memory_bytes=reading[1] if reading is not None else None,
+                    # only once Running: a replica still starting has nothing to serve yet, and is not failing
                     metrics_url=(
                         f"http://127.0.0.1:{port}{spec.metrics.path}"
-                        if spec.metrics is not None and port is not None and reading is not None
+                        if spec.metrics is not None and port is not None and up
                         else None
                     ),
                 )
