@@ -13,7 +13,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, field_validator, model_validator, with_config
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+    with_config,
+)
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from nemo_kernel.domain.cluster import MAX_MEMORY_MIB, MAX_NODE_CPU, TeeType, Tier
@@ -219,12 +228,14 @@ class DeploymentSpec(Spec):
             raise ValueError("give a command (local driver) or an image (Kubernetes driver)")
         return self
 
-    @model_validator(mode="after")
-    def _metrics_on_a_declared_port(self) -> DeploymentSpec:
-        declared = [p.name for p in self.ports]
-        if self.metrics is not None and self.metrics.port not in declared:
-            raise ValueError(f"metrics.port {self.metrics.port!r} is not one of the declared ports {declared}")
-        return self
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_on_a_declared_port(cls, value: MetricsEndpoint | None, info: ValidationInfo) -> MetricsEndpoint | None:
+        # ports come before metrics, so they are validated already (absent from info.data when they were invalid)
+        declared = [p.name for p in info.data.get("ports", [])]
+        if value is not None and "ports" in info.data and value.port not in declared:
+            raise ValueError(f"port {value.port!r} is not one of the declared ports {declared}")
+        return value
 
     @property
     def needs_tee(self) -> bool:

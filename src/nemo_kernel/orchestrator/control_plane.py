@@ -93,7 +93,9 @@ class ControlPlane:
         self.outbox = OutboxPublisher(self.db, self.secure, self.directory.readers)
         self.intake = Intake(self.db, settings)
         # The front door: every state change (API, bus petitions, web) is a command, every read a view.
-        self.commands = Commands(self.db, self.wake, intake=self.intake, directory=self.directory)
+        self.commands = Commands(
+            self.db, self.wake, intake=self.intake, directory=self.directory, carbon_roots=settings.carbon_data_roots
+        )
         self.views = Views(self.db, self.resources.sandbox_of, self.directory)
         # The analytics engine: the embedded store takes every sample; queries go to ``metrics``, the embedded
         # store unless a Prometheus reader replaces it (NEMO_PROMETHEUS_URL).
