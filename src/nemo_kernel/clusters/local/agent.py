@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import psutil
 import uvicorn
 from fastapi import Depends, FastAPI, Header, Request, Response
@@ -71,9 +70,7 @@ def create_app(
     """The agent's HTTP API over ``supervisor``, guarded by ``token``; the app starts and closes the supervisor."""
     node_names = {node.name for node in cluster.nodes}
     meter = ClusterMeter(cluster)
-    # replicas are on loopback: never through a proxy from the environment
-    scrape_client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
-    scraper = WorkloadScraper(scrape_client, scrape_limits)
+    scraper = WorkloadScraper(scrape_limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -82,7 +79,6 @@ def create_app(
             yield
         finally:
             await supervisor.close()
-            await scrape_client.aclose()
 
     async def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
         scheme, _, given = (authorization or "").partition(" ")

@@ -44,7 +44,7 @@ from nemo_kernel.clusters.local.state import (
     make_private_dir,
     save_replica_table,
 )
-from nemo_kernel.clusters.local.usage import ReplicaUsage, children_map, tree_usage
+from nemo_kernel.clusters.local.usage import ProcessTrees, ReplicaUsage
 from nemo_kernel.domain import ReplicaPhase
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,7 @@ class ProcessSupervisor:
         self._http: httpx.AsyncClient | None = None
         self._dirty = False
         self._next_sample_at = 0.0
+        self._trees = ProcessTrees()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -219,16 +220,19 @@ class ProcessSupervisor:
 
         Reads ``/proc``: call it when a reading is wanted (a scrape), not on every supervision pass.
         """
-        children = children_map()
+        running = {
+            r.spec.id: r.process.pid
+            for r in self._replicas.values()
+            if not r.removed and r.process is not None and not r.process.has_exited()
+        }
+        readings = self._trees.usage(running.values(), time.monotonic())
         usages = []
         for key in sorted(self._replicas):
             replica = self._replicas[key]
             if replica.removed:
                 continue
             process = replica.process
-            reading = None
-            if process is not None and process.ps is not None and not process.has_exited():
-                reading = tree_usage(process.ps, children)
+            reading = readings.get(running[key]) if key in running else None
             spec = replica.spec
             port = replica.ports.get(spec.metrics.port) if spec.metrics is not None else None
             up = replica.phase is ReplicaPhase.RUNNING and replica.stopping is None and reading is not None

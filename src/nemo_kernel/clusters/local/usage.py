@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
+import os
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-
-import psutil
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,46 +34,88 @@ class ReplicaUsage:
         return {"replica": self.replica, "workload": workload, "namespace": namespace, "node": self.node}
 
 
-def children_map() -> Mapping[int, list[int]]:
-    """Pid -> pids of its children, for every process on the machine, from one pass over ``/proc``.
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
-    ``Process.children()`` walks all of ``/proc`` each time it is called: once per observation, not once per replica.
+
+@dataclass(frozen=True, slots=True)
+class _Stat:
+    ppid: int
+    cpu_seconds: float  # utime + stime + cutime + cstime: its own and its reaped children's
+    rss_bytes: float
+
+
+class ProcessTrees:
+    """CPU time and resident memory of process trees, read from ``/proc/<pid>/stat``.
+
+    Which processes make up each tree needs every process's parent, so a walk over all of ``/proc`` (the costly
+    part: the kernel formats a stat file per process); it is done when a tree is asked for the first time, or once
+    ``rescan_every`` seconds. In between only the trees' known members are read. A child started since the last walk
+    is counted from the next one (its CPU time then, all of it); one that exits in between is not lost either, as
+    its parent's ``cutime`` holds it once reaped.
     """
-    children: dict[int, list[int]] = defaultdict(list)
-    for proc in psutil.process_iter(["ppid"]):
-        ppid = proc.info.get("ppid")
-        if ppid:
-            children[ppid].append(proc.pid)
-    return children
+
+    def __init__(self, rescan_every: float = 15.0, proc: Path = Path("/proc")) -> None:
+        self.rescan_every = rescan_every
+        self._proc = proc
+        self._members: dict[int, list[int]] = {}  # root pid -> pids of its tree at the last walk
+        self._next_walk = 0.0  # monotonic
+
+    def usage(self, roots: Iterable[int], now: float) -> dict[int, tuple[float, float]]:
+        """CPU seconds and resident bytes per root pid, for the roots that run; ``now`` is monotonic seconds."""
+        wanted = list(roots)
+        if now >= self._next_walk or any(root not in self._members for root in wanted):
+            self._walk(wanted)
+            self._next_walk = now + self.rescan_every
+        out: dict[int, tuple[float, float]] = {}
+        for root in wanted:
+            cpu = rss = 0.0
+            alive = []
+            for pid in self._members.get(root, ()):
+                stat = self._read(pid)
+                if stat is None:
+                    if pid == root:
+                        break  # the root is gone: the tree no longer runs
+                    continue
+                alive.append(pid)
+                cpu += stat.cpu_seconds
+                rss += stat.rss_bytes
+            else:
+                if alive:
+                    out[root] = (cpu, rss)
+            self._members[root] = alive
+        return out
+
+    def _walk(self, roots: list[int]) -> None:
+        children: dict[int, list[int]] = defaultdict(list)
+        for entry in os.scandir(self._proc):
+            if entry.name.isdigit():
+                stat = self._read(int(entry.name))
+                if stat is not None:
+                    children[stat.ppid].append(int(entry.name))
+        self._members = {}
+        for root in roots:
+            members, stack = [], [root]
+            while stack:
+                pid = stack.pop()
+                if pid not in members:
+                    members.append(pid)
+                    stack.extend(children.get(pid, ()))
+            self._members[root] = members  # the root first: its absence means the tree is gone
+
+    def _read(self, pid: int) -> _Stat | None:
+        try:
+            with open(f"{self._proc}/{pid}/stat", "rb") as handle:
+                return _parse_stat(handle.read())
+        except OSError:
+            return None  # exited
 
 
-def tree_usage(root: psutil.Process, children: Mapping[int, list[int]]) -> tuple[float, float] | None:
-    """CPU seconds and resident bytes of ``root`` and its descendants; None when ``root`` itself is gone.
-
-    A descendant that exits between the listing and the reading is skipped (its time shows up in its parent's
-    ``children_*`` once reaped).
-    """
+def _parse_stat(raw: bytes) -> _Stat | None:
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'
+    fields = raw[raw.rfind(b")") + 2 :].split()
     try:
-        cpu, rss = _one(root)
-    except psutil.Error:
+        ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        return _Stat(ppid=int(fields[1]), cpu_seconds=ticks / _TICKS, rss_bytes=float(int(fields[21]) * _PAGE))
+    except (IndexError, ValueError):
         return None
-    stack = list(children.get(root.pid, ()))
-    seen = {root.pid}
-    while stack:
-        pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        with contextlib.suppress(psutil.Error):
-            more_cpu, more_rss = _one(psutil.Process(pid))
-            cpu += more_cpu
-            rss += more_rss
-        stack.extend(children.get(pid, ()))
-    return cpu, rss
-
-
-def _one(proc: psutil.Process) -> tuple[float, float]:
-    with proc.oneshot():
-        times = proc.cpu_times()
-        rss = float(proc.memory_info().rss)
-    return times.user + times.system + times.children_user + times.children_system, rss

@@ -11,8 +11,8 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-import httpx
 from prometheus_client.metrics_core import Metric
 
 from nemo_kernel.clusters.local.usage import ReplicaUsage
@@ -39,8 +39,7 @@ class ScrapeFailed(Exception):
 class WorkloadScraper:
     """Reads the replicas' own pages; remembers per replica how many reads failed and why the last one did."""
 
-    def __init__(self, client: httpx.AsyncClient, limits: ScrapeLimits | None = None) -> None:
-        self._client = client
+    def __init__(self, limits: ScrapeLimits | None = None) -> None:
         self.limits = limits or ScrapeLimits()
         self._slots = asyncio.Semaphore(self.limits.concurrency)
         self.errors: dict[str, int] = {}  # replica -> failed reads (only replicas that declare an endpoint)
@@ -96,23 +95,70 @@ class WorkloadScraper:
                 return f"no answer within {self.limits.timeout:g} s"
             except (ScrapeFailed, TextFormatError) as exc:
                 return str(exc)
-            except httpx.HTTPError as exc:
-                return f"{type(exc).__name__} after {time.monotonic() - started:.2f} s"
+            except OSError as exc:
+                return f"{type(exc).__name__} after {time.monotonic() - started:.2f} s: {exc.strerror or exc}"
 
     async def _fetch(self, url: str) -> str:
-        # identity only: a compressed page's size says nothing of what it inflates to
-        headers = {"Accept": "text/plain", "Accept-Encoding": "identity"}
-        async with self._client.stream("GET", url, headers=headers) as response:
-            if response.status_code != 200:
-                raise ScrapeFailed(f"answered {response.status_code}")
-            if response.headers.get("content-encoding", "identity").lower() != "identity":
+        """GET ``url`` (a replica on loopback) over HTTP/1.0, reading at most ``max_bytes`` of body.
+
+        A plain request on a fresh connection rather than httpx: it costs a tenth of the CPU (measured: 3 ms per
+        replica with httpx, the bulk of an agent's scrape), and HTTP/1.0 keeps the answer simple (no chunks, no
+        keep-alive, the body ends at EOF or Content-Length).
+        """
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        reader, writer = await asyncio.open_connection(host, port, limit=_HEAD_LIMIT)
+        try:
+            request = (
+                f"GET {parts.path} HTTP/1.0\r\nHost: {host}:{port}\r\nAccept: text/plain\r\n"
+                "Accept-Encoding: identity\r\nUser-Agent: nemo-agent\r\n\r\n"
+            )
+            writer.write(request.encode("ascii"))
+            await writer.drain()
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                raise ScrapeFailed("no HTTP answer (or headers over 64 KiB)") from None
+            status, headers = _parse_head(head)
+            if status != 200:
+                raise ScrapeFailed(f"answered {status}")
+            if headers.get("content-encoding", "identity").lower() != "identity":
                 raise ScrapeFailed("page is compressed though identity was asked for")
-            body = bytearray()
-            async for chunk in response.aiter_raw():
-                body.extend(chunk)
-                if len(body) > self.limits.max_bytes:
-                    raise ScrapeFailed(f"page larger than {self.limits.max_bytes} bytes")
+            if "transfer-encoding" in headers:
+                raise ScrapeFailed("transfer-encoding in an answer to HTTP/1.0")
+            body = await reader.read(self.limits.max_bytes + 1)
+            while body and len(body) <= self.limits.max_bytes:
+                more = await reader.read(self.limits.max_bytes + 1 - len(body))
+                if not more:
+                    break
+                body += more
+            if len(body) > self.limits.max_bytes:
+                raise ScrapeFailed(f"page larger than {self.limits.max_bytes} bytes")
+        finally:
+            writer.close()
         try:
             return body.decode("utf-8")
         except UnicodeDecodeError:
             raise ScrapeFailed("page is not UTF-8 text") from None
+
+
+_HEAD_LIMIT = 64 * 1024
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """Status code and headers (lower-cased names) of an HTTP answer's head; raises :class:`ScrapeFailed`."""
+    try:
+        lines = head.decode("latin-1").split("\r\n")
+        version, code, *_ = lines[0].split(" ", 2)
+        if not version.startswith("HTTP/1.") or not code.isdigit():
+            raise ValueError(lines[0])
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                name, sep, value = line.partition(":")
+                if not sep:
+                    raise ValueError(line)
+                headers[name.strip().lower()] = value.strip()
+    except ValueError:
+        raise ScrapeFailed("not an HTTP answer") from None
+    return int(code), headers
