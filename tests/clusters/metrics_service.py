@@ -3,12 +3,15 @@
 Serves ``/healthz`` and, on ``/metrics``, what ``METRICS_MODE`` says:
 - ``good``: its own counter, plus a forged ``nemo_`` series and a series claiming another replica's labels;
 - ``garbage``: bytes that are not the text format; ``slow``: answers after 30 s; ``huge``: 3 MiB of series.
-``BURN=1`` keeps one core busy in a thread, so its CPU time grows.
+``BURN=1`` keeps one core busy in a thread, so its CPU time grows; ``BURN_CHILD=1`` leaves that to a child process
+(started before it listens), so only the whole process tree's CPU time grows.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,6 +66,8 @@ def burn() -> None:
 if __name__ == "__main__":
     if os.environ.get("BURN") == "1":
         threading.Thread(target=burn, daemon=True).start()
+    if os.environ.get("BURN_CHILD") == "1":
+        subprocess.Popen([sys.executable, "-c", "while True: sum(range(10_000))"])
     server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
     server.daemon_threads = True
     server.serve_forever()

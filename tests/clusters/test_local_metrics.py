@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from local_support import PYTHON, LocalHarness, eventually
 
@@ -106,6 +107,29 @@ async def test_cpu_energy_and_power_grow_while_a_replica_burns_cpu(local: LocalH
     assert node2 == IDLE  # nothing runs there
     memory = _one(later, "nemo_replica_memory_bytes", replica="burner-0")
     assert memory is not None and memory > 1024 * 1024
+
+
+async def test_a_replicas_cpu_is_that_of_its_whole_process_tree(local: LocalHarness) -> None:
+    driver = await local.driver(_cluster("edge-tree"))
+    spec = local.replica("parent-0", command=[PYTHON, "-u", str(SERVICE)], env={"BURN_CHILD": "1"})
+    await driver.ensure_replica(spec)
+
+    async def running() -> int | None:
+        report = await driver.status()
+        return next((r.pid for r in report.replicas if r.phase.value == "Running" and r.pid), None)
+
+    pid = await eventually(running)
+    first = _one(await driver.scrape(), "nemo_replica_cpu_seconds_total", replica="parent-0")
+    assert first is not None
+
+    async def grown() -> float | None:
+        cpu = _one(await driver.scrape(), "nemo_replica_cpu_seconds_total", replica="parent-0")
+        return cpu if cpu is not None and cpu >= first + 1.0 else None
+
+    await eventually(grown, within=60, interval=0.5)
+    # the process the agent started is idle: the CPU time is its child's
+    times = psutil.Process(pid).cpu_times()
+    assert times.user + times.system < 0.5 * (first + 1.0)
 
 
 async def test_workload_series_are_collected_with_labels_and_bad_pages_fail_alone(local: LocalHarness) -> None:

@@ -186,6 +186,7 @@ class ResourceManager:
                 # this cluster only; the pass goes on for the others.
                 log.warning("cluster %s: heartbeat failed: %s", name, exc, exc_info=True)
                 return f"heartbeat failed: {exc}"
+            self._rtt.pop(name, None)  # a silent cluster has no round trip to report, not its last one
             fresh = await self._revive(name)
             if fresh is None:
                 return error
