@@ -101,7 +101,7 @@ class MetricsCollector:
 
     async def collect_once(self) -> int:
         """One pass over every cluster; returns how many samples went to the sink."""
-        managed = [(spec, driver) for spec, driver in self._resources.managed() if isinstance(driver, SupportsMetrics)]
+        managed = [(s, d) for s, d in self._resources.managed().values() if isinstance(d, SupportsMetrics)]
         for gone in set(self._clusters) - {spec.name for spec, _ in managed}:
             del self._clusters[gone]  # a removed cluster's counters go with it
         batches = await asyncio.gather(

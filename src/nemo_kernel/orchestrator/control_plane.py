@@ -29,6 +29,7 @@ from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_fi
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
 from nemo_kernel.orchestrator.outbox import OutboxPublisher
+from nemo_kernel.orchestrator.probes import LinkProber
 from nemo_kernel.orchestrator.reactions import Reactions, load_reactions
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
@@ -71,11 +72,13 @@ class ControlPlane:
         reactions: Reactions | None = None,
         criteria: Sequence[AnyCriterion] = DEFAULT_CRITERIA,
         metrics_sink: MetricSink | None = None,
+        link_sink: MetricSink | None = None,
     ) -> None:
         """``providers`` open the clusters of their driver kinds instead of the registry's (tests, embedders);
         ``reactions`` replaces the default registry (with ``REACTION_MODULES`` imported at start); ``criteria``
         score placements (the default registry's unless given); ``metrics_sink`` receives the collected series
-        instead of the embedded store (which still answers ``metrics``)."""
+        (``orchestrator.collect``) and ``link_sink`` the link probes' series (``orchestrator.probes``) instead of
+        :attr:`metrics_store`, which still answers ``metrics``."""
         self.reactions = reactions
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
@@ -118,6 +121,8 @@ class ControlPlane:
             if settings.metrics_interval > 0
             else None
         )
+        # Link probes measure every cluster's links into the store (or the sink a test gives).
+        self.link_probes = LinkProber(self.resources, link_sink if link_sink is not None else self.metrics_store)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,6 +148,7 @@ class ControlPlane:
             asyncio.create_task(self._prune_loop(), name="seen-messages"),
             asyncio.create_task(self._reaction_loop(ReactionDispatcher(self.db, reactions)), name="reactions"),
             asyncio.create_task(self._metrics_loop(), name="metrics-history"),
+            asyncio.create_task(self.link_probes.run(), name="link-probes"),
         ]
         if self.collector is not None:
             self._tasks.append(asyncio.create_task(self.collector.run(), name="metrics-collector"))
