@@ -129,6 +129,18 @@ class Settings(BaseSettings):
         description="directories (absolute, separated by ':') under which deploy petitions may read local paths and "
         "file:// repositories; empty refuses them all",
     )
+    metrics_interval: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="seconds between collections of every cluster's series (and the gateway's); 0 disables collection",
+    )
+    carbon_data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="directories (absolute, separated by ':') under which clusters' carbon_intensity_source files may "
+        "be read; empty refuses them all",
+    )
+
     petition_allow_http: bool = Field(default=False, description="petitions may clone plain http:// repositories")
     petition_clone_timeout: float = Field(default=60.0, gt=0, le=600, description="seconds a petition's clone may take")
     petition_clone_max_mib: int = Field(default=100, ge=1, le=10240, description="size limit of a petition's clone")
@@ -176,7 +188,15 @@ class Settings(BaseSettings):
             raise ValueError(f"no user {value!r} on this machine (create it, or name another)") from None
         return value
 
-    @field_validator("petition_roots", mode="before")
+    @field_validator("metrics_interval")
+    @classmethod
+    def _collection_interval(cls, value: float) -> float:
+        # below half a second the collector would spend its time scraping (each pass reads every replica's /proc)
+        if 0 < value < 0.5:
+            raise ValueError("must be 0 (collection off) or at least 0.5 seconds")
+        return value
+
+    @field_validator("petition_roots", "carbon_data_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:
         # PATH-style in the environment, like every other list of directories an admin writes.
@@ -184,12 +204,12 @@ class Settings(BaseSettings):
             return [part for part in value.split(os.pathsep) if part.strip()]
         return value
 
-    @field_validator("petition_roots")
+    @field_validator("petition_roots", "carbon_data_roots")
     @classmethod
     def _absolute_roots(cls, value: list[Path]) -> list[Path]:
         for root in value:
             if not root.is_absolute():
-                raise ValueError(f"petition roots must be absolute directories, not {str(root)!r}")
+                raise ValueError(f"roots must be absolute directories, not {str(root)!r}")
         return value
 
     @field_validator("weights", mode="before")

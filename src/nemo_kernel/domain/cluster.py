@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -56,17 +57,55 @@ class ClusterPhase(StrEnum):
     NOT_READY = "NotReady"  # stopped answering heartbeats
 
 
+MAX_POWER_POINTS = 101
+"""Points of a piecewise power table (one per percent of utilisation is already finer than any measurement)."""
+
+
+class PowerPoint(Spec):
+    """One measured point of a node's power curve: the watts it draws at a CPU utilisation (0 to 1)."""
+
+    utilisation: float = Field(ge=0, le=1)
+    watts: float = Field(ge=0, le=MAX_WATTS)
+
+
 class PowerModel(Spec):
-    """Linear power model of a node: idle draw plus a share of the dynamic range per CPU used."""
+    """A node's power draw by CPU utilisation: linear from ``idle_watts`` to ``max_watts``, or, when ``table`` is
+    given, interpolated between its points (SPECpower-style measurements); ``table`` then wins over the two."""
 
     idle_watts: float = Field(default=50.0, ge=0, le=MAX_WATTS)
     max_watts: float = Field(default=200.0, ge=0, le=MAX_WATTS)
+    table: list[PowerPoint] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=MAX_POWER_POINTS,
+        description="utilisation -> watts points, utilisation strictly increasing; flat beyond the first and last",
+    )
 
     @model_validator(mode="after")
     def _max_above_idle(self) -> PowerModel:
         if self.max_watts < self.idle_watts:
             raise ValueError("max_watts must be at least idle_watts")
         return self
+
+    @model_validator(mode="after")
+    def _table_increasing(self) -> PowerModel:
+        for before, after in itertools.pairwise(self.table or []):
+            if after.utilisation <= before.utilisation:
+                raise ValueError(
+                    f"table: utilisation must be strictly increasing "
+                    f"({after.utilisation:g} after {before.utilisation:g})"
+                )
+        return self
+
+
+class CarbonIntensitySource(Spec):
+    """A time series of the grid's carbon intensity, used instead of the constant ``carbon_intensity``.
+
+    ``csv``: an absolute path to a file of ``timestamp,grams_per_kwh`` rows (ISO 8601 or unix seconds), read by the
+    control plane only under a directory an admin allowed (``NEMO_CARBON_DATA_ROOTS``).
+    """
+
+    csv: str = Field(max_length=4095, pattern=r"^/[^\x00]*$", description="absolute path of the CSV file")
 
 
 class Prices(Spec):
@@ -141,6 +180,9 @@ class ClusterSpec(Spec):
     prices: Prices = Field(default_factory=Prices)
     carbon_intensity: float = Field(
         default=300.0, ge=0, le=MAX_CARBON_INTENSITY, description="grid carbon intensity, gCO2/kWh"
+    )
+    carbon_intensity_source: CarbonIntensitySource | None = Field(
+        default=None, description="a time series of the intensity; the constant is used where it has no reading"
     )
     nodes: list[NodeSpec] = Field(min_length=1, max_length=5000)  # Kubernetes' supported maximum
     links: Links = Field(

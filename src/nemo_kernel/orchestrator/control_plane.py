@@ -22,6 +22,7 @@ from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
 from nemo_kernel.metrics import HOUR, MINUTE, EmbeddedMetrics, MetricSink, MetricsReader
+from nemo_kernel.orchestrator.collect import MetricsCollector
 from nemo_kernel.orchestrator.commands import Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
@@ -70,12 +71,14 @@ class ControlPlane:
         providers: Mapping[DriverKind, DriverProvider] | None = None,
         reactions: Reactions | None = None,
         criteria: Sequence[AnyCriterion] = DEFAULT_CRITERIA,
+        metrics_sink: MetricSink | None = None,
         link_sink: MetricSink | None = None,
     ) -> None:
         """``providers`` open the clusters of their driver kinds instead of the registry's (tests, embedders);
         ``reactions`` replaces the default registry (with ``REACTION_MODULES`` imported at start); ``criteria``
-        score placements (the default registry's unless given); ``link_sink`` receives the link probes' series
-        (``orchestrator.probes``) instead of :attr:`metrics_store`."""
+        score placements (the default registry's unless given); ``metrics_sink`` receives the collected series
+        (``orchestrator.collect``) and ``link_sink`` the link probes' series (``orchestrator.probes``) instead of
+        :attr:`metrics_store`, which still answers ``metrics``."""
         self.reactions = reactions
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
@@ -94,7 +97,9 @@ class ControlPlane:
         self.outbox = OutboxPublisher(self.db, self.secure, self.directory.readers)
         self.intake = Intake(self.db, settings)
         # The front door: every state change (API, bus petitions, web) is a command, every read a view.
-        self.commands = Commands(self.db, self.wake, intake=self.intake, directory=self.directory)
+        self.commands = Commands(
+            self.db, self.wake, intake=self.intake, directory=self.directory, carbon_roots=settings.carbon_data_roots
+        )
         self.views = Views(self.db, self.resources.sandbox_of, self.directory, self.engine.schedule.decisions)
         # The analytics engine: the embedded store takes every sample; queries go to ``metrics``, the embedded
         # store unless a Prometheus reader replaces it (NEMO_PROMETHEUS_URL).
@@ -105,6 +110,17 @@ class ControlPlane:
             rollups=DatabaseRollups(self.db),
         )
         self.metrics: MetricsReader = self.metrics_store
+        # Every cluster's and the gateway's series, every NEMO_METRICS_INTERVAL seconds (0: none are collected).
+        self.collector = (
+            MetricsCollector(
+                self.resources,
+                metrics_sink if metrics_sink is not None else self.metrics_store,
+                settings,
+                self._gateway_status_path,
+            )
+            if settings.metrics_interval > 0
+            else None
+        )
         # Link probes measure every cluster's links into the store (or the sink a test gives).
         self.link_probes = LinkProber(self.resources, link_sink if link_sink is not None else self.metrics_store)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
@@ -134,6 +150,12 @@ class ControlPlane:
             asyncio.create_task(self._metrics_loop(), name="metrics-history"),
             asyncio.create_task(self.link_probes.run(), name="link-probes"),
         ]
+        if self.collector is not None:
+            self._tasks.append(asyncio.create_task(self.collector.run(), name="metrics-collector"))
+
+    def _gateway_status_path(self) -> str:
+        path = self.views.gateway.config().get("status_path")
+        return path if isinstance(path, str) else "/_gateway"
 
     def _load_bus_state(self) -> None:
         self.directory.reload()
@@ -245,6 +267,8 @@ class ControlPlane:
             except Exception:
                 log.exception("writing the metrics history on stop failed")
         self._tasks = []
+        if self.collector is not None:
+            await self.collector.close()
         if self._subscription is not None:
             await self._subscription.cancel()
         await self.resources.close()

@@ -9,6 +9,9 @@ change; a new operation is a method in its group, or a new group module plus one
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from nemo_kernel.orchestrator.commands.base import Wake
 from nemo_kernel.orchestrator.commands.clusters import ClusterCommands
 from nemo_kernel.orchestrator.commands.gateway import GatewayCommands
@@ -33,10 +36,19 @@ __all__ = [
 class Commands:
     """Every state-changing operation of the control plane, by what it changes."""
 
-    def __init__(self, db: Database, wake: Wake, *, intake: Intake, directory: StoredKeyDirectory) -> None:
+    def __init__(
+        self,
+        db: Database,
+        wake: Wake,
+        *,
+        intake: Intake,
+        directory: StoredKeyDirectory,
+        carbon_roots: Sequence[Path] = (),
+    ) -> None:
         """``wake`` asks for a reconcile pass (safe from any thread); ``intake`` validates workloads and petitions;
-        ``directory`` is the module key directory the bus verifies against."""
-        self.clusters = ClusterCommands(db, wake)
+        ``directory`` is the module key directory the bus verifies against; ``carbon_roots`` are the directories
+        clusters' carbon intensity files may be in (``NEMO_CARBON_DATA_ROOTS``)."""
+        self.clusters = ClusterCommands(db, wake, carbon_roots)
         self.workloads = WorkloadCommands(db, wake, intake)
         self.modules = ModuleCommands(directory)
         self.gateway = GatewayCommands(db)
