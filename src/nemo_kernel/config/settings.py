@@ -128,6 +128,20 @@ class Settings(BaseSettings):
     petition_clone_timeout: float = Field(default=60.0, gt=0, le=600, description="seconds a petition's clone may take")
     petition_clone_max_mib: int = Field(default=100, ge=1, le=10240, description="size limit of a petition's clone")
 
+    # Findings of the analytics engine (metrics.findings, orchestrator.findings).
+    findings_interval: float = Field(
+        default=15.0, ge=1, le=3600, allow_inf_nan=False, description="seconds between looks for bottlenecks"
+    )
+    bottleneck_for: float = Field(
+        default=60.0, ge=1, le=86400, allow_inf_nan=False, description="seconds at or above the threshold"
+    )
+    bottleneck_threshold: float = Field(
+        default=0.9, gt=0, le=10, allow_inf_nan=False, description="share of a node's capacity, of a replica's request"
+    )
+    anomaly_window: float = Field(
+        default=3600.0, ge=60, le=7 * 86400, allow_inf_nan=False, description="seconds of the band an anomaly leaves"
+    )
+
     # The weights of the placement criteria: one JSON mapping, NEMO_WEIGHTS='{"cost": 2, "carbon": 1}'. The three
     # variables before it are still read (an entry each); they are validated with it, in ``_weights``.
     weight_cost: float | None = Field(default=None, ge=0, le=1000, allow_inf_nan=False, description="see weights")

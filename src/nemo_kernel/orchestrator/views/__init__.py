@@ -6,9 +6,23 @@ A view reads in one transaction and returns domain models; it never changes anyt
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from nemo_kernel.metrics import MetricsReader, MetricsUnavailable
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
 from nemo_kernel.orchestrator.views.clusters import ClusterViews, SandboxOf
 from nemo_kernel.orchestrator.views.gateway import GatewayViews
+from nemo_kernel.orchestrator.views.metrics import (
+    ClusterTop,
+    ClusterUsage,
+    MetricsViews,
+    NodeTop,
+    NodeUsage,
+    ReplicaUsage,
+    WorkloadMetrics,
+    WorkloadTop,
+    WorkloadUsage,
+)
 from nemo_kernel.orchestrator.views.modules import ModuleEntry, ModuleKey, ModuleViews
 from nemo_kernel.orchestrator.views.workloads import (
     PlacementExplanation,
@@ -19,27 +33,48 @@ from nemo_kernel.orchestrator.views.workloads import (
 from nemo_kernel.store import Database
 
 __all__ = [
+    "ClusterTop",
+    "ClusterUsage",
     "ClusterViews",
     "GatewayViews",
+    "MetricsViews",
     "ModuleEntry",
     "ModuleKey",
     "ModuleViews",
+    "NodeTop",
+    "NodeUsage",
     "PlacementExplanation",
     "ReplicaPlacement",
+    "ReplicaUsage",
     "SandboxOf",
     "StoredDecision",
     "Views",
+    "WorkloadMetrics",
+    "WorkloadTop",
+    "WorkloadUsage",
     "WorkloadViews",
 ]
+
+
+def _no_metrics() -> MetricsReader:
+    raise MetricsUnavailable("this control plane has no analytics engine")
 
 
 class Views:
     """Every read of the control plane's state, by what it shows."""
 
-    def __init__(self, db: Database, sandbox_of: SandboxOf, directory: StoredKeyDirectory) -> None:
+    def __init__(
+        self,
+        db: Database,
+        sandbox_of: SandboxOf,
+        directory: StoredKeyDirectory,
+        metrics: Callable[[], MetricsReader] = _no_metrics,
+    ) -> None:
         """``sandbox_of`` tells how a cluster's running agent confines replicas (live, not stored); ``directory``
-        is the module key directory the bus verifies against."""
+        is the module key directory the bus verifies against; ``metrics`` returns the analytics engine's current
+        reader (without one, metrics views answer :class:`MetricsUnavailable`)."""
         self.clusters = ClusterViews(db, sandbox_of)
         self.modules = ModuleViews(directory)
         self.workloads = WorkloadViews(db)
         self.gateway = GatewayViews(db)
+        self.metrics = MetricsViews(metrics, self.workloads)
