@@ -31,16 +31,23 @@ Points = Sequence[tuple[float, float]]
 K = TypeVar("K", bound=Hashable)
 
 
-def saturated(points: Points, threshold: float, hold: float) -> bool:
-    """Whether every point of the last ``hold`` seconds of ``points`` (oldest first) is ``>= threshold`` and the
-    points reach back at least ``hold`` seconds before the last one."""
-    finite = [(t, v) for t, v in points if math.isfinite(v)]
-    if not finite:
-        return False
-    since = finite[-1][0] - hold
-    if finite[0][0] > since:
-        return False  # not watched long enough to say
-    return all(v >= threshold for t, v in finite if t >= since)
+def saturated(points: Points, threshold: float, hold: float, capacity: float = 1.0) -> bool:
+    """Whether every point of the last ``hold`` seconds of ``points`` (oldest first), as a share of ``capacity``,
+    is ``>= threshold``, and the points reach back at least ``hold`` seconds before the last one. Points that are
+    not finite numbers (no data) are left out."""
+    since: float | None = None
+    for t, v in reversed(points):  # only the last `hold` seconds are read: cheap on a long window
+        if not math.isfinite(v):
+            continue
+        if since is None:
+            since = t - hold
+        if t < since:
+            return True  # every point since `since` passed, and the series reaches back beyond it
+        if v / capacity < threshold:
+            return False
+        if t == since:
+            return True
+    return False  # not watched long enough to say (or no data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +76,9 @@ class Anomaly:
 
 def anomaly(points: Points, rule: AnomalyRule) -> Anomaly | None:
     """Whether the last of ``points`` is an anomaly against the points before it (``None``: not, or no verdict)."""
-    values = np.fromiter((v for _, v in points), dtype=float, count=len(points))
+    if len(points) < rule.min_points + 1:
+        return None
+    values = np.asarray(points, dtype=float)[:, 1]
     values = values[np.isfinite(values)]
     if len(values) < rule.min_points + 1:
         return None
