@@ -24,7 +24,9 @@ from nemo_kernel.cli.output import Column, OutputFormat, emit, print_table, say
 app = typer.Typer(no_args_is_help=True)
 top = typer.Typer(no_args_is_help=True)
 
-WindowOption = Annotated[str, typer.Option("--window", "-w", help="duration: seconds or PromQL units (1m, 1h30m)")]
+WindowOption = Annotated[
+    str, typer.Option("--window", "-w", help="a duration: seconds (300) or one unit (30s, 5m, 1h, 2d)")
+]
 IntervalOption = Annotated[
     float, typer.Option("--interval", min=0.5, max=3600, help="seconds between refreshes (live view)")
 ]

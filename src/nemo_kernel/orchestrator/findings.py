@@ -62,6 +62,7 @@ MAX_EVENTS = 200
 """Most events recorded per cycle; episodes beyond are reported on later cycles."""
 
 _MIB = 1 << 20
+_Key = tuple[tuple[str, str], ...]  # a series' identifying labels, in a fixed order
 _REPLICA = ("namespace", "workload", "replica", "cluster", "node")
 _NODE = ("cluster", "node")
 _WORKLOAD = ("namespace", "workload")
@@ -83,12 +84,12 @@ class Observation:
     """One series of one signal this cycle: its labels, points and, for saturation, what it is a share of."""
 
     signal: str
-    labels: tuple[tuple[str, str], ...]
+    labels: _Key
     points: Points
     capacity: float | None = None
 
     @property
-    def key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+    def key(self) -> tuple[str, _Key]:
         """What identifies its episodes."""
         return (self.signal, self.labels)
 
@@ -115,8 +116,8 @@ class FindingsWatch:
         self._threshold = settings.bottleneck_threshold
         self._window = max(settings.anomaly_window, settings.bottleneck_for + 2 * settings.findings_interval)
         self._step = max(settings.findings_interval, self._window / MAX_POINTS)
-        self.bottlenecks: Episodes[tuple[str, tuple[tuple[str, str], ...]]] = Episodes()
-        self.anomalies: Episodes[tuple[str, tuple[tuple[str, str], ...]]] = Episodes()
+        self.bottlenecks: Episodes[tuple[str, _Key]] = Episodes()
+        self.anomalies: Episodes[tuple[str, _Key]] = Episodes()
 
     async def run(self) -> None:
         """Run a cycle every interval until cancelled; a failing cycle is logged and the next one tried."""
@@ -226,23 +227,36 @@ class FindingsWatch:
             self._range(n.WORKLOAD_REQUESTS, Aggregation.RATE, _WORKLOAD, at),
             self._range(n.WORKLOAD_ERRORS, Aggregation.RATE, _WORKLOAD, at),
         )
-        requests_of = {}
+        requests_of: dict[str, tuple[float, float]] = {}
         if replica_cpu is not None or replica_memory is not None:
             ids = {dict(k)["replica"] for k in {**(replica_cpu or {}), **(replica_memory or {})}}
             requests_of = await asyncio.to_thread(self._replica_requests, ids)
+
+        def requested(key: _Key, which: int) -> float | None:
+            found = requests_of.get(dict(key)["replica"])
+            return None if found is None else found[which]
+
+        capacities: dict[str, Callable[[_Key], float | None]] = {
+            "replica.cpu": lambda k: requested(k, 0),
+            "replica.memory": lambda k: requested(k, 1),
+            "node.cpu": lambda k: _latest((node_cores or {}).get(k)),
+            "node.memory": lambda k: _latest((node_bytes or {}).get(k)),
+            "workload.requests": lambda k: None,
+        }
+        signals = {
+            "replica.cpu": replica_cpu,
+            "replica.memory": replica_memory,
+            "node.cpu": node_cpu,
+            "node.memory": node_memory,
+            "workload.requests": requests,
+        }
         out: list[Observation] = []
         watched: set[str] = set()
-        for signal, found, capacity in (
-            ("replica.cpu", replica_cpu, lambda k: requests_of.get(dict(k)["replica"], (None, None))[0]),
-            ("replica.memory", replica_memory, lambda k: requests_of.get(dict(k)["replica"], (None, None))[1]),
-            ("node.cpu", node_cpu, lambda k: _latest((node_cores or {}).get(k))),
-            ("node.memory", node_memory, lambda k: _latest((node_bytes or {}).get(k))),
-            ("workload.requests", requests, lambda k: None),
-        ):
+        for signal, found in signals.items():
             if found is None:
                 continue
             watched.add(signal)
-            out += [Observation(signal, key, points, capacity(key)) for key, points in found.items()]
+            out += [Observation(signal, key, points, capacities[signal](key)) for key, points in found.items()]
         if requests is not None and errors is not None:
             watched.add("workload.error_ratio")
             for key, points in requests.items():
@@ -251,7 +265,7 @@ class FindingsWatch:
 
     async def _range(
         self, series: n.SeriesName, aggregation: Aggregation, by: tuple[str, ...], at: float
-    ) -> dict[tuple[tuple[str, str], ...], Points] | None:
+    ) -> dict[_Key, Points] | None:
         """One signal's series over the window, keyed by their ``by`` labels; ``None`` if the query failed."""
         query = MetricsQuery(Selector(series.name), self._window, aggregation, step=self._step, by=by, at=at)
         try:
@@ -313,7 +327,7 @@ def _who(signal: str, labels: Mapping[str, str]) -> str:
     return f"workload {labels['namespace']}/{labels['workload']}"
 
 
-def _cleared(key: tuple[str, tuple[tuple[str, str], ...]], why: str) -> Finding:
+def _cleared(key: tuple[str, _Key], why: str) -> Finding:
     signal, pairs = key
     labels = dict(pairs)
     return Finding(

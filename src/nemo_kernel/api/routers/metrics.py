@@ -14,6 +14,7 @@ workload's own series may carry any label). The answer's ``warnings`` say when t
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -23,8 +24,8 @@ from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.errors import ApiError
 from nemo_kernel.api.openapi import ErrorBody
 from nemo_kernel.domain import Model
+from nemo_kernel.domain.sla import duration_seconds
 from nemo_kernel.metrics import LABEL_NAME, MAX_POINTS, MAX_WINDOW_SECONDS, Aggregation, MetricsQuery, QueryResult
-from nemo_kernel.metrics.durations import format_duration, parse_duration
 from nemo_kernel.metrics.promql import MAX_SELECTOR_CHARS, parse_selector
 from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.orchestrator.views import ClusterTop, NodeTop, WorkloadMetrics, WorkloadTop
@@ -36,7 +37,7 @@ router = APIRouter(
 Plane = Annotated[ControlPlane, Depends(control_plane)]
 _NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 Namespace = Annotated[str, Query(pattern=_NAME)]
-Window = Annotated[str, Query(max_length=64, description="a duration: seconds (300) or PromQL units (5m, 1h30m)")]
+Window = Annotated[str, Query(max_length=64, description="a duration: seconds (300) or one unit (30s, 5m, 1h, 2d)")]
 
 MAX_BY_LABELS = 16
 """Most labels a query may group by (NEMO's own series have seven target labels)."""
@@ -47,6 +48,7 @@ MAX_ANSWER_SERIES = 10_000
 MAX_ANSWER_POINTS = 2_000_000
 """Most points one answer may hold in all series together (about 40 MB of JSON)."""
 
+_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")  # [0-9]: \d would take other scripts' digits too
 _LATEST_AT = 4_102_444_800.0  # 2100-01-01: an `at` beyond is a mistake, not a question about the future
 
 
@@ -72,13 +74,16 @@ def invalid(field: str, message: str, **details: Any) -> ApiError:
 
 
 def window_seconds(text: str, field: str = "window") -> float:
-    """A window parameter in seconds, refused with its limit when longer than ``MAX_WINDOW_SECONDS``."""
+    """A duration parameter in seconds: a number of seconds (``300``) or a duration as Prometheus writes it (``5m``,
+    ``1h``, ``250ms``: the rule of SLA durations); refused with its limit when longer than ``MAX_WINDOW_SECONDS``."""
     try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise invalid(field, str(exc)) from None
+        seconds = float(text) if _SECONDS.fullmatch(text) else duration_seconds(text)
+    except ValueError:
+        raise invalid(field, f"{text!r} is not a duration: seconds (300) or one unit as in 30s, 5m, 1h, 2d") from None
+    if seconds <= 0:
+        raise invalid(field, "must be more than zero")
     if seconds > MAX_WINDOW_SECONDS:
-        limit = format_duration(MAX_WINDOW_SECONDS)
+        limit = f"{MAX_WINDOW_SECONDS / 86400:g}d"
         raise invalid(field, f"at most {limit} ({MAX_WINDOW_SECONDS:.0f} s)", limit_seconds=MAX_WINDOW_SECONDS)
     return seconds
 
@@ -114,8 +119,8 @@ def parse_query(
     seconds = window_seconds(window)
     step_seconds = None if step is None else window_seconds(step, "step")
     if step_seconds is not None and seconds / step_seconds > MAX_POINTS:
-        least = format_duration(seconds / MAX_POINTS)
-        raise invalid("step", f"window / step is more than {MAX_POINTS} points; at this window, step {least} or more")
+        least = math.ceil(seconds / MAX_POINTS * 1000) / 1000
+        raise invalid("step", f"window / step is more than {MAX_POINTS} points; at this window, step {least:g} or more")
     needs_quantile = aggregation in (Aggregation.QUANTILE, Aggregation.HISTOGRAM_QUANTILE)
     if needs_quantile and quantile is None:
         raise invalid("quantile", f"required with aggregation={aggregation.value} (a number in [0, 1])")
