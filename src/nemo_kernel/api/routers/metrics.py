@@ -68,8 +68,9 @@ class QueryAnswer(Model):
     warnings: list[str] = []
 
 
-def invalid(field: str, message: str, **details: Any) -> ApiError:
-    """A 422 naming the query parameter at fault, in the API's ``details`` shape."""
+def invalid(parameter: str, message: str, **details: Any) -> ApiError:
+    """A 422 naming the query parameter at fault, as FastAPI names it (``query.window``), in the API's shape."""
+    field = f"query.{parameter}"
     return ApiError(422, "invalid", f"{field}: {message}", [{"field": field, "message": message, **details}])
 
 
@@ -106,16 +107,21 @@ def parse_query(
     selector: str,
     window: str,
     step: str | None,
-    aggregation: Aggregation,
+    aggregation_name: str,
     quantile: float | None,
     by: str | None,
     at: float | None,
 ) -> MetricsQuery:
     """The :class:`MetricsQuery` the parameters ask; :class:`ApiError` 422 naming the first one at fault."""
     try:
+        aggregation = Aggregation(aggregation_name)
+    except ValueError:
+        known = ", ".join(a.value for a in Aggregation)
+        raise invalid("aggregation", f"unknown aggregation {aggregation_name!r}; one of {known}") from None
+    try:
         parsed = parse_selector(selector)
     except ValueError as exc:
-        raise invalid("selector", str(exc)) from None
+        raise invalid("selector", str(exc).removeprefix("selector: ")) from None
     seconds = window_seconds(window)
     step_seconds = None if step is None else window_seconds(step, "step")
     if step_seconds is not None and seconds / step_seconds > MAX_POINTS:
@@ -146,7 +152,13 @@ async def query(
     step: Annotated[
         str | None, Query(max_length=64, description="a range query: one point per step over the window")
     ] = None,
-    aggregation: Annotated[Aggregation, Query(description="what each point computes over its range")] = Aggregation.AVG,
+    aggregation: Annotated[
+        str,
+        Query(
+            max_length=64,
+            description="what each point computes over its range: " + ", ".join(a.value for a in Aggregation),
+        ),
+    ] = Aggregation.AVG.value,
     quantile: Annotated[
         float | None, Query(ge=0, le=1, allow_inf_nan=False, description="for quantile, histogram_quantile")
     ] = None,
