@@ -79,6 +79,16 @@ ANOMALY_RULES: Mapping[str, AnomalyRule] = {
 }
 
 
+_MEASURES = {
+    "replica.cpu": "CPU cores",
+    "replica.memory": "memory bytes",
+    "node.cpu": "CPU cores",
+    "node.memory": "memory bytes",
+    "workload.requests": "requests/s",
+    "workload.error_ratio": "error ratio",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     """One series of one signal this cycle: its labels, points and, for saturation, what it is a share of."""
@@ -167,13 +177,12 @@ class FindingsWatch:
         outlier = anomaly(o.points, ANOMALY_RULES[o.signal])
         if self.anomalies.update(o.key, outlier is not None) is True and outlier is not None:
             labels = dict(o.labels)
-            what = f"{o.signal} of {_who(o.signal, labels)}"
             found.append(
                 Finding(
                     EventKind.ANALYTICS_ANOMALY,
                     _subject(o.signal, labels),
-                    f"{what} is {outlier.value:.4g}, outside its band {outlier.median:.4g} ± {outlier.band:.4g}"
-                    f" over the last {self._window:.0f} s",
+                    f"{_who(o.signal, labels)}: {_MEASURES[o.signal]} {outlier.value:.4g}, outside its band"
+                    f" {outlier.median:.4g} ± {outlier.band:.4g} of the last {self._window:.0f} s",
                     {
                         "signal": o.signal,
                         "labels": labels,
@@ -189,7 +198,7 @@ class FindingsWatch:
 
     def _bottleneck(self, o: Observation, ratio: float) -> Finding:
         labels = dict(o.labels)
-        resource = o.signal.split(".")[1]
+        resource = "CPU" if o.signal.endswith(".cpu") else "memory"
         of = "request" if o.signal.startswith("replica.") else "capacity"
         return Finding(
             EventKind.ANALYTICS_BOTTLENECK,
@@ -333,6 +342,6 @@ def _cleared(key: tuple[str, _Key], why: str) -> Finding:
     return Finding(
         EventKind.ANALYTICS_BOTTLENECK_CLEARED,
         _subject(signal, labels),
-        f"{_who(signal, labels)}: {signal.split('.')[1]} bottleneck over, {why}",
+        f"{_who(signal, labels)}: {'CPU' if signal.endswith('.cpu') else 'memory'} bottleneck over, {why}",
         {"signal": signal, "labels": labels},
     )
