@@ -195,6 +195,11 @@ def test_top_tables(served: ServedApi) -> None:
         ({"selector": 'nemo_replica_up{__meta="x"}'}, "query.selector", "'__meta'"),
         ({"selector": "nemo_replica_up", "by": "work-load"}, "query.by", "'work-load' is not a label name"),
         ({"selector": "nemo_replica_up", "by": "__name__"}, "query.by", "'__name__'"),
+        (
+            {"selector": "x", "aggregation": "histogram_quantile", "quantile": "0.9", "by": "route,le"},
+            "query.by",
+            "groups by le itself",
+        ),
         ({"selector": "nemo_replica_up", "aggregation": "median"}, "query.aggregation", "unknown aggregation 'median'"),
         ({"selector": "nemo_replica_up", "window": "32d"}, "query.window", "at most 31d"),
         ({"selector": "nemo_replica_up", "window": "5 minutes"}, "query.window", "not a duration"),

@@ -132,8 +132,11 @@ def parse_query(
         raise invalid("quantile", f"required with aggregation={aggregation.value} (a number in [0, 1])")
     if not needs_quantile and quantile is not None:
         raise invalid("quantile", f"only with aggregation=quantile or histogram_quantile, not {aggregation.value}")
+    grouping = _by(by)
+    if aggregation is Aggregation.HISTOGRAM_QUANTILE and grouping and "le" in grouping:
+        raise invalid("by", "histogram_quantile groups by le itself (the buckets' bound); leave it out")
     try:
-        return MetricsQuery(parsed, seconds, aggregation, step_seconds, quantile, _by(by), at)
+        return MetricsQuery(parsed, seconds, aggregation, step_seconds, quantile, grouping, at)
     except ValueError as exc:  # every rule is checked above; this keeps a new rule of the model a 422 too
         raise invalid("query", str(exc)) from None
 
