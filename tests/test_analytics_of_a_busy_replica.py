@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.stack import Stack, running_stack, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -21,6 +21,7 @@ from nemo_kernel.config import Settings
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind, WorkloadDescriptor
 from nemo_kernel.metrics import Sample
 from nemo_kernel.orchestrator import ControlPlane
+from nemo_kernel.orchestrator.findings import FindingsWatch
 
 CLUSTER = {
     "name": "edge-a",
@@ -125,3 +126,17 @@ async def test_a_replica_that_goes_away_ends_its_episode(plane: ControlPlane) ->
     [finding] = await plane.findings.run_once(at=start + 1800 + 3700)
     assert finding.kind is EventKind.ANALYTICS_BOTTLENECK_CLEARED and "gone" in finding.message
     assert len(plane.findings.bottlenecks) == 0
+
+
+async def test_a_restart_does_not_report_an_ongoing_bottleneck_again(plane: ControlPlane) -> None:
+    replica = await _running_replica(plane)
+    start = time.time() - 1800
+    plane.metrics_store.ingest(_history(replica, start, start + 1800))
+    found = await plane.findings.run_once(at=start + 1290)
+    assert EventKind.ANALYTICS_BOTTLENECK in {f.kind for f in found}
+    # A restarted control plane: a new findings loop on the same store, the same samples still burning.
+    restarted = FindingsWatch(plane.db, lambda: plane.metrics, plane.settings)
+    found = await restarted.run_once(at=start + 1305)
+    assert EventKind.ANALYTICS_BOTTLENECK not in {f.kind for f in found}
+    [cleared] = await restarted.run_once(at=start + 1515)
+    assert cleared.kind is EventKind.ANALYTICS_BOTTLENECK_CLEARED and "back under" in cleared.message

@@ -23,7 +23,10 @@ outbox and the reactions see them.
 Bounded work: at most :data:`MAX_SERIES` series per signal and about :data:`MAX_EVENTS` events per cycle (the
 series not judged once it is reached are judged on the next cycle). One bad series
 (or one failing query) is logged and skipped; the others go on. Open episodes are kept in memory (bounded by the
-series watched): after a restart, a bottleneck that is still going on is reported once more.
+series watched) and re-derived from the event log on the first cycle (the newest :data:`RESTORED_EVENTS`
+bottleneck events and clears): a bottleneck still going on after a restart is not reported twice, and one whose
+series is gone by then is cleared. Anomaly episodes are not re-derived (they have no end event): one still going on
+after a restart is reported once more.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ MAX_SERIES = 10_000
 
 MAX_EVENTS = 200
 """Most events recorded per cycle; episodes beyond are reported on later cycles."""
+
+RESTORED_EVENTS = 10_000
+"""Bottleneck events (and clears) read back on the first cycle to re-open the episodes still going on."""
 
 _MIB = 1 << 20
 _Key = tuple[tuple[str, str], ...]  # a series' identifying labels, in a fixed order
@@ -128,6 +134,7 @@ class FindingsWatch:
         self._step = max(settings.findings_interval, self._window / MAX_POINTS)
         self.bottlenecks: Episodes[tuple[str, _Key]] = Episodes()
         self.anomalies: Episodes[tuple[str, _Key]] = Episodes()
+        self._restored = False
 
     async def run(self) -> None:
         """Run a cycle every interval until cancelled; a failing cycle is logged and the next one tried."""
@@ -145,6 +152,9 @@ class FindingsWatch:
     async def run_once(self, at: float | None = None) -> list[Finding]:
         """One cycle evaluated at ``at`` (default now): the findings it recorded as events."""
         at = time.time() if at is None else at
+        if not self._restored:
+            await asyncio.to_thread(self._restore)
+            self._restored = True
         observations, watched = await self._observe(at)
         findings: list[Finding] = []
         for judged, observation in enumerate(observations):
@@ -306,10 +316,33 @@ class FindingsWatch:
                 out.update({rid: (cpu, memory * _MIB) for rid, cpu, memory in rows})
         return out
 
+    def _restore(self) -> None:
+        """Re-open the bottleneck episodes whose newest event is a bottleneck, not a clear."""
+        kinds = (EventKind.ANALYTICS_BOTTLENECK, EventKind.ANALYTICS_BOTTLENECK_CLEARED)
+        with self._db.transaction() as s:
+            found = events.latest_of_kinds(s, kinds, RESTORED_EVENTS)
+        decided: set[tuple[str, _Key]] = set()
+        for event in found:  # newest first: the first event of a key says how its episode stands
+            signal, labels = event.data.get("signal"), event.data.get("labels")
+            if signal not in _MEASURES or not isinstance(labels, dict):
+                continue  # not an event this loop wrote; nothing to re-open
+            key = (signal, tuple((label, str(labels.get(label, ""))) for label in _labels_of(signal)))
+            if key not in decided:
+                decided.add(key)
+                if event.kind == EventKind.ANALYTICS_BOTTLENECK:
+                    self.bottlenecks.update(key, True)
+
     def _record(self, findings: Sequence[Finding]) -> None:
         with self._db.transaction() as s:
             for f in findings:
                 events.record_event(s, f.kind, f.subject, f.message, **f.data)
+
+
+def _labels_of(signal: str) -> tuple[str, ...]:
+    """The labels a signal's series are grouped by, in the order of its keys."""
+    if signal.startswith("replica."):
+        return _REPLICA
+    return _NODE if signal.startswith("node.") else _WORKLOAD
 
 
 def _latest(points: Points | None) -> float | None:
