@@ -158,8 +158,10 @@ class Settings(BaseSettings):
     bottleneck_threshold: float = Field(
         default=0.9, gt=0, le=10, allow_inf_nan=False, description="share of a node's capacity, of a replica's request"
     )
+    # 20 minutes: 80 points at the default interval. Every cycle reads the whole window of every watched series
+    # (benchmarks/bench_findings.py), so a longer band costs in proportion.
     anomaly_window: float = Field(
-        default=3600.0, ge=60, le=7 * 86400, allow_inf_nan=False, description="seconds of the band an anomaly leaves"
+        default=1200.0, ge=60, le=7 * 86400, allow_inf_nan=False, description="seconds of the band an anomaly leaves"
     )
 
     # The weights of the placement criteria: one JSON mapping, NEMO_WEIGHTS='{"cost": 2, "carbon": 1}'. The three

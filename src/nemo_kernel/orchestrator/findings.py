@@ -130,8 +130,10 @@ class FindingsWatch:
         self._interval = settings.findings_interval
         self._hold = settings.bottleneck_for
         self._threshold = settings.bottleneck_threshold
-        self._window = max(settings.anomaly_window, settings.bottleneck_for + 2 * settings.findings_interval)
-        self._step = max(settings.findings_interval, self._window / MAX_POINTS)
+        self.window = max(settings.anomaly_window, settings.bottleneck_for + 2 * settings.findings_interval)
+        """Seconds each cycle reads: the anomaly band, and at least the saturation's hold."""
+        self.step = max(settings.findings_interval, self.window / MAX_POINTS)
+        """Seconds between the points of a cycle's series (each point aggregates its step)."""
         self.bottlenecks: Episodes[tuple[str, _Key]] = Episodes()
         self.anomalies: Episodes[tuple[str, _Key]] = Episodes()
         self._restored = False
@@ -192,7 +194,7 @@ class FindingsWatch:
                     EventKind.ANALYTICS_ANOMALY,
                     _subject(o.signal, labels),
                     f"{_who(o.signal, labels)}: {_MEASURES[o.signal]} {outlier.value:.4g}, outside its band"
-                    f" {outlier.median:.4g} ± {outlier.band:.4g} of the last {self._window:.0f} s",
+                    f" {outlier.median:.4g} ± {outlier.band:.4g} of the last {self.window:.0f} s",
                     {
                         "signal": o.signal,
                         "labels": labels,
@@ -200,7 +202,7 @@ class FindingsWatch:
                         "median": outlier.median,
                         "band": outlier.band,
                         "score": outlier.score if math.isfinite(outlier.score) else None,
-                        "window_seconds": self._window,
+                        "window_seconds": self.window,
                     },
                 )
             )
@@ -286,7 +288,7 @@ class FindingsWatch:
         self, series: n.SeriesName, aggregation: Aggregation, by: tuple[str, ...], at: float
     ) -> dict[_Key, Points] | None:
         """One signal's series over the window, keyed by their ``by`` labels; ``None`` if the query failed."""
-        query = MetricsQuery(Selector(series.name), self._window, aggregation, step=self._step, by=by, at=at)
+        query = MetricsQuery(Selector(series.name), self.window, aggregation, step=self.step, by=by, at=at)
         try:
             result = await self._reader().query(query)
         except MetricsUnavailable:
