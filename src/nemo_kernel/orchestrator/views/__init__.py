@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nemo_kernel.metrics import MetricsReader, MetricsUnavailable
+from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
 from nemo_kernel.orchestrator.views.clusters import ClusterViews, SandboxOf
 from nemo_kernel.orchestrator.views.gateway import GatewayViews
@@ -68,13 +69,16 @@ class Views:
         db: Database,
         sandbox_of: SandboxOf,
         directory: StoredKeyDirectory,
+        decisions: DecisionEngine | None = None,
         metrics: Callable[[], MetricsReader] = _no_metrics,
     ) -> None:
         """``sandbox_of`` tells how a cluster's running agent confines replicas (live, not stored); ``directory``
-        is the module key directory the bus verifies against; ``metrics`` returns the analytics engine's current
-        reader (without one, metrics views answer :class:`MetricsUnavailable`)."""
+        is the module key directory the bus verifies against; ``decisions`` is the engine placement uses, to
+        explain every node's verdict on request (an engine with the default weights if not given); ``metrics``
+        returns the analytics engine's current reader (without one, metrics views answer
+        :class:`MetricsUnavailable`)."""
         self.clusters = ClusterViews(db, sandbox_of)
         self.modules = ModuleViews(directory)
-        self.workloads = WorkloadViews(db)
+        self.workloads = WorkloadViews(db, decisions)
         self.gateway = GatewayViews(db)
         self.metrics = MetricsViews(metrics, self.workloads)
