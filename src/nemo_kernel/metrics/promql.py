@@ -27,6 +27,7 @@ __all__ = [
     "MAX_SELECTOR_CHARS",
     "across",
     "format_selector",
+    "grouping",
     "over_window",
     "parse_selector",
     "quote",
@@ -75,12 +76,12 @@ def to_promql(query: MetricsQuery) -> str:
         buckets = format_selector(Selector(sel.metric + "_bucket", sel.matchers))
         inner = f"rate({buckets}[{rng}])"
         if query.by is not None:
-            inner = f"sum by ({', '.join(('le', *query.by))}) ({inner})"
+            inner = f"sum by ({grouping(('le', *query.by))}) ({inner})"
         return f"histogram_quantile({_number(query.quantile)}, {inner})"
     expr = over_window(agg, format_selector(sel), rng, query.quantile)
     if query.by is None:
         return expr
-    return f"{across(agg)} by ({', '.join(query.by)}) ({expr})"
+    return f"{across(agg)} by ({grouping(query.by)}) ({expr})"
 
 
 def over_window(agg: Aggregation, selector: str, rng: str, quantile: float | None = None) -> str:
@@ -92,17 +93,39 @@ def over_window(agg: Aggregation, selector: str, rng: str, quantile: float | Non
     return f"{_OVER_TIME[agg]}({selector}[{rng}])"
 
 
+def grouping(labels: tuple[str, ...]) -> str:
+    """The labels of a ``by (...)`` clause, checked to be label names (a ``ValueError`` names one that is not)."""
+    for label in labels:
+        _check_label(label, "by")
+    return ", ".join(labels)
+
+
 def across(agg: Aggregation) -> str:
     """The PromQL aggregation combining series of ``agg`` across a ``by`` grouping."""
     return _ACROSS[agg]
 
 
 def format_selector(selector: Selector) -> str:
-    """``selector`` as PromQL text: ``metric`` or ``metric{label="value",...}`` with values escaped."""
+    """``selector`` as PromQL text: ``metric`` or ``metric{label="value",...}`` with values escaped.
+
+    Names are checked (a ``ValueError`` otherwise), so that a selector built in code can never write PromQL
+    that says more than a selector. A selector without a metric name (``/federate``'s) is written ``{...}``.
+    """
+    if selector.metric and METRIC_NAME.fullmatch(selector.metric) is None:
+        raise ValueError(f"selector: {selector.metric!r} is not a metric name")
+    for m in selector.matchers:
+        _check_label(m.label, "selector")
     if not selector.matchers:
+        if not selector.metric:
+            raise ValueError("selector: a metric name or a matcher is required")
         return selector.metric
     inner = ",".join(f"{m.label}{m.op.value}{quote(m.value)}" for m in selector.matchers)
     return f"{selector.metric}{{{inner}}}"
+
+
+def _check_label(label: str, where: str) -> None:
+    if LABEL_NAME.fullmatch(label) is None:
+        raise ValueError(f"{where}: {label!r} is not a label name")
 
 
 def quote(value: str) -> str:
@@ -243,10 +266,15 @@ class _Reader:
         raise self.fail(f"unknown escape \\{c}" if c else "unterminated escape", at)
 
 
-def parse_selector(text: str) -> Selector:
+def parse_selector(text: str, *, require_metric: bool = True) -> Selector:
     """The :class:`Selector` written as ``text`` (``name``, ``name{l="v",l2=~"re",l3!="x",l4!~"re"}``, or
     ``{__name__="name",...}``); :class:`ValueError` naming the problem (unknown function, bad label, bad regular
-    expression, unterminated string, too long, ...) otherwise. The whole text must be the selector."""
+    expression, unterminated string, too long, ...) otherwise. The whole text must be the selector.
+
+    With ``require_metric=False`` (``/federate``'s ``match[]``), a selector may go without a metric name, as in
+    PromQL: ``{job="x"}`` or ``{__name__=~"nemo_.*"}`` (``metric`` is then ``""`` and a ``__name__`` matcher stays
+    among the matchers), provided one matcher does not match the empty string.
+    """
     if len(text) > MAX_SELECTOR_CHARS:
         raise ValueError(f"selector: longer than {MAX_SELECTOR_CHARS} characters")
     r = _Reader(text)
@@ -269,16 +297,29 @@ def parse_selector(text: str) -> Selector:
         rest = {"[": "a range ([...])", "(": "a function call"}.get(r.peek(), repr(text[r.pos : r.pos + 20]))
         raise r.fail(f"unexpected {rest} after the selector (only name{{matchers}} is accepted)")
     names = [m for m in matchers if m.label == "__name__"]
-    if names:
-        if metric is not None or len(names) > 1 or names[0].op is not MatchOp.EQ:
-            raise ValueError("selector: __name__ may only be given once, with '=', and not besides a metric name")
+    if metric is not None and names:
+        raise ValueError("selector: the metric name is given twice (before '{' and as __name__)")
+    if len(names) == 1 and names[0].op is MatchOp.EQ:
         metric = names[0].value
         matchers = [m for m in matchers if m.label != "__name__"]
-    if metric is None:
-        raise ValueError("selector: a metric name is required")
-    if METRIC_NAME.fullmatch(metric) is None:
-        raise ValueError(f"selector: {metric!r} is not a metric name")
-    return Selector(metric, tuple(matchers))
+    if metric is not None:
+        if METRIC_NAME.fullmatch(metric) is None:
+            raise ValueError(f"selector: {metric!r} is not a metric name")
+        return Selector(metric, tuple(matchers))
+    if require_metric:
+        raise ValueError('selector: a metric name is required (name{...} or {__name__="name"})')
+    if all(_matches_empty(m) for m in matchers):
+        raise ValueError("selector: needs a metric name or a matcher that does not match the empty string")
+    return Selector("", tuple(matchers))
+
+
+def _matches_empty(m: Matcher) -> bool:
+    if m.op is MatchOp.EQ:
+        return m.value == ""
+    if m.op is MatchOp.NE:
+        return m.value != ""
+    found = re.fullmatch(m.value, "") is not None
+    return found if m.op is MatchOp.RE else not found
 
 
 def _matchers(r: _Reader) -> list[Matcher]:
