@@ -62,6 +62,7 @@ RULES: Mapping[str, ResourceRule] = MappingProxyType(
         "security": ResourceRule(read=VIEWER, write=ADMIN),
         "workloads": ResourceRule(read=VIEWER, write=OPERATOR),
         "migrations": ResourceRule(read=VIEWER, write=OPERATOR),
+        "metrics": ResourceRule(read=VIEWER, write=ADMIN),
         "petitions": ResourceRule(read=VIEWER, write=OPERATOR),
         "slas": ResourceRule(read=VIEWER, write=OPERATOR),
         "violations": ResourceRule(read=VIEWER, write=OPERATOR),

@@ -165,6 +165,22 @@ class Settings(BaseSettings):
         default=60.0, ge=1, le=3600, description="seconds between writes of finished rollups to the database"
     )
 
+    # Findings of the analytics engine (metrics.findings, orchestrator.findings).
+    findings_interval: float = Field(
+        default=15.0, ge=1, le=3600, allow_inf_nan=False, description="seconds between looks for bottlenecks"
+    )
+    bottleneck_for: float = Field(
+        default=60.0, ge=1, le=86400, allow_inf_nan=False, description="seconds at or above the threshold"
+    )
+    bottleneck_threshold: float = Field(
+        default=0.9, gt=0, le=10, allow_inf_nan=False, description="share of a node's capacity, of a replica's request"
+    )
+    # 20 minutes: 80 points at the default interval. Every cycle reads the whole window of every watched series
+    # (benchmarks/bench_findings.py), so a longer band costs in proportion.
+    anomaly_window: float = Field(
+        default=1200.0, ge=60, le=7 * 86400, allow_inf_nan=False, description="seconds of the band an anomaly leaves"
+    )
+
     # The weights of the placement criteria: one JSON mapping, NEMO_WEIGHTS='{"cost": 2, "carbon": 1}'. The three
     # variables before it are still read (an entry each); they are validated with it, in ``_weights``.
     weight_cost: float | None = Field(default=None, ge=0, le=1000, allow_inf_nan=False, description="see weights")

@@ -66,6 +66,11 @@ class EventKind(StrEnum):
     SLA_TERMINATED = "sla.terminated"  # deleted: no longer evaluated; its history stays
     SLA_ACTION = "sla.action"  # the closed loop acted on an SLA (audit record in sla_actions)
 
+    # Findings of the analytics engine (metrics.findings), on the workload of a replica or the cluster of a node.
+    ANALYTICS_BOTTLENECK = "analytics.bottleneck"  # CPU or memory at or above the threshold for NEMO_BOTTLENECK_FOR
+    ANALYTICS_BOTTLENECK_CLEARED = "analytics.bottleneck_cleared"  # that episode ended
+    ANALYTICS_ANOMALY = "analytics.anomaly"  # a series far outside its recent band (once per episode)
+
     REACTION_FAILED = "reaction.failed"  # a reaction gave up on an event after its retries: recorded, the loop goes on
 
     @classmethod

@@ -25,6 +25,7 @@ from nemo_kernel.metrics import HOUR, MINUTE, EmbeddedMetrics, MetricSink, Metri
 from nemo_kernel.orchestrator.collect import MetricsCollector
 from nemo_kernel.orchestrator.commands import Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
+from nemo_kernel.orchestrator.findings import FindingsWatch
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
@@ -100,7 +101,13 @@ class ControlPlane:
         self.commands = Commands(
             self.db, self.wake, intake=self.intake, directory=self.directory, carbon_roots=settings.carbon_data_roots
         )
-        self.views = Views(self.db, self.resources.sandbox_of, self.directory, self.engine.schedule.decisions)
+        self.views = Views(
+            self.db,
+            self.resources.sandbox_of,
+            self.directory,
+            self.engine.schedule.decisions,
+            metrics=lambda: self.metrics,
+        )
         # The analytics engine: the embedded store takes every sample; queries go to ``metrics``, the embedded
         # store unless a Prometheus reader replaces it (NEMO_PROMETHEUS_URL).
         self.metrics_store = EmbeddedMetrics(
@@ -121,6 +128,8 @@ class ControlPlane:
             if settings.metrics_interval > 0
             else None
         )
+        # Bottlenecks and anomalies in what the analytics engine holds, recorded as analytics.* events.
+        self.findings = FindingsWatch(self.db, lambda: self.metrics, settings)
         # Link probes measure every cluster's links into the store (or the sink a test gives).
         self.link_probes = LinkProber(self.resources, link_sink if link_sink is not None else self.metrics_store)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
@@ -147,6 +156,7 @@ class ControlPlane:
             asyncio.create_task(self.directory.keep_fresh(), name="key-directory"),
             asyncio.create_task(self._prune_loop(), name="seen-messages"),
             asyncio.create_task(self._reaction_loop(ReactionDispatcher(self.db, reactions)), name="reactions"),
+            asyncio.create_task(self.findings.run(), name="findings"),
             asyncio.create_task(self._metrics_loop(), name="metrics-history"),
             asyncio.create_task(self.link_probes.run(), name="link-probes"),
         ]
