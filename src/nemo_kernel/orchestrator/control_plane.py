@@ -21,6 +21,7 @@ from nemo_kernel.bus import (
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
+from nemo_kernel.metrics.prometheus import PrometheusReader
 from nemo_kernel.orchestrator.commands import Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
@@ -57,6 +58,13 @@ def _bus_for(settings: Settings, directory: StoredKeyDirectory) -> Bus:
     return RabbitMqBus(settings.bus_url, tls=tls)
 
 
+def _prometheus_for(settings: Settings) -> PrometheusReader | None:
+    """The Prometheus that answers the analytics engine's queries when ``NEMO_PROMETHEUS_URL`` is set."""
+    if not settings.prometheus_url:
+        return None
+    return PrometheusReader(settings.prometheus_url, settings.prometheus_timeout)
+
+
 class ControlPlane:
     """Everything ``nemo up`` runs besides the HTTP server."""
 
@@ -91,6 +99,8 @@ class ControlPlane:
         # The front door: every state change (API, bus petitions, web) is a command, every read a view.
         self.commands = Commands(self.db, self.wake, intake=self.intake, directory=self.directory)
         self.views = Views(self.db, self.resources.sandbox_of, self.directory)
+        # Queries go to Prometheus when it is configured; the embedded store keeps collecting either way.
+        self.prometheus = _prometheus_for(settings)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,5 +214,7 @@ class ControlPlane:
         if self._subscription is not None:
             await self._subscription.cancel()
         await self.resources.close()
+        if self.prometheus is not None:
+            await self.prometheus.aclose()
         await self.bus.close()
         await asyncio.to_thread(self.db.dispose)
