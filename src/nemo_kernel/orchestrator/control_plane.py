@@ -21,6 +21,7 @@ from nemo_kernel.bus import (
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
+from nemo_kernel.metrics import EmbeddedMetrics, MetricsReader
 from nemo_kernel.metrics.prometheus import PrometheusReader
 from nemo_kernel.orchestrator.commands import Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
@@ -99,8 +100,15 @@ class ControlPlane:
         # The front door: every state change (API, bus petitions, web) is a command, every read a view.
         self.commands = Commands(self.db, self.wake, intake=self.intake, directory=self.directory)
         self.views = Views(self.db, self.resources.sandbox_of, self.directory)
-        # Queries go to Prometheus when it is configured; the embedded store keeps collecting either way.
+        # The analytics engine: the embedded store takes every sample; queries go to ``metrics``, the embedded
+        # store unless a Prometheus reader replaces it (NEMO_PROMETHEUS_URL).
+        self.metrics_store = EmbeddedMetrics(
+            raw_retention=settings.metrics_raw_retention,
+            max_series=settings.metrics_max_series,
+            max_samples_per_series=settings.metrics_raw_max_samples,
+        )
         self.prometheus = _prometheus_for(settings)
+        self.metrics: MetricsReader = self.prometheus or self.metrics_store
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
