@@ -51,7 +51,8 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0, eve
 class PrometheusServer:
     """One Prometheus process: ``url``, ``write_config``/``reload``, ``query``; stopped by :meth:`stop`."""
 
-    def __init__(self, root: Path, config: Mapping[str, Any]) -> None:
+    def __init__(self, root: Path, config: Mapping[str, Any], data: Path | None = None) -> None:
+        """Start Prometheus with ``config``, storing in ``data`` (default ``root/data``; a backfilled folder)."""
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.port = free_port()
@@ -63,7 +64,7 @@ class PrometheusServer:
             [
                 PROMETHEUS,
                 f"--config.file={self.config_file}",
-                f"--storage.tsdb.path={root / 'data'}",
+                f"--storage.tsdb.path={data or root / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--web.enable-lifecycle",
                 "--log.level=warn",
@@ -150,9 +151,9 @@ class Exporter:
 
 
 @contextmanager
-def running_prometheus(root: Path, config: Mapping[str, Any]) -> Iterator[PrometheusServer]:
+def running_prometheus(root: Path, config: Mapping[str, Any], data: Path | None = None) -> Iterator[PrometheusServer]:
     """A Prometheus for the duration of the block."""
-    server = PrometheusServer(root, config)
+    server = PrometheusServer(root, config, data)
     try:
         yield server
     finally:

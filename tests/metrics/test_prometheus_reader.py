@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.metrics.prometheus_server import Exporter, PrometheusServer, free_port, running_prometheus, scrape_job
 
 from nemo_kernel.metrics.model import (
     Aggregation,
@@ -19,6 +18,7 @@ from nemo_kernel.metrics.model import (
     Selector,
 )
 from nemo_kernel.metrics.prometheus import PrometheusReader
+from tests.metrics.prometheus_server import Exporter, PrometheusServer, free_port, running_prometheus, scrape_job
 
 DEMO = "demo-v1-0-a1b2c3"  # a replica of workload "demo", named as NEMO names replicas
 SOLO = "solo-v2-1-ffffff"
