@@ -102,8 +102,8 @@ def test_a_selector_written_back_reads_the_same(selector: Selector) -> None:
         ("", "empty selector"),
         ("9m", "expected a metric name"),
         ('{a="1"}', "a metric name is required"),
-        ('m{__name__="n"}', "__name__ may only be given once"),
-        ('{__name__=~"n.*"}', "__name__ may only be given once"),
+        ('m{__name__="n"}', "the metric name is given twice"),
+        ('{__name__=~"n.*"}', "a metric name is required"),
         ('{__name__="9x"}', "is not a metric name"),
         ("m\n", None),
     ],
@@ -115,6 +115,19 @@ def test_bad_selector_text_is_refused_naming_the_problem(text: str, names: str |
     with pytest.raises(ValueError, match="selector: ") as err:
         parse_selector(text)
     assert names in str(err.value)
+
+
+def test_federation_selectors_may_go_without_a_metric_name() -> None:
+    assert parse_selector('{__name__=~"nemo_.+"}', require_metric=False) == Selector(
+        "", (Matcher("__name__", MatchOp.RE, "nemo_.+"),)
+    )
+    assert parse_selector('{job="a",x=""}', require_metric=False) == Selector(
+        "", (Matcher("job", MatchOp.EQ, "a"), Matcher("x", MatchOp.EQ, ""))
+    )
+    assert parse_selector('{__name__="up"}', require_metric=False) == Selector("up")
+    for empty in ('{job=~".*"}', '{job=""}', '{job!="x"}', "{}", '{a!~"x"}'):
+        with pytest.raises(ValueError, match="a matcher that does not match the empty string"):
+            parse_selector(empty, require_metric=False)
 
 
 def test_selectors_are_bounded() -> None:

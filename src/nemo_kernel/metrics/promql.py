@@ -243,10 +243,15 @@ class _Reader:
         raise self.fail(f"unknown escape \\{c}" if c else "unterminated escape", at)
 
 
-def parse_selector(text: str) -> Selector:
+def parse_selector(text: str, *, require_metric: bool = True) -> Selector:
     """The :class:`Selector` written as ``text`` (``name``, ``name{l="v",l2=~"re",l3!="x",l4!~"re"}``, or
     ``{__name__="name",...}``); :class:`ValueError` naming the problem (unknown function, bad label, bad regular
-    expression, unterminated string, too long, ...) otherwise. The whole text must be the selector."""
+    expression, unterminated string, too long, ...) otherwise. The whole text must be the selector.
+
+    With ``require_metric=False`` (``/federate``'s ``match[]``), a selector may go without a metric name, as in
+    PromQL: ``{job="x"}`` or ``{__name__=~"nemo_.*"}`` (``metric`` is then ``""`` and a ``__name__`` matcher stays
+    among the matchers), provided one matcher does not match the empty string.
+    """
     if len(text) > MAX_SELECTOR_CHARS:
         raise ValueError(f"selector: longer than {MAX_SELECTOR_CHARS} characters")
     r = _Reader(text)
@@ -269,16 +274,29 @@ def parse_selector(text: str) -> Selector:
         rest = {"[": "a range ([...])", "(": "a function call"}.get(r.peek(), repr(text[r.pos : r.pos + 20]))
         raise r.fail(f"unexpected {rest} after the selector (only name{{matchers}} is accepted)")
     names = [m for m in matchers if m.label == "__name__"]
-    if names:
-        if metric is not None or len(names) > 1 or names[0].op is not MatchOp.EQ:
-            raise ValueError("selector: __name__ may only be given once, with '=', and not besides a metric name")
+    if metric is not None and names:
+        raise ValueError("selector: the metric name is given twice (before '{' and as __name__)")
+    if len(names) == 1 and names[0].op is MatchOp.EQ:
         metric = names[0].value
         matchers = [m for m in matchers if m.label != "__name__"]
-    if metric is None:
-        raise ValueError("selector: a metric name is required")
-    if METRIC_NAME.fullmatch(metric) is None:
-        raise ValueError(f"selector: {metric!r} is not a metric name")
-    return Selector(metric, tuple(matchers))
+    if metric is not None:
+        if METRIC_NAME.fullmatch(metric) is None:
+            raise ValueError(f"selector: {metric!r} is not a metric name")
+        return Selector(metric, tuple(matchers))
+    if require_metric:
+        raise ValueError('selector: a metric name is required (name{...} or {__name__="name"})')
+    if all(_matches_empty(m) for m in matchers):
+        raise ValueError("selector: needs a metric name or a matcher that does not match the empty string")
+    return Selector("", tuple(matchers))
+
+
+def _matches_empty(m: Matcher) -> bool:
+    if m.op is MatchOp.EQ:
+        return m.value == ""
+    if m.op is MatchOp.NE:
+        return m.value != ""
+    found = re.fullmatch(m.value, "") is not None
+    return found if m.op is MatchOp.RE else not found
 
 
 def _matchers(r: _Reader) -> list[Matcher]:
