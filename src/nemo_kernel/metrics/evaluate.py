@@ -14,8 +14,16 @@ from typing import Protocol
 
 import numpy as np
 
-from nemo_kernel.metrics.functions import Times, Values, bucket_quantile, extrapolated_rate, quantile
+from nemo_kernel.metrics.functions import (
+    Times,
+    Values,
+    bucket_quantile,
+    counter_increase,
+    extrapolated_rate,
+    quantile,
+)
 from nemo_kernel.metrics.model import Aggregation, MetricsQuery, Series
+from nemo_kernel.metrics.rollups import History
 
 
 class Windowed(Protocol):
@@ -49,12 +57,56 @@ def over_window(agg: Aggregation, q: float | None, times: Times, values: Values,
     return float(real.max() if agg is Aggregation.MAX else real.min())
 
 
+def over_history(
+    agg: Aggregation,
+    q: float | None,
+    history: History,
+    times: Times,
+    values: Values,
+    start: int,
+    end: int,
+) -> float | None:
+    """``agg`` over a window that reaches back into rollups: the buckets wholly inside it, plus the raw samples.
+
+    Exact for count-based answers (avg, sum, min, max, last); ``rate`` is the buckets' increase plus the raw one
+    over the window, without extrapolation; ``quantile`` ranks the raw values with one value (the mean) per bucket.
+    """
+    sl = history.within(start, end)
+    if sl.start == sl.stop:
+        return over_window(agg, q, times, values, start, end)
+    cut = int(np.searchsorted(times, history.raw_from, side="left"))
+    times, values = times[cut:], values[cut:]
+    if agg in (Aggregation.RATE, Aggregation.HISTOGRAM_QUANTILE):
+        before = float(history.lasts[sl][-1])
+        total = float(history.incs[sl].sum()) + counter_increase(values, before if len(values) else None)
+        return total / ((end - start) / 1000.0)
+    if agg is Aggregation.LAST:
+        return float(values[-1]) if len(values) else float(history.lasts[sl][-1])
+    if agg is Aggregation.SUM:
+        return float(history.sums[sl].sum() + values.sum())
+    if agg is Aggregation.AVG:
+        return float((history.sums[sl].sum() + values.sum()) / (history.counts[sl].sum() + len(values)))
+    if agg is Aggregation.QUANTILE:
+        means = history.sums[sl] / history.counts[sl]
+        return quantile(q if q is not None else math.nan, np.concatenate((means, values)))
+    extremes = np.concatenate((history.maxs[sl] if agg is Aggregation.MAX else history.mins[sl], values))
+    real = extremes[~np.isnan(extremes)]
+    if len(real) == 0:
+        return math.nan
+    return float(real.max() if agg is Aggregation.MAX else real.min())
+
+
 @dataclass(frozen=True, slots=True)
 class Grid:
     """The evaluation times of a query (ms) and the range each one looks back over (ms)."""
 
     times: Sequence[int]
     range_ms: int
+
+    @property
+    def earliest(self) -> int:
+        """The start of the first window (ms)."""
+        return self.times[0] - self.range_ms if self.times else 0
 
     @classmethod
     def of(cls, query: MetricsQuery, now: float) -> Grid:

@@ -17,7 +17,7 @@ _INITIAL = 16  # samples a new series has room for: most series are scraped ever
 class RawSeries:
     """The recent samples of one series (``name`` + ``labels``) and how far they were rolled up."""
 
-    __slots__ = ("_times", "_values", "labels", "last", "n", "name", "rolled_until")
+    __slots__ = ("_times", "_values", "labels", "last", "n", "name", "rolled_until", "rolled_value")
 
     def __init__(self, name: str, labels: dict[str, str]) -> None:
         self.name = name
@@ -27,6 +27,7 @@ class RawSeries:
         self.n = 0
         self.last = -(1 << 62)  # ms of the newest sample (a plain int: read on every append)
         self.rolled_until = -(1 << 62)  # ms: samples before this were written to the rollups
+        self.rolled_value = float("nan")  # the last sample rolled up (a counter's increase continues from it)
 
     @property
     def times(self) -> Times:
@@ -61,6 +62,10 @@ class RawSeries:
         self.last = t
         return True
 
+    def update_last(self, v: float) -> None:
+        """Change the newest sample's value (a counter of this process counted again in the same millisecond)."""
+        self._values[self.n - 1] = v
+
     def _make_room(self, keep_from: int, max_samples: int) -> None:
         n = self.n
         old = int(np.searchsorted(self._times[:n], keep_from, side="left"))
@@ -91,6 +96,13 @@ class RawSeries:
         if size > _INITIAL and self.n < size // 4:
             self._times = self._times[: max(self.n * 2, _INITIAL)].copy()
             self._values = self._values[: max(self.n * 2, _INITIAL)].copy()
+
+    def since(self, start: int, end: int) -> tuple[Times, Values]:
+        """The samples with ``start <= t < end`` (ms)."""
+        times = self._times[: self.n]
+        lo = int(np.searchsorted(times, start, side="left"))
+        hi = int(np.searchsorted(times, end, side="left"))
+        return times[lo:hi], self._values[lo:hi]
 
     def window(self, start: int, end: int) -> tuple[Times, Values]:
         """The samples with ``start <= t <= end`` (ms): Prometheus 2.x range selectors are closed at both ends."""
