@@ -65,6 +65,9 @@ RULES: Mapping[str, ResourceRule] = MappingProxyType(
         "petitions": ResourceRule(read=VIEWER, write=OPERATOR),
         "slas": ResourceRule(read=VIEWER, write=OPERATOR),
         "violations": ResourceRule(read=VIEWER, write=OPERATOR),
+        # Outside /api/v1: the series NEMO collects, for Prometheus (/metrics with a token, /federate).
+        "metrics": ResourceRule(read=VIEWER, write=ADMIN),
+        "federate": ResourceRule(read=VIEWER, write=ADMIN),
     }
 )
 
