@@ -55,6 +55,7 @@ def readyz(plane: Plane) -> dict[str, object]:
         401: ERRORS[401],
         403: ERRORS[403],
     },
+    openapi_extra={"security": [{}, {"HTTPBearer": []}]},  # the token is optional here
 )
 async def metrics(request: Request, plane: Plane) -> Response:
     """Prometheus exposition: the process' own counters (bus, API) to anyone, as always; with a viewer token,
@@ -79,6 +80,7 @@ async def metrics(request: Request, plane: Plane) -> Response:
         401: ERRORS[401],
         403: ERRORS[403],
     },
+    openapi_extra={"security": [{"HTTPBearer": []}]},
 )
 async def federate(request: Request, plane: Plane) -> Response:
     """Prometheus federation (``match[]`` selectors, several allowed): the newest sample of each selected series of
