@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from nemo_kernel.metrics.model import Aggregation, Matcher, MatchOp, MetricsQuery, Selector
@@ -136,3 +138,23 @@ def test_selectors_are_bounded() -> None:
     many = ",".join(f'l{i}="v"' for i in range(MAX_MATCHERS + 1))
     with pytest.raises(ValueError, match=f"more than {MAX_MATCHERS} label matchers"):
         parse_selector(f"m{{{many}}}")
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        (
+            MetricsQuery(Selector("m"), 60, Aggregation.SUM, by=("a) or vector(1",)),
+            "by: 'a) or vector(1' is not a label",
+        ),
+        (MetricsQuery(Selector("m) or vector(1"), 60), "'m) or vector(1' is not a metric name"),
+        (MetricsQuery(Selector("m", (Matcher('a=~".*"} or x{b', MatchOp.EQ, "v"),)), 60), "is not a label name"),
+    ],
+)
+def test_names_built_in_code_never_reach_promql_unchecked(query: MetricsQuery, says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        to_promql(query)
+
+
+def test_a_selector_without_a_name_is_written_as_prometheus_writes_it() -> None:
+    assert format_selector(Selector("", (Matcher("__name__", MatchOp.RE, "nemo_.+"),))) == '{__name__=~"nemo_.+"}'

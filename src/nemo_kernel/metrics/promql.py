@@ -71,6 +71,8 @@ def to_promql(query: MetricsQuery) -> str:
     sel = query.selector
     rng = range_duration(query.window if query.step is None else query.step)
     agg = query.aggregation
+    for label in query.by or ():
+        _check_label(label, "by")
     if agg is Aggregation.HISTOGRAM_QUANTILE:
         buckets = format_selector(Selector(sel.metric + "_bucket", sel.matchers))
         inner = f"rate({buckets}[{rng}])"
@@ -98,11 +100,26 @@ def across(agg: Aggregation) -> str:
 
 
 def format_selector(selector: Selector) -> str:
-    """``selector`` as PromQL text: ``metric`` or ``metric{label="value",...}`` with values escaped."""
+    """``selector`` as PromQL text: ``metric`` or ``metric{label="value",...}`` with values escaped.
+
+    Names are checked (a ``ValueError`` otherwise), so that a selector built in code can never write PromQL
+    that says more than a selector. A selector without a metric name (``/federate``'s) is written ``{...}``.
+    """
+    if selector.metric and METRIC_NAME.fullmatch(selector.metric) is None:
+        raise ValueError(f"selector: {selector.metric!r} is not a metric name")
+    for m in selector.matchers:
+        _check_label(m.label, "selector")
     if not selector.matchers:
+        if not selector.metric:
+            raise ValueError("selector: a metric name or a matcher is required")
         return selector.metric
     inner = ",".join(f"{m.label}{m.op.value}{quote(m.value)}" for m in selector.matchers)
     return f"{selector.metric}{{{inner}}}"
+
+
+def _check_label(label: str, where: str) -> None:
+    if LABEL_NAME.fullmatch(label) is None:
+        raise ValueError(f"{where}: {label!r} is not a label name")
 
 
 def quote(value: str) -> str:
