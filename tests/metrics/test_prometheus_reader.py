@@ -176,3 +176,11 @@ def test_a_meter_never_answers_what_it_cannot_measure() -> None:
     last_power = MetricsQuery(Selector("nemo_replica_power_watts"), 60, Aggregation.LAST)
     assert [metered_promql(cpu, m) for m in METERS] == [None, None, None]
     assert [metered_promql(last_power, m) is None for m in METERS] == [True, True, False]
+
+
+def test_a_meter_checks_the_grouping_labels_too() -> None:
+    from nemo_kernel.metrics.meters import KEPLER, metered_promql
+
+    energy = Selector("nemo_replica_energy_joules_total")
+    with pytest.raises(ValueError, match="is not a label name"):
+        metered_promql(MetricsQuery(energy, 60, Aggregation.RATE, by=("a) or vector(1",)), KEPLER)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from nemo_kernel.metrics import names
 from nemo_kernel.metrics.model import Aggregation, Matcher, MatchOp, MetricsQuery, Selector
-from nemo_kernel.metrics.promql import across, format_selector, over_window, quote, range_duration
+from nemo_kernel.metrics.promql import across, format_selector, grouping, over_window, quote, range_duration
 
 __all__ = ["METERS", "REPLICA_SUFFIX", "Meter", "metered_promql"]
 
@@ -89,7 +89,7 @@ def metered_promql(query: MetricsQuery, meter: Meter) -> str | None:
     labelled = _with_nemo_labels(inner, meter)
     if query.by is None:
         return labelled
-    return f"{across(across_as)} by ({', '.join(query.by)}) ({labelled})"
+    return f"{across(across_as)} by ({grouping(query.by)}) ({labelled})"
 
 
 _GAUGE_FUNCTIONS = frozenset(

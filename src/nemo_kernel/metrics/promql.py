@@ -27,6 +27,7 @@ __all__ = [
     "MAX_SELECTOR_CHARS",
     "across",
     "format_selector",
+    "grouping",
     "over_window",
     "parse_selector",
     "quote",
@@ -71,18 +72,16 @@ def to_promql(query: MetricsQuery) -> str:
     sel = query.selector
     rng = range_duration(query.window if query.step is None else query.step)
     agg = query.aggregation
-    for label in query.by or ():
-        _check_label(label, "by")
     if agg is Aggregation.HISTOGRAM_QUANTILE:
         buckets = format_selector(Selector(sel.metric + "_bucket", sel.matchers))
         inner = f"rate({buckets}[{rng}])"
         if query.by is not None:
-            inner = f"sum by ({', '.join(('le', *query.by))}) ({inner})"
+            inner = f"sum by ({grouping(('le', *query.by))}) ({inner})"
         return f"histogram_quantile({_number(query.quantile)}, {inner})"
     expr = over_window(agg, format_selector(sel), rng, query.quantile)
     if query.by is None:
         return expr
-    return f"{across(agg)} by ({', '.join(query.by)}) ({expr})"
+    return f"{across(agg)} by ({grouping(query.by)}) ({expr})"
 
 
 def over_window(agg: Aggregation, selector: str, rng: str, quantile: float | None = None) -> str:
@@ -92,6 +91,13 @@ def over_window(agg: Aggregation, selector: str, rng: str, quantile: float | Non
     if agg is Aggregation.QUANTILE:
         return f"quantile_over_time({_number(quantile)}, {selector}[{rng}])"
     return f"{_OVER_TIME[agg]}({selector}[{rng}])"
+
+
+def grouping(labels: tuple[str, ...]) -> str:
+    """The labels of a ``by (...)`` clause, checked to be label names (a ``ValueError`` names one that is not)."""
+    for label in labels:
+        _check_label(label, "by")
+    return ", ".join(labels)
 
 
 def across(agg: Aggregation) -> str:
