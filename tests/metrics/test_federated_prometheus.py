@@ -12,11 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from nemo_kernel.metrics.model import Aggregation, MetricsQuery, QueryResult
 from nemo_kernel.metrics.prometheus import PrometheusReader
 from nemo_kernel.metrics.promql import parse_selector
 from tests.metrics.monitored_stack import CLUSTERS, MonitoredStack
+from tests.metrics.prometheus_server import running_prometheus, wait_for
 from tests.stack import ROOT
 
 pytest.importorskip("nemo_kernel.orchestrator.collect", reason="needs the collector (issue 10, collection)")
@@ -96,8 +98,6 @@ def test_every_grafana_panel_returns_data(monitored: MonitoredStack, title: str,
 
 
 def test_grafana_provisioning_names_the_dashboard_s_datasource() -> None:
-    import yaml
-
     provisioning = ROOT / "deploy" / "grafana" / "provisioning"
     (source,) = yaml.safe_load((provisioning / "datasources" / "nemo.yaml").read_text())["datasources"]
     dashboard = json.loads(DASHBOARD.read_text())
@@ -106,3 +106,27 @@ def test_grafana_provisioning_names_the_dashboard_s_datasource() -> None:
     (provider,) = yaml.safe_load((provisioning / "dashboards" / "nemo.yaml").read_text())["providers"]
     assert provider["type"] == "file"
     assert httpx.URL(source["url"].replace("${NEMO_PROMETHEUS_URL}", "http://prometheus:9090")).port == 9090
+
+
+def test_the_single_layout_reads_every_series_from_the_control_plane(
+    monitored: MonitoredStack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    root = tmp_path_factory.mktemp("single")
+    out = monitored.stack.cli(
+        "monitoring", "prometheus-config", "--secrets-dir", str(root / "secrets"), "--interval", "1s"
+    ).stdout
+    with running_prometheus(root / "prometheus", yaml.safe_load(out)) as single:
+        # Through the control plane's /metrics with the viewer client's token: every cluster's nodes ...
+        wait_for(
+            lambda: (
+                {n["metric"]["cluster"] for n in single.query('nemo_node_cpu_cores{job="nemo-control-plane"}')}
+                == set(CLUSTERS)
+            ),
+            "every cluster's nodes through the control plane's /metrics",
+            timeout=60,
+        )
+        # ... and the gateway's per-workload series once, not a second time from the gateway's own page.
+        monitored.traffic(ok=3, refused=0)
+        requests = single.wait_for_series('nemo_workload_requests_total{workload="demo"}', timeout=60)
+        assert {r["metric"]["job"] for r in requests} == {"nemo-control-plane"}
+        assert single.wait_for_series('nemo_gateway_requests_total{job="nemo-gateway"}', timeout=60)
