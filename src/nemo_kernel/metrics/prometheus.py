@@ -72,7 +72,7 @@ class PrometheusReader:
             params["time"] = f"{at:.3f}"
         else:
             path = "/api/v1/query_range"
-            params.update(start=f"{at - query.window:.3f}", end=f"{at:.3f}", step=f"{query.step:g}")
+            params.update(start=f"{at - query.window:.3f}", end=f"{at:.3f}", step=repr(float(query.step)))
         body = await self._get(path, params)
         data = body.get("data")
         if not isinstance(data, dict):
