@@ -62,10 +62,13 @@ RULES: Mapping[str, ResourceRule] = MappingProxyType(
         "security": ResourceRule(read=VIEWER, write=ADMIN),
         "workloads": ResourceRule(read=VIEWER, write=OPERATOR),
         "migrations": ResourceRule(read=VIEWER, write=OPERATOR),
-        "metrics": ResourceRule(read=VIEWER, write=ADMIN),
         "petitions": ResourceRule(read=VIEWER, write=OPERATOR),
         "slas": ResourceRule(read=VIEWER, write=OPERATOR),
         "violations": ResourceRule(read=VIEWER, write=OPERATOR),
+        # /api/v1/metrics (queries, top) and, outside /api/v1, the series NEMO collects for Prometheus
+        # (/metrics with a token, /federate): viewers read them.
+        "metrics": ResourceRule(read=VIEWER, write=ADMIN),
+        "federate": ResourceRule(read=VIEWER, write=ADMIN),
     }
 )
 

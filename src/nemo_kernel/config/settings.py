@@ -105,6 +105,16 @@ class Settings(BaseSettings):
     )
     oidc_introspection_cache_ttl: float = Field(default=10.0, ge=0, le=3600, description="seconds an answer is reused")
 
+    prometheus_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#@\s]+(/[^?#\s]*)?$",
+        description="Prometheus whose HTTP API answers the analytics engine's queries (PromQL) instead of the "
+        "embedded store, which keeps collecting; no credentials in the URL",
+    )
+    prometheus_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="seconds a query to Prometheus may take before it answers 503"
+    )
+
     heartbeat_interval: float = Field(default=1.0, ge=0.05, le=3600, description="seconds between cluster heartbeats")
     heartbeat_timeout: float = Field(
         default=6.0, gt=0, le=86400, description="silence after which a cluster is NotReady"

@@ -22,6 +22,7 @@ from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
 from nemo_kernel.metrics import HOUR, MINUTE, EmbeddedMetrics, MetricSink, MetricsReader
+from nemo_kernel.metrics.prometheus import PrometheusReader
 from nemo_kernel.orchestrator.collect import MetricsCollector
 from nemo_kernel.orchestrator.commands import Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
@@ -60,6 +61,13 @@ def _bus_for(settings: Settings, directory: StoredKeyDirectory) -> Bus:
     if settings.bus_ca_file is not None:
         tls = TlsConfig(settings.bus_ca_file, settings.bus_cert_file, settings.bus_key_file)
     return RabbitMqBus(settings.bus_url, tls=tls)
+
+
+def _prometheus_for(settings: Settings) -> PrometheusReader | None:
+    """The Prometheus that answers the analytics engine's queries when ``NEMO_PROMETHEUS_URL`` is set."""
+    if not settings.prometheus_url:
+        return None
+    return PrometheusReader(settings.prometheus_url, settings.prometheus_timeout)
 
 
 class ControlPlane:
@@ -116,7 +124,8 @@ class ControlPlane:
             max_samples_per_series=settings.metrics_raw_max_samples,
             rollups=DatabaseRollups(self.db),
         )
-        self.metrics: MetricsReader = self.metrics_store
+        self.prometheus = _prometheus_for(settings)
+        self.metrics: MetricsReader = self.prometheus or self.metrics_store
         # Every cluster's and the gateway's series, every NEMO_METRICS_INTERVAL seconds (0: none are collected).
         self.collector = (
             MetricsCollector(
@@ -282,5 +291,7 @@ class ControlPlane:
         if self._subscription is not None:
             await self._subscription.cancel()
         await self.resources.close()
+        if self.prometheus is not None:
+            await self.prometheus.aclose()
         await self.bus.close()
         await asyncio.to_thread(self.db.dispose)
