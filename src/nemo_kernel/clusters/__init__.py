@@ -1,6 +1,6 @@
 """Clusters: the ClusterDriver protocol, the providers that open drivers per kind, and optional capabilities.
 
-Drivers live in subpackages (``local`` now; ``sim`` and ``kubernetes`` later) and are reached only through
+Drivers live in subpackages (``local``, ``sim``; ``kubernetes`` later) and are reached only through
 :class:`DriverProviders` (``clusters.registry``), which imports a driver's module when a cluster of its kind
 first needs it; nothing outside this package imports a driver.
 """
@@ -18,6 +18,7 @@ from nemo_kernel.clusters.base import (
 from nemo_kernel.clusters.capabilities import (
     Link,
     SupportsCheckpoint,
+    SupportsFaultInjection,
     SupportsLinkEmulation,
     SupportsMetrics,
     SupportsStateHandoff,
@@ -39,6 +40,7 @@ __all__ = [
     "ReplicaSpec",
     "SupportsAgentPid",
     "SupportsCheckpoint",
+    "SupportsFaultInjection",
     "SupportsLinkEmulation",
     "SupportsMetrics",
     "SupportsStateHandoff",

@@ -9,6 +9,7 @@ from nemo_kernel.domain.cluster import (
     NodeStatus,
     PowerModel,
     Prices,
+    SimSettings,
     TeeType,
     Tier,
 )
@@ -24,6 +25,7 @@ from nemo_kernel.domain.common import (
 )
 from nemo_kernel.domain.documents import MAX_DEPTH, DocumentError, document_problem, load_document
 from nemo_kernel.domain.events import Event, EventKind
+from nemo_kernel.domain.faults import Fault, FaultKind, FaultSpec
 from nemo_kernel.domain.placement import (
     Assignment,
     CandidateVerdict,
@@ -73,6 +75,9 @@ __all__ = [
     "DriverKind",
     "Event",
     "EventKind",
+    "Fault",
+    "FaultKind",
+    "FaultSpec",
     "HealthCheck",
     "Isolation",
     "Labels",
@@ -93,6 +98,7 @@ __all__ = [
     "ReplicaStatus",
     "Resources",
     "Service",
+    "SimSettings",
     "Spec",
     "TeeChoice",
     "TeeType",
