@@ -112,7 +112,7 @@ class FaultCommands:
         with self._lock, self._db.transaction() as s:
             ended = 0
             if not self._recovered:
-                ended += _end_orphans(s, now)
+                ended += _end_orphans(s, now, {f.id for f in self._active.values()})
                 self._recovered = True
             for key, fault in list(self._active.items()):
                 if fault.ends_at <= now:
@@ -151,8 +151,8 @@ def _record_end(s: Session, fault: Fault, why: str) -> None:
     )
 
 
-def _end_orphans(s: Session, now: datetime) -> int:
-    """Record the end of faults started by an earlier process and never recorded as ended."""
+def _end_orphans(s: Session, now: datetime, ours: set[int]) -> int:
+    """Record the end of faults started by an earlier process (not in ``ours``) and never recorded as ended."""
     since = now - timedelta(seconds=MAX_FAULT_SECONDS)
     window = select(EventRow).where(EventRow.created_at >= since)
     started = list(s.scalars(window.where(EventRow.kind == EventKind.CLUSTER_FAULT_STARTED.value)))
@@ -162,7 +162,7 @@ def _end_orphans(s: Session, now: datetime) -> int:
     ended = {e.data.get("fault_id") for e in ended_rows}
     count = 0
     for row in started:
-        if row.id in ended:
+        if row.id in ended or row.id in ours:
             continue
         try:
             spec = FaultSpec.model_validate(row.data["fault"])
