@@ -21,6 +21,7 @@ from nemo_kernel.bus import (
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
+from nemo_kernel.metrics import EmbeddedMetrics, MetricsReader
 from nemo_kernel.orchestrator.commands import Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
@@ -94,6 +95,14 @@ class ControlPlane:
             self.db, self.wake, intake=self.intake, directory=self.directory, resources=self.resources
         )
         self.views = Views(self.db, self.resources.sandbox_of, self.directory)
+        # The analytics engine: the embedded store takes every sample; queries go to ``metrics``, the embedded
+        # store unless a Prometheus reader replaces it (NEMO_PROMETHEUS_URL).
+        self.metrics_store = EmbeddedMetrics(
+            raw_retention=settings.metrics_raw_retention,
+            max_series=settings.metrics_max_series,
+            max_samples_per_series=settings.metrics_raw_max_samples,
+        )
+        self.metrics: MetricsReader = self.metrics_store
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
