@@ -7,6 +7,7 @@ fault's end) instead of waiting.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from nemo_kernel.clusters import (
 )
 from nemo_kernel.clusters.sim import SimDriver, SimProvider
 from nemo_kernel.domain import ClusterSpec, FaultSpec, ReplicaPhase
-from nemo_kernel.metrics import names
+from nemo_kernel.metrics import Sample, names
 
 
 class Clock:
@@ -161,7 +162,13 @@ async def test_node_down_fails_its_replicas_and_they_restart_when_it_ends() -> N
     }
     power = {s.labels["node"]: s.value for s in await driver.scrape() if s.name == names.NODE_POWER.name}
     assert power["n0"] == 0.0
+
+    def energy(samples: Sequence[Sample]) -> float:
+        return next(s.value for s in samples if s.name == names.NODE_ENERGY.name and s.labels["node"] == "n0")
+
+    at_fault = energy(await driver.scrape())
     clock.now += 30.0
+    assert energy(await driver.scrape()) == at_fault  # a node that is down draws nothing
     report = await driver.status()
     assert all(n.ready for n in report.nodes)
     restarted = next(r for r in report.replicas if r.id == "web-v1-0")

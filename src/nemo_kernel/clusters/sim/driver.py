@@ -64,8 +64,8 @@ class SimDriver:
 
     async def remove_replica(self, replica_id: str) -> None:
         """Stop and forget the replica (unknown ids are fine)."""
-        await self._answer()
-        self._cluster.remove_replica(replica_id)
+        now = await self._answer()
+        self._cluster.remove_replica(replica_id, now)
 
     async def scrape(self) -> Sequence[Sample]:
         """The ``nemo_replica_*`` and ``nemo_node_*`` series of the cluster (usage, power, energy, CO2)."""

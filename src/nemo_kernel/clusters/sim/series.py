@@ -10,6 +10,7 @@ from nemo_kernel.metrics import Sample, names
 def cluster_samples(cluster: SimCluster, now: float) -> list[Sample]:
     """Every series of ``cluster`` at ``now`` (counters integrated up to it); the caller adds cluster labels."""
     cluster.advance(now)
+    cluster.integrate(now)
     seed = cluster.settings.seed
     out: list[Sample] = []
     used: dict[str, float] = dict.fromkeys(cluster.nodes, 0.0)

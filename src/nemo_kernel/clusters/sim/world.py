@@ -56,17 +56,30 @@ class SimReplica:
     energy_j: float = 0.0
     co2_g: float = 0.0
 
+    usage_period: int = -1  # the noise period ``usage`` was drawn for
+    usage: tuple[float, float] = (0.0, 0.0)  # share of the CPU and of the memory requested, in that period
+
+    def _shares(self, seed: int, now: float) -> tuple[float, float]:
+        period = int(now // NOISE_PERIOD_S)
+        if period != self.usage_period:  # drawn once per period: heartbeats of an idle fleet hash nothing
+            self.usage_period = period
+            self.usage = (
+                0.2 + 0.6 * unit(seed, self.id, "cpu", period),
+                0.5 + 0.4 * unit(seed, self.id, "mem", period),
+            )
+        return self.usage
+
     def cpu_rate(self, seed: int, now: float) -> float:
         """Cores used now: 20-80 % of the request, changing every noise period."""
         if self.phase is not ReplicaPhase.RUNNING:
             return 0.0
-        return self.cpu * (0.2 + 0.6 * unit(seed, self.id, "cpu", int(now // NOISE_PERIOD_S)))
+        return self.cpu * self._shares(seed, now)[0]
 
     def memory_bytes(self, seed: int, now: float) -> float:
         """Resident memory now: 50-90 % of the request."""
         if self.phase is not ReplicaPhase.RUNNING:
             return 0.0
-        return self.memory_mib * 2**20 * (0.5 + 0.4 * unit(seed, self.id, "mem", int(now // NOISE_PERIOD_S)))
+        return self.memory_mib * 2**20 * self._shares(seed, now)[1]
 
 
 @dataclass(slots=True)
@@ -123,14 +136,17 @@ class SimCluster:
         self._start(replica, now)
         self.revision += 1
 
-    def remove_replica(self, replica_id: str) -> None:
+    def remove_replica(self, replica_id: str, now: float) -> None:
         """Stop and forget a replica (unknown ids are fine)."""
-        if self.replicas.pop(replica_id, None) is not None:
+        if replica_id in self.replicas:
+            self.integrate(now)  # its node's energy up to now counts its share
+            del self.replicas[replica_id]
             self.revision += 1
 
     def inject(self, fault: FaultSpec, now: float) -> None:
         """Start ``fault`` for ``fault.for_s`` seconds (replacing one of the same kind and node)."""
         self.advance(now)
+        self.integrate(now)  # what ran until now counts, before the fault stops it
         self.faults[(fault.kind, fault.node)] = ActiveFault(fault, now + fault.for_s)
         if fault.kind is FaultKind.DOWN:
             self.replicas.clear()  # the cluster is gone and its replicas with it; it comes back empty
@@ -144,12 +160,13 @@ class SimCluster:
     # -- time ----------------------------------------------------------------------------------------------------
 
     def advance(self, now: float) -> None:
-        """Bring the cluster to time ``now``: counters, faults that ended, starts that finished or failed."""
-        self._integrate(now)
+        """Bring the cluster to time ``now``: faults that ended, starts that finished or failed. Counters are
+        integrated when read (:meth:`integrate`), not on every heartbeat."""
         for key, active in list(self.faults.items()):
             if now >= active.until:
+                self.integrate(active.until)  # a node that was down drew nothing until now
                 del self.faults[key]
-                self._end(active.spec, now)
+                self._end(active.spec, active.until)
         for replica in self.replicas.values():
             if replica.next_change is not None and now >= replica.next_change:
                 self._step(replica, now)
@@ -191,7 +208,7 @@ class SimCluster:
                     self._start(replica, now)
         self.revision += 1
 
-    def _integrate(self, now: float) -> None:
+    def integrate(self, now: float) -> None:
         """Add the usage, energy and CO2 since the last integration to the counters (rates of ``now``'s period)."""
         since = self.integrated_at
         if now <= since:
