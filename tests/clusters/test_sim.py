@@ -22,7 +22,7 @@ from nemo_kernel.clusters import (
 )
 from nemo_kernel.clusters.sim import SimDriver, SimProvider
 from nemo_kernel.domain import ClusterSpec, FaultSpec, ReplicaPhase
-from nemo_kernel.metrics import Sample, names
+from nemo_kernel.metrics import Aggregation, EmbeddedMetrics, MetricsQuery, Sample, Selector, names
 
 
 class Clock:
@@ -267,3 +267,21 @@ def test_the_sim_section_is_bounded_and_only_for_sim_clusters(change: dict[str, 
 def test_fault_parameters_are_bounded(body: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         FaultSpec.model_validate(body)
+
+
+async def test_the_samples_are_what_the_analytics_engine_keeps_and_queries() -> None:
+    clock = Clock()
+    driver = await _opened(clock)
+    store = EmbeddedMetrics(clock=clock)
+    await driver.ensure_replica(_replica(0, cpu=2.0))
+    clock.now += 2.0
+    for _ in range(7):  # a scrape every 10 s for a minute, labelled as the collector does
+        scraped = await driver.scrape()
+        store.ingest([Sample(s.name, {**s.labels, "cluster": "edge-1"}, s.value, s.timestamp) for s in scraped])
+        clock.now += 10.0
+    clock.now -= 10.0
+    assert store.dropped() == {}
+    query = MetricsQuery(Selector(names.REPLICA_CPU.name), window=60.0, aggregation=Aggregation.RATE)
+    (series,) = (await store.query(query)).series
+    assert series.labels["replica"] == "web-v1-0" and series.labels["cluster"] == "edge-1"
+    assert 0.2 * 2 <= series.points[-1][1] <= 0.8 * 2  # cores used: 20-80 % of the two requested
