@@ -93,6 +93,11 @@ async def cpu_share(step: Callable[[], Awaitable[object]], seconds: float, inter
 
 async def run(args: argparse.Namespace) -> dict[str, str]:
     figures: dict[str, str] = {}
+
+    def note(name: str, value: str) -> None:
+        figures[name] = value
+        print(f"{datetime.now(UTC):%H:%M:%S} {name}: {value}", file=sys.stderr, flush=True)  # progress
+
     root = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     db = Database(f"sqlite:///{root / 'nemo.db'}")
     db.migrate()
@@ -103,11 +108,11 @@ async def run(args: argparse.Namespace) -> dict[str, str]:
     with db.transaction() as s:
         for spec in generate_fleet(args.clusters, args.nodes, seed=args.seed):
             clusters.add_cluster(s, spec)
-    figures["register the fleet (s)"] = f"{time.monotonic() - t:.1f}"
+    note("register the fleet (s)", f"{time.monotonic() - t:.1f}")
 
     plane = Plane(db, settings)
     seconds, _ = await passes_until(plane, lambda: True, 3600)
-    figures["first pass: open and hear every cluster (s)"] = f"{seconds:.1f}"
+    note("first pass: open and hear every cluster (s)", f"{seconds:.1f}")
 
     with db.transaction() as s:
         for w in range(args.workloads):
@@ -121,7 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, str]:
         return desired == total and running == total
 
     seconds, passes = await passes_until(plane, all_running, args.limit)
-    figures[f"deploy {total:,} replicas until all Running (s, passes)"] = f"{seconds:.1f} ({passes})"
+    note(f"deploy {total:,} replicas until all Running (s, passes)", f"{seconds:.1f} ({passes})")
 
     engine_shares, sim_shares = [], []
     drivers = [d for d in (plane.resources.driver(c) for c in plane.sim.simulation.clusters) if d is not None]
@@ -132,15 +137,15 @@ async def run(args: argparse.Namespace) -> dict[str, str]:
     for _ in range(args.windows):  # alternating, so that the machine's load hits both alike
         engine_shares.append(await cpu_share(plane.engine.reconcile_once, args.steady, args.interval))
         sim_shares.append(await cpu_share(heartbeats_only, args.steady, args.interval))
-    figures["steady state, engine loop (share of a core, median)"] = f"{statistics.median(engine_shares):.2f}"
-    figures["steady state, sim heartbeats only (baseline, median)"] = f"{statistics.median(sim_shares):.2f}"
-    figures["RSS after steady state (MiB)"] = f"{process.memory_info().rss / 2**20:.0f}"
+    note("steady state, engine loop (share of a core, median)", f"{statistics.median(engine_shares):.2f}")
+    note("steady state, sim heartbeats only (baseline, median)", f"{statistics.median(sim_shares):.2f}")
+    note("RSS after steady state (MiB)", f"{process.memory_info().rss / 2**20:.0f}")
 
     # A restart: the process's simulation starts empty; the engine re-sends every desired replica.
     await plane.resources.close()
     plane = Plane(db, settings)
     seconds, passes = await passes_until(plane, all_running, args.limit)
-    figures["restart to fully reconciled (s, passes)"] = f"{seconds:.1f} ({passes})"
+    note("restart to fully reconciled (s, passes)", f"{seconds:.1f} ({passes})")
 
     # The clusters holding the most replicas go down until at least --reschedule replicas are affected.
     with db.transaction() as s:
@@ -171,10 +176,8 @@ async def run(args: argparse.Namespace) -> dict[str, str]:
         return count_running(db, frozenset(victims))[1] == total
 
     seconds, passes = await passes_until(plane, moved, args.limit)
-    figures[f"reschedule {affected} replicas of {len(victims)} NotReady clusters (s, passes)"] = (
-        f"{seconds:.1f} ({passes})"
-    )
-    figures["RSS at the end (MiB)"] = f"{process.memory_info().rss / 2**20:.0f}"
+    note(f"reschedule {affected} replicas of {len(victims)} NotReady clusters (s, passes)", f"{seconds:.1f} ({passes})")
+    note("RSS at the end (MiB)", f"{process.memory_info().rss / 2**20:.0f}")
     await plane.resources.close()
     db.dispose()
     return figures
