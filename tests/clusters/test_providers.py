@@ -27,6 +27,7 @@ from nemo_kernel.clusters import (
 )
 from nemo_kernel.clusters.local import LocalClusterDriver, LocalProvider
 from nemo_kernel.clusters.registry import _PROVIDERS
+from nemo_kernel.clusters.sim import SimProvider
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import DriverKind
 
@@ -49,6 +50,15 @@ def test_the_local_kind_opens_through_the_local_provider_made_from_the_settings(
     assert provider.launcher.replica_user == "nobody"
     assert provider.launcher.request_timeout == 2.0
     assert isinstance(provider, SupportsAgentPid)
+
+
+def test_the_sim_kind_opens_through_the_sim_provider(tmp_path: Path) -> None:
+    providers = DriverProviders(_settings(tmp_path))
+
+    provider = providers.for_kind(DriverKind.SIM)
+
+    assert isinstance(provider, SimProvider)
+    assert providers.for_kind(DriverKind.SIM) is provider  # one simulation for every sim cluster
 
 
 def test_a_kind_without_provider_is_unavailable(tmp_path: Path) -> None:
