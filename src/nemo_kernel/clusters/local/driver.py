@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from nemo_kernel.clusters.base import ClusterReport, ClusterUnreachable, ReplicaSpec
+from nemo_kernel.clusters.capabilities import SupportsFaultInjection
 from nemo_kernel.clusters.errors import ReplicaRejected
+from nemo_kernel.domain import FaultKind, FaultSpec
 
 
 class LocalClusterDriver:
@@ -20,9 +23,13 @@ class LocalClusterDriver:
     :class:`ReplicaRejected`.
     """
 
-    def __init__(self, base_url: str, token: str, timeout: float = 3.0) -> None:
+    def __init__(
+        self, base_url: str, token: str, timeout: float = 3.0, pause: Callable[[float], None] | None = None
+    ) -> None:
+        """``pause(seconds)`` stops the cluster's agent for that long (the launcher gives it; a partition fault)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self._pause = pause
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -43,6 +50,15 @@ class LocalClusterDriver:
     async def remove_replica(self, replica_id: str) -> None:
         """Stop and forget the replica (idempotent); raises :class:`ClusterUnreachable`."""
         await self._request("DELETE", f"/v1/replicas/{quote(replica_id, safe='')}")
+
+    async def inject_fault(self, fault: FaultSpec) -> None:
+        """A partition stops the agent for ``fault.for_s`` seconds (its replicas keep running); a local cluster
+        cannot simulate the other kinds (raises :class:`ReplicaRejected`)."""
+        if fault.kind is not FaultKind.PARTITION or self._pause is None:
+            raise ReplicaRejected(
+                "unsupported", f"a local cluster can only be partitioned (its agent stopped), not {fault.kind.value}"
+            )
+        self._pause(fault.for_s)
 
     async def close(self) -> None:
         """Release connections (the agent and its replicas keep running)."""
@@ -78,3 +94,6 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
         return {}
     error = body.get("error") if isinstance(body, dict) else None
     return error if isinstance(error, dict) else {}
+
+
+_faults: type[SupportsFaultInjection] = LocalClusterDriver
