@@ -69,26 +69,29 @@ def count_running(db: Database, away_from: frozenset[str] = frozenset()) -> tupl
         return desired, s.scalar(query) or 0
 
 
-async def passes_until(plane: Plane, done: Callable[[], bool], limit_s: float) -> tuple[float, int]:
-    """Run passes back to back until ``done()``; (seconds, passes)."""
-    start, passes = time.monotonic(), 0
+async def passes_until(plane: Plane, done: Callable[[], bool], limit_s: float) -> tuple[float, int, float]:
+    """Run passes back to back until ``done()``; (seconds, passes, CPU seconds of this process)."""
+    start, passes, cpu = time.monotonic(), 0, time.process_time()
     while True:
         await plane.engine.reconcile_once()
         passes += 1
         if done():
-            return time.monotonic() - start, passes
+            return time.monotonic() - start, passes, time.process_time() - cpu
         if time.monotonic() - start > limit_s:
             raise SystemExit(f"not reconciled after {limit_s:.0f}s ({passes} passes)")
 
 
-async def cpu_share(step: Callable[[], Awaitable[object]], seconds: float, interval: float) -> float:
-    """Share of one core this process uses while ``step`` runs every ``interval`` seconds for ``seconds``."""
-    cpu0, wall0 = time.process_time(), time.monotonic()
-    while time.monotonic() - wall0 < seconds:
+async def cpu_per_step(step: Callable[[], Awaitable[object]], seconds: float, interval: float) -> float:
+    """CPU seconds of this process per run of ``step``, run every ``interval`` seconds (or back to back when one
+    takes longer) for ``seconds``. CPU time, not wall time: on a shared machine it is what the step costs, and
+    cost / interval is the share of a core it needs at that pace."""
+    cpu0, wall0, steps = time.process_time(), time.monotonic(), 0
+    while time.monotonic() - wall0 < seconds or steps == 0:
         began = time.monotonic()
         await step()
+        steps += 1
         await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
-    return (time.process_time() - cpu0) / (time.monotonic() - wall0)
+    return (time.process_time() - cpu0) / steps
 
 
 async def run(args: argparse.Namespace) -> dict[str, str]:
@@ -111,8 +114,8 @@ async def run(args: argparse.Namespace) -> dict[str, str]:
     note("register the fleet (s)", f"{time.monotonic() - t:.1f}")
 
     plane = Plane(db, settings)
-    seconds, _ = await passes_until(plane, lambda: True, 3600)
-    note("first pass: open and hear every cluster (s)", f"{seconds:.1f}")
+    seconds, _, cpu = await passes_until(plane, lambda: True, 3600)
+    note("first pass: open and hear every cluster (wall s, CPU s)", f"{seconds:.1f}, {cpu:.1f}")
 
     with db.transaction() as s:
         for w in range(args.workloads):
@@ -125,27 +128,35 @@ async def run(args: argparse.Namespace) -> dict[str, str]:
         desired, running = count_running(db)
         return desired == total and running == total
 
-    seconds, passes = await passes_until(plane, all_running, args.limit)
-    note(f"deploy {total:,} replicas until all Running (s, passes)", f"{seconds:.1f} ({passes})")
+    seconds, passes, cpu = await passes_until(plane, all_running, args.limit)
+    note(f"deploy {total:,} replicas until all Running (wall s, CPU s, passes)", f"{seconds:.1f}, {cpu:.1f}, {passes}")
 
-    engine_shares, sim_shares = [], []
+    engine_shares: list[float] = []
+    sim_shares: list[float] = []
     drivers = [d for d in (plane.resources.driver(c) for c in plane.sim.simulation.clusters) if d is not None]
 
     async def heartbeats_only() -> None:
         await asyncio.gather(*(d.status() for d in drivers))
 
     for _ in range(args.windows):  # alternating, so that the machine's load hits both alike
-        engine_shares.append(await cpu_share(plane.engine.reconcile_once, args.steady, args.interval))
-        sim_shares.append(await cpu_share(heartbeats_only, args.steady, args.interval))
-    note("steady state, engine loop (share of a core, median)", f"{statistics.median(engine_shares):.2f}")
-    note("steady state, sim heartbeats only (baseline, median)", f"{statistics.median(sim_shares):.2f}")
+        engine_shares.append(await cpu_per_step(plane.engine.reconcile_once, args.steady, args.interval))
+        sim_shares.append(await cpu_per_step(heartbeats_only, args.steady, args.interval))
+    per_pass, per_beat = statistics.median(engine_shares), statistics.median(sim_shares)
+    note(
+        "steady state: CPU s per pass, engine (share of a core at one pass per interval)",
+        f"{per_pass:.3f} ({per_pass / args.interval:.2f})",
+    )
+    note(
+        "steady state: CPU s per round of sim heartbeats alone, baseline (share of a core)",
+        f"{per_beat:.3f} ({per_beat / args.interval:.2f})",
+    )
     note("RSS after steady state (MiB)", f"{process.memory_info().rss / 2**20:.0f}")
 
     # A restart: the process's simulation starts empty; the engine re-sends every desired replica.
     await plane.resources.close()
     plane = Plane(db, settings)
-    seconds, passes = await passes_until(plane, all_running, args.limit)
-    note("restart to fully reconciled (s, passes)", f"{seconds:.1f} ({passes})")
+    seconds, passes, cpu = await passes_until(plane, all_running, args.limit)
+    note("restart to fully reconciled (wall s, CPU s, passes)", f"{seconds:.1f}, {cpu:.1f}, {passes}")
 
     # The clusters holding the most replicas go down until at least --reschedule replicas are affected.
     with db.transaction() as s:
@@ -175,8 +186,11 @@ async def run(args: argparse.Namespace) -> dict[str, str]:
     def moved() -> bool:
         return count_running(db, frozenset(victims))[1] == total
 
-    seconds, passes = await passes_until(plane, moved, args.limit)
-    note(f"reschedule {affected} replicas of {len(victims)} NotReady clusters (s, passes)", f"{seconds:.1f} ({passes})")
+    seconds, passes, cpu = await passes_until(plane, moved, args.limit)
+    note(
+        f"reschedule {affected} replicas of {len(victims)} clusters once NotReady (wall s, CPU s, passes)",
+        f"{seconds:.1f}, {cpu:.1f}, {passes}",
+    )
     note("RSS at the end (MiB)", f"{process.memory_info().rss / 2**20:.0f}")
     await plane.resources.close()
     db.dispose()
