@@ -17,9 +17,11 @@ from nemo_kernel.clusters.base import (
 )
 from nemo_kernel.clusters.capabilities import (
     Link,
+    ProbeEndpoints,
     SupportsCheckpoint,
     SupportsFaultInjection,
     SupportsLinkEmulation,
+    SupportsLinkProbes,
     SupportsMetrics,
     SupportsStateHandoff,
 )
@@ -35,6 +37,7 @@ __all__ = [
     "DriverUnavailable",
     "Link",
     "NodeReport",
+    "ProbeEndpoints",
     "ReplicaRejected",
     "ReplicaReport",
     "ReplicaSpec",
@@ -42,6 +45,7 @@ __all__ = [
     "SupportsCheckpoint",
     "SupportsFaultInjection",
     "SupportsLinkEmulation",
+    "SupportsLinkProbes",
     "SupportsMetrics",
     "SupportsStateHandoff",
 ]

@@ -1,10 +1,15 @@
 """Domain models shared by every component (pydantic v2)."""
 
 from nemo_kernel.domain.cluster import (
+    CONTROL_PLANE_LINK,
+    MAX_LINK_LATENCY_MS,
+    MAX_LINKS,
     ClusterPhase,
     ClusterSpec,
     ClusterStatus,
     DriverKind,
+    Link,
+    Links,
     NodeSpec,
     NodeStatus,
     PowerModel,
@@ -58,9 +63,12 @@ from nemo_kernel.domain.workload import (
 )
 
 __all__ = [
+    "CONTROL_PLANE_LINK",
     "CRITERIA",
     "DEFAULT_WEIGHT",
     "MAX_DEPTH",
+    "MAX_LINKS",
+    "MAX_LINK_LATENCY_MS",
     "MAX_WEIGHT",
     "NOT_RUNNABLE",
     "RUNTIMES_FOR_ISOLATION",
@@ -82,6 +90,8 @@ __all__ = [
     "Isolation",
     "Labels",
     "Lax",
+    "Link",
+    "Links",
     "Microservice",
     "Model",
     "Name",
