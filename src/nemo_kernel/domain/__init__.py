@@ -16,6 +16,7 @@ from nemo_kernel.domain.cluster import (
     PowerModel,
     PowerPoint,
     Prices,
+    SimSettings,
     TeeType,
     Tier,
 )
@@ -31,6 +32,7 @@ from nemo_kernel.domain.common import (
 )
 from nemo_kernel.domain.documents import MAX_DEPTH, DocumentError, document_problem, load_document
 from nemo_kernel.domain.events import Event, EventKind
+from nemo_kernel.domain.faults import Fault, FaultKind, FaultSpec
 from nemo_kernel.domain.placement import (
     Assignment,
     CandidateVerdict,
@@ -101,6 +103,9 @@ __all__ = [
     "DriverKind",
     "Event",
     "EventKind",
+    "Fault",
+    "FaultKind",
+    "FaultSpec",
     "HealthCheck",
     "Isolation",
     "Labels",
@@ -127,6 +132,7 @@ __all__ = [
     "ReplicaStatus",
     "Resources",
     "Service",
+    "SimSettings",
     "Spec",
     "SpreadBy",
     "SpreadConstraint",

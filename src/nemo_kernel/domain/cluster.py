@@ -168,6 +168,20 @@ class NodeSpec(Spec):
     power: PowerModel = Field(default_factory=PowerModel)
 
 
+MAX_SIM_START_DELAY_S = 3600.0
+"""Longest start delay a simulated cluster may take per replica (an hour: beyond any real image pull)."""
+
+
+class SimSettings(Spec):
+    """How a ``driver: sim`` cluster behaves (the simulated driver; other drivers refuse this section)."""
+
+    start_delay_s: float = Field(
+        default=1.0, ge=0, le=MAX_SIM_START_DELAY_S, description="seconds a replica takes from sent to Running"
+    )
+    failure_rate: float = Field(default=0.0, ge=0, le=1, description="probability that a replica's start fails")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="seeds failures and usage noise (deterministic)")
+
+
 class ClusterSpec(Spec):
     """What a user registers: a cluster, where it is, what it costs and what it holds."""
 
@@ -189,6 +203,14 @@ class ClusterSpec(Spec):
         default_factory=dict,
         description=f"emulated network: {CONTROL_PLANE_LINK!r} (to the control plane) and peer cluster names",
     )
+    sim: SimSettings | None = Field(default=None, description="behaviour of a simulated cluster (driver sim only)")
+
+    @model_validator(mode="after")
+    def _sim_only_for_sim(self) -> ClusterSpec:
+        # a sim section on a real cluster would be silently ignored: refuse it so a typo in `driver` shows
+        if self.sim is not None and self.driver is not DriverKind.SIM:
+            raise ValueError("sim settings are only for clusters with driver sim")
+        return self
 
     @model_validator(mode="after")
     def _unique_node_names(self) -> ClusterSpec:

@@ -30,6 +30,8 @@ class EventKind(StrEnum):
     CLUSTER_NOT_READY = "cluster.not_ready"
     CLUSTER_FAILED = "cluster.failed"  # its stored spec cannot be read: isolated, the loop goes on
     CLUSTER_LINKS_CHANGED = "cluster.links_changed"  # its emulated links (to the control plane, to peers)
+    CLUSTER_FAULT_STARTED = "cluster.fault_started"  # an operator injected a fault (nemo cluster fault)
+    CLUSTER_FAULT_ENDED = "cluster.fault_ended"  # its time was up (or the control plane restarted without it)
 
     WORKLOAD_REGISTERED = "workload.registered"
     WORKLOAD_UPDATED = "workload.updated"

@@ -47,6 +47,7 @@ _BOOTSTRAP_SUBJECT = "controlplane/bootstrap"
 _INTAKE_QUEUE = "orchestrator.intake"
 _ENVELOPE_WINDOW = 300.0  # seconds of clock difference accepted on envelopes
 _REACTION_POLL = 0.2  # seconds between looks at the event log when no reaction ran
+_FAULT_POLL = 0.5  # seconds between looks for injected faults whose time is up (their end event is this late at most)
 
 
 def _bus_for(settings: Settings, directory: StoredKeyDirectory) -> Bus:
@@ -107,7 +108,12 @@ class ControlPlane:
         self.intake = Intake(self.db, settings)
         # The front door: every state change (API, bus petitions, web) is a command, every read a view.
         self.commands = Commands(
-            self.db, self.wake, intake=self.intake, directory=self.directory, carbon_roots=settings.carbon_data_roots
+            self.db,
+            self.wake,
+            intake=self.intake,
+            directory=self.directory,
+            carbon_roots=settings.carbon_data_roots,
+            resources=self.resources,
         )
         self.views = Views(
             self.db,
@@ -166,6 +172,7 @@ class ControlPlane:
             asyncio.create_task(self._prune_loop(), name="seen-messages"),
             asyncio.create_task(self._reaction_loop(ReactionDispatcher(self.db, reactions)), name="reactions"),
             asyncio.create_task(self.findings.run(), name="findings"),
+            asyncio.create_task(self._fault_loop(), name="faults"),
             asyncio.create_task(self._metrics_loop(), name="metrics-history"),
             asyncio.create_task(self.link_probes.run(), name="link-probes"),
         ]
@@ -274,6 +281,17 @@ class ControlPlane:
                 self.wake()  # reactions write desired state: the reconcile pass carries it out
             else:
                 await asyncio.sleep(_REACTION_POLL)  # poll interval of the event log, not a synchronisation
+
+    async def _fault_loop(self) -> None:
+        # The drivers end faults by themselves; this loop only records their end as events.
+        while True:
+            try:
+                await asyncio.to_thread(self.commands.faults.expire)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("recording the end of injected faults failed; retrying")
+            await asyncio.sleep(_FAULT_POLL)  # poll interval of the faults' end times, not a synchronisation
 
     async def stop(self) -> None:
         """Stop the loops and the local agents; replicas keep running and are adopted on the next start."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -13,13 +13,14 @@ import httpx
 from nemo_kernel.clusters.base import ClusterReport, ClusterUnreachable, ReplicaSpec
 from nemo_kernel.clusters.capabilities import (
     ProbeEndpoints,
+    SupportsFaultInjection,
     SupportsLinkEmulation,
     SupportsLinkProbes,
     SupportsMetrics,
 )
 from nemo_kernel.clusters.errors import ReplicaRejected
 from nemo_kernel.clusters.links import PROBE_INTERVAL, probe_timeout
-from nemo_kernel.domain import MAX_LINK_LATENCY_MS, Link
+from nemo_kernel.domain import MAX_LINK_LATENCY_MS, FaultKind, FaultSpec, Link
 from nemo_kernel.metrics import Sample
 from nemo_kernel.metrics.textformat import TextFormatError, parse, samples_of
 
@@ -36,9 +37,13 @@ class LocalClusterDriver:
     :class:`ReplicaRejected`.
     """
 
-    def __init__(self, base_url: str, token: str, timeout: float = 3.0) -> None:
+    def __init__(
+        self, base_url: str, token: str, timeout: float = 3.0, pause: Callable[[float], None] | None = None
+    ) -> None:
+        """``pause(seconds)`` stops the cluster's agent for that long (the launcher gives it; a partition fault)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self._pause = pause
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -69,6 +74,15 @@ class LocalClusterDriver:
         except (UnicodeDecodeError, TextFormatError) as exc:
             raise ClusterUnreachable(f"{self.base_url}: unreadable /metrics: {exc}") from exc
         return samples_of(families, time.time())
+
+    async def inject_fault(self, fault: FaultSpec) -> None:
+        """A partition stops the agent for ``fault.for_s`` seconds (its replicas keep running); a local cluster
+        cannot simulate the other kinds (raises :class:`ReplicaRejected`)."""
+        if fault.kind is not FaultKind.PARTITION or self._pause is None:
+            raise ReplicaRejected(
+                "unsupported", f"a local cluster can only be partitioned (its agent stopped), not {fault.kind.value}"
+            )
+        self._pause(fault.for_s)
 
     async def set_link(self, peer: str, link: Link | None) -> None:
         """Emulate ``link`` between this cluster and ``peer`` (``controlplane`` or a cluster); None removes it."""
@@ -133,3 +147,4 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
 _metrics: type[SupportsMetrics] = LocalClusterDriver
 _links: type[SupportsLinkEmulation] = LocalClusterDriver
 _probes: type[SupportsLinkProbes] = LocalClusterDriver
+_faults: type[SupportsFaultInjection] = LocalClusterDriver
