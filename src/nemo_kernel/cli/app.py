@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nemo_kernel.cli import bus_commands, clusters, gateway, identities, modules, workloads
+from nemo_kernel.cli import bus_commands, clusters, gateway, identities, migrations, modules, workloads
 from nemo_kernel.cli.client import CliError, api_from_env_or, use_token
 from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
 from nemo_kernel.cli.output import OutputFormat, complain, emit, print_table
@@ -20,7 +20,9 @@ app.add_typer(gateway.app, name="gateway", help="Configure the gateway, expose w
 app.add_typer(modules.app, name="module", help="Keys of bus modules: keygen, register, rotate, revoke, list.")
 app.add_typer(identities.users, name="user", help="Users of the built-in identity provider.")
 app.add_typer(identities.clients, name="client", help="OAuth clients of the built-in identity provider.")
+app.add_typer(migrations.app, name="migration", help="Follow migrations: list, get.")
 app.command("token")(identities.token)
+app.command("migrate")(migrations.migrate)
 
 
 @app.callback()

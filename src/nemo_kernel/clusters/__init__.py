@@ -16,7 +16,9 @@ from nemo_kernel.clusters.base import (
     SupportsAgentPid,
 )
 from nemo_kernel.clusters.capabilities import (
+    MAX_STATE_BYTES,
     Link,
+    StateSnapshot,
     SupportsCheckpoint,
     SupportsLinkEmulation,
     SupportsMetrics,
@@ -26,6 +28,7 @@ from nemo_kernel.clusters.errors import DriverUnavailable, ReplicaRejected
 from nemo_kernel.clusters.registry import DriverProviders
 
 __all__ = [
+    "MAX_STATE_BYTES",
     "ClusterDriver",
     "ClusterReport",
     "ClusterUnreachable",
@@ -37,6 +40,7 @@ __all__ = [
     "ReplicaRejected",
     "ReplicaReport",
     "ReplicaSpec",
+    "StateSnapshot",
     "SupportsAgentPid",
     "SupportsCheckpoint",
     "SupportsLinkEmulation",

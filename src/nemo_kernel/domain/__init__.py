@@ -24,6 +24,15 @@ from nemo_kernel.domain.common import (
 )
 from nemo_kernel.domain.documents import MAX_DEPTH, DocumentError, document_problem, load_document
 from nemo_kernel.domain.events import Event, EventKind
+from nemo_kernel.domain.migration import (
+    ACTIVE_PHASES,
+    MigrationMode,
+    MigrationPhase,
+    MigrationRequest,
+    MigrationStatus,
+    MigrationTarget,
+    PhaseTiming,
+)
 from nemo_kernel.domain.placement import (
     Assignment,
     CandidateVerdict,
@@ -56,6 +65,7 @@ from nemo_kernel.domain.workload import (
 )
 
 __all__ = [
+    "ACTIVE_PHASES",
     "CRITERIA",
     "DEFAULT_WEIGHT",
     "MAX_DEPTH",
@@ -78,10 +88,16 @@ __all__ = [
     "Labels",
     "Lax",
     "Microservice",
+    "MigrationMode",
+    "MigrationPhase",
+    "MigrationRequest",
+    "MigrationStatus",
+    "MigrationTarget",
     "Model",
     "Name",
     "NodeSpec",
     "NodeStatus",
+    "PhaseTiming",
     "PlacementConstraints",
     "PlacementDecision",
     "PlacementOutcome",

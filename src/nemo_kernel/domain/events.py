@@ -57,6 +57,11 @@ class EventKind(StrEnum):
     INTENT_ACCEPTED = "intent.accepted"
     INTENT_REJECTED = "intent.rejected"
 
+    MIGRATION_STARTED = "migration.started"
+    MIGRATION_PROGRESSED = "migration.progressed"  # it entered a new phase
+    MIGRATION_COMPLETED = "migration.completed"
+    MIGRATION_FAILED = "migration.failed"  # failed or rolled back: ``data.phase`` says which
+
     REACTION_FAILED = "reaction.failed"  # a reaction gave up on an event after its retries: recorded, the loop goes on
 
     @classmethod

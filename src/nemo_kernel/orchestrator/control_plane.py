@@ -12,6 +12,7 @@ from pathlib import Path
 from nemo_kernel.bus import (
     Bus,
     InProcessBus,
+    Message,
     ModuleIdentity,
     ReplayGuard,
     SecureBus,
@@ -21,8 +22,9 @@ from nemo_kernel.bus import (
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
-from nemo_kernel.orchestrator.commands import Commands
-from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
+from nemo_kernel.migration import MigrationRunner, MigrationTimings
+from nemo_kernel.orchestrator.commands import MIGRATE_INTENT, Commands
+from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion, DecisionEngine
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
@@ -41,6 +43,7 @@ _BOOTSTRAP_SUBJECT = "controlplane/bootstrap"
 _INTAKE_QUEUE = "orchestrator.intake"
 _ENVELOPE_WINDOW = 300.0  # seconds of clock difference accepted on envelopes
 _REACTION_POLL = 0.2  # seconds between looks at the event log when no reaction ran
+_MIGRATION_POLL = 0.05  # seconds between steps while a migration runs (it waits on replicas and deadlines)
 
 
 def _bus_for(settings: Settings, directory: StoredKeyDirectory) -> Bus:
@@ -89,10 +92,19 @@ class ControlPlane:
         self.outbox = OutboxPublisher(self.db, self.secure, self.directory.readers)
         self.intake = Intake(self.db, settings)
         # The front door: every state change (API, bus petitions, web) is a command, every read a view.
-        self.commands = Commands(self.db, self.wake, intake=self.intake, directory=self.directory)
+        self.commands = Commands(
+            self.db,
+            self.wake,
+            intake=self.intake,
+            directory=self.directory,
+            decisions=DecisionEngine(settings.weights, criteria=tuple(criteria)),
+        )
+        timings = MigrationTimings(drain=settings.migration_drain, prepare_timeout=settings.migration_prepare_timeout)
+        self.migrations = MigrationRunner(self.db, self.resources.driver, self.wake, timings)
         self.views = Views(self.db, self.resources.sandbox_of, self.directory)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
+        self._migration_wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._subscription: Subscription | None = None
@@ -106,16 +118,21 @@ class ControlPlane:
         await asyncio.to_thread(self._bootstrap)
         await asyncio.to_thread(self._load_bus_state)
         await self.secure.start()
-        self._subscription = await self.secure.subscribe(
-            _INTAKE_QUEUE, ["intent.#"], self.commands.workloads.on_bus_petition
-        )
+        self._subscription = await self.secure.subscribe(_INTAKE_QUEUE, ["intent.#"], self._on_petition)
         self._tasks = [
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._outbox_loop(), name="outbox"),
             asyncio.create_task(self.directory.keep_fresh(), name="key-directory"),
             asyncio.create_task(self._prune_loop(), name="seen-messages"),
             asyncio.create_task(self._reaction_loop(ReactionDispatcher(self.db, reactions)), name="reactions"),
+            asyncio.create_task(self._migration_loop(), name="migrations"),
         ]
+
+    async def _on_petition(self, sender: str, message: Message) -> None:
+        if message.routing_key == MIGRATE_INTENT:
+            await self.commands.migrations.on_bus_petition(sender, message)
+        else:
+            await self.commands.workloads.on_bus_petition(sender, message)
 
     def _load_bus_state(self) -> None:
         self.directory.reload()
@@ -150,9 +167,27 @@ class ControlPlane:
             )
 
     def wake(self) -> None:
-        """Ask for a reconcile pass now (safe from any thread, e.g. an API request)."""
+        """Ask for a reconcile pass and a migration step now (safe from any thread, e.g. an API request)."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
+            self._loop.call_soon_threadsafe(self._migration_wake.set)
+
+    async def _migration_loop(self) -> None:
+        """Advances running migrations; runs beside the reconcile pass, so a state hand-off never delays it."""
+        while True:
+            self._migration_wake.clear()
+            try:
+                running = await self.migrations.advance()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("advancing migrations failed; retrying")
+                running = 1
+            # While a migration runs it waits on replicas and deadlines: look again soon. Otherwise sleep until
+            # a command wakes the loop (or the reconcile interval passes, for migrations another process stored).
+            idle = _MIGRATION_POLL if running else self.settings.reconcile_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._migration_wake.wait(), idle)
 
     async def _reconcile_loop(self) -> None:
         while True:

@@ -40,7 +40,7 @@ class StoredGateway:
         self,
         db: Database,
         *,
-        poll_interval: float = 0.5,
+        poll_interval: float = 0.1,
         parent_pid: int | None = None,
         on_orphaned: Callable[[], None] | None = None,
     ) -> None:

@@ -9,7 +9,9 @@ from urllib.parse import quote
 import httpx
 
 from nemo_kernel.clusters.base import ClusterReport, ClusterUnreachable, ReplicaSpec
+from nemo_kernel.clusters.capabilities import StateSnapshot, SupportsStateHandoff
 from nemo_kernel.clusters.errors import ReplicaRejected
+from nemo_kernel.clusters.local.handoff import SINCE, read_snapshot, snapshot_headers
 
 
 class LocalClusterDriver:
@@ -44,15 +46,44 @@ class LocalClusterDriver:
         """Stop and forget the replica (idempotent); raises :class:`ClusterUnreachable`."""
         await self._request("DELETE", f"/v1/replicas/{quote(replica_id, safe='')}")
 
+    async def export_state(self, replica_id: str) -> StateSnapshot:
+        """The replica's whole application state (it keeps serving); see ``clusters.local.handoff``."""
+        response = await self._request("GET", f"/v1/replicas/{quote(replica_id, safe='')}/state")
+        return read_snapshot(response.headers, response.content)
+
+    async def freeze_state(self, replica_id: str, since: int | None) -> StateSnapshot:
+        """Freeze the replica's writes; what changed since version ``since`` (or the whole state)."""
+        headers = {SINCE: str(since)} if since is not None else None
+        path = f"/v1/replicas/{quote(replica_id, safe='')}/state/freeze"
+        response = await self._request("POST", path, headers=headers)
+        return read_snapshot(response.headers, response.content)
+
+    async def import_state(self, replica_id: str, state: StateSnapshot) -> None:
+        """Give the replica a whole state or a delta."""
+        path = f"/v1/replicas/{quote(replica_id, safe='')}/state"
+        await self._request("PUT", path, headers=snapshot_headers(state), content=state.data)
+
+    async def thaw_state(self, replica_id: str) -> None:
+        """Let a frozen replica accept writes again."""
+        await self._request("POST", f"/v1/replicas/{quote(replica_id, safe='')}/state/thaw")
+
     async def close(self) -> None:
         """Release connections (the agent and its replicas keep running)."""
         await self._client.aclose()
 
-    async def _request(self, method: str, path: str, json: Any = None) -> httpx.Response:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
         try:
             # httpx's timeout bounds each phase (connect, write, read); this bounds the whole call
             async with asyncio.timeout(self.timeout):
-                response = await self._client.request(method, path, json=json)
+                response = await self._client.request(method, path, json=json, headers=headers, content=content)
         except TimeoutError as exc:
             raise ClusterUnreachable(f"{self.base_url}: no answer within {self.timeout:g} s") from exc
         except httpx.HTTPError as exc:
@@ -78,3 +109,6 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
         return {}
     error = body.get("error") if isinstance(body, dict) else None
     return error if isinstance(error, dict) else {}
+
+
+_: type[SupportsStateHandoff] = LocalClusterDriver

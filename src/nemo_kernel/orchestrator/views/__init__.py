@@ -9,6 +9,7 @@ from __future__ import annotations
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
 from nemo_kernel.orchestrator.views.clusters import ClusterViews, SandboxOf
 from nemo_kernel.orchestrator.views.gateway import GatewayViews
+from nemo_kernel.orchestrator.views.migrations import MigrationViews
 from nemo_kernel.orchestrator.views.modules import ModuleEntry, ModuleKey, ModuleViews
 from nemo_kernel.orchestrator.views.workloads import (
     PlacementExplanation,
@@ -21,6 +22,7 @@ from nemo_kernel.store import Database
 __all__ = [
     "ClusterViews",
     "GatewayViews",
+    "MigrationViews",
     "ModuleEntry",
     "ModuleKey",
     "ModuleViews",
@@ -43,3 +45,4 @@ class Views:
         self.modules = ModuleViews(directory)
         self.workloads = WorkloadViews(db)
         self.gateway = GatewayViews(db)
+        self.migrations = MigrationViews(db)
