@@ -55,6 +55,7 @@ class MigrationTimings:
     drain: float = 2.0
     prepare_timeout: float = 60.0
     cleanup_timeout: float = 60.0
+    handoff_timeout: float = 30.0
 
 
 class MoveFailed(Exception):
@@ -206,7 +207,10 @@ class MigrationRunner:
             source, target = self._handoff(m)
             full = await source.export_state(m.source_replica)
             await target.import_state(m.target_replica, full)
-        except (ClusterUnreachable, ReplicaRejected, MoveFailed, TimeoutError) as exc:
+        except (ClusterUnreachable, TimeoutError) as exc:
+            await asyncio.to_thread(self._unreachable, m.id, f"state transfer: {exc or type(exc).__name__}")
+            return
+        except (ReplicaRejected, MoveFailed) as exc:
             await asyncio.to_thread(self._roll_back, m.id, f"state transfer failed: {exc}")
             return
         await asyncio.to_thread(self._frozen, m.id, full)
@@ -230,7 +234,10 @@ class MigrationRunner:
                 source, target = self._handoff(m)
                 delta = await source.freeze_state(m.source_replica, m.state_version)
                 await target.import_state(m.target_replica, delta)
-            except (ClusterUnreachable, ReplicaRejected, MoveFailed, TimeoutError) as exc:
+            except (ClusterUnreachable, TimeoutError) as exc:
+                await asyncio.to_thread(self._unreachable, m.id, f"final hand-off: {exc or type(exc).__name__}")
+                return
+            except (ReplicaRejected, MoveFailed) as exc:
                 await asyncio.to_thread(self._roll_back, m.id, f"final state hand-off failed: {exc}")
                 return
         await asyncio.to_thread(self._flip_by_id, m.id)
@@ -280,6 +287,19 @@ class MigrationRunner:
                 )  # fmt: skip
 
     # ---------------------------------------------------------------- rollback
+
+    def _unreachable(self, migration_id: int, why: str) -> None:
+        """A cluster did not answer (or has no driver yet, after a restart): the phase is tried again on the next
+        step until ``handoff_timeout`` from the first such failure, then rolled back."""
+        with self._db.transaction() as s:
+            m = get_migration(s, migration_id)
+            now = utcnow()
+            if m.phase_deadline is None:
+                m.phase_deadline = now + timedelta(seconds=self._timings.handoff_timeout)
+            if _past(m.phase_deadline, now):
+                self._roll_back_in(s, m, f"{why} (retried for {self._timings.handoff_timeout:g} s)")
+                return
+            m.message = f"{why}; retrying"
 
     def _roll_back(self, migration_id: int, why: str) -> None:
         with self._db.transaction() as s:

@@ -153,20 +153,12 @@ class MigrationCommands:
         candidates = Inventory.load(s).candidates({})
         # Without a node, another node of the cluster; on the same node only a change of runtime is a move.
         avoid = source.node if target_cluster == source.cluster and same_runtime else None
+        if mode is MigrationMode.STATEFUL:
+            # The state is handed over as the application wrote it: only to a node of the same architecture.
+            candidates = _same_architecture(s, candidates, source, target_cluster, to.node)
         node, runtime = check_target(
             self._decisions, w, spec, source.index, candidates, target_cluster, to.node, to.runtime, avoid
         )
-        if mode is MigrationMode.STATEFUL:
-            source_arch = _architecture(s, source.cluster, source.node)
-            target_arch = _architecture(s, target_cluster, node)
-            if source_arch != target_arch:
-                raise ApiError(
-                    409,
-                    "architecture_mismatch",
-                    f"a stateful move from {source_arch} ({source.cluster}/{source.node}) to {target_arch} "
-                    f"({target_cluster}/{node}) is refused: its state may not be understood across architectures",
-                    {"field": "to", "source": source_arch, "target": target_arch},
-                )
         row = MigrationRow(
             workload_id=w.id,
             workload=f"{namespace}/{name}",
@@ -234,6 +226,34 @@ class MigrationCommands:
                     s, EventKind.INTENT_REJECTED, subject, text, routing_key=message.routing_key, sender=sender,
                     error=str(exc),
                 )  # fmt: skip
+
+
+def _same_architecture(
+    s: Session, candidates: list[ClusterCandidate], source: ReplicaRow, cluster: str, node: str | None
+) -> list[ClusterCandidate]:
+    """The candidates with the target cluster's nodes narrowed to the source's architecture; 409
+    ``architecture_mismatch`` when the named node, or every node of the cluster, has another one."""
+    arch = _architecture(s, source.cluster, source.node)
+    chosen = next((c for c in candidates if c.name == cluster), None)
+    if chosen is None:
+        raise NotFound("cluster", cluster)
+    named = [n for n in chosen.nodes if n.name == node] if node is not None else list(chosen.nodes)
+    if node is not None and not named:
+        raise NotFound("node", f"{cluster}/{node}")
+    kept = [n for n in named if n.architecture == arch]
+    if not kept:
+        other = sorted({n.architecture for n in named})
+        where = f"{cluster}/{node}" if node is not None else f"any node of {cluster}"
+        raise ApiError(
+            409,
+            "architecture_mismatch",
+            f"a stateful move from {arch} ({source.cluster}/{source.node}) to {'/'.join(other)} ({where}) is refused: "
+            "its state may not be understood across CPU architectures",
+            {"field": "to", "source": arch, "target": other[0] if len(other) == 1 else other},
+        )
+    if node is None:
+        kept = [n for n in chosen.nodes if n.architecture == arch]
+    return [replace(c, nodes=tuple(kept)) if c.name == cluster else c for c in candidates]
 
 
 def _architecture(s: Session, cluster: str, node: str) -> str:
