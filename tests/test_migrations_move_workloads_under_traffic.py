@@ -218,8 +218,8 @@ def test_bad_moves_are_refused_and_change_nothing(stack: Stack) -> None:
     missing = refused({"workload": "ledger", "to": {"cluster": there, "node": "n9"}}, 404, "not_found")
     assert missing["details"] == {"kind": "node", "name": f"{there}/n9"}
     # a runtime the node lacks: the runtime filter, named
-    error = refused({"workload": "ledger", "to": {"cluster": "iot-gateway", "node": "iot-gateway-n1", "runtime": "runh"}},
-                    409, "target_refused")  # fmt: skip
+    runh = {"cluster": "iot-gateway", "node": "iot-gateway-n1", "runtime": "runh"}
+    error = refused({"workload": "ledger", "to": runh}, 409, "target_refused")
     assert error["details"]["filter"] == "runtime"
     # schema: a bad mode, an extra field, a bad name
     refused({"workload": "ledger", "to": {"cluster": there}, "mode": "teleport"}, 422, "invalid")

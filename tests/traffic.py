@@ -8,6 +8,7 @@ freeze, a refused connection or a stalled request all show in it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ class TrafficReport:
     def longest_gap_ms(self) -> float:
         """The longest time between two successful answers, in milliseconds."""
         times = sorted(self.ok_times)
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0) * 1000
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0) * 1000
 
 
 class SteadyClient:
