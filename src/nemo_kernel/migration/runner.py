@@ -213,10 +213,10 @@ class MigrationRunner:
         except (ReplicaRejected, MoveFailed) as exc:
             await asyncio.to_thread(self._roll_back, m.id, f"state transfer failed: {exc}")
             return
-        await asyncio.to_thread(self._frozen, m.id, full)
-        await self._switch(await asyncio.to_thread(self._read, m.id))
+        # straight on to the freeze: every step between the freeze and the switch is downtime
+        await self._switch(await asyncio.to_thread(self._frozen, m.id, full))
 
-    def _frozen(self, migration_id: int, full: StateSnapshot) -> None:
+    def _frozen(self, migration_id: int, full: StateSnapshot) -> MigrationRow:
         with self._db.transaction() as s:
             m = get_migration(s, migration_id)
             m.state_version = full.version
@@ -226,6 +226,9 @@ class MigrationRunner:
                 s, m, MigrationPhase.SWITCHING,
                 f"{len(full.data)} bytes of state (version {full.version}) imported; freezing {m.source_replica}",
             )  # fmt: skip
+            s.flush()
+            s.expunge(m)
+            return m
 
     async def _switch(self, m: MigrationRow) -> None:
         if m.mode == MigrationMode.STATEFUL.value:
