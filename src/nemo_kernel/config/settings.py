@@ -138,6 +138,26 @@ class Settings(BaseSettings):
     petition_clone_timeout: float = Field(default=60.0, gt=0, le=600, description="seconds a petition's clone may take")
     petition_clone_max_mib: int = Field(default=100, ge=1, le=10240, description="size limit of a petition's clone")
 
+    # The embedded metrics store (metrics.embedded): raw samples in memory, 1 min and 1 h rollups in the database.
+    metrics_raw_retention: float = Field(
+        default=7200.0, ge=300, le=7 * 86400, description="seconds of raw samples kept in memory per series"
+    )
+    metrics_raw_max_samples: int = Field(
+        default=7200, ge=16, le=1_000_000, description="most raw samples kept per series (a memory bound)"
+    )
+    metrics_rollup_1m_retention: float = Field(
+        default=2 * 86400.0, ge=3600, le=90 * 86400, description="seconds 1-minute rollups are kept in the database"
+    )
+    metrics_rollup_1h_retention: float = Field(
+        default=90 * 86400.0, ge=86400, le=5 * 366 * 86400, description="seconds 1-hour rollups are kept"
+    )
+    metrics_max_series: int = Field(
+        default=200_000, ge=100, le=10_000_000, description="most series held; samples of new ones beyond are dropped"
+    )
+    metrics_flush_interval: float = Field(
+        default=60.0, ge=1, le=3600, description="seconds between writes of finished rollups to the database"
+    )
+
     # The weights of the placement criteria: one JSON mapping, NEMO_WEIGHTS='{"cost": 2, "carbon": 1}'. The three
     # variables before it are still read (an entry each); they are validated with it, in ``_weights``.
     weight_cost: float | None = Field(default=None, ge=0, le=1000, allow_inf_nan=False, description="see weights")

@@ -9,6 +9,7 @@ Layer: with ``store`` and ``bus`` at the bottom (DESIGN.md), so it imports only 
 callers (``clusters``, ``ppef``, ``orchestrator``) import it, never the other way round.
 """
 
+from nemo_kernel.metrics.embedded import EmbeddedMetrics
 from nemo_kernel.metrics.model import (
     LABEL_NAME,
     MAX_POINTS,
@@ -35,6 +36,7 @@ __all__ = [
     "METRIC_NAME",
     "TARGET_LABELS",
     "Aggregation",
+    "EmbeddedMetrics",
     "MatchOp",
     "Matcher",
     "MetricSink",

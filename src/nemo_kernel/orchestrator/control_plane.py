@@ -22,6 +22,7 @@ from nemo_kernel.bus import (
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
+from nemo_kernel.metrics import EmbeddedMetrics, MetricsReader
 from nemo_kernel.migration import MigrationRunner, MigrationTimings
 from nemo_kernel.orchestrator.commands import MIGRATE_INTENT, Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion, DecisionEngine
@@ -102,6 +103,14 @@ class ControlPlane:
         timings = MigrationTimings(drain=settings.migration_drain, prepare_timeout=settings.migration_prepare_timeout)
         self.migrations = MigrationRunner(self.db, self.resources.driver, self.wake, timings)
         self.views = Views(self.db, self.resources.sandbox_of, self.directory)
+        # The analytics engine: the embedded store takes every sample; queries go to ``metrics``, the embedded
+        # store unless a Prometheus reader replaces it (NEMO_PROMETHEUS_URL).
+        self.metrics_store = EmbeddedMetrics(
+            raw_retention=settings.metrics_raw_retention,
+            max_series=settings.metrics_max_series,
+            max_samples_per_series=settings.metrics_raw_max_samples,
+        )
+        self.metrics: MetricsReader = self.metrics_store
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
         self._migration_wake = asyncio.Event()

@@ -1,0 +1,260 @@
+"""Service level agreements (PPEF, seed section 3.3): the template of section 3.3.1 and the SLO kinds of 3.3.2.
+
+An SLA binds one workload (or every workload of a namespace) to objectives. What a user writes is an
+:class:`SlaSpec`; PPEF stores it versioned like a workload, evaluates each :class:`SloSpec` against its SLI, and
+keeps the SLA's :class:`SlaState`. Every number is finite and bounded, every duration is written the way
+Prometheus writes it (``30s``, ``5m``, ``1h``, ``30d``, ``4w``) and bounded by :data:`MAX_PERIOD_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, Strict, ValidationInfo, field_validator, model_validator
+
+from nemo_kernel.domain.common import Lax, Name, Spec
+
+MAX_PERIOD_SECONDS = 366 * 24 * 3600
+"""The longest duration an SLA may name (a yearly reporting period)."""
+
+_DURATION = re.compile(r"([1-9][0-9]{0,6})(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds of a Prometheus-style duration (``5m`` -> 300.0); raises ValueError on anything else."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 1h, 30d or 4w")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _check_duration(text: str) -> str:
+    if duration_seconds(text) > MAX_PERIOD_SECONDS:
+        raise ValueError(f"{text!r} is longer than a year")
+    return text
+
+
+Duration = Annotated[str, Strict(), AfterValidator(_check_duration)]
+"""A duration as Prometheus writes it, at most a year."""
+
+
+class SloKind(StrEnum):
+    """The 15 performance targets of seed section 3.3.2; each has one SLI definition in ``nemo_kernel.ppef``."""
+
+    LATENCY = "latency"  # percentile of request latency through the gateway, seconds
+    ERROR_RATE = "error_rate"  # share of requests that fail (5xx, refused)
+    THROUGHPUT = "throughput"  # requests per second served
+    CAPACITY = "capacity"  # CPU or memory utilisation of the workload's replicas, 0..1
+    SCALABILITY = "scalability"  # seconds from a scale-out being decided to the new replicas running
+    AVAILABILITY = "availability"  # share of good minutes (replicas up and requests succeeding)
+    BACKUP_DR = "backup_dr"  # recovery point and recovery time, seconds
+    SECURITY = "security"  # open runtime security events against the workload
+    INCIDENT_RESPONSE = "incident_response"  # mean time to detect / to resolve, seconds
+    PRESS_COMPLIANCE = "press_compliance"  # share of replicas inside the SLA's PRESS clauses, 0..1
+    ENERGY = "energy"  # Wh per request, or Wh per hour
+    COST = "cost"  # EUR per hour
+    PACKET_LOSS = "packet_loss"  # share of packets lost on the workload's links, 0..1
+    BANDWIDTH = "bandwidth"  # Mbit/s available on the workload's links
+    JITTER = "jitter"  # seconds of variation of the link round trip
+
+
+class Comparison(StrEnum):
+    """Which side of the threshold is good."""
+
+    AT_MOST = "<="
+    AT_LEAST = ">="
+
+
+class BudgetingMethod(StrEnum):
+    """How an SLO's error budget is counted (OpenSLO v1's names)."""
+
+    OCCURRENCES = "Occurrences"  # good events / all events over the period
+    TIMESLICES = "Timeslices"  # good timeslices / all timeslices; a slice is good when its SLI meets the threshold
+
+
+class SloSpec(Spec):
+    """One objective: an SLI of ``kind`` compared with ``threshold`` over ``window``, and a target share of good
+    events or timeslices over the SLA's period (the error budget is ``1 - target`` of it)."""
+
+    name: Name
+    kind: Annotated[SloKind, Lax]
+    description: str = Field(default="", max_length=1000)
+    threshold: float | None = Field(
+        default=None, ge=0, le=1e12, description="in the kind's unit; kinds that are ratios of events need none"
+    )
+    comparison: Annotated[Comparison, Lax] | None = Field(
+        default=None, description="default per kind: <= for latency, errors, cost...; >= for throughput, bandwidth"
+    )
+    percentile: float | None = Field(default=None, gt=0, lt=100, description="latency only, e.g. 99")
+    target: float = Field(default=0.99, gt=0, le=1, description="share of good events or timeslices, e.g. 0.995")
+    window: Duration = Field(default="5m", description="over which the SLI is measured")
+    budgeting: Annotated[BudgetingMethod, Lax] = BudgetingMethod.OCCURRENCES
+    timeslice: Duration | None = Field(default=None, description="Timeslices budgeting: the slice, e.g. 1m")
+    min_events: int = Field(
+        default=10, ge=0, le=10**9, description="fewer events in a window than this: a burn rate cannot page"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SloSpec:
+        if self.percentile is not None and self.kind is not SloKind.LATENCY:
+            raise ValueError("percentile applies to latency only")
+        if self.budgeting is BudgetingMethod.TIMESLICES and self.timeslice is None:
+            raise ValueError("Timeslices budgeting needs a timeslice")
+        if self.timeslice is not None and duration_seconds(self.timeslice) > duration_seconds(self.window) * 1000:
+            raise ValueError("timeslice is out of proportion to the window")
+        return self
+
+
+class Criticality(StrEnum):
+    """How much a failure of the service matters (section 3.3.1, item 1)."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class ServiceDescription(Spec):
+    """Section 3.3.1 item 1: the service and its criticality for security, performance and availability."""
+
+    description: str = Field(default="", max_length=4000)
+    security: Annotated[Criticality, Lax] = Criticality.MEDIUM
+    performance: Annotated[Criticality, Lax] = Criticality.MEDIUM
+    availability: Annotated[Criticality, Lax] = Criticality.MEDIUM
+
+
+class BackupPolicy(Spec):
+    """Backup and disaster recovery: how much data may be lost (RPO) and how long recovery may take (RTO)."""
+
+    rpo: Duration
+    rto: Duration
+
+
+class PressClauses(Spec):
+    """Section 3.3.1 item 2 (privacy, data protection, ethics, security and societal aspects).
+
+    ``data_residency`` becomes a placement constraint the decision engine enforces, and is checked continuously
+    by the ``press_compliance`` SLO kind.
+    """
+
+    data_residency: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = Field(default_factory=list, max_length=250)
+    encryption_in_transit: bool = False
+    encryption_at_rest: bool = False
+    data_retention: Duration | None = None
+    backup: BackupPolicy | None = None
+
+
+class Reporting(Spec):
+    """Section 3.3.1 item 5: who gets the reports, how often."""
+
+    period: Duration = "30d"
+    recipients: list[Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^\s@]+@[^\s@]+$")]] = Field(
+        default_factory=list, max_length=100
+    )
+
+
+class Penalty(Spec):
+    """A service credit owed when an SLO ends its period below ``below`` (a share, like the SLO's target)."""
+
+    slo: Name
+    below: float = Field(gt=0, le=1)
+    credit_percent: float = Field(gt=0, le=100)
+
+
+class PolicyAction(StrEnum):
+    """What PPEF does about a predicted or actual breach."""
+
+    NOTIFY = "notify"  # bus event and the SLA's webhook
+    NOTIFY_ONLY = "notify_only"  # record only (audit), no outside call
+    SCALE_OUT = "scale_out"  # replicas + step, up to max_replicas
+    MOVE = "move"  # re-place on a better cluster for the SLO (migration when available)
+
+
+class PolicyTrigger(StrEnum):
+    """When a policy acts."""
+
+    PREDICTED = "predicted"  # sla.breach_predicted
+    VIOLATED = "violated"  # sla.violated
+
+
+class Policy(Spec):
+    """One reaction of the closed loop, with a cooldown so that nothing thrashes."""
+
+    action: Annotated[PolicyAction, Lax]
+    on: list[Annotated[PolicyTrigger, Lax]] = Field(
+        default_factory=lambda: [PolicyTrigger.PREDICTED, PolicyTrigger.VIOLATED], min_length=1, max_length=2
+    )
+    slos: list[Name] = Field(default_factory=list, description="the SLOs it reacts to; empty: all", max_length=64)
+    step: int = Field(default=1, ge=1, le=100, description="scale_out: replicas added each time")
+    max_replicas: int = Field(default=10, ge=1, le=1000, description="scale_out: never beyond")
+    cooldown: Duration = "5m"
+    webhook: str | None = Field(default=None, max_length=2000, pattern=r"^https?://[^\s]+$")
+
+
+class SlaSpec(Spec):
+    """An SLA as a user writes it (YAML or JSON), following the template of seed section 3.3.1."""
+
+    name: Name
+    namespace: Name = "default"
+    workload: Name | None = Field(default=None, description="the workload it binds; None: every workload of namespace")
+    service: ServiceDescription = Field(default_factory=ServiceDescription)
+    press: PressClauses = Field(default_factory=PressClauses)
+    period: Duration = Field(default="30d", description="the SLO period the error budgets are counted over")
+    slos: list[SloSpec] = Field(min_length=1, max_length=64)
+    reporting: Reporting = Field(default_factory=Reporting)
+    penalties: list[Penalty] = Field(default_factory=list, max_length=64)
+    policies: list[Policy] = Field(default_factory=list, max_length=16)
+
+    @field_validator("slos")
+    @classmethod
+    def _slos_fit(cls, slos: list[SloSpec], info: ValidationInfo) -> list[SloSpec]:
+        names = [slo.name for slo in slos]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate is not None:
+            raise ValueError(f"duplicate SLO name {duplicate!r}")
+        period = info.data.get("period")
+        if period is not None:  # None: the period itself was refused, and said so
+            for slo in slos:
+                if duration_seconds(slo.window) > duration_seconds(period):
+                    raise ValueError(f"SLO {slo.name!r}: window {slo.window} is longer than the period {period}")
+        return slos
+
+    @field_validator("penalties")
+    @classmethod
+    def _penalties_name_slos(cls, penalties: list[Penalty], info: ValidationInfo) -> list[Penalty]:
+        names = {slo.name for slo in info.data.get("slos", [])}
+        for penalty in penalties:
+            if penalty.slo not in names:
+                raise ValueError(f"names unknown SLO {penalty.slo!r}")
+        return penalties
+
+    @field_validator("policies")
+    @classmethod
+    def _policies_name_slos(cls, policies: list[Policy], info: ValidationInfo) -> list[Policy]:
+        names = {slo.name for slo in info.data.get("slos", [])}
+        for policy in policies:
+            unknown = [n for n in policy.slos if n not in names]
+            if unknown:
+                raise ValueError(f"policy {policy.action.value} names unknown SLO {unknown[0]!r}")
+        return policies
+
+
+class SlaState(StrEnum):
+    """Lifecycle of an SLA: ``Draft -> Active -> (Violated <-> Active) -> Terminated``; every transition an event."""
+
+    DRAFT = "Draft"
+    ACTIVE = "Active"
+    VIOLATED = "Violated"
+    TERMINATED = "Terminated"
+
+
+class SloState(StrEnum):
+    """Where one SLO stands; missing data is ``NoData``, never ``Met``."""
+
+    MET = "Met"
+    AT_RISK = "AtRisk"
+    VIOLATED = "Violated"
+    NO_DATA = "NoData"
