@@ -182,7 +182,8 @@ class MigrationRunner:
                     )
                 return
             if m.mode == MigrationMode.STATEFUL.value:
-                enter_phase(s, m, MigrationPhase.TRANSFERRING, f"{target.id} runs; handing the state over")
+                how = f"application state hand-off; {checkpoint_support()}"
+                enter_phase(s, m, MigrationPhase.TRANSFERRING, f"{target.id} runs; handing the state over ({how})")
                 return
             enter_phase(s, m, MigrationPhase.SWITCHING, f"{target.id} runs; switching traffic")
             self._flip(s, m, now)
