@@ -28,12 +28,15 @@ from nemo_kernel.metrics.model import (
     Selector,
     Series,
 )
+from nemo_kernel.metrics.rollups import HOUR, MINUTE, RollupRow, RollupStore
 
 __all__ = [
+    "HOUR",
     "LABEL_NAME",
     "MAX_POINTS",
     "MAX_WINDOW_SECONDS",
     "METRIC_NAME",
+    "MINUTE",
     "TARGET_LABELS",
     "Aggregation",
     "EmbeddedMetrics",
@@ -44,6 +47,8 @@ __all__ = [
     "MetricsReader",
     "MetricsUnavailable",
     "QueryResult",
+    "RollupRow",
+    "RollupStore",
     "Sample",
     "Selector",
     "Series",

@@ -10,13 +10,17 @@ the raw retention, a per-series sample bound and ``max_series``). Everything ref
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+import numpy as np
+
 from nemo_kernel.metrics import matching
-from nemo_kernel.metrics.evaluate import evaluate, over_window
+from nemo_kernel.metrics.evaluate import Grid, evaluate, over_history, over_window
+from nemo_kernel.metrics.functions import Times, Values
 from nemo_kernel.metrics.model import (
     LABEL_NAME,
     METRIC_NAME,
@@ -28,10 +32,22 @@ from nemo_kernel.metrics.model import (
 )
 from nemo_kernel.metrics.names import SAMPLES_DROPPED
 from nemo_kernel.metrics.raw import RawSeries
+from nemo_kernel.metrics.rollups import MINUTE, RESOLUTIONS, History, RollupRow, RollupStore, labels_key, rollup_rows
 
+ROLLUP_LAG = 60.0
+"""Seconds a bucket's end must be behind the clock before it is rolled up: late samples of a scrape still land."""
+MAX_PENDING_ROWS = 1_000_000
+"""Rollup rows kept for a retry while the store cannot take them (then the oldest go)."""
 DEFAULT_RAW_RETENTION = 2 * 3600.0
 DEFAULT_MAX_SERIES = 200_000
 DEFAULT_MAX_SAMPLES_PER_SERIES = 7_200  # 2 h at one sample a second
+MAX_QUERY_SAMPLES = 5_000_000
+"""Most raw samples one query may read (80 MB of copies), like Prometheus' ``query.max-samples``."""
+MAX_QUERY_POINTS = 5_000_000
+"""Most (series x evaluation time) points one query may compute."""
+_CHUNK = 2_000  # series handled per hold of the lock by housekeeping: ingest waits at most that long
+LOOKBACK = 300.0
+"""Seconds back an instant value is looked for (Prometheus' default lookback delta)."""
 FUTURE_SLACK = 600.0
 """Seconds a sample's timestamp may be ahead of the store's clock (clock skew between hosts)."""
 MAX_LABELS = 64
@@ -58,18 +74,31 @@ class DropReason:
 
 
 class _Stored:
-    """A held series as the evaluator sees it (raw samples only)."""
+    """A series as the evaluator sees it: a copy of its raw samples over the query's span (so the evaluation runs
+    without the store's lock), and its rollups older than them, if loaded."""
 
-    __slots__ = ("labels", "name", "raw")
+    __slots__ = ("history", "labels", "name", "times", "values")
 
-    def __init__(self, raw: RawSeries) -> None:
-        self.raw = raw
-        self.name = raw.name
-        self.labels: Mapping[str, str] = raw.labels
+    def __init__(
+        self, name: str, labels: Mapping[str, str], times: Times, values: Values, history: History | None
+    ) -> None:
+        self.name = name
+        self.labels = labels
+        self.times = times
+        self.values = values
+        self.history = history
 
     def over(self, agg: Aggregation, q: float | None, start: int, end: int) -> float | None:
-        times, values = self.raw.window(start, end)
+        lo = int(np.searchsorted(self.times, start, side="left"))
+        hi = int(np.searchsorted(self.times, end, side="right"))
+        times, values = self.times[lo:hi], self.values[lo:hi]
+        if self.history is not None and len(self.history):
+            return over_history(agg, q, self.history, times, values, start, end)
         return over_window(agg, q, times, values, start, end)
+
+
+_NO_TIMES = np.empty(0, dtype=np.int64)
+_NO_VALUES = np.empty(0, dtype=np.float64)
 
 
 class EmbeddedMetrics:
@@ -83,17 +112,21 @@ class EmbeddedMetrics:
         raw_retention: float = DEFAULT_RAW_RETENTION,
         max_series: int = DEFAULT_MAX_SERIES,
         max_samples_per_series: int = DEFAULT_MAX_SAMPLES_PER_SERIES,
+        rollups: RollupStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``raw_retention`` seconds of raw samples are kept per series (at most ``max_samples_per_series``);
         at most ``max_series`` series are held; ``clock`` gives "now" (unix seconds) for queries without ``at``
-        and for the age of samples."""
+        and for the age of samples. ``rollups`` keeps the 1 min and 1 h history (:meth:`flush` writes it) and
+        answers the parts of windows older than the raw samples; without it only raw samples answer."""
         if not (math.isfinite(raw_retention) and raw_retention > 0):
             raise ValueError("raw_retention must be a positive number of seconds")
         self.raw_retention_ms = round(raw_retention * 1000)
         self.max_series = max_series
         self.max_samples_per_series = max(16, max_samples_per_series)
         self.clock = clock
+        self.rollups = rollups
+        self._pending: list[RollupRow] = []  # rows a failed save left for the next flush
         self._series: dict[SeriesKey, RawSeries] = {}
         self._by_name: dict[str, dict[SeriesKey, RawSeries]] = {}
         # (name, label names, label values) as a producer gives them -> series: the ingest fast path (no sorting,
@@ -109,7 +142,7 @@ class EmbeddedMetrics:
         dropped: dict[str, int] = {}
         now = self.clock()
         oldest, newest = now - self.raw_retention_ms / 1000, now + FUTURE_SLACK
-        retention, max_samples = self.raw_retention_ms, self.max_samples_per_series
+        max_samples = self.max_samples_per_series
         with self._lock:
             seen = self._seen
             for s in samples:
@@ -133,7 +166,12 @@ class EmbeddedMetrics:
                     reason = _time_refusal(t, oldest)
                 else:
                     ms = round(t * 1000)
-                    if series.append(ms, float(v), ms - retention, max_samples):
+                    if ms > series.last:  # RawSeries.append, inlined: this line runs for every sample
+                        series.t.append(ms)
+                        series.v.append(v)
+                        series.last = ms
+                        if len(series.t) > max_samples:
+                            series.bound(max_samples)
                         continue
                     reason = DropReason.OUT_OF_ORDER
                 dropped[reason] = dropped.get(reason, 0) + 1
@@ -183,9 +221,11 @@ class EmbeddedMetrics:
                 series = RawSeries(SAMPLES_DROPPED.name, {"reason": reason})
                 self._series[key] = series  # beyond max_series too: the count of drops must not itself be dropped
                 self._by_name.setdefault(SAMPLES_DROPPED.name, {})[key] = series
-            last = series.last_time
-            t = now_ms if last is None else max(now_ms, last + 1)
-            series.append(t, float(self._dropped[reason]), t - self.raw_retention_ms, self.max_samples_per_series)
+            total = float(self._dropped[reason])
+            if series.n and series.last >= now_ms:
+                series.update_last(total)  # counted again within the same millisecond (or the clock stepped back)
+            else:
+                series.append(now_ms, total, self.max_samples_per_series)
 
     def dropped(self) -> dict[str, int]:
         """Samples refused since start, by reason."""
@@ -203,22 +243,30 @@ class EmbeddedMetrics:
         series were forgotten."""
         keep_from = round((self.clock() if now is None else now) * 1000) - self.raw_retention_ms
         with self._lock:
-            empty = []
-            for key, series in self._series.items():
-                series.trim(keep_from)
-                if series.n == 0:
-                    empty.append(key)
-            if empty:
-                gone = {id(self._series[key]) for key in empty}
+            everything = list(self._series.items())
+        empty: list[SeriesKey] = []
+        for i in range(0, len(everything), _CHUNK):
+            with self._lock:
+                for key, series in everything[i : i + _CHUNK]:
+                    series.trim(keep_from)
+                    if not series.t:
+                        empty.append(key)
+        with self._lock:
+            # a sample may have arrived since: only forget what is still empty
+            gone = {id(s) for key in empty if (s := self._series.get(key)) is not None and not s.t}
+            if gone:
                 self._seen = {k: v for k, v in self._seen.items() if id(v) not in gone}
-            for key in empty:
-                series = self._series.pop(key)
-                by_name = self._by_name.get(series.name)
-                if by_name is not None:
-                    by_name.pop(key, None)
-                    if not by_name:
-                        del self._by_name[series.name]
-            return len(empty)
+                for key in empty:
+                    quiet = self._series.get(key)
+                    if quiet is None or id(quiet) not in gone:
+                        continue
+                    del self._series[key]
+                    by_name = self._by_name.get(quiet.name)
+                    if by_name is not None:
+                        by_name.pop(key, None)
+                        if not by_name:
+                            del self._by_name[quiet.name]
+            return len(gone)
 
     # --- out -------------------------------------------------------------------------------------------------
 
@@ -239,14 +287,148 @@ class EmbeddedMetrics:
         if query.aggregation is Aggregation.HISTOGRAM_QUANTILE:
             selector = Selector(selector.metric + "_bucket", selector.matchers)
         now = self.clock()
+        grid = Grid.of(query, now)
         with self._lock:
-            selected = [_Stored(s) for s in self.select(selector)]
-            series = evaluate(query, selected, now)
+            held = {labels_key(s.labels): s for s in self.select(selector)}
+            raw_first = min((s.t[0] for s in held.values() if s.t), default=None)
+        histories: dict[str, _Loaded] = {}
+        if self.rollups is not None and selector.metric and (raw_first is None or grid.earliest < raw_first):
+            histories = self._histories(selector, grid, held)
+        if (len(held) + len(histories)) * len(grid.times) > MAX_QUERY_POINTS:
+            raise ValueError(
+                f"the query would evaluate {len(held) + len(histories)} series at {len(grid.times)} times, more "
+                f"than {MAX_QUERY_POINTS:,} points; narrow the selector, shorten the window or widen the step"
+            )
+        with self._lock:
+            spans = [(k, s, _copy(s, grid.earliest, grid.times[-1])) for k, s in held.items()]
+        if sum(len(t) for _, _, (t, _) in spans) > MAX_QUERY_SAMPLES:
+            raise ValueError(f"the query would read more than {MAX_QUERY_SAMPLES:,} samples; narrow it")
+        selected = [_Stored(s.name, s.labels, t, v, _history(histories.pop(k, None))) for k, s, (t, v) in spans]
+        selected += [_Stored(selector.metric, h.labels, _NO_TIMES, _NO_VALUES, h.history) for h in histories.values()]
+        series = evaluate(query, selected, now)
         return QueryResult(series=series, source=self.source)
+
+    def _histories(self, selector: Selector, grid: Grid, held: Mapping[str, RawSeries]) -> dict[str, _Loaded]:
+        """The rollups of the selected series over the query's windows, older than each one's raw samples."""
+        assert self.rollups is not None
+        since, until = grid.earliest // 1000, grid.times[-1] // 1000 + 1
+        rows: dict[str, list[RollupRow]] = {}
+        for resolution in RESOLUTIONS:
+            for row in self.rollups.load(selector.metric, resolution, since, until):
+                rows.setdefault(row[1], []).append(row)
+        out: dict[str, _Loaded] = {}
+        for key, series_rows in rows.items():
+            raw = held.get(key)
+            if raw is None:
+                labels = json.loads(key)
+                if not matching.selects(selector, selector.metric, labels):
+                    continue
+            else:
+                labels = raw.labels
+            raw_from = None
+            if raw is not None and raw.n:
+                # No sample counted twice, none left out: the raw samples of the first minute held were trimmed
+                # (retention), so that minute's bucket answers for it and raw samples count from the next minute.
+                first = raw.t[0]
+                cut = -(-first // (MINUTE * 1000)) * MINUTE * 1000
+                # If that bucket is not written yet (a new series), the raw samples answer for it.
+                written = any(r[2] == MINUTE and (r[3] + MINUTE) * 1000 == cut for r in series_rows)
+                raw_from = cut if written else first
+                series_rows = [r for r in series_rows if (r[3] + r[2]) * 1000 <= raw_from]
+            if series_rows:
+                out[key] = _Loaded(labels, History(series_rows, raw_from))
+        return out
+
+    # --- history ---------------------------------------------------------------------------------------------
+
+    def flush(self, now: float | None = None, *, everything: bool = False) -> int:
+        """Write the rollups of the samples not yet rolled up, up to the last bucket end at least ``ROLLUP_LAG``
+        behind the clock (``everything``: all of them, partial buckets too, e.g. on stop; the store merges the
+        rest in later). Returns the rows written; rows the store refused are kept and retried on the next call."""
+        if self.rollups is None:
+            return 0
+        now_ms = round((self.clock() if now is None else now) * 1000)
+        minute = RESOLUTIONS[0] * 1000
+        cutoff = now_ms + 1 if everything else (now_ms - round(ROLLUP_LAG * 1000)) // minute * minute
+        rows = self._pending
+        self._pending = []
+        with self._lock:
+            held = list(self._series.values())
+        for i in range(0, len(held), _CHUNK):
+            with self._lock:
+                for series in held[i : i + _CHUNK]:
+                    if series.t and series.last >= series.rolled_until:
+                        rows.extend(_roll_up(series, cutoff))
+        try:
+            self.rollups.save(rows)
+        except Exception:
+            self._pending = rows[-MAX_PENDING_ROWS:]
+            raise
+        return len(rows)
+
+    def latest(self, selectors: Sequence[Selector], at: float | None = None) -> list[Sample]:
+        """The newest sample at or before ``at`` (default now), no older than :data:`LOOKBACK`, of every series one
+        of ``selectors`` selects (each series once): what ``/federate`` exposes."""
+        for selector in selectors:
+            matching.check(selector)
+        end = round((self.clock() if at is None else at) * 1000)
+        start = end - round(LOOKBACK * 1000)
+        out: dict[int, Sample] = {}
+        with self._lock:
+            for selector in selectors:
+                for series in self.select(selector):
+                    if id(series) not in out:
+                        newest = _newest(series, start, end)
+                        if newest is not None:
+                            out[id(series)] = newest
+        return sorted(out.values(), key=lambda s: (s.name, sorted(s.labels.items())))
 
     async def query(self, query: MetricsQuery) -> QueryResult:
         """The series that answer ``query`` (a ``ValueError`` for a bad regular expression)."""
         return await asyncio.to_thread(self.evaluate, query)
+
+
+class _Loaded:
+    """A series' rollups read for one query."""
+
+    __slots__ = ("history", "labels")
+
+    def __init__(self, labels: Mapping[str, str], history: History) -> None:
+        self.labels = labels
+        self.history = history
+
+
+# Numpy views pin a series' buffers (appends would fail): the two helpers below make them and drop them on return,
+# under the store's lock.
+
+
+def _roll_up(series: RawSeries, cutoff: int) -> list[RollupRow]:
+    """The rollup rows of a series' samples from where it was rolled up to ``cutoff`` (ms); advances it."""
+    times, values = series.since(series.rolled_until, cutoff)
+    if not len(times):
+        return []
+    rows = rollup_rows(series.name, labels_key(series.labels), times, values, series.rolled_value)
+    series.rolled_value = float(values[-1])
+    # Up to the last sample rolled, not the cutoff: a late sample before the cutoff is rolled next time (its
+    # bucket may be written already; the store merges it in).
+    series.rolled_until = int(times[-1]) + 1
+    return rows
+
+
+def _copy(series: RawSeries, start: int, end: int) -> tuple[Times, Values]:
+    times, values = series.window(start, end)
+    return times.copy(), values.copy()
+
+
+def _newest(series: RawSeries, start: int, end: int) -> Sample | None:
+    times, values = series.window(start, end)
+    if not len(times):
+        return None
+    return Sample(series.name, series.labels, float(values[-1]), int(times[-1]) / 1000)
+
+
+def _history(loaded: _Loaded | None) -> History | None:
+    return loaded.history if loaded is not None else None
 
 
 def _time_refusal(t: float, oldest: float) -> str:

@@ -14,8 +14,18 @@ from typing import Protocol
 
 import numpy as np
 
-from nemo_kernel.metrics.functions import Times, Values, bucket_quantile, extrapolated_rate, quantile
+from nemo_kernel.metrics.functions import (
+    Times,
+    Values,
+    bucket_quantile,
+    counter_increase,
+    extrapolated_rate,
+    incremental_mean,
+    quantile,
+    sequential_sum,
+)
 from nemo_kernel.metrics.model import Aggregation, MetricsQuery, Series
+from nemo_kernel.metrics.rollups import History
 
 
 class Windowed(Protocol):
@@ -37,13 +47,52 @@ def over_window(agg: Aggregation, q: float | None, times: Times, values: Values,
     if agg is Aggregation.LAST:
         return float(values[-1])
     if agg is Aggregation.SUM:
-        return float(values.sum())
+        return sequential_sum(values)
     if agg is Aggregation.AVG:
-        return float(values.mean())
+        return incremental_mean(values.tolist())
     if agg is Aggregation.QUANTILE:
         return quantile(q if q is not None else math.nan, values)
     # max/min_over_time skip NaN unless every value is NaN
     real = values[~np.isnan(values)]
+    if len(real) == 0:
+        return math.nan
+    return float(real.max() if agg is Aggregation.MAX else real.min())
+
+
+def over_history(
+    agg: Aggregation,
+    q: float | None,
+    history: History,
+    times: Times,
+    values: Values,
+    start: int,
+    end: int,
+) -> float | None:
+    """``agg`` over a window that reaches back into rollups: the buckets wholly inside it, plus the raw samples.
+
+    Exact for count-based answers (avg, sum, min, max, last); ``rate`` is the buckets' increase plus the raw one
+    over the window, without extrapolation; ``quantile`` ranks the raw values with one value (the mean) per bucket.
+    """
+    sl = history.within(start, end)
+    if sl.start == sl.stop:
+        return over_window(agg, q, times, values, start, end)
+    cut = int(np.searchsorted(times, history.raw_from, side="left"))
+    times, values = times[cut:], values[cut:]
+    if agg in (Aggregation.RATE, Aggregation.HISTOGRAM_QUANTILE):
+        before = float(history.lasts[sl][-1])
+        total = float(history.incs[sl].sum()) + counter_increase(values, before if len(values) else None)
+        return total / ((end - start) / 1000.0)
+    if agg is Aggregation.LAST:
+        return float(values[-1]) if len(values) else float(history.lasts[sl][-1])
+    if agg is Aggregation.SUM:
+        return float(history.sums[sl].sum() + values.sum())
+    if agg is Aggregation.AVG:
+        return float((history.sums[sl].sum() + values.sum()) / (history.counts[sl].sum() + len(values)))
+    if agg is Aggregation.QUANTILE:
+        means = history.sums[sl] / history.counts[sl]
+        return quantile(q if q is not None else math.nan, np.concatenate((means, values)))
+    extremes = np.concatenate((history.maxs[sl] if agg is Aggregation.MAX else history.mins[sl], values))
+    real = extremes[~np.isnan(extremes)]
     if len(real) == 0:
         return math.nan
     return float(real.max() if agg is Aggregation.MAX else real.min())
@@ -55,6 +104,11 @@ class Grid:
 
     times: Sequence[int]
     range_ms: int
+
+    @property
+    def earliest(self) -> int:
+        """The start of the first window (ms)."""
+        return self.times[0] - self.range_ms if self.times else 0
 
     @classmethod
     def of(cls, query: MetricsQuery, now: float) -> Grid:
@@ -84,6 +138,8 @@ def evaluate(query: MetricsQuery, selected: Iterable[Windowed], now: float) -> l
     """The result series of ``query`` over the ``selected`` series (for a histogram quantile: its ``_bucket``
     series), evaluated on the query's grid."""
     grid = Grid.of(query, now)
+    # Series are aggregated in the order the store created them, as Prometheus' head returns them (by series
+    # reference) for a query: the same order of additions, the same rounding.
     if query.aggregation is Aggregation.HISTOGRAM_QUANTILE:
         return _histogram_quantile(query, selected, grid)
     per_series = [(s, _points(s, query, grid)) for s in selected]
@@ -124,11 +180,14 @@ def _group_key(labels: Mapping[str, str], by: Sequence[str]) -> tuple[tuple[str,
 
 
 def _sum(values: list[float]) -> float:
-    return sum(values)  # plain addition, as Prometheus 2.x's sum aggregator
+    total = values[0]
+    for v in values[1:]:
+        total += v  # in order, as Prometheus 2.x's sum aggregator (Python 3.12's sum() compensates)
+    return total
 
 
 def _avg(values: list[float]) -> float:
-    return _sum(values) / len(values)
+    return incremental_mean(values)
 
 
 def _max(values: list[float]) -> float:

@@ -9,7 +9,7 @@ Prometheus answer the same :class:`~nemo_kernel.metrics.model.MetricsQuery` with
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -32,8 +32,9 @@ def extrapolated_rate(times: Times, values: Values, range_start: int, range_end:
     result = last - first
     drops = values[1:] < values[:-1]
     if drops.any():
-        # Prometheus adds the value before each reset: the counter restarted from zero after it.
-        result += float(values[:-1][drops].sum())
+        # Prometheus adds the value before each reset (one by one, in order: the same rounding).
+        for before_reset in values[:-1][drops].tolist():
+            result += before_reset
     t_first, t_last = int(times[0]), int(times[-1])
     duration_to_start = (t_first - range_start) / 1000.0
     duration_to_end = (range_end - t_last) / 1000.0
@@ -47,7 +48,33 @@ def extrapolated_rate(times: Times, values: Values, range_start: int, range_end:
     interval = sampled
     interval += duration_to_start if duration_to_start < threshold else average_interval / 2
     interval += duration_to_end if duration_to_end < threshold else average_interval / 2
-    return result * (interval / sampled) / ((range_end - range_start) / 1000.0)
+    factor = interval / sampled
+    factor /= (range_end - range_start) / 1000.0
+    return result * factor
+
+
+def sequential_sum(values: Values) -> float:
+    """The sum added up in order, as Prometheus does (numpy's ``sum`` adds pairwise, Python 3.12's compensates:
+    both round differently)."""
+    return float(np.cumsum(values)[-1]) if len(values) else 0.0
+
+
+def incremental_mean(values: Iterable[float]) -> float:
+    """Prometheus' running mean (``avg_over_time`` and the ``avg`` aggregator): no overflow on huge values, and
+    the same rounding as Prometheus."""
+    mean, count = math.nan, 0
+    for v in values:
+        count += 1
+        if count == 1:
+            mean = v
+            continue
+        if math.isinf(mean):
+            if math.isinf(v) and (mean > 0) == (v > 0):
+                continue  # the same infinity: the mean is right already
+            if not math.isinf(v) and not math.isnan(v):
+                continue  # a finite value leaves an infinite mean as it is (Inf - Inf would make NaN)
+        mean += v / count - mean / count
+    return mean
 
 
 def counter_increase(values: Values, before: float | None = None) -> float:

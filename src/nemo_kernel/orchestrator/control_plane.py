@@ -22,7 +22,7 @@ from nemo_kernel.bus import (
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
-from nemo_kernel.metrics import EmbeddedMetrics, MetricsReader
+from nemo_kernel.metrics import HOUR, MINUTE, EmbeddedMetrics, MetricsReader
 from nemo_kernel.migration import MigrationRunner, MigrationTimings
 from nemo_kernel.orchestrator.commands import MIGRATE_INTENT, Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion, DecisionEngine
@@ -37,6 +37,7 @@ from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.orchestrator.seen_record import StoredSeenRecord
 from nemo_kernel.orchestrator.views import Views
 from nemo_kernel.store import Database, clusters, events
+from nemo_kernel.store.rollups import DatabaseRollups
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class ControlPlane:
             raw_retention=settings.metrics_raw_retention,
             max_series=settings.metrics_max_series,
             max_samples_per_series=settings.metrics_raw_max_samples,
+            rollups=DatabaseRollups(self.db),
         )
         self.metrics: MetricsReader = self.metrics_store
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
@@ -134,6 +136,7 @@ class ControlPlane:
             asyncio.create_task(self.directory.keep_fresh(), name="key-directory"),
             asyncio.create_task(self._prune_loop(), name="seen-messages"),
             asyncio.create_task(self._reaction_loop(ReactionDispatcher(self.db, reactions)), name="reactions"),
+            asyncio.create_task(self._metrics_loop(), name="metrics-history"),
             asyncio.create_task(self._migration_loop(), name="migrations"),
         ]
 
@@ -155,6 +158,27 @@ class ControlPlane:
                 await asyncio.to_thread(self._seen_record.prune)
             except Exception:
                 log.exception("pruning handled-message records failed; retrying")
+
+    async def _metrics_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.metrics_flush_interval)  # the rollups' write period, not a wait
+            try:
+                await asyncio.to_thread(self.keep_metrics_history)
+            except Exception:
+                # The store is unreachable: the rows wait in memory (bounded) and the next pass writes them.
+                log.exception("writing the metrics history failed; retrying")
+
+    def keep_metrics_history(self, *, everything: bool = False) -> None:
+        """One pass of the metrics history: write finished rollups, drop what is past its retention (rollups in the
+        store, raw samples and silent series in memory). ``everything`` also writes unfinished buckets (on stop)."""
+        now = time.time()
+        self.metrics_store.flush(now, everything=everything)
+        if self.metrics_store.rollups is not None:
+            settings = self.settings
+            retention = {MINUTE: settings.metrics_rollup_1m_retention, HOUR: settings.metrics_rollup_1h_retention}
+            for resolution, seconds in retention.items():
+                self.metrics_store.rollups.prune(resolution, int(now - seconds))
+        self.metrics_store.prune(now)
 
     def _bootstrap(self) -> None:
         # "First start" is recorded in the store itself, so removing every cluster later is respected.
@@ -244,6 +268,11 @@ class ControlPlane:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            try:  # the samples since the last pass, so that a clean stop loses no history
+                await asyncio.to_thread(self.keep_metrics_history, everything=True)
+            except Exception:
+                log.exception("writing the metrics history on stop failed")
         self._tasks = []
         if self._subscription is not None:
             await self._subscription.cancel()

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -309,6 +310,38 @@ class ReactionWatermarkRow(Base):
     reaction: Mapped[str] = mapped_column(String(200), primary_key=True)
     settled_through: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# --- Metrics: downsampled history of the embedded metrics store (nemo_kernel.metrics.rollups) -----------------------
+
+
+class MetricSeriesRow(Base):
+    """A series whose rollups are stored: its name and canonical label text; ``id`` is a digest of both (label
+    texts can be longer than an index entry may be)."""
+
+    __tablename__ = "metric_series"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), index=True)
+    labels: Mapped[str] = mapped_column(Text)
+
+
+class MetricRollupRow(Base):
+    """One bucket (``resolution`` seconds from ``start``, unix seconds) of one series. Values are nullable because
+    SQLite stores NaN as NULL."""
+
+    __tablename__ = "metric_rollups"
+    __table_args__ = (Index("ix_metric_rollups_resolution_start", "resolution", "start"),)
+
+    series_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resolution: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    sum: Mapped[float | None] = mapped_column(Float(53))
+    min: Mapped[float | None] = mapped_column(Float(53))
+    max: Mapped[float | None] = mapped_column(Float(53))
+    last: Mapped[float | None] = mapped_column(Float(53))
+    increase: Mapped[float | None] = mapped_column(Float(53))
 
 
 # --- Migrations: one replica moving to another node, cluster or runtime (nemo_kernel.migration drives them) ---------

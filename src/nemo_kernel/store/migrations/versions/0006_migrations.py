@@ -1,7 +1,7 @@
 """migrations: replicas moving between nodes, clusters and runtimes
 
 Revision ID: 0006_migrations
-Revises: 0004_reaction_runs
+Revises: 0005_metric_rollups
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import nemo_kernel.store.tables
 
 revision: str = "0006_migrations"
-down_revision: str | None = "0004_reaction_runs"
+down_revision: str | None = "0005_metric_rollups"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
