@@ -18,6 +18,7 @@ import argparse
 import math
 import os
 import platform
+import signal
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -109,6 +110,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s of the client")
     parser.add_argument("--append", type=Path, help="append the results section to this file")
     args = parser.parse_args()
+    # SIGTERM (a `timeout`, Ctrl-C from a supervisor) unwinds like an error, so the stack and its replicas are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     results: dict[str, list[dict[str, Any]]] = {mode: [] for mode, _, _ in MODES}
     load_before = os.getloadavg()
