@@ -5,8 +5,9 @@ State machine (one stored record, advanced by the control plane's migration loop
     Planned -> Preparing -> [Transferring] -> Switching -> Cleaning -> Completed
         \\           \\             \\             (any failure before Switching)
          `-----------`-------------`---------> RolledBack (the source serves as before, with its state)
-    Failed: a failure after the switch (the target serves; only the source's removal is left) or a rollback
-    that could not finish.
+    Failed: a failure after the switch (the target serves; only the source's removal is left), or a recreate
+    whose target cannot run (its source is already stopped: the workload is queued for placement instead).
+    A rollback of a frozen source stays in its phase with ``rolling_back`` until the source is thawed.
 
 ``recreate`` skips Transferring and stops the source before the target starts (the seed's baseline);
 ``stateless`` starts the target, switches the gateway's traffic to it, drains and stops the source;
