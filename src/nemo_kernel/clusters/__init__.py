@@ -18,9 +18,11 @@ from nemo_kernel.clusters.base import (
 from nemo_kernel.clusters.capabilities import (
     MAX_STATE_BYTES,
     Link,
+    ProbeEndpoints,
     StateSnapshot,
     SupportsCheckpoint,
     SupportsLinkEmulation,
+    SupportsLinkProbes,
     SupportsMetrics,
     SupportsStateHandoff,
 )
@@ -37,6 +39,7 @@ __all__ = [
     "DriverUnavailable",
     "Link",
     "NodeReport",
+    "ProbeEndpoints",
     "ReplicaRejected",
     "ReplicaReport",
     "ReplicaSpec",
@@ -44,6 +47,7 @@ __all__ = [
     "SupportsAgentPid",
     "SupportsCheckpoint",
     "SupportsLinkEmulation",
+    "SupportsLinkProbes",
     "SupportsMetrics",
     "SupportsStateHandoff",
 ]

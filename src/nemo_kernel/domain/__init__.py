@@ -1,10 +1,15 @@
 """Domain models shared by every component (pydantic v2)."""
 
 from nemo_kernel.domain.cluster import (
+    CONTROL_PLANE_LINK,
+    MAX_LINK_LATENCY_MS,
+    MAX_LINKS,
     ClusterPhase,
     ClusterSpec,
     ClusterStatus,
     DriverKind,
+    Link,
+    Links,
     NodeSpec,
     NodeStatus,
     PowerModel,
@@ -66,9 +71,12 @@ from nemo_kernel.domain.workload import (
 
 __all__ = [
     "ACTIVE_PHASES",
+    "CONTROL_PLANE_LINK",
     "CRITERIA",
     "DEFAULT_WEIGHT",
     "MAX_DEPTH",
+    "MAX_LINKS",
+    "MAX_LINK_LATENCY_MS",
     "MAX_WEIGHT",
     "NOT_RUNNABLE",
     "RUNTIMES_FOR_ISOLATION",
@@ -87,6 +95,8 @@ __all__ = [
     "Isolation",
     "Labels",
     "Lax",
+    "Link",
+    "Links",
     "Microservice",
     "MigrationMode",
     "MigrationPhase",

@@ -29,6 +29,7 @@ class EventKind(StrEnum):
     CLUSTER_READY = "cluster.ready"
     CLUSTER_NOT_READY = "cluster.not_ready"
     CLUSTER_FAILED = "cluster.failed"  # its stored spec cannot be read: isolated, the loop goes on
+    CLUSTER_LINKS_CHANGED = "cluster.links_changed"  # its emulated links (to the control plane, to peers)
 
     WORKLOAD_REGISTERED = "workload.registered"
     WORKLOAD_UPDATED = "workload.updated"
@@ -61,6 +62,14 @@ class EventKind(StrEnum):
     MIGRATION_PROGRESSED = "migration.progressed"  # it entered a new phase
     MIGRATION_COMPLETED = "migration.completed"
     MIGRATION_FAILED = "migration.failed"  # failed or rolled back: ``data.phase`` says which
+
+    SLA_APPLIED = "sla.applied"  # created or a new version stored
+    SLA_ACTIVATED = "sla.activated"  # Draft -> Active: its workload exists and is deployed
+    SLA_VIOLATED = "sla.violated"  # Active -> Violated: an SLO is outside its objective
+    SLA_RECOVERED = "sla.recovered"  # Violated -> Active: every SLO back within its objective
+    SLA_BREACH_PREDICTED = "sla.breach_predicted"  # an SLO's trend crosses its objective soon (time, confidence)
+    SLA_TERMINATED = "sla.terminated"  # deleted: no longer evaluated; its history stays
+    SLA_ACTION = "sla.action"  # the closed loop acted on an SLA (audit record in sla_actions)
 
     REACTION_FAILED = "reaction.failed"  # a reaction gave up on an event after its retries: recorded, the loop goes on
 

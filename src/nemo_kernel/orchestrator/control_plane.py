@@ -22,7 +22,7 @@ from nemo_kernel.bus import (
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
-from nemo_kernel.metrics import HOUR, MINUTE, EmbeddedMetrics, MetricsReader
+from nemo_kernel.metrics import HOUR, MINUTE, EmbeddedMetrics, MetricSink, MetricsReader
 from nemo_kernel.migration import MigrationRunner, MigrationTimings
 from nemo_kernel.orchestrator.commands import MIGRATE_INTENT, Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion, DecisionEngine
@@ -30,6 +30,7 @@ from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_fi
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
 from nemo_kernel.orchestrator.outbox import OutboxPublisher
+from nemo_kernel.orchestrator.probes import LinkProber
 from nemo_kernel.orchestrator.reactions import Reactions, load_reactions
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
@@ -72,10 +73,12 @@ class ControlPlane:
         providers: Mapping[DriverKind, DriverProvider] | None = None,
         reactions: Reactions | None = None,
         criteria: Sequence[AnyCriterion] = DEFAULT_CRITERIA,
+        link_sink: MetricSink | None = None,
     ) -> None:
         """``providers`` open the clusters of their driver kinds instead of the registry's (tests, embedders);
         ``reactions`` replaces the default registry (with ``REACTION_MODULES`` imported at start); ``criteria``
-        score placements (the default registry's unless given)."""
+        score placements (the default registry's unless given); ``link_sink`` receives the link probes' series
+        (``orchestrator.probes``) instead of :attr:`metrics_store`."""
         self.reactions = reactions
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
@@ -113,6 +116,8 @@ class ControlPlane:
             rollups=DatabaseRollups(self.db),
         )
         self.metrics: MetricsReader = self.metrics_store
+        # Link probes measure every cluster's links into the store (or the sink a test gives).
+        self.link_probes = LinkProber(self.resources, link_sink if link_sink is not None else self.metrics_store)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
         self._migration_wake = asyncio.Event()
@@ -137,6 +142,7 @@ class ControlPlane:
             asyncio.create_task(self._prune_loop(), name="seen-messages"),
             asyncio.create_task(self._reaction_loop(ReactionDispatcher(self.db, reactions)), name="reactions"),
             asyncio.create_task(self._metrics_loop(), name="metrics-history"),
+            asyncio.create_task(self.link_probes.run(), name="link-probes"),
             asyncio.create_task(self._migration_loop(), name="migrations"),
         ]
 

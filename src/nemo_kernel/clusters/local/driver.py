@@ -9,9 +9,19 @@ from urllib.parse import quote
 import httpx
 
 from nemo_kernel.clusters.base import ClusterReport, ClusterUnreachable, ReplicaSpec
-from nemo_kernel.clusters.capabilities import StateSnapshot, SupportsStateHandoff
+from nemo_kernel.clusters.capabilities import (
+    ProbeEndpoints,
+    StateSnapshot,
+    SupportsLinkEmulation,
+    SupportsLinkProbes,
+    SupportsStateHandoff,
+)
 from nemo_kernel.clusters.errors import ReplicaRejected
+from nemo_kernel.clusters.links import PROBE_INTERVAL, probe_timeout
 from nemo_kernel.clusters.local.handoff import SINCE, read_snapshot, snapshot_headers
+from nemo_kernel.domain import MAX_LINK_LATENCY_MS, Link
+
+MAX_LINK = Link(latency_ms=MAX_LINK_LATENCY_MS, jitter_ms=MAX_LINK_LATENCY_MS)
 
 
 class LocalClusterDriver:
@@ -67,6 +77,28 @@ class LocalClusterDriver:
         """Let a frozen replica accept writes again."""
         await self._request("POST", f"/v1/replicas/{quote(replica_id, safe='')}/state/thaw")
 
+    async def set_link(self, peer: str, link: Link | None) -> None:
+        """Emulate ``link`` between this cluster and ``peer`` (``controlplane`` or a cluster); None removes it."""
+        path = f"/v1/links/{quote(peer, safe='')}"
+        if link is None:
+            await self._request("DELETE", path)
+        else:
+            await self._request("PUT", path, json=link.model_dump(mode="json"))
+
+    async def probe_endpoints(self) -> ProbeEndpoints:
+        """Where the cluster's agent answers probes."""
+        response = await self._request("GET", "/v1/links")
+        return ProbeEndpoints.model_validate(response.json()["probe"])
+
+    async def probe_peer(self, peer: str, address: str, count: int) -> list[float | None]:
+        """``count`` probes from the agent to ``address`` through its link to ``peer``."""
+        body = {"address": address, "count": count}
+        # the probes take their time: their spacing, then as long as the slowest link may delay a reply
+        timeout = self.timeout + count * PROBE_INTERVAL + probe_timeout(MAX_LINK)
+        response = await self._request("POST", f"/v1/links/{quote(peer, safe='')}/probe", json=body, limit=timeout)
+        rtts = response.json()["rtts"]
+        return [None if r is None else float(r) for r in rtts]
+
     async def close(self) -> None:
         """Release connections (the agent and its replicas keep running)."""
         await self._client.aclose()
@@ -76,16 +108,20 @@ class LocalClusterDriver:
         method: str,
         path: str,
         json: Any = None,
+        limit: float | None = None,
         *,
         headers: dict[str, str] | None = None,
         content: bytes | None = None,
     ) -> httpx.Response:
+        timeout = self.timeout if limit is None else limit
         try:
             # httpx's timeout bounds each phase (connect, write, read); this bounds the whole call
-            async with asyncio.timeout(self.timeout):
-                response = await self._client.request(method, path, json=json, headers=headers, content=content)
+            async with asyncio.timeout(timeout):
+                response = await self._client.request(
+                    method, path, json=json, headers=headers, content=content, timeout=timeout
+                )
         except TimeoutError as exc:
-            raise ClusterUnreachable(f"{self.base_url}: no answer within {self.timeout:g} s") from exc
+            raise ClusterUnreachable(f"{self.base_url}: no answer within {timeout:g} s") from exc
         except httpx.HTTPError as exc:
             raise ClusterUnreachable(f"{self.base_url}: {type(exc).__name__}: {exc}") from exc
         if response.status_code == 401:
@@ -111,4 +147,7 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
     return error if isinstance(error, dict) else {}
 
 
-_: type[SupportsStateHandoff] = LocalClusterDriver
+# mypy checks here that the driver keeps the capabilities' shape
+_links: type[SupportsLinkEmulation] = LocalClusterDriver
+_probes: type[SupportsLinkProbes] = LocalClusterDriver
+_handoff: type[SupportsStateHandoff] = LocalClusterDriver
