@@ -25,7 +25,7 @@ from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
 from nemo_kernel.metrics import HOUR, MINUTE, EmbeddedMetrics, MetricSink, MetricsReader
 from nemo_kernel.migration import MigrationRunner, MigrationTimings
 from nemo_kernel.orchestrator.commands import MIGRATE_INTENT, Commands
-from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion, DecisionEngine
+from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
@@ -102,11 +102,11 @@ class ControlPlane:
             self.wake,
             intake=self.intake,
             directory=self.directory,
-            decisions=DecisionEngine(settings.weights, criteria=tuple(criteria)),
+            decisions=self.engine.schedule.decisions,  # migration targets are checked by the placing engine
         )
         timings = MigrationTimings(drain=settings.migration_drain, prepare_timeout=settings.migration_prepare_timeout)
         self.migrations = MigrationRunner(self.db, self.resources.driver, self.wake, timings)
-        self.views = Views(self.db, self.resources.sandbox_of, self.directory)
+        self.views = Views(self.db, self.resources.sandbox_of, self.directory, self.engine.schedule.decisions)
         # The analytics engine: the embedded store takes every sample; queries go to ``metrics``, the embedded
         # store unless a Prometheus reader replaces it (NEMO_PROMETHEUS_URL).
         self.metrics_store = EmbeddedMetrics(
