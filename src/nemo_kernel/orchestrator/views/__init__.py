@@ -24,6 +24,7 @@ from nemo_kernel.orchestrator.views.metrics import (
     WorkloadTop,
     WorkloadUsage,
 )
+from nemo_kernel.orchestrator.views.migrations import MigrationViews
 from nemo_kernel.orchestrator.views.modules import ModuleEntry, ModuleKey, ModuleViews
 from nemo_kernel.orchestrator.views.workloads import (
     PlacementExplanation,
@@ -39,6 +40,7 @@ __all__ = [
     "ClusterViews",
     "GatewayViews",
     "MetricsViews",
+    "MigrationViews",
     "ModuleEntry",
     "ModuleKey",
     "ModuleViews",
@@ -82,3 +84,4 @@ class Views:
         self.workloads = WorkloadViews(db, decisions)
         self.gateway = GatewayViews(db)
         self.metrics = MetricsViews(metrics, self.workloads)
+        self.migrations = MigrationViews(db)
