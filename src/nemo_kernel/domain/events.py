@@ -58,6 +58,14 @@ class EventKind(StrEnum):
     INTENT_ACCEPTED = "intent.accepted"
     INTENT_REJECTED = "intent.rejected"
 
+    SLA_APPLIED = "sla.applied"  # created or a new version stored
+    SLA_ACTIVATED = "sla.activated"  # Draft -> Active: its workload exists and is deployed
+    SLA_VIOLATED = "sla.violated"  # Active -> Violated: an SLO is outside its objective
+    SLA_RECOVERED = "sla.recovered"  # Violated -> Active: every SLO back within its objective
+    SLA_BREACH_PREDICTED = "sla.breach_predicted"  # an SLO's trend crosses its objective soon (time, confidence)
+    SLA_TERMINATED = "sla.terminated"  # deleted: no longer evaluated; its history stays
+    SLA_ACTION = "sla.action"  # the closed loop acted on an SLA (audit record in sla_actions)
+
     REACTION_FAILED = "reaction.failed"  # a reaction gave up on an event after its retries: recorded, the loop goes on
 
     @classmethod

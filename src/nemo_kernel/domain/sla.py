@@ -9,12 +9,13 @@ Prometheus writes it (``30s``, ``5m``, ``1h``, ``30d``, ``4w``) and bounded by :
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, Strict, ValidationInfo, field_validator, model_validator
 
-from nemo_kernel.domain.common import Lax, Name, Spec
+from nemo_kernel.domain.common import Lax, Model, Name, Spec
 
 MAX_PERIOD_SECONDS = 366 * 24 * 3600
 """The longest duration an SLA may name (a yearly reporting period)."""
@@ -258,3 +259,62 @@ class SloState(StrEnum):
     AT_RISK = "AtRisk"
     VIOLATED = "Violated"
     NO_DATA = "NoData"
+
+
+class SlaStatus(Model):
+    """A stored SLA: its latest spec and version, and where its lifecycle stands."""
+
+    name: str
+    namespace: str
+    workload: str | None
+    version: int
+    state: SlaState
+    message: str = ""
+    spec: SlaSpec
+    created_at: datetime
+    updated_at: datetime
+
+
+class SloStatus(Model):
+    """Where one SLO of an SLA stands after its last evaluation (part B writes it; the API reads it)."""
+
+    slo: str
+    kind: SloKind
+    state: SloState = SloState.NO_DATA
+    value: float | None = Field(default=None, description="the SLI's last value, in the kind's unit")
+    target: float = Field(description="the SLO's target share of good events or timeslices")
+    budget_remaining: float | None = Field(default=None, description="share of the error budget left, <= 1")
+    burn_rates: dict[str, float] = Field(default_factory=dict, description="burn rate per window, e.g. {'5m': 2.1}")
+    predicted_breach_at: datetime | None = None
+    confidence: float | None = Field(default=None, ge=0, le=1)
+    message: str = ""
+    evaluated_at: datetime | None = Field(default=None, description="None: never evaluated (state NoData)")
+
+
+class Violation(Model):
+    """A stretch of time an SLO spent outside its objective; ``ended_at`` None while it lasts."""
+
+    id: int
+    namespace: str
+    sla: str
+    slo: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    worst_value: float | None = None
+    breach_level: str = Field(description="how bad: e.g. 'page' or 'ticket' (burn rate), or 'violated'")
+
+
+class SlaAction(Model):
+    """One act of the closed loop on an SLA, with what triggered it and what happened after (audit)."""
+
+    id: int
+    namespace: str
+    sla: str
+    slo: str | None = None
+    trigger: str = Field(description="'predicted' or 'violated' (PolicyTrigger)")
+    predicted: dict[str, Any] = Field(default_factory=dict, description="what was predicted or observed")
+    action: str = Field(description="the policy action (PolicyAction) taken")
+    outcome: str = Field(description="e.g. 'done', 'skipped: cooldown', 'failed: ...'")
+    at: datetime
+    followup: dict[str, Any] | None = Field(default=None, description="what happened after (e.g. SLO state later)")
+    followup_at: datetime | None = None

@@ -342,3 +342,79 @@ class MetricRollupRow(Base):
     max: Mapped[float | None] = mapped_column(Float(53))
     last: Mapped[float | None] = mapped_column(Float(53))
     increase: Mapped[float | None] = mapped_column(Float(53))
+
+
+# --- PPEF: SLAs, the status of their SLOs, violations, and the audit of the closed loop (nemo_kernel.store.slas) -----
+
+
+class SlaRow(Base):
+    """An SLA: its latest spec (validated SlaSpec as JSON) and version, and its lifecycle ``state``."""
+
+    __tablename__ = "slas"
+    __table_args__ = (
+        UniqueConstraint("namespace", "name"),
+        Index("ix_slas_namespace_workload", "namespace", "workload"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(63))
+    workload: Mapped[str | None] = mapped_column(String(63))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(16), default="Draft", index=True)
+    spec: Mapped[dict[str, Any]]
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SloStatusRow(Base):
+    """The last evaluation of one SLO of an SLA (one row per SLO, replaced at each evaluation)."""
+
+    __tablename__ = "slo_status"
+
+    sla_id: Mapped[int] = mapped_column(ForeignKey("slas.id", ondelete="CASCADE"), primary_key=True)
+    slo: Mapped[str] = mapped_column(String(63), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float(53))
+    target: Mapped[float] = mapped_column(Float(53))
+    budget_remaining: Mapped[float | None] = mapped_column(Float(53))
+    burn_rates: Mapped[dict[str, Any]]
+    predicted_breach_at: Mapped[datetime | None]
+    confidence: Mapped[float | None] = mapped_column(Float(53))
+    message: Mapped[str] = mapped_column(Text, default="")
+    evaluated_at: Mapped[datetime | None]
+
+
+class SlaViolationRow(Base):
+    """A stretch of time one SLO spent outside its objective; ``ended_at`` NULL while it lasts."""
+
+    __tablename__ = "sla_violations"
+    __table_args__ = (Index("ix_sla_violations_sla_slo_ended", "sla_id", "slo", "ended_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sla_id: Mapped[int] = mapped_column(ForeignKey("slas.id", ondelete="CASCADE"))
+    slo: Mapped[str] = mapped_column(String(63))
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    ended_at: Mapped[datetime | None]
+    worst_value: Mapped[float | None] = mapped_column(Float(53))
+    breach_level: Mapped[str] = mapped_column(String(32))
+
+
+class SlaActionRow(Base):
+    """The audit of the closed loop: what was predicted or seen, what was done, and what happened after."""
+
+    __tablename__ = "sla_actions"
+    __table_args__ = (Index("ix_sla_actions_sla_at", "sla_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sla_id: Mapped[int] = mapped_column(ForeignKey("slas.id", ondelete="CASCADE"))
+    slo: Mapped[str | None] = mapped_column(String(63))
+    trigger: Mapped[str] = mapped_column(String(16))
+    predicted: Mapped[dict[str, Any]]
+    action: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    followup: Mapped[dict[str, Any] | None]
+    followup_at: Mapped[datetime | None]
