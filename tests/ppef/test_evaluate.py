@@ -220,3 +220,35 @@ def test_shapes_and_targets_are_checked() -> None:
         )
     with pytest.raises(ValueError, match="period"):
         burn_pairs(math.nan)
+
+
+def test_a_timeslice_budget_is_counted_against_the_whole_period() -> None:
+    # a 1-day period of 15 s slices at 99% allows 57.6 bad slices; the period has just begun: 1 bad of 4
+    counts = {Col.WINDOW: (0, 4), Col.PERIOD: (1, 4)}
+    early = one(counts, value=0.1, threshold=0.2, ratio=False, events=INF)
+    assert state_of(early.state[0]) is SloState.VIOLATED  # as a ratio, 25% of the period already burnt
+    bad = np.zeros((1, N_COLS))
+    total = np.zeros((1, N_COLS))
+    bad[0, Col.PERIOD], total[0, Col.WINDOW], total[0, Col.PERIOD] = 1, 4, 4
+    counted = evaluate_batch(
+        SloBatch(
+            bad,
+            total,
+            np.full((1, N_COLS), INF),
+            np.array([0.1]),
+            np.array([0.2]),
+            np.ones(1, bool),
+            np.zeros(1, bool),
+            np.array([0.99]),
+            np.zeros(1),
+            allowed_bad=np.array([0.01 * 86400 / 15]),
+        )
+    )
+    assert counted.budget_remaining[0] == pytest.approx(1 - 1 / 57.6)
+    assert state_of(counted.state[0]) is SloState.MET
+
+
+def test_a_period_with_fewer_than_min_events_cannot_be_spent() -> None:
+    status = one({Col.WINDOW: (1, 3), Col.PERIOD: (1, 3)}, min_events=10)
+    assert status.budget_remaining[0] < 0
+    assert state_of(status.state[0]) is SloState.AT_RISK  # its window misses the target, on too few events

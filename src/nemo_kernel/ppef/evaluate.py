@@ -119,14 +119,15 @@ class SloBatch:
     is_ratio: BoolArray
     target: FloatArray
     min_events: FloatArray
+    allowed_bad: FloatArray | None = None
 
     def __post_init__(self) -> None:
         n = self.value.shape[0]
         for name in ("bad", "total", "events"):
             if getattr(self, name).shape != (n, N_COLS):
                 raise ValueError(f"{name} must have shape ({n}, {N_COLS})")
-        for name in ("threshold", "at_most", "is_ratio", "target", "min_events"):
-            if getattr(self, name).shape != (n,):
+        for name in ("threshold", "at_most", "is_ratio", "target", "min_events", "allowed_bad"):
+            if getattr(self, name) is not None and getattr(self, name).shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},)")
         if np.any((self.target <= 0) | (self.target > 1)):
             raise ValueError("target must be in (0, 1]")
@@ -163,6 +164,10 @@ def evaluate_batch(batch: SloBatch) -> StatusBatch:
         burn = np.where(budget[:, None] > 0, ratio / budget[:, None], np.where(ratio > 0, np.inf, 0.0))
     burn = np.where(np.isnan(ratio), np.nan, burn)
     budget_remaining = 1.0 - burn[:, Col.PERIOD]
+    if batch.allowed_bad is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            by_count = 1.0 - batch.bad[:, Col.PERIOD] / batch.allowed_bad
+        budget_remaining = np.where(np.isnan(batch.allowed_bad), budget_remaining, by_count)
 
     longs = burn[:, Col.PAGE_1H_LONG :: 2]
     shorts = burn[:, Col.PAGE_1H_SHORT :: 2]
@@ -179,7 +184,8 @@ def evaluate_batch(batch: SloBatch) -> StatusBatch:
     misses_threshold = np.where(batch.at_most, value > batch.threshold, value < batch.threshold)
     threshold_miss = ~batch.is_ratio & misses_threshold
     ratio_miss = batch.is_ratio & (ratio[:, Col.WINDOW] > budget)
-    spent = budget_remaining <= 0
+    # a period's ratio on a handful of events says nothing: spent only once the period holds min_events
+    spent = (budget_remaining <= 0) & (batch.events[:, Col.PERIOD] >= batch.min_events)
 
     state = np.full(value.shape[0], MET, dtype=np.int8)
     state[page | spent | (threshold_miss & enough_now)] = VIOLATED
