@@ -1,0 +1,148 @@
+"""The SLO loop on a simulated clock, against the embedded metrics store and the SLA store (SQLite, PostgreSQL):
+a latency ramp is predicted before it violates, the SLA goes Violated and back, every step is an event."""
+
+from __future__ import annotations
+
+import math
+
+from nemo_kernel.domain import EventKind
+from nemo_kernel.domain.sla import SlaSpec, SlaState, SloState
+from nemo_kernel.metrics import EmbeddedMetrics, Sample
+from nemo_kernel.metrics import names as n
+from nemo_kernel.orchestrator.slo_loop import SloLoop
+from nemo_kernel.store import Database, events, slas
+
+T0 = 1_700_000_000.0
+SCRAPE = 5.0
+INTERVAL = 15.0
+BUCKETS = [0.05 * i for i in range(1, 21)]  # 50 ms .. 1 s
+LABELS = {"namespace": "default", "workload": "demo", "replica": "demo-0", "cluster": "edge-1"}
+
+
+def latency_at(t: float, fixed_at: float) -> float:
+    """100 ms for 15 minutes, then +10 ms a minute (past 250 ms at 30 minutes) until fixed."""
+    minutes = (t - T0) / 60
+    if t >= fixed_at:
+        return 0.1
+    return 0.1 + max(0.0, minutes - 15) * 0.01
+
+
+class Demo:
+    """The demo workload's gateway series: 20 requests a scrape, all with the latency of the moment."""
+
+    def __init__(self, store: EmbeddedMetrics, fixed_at: float) -> None:
+        self.store = store
+        self.fixed_at = fixed_at
+        self.t = T0
+        self.requests = 0.0
+        self.buckets = [0.0] * len(BUCKETS)
+
+    def until(self, now: float) -> None:
+        samples: list[Sample] = []
+        while self.t <= now:
+            latency = latency_at(self.t, self.fixed_at)
+            self.requests += 20
+            for i, le in enumerate(BUCKETS):
+                if latency <= le + 1e-9:
+                    self.buckets[i] += 20
+            samples.append(Sample(n.WORKLOAD_REQUESTS.name, LABELS, self.requests, self.t))
+            for le, count in zip(BUCKETS, self.buckets, strict=True):
+                samples.append(Sample(n.WORKLOAD_LATENCY.name + "_bucket", {**LABELS, "le": f"{le:g}"}, count, self.t))
+            samples.append(Sample(n.WORKLOAD_LATENCY.name + "_bucket", {**LABELS, "le": "+Inf"}, self.requests, self.t))
+            self.t += SCRAPE
+        self.store.ingest(samples)
+
+
+def sla() -> SlaSpec:
+    return SlaSpec.model_validate(
+        {
+            "name": "gold",
+            "workload": "demo",
+            "period": "1d",
+            "slos": [
+                {
+                    "name": "p99",
+                    "kind": "latency",
+                    "percentile": 99,
+                    "threshold": 0.25,
+                    "window": "1m",
+                    "min_events": 0,
+                },
+                {"name": "errors", "kind": "error_rate", "target": 0.99, "window": "1m"},
+                {"name": "spend", "kind": "cost", "threshold": 1.0},
+            ],
+        }
+    )
+
+
+async def test_a_ramp_is_predicted_then_violated_then_recovers(database: Database) -> None:
+    now = [T0]
+    store = EmbeddedMetrics(clock=lambda: now[0])
+    demo = Demo(store, fixed_at=T0 + 40 * 60)
+    loop = SloLoop(database, lambda: store, INTERVAL, clock=lambda: now[0])
+    with database.transaction() as s:
+        row = slas.apply_sla(s, sla()).row
+        slas.set_sla_state(s, row, SlaState.ACTIVE, "workload deployed")
+
+    def statuses() -> dict[str, SloState]:
+        with database.transaction() as s:
+            return {st.slo: st.state for st in slas.slo_statuses(s, slas.get_sla(s, "default", "gold"))}
+
+    seen: list[tuple[float, dict[str, SloState]]] = []
+    recovered_at = None
+    deadline = T0 + 90 * 60
+    while now[0] < deadline:
+        now[0] += INTERVAL
+        demo.until(now[0])
+        assert await loop.evaluate_once() == 3
+        seen.append((now[0], statuses()))
+        if now[0] > demo.fixed_at and seen[-1][1]["p99"] is SloState.MET:
+            recovered_at = now[0]
+            break
+    assert recovered_at is not None, "p99 never came back to Met"
+
+    with database.transaction() as s:
+        history = events.history(s, slas.sla_subject("default", "gold"))
+        row = slas.get_sla(s, "default", "gold")
+        assert row.state == SlaState.ACTIVE.value
+        violations, total = slas.list_violations(s, sla="gold")
+        final = {st.slo: st for st in slas.slo_statuses(s, row)}
+    kinds = [e.kind for e in history]
+    predicted = kinds.index(EventKind.SLA_BREACH_PREDICTED)
+    violated = kinds.index(EventKind.SLA_VIOLATED)
+    assert predicted < violated < kinds.index(EventKind.SLA_RECOVERED)
+    prediction = history[predicted]
+    assert prediction.data["slo"] == "p99" and 0.9 <= prediction.data["confidence"] <= 1
+    # predicted at least five minutes before the p99 crossed 250 ms (30 minutes in)
+    assert prediction.created_at is not None
+    first_violated = next(t for t, st in seen if st["p99"] is SloState.VIOLATED)
+    assert prediction.data["predicted_at"]
+    assert first_violated >= T0 + 30 * 60
+    predicted_pass = next(t for t, st in seen if st["p99"] in (SloState.AT_RISK, SloState.VIOLATED))
+    assert first_violated - predicted_pass >= 300
+    # the violation was opened and closed, its worst value recorded
+    assert total == 1 and violations[0].slo == "p99" and violations[0].ended_at is not None
+    assert violations[0].worst_value is not None and violations[0].worst_value > 0.25
+    # every request succeeded: Met with its budget whole; cost is not measured from series: NoData, never Met
+    assert final["errors"].state is SloState.MET and final["errors"].budget_remaining == 1.0
+    assert final["spend"].state is SloState.NO_DATA and "time series" in final["spend"].message
+    assert final["p99"].budget_remaining is not None and 0 < final["p99"].budget_remaining < 1
+    assert all(math.isfinite(v) for v in final["p99"].burn_rates.values())
+
+
+async def test_no_data_never_violates_and_a_bad_sla_does_not_stop_the_pass(database: Database) -> None:
+    now = [T0 + 3600]
+    store = EmbeddedMetrics(clock=lambda: now[0])
+    loop = SloLoop(database, lambda: store, INTERVAL, clock=lambda: now[0])
+    with database.transaction() as s:
+        for name in ("quiet", "broken"):
+            row = slas.apply_sla(s, sla().model_copy(update={"name": name})).row
+            slas.set_sla_state(s, row, SlaState.ACTIVE)
+        broken = slas.get_sla(s, "default", "broken")
+        broken.spec = {**broken.spec, "period": "not a duration"}  # as if written by an older, laxer version
+    assert await loop.evaluate_once() == 3  # the quiet SLA's three SLOs; the broken one is skipped
+    with database.transaction() as s:
+        quiet = slas.get_sla(s, "default", "quiet")
+        assert quiet.state == SlaState.ACTIVE.value
+        assert {st.state for st in slas.slo_statuses(s, quiet)} == {SloState.NO_DATA}
+        assert slas.get_sla(s, "default", "broken").message.startswith("not measured")
