@@ -4,15 +4,18 @@ a latency ramp is predicted before it violates, the SLA goes Violated and back, 
 from __future__ import annotations
 
 import math
+import time
 
-from nemo_kernel.domain import EventKind
+from nemo_kernel.domain import EventKind, WorkloadDescriptor
 from nemo_kernel.domain.sla import SlaSpec, SlaState, SloState
 from nemo_kernel.metrics import EmbeddedMetrics, Sample
 from nemo_kernel.metrics import names as n
+from nemo_kernel.orchestrator.reactions import load_reactions
+from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.orchestrator.slo_loop import SloLoop
-from nemo_kernel.store import Database, events, slas
+from nemo_kernel.store import Database, events, slas, workloads
 
-T0 = 1_700_000_000.0
+T0 = float(int(time.time()) - 3 * 3600)  # the simulated clock starts three hours ago and runs faster
 SCRAPE = 5.0
 INTERVAL = 15.0
 BUCKETS = [0.05 * i for i in range(1, 21)]  # 50 ms .. 1 s
@@ -71,6 +74,10 @@ def sla() -> SlaSpec:
                 {"name": "errors", "kind": "error_rate", "target": 0.99, "window": "1m"},
                 {"name": "spend", "kind": "cost", "threshold": 1.0},
             ],
+            "policies": [
+                {"action": "scale_out", "slos": ["p99"], "step": 1, "max_replicas": 3, "cooldown": "10m"},
+                {"action": "notify_only", "on": ["violated"]},
+            ],
         }
     )
 
@@ -80,7 +87,10 @@ async def test_a_ramp_is_predicted_then_violated_then_recovers(database: Databas
     store = EmbeddedMetrics(clock=lambda: now[0])
     demo = Demo(store, fixed_at=T0 + 40 * 60)
     loop = SloLoop(database, lambda: store, INTERVAL, clock=lambda: now[0])
+    dispatcher = ReactionDispatcher(database, load_reactions())  # as the control plane loads them
     with database.transaction() as s:
+        demo_workload = {"name": "demo", "deployment": {"command": ["true"], "replicas": 1}}
+        workloads.apply_workload(s, WorkloadDescriptor.model_validate(demo_workload))
         row = slas.apply_sla(s, sla()).row
         slas.set_sla_state(s, row, SlaState.ACTIVE, "workload deployed")
 
@@ -95,6 +105,7 @@ async def test_a_ramp_is_predicted_then_violated_then_recovers(database: Databas
         now[0] += INTERVAL
         demo.until(now[0])
         assert await loop.evaluate_once() == 3
+        await dispatcher.run_once()  # the closed loop: reactions to the events this pass recorded
         seen.append((now[0], statuses()))
         if now[0] > demo.fixed_at and seen[-1][1]["p99"] is SloState.MET:
             recovered_at = now[0]
@@ -107,6 +118,8 @@ async def test_a_ramp_is_predicted_then_violated_then_recovers(database: Databas
         assert row.state == SlaState.ACTIVE.value
         violations, total = slas.list_violations(s, sla="gold")
         final = {st.slo: st for st in slas.slo_statuses(s, row)}
+        audit = list(reversed(slas.list_actions(s, row)))
+        replicas = WorkloadDescriptor.model_validate(workloads.get_workload(s, "default", "demo").descriptor)
     kinds = [e.kind for e in history]
     predicted = kinds.index(EventKind.SLA_BREACH_PREDICTED)
     violated = kinds.index(EventKind.SLA_VIOLATED)
@@ -128,6 +141,13 @@ async def test_a_ramp_is_predicted_then_violated_then_recovers(database: Databas
     assert final["spend"].state is SloState.NO_DATA and "time series" in final["spend"].message
     assert final["p99"].budget_remaining is not None and 0 < final["p99"].budget_remaining < 1
     assert all(math.isfinite(v) for v in final["p99"].burn_rates.values())
+    # the closed loop: scaled out on the prediction (once: the violation came within the cooldown), the violation
+    # recorded by notify_only; both followed up when p99 was back to Met
+    assert [(a.trigger, a.action) for a in audit] == [("predicted", "scale_out"), ("violated", "notify_only")]
+    assert audit[0].outcome == "scaled out from 1 to 2 replicas"
+    assert audit[0].predicted["slo"] == "p99" and audit[0].predicted["confidence"] >= 0.9
+    assert replicas.deployment is not None and replicas.deployment.replicas == 2
+    assert all(a.followup is not None and a.followup["slo_state"] == "Met" for a in audit)
 
 
 async def test_no_data_never_violates_and_a_bad_sla_does_not_stop_the_pass(database: Database) -> None:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import EventKind
 from nemo_kernel.domain.sla import (
@@ -284,10 +285,30 @@ class SloLoop:
                     )
                 else:
                     store.close_violation(s, row, m.slo.name, at=when)
+            self._follow_up(s, row, {m.slo.name: st for m, st, _ in items}, when)
             if violated:
                 store.set_sla_state(s, row, SlaState.VIOLATED, f"SLO {', '.join(violated)} violated", slos=violated)
             else:
                 store.set_sla_state(s, row, SlaState.ACTIVE, "every SLO within its objective")
+
+    @staticmethod
+    def _follow_up(s: Session, row: SlaRow, statuses: dict[str, SloStatus], when: datetime) -> None:
+        """Complete the audit of the closed loop: an action's SLO back to Met (or the SLA's SLOs all Met, for an
+        action on no particular SLO) is what happened after it."""
+        for action in store.list_actions(s, row, pending_followup=True, limit=50):
+            watched = [statuses[action.slo]] if action.slo in statuses else list(statuses.values())
+            if watched and all(st.state is SloState.MET for st in watched):
+                at = action.at if action.at.tzinfo else action.at.replace(tzinfo=UTC)
+                store.record_followup(
+                    s,
+                    action.id,
+                    {
+                        "slo_state": SloState.MET.value,
+                        "value": watched[0].value,
+                        "met_after_seconds": max(0.0, (when - at).total_seconds()),
+                    },
+                    at=when,
+                )
 
     def _record_failure(self, sla_id: int, message: str) -> None:
         with self._db.transaction() as s:
