@@ -96,7 +96,7 @@ class ControlPlane:
         self.intake = Intake(self.db, settings)
         # The front door: every state change (API, bus petitions, web) is a command, every read a view.
         self.commands = Commands(self.db, self.wake, intake=self.intake, directory=self.directory)
-        self.views = Views(self.db, self.resources.sandbox_of, self.directory)
+        self.views = Views(self.db, self.resources.sandbox_of, self.directory, self.engine.schedule.decisions)
         # The analytics engine: the embedded store takes every sample; queries go to ``metrics``, the embedded
         # store unless a Prometheus reader replaces it (NEMO_PROMETHEUS_URL).
         self.metrics_store = EmbeddedMetrics(
