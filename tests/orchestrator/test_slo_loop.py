@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import time
 
+import pytest
+
 from nemo_kernel.domain import EventKind, WorkloadDescriptor
 from nemo_kernel.domain.sla import SlaSpec, SlaState, SloState
 from nemo_kernel.metrics import EmbeddedMetrics, Sample
@@ -14,6 +16,7 @@ from nemo_kernel.orchestrator.reactions import load_reactions
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.orchestrator.slo_loop import SloLoop
 from nemo_kernel.store import Database, events, slas, workloads
+from nemo_kernel.store.tables import ClusterRow, ReplicaRow
 
 T0 = float(int(time.time()) - 3 * 3600)  # the simulated clock starts three hours ago and runs faster
 SCRAPE = 5.0
@@ -136,9 +139,9 @@ async def test_a_ramp_is_predicted_then_violated_then_recovers(database: Databas
     # the violation was opened and closed, its worst value recorded
     assert total == 1 and violations[0].slo == "p99" and violations[0].ended_at is not None
     assert violations[0].worst_value is not None and violations[0].worst_value > 0.25
-    # every request succeeded: Met with its budget whole; cost is not measured from series: NoData, never Met
+    # every request succeeded: Met with its budget whole; cost without a running replica: NoData, never Met
     assert final["errors"].state is SloState.MET and final["errors"].budget_remaining == 1.0
-    assert final["spend"].state is SloState.NO_DATA and "time series" in final["spend"].message
+    assert final["spend"].state is SloState.NO_DATA and final["spend"].message == "no replica runs"
     assert final["p99"].budget_remaining is not None and 0 < final["p99"].budget_remaining < 1
     assert all(math.isfinite(v) for v in final["p99"].burn_rates.values())
     # the closed loop: scaled out on the prediction (once: the violation came within the cooldown), the violation
@@ -166,3 +169,62 @@ async def test_no_data_never_violates_and_a_bad_sla_does_not_stop_the_pass(datab
         assert quiet.state == SlaState.ACTIVE.value
         assert {st.state for st in slas.slo_statuses(s, quiet)} == {SloState.NO_DATA}
         assert slas.get_sla(s, "default", "broken").message.startswith("not measured")
+
+
+async def test_press_compliance_and_cost_are_read_from_the_running_replicas(database: Database) -> None:
+    now = [T0]
+    store = EmbeddedMetrics(clock=lambda: now[0])
+    loop = SloLoop(database, lambda: store, INTERVAL, clock=lambda: now[0])
+    spec = SlaSpec.model_validate(
+        {
+            "name": "press",
+            "workload": "demo",
+            "press": {"data_residency": ["DE"]},
+            "slos": [
+                {"name": "residency", "kind": "press_compliance"},
+                {"name": "spend", "kind": "cost", "threshold": 0.05},
+            ],
+        }
+    )
+    with database.transaction() as s:
+        demo_workload = {"name": "demo", "deployment": {"command": ["true"], "replicas": 2}}
+        wl = workloads.apply_workload(s, WorkloadDescriptor.model_validate(demo_workload)).row
+        s.flush()
+        for name, country in (("de-1", "DE"), ("us-1", "US")):
+            prices = {"cpu_hour_eur": 0.03, "gib_hour_eur": 0.004}
+            s.add(
+                ClusterRow(
+                    name=name, driver="local", tier="edge", region=name, country=country, spec={"prices": prices}
+                )
+            )
+            s.add(
+                ReplicaRow(
+                    id=f"demo-{name}",
+                    workload_id=wl.id,
+                    version=1,
+                    index=0,
+                    cluster=name,
+                    node="n1",
+                    cpu_request=1.0,
+                    memory_request_mib=1024,
+                    phase="Running",
+                )
+            )
+        slas.set_sla_state(s, slas.apply_sla(s, spec).row, SlaState.ACTIVE)
+
+    def states() -> dict[str, tuple[SloState, float | None]]:
+        with database.transaction() as s:
+            return {st.slo: (st.state, st.value) for st in slas.slo_statuses(s, slas.get_sla(s, "default", "press"))}
+
+    await loop.evaluate_once()
+    got = states()
+    # one replica of two outside Germany; two replicas at 1 core x 0.03 + 1 GiB x 0.004 EUR/h each
+    assert got["residency"] == (SloState.VIOLATED, 0.5)
+    assert got["spend"][0] is SloState.VIOLATED and got["spend"][1] == pytest.approx(0.068)
+    with database.transaction() as s:
+        s.get(ReplicaRow, "demo-us-1").phase = "Stopped"  # type: ignore[union-attr]
+    now[0] += INTERVAL
+    await loop.evaluate_once()
+    got = states()
+    assert got["residency"] == (SloState.MET, 1.0)
+    assert got["spend"][0] is SloState.MET and got["spend"][1] == pytest.approx(0.034)

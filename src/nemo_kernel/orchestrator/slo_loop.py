@@ -3,8 +3,10 @@
 One pass (:meth:`SloLoop.evaluate_once`):
 
 1. reads the live SLAs (Active or Violated; at most :data:`MAX_SLAS_PER_PASS`);
-2. measures each SLO's SLI through the analytics engine (``ppef.sli``; a kind the engine does not hold is
-   ``NoData`` with its reason until its store source is wired);
+2. measures each SLO's SLI (``ppef.sli``): through the analytics engine, or from the workload's running replicas
+   for ``press_compliance`` (their clusters' countries) and ``cost`` (requests x their clusters' prices); the other
+   store kinds (security, incident response, backup/DR, scalability) are ``NoData`` with their reason until their
+   sources exist;
 3. judges all SLOs at once (``ppef.evaluate``) and forecasts the threshold kinds (``ppef.predict``);
 4. records, one transaction per SLA: each SLO's status, ``sla.breach_predicted`` when a forecast starts (with the
    predicted time and confidence), violations opened and closed, and the SLA's state ``Active <-> Violated``
@@ -28,13 +30,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nemo_kernel.domain import EventKind
+from nemo_kernel.domain import EventKind, Prices, ReplicaPhase
 from nemo_kernel.domain.sla import (
     Comparison,
     SlaSpec,
     SlaState,
+    SloKind,
     SloSpec,
     SloState,
     SloStatus,
@@ -43,11 +47,21 @@ from nemo_kernel.domain.sla import (
 from nemo_kernel.metrics import MetricsReader
 from nemo_kernel.ppef.evaluate import N_COLS, Col, SloBatch, evaluate_batch, slice_counts, state_of, windows_for
 from nemo_kernel.ppef.predict import PredictorSettings, forecast
-from nemo_kernel.ppef.sli import KINDS, SliReading, SliTarget, comparison_of, read_metric_sli, threshold_of
+from nemo_kernel.ppef.sli import (
+    KINDS,
+    ReplicaCost,
+    SliReading,
+    SliTarget,
+    comparison_of,
+    cost_sli,
+    press_sli,
+    read_metric_sli,
+    threshold_of,
+)
 from nemo_kernel.store import Database
 from nemo_kernel.store import slas as store
 from nemo_kernel.store.events import record_event
-from nemo_kernel.store.tables import SlaRow
+from nemo_kernel.store.tables import ClusterRow, ReplicaRow, SlaRow, WorkloadRow
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +72,18 @@ HISTORY_POINTS = 2_880
 """Recent values kept per SLO (a day at 30 s): the forecast's input and the timeslices' record."""
 
 FORECAST_POINTS = 40
+
+
+MAX_REPLICAS_READ = 1_000
+"""Running replicas read per workload for the store kinds (a workload has at most 1,000)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Running:
+    cluster: str
+    country: str
+    cpu: float
+    cost: ReplicaCost
 
 
 @dataclass
@@ -147,15 +173,23 @@ class SloLoop:
             return [(r.id, r.namespace, r.name, r.spec) for r in rows]
 
     async def _measure(self, sla_id: int, namespace: str, name: str, spec: SlaSpec, at: float) -> list[_Measured]:
-        target = None if spec.workload is None else SliTarget(namespace, spec.workload)
+        facts = None if spec.workload is None else await asyncio.to_thread(self._facts, namespace, spec.workload)
+        target = None
+        if facts is not None and spec.workload is not None:
+            cpu = sum(r.cpu for r in facts) or None
+            target = SliTarget(namespace, spec.workload, tuple(sorted({r.cluster for r in facts})), cpu)
         period = duration_seconds(spec.period)
         out = []
         for slo in spec.slos:
             history = self._histories.setdefault((sla_id, slo.name), _History())
             window = duration_seconds(slo.window)
             windows = windows_for(window, period, shortest=2 * self._interval)
-            if target is None:
+            if target is None or facts is None:
                 reading = SliReading(None, reason="namespace-wide SLAs are not measured yet")
+            elif slo.kind is SloKind.PRESS_COMPLIANCE:
+                reading = press_sli([r.country for r in facts], spec.press.data_residency)
+            elif slo.kind is SloKind.COST:
+                reading = cost_sli([r.cost for r in facts])
             else:
                 reading = await read_metric_sli(self._metrics(), slo, target, window, at)
             bad = np.zeros(N_COLS)
@@ -309,6 +343,29 @@ class SloLoop:
                     },
                     at=when,
                 )
+
+    def _facts(self, namespace: str, workload: str) -> list[_Running]:
+        """The workload's running replicas: where (cluster, country) and what they cost (requests x prices)."""
+        with self._db.transaction() as s:
+            rows = s.execute(
+                select(ReplicaRow, ClusterRow.country, ClusterRow.spec)
+                .join(WorkloadRow, WorkloadRow.id == ReplicaRow.workload_id)
+                .join(ClusterRow, ClusterRow.name == ReplicaRow.cluster)
+                .where(
+                    WorkloadRow.namespace == namespace,
+                    WorkloadRow.name == workload,
+                    ReplicaRow.phase == ReplicaPhase.RUNNING.value,
+                )
+                .limit(MAX_REPLICAS_READ)
+            )
+            out = []
+            for replica, country, cluster_spec in rows:
+                prices = Prices.model_validate(cluster_spec.get("prices", {}))
+                cost = ReplicaCost(
+                    replica.cpu_request, replica.memory_request_mib, prices.cpu_hour_eur, prices.gib_hour_eur
+                )
+                out.append(_Running(replica.cluster, country, replica.cpu_request, cost))
+            return out
 
     def _record_failure(self, sla_id: int, message: str) -> None:
         with self._db.transaction() as s:
