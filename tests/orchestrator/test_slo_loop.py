@@ -3,15 +3,20 @@ a latency ramp is predicted before it violates, the SLA goes Violated and back, 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
+from nemo_kernel.config import Settings
 from nemo_kernel.domain import EventKind, WorkloadDescriptor
 from nemo_kernel.domain.sla import SlaSpec, SlaState, SloState
 from nemo_kernel.metrics import EmbeddedMetrics, Sample
 from nemo_kernel.metrics import names as n
+from nemo_kernel.orchestrator.control_plane import ControlPlane
 from nemo_kernel.orchestrator.reactions import load_reactions
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.orchestrator.slo_loop import SloLoop
@@ -228,3 +233,29 @@ async def test_press_compliance_and_cost_are_read_from_the_running_replicas(data
     got = states()
     assert got["residency"] == (SloState.MET, 1.0)
     assert got["spend"][0] is SloState.MET and got["spend"][1] == pytest.approx(0.034)
+
+
+async def test_the_control_plane_evaluates_the_live_slas_on_its_interval(tmp_path: Path) -> None:
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({"clusters": []}))
+    settings = Settings(data_dir=tmp_path / "data", clusters_file=clusters, slo_interval=0.2)
+    plane = ControlPlane(settings)
+    await plane.start()
+    try:
+        with plane.db.transaction() as s:
+            slas.set_sla_state(s, slas.apply_sla(s, sla()).row, SlaState.ACTIVE)
+
+        def evaluated() -> bool:
+            with plane.db.transaction() as s:
+                return all(st.evaluated_at for st in slas.slo_statuses(s, slas.get_sla(s, "default", "gold")))
+
+        deadline = time.monotonic() + 20
+        while not evaluated():
+            assert time.monotonic() < deadline, "the SLA was never evaluated"
+            await asyncio.sleep(0.05)  # poll interval of the condition above
+        with plane.db.transaction() as s:
+            # no series at all: every SLO is NoData, and NoData never violates
+            assert {st.state for st in slas.slo_statuses(s, slas.get_sla(s, "default", "gold"))} == {SloState.NO_DATA}
+            assert slas.get_sla(s, "default", "gold").state == SlaState.ACTIVE.value
+    finally:
+        await plane.stop()
