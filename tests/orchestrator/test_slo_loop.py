@@ -8,6 +8,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -19,7 +20,7 @@ from nemo_kernel.metrics import names as n
 from nemo_kernel.orchestrator.control_plane import ControlPlane
 from nemo_kernel.orchestrator.reactions import load_reactions
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
-from nemo_kernel.orchestrator.slo_loop import SloLoop
+from nemo_kernel.orchestrator.slo_loop import HISTORY_POINTS, SloLoop, _History
 from nemo_kernel.store import Database, events, slas, workloads
 from nemo_kernel.store.tables import ClusterRow, ReplicaRow
 
@@ -259,3 +260,14 @@ async def test_the_control_plane_evaluates_the_live_slas_on_its_interval(tmp_pat
             assert slas.get_sla(s, "default", "gold").state == SlaState.ACTIVE.value
     finally:
         await plane.stop()
+
+
+def test_an_slo_history_keeps_its_newest_points_in_order() -> None:
+    history = _History()
+    history.append(1.0, 10.0)
+    assert [list(a) for a in history.arrays()] == [[1.0], [10.0]]
+    for i in range(HISTORY_POINTS + 5):
+        history.append(float(i), float(i))
+    times, values = history.arrays()
+    assert len(times) == HISTORY_POINTS and times[0] == 5 and times[-1] == HISTORY_POINTS + 4
+    assert (values == times).all() and (np.diff(times) == 1).all()

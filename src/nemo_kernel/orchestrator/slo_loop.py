@@ -23,13 +23,13 @@ import asyncio
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -69,7 +69,8 @@ MAX_SLAS_PER_PASS = 2_000
 """SLAs evaluated in one pass; the rest wait for the next (bounded work)."""
 
 HISTORY_POINTS = 2_880
-"""Recent values kept per SLO (a day at 30 s): the forecast's input and the timeslices' record."""
+"""Recent values kept per SLO (12 h at 15 s; 46 KB): the forecast's input and the timeslices' record. A threshold
+kind's slices older than that are not counted: its period budget covers at most these points."""
 
 FORECAST_POINTS = 40
 
@@ -86,11 +87,30 @@ class _Running:
     cost: ReplicaCost
 
 
-@dataclass
 class _History:
-    times: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
-    values: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
-    predicted: bool = False
+    """One SLO's last :data:`HISTORY_POINTS` values and their times, in a ring of two arrays (16 bytes a point)."""
+
+    __slots__ = ("_full", "_next", "_times", "_values", "predicted")
+
+    def __init__(self) -> None:
+        self._times = np.zeros(HISTORY_POINTS)
+        self._values = np.zeros(HISTORY_POINTS)
+        self._next = 0
+        self._full = False
+        self.predicted = False  # whether the last pass forecast a breach (a new forecast is an event)
+
+    def append(self, t: float, value: float) -> None:
+        self._times[self._next] = t
+        self._values[self._next] = value
+        self._next = (self._next + 1) % HISTORY_POINTS
+        self._full = self._full or self._next == 0
+
+    def arrays(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Times and values, oldest first."""
+        if not self._full:
+            return self._times[: self._next], self._values[: self._next]
+        order = np.r_[self._next : HISTORY_POINTS, 0 : self._next]
+        return self._times[order], self._values[order]
 
 
 @dataclass
@@ -197,8 +217,7 @@ class SloLoop:
             events = np.full(N_COLS, math.inf)
             allowed_bad = math.nan
             if not reading.no_data:
-                history.times.append(at)
-                history.values.append(float(reading.value))  # type: ignore[arg-type]
+                history.append(at, float(reading.value))  # type: ignore[arg-type]
             if KINDS[slo.kind].ratio and target is not None:
                 for col, w in enumerate(windows):
                     r = reading if col == Col.WINDOW else await read_metric_sli(self._metrics(), slo, target, w, at)
@@ -211,8 +230,7 @@ class SloLoop:
                     slice_len = duration_seconds(slo.timeslice) if slo.timeslice else self._interval
                     at_most = comparison_of(slo) is Comparison.AT_MOST
                     bad, total = slice_counts(
-                        np.fromiter(history.times, float),
-                        np.fromiter(history.values, float),
+                        *history.arrays(),
                         threshold,
                         at_most,
                         at,
@@ -249,7 +267,8 @@ class SloLoop:
         grid = np.array([at - self._interval * (FORECAST_POINTS - 1 - i) for i in range(FORECAST_POINTS)])
         hist = np.full((n, FORECAST_POINTS), math.nan)
         for i, m in enumerate(measured):
-            for t, v in zip(m.history.times, m.history.values, strict=True):
+            times, values = m.history.arrays()
+            for t, v in zip(times[-FORECAST_POINTS:], values[-FORECAST_POINTS:], strict=True):
                 slot = round((t - grid[0]) / self._interval)
                 if 0 <= slot < FORECAST_POINTS:
                     hist[i, slot] = v
