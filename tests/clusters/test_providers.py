@@ -16,19 +16,24 @@ from local_support import LocalHarness, cluster_spec, eventually
 from tests.orchestrator.fakes import MemoryDriver, MemoryProvider
 
 from nemo_kernel.clusters import (
+    ClusterUnreachable,
     DriverProviders,
     DriverUnavailable,
+    ReplicaRejected,
     ReplicaSpec,
+    StateSnapshot,
     SupportsAgentPid,
     SupportsCheckpoint,
+    SupportsFaultInjection,
     SupportsLinkEmulation,
     SupportsLinkProbes,
     SupportsStateHandoff,
 )
 from nemo_kernel.clusters.local import LocalClusterDriver, LocalProvider
 from nemo_kernel.clusters.registry import _PROVIDERS
+from nemo_kernel.clusters.sim import SimProvider
 from nemo_kernel.config import Settings
-from nemo_kernel.domain import DriverKind
+from nemo_kernel.domain import DriverKind, FaultSpec
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -49,6 +54,15 @@ def test_the_local_kind_opens_through_the_local_provider_made_from_the_settings(
     assert provider.launcher.replica_user == "nobody"
     assert provider.launcher.request_timeout == 2.0
     assert isinstance(provider, SupportsAgentPid)
+
+
+def test_the_sim_kind_opens_through_the_sim_provider(tmp_path: Path) -> None:
+    providers = DriverProviders(_settings(tmp_path))
+
+    provider = providers.for_kind(DriverKind.SIM)
+
+    assert isinstance(provider, SimProvider)
+    assert providers.for_kind(DriverKind.SIM) is provider  # one simulation for every sim cluster
 
 
 def test_a_kind_without_provider_is_unavailable(tmp_path: Path) -> None:
@@ -145,6 +159,39 @@ async def test_the_local_provider_opens_revives_and_forgets_a_cluster(tmp_path: 
     assert not (tmp_path / "clusters" / "edge-p").exists()
 
 
+async def test_a_partitioned_local_cluster_is_silent_until_its_time_is_up_even_across_a_restart(
+    tmp_path: Path, local: LocalHarness
+) -> None:
+    provider = LocalProvider(_settings(tmp_path))
+    spec = cluster_spec("edge-f")
+    driver = await provider.open(spec)
+    local.drivers.append(driver)
+    agent = provider.pid_of("edge-f")
+    assert isinstance(driver, SupportsFaultInjection)
+    with pytest.raises(ReplicaRejected):  # only a partition can be done with processes
+        await driver.inject_fault(FaultSpec(kind="node_down", node="n1", for_s=5))
+
+    await driver.inject_fault(FaultSpec(kind="partition", for_s=10))  # longer than the two timeouts below
+    with pytest.raises(ClusterUnreachable):
+        await driver.status()
+    with pytest.raises(ClusterUnreachable):  # within its time: the stopped agent is neither continued nor replaced
+        await provider.revive(spec)
+
+    # a new control plane (a new provider over the same state) continues the agent once the time is up
+    restarted = LocalProvider(_settings(tmp_path))
+
+    async def answering() -> LocalClusterDriver | None:
+        try:
+            return await restarted.open(spec)
+        except ClusterUnreachable:
+            return None
+
+    fresh = await eventually(answering, 30)
+    local.drivers.append(fresh)
+    assert (await fresh.status()).cluster == "edge-f"
+    assert restarted.pid_of("edge-f") == agent  # the same agent, continued, not replaced
+
+
 async def test_closing_the_local_provider_stops_agents_only(tmp_path: Path, local: LocalHarness) -> None:
     provider = LocalProvider(_settings(tmp_path))
     driver = await provider.open(cluster_spec("edge-q"))
@@ -163,13 +210,21 @@ async def test_closing_the_local_provider_stops_agents_only(tmp_path: Path, loca
 class HandoffDriver(MemoryDriver):
     """A memory cluster whose replicas hand their state over."""
 
-    states: dict[str, bytes] = field(default_factory=dict)
+    states: dict[str, StateSnapshot] = field(default_factory=dict)
+    frozen: set[str] = field(default_factory=set)
 
-    async def export_state(self, replica_id: str) -> bytes:
-        return self.states.get(replica_id, b"")
+    async def export_state(self, replica_id: str) -> StateSnapshot:
+        return self.states.get(replica_id, StateSnapshot(data=b"", version=0))
 
-    async def import_state(self, replica_id: str, state: bytes) -> None:
+    async def freeze_state(self, replica_id: str, since: int | None) -> StateSnapshot:
+        self.frozen.add(replica_id)
+        return await self.export_state(replica_id)
+
+    async def import_state(self, replica_id: str, state: StateSnapshot) -> None:
         self.states[replica_id] = state
+
+    async def thaw_state(self, replica_id: str) -> None:
+        self.frozen.discard(replica_id)
 
 
 @dataclass
@@ -200,8 +255,12 @@ def test_a_driver_has_the_capabilities_it_implements_and_no_other(driver_class: 
     assert [c for c in CAPABILITIES if isinstance(driver, c)] == capabilities
 
 
-async def test_the_local_driver_emulates_and_probes_links_and_nothing_else() -> None:
+async def test_the_local_driver_hands_state_over_emulates_and_probes_links_and_nothing_else() -> None:
     local = LocalClusterDriver("http://127.0.0.1:9", "token")
 
-    assert [c for c in CAPABILITIES if isinstance(local, c)] == [SupportsLinkEmulation, SupportsLinkProbes]
+    assert [c for c in CAPABILITIES if isinstance(local, c)] == [
+        SupportsStateHandoff,
+        SupportsLinkEmulation,
+        SupportsLinkProbes,
+    ]
     await local.close()

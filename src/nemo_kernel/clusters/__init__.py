@@ -1,6 +1,6 @@
 """Clusters: the ClusterDriver protocol, the providers that open drivers per kind, and optional capabilities.
 
-Drivers live in subpackages (``local`` now; ``sim`` and ``kubernetes`` later) and are reached only through
+Drivers live in subpackages (``local``, ``sim``; ``kubernetes`` later) and are reached only through
 :class:`DriverProviders` (``clusters.registry``), which imports a driver's module when a cluster of its kind
 first needs it; nothing outside this package imports a driver.
 """
@@ -16,9 +16,12 @@ from nemo_kernel.clusters.base import (
     SupportsAgentPid,
 )
 from nemo_kernel.clusters.capabilities import (
+    MAX_STATE_BYTES,
     Link,
     ProbeEndpoints,
+    StateSnapshot,
     SupportsCheckpoint,
+    SupportsFaultInjection,
     SupportsLinkEmulation,
     SupportsLinkProbes,
     SupportsMetrics,
@@ -28,6 +31,7 @@ from nemo_kernel.clusters.errors import DriverUnavailable, ReplicaRejected
 from nemo_kernel.clusters.registry import DriverProviders
 
 __all__ = [
+    "MAX_STATE_BYTES",
     "ClusterDriver",
     "ClusterReport",
     "ClusterUnreachable",
@@ -40,8 +44,10 @@ __all__ = [
     "ReplicaRejected",
     "ReplicaReport",
     "ReplicaSpec",
+    "StateSnapshot",
     "SupportsAgentPid",
     "SupportsCheckpoint",
+    "SupportsFaultInjection",
     "SupportsLinkEmulation",
     "SupportsLinkProbes",
     "SupportsMetrics",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -11,14 +13,23 @@ import httpx
 from nemo_kernel.clusters.base import ClusterReport, ClusterUnreachable, ReplicaSpec
 from nemo_kernel.clusters.capabilities import (
     ProbeEndpoints,
+    StateSnapshot,
+    SupportsFaultInjection,
     SupportsLinkEmulation,
     SupportsLinkProbes,
+    SupportsMetrics,
+    SupportsStateHandoff,
 )
 from nemo_kernel.clusters.errors import ReplicaRejected
 from nemo_kernel.clusters.links import PROBE_INTERVAL, probe_timeout
-from nemo_kernel.domain import MAX_LINK_LATENCY_MS, Link
+from nemo_kernel.clusters.local.handoff import SINCE, read_snapshot, snapshot_headers
+from nemo_kernel.domain import MAX_LINK_LATENCY_MS, FaultKind, FaultSpec, Link
+from nemo_kernel.metrics import Sample
+from nemo_kernel.metrics.textformat import TextFormatError, parse, samples_of
 
 MAX_LINK = Link(latency_ms=MAX_LINK_LATENCY_MS, jitter_ms=MAX_LINK_LATENCY_MS)
+MAX_AGENT_SAMPLES = 1_000_000
+"""Samples one agent's page may hold (a thousand replicas of a workload serving 1,000 series each)."""
 
 
 class LocalClusterDriver:
@@ -29,9 +40,13 @@ class LocalClusterDriver:
     :class:`ReplicaRejected`.
     """
 
-    def __init__(self, base_url: str, token: str, timeout: float = 3.0) -> None:
+    def __init__(
+        self, base_url: str, token: str, timeout: float = 3.0, pause: Callable[[float], None] | None = None
+    ) -> None:
+        """``pause(seconds)`` stops the cluster's agent for that long (the launcher gives it; a partition fault)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self._pause = pause
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -52,6 +67,46 @@ class LocalClusterDriver:
     async def remove_replica(self, replica_id: str) -> None:
         """Stop and forget the replica (idempotent); raises :class:`ClusterUnreachable`."""
         await self._request("DELETE", f"/v1/replicas/{quote(replica_id, safe='')}")
+
+    async def scrape(self) -> Sequence[Sample]:
+        """The agent's ``/metrics`` as samples (:class:`~nemo_kernel.clusters.capabilities.SupportsMetrics`);
+        raises :class:`ClusterUnreachable`, also for a page that does not parse (the agent is ours: a bug)."""
+        response = await self._request("GET", "/metrics")
+        try:
+            families = parse(response.content.decode("utf-8"), MAX_AGENT_SAMPLES)
+        except (UnicodeDecodeError, TextFormatError) as exc:
+            raise ClusterUnreachable(f"{self.base_url}: unreadable /metrics: {exc}") from exc
+        return samples_of(families, time.time())
+
+    async def inject_fault(self, fault: FaultSpec) -> None:
+        """A partition stops the agent for ``fault.for_s`` seconds (its replicas keep running); a local cluster
+        cannot simulate the other kinds (raises :class:`ReplicaRejected`)."""
+        if fault.kind is not FaultKind.PARTITION or self._pause is None:
+            raise ReplicaRejected(
+                "unsupported", f"a local cluster can only be partitioned (its agent stopped), not {fault.kind.value}"
+            )
+        self._pause(fault.for_s)
+
+    async def export_state(self, replica_id: str) -> StateSnapshot:
+        """The replica's whole application state (it keeps serving); see ``clusters.local.handoff``."""
+        response = await self._request("GET", f"/v1/replicas/{quote(replica_id, safe='')}/state")
+        return read_snapshot(response.headers, response.content)
+
+    async def freeze_state(self, replica_id: str, since: int | None) -> StateSnapshot:
+        """Freeze the replica's writes; what changed since version ``since`` (or the whole state)."""
+        headers = {SINCE: str(since)} if since is not None else None
+        path = f"/v1/replicas/{quote(replica_id, safe='')}/state/freeze"
+        response = await self._request("POST", path, headers=headers)
+        return read_snapshot(response.headers, response.content)
+
+    async def import_state(self, replica_id: str, state: StateSnapshot) -> None:
+        """Give the replica a whole state or a delta."""
+        path = f"/v1/replicas/{quote(replica_id, safe='')}/state"
+        await self._request("PUT", path, headers=snapshot_headers(state), content=state.data)
+
+    async def thaw_state(self, replica_id: str) -> None:
+        """Let a frozen replica accept writes again."""
+        await self._request("POST", f"/v1/replicas/{quote(replica_id, safe='')}/state/thaw")
 
     async def set_link(self, peer: str, link: Link | None) -> None:
         """Emulate ``link`` between this cluster and ``peer`` (``controlplane`` or a cluster); None removes it."""
@@ -79,12 +134,23 @@ class LocalClusterDriver:
         """Release connections (the agent and its replicas keep running)."""
         await self._client.aclose()
 
-    async def _request(self, method: str, path: str, json: Any = None, limit: float | None = None) -> httpx.Response:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        limit: float | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
         timeout = self.timeout if limit is None else limit
         try:
             # httpx's timeout bounds each phase (connect, write, read); this bounds the whole call
             async with asyncio.timeout(timeout):
-                response = await self._client.request(method, path, json=json, timeout=timeout)
+                response = await self._client.request(
+                    method, path, json=json, headers=headers, content=content, timeout=timeout
+                )
         except TimeoutError as exc:
             raise ClusterUnreachable(f"{self.base_url}: no answer within {timeout:g} s") from exc
         except httpx.HTTPError as exc:
@@ -113,5 +179,8 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
 
 
 # mypy checks here that the driver keeps the capabilities' shape
+_metrics: type[SupportsMetrics] = LocalClusterDriver
 _links: type[SupportsLinkEmulation] = LocalClusterDriver
 _probes: type[SupportsLinkProbes] = LocalClusterDriver
+_faults: type[SupportsFaultInjection] = LocalClusterDriver
+_handoff: type[SupportsStateHandoff] = LocalClusterDriver
