@@ -13,6 +13,7 @@ from nemo_kernel.orchestrator.commands.base import Wake
 from nemo_kernel.orchestrator.commands.clusters import ClusterCommands
 from nemo_kernel.orchestrator.commands.gateway import GatewayCommands
 from nemo_kernel.orchestrator.commands.modules import ModuleCommands, module_keys, raw_public_key
+from nemo_kernel.orchestrator.commands.slas import SlaCommands
 from nemo_kernel.orchestrator.commands.workloads import WorkloadCommands
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
@@ -23,6 +24,7 @@ __all__ = [
     "Commands",
     "GatewayCommands",
     "ModuleCommands",
+    "SlaCommands",
     "Wake",
     "WorkloadCommands",
     "module_keys",
@@ -40,3 +42,4 @@ class Commands:
         self.workloads = WorkloadCommands(db, wake, intake)
         self.modules = ModuleCommands(directory)
         self.gateway = GatewayCommands(db)
+        self.slas = SlaCommands(db)

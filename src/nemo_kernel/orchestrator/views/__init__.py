@@ -10,6 +10,7 @@ from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
 from nemo_kernel.orchestrator.views.clusters import ClusterViews, SandboxOf
 from nemo_kernel.orchestrator.views.gateway import GatewayViews
 from nemo_kernel.orchestrator.views.modules import ModuleEntry, ModuleKey, ModuleViews
+from nemo_kernel.orchestrator.views.slas import SlaPage, SlaReport, SlaViews, ViolationPage
 from nemo_kernel.orchestrator.views.workloads import (
     PlacementExplanation,
     ReplicaPlacement,
@@ -27,8 +28,12 @@ __all__ = [
     "PlacementExplanation",
     "ReplicaPlacement",
     "SandboxOf",
+    "SlaPage",
+    "SlaReport",
+    "SlaViews",
     "StoredDecision",
     "Views",
+    "ViolationPage",
     "WorkloadViews",
 ]
 
@@ -43,3 +48,4 @@ class Views:
         self.modules = ModuleViews(directory)
         self.workloads = WorkloadViews(db)
         self.gateway = GatewayViews(db)
+        self.slas = SlaViews(db)
