@@ -509,11 +509,17 @@ def list_actions(
 
 
 def residency_of_workload(session: Session, namespace: str, workload: str) -> list[str] | None:
-    """The countries the live SLAs of a workload allow (their ``press.data_residency`` intersected), or None when
-    none restricts them. An empty list means the SLAs allow no country at all."""
+    """The countries the SLAs of a workload allow (their ``press.data_residency`` intersected), or None when none
+    restricts them; an empty list means no country at all. Drafts count: an SLA waiting for its workload to be
+    deployed constrains that very first placement. Terminated SLAs do not."""
     allowed: set[str] | None = None
-    for row in slas_of_workload(session, namespace, workload):
-        countries = row.spec.get("press", {}).get("data_residency") or []
+    query = select(SlaRow.spec).where(
+        SlaRow.namespace == namespace,
+        (SlaRow.workload == workload) | SlaRow.workload.is_(None),
+        SlaRow.state != SlaState.TERMINATED.value,
+    )
+    for spec in session.scalars(query):
+        countries = (spec.get("press") or {}).get("data_residency") or []
         if countries:
             allowed = set(countries) if allowed is None else allowed & set(countries)
     return sorted(allowed) if allowed is not None else None
