@@ -17,6 +17,7 @@ from nemo_kernel.domain.sla import Comparison
 from nemo_kernel.store import Database, slas
 
 SLEEPER = {"name": "shop", "deployment": {"command": ["sleep", "600"], "replicas": 1}}
+DEMO = {"name": "demo", "deployment": {"command": ["sleep", "600"], "replicas": 1}}  # what examples/sla-demo.yaml binds
 
 
 def _sla(name: str = "gold", **changes: Any) -> dict[str, Any]:
@@ -38,8 +39,11 @@ def _sla(name: str = "gold", **changes: Any) -> dict[str, Any]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("slas")
     with running_stack(root / "data", {"NEMO_RECONCILE_INTERVAL": "0.3"}) as s:
-        created = s.api("POST", "/workloads", json=SLEEPER)
-        assert created.status_code == 201, created.text
+        for workload in (SLEEPER, DEMO):
+            created = s.api("POST", "/workloads", json=workload)
+            assert created.status_code == 201, created.text
+        for name in ("shop", "demo"):
+            wait_for(lambda n=name: s.api("GET", f"/workloads/{n}").json()["phase"] == "Running", 60, f"{name} running")
         yield s
 
 
@@ -54,8 +58,8 @@ def _kinds(stack: Stack, name: str) -> list[str]:
 def test_lifecycle_draft_active_new_version_terminated(stack: Stack) -> None:
     created = stack.api("POST", "/slas", json=_sla())
     assert (created.status_code, created.json()["outcome"]) == (201, "created")
-    # Active once the workload runs (at once if it already does): the reaction to workload.running, or the apply
-    wait_for(lambda: _state(stack, "gold") == "Active", 30, "the SLA to become Active")
+    # its workload runs: Active at once (a Draft becomes Active on workload.running: tests/ppef)
+    assert created.json()["sla"]["state"] == "Active"
     assert _kinds(stack, "gold")[:2] == ["sla.applied", "sla.activated"]
     status = stack.api("GET", "/slas/gold/status").json()
     assert [(s["slo"], s["state"], s["evaluated_at"]) for s in status["slos"]] == [
@@ -345,3 +349,27 @@ def test_rules_pass_promtool_and_page_only_on_a_burning_series(stack: Stack, tmp
     assert {"slo:sli_error:ratio_rate70s", "slo:sli_error:ratio_rate7d", "slo:error_budget:ratio"} <= names
     _promtool_test(rules, tmp_path, errors_per_step=10, expect_page=True)  # 10% errors: burn 100
     _promtool_test(rules, tmp_path, errors_per_step=0, expect_page=False)  # no errors: silent
+
+
+def test_the_example_sla_through_the_cli(stack: Stack, tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "sla-demo.yaml"
+    applied = stack.cli("sla", "apply", "-f", str(example)).stdout
+    assert "sla default/demo-gold created (version 1" in applied
+    assert _state(stack, "demo-gold") == "Active"
+    listed = stack.cli("sla", "list", "--workload", "demo").stdout
+    assert "demo-gold" in listed and "Active" in listed
+    status = stack.cli_json("sla", "status", "demo-gold")
+    assert len(status["slos"]) == 12 and {s["state"] for s in status["slos"]} == {"NoData"}
+    assert "NoData" in stack.cli("sla", "status", "demo-gold").stdout
+    assert stack.cli_json("sla", "get", "demo-gold")["spec"]["press"]["data_residency"] == [
+        "ES",
+        "DE",
+        "FR",
+        "PT",
+        "IT",
+    ]
+    refused = stack.cli(
+        "sla", "apply", "-f", "-", input="name: x\nworkload: ghost\nslos: [{name: a, kind: cost}]\n", check=False
+    )
+    assert refused.returncode != 0 and "workload" in refused.stderr
+    assert "Terminated" in stack.cli("sla", "delete", "demo-gold").stdout
