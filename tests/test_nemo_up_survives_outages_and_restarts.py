@@ -177,6 +177,7 @@ def test_sigkill_loses_nothing_acknowledged(any_store_stack: Stack) -> None:
                 "power": {"idle_watts": 50.0, "max_watts": 200.0},
             }
         ],
+        "links": {},
     }
     w = wait_for(
         lambda: (x := stack.api("GET", "/workloads/idle").json())["phase"] == "Running" and x,

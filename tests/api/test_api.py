@@ -146,6 +146,14 @@ def test_constraints_pending_until_capacity_appears(stack: Stack) -> None:
     verdicts = {c["cluster"]: c for c in decision["candidates"]}
     assert verdicts["cloud-a"]["rejected_by"] == "data-residency"
     assert stack.api("GET", "/workloads/secret").json()["phase"] == "Pending"
+    # Every node's verdict as things stand now, on request (not stored: the decision history is unchanged).
+    history = stack.api("GET", "/workloads/secret/decisions").json()
+    now = stack.api("GET", "/workloads/secret/placement/nodes").json()
+    assert now["detail"] == "nodes" and now["outcome"] == "Pending"
+    assert {c["cluster"]: c["rejected_by"] for c in now["candidates"]}["cloud-a"] == "data-residency"
+    assert stack.api("GET", "/workloads/secret/decisions").json() == history
+    missing = stack.api("GET", "/workloads/no-such/placement/nodes")
+    assert missing.status_code == 404 and missing.json()["error"]["code"]
     # A French confidential cluster joins: the pending workload is placed there without being re-applied.
     fr = {
         "name": "cloud-fr",

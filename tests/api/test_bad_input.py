@@ -225,6 +225,39 @@ def test_numbers_beyond_sane_bounds_are_refused(stack: Stack, path: str, documen
     assert _snapshot(stack) == before
 
 
+_USERS = [{"region": "eu-south", "weight": 1}]
+
+
+@pytest.mark.parametrize(
+    ("placement", "field"),
+    [
+        ({"optimize": "fastest"}, "deployment.placement.optimize"),
+        ({"max_latency_ms": 50}, "deployment.placement"),  # latency from whom: users are needed
+        ({"users": _USERS, "max_latency_ms": 1e9}, "deployment.placement.max_latency_ms"),
+        ({"users": _USERS, "max_latency_ms": 0}, "deployment.placement.max_latency_ms"),
+        ({"users": [{"region": "eu-south", "weight": 0}]}, "deployment.placement.users[0].weight"),
+        ({"users": [{"region": "", "weight": 1}]}, "deployment.placement.users[0].region"),
+        ({"users": [{"region": f"r{i}"} for i in range(65)]}, "deployment.placement.users"),
+        ({"users": [{"region": "a"}, {"region": "a"}]}, "deployment.placement.users"),
+        ({"spread": [{"by": "zone", "max": 1}]}, "deployment.placement.spread[0].by"),
+        ({"spread": [{"by": "region", "max": 0}]}, "deployment.placement.spread[0].max"),
+        ({"spread": [{"by": "region", "max": 10**9}]}, "deployment.placement.spread[0].max"),
+        ({"spread": [{"by": "region", "min": 3, "max": 1}]}, "deployment.placement.spread[0]"),
+        ({"spread": [{"by": "region"}]}, "deployment.placement.spread[0]"),
+        ({"spread": [{"by": "tier", "max": 1}, {"by": "tier", "max": 2}]}, "deployment.placement.spread"),
+        ({"weights": {"latency": 1001}}, "deployment.placement.weights.latency"),
+        ({"division": {"mode": "static"}}, "deployment.placement.division"),
+        ({"division": {"mode": "dynamic", "weights": {"a": 1}}}, "deployment.placement.division"),
+        ({"division": {"mode": "static", "weights": {"a": 0}}}, "deployment.placement.division.weights.a"),
+        ({"division": {"mode": "even"}}, "deployment.placement.division.mode"),
+    ],
+)
+def test_bad_placement_intent_is_refused_naming_the_field(stack: Stack, placement: Any, field: str) -> None:
+    before = _snapshot(stack)
+    _refused(stack, _post(stack, "/workloads", _with(WORKLOAD, "deployment.placement", placement)), 422, field)
+    assert _snapshot(stack) == before
+
+
 # --- G: strict types, duplicate keys, depth -------------------------------------------------------------------
 
 

@@ -18,11 +18,11 @@ from tests.orchestrator.fakes import MemoryDriver, MemoryProvider
 from nemo_kernel.clusters import (
     DriverProviders,
     DriverUnavailable,
-    Link,
     ReplicaSpec,
     SupportsAgentPid,
     SupportsCheckpoint,
     SupportsLinkEmulation,
+    SupportsLinkProbes,
     SupportsStateHandoff,
 )
 from nemo_kernel.clusters.local import LocalClusterDriver, LocalProvider
@@ -183,39 +183,25 @@ class CheckpointDriver(MemoryDriver):
         await self.ensure_replica(spec)
 
 
-@dataclass
-class LinkDriver(MemoryDriver):
-    """A memory cluster that shapes its links to peers."""
-
-    links: dict[str, Link] = field(default_factory=dict)
-
-    async def set_link(self, peer: str, link: Link | None) -> None:
-        if link is None:
-            self.links.pop(peer, None)
-        else:
-            self.links[peer] = link
-
-
-CAPABILITIES = (SupportsStateHandoff, SupportsCheckpoint, SupportsLinkEmulation)
+CAPABILITIES = (SupportsStateHandoff, SupportsCheckpoint, SupportsLinkEmulation, SupportsLinkProbes)
 
 
 @pytest.mark.parametrize(
-    ("driver_class", "capability"),
+    ("driver_class", "capabilities"),
     [
-        (HandoffDriver, SupportsStateHandoff),
-        (CheckpointDriver, SupportsCheckpoint),
-        (LinkDriver, SupportsLinkEmulation),
+        (MemoryDriver, [SupportsLinkEmulation]),  # the in-test driver emulates links (tests/orchestrator/fakes.py)
+        (HandoffDriver, [SupportsStateHandoff, SupportsLinkEmulation]),
+        (CheckpointDriver, [SupportsCheckpoint, SupportsLinkEmulation]),
     ],
 )
-def test_a_driver_has_the_capabilities_it_implements_and_no_other(driver_class: type, capability: type) -> None:
+def test_a_driver_has_the_capabilities_it_implements_and_no_other(driver_class: type, capabilities: list[type]) -> None:
     driver = driver_class(cluster_spec())
 
-    assert [c for c in CAPABILITIES if isinstance(driver, c)] == [capability]
+    assert [c for c in CAPABILITIES if isinstance(driver, c)] == capabilities
 
 
-async def test_the_plain_drivers_have_no_optional_capability() -> None:
+async def test_the_local_driver_emulates_and_probes_links_and_nothing_else() -> None:
     local = LocalClusterDriver("http://127.0.0.1:9", "token")
-    plain = [MemoryDriver(cluster_spec()), local]
 
-    assert [c for d in plain for c in CAPABILITIES if isinstance(d, c)] == []
+    assert [c for c in CAPABILITIES if isinstance(local, c)] == [SupportsLinkEmulation, SupportsLinkProbes]
     await local.close()

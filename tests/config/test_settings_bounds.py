@@ -37,3 +37,27 @@ def test_a_replica_user_that_does_not_exist_is_refused_at_start(monkeypatch: pyt
     monkeypatch.setenv("NEMO_REPLICA_USER", "no-such-user-here")
     with pytest.raises(ValidationError, match="replica_user"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("NEMO_METRICS_RAW_RETENTION", "inf"),
+        ("NEMO_METRICS_RAW_RETENTION", "10"),  # shorter than a rollup's lag: nothing would be rolled up
+        ("NEMO_METRICS_RAW_MAX_SAMPLES", "1000000000"),
+        ("NEMO_METRICS_ROLLUP_1M_RETENTION", "nan"),
+        ("NEMO_METRICS_ROLLUP_1H_RETENTION", "1e308"),
+        ("NEMO_METRICS_MAX_SERIES", "1000000000"),  # a clear error, not an out-of-memory later
+        ("NEMO_METRICS_FLUSH_INTERVAL", "0"),
+    ],
+)
+def test_metrics_store_settings_are_bounded(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError, match=variable.removeprefix("NEMO_").lower()):
+        Settings()
+
+
+def test_metrics_store_defaults() -> None:
+    settings = Settings()
+    assert settings.metrics_raw_retention == 7200
+    assert settings.metrics_max_series == 200_000

@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator.decision import DecisionEngine
 
+DEFAULTS = {"latency": 1.0, "energy": 0.0}  # the default weights of the criteria these tests leave out
+
 
 @pytest.fixture(autouse=True)
 def _no_weights_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,20 +26,20 @@ def _no_weights_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_one_mapping_sets_the_weights_and_a_criterion_left_out_weighs_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEMO_WEIGHTS", '{"cost": 2, "carbon": 0.5}')
     settings = Settings()
-    assert settings.weights == {"cost": 2.0, "carbon": 0.5, "balance": 1.0}
-    assert DecisionEngine(settings.weights).weights == {"cost": 2.0, "carbon": 0.5, "balance": 1.0}
+    assert settings.weights == {"cost": 2.0, "carbon": 0.5, "balance": 1.0, **DEFAULTS}
+    assert DecisionEngine(settings.weights).weights == {"cost": 2.0, "carbon": 0.5, "balance": 1.0, **DEFAULTS}
 
 
 def test_unset_weights_are_the_engines_defaults() -> None:
     settings = Settings()
     assert settings.weights is None
-    assert DecisionEngine(settings.weights).weights == {"cost": 1.0, "carbon": 1.0, "balance": 1.0}
+    assert DecisionEngine(settings.weights).weights == {"cost": 1.0, "carbon": 1.0, "balance": 1.0, **DEFAULTS}
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ('{"latency": 1}', "unknown criterion 'latency'; known: cost, carbon, balance"),
+        ('{"speed": 1}', "unknown criterion 'speed'; known: cost, carbon, balance, latency, energy"),
         ('{"cost": 1001}', "weight of cost must be a number from 0 to 1000, not 1001"),
         ('{"cost": -1}', "weight of cost must be a number from 0 to 1000, not -1"),
         ('{"cost": true}', "weight of cost must be a number from 0 to 1000, not True"),
@@ -46,7 +48,7 @@ def test_unset_weights_are_the_engines_defaults() -> None:
         ('{"cost": 1, "cost": 2}', "duplicate key 'cost'"),
         ("cost=1", "not valid JSON"),
         ("[1, 2]", "must be a JSON mapping of criterion to weight"),
-        ('{"cost": 0, "carbon": 0, "balance": 0}', "at least one weight must be above 0"),
+        ('{"cost": 0, "carbon": 0, "balance": 0, "latency": 0}', "at least one weight must be above 0"),
     ],
 )
 def test_bad_weights_are_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch, value: str, message: str) -> None:
@@ -61,14 +63,14 @@ def test_bad_weights_are_refused_naming_the_setting(monkeypatch: pytest.MonkeyPa
 def test_the_old_variables_are_still_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEMO_WEIGHT_COST", "2")
     monkeypatch.setenv("NEMO_WEIGHT_BALANCE", "0")
-    assert Settings().weights == {"cost": 2.0, "carbon": 1.0, "balance": 0.0}
+    assert Settings().weights == {"cost": 2.0, "carbon": 1.0, "balance": 0.0, **DEFAULTS}
 
 
 def test_old_variables_and_the_mapping_combine_but_may_not_disagree(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEMO_WEIGHTS", '{"cost": 3, "carbon": 0}')
     monkeypatch.setenv("NEMO_WEIGHT_BALANCE", "0.5")
     monkeypatch.setenv("NEMO_WEIGHT_COST", "3")  # the same weight twice is no conflict
-    assert Settings().weights == {"cost": 3.0, "carbon": 0.0, "balance": 0.5}
+    assert Settings().weights == {"cost": 3.0, "carbon": 0.0, "balance": 0.5, **DEFAULTS}
 
     # Neither silently wins: an operator who set both would not know which one placement follows.
     monkeypatch.setenv("NEMO_WEIGHT_COST", "2")
@@ -85,10 +87,13 @@ def test_an_old_variable_out_of_range_is_refused(monkeypatch: pytest.MonkeyPatch
 
 
 def test_nemo_up_names_bad_weights_in_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "NEMO_WEIGHTS": '{"latency": 1}', "NEMO_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    env = {**os.environ, "NEMO_WEIGHTS": '{"speed": 1}', "NEMO_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
     nemo = Path(sys.executable).parent / "nemo"
     done = subprocess.run([nemo, "up"], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1
-    assert "NEMO_WEIGHTS: Value error, unknown criterion 'latency'; known: cost, carbon, balance" in done.stderr
+    assert (
+        "NEMO_WEIGHTS: Value error, unknown criterion 'speed'; known: cost, carbon, balance, latency, energy"
+        in done.stderr
+    )
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "nemo.db").exists()  # refused before anything started

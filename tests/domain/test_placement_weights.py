@@ -31,7 +31,7 @@ def test_weights_are_kept_as_written() -> None:
 @pytest.mark.parametrize(
     ("weights", "field", "kind"),
     [
-        ({"latency": 1}, "latency", "extra_forbidden"),  # not a criterion of the decision engine
+        ({"speed": 1}, "speed", "extra_forbidden"),  # not a criterion of the decision engine
         ({"cost": True}, "cost", "float_type"),
         ({"cost": "3"}, "cost", "float_type"),
         ({"cost": 1001}, "cost", "less_than_equal"),

@@ -23,8 +23,9 @@ from nemo_kernel.clusters import (
     ReplicaRejected,
     ReplicaReport,
     ReplicaSpec,
+    SupportsLinkEmulation,
 )
-from nemo_kernel.domain import ClusterSpec, ReplicaPhase, utcnow
+from nemo_kernel.domain import ClusterSpec, Link, ReplicaPhase, utcnow
 
 
 @dataclass
@@ -34,6 +35,7 @@ class MemoryDriver:
     a workload in ``failing`` raises an unexpected error (a driver bug).
 
     ``ensured`` lists every replica id sent with ``ensure_replica``, in order, refused ones included.
+    ``links`` holds the links it emulates (``SupportsLinkEmulation``); ``link_calls`` every ``set_link`` call.
     """
 
     spec: ClusterSpec
@@ -43,6 +45,8 @@ class MemoryDriver:
     refused: set[str] = field(default_factory=set)  # workloads as '<namespace>/<name>'
     failing: set[str] = field(default_factory=set)  # workloads as '<namespace>/<name>'
     ensured: list[str] = field(default_factory=list)
+    links: dict[str, Link] = field(default_factory=dict)
+    link_calls: list[tuple[str, Link | None]] = field(default_factory=list)
 
     async def status(self) -> ClusterReport:
         """Every node and replica of the cluster."""
@@ -66,6 +70,15 @@ class MemoryDriver:
             self.replicas[spec.id] = ReplicaReport(
                 id=spec.id, node=spec.node, phase=ReplicaPhase.RUNNING, url=f"memory://{spec.id}", started_at=utcnow()
             )
+
+    async def set_link(self, peer: str, link: Link | None) -> None:
+        """Emulate ``link`` to ``peer`` (None: stop)."""
+        self._answer()
+        self.link_calls.append((peer, link))
+        if link is None:
+            self.links.pop(peer, None)
+        else:
+            self.links[peer] = link
 
     async def remove_replica(self, replica_id: str) -> None:
         """Stop and forget the replica (unknown ids are fine)."""
@@ -114,4 +127,5 @@ class MemoryProvider:
 
 # both keep the shape of their protocols: mypy says so when run on this file (the project run covers src only)
 _driver: type[ClusterDriver] = MemoryDriver
+_links: type[SupportsLinkEmulation] = MemoryDriver
 _provider: type[DriverProvider] = MemoryProvider

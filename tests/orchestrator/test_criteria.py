@@ -9,7 +9,15 @@ from typing import Any, ClassVar
 
 import pytest
 
-from nemo_kernel.domain import CRITERIA, DeploymentSpec, PlacementConstraints, PlacementDecision, Prices, Tier
+from nemo_kernel.domain import (
+    CRITERIA,
+    DEFAULT_WEIGHTS,
+    DeploymentSpec,
+    PlacementConstraints,
+    PlacementDecision,
+    Prices,
+    Tier,
+)
 from nemo_kernel.orchestrator.decision import (
     DEFAULT_CRITERIA,
     ClusterCandidate,
@@ -22,12 +30,13 @@ from nemo_kernel.orchestrator.decision import (
 )
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+UNSET = {"latency": 0.0, "energy": 0.0}  # criteria an engine given only some weights weighs 0
 
 
-class LatencyMs:
+class RttMs:
     """A criterion as a plugin author writes one: round-trip time from the users to each cluster, lower is better."""
 
-    name: ClassVar[str] = "latency"
+    name: ClassVar[str] = "rtt"
     lower_is_better: ClassVar[bool] = True
 
     def __init__(self, rtt_ms: Mapping[str, float]) -> None:
@@ -46,7 +55,7 @@ class PackTightly:
         return min((load.used_cpu + req.cpu) / node.cpu, 1.0)
 
 
-_: Criterion = LatencyMs({})  # mypy checks the plugins against the protocols, as Go checks `var _ Plugin = ...`
+_: Criterion = RttMs({})  # mypy checks the plugins against the protocols, as Go checks `var _ Plugin = ...`
 __: LoadCriterion = PackTightly()
 
 
@@ -76,22 +85,28 @@ RTT_MS = {"cheap-far": 180.0, "dear-near": 8.0, "green": 120.0}
 def test_a_criterion_plugged_in_changes_the_ranking() -> None:
     candidates = [CHEAP_FAR, DEAR_NEAR]
     without = DecisionEngine({"cost": 1.0}, clock=lambda: NOW)
-    with_latency = DecisionEngine(
-        {"cost": 1.0, "latency": 3.0}, criteria=(*DEFAULT_CRITERIA, LatencyMs(RTT_MS)), clock=lambda: NOW
-    )
+    with_rtt = DecisionEngine({"cost": 1.0, "rtt": 3.0}, criteria=(*DEFAULT_CRITERIA, RttMs(RTT_MS)), clock=lambda: NOW)
 
     assert placed_on(without.decide("default", "web", 1, spec(), [0], candidates)) == ["cheap-far/cheap-far-n1"]
-    decision = with_latency.decide("default", "web", 1, spec(), [0], candidates)
+    decision = with_rtt.decide("default", "web", 1, spec(), [0], candidates)
     assert placed_on(decision) == ["dear-near/dear-near-n1"]
     near = next(v for v in decision.candidates if v.cluster == "dear-near")
-    assert list(near.scores) == ["cost", "carbon", "latency", "balance", "spread"]  # explained like the others
-    assert near.scores["latency"] == 1.0 and near.scores["cost"] == 0.0
-    assert decision.weights == {"cost": 1.0, "carbon": 0.0, "balance": 0.0, "latency": 3.0}
+    assert list(near.scores) == [
+        "cost",
+        "carbon",
+        "latency",
+        "energy",
+        "rtt",
+        "balance",
+        "spread",
+    ]  # explained like the others
+    assert near.scores["rtt"] == 1.0 and near.scores["cost"] == 0.0
+    assert decision.weights == {"cost": 1.0, "carbon": 0.0, "balance": 0.0, "latency": 0.0, "energy": 0.0, "rtt": 3.0}
 
 
 def test_a_workload_weighs_a_plugged_in_criterion() -> None:
-    engine = DecisionEngine(criteria=(*DEFAULT_CRITERIA, LatencyMs(RTT_MS)), clock=lambda: NOW)
-    assert engine.weights["latency"] == 1.0  # every criterion weighs 1 unless told otherwise
+    engine = DecisionEngine(criteria=(*DEFAULT_CRITERIA, RttMs(RTT_MS)), clock=lambda: NOW)
+    assert engine.weights["rtt"] == 1.0  # every criterion weighs 1 unless told otherwise
 
     # The workload zeroes cost and carbon, so latency (and balance, equal here) decide.
     decision = engine.decide(
@@ -119,21 +134,21 @@ def test_a_load_criterion_is_re_scored_as_the_node_fills() -> None:
 def test_the_registry_names_the_criteria_users_may_weigh() -> None:
     # NEMO_WEIGHTS and placement.weights are validated against the domain's names: each must have its plugin.
     assert [c.name for c in DEFAULT_CRITERIA] == list(CRITERIA)
-    assert DecisionEngine().weights == dict.fromkeys(CRITERIA, 1.0)
+    assert DecisionEngine().weights == DEFAULT_WEIGHTS
 
 
 def test_criteria_must_be_told_apart() -> None:
     with pytest.raises(ValueError, match="different names"):
-        DecisionEngine(criteria=(LatencyMs(RTT_MS), LatencyMs(RTT_MS)))
+        DecisionEngine(criteria=(RttMs(RTT_MS), RttMs(RTT_MS)))
 
-    class Both(LatencyMs):
+    class Both(RttMs):
         def score(self, cluster: ClusterCandidate, node: NodeCandidate, load: NodeLoad, req: Requirements) -> float:
             return 0.0
 
     with pytest.raises(TypeError, match="only one"):
         DecisionEngine(criteria=(Both(RTT_MS),))
     with pytest.raises(ValueError, match="unknown score criteria"):
-        DecisionEngine({"latency": 1.0})  # not one of the default criteria
+        DecisionEngine({"rtt": 1.0})  # not one of the default criteria
 
 
 # --- a workload's own weights ----------------------------------------------------------------------------
@@ -148,15 +163,25 @@ def test_a_workloads_weights_override_the_engines() -> None:
 
     assert placed_on(default) == ["cheap-far/cheap-far-n1"]
     assert placed_on(green) == ["green/green-n1"]
-    assert green.weights == {"cost": 0.0, "carbon": 10.0, "balance": 1.0}  # what was used is what is stored
-    assert default.weights == {"cost": 3.0, "carbon": 1.0, "balance": 1.0}
-    assert engine.weights == {"cost": 3.0, "carbon": 1.0, "balance": 1.0}  # nothing leaks into the next decision
+    assert green.weights == {"cost": 0.0, "carbon": 10.0, "balance": 1.0, **UNSET}  # what was used is what is stored
+    assert default.weights == {"cost": 3.0, "carbon": 1.0, "balance": 1.0, **UNSET}
+    assert engine.weights == {
+        "cost": 3.0,
+        "carbon": 1.0,
+        "balance": 1.0,
+        **UNSET,
+    }  # nothing leaks into the next decision
 
 
 def test_a_workload_weighing_everything_zero_has_no_preference() -> None:
     engine = DecisionEngine(clock=lambda: NOW)
     decision = engine.decide(
-        "default", "web", 1, spec(weights={"cost": 0, "carbon": 0, "balance": 0}), [0, 1], [GREEN, CHEAP_FAR]
+        "default",
+        "web",
+        1,
+        spec(weights={"cost": 0, "carbon": 0, "balance": 0, "latency": 0}),
+        [0, 1],
+        [GREEN, CHEAP_FAR],
     )
     assert placed_on(decision) == ["cheap-far/cheap-far-n1", "green/green-n1"]  # spreading, then names
     assert all(v.total == 0.0 for v in decision.candidates)

@@ -436,7 +436,7 @@ def test_explanation_lists_every_cluster_and_every_node_of_admitted_clusters() -
     ]
     assert verdict(decision, "empty").reason == "cluster reports no nodes"
     assert verdict(decision, "ok", "ok-n3").reason == "feasible, runtime runc; not chosen"
-    assert decision.weights == {"cost": 1.0, "carbon": 1.0, "balance": 1.0}
+    assert decision.weights == {"cost": 1.0, "carbon": 1.0, "balance": 1.0, "latency": 1.0, "energy": 0.0}
     assert decision.decided_at == NOW
 
 

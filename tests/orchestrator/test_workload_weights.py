@@ -62,9 +62,10 @@ def test_a_workloads_weights_override_nemo_weights(stack: Stack) -> None:
     default, green = _decision(stack, "by-default"), _decision(stack, "green")
 
     assert [(a["cluster"], a["node"]) for a in default["assignments"]] == [("cheap", "cheap-n1")]
-    assert default["weights"] == {"cost": 3.0, "carbon": 1.0, "balance": 1.0}  # NEMO_WEIGHTS, balance left at 1
+    # NEMO_WEIGHTS, the criteria it leaves out at their defaults (balance and latency 1, energy 0)
+    assert default["weights"] == {"cost": 3.0, "carbon": 1.0, "balance": 1.0, "latency": 1.0, "energy": 0.0}
     assert [(a["cluster"], a["node"]) for a in green["assignments"]] == [("green", "green-n1")]
-    assert green["weights"] == {"cost": 0.0, "carbon": 10.0, "balance": 1.0}
+    assert green["weights"] == {"cost": 0.0, "carbon": 10.0, "balance": 1.0, "latency": 1.0, "energy": 0.0}
     descriptor = stack.api("GET", "/workloads/green").json()["descriptor"]
     assert descriptor["deployment"]["placement"]["weights"] == {"carbon": 10.0, "cost": 0.0}
 

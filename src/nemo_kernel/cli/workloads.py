@@ -207,8 +207,29 @@ def explain(
                 for c in d["candidates"]
             ],
         )
+        if d.get("verdicts"):
+            # A compact decision: the table shows the chosen and best nodes; every cluster's verdict is here.
+            print_table(
+                None,
+                ["VERDICT", "CLUSTERS", "NODES", Column("EXAMPLE", wrap=True, fold=True)],
+                [
+                    (
+                        "feasible" if g["filter"] is None else f"{g['level']} rejected by {g['filter']}",
+                        _listed(g["clusters"]),
+                        g["nodes"] or "",
+                        g["example"],
+                    )
+                    for g in d["verdicts"]
+                ],
+            )
 
     emit(decision, output, table)
+
+
+def _listed(names: list[str], shown: int = 5) -> str:
+    """'a, b, c' or 'a, b, c, d, e and 95 more'."""
+    head = ", ".join(names[:shown])
+    return f"{head} and {len(names) - shown} more" if len(names) > shown else head
 
 
 @app.command("events")

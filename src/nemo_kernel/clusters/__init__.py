@@ -17,8 +17,10 @@ from nemo_kernel.clusters.base import (
 )
 from nemo_kernel.clusters.capabilities import (
     Link,
+    ProbeEndpoints,
     SupportsCheckpoint,
     SupportsLinkEmulation,
+    SupportsLinkProbes,
     SupportsMetrics,
     SupportsStateHandoff,
 )
@@ -34,12 +36,14 @@ __all__ = [
     "DriverUnavailable",
     "Link",
     "NodeReport",
+    "ProbeEndpoints",
     "ReplicaRejected",
     "ReplicaReport",
     "ReplicaSpec",
     "SupportsAgentPid",
     "SupportsCheckpoint",
     "SupportsLinkEmulation",
+    "SupportsLinkProbes",
     "SupportsMetrics",
     "SupportsStateHandoff",
 ]

@@ -23,7 +23,17 @@ from typing import Protocol, runtime_checkable
 from pydantic import Field
 
 from nemo_kernel.clusters.base import ReplicaSpec
-from nemo_kernel.domain import Spec
+from nemo_kernel.domain import Link, Model
+
+__all__ = [
+    "Link",  # the domain owns the model; re-exported here, where drivers meet it
+    "ProbeEndpoints",
+    "SupportsCheckpoint",
+    "SupportsLinkEmulation",
+    "SupportsLinkProbes",
+    "SupportsMetrics",
+    "SupportsStateHandoff",
+]
 from nemo_kernel.metrics import Sample
 
 
@@ -64,24 +74,41 @@ class SupportsCheckpoint(Protocol):
         """
 
 
-class Link(Spec):
-    """How the network between a cluster and one peer behaves, as a link emulator shapes it (both directions)."""
-
-    latency_ms: float = Field(default=0.0, ge=0, le=60_000, description="one-way delay added")
-    jitter_ms: float = Field(default=0.0, ge=0, le=60_000, description="random variation of the delay")
-    bandwidth_mbit: float | None = Field(default=None, gt=0, le=1_000_000, description="rate limit; None: none")
-    loss_percent: float = Field(default=0.0, ge=0, le=100, description="packets dropped at random")
-
-
 @runtime_checkable
 class SupportsLinkEmulation(Protocol):
-    """The cluster can shape the network between itself and a peer (a simulated continuum, a testbed)."""
+    """The cluster can shape the network between itself and a peer (a simulated continuum, a testbed).
+
+    ``peer`` is ``controlplane`` (:data:`~nemo_kernel.domain.CONTROL_PLANE_LINK`) for the link the control plane
+    and the gateway reach the cluster's replicas through, or a peer cluster's name.
+    """
 
     async def set_link(self, peer: str, link: Link | None) -> None:
         """Shape the traffic between this cluster and cluster ``peer`` as ``link`` says; None removes the shaping.
 
         Level-based like the rest of the driver: setting the same link again changes nothing.
         """
+
+
+class ProbeEndpoints(Model):
+    """Where a cluster answers link probes (UDP echo, ``host:port``)."""
+
+    controlplane: str = Field(description="behind the cluster's control-plane link: what the control plane probes")
+    direct: str = Field(description="unshaped: what peers probe through their own link to this cluster")
+
+
+@runtime_checkable
+class SupportsLinkProbes(Protocol):
+    """The cluster answers link probes, and probes its peers through its own emulated links to them.
+
+    A probe is one UDP datagram echoed back (``clusters.links``): its round trip, or None when it was lost.
+    """
+
+    async def probe_endpoints(self) -> ProbeEndpoints:
+        """Where this cluster answers probes."""
+
+    async def probe_peer(self, peer: str, address: str, count: int) -> list[float | None]:
+        """Send ``count`` probes to ``address`` (a peer's :attr:`ProbeEndpoints.direct`) through this cluster's
+        link to ``peer``; the round trips in seconds, None for each probe lost."""
 
 
 @runtime_checkable

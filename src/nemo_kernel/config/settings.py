@@ -21,7 +21,7 @@ def _checked_weights(value: Any, old: dict[str, float]) -> dict[str, float]:
     ValueError naming what is wrong; the caller reports it as ``NEMO_WEIGHTS``.
     """
     # Imported here: settings are read by every CLI command, which has no other use for the domain models.
-    from nemo_kernel.domain import CRITERIA, DEFAULT_WEIGHT, MAX_WEIGHT, DocumentError, load_document
+    from nemo_kernel.domain import CRITERIA, DEFAULT_WEIGHT, DEFAULT_WEIGHTS, MAX_WEIGHT, DocumentError, load_document
 
     if isinstance(value, str | bytes):
         try:
@@ -44,7 +44,7 @@ def _checked_weights(value: Any, old: dict[str, float]) -> dict[str, float]:
             variable = f"NEMO_WEIGHT_{name.upper()}"
             raise ValueError(f"{name} is {weights[name]:g} in NEMO_WEIGHTS but {weight:g} in {variable}; set it once")
         weights[name] = weight
-    full = {name: weights.get(name, DEFAULT_WEIGHT) for name in CRITERIA}
+    full = {name: weights.get(name, DEFAULT_WEIGHTS.get(name, DEFAULT_WEIGHT)) for name in CRITERIA}
     if not any(full.values()):
         raise ValueError("at least one weight must be above 0")
     return full
@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=7700, ge=0, le=65535, description="0 picks a free port")
     clusters_file: Path | None = Field(default=None, description="YAML list of clusters created on first start")
+    latency_file: Path | None = Field(
+        default=None,
+        description="YAML round-trip times between regions (domain.LatencyMatrix) for the latency criterion and "
+        "placement.max_latency_ms; unset: every other region is unknown_ms (300) away",
+    )
     gateway_enabled: bool = Field(default=True, description="nemo up starts the gateway (a child process)")
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=7780, ge=0, le=65535, description="0 picks a free port")

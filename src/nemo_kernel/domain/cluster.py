@@ -6,9 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from nemo_kernel.domain.common import Labels, Lax, Model, Name, Spec
+from nemo_kernel.domain.common import Labels, Lax, Model, Name, Spec, is_dns_label
 
 MAX_NODE_CPU = 100_000
 """Cores of the largest node NEMO accepts (far beyond any real machine; bounds the arithmetic)."""
@@ -76,6 +76,46 @@ class Prices(Spec):
     gib_hour_eur: float = Field(default=0.004, ge=0, le=MAX_PRICE_EUR, description="EUR per GiB-hour of memory")
 
 
+CONTROL_PLANE_LINK = "controlplane"
+"""The key of a cluster's link to the control plane in :attr:`ClusterSpec.links` (other keys name peer clusters)."""
+
+MAX_LINKS = 256
+"""Links one cluster may declare (its control-plane link and its peers)."""
+
+MAX_LINK_LATENCY_MS = 60_000.0
+"""One minute: beyond any real network (a geostationary hop is about 300 ms)."""
+
+MAX_LINK_BANDWIDTH_MBPS = 1_000_000.0
+"""1 Tbit/s."""
+
+
+class Link(Spec):
+    """How the network between a cluster and one peer behaves, both directions (what a link emulator applies).
+
+    ``latency_ms`` is added to each direction, so a round trip takes twice as long; ``jitter_ms`` is the spread
+    of that delay (uniform in ``latency +- jitter``, never below zero); ``loss`` is the share of round trips that
+    lose a packet (each direction drops with ``1 - sqrt(1 - loss)``); ``bandwidth_mbps`` caps each direction.
+    """
+
+    latency_ms: float = Field(default=0.0, ge=0, le=MAX_LINK_LATENCY_MS, description="one-way delay added, ms")
+    jitter_ms: float = Field(default=0.0, ge=0, le=MAX_LINK_LATENCY_MS, description="spread of the delay, ms")
+    loss: float = Field(default=0.0, ge=0, le=1, description="share of round trips losing a packet, 0..1")
+    bandwidth_mbps: float | None = Field(
+        default=None, gt=0, le=MAX_LINK_BANDWIDTH_MBPS, description="rate cap per direction, Mbit/s; null: none"
+    )
+
+
+def _check_link_keys(links: dict[str, Link]) -> dict[str, Link]:
+    for key in links:
+        if not is_dns_label(key):
+            raise ValueError(f"link key {key!r} must be {CONTROL_PLANE_LINK!r} or a peer cluster's name (a DNS label)")
+    return links
+
+
+Links = Annotated[dict[str, Link], Field(max_length=MAX_LINKS), AfterValidator(_check_link_keys)]
+"""A cluster's links: ``controlplane`` and peer cluster names -> :class:`Link`."""
+
+
 class NodeSpec(Spec):
     """A node of a cluster (a virtual node for the local driver)."""
 
@@ -103,6 +143,10 @@ class ClusterSpec(Spec):
         default=300.0, ge=0, le=MAX_CARBON_INTENSITY, description="grid carbon intensity, gCO2/kWh"
     )
     nodes: list[NodeSpec] = Field(min_length=1, max_length=5000)  # Kubernetes' supported maximum
+    links: Links = Field(
+        default_factory=dict,
+        description=f"emulated network: {CONTROL_PLANE_LINK!r} (to the control plane) and peer cluster names",
+    )
 
     @model_validator(mode="after")
     def _unique_node_names(self) -> ClusterSpec:
@@ -112,6 +156,14 @@ class ClusterSpec(Spec):
                 raise ValueError(f"duplicate node name {node.name!r}")
             seen.add(node.name)
         return self
+
+    @field_validator("links")
+    @classmethod
+    def _no_link_to_itself(cls, links: dict[str, Link], info: ValidationInfo) -> dict[str, Link]:
+        name = info.data.get("name")
+        if name in links:
+            raise ValueError(f"a cluster has no link to itself ({name!r})")
+        return links
 
 
 class NodeStatus(Model):

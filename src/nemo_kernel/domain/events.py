@@ -29,6 +29,7 @@ class EventKind(StrEnum):
     CLUSTER_READY = "cluster.ready"
     CLUSTER_NOT_READY = "cluster.not_ready"
     CLUSTER_FAILED = "cluster.failed"  # its stored spec cannot be read: isolated, the loop goes on
+    CLUSTER_LINKS_CHANGED = "cluster.links_changed"  # its emulated links (to the control plane, to peers)
 
     WORKLOAD_REGISTERED = "workload.registered"
     WORKLOAD_UPDATED = "workload.updated"

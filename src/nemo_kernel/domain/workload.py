@@ -127,10 +127,108 @@ class PlacementWeights(TypedDict, total=False):
     cost: Weight
     carbon: Weight
     balance: Weight
+    latency: Weight
+    energy: Weight
 
 
 CRITERIA: tuple[str, ...] = tuple(PlacementWeights.__annotations__)
 """The names of the placement criteria, in the order the decision engine reports their scores."""
+
+DEFAULT_WEIGHTS: dict[str, float] = {"cost": 1.0, "carbon": 1.0, "balance": 1.0, "latency": 1.0, "energy": 0.0}
+"""Each criterion's weight when neither ``NEMO_WEIGHTS`` nor the workload sets it (``DEFAULT_WEIGHT`` for others).
+
+Energy weighs 0: carbon is already that energy times the grid's intensity, so weighing both would count the watts
+twice. Latency weighs 1 but changes nothing for a workload without ``placement.users`` (every cluster scores 1).
+"""
+
+
+class Optimize(StrEnum):
+    """A workload's intent: a preset of weights (``OPTIMIZE_PRESETS``) its explicit ``weights`` may still adjust."""
+
+    COST = "cost"
+    CARBON = "carbon"
+    LATENCY = "latency"
+    BALANCED = "balanced"
+
+
+OPTIMIZE_PRESETS: dict[Optimize, dict[str, float]] = {
+    Optimize.COST: {"cost": 10.0, "carbon": 1.0, "balance": 1.0, "latency": 1.0, "energy": 0.0},
+    Optimize.CARBON: {"cost": 1.0, "carbon": 10.0, "balance": 1.0, "latency": 1.0, "energy": 0.0},
+    Optimize.LATENCY: {"cost": 1.0, "carbon": 1.0, "balance": 1.0, "latency": 10.0, "energy": 0.0},
+    Optimize.BALANCED: dict(DEFAULT_WEIGHTS),
+}
+"""The weights each intent stands for; they replace ``NEMO_WEIGHTS`` for the criteria they name.
+
+The favoured criterion weighs ten times each other one: it decides unless the others agree against it by a wide
+margin, and the others still break its near-ties (the cheapest of two equally green clusters).
+"""
+
+MAX_USERS = 64
+"""Users' locations per workload; enough for every region of a continent, small enough to score per decision."""
+
+MAX_LATENCY_MS = 60_000.0
+MAX_SPREAD_REPLICAS = 1000  # the most replicas a workload may have (DeploymentSpec.replicas)
+
+
+class UserLocation(Spec):
+    """Where some of a workload's users are: a region (as clusters name theirs) and their share of the traffic."""
+
+    region: str = Field(min_length=1, max_length=64)
+    weight: float = Field(default=1.0, gt=0, le=MAX_WEIGHT, description="relative share of the users")
+
+
+class SpreadBy(StrEnum):
+    """What a spread constraint counts replicas per."""
+
+    TIER = "tier"
+    REGION = "region"
+    CLUSTER = "cluster"
+
+
+class DivisionMode(StrEnum):
+    """How ``placement.division`` weighs clusters: as written, or by the replicas each has room for now."""
+
+    STATIC = "static"
+    DYNAMIC = "dynamic"
+
+
+MAX_DIVISION_CLUSTERS = 1000
+
+
+class Division(Spec):
+    """Replicas divided across clusters by weight, like Karmada's Weighted division: each feasible cluster's share of
+    ``replicas`` (largest remainder, ties by name), counting those already there. A preference: replicas go to the
+    clusters below their share first; when those are full, the rest go where the scores say."""
+
+    mode: Annotated[DivisionMode, Lax]
+    weights: dict[Annotated[str, Field(min_length=1, max_length=63)], Annotated[float, Field(gt=0, le=MAX_WEIGHT)]] = (
+        Field(default_factory=dict, max_length=MAX_DIVISION_CLUSTERS, description="static: weight per cluster name")
+    )
+
+    @model_validator(mode="after")
+    def _weights_with_static_only(self) -> Division:
+        if self.mode is DivisionMode.STATIC and not self.weights:
+            raise ValueError("static division needs weights: {cluster: weight}")
+        if self.mode is DivisionMode.DYNAMIC and self.weights:
+            raise ValueError("dynamic division weighs clusters by their free capacity: give no weights")
+        return self
+
+
+class SpreadConstraint(Spec):
+    """At most ``max`` (and, while others remain, at least ``min``) replicas of the workload per tier, region or
+    cluster. ``min`` is a preference served first, ``max`` a hard limit: replicas that would break it wait."""
+
+    by: Annotated[SpreadBy, Lax]
+    min: int | None = Field(default=None, ge=0, le=MAX_SPREAD_REPLICAS)
+    max: int | None = Field(default=None, ge=1, le=MAX_SPREAD_REPLICAS)
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> SpreadConstraint:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
 
 
 class PlacementConstraints(Spec):
@@ -147,7 +245,25 @@ class PlacementConstraints(Spec):
     )
     weights: PlacementWeights = Field(
         default_factory=lambda: PlacementWeights(),
-        description="this workload's weights of the placement criteria, over those of NEMO_WEIGHTS",
+        description="this workload's weights of the placement criteria, over those of NEMO_WEIGHTS and optimize",
+    )
+    optimize: Annotated[Optimize, Lax] | None = Field(
+        default=None, description="intent: cost, carbon, latency or balanced, a preset of weights (see weights)"
+    )
+    users: list[UserLocation] = Field(
+        default_factory=list, max_length=MAX_USERS, description="where the users are, for the latency criterion"
+    )
+    max_latency_ms: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_LATENCY_MS,
+        description="filter: clusters whose users' weighted mean latency exceeds this are rejected (needs users)",
+    )
+    spread: list[SpreadConstraint] = Field(
+        default_factory=list, max_length=len(SpreadBy), description="min/max replicas per tier, region or cluster"
+    )
+    division: Division | None = Field(
+        default=None, description="replicas divided across clusters by static weights or by free capacity"
     )
 
     @field_validator("countries")
@@ -157,6 +273,28 @@ class PlacementConstraints(Spec):
             if len(code) != 2 or not code.isalpha() or not code.isupper():
                 raise ValueError(f"{code!r} is not an ISO 3166-1 alpha-2 country code")
         return value
+
+    @field_validator("users")
+    @classmethod
+    def _one_entry_per_region(cls, value: list[UserLocation]) -> list[UserLocation]:
+        regions = [u.region for u in value]
+        if len(set(regions)) != len(regions):
+            raise ValueError("each region once (add the weights of a repeated region together)")
+        return value
+
+    @field_validator("spread")
+    @classmethod
+    def _one_constraint_per_dimension(cls, value: list[SpreadConstraint]) -> list[SpreadConstraint]:
+        dimensions = [c.by for c in value]
+        if len(set(dimensions)) != len(dimensions):
+            raise ValueError("one constraint per 'by' (tier, region, cluster)")
+        return value
+
+    @model_validator(mode="after")
+    def _latency_needs_users(self) -> PlacementConstraints:
+        if self.max_latency_ms is not None and not self.users:
+            raise ValueError("max_latency_ms needs users: the latency is measured from their regions")
+        return self
 
 
 class DeploymentSpec(Spec):

@@ -3,8 +3,9 @@
 :class:`EmbeddedMetrics` is both the :class:`MetricSink` the collectors write to and the :class:`MetricsReader`
 the API, PPEF and the decision engine ask; its answers are those of the query's PromQL (``metrics.promql``) over
 the same samples. Recent raw samples are kept in memory (:class:`~nemo_kernel.metrics.raw.RawSeries`, bounded by
-the raw retention, a per-series sample bound and ``max_series``). Everything refused is counted in
-``nemo_samples_dropped_total{reason=...}``, itself a series of this store.
+the raw retention, a per-series sample bound and ``max_series``). Everything refused (``metrics.admission``) is
+counted in ``nemo_samples_dropped_total{reason=...}``, itself a series of this store; 1-minute and 1-hour rollups
+(``metrics.rollups``) written to a :class:`RollupStore` answer windows older than the raw samples.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from nemo_kernel.metrics import matching
+from nemo_kernel.metrics.admission import FUTURE_SLACK, DropReason, series_refusal, time_refusal
 from nemo_kernel.metrics.evaluate import Grid, evaluate, over_history, over_window
 from nemo_kernel.metrics.functions import Times, Values
 from nemo_kernel.metrics.model import (
-    LABEL_NAME,
-    METRIC_NAME,
     Aggregation,
     MetricsQuery,
     QueryResult,
@@ -48,29 +48,7 @@ MAX_QUERY_POINTS = 5_000_000
 _CHUNK = 2_000  # series handled per hold of the lock by housekeeping: ingest waits at most that long
 LOOKBACK = 300.0
 """Seconds back an instant value is looked for (Prometheus' default lookback delta)."""
-FUTURE_SLACK = 600.0
-"""Seconds a sample's timestamp may be ahead of the store's clock (clock skew between hosts)."""
-MAX_LABELS = 64
-"""Most labels one series may carry."""
-MAX_NAME_CHARS = 256
-"""Longest metric or label name."""
-MAX_VALUE_CHARS = 4096
-"""Longest label value."""
-
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
-
-
-class DropReason:
-    """Why a sample was refused (the ``reason`` label of ``nemo_samples_dropped_total``)."""
-
-    BAD_NAME = "bad_name"  # metric name not a Prometheus name
-    BAD_LABEL = "bad_label"  # label name invalid or reserved, value not a valid bounded string, too many labels
-    BAD_TIMESTAMP = "bad_timestamp"  # not a finite number
-    BAD_VALUE = "bad_value"  # not a number
-    OUT_OF_ORDER = "out_of_order"  # not newer than the series' newest sample
-    TOO_OLD = "too_old"  # older than the raw retention allows
-    TOO_NEW = "too_new"  # more than FUTURE_SLACK ahead of the clock (it would block the series' real samples)
-    SERIES_LIMIT = "series_limit"  # a new series beyond max_series
 
 
 class _Stored:
@@ -163,7 +141,7 @@ class EmbeddedMetrics:
                 elif v.__class__ is not float and (v.__class__ is not int or isinstance(v, bool)):
                     reason = DropReason.BAD_VALUE
                 elif not oldest <= t <= newest:  # NaN and infinities fail both comparisons
-                    reason = _time_refusal(t, oldest)
+                    reason = time_refusal(t, oldest)
                 else:
                     ms = round(t * 1000)
                     if ms > series.last:  # RawSeries.append, inlined: this line runs for every sample
@@ -181,7 +159,7 @@ class EmbeddedMetrics:
     def _series_of(self, s: Sample) -> tuple[RawSeries | None, str]:
         """The series of a sample the fast lookup missed (a new series, or labels in another order), created if
         its name and labels are valid and there is room; else None and why."""
-        reason = self._refusal(s)
+        reason = series_refusal(s)
         if reason is not None:
             return None, reason
         key: SeriesKey = (s.name, tuple(sorted(s.labels.items())))
@@ -195,21 +173,6 @@ class EmbeddedMetrics:
         if len(self._seen) < 2 * self.max_series:  # label orders a producer uses; bounded against shuffling
             self._seen[(s.name, tuple(s.labels), tuple(s.labels.values()))] = series
         return series, ""
-
-    def _refusal(self, s: Sample) -> str | None:
-        """Why a new series' name or labels are refused, if they are."""
-        if not isinstance(s.name, str) or len(s.name) > MAX_NAME_CHARS or not METRIC_NAME.fullmatch(s.name):
-            return DropReason.BAD_NAME
-        if len(s.labels) > MAX_LABELS:
-            return DropReason.BAD_LABEL
-        for name, value in s.labels.items():
-            if not isinstance(name, str) or len(name) > MAX_NAME_CHARS or not LABEL_NAME.fullmatch(name):
-                return DropReason.BAD_LABEL
-            if name.startswith("__") or not isinstance(value, str) or len(value) > MAX_VALUE_CHARS:
-                return DropReason.BAD_LABEL
-            if not _valid_unicode(value):
-                return DropReason.BAD_LABEL
-        return None
 
     def _count_drops(self, dropped: Mapping[str, int], now_ms: int) -> None:
         # The drop counters are series of this store, so /federate, queries and dashboards see them like any other.
@@ -429,19 +392,3 @@ def _newest(series: RawSeries, start: int, end: int) -> Sample | None:
 
 def _history(loaded: _Loaded | None) -> History | None:
     return loaded.history if loaded is not None else None
-
-
-def _time_refusal(t: float, oldest: float) -> str:
-    if not math.isfinite(t):
-        return DropReason.BAD_TIMESTAMP
-    return DropReason.TOO_OLD if t < oldest else DropReason.TOO_NEW
-
-
-def _valid_unicode(value: str) -> bool:
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")  # lone surrogates cannot be exposed or stored
-    except UnicodeEncodeError:
-        return False
-    return True

@@ -21,13 +21,14 @@ from nemo_kernel.bus import (
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
-from nemo_kernel.metrics import HOUR, MINUTE, EmbeddedMetrics, MetricsReader
+from nemo_kernel.metrics import HOUR, MINUTE, EmbeddedMetrics, MetricSink, MetricsReader
 from nemo_kernel.orchestrator.commands import Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
 from nemo_kernel.orchestrator.outbox import OutboxPublisher
+from nemo_kernel.orchestrator.probes import LinkProber
 from nemo_kernel.orchestrator.reactions import Reactions, load_reactions
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
@@ -69,10 +70,12 @@ class ControlPlane:
         providers: Mapping[DriverKind, DriverProvider] | None = None,
         reactions: Reactions | None = None,
         criteria: Sequence[AnyCriterion] = DEFAULT_CRITERIA,
+        link_sink: MetricSink | None = None,
     ) -> None:
         """``providers`` open the clusters of their driver kinds instead of the registry's (tests, embedders);
         ``reactions`` replaces the default registry (with ``REACTION_MODULES`` imported at start); ``criteria``
-        score placements (the default registry's unless given)."""
+        score placements (the default registry's unless given); ``link_sink`` receives the link probes' series
+        (``orchestrator.probes``) instead of :attr:`metrics_store`."""
         self.reactions = reactions
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
@@ -92,7 +95,7 @@ class ControlPlane:
         self.intake = Intake(self.db, settings)
         # The front door: every state change (API, bus petitions, web) is a command, every read a view.
         self.commands = Commands(self.db, self.wake, intake=self.intake, directory=self.directory)
-        self.views = Views(self.db, self.resources.sandbox_of, self.directory)
+        self.views = Views(self.db, self.resources.sandbox_of, self.directory, self.engine.schedule.decisions)
         # The analytics engine: the embedded store takes every sample; queries go to ``metrics``, the embedded
         # store unless a Prometheus reader replaces it (NEMO_PROMETHEUS_URL).
         self.metrics_store = EmbeddedMetrics(
@@ -102,6 +105,8 @@ class ControlPlane:
             rollups=DatabaseRollups(self.db),
         )
         self.metrics: MetricsReader = self.metrics_store
+        # Link probes measure every cluster's links into the store (or the sink a test gives).
+        self.link_probes = LinkProber(self.resources, link_sink if link_sink is not None else self.metrics_store)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,6 +132,7 @@ class ControlPlane:
             asyncio.create_task(self._prune_loop(), name="seen-messages"),
             asyncio.create_task(self._reaction_loop(ReactionDispatcher(self.db, reactions)), name="reactions"),
             asyncio.create_task(self._metrics_loop(), name="metrics-history"),
+            asyncio.create_task(self.link_probes.run(), name="link-probes"),
         ]
 
     def _load_bus_state(self) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import ClusterPhase, ClusterSpec, NodeSpec
-from nemo_kernel.orchestrator.decision import ClusterCandidate, NodeCandidate
+from nemo_kernel.orchestrator.decision import ClusterCandidate, NodeCandidate, NodeTable
 from nemo_kernel.store import clusters as cluster_store
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ class Inventory:
         """Clusters whose replicas are being replaced elsewhere, with why (drained, not answering)."""
         self._by_name = {c.base.name: c for c in clusters}
         self.generation = generation
+        self._table: NodeTable | None = None
         """Changes whenever health, schedulability or free capacity change, so pending work is retried only then."""
 
     @classmethod
@@ -80,6 +81,16 @@ class Inventory:
             out.append(replace(c.base, nodes=nodes))
         return out
 
+    def table(self, hosted: Mapping[tuple[str, str], int]) -> NodeTable:
+        """The decision engine's node table for one workload (``hosted``: its replicas per (cluster, node)).
+
+        Built once per pass and kept up to date by :meth:`allocate`, so each decision of the pass costs numpy
+        work over the table instead of a Python object per node.
+        """
+        if self._table is None:
+            self._table = NodeTable.build(self.candidates({}))
+        return self._table.with_hosted(hosted) if hosted else self._table
+
     def allocate(self, cluster: str, node: str, cpu: float, memory_mib: int) -> None:
         """Account a replica placed during this pass, so later decisions in the pass see it."""
         c = self._by_name[cluster]
@@ -87,3 +98,5 @@ class Inventory:
         c.nodes[node] = replace(
             n, allocated_cpu=n.allocated_cpu + cpu, allocated_memory_mib=n.allocated_memory_mib + memory_mib
         )
+        if self._table is not None:
+            self._table = self._table.with_allocated(cluster, node, cpu, memory_mib)

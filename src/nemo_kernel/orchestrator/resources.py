@@ -20,7 +20,9 @@ from nemo_kernel.clusters import (
     ClusterUnreachable,
     DriverProviders,
     DriverUnavailable,
+    Link,
     SupportsAgentPid,
+    SupportsLinkEmulation,
 )
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import ClusterPhase, ClusterSpec, EventKind, utcnow
@@ -53,6 +55,8 @@ class ResourceManager:
         self._unavailable: dict[str, str] = {}  # clusters whose kind has no provider -> why, as recorded on them
         self._liveness: dict[str, _Liveness] = {}
         self._sandboxes: dict[str, str | None] = {}
+        # cluster -> (the driver given them, the links it was given); one entry per managed cluster
+        self._links: dict[str, tuple[ClusterDriver, dict[str, Link]]] = {}
         self._sem = asyncio.Semaphore(_MAX_CONCURRENT_HEARTBEATS)
 
     def driver(self, cluster: str) -> ClusterDriver | None:
@@ -85,6 +89,7 @@ class ResourceManager:
         unavailable: dict[str, str] = {}
         for name, spec in specs.items():
             if name in self._drivers:
+                self._specs[name] = spec  # its links may have changed
                 continue
             try:
                 provider = self._providers.for_kind(spec.driver)
@@ -99,6 +104,55 @@ class ResourceManager:
                 continue
             self._liveness.setdefault(name, _Liveness(last_ok=time.monotonic()))
         await self._report_unavailable(unavailable)
+        await asyncio.gather(*(self._apply_links(name) for name in list(self._drivers)))
+
+    def managed(self) -> dict[str, tuple[ClusterSpec, ClusterDriver]]:
+        """Every cluster with a driver: its spec as last read from the store, and its driver."""
+        return {name: (self._specs[name], driver) for name, driver in self._drivers.items() if name in self._specs}
+
+    async def _apply_links(self, name: str) -> None:
+        """Give the cluster's driver the links its spec declares, when they differ from what it was last given.
+
+        Level-based: what was applied is remembered per driver (a new driver, after a restart or a revived
+        agent, gets every link again); a cluster that does not answer is tried again on the next pass; a driver
+        without link emulation, or one that refuses, is recorded on the cluster once.
+        """
+        driver, spec = self._drivers.get(name), self._specs.get(name)
+        if driver is None or spec is None:
+            return
+        applied = self._links.get(name)
+        before = applied[1] if applied is not None and applied[0] is driver else {}
+        if applied is not None and applied[0] is driver and before == spec.links:
+            return
+        if not isinstance(driver, SupportsLinkEmulation):
+            if spec.links and applied is None:
+                self._links[name] = (driver, dict(spec.links))
+                why = f"links declared, but the {spec.driver.value} driver cannot emulate links; they are ignored"
+                await asyncio.to_thread(self._record_message, name, why)
+            return
+        try:
+            async with self._sem:
+                for peer, link in spec.links.items():
+                    if before.get(peer) != link:
+                        await asyncio.wait_for(driver.set_link(peer, link), self._settings.driver_timeout)
+                for peer in set(before) - set(spec.links):
+                    await asyncio.wait_for(driver.set_link(peer, None), self._settings.driver_timeout)
+        except (ClusterUnreachable, TimeoutError) as exc:
+            log.debug("cluster %s: links not applied yet: %s", name, exc)
+            return
+        except Exception as exc:
+            # one cluster refusing its links must not keep the others from theirs
+            self._links[name] = (driver, dict(spec.links))
+            await asyncio.to_thread(self._record_message, name, f"links not applied: {exc}")
+            return
+        self._links[name] = (driver, dict(spec.links))
+        log.info("cluster %s: links applied: %s", name, ", ".join(sorted(spec.links)) or "none")
+
+    def _record_message(self, name: str, message: str) -> None:
+        with self._db.transaction() as s:
+            row = s.scalar(select(ClusterRow).where(ClusterRow.name == name))
+            if row is not None:
+                _record_failure(s, row, message)
 
     async def _let_go(self, name: str) -> ClusterSpec:
         """Stop managing cluster ``name``: close its driver and forget what this process knew of it."""
@@ -106,6 +160,7 @@ class ResourceManager:
         driver = self._drivers.pop(name, None)
         self._liveness.pop(name, None)
         self._sandboxes.pop(name, None)
+        self._links.pop(name, None)
         if driver is not None:
             await _close_quietly(driver, name)
         return spec

@@ -62,6 +62,24 @@ def remove_cluster(session: Session, name: str) -> ClusterRow:
     return row
 
 
+def set_links(session: Session, spec: ClusterSpec) -> ClusterRow:
+    """Store the links of ``spec`` on its cluster (``spec`` is the stored spec with new links, validated whole);
+    records ``cluster.links_changed`` when they differ. :class:`NotFound` if the cluster is unknown."""
+    row = get_cluster(session, spec.name)
+    stored = spec.model_dump(mode="json")
+    if row.spec.get("links", {}) == stored["links"]:
+        return row
+    row.spec = stored
+    record_event(
+        session,
+        EventKind.CLUSTER_LINKS_CHANGED,
+        cluster_subject(spec.name),
+        f"cluster {spec.name} links: {', '.join(sorted(spec.links)) or 'none'}",
+        links=stored["links"],
+    )
+    return row
+
+
 def set_schedulable(session: Session, name: str, *, cordoned: bool, draining: bool = False) -> ClusterRow:
     """Cordon (no new replicas), drain (cordon and move replicas away) or uncordon a cluster."""
     row = get_cluster(session, name)

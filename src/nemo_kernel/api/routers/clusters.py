@@ -11,7 +11,7 @@ from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.openapi import request_body
 from nemo_kernel.api.params import After, EventPage
-from nemo_kernel.domain import ClusterSpec, ClusterStatus, Event, NodeStatus
+from nemo_kernel.domain import ClusterSpec, ClusterStatus, Event, Links, NodeStatus
 from nemo_kernel.orchestrator import ControlPlane
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
@@ -42,6 +42,14 @@ def remove_cluster(name: str, plane: Plane) -> Response:
     """Remove a cluster: its agent stops and its replicas are rescheduled elsewhere."""
     plane.commands.clusters.remove(name)
     return Response(status_code=204)
+
+
+@router.put("/{name}/links", response_model=ClusterStatus, openapi_extra=request_body(Links, name="ClusterLinks"))
+async def set_links(name: str, request: Request, plane: Plane) -> ClusterStatus:
+    """Replace the cluster's emulated links: ``{controlplane: {latency_ms, jitter_ms, loss, bandwidth_mbps},
+    <peer cluster>: {...}}``; ``{}`` removes them all. 422 naming the field at fault, 404 if unknown."""
+    links = require_mapping(await read_document(request), "the links")
+    return await run_in_threadpool(plane.commands.clusters.set_links, name, links)
 
 
 @router.get("/{name}/nodes", response_model=list[NodeStatus])

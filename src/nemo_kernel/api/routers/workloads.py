@@ -13,7 +13,7 @@ from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.errors import ApiError
 from nemo_kernel.api.openapi import request_body
 from nemo_kernel.api.params import After, EventPage, Offset, WorkloadPage
-from nemo_kernel.domain import Event, Model, WorkloadDescriptor, WorkloadStatus
+from nemo_kernel.domain import Event, Model, PlacementDecision, WorkloadDescriptor, WorkloadStatus
 from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.orchestrator.views import PlacementExplanation, StoredDecision
 
@@ -80,6 +80,17 @@ def placement(name: str, plane: Plane, namespace: Namespace = "default") -> Plac
     if explanation is None:
         raise ApiError(404, "not_decided", f"no placement decision for {namespace}/{name} yet")
     return explanation
+
+
+@router.get("/{name}/placement/nodes", response_model=PlacementDecision)
+def placement_nodes(name: str, plane: Plane, namespace: Namespace = "default") -> PlacementDecision:
+    """Every cluster's and node's verdict as the inventory stands now (the full detail a compact stored decision
+    leaves out): what the decision engine would decide for the replicas the workload still needs, and why each
+    node would or would not take one. Computed on request, not stored, changes nothing."""
+    verdicts = plane.views.workloads.node_verdicts(namespace, name)
+    if verdicts is None:
+        raise ApiError(404, "not_deployable", f"{namespace}/{name} is a catalogue entry: it has nothing to place")
+    return verdicts
 
 
 @router.get("/{name}/decisions", response_model=list[StoredDecision])

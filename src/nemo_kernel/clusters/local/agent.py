@@ -7,6 +7,9 @@ Run as ``python -m nemo_kernel.clusters.local.agent --cluster-file SPEC.json --s
 - ``GET /v1/status`` -> :class:`ClusterReport`
 - ``PUT /v1/replicas/{id}`` with a :class:`ReplicaSpec` -> :class:`ReplicaReport` (idempotent)
 - ``DELETE /v1/replicas/{id}`` -> 204 (idempotent)
+- ``GET /v1/links`` -> the links emulated and the probe endpoints (:class:`LinksReport`)
+- ``PUT /v1/links/{peer}`` with a :class:`~nemo_kernel.domain.Link` -> 204; ``DELETE /v1/links/{peer}`` -> 204
+- ``POST /v1/links/{peer}/probe`` with a :class:`PeerProbe` -> :class:`PeerProbeResult` (round trips, null: lost)
 
 On SIGTERM the agent exits and leaves its replicas running; the next agent on the directory adopts them.
 """
@@ -31,10 +34,14 @@ import uvicorn
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nemo_kernel.clusters.base import ClusterReport, NodeReport, ReplicaReport, ReplicaSpec
+from nemo_kernel.clusters.capabilities import ProbeEndpoints
 from nemo_kernel.clusters.errors import ReplicaRejected
+from nemo_kernel.clusters.links import MAX_PROBES
+from nemo_kernel.clusters.local.linkproxy import LinkTable
 from nemo_kernel.clusters.local.sandbox import DEFAULT_REPLICA_USER, SandboxUnavailable, detect
 from nemo_kernel.clusters.local.state import (
     AGENT_FILE,
@@ -44,7 +51,7 @@ from nemo_kernel.clusters.local.state import (
     write_agent_endpoint,
 )
 from nemo_kernel.clusters.local.supervisor import ProcessSupervisor
-from nemo_kernel.domain import ClusterSpec
+from nemo_kernel.domain import ClusterSpec, Link, Model, is_dns_label
 from nemo_kernel.domain.errors import ApiError, error_body
 
 log = logging.getLogger("nemo_kernel.clusters.local.agent")
@@ -56,16 +63,41 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONRes
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
+class LinksReport(Model):
+    """The links an agent emulates, and where it answers probes."""
+
+    links: dict[str, Link]
+    probe: ProbeEndpoints
+
+
+class PeerProbe(Model):
+    """Probes to send to a peer's direct echo through this cluster's link to it."""
+
+    address: str = Field(pattern=r"127\.0\.0\.1:[0-9]{1,5}", description="the peer's direct probe endpoint")
+    count: int = Field(ge=1, le=MAX_PROBES)
+
+
+class PeerProbeResult(Model):
+    """Round trips in seconds, in send order; null for a probe lost."""
+
+    rtts: list[float | None]
+
+
 def create_app(cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str) -> FastAPI:
     """The agent's HTTP API over ``supervisor``, guarded by ``token``; the app starts and closes the supervisor."""
     node_names = {node.name for node in cluster.nodes}
+    links = LinkTable(cluster.name)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await supervisor.start()
+        # no links until the control plane sets them: the spec file may be older than the cluster's links, and a
+        # restarted agent must not bring back a link that was removed since
+        await links.start()
         try:
             yield
         finally:
+            await links.close()
             await supervisor.close()
 
     async def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -102,7 +134,7 @@ def create_app(cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str) 
 
     @app.get("/v1/status")
     async def status() -> ClusterReport:
-        replicas = supervisor.reports()
+        replicas = await links.route(supervisor.reports())
         nodes = []
         for node in cluster.nodes:
             mine = [r for r in replicas if r.node == node.name]
@@ -123,14 +155,42 @@ def create_app(cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str) 
         if spec.node not in node_names:
             message = f"cluster {cluster.name!r} has no node {spec.node!r}"
             raise ApiError(422, "unknown_node", message, {"nodes": sorted(node_names)})
-        return supervisor.ensure(spec)
+        report = supervisor.ensure(spec)
+        return (await links.route([report]))[0] if report.url is not None else report
 
     @app.delete("/v1/replicas/{replica_id}", status_code=204)
     async def delete_replica(replica_id: str) -> Response:
         supervisor.remove(replica_id)
         return Response(status_code=204)
 
+    @app.get("/v1/links")
+    async def get_links() -> LinksReport:
+        return LinksReport(links=links.links(), probe=links.endpoints)
+
+    @app.put("/v1/links/{peer}", status_code=204)
+    async def put_link(peer: str, link: Link) -> Response:
+        links.set(_peer(peer), link)
+        return Response(status_code=204)
+
+    @app.delete("/v1/links/{peer}", status_code=204)
+    async def delete_link(peer: str) -> Response:
+        links.set(_peer(peer), None)
+        return Response(status_code=204)
+
+    @app.post("/v1/links/{peer}/probe")
+    async def probe_peer(peer: str, body: PeerProbe) -> PeerProbeResult:
+        host, _, port = body.address.partition(":")
+        if not 0 < int(port) < 65536:
+            raise ApiError(422, "invalid", "address: port out of range", {"address": body.address})
+        return PeerProbeResult(rtts=await links.probe_peer(_peer(peer), host, int(port), body.count))
+
     return app
+
+
+def _peer(peer: str) -> str:
+    if not is_dns_label(peer):
+        raise ApiError(422, "invalid", "peer: must be controlplane or a cluster name (a DNS label)", {"peer": peer})
+    return peer
 
 
 def _lock_state_dir(state_dir: Path) -> int:

@@ -9,7 +9,16 @@ from urllib.parse import quote
 import httpx
 
 from nemo_kernel.clusters.base import ClusterReport, ClusterUnreachable, ReplicaSpec
+from nemo_kernel.clusters.capabilities import (
+    ProbeEndpoints,
+    SupportsLinkEmulation,
+    SupportsLinkProbes,
+)
 from nemo_kernel.clusters.errors import ReplicaRejected
+from nemo_kernel.clusters.links import PROBE_INTERVAL, probe_timeout
+from nemo_kernel.domain import MAX_LINK_LATENCY_MS, Link
+
+MAX_LINK = Link(latency_ms=MAX_LINK_LATENCY_MS, jitter_ms=MAX_LINK_LATENCY_MS)
 
 
 class LocalClusterDriver:
@@ -44,17 +53,40 @@ class LocalClusterDriver:
         """Stop and forget the replica (idempotent); raises :class:`ClusterUnreachable`."""
         await self._request("DELETE", f"/v1/replicas/{quote(replica_id, safe='')}")
 
+    async def set_link(self, peer: str, link: Link | None) -> None:
+        """Emulate ``link`` between this cluster and ``peer`` (``controlplane`` or a cluster); None removes it."""
+        path = f"/v1/links/{quote(peer, safe='')}"
+        if link is None:
+            await self._request("DELETE", path)
+        else:
+            await self._request("PUT", path, json=link.model_dump(mode="json"))
+
+    async def probe_endpoints(self) -> ProbeEndpoints:
+        """Where the cluster's agent answers probes."""
+        response = await self._request("GET", "/v1/links")
+        return ProbeEndpoints.model_validate(response.json()["probe"])
+
+    async def probe_peer(self, peer: str, address: str, count: int) -> list[float | None]:
+        """``count`` probes from the agent to ``address`` through its link to ``peer``."""
+        body = {"address": address, "count": count}
+        # the probes take their time: their spacing, then as long as the slowest link may delay a reply
+        timeout = self.timeout + count * PROBE_INTERVAL + probe_timeout(MAX_LINK)
+        response = await self._request("POST", f"/v1/links/{quote(peer, safe='')}/probe", json=body, limit=timeout)
+        rtts = response.json()["rtts"]
+        return [None if r is None else float(r) for r in rtts]
+
     async def close(self) -> None:
         """Release connections (the agent and its replicas keep running)."""
         await self._client.aclose()
 
-    async def _request(self, method: str, path: str, json: Any = None) -> httpx.Response:
+    async def _request(self, method: str, path: str, json: Any = None, limit: float | None = None) -> httpx.Response:
+        timeout = self.timeout if limit is None else limit
         try:
             # httpx's timeout bounds each phase (connect, write, read); this bounds the whole call
-            async with asyncio.timeout(self.timeout):
-                response = await self._client.request(method, path, json=json)
+            async with asyncio.timeout(timeout):
+                response = await self._client.request(method, path, json=json, timeout=timeout)
         except TimeoutError as exc:
-            raise ClusterUnreachable(f"{self.base_url}: no answer within {self.timeout:g} s") from exc
+            raise ClusterUnreachable(f"{self.base_url}: no answer within {timeout:g} s") from exc
         except httpx.HTTPError as exc:
             raise ClusterUnreachable(f"{self.base_url}: {type(exc).__name__}: {exc}") from exc
         if response.status_code == 401:
@@ -78,3 +110,8 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
         return {}
     error = body.get("error") if isinstance(body, dict) else None
     return error if isinstance(error, dict) else {}
+
+
+# mypy checks here that the driver keeps the capabilities' shape
+_links: type[SupportsLinkEmulation] = LocalClusterDriver
+_probes: type[SupportsLinkProbes] = LocalClusterDriver

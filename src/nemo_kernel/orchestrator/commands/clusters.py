@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from nemo_kernel.domain import ClusterSpec, ClusterStatus
+from pydantic import TypeAdapter
+
+from nemo_kernel.domain import ClusterSpec, ClusterStatus, Link, Links
+from nemo_kernel.domain.errors import ApiError
 from nemo_kernel.orchestrator.commands.base import Wake
 from nemo_kernel.store import Database
 from nemo_kernel.store import clusters as cluster_store
+
+_LINKS: TypeAdapter[dict[str, Link]] = TypeAdapter(Links)
 
 
 class ClusterCommands:
@@ -19,6 +24,24 @@ class ClusterCommands:
         """Register a cluster and its nodes (event ``cluster.registered``); ``Conflict`` if the name is taken."""
         with self._db.transaction() as s:
             status = cluster_store.to_cluster_status(cluster_store.add_cluster(s, spec))
+        self._wake()
+        return status
+
+    def set_links(self, name: str, links: object) -> ClusterStatus:
+        """Replace the emulated links of cluster ``name`` (``links``: peer -> link, as a document gives them).
+
+        A bad link raises ``pydantic.ValidationError`` naming ``<peer>.<field>`` (422), a link to the cluster
+        itself ``ApiError`` 422 naming the peer; either changes nothing. ``NotFound`` if the cluster is unknown.
+        The same links again record nothing; the reconcile loop applies them to the cluster's driver.
+        """
+        valid = _LINKS.validate_python(links)
+        if name in valid:
+            problem = "a cluster has no link to itself"
+            raise ApiError(422, "invalid", f"{name}: {problem}", [{"field": name, "message": problem}])
+        with self._db.transaction() as s:
+            row = cluster_store.get_cluster(s, name)
+            spec = ClusterSpec.model_validate({**row.spec, "links": _LINKS.dump_python(valid, mode="json")})
+            status = cluster_store.to_cluster_status(cluster_store.set_links(s, spec))
         self._wake()
         return status
 

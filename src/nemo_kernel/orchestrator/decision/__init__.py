@@ -7,9 +7,11 @@ and ``NodeCandidate`` values and stores the returned ``PlacementDecision``::
     decision = engine.decide("default", "web", 3, descriptor.deployment, [0, 1, 2], candidates)
 
 Filters, in order (first rejection wins): cluster-health, cordon, excluded, cluster-allowlist, tier, region,
-data-residency for clusters; node-health, architecture, runtime, tee, node-labels, capacity for nodes.
-Scores: the criteria of ``criteria.DEFAULT_CRITERIA`` (cost, carbon, balance), weighted into ``total``, and spread
-(ranked first). See ``decide``, ``scoring`` and ``criteria`` for the exact rules.
+data-residency, latency for clusters; node-health, architecture, runtime, tee, node-labels, capacity for nodes.
+Scores: the criteria of ``criteria.DEFAULT_CRITERIA`` (cost, carbon, balance, latency, energy), weighted into
+``total``, and spread (ranked first; ``placement.spread`` bounds replicas per tier, region or cluster). See
+``reference`` for the rules stated plainly, ``decide`` for the vectorised engine over a ``NodeTable``, ``scoring``
+and ``criteria`` for the scores.
 """
 
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
@@ -22,6 +24,8 @@ from nemo_kernel.orchestrator.decision.criteria import (
 )
 from nemo_kernel.orchestrator.decision.decide import DecisionEngine
 from nemo_kernel.orchestrator.decision.filters import CLUSTER_FILTERS, NODE_FILTERS, Requirements
+from nemo_kernel.orchestrator.decision.reference import ReferenceEngine
+from nemo_kernel.orchestrator.decision.table import NodeTable
 
 __all__ = [
     "CLUSTER_FILTERS",
@@ -34,5 +38,7 @@ __all__ = [
     "LoadCriterion",
     "NodeCandidate",
     "NodeLoad",
+    "NodeTable",
+    "ReferenceEngine",
     "Requirements",
 ]

@@ -1,111 +1,106 @@
 """The decision engine: filter every cluster and node, score the survivors, place replicas greedily, explain.
 
-A decision runs in three steps: ``_verdicts`` (the filters, per cluster and node), ``_rank`` (each criterion's
-scores, normalised, weighted into a ``total``) and ``_assign`` (replicas onto the best nodes, re-ranking the node
-that took one).
+The rules are those of the reference engine (``reference.ReferenceEngine``, which states them one object at a
+time); this engine applies them to a :class:`~table.NodeTable` with numpy, and a test checks on seeded random
+inventories that both make the same decision. In short:
 
-Ranking. Replicas are placed one at a time on the best node, then that node's state is updated and it competes
-again for the next replica. "Best" is the smallest key
+- Filters, in the order of ``CLUSTER_FILTERS`` then ``NODE_FILTERS``; a cluster rejected as a whole is reported
+  under its first rejecting filter, a node under every filter rejecting it (``masks``).
+- Criteria: each ``Criterion``'s raw values min-max normalised over the feasible nodes, each ``LoadCriterion``'s
+  score as the node stands, weighted into ``total`` (``scoring``).
+- Replicas placed one at a time on the node with the smallest key (below a spread min ? 0 : 1, replicas of the
+  workload on the node, -total, cluster name, node name); a node at a ``placement.spread`` max is skipped. Only
+  the node that took a replica changes, so only it is re-scored.
 
-    (replicas of this workload already on the node, -total, cluster name, node name)
-
-so spreading comes first: a node already hosting k replicas of the workload is chosen only when no feasible
-node hosts fewer. It is a ranking key rather than a weighted penalty because no weight can promise "never
-double up while a free node is left" without depending on how far apart the other scores happen to be. Among
-nodes with equal spread the weighted ``total`` decides, and names break exact ties so a decision over the same
-inventory is always the same.
-
-Cost. Filtering and scoring are linear in the number of nodes; each placement then costs O(log n) on a heap,
-since only the node that took the replica changes (criteria such as cost and carbon are normalised once per
-decision; load criteria such as balance, and spread, depend only on the node itself). Result models are built once
-at the end, validated in one call.
+Explanations: ``Detail.COMPACT`` keeps every cluster's verdict grouped by filter (``verdicts``) and the chosen and
+best other nodes with their scores (``candidates``); ``Detail.NODES`` keeps one verdict per cluster and node, as the
+reference engine does (rejected nodes' reasons are then worded one by one, which costs most of such a decision).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from nemo_kernel.domain import DEFAULT_WEIGHT, DeploymentSpec, PlacementDecision, PlacementOutcome, utcnow
-from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
+import numpy as np
+
+from nemo_kernel.domain import DeploymentSpec, Detail, LatencyMatrix, PlacementDecision, SpreadBy, utcnow
+from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate
 from nemo_kernel.orchestrator.decision.criteria import (
     DEFAULT_CRITERIA,
     AnyCriterion,
     Criterion,
+    LoadColumns,
     LoadCriterion,
     NodeLoad,
+    VectorCriterion,
+    VectorLoadCriterion,
 )
 from nemo_kernel.orchestrator.decision.explain import summarise
 from nemo_kernel.orchestrator.decision.filters import (
     CLUSTER_FILTERS,
     NODE_FILTERS,
     Requirements,
-    admissible_runtime,
     all_rejections,
     choose_runtime,
     first_rejection,
-    fits,
 )
-from nemo_kernel.orchestrator.decision.scoring import checked_weights, normalised, spread
+from nemo_kernel.orchestrator.decision.masks import chosen_runtimes, cluster_masks, node_masks
+from nemo_kernel.orchestrator.decision.scoring import (
+    checked_weights,
+    default_weights,
+    division_targets,
+    spread,
+    workload_weights,
+)
+from nemo_kernel.orchestrator.decision.table import Bools, Floats, Ints, NodeTable
 
-_Feasible = tuple[ClusterCandidate, NodeCandidate, str]  # a node that passed every filter, with its runtime
-_HeapEntry = tuple[int, float, str, str, int]  # (replicas hosted, -total, cluster, node, index into feasible)
+TOP_CANDIDATES = 5
+_FEW = 16  # below this many picks, _best takes repeated maxima rather than partitioning every node
+"""Feasible nodes a compact explanation shows besides the chosen ones: the best by the first replica's ranking."""
 
 
 @dataclass(slots=True)
 class _Verdicts:
-    """What the filters concluded: the explanation's rows (plain dicts, validated once at the end) and the survivors."""
+    """What the filters concluded, as arrays over the table."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    feasible: list[_Feasible] = field(default_factory=list)
-    feasible_rows: list[int] = field(default_factory=list)  # where each feasible node's row is, to keep name order
-    rejections: dict[tuple[str, str], list[str]] = field(default_factory=lambda: defaultdict(list))
-    clusters: int = 0
+    cluster_rejected_by: Ints  # per cluster: index into CLUSTER_FILTERS of its first rejection, -1 if admitted
+    admitted_rows: Ints  # rows of the nodes of admitted clusters
+    node_rejections: list[tuple[str, Bools]]  # per node filter: which of admitted_rows it rejects
+    feasible: Ints  # rows that passed every filter, in name order
+    runtime: list[str | None]  # per runtime-list code: the runtime chosen
 
 
 @dataclass(slots=True)
 class _Ranking:
-    """The feasible nodes ranked for the first replica, and what ``_assign`` needs to re-rank one."""
+    """Scores of the feasible nodes (aligned with ``_Verdicts.feasible``) and their state during ``_assign``."""
 
+    rows: Ints  # the feasible rows
     weights: Mapping[str, float]
     total_weight: float
-    fixed: list[float]  # per feasible node: the weighted sum of the criteria that do not depend on load
-    load_weights: list[float]  # the weights of the load criteria, in their order
-    loads: list[NodeLoad]  # per feasible node
-    heap: list[_HeapEntry]
-
-    def totals(self, live: Sequence[Sequence[float]]) -> list[float]:
-        """``total`` of every node at once, summed in the same order, given a column of scores per load criterion."""
-        if self.total_weight <= 0.0:
-            return [0.0] * len(self.fixed)
-        weighted = self.fixed
-        for weight, scores in zip(self.load_weights, live, strict=True):
-            weighted = [acc + weight * score for acc, score in zip(weighted, scores, strict=True)]
-        return [acc / self.total_weight for acc in weighted]
-
-    def total(self, index: int, live: Sequence[float]) -> float:
-        """The weighted mean of a node's scores: its fixed part plus its load criteria's scores as they stand."""
-        if self.total_weight <= 0.0:
-            return 0.0  # only a workload can weigh everything 0: no preference
-        weighted = self.fixed[index]
-        for weight, score in zip(self.load_weights, live, strict=True):
-            weighted += weight * score
-        return weighted / self.total_weight
+    columns: dict[str, Floats]  # shown scores per criterion, as for the first replica
+    fixed: Floats  # weighted sum of the Criterion scores
+    load_weights: list[float]
+    loads: LoadColumns
+    totals: Floats  # current total of each node
+    first_totals: Floats  # total for the first replica, as explained
+    first_hosted: Ints
+    alive: Bools  # still fits another replica
 
 
 class DecisionEngine:
     """Decides where the replicas of a workload run, and records why.
 
-    Pure: no I/O, no shared state between calls; the caller supplies the inventory and stores the result.
-    ``criteria`` are the plugins nodes are scored on (:data:`DEFAULT_CRITERIA`); ``weights`` maps their names to
-    weights from 0 to 1000 (a missing one weighs 0; ``None``: each weighs ``DEFAULT_WEIGHT``); a workload's
-    ``placement.weights`` override them for its decisions. Explanations list the scores of the criteria
-    ``raw()`` in their order, then those ``score()``-ed by load, then spread. ``clock`` stamps ``decided_at``, so
-    tests can pin time.
+    Pure: no I/O, no state shared between calls; the caller supplies the inventory (a list of candidates, or a
+    :class:`NodeTable` it keeps between decisions: :meth:`table`) and stores the result. ``criteria`` are the
+    plugins nodes are scored on (:data:`DEFAULT_CRITERIA`); ``weights`` maps their names to weights from 0 to 1000
+    (a missing one weighs 0; ``None``: each its default, ``domain.DEFAULT_WEIGHTS``); a workload's
+    ``placement.optimize`` preset and then its ``placement.weights`` override them for its decisions. ``latency``
+    is the matrix of round-trip times between regions for the latency criterion and filter. ``clock`` stamps
+    ``decided_at``, so tests can pin time.
     """
 
     def __init__(
@@ -113,6 +108,7 @@ class DecisionEngine:
         weights: Mapping[str, float] | None = None,
         *,
         criteria: Sequence[AnyCriterion] = DEFAULT_CRITERIA,
+        latency: LatencyMatrix | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         names = [c.name for c in criteria]
@@ -123,13 +119,22 @@ class DecisionEngine:
                 raise TypeError(f"criterion {criterion.name!r} must implement raw() or score(), and only one")
         self._fixed = tuple(c for c in criteria if isinstance(c, Criterion))
         self._by_load = tuple(c for c in criteria if isinstance(c, LoadCriterion))
-        self._weights = checked_weights(dict.fromkeys(names, DEFAULT_WEIGHT) if weights is None else weights, names)
+        # Checking a runtime protocol costs microseconds each time; a decision would pay it per criterion.
+        self._raw_many = {c.name: c.raw_many for c in self._fixed if isinstance(c, VectorCriterion)}
+        self._score_many = {c.name: c.score_many for c in self._by_load if isinstance(c, VectorLoadCriterion)}
+        self._weights = checked_weights(default_weights(names) if weights is None else weights, names)
+        self._latency = latency
         self._clock = clock
 
     @property
     def weights(self) -> dict[str, float]:
         """The weights in use unless a workload overrides them, every criterion present."""
         return dict(self._weights)
+
+    @staticmethod
+    def table(candidates: Sequence[ClusterCandidate]) -> NodeTable:
+        """The node table of ``candidates``, to keep between decisions over the same inventory."""
+        return NodeTable.build(candidates)
 
     def decide(
         self,
@@ -138,31 +143,43 @@ class DecisionEngine:
         version: int,
         spec: DeploymentSpec,
         replicas_needed: Sequence[int],
-        candidates: Sequence[ClusterCandidate],
+        candidates: Sequence[ClusterCandidate] | NodeTable,
+        *,
+        detail: Detail = Detail.NODES,
     ) -> PlacementDecision:
         """Place the replicas with the given indexes on the candidate clusters' nodes.
 
-        Every candidate cluster appears in the explanation: one verdict for a cluster rejected as a whole,
-        otherwise one verdict per node. The outcome is Placed when every index got a node, Partial when only
-        some did (the rest wait for capacity), Pending when nothing fits. The weights are the engine's with the
-        workload's ``placement.weights`` over them, and are stored with the decision; a workload that weighs every
-        criterion 0 has no preference (every total is 0, spreading and names decide). Raises ValueError if two
-        candidates share a cluster name, since assignments name clusters and would become ambiguous, or if the
-        workload weighs a criterion the engine does not have.
+        Every candidate cluster appears in the explanation (see the module docstring for ``detail``). The outcome is
+        Placed when every index got a node, Partial when only some did (the rest wait for capacity), Pending when
+        nothing fits. The weights used are stored with the decision; a workload that weighs every criterion 0 has
+        no preference (every total is 0, spreading and names decide). Raises ValueError if two candidates share a
+        cluster name, or if the workload weighs a criterion the engine does not have.
         """
-        req = Requirements.of(spec)
-        found = self._verdicts(candidates, req)
-        ranking = self._rank(found, req, self._weights_for(spec))
-        assignments, best_total = self._assign(found, ranking, req, replicas_needed)
+        table = candidates if isinstance(candidates, NodeTable) else NodeTable.build(candidates)
+        req = Requirements.of(spec, self._latency)
+        weights = workload_weights(self._weights, spec)
+        found = _verdicts(table, req)
+        ranking = self._rank(table, found, req, weights)
+        assignments, best_total = self._assign(table, found, ranking, req, replicas_needed)
 
         needed, placed = len(replicas_needed), len(assignments)
+        placed_rows = np.flatnonzero(ranking.loads.placed)
+        if detail is Detail.NODES:
+            rows, rejections = _node_rows(table, found, ranking, req)
+        else:
+            rows = _compact_rows(table, found, ranking, placed_rows)
+            # The summary names rejections only when some replica is left unplaced.
+            rejections = _rejections(table, found) if placed < needed else {}
         summary = summarise(
             needed=needed,
-            placed_on=_explain_placements(found, ranking),
+            placed_on=[
+                (table.cluster(int(found.feasible[i])).name, table.nodes[int(found.feasible[i])].name, int(k))
+                for i, k in zip(placed_rows.tolist(), ranking.loads.placed[placed_rows].tolist(), strict=True)
+            ],
             best_score=best_total,
-            rejections=found.rejections,
+            rejections=rejections,
             feasible_nodes=len(found.feasible),
-            clusters=found.clusters,
+            clusters=len(table.clusters),
         )
         return PlacementDecision.model_validate(
             {
@@ -171,146 +188,425 @@ class DecisionEngine:
                 "version": version,
                 "outcome": _outcome(needed, placed),
                 "assignments": assignments,
-                "candidates": found.rows,
+                "candidates": rows,
                 "weights": dict(ranking.weights),
                 "summary": summary,
                 "decided_at": self._clock(),
+                "detail": detail,
+                "verdicts": _groups(table, found, req) if detail is Detail.COMPACT else [],
             }
         )
 
-    def _weights_for(self, spec: DeploymentSpec) -> Mapping[str, float]:
-        """The engine's weights with the workload's own over them (the domain checked their range)."""
-        override = cast("Mapping[str, float]", spec.placement.weights)
-        if not override:
-            return self._weights
-        unknown = sorted(set(override) - set(self._weights))
-        if unknown:
-            raise ValueError(f"unknown score criteria {unknown}; known: {list(self._weights)}")
-        return {**self._weights, **override}
-
-    def _verdicts(self, candidates: Sequence[ClusterCandidate], req: Requirements) -> _Verdicts:
-        """Run the filters on every cluster, then on every node of the clusters that pass (all in name order)."""
-        found = _Verdicts()
-        rows, seen = found.rows, set[str]()
-        for cluster in sorted(candidates, key=_name):
-            if cluster.name in seen:
-                raise ValueError(f"cluster {cluster.name!r} appears twice among the candidates")
-            seen.add(cluster.name)
-            rejected = first_rejection(CLUSTER_FILTERS, cluster, req)
-            if rejected is not None:
-                found.rejections["cluster", rejected[0]].append(cluster.name)
-                rows.append({"cluster": cluster.name, "rejected_by": rejected[0], "reason": rejected[1]})
-                continue
-            for node in sorted(cluster.nodes, key=_name):
-                runtime = admissible_runtime(node, req)
-                if runtime is not None:
-                    found.feasible.append((cluster, node, runtime))
-                    found.feasible_rows.append(len(rows))
-                    rows.append(_unchosen_row(cluster.name, node.name, runtime))
-                    continue
-                rejections = all_rejections(NODE_FILTERS, node, req)
-                assert rejections, "admissible_runtime and NODE_FILTERS disagree"
-                for filter_name, _ in rejections:
-                    found.rejections["node", filter_name].append(f"{cluster.name}/{node.name}")
-                rows.append(
-                    {
-                        "cluster": cluster.name,
-                        "node": node.name,
-                        "rejected_by": ", ".join(filter_name for filter_name, _ in rejections),
-                        "reason": "; ".join(reason for _, reason in rejections),
-                        "runtime": choose_runtime(node, req),
-                    }
-                )
-        found.clusters = len(seen)
-        return found
-
-    def _rank(self, found: _Verdicts, req: Requirements, weights: Mapping[str, float]) -> _Ranking:
-        """Score every feasible node on every criterion and rank them for the first replica.
-
-        Column by column (one criterion over every node), which is what normalising needs and faster than per node.
-        """
-        feasible = found.feasible
-        columns = {
-            c.name: normalised([c.raw(cl, node, req) for cl, node, _ in feasible], lower_is_better=c.lower_is_better)
-            for c in self._fixed
-        }
-        fixed = [0.0] * len(feasible)
-        for name, scores in columns.items():
-            weight = weights[name]
-            fixed = [acc + weight * score for acc, score in zip(fixed, scores, strict=True)]
-        loads = [
-            NodeLoad(n.allocated_cpu, n.allocated_memory_mib, n.hosted_replicas_of_workload) for _, n, _ in feasible
-        ]
-        ranking = _Ranking(weights, sum(weights.values()), fixed, [weights[c.name] for c in self._by_load], loads, [])
-        for c in self._by_load:
-            columns[c.name] = [
-                c.score(cl, node, load, req) for (cl, node, _), load in zip(feasible, loads, strict=True)
-            ]
-        totals = ranking.totals([columns[c.name] for c in self._by_load])
-        ranking.heap = [
-            (load.hosted, -total, cluster.name, node.name, index)
-            for index, ((cluster, node, _), load, total) in enumerate(zip(feasible, loads, totals, strict=True))
-        ]
-        heapq.heapify(ranking.heap)
-        # Scores shown are those for the first replica, as the inventory stood before this decision,
-        # so every node in the explanation is compared at the same moment.
-        rows = found.rows
-        for index, (row_index, load, total) in enumerate(zip(found.feasible_rows, loads, totals, strict=True)):
-            row = rows[row_index]
-            row["scores"] = shown = {name: column[index] for name, column in columns.items()}
-            shown["spread"] = spread(load.hosted)
-            row["total"] = total
+    def _rank(self, table: NodeTable, found: _Verdicts, req: Requirements, weights: Mapping[str, float]) -> _Ranking:
+        """Score every feasible node on every criterion, column by column."""
+        rows = found.feasible
+        columns: dict[str, Floats] = {}
+        fixed = np.zeros(len(rows), dtype=np.float64)
+        for c in self._fixed:
+            many = self._raw_many.get(c.name)
+            raw = (
+                many(table, rows, req)
+                if many is not None
+                else np.array([c.raw(table.cluster(r), table.node(r), req) for r in rows.tolist()], dtype=np.float64)
+            )
+            columns[c.name] = scores = _normalised(raw, lower_is_better=c.lower_is_better)
+            fixed = fixed + weights[c.name] * scores
+        loads = LoadColumns(  # fancy indexing copies: the decision's changes stay out of the table
+            used_cpu=table.allocated_cpu[rows],
+            used_memory_mib=table.allocated_memory_mib[rows],
+            hosted=table.hosted[rows],
+            placed=np.zeros(len(rows), dtype=np.int64),
+        )
+        ranking = _Ranking(
+            rows=rows,
+            weights=weights,
+            total_weight=sum(weights.values()),
+            columns=columns,
+            fixed=fixed,
+            load_weights=[weights[c.name] for c in self._by_load],
+            loads=loads,
+            totals=fixed,
+            first_totals=fixed,
+            first_hosted=loads.hosted.copy(),
+            alive=np.ones(len(rows), dtype=bool),
+        )
+        for by_load in self._by_load:
+            columns[by_load.name] = self._load_scores(by_load, table, rows, loads, req)
+        ranking.totals = ranking.first_totals = _totals(ranking, fixed, [columns[c.name] for c in self._by_load])
         return ranking
 
+    def _load_scores(
+        self, c: LoadCriterion, table: NodeTable, rows: Ints, loads: LoadColumns, req: Requirements
+    ) -> Floats:
+        many = self._score_many.get(c.name)
+        if many is not None:
+            return many(table, rows, loads, req)
+        values = [
+            c.score(
+                table.cluster(r),
+                table.node(r),
+                NodeLoad(float(loads.used_cpu[i]), float(loads.used_memory_mib[i]), int(loads.hosted[i])),
+                req,
+            )
+            for i, r in enumerate(rows.tolist())
+        ]
+        return np.array(values, dtype=np.float64)
+
     def _assign(
-        self, found: _Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
+        self, table: NodeTable, found: _Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
     ) -> tuple[list[dict[str, Any]], float | None]:
-        """Place each replica on the best node, then re-rank that node; the assignments and the first pick's total."""
-        heap = ranking.heap
+        """Place each replica on the best node, then re-score that node; the assignments and the first pick's total.
+
+        Without spread constraints only the node that took a replica changes, and its key only gets worse (one
+        more hosted replica), so the best node for each of r replicas is among the r best at the start or the
+        nodes already changed: a heap of those, as the reference engine keeps one of every node.
+        """
+        if req.spread or req.division:
+            return self._assign_scan(table, found, ranking, req, replicas_needed)
+        rows, loads, totals = found.feasible, ranking.loads, ranking.totals
+        top = _best(loads.hosted, totals, len(replicas_needed))
+        heap = [(int(loads.hosted[i]), -float(totals[i]), i) for i in top]  # in key order: already a heap
         assignments: list[dict[str, Any]] = []
         best_total: float | None = None
         for replica in replicas_needed:
             if not heap:
                 break
-            _, negative_total, _, _, index = heapq.heappop(heap)
+            _, negative_total, index = heapq.heappop(heap)
             if best_total is None:
                 best_total = -negative_total
-            cluster, node, _ = found.feasible[index]
-            assignments.append({"index": replica, "cluster": cluster.name, "node": node.name})
-            load = ranking.loads[index]
-            load.placed += 1
-            load.hosted += 1
-            load.used_cpu += req.cpu
-            load.used_memory_mib += req.memory_mib
-            # Only this node changed, so only it is re-ranked: O(log n) per replica, not a rescan.
-            if fits(node.cpu - load.used_cpu, node.memory_mib - load.used_memory_mib, req):
-                total = ranking.total(index, [c.score(cluster, node, load, req) for c in self._by_load])
-                heapq.heappush(heap, (load.hosted, -total, cluster.name, node.name, index))
+            row = int(rows[index])
+            assignments.append({"index": replica, "cluster": table.cluster(row).name, "node": table.nodes[row].name})
+            total = self._took_one(table, ranking, req, index)
+            if total is not None:
+                heapq.heappush(heap, (int(loads.hosted[index]), -total, index))
+        return assignments, best_total
+
+    def _took_one(self, table: NodeTable, ranking: _Ranking, req: Requirements, index: int) -> float | None:
+        """Account one more replica on feasible node ``index``: its new total, or None when it is full."""
+        loads, row = ranking.loads, int(ranking.rows[index])
+        loads.placed[index] += 1
+        loads.hosted[index] += 1
+        loads.used_cpu[index] += req.cpu
+        loads.used_memory_mib[index] += req.memory_mib
+        free_cpu = table.cpu[row] - loads.used_cpu[index]
+        free_memory = table.memory_mib[row] - loads.used_memory_mib[index]
+        if not (free_cpu + _TOLERANCE >= req.cpu and free_memory >= req.memory_mib):
+            return None
+        one = slice(index, index + 1)
+        load = LoadColumns(loads.used_cpu[one], loads.used_memory_mib[one], loads.hosted[one], loads.placed[one])
+        live = [self._load_scores(c, table, ranking.rows[one], load, req) for c in self._by_load]
+        return float(_totals(ranking, ranking.fixed[one], live)[0])
+
+    def _assign_scan(
+        self, table: NodeTable, found: _Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
+    ) -> tuple[list[dict[str, Any]], float | None]:
+        """``_assign`` under ``placement.spread``: groups fill as replicas land, which changes other nodes' keys
+        (a group reaching its max or min), so every replica scans the live nodes."""
+        rows, loads, alive = found.feasible, ranking.loads, ranking.alive
+        totals = ranking.totals.copy()
+        groups = _SpreadGroups(table, rows, req)
+        assignments: list[dict[str, Any]] = []
+        best_total: float | None = None
+        for replica in replicas_needed:
+            candidates = np.flatnonzero(groups.eligible(alive))
+            if not len(candidates):
+                break
+            candidates = groups.first(candidates)
+            hosted = loads.hosted[candidates]
+            candidates = candidates[hosted == hosted.min()]
+            best = totals[candidates]
+            # Smallest key: fewest hosted, highest total, then name order, which is row order (argmax takes the first).
+            index = int(candidates[int(np.argmax(best))])
+            if best_total is None:
+                best_total = float(totals[index])
+            row = int(rows[index])
+            assignments.append({"index": replica, "cluster": table.cluster(row).name, "node": table.nodes[row].name})
+            groups.add(index)
+            total = self._took_one(table, ranking, req, index)
+            if total is None:
+                alive[index] = False
+            else:
+                totals[index] = total
         return assignments, best_total
 
 
-def _explain_placements(found: _Verdicts, ranking: _Ranking) -> list[tuple[str, str, int]]:
-    """Say in each chosen node's row how many replicas it took; (cluster, node, replicas) for each, in name order."""
-    placed_on: list[tuple[str, str, int]] = []
-    for index, load in enumerate(ranking.loads):
-        if load.placed:
-            cluster, node, runtime = found.feasible[index]
-            placed_on.append((cluster.name, node.name, load.placed))
-            row = found.rows[found.feasible_rows[index]]
-            row["replicas"] = load.placed
-            row["reason"] = f"{load.placed} {'replica' if load.placed == 1 else 'replicas'} placed, runtime {runtime}"
-    return placed_on
+_TOLERANCE = 1e-9  # filters.CPU_TOLERANCE, the same float: a node filled exactly to capacity takes the last replica
 
 
-def _outcome(needed: int, placed: int) -> PlacementOutcome:
+def _verdicts(table: NodeTable, req: Requirements) -> _Verdicts:
+    """Run the filters as masks: the first rejection of each cluster, every rejection of each admitted node."""
+    rejected_by = np.full(len(table.clusters), -1, dtype=np.int64)
+    for position, (_, mask) in enumerate(cluster_masks(table, req)):
+        if mask is not None:
+            rejected_by[(rejected_by < 0) & mask] = position
+    admitted = rejected_by < 0
+    admitted_rows = np.flatnonzero(admitted[table.cluster_of]) if len(table) else np.zeros(0, dtype=np.int64)
+    node_rejections = node_masks(table, req, admitted_rows)
+    rejected = np.zeros(len(admitted_rows), dtype=bool)
+    for _, mask in node_rejections:
+        rejected |= mask
+    return _Verdicts(
+        cluster_rejected_by=rejected_by,
+        admitted_rows=admitted_rows,
+        node_rejections=node_rejections,
+        feasible=admitted_rows[~rejected],
+        runtime=chosen_runtimes(table, req),
+    )
+
+
+def _normalised(values: Floats, *, lower_is_better: bool) -> Floats:
+    """``scoring.normalised`` on an array: the same operations, so the same floats."""
+    if not len(values):
+        return values
+    low = float(values.min())
+    width = float(values.max()) - low
+    if width <= 1e-12 * max(abs(low), 1.0):
+        return np.ones(len(values), dtype=np.float64)
+    if lower_is_better:
+        result: Floats = 1.0 - (values - low) / width
+        return result
+    result = (values - low) / width
+    return result
+
+
+def _totals(ranking: _Ranking, fixed: Floats, live: Sequence[Floats]) -> Floats:
+    """The weighted mean of each node's scores, summed in the reference engine's order."""
+    if ranking.total_weight <= 0.0:
+        return np.zeros(len(fixed), dtype=np.float64)
+    weighted = fixed
+    for weight, scores in zip(ranking.load_weights, live, strict=True):
+        weighted = weighted + weight * scores
+    result: Floats = weighted / ranking.total_weight
+    return result
+
+
+class _SpreadGroups:
+    """The groups of ``placement.spread`` (tier, region or cluster of each feasible node) and replicas in each."""
+
+    def __init__(self, table: NodeTable, rows: Ints, req: Requirements) -> None:
+        self._constraints: list[tuple[Ints, Ints, int | None, int | None]] = []
+        for by, low, high in req.spread:
+            every = _group_codes(table, by)
+            counts = np.bincount(every, weights=table.hosted, minlength=int(every.max(initial=-1)) + 1).astype(np.int64)
+            self._constraints.append((every[rows], counts, low, high))
+        # placement.division: each cluster's share of the replicas, and the replicas it holds.
+        self._cluster = table.cluster_of[rows]
+        clusters = len(table.clusters)
+        self._per_cluster = np.bincount(table.cluster_of, weights=table.hosted, minlength=clusters).astype(np.int64)
+        self._share = np.zeros(clusters, dtype=np.int64)
+        if req.division is not None and len(rows):
+            room = np.floor(
+                np.minimum((table.free_cpu[rows] + _TOLERANCE) / req.cpu, table.free_memory_mib[rows] / req.memory_mib)
+            ).astype(np.int64)
+            per_cluster_room = np.bincount(self._cluster, weights=room, minlength=clusters).astype(np.int64)
+            feasible_clusters = np.flatnonzero(np.bincount(self._cluster, minlength=clusters))
+            rooms = [(str(table.cluster_names[c]), int(per_cluster_room[c])) for c in feasible_clusters.tolist()]
+            index = {str(table.cluster_names[c]): c for c in feasible_clusters.tolist()}
+            for name, share in division_targets(req, rooms).items():
+                self._share[index[name]] = share
+
+    def eligible(self, alive: Bools) -> Bools:
+        """Nodes still fitting whose groups are all below their max."""
+        out = alive.copy()
+        for group, counts, _, high in self._constraints:
+            if high is not None:
+                out &= counts[group] < high
+        return out
+
+    def first(self, candidates: Ints) -> Ints:
+        """The candidates in a group below its min, if any, else all of them; of those, the ones in a cluster below
+        its division share, if any."""
+        below = np.zeros(len(candidates), dtype=bool)
+        for group, counts, low, _ in self._constraints:
+            if low is not None:
+                below |= counts[group[candidates]] < low
+        if below.any():
+            candidates = candidates[below]
+        clusters = self._cluster[candidates]
+        short = self._per_cluster[clusters] < self._share[clusters]
+        return candidates[short] if short.any() else candidates
+
+    def add(self, index: int) -> None:
+        """Count a replica placed on feasible node ``index``."""
+        for group, counts, _, _ in self._constraints:
+            counts[group[index]] += 1
+        self._per_cluster[self._cluster[index]] += 1
+
+
+def _group_codes(table: NodeTable, by: SpreadBy) -> Ints:
+    if by is SpreadBy.TIER:
+        return table.cluster_tier[table.cluster_of]
+    if by is SpreadBy.REGION:
+        return table.cluster_region[table.cluster_of]
+    return table.cluster_of
+
+
+def _outcome(needed: int, placed: int) -> str:
     if placed == needed:
-        return PlacementOutcome.PLACED
-    return PlacementOutcome.PARTIAL if placed else PlacementOutcome.PENDING
+        return "Placed"
+    return "Partial" if placed else "Pending"
 
 
-def _name(candidate: ClusterCandidate | NodeCandidate) -> str:
-    return candidate.name
+def _feasible_row(table: NodeTable, found: _Verdicts, ranking: _Ranking, index: int) -> dict[str, Any]:
+    """The verdict of feasible node ``index``: its scores for the first replica, and what it took."""
+    row = int(found.feasible[index])
+    runtime = found.runtime[int(table.runtimes[row])]
+    scores = {name: float(column[index]) for name, column in ranking.columns.items()}
+    scores["spread"] = spread(int(ranking.first_hosted[index]))
+    placed = int(ranking.loads.placed[index])
+    verdict: dict[str, Any] = {
+        "cluster": table.cluster(row).name,
+        "node": table.nodes[row].name,
+        "runtime": runtime,
+        "scores": scores,
+        "total": float(ranking.first_totals[index]),
+        "reason": f"feasible, runtime {runtime}; not chosen",
+    }
+    if placed:
+        verdict["replicas"] = placed
+        verdict["reason"] = f"{placed} {'replica' if placed == 1 else 'replicas'} placed, runtime {runtime}"
+    return verdict
 
 
-def _unchosen_row(cluster: str, node: str, runtime: str) -> dict[str, Any]:
-    return {"cluster": cluster, "node": node, "runtime": runtime, "reason": f"feasible, runtime {runtime}; not chosen"}
+def _compact_rows(table: NodeTable, found: _Verdicts, ranking: _Ranking, placed: Ints) -> list[dict[str, Any]]:
+    """The chosen nodes and the best others by the first replica's ranking, in name order."""
+    shown = sorted(set(placed.tolist()) | set(_best(ranking.first_hosted, ranking.first_totals, TOP_CANDIDATES)))
+    return [_feasible_row(table, found, ranking, i) for i in shown]
+
+
+def _best(hosted: Ints, totals: Floats, count: int) -> list[int]:
+    """The ``count`` smallest indexes by (hosted, -total, index), in that order, without sorting every node.
+
+    Level by level of ``hosted`` (fewest first; nearly every node is on the first): the nodes above the count-th
+    best total, then those equal to it in index order, so ties at the cut go by name as the ranking's do.
+    """
+    chosen: list[int] = []
+    if not len(hosted) or count <= 0:
+        return chosen
+    level = hosted.min()
+    while True:
+        if count - len(chosen) <= _FEW:
+            # A few picks: repeated argmax (the first of equal maxima, so ties go by index) beats a partition.
+            values = np.where(hosted == level, totals, -np.inf)
+            while len(chosen) < count:
+                index = int(np.argmax(values))
+                if values[index] == -np.inf:
+                    break
+                chosen.append(index)
+                values[index] = -np.inf
+            higher = hosted[hosted > level]
+            if len(chosen) >= count or not len(higher):
+                return chosen
+            level = higher.min()
+            continue
+        members = np.flatnonzero(hosted == level)
+        wanted = count - len(chosen)
+        values = totals[members]
+        if len(members) > wanted:
+            cut = np.partition(values, len(values) - wanted)[len(values) - wanted]
+            above, at = members[values > cut], members[values == cut]
+            members = np.concatenate((above, at[: wanted - len(above)]))
+            values = totals[members]
+        chosen.extend(i for _, i in sorted(zip((-values).tolist(), members.tolist(), strict=True)))
+        higher = hosted[hosted > level]
+        if len(chosen) >= count or not len(higher):
+            return chosen
+        level = higher.min()
+
+
+def _node_rows(
+    table: NodeTable, found: _Verdicts, ranking: _Ranking, req: Requirements
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str], list[str]]]:
+    """Every cluster's and node's verdict with its reason, as the reference engine words them."""
+    feasible_index = {int(r): i for i, r in enumerate(found.feasible.tolist())}
+    rows: list[dict[str, Any]] = []
+    rejections: dict[tuple[str, str], list[str]] = {}
+    for c, cluster in enumerate(table.clusters):
+        if found.cluster_rejected_by[c] >= 0:
+            rejected = first_rejection(CLUSTER_FILTERS, cluster, req)
+            assert rejected is not None, "a cluster mask and its filter disagree"
+            rejections.setdefault(("cluster", rejected[0]), []).append(cluster.name)
+            rows.append({"cluster": cluster.name, "rejected_by": rejected[0], "reason": rejected[1]})
+            continue
+        for row in range(int(table.first_row[c]), int(table.first_row[c + 1])):
+            index = feasible_index.get(row)
+            if index is not None:
+                rows.append(_feasible_row(table, found, ranking, index))
+                continue
+            node = table.node(row)
+            reasons = all_rejections(NODE_FILTERS, node, req)
+            assert reasons, "a node mask and its filter disagree"
+            for filter_name, _ in reasons:
+                rejections.setdefault(("node", filter_name), []).append(f"{cluster.name}/{node.name}")
+            rows.append(
+                {
+                    "cluster": cluster.name,
+                    "node": node.name,
+                    "rejected_by": ", ".join(f for f, _ in reasons),
+                    "reason": "; ".join(r for _, r in reasons),
+                    "runtime": choose_runtime(node, req),
+                }
+            )
+    return rows, rejections
+
+
+def _rejections(table: NodeTable, found: _Verdicts) -> dict[tuple[str, str], list[str]]:
+    """(level, filter) -> the clusters or nodes it rejected, in name order, from the masks."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for position, (filter_name, _) in enumerate(CLUSTER_FILTERS):
+        names = table.cluster_names[found.cluster_rejected_by == position].tolist()
+        if names:
+            out["cluster", filter_name] = names
+    for filter_name, mask in found.node_rejections:
+        names = table.node_names[found.admitted_rows[mask]].tolist()
+        if names:
+            out["node", filter_name] = names
+    return out
+
+
+def _clusters_of(table: NodeTable, rows: Ints) -> Ints:
+    """The clusters of ``rows``, each once, in name order (a count per cluster is cheaper than sorting the rows)."""
+    return np.flatnonzero(np.bincount(table.cluster_of[rows], minlength=len(table.clusters)))
+
+
+def _groups(table: NodeTable, found: _Verdicts, req: Requirements) -> list[dict[str, Any]]:
+    """Every cluster's verdict, compactly: per filter the clusters it rejected (or whose nodes it rejected), with
+    the reason given for the first of them; then the clusters with a feasible node."""
+    groups: list[dict[str, Any]] = []
+    for position, (filter_name, check) in enumerate(CLUSTER_FILTERS):
+        rejected = np.flatnonzero(found.cluster_rejected_by == position)
+        if len(rejected):
+            first = table.clusters[int(rejected[0])]
+            groups.append(
+                {
+                    "level": "cluster",
+                    "filter": filter_name,
+                    "clusters": table.cluster_names[rejected].tolist(),
+                    "example": f"{first.name}: {check(first, req)}",
+                }
+            )
+    checks = dict(NODE_FILTERS)
+    for filter_name, mask in found.node_rejections:
+        rows = found.admitted_rows[mask]
+        if len(rows):
+            first_row = int(rows[0])
+            groups.append(
+                {
+                    "level": "node",
+                    "filter": filter_name,
+                    "clusters": table.cluster_names[_clusters_of(table, rows)].tolist(),
+                    "nodes": len(rows),
+                    "example": f"{table.node_names[first_row]}: {checks[filter_name](table.node(first_row), req)}",
+                }
+            )
+    if len(found.feasible):
+        groups.append(
+            {
+                "level": "node",
+                "filter": None,
+                "clusters": table.cluster_names[_clusters_of(table, found.feasible)].tolist(),
+                "nodes": len(found.feasible),
+                "example": "feasible",
+            }
+        )
+    return groups

@@ -9,15 +9,24 @@ is reported as down, not as being in the wrong country).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
-from nemo_kernel.domain import RUNTIMES_FOR_ISOLATION, DeploymentSpec, Isolation, TeeChoice, TeeType
+from nemo_kernel.domain import (
+    RUNTIMES_FOR_ISOLATION,
+    DeploymentSpec,
+    Division,
+    Isolation,
+    LatencyMatrix,
+    SpreadBy,
+    TeeChoice,
+    TeeType,
+)
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
 
 # Float sums of fractional CPU requests drift (0.1 * 3 > 0.3); without a tolerance a node filled exactly
 # to capacity would reject the last replica.
-_EPSILON = 1e-9
+CPU_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +46,20 @@ class Requirements:
     clusters: frozenset[str]
     architectures: frozenset[str]
     node_labels: tuple[tuple[str, str], ...]
+    users: tuple[tuple[str, float], ...] = ()
+    """(region, weight) of the workload's users; empty: latency is no concern."""
+    latency: LatencyMatrix = field(default_factory=LatencyMatrix)
+    max_latency_ms: float | None = None
+    spread: tuple[tuple[SpreadBy, int | None, int | None], ...] = ()
+    """(by, min, max) per spread constraint."""
+    replicas: int = 1
+    """The workload's replicas in all (division shares them out)."""
+    division: Division | None = None
+    _memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def of(cls, spec: DeploymentSpec) -> Requirements:
-        """The requirements of one replica of ``spec``."""
+    def of(cls, spec: DeploymentSpec, latency: LatencyMatrix | None = None) -> Requirements:
+        """The requirements of one replica of ``spec``; ``latency`` is the matrix its users' latency comes from."""
         where = spec.placement
         return cls(
             cpu=spec.resources.cpu,
@@ -56,7 +75,42 @@ class Requirements:
             clusters=frozenset(where.clusters),
             architectures=frozenset(where.architectures),
             node_labels=tuple(sorted(where.node_labels.items())),
+            users=tuple((u.region, u.weight) for u in where.users),
+            latency=latency or LatencyMatrix(),
+            max_latency_ms=where.max_latency_ms,
+            spread=tuple((c.by, c.min, c.max) for c in where.spread),
+            replicas=spec.replicas,
+            division=where.division,
         )
+
+    def latency_ms(self, region: str) -> float:
+        """The users' weighted mean round-trip time to ``region`` (0.0 without users); memoised per region."""
+        found = self._memo.get(("latency", region))
+        if found is None:
+            if not self.users:
+                found = 0.0
+            else:
+                weighted = sum(weight * self.latency.ms(user, region) for user, weight in self.users)
+                found = weighted / sum(weight for _, weight in self.users)
+            self._memo["latency", region] = found
+        return cast(float, found)
+
+    def derived(self, key: str, inputs: tuple[object, ...], make: Callable[[], _T]) -> _T:
+        """A value computed once per decision from ``inputs`` (e.g. the node table and the feasible rows), so that
+        criteria sharing an intermediate (carbon is energy times intensity) compute it once.
+
+        The inputs are kept and compared by identity, so a value is never served for other objects.
+        """
+        found = self._memo.get(key)
+        if (
+            found is not None
+            and len(found[0]) == len(inputs)
+            and all(a is b for a, b in zip(found[0], inputs, strict=True))
+        ):
+            return cast(_T, found[1])
+        value = make()
+        self._memo[key] = (inputs, value)
+        return value
 
 
 def _tee_source(spec: DeploymentSpec) -> str:
@@ -75,6 +129,8 @@ def _listed(values: Iterable[str]) -> str:
 def _num(value: float) -> str:
     return f"{value:.4g}"
 
+
+_T = TypeVar("_T")
 
 ClusterFilter = Callable[[ClusterCandidate, Requirements], str | None]
 NodeFilter = Callable[[NodeCandidate, Requirements], str | None]
@@ -124,6 +180,14 @@ def data_residency(cluster: ClusterCandidate, req: Requirements) -> str | None:
     """Reject a cluster in a country where the workload's data may not reside."""
     if req.countries and cluster.country not in req.countries:
         return f"country {cluster.country} not in {_listed(req.countries)} (data residency)"
+    return None
+
+
+def latency(cluster: ClusterCandidate, req: Requirements) -> str | None:
+    """Reject a cluster farther from the workload's users than ``placement.max_latency_ms``."""
+    if req.max_latency_ms is not None and (ms := req.latency_ms(cluster.region)) > req.max_latency_ms:
+        limit = _num(req.max_latency_ms)
+        return f"users' mean latency to region {cluster.region} is {_num(ms)} ms > max_latency_ms {limit}"
     return None
 
 
@@ -184,7 +248,7 @@ def node_labels(node: NodeCandidate, req: Requirements) -> str | None:
 
 def fits(free_cpu: float, free_memory_mib: float, req: Requirements) -> bool:
     """Whether one more replica fits in the given free capacity."""
-    return free_cpu + _EPSILON >= req.cpu and free_memory_mib >= req.memory_mib
+    return free_cpu + CPU_TOLERANCE >= req.cpu and free_memory_mib >= req.memory_mib
 
 
 def capacity(node: NodeCandidate, req: Requirements) -> str | None:
@@ -210,7 +274,7 @@ def admissible_runtime(node: NodeCandidate, req: Requirements) -> str | None:
     if req.architectures and node.architecture not in req.architectures:
         return None
     if (
-        node.cpu - node.allocated_cpu + _EPSILON < req.cpu
+        node.cpu - node.allocated_cpu + CPU_TOLERANCE < req.cpu
         or node.memory_mib - node.allocated_memory_mib < req.memory_mib
     ):
         return None
@@ -230,6 +294,7 @@ CLUSTER_FILTERS: tuple[tuple[str, ClusterFilter], ...] = (
     ("tier", tier),
     ("region", region),
     ("data-residency", data_residency),
+    ("latency", latency),
 )
 """Cluster-level filters, in the order they run: a rejection here yields one verdict for the whole cluster."""
 

@@ -14,7 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from nemo_kernel.domain import MAX_WEIGHT
+from nemo_kernel.domain import (
+    DEFAULT_WEIGHT,
+    DEFAULT_WEIGHTS,
+    MAX_WEIGHT,
+    OPTIMIZE_PRESETS,
+    DeploymentSpec,
+    DivisionMode,
+    SpreadBy,
+)
+from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate
+from nemo_kernel.orchestrator.decision.filters import Requirements
 
 
 def checked_weights(weights: Mapping[str, float], criteria: Iterable[str]) -> dict[str, float]:
@@ -36,6 +46,29 @@ def checked_weights(weights: Mapping[str, float], criteria: Iterable[str]) -> di
     return full
 
 
+def default_weights(criteria: Iterable[str]) -> dict[str, float]:
+    """Each criterion's weight when nobody set one: ``DEFAULT_WEIGHTS``, else ``DEFAULT_WEIGHT`` (a plugin's)."""
+    return {name: DEFAULT_WEIGHTS.get(name, DEFAULT_WEIGHT) for name in criteria}
+
+
+def workload_weights(engine: Mapping[str, float], spec: DeploymentSpec) -> dict[str, float]:
+    """The weights of one workload's decision: the engine's, then its ``optimize`` preset, then its own ``weights``.
+
+    A preset sets only the criteria it names (a plugin's criterion keeps the engine's weight). Raises ValueError on
+    a weight for a criterion the engine does not have (the domain checked the range).
+    """
+    where = spec.placement
+    weights = dict(engine)
+    if where.optimize is not None:
+        weights.update((k, v) for k, v in OPTIMIZE_PRESETS[where.optimize].items() if k in weights)
+    override: Mapping[str, float] = where.weights  # type: ignore[assignment]
+    unknown = sorted(set(override) - set(weights))
+    if unknown:
+        raise ValueError(f"unknown score criteria {unknown}; known: {list(weights)}")
+    weights.update(override)
+    return weights
+
+
 def normalised(values: Sequence[float], *, lower_is_better: bool) -> list[float]:
     """Min-max normalise so the best value scores 1.0 and the worst 0.0; all equal -> all 1.0."""
     if not values:
@@ -53,3 +86,40 @@ def normalised(values: Sequence[float], *, lower_is_better: bool) -> list[float]
 def spread(hosted_replicas: int) -> float:
     """1.0 on a node without replicas of the workload, halving, thirding... as replicas accumulate."""
     return 1.0 / (1 + hosted_replicas)
+
+
+def spread_group(cluster: ClusterCandidate, by: SpreadBy) -> str:
+    """The group a spread constraint counts a replica on ``cluster`` in: its tier, region or name."""
+    if by is SpreadBy.TIER:
+        return str(cluster.tier)
+    return cluster.region if by is SpreadBy.REGION else cluster.name
+
+
+def apportion(total: int, weights: Sequence[tuple[str, float]]) -> dict[str, int]:
+    """``total`` divided in proportion to ``weights`` (name, weight > 0): floors, then one more to the largest
+    remainders, ties by name. Empty when there is nothing to divide among."""
+    whole = sum(w for _, w in weights)
+    if not weights or whole <= 0.0:
+        return {}
+    quotas = [(name, total * w / whole) for name, w in weights]
+    shares = {name: int(quota) for name, quota in quotas}
+    left = total - sum(shares.values())
+    for name, _ in sorted(quotas, key=lambda q: (-(q[1] - int(q[1])), q[0]))[:left]:
+        shares[name] += 1
+    return shares
+
+
+def division_targets(req: Requirements, rooms: Sequence[tuple[str, int]]) -> dict[str, int]:
+    """Each cluster's share of the workload's replicas under ``placement.division``.
+
+    ``rooms`` lists the clusters with a feasible node, in name order, with the replicas their feasible nodes have
+    room for now (the weights of a dynamic division); a static division weighs the clusters it names.
+    """
+    division = req.division
+    if division is None:
+        return {}
+    if division.mode is DivisionMode.STATIC:
+        weights = [(name, division.weights[name]) for name, _ in rooms if name in division.weights]
+    else:
+        weights = [(name, float(room)) for name, room in rooms if room > 0]
+    return apportion(req.replicas, weights)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from nemo_kernel.config import Settings
+from nemo_kernel.domain import LatencyMatrix, load_document
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion, DecisionEngine
 from nemo_kernel.orchestrator.reconcile.observe import Observation
 from nemo_kernel.orchestrator.reconcile.reschedule import Rescheduling
@@ -33,7 +36,8 @@ class OrchestrationEngine:
         self._resources = resources
         self.observe = Observation(db)
         self.reschedule = Rescheduling(db)
-        self.schedule = Scheduling(db, DecisionEngine(settings.weights, criteria=tuple(criteria)))
+        engine = DecisionEngine(settings.weights, criteria=tuple(criteria), latency=latency_matrix(settings))
+        self.schedule = Scheduling(db, engine)
         self.rollout = Rollout(db, resources, settings.driver_timeout)
 
     async def reconcile_once(self) -> None:
@@ -44,3 +48,18 @@ class OrchestrationEngine:
         await asyncio.to_thread(self.reschedule)
         await asyncio.to_thread(self.schedule)
         await self.rollout(reports)
+
+
+def latency_matrix(settings: Settings) -> LatencyMatrix | None:
+    """The latency matrix of ``NEMO_LATENCY_FILE``, or None when unset; raises ValueError naming the setting when
+    the file cannot be read or is not a valid matrix, so the control plane does not start on a wrong one."""
+    path = settings.latency_file
+    if path is None:
+        return None
+    try:
+        return LatencyMatrix.model_validate(load_document(path.read_bytes(), yaml_syntax=True))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"NEMO_LATENCY_FILE {path}: {problems}") from exc
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"NEMO_LATENCY_FILE {path}: {exc}") from exc

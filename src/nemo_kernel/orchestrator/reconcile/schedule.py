@@ -12,7 +12,7 @@ from functools import partial
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nemo_kernel.domain import EventKind, WorkloadDescriptor
+from nemo_kernel.domain import Detail, EventKind, WorkloadDescriptor
 from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.placement import Inventory
 from nemo_kernel.orchestrator.reconcile.phases import update_phases
@@ -21,6 +21,11 @@ from nemo_kernel.ppef.press import residency_constrained
 from nemo_kernel.store import Database, workloads
 from nemo_kernel.store.events import record_event, workload_subject
 from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
+
+NODE_DETAIL_UP_TO = 500
+"""Decisions over at most this many nodes are stored with every node's verdict; larger ones compactly (every
+cluster's verdict grouped by filter, the chosen and best other nodes), so a 10,000-node continuum does not store
+10,000 verdicts per decision."""
 
 SCHEDULE_BATCH = 200
 """Queued workloads considered per pass, by id; also the bound of what the step remembers between passes."""
@@ -32,6 +37,8 @@ class Scheduling:
     def __init__(self, db: Database, decisions: DecisionEngine) -> None:
         self._db = db
         self._decisions = decisions
+        self.decisions = decisions
+        """The decision engine, for views that explain what it would decide now."""
         # Workload id -> (inventory generation, version) when it last fitted nowhere (or failed). Kept only for
         # the workloads of the current batch: one deleted, placed or no longer queued is forgotten on the next
         # pass, so this holds at most SCHEDULE_BATCH entries.
@@ -87,7 +94,9 @@ class Scheduling:
         hosted: dict[tuple[str, str], int] = defaultdict(int)
         for r in staying:
             hosted[(r.cluster, r.node)] += 1
-        decision = self._decisions.decide(w.namespace, w.name, version, spec, missing, inventory.candidates(hosted))
+        table = inventory.table(hosted)
+        detail = Detail.NODES if len(table) <= NODE_DETAIL_UP_TO else Detail.COMPACT
+        decision = self._decisions.decide(w.namespace, w.name, version, spec, missing, table, detail=detail)
         workloads.store_decision(s, w, decision)
         subject = workload_subject(w.namespace, w.name)
         runtimes = {(v.cluster, v.node): v.runtime for v in decision.candidates if v.node is not None}

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
 
 from pydantic import Field
 
-from nemo_kernel.domain import CandidateVerdict, Event, Model, PlacementDecision, ReplicaPhase, WorkloadStatus
+from nemo_kernel.domain import (
+    CandidateVerdict,
+    Detail,
+    Event,
+    Model,
+    PlacementDecision,
+    ReplicaPhase,
+    WorkloadDescriptor,
+    WorkloadStatus,
+)
+from nemo_kernel.orchestrator.decision import DecisionEngine
+from nemo_kernel.orchestrator.placement import Inventory
 from nemo_kernel.store import Database, events, workloads
 from nemo_kernel.store.tables import ReplicaRow
 
@@ -47,8 +59,9 @@ class StoredDecision(PlacementDecision):
 class WorkloadViews:
     """Reads of workloads, their replicas, placement decisions and history."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, decisions: DecisionEngine | None = None) -> None:
         self._db = db
+        self._decisions = decisions or DecisionEngine()
 
     def status(self, namespace: str, name: str) -> WorkloadStatus:
         """Desired against actual replicas, per cluster and node, with their URLs; ``NotFound`` if unknown."""
@@ -76,6 +89,31 @@ class WorkloadViews:
             replicas = [_placement(r, placed_by.get(r.id)) for r in current]
         latest_id, decision = latest
         return PlacementExplanation(**decision.model_dump(), id=latest_id, replicas=replicas)
+
+    def node_verdicts(self, namespace: str, name: str) -> PlacementDecision | None:
+        """Every cluster's and node's verdict for the workload as the inventory stands now, with each feasible
+        node's scores: what the decision engine would decide for the replicas it still needs, computed on request
+        and not stored (a stored decision over many nodes keeps its verdicts compactly). ``None`` for a catalogue
+        entry (nothing to place); ``NotFound`` for an unknown workload."""
+        with self._db.transaction() as s:
+            row = workloads.get_workload(s, namespace, name)
+            spec = WorkloadDescriptor.model_validate(row.descriptor).deployment
+            if spec is None:
+                return None
+            inventory = Inventory.load(s)
+            current = [
+                r
+                for r in workloads.replicas_by_workload(s, [row.id]).get(row.id, [])
+                if r.desired and r.version == row.version and r.cluster not in inventory.leaving
+            ]
+            version = row.version
+        hosted: dict[tuple[str, str], int] = defaultdict(int)
+        for r in current:
+            hosted[(r.cluster, r.node)] += 1
+        missing = sorted(set(range(spec.replicas)) - {r.index for r in current})
+        return self._decisions.decide(
+            namespace, name, version, spec, missing, inventory.candidates(hosted), detail=Detail.NODES
+        )
 
     def decisions(self, namespace: str, name: str, *, after: int = 0, limit: int = 100) -> list[StoredDecision]:
         """The stored placement decisions after the id ``after``, oldest first; ``NotFound`` if unknown."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
+
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
-from nemo_kernel.orchestrator.decision.criteria.base import NodeLoad
+from nemo_kernel.orchestrator.decision.criteria.base import LoadColumns, NodeLoad
 from nemo_kernel.orchestrator.decision.filters import Requirements
+from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
 
 
 class Balance:
@@ -24,3 +27,12 @@ class Balance:
             1.0 - (load.used_cpu + req.cpu) / node.cpu, 1.0 - (load.used_memory_mib + req.memory_mib) / node.memory_mib
         )
         return min(max(free, 0.0), 1.0)
+
+    def score_many(self, table: NodeTable, rows: Ints, loads: LoadColumns, req: Requirements) -> Floats:
+        """``score`` of many rows."""
+        free = np.minimum(
+            1.0 - (loads.used_cpu + req.cpu) / table.cpu[rows],
+            1.0 - (loads.used_memory_mib + req.memory_mib) / table.memory_mib[rows],
+        )
+        result: Floats = np.minimum(np.maximum(free, 0.0), 1.0)
+        return result

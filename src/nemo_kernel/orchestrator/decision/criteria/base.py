@@ -10,6 +10,11 @@ Two shapes, because criteria come in two kinds:
   replica on the engine's heap). Its score is already in [0, 1] and is not normalised: min-max over the feasible
   nodes would stretch a sliver of free capacity to the full range and rescale every node each time one takes a
   replica. A ``raw()`` without the node's load could express neither.
+
+Each shape has an optional vectorised form, :class:`VectorCriterion` (``raw_many``) and :class:`VectorLoadCriterion`
+(``score_many``): the same values for many rows of the engine's :class:`~table.NodeTable` at once, as numpy arrays.
+The scalar method stays the reference (a test checks the two agree, value for value); a criterion without the
+vectorised form still works, the engine calls its scalar method per feasible node, which is slower.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
 from nemo_kernel.orchestrator.decision.filters import Requirements
+from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
 
 
 @runtime_checkable
@@ -57,6 +63,34 @@ class LoadCriterion(Protocol):
 
     def score(self, cluster: ClusterCandidate, node: NodeCandidate, load: NodeLoad, req: Requirements) -> float:
         """The node's score if it takes one more replica on top of ``load``."""
+        ...
+
+
+@runtime_checkable
+class VectorCriterion(Protocol):
+    """The vectorised form of a :class:`Criterion`."""
+
+    def raw_many(self, table: NodeTable, rows: Ints, req: Requirements) -> Floats:
+        """``raw()`` of the nodes at ``rows`` of ``table``, bit for bit (same operations in the same order)."""
+        ...
+
+
+@dataclass(slots=True)
+class LoadColumns:
+    """:class:`NodeLoad` for many nodes at once: one array per field, aligned with the rows scored."""
+
+    used_cpu: Floats
+    used_memory_mib: Floats
+    hosted: Ints
+    placed: Ints
+
+
+@runtime_checkable
+class VectorLoadCriterion(Protocol):
+    """The vectorised form of a :class:`LoadCriterion`."""
+
+    def score_many(self, table: NodeTable, rows: Ints, loads: LoadColumns, req: Requirements) -> Floats:
+        """``score()`` of the nodes at ``rows`` with the loads given, bit for bit."""
         ...
 
 

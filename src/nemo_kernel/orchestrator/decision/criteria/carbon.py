@@ -5,21 +5,26 @@ from __future__ import annotations
 from typing import ClassVar
 
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
+from nemo_kernel.orchestrator.decision.criteria.energy import added_watts, added_watts_many
 from nemo_kernel.orchestrator.decision.filters import Requirements
+from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
 
 
 class CarbonPerHour:
-    """The emissions of one replica per hour, from the node's power model and the cluster's grid intensity."""
+    """The emissions of one replica per hour: the watts it adds (``energy``) times the cluster's grid intensity.
+
+    The intensity is the cluster's configured one (gCO2/kWh), a pure input; a time series from the analytics engine
+    can replace it by giving the candidates the current value.
+    """
 
     name: ClassVar[str] = "carbon"
     lower_is_better: ClassVar[bool] = True
 
     def raw(self, cluster: ClusterCandidate, node: NodeCandidate, req: Requirements) -> float:
-        """gCO2 per hour one replica causes on ``node``: the marginal watts of its CPU times the grid intensity.
+        """gCO2 per hour one replica causes on ``node``."""
+        return added_watts(node, req.cpu) * cluster.carbon_intensity / 1000.0
 
-        The power model is linear in CPU use, so the marginal draw of ``req.cpu`` cores is the node's dynamic
-        range per core times the cores requested; idle draw is paid whether or not the replica lands here.
-        """
-        power = node.power
-        marginal_watts = (power.max_watts - power.idle_watts) / node.cpu * req.cpu
-        return marginal_watts * cluster.carbon_intensity / 1000.0
+    def raw_many(self, table: NodeTable, rows: Ints, req: Requirements) -> Floats:
+        """``raw`` of many rows."""
+        result: Floats = added_watts_many(table, rows, req) * table.cluster_intensity[table.cluster_of[rows]] / 1000.0
+        return result

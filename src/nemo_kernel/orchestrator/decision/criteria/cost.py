@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
 from nemo_kernel.orchestrator.decision.filters import Requirements
+from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
 
 _MIB_PER_GIB = 1024.0
 
@@ -20,3 +21,10 @@ class CostPerHour:
         """EUR per hour of one replica on ``cluster``."""
         prices = cluster.prices
         return req.cpu * prices.cpu_hour_eur + req.memory_mib / _MIB_PER_GIB * prices.gib_hour_eur
+
+    def raw_many(self, table: NodeTable, rows: Ints, req: Requirements) -> Floats:
+        """``raw`` of many rows."""
+        # Per cluster (a tenth of the nodes), then spread over the rows.
+        per_cluster = req.cpu * table.cluster_cpu_price + req.memory_mib / _MIB_PER_GIB * table.cluster_gib_price
+        result: Floats = per_cluster[table.cluster_of[rows]]
+        return result

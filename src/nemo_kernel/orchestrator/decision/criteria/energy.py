@@ -1,0 +1,63 @@
+"""Energy: the watts one more replica adds to a node at its projected utilisation; the most frugal node scores 1.0.
+
+The node's power model gives its draw at a utilisation (``watts``); the replica's cost is the draw with it minus
+the draw without it, utilisation being allocated CPU over capacity, capped at 1. With today's linear model this is
+the node's dynamic range per core times the cores requested (until the node saturates); a non-linear model (a
+piecewise table) changes only ``watts``. Idle draw is paid whether or not the replica lands there, so it is not
+counted. Carbon is this times the grid's intensity (``carbon``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from nemo_kernel.domain import PowerModel
+from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
+from nemo_kernel.orchestrator.decision.filters import Requirements
+from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
+
+
+def watts(power: PowerModel, utilisation: float) -> float:
+    """A node's draw at ``utilisation`` (0 to 1) of its CPU: linear from idle to max."""
+    return power.idle_watts + (power.max_watts - power.idle_watts) * utilisation
+
+
+def added_watts(node: NodeCandidate, cpu: float) -> float:
+    """The watts ``cpu`` more cores add to ``node`` on top of what is allocated there."""
+    before = min(node.allocated_cpu / node.cpu, 1.0)
+    after = min((node.allocated_cpu + cpu) / node.cpu, 1.0)
+    return watts(node.power, after) - watts(node.power, before)
+
+
+def added_watts_many(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
+    """``added_watts`` of many rows for one replica of ``req``: the same operations, in the same order, on arrays.
+
+    Computed once per decision (carbon needs it too).
+    """
+
+    def compute() -> Floats:
+        capacity, allocated = table.cpu[rows], table.allocated_cpu[rows]
+        idle, dynamic = table.idle_watts[rows], table.dynamic_watts[rows]
+        before = np.minimum(allocated / capacity, 1.0)
+        after = np.minimum((allocated + req.cpu) / capacity, 1.0)
+        result: Floats = (idle + dynamic * after) - (idle + dynamic * before)
+        return result
+
+    return req.derived("added-watts", (table, rows, table.allocated_cpu), compute)
+
+
+class EnergyWatts:
+    """Watts one replica adds to the node, at the node's projected utilisation."""
+
+    name: ClassVar[str] = "energy"
+    lower_is_better: ClassVar[bool] = True
+
+    def raw(self, cluster: ClusterCandidate, node: NodeCandidate, req: Requirements) -> float:
+        """Watts one replica of ``req`` adds to ``node``."""
+        return added_watts(node, req.cpu)
+
+    def raw_many(self, table: NodeTable, rows: Ints, req: Requirements) -> Floats:
+        """``raw`` of many rows."""
+        return added_watts_many(table, rows, req)

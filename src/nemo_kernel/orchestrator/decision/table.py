@@ -1,0 +1,234 @@
+"""The node table: the candidates of a decision as numpy columns, built once per inventory revision.
+
+A decision over 1,000 clusters x 10 nodes must take well under a millisecond, which rules out touching 10,000
+Python objects per decision. The table holds one row per node, in (cluster name, node name) order, so a row's
+index is also its rank among equal scores, and one entry per cluster in name order; strings that filters compare
+(architecture, runtimes, TEE, tier, region, country) are small integer codes. Filters become boolean masks and
+criteria arrays (``criteria.base.VectorCriterion``); the original candidates stay reachable for the scalar filters
+that word a rejection and for criteria without a vectorised form.
+
+A table is immutable: a caller that keeps one between decisions derives the next with :meth:`NodeTable.with_hosted`
+(the replicas of another workload) or :meth:`NodeTable.with_allocated` (after placing replicas), both O(nodes) in
+numpy without rebuilding anything else.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+Objects = npt.NDArray[np.object_]
+
+
+class Codes:
+    """A string <-> small integer dictionary, in first-seen order."""
+
+    def __init__(self) -> None:
+        self.names: list[Any] = []
+        self._index: dict[Any, int] = {}
+
+    def code(self, name: Any) -> int:
+        """The code of ``name``, assigning the next one the first time it is seen."""
+        found = self._index.get(name)
+        if found is None:
+            found = self._index[name] = len(self.names)
+            self.names.append(name)
+        return found
+
+    def lookup(self, wanted: frozenset[Any] | set[Any]) -> Bools:
+        """A boolean array indexed by code: True for the codes of the ``wanted`` names."""
+        out = np.zeros(len(self.names), dtype=bool)
+        for name in wanted:
+            found = self._index.get(name)
+            if found is not None:
+                out[found] = True
+        return out
+
+
+def _name(candidate: ClusterCandidate | NodeCandidate) -> str:
+    return candidate.name
+
+
+@dataclass(frozen=True, eq=False)
+class NodeTable:
+    """The columns of every candidate cluster and node; see the module docstring. Build with :meth:`build`."""
+
+    clusters: tuple[ClusterCandidate, ...]
+    cluster_names: Objects
+    cluster_ready: Bools
+    cluster_cordoned: Bools
+    cluster_excluded: Bools
+    cluster_has_nodes: Bools
+    cluster_tier: Ints
+    cluster_region: Ints
+    cluster_country: Ints
+    cluster_cpu_price: Floats
+    cluster_gib_price: Floats
+    cluster_intensity: Floats
+    first_row: Ints
+    """Row of each cluster's first node; its nodes are rows first_row[c] to first_row[c + 1] - 1."""
+
+    nodes: tuple[NodeCandidate, ...]
+    node_names: Objects
+    """``cluster/node`` per row, as explanations name nodes."""
+    cluster_of: Ints
+    cpu: Floats
+    memory_mib: Floats
+    allocated_cpu: Floats
+    allocated_memory_mib: Floats
+    free_cpu: Floats
+    """cpu - allocated_cpu (the capacity filter's operands, computed once)."""
+    free_memory_mib: Floats
+    ready: Bools
+    hosted: Ints
+    idle_watts: Floats
+    max_watts: Floats
+    dynamic_watts: Floats
+    """max_watts - idle_watts, computed once."""
+    architecture: Ints
+    runtimes: Ints
+    tee: Ints
+
+    tiers: Codes
+    regions: Codes
+    countries: Codes
+    architectures: Codes
+    runtime_lists: Codes
+    tees: Codes
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, candidates: Sequence[ClusterCandidate]) -> NodeTable:
+        """The table of ``candidates``; raises ValueError if two clusters share a name (assignments name clusters)."""
+        clusters = tuple(sorted(candidates, key=_name))
+        for before, after in itertools.pairwise(clusters):
+            if before.name == after.name:
+                raise ValueError(f"cluster {after.name!r} appears twice among the candidates")
+        tiers, regions, countries = Codes(), Codes(), Codes()
+        archs, runtime_lists, tees = Codes(), Codes(), Codes()
+        nodes: list[NodeCandidate] = []
+        cluster_of: list[int] = []
+        first_row: list[int] = []
+        for index, cluster in enumerate(clusters):
+            first_row.append(len(nodes))
+            for node in sorted(cluster.nodes, key=_name):
+                nodes.append(node)
+                cluster_of.append(index)
+        first_row.append(len(nodes))
+
+        def floats(values: list[float]) -> Floats:
+            return np.array(values, dtype=np.float64)
+
+        cpu, memory = floats([n.cpu for n in nodes]), floats([n.memory_mib for n in nodes])
+        allocated_cpu = floats([n.allocated_cpu for n in nodes])
+        allocated_memory = floats([n.allocated_memory_mib for n in nodes])
+        return cls(
+            clusters=clusters,
+            cluster_names=np.array([c.name for c in clusters], dtype=object),
+            cluster_ready=np.array([c.ready for c in clusters], dtype=bool),
+            cluster_cordoned=np.array([c.cordoned for c in clusters], dtype=bool),
+            cluster_excluded=np.array([c.excluded_reason is not None for c in clusters], dtype=bool),
+            cluster_has_nodes=np.array([bool(c.nodes) for c in clusters], dtype=bool),
+            cluster_tier=np.array([tiers.code(str(c.tier)) for c in clusters], dtype=np.int64),
+            cluster_region=np.array([regions.code(c.region) for c in clusters], dtype=np.int64),
+            cluster_country=np.array([countries.code(c.country) for c in clusters], dtype=np.int64),
+            cluster_cpu_price=floats([c.prices.cpu_hour_eur for c in clusters]),
+            cluster_gib_price=floats([c.prices.gib_hour_eur for c in clusters]),
+            cluster_intensity=floats([c.carbon_intensity for c in clusters]),
+            first_row=np.array(first_row, dtype=np.int64),
+            nodes=tuple(nodes),
+            node_names=np.array(
+                [f"{clusters[c].name}/{n.name}" for c, n in zip(cluster_of, nodes, strict=True)]
+            ).astype(object)
+            if nodes
+            else np.array([], dtype=object),
+            cluster_of=np.array(cluster_of, dtype=np.int64),
+            cpu=cpu,
+            memory_mib=memory,
+            allocated_cpu=allocated_cpu,
+            allocated_memory_mib=allocated_memory,
+            free_cpu=cpu - allocated_cpu,
+            free_memory_mib=memory - allocated_memory,
+            ready=np.array([n.ready for n in nodes], dtype=bool),
+            hosted=np.array([n.hosted_replicas_of_workload for n in nodes], dtype=np.int64),
+            idle_watts=floats([n.power.idle_watts for n in nodes]),
+            max_watts=floats([n.power.max_watts for n in nodes]),
+            dynamic_watts=floats([n.power.max_watts for n in nodes]) - floats([n.power.idle_watts for n in nodes]),
+            architecture=np.array([archs.code(n.architecture) for n in nodes], dtype=np.int64),
+            runtimes=np.array([runtime_lists.code(tuple(n.runtimes)) for n in nodes], dtype=np.int64),
+            tee=np.array([tees.code(n.tee) for n in nodes], dtype=np.int64),
+            tiers=tiers,
+            regions=regions,
+            countries=countries,
+            architectures=archs,
+            runtime_lists=runtime_lists,
+            tees=tees,
+        )
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def with_hosted(self, hosted: Mapping[tuple[str, str], int]) -> NodeTable:
+        """The same inventory for another workload: ``hosted`` counts its replicas per (cluster, node); a node the
+        table does not have is left out, as a candidate list would leave it out."""
+        column = np.zeros(len(self.nodes), dtype=np.int64)
+        for (cluster, node), count in hosted.items():
+            try:
+                column[self.row(cluster, node)] = count
+            except KeyError:
+                continue
+        return replace(self, hosted=column, _memo=self._memo)
+
+    def with_allocated(self, cluster: str, node: str, cpu: float, memory_mib: float) -> NodeTable:
+        """The inventory after ``cpu`` and ``memory_mib`` more were allocated on one node."""
+        row = self.row(cluster, node)
+        allocated_cpu, allocated_memory = self.allocated_cpu.copy(), self.allocated_memory_mib.copy()
+        allocated_cpu[row] += cpu
+        allocated_memory[row] += memory_mib
+        return replace(
+            self,
+            allocated_cpu=allocated_cpu,
+            allocated_memory_mib=allocated_memory,
+            free_cpu=self.cpu - allocated_cpu,
+            free_memory_mib=self.memory_mib - allocated_memory,
+            _memo=self._memo,
+        )
+
+    def row(self, cluster: str, node: str) -> int:
+        """The row of a node; KeyError if the table has no such node."""
+        rows = self._memo.get("rows")
+        if rows is None:
+            rows = self._memo["rows"] = {name: index for index, name in enumerate(self.node_names.tolist())}
+        try:
+            return int(rows[f"{cluster}/{node}"])
+        except KeyError:
+            raise KeyError(f"no node {cluster}/{node} in the table") from None
+
+    def node(self, row: int) -> NodeCandidate:
+        """The candidate of a row, with the table's allocation and hosted replicas (which may be newer)."""
+        node = self.nodes[row]
+        cpu, memory, hosted = float(self.allocated_cpu[row]), int(self.allocated_memory_mib[row]), int(self.hosted[row])
+        if (node.allocated_cpu, node.allocated_memory_mib, node.hosted_replicas_of_workload) == (cpu, memory, hosted):
+            return node
+        return replace(node, allocated_cpu=cpu, allocated_memory_mib=memory, hosted_replicas_of_workload=hosted)
+
+    def cluster(self, row: int) -> ClusterCandidate:
+        """The cluster of a row."""
+        return self.clusters[int(self.cluster_of[row])]
+
+    def memo(self, key: Any, make: Any) -> Any:
+        """A value derived from the table's static columns, computed once (e.g. the runtime each node would use)."""
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = make()
+        return found

@@ -1,0 +1,236 @@
+"""The vectorised engine decides exactly as the reference engine on seeded random inventories and workloads.
+
+The reference engine (``reference.ReferenceEngine``) is the plain statement of the rules; the fast one must give
+the same assignments, scores, totals, reasons and summary, with every filter and criterion, including a
+third-party criterion without a vectorised form, and with a node table kept between decisions.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import pytest
+
+from nemo_kernel.domain import (
+    DeploymentSpec,
+    Detail,
+    Isolation,
+    LatencyMatrix,
+    NodeSpec,
+    PlacementConstraints,
+    PowerModel,
+    Prices,
+    Resources,
+    TeeType,
+    Tier,
+)
+from nemo_kernel.orchestrator.decision import (
+    DEFAULT_CRITERIA,
+    ClusterCandidate,
+    DecisionEngine,
+    NodeCandidate,
+    NodeTable,
+    ReferenceEngine,
+    Requirements,
+)
+from nemo_kernel.orchestrator.decision.criteria import LoadColumns, VectorCriterion, VectorLoadCriterion
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+REGIONS = ("eu-west", "eu-south", "eu-north", "us-east", "ap-south")
+COUNTRIES = ("DE", "FR", "ES", "IT")
+RUNTIMES = (("runc",), ("runc", "kata-qemu-tdx"), ("runh", "runc"), ("crun",), ("kata-qemu-snp",), ())
+TEES = (TeeType.NONE, TeeType.NONE, TeeType.TDX, TeeType.SEV_SNP)
+
+
+class ClusterIndex:
+    """A third-party criterion without ``raw_many``: the engine must call ``raw`` per node and agree."""
+
+    name: ClassVar[str] = "index"
+    lower_is_better: ClassVar[bool] = False
+
+    def raw(self, cluster: ClusterCandidate, node: NodeCandidate, req: Requirements) -> float:
+        return float(sum(map(ord, cluster.name)) % 7) + node.cpu / 10.0
+
+
+CRITERIA = (*DEFAULT_CRITERIA, ClusterIndex())
+
+
+def random_inventory(rng: random.Random) -> list[ClusterCandidate]:
+    clusters = []
+    for c in range(rng.randint(0, 25)):
+        nodes = []
+        for n in range(rng.choice((0, 1, 2, 3, 5, 8))):
+            cpu = float(rng.choice((0.5, 1, 2, 4, 8)))
+            memory = rng.choice((512, 1024, 4096, 8192))
+            nodes.append(
+                NodeCandidate(
+                    name=f"n{rng.randint(0, 99):02d}-{n}",
+                    cpu=cpu,
+                    memory_mib=memory,
+                    architecture=rng.choice(("amd64", "amd64", "arm64")),
+                    runtimes=rng.choice(RUNTIMES),
+                    tee=rng.choice(TEES),
+                    labels=rng.choice(({}, {"zone": "a"}, {"zone": "b", "gpu": "yes"})),
+                    power=PowerModel(idle_watts=rng.uniform(5, 100), max_watts=rng.uniform(100, 400)),
+                    ready=rng.random() > 0.1,
+                    allocated_cpu=round(cpu * rng.choice((0.0, 0.0, 0.3, 0.9, 1.0)), 2),
+                    allocated_memory_mib=int(memory * rng.choice((0.0, 0.5, 1.0))),
+                    hosted_replicas_of_workload=rng.choice((0, 0, 0, 1, 2)),
+                )
+            )
+        clusters.append(
+            ClusterCandidate(
+                name=f"c{c:02d}",
+                tier=rng.choice(list(Tier)),
+                region=rng.choice(REGIONS),
+                country=rng.choice(COUNTRIES),
+                prices=Prices(cpu_hour_eur=rng.choice((0.01, 0.02, 0.05)), gib_hour_eur=rng.uniform(0.001, 0.01)),
+                carbon_intensity=rng.choice((50.0, 300.0, 700.0)),
+                ready=rng.random() > 0.1,
+                cordoned=rng.random() < 0.1,
+                excluded_reason="drained" if rng.random() < 0.05 else None,
+                nodes=nodes,
+            )
+        )
+    rng.shuffle(clusters)  # the engines sort; the input order must not matter
+    return clusters
+
+
+def random_spec(rng: random.Random) -> DeploymentSpec:
+    where: dict[str, Any] = {}
+    if rng.random() < 0.3:
+        where["tiers"] = rng.sample([t.value for t in Tier], rng.randint(1, 2))
+    if rng.random() < 0.2:
+        where["regions"] = rng.sample(REGIONS, 2)
+    if rng.random() < 0.2:
+        where["countries"] = rng.sample(COUNTRIES, 2)
+    if rng.random() < 0.2:
+        where["architectures"] = ["arm64"]
+    if rng.random() < 0.15:
+        where["node_labels"] = {"zone": "b"}
+    if rng.random() < 0.1:
+        where["clusters"] = [f"c{i:02d}" for i in rng.sample(range(25), 8)]
+    if rng.random() < 0.15:
+        where["tee"] = rng.choice(("any", "tdx"))
+    if rng.random() < 0.4:
+        where["users"] = [{"region": r, "weight": rng.uniform(0.5, 3)} for r in rng.sample(REGIONS, 2)]
+        if rng.random() < 0.6:
+            where["max_latency_ms"] = rng.choice((20.0, 60.0, 150.0))
+    if rng.random() < 0.3:
+        where["optimize"] = rng.choice(("cost", "carbon", "latency", "balanced"))
+    if rng.random() < 0.3:
+        where["weights"] = {"cost": rng.choice((0, 1, 5)), "balance": rng.choice((0, 2))}
+    if rng.random() < 0.35:
+        where["spread"] = [
+            rng.choice(({"max": rng.choice((1, 2, 3))}, {"min": rng.choice((1, 2))}, {"min": 1, "max": 2})) | {"by": b}
+            for b in rng.sample(("tier", "region", "cluster"), rng.randint(1, 2))
+        ]
+    if rng.random() < 0.3:
+        if rng.random() < 0.5:
+            where["division"] = {"mode": "dynamic"}
+        else:
+            named = rng.sample(range(25), rng.randint(1, 6))
+            where["division"] = {"mode": "static", "weights": {f"c{i:02d}": rng.choice((1, 2, 5)) for i in named}}
+    return DeploymentSpec(
+        command=["app"],
+        replicas=rng.choice((1, 3, 10)),
+        resources=Resources(cpu=rng.choice((0.1, 0.25, 0.5, 1.0)), memory_mib=rng.choice((64, 256, 1024))),
+        isolation=rng.choice((Isolation.STANDARD, Isolation.STANDARD, Isolation.UNIKERNEL)),
+        placement=PlacementConstraints.model_validate(where),
+    )
+
+
+MATRIX = LatencyMatrix.model_validate(
+    {
+        "same_region_ms": 2,
+        "unknown_ms": 250,
+        "regions": {
+            "eu-west": {"eu-south": 25, "eu-north": 30, "us-east": 80},
+            "eu-south": {"eu-north": 45},
+            "us-east": {"ap-south": 210},
+        },
+    }
+)
+
+
+@pytest.mark.parametrize("seed", range(80))
+def test_the_fast_engine_decides_as_the_reference(seed: int) -> None:
+    rng = random.Random(seed)
+    weights = rng.choice((None, {"cost": 1.0, "carbon": 2.0, "balance": 1.0, "latency": 1.0, "index": 0.5}))
+    fast = DecisionEngine(weights, criteria=CRITERIA, latency=MATRIX, clock=lambda: NOW)
+    reference = ReferenceEngine(weights, criteria=CRITERIA, latency=MATRIX, clock=lambda: NOW)
+    inventory = random_inventory(rng)
+    table = NodeTable.build(inventory)
+    for _ in range(4):
+        spec = random_spec(rng)
+        replicas = list(range(rng.choice((1, 3, 7, 20))))
+        expected = reference.decide("ns", "web", 1, spec, replicas, inventory)
+
+        full = fast.decide("ns", "web", 1, spec, replicas, inventory, detail=Detail.NODES)
+        assert full == expected
+
+        compact = fast.decide("ns", "web", 1, spec, replicas, table, detail=Detail.COMPACT)
+        assert (compact.assignments, compact.outcome, compact.weights, compact.summary) == (
+            expected.assignments,
+            expected.outcome,
+            expected.weights,
+            expected.summary,
+        )
+        # The compact rows are the reference's rows of the same nodes, word for word.
+        by_node = {(v.cluster, v.node): v for v in expected.candidates}
+        assert all(by_node[v.cluster, v.node] == v for v in compact.candidates)
+        placed = {(a.cluster, a.node) for a in expected.assignments}
+        assert placed <= {(v.cluster, v.node) for v in compact.candidates}
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_vectorised_criteria_give_the_scalar_values_bit_for_bit(seed: int) -> None:
+    rng = random.Random(1000 + seed)
+    inventory = random_inventory(rng)
+    table = NodeTable.build(inventory)
+    req = Requirements.of(random_spec(rng), MATRIX)
+    rows = __import__("numpy").arange(len(table))
+    for criterion in DEFAULT_CRITERIA:
+        if isinstance(criterion, VectorCriterion):
+            many = criterion.raw_many(table, rows, req).tolist()
+            one = [criterion.raw(table.cluster(r), table.node(r), req) for r in range(len(table))]  # type: ignore[union-attr]
+        else:
+            assert isinstance(criterion, VectorLoadCriterion)
+            loads = LoadColumns(table.allocated_cpu, table.allocated_memory_mib, table.hosted, table.hosted * 0)
+            many = criterion.score_many(table, rows, loads, req).tolist()
+            one = []
+            from nemo_kernel.orchestrator.decision import NodeLoad
+
+            for r in range(len(table)):
+                node = table.node(r)
+                load = NodeLoad(node.allocated_cpu, node.allocated_memory_mib, node.hosted_replicas_of_workload)
+                one.append(criterion.score(table.cluster(r), node, load, req))  # type: ignore[union-attr]
+        assert many == one, criterion.name
+
+
+def test_a_kept_table_follows_allocations_and_another_workloads_replicas() -> None:
+    spec_ = NodeSpec(name="n1", cpu=2.0, memory_mib=4096)
+    clusters = [
+        ClusterCandidate(
+            name=n, tier=Tier.EDGE, region="eu-west", country="ES", nodes=(NodeCandidate.from_spec(spec_),)
+        )
+        for n in ("a", "b")
+    ]
+    engine = DecisionEngine(clock=lambda: NOW)
+    workload = DeploymentSpec(command=["app"], resources=Resources(cpu=2.0, memory_mib=1024))
+    table = engine.table(clusters)
+
+    first = engine.decide("ns", "w", 1, workload, [0], table, detail=Detail.COMPACT)
+    assert [a.cluster for a in first.assignments] == ["a"]
+    after = table.with_allocated("a", "n1", 2.0, 1024)
+    second = engine.decide("ns", "w", 1, workload, [0], after, detail=Detail.COMPACT)
+    assert [a.cluster for a in second.assignments] == ["b"]  # a is full now
+    # The kept table did not change: deciding on it again gives the first answer.
+    assert engine.decide("ns", "w", 1, workload, [0], table).assignments == first.assignments
+
+    # Another workload with a replica on b/n1 spreads away from it.
+    small = DeploymentSpec(command=["app"], resources=Resources(cpu=0.5, memory_mib=64))
+    hosted = table.with_hosted({("a", "n1"): 1})
+    assert [a.cluster for a in engine.decide("ns", "v", 1, small, [0], hosted).assignments] == ["b"]
