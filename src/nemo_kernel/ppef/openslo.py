@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from nemo_kernel.domain.common import field_path
 from nemo_kernel.domain.errors import ApiError
 from nemo_kernel.domain.sla import (
     BudgetingMethod,
@@ -197,7 +198,7 @@ def to_sla(document: Any) -> SlaSpec:
         sla = SlaSpec.model_validate({**base, "period": period, "slos": slos, "policies": policies})
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        where = field_path([p if isinstance(p, int) else str(p) for p in first["loc"]])
         raise _refuse(where or "(body)", f"{first['msg']} (in the SLA this OpenSLO document describes)") from exc
     _check_conditions(sla, notify)
     return sla
@@ -281,7 +282,8 @@ def _objective(
         if op not in _OPS:
             raise _refuse(_join(field, "op"), f"{op!r} is not supported (lte, gte)")
         slo["threshold"] = objective["value"]
-        if sli["kind"] not in SloKind.__members__.values() or _OPS[op] is not default_comparison(SloKind(sli["kind"])):
+        known = sli["kind"] in {k.value for k in SloKind}  # an unknown kind is refused by SlaSpec, naming it
+        if not known or _OPS[op] is not default_comparison(SloKind(sli["kind"])):
             slo["comparison"] = _OPS[op].value  # the kind's own default is left implicit, as NEMO writes it
     if "timeSliceWindow" in objective:
         if budgeting != BudgetingMethod.TIMESLICES.value:
