@@ -36,16 +36,14 @@ LIVE_STATES = (SlaState.ACTIVE.value, SlaState.VIOLATED.value)
 
 _TRANSITIONS: dict[tuple[SlaState, SlaState], EventKind] = {
     (SlaState.DRAFT, SlaState.ACTIVE): EventKind.SLA_ACTIVATED,
-    (SlaState.TERMINATED, SlaState.ACTIVE): EventKind.SLA_ACTIVATED,
     (SlaState.ACTIVE, SlaState.VIOLATED): EventKind.SLA_VIOLATED,
     (SlaState.VIOLATED, SlaState.ACTIVE): EventKind.SLA_RECOVERED,
     (SlaState.DRAFT, SlaState.TERMINATED): EventKind.SLA_TERMINATED,
     (SlaState.ACTIVE, SlaState.TERMINATED): EventKind.SLA_TERMINATED,
     (SlaState.VIOLATED, SlaState.TERMINATED): EventKind.SLA_TERMINATED,
-    # a new version of a terminated SLA starts again as a draft until its workload is deployed
-    (SlaState.TERMINATED, SlaState.DRAFT): EventKind.SLA_APPLIED,
 }
-"""The lifecycle ``Draft -> Active -> (Violated <-> Active) -> Terminated``; each allowed step and its event."""
+"""The lifecycle ``Draft -> Active -> (Violated <-> Active) -> Terminated``; each allowed step and its event.
+Applying a Terminated SLA again is its next version, a Draft again (:func:`apply_sla`, with ``sla.applied``)."""
 
 SORT_KEYS = ("name", "-name", "created", "-created", "updated", "-updated", "state", "-state")
 """What a list of SLAs may be sorted by (``-`` descending); the API refuses anything else."""
