@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
+from tests.conftest import POSTGRES_ADMIN_DSN
 from tests.stack import Stack, expect_error, running_stack, wait_for
 
 from nemo_kernel.domain.sla import Comparison
@@ -35,10 +38,22 @@ def _sla(name: str = "gold", **changes: Any) -> dict[str, Any]:
     return doc
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("slas")
-    with running_stack(root / "data", {"NEMO_RECONCILE_INTERVAL": "0.3"}) as s:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp(f"slas-{request.param}")
+    env = {"NEMO_RECONCILE_INTERVAL": "0.3"}
+    if request.param == "postgresql":  # a database of its own for the module's whole stack
+        name = f"nemo_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        env["NEMO_DATABASE_URL"] = f"{POSTGRES_ADMIN_DSN.rsplit('/', 1)[0]}/{name}"
+
+        def drop() -> None:
+            with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+        request.addfinalizer(drop)
+    with running_stack(root / "data", env) as s:
         for workload in (SLEEPER, DEMO):
             created = s.api("POST", "/workloads", json=workload)
             assert created.status_code == 201, created.text
@@ -148,7 +163,7 @@ def test_roles_viewer_reads_operator_applies(stack: Stack) -> None:
 def test_violations_as_evaluation_records_them(stack: Stack) -> None:
     assert stack.api("POST", "/slas", json=_sla("viol")).status_code == 201
     # part B's evaluator writes through store.slas; here the same functions on the stack's own database
-    db = Database(f"sqlite:///{stack.data_dir / 'nemo.db'}")
+    db = Database(stack.env.get("NEMO_DATABASE_URL") or f"sqlite:///{stack.data_dir / 'nemo.db'}")
     try:
         with db.transaction() as s:
             row = slas.get_sla(s, "default", "viol")
