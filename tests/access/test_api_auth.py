@@ -21,6 +21,11 @@ from .conftest import IssuerServer, serve_asgi
         ("DELETE", "/api/v1/migrations/m1", "nemo-operator"),
         ("POST", "/api/v1/clusters", "nemo-admin"),
         ("GET", "/api/v1/clusters/c1/nodes", "nemo-viewer"),
+        ("POST", "/api/v1/clusters/c1/faults", "nemo-operator"),
+        ("GET", "/api/v1/clusters/c1/faults", "nemo-viewer"),
+        ("POST", "/api/v1/clusters/c1/faults/x", "nemo-admin"),  # only the faults collection itself
+        ("POST", "/api/v1/clusters/c1/drain", "nemo-admin"),
+        ("POST", "/api/v1/workloads/faults/x", "nemo-operator"),  # a sub-rule of clusters, not of every resource
         ("GET", "/api/v1/users", "nemo-admin"),
         ("PUT", "/api/v1/gateway/routes/r", "nemo-admin"),
         ("POST", "/api/v1/something-new", "nemo-admin"),

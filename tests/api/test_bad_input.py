@@ -440,3 +440,54 @@ def test_the_seed_descriptor_registers_as_a_catalogue_entry(stack: Stack) -> Non
     assert (final["phase"], final["version"], final["desired_replicas"]) == ("Registered", 3, 0)
     for name in ("name", "after-seed"):
         assert stack.api("DELETE", f"/workloads/{name}").status_code == 202
+
+
+# --- collection: workloads' own series, power tables, carbon intensity files -----------------------------------
+
+_TABLE = [{"utilisation": 0.0, "watts": 40.0}, {"utilisation": 1.0, "watts": 120.0}]
+
+
+@pytest.mark.parametrize(
+    ("path", "document", "field"),
+    [
+        ("/workloads", _with(WORKLOAD, "deployment.metrics", {"path": "metrics"}), "deployment.metrics.path"),
+        ("/workloads", _with(WORKLOAD, "deployment.metrics", {"path": "/metrics\n"}), "deployment.metrics.path"),
+        ("/workloads", _with(WORKLOAD, "deployment.metrics", {"path": "/a/../b"}), "deployment.metrics.path"),
+        ("/workloads", _with(WORKLOAD, "deployment.metrics", {"path": "/m?x=1"}), "deployment.metrics.path"),
+        ("/workloads", _with(WORKLOAD, "deployment.metrics", {"path": "//evil/m"}), "deployment.metrics.path"),
+        ("/workloads", _with(WORKLOAD, "deployment.metrics", {"port": "admin"}), "deployment.metrics"),
+        ("/workloads", _with(WORKLOAD, "deployment.metrics", {"port": 8080}), "deployment.metrics.port"),
+        ("/clusters", _with(CLUSTER, "nodes.0.power", {"table": _TABLE[::-1]}), "nodes[0].power"),
+        ("/clusters", _with(CLUSTER, "nodes.0.power", {"table": _TABLE[:1]}), "nodes[0].power.table"),
+        (
+            "/clusters",
+            _with(CLUSTER, "nodes.0.power", {"table": [{"utilisation": i / 200, "watts": 1.0} for i in range(200)]}),
+            "nodes[0].power.table",
+        ),
+        (
+            "/clusters",
+            _with(CLUSTER, "nodes.0.power", {"table": [{"utilisation": 1.5, "watts": 1.0}, *_TABLE]}),
+            "nodes[0].power.table[0].utilisation",
+        ),
+        ("/clusters", _with(CLUSTER, "carbon_intensity_source", {"csv": "/etc/passwd"}), "carbon_intensity_source.csv"),
+        ("/clusters", _with(CLUSTER, "carbon_intensity_source", {"csv": "grid.csv"}), "carbon_intensity_source.csv"),
+        ("/clusters", _with(CLUSTER, "carbon_intensity_source", {"url": "http://x"}), "carbon_intensity_source"),
+    ],
+)
+def test_collection_settings_are_refused_naming_the_field(stack: Stack, path: str, document: Any, field: str) -> None:
+    before = _snapshot(stack)
+    _refused(stack, _post(stack, path, document), 422, field)
+    assert _snapshot(stack) == before
+
+
+def test_a_workload_may_declare_its_metrics_and_a_node_a_power_table(stack: Stack) -> None:
+    ports = [{"name": "http", "port": 8080}, {"name": "admin", "port": 9090}]
+    document = _with(_with(WORKLOAD, "name", "measured"), "deployment.ports", ports)
+    document = _with(document, "deployment.metrics", {"path": "/internal/metrics", "port": "admin"})
+    assert _post(stack, "/workloads", document).status_code == 201
+    got = stack.api("GET", "/workloads/measured").json()
+    assert got["descriptor"]["deployment"]["metrics"] == {"path": "/internal/metrics", "port": "admin"}
+    assert stack.api("DELETE", "/workloads/measured").status_code == 202
+    cluster = _with(_with(CLUSTER, "name", "powered"), "nodes.0.power", {"table": _TABLE})
+    assert _post(stack, "/clusters", cluster).status_code == 201, stack.api("GET", "/clusters/powered").text
+    assert stack.api("DELETE", "/clusters/powered").status_code in (200, 202, 204)

@@ -16,19 +16,23 @@ from local_support import LocalHarness, cluster_spec, eventually
 from tests.orchestrator.fakes import MemoryDriver, MemoryProvider
 
 from nemo_kernel.clusters import (
+    ClusterUnreachable,
     DriverProviders,
     DriverUnavailable,
+    ReplicaRejected,
     ReplicaSpec,
     SupportsAgentPid,
     SupportsCheckpoint,
+    SupportsFaultInjection,
     SupportsLinkEmulation,
     SupportsLinkProbes,
     SupportsStateHandoff,
 )
 from nemo_kernel.clusters.local import LocalClusterDriver, LocalProvider
 from nemo_kernel.clusters.registry import _PROVIDERS
+from nemo_kernel.clusters.sim import SimProvider
 from nemo_kernel.config import Settings
-from nemo_kernel.domain import DriverKind
+from nemo_kernel.domain import DriverKind, FaultSpec
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -49,6 +53,15 @@ def test_the_local_kind_opens_through_the_local_provider_made_from_the_settings(
     assert provider.launcher.replica_user == "nobody"
     assert provider.launcher.request_timeout == 2.0
     assert isinstance(provider, SupportsAgentPid)
+
+
+def test_the_sim_kind_opens_through_the_sim_provider(tmp_path: Path) -> None:
+    providers = DriverProviders(_settings(tmp_path))
+
+    provider = providers.for_kind(DriverKind.SIM)
+
+    assert isinstance(provider, SimProvider)
+    assert providers.for_kind(DriverKind.SIM) is provider  # one simulation for every sim cluster
 
 
 def test_a_kind_without_provider_is_unavailable(tmp_path: Path) -> None:
@@ -143,6 +156,39 @@ async def test_the_local_provider_opens_revives_and_forgets_a_cluster(tmp_path: 
     await provider.forget("edge-p")
     assert provider.pid_of("edge-p") is None
     assert not (tmp_path / "clusters" / "edge-p").exists()
+
+
+async def test_a_partitioned_local_cluster_is_silent_until_its_time_is_up_even_across_a_restart(
+    tmp_path: Path, local: LocalHarness
+) -> None:
+    provider = LocalProvider(_settings(tmp_path))
+    spec = cluster_spec("edge-f")
+    driver = await provider.open(spec)
+    local.drivers.append(driver)
+    agent = provider.pid_of("edge-f")
+    assert isinstance(driver, SupportsFaultInjection)
+    with pytest.raises(ReplicaRejected):  # only a partition can be done with processes
+        await driver.inject_fault(FaultSpec(kind="node_down", node="n1", for_s=5))
+
+    await driver.inject_fault(FaultSpec(kind="partition", for_s=10))  # longer than the two timeouts below
+    with pytest.raises(ClusterUnreachable):
+        await driver.status()
+    with pytest.raises(ClusterUnreachable):  # within its time: the stopped agent is neither continued nor replaced
+        await provider.revive(spec)
+
+    # a new control plane (a new provider over the same state) continues the agent once the time is up
+    restarted = LocalProvider(_settings(tmp_path))
+
+    async def answering() -> LocalClusterDriver | None:
+        try:
+            return await restarted.open(spec)
+        except ClusterUnreachable:
+            return None
+
+    fresh = await eventually(answering, 30)
+    local.drivers.append(fresh)
+    assert (await fresh.status()).cluster == "edge-f"
+    assert restarted.pid_of("edge-f") == agent  # the same agent, continued, not replaced
 
 
 async def test_closing_the_local_provider_stops_agents_only(tmp_path: Path, local: LocalHarness) -> None:

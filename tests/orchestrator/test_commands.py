@@ -28,6 +28,7 @@ from nemo_kernel.orchestrator.commands import Commands
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
+from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.orchestrator.views import Views
 from nemo_kernel.store import Conflict, Database, NotFound, events
 from nemo_kernel.store.tables import EventRow
@@ -52,7 +53,9 @@ class FrontDoor:
         settings = Settings(data_dir=tmp_path / "data", petition_roots=[tmp_path], max_managed_clusters=4)
         directory = StoredKeyDirectory(db)
         self.directory = directory
-        self.commands = Commands(db, self.wakes, intake=Intake(db, settings), directory=directory)
+        self.commands = Commands(
+            db, self.wakes, intake=Intake(db, settings), directory=directory, resources=ResourceManager(db, settings)
+        )
         self.sandboxes: dict[str, str] = {}
         self.views = Views(db, self.sandboxes.get, directory)
 

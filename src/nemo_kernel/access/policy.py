@@ -65,6 +65,18 @@ RULES: Mapping[str, ResourceRule] = MappingProxyType(
         "petitions": ResourceRule(read=VIEWER, write=OPERATOR),
         "slas": ResourceRule(read=VIEWER, write=OPERATOR),
         "violations": ResourceRule(read=VIEWER, write=OPERATOR),
+        # /api/v1/metrics (queries, top) and, outside /api/v1, the series NEMO collects for Prometheus
+        # (/metrics with a token, /federate): viewers read them.
+        "metrics": ResourceRule(read=VIEWER, write=ADMIN),
+        "federate": ResourceRule(read=VIEWER, write=ADMIN),
+    }
+)
+
+#: Parts of a resource (``/<resource>/<name>/<part>``) that need other roles than the resource itself: operators
+#: inject faults into clusters (a test of resilience, like a drain) although only admins register clusters.
+SUBRESOURCE_RULES: Mapping[tuple[str, str], ResourceRule] = MappingProxyType(
+    {
+        ("clusters", "faults"): ResourceRule(read=VIEWER, write=OPERATOR),
     }
 )
 
@@ -80,8 +92,11 @@ def required_role(method: str, path: str) -> str:
     path = path.split("?", 1)[0]
     if path.startswith(API_PREFIX):
         path = path[len(API_PREFIX) :]
-    resource = next((segment for segment in path.split("/") if segment), "")
+    segments = [segment for segment in path.split("/") if segment]
+    resource = segments[0] if segments else ""
     rule = RULES.get(resource, DEFAULT_RULE)
+    if len(segments) == 3:  # /<resource>/<name>/<part>
+        rule = SUBRESOURCE_RULES.get((resource, segments[2]), rule)
     return rule.read if method.upper() in _READ_METHODS else rule.write
 
 

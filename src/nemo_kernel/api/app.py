@@ -14,7 +14,17 @@ from nemo_kernel.access.issuer import issuer_router
 from nemo_kernel.api.errors import install_error_handlers
 from nemo_kernel.api.limits import BodySizeLimit
 from nemo_kernel.api.openapi import ERRORS, install_openapi
-from nemo_kernel.api.routers import clusters, gateway, identities, modules, petitions, slas, system, workloads
+from nemo_kernel.api.routers import (
+    clusters,
+    gateway,
+    identities,
+    metrics,
+    modules,
+    petitions,
+    slas,
+    system,
+    workloads,
+)
 from nemo_kernel.api.security import ApiAccess, authorize
 from nemo_kernel.orchestrator import ControlPlane
 
@@ -50,7 +60,7 @@ def create_app(
     install_error_handlers(app)
     install_access_error_handlers(app)
     v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)], responses=ERRORS)
-    for module in (clusters, workloads, petitions, modules, gateway, slas):
+    for module in (clusters, workloads, metrics, petitions, modules, gateway, slas):
         v1.include_router(module.router)
     v1.include_router(slas.violations_router)
     v1.include_router(identities.users)

@@ -15,6 +15,7 @@ from starlette.routing import Match
 
 from nemo_kernel.access.issuer import IdentityConflict, IdentityNotFound, InvalidIdentity, LastAdmin
 from nemo_kernel.domain.errors import ApiError, error_body
+from nemo_kernel.metrics import MetricsUnavailable
 from nemo_kernel.store import Conflict, NotFound
 
 __all__ = ["ApiError", "error_response", "field_errors", "install_error_handlers"]
@@ -69,6 +70,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return error_response(409, "conflict", str(exc))
+
+    @app.exception_handler(MetricsUnavailable)
+    async def _metrics_unavailable(_: Request, exc: MetricsUnavailable) -> JSONResponse:
+        # The reason (Prometheus refused the connection, timed out...) is what an operator needs to act on.
+        return error_response(503, "metrics_unavailable", f"the metrics backend cannot answer: {exc}")
 
     for identity_error, (status, code) in _IDENTITY_ERRORS.items():
         app.add_exception_handler(identity_error, _identity_error(status, code))

@@ -7,7 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from nemo_kernel.cli import bus_commands, clusters, gateway, identities, modules, slas, workloads
+from nemo_kernel.cli import (
+    bus_commands,
+    clusters,
+    gateway,
+    identities,
+    metrics,
+    modules,
+    monitoring,
+    slas,
+    workloads,
+)
 from nemo_kernel.cli.client import CliError, api_from_env_or, use_token
 from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
 from nemo_kernel.cli.output import OutputFormat, complain, emit, print_table
@@ -19,6 +29,9 @@ app.add_typer(slas.app, name="sla", help="Service level agreements: apply, statu
 app.add_typer(bus_commands.app, name="bus", help="Provision and inspect the RabbitMQ bus.")
 app.add_typer(gateway.app, name="gateway", help="Configure the gateway, expose workloads, run a gateway.")
 app.add_typer(modules.app, name="module", help="Keys of bus modules: keygen, register, rotate, revoke, list.")
+app.add_typer(metrics.app, name="metrics", help="Query the analytics engine (embedded store or Prometheus).")
+app.add_typer(metrics.top, name="top", help="Live usage of workloads, nodes and clusters, like kubectl top.")
+app.add_typer(monitoring.app, name="monitoring", help="Prometheus configurations for the running stack.")
 app.add_typer(identities.users, name="user", help="Users of the built-in identity provider.")
 app.add_typer(identities.clients, name="client", help="OAuth clients of the built-in identity provider.")
 app.command("token")(identities.token)

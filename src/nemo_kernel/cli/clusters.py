@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nemo_kernel.cli.client import api_from_env_or
+from nemo_kernel.cli.client import CliError, api_from_env_or
 from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
 from nemo_kernel.cli.output import Column, OutputFormat, emit, print_table, say
 
@@ -136,3 +136,75 @@ def drain(name: str, api: ApiOption = None, output: OutputOption = OutputFormat.
 def uncordon(name: str, api: ApiOption = None, output: OutputOption = OutputFormat.TABLE) -> None:
     """Make a cluster schedulable again."""
     _schedulable("uncordon", name, api, output)
+
+
+@app.command("generate")
+def generate(
+    count: Annotated[int, typer.Option(help="clusters to generate (1-10,000)")] = 1000,
+    nodes: Annotated[int, typer.Option(help="nodes per cluster (1-5,000)")] = 10,
+    seed: Annotated[int, typer.Option(help="the same seed gives the same fleet")] = 1,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--output", help="clusters file to write (default: stdout)", dir_okay=False)
+    ] = None,
+) -> None:
+    """Write a clusters file of simulated clusters (driver sim) spread like a continuum: tiers, regions,
+    architectures, runtimes, TEEs, prices, carbon intensities and power models. Use it with
+    `nemo up --clusters FILE` or `nemo cluster add -f FILE`."""
+    import yaml  # here: only this command pays for it
+
+    from nemo_kernel.clusters.fleet import check_fleet_size, generate_fleet
+
+    try:
+        check_fleet_size(count, nodes)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    document = {"clusters": [spec.model_dump(mode="json") for spec in generate_fleet(count, nodes, seed)]}
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: ten times faster
+    text = yaml.dump(document, Dumper=dumper, sort_keys=False, width=120)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc}") from None
+    say(f"{count} clusters of {nodes} nodes written to {out}")
+
+
+def _duration(text: str) -> float:
+    """Seconds from ``60``, ``60s``, ``5m`` or ``1h``."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration (60, 60s, 5m, 1h)") from None
+    return value
+
+
+@app.command("fault")
+def fault(
+    name: str,
+    down: Annotated[bool, typer.Option("--down", help="the cluster (or with --node, the node) goes down")] = False,
+    node: Annotated[str | None, typer.Option("--node", help="with --down: the node that goes down")] = None,
+    partition: Annotated[bool, typer.Option("--partition", help="unreachable; replicas keep running")] = False,
+    slow: Annotated[int | None, typer.Option("--slow", help="delay every call by MS", metavar="MS")] = None,
+    for_: Annotated[str, typer.Option("--for", help="how long until it ends by itself (60, 60s, 5m, 1h)")] = "60s",
+    api: ApiOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Inject a fault into a cluster; it ends by itself (`--for`). Works on sim clusters."""
+    chosen = [flag for flag, on in (("--down", down), ("--partition", partition), ("--slow", slow is not None)) if on]
+    if len(chosen) != 1:
+        raise CliError("give one of --down, --node N --down, --partition, --slow MS")
+    if node is not None and not down:
+        raise CliError("--node goes with --down")
+    body: dict[str, Any] = {"for_s": _duration(for_)}
+    if down:
+        body |= {"kind": "node_down", "node": node} if node is not None else {"kind": "down"}
+    elif partition:
+        body["kind"] = "partition"
+    else:
+        body |= {"kind": "slow", "slow_ms": slow}
+    started = api_from_env_or(api).post(f"/clusters/{name}/faults", body)
+    emit(started, output, lambda f: say(f"fault {f['spec']['kind']} on {f['cluster']} until {f['ends_at']}"))

@@ -10,7 +10,12 @@ from typing import Any
 
 
 def write_secret_json(path: Path, data: Any) -> None:
-    """Replace ``path`` atomically with ``data`` as JSON, readable by the owner only.
+    """Replace ``path`` atomically with ``data`` as JSON, readable by the owner only (see :func:`write_secret`)."""
+    write_secret(path, json.dumps(data))
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, readable by the owner only.
 
     The temporary file is created with mode 0600 by ``open(2)`` itself, so there is no moment at which the
     secret sits in a file others may read; the rename then swaps it in whole (no torn file after a crash).
@@ -20,7 +25,7 @@ def write_secret_json(path: Path, data: Any) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as out:
-            json.dump(data, out)
+            out.write(text)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)

@@ -123,6 +123,8 @@ def serve(settings: Settings) -> None:
         if gateway is not None:
             await asyncio.to_thread(gateway.seed, plane.db, url, initial_gateway)  # DB work off the event loop
             gateway.start()
+            if plane.collector is not None:
+                plane.collector.watch_gateway(gateway.url)  # its per-workload series go to the metrics store
         # The sockets are already listening, so the URLs are good as soon as they are printed.
         _write_endpoint(settings.endpoint_file, url, gateway.url if gateway else None)
         say(("NEMO Kernel is up.", "bold green"), " API: ", (url, "bold"), f"  (docs: {url}/docs)")

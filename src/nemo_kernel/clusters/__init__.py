@@ -1,6 +1,6 @@
 """Clusters: the ClusterDriver protocol, the providers that open drivers per kind, and optional capabilities.
 
-Drivers live in subpackages (``local`` now; ``sim`` and ``kubernetes`` later) and are reached only through
+Drivers live in subpackages (``local``, ``sim``; ``kubernetes`` later) and are reached only through
 :class:`DriverProviders` (``clusters.registry``), which imports a driver's module when a cluster of its kind
 first needs it; nothing outside this package imports a driver.
 """
@@ -19,6 +19,7 @@ from nemo_kernel.clusters.capabilities import (
     Link,
     ProbeEndpoints,
     SupportsCheckpoint,
+    SupportsFaultInjection,
     SupportsLinkEmulation,
     SupportsLinkProbes,
     SupportsMetrics,
@@ -42,6 +43,7 @@ __all__ = [
     "ReplicaSpec",
     "SupportsAgentPid",
     "SupportsCheckpoint",
+    "SupportsFaultInjection",
     "SupportsLinkEmulation",
     "SupportsLinkProbes",
     "SupportsMetrics",

@@ -18,7 +18,16 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import Field
 
-from nemo_kernel.domain import ClusterSpec, HealthCheck, Isolation, Model, PortSpec, ReplicaPhase, Resources
+from nemo_kernel.domain import (
+    ClusterSpec,
+    HealthCheck,
+    Isolation,
+    MetricsEndpoint,
+    Model,
+    PortSpec,
+    ReplicaPhase,
+    Resources,
+)
 
 
 class ClusterUnreachable(Exception):
@@ -42,6 +51,7 @@ class ReplicaSpec(Model):
     isolation: Isolation = Isolation.STANDARD
     runtime: str | None = Field(default=None, description="runtime class chosen on the node")
     health: HealthCheck = Field(default_factory=HealthCheck)
+    metrics: MetricsEndpoint | None = Field(default=None, description="where the replica serves its own series")
 
 
 class ReplicaReport(Model):

@@ -23,12 +23,13 @@ from typing import Protocol, runtime_checkable
 from pydantic import Field
 
 from nemo_kernel.clusters.base import ReplicaSpec
-from nemo_kernel.domain import Link, Model
+from nemo_kernel.domain import FaultSpec, Link, Model
 
 __all__ = [
     "Link",  # the domain owns the model; re-exported here, where drivers meet it
     "ProbeEndpoints",
     "SupportsCheckpoint",
+    "SupportsFaultInjection",
     "SupportsLinkEmulation",
     "SupportsLinkProbes",
     "SupportsMetrics",
@@ -120,3 +121,18 @@ class SupportsMetrics(Protocol):
         with ``replica``, ``workload``, ``namespace`` and ``node`` where they apply, plus the series the workloads
         expose themselves. The caller adds ``cluster``, ``tier`` and ``region``. A replica whose own series cannot be
         read is left out and counted in ``nemo_scrape_errors_total``; it never fails the scrape."""
+
+
+@runtime_checkable
+class SupportsFaultInjection(Protocol):
+    """The cluster can be made to fail on purpose (``nemo cluster fault``): down, a node down, partitioned, slow.
+
+    The orchestrator checks the request (the cluster and node exist, the numbers are bounded) and records the
+    fault's start and end as events; the driver only makes the cluster behave so.
+    """
+
+    async def inject_fault(self, fault: FaultSpec) -> None:
+        """Start ``fault`` now; it ends by itself ``fault.for_s`` seconds later, kept by what runs the cluster, so
+        that a control plane stopping meanwhile never leaves a cluster broken for ever. A fault of the same kind
+        (and node) replaces the one in progress. Works while the cluster is down or partitioned (it is how the
+        cluster is told); raises :class:`~nemo_kernel.clusters.errors.ReplicaRejected` for a kind it cannot do."""

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the agent process imports this package; it need not load th
 
 _PROVIDERS: dict[DriverKind, str] = {
     DriverKind.LOCAL: "nemo_kernel.clusters.local:LocalProvider",
+    DriverKind.SIM: "nemo_kernel.clusters.sim:SimProvider",
 }
 
 

@@ -105,6 +105,16 @@ class Settings(BaseSettings):
     )
     oidc_introspection_cache_ttl: float = Field(default=10.0, ge=0, le=3600, description="seconds an answer is reused")
 
+    prometheus_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#@\s]+(/[^?#\s]*)?$",
+        description="Prometheus whose HTTP API answers the analytics engine's queries (PromQL) instead of the "
+        "embedded store, which keeps collecting; no credentials in the URL",
+    )
+    prometheus_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="seconds a query to Prometheus may take before it answers 503"
+    )
+
     heartbeat_interval: float = Field(default=1.0, ge=0.05, le=3600, description="seconds between cluster heartbeats")
     heartbeat_timeout: float = Field(
         default=6.0, gt=0, le=86400, description="silence after which a cluster is NotReady"
@@ -129,6 +139,18 @@ class Settings(BaseSettings):
         description="directories (absolute, separated by ':') under which deploy petitions may read local paths and "
         "file:// repositories; empty refuses them all",
     )
+    metrics_interval: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="seconds between collections of every cluster's series (and the gateway's); 0 disables collection",
+    )
+    carbon_data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="directories (absolute, separated by ':') under which clusters' carbon_intensity_source files may "
+        "be read; empty refuses them all",
+    )
+
     petition_allow_http: bool = Field(default=False, description="petitions may clone plain http:// repositories")
     petition_clone_timeout: float = Field(default=60.0, gt=0, le=600, description="seconds a petition's clone may take")
     petition_clone_max_mib: int = Field(default=100, ge=1, le=10240, description="size limit of a petition's clone")
@@ -151,6 +173,22 @@ class Settings(BaseSettings):
     )
     metrics_flush_interval: float = Field(
         default=60.0, ge=1, le=3600, description="seconds between writes of finished rollups to the database"
+    )
+
+    # Findings of the analytics engine (metrics.findings, orchestrator.findings).
+    findings_interval: float = Field(
+        default=15.0, ge=1, le=3600, allow_inf_nan=False, description="seconds between looks for bottlenecks"
+    )
+    bottleneck_for: float = Field(
+        default=60.0, ge=1, le=86400, allow_inf_nan=False, description="seconds at or above the threshold"
+    )
+    bottleneck_threshold: float = Field(
+        default=0.9, gt=0, le=10, allow_inf_nan=False, description="share of a node's capacity, of a replica's request"
+    )
+    # 20 minutes: 80 points at the default interval. Every cycle reads the whole window of every watched series
+    # (benchmarks/bench_findings.py), so a longer band costs in proportion.
+    anomaly_window: float = Field(
+        default=1200.0, ge=60, le=7 * 86400, allow_inf_nan=False, description="seconds of the band an anomaly leaves"
     )
 
     # The weights of the placement criteria: one JSON mapping, NEMO_WEIGHTS='{"cost": 2, "carbon": 1}'. The three
@@ -176,7 +214,15 @@ class Settings(BaseSettings):
             raise ValueError(f"no user {value!r} on this machine (create it, or name another)") from None
         return value
 
-    @field_validator("petition_roots", mode="before")
+    @field_validator("metrics_interval")
+    @classmethod
+    def _collection_interval(cls, value: float) -> float:
+        # below half a second the collector would spend its time scraping (each pass reads every replica's /proc)
+        if 0 < value < 0.5:
+            raise ValueError("must be 0 (collection off) or at least 0.5 seconds")
+        return value
+
+    @field_validator("petition_roots", "carbon_data_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:
         # PATH-style in the environment, like every other list of directories an admin writes.
@@ -184,12 +230,12 @@ class Settings(BaseSettings):
             return [part for part in value.split(os.pathsep) if part.strip()]
         return value
 
-    @field_validator("petition_roots")
+    @field_validator("petition_roots", "carbon_data_roots")
     @classmethod
     def _absolute_roots(cls, value: list[Path]) -> list[Path]:
         for root in value:
             if not root.is_absolute():
-                raise ValueError(f"petition roots must be absolute directories, not {str(root)!r}")
+                raise ValueError(f"roots must be absolute directories, not {str(root)!r}")
         return value
 
     @field_validator("weights", mode="before")

@@ -4,6 +4,7 @@ from nemo_kernel.domain.cluster import (
     CONTROL_PLANE_LINK,
     MAX_LINK_LATENCY_MS,
     MAX_LINKS,
+    CarbonIntensitySource,
     ClusterPhase,
     ClusterSpec,
     ClusterStatus,
@@ -13,7 +14,9 @@ from nemo_kernel.domain.cluster import (
     NodeSpec,
     NodeStatus,
     PowerModel,
+    PowerPoint,
     Prices,
+    SimSettings,
     TeeType,
     Tier,
 )
@@ -29,6 +32,7 @@ from nemo_kernel.domain.common import (
 )
 from nemo_kernel.domain.documents import MAX_DEPTH, DocumentError, document_problem, load_document
 from nemo_kernel.domain.events import Event, EventKind
+from nemo_kernel.domain.faults import Fault, FaultKind, FaultSpec
 from nemo_kernel.domain.placement import (
     Assignment,
     CandidateVerdict,
@@ -52,6 +56,7 @@ from nemo_kernel.domain.workload import (
     DivisionMode,
     HealthCheck,
     Isolation,
+    MetricsEndpoint,
     Microservice,
     Optimize,
     PlacementConstraints,
@@ -86,6 +91,7 @@ __all__ = [
     "TEE_TYPES",
     "Assignment",
     "CandidateVerdict",
+    "CarbonIntensitySource",
     "ClusterPhase",
     "ClusterSpec",
     "ClusterStatus",
@@ -97,6 +103,9 @@ __all__ = [
     "DriverKind",
     "Event",
     "EventKind",
+    "Fault",
+    "FaultKind",
+    "FaultSpec",
     "HealthCheck",
     "Isolation",
     "Labels",
@@ -104,6 +113,7 @@ __all__ = [
     "Lax",
     "Link",
     "Links",
+    "MetricsEndpoint",
     "Microservice",
     "Model",
     "Name",
@@ -116,11 +126,13 @@ __all__ = [
     "PlacementWeights",
     "PortSpec",
     "PowerModel",
+    "PowerPoint",
     "Prices",
     "ReplicaPhase",
     "ReplicaStatus",
     "Resources",
     "Service",
+    "SimSettings",
     "Spec",
     "SpreadBy",
     "SpreadConstraint",

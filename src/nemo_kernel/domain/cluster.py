@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -56,17 +57,55 @@ class ClusterPhase(StrEnum):
     NOT_READY = "NotReady"  # stopped answering heartbeats
 
 
+MAX_POWER_POINTS = 101
+"""Points of a piecewise power table (one per percent of utilisation is already finer than any measurement)."""
+
+
+class PowerPoint(Spec):
+    """One measured point of a node's power curve: the watts it draws at a CPU utilisation (0 to 1)."""
+
+    utilisation: float = Field(ge=0, le=1)
+    watts: float = Field(ge=0, le=MAX_WATTS)
+
+
 class PowerModel(Spec):
-    """Linear power model of a node: idle draw plus a share of the dynamic range per CPU used."""
+    """A node's power draw by CPU utilisation: linear from ``idle_watts`` to ``max_watts``, or, when ``table`` is
+    given, interpolated between its points (SPECpower-style measurements); ``table`` then wins over the two."""
 
     idle_watts: float = Field(default=50.0, ge=0, le=MAX_WATTS)
     max_watts: float = Field(default=200.0, ge=0, le=MAX_WATTS)
+    table: list[PowerPoint] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=MAX_POWER_POINTS,
+        description="utilisation -> watts points, utilisation strictly increasing; flat beyond the first and last",
+    )
 
     @model_validator(mode="after")
     def _max_above_idle(self) -> PowerModel:
         if self.max_watts < self.idle_watts:
             raise ValueError("max_watts must be at least idle_watts")
         return self
+
+    @model_validator(mode="after")
+    def _table_increasing(self) -> PowerModel:
+        for before, after in itertools.pairwise(self.table or []):
+            if after.utilisation <= before.utilisation:
+                raise ValueError(
+                    f"table: utilisation must be strictly increasing "
+                    f"({after.utilisation:g} after {before.utilisation:g})"
+                )
+        return self
+
+
+class CarbonIntensitySource(Spec):
+    """A time series of the grid's carbon intensity, used instead of the constant ``carbon_intensity``.
+
+    ``csv``: an absolute path to a file of ``timestamp,grams_per_kwh`` rows (ISO 8601 or unix seconds), read by the
+    control plane only under a directory an admin allowed (``NEMO_CARBON_DATA_ROOTS``).
+    """
+
+    csv: str = Field(max_length=4095, pattern=r"^/[^\x00]*$", description="absolute path of the CSV file")
 
 
 class Prices(Spec):
@@ -129,6 +168,20 @@ class NodeSpec(Spec):
     power: PowerModel = Field(default_factory=PowerModel)
 
 
+MAX_SIM_START_DELAY_S = 3600.0
+"""Longest start delay a simulated cluster may take per replica (an hour: beyond any real image pull)."""
+
+
+class SimSettings(Spec):
+    """How a ``driver: sim`` cluster behaves (the simulated driver; other drivers refuse this section)."""
+
+    start_delay_s: float = Field(
+        default=1.0, ge=0, le=MAX_SIM_START_DELAY_S, description="seconds a replica takes from sent to Running"
+    )
+    failure_rate: float = Field(default=0.0, ge=0, le=1, description="probability that a replica's start fails")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="seeds failures and usage noise (deterministic)")
+
+
 class ClusterSpec(Spec):
     """What a user registers: a cluster, where it is, what it costs and what it holds."""
 
@@ -142,11 +195,22 @@ class ClusterSpec(Spec):
     carbon_intensity: float = Field(
         default=300.0, ge=0, le=MAX_CARBON_INTENSITY, description="grid carbon intensity, gCO2/kWh"
     )
+    carbon_intensity_source: CarbonIntensitySource | None = Field(
+        default=None, description="a time series of the intensity; the constant is used where it has no reading"
+    )
     nodes: list[NodeSpec] = Field(min_length=1, max_length=5000)  # Kubernetes' supported maximum
     links: Links = Field(
         default_factory=dict,
         description=f"emulated network: {CONTROL_PLANE_LINK!r} (to the control plane) and peer cluster names",
     )
+    sim: SimSettings | None = Field(default=None, description="behaviour of a simulated cluster (driver sim only)")
+
+    @model_validator(mode="after")
+    def _sim_only_for_sim(self) -> ClusterSpec:
+        # a sim section on a real cluster would be silently ignored: refuse it so a typo in `driver` shows
+        if self.sim is not None and self.driver is not DriverKind.SIM:
+            raise ValueError("sim settings are only for clusters with driver sim")
+        return self
 
     @model_validator(mode="after")
     def _unique_node_names(self) -> ClusterSpec:

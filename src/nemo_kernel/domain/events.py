@@ -30,6 +30,8 @@ class EventKind(StrEnum):
     CLUSTER_NOT_READY = "cluster.not_ready"
     CLUSTER_FAILED = "cluster.failed"  # its stored spec cannot be read: isolated, the loop goes on
     CLUSTER_LINKS_CHANGED = "cluster.links_changed"  # its emulated links (to the control plane, to peers)
+    CLUSTER_FAULT_STARTED = "cluster.fault_started"  # an operator injected a fault (nemo cluster fault)
+    CLUSTER_FAULT_ENDED = "cluster.fault_ended"  # its time was up (or the control plane restarted without it)
 
     WORKLOAD_REGISTERED = "workload.registered"
     WORKLOAD_UPDATED = "workload.updated"
@@ -65,6 +67,11 @@ class EventKind(StrEnum):
     SLA_BREACH_PREDICTED = "sla.breach_predicted"  # an SLO's trend crosses its objective soon (time, confidence)
     SLA_TERMINATED = "sla.terminated"  # deleted: no longer evaluated; its history stays
     SLA_ACTION = "sla.action"  # the closed loop acted on an SLA (audit record in sla_actions)
+
+    # Findings of the analytics engine (metrics.findings), on the workload of a replica or the cluster of a node.
+    ANALYTICS_BOTTLENECK = "analytics.bottleneck"  # CPU or memory at or above the threshold for NEMO_BOTTLENECK_FOR
+    ANALYTICS_BOTTLENECK_CLEARED = "analytics.bottleneck_cleared"  # that episode ended
+    ANALYTICS_ANOMALY = "analytics.anomaly"  # a series far outside its recent band (once per episode)
 
     REACTION_FAILED = "reaction.failed"  # a reaction gave up on an event after its retries: recorded, the loop goes on
 

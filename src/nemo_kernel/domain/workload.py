@@ -13,7 +13,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, field_validator, model_validator, with_config
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+    with_config,
+)
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from nemo_kernel.domain.cluster import MAX_MEMORY_MIB, MAX_NODE_CPU, TeeType, Tier
@@ -90,6 +99,26 @@ class HealthCheck(Spec):
 
     http_path: str | None = Field(default=None, pattern=r"^/")
     timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+
+
+class MetricsEndpoint(Spec):
+    """Where a workload serves its own Prometheus series; the cluster's agent scrapes every replica there."""
+
+    path: str = Field(
+        default="/metrics",
+        max_length=1024,
+        pattern=r"^(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$",
+        description="absolute URL path, no query, no empty, '.' or '..' segments",
+    )
+    port: str = Field(default="http", pattern=r"^[a-z][a-z0-9-]{0,14}$", description="name of a declared port")
+
+    @field_validator("path")
+    @classmethod
+    def _no_dot_segments(cls, value: str) -> str:
+        # '..' would name another path of the same server than the one written: refuse rather than guess
+        if any(segment in (".", "..") for segment in value.split("/")):
+            raise ValueError("must not contain '.' or '..' segments")
+        return value
 
 
 class TeeChoice(StrEnum):
@@ -317,6 +346,9 @@ class DeploymentSpec(Spec):
     tee_required: bool = Field(default=False, description="needs a node with a TEE (implied by confidential)")
     stateful: bool = False
     health: HealthCheck = Field(default_factory=HealthCheck)
+    metrics: MetricsEndpoint | None = Field(
+        default=None, description="the workload's own Prometheus /metrics, scraped by the cluster's agent"
+    )
     placement: PlacementConstraints = Field(default_factory=PlacementConstraints)
 
     @field_validator("working_dir")
@@ -333,6 +365,15 @@ class DeploymentSpec(Spec):
         if self.command is None and self.image is None:
             raise ValueError("give a command (local driver) or an image (Kubernetes driver)")
         return self
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_on_a_declared_port(cls, value: MetricsEndpoint | None, info: ValidationInfo) -> MetricsEndpoint | None:
+        # ports come before metrics, so they are validated already (absent from info.data when they were invalid)
+        declared = [p.name for p in info.data.get("ports", [])]
+        if value is not None and "ports" in info.data and value.port not in declared:
+            raise ValueError(f"port {value.port!r} is not one of the declared ports {declared}")
+        return value
 
     @property
     def needs_tee(self) -> bool:

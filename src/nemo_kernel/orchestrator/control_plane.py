@@ -22,8 +22,11 @@ from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
 from nemo_kernel.metrics import HOUR, MINUTE, EmbeddedMetrics, MetricSink, MetricsReader
+from nemo_kernel.metrics.prometheus import PrometheusReader
+from nemo_kernel.orchestrator.collect import MetricsCollector
 from nemo_kernel.orchestrator.commands import Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
+from nemo_kernel.orchestrator.findings import FindingsWatch
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
@@ -44,6 +47,7 @@ _BOOTSTRAP_SUBJECT = "controlplane/bootstrap"
 _INTAKE_QUEUE = "orchestrator.intake"
 _ENVELOPE_WINDOW = 300.0  # seconds of clock difference accepted on envelopes
 _REACTION_POLL = 0.2  # seconds between looks at the event log when no reaction ran
+_FAULT_POLL = 0.5  # seconds between looks for injected faults whose time is up (their end event is this late at most)
 
 
 def _bus_for(settings: Settings, directory: StoredKeyDirectory) -> Bus:
@@ -60,6 +64,13 @@ def _bus_for(settings: Settings, directory: StoredKeyDirectory) -> Bus:
     return RabbitMqBus(settings.bus_url, tls=tls)
 
 
+def _prometheus_for(settings: Settings) -> PrometheusReader | None:
+    """The Prometheus that answers the analytics engine's queries when ``NEMO_PROMETHEUS_URL`` is set."""
+    if not settings.prometheus_url:
+        return None
+    return PrometheusReader(settings.prometheus_url, settings.prometheus_timeout)
+
+
 class ControlPlane:
     """Everything ``nemo up`` runs besides the HTTP server."""
 
@@ -70,12 +81,14 @@ class ControlPlane:
         providers: Mapping[DriverKind, DriverProvider] | None = None,
         reactions: Reactions | None = None,
         criteria: Sequence[AnyCriterion] = DEFAULT_CRITERIA,
+        metrics_sink: MetricSink | None = None,
         link_sink: MetricSink | None = None,
     ) -> None:
         """``providers`` open the clusters of their driver kinds instead of the registry's (tests, embedders);
         ``reactions`` replaces the default registry (with ``REACTION_MODULES`` imported at start); ``criteria``
-        score placements (the default registry's unless given); ``link_sink`` receives the link probes' series
-        (``orchestrator.probes``) instead of :attr:`metrics_store`."""
+        score placements (the default registry's unless given); ``metrics_sink`` receives the collected series
+        (``orchestrator.collect``) and ``link_sink`` the link probes' series (``orchestrator.probes``) instead of
+        :attr:`metrics_store`, which still answers ``metrics``."""
         self.reactions = reactions
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
@@ -94,8 +107,21 @@ class ControlPlane:
         self.outbox = OutboxPublisher(self.db, self.secure, self.directory.readers)
         self.intake = Intake(self.db, settings)
         # The front door: every state change (API, bus petitions, web) is a command, every read a view.
-        self.commands = Commands(self.db, self.wake, intake=self.intake, directory=self.directory)
-        self.views = Views(self.db, self.resources.sandbox_of, self.directory, self.engine.schedule.decisions)
+        self.commands = Commands(
+            self.db,
+            self.wake,
+            intake=self.intake,
+            directory=self.directory,
+            carbon_roots=settings.carbon_data_roots,
+            resources=self.resources,
+        )
+        self.views = Views(
+            self.db,
+            self.resources.sandbox_of,
+            self.directory,
+            self.engine.schedule.decisions,
+            metrics=lambda: self.metrics,
+        )
         # The analytics engine: the embedded store takes every sample; queries go to ``metrics``, the embedded
         # store unless a Prometheus reader replaces it (NEMO_PROMETHEUS_URL).
         self.metrics_store = EmbeddedMetrics(
@@ -104,7 +130,21 @@ class ControlPlane:
             max_samples_per_series=settings.metrics_raw_max_samples,
             rollups=DatabaseRollups(self.db),
         )
-        self.metrics: MetricsReader = self.metrics_store
+        self.prometheus = _prometheus_for(settings)
+        self.metrics: MetricsReader = self.prometheus or self.metrics_store
+        # Every cluster's and the gateway's series, every NEMO_METRICS_INTERVAL seconds (0: none are collected).
+        self.collector = (
+            MetricsCollector(
+                self.resources,
+                metrics_sink if metrics_sink is not None else self.metrics_store,
+                settings,
+                self._gateway_status_path,
+            )
+            if settings.metrics_interval > 0
+            else None
+        )
+        # Bottlenecks and anomalies in what the analytics engine holds, recorded as analytics.* events.
+        self.findings = FindingsWatch(self.db, lambda: self.metrics, settings)
         # Link probes measure every cluster's links into the store (or the sink a test gives).
         self.link_probes = LinkProber(self.resources, link_sink if link_sink is not None else self.metrics_store)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
@@ -131,9 +171,17 @@ class ControlPlane:
             asyncio.create_task(self.directory.keep_fresh(), name="key-directory"),
             asyncio.create_task(self._prune_loop(), name="seen-messages"),
             asyncio.create_task(self._reaction_loop(ReactionDispatcher(self.db, reactions)), name="reactions"),
+            asyncio.create_task(self.findings.run(), name="findings"),
+            asyncio.create_task(self._fault_loop(), name="faults"),
             asyncio.create_task(self._metrics_loop(), name="metrics-history"),
             asyncio.create_task(self.link_probes.run(), name="link-probes"),
         ]
+        if self.collector is not None:
+            self._tasks.append(asyncio.create_task(self.collector.run(), name="metrics-collector"))
+
+    def _gateway_status_path(self) -> str:
+        path = self.views.gateway.config().get("status_path")
+        return path if isinstance(path, str) else "/_gateway"
 
     def _load_bus_state(self) -> None:
         self.directory.reload()
@@ -234,6 +282,17 @@ class ControlPlane:
             else:
                 await asyncio.sleep(_REACTION_POLL)  # poll interval of the event log, not a synchronisation
 
+    async def _fault_loop(self) -> None:
+        # The drivers end faults by themselves; this loop only records their end as events.
+        while True:
+            try:
+                await asyncio.to_thread(self.commands.faults.expire)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("recording the end of injected faults failed; retrying")
+            await asyncio.sleep(_FAULT_POLL)  # poll interval of the faults' end times, not a synchronisation
+
     async def stop(self) -> None:
         """Stop the loops and the local agents; replicas keep running and are adopted on the next start."""
         for task in self._tasks:
@@ -245,8 +304,12 @@ class ControlPlane:
             except Exception:
                 log.exception("writing the metrics history on stop failed")
         self._tasks = []
+        if self.collector is not None:
+            await self.collector.close()
         if self._subscription is not None:
             await self._subscription.cancel()
         await self.resources.close()
+        if self.prometheus is not None:
+            await self.prometheus.aclose()
         await self.bus.close()
         await asyncio.to_thread(self.db.dispose)

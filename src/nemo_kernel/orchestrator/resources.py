@@ -55,6 +55,7 @@ class ResourceManager:
         self._unavailable: dict[str, str] = {}  # clusters whose kind has no provider -> why, as recorded on them
         self._liveness: dict[str, _Liveness] = {}
         self._sandboxes: dict[str, str | None] = {}
+        self._rtt: dict[str, float] = {}  # cluster -> seconds its last answered heartbeat took
         # cluster -> (the driver given them, the links it was given); one entry per managed cluster
         self._links: dict[str, tuple[ClusterDriver, dict[str, Link]]] = {}
         self._sem = asyncio.Semaphore(_MAX_CONCURRENT_HEARTBEATS)
@@ -62,6 +63,10 @@ class ResourceManager:
     def driver(self, cluster: str) -> ClusterDriver | None:
         """The driver of a cluster, if it has one yet."""
         return self._drivers.get(cluster)
+
+    def heartbeat_rtt(self, cluster: str) -> float | None:
+        """Seconds the cluster's last answered heartbeat took (``status()``), or None if none was answered."""
+        return self._rtt.get(cluster)
 
     def sandbox_of(self, cluster: str) -> str | None:
         """How the cluster keeps replicas from the control plane's data, as its last heartbeat said."""
@@ -160,6 +165,7 @@ class ResourceManager:
         driver = self._drivers.pop(name, None)
         self._liveness.pop(name, None)
         self._sandboxes.pop(name, None)
+        self._rtt.pop(name, None)
         self._links.pop(name, None)
         if driver is not None:
             await _close_quietly(driver, name)
@@ -219,7 +225,11 @@ class ResourceManager:
         driver = self._drivers[name]
         async with self._sem:
             try:
-                return await asyncio.wait_for(driver.status(), self._settings.driver_timeout)
+                # timed here, where the heartbeat already happens: the RTT costs no extra call to the cluster
+                started = time.perf_counter()
+                report = await asyncio.wait_for(driver.status(), self._settings.driver_timeout)
+                self._rtt[name] = time.perf_counter() - started
+                return report
             except (ClusterUnreachable, TimeoutError) as exc:
                 error = str(exc) or type(exc).__name__
             except Exception as exc:
@@ -227,6 +237,7 @@ class ResourceManager:
                 # this cluster only; the pass goes on for the others.
                 log.warning("cluster %s: heartbeat failed: %s", name, exc, exc_info=True)
                 return f"heartbeat failed: {exc}"
+            self._rtt.pop(name, None)  # a silent cluster has no round trip to report, not its last one
             fresh = await self._revive(name)
             if fresh is None:
                 return error

@@ -44,6 +44,14 @@ def history(session: Session, subject: str, *, after_id: int = 0, limit: int = 5
     return [to_event(r) for r in rows]
 
 
+def latest_of_kinds(session: Session, kinds: Sequence[EventKind], limit: int = 1000) -> list[Event]:
+    """The newest events of ``kinds``, newest first (index on kind, id)."""
+    rows = session.scalars(
+        select(EventRow).where(EventRow.kind.in_([k.value for k in kinds])).order_by(EventRow.id.desc()).limit(limit)
+    )
+    return [to_event(r) for r in rows]
+
+
 def unpublished(session: Session, limit: int = 500) -> list[Event]:
     """The oldest events not yet sent on the bus."""
     rows = session.scalars(select(EventRow).where(EventRow.published.is_(False)).order_by(EventRow.id).limit(limit))

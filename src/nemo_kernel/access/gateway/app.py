@@ -175,7 +175,8 @@ class Gateway:
         reason: str | None,
     ) -> None:
         elapsed = time.perf_counter() - started
-        self.metrics.observe(route or "", response.status, decided_by or "", elapsed)
+        workload = ctx.service.workload if ctx is not None else None
+        self.metrics.observe(route or "", response.status, decided_by or "", elapsed, workload)
         if not access_log.isEnabledFor(logging.INFO):
             return  # the record below costs as much as a plugin; build it only when someone reads it
         principal = ctx.principal if ctx else None

@@ -11,7 +11,7 @@ from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.openapi import request_body
 from nemo_kernel.api.params import After, EventPage
-from nemo_kernel.domain import ClusterSpec, ClusterStatus, Event, Links, NodeStatus
+from nemo_kernel.domain import ClusterSpec, ClusterStatus, Event, Fault, FaultSpec, Links, NodeStatus
 from nemo_kernel.orchestrator import ControlPlane
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
@@ -80,3 +80,17 @@ def drain(name: str, plane: Plane) -> ClusterStatus:
 def uncordon(name: str, plane: Plane) -> ClusterStatus:
     """Make the cluster schedulable again."""
     return plane.commands.clusters.set_schedulable(name, cordoned=False)
+
+
+@router.post("/{name}/faults", status_code=201, response_model=Fault, openapi_extra=request_body(FaultSpec))
+async def inject_fault(name: str, request: Request, plane: Plane) -> Fault:
+    """Inject a fault (down, node_down, partition, slow) for ``for_s`` seconds; it ends by itself. Operators may.
+    422 on bad parameters, 404 for an unknown cluster or node, 409 when the cluster's driver cannot do it."""
+    spec = FaultSpec.model_validate(require_mapping(await read_document(request), "a fault"))
+    return await plane.commands.faults.inject(name, spec)
+
+
+@router.get("/{name}/faults", response_model=list[Fault])
+def list_faults(name: str, plane: Plane) -> list[Fault]:
+    """The faults in progress on a cluster."""
+    return plane.commands.faults.active(name)

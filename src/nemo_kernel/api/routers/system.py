@@ -6,18 +6,25 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.concurrency import run_in_threadpool
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.errors import ApiError
 from nemo_kernel.api.openapi import ERRORS, ErrorBody
 from nemo_kernel.api.security import ApiAccess
+from nemo_kernel.metrics import exposition
+from nemo_kernel.metrics.model import Selector
+from nemo_kernel.metrics.promql import parse_selector
 from nemo_kernel.orchestrator import ControlPlane
 
 router = APIRouter(tags=["system"], responses={500: ERRORS[500]})
 # The media type without its parameters (the version and charset the client library sends may change).
 _EXPOSITION = CONTENT_TYPE_LATEST.split(";")[0]
 Plane = Annotated[ControlPlane, Depends(control_plane)]
+MAX_MATCH_PARAMS = 64
+"""Most ``match[]`` selectors one ``/federate`` request may give."""
+_EVERY_SERIES = Selector("")
 
 
 @router.get("/healthz")
@@ -44,16 +51,70 @@ def readyz(plane: Plane) -> dict[str, object]:
     "/metrics",
     response_class=Response,
     responses={
-        200: {"description": "Prometheus text exposition", "content": {_EXPOSITION: {"schema": {"type": "string"}}}}
+        200: {"description": "Prometheus text exposition", "content": {_EXPOSITION: {"schema": {"type": "string"}}}},
+        401: ERRORS[401],
+        403: ERRORS[403],
     },
+    openapi_extra={"security": [{}, {"HTTPBearer": []}]},  # the token is optional here
 )
-def metrics() -> Response:
-    """Prometheus exposition."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request, plane: Plane) -> Response:
+    """Prometheus exposition: the process' own counters (bus, API) to anyone, as always; with a viewer token,
+    also the newest sample of every series NEMO collects (replicas, nodes, clusters, workloads, links)."""
+    text = generate_latest().decode()
+    if request.headers.get("authorization") is None:
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
+    await _access(request).check(request)  # a token that is sent must be valid: a misconfigured scraper learns it
+    own = {sample.name for family in REGISTRY.collect() for sample in family.samples}
+    samples = await run_in_threadpool(plane.metrics_store.latest, [_EVERY_SERIES])
+    # A family the process counts itself is written once (by the client library): never twice with two TYPE lines.
+    collected = exposition.render(s for s in samples if s.name not in own)
+    return Response(text + collected, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/federate",
+    response_class=Response,
+    responses={
+        200: {"description": "The selected series' newest samples", "content": {_EXPOSITION: {"schema": {}}}},
+        400: {"model": ErrorBody, "description": "A missing or bad match[] selector"},
+        401: ERRORS[401],
+        403: ERRORS[403],
+    },
+    openapi_extra={"security": [{"HTTPBearer": []}]},
+)
+async def federate(request: Request, plane: Plane) -> Response:
+    """Prometheus federation (``match[]`` selectors, several allowed): the newest sample of each selected series of
+    the embedded store, with its timestamp; a viewer token is needed (``nemo monitoring prometheus-config``)."""
+    await _access(request).check(request)
+    given = request.query_params.getlist("match[]")
+    if not given:
+        raise ApiError(400, "bad_selector", "give at least one match[] selector", [_field("match[] is required")])
+    if len(given) > MAX_MATCH_PARAMS:
+        message = f"at most {MAX_MATCH_PARAMS} match[] selectors per request"
+        raise ApiError(400, "bad_selector", message, [_field(message)])
+    selectors = []
+    for i, text in enumerate(given):
+        try:
+            selectors.append(parse_selector(text, require_metric=False))
+        except ValueError as exc:
+            raise ApiError(400, "bad_selector", f"match[] #{i + 1}: {exc}", [_field(str(exc), i)]) from None
+    try:
+        text = await run_in_threadpool(exposition.federate, plane.metrics_store, selectors)
+    except ValueError as exc:  # a regular expression the store refuses (too long)
+        raise ApiError(400, "bad_selector", str(exc), [_field(str(exc))]) from None
+    return Response(text, media_type=exposition.CONTENT_TYPE)
+
+
+def _access(request: Request) -> ApiAccess:
+    access: ApiAccess = request.app.state.access
+    return access
+
+
+def _field(message: str, index: int | None = None) -> dict[str, str]:
+    return {"field": "match[]" if index is None else f"match[{index}]", "message": message}
 
 
 @router.get("/.well-known/nemo-configuration")
 def nemo_configuration(request: Request) -> dict[str, str | None]:
     """Unauthenticated: the issuer to get tokens from (then OIDC discovery on it), the audience and the realm."""
-    access: ApiAccess = request.app.state.access
-    return access.configuration()
+    return _access(request).configuration()

@@ -7,6 +7,8 @@ Run as ``python -m nemo_kernel.clusters.local.agent --cluster-file SPEC.json --s
 - ``GET /v1/status`` -> :class:`ClusterReport`
 - ``PUT /v1/replicas/{id}`` with a :class:`ReplicaSpec` -> :class:`ReplicaReport` (idempotent)
 - ``DELETE /v1/replicas/{id}`` -> 204 (idempotent)
+- ``GET /metrics`` -> Prometheus text: ``nemo_replica_*`` and ``nemo_node_*`` series (``metrics.names``) and the
+  series the replicas serve themselves (``deployment.metrics``), labelled replica, workload, namespace, node
 - ``GET /v1/links`` -> the links emulated and the probe endpoints (:class:`LinksReport`)
 - ``PUT /v1/links/{peer}`` with a :class:`~nemo_kernel.domain.Link` -> 204; ``DELETE /v1/links/{peer}`` -> 204
 - ``POST /v1/links/{peer}/probe`` with a :class:`PeerProbe` -> :class:`PeerProbeResult` (round trips, null: lost)
@@ -25,6 +27,7 @@ import os
 import secrets
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,6 +45,7 @@ from nemo_kernel.clusters.capabilities import ProbeEndpoints
 from nemo_kernel.clusters.errors import ReplicaRejected
 from nemo_kernel.clusters.links import MAX_PROBES
 from nemo_kernel.clusters.local.linkproxy import LinkTable
+from nemo_kernel.clusters.local.meter import ClusterMeter
 from nemo_kernel.clusters.local.sandbox import DEFAULT_REPLICA_USER, SandboxUnavailable, detect
 from nemo_kernel.clusters.local.state import (
     AGENT_FILE,
@@ -51,8 +55,12 @@ from nemo_kernel.clusters.local.state import (
     write_agent_endpoint,
 )
 from nemo_kernel.clusters.local.supervisor import ProcessSupervisor
+from nemo_kernel.clusters.local.workload_metrics import ScrapeLimits, WorkloadScraper
 from nemo_kernel.domain import ClusterSpec, Link, Model, is_dns_label
 from nemo_kernel.domain.errors import ApiError, error_body
+from nemo_kernel.metrics.textformat import families_of, merge, render
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 log = logging.getLogger("nemo_kernel.clusters.local.agent")
 
@@ -83,10 +91,14 @@ class PeerProbeResult(Model):
     rtts: list[float | None]
 
 
-def create_app(cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str) -> FastAPI:
+def create_app(
+    cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str, scrape_limits: ScrapeLimits | None = None
+) -> FastAPI:
     """The agent's HTTP API over ``supervisor``, guarded by ``token``; the app starts and closes the supervisor."""
     node_names = {node.name for node in cluster.nodes}
     links = LinkTable(cluster.name)
+    meter = ClusterMeter(cluster)
+    scraper = WorkloadScraper(scrape_limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -147,6 +159,15 @@ def create_app(cluster: ClusterSpec, supervisor: ProcessSupervisor, token: str) 
                 )
             )
         return ClusterReport(cluster=cluster.name, nodes=nodes, replicas=replicas, sandbox=supervisor.sandbox.mode)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        usages = supervisor.usage()
+        now = time.time()
+        own = meter.observe(usages, time.monotonic(), now)
+        theirs = await scraper.scrape(usages)
+        own.extend(scraper.samples(usages, now))
+        return Response(render(families_of(own) + merge(theirs)), media_type=METRICS_CONTENT_TYPE)
 
     @app.put("/v1/replicas/{replica_id}")
     async def put_replica(replica_id: str, spec: ReplicaSpec) -> ReplicaReport:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -11,14 +13,20 @@ import httpx
 from nemo_kernel.clusters.base import ClusterReport, ClusterUnreachable, ReplicaSpec
 from nemo_kernel.clusters.capabilities import (
     ProbeEndpoints,
+    SupportsFaultInjection,
     SupportsLinkEmulation,
     SupportsLinkProbes,
+    SupportsMetrics,
 )
 from nemo_kernel.clusters.errors import ReplicaRejected
 from nemo_kernel.clusters.links import PROBE_INTERVAL, probe_timeout
-from nemo_kernel.domain import MAX_LINK_LATENCY_MS, Link
+from nemo_kernel.domain import MAX_LINK_LATENCY_MS, FaultKind, FaultSpec, Link
+from nemo_kernel.metrics import Sample
+from nemo_kernel.metrics.textformat import TextFormatError, parse, samples_of
 
 MAX_LINK = Link(latency_ms=MAX_LINK_LATENCY_MS, jitter_ms=MAX_LINK_LATENCY_MS)
+MAX_AGENT_SAMPLES = 1_000_000
+"""Samples one agent's page may hold (a thousand replicas of a workload serving 1,000 series each)."""
 
 
 class LocalClusterDriver:
@@ -29,9 +37,13 @@ class LocalClusterDriver:
     :class:`ReplicaRejected`.
     """
 
-    def __init__(self, base_url: str, token: str, timeout: float = 3.0) -> None:
+    def __init__(
+        self, base_url: str, token: str, timeout: float = 3.0, pause: Callable[[float], None] | None = None
+    ) -> None:
+        """``pause(seconds)`` stops the cluster's agent for that long (the launcher gives it; a partition fault)."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self._pause = pause
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -52,6 +64,25 @@ class LocalClusterDriver:
     async def remove_replica(self, replica_id: str) -> None:
         """Stop and forget the replica (idempotent); raises :class:`ClusterUnreachable`."""
         await self._request("DELETE", f"/v1/replicas/{quote(replica_id, safe='')}")
+
+    async def scrape(self) -> Sequence[Sample]:
+        """The agent's ``/metrics`` as samples (:class:`~nemo_kernel.clusters.capabilities.SupportsMetrics`);
+        raises :class:`ClusterUnreachable`, also for a page that does not parse (the agent is ours: a bug)."""
+        response = await self._request("GET", "/metrics")
+        try:
+            families = parse(response.content.decode("utf-8"), MAX_AGENT_SAMPLES)
+        except (UnicodeDecodeError, TextFormatError) as exc:
+            raise ClusterUnreachable(f"{self.base_url}: unreadable /metrics: {exc}") from exc
+        return samples_of(families, time.time())
+
+    async def inject_fault(self, fault: FaultSpec) -> None:
+        """A partition stops the agent for ``fault.for_s`` seconds (its replicas keep running); a local cluster
+        cannot simulate the other kinds (raises :class:`ReplicaRejected`)."""
+        if fault.kind is not FaultKind.PARTITION or self._pause is None:
+            raise ReplicaRejected(
+                "unsupported", f"a local cluster can only be partitioned (its agent stopped), not {fault.kind.value}"
+            )
+        self._pause(fault.for_s)
 
     async def set_link(self, peer: str, link: Link | None) -> None:
         """Emulate ``link`` between this cluster and ``peer`` (``controlplane`` or a cluster); None removes it."""
@@ -113,5 +144,7 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
 
 
 # mypy checks here that the driver keeps the capabilities' shape
+_metrics: type[SupportsMetrics] = LocalClusterDriver
 _links: type[SupportsLinkEmulation] = LocalClusterDriver
 _probes: type[SupportsLinkProbes] = LocalClusterDriver
+_faults: type[SupportsFaultInjection] = LocalClusterDriver

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 import signal
@@ -30,6 +31,10 @@ from nemo_kernel.clusters.local.state import (
     write_atomically,
 )
 from nemo_kernel.domain import ClusterSpec
+
+PAUSED_FILE = "paused-until"
+"""In a cluster's state directory while a fault keeps its agent stopped: the unix time the stop ends. A file, so that
+the next control plane continues an agent whose time is up even when the one that stopped it is gone."""
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +96,10 @@ class LocalAgentLauncher:
             wanted = spec.model_dump_json(indent=2).encode()
             endpoint = self._live_endpoint(spec.name)
             if endpoint is not None:
+                self._continue_when_due(spec.name, endpoint)
                 same_spec = spec_file.exists() and spec_file.read_bytes() == wanted
                 if same_spec:
-                    driver = self._driver(endpoint)
+                    driver = self._driver(endpoint, spec.name)
                     try:
                         report = await driver.status()
                     except BaseException:
@@ -194,8 +200,37 @@ class LocalAgentLauncher:
     def _lock_of(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
-    def _driver(self, endpoint: AgentEndpoint) -> LocalClusterDriver:
-        return LocalClusterDriver(endpoint.url, endpoint.token, timeout=self.request_timeout)
+    def pause(self, name: str, seconds: float) -> None:
+        """Stop the agent of cluster ``name`` (SIGSTOP) for ``seconds``: it answers nothing while its replicas keep
+        running (a partition). :meth:`ensure`, which the control plane calls after every missed heartbeat, continues
+        it once the time is up; raises :class:`ClusterUnreachable` when no agent runs."""
+        endpoint = self._live_endpoint(name)
+        proc = None if endpoint is None else live_process(endpoint.pid, endpoint.create_time)
+        if proc is None:
+            raise ClusterUnreachable(f"no agent runs cluster {name!r}")
+        write_atomically(self.state_dir(name) / PAUSED_FILE, repr(time.time() + seconds).encode(), mode=0o600)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.suspend()
+
+    def _continue_when_due(self, name: str, endpoint: AgentEndpoint) -> None:
+        """Continue an agent a fault stopped once its time is up (an agent stopped by anything else stays so)."""
+        marker = self.state_dir(name) / PAUSED_FILE
+        try:
+            until = float(marker.read_text())
+        except (OSError, ValueError):
+            return
+        if time.time() < until:
+            return
+        proc = live_process(endpoint.pid, endpoint.create_time)
+        if proc is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.resume()
+        marker.unlink(missing_ok=True)
+
+    def _driver(self, endpoint: AgentEndpoint, name: str) -> LocalClusterDriver:
+        return LocalClusterDriver(
+            endpoint.url, endpoint.token, timeout=self.request_timeout, pause=functools.partial(self.pause, name)
+        )
 
     def _live_endpoint(self, name: str) -> AgentEndpoint | None:
         """The endpoint of cluster ``name``'s agent if that very process is alive."""
@@ -244,7 +279,7 @@ class LocalAgentLauncher:
             endpoint = read_agent_endpoint(state_dir / AGENT_FILE)
             if endpoint is not None and endpoint.pid == child.pid:
                 published = True
-                driver = self._driver(endpoint)
+                driver = self._driver(endpoint, name)
                 try:
                     await driver.status()
                 except ClusterUnreachable as exc:

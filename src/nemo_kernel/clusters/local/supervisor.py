@@ -44,6 +44,7 @@ from nemo_kernel.clusters.local.state import (
     make_private_dir,
     save_replica_table,
 )
+from nemo_kernel.clusters.local.usage import ProcessTrees, ReplicaUsage
 from nemo_kernel.domain import ReplicaPhase
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ class ProcessSupervisor:
         self._http: httpx.AsyncClient | None = None
         self._dirty = False
         self._next_sample_at = 0.0
+        self._trees = ProcessTrees()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -212,6 +214,47 @@ class ProcessSupervisor:
         """What one replica is doing, or None if it is not supervised."""
         replica = self._replicas.get(replica_id)
         return None if replica is None else replica.report()
+
+    def usage(self) -> list[ReplicaUsage]:
+        """What every supervised replica uses now (CPU and memory over its process tree), sorted by id.
+
+        Reads ``/proc``: call it when a reading is wanted (a scrape), not on every supervision pass.
+        """
+        running = {
+            r.spec.id: r.process.pid
+            for r in self._replicas.values()
+            if not r.removed and r.process is not None and not r.process.has_exited()
+        }
+        readings = self._trees.usage(running.values(), time.monotonic())
+        usages = []
+        for key in sorted(self._replicas):
+            replica = self._replicas[key]
+            if replica.removed:
+                continue
+            process = replica.process
+            reading = readings.get(running[key]) if key in running else None
+            spec = replica.spec
+            port = replica.ports.get(spec.metrics.port) if spec.metrics is not None else None
+            up = replica.phase is ReplicaPhase.RUNNING and replica.stopping is None and reading is not None
+            usages.append(
+                ReplicaUsage(
+                    replica=spec.id,
+                    workload=spec.workload,
+                    node=spec.node,
+                    up=up,
+                    restarts=replica.restarts,
+                    pid=process.pid if process is not None and reading is not None else None,
+                    cpu_seconds=reading[0] if reading is not None else None,
+                    memory_bytes=reading[1] if reading is not None else None,
+                    # only once Running: a replica still starting has nothing to serve yet, and is not failing
+                    metrics_url=(
+                        f"http://127.0.0.1:{port}{spec.metrics.path}"
+                        if spec.metrics is not None and port is not None and up
+                        else None
+                    ),
+                )
+            )
+        return usages
 
     def ensure(self, spec: ReplicaSpec) -> ReplicaReport:
         """Run ``spec`` (idempotent: the same spec is a no-op, a changed one replaces the process)."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from pydantic import TypeAdapter
 
 from nemo_kernel.domain import ClusterSpec, ClusterStatus, Link, Links
 from nemo_kernel.domain.errors import ApiError
+from nemo_kernel.metrics.carbon import CarbonSourceRefused, allowed
 from nemo_kernel.orchestrator.commands.base import Wake
 from nemo_kernel.store import Database
 from nemo_kernel.store import clusters as cluster_store
@@ -16,12 +20,24 @@ _LINKS: TypeAdapter[dict[str, Link]] = TypeAdapter(Links)
 class ClusterCommands:
     """Changes to the set of clusters and to whether they take replicas; each wakes the reconcile loop."""
 
-    def __init__(self, db: Database, wake: Wake) -> None:
+    def __init__(self, db: Database, wake: Wake, carbon_roots: Sequence[Path] = ()) -> None:
         self._db = db
         self._wake = wake
+        self._carbon_roots = list(carbon_roots)
 
     def add(self, spec: ClusterSpec) -> ClusterStatus:
-        """Register a cluster and its nodes (event ``cluster.registered``); ``Conflict`` if the name is taken."""
+        """Register a cluster and its nodes (event ``cluster.registered``); ``Conflict`` if the name is taken.
+
+        A carbon intensity file outside the directories an admin allowed is refused (422): the control plane
+        reads it, so naming it must not be a way to read the machine's files.
+        """
+        source = spec.carbon_intensity_source
+        if source is not None:
+            try:
+                allowed(source.csv, self._carbon_roots)
+            except CarbonSourceRefused as exc:
+                field = "carbon_intensity_source.csv"
+                raise ApiError(422, "invalid", f"{field}: {exc}", [{"field": field, "message": str(exc)}]) from None
         with self._db.transaction() as s:
             status = cluster_store.to_cluster_status(cluster_store.add_cluster(s, spec))
         self._wake()

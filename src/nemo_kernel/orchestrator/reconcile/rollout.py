@@ -231,4 +231,5 @@ def _replica_spec(row: ReplicaRow, namespace: str, name: str, descriptor: Worklo
         isolation=d.isolation,
         runtime=row.runtime,
         health=d.health,
+        metrics=d.metrics,
     )

@@ -6,10 +6,24 @@ A view reads in one transaction and returns domain models; it never changes anyt
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from nemo_kernel.metrics import MetricsReader, MetricsUnavailable
 from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
 from nemo_kernel.orchestrator.views.clusters import ClusterViews, SandboxOf
 from nemo_kernel.orchestrator.views.gateway import GatewayViews
+from nemo_kernel.orchestrator.views.metrics import (
+    ClusterTop,
+    ClusterUsage,
+    MetricsViews,
+    NodeTop,
+    NodeUsage,
+    ReplicaUsage,
+    WorkloadMetrics,
+    WorkloadTop,
+    WorkloadUsage,
+)
 from nemo_kernel.orchestrator.views.modules import ModuleEntry, ModuleKey, ModuleViews
 from nemo_kernel.orchestrator.views.slas import SlaPage, SlaReport, SlaViews, ViolationPage
 from nemo_kernel.orchestrator.views.workloads import (
@@ -21,13 +35,19 @@ from nemo_kernel.orchestrator.views.workloads import (
 from nemo_kernel.store import Database
 
 __all__ = [
+    "ClusterTop",
+    "ClusterUsage",
     "ClusterViews",
     "GatewayViews",
+    "MetricsViews",
     "ModuleEntry",
     "ModuleKey",
     "ModuleViews",
+    "NodeTop",
+    "NodeUsage",
     "PlacementExplanation",
     "ReplicaPlacement",
+    "ReplicaUsage",
     "SandboxOf",
     "SlaPage",
     "SlaReport",
@@ -35,8 +55,15 @@ __all__ = [
     "StoredDecision",
     "Views",
     "ViolationPage",
+    "WorkloadMetrics",
+    "WorkloadTop",
+    "WorkloadUsage",
     "WorkloadViews",
 ]
+
+
+def _no_metrics() -> MetricsReader:
+    raise MetricsUnavailable("this control plane has no analytics engine")
 
 
 class Views:
@@ -48,12 +75,16 @@ class Views:
         sandbox_of: SandboxOf,
         directory: StoredKeyDirectory,
         decisions: DecisionEngine | None = None,
+        metrics: Callable[[], MetricsReader] = _no_metrics,
     ) -> None:
         """``sandbox_of`` tells how a cluster's running agent confines replicas (live, not stored); ``directory``
         is the module key directory the bus verifies against; ``decisions`` is the engine placement uses, to
-        explain every node's verdict on request (an engine with the default weights if not given)."""
+        explain every node's verdict on request (an engine with the default weights if not given); ``metrics``
+        returns the analytics engine's current reader (without one, metrics views answer
+        :class:`MetricsUnavailable`)."""
         self.clusters = ClusterViews(db, sandbox_of)
         self.modules = ModuleViews(directory)
         self.workloads = WorkloadViews(db, decisions)
         self.gateway = GatewayViews(db)
+        self.metrics = MetricsViews(metrics, self.workloads)
         self.slas = SlaViews(db)

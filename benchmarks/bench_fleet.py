@@ -1,0 +1,239 @@
+"""Fleet figures of today's engine on simulated clusters: steady-state CPU and RSS, restart to a fully reconciled
+state, and the time to reschedule the replicas of clusters declared NotReady.
+
+Run from the repository root (it takes minutes at full size)::
+
+    .venv/bin/python benchmarks/bench_fleet.py --clusters 1000 --nodes 10 --workloads 100 --replicas 100 --append
+
+Everything runs in this process as ``nemo up`` runs it: the real ``OrchestrationEngine`` and ``ResourceManager``
+on SQLite in a temporary directory, the ``sim`` provider on the real clock (replicas start after their cluster's
+delay), faults injected through the orchestrator's fault command. The steady state alternates windows of the
+engine's loop (a pass every ``--interval`` seconds, as the control plane) with windows of the simulation alone
+(every sim cluster's heartbeat, no engine), the baseline that says how much of the engine's figure is the
+simulation's own cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+from sqlalchemy import func, select
+
+from nemo_kernel.clusters import DriverProviders
+from nemo_kernel.clusters.fleet import generate_fleet
+from nemo_kernel.clusters.sim import SimProvider
+from nemo_kernel.config import Settings
+from nemo_kernel.domain import DriverKind, FaultSpec, WorkloadDescriptor
+from nemo_kernel.orchestrator.commands import FaultCommands
+from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
+from nemo_kernel.orchestrator.resources import ResourceManager
+from nemo_kernel.store import Database, clusters, workloads
+from nemo_kernel.store.tables import ClusterRow, ReplicaRow
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+RUNNING = "Running"
+
+
+class Plane:
+    """The engine, its resource manager and the fault command over one simulation (one process's worth)."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.sim = SimProvider(settings)
+        self.resources = ResourceManager(db, settings, DriverProviders(settings, {DriverKind.SIM: self.sim}))
+        self.engine = OrchestrationEngine(db, self.resources, settings)
+        self.faults = FaultCommands(db, lambda: None, self.resources)
+
+
+def count_running(db: Database, away_from: frozenset[str] = frozenset()) -> tuple[int, int]:
+    """(desired replicas, of them Running and not on ``away_from``)."""
+    with db.transaction() as s:
+        desired = s.scalar(select(func.count()).select_from(ReplicaRow).where(ReplicaRow.desired.is_(True))) or 0
+        query = (
+            select(func.count())
+            .select_from(ReplicaRow)
+            .where(ReplicaRow.desired.is_(True), ReplicaRow.phase == RUNNING)
+        )
+        if away_from:
+            query = query.where(ReplicaRow.cluster.not_in(away_from))
+        return desired, s.scalar(query) or 0
+
+
+async def passes_until(plane: Plane, done: Callable[[], bool], limit_s: float) -> tuple[float, int, float]:
+    """Run passes back to back until ``done()``; (seconds, passes, CPU seconds of this process)."""
+    start, passes, cpu = time.monotonic(), 0, time.process_time()
+    while True:
+        await plane.engine.reconcile_once()
+        passes += 1
+        if done():
+            return time.monotonic() - start, passes, time.process_time() - cpu
+        if time.monotonic() - start > limit_s:
+            raise SystemExit(f"not reconciled after {limit_s:.0f}s ({passes} passes)")
+
+
+async def cpu_per_step(step: Callable[[], Awaitable[object]], seconds: float, interval: float) -> float:
+    """CPU seconds of this process per run of ``step``, run every ``interval`` seconds (or back to back when one
+    takes longer) for ``seconds``. CPU time, not wall time: on a shared machine it is what the step costs, and
+    cost / interval is the share of a core it needs at that pace."""
+    cpu0, wall0, steps = time.process_time(), time.monotonic(), 0
+    while time.monotonic() - wall0 < seconds or steps == 0:
+        began = time.monotonic()
+        await step()
+        steps += 1
+        await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
+    return (time.process_time() - cpu0) / steps
+
+
+async def run(args: argparse.Namespace) -> dict[str, str]:
+    figures: dict[str, str] = {}
+
+    def note(name: str, value: str) -> None:
+        figures[name] = value
+        print(f"{datetime.now(UTC):%H:%M:%S} {name}: {value}", file=sys.stderr, flush=True)  # progress
+
+    root = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+    db = Database(f"sqlite:///{root / 'nemo.db'}")
+    db.migrate()
+    settings = Settings(data_dir=root / "data", reconcile_interval=args.interval, heartbeat_timeout=args.timeout)
+    process = psutil.Process()
+
+    t = time.monotonic()
+    with db.transaction() as s:
+        for spec in generate_fleet(args.clusters, args.nodes, seed=args.seed):
+            clusters.add_cluster(s, spec)
+    note("register the fleet (s)", f"{time.monotonic() - t:.1f}")
+
+    plane = Plane(db, settings)
+    seconds, _, cpu = await passes_until(plane, lambda: True, 3600)
+    note("first pass: open and hear every cluster (wall s, CPU s)", f"{seconds:.1f}, {cpu:.1f}")
+
+    with db.transaction() as s:
+        for w in range(args.workloads):
+            body = {"name": f"w{w:05d}", "deployment": {"command": ["serve"], "replicas": args.replicas,
+                                                       "resources": {"cpu": 0.01, "memory_mib": 16}}}  # fmt: skip
+            workloads.apply_workload(s, WorkloadDescriptor.model_validate(body))
+    total = args.workloads * args.replicas
+
+    def all_running() -> bool:
+        desired, running = count_running(db)
+        return desired == total and running == total
+
+    seconds, passes, cpu = await passes_until(plane, all_running, args.limit)
+    note(f"deploy {total:,} replicas until all Running (wall s, CPU s, passes)", f"{seconds:.1f}, {cpu:.1f}, {passes}")
+
+    engine_shares: list[float] = []
+    sim_shares: list[float] = []
+    drivers = [d for d in (plane.resources.driver(c) for c in plane.sim.simulation.clusters) if d is not None]
+
+    async def heartbeats_only() -> None:
+        await asyncio.gather(*(d.status() for d in drivers))
+
+    for _ in range(args.windows):  # alternating, so that the machine's load hits both alike
+        engine_shares.append(await cpu_per_step(plane.engine.reconcile_once, args.steady, args.interval))
+        sim_shares.append(await cpu_per_step(heartbeats_only, args.steady, args.interval))
+    per_pass, per_beat = statistics.median(engine_shares), statistics.median(sim_shares)
+    note(
+        "steady state: CPU s per pass, engine (share of a core at one pass per interval)",
+        f"{per_pass:.3f} ({per_pass / args.interval:.2f})",
+    )
+    note(
+        "steady state: CPU s per round of sim heartbeats alone, baseline (share of a core)",
+        f"{per_beat:.3f} ({per_beat / args.interval:.2f})",
+    )
+    note("RSS after steady state (MiB)", f"{process.memory_info().rss / 2**20:.0f}")
+
+    # A restart: the process's simulation starts empty; the engine re-sends every desired replica.
+    await plane.resources.close()
+    plane = Plane(db, settings)
+    seconds, passes, cpu = await passes_until(plane, all_running, args.limit)
+    note("restart to fully reconciled (wall s, CPU s, passes)", f"{seconds:.1f}, {cpu:.1f}, {passes}")
+
+    # The clusters holding the most replicas go down until at least --reschedule replicas are affected.
+    with db.transaction() as s:
+        per_cluster = s.execute(
+            select(ReplicaRow.cluster, func.count())
+            .where(ReplicaRow.desired.is_(True))
+            .group_by(ReplicaRow.cluster)
+            .order_by(func.count().desc())
+        ).all()
+    victims: set[str] = set()
+    affected = 0
+    for name, count in per_cluster:
+        if affected >= args.reschedule:
+            break
+        victims.add(name)
+        affected += count
+    for name in victims:
+        await plane.faults.inject(name, FaultSpec(kind="down", for_s=3600))
+
+    def declared() -> bool:
+        with db.transaction() as s:
+            phases = s.scalars(select(ClusterRow.phase).where(ClusterRow.name.in_(victims)))
+            return all(p == "NotReady" for p in phases)
+
+    await passes_until(plane, declared, args.limit)
+
+    def moved() -> bool:
+        return count_running(db, frozenset(victims))[1] == total
+
+    seconds, passes, cpu = await passes_until(plane, moved, args.limit)
+    note(
+        f"reschedule {affected} replicas of {len(victims)} clusters once NotReady (wall s, CPU s, passes)",
+        f"{seconds:.1f}, {cpu:.1f}, {passes}",
+    )
+    note("RSS at the end (MiB)", f"{process.memory_info().rss / 2**20:.0f}")
+    await plane.resources.close()
+    db.dispose()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--workloads", type=int, default=100)
+    parser.add_argument("--replicas", type=int, default=100, help="replicas per workload")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between passes in steady state")
+    parser.add_argument("--timeout", type=float, default=6.0, help="heartbeat timeout (NotReady after it)")
+    parser.add_argument("--steady", type=float, default=20.0, help="seconds per steady-state window")
+    parser.add_argument("--windows", type=int, default=3, help="windows of each kind, alternating")
+    parser.add_argument("--reschedule", type=int, default=100, help="replicas whose clusters go down")
+    parser.add_argument("--limit", type=float, default=1800.0, help="give up on a phase after this many seconds")
+    parser.add_argument("--append", action="store_true", help="append the figures to benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    figures = asyncio.run(run(args))
+    command = "python " + " ".join(sys.argv)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines = [
+        f"## Fleet: {args.clusters:,} sim clusters x {args.nodes} nodes, "
+        f"{args.workloads * args.replicas:,} replicas, today's engine ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores, SQLite; "
+        f"load average at the end: {load}.",
+        f"Command: `{command}`",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        *(f"| {name} | {value} |" for name, value in figures.items()),
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.append:
+        with RESULTS.open("a") as out:
+            out.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()

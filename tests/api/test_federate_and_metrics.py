@@ -1,0 +1,152 @@
+"""Prometheus out: ``/federate`` and ``/metrics`` of the control plane serve the series of the embedded store.
+
+In process (the app on a real ``ControlPlane`` over SQLite, no clusters), with real tokens of the built-in issuer;
+the parsing check is Prometheus' own client library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from nemo_kernel.access.issuer import IdentityAdmin
+from nemo_kernel.api import create_app
+from nemo_kernel.api.security import ApiAccess
+from nemo_kernel.config import Settings
+from nemo_kernel.metrics.model import Sample
+from nemo_kernel.orchestrator import ControlPlane
+
+
+@dataclass
+class Api:
+    http: TestClient
+    plane: ControlPlane
+    tokens: dict[str, str]  # role -> bearer token
+
+    def get(self, path: str, role: str | None = "viewer", **params: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        return self.http.get(path, params=params, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    root: Path = tmp_path_factory.mktemp("federate")
+    (root / "clusters.yaml").write_text("clusters: []\n")
+    settings = Settings(data_dir=root / "data", clusters_file=root / "clusters.yaml")
+    plane = ControlPlane(settings)
+    access = ApiAccess.from_settings(settings, plane.db, "http://testserver")
+    assert access.realm is not None
+    app = create_app(plane, access)
+    with TestClient(app) as http:
+        realm = access.realm
+        admin = IdentityAdmin(realm.users, realm.clients, realm.hasher)
+        issued = asyncio.run(admin.ensure_admin_client())
+        assert issued is not None
+
+        def token(client_id: str, secret: str) -> str:
+            grant = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+            response = http.post("/realms/nemo/protocol/openid-connect/token", data=grant)
+            response.raise_for_status()
+            return str(response.json()["access_token"])
+
+        admin_token = token(issued.client.client_id, issued.secret)
+        body = {"client_id": "test-viewer", "roles": ["nemo-viewer"], "grant_types": ["client_credentials"]}
+        made = http.post("/api/v1/clients", json=body, headers={"Authorization": f"Bearer {admin_token}"})
+        yield Api(http, plane, {"admin": admin_token, "viewer": token("test-viewer", made.json()["secret"])})
+
+
+NOW = time.time()
+SAMPLES = [
+    Sample("nemo_replica_cpu_seconds_total", {"replica": "r1", "workload": "demo", "cluster": "c1"}, 12.5, NOW - 2),
+    Sample("nemo_replica_cpu_seconds_total", {"replica": "r1", "workload": "demo", "cluster": "c1"}, 13.0, NOW - 1),
+    Sample("nemo_replica_cpu_seconds_total", {"replica": "r2", "workload": "other", "cluster": "c2"}, 3.0, NOW - 1),
+    Sample("nemo_node_power_watts", {"node": "n1", "cluster": "c1"}, 42.0, NOW - 1),
+    Sample("nemo_replica_cpu_seconds_total", {"replica": "gone", "workload": "old", "cluster": "c1"}, 1.0, NOW - 900),
+    Sample("http_requests_total", {"replica": "r1", "path": 'a"b\\c'}, 7.0, NOW - 1),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _samples(api: Api) -> None:
+    api.plane.metrics_store.ingest(SAMPLES)
+
+
+def _series(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, float | None]]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): (s.value, s.timestamp)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_federate_serves_the_newest_sample_of_each_selected_series(api: Api) -> None:
+    response = api.get(
+        "/federate", **{"match[]": ['nemo_replica_cpu_seconds_total{workload="demo"}', "nemo_node_power_watts"]}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    series = _series(response.text)
+    assert series == {
+        ("nemo_replica_cpu_seconds_total", (("cluster", "c1"), ("replica", "r1"), ("workload", "demo"))): (
+            13.0,
+            pytest.approx(NOW - 1, abs=1e-3),
+        ),
+        ("nemo_node_power_watts", (("cluster", "c1"), ("node", "n1"))): (42.0, pytest.approx(NOW - 1, abs=1e-3)),
+    }
+
+
+def test_federate_takes_prometheus_style_selectors_without_a_name(api: Api) -> None:
+    response = api.get("/federate", **{"match[]": ['{__name__=~"nemo_.+",cluster="c2"}', '{path=~".+"}']})
+    names = {(name, dict(labels).get("replica")) for name, labels in _series(response.text)}
+    assert names == {("nemo_replica_cpu_seconds_total", "r2"), ("http_requests_total", "r1")}
+    assert dict(next(k for k in _series(response.text) if k[0] == "http_requests_total")[1])["path"] == 'a"b\\c'
+
+
+@pytest.mark.parametrize(
+    ("params", "says"),
+    [
+        ({}, "give at least one match[] selector"),
+        ({"match[]": "rate(up[5m])"}, "unknown function 'rate'"),
+        ({"match[]": ["up", '{job=~".*"}']}, "match[] #2: selector: needs a metric name or a matcher"),
+        ({"match[]": 'up{a=~"("}'}, "bad regular expression for label 'a'"),
+        ({"match[]": ["up"] * 65}, "at most 64 match[] selectors"),
+    ],
+)
+def test_a_bad_federation_request_is_400_with_the_reason(api: Api, params: dict[str, object], says: str) -> None:
+    response = api.get("/federate", **params)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "bad_selector"
+    assert says in error["message"]
+    assert error["details"][0]["field"].startswith("match[")
+
+
+def test_federate_needs_a_token_and_metrics_keeps_its_counters_open(api: Api) -> None:
+    refused = api.get("/federate", role=None, **{"match[]": "up"})
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"]
+    anonymous = api.get("/metrics", role=None)
+    assert anonymous.status_code == 200
+    assert "# TYPE nemo_bus_refused_total counter" in anonymous.text
+    assert "nemo_replica_cpu_seconds_total" not in anonymous.text
+    bad = api.http.get("/metrics", headers={"Authorization": "Bearer not-a-token"})
+    assert bad.status_code == 401
+
+
+def test_metrics_with_a_viewer_token_adds_every_collected_series(api: Api) -> None:
+    response = api.get("/metrics")
+    assert response.status_code == 200
+    assert "# TYPE nemo_bus_refused_total counter" in response.text
+    series = _series(response.text)
+    assert {"nemo_replica_cpu_seconds_total", "nemo_node_power_watts"} <= {name for name, _ in series}
+    replicas = {dict(labels).get("replica") for name, labels in series if name == "nemo_replica_cpu_seconds_total"}
+    assert replicas == {"r1", "r2"}  # "gone" is older than the 5-minute lookback

@@ -1,0 +1,180 @@
+"""A generated fleet of 1,000 ``sim`` clusters driven by the real engine in-process (SQLite in ``tmp_path``).
+
+The simulation runs on a clock the test moves forward by a few seconds per pass, so replicas get through their
+start delay without the test waiting; the resource manager's heartbeat timeout is tiny, so a silent cluster is
+NotReady at its first missed heartbeat.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import select
+
+from nemo_kernel.clusters import DriverProviders
+from nemo_kernel.clusters.fleet import generate_fleet
+from nemo_kernel.clusters.sim import SimProvider
+from nemo_kernel.config import Settings
+from nemo_kernel.domain import ClusterPhase, DriverKind, EventKind, FaultSpec, WorkloadDescriptor, WorkloadPhase
+from nemo_kernel.orchestrator.commands import FaultCommands
+from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
+from nemo_kernel.orchestrator.resources import ResourceManager
+from nemo_kernel.store import Database, clusters, events, workloads
+from nemo_kernel.store.events import cluster_subject
+from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
+
+FLEET = 1000
+MAX_PASSES = 12
+STEP_S = 5.0  # simulated seconds per pass: more than any generated start delay
+
+
+class Clock:
+    """The simulation's unix seconds, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Fleet:
+    """An engine, its resource manager and fault commands over one simulation."""
+
+    def __init__(self, db: Database, settings: Settings, clock: Clock) -> None:
+        self.db, self.settings, self.clock = db, settings, clock
+        self.sim = SimProvider(settings, clock=clock)
+        self.resources = ResourceManager(db, settings, DriverProviders(settings, {DriverKind.SIM: self.sim}))
+        self.engine = OrchestrationEngine(db, self.resources, settings)
+        self.faults = FaultCommands(db, lambda: None, self.resources)
+
+    async def settle(self, done: Callable[[], bool]) -> None:
+        for _ in range(MAX_PASSES):
+            await self.engine.reconcile_once()
+            if done():
+                return
+            self.clock.now += STEP_S
+        raise AssertionError(f"not settled after {MAX_PASSES} passes")
+
+    def apply(self, name: str, replicas: int) -> None:
+        body = {"name": name, "deployment": {"command": ["serve"], "replicas": replicas,
+                                             "resources": {"cpu": 0.1, "memory_mib": 64}}}  # fmt: skip
+        with self.db.transaction() as s:
+            workloads.apply_workload(s, WorkloadDescriptor.model_validate(body))
+
+    def phase(self, name: str) -> str:
+        with self.db.transaction() as s:
+            return str(s.scalar(select(WorkloadRow.phase).where(WorkloadRow.name == name)))
+
+    def placed(self, name: str) -> list[tuple[int, str, bool, str]]:
+        """(index, cluster, desired, phase) of the workload's replica rows."""
+        with self.db.transaction() as s:
+            wid = s.scalar(select(WorkloadRow.id).where(WorkloadRow.name == name))
+            rows = s.scalars(select(ReplicaRow).where(ReplicaRow.workload_id == wid))
+            return sorted((r.index, r.cluster, r.desired, r.phase) for r in rows)
+
+    def cluster_phase(self, name: str) -> str:
+        with self.db.transaction() as s:
+            return clusters.get_cluster(s, name).phase
+
+    def kinds(self, cluster: str) -> list[str]:
+        with self.db.transaction() as s:
+            return [e.kind for e in events.history(s, cluster_subject(cluster))]
+
+    def simulated(self, name: str) -> dict[str, list[str]]:
+        """What the simulation runs of a workload, by cluster."""
+        found = {
+            c: [r.id for r in sim.replicas.values() if r.workload == name]
+            for c, sim in self.sim.simulation.clusters.items()
+        }
+        return {c: ids for c, ids in found.items() if ids}
+
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")  # the fleet and its drivers are shared by the module
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet]:
+    """1,000 generated clusters, registered and opened once for the module (each test adds its own workloads)."""
+    root = tmp_path_factory.mktemp("fleet")
+    db = Database(f"sqlite:///{root / 'nemo.db'}")
+    db.migrate()
+    with db.transaction() as s:
+        for spec in generate_fleet(FLEET, 2, seed=3):
+            clusters.add_cluster(s, spec)
+    settings = Settings(data_dir=root / "data", heartbeat_timeout=0.001, driver_timeout=5.0)
+    shared = Fleet(db, settings, Clock())
+    yield shared
+    await shared.resources.close()
+    db.dispose()
+
+
+async def test_a_workload_on_a_thousand_sim_clusters_runs_after_the_start_delay(
+    fleet: Fleet,
+) -> None:
+    fleet.apply("web", 3)
+    await fleet.engine.reconcile_once()
+    assert fleet.phase("web") != WorkloadPhase.RUNNING.value  # sent, still starting in the simulation
+    await fleet.settle(lambda: fleet.phase("web") == WorkloadPhase.RUNNING.value)
+    rows = fleet.placed("web")
+    assert [(i, desired, phase) for i, _, desired, phase in rows] == [(i, True, "Running") for i in range(3)]
+    assert sorted(c for c in fleet.simulated("web")) == sorted({c for _, c, _, _ in rows})
+
+
+async def test_a_down_fault_drives_not_ready_rescheduling_and_recovery(fleet: Fleet) -> None:
+    fleet.apply("api", 3)
+    await fleet.settle(lambda: fleet.phase("api") == WorkloadPhase.RUNNING.value)
+    victim = fleet.placed("api")[0][1]
+
+    fault = await fleet.faults.inject(victim, FaultSpec(kind="down", for_s=60))
+    assert EventKind.CLUSTER_FAULT_STARTED in fleet.kinds(victim)
+    await fleet.engine.reconcile_once()
+    assert fleet.cluster_phase(victim) == ClusterPhase.NOT_READY.value
+    assert fleet.phase("api") == WorkloadPhase.DEGRADED.value
+
+    def moved() -> bool:
+        current = [(c, p) for _, c, desired, p in fleet.placed("api") if desired]
+        return len(current) == 3 and all(c != victim and p == "Running" for c, p in current)
+
+    await fleet.settle(moved)
+    assert fleet.phase("api") == WorkloadPhase.RUNNING.value
+
+    fleet.clock.now += fault.spec.for_s  # the simulation ends the fault by its clock
+    await fleet.settle(lambda: fleet.cluster_phase(victim) == ClusterPhase.READY.value)
+    await fleet.settle(lambda: victim not in fleet.simulated("api") and len(fleet.placed("api")) == 3)
+    assert fleet.phase("api") == WorkloadPhase.RUNNING.value
+    assert EventKind.CLUSTER_READY in fleet.kinds(victim)
+
+
+async def test_the_end_of_a_fault_is_recorded_once_its_time_is_up(fleet: Fleet) -> None:
+    await fleet.engine.reconcile_once()  # opens the drivers
+    target = sorted(fleet.sim.simulation.clusters)[-1]
+    fault = await fleet.faults.inject(target, FaultSpec(kind="partition", for_s=0.2))
+    assert [f.id for f in fleet.faults.active(target)] == [fault.id]
+    deadline = time.monotonic() + 10
+    while EventKind.CLUSTER_FAULT_ENDED not in fleet.kinds(target):
+        fleet.faults.expire()  # the control plane's fault loop calls this every half second
+        assert time.monotonic() < deadline, "the fault's end was never recorded"
+        time.sleep(0.05)  # poll interval of a condition with a deadline
+    assert fleet.kinds(target).count(EventKind.CLUSTER_FAULT_ENDED) == 1
+    assert fleet.faults.active(target) == []
+    assert fleet.faults.expire() == 0
+
+
+async def test_a_restarted_process_rebuilds_the_simulation_from_the_store(fleet: Fleet) -> None:
+    fleet.apply("cache", 2)
+    await fleet.settle(lambda: fleet.phase("cache") == WorkloadPhase.RUNNING.value)
+    before = {(i, c) for i, c, _, _ in fleet.placed("cache")}
+
+    # a new process: a new, empty simulation over the same store; faults it held are recorded as ended
+    restarted = Fleet(fleet.db, fleet.settings, fleet.clock)
+    try:
+        assert restarted.simulated("cache") == {}
+        await restarted.settle(lambda: len(restarted.simulated("cache")) == len({c for _, c in before}))
+        await restarted.settle(lambda: restarted.phase("cache") == WorkloadPhase.RUNNING.value)
+        assert {(i, c) for i, c, _, _ in restarted.placed("cache")} == before  # the same places, sent again
+    finally:
+        await restarted.resources.close()
