@@ -21,6 +21,7 @@ from nemo_kernel.clusters import (
     DriverUnavailable,
     ReplicaRejected,
     ReplicaSpec,
+    StateSnapshot,
     SupportsAgentPid,
     SupportsCheckpoint,
     SupportsFaultInjection,
@@ -209,13 +210,21 @@ async def test_closing_the_local_provider_stops_agents_only(tmp_path: Path, loca
 class HandoffDriver(MemoryDriver):
     """A memory cluster whose replicas hand their state over."""
 
-    states: dict[str, bytes] = field(default_factory=dict)
+    states: dict[str, StateSnapshot] = field(default_factory=dict)
+    frozen: set[str] = field(default_factory=set)
 
-    async def export_state(self, replica_id: str) -> bytes:
-        return self.states.get(replica_id, b"")
+    async def export_state(self, replica_id: str) -> StateSnapshot:
+        return self.states.get(replica_id, StateSnapshot(data=b"", version=0))
 
-    async def import_state(self, replica_id: str, state: bytes) -> None:
+    async def freeze_state(self, replica_id: str, since: int | None) -> StateSnapshot:
+        self.frozen.add(replica_id)
+        return await self.export_state(replica_id)
+
+    async def import_state(self, replica_id: str, state: StateSnapshot) -> None:
         self.states[replica_id] = state
+
+    async def thaw_state(self, replica_id: str) -> None:
+        self.frozen.discard(replica_id)
 
 
 @dataclass
@@ -246,8 +255,12 @@ def test_a_driver_has_the_capabilities_it_implements_and_no_other(driver_class: 
     assert [c for c in CAPABILITIES if isinstance(driver, c)] == capabilities
 
 
-async def test_the_local_driver_emulates_and_probes_links_and_nothing_else() -> None:
+async def test_the_local_driver_hands_state_over_emulates_and_probes_links_and_nothing_else() -> None:
     local = LocalClusterDriver("http://127.0.0.1:9", "token")
 
-    assert [c for c in CAPABILITIES if isinstance(local, c)] == [SupportsLinkEmulation, SupportsLinkProbes]
+    assert [c for c in CAPABILITIES if isinstance(local, c)] == [
+        SupportsStateHandoff,
+        SupportsLinkEmulation,
+        SupportsLinkProbes,
+    ]
     await local.close()

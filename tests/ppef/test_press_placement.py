@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.orchestrator.fakes import MemoryProvider
 
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import ClusterSpec, DriverKind, WorkloadDescriptor
@@ -24,6 +23,7 @@ from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.orchestrator.reactions import load_reactions
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.store import clusters, events, slas, workloads
+from tests.orchestrator.fakes import MemoryProvider
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from nemo_kernel.cli import (
     gateway,
     identities,
     metrics,
+    migrations,
     modules,
     monitoring,
     slas,
@@ -34,7 +35,9 @@ app.add_typer(metrics.top, name="top", help="Live usage of workloads, nodes and 
 app.add_typer(monitoring.app, name="monitoring", help="Prometheus configurations for the running stack.")
 app.add_typer(identities.users, name="user", help="Users of the built-in identity provider.")
 app.add_typer(identities.clients, name="client", help="OAuth clients of the built-in identity provider.")
+app.add_typer(migrations.app, name="migration", help="Follow migrations: list, get.")
 app.command("token")(identities.token)
+app.command("migrate")(migrations.migrate)
 
 
 @app.callback()

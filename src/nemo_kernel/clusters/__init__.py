@@ -16,8 +16,10 @@ from nemo_kernel.clusters.base import (
     SupportsAgentPid,
 )
 from nemo_kernel.clusters.capabilities import (
+    MAX_STATE_BYTES,
     Link,
     ProbeEndpoints,
+    StateSnapshot,
     SupportsCheckpoint,
     SupportsFaultInjection,
     SupportsLinkEmulation,
@@ -29,6 +31,7 @@ from nemo_kernel.clusters.errors import DriverUnavailable, ReplicaRejected
 from nemo_kernel.clusters.registry import DriverProviders
 
 __all__ = [
+    "MAX_STATE_BYTES",
     "ClusterDriver",
     "ClusterReport",
     "ClusterUnreachable",
@@ -41,6 +44,7 @@ __all__ = [
     "ReplicaRejected",
     "ReplicaReport",
     "ReplicaSpec",
+    "StateSnapshot",
     "SupportsAgentPid",
     "SupportsCheckpoint",
     "SupportsFaultInjection",

@@ -26,8 +26,10 @@ from nemo_kernel.clusters.base import ReplicaSpec
 from nemo_kernel.domain import FaultSpec, Link, Model
 
 __all__ = [
+    "MAX_STATE_BYTES",
     "Link",  # the domain owns the model; re-exported here, where drivers meet it
     "ProbeEndpoints",
+    "StateSnapshot",
     "SupportsCheckpoint",
     "SupportsFaultInjection",
     "SupportsLinkEmulation",
@@ -37,24 +39,49 @@ __all__ = [
 ]
 from nemo_kernel.metrics import Sample
 
+MAX_STATE_BYTES = 64 * 1024 * 1024
+"""The largest application state a hand-off carries (a bigger one is refused, never truncated)."""
+
+
+class StateSnapshot(Model):
+    """A replica's application state, or the changes to it since an earlier version, as opaque bytes.
+
+    ``version`` is the application's own version of its state after these bytes; ``base`` is None for the whole
+    state, or the version these bytes are a delta on top of.
+    """
+
+    data: bytes = Field(max_length=MAX_STATE_BYTES)
+    version: int = Field(ge=0, le=2**63 - 1)
+    base: int | None = Field(default=None, ge=0, le=2**63 - 1)
+
 
 @runtime_checkable
 class SupportsStateHandoff(Protocol):
     """The application's own state of a replica can be read out and handed to another replica (migration).
 
-    The state is opaque bytes the application produces and consumes (a session table, a model's weights); NEMO
-    only carries it, so a state exported by one driver kind can be imported by another.
+    The state is opaque bytes the application produces and consumes (a session table, a counter); NEMO only
+    carries it, so a state exported by one driver kind can be imported by another. The sequence NEMO runs
+    (``nemo_kernel.migration``) keeps one writer at a time: ``export_state`` while the source serves,
+    ``import_state`` of it into the target (which takes no traffic yet), ``freeze_state(since=that version)`` on
+    the source (it stops accepting writes and returns what changed since), ``import_state`` of that delta, then
+    the traffic switch. ``thaw_state`` undoes a freeze when the move is rolled back.
     """
 
-    async def export_state(self, replica_id: str) -> bytes:
-        """The current state of a replica this cluster runs; the replica keeps running and serving."""
+    async def export_state(self, replica_id: str) -> StateSnapshot:
+        """The whole current state of a replica this cluster runs; the replica keeps running and serving."""
 
-    async def import_state(self, replica_id: str, state: bytes) -> None:
-        """Give ``state`` to a replica this cluster was told to run (``ensure_replica`` came first).
+    async def freeze_state(self, replica_id: str, since: int | None) -> StateSnapshot:
+        """Stop the replica accepting writes (it refuses them from now on, never losing one it acknowledged) and
+        return what changed since version ``since`` (``base`` = ``since``), or the whole state for None.
+        Freezing a frozen replica again returns the same answer."""
 
-        Returns once the replica holds it; before that the replica must not be reported Running, so that
-        make-before-break waits for it. Importing the same state twice is harmless.
-        """
+    async def import_state(self, replica_id: str, state: StateSnapshot) -> None:
+        """Give ``state`` (whole, or a delta on top of ``state.base``) to a replica this cluster was told to run
+        (``ensure_replica`` came first). Returns once the replica holds it. Importing the same snapshot twice
+        is harmless. The control plane sends it no traffic until the hand-off is complete."""
+
+    async def thaw_state(self, replica_id: str) -> None:
+        """Let a frozen replica accept writes again (a rolled-back move); harmless on a replica not frozen."""
 
 
 @runtime_checkable

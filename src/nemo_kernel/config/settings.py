@@ -120,7 +120,20 @@ class Settings(BaseSettings):
         default=6.0, gt=0, le=86400, description="silence after which a cluster is NotReady"
     )
     reconcile_interval: float = Field(default=1.0, ge=0.05, le=3600, description="seconds between reconcile passes")
+    slo_interval: float = Field(
+        default=15.0, ge=0.05, le=3600, description="seconds between evaluations of the SLAs' objectives (PPEF)"
+    )
     driver_timeout: float = Field(default=3.0, ge=0.1, le=600, description="seconds a driver call may take")
+    migration_drain: float = Field(
+        default=2.0,
+        ge=0.5,
+        le=3600,
+        description="seconds a migration's source keeps running after the traffic switch, for the gateway to follow "
+        "and in-flight requests to finish",
+    )
+    migration_prepare_timeout: float = Field(
+        default=60.0, ge=1, le=3600, description="seconds a migration's target may take to run before it is rolled back"
+    )
     replica_user: str = Field(
         default="nobody", min_length=1, description="user local replicas run as when nemo up runs as root"
     )

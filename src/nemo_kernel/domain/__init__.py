@@ -33,6 +33,15 @@ from nemo_kernel.domain.common import (
 from nemo_kernel.domain.documents import MAX_DEPTH, DocumentError, document_problem, load_document
 from nemo_kernel.domain.events import Event, EventKind
 from nemo_kernel.domain.faults import Fault, FaultKind, FaultSpec
+from nemo_kernel.domain.migration import (
+    ACTIVE_PHASES,
+    MigrationMode,
+    MigrationPhase,
+    MigrationRequest,
+    MigrationStatus,
+    MigrationTarget,
+    PhaseTiming,
+)
 from nemo_kernel.domain.placement import (
     Assignment,
     CandidateVerdict,
@@ -77,6 +86,7 @@ from nemo_kernel.domain.workload import (
 )
 
 __all__ = [
+    "ACTIVE_PHASES",
     "CONTROL_PLANE_LINK",
     "CRITERIA",
     "DEFAULT_WEIGHT",
@@ -115,11 +125,17 @@ __all__ = [
     "Links",
     "MetricsEndpoint",
     "Microservice",
+    "MigrationMode",
+    "MigrationPhase",
+    "MigrationRequest",
+    "MigrationStatus",
+    "MigrationTarget",
     "Model",
     "Name",
     "NodeSpec",
     "NodeStatus",
     "Optimize",
+    "PhaseTiming",
     "PlacementConstraints",
     "PlacementDecision",
     "PlacementOutcome",

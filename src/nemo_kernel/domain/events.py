@@ -60,6 +60,11 @@ class EventKind(StrEnum):
     INTENT_ACCEPTED = "intent.accepted"
     INTENT_REJECTED = "intent.rejected"
 
+    MIGRATION_STARTED = "migration.started"
+    MIGRATION_PROGRESSED = "migration.progressed"  # it entered a new phase
+    MIGRATION_COMPLETED = "migration.completed"
+    MIGRATION_FAILED = "migration.failed"  # failed or rolled back: ``data.phase`` says which
+
     SLA_APPLIED = "sla.applied"  # created or a new version stored
     SLA_ACTIVATED = "sla.activated"  # Draft -> Active: its workload exists and is deployed
     SLA_VIOLATED = "sla.violated"  # Active -> Violated: an SLO is outside its objective

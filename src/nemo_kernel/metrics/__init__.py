@@ -9,7 +9,8 @@ Layer: with ``store`` and ``bus`` at the bottom (DESIGN.md), so it imports only 
 callers (``clusters``, ``ppef``, ``orchestrator``) import it, never the other way round.
 """
 
-from nemo_kernel.metrics.embedded import EmbeddedMetrics
+from typing import TYPE_CHECKING, Any
+
 from nemo_kernel.metrics.model import (
     LABEL_NAME,
     MAX_POINTS,
@@ -28,7 +29,30 @@ from nemo_kernel.metrics.model import (
     Selector,
     Series,
 )
-from nemo_kernel.metrics.rollups import HOUR, MINUTE, RollupRow, RollupStore
+
+if TYPE_CHECKING:
+    from nemo_kernel.metrics.embedded import EmbeddedMetrics
+    from nemo_kernel.metrics.rollups import HOUR, MINUTE, RollupRow, RollupStore
+
+# The store and its rollups need numpy, which takes a second to import on a busy machine. Every cluster agent imports
+# this package for ``Sample``; it must not pay for a store it never runs, so these load on first use (PEP 562).
+_LAZY = {
+    "EmbeddedMetrics": "nemo_kernel.metrics.embedded",
+    "HOUR": "nemo_kernel.metrics.rollups",
+    "MINUTE": "nemo_kernel.metrics.rollups",
+    "RollupRow": "nemo_kernel.metrics.rollups",
+    "RollupStore": "nemo_kernel.metrics.rollups",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "HOUR",

@@ -1,11 +1,12 @@
-"""Migration (seed: SEE migration extension). Nothing lives here yet; this is what will.
+"""The migration extension (seed 2.3.3): moving replicas between nodes, clusters and runtimes, stateless and
+stateful, with the downtime measured.
 
-In: a move asked for (``nemo migrate``, ``POST /api/v1/migrations``) or decided by a reaction (a predicted SLA
-breach, a security response): a workload's replica, where it runs and where it should go. Out: the replica running
-at its target, stateless by start-then-stop, stateful through a driver's optional state hand-off capability
-(application state, or CRIU where ``criu check`` passes), with the downtime measured. Publishes
-``migration.completed`` (with the downtime) when a move is done.
-
-Layer: beside ``ppef``, ``access`` and ``security`` (DESIGN.md): it drives clusters through the ``ClusterDriver``
-protocol and records in the store; the orchestrator calls it, it never imports the orchestrator.
+The orchestrator validates a move and stores it (``orchestrator.commands.migrations``); :class:`MigrationRunner`
+advances stored migrations from the control plane's migration loop. The state machine is drawn in
+``nemo_kernel.domain.migration``, the steps in :mod:`nemo_kernel.migration.runner`.
 """
+
+from nemo_kernel.migration.criu import checkpoint_support
+from nemo_kernel.migration.runner import MigrationRunner, MigrationTimings
+
+__all__ = ["MigrationRunner", "MigrationTimings", "checkpoint_support"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from nemo_kernel.bus import (
     Bus,
     InProcessBus,
+    Message,
     ModuleIdentity,
     ReplayGuard,
     SecureBus,
@@ -23,8 +24,9 @@ from nemo_kernel.config import Settings, load_clusters_file
 from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
 from nemo_kernel.metrics import HOUR, MINUTE, EmbeddedMetrics, MetricSink, MetricsReader
 from nemo_kernel.metrics.prometheus import PrometheusReader
+from nemo_kernel.migration import MigrationRunner, MigrationTimings
 from nemo_kernel.orchestrator.collect import MetricsCollector
-from nemo_kernel.orchestrator.commands import Commands
+from nemo_kernel.orchestrator.commands import MIGRATE_INTENT, Commands
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
 from nemo_kernel.orchestrator.findings import FindingsWatch
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
@@ -37,6 +39,7 @@ from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.orchestrator.seen_record import StoredSeenRecord
+from nemo_kernel.orchestrator.slo_loop import SloLoop
 from nemo_kernel.orchestrator.views import Views
 from nemo_kernel.store import Database, clusters, events
 from nemo_kernel.store.rollups import DatabaseRollups
@@ -48,6 +51,7 @@ _INTAKE_QUEUE = "orchestrator.intake"
 _ENVELOPE_WINDOW = 300.0  # seconds of clock difference accepted on envelopes
 _REACTION_POLL = 0.2  # seconds between looks at the event log when no reaction ran
 _FAULT_POLL = 0.5  # seconds between looks for injected faults whose time is up (their end event is this late at most)
+_MIGRATION_POLL = 0.05  # seconds between steps while a migration runs (it waits on replicas and deadlines)
 
 
 def _bus_for(settings: Settings, directory: StoredKeyDirectory) -> Bus:
@@ -114,7 +118,10 @@ class ControlPlane:
             directory=self.directory,
             carbon_roots=settings.carbon_data_roots,
             resources=self.resources,
+            decisions=self.engine.schedule.decisions,  # migration targets are checked by the placing engine
         )
+        timings = MigrationTimings(drain=settings.migration_drain, prepare_timeout=settings.migration_prepare_timeout)
+        self.migrations = MigrationRunner(self.db, self.resources.driver, self.wake, timings)
         self.views = Views(
             self.db,
             self.resources.sandbox_of,
@@ -145,10 +152,13 @@ class ControlPlane:
         )
         # Bottlenecks and anomalies in what the analytics engine holds, recorded as analytics.* events.
         self.findings = FindingsWatch(self.db, lambda: self.metrics, settings)
+        # PPEF's evaluation asks whichever reader ``metrics`` is at each pass.
+        self.slo_loop = SloLoop(self.db, lambda: self.metrics, settings.slo_interval)
         # Link probes measure every cluster's links into the store (or the sink a test gives).
         self.link_probes = LinkProber(self.resources, link_sink if link_sink is not None else self.metrics_store)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
+        self._migration_wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._subscription: Subscription | None = None
@@ -162,9 +172,7 @@ class ControlPlane:
         await asyncio.to_thread(self._bootstrap)
         await asyncio.to_thread(self._load_bus_state)
         await self.secure.start()
-        self._subscription = await self.secure.subscribe(
-            _INTAKE_QUEUE, ["intent.#"], self.commands.workloads.on_bus_petition
-        )
+        self._subscription = await self.secure.subscribe(_INTAKE_QUEUE, ["intent.#"], self._on_petition)
         self._tasks = [
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._outbox_loop(), name="outbox"),
@@ -175,6 +183,8 @@ class ControlPlane:
             asyncio.create_task(self._fault_loop(), name="faults"),
             asyncio.create_task(self._metrics_loop(), name="metrics-history"),
             asyncio.create_task(self.link_probes.run(), name="link-probes"),
+            asyncio.create_task(self.slo_loop.run(), name="slo-evaluation"),
+            asyncio.create_task(self._migration_loop(), name="migrations"),
         ]
         if self.collector is not None:
             self._tasks.append(asyncio.create_task(self.collector.run(), name="metrics-collector"))
@@ -182,6 +192,12 @@ class ControlPlane:
     def _gateway_status_path(self) -> str:
         path = self.views.gateway.config().get("status_path")
         return path if isinstance(path, str) else "/_gateway"
+
+    async def _on_petition(self, sender: str, message: Message) -> None:
+        if message.routing_key == MIGRATE_INTENT:
+            await self.commands.migrations.on_bus_petition(sender, message)
+        else:
+            await self.commands.workloads.on_bus_petition(sender, message)
 
     def _load_bus_state(self) -> None:
         self.directory.reload()
@@ -237,9 +253,27 @@ class ControlPlane:
             )
 
     def wake(self) -> None:
-        """Ask for a reconcile pass now (safe from any thread, e.g. an API request)."""
+        """Ask for a reconcile pass and a migration step now (safe from any thread, e.g. an API request)."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
+            self._loop.call_soon_threadsafe(self._migration_wake.set)
+
+    async def _migration_loop(self) -> None:
+        """Advances running migrations; runs beside the reconcile pass, so a state hand-off never delays it."""
+        while True:
+            self._migration_wake.clear()
+            try:
+                running = await self.migrations.advance()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("advancing migrations failed; retrying")
+                running = 1
+            # While a migration runs it waits on replicas and deadlines: look again soon. Otherwise sleep until
+            # a command wakes the loop (or the reconcile interval passes, for migrations another process stored).
+            idle = _MIGRATION_POLL if running else self.settings.reconcile_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._migration_wake.wait(), idle)
 
     async def _reconcile_loop(self) -> None:
         while True:

@@ -30,7 +30,10 @@ ReactionFn = Callable[[Session, Event], None]
 F = TypeVar("F", bound=ReactionFn)
 
 # The modules whose import registers the built-in reactions on :data:`reactions`. Add a reaction's module path here.
-REACTION_MODULES: tuple[str, ...] = ("nemo_kernel.orchestrator.reactions_sla",)
+REACTION_MODULES: tuple[str, ...] = (
+    "nemo_kernel.orchestrator.reactions_sla",
+    "nemo_kernel.orchestrator.reactions_sla_lifecycle",
+)
 
 
 @dataclass(frozen=True)

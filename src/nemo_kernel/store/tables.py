@@ -418,3 +418,41 @@ class SlaActionRow(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     followup: Mapped[dict[str, Any] | None]
     followup_at: Mapped[datetime | None]
+
+
+# --- Migrations: one replica moving to another node, cluster or runtime (nemo_kernel.migration drives them) ---------
+
+
+class MigrationRow(Base):
+    """A migration and how far it got. The migration loop advances it from what is stored here, so a control plane
+    killed mid-migration resumes (or rolls back) on restart. ``timings`` lists ``{phase, started_at, ended_at}``."""
+
+    __tablename__ = "migrations"
+    __table_args__ = (Index("ix_migrations_phase", "phase"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id", ondelete="CASCADE"), index=True)
+    workload: Mapped[str] = mapped_column(String(127))
+    mode: Mapped[str] = mapped_column(String(16))
+    phase: Mapped[str] = mapped_column(String(16))
+    source_replica: Mapped[str] = mapped_column(String(128))
+    source_index: Mapped[int] = mapped_column(Integer)
+    source_cluster: Mapped[str] = mapped_column(String(63))
+    source_node: Mapped[str] = mapped_column(String(63))
+    target_replica: Mapped[str | None] = mapped_column(String(128))
+    target_cluster: Mapped[str] = mapped_column(String(63))
+    target_node: Mapped[str] = mapped_column(String(63))
+    target_runtime: Mapped[str | None] = mapped_column(String(63))
+    state_version: Mapped[int | None] = mapped_column(Integer)
+    """Version of the full state imported into the target (the base of the final delta)."""
+    frozen_at: Mapped[datetime | None]
+    switched_at: Mapped[datetime | None]
+    source_stopped_at: Mapped[datetime | None]
+    phase_deadline: Mapped[datetime | None]
+    rolling_back: Mapped[bool] = mapped_column(Boolean, default=False)
+    """A rollback waits for the frozen source to be thawed (the migration loop retries until it answers)."""
+    timings: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    message: Mapped[str] = mapped_column(Text, default="")
+    requested_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -25,6 +25,7 @@ from nemo_kernel.domain import (
 )
 from nemo_kernel.store.errors import Conflict, NotFound
 from nemo_kernel.store.events import record_event, workload_subject
+from nemo_kernel.store.migration_records import unroutable_replicas
 from nemo_kernel.store.tables import ClusterRow, DecisionRow, NodeRow, ReplicaRow, WorkloadRow
 
 
@@ -105,6 +106,15 @@ def apply_workload(session: Session, descriptor: WorkloadDescriptor) -> ApplyRes
         replicas=replicas,
     )
     return ApplyResult(row, "updated")
+
+
+def lock_workload(session: Session, namespace: str, name: str) -> WorkloadRow:
+    """The workload, locked until the transaction ends (one writer of its desired state at a time);
+    :class:`NotFound` otherwise."""
+    row = _locked_workload(session, namespace, name)
+    if row is None:
+        raise NotFound("workload", f"{namespace}/{name}")
+    return row
 
 
 def _locked_workload(session: Session, namespace: str, name: str) -> WorkloadRow | None:
@@ -358,12 +368,16 @@ def running_urls(session: Session, workloads: Iterable[str]) -> dict[str, list[s
     # Only the exposed workloads' rows: the gateway polls this every half second, and the replicas table holds
     # every replica of every workload.
     exposed = [and_(WorkloadRow.namespace == ns, WorkloadRow.name == name) for ns, _, name in map(_split, wanted)]
-    rows = session.execute(
+    # A migration's target before the switch, and its source after it, run but take no traffic.
+    query = (
         select(WorkloadRow.namespace, WorkloadRow.name, ReplicaRow.url)
         .join(ReplicaRow, ReplicaRow.workload_id == WorkloadRow.id)
         .where(or_(*exposed), ReplicaRow.phase == ReplicaPhase.RUNNING.value, ReplicaRow.desired.is_(True))
         .where(ReplicaRow.url.is_not(None))
     )
+    for unroutable in unroutable_replicas():
+        query = query.where(ReplicaRow.id.not_in(unroutable))
+    rows = session.execute(query)
     for namespace, name, url in rows:
         if url:
             found[f"{namespace}/{name}"].append(url)

@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds an old gateway keeps its upstream connections for requests still in flight after a change.
 RETIRE_AFTER = 120.0
+#: A replica answering 503 with this header is frozen for a migration's state hand-off: its successor takes the
+#: traffic as soon as the switch is stored, so the gateway looks again at once instead of at its next poll.
+FROZEN_HEADER = ("Nemo-State", "frozen")
+#: Seconds between two such early looks at most, however many frozen answers arrive.
+EARLY_REFRESH_GAP = 0.02
 
 
 class StoredGateway:
@@ -40,7 +45,7 @@ class StoredGateway:
         self,
         db: Database,
         *,
-        poll_interval: float = 0.5,
+        poll_interval: float = 0.1,
         parent_pid: int | None = None,
         on_orphaned: Callable[[], None] | None = None,
     ) -> None:
@@ -56,6 +61,7 @@ class StoredGateway:
         self._on_orphaned = on_orphaned
         self._tasks: set[asyncio.Task[None]] = set()
         self._retiring: set[Gateway] = set()
+        self._look_again = asyncio.Event()
 
     def application(self) -> web.Application:
         """An aiohttp application whose every request goes to the current gateway."""
@@ -70,7 +76,10 @@ class StoredGateway:
         gateway = self._current
         if gateway is None:
             return web.json_response(error_body("unavailable", "gateway configuration not loaded yet"), status=503)
-        return await gateway.handle(request)
+        response = await gateway.handle(request)
+        if response.status == 503 and response.headers.get(FROZEN_HEADER[0]) == FROZEN_HEADER[1]:
+            self._look_again.set()
+        return response
 
     async def refresh(self) -> bool:
         """Rebuild the gateway if the stored configuration or the exposed replicas changed; True if it did."""
@@ -126,11 +135,14 @@ class StoredGateway:
                 if self._on_orphaned is not None:
                     self._on_orphaned()
                 return
+            self._look_again.clear()
             try:
                 await self.refresh()
             except Exception:  # the database may be briefly unavailable; keep serving the last good config
                 log.warning("reading the gateway configuration failed; retrying", exc_info=True)
-            await asyncio.sleep(self.poll_interval)
+            await asyncio.sleep(EARLY_REFRESH_GAP)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._look_again.wait(), self.poll_interval - EARLY_REFRESH_GAP)
 
     async def _stop(self, _app: web.Application) -> None:
         for task in list(self._tasks):

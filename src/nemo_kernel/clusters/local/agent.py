@@ -12,6 +12,9 @@ Run as ``python -m nemo_kernel.clusters.local.agent --cluster-file SPEC.json --s
 - ``GET /v1/links`` -> the links emulated and the probe endpoints (:class:`LinksReport`)
 - ``PUT /v1/links/{peer}`` with a :class:`~nemo_kernel.domain.Link` -> 204; ``DELETE /v1/links/{peer}`` -> 204
 - ``POST /v1/links/{peer}/probe`` with a :class:`PeerProbe` -> :class:`PeerProbeResult` (round trips, null: lost)
+- ``GET /v1/replicas/{id}/state``, ``POST /v1/replicas/{id}/state/freeze``, ``PUT /v1/replicas/{id}/state``,
+  ``POST /v1/replicas/{id}/state/thaw``: the application state hand-off, relayed to the replica
+  (:mod:`nemo_kernel.clusters.local.handoff`), bodies as bytes and versions in ``Nemo-State-*`` headers
 
 On SIGTERM the agent exits and leaves its replicas running; the next agent on the directory adopts them.
 """
@@ -32,6 +35,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import psutil
 import uvicorn
 from fastapi import Depends, FastAPI, Header, Request, Response
@@ -41,9 +45,10 @@ from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nemo_kernel.clusters.base import ClusterReport, NodeReport, ReplicaReport, ReplicaSpec
-from nemo_kernel.clusters.capabilities import ProbeEndpoints
+from nemo_kernel.clusters.capabilities import MAX_STATE_BYTES, ProbeEndpoints
 from nemo_kernel.clusters.errors import ReplicaRejected
 from nemo_kernel.clusters.links import MAX_PROBES
+from nemo_kernel.clusters.local.handoff import SINCE, ReplicaStateClient, read_snapshot, snapshot_headers
 from nemo_kernel.clusters.local.linkproxy import LinkTable
 from nemo_kernel.clusters.local.meter import ClusterMeter
 from nemo_kernel.clusters.local.sandbox import DEFAULT_REPLICA_USER, SandboxUnavailable, detect
@@ -100,6 +105,9 @@ def create_app(
     meter = ClusterMeter(cluster)
     scraper = WorkloadScraper(scrape_limits)
 
+    # replicas are on loopback: no proxy from the environment; a hand-off call is bounded by the driver's timeout
+    replica_http = httpx.AsyncClient(trust_env=False, timeout=30.0)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await supervisor.start()
@@ -109,8 +117,17 @@ def create_app(
         try:
             yield
         finally:
+            await replica_http.aclose()
             await links.close()
             await supervisor.close()
+
+    def state_of(replica_id: str) -> ReplicaStateClient:
+        report = supervisor.report(replica_id)
+        if report is None:
+            raise ApiError(404, "unknown_replica", f"no replica {replica_id!r} on {cluster.name}")
+        if report.url is None:
+            raise ApiError(409, "replica_unavailable", f"replica {replica_id!r} has no port to hand state over")
+        return ReplicaStateClient(replica_http, replica_id, report.url)
 
     async def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
         scheme, _, given = (authorization or "").partition(" ")
@@ -178,6 +195,35 @@ def create_app(
             raise ApiError(422, "unknown_node", message, {"nodes": sorted(node_names)})
         report = supervisor.ensure(spec)
         return (await links.route([report]))[0] if report.url is not None else report
+
+    @app.get("/v1/replicas/{replica_id}/state")
+    async def export_state(replica_id: str) -> Response:
+        state = await state_of(replica_id).export()
+        return Response(content=state.data, headers=snapshot_headers(state))
+
+    @app.post("/v1/replicas/{replica_id}/state/freeze")
+    async def freeze_state(replica_id: str, request: Request) -> Response:
+        since = request.headers.get(SINCE)
+        if since is not None and not since.isdecimal():
+            raise ApiError(422, "invalid", f"{SINCE} must be a version number", {"field": SINCE})
+        state = await state_of(replica_id).freeze(int(since) if since is not None else None)
+        return Response(content=state.data, headers=snapshot_headers(state))
+
+    @app.put("/v1/replicas/{replica_id}/state", status_code=204)
+    async def import_state(replica_id: str, request: Request) -> Response:
+        client = state_of(replica_id)
+        data = bytearray()
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_STATE_BYTES:
+                raise ApiError(413, "state_too_large", f"a state holds at most {MAX_STATE_BYTES} bytes")
+        await client.load(read_snapshot(request.headers, bytes(data)))
+        return Response(status_code=204)
+
+    @app.post("/v1/replicas/{replica_id}/state/thaw", status_code=204)
+    async def thaw_state(replica_id: str) -> Response:
+        await state_of(replica_id).thaw()
+        return Response(status_code=204)
 
     @app.delete("/v1/replicas/{replica_id}", status_code=204)
     async def delete_replica(replica_id: str) -> Response:

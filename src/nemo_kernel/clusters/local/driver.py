@@ -13,13 +13,16 @@ import httpx
 from nemo_kernel.clusters.base import ClusterReport, ClusterUnreachable, ReplicaSpec
 from nemo_kernel.clusters.capabilities import (
     ProbeEndpoints,
+    StateSnapshot,
     SupportsFaultInjection,
     SupportsLinkEmulation,
     SupportsLinkProbes,
     SupportsMetrics,
+    SupportsStateHandoff,
 )
 from nemo_kernel.clusters.errors import ReplicaRejected
 from nemo_kernel.clusters.links import PROBE_INTERVAL, probe_timeout
+from nemo_kernel.clusters.local.handoff import SINCE, read_snapshot, snapshot_headers
 from nemo_kernel.domain import MAX_LINK_LATENCY_MS, FaultKind, FaultSpec, Link
 from nemo_kernel.metrics import Sample
 from nemo_kernel.metrics.textformat import TextFormatError, parse, samples_of
@@ -84,6 +87,27 @@ class LocalClusterDriver:
             )
         self._pause(fault.for_s)
 
+    async def export_state(self, replica_id: str) -> StateSnapshot:
+        """The replica's whole application state (it keeps serving); see ``clusters.local.handoff``."""
+        response = await self._request("GET", f"/v1/replicas/{quote(replica_id, safe='')}/state")
+        return read_snapshot(response.headers, response.content)
+
+    async def freeze_state(self, replica_id: str, since: int | None) -> StateSnapshot:
+        """Freeze the replica's writes; what changed since version ``since`` (or the whole state)."""
+        headers = {SINCE: str(since)} if since is not None else None
+        path = f"/v1/replicas/{quote(replica_id, safe='')}/state/freeze"
+        response = await self._request("POST", path, headers=headers)
+        return read_snapshot(response.headers, response.content)
+
+    async def import_state(self, replica_id: str, state: StateSnapshot) -> None:
+        """Give the replica a whole state or a delta."""
+        path = f"/v1/replicas/{quote(replica_id, safe='')}/state"
+        await self._request("PUT", path, headers=snapshot_headers(state), content=state.data)
+
+    async def thaw_state(self, replica_id: str) -> None:
+        """Let a frozen replica accept writes again."""
+        await self._request("POST", f"/v1/replicas/{quote(replica_id, safe='')}/state/thaw")
+
     async def set_link(self, peer: str, link: Link | None) -> None:
         """Emulate ``link`` between this cluster and ``peer`` (``controlplane`` or a cluster); None removes it."""
         path = f"/v1/links/{quote(peer, safe='')}"
@@ -110,12 +134,23 @@ class LocalClusterDriver:
         """Release connections (the agent and its replicas keep running)."""
         await self._client.aclose()
 
-    async def _request(self, method: str, path: str, json: Any = None, limit: float | None = None) -> httpx.Response:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        limit: float | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
         timeout = self.timeout if limit is None else limit
         try:
             # httpx's timeout bounds each phase (connect, write, read); this bounds the whole call
             async with asyncio.timeout(timeout):
-                response = await self._client.request(method, path, json=json, timeout=timeout)
+                response = await self._client.request(
+                    method, path, json=json, headers=headers, content=content, timeout=timeout
+                )
         except TimeoutError as exc:
             raise ClusterUnreachable(f"{self.base_url}: no answer within {timeout:g} s") from exc
         except httpx.HTTPError as exc:
@@ -148,3 +183,4 @@ _metrics: type[SupportsMetrics] = LocalClusterDriver
 _links: type[SupportsLinkEmulation] = LocalClusterDriver
 _probes: type[SupportsLinkProbes] = LocalClusterDriver
 _faults: type[SupportsFaultInjection] = LocalClusterDriver
+_handoff: type[SupportsStateHandoff] = LocalClusterDriver

@@ -16,19 +16,23 @@ from nemo_kernel.orchestrator.commands.base import Wake
 from nemo_kernel.orchestrator.commands.clusters import ClusterCommands
 from nemo_kernel.orchestrator.commands.faults import FaultCommands
 from nemo_kernel.orchestrator.commands.gateway import GatewayCommands
+from nemo_kernel.orchestrator.commands.migrations import MIGRATE_INTENT, MigrationCommands
 from nemo_kernel.orchestrator.commands.modules import ModuleCommands, module_keys, raw_public_key
 from nemo_kernel.orchestrator.commands.slas import SlaCommands
 from nemo_kernel.orchestrator.commands.workloads import WorkloadCommands
+from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database
 
 __all__ = [
+    "MIGRATE_INTENT",
     "ClusterCommands",
     "Commands",
     "FaultCommands",
     "GatewayCommands",
+    "MigrationCommands",
     "ModuleCommands",
     "SlaCommands",
     "Wake",
@@ -50,14 +54,17 @@ class Commands:
         directory: StoredKeyDirectory,
         carbon_roots: Sequence[Path] = (),
         resources: ResourceManager,
+        decisions: DecisionEngine | None = None,
     ) -> None:
         """``wake`` asks for a reconcile pass (safe from any thread); ``intake`` validates workloads and petitions;
         ``directory`` is the module key directory the bus verifies against; ``carbon_roots`` are the directories
         clusters' carbon intensity files may be in (``NEMO_CARBON_DATA_ROOTS``); ``resources`` holds the clusters'
-        drivers (faults are injected through them)."""
+        drivers (faults are injected through them); ``decisions`` checks migration targets (an engine with the
+        default weights and criteria unless given)."""
         self.clusters = ClusterCommands(db, wake, carbon_roots)
         self.faults = FaultCommands(db, wake, resources)
         self.workloads = WorkloadCommands(db, wake, intake)
         self.modules = ModuleCommands(directory)
         self.gateway = GatewayCommands(db)
+        self.migrations = MigrationCommands(db, wake, decisions or DecisionEngine())
         self.slas = SlaCommands(db)

@@ -18,6 +18,7 @@ from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
 from nemo_kernel.store import workloads
 from nemo_kernel.store.clusters import NOT_ANSWERING, leaving_clusters
 from nemo_kernel.store.events import record_event, workload_subject
+from nemo_kernel.store.migration_records import moving_replicas
 from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
 
 
@@ -69,6 +70,7 @@ def update_phases(s: Session, workload_ids: set[int]) -> None:
     rows = list(s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(list(workload_ids)))))
     replicas = workloads.replicas_by_workload(s, [w.id for w in rows])
     leaving = leaving_clusters(s)
+    migrating = moving_replicas(s)
     for w in rows:
         mine = replicas.get(w.id, [])
         if w.deleting:
@@ -81,17 +83,19 @@ def update_phases(s: Session, workload_ids: set[int]) -> None:
                 )
                 s.delete(w)
             continue
-        isolated(s, w, "status update", partial(_update_phase, s, w, mine, leaving))
+        isolated(s, w, "status update", partial(_update_phase, s, w, mine, leaving, migrating))
 
 
-def _update_phase(s: Session, w: WorkloadRow, mine: list[ReplicaRow], leaving: dict[str, str]) -> None:
+def _update_phase(
+    s: Session, w: WorkloadRow, mine: list[ReplicaRow], leaving: dict[str, str], migrating: set[str]
+) -> None:
     subject = workload_subject(w.namespace, w.name)
     deployment = WorkloadDescriptor.model_validate(w.descriptor).deployment
     if deployment is None:
         return  # a catalogue entry: Registered since it became one, with the reason as its message
     wanted = deployment.replicas
     current = [r for r in mine if r.desired and r.version == w.version]
-    _release_replaced(s, subject, current, leaving)
+    _release_replaced(s, subject, [r for r in current if r.id not in migrating], leaving)
     current = [r for r in current if r.desired]
     ready = ready_count(current, leaving)
     staying = {r.index for r in current if r.cluster not in leaving}
@@ -123,7 +127,8 @@ def _release_replaced(s: Session, subject: str, current: list[ReplicaRow], leavi
     """Make-before-break: once one replica of an index runs on a cluster that stays, the others of that index go.
 
     The others are the replica it replaces on a drained or silent cluster, or, when a silent cluster came back
-    before the replacement ran, the spare of the two.
+    before the replacement ran, the spare of the two. The source and target of a running migration are not
+    given here: the migration decides which of them stays, and when.
     """
     by_index: dict[int, list[ReplicaRow]] = defaultdict(list)
     for r in current:

@@ -24,6 +24,7 @@ from nemo_kernel.orchestrator.views.metrics import (
     WorkloadTop,
     WorkloadUsage,
 )
+from nemo_kernel.orchestrator.views.migrations import MigrationViews
 from nemo_kernel.orchestrator.views.modules import ModuleEntry, ModuleKey, ModuleViews
 from nemo_kernel.orchestrator.views.slas import SlaPage, SlaReport, SlaViews, ViolationPage
 from nemo_kernel.orchestrator.views.workloads import (
@@ -40,6 +41,7 @@ __all__ = [
     "ClusterViews",
     "GatewayViews",
     "MetricsViews",
+    "MigrationViews",
     "ModuleEntry",
     "ModuleKey",
     "ModuleViews",
@@ -87,4 +89,5 @@ class Views:
         self.workloads = WorkloadViews(db, decisions)
         self.gateway = GatewayViews(db)
         self.metrics = MetricsViews(metrics, self.workloads)
+        self.migrations = MigrationViews(db)
         self.slas = SlaViews(db)

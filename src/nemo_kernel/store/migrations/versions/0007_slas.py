@@ -1,7 +1,7 @@
 """PPEF: SLAs (versioned), the status of their SLOs, violations and the audit of the closed loop
 
 Revision ID: 0007_slas
-Revises: 0005_metric_rollups
+Revises: 0006_migrations
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_slas"
-down_revision: str | None = "0005_metric_rollups"
+down_revision: str | None = "0006_migrations"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
