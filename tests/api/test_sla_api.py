@@ -54,6 +54,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
         request.addfinalizer(drop)
     with running_stack(root / "data", env) as s:
+        # the clusters first: placing while the agents start contends for SQLite's write lock (see the report)
+        wait_for(lambda: {c["phase"] for c in s.api("GET", "/clusters").json()} == {"Ready"}, 60, "clusters ready")
         for workload in (SLEEPER, DEMO):
             created = s.api("POST", "/workloads", json=workload)
             assert created.status_code == 201, created.text
@@ -77,10 +79,9 @@ def test_lifecycle_draft_active_new_version_terminated(stack: Stack) -> None:
     assert created.json()["sla"]["state"] == "Active"
     assert _kinds(stack, "gold")[:2] == ["sla.applied", "sla.activated"]
     status = stack.api("GET", "/slas/gold/status").json()
-    assert [(s["slo"], s["state"], s["evaluated_at"]) for s in status["slos"]] == [
-        ("errors", "NoData", None),
-        ("p99", "NoData", None),
-    ]
+    assert [s["slo"] for s in status["slos"]] == ["errors", "p99"]
+    # NoData until the SLO loop evaluates it (never Met without an evaluation)
+    assert all(s["state"] == "NoData" for s in status["slos"] if s["evaluated_at"] is None)
     same = stack.api("POST", "/slas", content=yaml.safe_dump(_sla()), headers={"content-type": "application/yaml"})
     assert (same.status_code, same.json()["outcome"], same.json()["sla"]["version"]) == (200, "unchanged", 1)
     changed = stack.api("POST", "/slas", json=_sla(period="28d")).json()
@@ -374,8 +375,10 @@ def test_the_example_sla_through_the_cli(stack: Stack, tmp_path: Path) -> None:
     listed = stack.cli("sla", "list", "--workload", "demo").stdout
     assert "demo-gold" in listed and "Active" in listed
     status = stack.cli_json("sla", "status", "demo-gold")
-    assert len(status["slos"]) == 12 and {s["state"] for s in status["slos"]} == {"NoData"}
-    assert "NoData" in stack.cli("sla", "status", "demo-gold").stdout
+    assert len(status["slos"]) == 12
+    assert {s["state"] for s in status["slos"]} <= {"NoData", "Met", "AtRisk", "Violated"}
+    assert all(s["state"] == "NoData" for s in status["slos"] if s["evaluated_at"] is None)
+    assert "time-to-scale" in stack.cli("sla", "status", "demo-gold").stdout
     assert stack.cli_json("sla", "get", "demo-gold")["spec"]["press"]["data_residency"] == [
         "ES",
         "DE",
