@@ -22,6 +22,7 @@ from nemo_kernel.api.routers import (
     migrations,
     modules,
     petitions,
+    slas,
     system,
     workloads,
 )
@@ -60,8 +61,9 @@ def create_app(
     install_error_handlers(app)
     install_access_error_handlers(app)
     v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)], responses=ERRORS)
-    for module in (clusters, workloads, metrics, migrations, petitions, modules, gateway):
+    for module in (clusters, workloads, metrics, migrations, petitions, modules, gateway, slas):
         v1.include_router(module.router)
+    v1.include_router(slas.violations_router)
     v1.include_router(identities.users)
     v1.include_router(identities.clients)
     app.include_router(v1)

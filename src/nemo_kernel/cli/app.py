@@ -16,6 +16,7 @@ from nemo_kernel.cli import (
     migrations,
     modules,
     monitoring,
+    slas,
     workloads,
 )
 from nemo_kernel.cli.client import CliError, api_from_env_or, use_token
@@ -25,6 +26,7 @@ from nemo_kernel.cli.output import OutputFormat, complain, emit, print_table
 app = typer.Typer(no_args_is_help=True, help="NEMO Kernel: control plane of the IoT-edge-cloud continuum.")
 app.add_typer(clusters.app, name="cluster", help="Register and manage clusters.")
 app.add_typer(workloads.app, name="workload", help="Apply and inspect workloads.")
+app.add_typer(slas.app, name="sla", help="Service level agreements: apply, status, violations, OpenSLO, rules.")
 app.add_typer(bus_commands.app, name="bus", help="Provision and inspect the RabbitMQ bus.")
 app.add_typer(gateway.app, name="gateway", help="Configure the gateway, expose workloads, run a gateway.")
 app.add_typer(modules.app, name="module", help="Keys of bus modules: keygen, register, rotate, revoke, list.")

@@ -101,6 +101,14 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call the API; returns the decoded JSON body (None for 204)."""
+        response = self._checked(method, path, kwargs)
+        return response.json() if response.content else None
+
+    def get_text(self, path: str, **params: Any) -> str:
+        """GET ``/api/v1{path}`` whose answer is text (a YAML file), not JSON."""
+        return self._checked("GET", path, {"params": {k: v for k, v in params.items() if v is not None}}).text
+
+    def _checked(self, method: str, path: str, kwargs: dict[str, Any]) -> httpx.Response:
         response = self._send(method, path, kwargs)
         if response.status_code == 401 and isinstance(self.tokens, ClientCredentialsTokens):
             self.tokens.forget()
@@ -108,7 +116,7 @@ class ApiClient:
         if response.status_code >= 400:
             hint = f"\n{_NO_CREDENTIALS}" if response.status_code == 401 and self.tokens is None else ""
             raise CliError(_describe_error(response) + hint)
-        return response.json() if response.content else None
+        return response
 
     def _send(self, method: str, path: str, kwargs: dict[str, Any]) -> httpx.Response:
         headers = dict(kwargs.get("headers") or {})

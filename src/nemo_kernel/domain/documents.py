@@ -137,3 +137,22 @@ def _scalar_problem(value: Any) -> str | None:
     if isinstance(value, float):
         return None if math.isfinite(value) else "must be a finite number"
     return f"a YAML {type(value).__name__} value has no JSON form (quote it to make it a string)"
+
+
+def load_yaml_stream(raw: bytes | str) -> list[Any]:
+    """Every document of a YAML stream (``---`` between them), each parsed and checked like :func:`load_document`;
+    raises :class:`DocumentError` (the field is prefixed with the document's index when there are several)."""
+    try:
+        documents = [d for d in yaml.load_all(raw, Loader=_StrictYamlLoader) if d is not None]
+    except _DuplicateKey as exc:
+        problem = f"duplicate key {exc.key!r}: each key may appear once in a mapping"
+        raise DocumentError(problem, str(exc.key), problem) from exc
+    except RecursionError as exc:
+        raise DocumentError("not valid YAML: nested too deeply") from exc
+    except (ValueError, yaml.YAMLError) as exc:
+        raise DocumentError(f"not valid YAML: {exc}") from exc
+    found = document_problem(documents)
+    if found is not None:
+        field, problem = found
+        raise DocumentError(f"{field}: {problem}", field, problem)
+    return documents

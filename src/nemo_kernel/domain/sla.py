@@ -69,6 +69,15 @@ class Comparison(StrEnum):
     AT_LEAST = ">="
 
 
+HIGHER_IS_BETTER = frozenset({"throughput", "bandwidth", "availability", "press_compliance"})
+"""The kinds whose SLI is good at or above its threshold; every other kind is good at or below it."""
+
+
+def default_comparison(kind: SloKind) -> Comparison:
+    """Which side of the threshold is good for ``kind`` when an SLO does not say (``comparison`` None)."""
+    return Comparison.AT_LEAST if kind.value in HIGHER_IS_BETTER else Comparison.AT_MOST
+
+
 class BudgetingMethod(StrEnum):
     """How an SLO's error budget is counted (OpenSLO v1's names)."""
 

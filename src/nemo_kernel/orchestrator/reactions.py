@@ -29,9 +29,11 @@ from nemo_kernel.domain import Event, EventKind
 ReactionFn = Callable[[Session, Event], None]
 F = TypeVar("F", bound=ReactionFn)
 
-# The modules whose import registers the built-in reactions on :data:`reactions` (none yet: issue 9 keeps the
-# behaviour unchanged, so nothing reacts by default). Add a reaction's module path here.
-REACTION_MODULES: tuple[str, ...] = ("nemo_kernel.orchestrator.reactions_sla",)
+# The modules whose import registers the built-in reactions on :data:`reactions`. Add a reaction's module path here.
+REACTION_MODULES: tuple[str, ...] = (
+    "nemo_kernel.orchestrator.reactions_sla",
+    "nemo_kernel.orchestrator.reactions_sla_lifecycle",
+)
 
 
 @dataclass(frozen=True)

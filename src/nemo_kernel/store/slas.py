@@ -36,16 +36,14 @@ LIVE_STATES = (SlaState.ACTIVE.value, SlaState.VIOLATED.value)
 
 _TRANSITIONS: dict[tuple[SlaState, SlaState], EventKind] = {
     (SlaState.DRAFT, SlaState.ACTIVE): EventKind.SLA_ACTIVATED,
-    (SlaState.TERMINATED, SlaState.ACTIVE): EventKind.SLA_ACTIVATED,
     (SlaState.ACTIVE, SlaState.VIOLATED): EventKind.SLA_VIOLATED,
     (SlaState.VIOLATED, SlaState.ACTIVE): EventKind.SLA_RECOVERED,
     (SlaState.DRAFT, SlaState.TERMINATED): EventKind.SLA_TERMINATED,
     (SlaState.ACTIVE, SlaState.TERMINATED): EventKind.SLA_TERMINATED,
     (SlaState.VIOLATED, SlaState.TERMINATED): EventKind.SLA_TERMINATED,
-    # a new version of a terminated SLA starts again as a draft until its workload is deployed
-    (SlaState.TERMINATED, SlaState.DRAFT): EventKind.SLA_APPLIED,
 }
-"""The lifecycle ``Draft -> Active -> (Violated <-> Active) -> Terminated``; each allowed step and its event."""
+"""The lifecycle ``Draft -> Active -> (Violated <-> Active) -> Terminated``; each allowed step and its event.
+Applying a Terminated SLA again is its next version, a Draft again (:func:`apply_sla`, with ``sla.applied``)."""
 
 SORT_KEYS = ("name", "-name", "created", "-created", "updated", "-updated", "state", "-state")
 """What a list of SLAs may be sorted by (``-`` descending); the API refuses anything else."""
@@ -509,11 +507,17 @@ def list_actions(
 
 
 def residency_of_workload(session: Session, namespace: str, workload: str) -> list[str] | None:
-    """The countries the live SLAs of a workload allow (their ``press.data_residency`` intersected), or None when
-    none restricts them. An empty list means the SLAs allow no country at all."""
+    """The countries the SLAs of a workload allow (their ``press.data_residency`` intersected), or None when none
+    restricts them; an empty list means no country at all. Drafts count: an SLA waiting for its workload to be
+    deployed constrains that very first placement. Terminated SLAs do not."""
     allowed: set[str] | None = None
-    for row in slas_of_workload(session, namespace, workload):
-        countries = row.spec.get("press", {}).get("data_residency") or []
+    query = select(SlaRow.spec).where(
+        SlaRow.namespace == namespace,
+        (SlaRow.workload == workload) | SlaRow.workload.is_(None),
+        SlaRow.state != SlaState.TERMINATED.value,
+    )
+    for spec in session.scalars(query):
+        countries = (spec.get("press") or {}).get("data_residency") or []
         if countries:
             allowed = set(countries) if allowed is None else allowed & set(countries)
     return sorted(allowed) if allowed is not None else None

@@ -18,6 +18,7 @@ from nemo_kernel.orchestrator.commands.faults import FaultCommands
 from nemo_kernel.orchestrator.commands.gateway import GatewayCommands
 from nemo_kernel.orchestrator.commands.migrations import MIGRATE_INTENT, MigrationCommands
 from nemo_kernel.orchestrator.commands.modules import ModuleCommands, module_keys, raw_public_key
+from nemo_kernel.orchestrator.commands.slas import SlaCommands
 from nemo_kernel.orchestrator.commands.workloads import WorkloadCommands
 from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.intake import Intake
@@ -33,6 +34,7 @@ __all__ = [
     "GatewayCommands",
     "MigrationCommands",
     "ModuleCommands",
+    "SlaCommands",
     "Wake",
     "WorkloadCommands",
     "module_keys",
@@ -65,3 +67,4 @@ class Commands:
         self.modules = ModuleCommands(directory)
         self.gateway = GatewayCommands(db)
         self.migrations = MigrationCommands(db, wake, decisions or DecisionEngine())
+        self.slas = SlaCommands(db)

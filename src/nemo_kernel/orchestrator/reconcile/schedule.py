@@ -17,6 +17,7 @@ from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.placement import Inventory
 from nemo_kernel.orchestrator.reconcile.phases import update_phases
 from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
+from nemo_kernel.ppef.press import residency_constrained
 from nemo_kernel.store import Database, workloads
 from nemo_kernel.store.events import record_event, workload_subject
 from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
@@ -85,6 +86,11 @@ class Scheduling:
         if not missing:
             _clear_queue(s, w.id, version)
             return True
+        constrained = residency_constrained(s, w.namespace, w.name, spec)  # the SLAs' PRESS clauses: an input
+        if constrained is None:
+            _nowhere_allowed(s, w, version)
+            return False
+        spec = constrained
         hosted: dict[tuple[str, str], int] = defaultdict(int)
         for r in staying:
             hosted[(r.cluster, r.node)] += 1
@@ -145,6 +151,13 @@ class Scheduling:
             if not current and not decision.assignments:
                 w.message = decision.summary  # the phase is shown next to it: not repeated
         return True
+
+
+def _nowhere_allowed(s: Session, w: WorkloadRow, version: int) -> None:
+    message = "no country is in both placement.countries and the data residency of the workload's SLAs"
+    if w.message != message:  # recorded once, not on every pass
+        w.message = message
+        record_event(s, EventKind.PLACEMENT_PENDING, workload_subject(w.namespace, w.name), message, version=version)
 
 
 def _clear_queue(s: Session, workload_id: int, version: int) -> None:

@@ -26,6 +26,7 @@ from nemo_kernel.orchestrator.views.metrics import (
 )
 from nemo_kernel.orchestrator.views.migrations import MigrationViews
 from nemo_kernel.orchestrator.views.modules import ModuleEntry, ModuleKey, ModuleViews
+from nemo_kernel.orchestrator.views.slas import SlaPage, SlaReport, SlaViews, ViolationPage
 from nemo_kernel.orchestrator.views.workloads import (
     PlacementExplanation,
     ReplicaPlacement,
@@ -50,8 +51,12 @@ __all__ = [
     "ReplicaPlacement",
     "ReplicaUsage",
     "SandboxOf",
+    "SlaPage",
+    "SlaReport",
+    "SlaViews",
     "StoredDecision",
     "Views",
+    "ViolationPage",
     "WorkloadMetrics",
     "WorkloadTop",
     "WorkloadUsage",
@@ -85,3 +90,4 @@ class Views:
         self.gateway = GatewayViews(db)
         self.metrics = MetricsViews(metrics, self.workloads)
         self.migrations = MigrationViews(db)
+        self.slas = SlaViews(db)

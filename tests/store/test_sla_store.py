@@ -165,14 +165,17 @@ def test_actions_audit_with_followup(database: Database) -> None:
         assert [e.kind for e in events.history(s, "sla/default/gold")][-1] == "sla.action"
 
 
-def test_residency_intersects_live_slas(database: Database) -> None:
+def test_residency_intersects_slas_until_terminated(database: Database) -> None:
     with database.transaction() as s:
+        assert slas.residency_of_workload(s, "default", "demo") is None
         a = slas.apply_sla(s, _spec(name="a")).row
-        b = slas.apply_sla(s, _spec(name="b", workload=None, press={"data_residency": ["PT", "FR"]})).row
-        assert slas.residency_of_workload(s, "default", "demo") is None  # drafts restrict nothing yet
-        slas.set_sla_state(s, a, SlaState.ACTIVE)
+        # a Draft constrains the first placement of its workload already
         assert slas.residency_of_workload(s, "default", "demo") == ["ES", "PT"]
-        slas.set_sla_state(s, b, SlaState.ACTIVE)
+        b = slas.apply_sla(s, _spec(name="b", workload=None, press={"data_residency": ["PT", "FR"]})).row
         assert slas.residency_of_workload(s, "default", "demo") == ["PT"]
         assert slas.residency_of_workload(s, "default", "elsewhere") == ["FR", "PT"]
         assert slas.residency_of_workload(s, "other-ns", "demo") is None
+        slas.set_sla_state(s, b, SlaState.TERMINATED)
+        assert slas.residency_of_workload(s, "default", "demo") == ["ES", "PT"]
+        slas.set_sla_state(s, a, SlaState.TERMINATED)
+        assert slas.residency_of_workload(s, "default", "demo") is None
