@@ -120,6 +120,9 @@ class Settings(BaseSettings):
         default=6.0, gt=0, le=86400, description="silence after which a cluster is NotReady"
     )
     reconcile_interval: float = Field(default=1.0, ge=0.05, le=3600, description="seconds between reconcile passes")
+    slo_interval: float = Field(
+        default=15.0, ge=0.05, le=3600, description="seconds between evaluations of the SLAs' objectives (PPEF)"
+    )
     driver_timeout: float = Field(default=3.0, ge=0.1, le=600, description="seconds a driver call may take")
     migration_drain: float = Field(
         default=2.0,

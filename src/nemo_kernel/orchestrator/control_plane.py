@@ -39,6 +39,7 @@ from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.orchestrator.seen_record import StoredSeenRecord
+from nemo_kernel.orchestrator.slo_loop import SloLoop
 from nemo_kernel.orchestrator.views import Views
 from nemo_kernel.store import Database, clusters, events
 from nemo_kernel.store.rollups import DatabaseRollups
@@ -151,6 +152,8 @@ class ControlPlane:
         )
         # Bottlenecks and anomalies in what the analytics engine holds, recorded as analytics.* events.
         self.findings = FindingsWatch(self.db, lambda: self.metrics, settings)
+        # PPEF's evaluation asks whichever reader ``metrics`` is at each pass.
+        self.slo_loop = SloLoop(self.db, lambda: self.metrics, settings.slo_interval)
         # Link probes measure every cluster's links into the store (or the sink a test gives).
         self.link_probes = LinkProber(self.resources, link_sink if link_sink is not None else self.metrics_store)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
@@ -180,6 +183,7 @@ class ControlPlane:
             asyncio.create_task(self._fault_loop(), name="faults"),
             asyncio.create_task(self._metrics_loop(), name="metrics-history"),
             asyncio.create_task(self.link_probes.run(), name="link-probes"),
+            asyncio.create_task(self.slo_loop.run(), name="slo-evaluation"),
             asyncio.create_task(self._migration_loop(), name="migrations"),
         ]
         if self.collector is not None:

@@ -31,7 +31,7 @@ F = TypeVar("F", bound=ReactionFn)
 
 # The modules whose import registers the built-in reactions on :data:`reactions` (none yet: issue 9 keeps the
 # behaviour unchanged, so nothing reacts by default). Add a reaction's module path here.
-REACTION_MODULES: tuple[str, ...] = ()
+REACTION_MODULES: tuple[str, ...] = ("nemo_kernel.orchestrator.reactions_sla",)
 
 
 @dataclass(frozen=True)
