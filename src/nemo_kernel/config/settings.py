@@ -182,7 +182,10 @@ class Settings(BaseSettings):
         default=90 * 86400.0, ge=86400, le=5 * 366 * 86400, description="seconds 1-hour rollups are kept"
     )
     metrics_max_series: int = Field(
-        default=200_000, ge=100, le=10_000_000, description="most series held; samples of new ones beyond are dropped"
+        default=200_000,
+        ge=100,
+        le=10_000_000,
+        description="most series held (workloads' own series: at most half); samples of new ones beyond are dropped",
     )
     metrics_flush_interval: float = Field(
         default=60.0, ge=1, le=3600, description="seconds between writes of finished rollups to the database"

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from stat import S_ISREG
 
 from nemo_kernel.domain import ClusterSpec
 from nemo_kernel.domain.cluster import MAX_CARBON_INTENSITY
@@ -128,6 +129,8 @@ class CarbonIntensity:
     def _series(self, path: str) -> CarbonSeries:
         resolved = allowed(path, self._roots)
         stat = resolved.stat()
+        if not S_ISREG(stat.st_mode):  # a FIFO would block the collector's open() on the event loop for ever
+            raise CarbonSourceRefused(f"{path} is not a regular file")
         key = (stat.st_mtime_ns, stat.st_size)
         cached = self._files.get(resolved)
         if cached is not None and cached[0] == key:

@@ -30,7 +30,7 @@ from nemo_kernel.metrics.model import (
     Sample,
     Selector,
 )
-from nemo_kernel.metrics.names import SAMPLES_DROPPED
+from nemo_kernel.metrics.names import RESERVED_PREFIX, SAMPLES_DROPPED
 from nemo_kernel.metrics.raw import RawSeries
 from nemo_kernel.metrics.rollups import MINUTE, RESOLUTIONS, History, RollupRow, RollupStore, labels_key, rollup_rows
 
@@ -111,6 +111,7 @@ class EmbeddedMetrics:
         # no per-label tuples)
         self._seen: dict[tuple[str, tuple[str, ...], tuple[str, ...]], RawSeries] = {}
         self._dropped: dict[str, int] = {}
+        self._foreign = 0  # held series whose name is not nemo_ (workloads' own): at most half of max_series
         self._lock = threading.Lock()  # ingest (event loop) and queries (worker threads) meet here
 
     # --- in --------------------------------------------------------------------------------------------------
@@ -167,6 +168,11 @@ class EmbeddedMetrics:
         if series is None:
             if len(self._series) >= self.max_series:
                 return None, DropReason.SERIES_LIMIT
+            foreign = not s.name.startswith(RESERVED_PREFIX)
+            if foreign and self._foreign >= self.max_series // 2:
+                # Workloads invent label values at will: the other half stays for the series NEMO judges them by.
+                return None, DropReason.SERIES_LIMIT
+            self._foreign += foreign
             series = RawSeries(s.name, dict(key[1]))
             self._series[key] = series
             self._by_name.setdefault(s.name, {})[key] = series
@@ -224,6 +230,7 @@ class EmbeddedMetrics:
                     if quiet is None or id(quiet) not in gone:
                         continue
                     del self._series[key]
+                    self._foreign -= not quiet.name.startswith(RESERVED_PREFIX)
                     by_name = self._by_name.get(quiet.name)
                     if by_name is not None:
                         by_name.pop(key, None)

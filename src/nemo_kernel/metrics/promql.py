@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from nemo_kernel.metrics import matching
 from nemo_kernel.metrics.model import (
     LABEL_NAME,
     METRIC_NAME,
@@ -318,8 +319,7 @@ def _matches_empty(m: Matcher) -> bool:
         return m.value == ""
     if m.op is MatchOp.NE:
         return m.value != ""
-    found = re.fullmatch(m.value, "") is not None
-    return found if m.op is MatchOp.RE else not found
+    return matching.matches(m, "")
 
 
 def _matchers(r: _Reader) -> list[Matcher]:
@@ -346,8 +346,8 @@ def _matchers(r: _Reader) -> list[Matcher]:
         op = MatchOp(op_text)
         if op in (MatchOp.RE, MatchOp.NRE):
             try:
-                re.compile(value)
-            except re.error as exc:
+                matching.compiled(value)
+            except ValueError as exc:
                 raise r.fail(f"bad regular expression for label {label!r}: {exc}", at) from None
         matchers.append(Matcher(label, op, value))
         if len(matchers) > MAX_MATCHERS:
