@@ -64,20 +64,30 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         yield Api(http, plane, {"admin": admin_token, "viewer": token("test-viewer", made.json()["secret"])})
 
 
-NOW = time.time()
-SAMPLES = [
-    Sample("nemo_replica_cpu_seconds_total", {"replica": "r1", "workload": "demo", "cluster": "c1"}, 12.5, NOW - 2),
-    Sample("nemo_replica_cpu_seconds_total", {"replica": "r1", "workload": "demo", "cluster": "c1"}, 13.0, NOW - 1),
-    Sample("nemo_replica_cpu_seconds_total", {"replica": "r2", "workload": "other", "cluster": "c2"}, 3.0, NOW - 1),
-    Sample("nemo_node_power_watts", {"node": "n1", "cluster": "c1"}, 42.0, NOW - 1),
-    Sample("nemo_replica_cpu_seconds_total", {"replica": "gone", "workload": "old", "cluster": "c1"}, 1.0, NOW - 900),
-    Sample("http_requests_total", {"replica": "r1", "path": 'a"b\\c'}, 7.0, NOW - 1),
-]
+def _samples_at(now: float) -> list[Sample]:
+    cpu = "nemo_replica_cpu_seconds_total"
+    return [
+        Sample("nemo_replica_cpu_seconds_total", {"replica": "r1", "workload": "demo", "cluster": "c1"}, 12.5, now - 2),
+        Sample("nemo_replica_cpu_seconds_total", {"replica": "r1", "workload": "demo", "cluster": "c1"}, 13.0, now - 1),
+        Sample("nemo_replica_cpu_seconds_total", {"replica": "r2", "workload": "other", "cluster": "c2"}, 3.0, now - 1),
+        Sample("nemo_node_power_watts", {"node": "n1", "cluster": "c1"}, 42.0, now - 1),
+        Sample(cpu, {"replica": "gone", "workload": "old", "cluster": "c1"}, 1.0, now - 900),
+        Sample("http_requests_total", {"replica": "r1", "path": 'a"b\\c'}, 7.0, now - 1),
+    ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _samples(api: Api) -> None:
-    api.plane.metrics_store.ingest(SAMPLES)
+@pytest.fixture(scope="module")
+def now(api: Api) -> float:
+    """When the samples were written: /federate looks back 5 minutes from the request, so the samples are stamped
+    as the module's tests start, not when the suite was collected (which may be many minutes earlier)."""
+    stamp = time.time()
+    api.plane.metrics_store.ingest(_samples_at(stamp))
+    return stamp
+
+
+@pytest.fixture(autouse=True)
+def _samples(now: float) -> None:
+    """Every test of the module sees the samples."""
 
 
 def _series(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, float | None]]:
@@ -88,7 +98,7 @@ def _series(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], tuple[fl
     }
 
 
-def test_federate_serves_the_newest_sample_of_each_selected_series(api: Api) -> None:
+def test_federate_serves_the_newest_sample_of_each_selected_series(api: Api, now: float) -> None:
     response = api.get(
         "/federate", **{"match[]": ['nemo_replica_cpu_seconds_total{workload="demo"}', "nemo_node_power_watts"]}
     )
@@ -98,9 +108,9 @@ def test_federate_serves_the_newest_sample_of_each_selected_series(api: Api) -> 
     assert series == {
         ("nemo_replica_cpu_seconds_total", (("cluster", "c1"), ("replica", "r1"), ("workload", "demo"))): (
             13.0,
-            pytest.approx(NOW - 1, abs=1e-3),
+            pytest.approx(now - 1, abs=1e-3),
         ),
-        ("nemo_node_power_watts", (("cluster", "c1"), ("node", "n1"))): (42.0, pytest.approx(NOW - 1, abs=1e-3)),
+        ("nemo_node_power_watts", (("cluster", "c1"), ("node", "n1"))): (42.0, pytest.approx(now - 1, abs=1e-3)),
     }
 
 
