@@ -174,10 +174,12 @@ def test_sigkill_loses_nothing_acknowledged(any_store_stack: Stack) -> None:
                 "runtimes": ["runc"],
                 "tee": "none",
                 "labels": {},
-                "power": {"idle_watts": 50.0, "max_watts": 200.0},
+                "power": {"idle_watts": 50.0, "max_watts": 200.0, "table": None},
             }
         ],
         "links": {},
+        "carbon_intensity_source": None,
+        "sim": None,
     }
     w = wait_for(
         lambda: (x := stack.api("GET", "/workloads/idle").json())["phase"] == "Running" and x,
