@@ -133,10 +133,6 @@ def _serving(w: dict[str, Any]) -> int:
     return sum(1 for r in w["replicas"] if r["phase"] == "Running")
 
 
-@pytest.mark.skip(
-    reason="KNOWN REGRESSION (2026-12-01 session): after this session's merges a drained cluster's replicas get no "
-    "replacement; the drain through the migration service (branch h-callers) replaces this path. See the session note."
-)
 def test_drain_is_make_before_break(stack: Stack) -> None:
     assert stack.api("POST", "/workloads", json=_demo("mover")).status_code == 201
     before = wait_for(lambda: _running(stack, "mover"), 60, "mover to run")

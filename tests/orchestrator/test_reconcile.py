@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from tests.orchestrator.fakes import MemoryDriver, MemoryProvider
 
 from nemo_kernel.clusters import DriverProviders
@@ -338,6 +338,31 @@ async def test_a_workload_that_fits_nowhere_is_remembered_only_while_queued(
     plane.apply(_workload("huge", replicas=1))  # a version that fits
     await plane.settle(lambda: plane.running("huge"))
     assert plane.engine.schedule.tried == {}
+
+
+async def test_a_placement_that_failed_is_tried_again_though_nothing_changed(
+    make_plane: Callable[[int], Plane],
+) -> None:
+    # The database refuses the decision once (a trigger, as a busy or failing database would): the workload
+    # must not wait for an inventory change that may never come (a drain would leave its replicas in place).
+    plane = make_plane(10)
+    with plane.db.transaction() as s:
+        s.execute(
+            text(
+                "CREATE TRIGGER refuse_decisions BEFORE INSERT ON placement_decisions "
+                "BEGIN SELECT RAISE(ABORT, 'decisions refused'); END"
+            )
+        )
+    plane.apply(_workload("web"))
+    await plane.engine.reconcile_once()
+    with plane.db.transaction() as s:
+        row = s.scalar(select(WorkloadRow).where(WorkloadRow.name == "web"))
+        assert row is not None and "decisions refused" in row.message
+    assert plane.replicas("web") == []
+    with plane.db.transaction() as s:
+        s.execute(text("DROP TRIGGER refuse_decisions"))
+    await plane.settle(lambda: plane.running("web"))
+    assert EventKind.WORKLOAD_FAILED in plane.kinds("web")
 
 
 async def test_removing_a_cluster_forgets_its_replicas_in_the_engine_too(make_plane: Callable[[int], Plane]) -> None:

@@ -12,12 +12,19 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+SNAPSHOT = "nemo_snapshot"
+"""Execution option of the connections :meth:`Database.snapshot` reads through."""
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own transaction handling begins a transaction only before the first INSERT/UPDATE/DELETE, so
+    # the reads before it would see other commits and a savepoint would commit on release; _sqlite_begin begins
+    # every transaction instead (SQLAlchemy's documented recipe for pysqlite).
+    dbapi_connection.isolation_level = None
     # WAL lets the API read while the reconcile loop writes; foreign keys are off by default in SQLite;
     # synchronous=FULL so that a 2xx answer means the data is on disk even if the process is killed.
     cursor = dbapi_connection.cursor()
@@ -26,6 +33,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # A transaction that may write takes the write lock when it begins (IMMEDIATE): one that read first and then
+    # wrote after another writer committed would fail at once with "database is locked", busy timeout or not,
+    # because SQLite cannot move its read snapshot forward. Snapshots only read, so they begin deferred.
+    snapshot = connection.get_execution_options().get(SNAPSHOT, False)
+    connection.exec_driver_sql("BEGIN" if snapshot else "BEGIN IMMEDIATE")
+
+
+def _refuse_flush(_session: Session, _context: Any, _instances: Any) -> None:
+    raise RuntimeError("a snapshot only reads: write through Database.transaction()")
 
 
 def _create_owner_only(path: Path) -> None:
@@ -55,7 +74,10 @@ class Database:
         self.engine: Engine = create_engine(parsed, **kwargs)
         if parsed.drivername.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._snapshots = sessionmaker(self.engine.execution_options(**{SNAPSHOT: True}), expire_on_commit=False)
+        event.listen(self._snapshots, "before_flush", _refuse_flush)
 
     @property
     def is_sqlite(self) -> bool:
@@ -69,8 +91,18 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on any error."""
+        """A session in one transaction: committed on success, rolled back on any error.
+
+        On SQLite it holds the write lock from its start, so transactions that write never fail on each other
+        (they wait up to the busy timeout); use :meth:`snapshot` for one that only reads.
+        """
         with self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A session that only reads, in one transaction: a consistent snapshot that waits for no writer."""
+        with self._snapshots() as session:  # begins at its first query; closing it ends the transaction
             yield session
 
     def migrate(self) -> None:

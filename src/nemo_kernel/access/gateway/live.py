@@ -102,15 +102,15 @@ class StoredGateway:
         return True
 
     def _read_revision(self) -> int:
-        with self.db.transaction() as session:
+        with self.db.snapshot() as session:
             return gateway_store.revision(session)
 
     def _read_replicas(self, workloads: set[str]) -> dict[str, list[str]]:
-        with self.db.transaction() as session:
+        with self.db.snapshot() as session:
             return running_urls(session, workloads)
 
     def _read_snapshot(self) -> gateway_store.GatewaySnapshot:
-        with self.db.transaction() as session:
+        with self.db.snapshot() as session:
             return gateway_store.snapshot(session)
 
     async def _retire(self, gateway: Gateway) -> None:

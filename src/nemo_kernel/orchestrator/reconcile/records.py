@@ -40,7 +40,6 @@ def isolated(s: Session, w: WorkloadRow, step: str, work: Callable[[], T]) -> T 
     One unreadable row (a descriptor stored before validation was tightened, a name no replica id accepts)
     must not stop the reconcile loop for every other workload.
     """
-    _begin(s)
     try:
         with s.begin_nested():
             return work()
@@ -58,16 +57,3 @@ def record_failure(s: Session, w: WorkloadRow, step: str, exc: Exception) -> Non
     log.warning("workload %s/%s: %s", w.namespace, w.name, message, exc_info=exc)
     w.message = message
     record_event(s, EventKind.WORKLOAD_FAILED, workload_subject(w.namespace, w.name), message, step=step)
-
-
-def _begin(s: Session) -> None:
-    """Make sure the database transaction has begun before a savepoint.
-
-    Python's sqlite3 begins a transaction only before INSERT/UPDATE/DELETE: a SAVEPOINT issued first would open
-    one of its own, and releasing it would commit on the spot (one commit, and one fsync, per workload).
-    """
-    connection = s.connection()
-    if connection.dialect.name == "sqlite":
-        dbapi = connection.connection.dbapi_connection
-        if not getattr(dbapi, "in_transaction", True):
-            connection.exec_driver_sql("BEGIN")

@@ -1,7 +1,8 @@
 """Schedule: the decision engine places a replica for every index a queued workload has none for.
 
 Each decision is stored with its replicas in the workload's own savepoint; a workload that fits nowhere is not
-tried again until the inventory (health, schedulability, free capacity) or its version changes.
+tried again until the inventory (health, schedulability, free capacity) or its version changes; one whose
+placement failed is tried again on the next pass.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Scheduling:
         self._decisions = decisions
         self.decisions = decisions
         """The decision engine, for views that explain what it would decide now."""
-        # Workload id -> (inventory generation, version) when it last fitted nowhere (or failed). Kept only for
+        # Workload id -> (inventory generation, version) when it last fitted nowhere. Kept only for
         # the workloads of the current batch: one deleted, placed or no longer queued is forgotten on the next
         # pass, so this holds at most SCHEDULE_BATCH entries.
         self.tried: dict[int, tuple[int, int]] = {}
@@ -65,11 +66,14 @@ class Scheduling:
             for w in queue:
                 tried = (inventory.generation, w.version)
                 if self.tried.get(w.id) == tried:
-                    continue  # nothing changed since it last fitted nowhere (or failed)
-                if isolated(s, w, "placement", partial(self._place, s, w, replicas.get(w.id, []), inventory)):
+                    continue  # nothing changed since it last fitted nowhere
+                placed = isolated(s, w, "placement", partial(self._place, s, w, replicas.get(w.id, []), inventory))
+                if placed:
                     touched.add(w.id)
-                else:
+                elif placed is False:
                     self.tried[w.id] = tried
+                # None: it failed (recorded on the workload); tried again next pass, as the cause may pass (a
+                # busy database) and nothing else would bring it back while the inventory stays the same.
             update_phases(s, touched)
 
     def _place(self, s: Session, w: WorkloadRow, mine: list[ReplicaRow], inventory: Inventory) -> bool:

@@ -21,23 +21,23 @@ class ClusterViews:
 
     def every(self) -> list[ClusterStatus]:
         """Every cluster with its phase, by name."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             return [self._live(cluster_store.to_cluster_status(r)) for r in cluster_store.list_clusters(s)]
 
     def get(self, name: str) -> ClusterStatus:
         """One cluster; ``NotFound`` if unknown."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             return self._live(cluster_store.to_cluster_status(cluster_store.get_cluster(s, name)))
 
     def nodes(self, name: str) -> list[NodeStatus]:
         """The nodes of a cluster with their capacity accounting; ``NotFound`` if the cluster is unknown."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             row = cluster_store.get_cluster(s, name)
             return [cluster_store.to_node_status(row, n) for n in row.nodes]
 
     def history(self, name: str, *, after: int = 0, limit: int = 500) -> list[Event]:
         """Events of a cluster after the id ``after``, oldest first; ``NotFound`` if the cluster is unknown."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             cluster_store.get_cluster(s, name)
             return events.history(s, events.cluster_subject(name), after_id=after, limit=limit)
 

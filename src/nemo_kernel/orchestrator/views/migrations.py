@@ -15,10 +15,10 @@ class MigrationViews:
 
     def get(self, migration_id: int) -> MigrationStatus:
         """One migration with its phase timings and measured downtime; ``NotFound`` if unknown."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             return to_status(get_migration(s, migration_id))
 
     def page(self, workload: str | None = None, *, limit: int = 100, offset: int = 0) -> list[MigrationStatus]:
         """Migrations, newest first; of one workload (``namespace/name``) when given."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             return [to_status(row) for row in list_migrations(s, workload, limit=limit, offset=offset)]

@@ -46,7 +46,7 @@ class SlaViews:
 
     def get(self, namespace: str, name: str) -> SlaStatus:
         """One SLA; ``NotFound`` if unknown."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             return slas.to_sla_status(slas.get_sla(s, namespace, name))
 
     def page(
@@ -61,7 +61,7 @@ class SlaViews:
         offset: int = 0,
     ) -> SlaPage:
         """A page of SLAs matching the filters, in the order ``sort`` names."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             rows, total = slas.list_slas(
                 s, namespace=namespace, workload=workload, state=state, kind=kind, sort=sort, limit=limit, offset=offset
             )
@@ -69,7 +69,7 @@ class SlaViews:
 
     def report(self, namespace: str, name: str) -> SlaReport:
         """The SLA's state and each SLO's status; ``NotFound`` if unknown."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             row = slas.get_sla(s, namespace, name)
             return SlaReport(
                 name=row.name,
@@ -92,7 +92,7 @@ class SlaViews:
         offset: int = 0,
     ) -> ViolationPage:
         """A page of violations, newest first."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             items, total = slas.list_violations(
                 s, namespace=namespace, sla=sla, slo=slo, open_only=open_only, limit=limit, offset=offset
             )
@@ -100,12 +100,12 @@ class SlaViews:
 
     def actions(self, namespace: str, name: str, *, limit: int = 100, offset: int = 0) -> list[SlaAction]:
         """The closed loop's audit of one SLA, newest first; ``NotFound`` if unknown."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             return slas.list_actions(s, slas.get_sla(s, namespace, name), limit=limit, offset=offset)
 
     def history(self, namespace: str, name: str, *, after: int = 0, limit: int = 500) -> list[Event]:
         """Events of an SLA after the id ``after``, oldest first."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             return events.history(s, slas.sla_subject(namespace, name), after_id=after, limit=limit)
 
     def openslo(self, namespace: str, name: str) -> list[dict[str, Any]]:

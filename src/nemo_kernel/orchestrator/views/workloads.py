@@ -65,13 +65,13 @@ class WorkloadViews:
 
     def status(self, namespace: str, name: str) -> WorkloadStatus:
         """Desired against actual replicas, per cluster and node, with their URLs; ``NotFound`` if unknown."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             row = workloads.get_workload(s, namespace, name)
             return workloads.to_workload_status(row, workloads.replicas_by_workload(s, [row.id]).get(row.id, []))
 
     def page(self, namespace: str | None = None, *, limit: int = 100, offset: int = 0) -> list[WorkloadStatus]:
         """A page of workloads by namespace then name (all namespaces unless one is given)."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             rows = workloads.list_workloads(s, namespace, limit=limit, offset=offset)
             replicas = workloads.replicas_by_workload(s, [r.id for r in rows])
             return [workloads.to_workload_status(r, replicas.get(r.id, [])) for r in rows]
@@ -79,7 +79,7 @@ class WorkloadViews:
     def placement(self, namespace: str, name: str) -> PlacementExplanation | None:
         """Each current replica's placement with the decision behind it, and the latest decision with its
         explanation; ``None`` before the first decision, ``NotFound`` for an unknown workload."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             row = workloads.get_workload(s, namespace, name)
             latest = workloads.latest_decision(s, row)
             current = [r for r in workloads.replicas_by_workload(s, [row.id]).get(row.id, []) if r.desired]
@@ -95,7 +95,7 @@ class WorkloadViews:
         node's scores: what the decision engine would decide for the replicas it still needs, computed on request
         and not stored (a stored decision over many nodes keeps its verdicts compactly). ``None`` for a catalogue
         entry (nothing to place); ``NotFound`` for an unknown workload."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             row = workloads.get_workload(s, namespace, name)
             spec = WorkloadDescriptor.model_validate(row.descriptor).deployment
             if spec is None:
@@ -117,13 +117,13 @@ class WorkloadViews:
 
     def decisions(self, namespace: str, name: str, *, after: int = 0, limit: int = 100) -> list[StoredDecision]:
         """The stored placement decisions after the id ``after``, oldest first; ``NotFound`` if unknown."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             found = workloads.decision_history(s, workloads.get_workload(s, namespace, name), after=after, limit=limit)
         return [StoredDecision(**d.model_dump(), id=i) for i, d in found]
 
     def history(self, namespace: str, name: str, *, after: int = 0, limit: int = 500) -> list[Event]:
         """Events of a workload after the id ``after``, oldest first; kept after the workload is deleted."""
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             return events.history(s, events.workload_subject(namespace, name), after_id=after, limit=limit)
 
 
