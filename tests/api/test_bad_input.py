@@ -440,6 +440,10 @@ def test_the_seed_descriptor_registers_as_a_catalogue_entry(stack: Stack) -> Non
     assert (final["phase"], final["version"], final["desired_replicas"]) == ("Registered", 3, 0)
     for name in ("name", "after-seed"):
         assert stack.api("DELETE", f"/workloads/{name}").status_code == 202
+    # Deletion finishes in the reconcile loop: wait for it, so the next tests' before/after snapshots compare a
+    # settled store.
+    for name in ("name", "after-seed"):
+        wait_for(lambda n=name: stack.api("GET", f"/workloads/{n}").status_code == 404, 30, f"{name} to be deleted")
 
 
 # --- collection: workloads' own series, power tables, carbon intensity files -----------------------------------
