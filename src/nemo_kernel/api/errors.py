@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -9,16 +10,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from nemo_kernel.access.issuer import IdentityConflict, IdentityNotFound, InvalidIdentity, LastAdmin
 from nemo_kernel.domain.errors import ApiError, error_body
 from nemo_kernel.metrics import MetricsUnavailable
-from nemo_kernel.store import Conflict, NotFound
+from nemo_kernel.store import Conflict, NotFound, store_busy
 
 __all__ = ["ApiError", "error_response", "field_errors", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
 
 
 def error_response(
@@ -83,6 +86,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _race(_: Request, exc: IntegrityError) -> JSONResponse:
         # Two writers raced for the same name; the loser gets what a sequential request would have got.
         return error_response(409, "conflict", "the resource was created or changed concurrently; retry")
+
+    @app.exception_handler(OperationalError)
+    async def _store_error(request: Request, exc: OperationalError) -> JSONResponse:
+        if not store_busy(exc):
+            raise exc  # a fault of ours (no such table...): the 500 handler answers and the server logs it
+        # Another writer held the store past the busy timeout, or PostgreSQL is out of reach: nothing was changed,
+        # and the same request may succeed in a moment. The statement and its parameters stay out of the log.
+        why = type(exc.orig).__name__
+        log.warning("%s %s: the store is busy or unreachable (%s)", request.method, request.url.path, why)
+        message = "the store is busy or unreachable; nothing was changed, retry"
+        return error_response(503, "store_unavailable", message, headers={"Retry-After": "1"})
 
     @app.exception_handler(ValidationError)
     async def _invalid(_: Request, exc: ValidationError) -> JSONResponse:

@@ -2,6 +2,6 @@
 
 from nemo_kernel.store import clusters, events, slas, workloads
 from nemo_kernel.store.db import Database
-from nemo_kernel.store.errors import Conflict, NotFound
+from nemo_kernel.store.errors import Conflict, NotFound, store_busy
 
-__all__ = ["Conflict", "Database", "NotFound", "clusters", "events", "slas", "workloads"]
+__all__ = ["Conflict", "Database", "NotFound", "clusters", "events", "slas", "store_busy", "workloads"]

@@ -31,7 +31,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
 
 
@@ -68,7 +67,12 @@ class Database:
         if parsed.drivername.startswith("sqlite"):
             if parsed.database and parsed.database != ":memory:":
                 _create_owner_only(Path(parsed.database))
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+            # How long a transaction waits for another's write lock (busy timeout): 10 s unless the URL says
+            # (``?timeout=SECONDS``); past it the store answers "database is locked" (the API's 503).
+            connect_args: dict[str, Any] = {"check_same_thread": False}
+            if "timeout" not in parsed.query:
+                connect_args["timeout"] = 10.0
+            kwargs["connect_args"] = connect_args
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: Engine = create_engine(parsed, **kwargs)
