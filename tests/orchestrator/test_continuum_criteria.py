@@ -22,6 +22,7 @@ from nemo_kernel.domain import (
     Tier,
 )
 from nemo_kernel.orchestrator.decision import ClusterCandidate, DecisionEngine, NodeCandidate, ReferenceEngine
+from nemo_kernel.orchestrator.decision.criteria.energy import added_watts
 from nemo_kernel.orchestrator.reconcile.reconciler import latency_matrix
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -127,6 +128,22 @@ def test_energy_prefers_the_node_adding_fewest_watts() -> None:
     decision = decide(candidates, workload(weights={"energy": 1, "cost": 0, "carbon": 0, "balance": 0, "latency": 0}))
     assert [a.node for a in decision.assignments] == ["arm"]
     assert {v.node: v.scores["energy"] for v in decision.candidates} == {"arm": 1.0, "x86": 0.0}
+
+
+def test_energy_follows_a_nodes_power_table() -> None:
+    # Same linear endpoints, but "curved" draws most of its power in its first 10 % of CPU (a measured table):
+    # half a core more on it, idle, costs far more than on "flat". Both engines read the table the same way.
+    table = [{"utilisation": u, "watts": w} for u, w in ((0.0, 20.0), (0.1, 250.0), (1.0, 300.0))]
+    curved = NodeCandidate(name="curved", cpu=4.0, memory_mib=8192, power=PowerModel.model_validate({"table": table}))
+    flat = NodeCandidate(name="flat", cpu=4.0, memory_mib=8192, power=PowerModel(idle_watts=20, max_watts=300))
+    candidates = [ClusterCandidate(name="site", tier=Tier.EDGE, region="r", country="ES", nodes=(curved, flat))]
+    weights = {"energy": 1, "cost": 0, "carbon": 0, "balance": 0, "latency": 0}
+    decision = decide(candidates, workload(weights=weights))  # the reference engine agrees (see decide)
+    assert [a.node for a in decision.assignments] == ["flat"]
+    assert {v.node: v.scores["energy"] for v in decision.candidates} == {"flat": 1.0, "curved": 0.0}
+    # Half a core of four, from idle: 12.5 % utilisation, interpolated in the table; linear on the other node.
+    assert added_watts(curved, 0.5) == pytest.approx(250.0 + 50.0 * (0.125 - 0.1) / 0.9 - 20.0)
+    assert added_watts(flat, 0.5) == pytest.approx(280.0 * 0.125)
 
 
 def test_spread_max_one_per_region_spreads_across_regions() -> None:

@@ -57,6 +57,15 @@ class ClusterIndex:
 CRITERIA = (*DEFAULT_CRITERIA, ClusterIndex())
 
 
+def _random_power(rng: random.Random) -> PowerModel:
+    """Linear mostly; a piecewise table (SPECpower-like, concave) now and then."""
+    if rng.random() < 0.7:
+        return PowerModel(idle_watts=rng.uniform(5, 100), max_watts=rng.uniform(100, 400))
+    idle = rng.uniform(5, 100)
+    points = [(0.0, idle), (0.3, idle + rng.uniform(20, 120)), (1.0, idle + rng.uniform(130, 300))]
+    return PowerModel.model_validate({"table": [{"utilisation": u, "watts": w} for u, w in points]})
+
+
 def random_inventory(rng: random.Random) -> list[ClusterCandidate]:
     clusters = []
     for c in range(rng.randint(0, 25)):
@@ -73,7 +82,7 @@ def random_inventory(rng: random.Random) -> list[ClusterCandidate]:
                     runtimes=rng.choice(RUNTIMES),
                     tee=rng.choice(TEES),
                     labels=rng.choice(({}, {"zone": "a"}, {"zone": "b", "gpu": "yes"})),
-                    power=PowerModel(idle_watts=rng.uniform(5, 100), max_watts=rng.uniform(100, 400)),
+                    power=_random_power(rng),
                     ready=rng.random() > 0.1,
                     allocated_cpu=round(cpu * rng.choice((0.0, 0.0, 0.3, 0.9, 1.0)), 2),
                     allocated_memory_mib=int(memory * rng.choice((0.0, 0.5, 1.0))),

@@ -95,6 +95,8 @@ class NodeTable:
     max_watts: Floats
     dynamic_watts: Floats
     """max_watts - idle_watts, computed once."""
+    power_tabled: Bools
+    """Rows whose power model is a piecewise table (the energy criterion interpolates those one by one)."""
     architecture: Ints
     runtimes: Ints
     tee: Ints
@@ -164,6 +166,7 @@ class NodeTable:
             idle_watts=floats([n.power.idle_watts for n in nodes]),
             max_watts=floats([n.power.max_watts for n in nodes]),
             dynamic_watts=floats([n.power.max_watts for n in nodes]) - floats([n.power.idle_watts for n in nodes]),
+            power_tabled=np.array([bool(n.power.table) for n in nodes], dtype=bool),
             architecture=np.array([archs.code(n.architecture) for n in nodes], dtype=np.int64),
             runtimes=np.array([runtime_lists.code(tuple(n.runtimes)) for n in nodes], dtype=np.int64),
             tee=np.array([tees.code(n.tee) for n in nodes], dtype=np.int64),

@@ -1,10 +1,11 @@
 """Energy: the watts one more replica adds to a node at its projected utilisation; the most frugal node scores 1.0.
 
-The node's power model gives its draw at a utilisation (``watts``); the replica's cost is the draw with it minus
-the draw without it, utilisation being allocated CPU over capacity, capped at 1. With today's linear model this is
-the node's dynamic range per core times the cores requested (until the node saturates); a non-linear model (a
-piecewise table) changes only ``watts``. Idle draw is paid whether or not the replica lands there, so it is not
-counted. Carbon is this times the grid's intensity (``carbon``).
+The node's power model gives its draw at a utilisation (:func:`nemo_kernel.metrics.energy.power_at`, the same
+function the meters use); the replica's cost is the draw with it minus the draw without it, utilisation being
+allocated CPU over capacity, capped at 1. With the linear model this is the node's dynamic range per core times
+the cores requested (until the node saturates); a node with a piecewise table is interpolated in it (a node near
+the steep part of its curve costs more per core). Idle draw is paid whether or not the replica lands there, so it
+is not counted. Carbon is this times the grid's intensity (``carbon``).
 """
 
 from __future__ import annotations
@@ -13,22 +14,17 @@ from typing import ClassVar
 
 import numpy as np
 
-from nemo_kernel.domain import PowerModel
+from nemo_kernel.metrics.energy import power_at
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
 from nemo_kernel.orchestrator.decision.filters import Requirements
 from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
-
-
-def watts(power: PowerModel, utilisation: float) -> float:
-    """A node's draw at ``utilisation`` (0 to 1) of its CPU: linear from idle to max."""
-    return power.idle_watts + (power.max_watts - power.idle_watts) * utilisation
 
 
 def added_watts(node: NodeCandidate, cpu: float) -> float:
     """The watts ``cpu`` more cores add to ``node`` on top of what is allocated there."""
     before = min(node.allocated_cpu / node.cpu, 1.0)
     after = min((node.allocated_cpu + cpu) / node.cpu, 1.0)
-    return watts(node.power, after) - watts(node.power, before)
+    return power_at(node.power, after) - power_at(node.power, before)
 
 
 def added_watts_many(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
@@ -43,6 +39,10 @@ def added_watts_many(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
         before = np.minimum(allocated / capacity, 1.0)
         after = np.minimum((allocated + req.cpu) / capacity, 1.0)
         result: Floats = (idle + dynamic * after) - (idle + dynamic * before)
+        # Nodes with a power table (few, usually) are interpolated one by one, as ``added_watts`` does.
+        for i in np.flatnonzero(table.power_tabled[rows]):
+            power = table.nodes[rows[i]].power
+            result[i] = power_at(power, float(after[i])) - power_at(power, float(before[i]))
         return result
 
     return req.derived("added-watts", (table, rows, table.allocated_cpu), compute)
