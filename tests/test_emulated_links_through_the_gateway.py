@@ -104,6 +104,7 @@ def test_a_bad_link_is_refused_naming_the_field_and_changes_nothing(stack: Stack
         ({"controlplane": {"bandwidth_mbps": -1}}, "controlplane.bandwidth_mbps"),
         ({"edge-b": {"latency_ms": "5"}}, "edge-b.latency_ms"),
         ({"edge-slow": {}}, "edge-slow"),  # no link to itself
+        ({"controlplane": {}, "edge-typo": {"latency_ms": 5}}, "edge-typo"),  # no cluster of that name
     ]
     for body, field in cases:
         refused = stack.api("PUT", "/clusters/edge-slow/links", json=body)

@@ -49,6 +49,11 @@ def get_cluster(session: Session, name: str) -> ClusterRow:
     return row
 
 
+def cluster_names(session: Session) -> set[str]:
+    """The names of every registered cluster (one query, no nodes loaded)."""
+    return set(session.scalars(select(ClusterRow.name)))
+
+
 def list_clusters(session: Session) -> list[ClusterRow]:
     """Every cluster with its nodes (two queries, whatever the count)."""
     return list(session.scalars(select(ClusterRow).options(selectinload(ClusterRow.nodes)).order_by(ClusterRow.name)))

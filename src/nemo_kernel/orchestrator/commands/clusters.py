@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from nemo_kernel.domain import ClusterSpec, ClusterStatus, Link, Links
+from nemo_kernel.domain import CONTROL_PLANE_LINK, ClusterSpec, ClusterStatus, Link, Links
 from nemo_kernel.domain.errors import ApiError
 from nemo_kernel.metrics.carbon import CarbonSourceRefused, allowed
 from nemo_kernel.orchestrator.commands.base import Wake
@@ -47,7 +47,8 @@ class ClusterCommands:
         """Replace the emulated links of cluster ``name`` (``links``: peer -> link, as a document gives them).
 
         A bad link raises ``pydantic.ValidationError`` naming ``<peer>.<field>`` (422), a link to the cluster
-        itself ``ApiError`` 422 naming the peer; either changes nothing. ``NotFound`` if the cluster is unknown.
+        itself or to a cluster not registered ``ApiError`` 422 naming the peer; either changes nothing.
+        ``NotFound`` if the cluster is unknown.
         The same links again record nothing; the reconcile loop applies them to the cluster's driver.
         """
         valid = _LINKS.validate_python(links)
@@ -56,6 +57,12 @@ class ClusterCommands:
             raise ApiError(422, "invalid", f"{name}: {problem}", [{"field": name, "message": problem}])
         with self._db.transaction() as s:
             row = cluster_store.get_cluster(s, name)
+            # A link to a cluster nobody registered would never be applied: most likely a typo, said now.
+            known = cluster_store.cluster_names(s)
+            unknown = sorted(peer for peer in valid if peer != CONTROL_PLANE_LINK and peer not in known)
+            if unknown:
+                details = [{"field": peer, "message": f"no cluster named {peer!r}"} for peer in unknown]
+                raise ApiError(422, "invalid", f"links to unknown clusters: {', '.join(unknown)}", details)
             spec = ClusterSpec.model_validate({**row.spec, "links": _LINKS.dump_python(valid, mode="json")})
             status = cluster_store.to_cluster_status(cluster_store.set_links(s, spec))
         self._wake()
