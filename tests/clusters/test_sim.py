@@ -254,6 +254,7 @@ def test_the_sim_section_is_bounded_and_only_for_sim_clusters(change: dict[str, 
     [
         {"kind": "down"},  # no for_s
         {"kind": "down", "for_s": 0},
+        {"kind": "down", "for_s": 1e-300},  # ends before anything could see it
         {"kind": "down", "for_s": 1e9},
         {"kind": "down", "for_s": float("inf")},
         {"kind": "meltdown", "for_s": 5},

@@ -10,6 +10,8 @@ from pydantic import Field, model_validator
 
 from nemo_kernel.domain.common import Lax, Model, Name, Spec
 
+MIN_FAULT_SECONDS = 0.1
+"""Shorter faults end before any heartbeat or reconcile pass could see them: they would only look like a no-op."""
 MAX_FAULT_SECONDS = 86_400.0
 """Longest fault (a day): a fault always ends by itself."""
 
@@ -32,7 +34,9 @@ class FaultSpec(Spec):
     kind: Annotated[FaultKind, Lax]
     node: Name | None = Field(default=None, description="the node that goes down (node_down only)")
     slow_ms: int | None = Field(default=None, ge=1, le=MAX_SLOW_MS, description="delay per call (slow only)")
-    for_s: float = Field(gt=0, le=MAX_FAULT_SECONDS, description="seconds until the fault ends by itself")
+    for_s: float = Field(
+        ge=MIN_FAULT_SECONDS, le=MAX_FAULT_SECONDS, description="seconds until the fault ends by itself"
+    )
 
     @model_validator(mode="after")
     def _fields_of_its_kind(self) -> FaultSpec:
