@@ -59,12 +59,17 @@ def _summary(slas: list[dict[str, Any]]) -> None:
                 s["workload"] or "(namespace)",
                 s["version"],
                 s["state"],
-                ", ".join(f"{o['name']}:{o['kind']}" for o in s["spec"]["slos"]),
+                len(s["spec"]["slos"]),  # the objectives themselves: nemo sla get NAME
                 s["message"],
             )
             for s in slas
         ],
     )
+
+
+def _figure(value: float | None) -> str:
+    # Four significant digits read well for ratios, watts and euros alike; -o json keeps every digit.
+    return "" if value is None else f"{value:.4g}"
 
 
 def _slos(sla: dict[str, Any]) -> None:
@@ -96,10 +101,11 @@ def _report(report: dict[str, Any]) -> None:
                 s["slo"],
                 s["kind"],
                 s["state"],
-                s["value"],
+                _figure(s["value"]),
                 s["target"],
-                s["budget_remaining"],
-                s["burn_rates"],
+                _figure(s["budget_remaining"]),
+                # The burn over the SLO's window and period; the alerting windows' pairs are in -o json.
+                ", ".join(f"{w}={_figure(r)}" for w, r in s["burn_rates"].items() if w in ("window", "period")),
                 s["predicted_breach_at"],
                 s["evaluated_at"],
             )
