@@ -93,6 +93,25 @@ def test_a_move_is_stored_planned_with_its_event_and_wakes(door: FrontDoor) -> N
     assert [m.id for m in door.views.migrations.page("default/web")] == [started.id]
 
 
+def test_a_move_to_a_cluster_takes_a_replica_not_there_yet(door: FrontDoor) -> None:
+    # Replica 0 already runs on cloud, replica 1 on iot: "move sensor to cloud" moves replica 1, not 0 to cloud-n2.
+    door.commands.workloads.apply(
+        WorkloadDescriptor.model_validate(
+            {"name": "sensor", "deployment": {"command": ["sleep", "600"], "replicas": 2, "ports": []}}
+        )
+    )
+    with door.db.transaction() as s:
+        w = workloads.get_workload(s, "default", "sensor")
+        w.needs_placement = False
+        for index, (cluster, node) in enumerate((("cloud", "cloud-n1"), ("iot", "iot-n1"))):
+            r = workloads.bind_replica(s, w, index=index, cluster=cluster, node=node, runtime="runc", cpu=0.5,
+                                       memory_mib=128)  # fmt: skip
+            r.phase = ReplicaPhase.RUNNING.value
+            r.url = f"http://127.0.0.1:9/{index}"
+    started = door.commands.migrations.start(_request("sensor", cluster="cloud"), "user:alice")
+    assert (started.source_cluster, started.target_cluster) == ("iot", "cloud")
+
+
 def test_bad_moves_change_nothing_and_wake_nothing(door: FrontDoor) -> None:
     _running(door, "web", tiers=["cloud"])
     source = _running(door, "db", stateful=True)

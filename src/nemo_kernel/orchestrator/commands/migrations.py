@@ -140,8 +140,11 @@ class MigrationCommands:
                 f"workload {namespace}/{name} is already moving: migration {running.id} ({running.phase})",
                 {"migration": running.id, "phase": running.phase, "field": "workload"},
             )
-        source = self._source(s, w, request.replica)
         to = request.to
+        # Without a replica named, "move it to cluster X" means one that is not on X yet if there is one (a node or
+        # a runtime named may be a move within X; with every replica on X, one moves to another node of X).
+        away_from = to.cluster if to.node is None and to.runtime is None else None
+        source = self._source(s, w, request.replica, away_from=away_from)
         target_cluster = to.cluster or source.cluster
         if to.cluster is None and to.node is None and to.runtime is None:
             raise ApiError(422, "invalid", "give a target cluster, node or runtime", {"field": "to"})
@@ -177,18 +180,15 @@ class MigrationCommands:
         )
         return create_migration(s, row)
 
-    def _source(self, s: Session, w: WorkloadRow, replica: str | None) -> ReplicaRow:
+    def _source(self, s: Session, w: WorkloadRow, replica: str | None, away_from: str | None) -> ReplicaRow:
         query = select(ReplicaRow).where(ReplicaRow.workload_id == w.id, ReplicaRow.desired.is_(True))
         if replica is not None:
             row = s.scalar(query.where(ReplicaRow.id == replica))
             if row is None:
                 raise NotFound("replica", replica)
         else:
-            row = s.scalar(
-                query.where(ReplicaRow.version == w.version, ReplicaRow.phase == ReplicaPhase.RUNNING.value)
-                .order_by(ReplicaRow.index)
-                .limit(1)
-            )
+            running = query.where(ReplicaRow.version == w.version, ReplicaRow.phase == ReplicaPhase.RUNNING.value)
+            row = s.scalar(running.order_by(ReplicaRow.cluster == away_from, ReplicaRow.index).limit(1))
             if row is None:
                 raise ApiError(409, "not_running", f"workload {w.namespace}/{w.name} has no running replica to move",
                                {"field": "workload"})  # fmt: skip
