@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
+from sqlalchemy import event as sql_events
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from tests.conftest import migrated_database
@@ -120,6 +121,35 @@ async def test_a_reaction_runs_once_per_event_and_writes_in_its_transaction(data
         assert run is not None
         assert (run.status, run.attempts, run.error) == ("done", 1, "")
         assert run.started_at <= run.finished_at
+
+
+async def test_an_idle_pass_reads_only_the_newest_event_id(database: Database) -> None:
+    # An idle control plane polls the event log five times a second: when nothing was recorded since a pass that
+    # handled everything, a pass is one statement, whatever the number of reactions; a new event is seen at once.
+    registry = Reactions()
+    calls: list[int] = []
+    for name in ("restart", "audit", "notify"):
+        registry.on(CRASHED, name=name)(reacting(name, calls))
+    dispatcher = ReactionDispatcher(database, registry, full_pass=3600)
+    crash(database, "a-0")
+    assert await dispatcher.run_once() == 3
+    await dispatcher.run_once()  # the reactions' own writes are events too: one more pass settles them
+
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    sql_events.listen(database.engine, "before_cursor_execute", count)
+    try:
+        assert await dispatcher.run_once() == 0
+        reads = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
+        assert len(reads) == 1 and "max(events.id)" in reads[0].lower(), statements
+        newest = crash(database, "b-0")
+        assert await dispatcher.run_once() == 3
+    finally:
+        sql_events.remove(database.engine, "before_cursor_execute", count)
+    assert calls[-3:] == [newest] * 3
 
 
 async def test_two_dispatchers_on_one_store_run_each_event_once(database: Database) -> None:
