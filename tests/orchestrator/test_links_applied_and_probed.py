@@ -81,6 +81,7 @@ def _link_events(plane: ControlPlane, name: str) -> list[dict[str, Any]]:
 
 
 async def test_links_reach_the_driver_level_based(plane: ControlPlane, memory: MemoryProvider) -> None:
+    plane.commands.clusters.add(_cluster("sim-b", "sim"))  # the peer of sim-a's link below
     plane.commands.clusters.add(_cluster("sim-a", "sim", {"controlplane": SLOW.model_dump()}))
     await plane.engine.reconcile_once()
     driver = memory.clusters["sim-a"]
@@ -133,6 +134,9 @@ async def test_bad_links_change_nothing(plane: ControlPlane) -> None:
         plane.commands.clusters.set_links("sim-a", {"sim-a": {}})
     assert itself.value.status == 422
     assert [d["field"] for d in itself.value.details] == ["sim-a"]
+    with pytest.raises(ApiError) as unknown:  # a peer nobody registered: a typo, most likely
+        plane.commands.clusters.set_links("sim-a", {"controlplane": {}, "sim-typo": {}})
+    assert (unknown.value.status, [d["field"] for d in unknown.value.details]) == (422, ["sim-typo"])
     with pytest.raises(NotFound):
         plane.commands.clusters.set_links("nowhere", {})
     assert plane.views.clusters.get("sim-a").spec.links == {"controlplane": SLOW}
