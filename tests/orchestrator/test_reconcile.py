@@ -27,6 +27,7 @@ from nemo_kernel.domain import (
     WorkloadDescriptor,
     WorkloadPhase,
 )
+from nemo_kernel.migration import MigrationRunner, MigrationTimings
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database, clusters, events, workloads
@@ -80,6 +81,9 @@ class Plane:
         providers = DriverProviders(settings, {DriverKind.SIM: self.memory})
         self.resources = ResourceManager(db, settings, providers=providers)
         self.engine = OrchestrationEngine(db, self.resources, settings)
+        # The control plane's migration loop, which carries out the moves a drain starts; no drain delay, as no
+        # gateway has to follow the switch here.
+        self.migrations = MigrationRunner(db, self.resources.driver, lambda: None, MigrationTimings(drain=0.0))
 
     def restarted(self) -> Plane:
         """A new engine and resource manager on the same store and the same clusters."""
@@ -89,6 +93,7 @@ class Plane:
         """Run passes until ``done()``; ``check()`` after every pass asserts what must hold throughout."""
         for _ in range(MAX_PASSES):
             await self.engine.reconcile_once()
+            await self.migrations.advance()
             if check is not None:
                 check()
             if done():

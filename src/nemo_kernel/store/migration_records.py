@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, select
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import (
@@ -19,7 +19,7 @@ from nemo_kernel.domain import (
 )
 from nemo_kernel.store.errors import NotFound
 from nemo_kernel.store.events import record_event, workload_subject
-from nemo_kernel.store.tables import MigrationRow
+from nemo_kernel.store.tables import MigrationRow, ReplicaRow
 
 
 def migration_subject(workload: str) -> str:
@@ -76,6 +76,7 @@ def _data(row: MigrationRow) -> dict[str, Any]:
         "target_replica": row.target_replica,
         "target": f"{row.target_cluster}/{row.target_node}",
         "requested_by": row.requested_by,
+        "reason": row.reason,
         "downtime_ms": downtime_ms(row),
     }
 
@@ -109,6 +110,24 @@ def active_migrations(s: Session, limit: int = 100) -> list[MigrationRow]:
     """Migrations still running, oldest first (the migration loop advances these)."""
     query = select(MigrationRow).where(MigrationRow.phase.in_(ACTIVE_PHASES)).order_by(MigrationRow.id).limit(limit)
     return list(s.scalars(query))
+
+
+def evacuations_in_flight(s: Session) -> int:
+    """How many migrations the engine started (drains, NotReady clusters and nodes) are still running."""
+    query = select(func.count()).where(MigrationRow.reason.is_not(None), MigrationRow.phase.in_(ACTIVE_PHASES))
+    return s.scalar(query) or 0
+
+
+def given_up_evacuations(s: Session) -> set[str]:
+    """Replicas still desired whose evacuation ended without moving them (rolled back or failed): the engine
+    does not try the hand-off again, it replaces them with fresh replicas (the reschedule path)."""
+    ended = (MigrationPhase.ROLLED_BACK.value, MigrationPhase.FAILED.value)
+    query = (
+        select(MigrationRow.source_replica)
+        .join(ReplicaRow, ReplicaRow.id == MigrationRow.source_replica)
+        .where(MigrationRow.reason.is_not(None), MigrationRow.phase.in_(ended), ReplicaRow.desired.is_(True))
+    )
+    return set(s.scalars(query))
 
 
 def unroutable_replicas() -> tuple[Select[Any], ...]:
@@ -168,6 +187,7 @@ def to_status(row: MigrationRow) -> MigrationStatus:
         target_runtime=row.target_runtime,
         message=row.message,
         requested_by=row.requested_by,
+        reason=row.reason,
         timings=[PhaseTiming.model_validate(t) for t in row.timings],
         downtime_ms=downtime_ms(row),
         created_at=row.created_at,
