@@ -13,7 +13,7 @@ from functools import partial
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nemo_kernel.domain import Detail, EventKind, WorkloadDescriptor
+from nemo_kernel.domain import Detail, EventKind, ReplicaPhase, WorkloadDescriptor
 from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.placement import Inventory
 from nemo_kernel.orchestrator.reconcile.phases import left_to_placement, update_phases
@@ -136,11 +136,7 @@ class Scheduling:
             old = replaced.get(a.index)
             if old is not None:
                 reason = inventory.leaving[old.cluster]
-                how = "; no state hand-off: " + (
-                    "its migration did not move it" if old.id in given_up else f"it is {old.phase}"
-                )
-                if reason == NOT_ANSWERING and old.id in given_up:
-                    how = "; no state hand-off: the cluster does not answer, its state is gone with it"
+                how = "; no state hand-off: " + _why_no_handoff(old, reason, given_up)
                 replica_event(
                     s,
                     EventKind.REPLICA_RESCHEDULED,
@@ -169,6 +165,18 @@ class Scheduling:
             if not current and not decision.assignments:
                 w.message = decision.summary  # the phase is shown next to it: not repeated
         return True
+
+
+def _why_no_handoff(old: ReplicaRow, reason: str, given_up: set[str]) -> str:
+    """Why a replica leaving ``reason`` is replaced by placement rather than moved by a migration (the event says
+    so: a stateful workload's state does not follow it)."""
+    if old.phase != ReplicaPhase.RUNNING.value:
+        return f"it is {old.phase}"
+    if reason == NOT_ANSWERING:
+        if old.id in given_up:
+            return "the cluster does not answer, so its state cannot be exported: it is gone with the cluster"
+        return "the cluster does not answer and the workload is stateless"
+    return "its migration ended without moving it (see the workload's migration events)"
 
 
 def _nowhere_allowed(s: Session, w: WorkloadRow, version: int) -> None:
