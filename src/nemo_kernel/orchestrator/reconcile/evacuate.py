@@ -81,13 +81,14 @@ class Evacuation:
         started = 0
         with self._db.transaction() as s:
             waiting = _waiting(s)
-            self.tried = {rid: g for rid, g in self.tried.items() if rid in {r.id for r, _, _ in waiting}}
+            ids = {r.id for r, _, _ in waiting}
+            self.tried = {rid: g for rid, g in self.tried.items() if rid in ids}
             budget = self._concurrency - evacuations_in_flight(s)
             if not waiting or budget <= 0:
                 return
             inventory = Inventory.load(s)
-            ids = {r.workload_id for r, _, _ in waiting}
-            ws = {w.id: w for w in s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(ids)))}
+            owners = {r.workload_id for r, _, _ in waiting}
+            ws = {w.id: w for w in s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(owners)))}
             replicas = workloads.replicas_by_workload(s, list(ws))
             moved: set[int] = set()
             for source, reason, silent in waiting:
