@@ -19,13 +19,45 @@ from nemo_kernel.domain import (
 )
 from nemo_kernel.store.errors import NotFound
 from nemo_kernel.store.events import record_event, workload_subject
-from nemo_kernel.store.tables import MigrationRow, ReplicaRow
+from nemo_kernel.store.tables import MigrationRow, ReplicaRow, WorkloadRow
 
 
 def migration_subject(workload: str) -> str:
     """Events of a migration are part of its workload's history."""
     namespace, _, name = workload.partition("/")
     return workload_subject(namespace, name)
+
+
+def plan_migration(
+    s: Session,
+    w: WorkloadRow,
+    source: ReplicaRow,
+    mode: MigrationMode,
+    target: tuple[str, str, str | None],
+    requested_by: str,
+    reason: str | None = None,
+) -> MigrationRow:
+    """Store a checked move of ``source`` to ``target`` (cluster, node, runtime) as Planned, with its
+    ``migration.started`` event; ``reason`` says why the engine moves it (None: a user or module asked)."""
+    cluster, node, runtime = target
+    row = MigrationRow(
+        workload_id=w.id,
+        workload=f"{w.namespace}/{w.name}",
+        mode=mode.value,
+        source_replica=source.id,
+        source_index=source.index,
+        source_cluster=source.cluster,
+        source_node=source.node,
+        target_replica=None,
+        target_cluster=cluster,
+        target_node=node,
+        target_runtime=runtime,
+        rolling_back=False,
+        message="planned",
+        requested_by=requested_by[:200],
+        reason=reason,
+    )
+    return create_migration(s, row)
 
 
 def create_migration(s: Session, row: MigrationRow) -> MigrationRow:

@@ -46,7 +46,7 @@ from nemo_kernel.ppef.press import residency_constrained
 from nemo_kernel.store import Database, workloads
 from nemo_kernel.store.clusters import DRAINED
 from nemo_kernel.store.events import record_event, workload_subject
-from nemo_kernel.store.migration_records import create_migration, evacuations_in_flight, given_up_evacuations
+from nemo_kernel.store.migration_records import evacuations_in_flight, given_up_evacuations, plan_migration
 from nemo_kernel.store.tables import ClusterRow, MigrationRow, NodeRow, ReplicaRow, WorkloadRow
 
 NOT_READY = "not ready"
@@ -138,26 +138,8 @@ class Evacuation:
         workloads.store_decision(s, w, decision)
         inventory.allocate(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
         mode = MigrationMode.STATEFUL if spec.stateful else MigrationMode.STATELESS
-        row = create_migration(
-            s,
-            MigrationRow(
-                workload_id=w.id,
-                workload=f"{w.namespace}/{w.name}",
-                mode=mode.value,
-                source_replica=source.id,
-                source_index=source.index,
-                source_cluster=source.cluster,
-                source_node=source.node,
-                target_replica=None,
-                target_cluster=a.cluster,
-                target_node=a.node,
-                target_runtime=_runtime(decision, a.cluster, a.node),
-                rolling_back=False,
-                message="planned",
-                requested_by=REQUESTED_BY,
-                reason=reason,
-            ),
-        )
+        target = (a.cluster, a.node, _runtime(decision, a.cluster, a.node))
+        row = plan_migration(s, w, source, mode, target, REQUESTED_BY, reason)
         replica_event(
             s,
             EventKind.REPLICA_RESCHEDULED,
