@@ -33,6 +33,7 @@ from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database, clusters, events, workloads
 from nemo_kernel.store.events import workload_subject
+from nemo_kernel.store.migration_records import EVACUATION_ATTEMPTS
 from nemo_kernel.store.tables import MigrationRow, WorkloadRow
 
 SIZES = [pytest.param(10, id="10-clusters"), pytest.param(1000, id="1000-clusters")]
@@ -256,8 +257,8 @@ async def test_a_replica_on_a_not_ready_node_moves_through_a_migration(make_plan
 async def test_a_stateful_replica_whose_state_cannot_be_handed_over_is_replaced_without_it(
     make_plane: Callable[[int], Plane],
 ) -> None:
-    # The in-memory clusters have no state hand-off: the drain's migration rolls back, and the reschedule path
-    # replaces the replica with a fresh one (saying so) rather than leaving it on the drained cluster.
+    # The in-memory clusters have no state hand-off: the drain's migrations roll back, and once the attempts are
+    # spent the reschedule path replaces the replica with a fresh one (saying so) rather than leaving it there.
     plane = make_plane(10)
     plane.apply(_workload("db", replicas=1, stateful=True))
     await plane.settle(lambda: plane.running("db"))
@@ -265,14 +266,17 @@ async def test_a_stateful_replica_whose_state_cannot_be_handed_over_is_replaced_
     with plane.db.transaction() as s:
         clusters.set_schedulable(s, source.cluster, cordoned=True, draining=True)
 
+    for attempt in range(1, EVACUATION_ATTEMPTS + 1):  # a settle per attempt: it plans, fails the hand-off, rolls back
+        await plane.settle(lambda n=attempt: len(_migrations(plane)) == n)
     await plane.settle(lambda: [r.cluster != source.cluster for r in plane.replicas("db")] == [True])
-    [move] = _migrations(plane)
-    assert (move.reason, move.phase) == ("drained", MigrationPhase.ROLLED_BACK.value)
-    assert "cannot hand application state over" in move.message
+    moves = _migrations(plane)
+    assert len(moves) == EVACUATION_ATTEMPTS
+    assert {(m.reason, m.phase) for m in moves} == {("drained", MigrationPhase.ROLLED_BACK.value)}
+    assert all("cannot hand application state over" in m.message for m in moves)
     with plane.db.transaction() as s:
         found = events.history(s, workload_subject("default", "db"), limit=100)
         rescheduled = [e.message for e in found if e.kind == EventKind.REPLICA_RESCHEDULED]
-    assert len(rescheduled) == 2 and "no state hand-off" in rescheduled[-1]
+    assert len(rescheduled) == EVACUATION_ATTEMPTS + 1 and "no state hand-off" in rescheduled[-1]  # one per move
     assert plane.phase("db") == WorkloadPhase.RUNNING.value
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import (
     ACTIVE_PHASES,
+    ClusterPhase,
     EventKind,
     MigrationMode,
     MigrationPhase,
@@ -19,7 +20,7 @@ from nemo_kernel.domain import (
 )
 from nemo_kernel.store.errors import NotFound
 from nemo_kernel.store.events import record_event, workload_subject
-from nemo_kernel.store.tables import MigrationRow, ReplicaRow, WorkloadRow
+from nemo_kernel.store.tables import ClusterRow, MigrationRow, ReplicaRow, WorkloadRow
 
 
 def migration_subject(workload: str) -> str:
@@ -150,14 +151,26 @@ def evacuations_in_flight(s: Session) -> int:
     return s.scalar(query) or 0
 
 
+EVACUATION_ATTEMPTS = 3
+"""Evacuations of one replica that may end without moving it (a target that did not run, a hand-off that failed)
+before the engine gives up on a hand-off and replaces it with a fresh replica instead."""
+
+
 def given_up_evacuations(s: Session) -> set[str]:
-    """Replicas still desired whose evacuation ended without moving them (rolled back or failed): the engine
-    does not try the hand-off again, it replaces them with fresh replicas (the reschedule path)."""
+    """Replicas still desired whose evacuation the engine gives up: one ended without moving it while their
+    cluster is NotReady (it cannot export their state: it went with the cluster), or ``EVACUATION_ATTEMPTS`` did.
+    Placement replaces them with fresh replicas (the reschedule path); a drained cluster's replica is retried
+    before, so a passing failure (a target that died) does not cost a stateful workload its state."""
     ended = (MigrationPhase.ROLLED_BACK.value, MigrationPhase.FAILED.value)
     query = (
         select(MigrationRow.source_replica)
         .join(ReplicaRow, ReplicaRow.id == MigrationRow.source_replica)
+        .join(ClusterRow, ClusterRow.name == ReplicaRow.cluster)
         .where(MigrationRow.reason.is_not(None), MigrationRow.phase.in_(ended), ReplicaRow.desired.is_(True))
+        .group_by(MigrationRow.source_replica, ClusterRow.phase)
+        .having(
+            or_(func.count(MigrationRow.id) >= EVACUATION_ATTEMPTS, ClusterRow.phase == ClusterPhase.NOT_READY.value)
+        )
     )
     return set(s.scalars(query))
 

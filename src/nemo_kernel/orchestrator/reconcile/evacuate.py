@@ -1,7 +1,7 @@
 """Evacuate: running replicas on a drained or NotReady cluster, or on a NotReady node, move through the migration
 service.
 
-Each move is a stored migration (``store.migration_records.create_migration``, carried out by the migration loop), so
+Each move is a stored migration (``store.migration_records.plan_migration``, carried out by the migration loop), so
 a drain inherits make-before-break, the state hand-off of stateful workloads and the gateway switch. The target is
 chosen here by the decision engine, with the same filters and scores as placement (a drained or NotReady cluster and
 a NotReady node are rejected by them), and the decision is stored, so the placement view explains where each replica
@@ -9,14 +9,16 @@ runs after its move.
 
 Bounds: at most ``concurrency`` evacuations run at once (``NEMO_EVACUATION_CONCURRENCY``), so a drain of a cluster
 with 500 replicas does not start 500 moves. The replicas of one workload move one after the other: the migration
-service runs one migration per workload, which keeps its rule that two movers never act on one workload's state
-(a drain waits for a user's migration of the workload, and a user's waits for the drain's), and a workload loses at
-most one replica's worth of spare capacity at a time.
+service runs one migration per workload, which keeps its rule that two movers never act on one workload's state (a
+drain waits for a user's migration of the workload; a user's is refused with a 409 naming the drain's while it
+runs), and a workload runs at most one extra replica at a time.
 
-Not moved here: a replica that does not run (nothing to hand over) and one whose evacuation ended without moving it
-(a cluster that does not answer cannot export state): the reschedule path replaces them with fresh replicas
-(:func:`phases.left_to_placement`). A replica that fits nowhere else keeps serving where it is, and its workload
-says why.
+A move that ends without moving the replica (its target did not run, the hand-off failed) is tried again, with a
+new decision, up to ``EVACUATION_ATTEMPTS`` times. Not moved here: a replica that does not run (nothing to hand
+over), a stateless one on a NotReady cluster (nothing to hand over either), and one whose evacuation the engine gave
+up (its NotReady cluster could not export the state, or the attempts are spent): the reschedule path replaces them
+with fresh replicas (:func:`phases.left_to_placement`), saying that no state was handed over. A replica that fits
+nowhere else keeps serving where it is, and its workload says why.
 """
 
 from __future__ import annotations

@@ -69,8 +69,9 @@ def left_to_placement(r: PlacedReplica, stateful: bool, leaving: Mapping[str, st
     """Whether a replica on a leaving cluster is replaced by placement (a fresh replica, no state hand-off)
     rather than moved by a migration (the evacuate step).
 
-    So are one that is not Running (nothing serves there, no state to hand over), one whose evacuation ended
-    without moving it (``given_up``: a cluster that does not answer cannot export its state, or no target ran),
+    So are one that is not Running (nothing serves there, no state to hand over), one whose evacuation the engine
+    gave up (``given_up``, see ``store.migration_records.given_up_evacuations``: a NotReady cluster cannot export
+    its state, or several attempts ended without moving it),
     and a stateless one on a NotReady cluster: it has no state to hand over, and a migration, which waits for its
     source to stop, would hold back the workload's other replicas behind a cluster that may never answer.
     """
