@@ -138,6 +138,11 @@ class Evacuation:
             return self._stays(s, w, source, reason, decision.summary)
         a = decision.assignments[0]
         workloads.store_decision(s, w, decision)
+        subject = workload_subject(w.namespace, w.name)
+        record_event(
+            s, EventKind.PLACEMENT_DECIDED, subject, decision.summary, version=w.version,
+            outcome=decision.outcome.value, assignments=[a.model_dump()],
+        )  # fmt: skip
         inventory.allocate(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
         mode = MigrationMode.STATEFUL if spec.stateful else MigrationMode.STATELESS
         target = (a.cluster, a.node, _runtime(decision, a.cluster, a.node))
@@ -145,7 +150,7 @@ class Evacuation:
         replica_event(
             s,
             EventKind.REPLICA_RESCHEDULED,
-            workload_subject(w.namespace, w.name),
+            subject,
             source,
             f"replica {source.id} leaves {source.cluster}/{source.node} ({reason}): migration {row.id} ({mode.value}) "
             f"moves it to {a.cluster}/{a.node}; it serves until the switch",
