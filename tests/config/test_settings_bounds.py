@@ -61,3 +61,11 @@ def test_metrics_store_defaults() -> None:
     settings = Settings()
     assert settings.metrics_raw_retention == 7200
     assert settings.metrics_max_series == 200_000
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "10001", "1e3", "eight"])
+def test_evacuation_concurrency_is_a_bounded_count(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    # 0 would never drain; an unbounded one would start a migration per replica of a drained cluster at once
+    monkeypatch.setenv("NEMO_EVACUATION_CONCURRENCY", value)
+    with pytest.raises(ValidationError, match="evacuation_concurrency"):
+        Settings()

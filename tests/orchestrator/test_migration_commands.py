@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from tests.orchestrator.test_commands import FrontDoor
 
 from nemo_kernel.bus.base import Message
@@ -20,6 +20,7 @@ from nemo_kernel.domain import (
     ClusterPhase,
     ClusterSpec,
     EventKind,
+    MigrationMode,
     MigrationRequest,
     ReplicaPhase,
     WorkloadDescriptor,
@@ -27,6 +28,12 @@ from nemo_kernel.domain import (
 )
 from nemo_kernel.domain.errors import ApiError
 from nemo_kernel.store import Database, NotFound, events, workloads
+from nemo_kernel.store.migration_records import (
+    EVACUATION_ATTEMPTS,
+    evacuations_in_flight,
+    given_up_evacuations,
+    plan_migration,
+)
 from nemo_kernel.store.tables import ClusterRow, MigrationRow, ReplicaRow, WorkloadRow
 
 
@@ -190,3 +197,44 @@ def test_routing_leaves_the_target_out_until_the_switch_and_the_source_from_then
     with door.db.transaction() as s:
         source_row = s.get(ReplicaRow, source)
         assert source_row is not None and source_row.desired  # still running: it drains
+
+
+def _ended_evacuation(db: Database, replica: str, phase: str = "RolledBack", reason: str | None = "drained") -> None:
+    """An evacuation of ``replica`` (``reason`` None: a user's move) that ended in ``phase`` without moving it."""
+    with db.transaction() as s:
+        r = s.get(ReplicaRow, replica)
+        assert r is not None
+        w = s.get(WorkloadRow, r.workload_id)
+        assert w is not None
+        mode = MigrationMode.STATEFUL
+        row = plan_migration(s, w, r, mode, ("iot", "iot-n1", None), "nemo:evacuation", reason)
+        row.phase = phase
+
+
+def test_evacuations_in_flight_and_given_up_are_read_from_the_store(door: FrontDoor) -> None:
+    retried = _running(door, "retried")
+    spent = _running(door, "spent")
+    silent = _running(door, "silent", cluster="iot", node="iot-n1")
+    asked = _running(door, "asked")
+    _ended_evacuation(door.db, retried)  # one failed attempt off a cluster that answers: tried again
+    for _ in range(EVACUATION_ATTEMPTS):
+        _ended_evacuation(door.db, spent, "Failed")
+    _ended_evacuation(door.db, silent)
+    for _ in range(EVACUATION_ATTEMPTS):
+        _ended_evacuation(door.db, asked, reason=None)  # a user's moves are not the engine's to give up
+    with door.db.transaction() as s:
+        s.execute(update(ClusterRow).where(ClusterRow.name == "iot").values(phase=ClusterPhase.NOT_READY.value))
+    with door.db.transaction() as s:
+        assert given_up_evacuations(s) == {spent, silent}
+        assert evacuations_in_flight(s) == 0
+        w = workloads.get_workload(s, "default", "retried")
+        r = s.get(ReplicaRow, retried)
+        assert r is not None
+        plan_migration(s, w, r, MigrationMode.STATELESS, ("iot", "iot-n1", None), "nemo:evacuation", "drained")
+    with door.db.transaction() as s:
+        assert evacuations_in_flight(s) == 1
+        spent_row = s.get(ReplicaRow, spent)
+        assert spent_row is not None
+        workloads.release_replica(s, spent_row)  # replaced meanwhile: nothing left to give up on
+    with door.db.transaction() as s:
+        assert given_up_evacuations(s) == {silent}

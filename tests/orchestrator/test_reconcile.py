@@ -23,15 +23,18 @@ from nemo_kernel.domain import (
     ClusterSpec,
     DriverKind,
     EventKind,
+    MigrationPhase,
     ReplicaPhase,
     WorkloadDescriptor,
     WorkloadPhase,
 )
+from nemo_kernel.migration import MigrationRunner, MigrationTimings
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database, clusters, events, workloads
 from nemo_kernel.store.events import workload_subject
-from nemo_kernel.store.tables import WorkloadRow
+from nemo_kernel.store.migration_records import EVACUATION_ATTEMPTS
+from nemo_kernel.store.tables import MigrationRow, WorkloadRow
 
 SIZES = [pytest.param(10, id="10-clusters"), pytest.param(1000, id="1000-clusters")]
 MAX_PASSES = 12  # every scenario settles in a handful of passes; more means it does not converge
@@ -80,6 +83,9 @@ class Plane:
         providers = DriverProviders(settings, {DriverKind.SIM: self.memory})
         self.resources = ResourceManager(db, settings, providers=providers)
         self.engine = OrchestrationEngine(db, self.resources, settings)
+        # The control plane's migration loop, which carries out the moves a drain starts; no drain delay, as no
+        # gateway has to follow the switch here.
+        self.migrations = MigrationRunner(db, self.resources.driver, lambda: None, MigrationTimings(drain=0.0))
 
     def restarted(self) -> Plane:
         """A new engine and resource manager on the same store and the same clusters."""
@@ -89,6 +95,7 @@ class Plane:
         """Run passes until ``done()``; ``check()`` after every pass asserts what must hold throughout."""
         for _ in range(MAX_PASSES):
             await self.engine.reconcile_once()
+            await self.migrations.advance()
             if check is not None:
                 check()
             if done():
@@ -178,6 +185,99 @@ async def test_a_drained_cluster_is_emptied_make_before_break(make_plane: Callab
     kinds = plane.kinds("web")
     for kind in (EventKind.REPLICA_RESCHEDULED, EventKind.REPLICA_REPLACED, EventKind.REPLICA_REMOVED):
         assert kind in kinds
+
+
+def _migrations(plane: Plane) -> list[MigrationRow]:
+    with plane.db.transaction() as s:
+        rows = list(s.scalars(select(MigrationRow).order_by(MigrationRow.id)))
+        s.expunge_all()
+        return rows
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_a_drain_moves_replicas_through_migrations_at_most_the_concurrency_at_once(
+    make_plane: Callable[[int], Plane], size: int
+) -> None:
+    first = make_plane(size)
+    plane = Plane(first.db, first.settings.model_copy(update={"evacuation_concurrency": 2}), first.memory)
+    try:
+        names = [f"w{i}" for i in range(5)]
+        with plane.db.transaction() as s:  # everything starts on c0000: the others take nothing new
+            for i in range(1, size):
+                clusters.set_schedulable(s, f"c{i:04d}", cordoned=True)
+        for name in names:
+            plane.apply(_workload(name, replicas=2))
+        await plane.settle(lambda: all(plane.running(n) for n in names))
+        with plane.db.transaction() as s:
+            for i in range(1, size):
+                clusters.set_schedulable(s, f"c{i:04d}", cordoned=False)
+            clusters.set_schedulable(s, "c0000", cordoned=True, draining=True)
+
+        most = 0
+        for _ in range(80):  # 10 moves, 2 at a time, a few passes each
+            await plane.engine.reconcile_once()
+            await plane.migrations.advance()
+            moving = [m for m in _migrations(plane) if not MigrationPhase(m.phase).final]
+            most = max(most, len(moving))
+            assert len({m.workload for m in moving}) == len(moving)  # one move per workload at a time
+            assert all(plane.phase(n) == WorkloadPhase.RUNNING.value for n in names)  # make-before-break
+            if all("c0000" not in plane.hosted(n) and len(plane.replicas(n)) == 2 for n in names) and not moving:
+                break
+        else:
+            raise AssertionError(f"c0000 not emptied: {plane.memory.clusters['c0000'].replicas}")
+        assert most == 2
+        moves = _migrations(plane)
+        assert len(moves) == 10 and {(m.phase, m.reason, m.mode) for m in moves} == {
+            ("Completed", "drained", "stateless")
+        }
+        for name in names:
+            kinds = plane.kinds(name)
+            assert kinds.count(EventKind.REPLICA_RESCHEDULED) == 2 == kinds.count(EventKind.REPLICA_REPLACED)
+    finally:
+        await plane.resources.close()
+
+
+async def test_a_replica_on_a_not_ready_node_moves_through_a_migration(make_plane: Callable[[int], Plane]) -> None:
+    plane = make_plane(10)
+    plane.apply(_workload("web"))
+    await plane.settle(lambda: plane.running("web"))
+    source = plane.replicas("web")[0]
+    plane.cluster(source.cluster).not_ready.add(source.node)
+
+    def moved() -> bool:
+        now = plane.replicas("web")
+        return len(now) == 3 and all((r.cluster, r.node) != (source.cluster, source.node) for r in now)
+
+    await plane.settle(moved)
+    [move] = _migrations(plane)
+    assert (move.source_replica, move.reason, move.phase) == (source.id, "not ready", "Completed")
+    assert move.target_node != source.node
+
+
+async def test_a_stateful_replica_whose_state_cannot_be_handed_over_is_replaced_without_it(
+    make_plane: Callable[[int], Plane],
+) -> None:
+    # The in-memory clusters have no state hand-off: the drain's migrations roll back, and once the attempts are
+    # spent the reschedule path replaces the replica with a fresh one (saying so) rather than leaving it there.
+    plane = make_plane(10)
+    plane.apply(_workload("db", replicas=1, stateful=True))
+    await plane.settle(lambda: plane.running("db"))
+    [source] = plane.replicas("db")
+    with plane.db.transaction() as s:
+        clusters.set_schedulable(s, source.cluster, cordoned=True, draining=True)
+
+    for attempt in range(1, EVACUATION_ATTEMPTS + 1):  # a settle per attempt: it plans, fails the hand-off, rolls back
+        await plane.settle(lambda n=attempt: len(_migrations(plane)) == n)
+    await plane.settle(lambda: [r.cluster != source.cluster for r in plane.replicas("db")] == [True])
+    moves = _migrations(plane)
+    assert len(moves) == EVACUATION_ATTEMPTS
+    assert {(m.reason, m.phase) for m in moves} == {("drained", MigrationPhase.ROLLED_BACK.value)}
+    assert all("cannot hand application state over" in m.message for m in moves)
+    with plane.db.transaction() as s:
+        found = events.history(s, workload_subject("default", "db"), limit=100)
+        rescheduled = [e.message for e in found if e.kind == EventKind.REPLICA_RESCHEDULED]
+    assert len(rescheduled) == EVACUATION_ATTEMPTS + 1 and "no state hand-off" in rescheduled[-1]  # one per move
+    assert plane.phase("db") == WorkloadPhase.RUNNING.value
 
 
 @pytest.mark.parametrize("size", SIZES)

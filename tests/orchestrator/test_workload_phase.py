@@ -7,6 +7,7 @@ import pytest
 from nemo_kernel.clusters import ReplicaSpec
 from nemo_kernel.domain import ReplicaPhase, WorkloadPhase
 from nemo_kernel.orchestrator.reconcile import ready_count, workload_phase
+from nemo_kernel.orchestrator.reconcile.phases import left_to_placement
 from nemo_kernel.orchestrator.reconcile.rollout import plan_cluster, to_send
 from nemo_kernel.store.clusters import DRAINED, NOT_ANSWERING
 from nemo_kernel.store.tables import ReplicaRow
@@ -80,3 +81,20 @@ def test_a_cluster_plan_sends_the_missing_removes_the_unwanted_and_forgets_what_
     assert plan.ensure == [spec]
     assert sorted(plan.remove) == ["stopping", "stranger"]
     assert plan.forget == [gone]
+
+
+@pytest.mark.parametrize(
+    ("replica", "stateful", "given_up", "placed"),
+    [
+        pytest.param(_replica(0, "a"), True, set(), False, id="staying-cluster"),
+        pytest.param(_replica(0, "drained"), False, set(), False, id="drained-running-moves-by-migration"),
+        pytest.param(_replica(0, "drained", "Starting"), True, set(), True, id="drained-not-running"),
+        pytest.param(_replica(0, "drained"), True, {"web-v1-0-drained"}, True, id="drained-evacuation-gave-up"),
+        pytest.param(_replica(0, "silent"), False, set(), True, id="silent-stateless-no-state-to-hand-over"),
+        pytest.param(_replica(0, "silent"), True, set(), False, id="silent-stateful-tries-the-hand-off"),
+        pytest.param(_replica(0, "silent"), True, {"web-v1-0-silent"}, True, id="silent-stateful-gave-up"),
+    ],
+)
+def test_left_to_placement(replica: ReplicaRow, stateful: bool, given_up: set[str], placed: bool) -> None:
+    leaving = {"drained": DRAINED, "silent": NOT_ANSWERING}
+    assert left_to_placement(replica, stateful, leaving, given_up) is placed

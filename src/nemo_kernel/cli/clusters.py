@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,9 +10,10 @@ import typer
 
 from nemo_kernel.cli.client import CliError, api_from_env_or
 from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
-from nemo_kernel.cli.output import Column, OutputFormat, emit, print_table, say
+from nemo_kernel.cli.output import Column, OutputFormat, emit, print_table, progress, say
 
 app = typer.Typer(no_args_is_help=True)
+_FINAL = ("Completed", "Failed", "RolledBack")
 
 
 def _rows(clusters: list[dict[str, Any]]) -> None:
@@ -127,9 +129,42 @@ def cordon(name: str, api: ApiOption = None, output: OutputOption = OutputFormat
 
 
 @app.command("drain")
-def drain(name: str, api: ApiOption = None, output: OutputOption = OutputFormat.TABLE) -> None:
-    """Cordon a cluster and move its replicas to other eligible clusters."""
+def drain(
+    name: str,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="show the moves until the cluster runs nothing")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 600.0,
+    api: ApiOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Cordon a cluster and move its replicas to other eligible clusters (through migrations)."""
     _schedulable("drain", name, api, output)
+    if wait:
+        _follow_drain(name, api, timeout)
+
+
+def _follow_drain(name: str, api: str | None, timeout: float) -> None:
+    client = api_from_env_or(api)
+    deadline = time.monotonic() + timeout
+    with progress(f"draining {name}") as update:
+        while True:
+            left = sum(n["replicas"] for n in client.get(f"/clusters/{name}/nodes"))
+            moving = [
+                m
+                for m in client.get("/migrations", limit=500)
+                if m["source_cluster"] == name and m["reason"] is not None and m["phase"] not in _FINAL
+            ]
+            update(f"draining {name}: {left} replicas left, {len(moving)} moving")
+            if left == 0:
+                break
+            if time.monotonic() > deadline:
+                raise CliError(
+                    f"cluster {name} still runs {left} replicas after {timeout:g} s (a workload that fits nowhere "
+                    "else stays and says why: nemo workload get)"
+                )
+            time.sleep(0.5)  # polling interval of a progress display
+    say(f"cluster {name} drained: it runs no replica")
 
 
 @app.command("uncordon")

@@ -134,6 +134,13 @@ class Settings(BaseSettings):
     migration_prepare_timeout: float = Field(
         default=60.0, ge=1, le=3600, description="seconds a migration's target may take to run before it is rolled back"
     )
+    evacuation_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=10_000,
+        description="migrations a drain or a NotReady cluster may have in flight at once (a drain of a cluster with "
+        "500 replicas moves this many at a time)",
+    )
     replica_user: str = Field(
         default="nobody", min_length=1, description="user local replicas run as when nemo up runs as root"
     )

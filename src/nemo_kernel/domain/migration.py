@@ -103,6 +103,9 @@ class MigrationStatus(Model):
     target_runtime: str | None
     message: str
     requested_by: str
+    reason: str | None = Field(
+        default=None, description="why the engine moved the replica (drained, not ready); null for a requested move"
+    )
     timings: list[PhaseTiming]
     downtime_ms: float | None = Field(
         description="stateful: from the source's freeze to the switch's commit (the window writes are refused); "

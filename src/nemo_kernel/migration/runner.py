@@ -37,10 +37,11 @@ from nemo_kernel.clusters import (
     StateSnapshot,
     SupportsStateHandoff,
 )
-from nemo_kernel.domain import MigrationMode, MigrationPhase, ReplicaPhase, WorkloadDescriptor, utcnow
+from nemo_kernel.domain import EventKind, MigrationMode, MigrationPhase, ReplicaPhase, WorkloadDescriptor, utcnow
 from nemo_kernel.migration.criu import checkpoint_support
 from nemo_kernel.store import Database, workloads
-from nemo_kernel.store.migration_records import active_migrations, enter_phase, get_migration
+from nemo_kernel.store.events import record_event
+from nemo_kernel.store.migration_records import active_migrations, enter_phase, get_migration, migration_subject
 from nemo_kernel.store.tables import MigrationRow, ReplicaRow, WorkloadRow
 
 log = logging.getLogger(__name__)
@@ -278,6 +279,13 @@ class MigrationRunner:
                 if not _past(m.phase_deadline, now):
                     return
                 workloads.release_replica(s, source)
+                record_event(
+                    s, EventKind.REPLICA_REPLACED, migration_subject(m.workload),
+                    f"replica {source.id} on {source.cluster}/{source.node} stops: {m.target_replica} runs in its "
+                    f"place on {m.target_cluster}/{m.target_node} (migration {m.id})",
+                    replica=source.id, cluster=source.cluster, node=source.node, replacement=m.target_replica,
+                    migration=m.id,
+                )  # fmt: skip
                 m.message = f"stopping {m.source_replica}"
                 m.phase_deadline = now + timedelta(seconds=self._timings.cleanup_timeout)
                 self._wake()

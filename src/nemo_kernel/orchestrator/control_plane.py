@@ -99,7 +99,7 @@ class ControlPlane:
         self.directory = StoredKeyDirectory(self.db)
         self.bus: Bus = bus if bus is not None else _bus_for(settings, self.directory)
         self.resources = ResourceManager(self.db, settings, DriverProviders(settings, providers))
-        self.engine = OrchestrationEngine(self.db, self.resources, settings, criteria)
+        self.engine = OrchestrationEngine(self.db, self.resources, settings, criteria, moves_started=self.wake)
         # Every message of the control plane's own modules is sealed and verified (SecureBus); the directory of
         # module keys and the record of handled petitions live in the store.
         self.identity = ModuleIdentity.load_or_create(ORCHESTRATOR, identity_file(settings.data_dir, ORCHESTRATOR))

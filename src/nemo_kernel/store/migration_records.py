@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import (
     ACTIVE_PHASES,
+    ClusterPhase,
     EventKind,
     MigrationMode,
     MigrationPhase,
@@ -19,13 +20,45 @@ from nemo_kernel.domain import (
 )
 from nemo_kernel.store.errors import NotFound
 from nemo_kernel.store.events import record_event, workload_subject
-from nemo_kernel.store.tables import MigrationRow
+from nemo_kernel.store.tables import ClusterRow, MigrationRow, ReplicaRow, WorkloadRow
 
 
 def migration_subject(workload: str) -> str:
     """Events of a migration are part of its workload's history."""
     namespace, _, name = workload.partition("/")
     return workload_subject(namespace, name)
+
+
+def plan_migration(
+    s: Session,
+    w: WorkloadRow,
+    source: ReplicaRow,
+    mode: MigrationMode,
+    target: tuple[str, str, str | None],
+    requested_by: str,
+    reason: str | None = None,
+) -> MigrationRow:
+    """Store a checked move of ``source`` to ``target`` (cluster, node, runtime) as Planned, with its
+    ``migration.started`` event; ``reason`` says why the engine moves it (None: a user or module asked)."""
+    cluster, node, runtime = target
+    row = MigrationRow(
+        workload_id=w.id,
+        workload=f"{w.namespace}/{w.name}",
+        mode=mode.value,
+        source_replica=source.id,
+        source_index=source.index,
+        source_cluster=source.cluster,
+        source_node=source.node,
+        target_replica=None,
+        target_cluster=cluster,
+        target_node=node,
+        target_runtime=runtime,
+        rolling_back=False,
+        message="planned",
+        requested_by=requested_by[:200],
+        reason=reason,
+    )
+    return create_migration(s, row)
 
 
 def create_migration(s: Session, row: MigrationRow) -> MigrationRow:
@@ -76,6 +109,7 @@ def _data(row: MigrationRow) -> dict[str, Any]:
         "target_replica": row.target_replica,
         "target": f"{row.target_cluster}/{row.target_node}",
         "requested_by": row.requested_by,
+        "reason": row.reason,
         "downtime_ms": downtime_ms(row),
     }
 
@@ -109,6 +143,36 @@ def active_migrations(s: Session, limit: int = 100) -> list[MigrationRow]:
     """Migrations still running, oldest first (the migration loop advances these)."""
     query = select(MigrationRow).where(MigrationRow.phase.in_(ACTIVE_PHASES)).order_by(MigrationRow.id).limit(limit)
     return list(s.scalars(query))
+
+
+def evacuations_in_flight(s: Session) -> int:
+    """How many migrations the engine started (drains, NotReady clusters and nodes) are still running."""
+    query = select(func.count()).where(MigrationRow.reason.is_not(None), MigrationRow.phase.in_(ACTIVE_PHASES))
+    return s.scalar(query) or 0
+
+
+EVACUATION_ATTEMPTS = 3
+"""Evacuations of one replica that may end without moving it (a target that did not run, a hand-off that failed)
+before the engine gives up on a hand-off and replaces it with a fresh replica instead."""
+
+
+def given_up_evacuations(s: Session) -> set[str]:
+    """Replicas still desired whose evacuation the engine gives up: one ended without moving it while their
+    cluster is NotReady (it cannot export their state: it went with the cluster), or ``EVACUATION_ATTEMPTS`` did.
+    Placement replaces them with fresh replicas (the reschedule path); a drained cluster's replica is retried
+    before, so a passing failure (a target that died) does not cost a stateful workload its state."""
+    ended = (MigrationPhase.ROLLED_BACK.value, MigrationPhase.FAILED.value)
+    query = (
+        select(MigrationRow.source_replica)
+        .join(ReplicaRow, ReplicaRow.id == MigrationRow.source_replica)
+        .join(ClusterRow, ClusterRow.name == ReplicaRow.cluster)
+        .where(MigrationRow.reason.is_not(None), MigrationRow.phase.in_(ended), ReplicaRow.desired.is_(True))
+        .group_by(MigrationRow.source_replica, ClusterRow.phase)
+        .having(
+            or_(func.count(MigrationRow.id) >= EVACUATION_ATTEMPTS, ClusterRow.phase == ClusterPhase.NOT_READY.value)
+        )
+    )
+    return set(s.scalars(query))
 
 
 def unroutable_replicas() -> tuple[Select[Any], ...]:
@@ -168,6 +232,7 @@ def to_status(row: MigrationRow) -> MigrationStatus:
         target_runtime=row.target_runtime,
         message=row.message,
         requested_by=row.requested_by,
+        reason=row.reason,
         timings=[PhaseTiming.model_validate(t) for t in row.timings],
         downtime_ms=downtime_ms(row),
         created_at=row.created_at,

@@ -454,5 +454,7 @@ class MigrationRow(Base):
     timings: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     message: Mapped[str] = mapped_column(Text, default="")
     requested_by: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(String(16))
+    """Why the engine moves the replica (``drained``, ``not ready``): an evacuation; ``None`` for a requested move."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

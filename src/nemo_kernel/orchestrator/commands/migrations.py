@@ -36,7 +36,7 @@ from nemo_kernel.orchestrator.placement import Inventory
 from nemo_kernel.store import Database, NotFound, events, workloads
 from nemo_kernel.store import clusters as cluster_store
 from nemo_kernel.store.events import record_event
-from nemo_kernel.store.migration_records import active_of_workload, create_migration, to_status
+from nemo_kernel.store.migration_records import active_of_workload, plan_migration, to_status
 from nemo_kernel.store.tables import MigrationRow, ReplicaRow, WorkloadRow
 
 log = logging.getLogger(__name__)
@@ -162,23 +162,7 @@ class MigrationCommands:
         node, runtime = check_target(
             self._decisions, w, spec, source.index, candidates, target_cluster, to.node, to.runtime, avoid
         )
-        row = MigrationRow(
-            workload_id=w.id,
-            workload=f"{namespace}/{name}",
-            mode=mode.value,
-            source_replica=source.id,
-            source_index=source.index,
-            source_cluster=source.cluster,
-            source_node=source.node,
-            target_replica=None,
-            target_cluster=target_cluster,
-            target_node=node,
-            target_runtime=runtime,
-            rolling_back=False,
-            message="planned",
-            requested_by=requested_by[:200],
-        )
-        return create_migration(s, row)
+        return plan_migration(s, w, source, mode, (target_cluster, node, runtime), requested_by)
 
     def _source(self, s: Session, w: WorkloadRow, replica: str | None, away_from: str | None) -> ReplicaRow:
         query = select(ReplicaRow).where(ReplicaRow.workload_id == w.id, ReplicaRow.desired.is_(True))

@@ -4,8 +4,10 @@ One pass (``OrchestrationEngine.reconcile_once``) runs, in order: heartbeats (Re
 each a module of this package:
 
 - ``observe``: the clusters' reports are applied to the replica rows (crashes and starts recorded as events);
-- ``reschedule``: replicas of removed clusters are forgotten, those on drained or silent clusters get replacements
-  queued;
+- ``reschedule``: replicas of removed clusters are forgotten, those on drained or silent clusters that no migration
+  moves (not running, or their evacuation gave up) get replacements queued;
+- ``evacuate``: running replicas on drained or NotReady clusters or NotReady nodes get a migration (target chosen
+  by the decision engine), carried out by the migration loop;
 - ``schedule``: the decision engine places what is queued;
 - ``rollout``: each cluster is told which replicas to run and which to remove (plan -> apply -> record).
 

@@ -31,6 +31,8 @@ class PlacedReplica(Protocol):
     def cluster(self) -> str: ...
     @property
     def phase(self) -> str: ...
+    @property
+    def id(self) -> str: ...
 
 
 def workload_phase(wanted: int | None, current: int, ready: int, was: str) -> WorkloadPhase:
@@ -61,6 +63,22 @@ def ready_count(current: Iterable[PlacedReplica], leaving: Mapping[str, str]) ->
     return len(
         {r.index for r in current if r.phase == ReplicaPhase.RUNNING.value and leaving.get(r.cluster) != NOT_ANSWERING}
     )
+
+
+def left_to_placement(r: PlacedReplica, stateful: bool, leaving: Mapping[str, str], given_up: set[str]) -> bool:
+    """Whether a replica on a leaving cluster is replaced by placement (a fresh replica, no state hand-off)
+    rather than moved by a migration (the evacuate step).
+
+    So are one that is not Running (nothing serves there, no state to hand over), one whose evacuation the engine
+    gave up (``given_up``, see ``store.migration_records.given_up_evacuations``: a NotReady cluster cannot export
+    its state, or several attempts ended without moving it),
+    and a stateless one on a NotReady cluster: it has no state to hand over, and a migration, which waits for its
+    source to stop, would hold back the workload's other replicas behind a cluster that may never answer.
+    """
+    why = leaving.get(r.cluster)
+    if why is None:
+        return False
+    return r.phase != ReplicaPhase.RUNNING.value or r.id in given_up or (why == NOT_ANSWERING and not stateful)
 
 
 def update_phases(s: Session, workload_ids: set[int]) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import LatencyMatrix, load_document
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion, DecisionEngine
+from nemo_kernel.orchestrator.reconcile.evacuate import Evacuation
 from nemo_kernel.orchestrator.reconcile.observe import Observation
 from nemo_kernel.orchestrator.reconcile.reschedule import Rescheduling
 from nemo_kernel.orchestrator.reconcile.rollout import Rollout
@@ -30,22 +31,26 @@ class OrchestrationEngine:
         resources: ResourceManager,
         settings: Settings,
         criteria: Sequence[AnyCriterion] = DEFAULT_CRITERIA,
+        moves_started: Callable[[], None] = lambda: None,
     ) -> None:
         """``criteria`` score the feasible nodes (a criterion that needs data, a latency matrix say, is built with
-        it by the caller); the default registry's unless given."""
+        it by the caller); the default registry's unless given. ``moves_started`` is called after a pass started
+        migrations (evacuations), to wake whatever carries them out."""
         self._resources = resources
         self.observe = Observation(db)
         self.reschedule = Rescheduling(db)
         engine = DecisionEngine(settings.weights, criteria=tuple(criteria), latency=latency_matrix(settings))
+        self.evacuate = Evacuation(db, engine, settings.evacuation_concurrency, moves_started)
         self.schedule = Scheduling(db, engine)
         self.rollout = Rollout(db, resources, settings.driver_timeout)
 
     async def reconcile_once(self) -> None:
-        """One full pass: heartbeats, then observe, reschedule, schedule and rollout."""
+        """One full pass: heartbeats, then observe, reschedule, evacuate, schedule and rollout."""
         await self._resources.sync_drivers()
         reports = await self._resources.heartbeat()
         await asyncio.to_thread(self.observe, reports)
         await asyncio.to_thread(self.reschedule)
+        await asyncio.to_thread(self.evacuate)
         await asyncio.to_thread(self.schedule)
         await self.rollout(reports)
 

@@ -1,19 +1,25 @@
-"""Reschedule: replicas of removed clusters are forgotten; those on leaving clusters get replacements queued.
+"""Reschedule: replicas of removed clusters are forgotten; those on leaving clusters that no migration can move
+get replacements queued.
 
-Moves are make-before-break: a replica on a drained or silent cluster keeps its place until a replacement for its
-index runs elsewhere (:mod:`phases` releases it then); this step only queues its workload for placement.
+A running replica on a drained or NotReady cluster is moved by a migration (the evacuate step). This step queues
+for placement the workloads of the others (:func:`phases.left_to_placement`: not running, or their evacuation gave
+up, as a cluster that does not answer cannot export its state). Those moves are make-before-break too: the replica
+keeps its place until a replacement for its index runs elsewhere (:mod:`phases` releases it then).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from nemo_kernel.domain import EventKind
-from nemo_kernel.orchestrator.reconcile.phases import update_phases
+from nemo_kernel.domain import EventKind, WorkloadDescriptor
+from nemo_kernel.orchestrator.reconcile.phases import left_to_placement, update_phases
 from nemo_kernel.orchestrator.reconcile.records import replica_event, subjects
 from nemo_kernel.store import Database, workloads
 from nemo_kernel.store.clusters import leaving_clusters
+from nemo_kernel.store.migration_records import given_up_evacuations
 from nemo_kernel.store.tables import ClusterRow, ReplicaRow, WorkloadRow
 
 
@@ -46,8 +52,8 @@ class Rescheduling:
                     )
             queue_for_placement(s, moved)
             s.execute(delete(ReplicaRow).where(ReplicaRow.cluster.not_in(clusters)))
-            # Replicas on drained or silent clusters keep serving until a replacement runs (see phases):
-            # their workloads are queued so the decision engine places one for each index left without.
+            # Replicas on drained or silent clusters that no migration moves keep serving until a replacement runs
+            # (see phases): their workloads are queued so the decision engine places one for each index left without.
             leaving = leaving_clusters(s)
             if leaving:
                 query = select(ReplicaRow.workload_id).where(
@@ -55,12 +61,18 @@ class Rescheduling:
                 )
                 ids = set(s.scalars(query))
                 replicas = workloads.replicas_by_workload(s, list(ids))
-                versions = {
-                    wid: v
-                    for wid, v in s.execute(select(WorkloadRow.id, WorkloadRow.version).where(WorkloadRow.id.in_(ids)))
-                }
+                rows = s.execute(
+                    select(WorkloadRow.id, WorkloadRow.version, WorkloadRow.descriptor).where(WorkloadRow.id.in_(ids))
+                )
+                kinds = {wid: (v, _stateful(d)) for wid, v, d in rows}
+                given_up = given_up_evacuations(s)
                 queue_for_placement(
-                    s, {wid for wid in ids if _unreplaced(replicas.get(wid, []), versions.get(wid), leaving)}
+                    s,
+                    {
+                        wid
+                        for wid, (version, stateful) in kinds.items()
+                        if _unreplaced(replicas.get(wid, []), version, stateful, leaving, given_up)
+                    },
                 )
             # Workloads with replicas on a cluster that started or stopped leaving serve more or less than before;
             # on the first pass, every workload with replicas (the stored phases may predate a restart).
@@ -92,8 +104,15 @@ def queue_for_placement(s: Session, workload_ids: set[int]) -> None:
         )
 
 
-def _unreplaced(mine: list[ReplicaRow], version: int | None, leaving: dict[str, str]) -> bool:
-    """Whether some replica of the current version on a leaving cluster has no replacement bound yet."""
+def _unreplaced(
+    mine: list[ReplicaRow], version: int, stateful: bool, leaving: dict[str, str], given_up: set[str]
+) -> bool:
+    """Whether some replica of the current version left to placement has no replacement bound yet."""
     current = [r for r in mine if r.desired and r.version == version]
     staying = {r.index for r in current if r.cluster not in leaving}
-    return any(r.cluster in leaving and r.index not in staying for r in current)
+    return any(left_to_placement(r, stateful, leaving, given_up) and r.index not in staying for r in current)
+
+
+def _stateful(descriptor: dict[str, Any]) -> bool:
+    deployment = WorkloadDescriptor.model_validate(descriptor).deployment
+    return deployment is not None and deployment.stateful

@@ -13,14 +13,16 @@ from functools import partial
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nemo_kernel.domain import Detail, EventKind, WorkloadDescriptor
+from nemo_kernel.domain import Detail, EventKind, ReplicaPhase, WorkloadDescriptor
 from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.placement import Inventory
-from nemo_kernel.orchestrator.reconcile.phases import update_phases
+from nemo_kernel.orchestrator.reconcile.phases import left_to_placement, update_phases
 from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
 from nemo_kernel.ppef.press import residency_constrained
 from nemo_kernel.store import Database, workloads
+from nemo_kernel.store.clusters import NOT_ANSWERING
 from nemo_kernel.store.events import record_event, workload_subject
+from nemo_kernel.store.migration_records import given_up_evacuations
 from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
 
 NODE_DETAIL_UP_TO = 500
@@ -62,12 +64,15 @@ class Scheduling:
                 return
             inventory = Inventory.load(s)
             replicas = workloads.replicas_by_workload(s, [w.id for w in queue])
+            given_up = given_up_evacuations(s)
             touched: set[int] = set()
             for w in queue:
                 tried = (inventory.generation, w.version)
                 if self.tried.get(w.id) == tried:
                     continue  # nothing changed since it last fitted nowhere
-                placed = isolated(s, w, "placement", partial(self._place, s, w, replicas.get(w.id, []), inventory))
+                placed = isolated(
+                    s, w, "placement", partial(self._place, s, w, replicas.get(w.id, []), inventory, given_up)
+                )
                 if placed:
                     touched.add(w.id)
                 elif placed is False:
@@ -76,15 +81,19 @@ class Scheduling:
                 # busy database) and nothing else would bring it back while the inventory stays the same.
             update_phases(s, touched)
 
-    def _place(self, s: Session, w: WorkloadRow, mine: list[ReplicaRow], inventory: Inventory) -> bool:
+    def _place(
+        self, s: Session, w: WorkloadRow, mine: list[ReplicaRow], inventory: Inventory, given_up: set[str]
+    ) -> bool:
         spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
         if spec is None:  # a catalogue entry is never queued; one queued before it became one has nothing to place
             _clear_queue(s, w.id, w.version)
             return False
         current = [r for r in mine if r.desired and r.version == w.version]
-        # An index whose replica is on a leaving cluster needs a replacement; the old one serves until it runs.
-        staying = [r for r in current if r.cluster not in inventory.leaving]
-        replaced = {r.index: r for r in current if r.cluster in inventory.leaving}
+        # An index whose replica is left to placement on a leaving cluster needs a replacement; the old one serves
+        # until it runs. One a migration moves (the evacuate step) stays in its place until the migration ends.
+        left = [r for r in current if left_to_placement(r, spec.stateful, inventory.leaving, given_up)]
+        replaced = {r.index: r for r in left}
+        staying = [r for r in current if r not in left]
         missing = sorted(set(range(spec.replicas)) - {r.index for r in staying})
         version = w.version
         if not missing:
@@ -127,13 +136,14 @@ class Scheduling:
             old = replaced.get(a.index)
             if old is not None:
                 reason = inventory.leaving[old.cluster]
+                how = "; no state hand-off: " + _why_no_handoff(old, reason, given_up)
                 replica_event(
                     s,
                     EventKind.REPLICA_RESCHEDULED,
                     subject,
                     old,
                     f"replica {old.id} leaves {old.cluster}/{old.node} (cluster {reason}): {replica.id} replaces it "
-                    f"on {a.cluster}/{a.node}; {old.id} stops once {replica.id} runs",
+                    f"on {a.cluster}/{a.node}; {old.id} stops once {replica.id} runs{how}",
                     reason=reason,
                     replacement=replica.id,
                 )
@@ -155,6 +165,18 @@ class Scheduling:
             if not current and not decision.assignments:
                 w.message = decision.summary  # the phase is shown next to it: not repeated
         return True
+
+
+def _why_no_handoff(old: ReplicaRow, reason: str, given_up: set[str]) -> str:
+    """Why a replica leaving ``reason`` is replaced by placement rather than moved by a migration (the event says
+    so: a stateful workload's state does not follow it)."""
+    if old.phase != ReplicaPhase.RUNNING.value:
+        return f"it is {old.phase}"
+    if reason == NOT_ANSWERING:
+        if old.id in given_up:
+            return "the cluster does not answer, so its state cannot be exported: it is gone with the cluster"
+        return "the cluster does not answer and the workload is stateless"
+    return "its migration ended without moving it (see the workload's migration events)"
 
 
 def _nowhere_allowed(s: Session, w: WorkloadRow, version: int) -> None:
