@@ -443,9 +443,12 @@ def record_action(
     action: str,
     outcome: str,
     at: datetime | None = None,
+    pending: bool = False,
 ) -> SlaActionRow:
-    """Store one act of the closed loop with an ``sla.action`` event; its id is set on return."""
+    """Store one act of the closed loop with an ``sla.action`` event; its id is set on return. A ``pending`` act is
+    carried out later by the SLA action runner, which records its outcome with :func:`complete_action`."""
     created = SlaActionRow(
+        pending=pending,
         sla_id=row.id,
         slo=slo,
         trigger=trigger,
@@ -467,8 +470,50 @@ def record_action(
         trigger=trigger,
         action=action,
         outcome=outcome,
+        pending=pending,
     )
     return created
+
+
+def pending_actions(session: Session, *, limit: int = 50) -> list[tuple[SlaRow, SlaActionRow]]:
+    """Acts decided but not carried out yet, oldest first, with their SLA; locked where the database can, so that
+    two control planes do not both carry one out."""
+    query = (
+        select(SlaRow, SlaActionRow)
+        .join(SlaActionRow, SlaActionRow.sla_id == SlaRow.id)
+        .where(SlaActionRow.pending.is_(True))
+        .order_by(SlaActionRow.id)
+        .limit(limit)
+        .with_for_update(of=SlaActionRow, skip_locked=True)
+    )
+    return [(sla, action) for sla, action in session.execute(query)]
+
+
+def action_with_sla(session: Session, action_id: int) -> tuple[SlaRow, SlaActionRow] | None:
+    """One act of the closed loop and its SLA; None when the SLA was deleted since."""
+    action = session.get(SlaActionRow, action_id)
+    if action is None:
+        return None
+    sla = session.get(SlaRow, action.sla_id)
+    return None if sla is None else (sla, action)
+
+
+def complete_action(session: Session, sla: SlaRow, action: SlaActionRow, outcome: str, **data: Any) -> None:
+    """Record what the runner did for a pending act, with an ``sla.action`` event (``data`` goes into it)."""
+    action.pending = False
+    action.outcome = outcome[:4000]
+    record_event(
+        session,
+        EventKind.SLA_ACTION,
+        sla_subject(sla.namespace, sla.name),
+        f"{action.action} on {action.trigger}: {action.outcome}",
+        action_id=action.id,
+        slo=action.slo,
+        trigger=action.trigger,
+        action=action.action,
+        outcome=action.outcome,
+        **data,
+    )
 
 
 def record_followup(session: Session, action_id: int, followup: dict[str, Any], *, at: datetime | None = None) -> None:
@@ -486,7 +531,8 @@ def list_actions(
     """The audit of one SLA, newest first; ``pending_followup``: only actions whose follow-up is not recorded."""
     query = select(SlaActionRow).where(SlaActionRow.sla_id == row.id)
     if pending_followup:
-        query = query.where(SlaActionRow.followup_at.is_(None))
+        # an act still pending has not happened: nothing followed it yet
+        query = query.where(SlaActionRow.followup_at.is_(None), SlaActionRow.pending.is_(False))
     rows = session.scalars(query.order_by(SlaActionRow.at.desc(), SlaActionRow.id.desc()).limit(limit).offset(offset))
     return [
         SlaAction(
@@ -501,6 +547,7 @@ def list_actions(
             at=a.at,
             followup=a.followup,
             followup_at=a.followup_at,
+            pending=a.pending,
         )
         for a in rows
     ]
@@ -527,15 +574,18 @@ __all__: Sequence[str] = (
     "LIVE_STATES",
     "SORT_KEYS",
     "SlaApplyResult",
+    "action_with_sla",
     "active_slas",
     "apply_sla",
     "close_violation",
+    "complete_action",
     "get_sla",
     "init_slo_statuses",
     "list_actions",
     "list_slas",
     "list_violations",
     "open_violation",
+    "pending_actions",
     "record_action",
     "record_followup",
     "record_slo_status",
