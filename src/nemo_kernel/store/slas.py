@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -29,7 +29,7 @@ from nemo_kernel.domain.sla import (
 )
 from nemo_kernel.store.errors import Conflict, NotFound
 from nemo_kernel.store.events import record_event
-from nemo_kernel.store.tables import SlaActionRow, SlaRow, SlaViolationRow, SloStatusRow
+from nemo_kernel.store.tables import EventRow, SlaActionRow, SlaRow, SlaViolationRow, SloStatusRow
 
 LIVE_STATES = (SlaState.ACTIVE.value, SlaState.VIOLATED.value)
 """States in which an SLA is evaluated."""
@@ -553,6 +553,65 @@ def list_actions(
     ]
 
 
+# --- Store facts some SLO kinds measure ----------------------------------------------------------------------------
+
+MAX_FACTS = 500
+"""Violations or scale-outs read per SLO and pass (the newest): bounded work whatever the window."""
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def resolved_violations(session: Session, row: SlaRow, since: datetime, *, besides: str) -> list[tuple[float, float]]:
+    """(started, ended) POSIX times of the SLA's violations that ended since ``since``, of every SLO but
+    ``besides`` (an incident-response SLO does not time its own violations)."""
+    query = (
+        select(SlaViolationRow.started_at, SlaViolationRow.ended_at)
+        .where(
+            SlaViolationRow.sla_id == row.id,
+            SlaViolationRow.slo != besides,
+            SlaViolationRow.ended_at.is_not(None),
+            SlaViolationRow.ended_at >= since,
+        )
+        .order_by(SlaViolationRow.ended_at.desc())
+        .limit(MAX_FACTS)
+    )
+    return [(_aware(a).timestamp(), _aware(b).timestamp()) for a, b in session.execute(query) if b is not None]
+
+
+def scale_out_spans(session: Session, row: SlaRow, since: datetime, now: datetime) -> list[float]:
+    """Seconds each scale-out of the SLA decided since ``since`` took: from the decision (its ``sla_actions`` row)
+    to the workload's next ``workload.running`` event, i.e. serving every replica it asked for; one still waiting
+    counts its time so far (a scale-out that never ends must breach, not be NoData)."""
+    if row.workload is None:
+        return []
+    decided = session.scalars(
+        select(SlaActionRow.at)
+        .where(
+            SlaActionRow.sla_id == row.id,
+            SlaActionRow.action == "scale_out",
+            SlaActionRow.outcome.like("scaled out%"),
+            SlaActionRow.at >= since,
+        )
+        .order_by(SlaActionRow.at.desc())
+        .limit(MAX_FACTS)
+    ).all()
+    subject = f"workload/{row.namespace}/{row.workload}"
+    spans = []
+    for at in decided:
+        running = session.scalar(
+            select(func.min(EventRow.created_at)).where(
+                EventRow.subject == subject,
+                EventRow.kind == EventKind.WORKLOAD_RUNNING.value,
+                EventRow.created_at >= at,
+            )
+        )
+        end = now if running is None else _aware(running)
+        spans.append(max(0.0, (end - _aware(at)).total_seconds()))
+    return spans
+
+
 def residency_of_workload(session: Session, namespace: str, workload: str) -> list[str] | None:
     """The countries the SLAs of a workload allow (their ``press.data_residency`` intersected), or None when none
     restricts them; an empty list means no country at all. Drafts count: an SLA waiting for its workload to be
@@ -590,6 +649,8 @@ __all__: Sequence[str] = (
     "record_followup",
     "record_slo_status",
     "residency_of_workload",
+    "resolved_violations",
+    "scale_out_spans",
     "set_sla_state",
     "sla_spec",
     "sla_subject",
