@@ -183,8 +183,9 @@ class SlaActionRunner:
 
     def _target(self, namespace: str, workload: str, kind: SloKind | None) -> tuple[str | None, str | None]:
         """The replica to move and the cluster the decision engine places it on, leaving out the clusters the
-        workload already runs on; (replica, None) when no other cluster accepts it."""
-        with self._db.transaction() as s:
+        workload already runs on; (replica, None) when no other cluster accepts it (reads only: the migration
+        service checks the target again in its own transaction)."""
+        with self._db.snapshot() as s:
             w = workloads.get_workload(s, namespace, workload)
             descriptor = WorkloadDescriptor.model_validate(w.descriptor)
             if descriptor.deployment is None:

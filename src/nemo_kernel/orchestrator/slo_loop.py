@@ -395,7 +395,7 @@ class SloLoop:
     def _recorded_sli(self, sla_id: int, slo: SloSpec, window: float, at: float) -> SliReading:
         """An SLI of the SLA's own records over ``window`` seconds ending at ``at``: scale-out times or MTTR."""
         since = datetime.fromtimestamp(at - window, UTC)
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:
             row = s.get(SlaRow, sla_id)
             if row is None:
                 return SliReading(None, reason="the SLA was deleted")
