@@ -41,7 +41,7 @@ def _sla(name: str = "gold", **changes: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp(f"slas-{request.param}")
-    env = {"NEMO_RECONCILE_INTERVAL": "0.3"}
+    env = {"NEMO_RECONCILE_INTERVAL": "0.3", "NEMO_WEBHOOK_HOSTS": "hooks.example.com"}  # the OpenSLO target
     if request.param == "postgresql":  # a database of its own for the module's whole stack
         name = f"nemo_test_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as conn:
@@ -110,6 +110,9 @@ def test_lifecycle_draft_active_new_version_terminated(stack: Stack) -> None:
             "penalties",
         ),
         ({"colour": "red"}, "colour"),
+        ({"policies": [{"action": "notify", "webhook": "https://evil.example.net/x"}]}, "policies[0].webhook"),
+        ({"policies": [{"action": "move", "webhook": "https://hooks.example.com/x"}]}, "policies[0].webhook"),
+        ({"policies": [{"action": "move", "triggers": ["soon"]}]}, "policies[0].on[0]"),
     ],
 )
 def test_bad_sla_names_the_field_and_stores_nothing(stack: Stack, change: dict[str, Any], field: str) -> None:
@@ -117,6 +120,22 @@ def test_bad_sla_names_the_field_and_stores_nothing(stack: Stack, change: dict[s
     assert field in [d["field"] for d in error["details"]]
     expect_error(stack.api("GET", "/slas/bad"), 404, "not_found")
     assert stack.api("GET", "/slas/bad/events").status_code == 404
+
+
+def test_a_bare_yaml_on_key_is_refused_by_name_and_triggers_or_a_quoted_on_work(stack: Stack) -> None:
+    def apply(text: str) -> Any:
+        return stack.api("POST", "/slas", content=text, headers={"content-type": "application/yaml"})
+
+    document = "name: onkey\nworkload: shop\nslos: [{name: p99, kind: latency, threshold: 0.25}]\npolicies:\n"
+    error = expect_error(apply(document + "  - {action: move, on: [violated]}\n"), 422, "invalid")
+    [detail] = [d for d in error["details"] if d["field"] == "policies[0].on"]
+    assert "YAML 1.1" in detail["message"] and "triggers" in detail["message"]
+    expect_error(stack.api("GET", "/slas/onkey"), 404, "not_found")
+    for written in ("triggers: [violated]", '"on": [violated]'):
+        applied = apply(document + f"  - {{action: move, {written}}}\n")
+        assert applied.status_code in (200, 201), applied.text
+        assert applied.json()["sla"]["spec"]["policies"][0]["on"] == ["violated"]
+    stack.api("DELETE", "/slas/onkey")
 
 
 def test_filters_sort_pages(stack: Stack) -> None:

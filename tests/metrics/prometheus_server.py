@@ -51,11 +51,14 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0, eve
 class PrometheusServer:
     """One Prometheus process: ``url``, ``write_config``/``reload``, ``query``; stopped by :meth:`stop`."""
 
-    def __init__(self, root: Path, config: Mapping[str, Any], data: Path | None = None) -> None:
-        """Start Prometheus with ``config``, storing in ``data`` (default ``root/data``; a backfilled folder)."""
+    def __init__(
+        self, root: Path, config: Mapping[str, Any], data: Path | None = None, port: int | None = None
+    ) -> None:
+        """Start Prometheus with ``config``, storing in ``data`` (default ``root/data``; a backfilled folder), on
+        ``port`` (default: a free one; given when a stack must know the URL before Prometheus starts)."""
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_file = root / "prometheus.yml"
         self.write_config(config)
@@ -151,9 +154,11 @@ class Exporter:
 
 
 @contextmanager
-def running_prometheus(root: Path, config: Mapping[str, Any], data: Path | None = None) -> Iterator[PrometheusServer]:
+def running_prometheus(
+    root: Path, config: Mapping[str, Any], data: Path | None = None, port: int | None = None
+) -> Iterator[PrometheusServer]:
     """A Prometheus for the duration of the block."""
-    server = PrometheusServer(root, config, data)
+    server = PrometheusServer(root, config, data, port)
     try:
         yield server
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import yaml
 
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import EventKind, WorkloadDescriptor
-from nemo_kernel.domain.sla import SlaSpec, SlaState, SloState
+from nemo_kernel.domain.sla import Comparison, SlaSpec, SlaState, SloState
 from nemo_kernel.metrics import EmbeddedMetrics, Sample
 from nemo_kernel.metrics import names as n
 from nemo_kernel.orchestrator.control_plane import ControlPlane
@@ -22,7 +23,7 @@ from nemo_kernel.orchestrator.reactions import load_reactions
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.orchestrator.slo_loop import HISTORY_POINTS, SloLoop, _History
 from nemo_kernel.store import Database, events, slas, workloads
-from nemo_kernel.store.tables import ClusterRow, ReplicaRow
+from nemo_kernel.store.tables import ClusterRow, EventRow, ReplicaRow
 
 T0 = float(int(time.time()) - 3 * 3600)  # the simulated clock starts three hours ago and runs faster
 SCRAPE = 5.0
@@ -271,3 +272,58 @@ def test_an_slo_history_keeps_its_newest_points_in_order() -> None:
     times, values = history.arrays()
     assert len(times) == HISTORY_POINTS and times[0] == 5 and times[-1] == HISTORY_POINTS + 4
     assert (values == times).all() and (np.diff(times) == 1).all()
+
+
+async def test_scalability_and_incident_response_are_measured_from_the_slas_records(database: Database) -> None:
+    """Scalability: seconds from a scale-out decision to the workload's next ``workload.running`` (one still
+    waiting counts its time so far); incident response: MTTR of the SLA's other SLOs' violations closed in the
+    window. Neither is NoData once its records exist."""
+    now = time.time()
+    at = datetime.fromtimestamp
+    spec = SlaSpec.model_validate(
+        {
+            "name": "ops",
+            "workload": "demo",
+            "slos": [
+                {"name": "p99", "kind": "latency", "threshold": 0.25},
+                {"name": "scale", "kind": "scalability", "threshold": 60, "window": "1h"},
+                {"name": "mttr", "kind": "incident_response", "threshold": 300, "window": "1h"},
+            ],
+        }
+    )
+    store = EmbeddedMetrics()
+    loop = SloLoop(database, lambda: store, INTERVAL)
+    with database.transaction() as s:
+        demo_workload = {"name": "demo", "deployment": {"command": ["true"], "replicas": 1}}
+        workloads.apply_workload(s, WorkloadDescriptor.model_validate(demo_workload))
+        row = slas.apply_sla(s, spec).row
+        slas.set_sla_state(s, row, SlaState.ACTIVE, "workload deployed")
+
+    def states() -> dict[str, tuple[SloState, float | None]]:
+        with database.transaction() as s:
+            return {st.slo: (st.state, st.value) for st in slas.slo_statuses(s, slas.get_sla(s, "default", "ops"))}
+
+    await loop.evaluate_once(now)
+    assert states()["scale"][0] is SloState.NO_DATA and states()["mttr"][0] is SloState.NO_DATA
+    with database.transaction() as s:
+        row = slas.get_sla(s, "default", "ops")
+        slas.record_action(s, row, slo="p99", trigger="predicted", predicted={}, action="scale_out",
+                           outcome="scaled out from 1 to 2 replicas", at=at(now - 300, UTC))  # fmt: skip
+        s.add(EventRow(kind=EventKind.WORKLOAD_RUNNING.value, subject="workload/default/demo", data={},
+                       created_at=at(now - 280, UTC)))  # fmt: skip
+        for start, end in ((now - 1800, now - 1680), (now - 900, now - 840), (now - 7200, now - 3700)):
+            violation = slas.open_violation(s, row, "p99", value=0.5, comparison=Comparison.AT_MOST, at=at(start, UTC))
+            assert violation is not None
+            slas.close_violation(s, row, "p99", at=at(end, UTC))
+    await loop.evaluate_once(now + 1)
+    got = states()
+    # 20 s to serve the new replica; violations of 120 s and 60 s closed in the hour (the third ended before it)
+    assert got["scale"][0] is SloState.MET and got["scale"][1] == pytest.approx(20, abs=0.5)
+    assert got["mttr"][0] is SloState.MET and got["mttr"][1] == pytest.approx(90, abs=0.5)
+
+    with database.transaction() as s:  # a second scale-out, decided 100 s ago, still waiting
+        row = slas.get_sla(s, "default", "ops")
+        slas.record_action(s, row, slo="p99", trigger="violated", predicted={}, action="scale_out",
+                           outcome="scaled out from 2 to 3 replicas", at=at(now - 100, UTC))  # fmt: skip
+    await loop.evaluate_once(now + 2)
+    assert states()["scale"][0] is SloState.VIOLATED and states()["scale"][1] == pytest.approx(102, abs=0.5)

@@ -219,6 +219,59 @@ def violations(
     )
 
 
+@app.command("audit")
+def audit(
+    name: str,
+    namespace: NamespaceOption = "default",
+    limit: Annotated[int, typer.Option("--limit")] = 100,
+    api: ApiOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """The closed loop's acts on an SLA, newest first: what was predicted or seen, what was done, what followed."""
+    found = api_from_env_or(api).get(f"/slas/{name}/actions", namespace=namespace, limit=limit)
+    emit(
+        found,
+        output,
+        lambda rows: print_table(
+            None,
+            ["AT", "TRIGGER", "SLO", "ACTION", "OUTCOME", "AFTER"],
+            [
+                (
+                    a["at"],
+                    a["trigger"],
+                    a["slo"] or "",
+                    a["action"],
+                    a["outcome"],
+                    _followup(a["followup"]),
+                )
+                for a in rows
+            ],
+        ),
+    )
+
+
+def _followup(followup: dict[str, Any] | None) -> str:
+    if not followup:
+        return "pending"
+    after = followup.get("met_after_seconds")
+    return f"{followup.get('slo_state', '?')} after {after:.0f}s" if isinstance(after, int | float) else str(followup)
+
+
+@app.command("history")
+def history(
+    name: str, namespace: NamespaceOption = "default", api: ApiOption = None, output: OutputOption = OutputFormat.TABLE
+) -> None:
+    """The SLA's events, oldest first: applied, activated, breach predicted, violated, actions, recovered."""
+    found = api_from_env_or(api).get(f"/slas/{name}/events", namespace=namespace)
+    emit(
+        found,
+        output,
+        lambda rows: print_table(
+            None, ["AT", "KIND", "MESSAGE"], [(e["created_at"], e["kind"], e["message"]) for e in rows]
+        ),
+    )
+
+
 @app.command("delete")
 def delete(
     name: str, namespace: NamespaceOption = "default", api: ApiOption = None, output: OutputOption = OutputFormat.TABLE

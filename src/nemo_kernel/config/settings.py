@@ -170,6 +170,11 @@ class Settings(BaseSettings):
         description="directories (absolute, separated by ':') under which clusters' carbon_intensity_source files may "
         "be read; empty refuses them all",
     )
+    webhook_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="hosts (separated by ',') an SLA's notify policy may POST its webhook to; empty refuses them all",
+    )
+    webhook_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds a webhook POST may take in all")
 
     petition_allow_http: bool = Field(default=False, description="petitions may clone plain http:// repositories")
     petition_clone_timeout: float = Field(default=60.0, gt=0, le=600, description="seconds a petition's clone may take")
@@ -243,6 +248,16 @@ class Settings(BaseSettings):
         # below half a second the collector would spend its time scraping (each pass reads every replica's /proc)
         if 0 < value < 0.5:
             raise ValueError("must be 0 (collection off) or at least 0.5 seconds")
+        return value
+
+    @field_validator("webhook_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        # Host names compare case-insensitively; an admin writes them comma-separated in the environment.
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            return [str(part).strip().lower() for part in value if str(part).strip()]
         return value
 
     @field_validator("petition_roots", "carbon_data_roots", mode="before")

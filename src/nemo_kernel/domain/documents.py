@@ -116,6 +116,11 @@ def document_problem(document: Any) -> tuple[str, str] | None:
             return field_path(path) or "(body)", problem
         if isinstance(value, dict):
             for key, item in value.items():
+                if isinstance(key, bool):
+                    # YAML 1.1 reads a bare on/yes/y (off/no/n) key as a boolean: name the key it most likely was
+                    word = "on" if key else "off"
+                    problem = f'a bare {word}: key is read as {str(key).lower()} by YAML 1.1: quote it ("{word}":)'
+                    return field_path([*path, word]), problem + (", or for a policy write triggers:" if key else "")
                 if not isinstance(key, str):
                     return field_path(path) or "(body)", f"key {key!r} is not a string"
                 if not is_valid_unicode(key):

@@ -190,18 +190,53 @@ class PolicyTrigger(StrEnum):
     VIOLATED = "violated"  # sla.violated
 
 
+_BARE_ON = "(a bare on: key)"
+"""What a YAML 1.1 ``on:`` key that was read as ``true`` becomes, so that the error names ``on``."""
+
+
 class Policy(Spec):
-    """One reaction of the closed loop, with a cooldown so that nothing thrashes."""
+    """One reaction of the closed loop, with a cooldown so that nothing thrashes.
+
+    Its triggers are written ``triggers:`` (or ``"on":``, quoted: YAML 1.1 reads a bare ``on`` key as ``true``, and
+    such a key is refused by name rather than taken as the default)."""
 
     action: Annotated[PolicyAction, Lax]
     on: list[Annotated[PolicyTrigger, Lax]] = Field(
-        default_factory=lambda: [PolicyTrigger.PREDICTED, PolicyTrigger.VIOLATED], min_length=1, max_length=2
+        default_factory=lambda: [PolicyTrigger.PREDICTED, PolicyTrigger.VIOLATED],
+        min_length=1,
+        max_length=2,
+        description='when it acts; written triggers or "on" (quoted)',
     )
     slos: list[Name] = Field(default_factory=list, description="the SLOs it reacts to; empty: all", max_length=64)
     step: int = Field(default=1, ge=1, le=100, description="scale_out: replicas added each time")
     max_replicas: int = Field(default=10, ge=1, le=1000, description="scale_out: never beyond")
     cooldown: Duration = "5m"
     webhook: str | None = Field(default=None, max_length=2000, pattern=r"^https?://[^\s]+$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _triggers_key(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if True in data:  # YAML 1.1 read a bare on: key as the boolean true
+            data = {k: v for k, v in data.items() if k is not True}
+            data["on"] = _BARE_ON
+        if "triggers" in data:
+            if "on" in data:
+                data = {k: v for k, v in data.items() if k != "triggers"}
+                data["on"] = "(both triggers and on)"
+            else:
+                data = {("on" if k == "triggers" else k): v for k, v in data.items()}
+        return data
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _not_bare_on(cls, value: Any) -> Any:
+        if value == _BARE_ON:
+            raise ValueError('a bare on: key is read as true by YAML 1.1: write triggers: or "on": (quoted)')
+        if value == "(both triggers and on)":
+            raise ValueError("give the triggers once: triggers or on, not both")
+        return value
 
 
 class SlaSpec(Spec):
@@ -327,3 +362,4 @@ class SlaAction(Model):
     at: datetime
     followup: dict[str, Any] | None = Field(default=None, description="what happened after (e.g. SLO state later)")
     followup_at: datetime | None = None
+    pending: bool = Field(default=False, description="decided, not carried out yet (a webhook, a migration)")

@@ -39,6 +39,7 @@ from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.orchestrator.seen_record import StoredSeenRecord
+from nemo_kernel.orchestrator.sla_actions import SlaActionRunner
 from nemo_kernel.orchestrator.slo_loop import SloLoop
 from nemo_kernel.orchestrator.views import Views
 from nemo_kernel.store import Database, clusters, events
@@ -119,6 +120,7 @@ class ControlPlane:
             carbon_roots=settings.carbon_data_roots,
             resources=self.resources,
             decisions=self.engine.schedule.decisions,  # migration targets are checked by the placing engine
+            webhook_hosts=settings.webhook_hosts,
         )
         timings = MigrationTimings(drain=settings.migration_drain, prepare_timeout=settings.migration_prepare_timeout)
         self.migrations = MigrationRunner(self.db, self.resources.driver, self.wake, timings)
@@ -154,6 +156,15 @@ class ControlPlane:
         self.findings = FindingsWatch(self.db, lambda: self.metrics, settings)
         # PPEF's evaluation asks whichever reader ``metrics`` is at each pass.
         self.slo_loop = SloLoop(self.db, lambda: self.metrics, settings.slo_interval)
+        # What PPEF's reactions decided but may not do in their transaction: webhooks, moves through migration.
+        self.sla_actions = SlaActionRunner(
+            self.db,
+            self.commands.migrations,
+            self.engine.schedule.decisions,
+            webhook_hosts=settings.webhook_hosts,
+            webhook_timeout=settings.webhook_timeout,
+            interval=min(settings.reconcile_interval, 1.0),
+        )
         # Link probes measure every cluster's links into the store (or the sink a test gives).
         self.link_probes = LinkProber(self.resources, link_sink if link_sink is not None else self.metrics_store)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
@@ -184,6 +195,7 @@ class ControlPlane:
             asyncio.create_task(self._metrics_loop(), name="metrics-history"),
             asyncio.create_task(self.link_probes.run(), name="link-probes"),
             asyncio.create_task(self.slo_loop.run(), name="slo-evaluation"),
+            asyncio.create_task(self.sla_actions.run(), name="sla-actions"),
             asyncio.create_task(self._migration_loop(), name="migrations"),
         ]
         if self.collector is not None:

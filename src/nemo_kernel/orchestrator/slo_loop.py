@@ -4,9 +4,10 @@ One pass (:meth:`SloLoop.evaluate_once`):
 
 1. reads the live SLAs (Active or Violated; at most :data:`MAX_SLAS_PER_PASS`);
 2. measures each SLO's SLI (``ppef.sli``): through the analytics engine, or from the workload's running replicas
-   for ``press_compliance`` (their clusters' countries) and ``cost`` (requests x their clusters' prices); the other
-   store kinds (security, incident response, backup/DR, scalability) are ``NoData`` with their reason until their
-   sources exist;
+   for ``press_compliance`` (their clusters' countries) and ``cost`` (requests x their clusters' prices), or from
+   the SLA's own records for ``incident_response`` (MTTR: mean open time of its other SLOs' violations closed in
+   the window) and ``scalability`` (the slowest of its scale-outs in the window, decision to ``workload.running``);
+   security and backup/DR are ``NoData`` with their reason until their sources exist;
 3. judges all SLOs at once (``ppef.evaluate``) and forecasts the threshold kinds (``ppef.predict``);
 4. records, one transaction per SLA: each SLO's status, ``sla.breach_predicted`` when a forecast starts (with the
    predicted time and confidence), violations opened and closed, and the SLA's state ``Active <-> Violated``
@@ -49,13 +50,16 @@ from nemo_kernel.ppef.evaluate import N_COLS, Col, SloBatch, evaluate_batch, sli
 from nemo_kernel.ppef.predict import PredictorSettings, forecast
 from nemo_kernel.ppef.sli import (
     KINDS,
+    Incident,
     ReplicaCost,
     SliReading,
     SliTarget,
     comparison_of,
     cost_sli,
+    incident_sli,
     press_sli,
     read_metric_sli,
+    scalability_sli,
     threshold_of,
 )
 from nemo_kernel.store import Database
@@ -210,6 +214,8 @@ class SloLoop:
                 reading = press_sli([r.country for r in facts], spec.press.data_residency)
             elif slo.kind is SloKind.COST:
                 reading = cost_sli([r.cost for r in facts])
+            elif slo.kind in (SloKind.SCALABILITY, SloKind.INCIDENT_RESPONSE):
+                reading = await asyncio.to_thread(self._recorded_sli, sla_id, slo, window, at)
             else:
                 reading = await read_metric_sli(self._metrics(), slo, target, window, at)
             bad = np.zeros(N_COLS)
@@ -385,6 +391,19 @@ class SloLoop:
                 )
                 out.append(_Running(replica.cluster, country, replica.cpu_request, cost))
             return out
+
+    def _recorded_sli(self, sla_id: int, slo: SloSpec, window: float, at: float) -> SliReading:
+        """An SLI of the SLA's own records over ``window`` seconds ending at ``at``: scale-out times or MTTR."""
+        since = datetime.fromtimestamp(at - window, UTC)
+        with self._db.snapshot() as s:
+            row = s.get(SlaRow, sla_id)
+            if row is None:
+                return SliReading(None, reason="the SLA was deleted")
+            if slo.kind is SloKind.SCALABILITY:
+                return scalability_sli(store.scale_out_spans(s, row, since, datetime.fromtimestamp(at, UTC)))
+            spans = store.resolved_violations(s, row, since, besides=slo.name)
+            # a violation is detected when it opens (the SLO loop opens it), so it starts and is detected then
+            return incident_sli([Incident(start, start, end) for start, end in spans], measure="mttr")
 
     def _record_failure(self, sla_id: int, message: str) -> None:
         with self._db.transaction() as s:

@@ -2,7 +2,8 @@
 
 Pure parts, used by the orchestrator's SLO loop (``orchestrator/slo_loop.py``) and its reactions
 (``orchestrator/reactions_sla.py``): :mod:`.sli` (what each of the 15 kinds measures, from where),
-:mod:`.evaluate` (budgets, burn rates, states, vectorised) and :mod:`.predict` (time to breach).
+:mod:`.evaluate` (budgets, burn rates, states, vectorised), :mod:`.predict` (time to breach) and :mod:`.policies`
+(the webhook allowlist and payload of ``notify``, the cluster preference of ``move``).
 
 In: SLAs (``nemo sla apply``, ``/api/v1/slas``) whose SLOs name an SLI, a target and a window, and the time series
 of :mod:`nemo_kernel.metrics`. Out: each SLA's lifecycle and status (``/api/v1/slas/{id}/status``), error budgets

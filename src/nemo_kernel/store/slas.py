@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -29,7 +29,7 @@ from nemo_kernel.domain.sla import (
 )
 from nemo_kernel.store.errors import Conflict, NotFound
 from nemo_kernel.store.events import record_event
-from nemo_kernel.store.tables import SlaActionRow, SlaRow, SlaViolationRow, SloStatusRow
+from nemo_kernel.store.tables import EventRow, SlaActionRow, SlaRow, SlaViolationRow, SloStatusRow
 
 LIVE_STATES = (SlaState.ACTIVE.value, SlaState.VIOLATED.value)
 """States in which an SLA is evaluated."""
@@ -443,9 +443,12 @@ def record_action(
     action: str,
     outcome: str,
     at: datetime | None = None,
+    pending: bool = False,
 ) -> SlaActionRow:
-    """Store one act of the closed loop with an ``sla.action`` event; its id is set on return."""
+    """Store one act of the closed loop with an ``sla.action`` event; its id is set on return. A ``pending`` act is
+    carried out later by the SLA action runner, which records its outcome with :func:`complete_action`."""
     created = SlaActionRow(
+        pending=pending,
         sla_id=row.id,
         slo=slo,
         trigger=trigger,
@@ -467,8 +470,50 @@ def record_action(
         trigger=trigger,
         action=action,
         outcome=outcome,
+        pending=pending,
     )
     return created
+
+
+def pending_actions(session: Session, *, limit: int = 50) -> list[tuple[SlaRow, SlaActionRow]]:
+    """Acts decided but not carried out yet, oldest first, with their SLA; locked where the database can, so that
+    two control planes do not both carry one out."""
+    query = (
+        select(SlaRow, SlaActionRow)
+        .join(SlaActionRow, SlaActionRow.sla_id == SlaRow.id)
+        .where(SlaActionRow.pending.is_(True))
+        .order_by(SlaActionRow.id)
+        .limit(limit)
+        .with_for_update(of=SlaActionRow, skip_locked=True)
+    )
+    return [(sla, action) for sla, action in session.execute(query)]
+
+
+def action_with_sla(session: Session, action_id: int) -> tuple[SlaRow, SlaActionRow] | None:
+    """One act of the closed loop and its SLA; None when the SLA was deleted since."""
+    action = session.get(SlaActionRow, action_id)
+    if action is None:
+        return None
+    sla = session.get(SlaRow, action.sla_id)
+    return None if sla is None else (sla, action)
+
+
+def complete_action(session: Session, sla: SlaRow, action: SlaActionRow, outcome: str, **data: Any) -> None:
+    """Record what the runner did for a pending act, with an ``sla.action`` event (``data`` goes into it)."""
+    action.pending = False
+    action.outcome = outcome[:4000]
+    record_event(
+        session,
+        EventKind.SLA_ACTION,
+        sla_subject(sla.namespace, sla.name),
+        f"{action.action} on {action.trigger}: {action.outcome}",
+        action_id=action.id,
+        slo=action.slo,
+        trigger=action.trigger,
+        action=action.action,
+        outcome=action.outcome,
+        **data,
+    )
 
 
 def record_followup(session: Session, action_id: int, followup: dict[str, Any], *, at: datetime | None = None) -> None:
@@ -486,7 +531,8 @@ def list_actions(
     """The audit of one SLA, newest first; ``pending_followup``: only actions whose follow-up is not recorded."""
     query = select(SlaActionRow).where(SlaActionRow.sla_id == row.id)
     if pending_followup:
-        query = query.where(SlaActionRow.followup_at.is_(None))
+        # an act still pending has not happened: nothing followed it yet
+        query = query.where(SlaActionRow.followup_at.is_(None), SlaActionRow.pending.is_(False))
     rows = session.scalars(query.order_by(SlaActionRow.at.desc(), SlaActionRow.id.desc()).limit(limit).offset(offset))
     return [
         SlaAction(
@@ -501,9 +547,69 @@ def list_actions(
             at=a.at,
             followup=a.followup,
             followup_at=a.followup_at,
+            pending=a.pending,
         )
         for a in rows
     ]
+
+
+# --- Store facts some SLO kinds measure ----------------------------------------------------------------------------
+
+MAX_FACTS = 500
+"""Violations or scale-outs read per SLO and pass (the newest): bounded work whatever the window."""
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def resolved_violations(session: Session, row: SlaRow, since: datetime, *, besides: str) -> list[tuple[float, float]]:
+    """(started, ended) POSIX times of the SLA's violations that ended since ``since``, of every SLO but
+    ``besides`` (an incident-response SLO does not time its own violations)."""
+    query = (
+        select(SlaViolationRow.started_at, SlaViolationRow.ended_at)
+        .where(
+            SlaViolationRow.sla_id == row.id,
+            SlaViolationRow.slo != besides,
+            SlaViolationRow.ended_at.is_not(None),
+            SlaViolationRow.ended_at >= since,
+        )
+        .order_by(SlaViolationRow.ended_at.desc())
+        .limit(MAX_FACTS)
+    )
+    return [(_aware(a).timestamp(), _aware(b).timestamp()) for a, b in session.execute(query) if b is not None]
+
+
+def scale_out_spans(session: Session, row: SlaRow, since: datetime, now: datetime) -> list[float]:
+    """Seconds each scale-out of the SLA decided since ``since`` took: from the decision (its ``sla_actions`` row)
+    to the workload's next ``workload.running`` event, i.e. serving every replica it asked for; one still waiting
+    counts its time so far (a scale-out that never ends must breach, not be NoData)."""
+    if row.workload is None:
+        return []
+    decided = session.scalars(
+        select(SlaActionRow.at)
+        .where(
+            SlaActionRow.sla_id == row.id,
+            SlaActionRow.action == "scale_out",
+            SlaActionRow.outcome.like("scaled out%"),
+            SlaActionRow.at >= since,
+        )
+        .order_by(SlaActionRow.at.desc())
+        .limit(MAX_FACTS)
+    ).all()
+    subject = f"workload/{row.namespace}/{row.workload}"
+    spans = []
+    for at in decided:
+        running = session.scalar(
+            select(func.min(EventRow.created_at)).where(
+                EventRow.subject == subject,
+                EventRow.kind == EventKind.WORKLOAD_RUNNING.value,
+                EventRow.created_at >= at,
+            )
+        )
+        end = now if running is None else _aware(running)
+        spans.append(max(0.0, (end - _aware(at)).total_seconds()))
+    return spans
 
 
 def residency_of_workload(session: Session, namespace: str, workload: str) -> list[str] | None:
@@ -527,19 +633,24 @@ __all__: Sequence[str] = (
     "LIVE_STATES",
     "SORT_KEYS",
     "SlaApplyResult",
+    "action_with_sla",
     "active_slas",
     "apply_sla",
     "close_violation",
+    "complete_action",
     "get_sla",
     "init_slo_statuses",
     "list_actions",
     "list_slas",
     "list_violations",
     "open_violation",
+    "pending_actions",
     "record_action",
     "record_followup",
     "record_slo_status",
     "residency_of_workload",
+    "resolved_violations",
+    "scale_out_spans",
     "set_sla_state",
     "sla_spec",
     "sla_subject",

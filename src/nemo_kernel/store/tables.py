@@ -418,6 +418,9 @@ class SlaActionRow(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     followup: Mapped[dict[str, Any] | None]
     followup_at: Mapped[datetime | None]
+    # Decided in a reaction but carried out by the SLA action runner (a webhook, a migration): the reaction may not
+    # call the network nor open another transaction. ``outcome`` says what the runner did once this is False.
+    pending: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
 
 
 # --- Migrations: one replica moving to another node, cluster or runtime (nemo_kernel.migration drives them) ---------

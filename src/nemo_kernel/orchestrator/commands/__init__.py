@@ -55,16 +55,18 @@ class Commands:
         carbon_roots: Sequence[Path] = (),
         resources: ResourceManager,
         decisions: DecisionEngine | None = None,
+        webhook_hosts: Sequence[str] = (),
     ) -> None:
         """``wake`` asks for a reconcile pass (safe from any thread); ``intake`` validates workloads and petitions;
         ``directory`` is the module key directory the bus verifies against; ``carbon_roots`` are the directories
         clusters' carbon intensity files may be in (``NEMO_CARBON_DATA_ROOTS``); ``resources`` holds the clusters'
         drivers (faults are injected through them); ``decisions`` checks migration targets (an engine with the
-        default weights and criteria unless given)."""
+        default weights and criteria unless given); ``webhook_hosts`` the hosts SLA webhooks may name
+        (``NEMO_WEBHOOK_HOSTS``)."""
         self.clusters = ClusterCommands(db, wake, carbon_roots)
         self.faults = FaultCommands(db, wake, resources)
         self.workloads = WorkloadCommands(db, wake, intake)
         self.modules = ModuleCommands(directory)
         self.gateway = GatewayCommands(db)
         self.migrations = MigrationCommands(db, wake, decisions or DecisionEngine())
-        self.slas = SlaCommands(db)
+        self.slas = SlaCommands(db, webhook_hosts)

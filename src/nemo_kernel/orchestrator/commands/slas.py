@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from nemo_kernel.domain.sla import SlaSpec, SlaStatus
 from nemo_kernel.ppef import lifecycle
 from nemo_kernel.ppef.documents import parse_sla
+from nemo_kernel.ppef.policies import check_webhooks
 from nemo_kernel.store import Database, slas
 from nemo_kernel.store.slas import SlaApplyResult
 
@@ -14,8 +16,10 @@ from nemo_kernel.store.slas import SlaApplyResult
 class SlaCommands:
     """Desired state of SLAs; PPEF's evaluation (part B) reads the active ones from the store."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, webhook_hosts: Collection[str] = ()) -> None:
+        """``webhook_hosts``: the hosts a notify policy's webhook may name (``NEMO_WEBHOOK_HOSTS``; none by default)."""
         self._db = db
+        self._webhook_hosts = frozenset(webhook_hosts)
 
     def parse(self, document: Any) -> SlaSpec:
         """The SLA a document describes, NEMO's format or OpenSLO v1; 422 naming the field at fault."""
@@ -24,7 +28,9 @@ class SlaCommands:
     def apply(self, spec: SlaSpec) -> tuple[SlaApplyResult, SlaStatus]:
         """Store an SLA or its next version in one transaction, Active at once if its workload is deployed.
 
-        422 naming ``workload`` when it names a workload its namespace does not have (nothing stored)."""
+        422 naming ``workload`` when it names a workload its namespace does not have, or ``policies[<i>].webhook``
+        when a webhook's host is not allowed (nothing stored)."""
+        check_webhooks(spec, self._webhook_hosts)
         with self._db.transaction() as s:
             result = lifecycle.apply(s, spec)
             s.flush()
