@@ -10,7 +10,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from nemo_kernel.metrics import names
 
-_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# Finer between 100 and 500 ms, where latency SLOs put their thresholds: a p99 estimated from buckets moves in
+# steps as wide as the buckets, and a step from 100 to 250 ms left breach prediction no trend to follow.
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1, 2.5, 5, 10)
 _TOTAL = "_total"
 
 access_log = logging.getLogger("nemo.gateway.access")

@@ -1,8 +1,8 @@
 """PPEF closed loop: an SLA action the reaction decided but that is carried out outside it (a webhook, a
 migration) is stored pending until the SLA action runner has done it
 
-Revision ID: 0010_ppef
-Revises: 0007_slas
+Revision ID: 0009_ppef
+Revises: 0008_evacuations
 """
 
 from collections.abc import Sequence
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010_ppef"
-down_revision: str | None = "0007_slas"
+revision: str = "0009_ppef"
+down_revision: str | None = "0008_evacuations"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
