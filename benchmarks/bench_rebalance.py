@@ -52,7 +52,7 @@ EU = ("SE", "NO", "FI", "DE", "PL", "AT", "CZ", "FR", "NL", "BE", "IE", "ES", "P
 
 def workloads(count: int, seed: int) -> list[tuple[str, DeploymentSpec]]:
     """``count`` seeded workloads, as users would write them."""
-    rng = random.Random(seed)  # noqa: S311
+    rng = random.Random(seed)
     out = []
     for i in range(count):
         cpu = rng.choice((0.1, 0.25, 0.5, 1.0))
@@ -144,7 +144,8 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     rows = [
-        one_round(args.clusters, args.nodes, args.workloads, seed, args.time_limit) for seed in range(1, args.rounds + 1)
+        one_round(args.clusters, args.nodes, args.workloads, seed, args.time_limit)
+        for seed in range(1, args.rounds + 1)
     ]
 
     def median(key: str) -> float:

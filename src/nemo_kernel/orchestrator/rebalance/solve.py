@@ -193,7 +193,7 @@ def _solve(
     gco2_unit: float,
 ) -> tuple[PlanStatus, dict[int, dict[int, int]] | None]:
     """Build and run the model; the replicas per row of each movable workload, or None when no plan came out."""
-    h = highspy.Highs()
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
     h.setOptionValue("output_flag", _DEBUG)
     h.setOptionValue("time_limit", float(limits.time_limit_s))
     h.setOptionValue("threads", int(limits.threads))
