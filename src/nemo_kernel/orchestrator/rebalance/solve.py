@@ -105,26 +105,24 @@ def plan_rebalance(
         _memo=table._memo,
     )
     pinned = {w.workload: w.pinned for w in workloads if w.pinned is not None}
-    everyone: list[_Workload] = []
-    for w in workloads:
-        if not w.replicas:
-            continue
-        everyone.append(_prepare(table, idle, w, weights, latency))
-    # Units: one average replica's EUR/h and gCO2/h (where it runs now), so cost and carbon weigh alike.
-    now = [(m.eur[m.rows.searchsorted(r)], m.gco2[m.rows.searchsorted(r)], n) for m in everyone
-           for r, n in m.current.items()]  # fmt: skip
-    count = sum(n for _, _, n in now) or 1
-    eur_unit = max(sum(e * n for e, _, n in now) / count, 1e-12)
-    gco2_unit = max(sum(g * n for _, g, n in now) / count, 1e-12)
-    movable = [m for m in everyone if m.w.pinned is None and (m.w_cost > 0 or m.w_carbon > 0)]
+    everyone = [_current(table, idle, w, weights, latency) for w in workloads if w.replicas]
+    # Units: one average replica's EUR/h and gCO2/h where it runs now, so cost and carbon weigh alike.
+    count = sum(sum(m.current.values()) for m in everyone) or 1
+    eur_unit = max(sum(float(np.dot(m.eur, _counts(m))) for m in everyone) / count, 1e-12)
+    gco2_unit = max(sum(float(np.dot(m.gco2, _counts(m))) for m in everyone) / count, 1e-12)
+    movable: list[_Workload] = []
+    feasible: dict[tuple[object, ...], Ints] = {}  # workloads with the same constraints share their feasible rows
     for m in everyone:
-        if m.w.pinned is None and m not in movable:
+        if m.w.pinned is not None:
+            continue
+        if m.w_cost <= 0 and m.w_carbon <= 0:
             pinned[m.w.workload] = "weighs neither cost nor carbon"
+            continue
+        _candidates(table, idle, m, feasible, limits.candidates_per_workload, eur_unit, gco2_unit)
+        movable.append(m)
     before = _totals(everyone, {id(m): dict(m.current) for m in everyone}, eur_unit, gco2_unit)
     if not movable or limits.max_moves == 0:
         return _unchanged(PlanStatus.NOTHING_TO_DO, before, started, "no workload may move", pinned)
-    for m in movable:
-        _prune(m, limits.candidates_per_workload, eur_unit, gco2_unit)
     status, counts = _solve(table, everyone, movable, limits, eur_unit, gco2_unit)
     if counts is None:
         return _unchanged(status, before, started, f"solver ended {status.value}: nothing changes", pinned)
@@ -138,21 +136,17 @@ def plan_rebalance(
     return Plan(status, moves, before, after, time.perf_counter() - started, worth, message, pinned)
 
 
-def _prepare(
+def _current(
     table: NodeTable,
     idle: NodeTable,
     w: WorkloadPlacement,
     weights: Mapping[str, float],
     latency: LatencyMatrix | None,
 ) -> _Workload:
+    """A workload with only the rows it runs on (``_candidates`` adds the others if it may move)."""
     req = Requirements.of(w.spec, latency)
     current: Counter[int] = Counter(table.row(r.cluster, r.node) for r in w.replicas)
-    rows = feasible_rows(table, req) if w.pinned is None else np.zeros(0, dtype=np.int64)
-    if w.spec.stateful and len(rows):
-        # The state is handed over as the application wrote it: only within the architecture it runs on.
-        archs = {int(table.architecture[r]) for r in current}
-        rows = rows[np.isin(table.architecture[rows], list(archs))] if len(archs) == 1 else rows[:0]
-    rows = np.union1d(rows, np.fromiter(current, dtype=np.int64)).astype(np.int64)
+    rows = np.array(sorted(current), dtype=np.int64)
     chosen = workload_weights(weights, w.spec)
     return _Workload(
         w=w,
@@ -174,14 +168,47 @@ def _objective(m: _Workload, eur_unit: float, gco2_unit: float) -> Floats:
     return result
 
 
-def _prune(m: _Workload, keep: int, eur_unit: float, gco2_unit: float) -> None:
-    """Keep the ``keep`` best rows by the objective plus the current ones (ties by row, i.e. by name)."""
-    if len(m.rows) <= keep + len(m.current):
-        return
-    order = np.lexsort((m.rows, _objective(m, eur_unit, gco2_unit)))[:keep]
-    chosen = np.union1d(m.rows[order], np.fromiter(m.current, dtype=np.int64))
-    at = m.rows.searchsorted(chosen)
-    m.rows, m.eur, m.gco2 = chosen.astype(np.int64), m.eur[at], m.gco2[at]
+def _counts(m: _Workload) -> Floats:
+    return np.array([float(m.current.get(r, 0)) for r in m.rows.tolist()])
+
+
+def _filter_key(req: Requirements) -> tuple[object, ...]:
+    """What the filters but capacity read of ``req``: equal keys, equal feasible rows."""
+    return (req.runtimes, req.needs_tee, req.tees, req.tiers, req.regions, req.countries, req.clusters,
+            req.architectures, req.node_labels, req.users, req.max_latency_ms)  # fmt: skip
+
+
+def _candidates(
+    table: NodeTable,
+    idle: NodeTable,
+    m: _Workload,
+    feasible: dict[tuple[object, ...], Ints],
+    keep: int,
+    eur_unit: float,
+    gco2_unit: float,
+) -> None:
+    """Give ``m`` its candidate rows: the ``keep`` best feasible ones by its objective (ties by row, i.e. by name)
+    plus those it runs on. A stateful workload keeps to the architecture it runs on."""
+    key = _filter_key(m.req)
+    rows = feasible.get(key)
+    if rows is None:
+        rows = feasible[key] = feasible_rows(table, m.req)
+    if m.w.spec.stateful and len(rows):
+        # The state is handed over as the application wrote it: only within the architecture it runs on.
+        archs = {int(table.architecture[r]) for r in m.current}
+        rows = rows[table.architecture[rows] == archs.pop()] if len(archs) == 1 else rows[:0]
+    if len(rows) > keep:
+        probe = replace(m, rows=rows, eur=CostPerHour().raw_many(idle, rows, m.req),
+                        gco2=CarbonPerHour().raw_many(idle, rows, m.req))  # fmt: skip
+        value = _objective(probe, eur_unit, gco2_unit)
+        # The keep-th best value, then every row strictly better and the first rows (by name) equal to it.
+        cut = np.partition(value, keep - 1)[keep - 1]
+        better, equal = rows[value < cut], rows[value == cut]
+        rows = np.concatenate((better, equal[: keep - len(better)]))
+    chosen = np.union1d(rows, m.rows).astype(np.int64)
+    m.rows = chosen
+    m.eur = CostPerHour().raw_many(idle, chosen, m.req)
+    m.gco2 = CarbonPerHour().raw_many(idle, chosen, m.req)
 
 
 def _solve(
@@ -405,8 +432,6 @@ def _moves(table: NodeTable, m: _Workload, after: Mapping[int, int], eur_unit: f
             for position in sorted(positions, key=lambda p: -m.w.replicas[p].index)[:extra]:
                 leaving.append((row, position))
     arriving = [row for row, n in sorted(after.items()) for _ in range(n - m.current.get(row, 0)) if n > 0]
-    weight = _objective(m, eur_unit, gco2_unit)
-    del weight
     out = []
     for (src, position), dst in zip(leaving, arriving, strict=True):
         r = m.w.replicas[position]
