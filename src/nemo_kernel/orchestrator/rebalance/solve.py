@@ -118,6 +118,9 @@ def plan_rebalance(
         if m.w_cost <= 0 and m.w_carbon <= 0:
             pinned[m.w.workload] = "weighs neither cost nor carbon"
             continue
+        if m.w.spec.stateful and len({int(table.architecture[r]) for r in m.current}) > 1:
+            pinned[m.w.workload] = "stateful, on more than one CPU architecture"
+            continue
         _candidates(table, idle, m, feasible, limits.candidates_per_workload, eur_unit, gco2_unit)
         movable.append(m)
     before = _totals(everyone, {id(m): dict(m.current) for m in everyone}, eur_unit, gco2_unit)
@@ -195,8 +198,7 @@ def _candidates(
         rows = feasible[key] = feasible_rows(table, m.req)
     if m.w.spec.stateful and len(rows):
         # The state is handed over as the application wrote it: only within the architecture it runs on.
-        archs = {int(table.architecture[r]) for r in m.current}
-        rows = rows[table.architecture[rows] == archs.pop()] if len(archs) == 1 else rows[:0]
+        rows = rows[table.architecture[rows] == table.architecture[next(iter(m.current))]]
     if len(rows) > keep:
         probe = replace(m, rows=rows, eur=CostPerHour().raw_many(idle, rows, m.req),
                         gco2=CarbonPerHour().raw_many(idle, rows, m.req))  # fmt: skip
