@@ -157,7 +157,8 @@ def main() -> None:
     command = "benchmarks/bench_rebalance.py " + " ".join(sys.argv[1:])
     table = "\n".join(
         [
-            f"### Rebalancer ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.python_version()}, "
+            f"## Rebalancer: greedy placement vs the rebalanced plan ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+            f"Python {platform.python_version()}, "
             f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})",
             "",
             f"`{command.strip()}`: {args.clusters} clusters x {args.nodes} nodes, {args.workloads} workloads "
