@@ -202,3 +202,16 @@ def test_an_unknown_namespace_is_404_and_stores_nothing(door: FrontDoor) -> None
     with door.db.transaction() as s:
         assert not rebalances.recent(s, 10)
         assert not [e for e in events.history(s, rebalances.subject(1))]
+
+
+def test_a_workload_goes_back_to_a_recovered_cluster_where_it_is_better(door: FrontDoor) -> None:
+    """Move back after recovery: replicas the failure of ``cheap`` left on ``costly`` are not held by any cooldown
+    (only the rebalancer's own moves are); once ``cheap`` is Ready again the next plan moves them back."""
+    running(door, "web")
+    with door.db.transaction() as s:
+        s.scalars(select(ClusterRow).where(ClusterRow.name == "cheap")).one().phase = ClusterPhase.NOT_READY.value
+    assert not rebalancer(door).run(RebalanceRequest(), "user:alice").moves  # nowhere better while it is down
+    with door.db.transaction() as s:
+        s.scalars(select(ClusterRow).where(ClusterRow.name == "cheap")).one().phase = ClusterPhase.READY.value
+    back = rebalancer(door).run(RebalanceRequest(), "user:alice")
+    assert [(m.from_cluster, m.to_cluster) for m in back.moves] == [("costly", "cheap")]
