@@ -111,7 +111,7 @@ def plan_rebalance(
     eur_unit = max(sum(float(np.dot(m.eur, _counts(m))) for m in everyone) / count, 1e-12)
     gco2_unit = max(sum(float(np.dot(m.gco2, _counts(m))) for m in everyone) / count, 1e-12)
     movable: list[_Workload] = []
-    feasible: dict[tuple[object, ...], Ints] = {}  # workloads with the same constraints share their feasible rows
+    memo: dict[tuple[object, ...], Ints] = {}  # what workloads with the same constraints share (``_candidates``)
     for m in everyone:
         if m.w.pinned is not None:
             continue
@@ -121,7 +121,7 @@ def plan_rebalance(
         if m.w.spec.stateful and len({int(table.architecture[r]) for r in m.current}) > 1:
             pinned[m.w.workload] = "stateful, on more than one CPU architecture"
             continue
-        _candidates(table, idle, m, feasible, limits.candidates_per_workload, eur_unit, gco2_unit)
+        _candidates(table, idle, m, memo, limits.candidates_per_workload, eur_unit, gco2_unit)
         movable.append(m)
     before = _totals(everyone, {id(m): dict(m.current) for m in everyone}, eur_unit, gco2_unit)
     if not movable or limits.max_moves == 0:
@@ -185,28 +185,34 @@ def _candidates(
     table: NodeTable,
     idle: NodeTable,
     m: _Workload,
-    feasible: dict[tuple[object, ...], Ints],
+    memo: dict[tuple[object, ...], Ints],
     keep: int,
     eur_unit: float,
     gco2_unit: float,
 ) -> None:
     """Give ``m`` its candidate rows: the ``keep`` best feasible ones by its objective (ties by row, i.e. by name)
-    plus those it runs on. A stateful workload keeps to the architecture it runs on."""
+    plus those it runs on. A stateful workload keeps to the architecture it runs on. ``memo`` holds what workloads
+    with the same constraints share: their feasible rows, and their best rows for the same size and weights."""
     key = _filter_key(m.req)
-    rows = feasible.get(key)
+    arch = int(table.architecture[next(iter(m.current))]) if m.w.spec.stateful else None
+    best_key = (key, arch, m.req.cpu, m.req.memory_mib, m.w_cost, m.w_carbon)
+    rows = memo.get(best_key)
     if rows is None:
-        rows = feasible[key] = feasible_rows(table, m.req)
-    if m.w.spec.stateful and len(rows):
-        # The state is handed over as the application wrote it: only within the architecture it runs on.
-        rows = rows[table.architecture[rows] == table.architecture[next(iter(m.current))]]
-    if len(rows) > keep:
-        probe = replace(m, rows=rows, eur=CostPerHour().raw_many(idle, rows, m.req),
-                        gco2=CarbonPerHour().raw_many(idle, rows, m.req))  # fmt: skip
-        value = _objective(probe, eur_unit, gco2_unit)
-        # The keep-th best value, then every row strictly better and the first rows (by name) equal to it.
-        cut = np.partition(value, keep - 1)[keep - 1]
-        better, equal = rows[value < cut], rows[value == cut]
-        rows = np.concatenate((better, equal[: keep - len(better)]))
+        rows = memo.get(key)
+        if rows is None:
+            rows = memo[key] = feasible_rows(table, m.req)
+        if arch is not None:
+            # The state is handed over as the application wrote it: only within the architecture it runs on.
+            rows = rows[table.architecture[rows] == arch]
+        if len(rows) > keep:
+            probe = replace(m, rows=rows, eur=CostPerHour().raw_many(idle, rows, m.req),
+                            gco2=CarbonPerHour().raw_many(idle, rows, m.req))  # fmt: skip
+            value = _objective(probe, eur_unit, gco2_unit)
+            # The keep-th best value, then every row strictly better and the first rows (by name) equal to it.
+            cut = np.partition(value, keep - 1)[keep - 1]
+            better, equal = rows[value < cut], rows[value == cut]
+            rows = np.concatenate((better, equal[: keep - len(better)]))
+        memo[best_key] = rows
     chosen = np.union1d(rows, m.rows).astype(np.int64)
     m.rows = chosen
     m.eur = CostPerHour().raw_many(idle, chosen, m.req)
