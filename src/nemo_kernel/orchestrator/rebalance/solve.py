@@ -13,8 +13,12 @@ placement: a cordoned cluster keeps what it runs); ``m[w, n]`` >= current - y, t
   criteria's own figures, ``raw_many``, at the node's idle utilisation so they are linear; weights from
   ``scoring.workload_weights``, i.e. the workload's ``optimize`` and ``weights``, scaled to sum to 2) plus
   ``move_cost`` per moved replica. The means are over the running replicas, so one unit is an average replica-hour.
+- ``cost_neutral`` (default): the moved replicas together may not cost more per hour than before.
 - Candidate pruning: per workload only its ``candidates_per_workload`` best nodes by that objective (plus the nodes
   it runs on) get a variable; at 10,000 workloads over 10,000 nodes the full model has 10^8 columns.
+- Solve: the LP relaxation first; workloads it places in whole replicas are fixed there when that fits with the
+  rest staying put (``_fix_whole``), then the MIP decides the few left within the rest of the time limit. Past the
+  limit HiGHS' best feasible plan is returned as ``time_limited``; no plan at all changes nothing.
 """
 
 from __future__ import annotations
@@ -47,7 +51,6 @@ _TOLERANCE = 1e-9  # filters.CPU_TOLERANCE: a node filled exactly to capacity st
 _CAPACITY_FILTER = "capacity"  # a constraint of the model, not a per-replica filter
 _GAP = 1e-3  # relative MIP gap: a plan within 0.1 % of the best bound is good enough
 _EUR_SLACK = 1e-9  # float sums of the same prices in another order must not make staying put exceed the budget
-_DEBUG = bool(__import__("os").environ.get("NEMO_DEBUG_HIGHS"))
 
 
 @dataclass(slots=True)
@@ -229,7 +232,7 @@ def _solve(
 ) -> tuple[PlanStatus, dict[int, dict[int, int]] | None]:
     """Build and run the model; the replicas per row of each movable workload, or None when no plan came out."""
     h = highspy.Highs()  # type: ignore[no-untyped-call]
-    h.setOptionValue("output_flag", _DEBUG)
+    h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(limits.time_limit_s))
     h.setOptionValue("threads", int(limits.threads))
     h.setOptionValue("mip_rel_gap", _GAP)
@@ -264,7 +267,7 @@ def _solve(
         _spread_rows(table, m, rows)
     moves = np.concatenate([np.arange(m.first_m, m.first_m + len(m.current)) for m in movable])
     rows.add(moves, np.ones(len(moves)), 0.0, float(limits.max_moves))
-    _capacity_rows(table, everyone, movable, rows)
+    _capacity_rows(table, movable, rows)
     if limits.cost_neutral:  # the plan may not raise the bill of the replicas it moves
         budget = sum(float(m.eur[m.rows.searchsorted(r)]) * n for m in movable for r, n in m.current.items())
         y_all = np.concatenate([np.arange(m.first_y, m.first_y + len(m.rows)) for m in movable])
@@ -392,8 +395,9 @@ def _group_codes(table: NodeTable, by: SpreadBy) -> Ints:
     return table.cluster_of
 
 
-def _capacity_rows(table: NodeTable, everyone: Sequence[_Workload], movable: Sequence[_Workload], rows: _Rows) -> None:
-    """Per node, what movable replicas use <= what the rest leave free (never less than they use now)."""
+def _capacity_rows(table: NodeTable, movable: Sequence[_Workload], rows: _Rows) -> None:
+    """Per node, what movable replicas use <= what the rest leave free (never less than they use now); the pinned
+    workloads' replicas are in ``table.allocated_*``."""
     moving_cpu = np.zeros(len(table))
     moving_memory = np.zeros(len(table))
     demand_cpu = np.zeros(len(table))
@@ -425,7 +429,6 @@ def _capacity_rows(table: NodeTable, everyone: Sequence[_Workload], movable: Seq
     for k, r in enumerate(tight.tolist()):
         rows.add(np.array(columns[k]), np.array(cpus[k]), -highspy.kHighsInf, float(free_cpu[r]))
         rows.add(np.array(columns[k]), np.array(memories[k]), -highspy.kHighsInf, float(free_memory[r]))
-    del everyone  # the pinned workloads' replicas are in table.allocated_*
 
 
 def _moves(table: NodeTable, m: _Workload, after: Mapping[int, int], eur_unit: float, gco2_unit: float) -> list[Move]:
