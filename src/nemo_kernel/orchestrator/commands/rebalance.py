@@ -132,6 +132,9 @@ class RebalanceCommands:
     def advance(self) -> bool:
         """Carry the plan being applied one step further: settle moves whose migration ended, start the next move
         of each workload with none running, finish the plan when every move ended. True while a plan applies."""
+        with self._db.snapshot() as s:  # the migration loop asks every pass: no write lock unless a plan applies
+            if rebalances.applying(s) is None:
+                return False
         with self._db.transaction() as s:
             row = rebalances.applying(s)
             if row is None:
