@@ -132,9 +132,14 @@ class RebalanceCommands:
     def advance(self) -> bool:
         """Carry the plan being applied one step further: settle moves whose migration ended, start the next move
         of each workload with none running, finish the plan when every move ended. True while a plan applies."""
-        with self._db.snapshot() as s:  # the migration loop asks every pass: no write lock unless a plan applies
-            if rebalances.applying(s) is None:
+        # The migration loop asks on every step (every 50 ms while a migration runs): read first, and write only
+        # when a plan has something to settle or start, so the loop does not hold the store's write lock for nothing.
+        with self._db.snapshot() as s:
+            row = rebalances.applying(s)
+            if row is None:
                 return False
+            if not _has_work(s, rebalances.moves_of(s, row.id)):
+                return True
         with self._db.transaction() as s:
             row = rebalances.applying(s)
             if row is None:
@@ -320,6 +325,19 @@ def _stored(
         "solve_seconds": plan.solve_seconds,
     }
     return rebalances.create_rebalance(s, row, moves, event=event, data=data)
+
+
+def _has_work(s: Session, moves: Sequence[RebalanceMoveRow]) -> bool:
+    """Whether ``advance`` would change anything: a migration ended, a move may start, or every move ended."""
+    moving = {m.workload_id for m in moves if m.state == MoveState.MOVING.value}
+    for m in moves:
+        if m.state == MoveState.QUEUED.value and m.workload_id not in moving:
+            return True
+        if m.state == MoveState.MOVING.value:
+            migration = s.get(MigrationRow, m.migration_id) if m.migration_id is not None else None
+            if migration is None or MigrationPhase(migration.phase).final:
+                return True
+    return not any(m.state in (MoveState.QUEUED.value, MoveState.MOVING.value) for m in moves)
 
 
 def _settle(s: Session, moves: Sequence[RebalanceMoveRow]) -> None:
