@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from nemo_kernel.api.body import read_document, require_mapping
-from nemo_kernel.api.deps import control_plane
+from nemo_kernel.api.deps import control_plane, requested_by
 from nemo_kernel.api.openapi import request_body
 from nemo_kernel.api.params import MAX_INT64
 from nemo_kernel.domain import RebalanceRequest, RebalanceStatus
@@ -25,9 +25,7 @@ async def rebalance(request: Request, plane: Plane) -> RebalanceStatus:
     409 while another plan is being applied."""
     document = require_mapping(await read_document(request), "a rebalance request")
     wanted = RebalanceRequest.model_validate(document)
-    principal = getattr(request.state, "principal", None)
-    who = getattr(principal, "username", None) or getattr(principal, "subject", None) or "anonymous"
-    return await run_in_threadpool(plane.commands.rebalance.run, wanted, f"user:{who}")
+    return await run_in_threadpool(plane.commands.rebalance.run, wanted, requested_by(request))
 
 
 @router.get("", response_model=list[RebalanceStatus])
