@@ -62,6 +62,7 @@ RULES: Mapping[str, ResourceRule] = MappingProxyType(
         "security": ResourceRule(read=VIEWER, write=ADMIN),
         "workloads": ResourceRule(read=VIEWER, write=OPERATOR),
         "migrations": ResourceRule(read=VIEWER, write=OPERATOR),
+        "rebalance": ResourceRule(read=VIEWER, write=OPERATOR),
         "petitions": ResourceRule(read=VIEWER, write=OPERATOR),
         "slas": ResourceRule(read=VIEWER, write=OPERATOR),
         "violations": ResourceRule(read=VIEWER, write=OPERATOR),

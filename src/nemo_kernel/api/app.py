@@ -22,6 +22,7 @@ from nemo_kernel.api.routers import (
     migrations,
     modules,
     petitions,
+    rebalance,
     slas,
     system,
     workloads,
@@ -61,7 +62,7 @@ def create_app(
     install_error_handlers(app)
     install_access_error_handlers(app)
     v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(authorize)], responses=ERRORS)
-    for module in (clusters, workloads, metrics, migrations, petitions, modules, gateway, slas):
+    for module in (clusters, workloads, metrics, migrations, rebalance, petitions, modules, gateway, slas):
         v1.include_router(module.router)
     v1.include_router(slas.violations_router)
     v1.include_router(identities.users)

@@ -16,6 +16,7 @@ from nemo_kernel.cli import (
     migrations,
     modules,
     monitoring,
+    rebalance,
     slas,
     workloads,
 )
@@ -38,6 +39,7 @@ app.add_typer(identities.clients, name="client", help="OAuth clients of the buil
 app.add_typer(migrations.app, name="migration", help="Follow migrations: list, get.")
 app.command("token")(identities.token)
 app.command("migrate")(migrations.migrate)
+app.command("rebalance")(rebalance.rebalance)
 
 
 @app.callback()

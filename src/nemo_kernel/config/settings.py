@@ -141,6 +141,32 @@ class Settings(BaseSettings):
         description="migrations a drain or a NotReady cluster may have in flight at once (a drain of a cluster with "
         "500 replicas moves this many at a time)",
     )
+    rebalance_interval: float = Field(
+        default=0.0,
+        ge=0,
+        le=86400,
+        description="seconds between periodic rebalances that apply their plan (0: only on demand); off by default "
+        "because moving replicas is a decision an operator should opt into",
+    )
+    rebalance_max_moves: int = Field(default=50, ge=1, le=10_000, description="most replicas one rebalance moves")
+    rebalance_cooldown: float = Field(
+        default=3600.0, ge=0, le=30 * 86400, description="seconds a workload the rebalancer moved is left in place"
+    )
+    rebalance_time_limit: float = Field(
+        default=30.0, gt=0, le=3600, description="seconds the rebalancer's solver may take; past it, its best plan"
+    )
+    rebalance_move_cost: float = Field(
+        default=0.1, ge=0, le=1000, description="cost of one move, in average replica-hours of weighted cost and carbon"
+    )
+    rebalance_min_saving: float = Field(
+        default=0.01, ge=0, le=1, description="share of the weighted cost and carbon a plan must save to be applied"
+    )
+    rebalance_min_saving_eur_h: float = Field(
+        default=0.01, ge=0, le=1e6, description="EUR/h a plan must save to be applied (or the gCO2/h below)"
+    )
+    rebalance_min_saving_gco2_h: float = Field(
+        default=10.0, ge=0, le=1e9, description="gCO2/h a plan must save to be applied (or the EUR/h above)"
+    )
     replica_user: str = Field(
         default="nobody", min_length=1, description="user local replicas run as when nemo up runs as root"
     )

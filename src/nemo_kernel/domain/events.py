@@ -65,6 +65,10 @@ class EventKind(StrEnum):
     MIGRATION_COMPLETED = "migration.completed"
     MIGRATION_FAILED = "migration.failed"  # failed or rolled back: ``data.phase`` says which
 
+    REBALANCE_PLANNED = "rebalance.planned"  # a plan was made (dry run or to apply): its moves and saving
+    REBALANCE_APPLIED = "rebalance.applied"  # every move of an applied plan ended (done, skipped or failed)
+    REBALANCE_FAILED = "rebalance.failed"  # the solve failed or was infeasible: nothing moved
+
     SLA_APPLIED = "sla.applied"  # created or a new version stored
     SLA_ACTIVATED = "sla.activated"  # Draft -> Active: its workload exists and is deployed
     SLA_VIOLATED = "sla.violated"  # Active -> Violated: an SLO is outside its objective

@@ -37,6 +37,7 @@ from nemo_kernel.domain.common import (
     is_dns_label,
     is_one_line,
 )
+from nemo_kernel.domain.rebalance import RebalancePolicy
 
 _NO_NUL = r"^[^\x00]*$"
 MAX_PATH_LENGTH = 4095  # PATH_MAX (4096, with its NUL) on Linux: a longer working directory cannot be entered
@@ -293,6 +294,9 @@ class PlacementConstraints(Spec):
     )
     division: Division | None = Field(
         default=None, description="replicas divided across clusters by static weights or by free capacity"
+    )
+    rebalance: Annotated[RebalancePolicy, Lax] = Field(
+        default=RebalancePolicy.ALLOWED, description="whether the rebalancer may move its replicas: allowed or never"
     )
 
     @field_validator("countries")

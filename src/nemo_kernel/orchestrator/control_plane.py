@@ -21,12 +21,13 @@ from nemo_kernel.bus import (
 )
 from nemo_kernel.clusters import DriverProvider, DriverProviders
 from nemo_kernel.config import Settings, load_clusters_file
-from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind
+from nemo_kernel.domain import ClusterSpec, DriverKind, EventKind, RebalanceRequest
+from nemo_kernel.domain.errors import ApiError
 from nemo_kernel.metrics import HOUR, MINUTE, EmbeddedMetrics, MetricSink, MetricsReader
 from nemo_kernel.metrics.prometheus import PrometheusReader
 from nemo_kernel.migration import MigrationRunner, MigrationTimings
 from nemo_kernel.orchestrator.collect import MetricsCollector
-from nemo_kernel.orchestrator.commands import MIGRATE_INTENT, Commands
+from nemo_kernel.orchestrator.commands import MIGRATE_INTENT, REBALANCER, Commands, RebalanceSettings
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion
 from nemo_kernel.orchestrator.findings import FindingsWatch
 from nemo_kernel.orchestrator.identities import ORCHESTRATOR, enrol, identity_file
@@ -36,6 +37,7 @@ from nemo_kernel.orchestrator.outbox import OutboxPublisher
 from nemo_kernel.orchestrator.probes import LinkProber
 from nemo_kernel.orchestrator.reactions import Reactions, load_reactions
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
+from nemo_kernel.orchestrator.rebalance import RebalanceLimits
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.orchestrator.seen_record import StoredSeenRecord
@@ -121,6 +123,7 @@ class ControlPlane:
             resources=self.resources,
             decisions=self.engine.schedule.decisions,  # migration targets are checked by the placing engine
             webhook_hosts=settings.webhook_hosts,
+            rebalance=_rebalance_settings(settings),
         )
         timings = MigrationTimings(drain=settings.migration_drain, prepare_timeout=settings.migration_prepare_timeout)
         self.migrations = MigrationRunner(self.db, self.resources.driver, self.wake, timings)
@@ -198,6 +201,8 @@ class ControlPlane:
             asyncio.create_task(self.sla_actions.run(), name="sla-actions"),
             asyncio.create_task(self._migration_loop(), name="migrations"),
         ]
+        if self.settings.rebalance_interval > 0:  # off by default: moving replicas unasked is an operator's choice
+            self._tasks.append(asyncio.create_task(self._rebalance_loop(), name="rebalance"))
         if self.collector is not None:
             self._tasks.append(asyncio.create_task(self.collector.run(), name="metrics-collector"))
 
@@ -276,6 +281,8 @@ class ControlPlane:
             self._migration_wake.clear()
             try:
                 running = await self.migrations.advance()
+                # A plan being applied starts its next moves as the previous ones end.
+                running += int(await asyncio.to_thread(self.commands.rebalance.advance))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -286,6 +293,19 @@ class ControlPlane:
             idle = _MIGRATION_POLL if running else self.settings.reconcile_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._migration_wake.wait(), idle)
+
+    async def _rebalance_loop(self) -> None:
+        """Every NEMO_REBALANCE_INTERVAL seconds, plan and apply a rebalance (hysteresis decides whether it moves)."""
+        while True:
+            await asyncio.sleep(self.settings.rebalance_interval)  # the period of the rebalancer, not a wait
+            try:
+                await asyncio.to_thread(self.commands.rebalance.run, RebalanceRequest(apply=True), REBALANCER)
+            except asyncio.CancelledError:
+                raise
+            except ApiError as exc:  # the previous plan is still being applied: the next period plans again
+                log.info("periodic rebalance skipped: %s", exc)
+            except Exception:
+                log.exception("periodic rebalance failed; trying again next period")
 
     async def _reconcile_loop(self) -> None:
         while True:
@@ -359,3 +379,15 @@ class ControlPlane:
             await self.prometheus.aclose()
         await self.bus.close()
         await asyncio.to_thread(self.db.dispose)
+
+
+def _rebalance_settings(settings: Settings) -> RebalanceSettings:
+    limits = RebalanceLimits(
+        max_moves=settings.rebalance_max_moves,
+        move_cost=settings.rebalance_move_cost,
+        min_saving_relative=settings.rebalance_min_saving,
+        min_saving_eur_h=settings.rebalance_min_saving_eur_h,
+        min_saving_gco2_h=settings.rebalance_min_saving_gco2_h,
+        time_limit_s=settings.rebalance_time_limit,
+    )
+    return RebalanceSettings(limits, cooldown_s=settings.rebalance_cooldown)

@@ -461,3 +461,48 @@ class MigrationRow(Base):
     """Why the engine moves the replica (``drained``, ``not ready``): an evacuation; ``None`` for a requested move."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RebalanceRow(Base):
+    """A rebalancing plan: its totals, the solve's outcome and where applying it is (moves in ``rebalance_moves``)."""
+
+    __tablename__ = "rebalances"
+    __table_args__ = (Index("ix_rebalances_state", "state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    apply: Mapped[bool] = mapped_column(Boolean)
+    solver_status: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+    totals: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """``{before: {eur_h, gco2_h}, after: {...}}``."""
+    solve_seconds: Mapped[float] = mapped_column(Float)
+    pinned: Mapped[dict[str, str]] = mapped_column(JSON)
+    requested_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class RebalanceMoveRow(Base):
+    """One move of a plan. ``started_at`` of a move that started is when its workload's cooldown began."""
+
+    __tablename__ = "rebalance_moves"
+    __table_args__ = (Index("ix_rebalance_moves_state", "state"), Index("ix_rebalance_moves_workload", "workload_id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rebalance_id: Mapped[int] = mapped_column(ForeignKey("rebalances.id", ondelete="CASCADE"), index=True)
+    workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id", ondelete="CASCADE"))
+    workload: Mapped[str] = mapped_column(String(127))
+    replica: Mapped[str] = mapped_column(String(128))
+    index: Mapped[int] = mapped_column(Integer)
+    from_cluster: Mapped[str] = mapped_column(String(63))
+    from_node: Mapped[str] = mapped_column(String(63))
+    to_cluster: Mapped[str] = mapped_column(String(63))
+    to_node: Mapped[str] = mapped_column(String(63))
+    saving_eur_h: Mapped[float] = mapped_column(Float)
+    saving_gco2_h: Mapped[float] = mapped_column(Float)
+    criterion: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))
+    migration_id: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime | None]

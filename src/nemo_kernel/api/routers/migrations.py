@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from nemo_kernel.api.body import read_document, require_mapping
-from nemo_kernel.api.deps import control_plane
+from nemo_kernel.api.deps import control_plane, requested_by
 from nemo_kernel.api.openapi import request_body
 from nemo_kernel.api.params import MAX_INT64, Offset
 from nemo_kernel.domain import MigrationRequest, MigrationStatus
@@ -26,9 +26,7 @@ async def start(request: Request, plane: Plane) -> MigrationStatus:
     record (phase Planned). The control plane carries it out; follow it with ``GET /migrations/{id}``."""
     document = require_mapping(await read_document(request), "a migration")
     migration = MigrationRequest.model_validate(document)
-    principal = getattr(request.state, "principal", None)
-    who = getattr(principal, "username", None) or getattr(principal, "subject", None) or "anonymous"
-    return await run_in_threadpool(plane.commands.migrations.start, migration, f"user:{who}")
+    return await run_in_threadpool(plane.commands.migrations.start, migration, requested_by(request))
 
 
 @router.get("", response_model=list[MigrationStatus])

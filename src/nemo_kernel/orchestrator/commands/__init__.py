@@ -18,22 +18,27 @@ from nemo_kernel.orchestrator.commands.faults import FaultCommands
 from nemo_kernel.orchestrator.commands.gateway import GatewayCommands
 from nemo_kernel.orchestrator.commands.migrations import MIGRATE_INTENT, MigrationCommands
 from nemo_kernel.orchestrator.commands.modules import ModuleCommands, module_keys, raw_public_key
+from nemo_kernel.orchestrator.commands.rebalance import REBALANCER, RebalanceCommands, RebalanceSettings
 from nemo_kernel.orchestrator.commands.slas import SlaCommands
 from nemo_kernel.orchestrator.commands.workloads import WorkloadCommands
 from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.intake import Intake
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
+from nemo_kernel.orchestrator.rebalance import RebalanceLimits
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database
 
 __all__ = [
     "MIGRATE_INTENT",
+    "REBALANCER",
     "ClusterCommands",
     "Commands",
     "FaultCommands",
     "GatewayCommands",
     "MigrationCommands",
     "ModuleCommands",
+    "RebalanceCommands",
+    "RebalanceSettings",
     "SlaCommands",
     "Wake",
     "WorkloadCommands",
@@ -56,17 +61,23 @@ class Commands:
         resources: ResourceManager,
         decisions: DecisionEngine | None = None,
         webhook_hosts: Sequence[str] = (),
+        rebalance: RebalanceSettings | None = None,
     ) -> None:
         """``wake`` asks for a reconcile pass (safe from any thread); ``intake`` validates workloads and petitions;
         ``directory`` is the module key directory the bus verifies against; ``carbon_roots`` are the directories
         clusters' carbon intensity files may be in (``NEMO_CARBON_DATA_ROOTS``); ``resources`` holds the clusters'
         drivers (faults are injected through them); ``decisions`` checks migration targets (an engine with the
         default weights and criteria unless given); ``webhook_hosts`` the hosts SLA webhooks may name
-        (``NEMO_WEBHOOK_HOSTS``)."""
+        (``NEMO_WEBHOOK_HOSTS``); ``rebalance`` holds the rebalancer's limits and cooldown (``NEMO_REBALANCE_*``;
+        their defaults unless given)."""
         self.clusters = ClusterCommands(db, wake, carbon_roots)
         self.faults = FaultCommands(db, wake, resources)
         self.workloads = WorkloadCommands(db, wake, intake)
         self.modules = ModuleCommands(directory)
         self.gateway = GatewayCommands(db)
-        self.migrations = MigrationCommands(db, wake, decisions or DecisionEngine())
+        engine = decisions or DecisionEngine()
+        self.migrations = MigrationCommands(db, wake, engine)
+        self.rebalance = RebalanceCommands(
+            db, wake, engine, self.migrations, rebalance or RebalanceSettings(RebalanceLimits(), cooldown_s=3600.0)
+        )
         self.slas = SlaCommands(db, webhook_hosts)

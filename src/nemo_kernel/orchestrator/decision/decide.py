@@ -131,6 +131,11 @@ class DecisionEngine:
         """The weights in use unless a workload overrides them, every criterion present."""
         return dict(self._weights)
 
+    @property
+    def latency(self) -> LatencyMatrix | None:
+        """The matrix of round-trip times between regions the latency criterion and filter use."""
+        return self._latency
+
     @staticmethod
     def table(candidates: Sequence[ClusterCandidate]) -> NodeTable:
         """The node table of ``candidates``, to keep between decisions over the same inventory."""

@@ -26,6 +26,7 @@ from nemo_kernel.orchestrator.views.metrics import (
 )
 from nemo_kernel.orchestrator.views.migrations import MigrationViews
 from nemo_kernel.orchestrator.views.modules import ModuleEntry, ModuleKey, ModuleViews
+from nemo_kernel.orchestrator.views.rebalances import RebalanceViews
 from nemo_kernel.orchestrator.views.slas import SlaPage, SlaReport, SlaViews, ViolationPage
 from nemo_kernel.orchestrator.views.workloads import (
     PlacementExplanation,
@@ -48,6 +49,7 @@ __all__ = [
     "NodeTop",
     "NodeUsage",
     "PlacementExplanation",
+    "RebalanceViews",
     "ReplicaPlacement",
     "ReplicaUsage",
     "SandboxOf",
@@ -90,4 +92,5 @@ class Views:
         self.gateway = GatewayViews(db)
         self.metrics = MetricsViews(metrics, self.workloads)
         self.migrations = MigrationViews(db)
+        self.rebalances = RebalanceViews(db)
         self.slas = SlaViews(db)

@@ -1,0 +1,186 @@
+"""Benchmark of the rebalancer: cost and CO2 of a greedy placement against the rebalanced one, and solve time.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_rebalance.py            # 1,000 clusters x 10 nodes, 10,000 workloads
+    .venv/bin/python benchmarks/bench_rebalance.py --write    # also appends the table to benchmarks/RESULTS.md
+
+The fleet is ``clusters.fleet.generate_fleet(1000, 10, seed)``; the workloads (seeded) mix sizes, replicas (1-3),
+data residency, tiers, ``optimize`` intents, stateful ones and spread constraints. The baseline places them one by
+one with ``DecisionEngine`` (the engine's default weights), as the scheduler does, accounting each replica on its
+node. The candidate is ``plan_rebalance`` over that placement with the default limits except ``max_moves`` (every
+replica may move) and the time limit. Rounds alternate: a fresh greedy placement (timed), then the rebalance of it;
+the fleet and workloads differ by seed per round, so each ratio compares the two on the same scenario.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nemo_kernel.clusters.fleet import generate_fleet
+from nemo_kernel.domain import (
+    DeploymentSpec,
+    Detail,
+    Optimize,
+    PlacementConstraints,
+    Resources,
+    SpreadBy,
+    SpreadConstraint,
+    Tier,
+)
+from nemo_kernel.orchestrator.decision import ClusterCandidate, DecisionEngine, NodeTable
+from nemo_kernel.orchestrator.rebalance import (
+    Plan,
+    RebalanceLimits,
+    RunningReplica,
+    WorkloadPlacement,
+    plan_rebalance,
+)
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+EU = ("SE", "NO", "FI", "DE", "PL", "AT", "CZ", "FR", "NL", "BE", "IE", "ES", "PT", "IT", "GR")
+
+
+def workloads(count: int, seed: int) -> list[tuple[str, DeploymentSpec]]:
+    """``count`` seeded workloads, as users would write them."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        cpu = rng.choice((0.1, 0.25, 0.5, 1.0))
+        placement: dict[str, object] = {}
+        roll = rng.random()
+        if roll < 0.3:
+            placement["countries"] = sorted(rng.sample(EU, rng.randint(2, 6)))
+        elif roll < 0.4:
+            placement["tiers"] = [Tier.CLOUD, Tier.EDGE]
+        if rng.random() < 0.2:
+            placement["optimize"] = rng.choice(list(Optimize))
+        replicas = rng.choice((1, 1, 2, 3))
+        if replicas > 1 and rng.random() < 0.3:
+            placement["spread"] = [SpreadConstraint(by=SpreadBy.CLUSTER, max=1)]
+        spec = DeploymentSpec(
+            command=["app"],
+            replicas=replicas,
+            stateful=rng.random() < 0.1,
+            resources=Resources(cpu=cpu, memory_mib=int(cpu * rng.choice((512, 1024, 2048)))),
+            placement=PlacementConstraints.model_validate(placement),
+        )
+        out.append((f"default/w{i:05d}", spec))
+    return out
+
+
+def greedy(table: NodeTable, specs: list[tuple[str, DeploymentSpec]]) -> tuple[NodeTable, list[WorkloadPlacement]]:
+    """Place every workload with the decision engine, one after the other, as the scheduler would."""
+    engine = DecisionEngine()
+    placed = []
+    for name, spec in specs:
+        decision = engine.decide("default", name, 1, spec, list(range(spec.replicas)), table, detail=Detail.COMPACT)
+        running = []
+        for a in decision.assignments:
+            table = table.with_allocated(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
+            running.append(RunningReplica(f"{name}#{a.index}", a.index, a.cluster, a.node))
+        if running:
+            placed.append(WorkloadPlacement(name, spec, tuple(running)))
+    return table, placed
+
+
+def one_round(clusters: int, nodes: int, count: int, seed: int, time_limit: float) -> dict[str, float]:
+    """Greedy then rebalanced, on the fleet and workloads of ``seed``."""
+    fleet = [ClusterCandidate.from_spec(c) for c in generate_fleet(clusters, nodes, seed)]
+    table = NodeTable.build(fleet)
+    specs = workloads(count, seed)
+    start = time.perf_counter()
+    table, placed = greedy(table, specs)
+    greedy_s = time.perf_counter() - start
+    limits = RebalanceLimits(max_moves=10**6, time_limit_s=time_limit, min_saving_relative=0.0)
+    plan = plan_rebalance(table, placed, limits, weights=DecisionEngine().weights)
+    check(table, placed, plan)
+    return {
+        "greedy_s": greedy_s,
+        "solve_s": plan.solve_seconds,
+        "eur_before": plan.before.eur_h,
+        "eur_after": plan.after.eur_h,
+        "co2_before": plan.before.gco2_h,
+        "co2_after": plan.after.gco2_h,
+        "moves": float(len(plan.moves)),
+        "replicas": float(sum(len(w.replicas) for w in placed)),
+        "time_limited": float(plan.status.value == "time_limited"),
+    }
+
+
+def check(table: NodeTable, placed: list[WorkloadPlacement], plan: Plan) -> None:
+    """Capacity holds after the plan (a benchmark of a wrong plan would measure nothing)."""
+    spec = {w.workload: w.spec for w in placed}
+    cpu, memory = table.allocated_cpu.copy(), table.allocated_memory_mib.copy()
+    for m in plan.moves:
+        s = spec[m.workload].resources
+        src, dst = table.row(m.from_cluster, m.from_node), table.row(m.to_cluster, m.to_node)
+        cpu[src] -= s.cpu
+        memory[src] -= s.memory_mib
+        cpu[dst] += s.cpu
+        memory[dst] += s.memory_mib
+    moved_to = Counter(table.row(m.to_cluster, m.to_node) for m in plan.moves)
+    for row in moved_to:
+        assert cpu[row] <= table.cpu[row] + 1e-6 and memory[row] <= table.memory_mib[row], row
+
+
+def main() -> None:
+    """Parse the arguments, run the rounds, print (and optionally record) the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--workloads", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--time-limit", type=float, default=30.0)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    rows = [
+        one_round(args.clusters, args.nodes, args.workloads, seed, args.time_limit)
+        for seed in range(1, args.rounds + 1)
+    ]
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in rows)
+
+    co2 = statistics.median(r["co2_after"] / r["co2_before"] for r in rows)
+    eur = statistics.median(r["eur_after"] / r["eur_before"] for r in rows)
+    load = os.getloadavg()
+    command = "benchmarks/bench_rebalance.py " + " ".join(sys.argv[1:])
+    table = "\n".join(
+        [
+            f"## Rebalancer: greedy placement vs the rebalanced plan ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+            f"Python {platform.python_version()}, "
+            f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})",
+            "",
+            f"`{command.strip()}`: {args.clusters} clusters x {args.nodes} nodes, {args.workloads} workloads "
+            f"({median('replicas'):.0f} replicas), {args.rounds} seeds, medians.",
+            "",
+            "| | greedy (DecisionEngine, one by one) | rebalanced | ratio |",
+            "|---|---|---|---|",
+            f"| EUR/h | {median('eur_before'):.2f} | {median('eur_after'):.2f} | {eur:.3f} |",
+            f"| gCO2/h | {median('co2_before'):.0f} | {median('co2_after'):.0f} | {co2:.3f} |",
+            f"| time (s) | {median('greedy_s'):.1f} (placing) | {median('solve_s'):.1f} (plan) | |",
+            f"| moves | | {median('moves'):.0f} | |",
+            f"| time-limited solves | | {sum(r['time_limited'] for r in rows):.0f} of {len(rows)} | |",
+            "",
+        ]
+    )
+    print(table)
+    for r in rows:
+        print(r)
+    if args.write:
+        with RESULTS.open("a") as out:
+            out.write("\n" + table)
+
+
+if __name__ == "__main__":
+    main()
