@@ -495,3 +495,16 @@ def test_a_workload_may_declare_its_metrics_and_a_node_a_power_table(stack: Stac
     cluster = _with(_with(CLUSTER, "name", "powered"), "nodes.0.power", {"table": _TABLE})
     assert _post(stack, "/clusters", cluster).status_code == 201, stack.api("GET", "/clusters/powered").text
     assert stack.api("DELETE", "/clusters/powered").status_code in (200, 202, 204)
+
+
+# --- hostile callers: refusals that name the field and nothing of the implementation -------------------------
+
+
+def test_a_refused_link_names_the_field_and_no_validator_internals(stack: Stack) -> None:
+    before = stack.api("GET", "/clusters/edge-tdx").json()["spec"]["links"]
+    response = stack.api("PUT", "/clusters/edge-tdx/links", json={"controlplane": {"latency_ms": 1e300}})
+    error = _refused(stack, response, 422, "controlplane.latency_ms")
+    # pydantic's name for an annotated type ("function-after[_check_link_keys(), dict[str,Link]]") is not ours
+    assert error["message"].startswith("invalid links: controlplane.latency_ms: "), error
+    assert stack.api("GET", "/clusters/edge-tdx").json()["spec"]["links"] == before
+
