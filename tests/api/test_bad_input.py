@@ -508,3 +508,9 @@ def test_a_refused_link_names_the_field_and_no_validator_internals(stack: Stack)
     assert error["message"].startswith("invalid links: controlplane.latency_ms: "), error
     assert stack.api("GET", "/clusters/edge-tdx").json()["spec"]["links"] == before
 
+
+def test_a_namespace_filter_on_the_workload_list_matches_in_full(stack: Stack) -> None:
+    for namespace in ("default\n", "Default", "x" * 5000):
+        response = stack.api("GET", "/workloads", params={"namespace": namespace})
+        _refused(stack, response, 422, "query.namespace")
+    assert stack.api("GET", "/workloads", params={"namespace": "default"}).status_code == 200
