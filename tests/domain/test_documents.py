@@ -68,3 +68,14 @@ def test_a_yaml_alias_bomb_is_refused() -> None:
     with pytest.raises(DocumentError) as caught:
         load_document("\n".join(lines), yaml_syntax=True)
     assert "values" in caught.value.problem
+
+
+@pytest.mark.parametrize(
+    ("raw", "yaml_syntax"),
+    [('{"latency_ms": -0.0, "at": [-0.0e5]}', False), ("latency_ms: -0.0\nat: [-0.0e+5]\n", True)],
+)
+def test_negative_zero_is_read_as_zero(raw: str, yaml_syntax: bool) -> None:
+    # -0.0 passes `ge=0` and would be stored and shown as "-0.0" (a latency, a threshold of minus nothing)
+    document = load_document(raw, yaml_syntax=yaml_syntax)
+    assert document == {"latency_ms": 0.0, "at": [0.0]}
+    assert str(document["latency_ms"]) == str(document["at"][0]) == "0.0"

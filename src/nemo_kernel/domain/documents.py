@@ -37,6 +37,11 @@ class _DuplicateKey(ValueError):
         self.key = key
 
 
+def _float(text: str) -> float:
+    # -0.0 + 0.0 is 0.0: a negative zero passes every `ge=0` bound and would be stored and shown as "-0.0".
+    return float(text) + 0.0
+
+
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document: dict[str, Any] = {}
     for key, value in pairs:
@@ -64,12 +69,16 @@ class _StrictYamlLoader(yaml.SafeLoader):
                 raise _DuplicateKey(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        return float(super().construct_yaml_float(node)) + 0.0  # no negative zero, as in _float
+
     def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> str:  # type: ignore[override]
         # A date or time is kept as the text written: a datetime field parses it, a string field keeps it.
         return str(self.construct_scalar(node))
 
 
 _StrictYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _StrictYamlLoader.construct_yaml_timestamp)
+_StrictYamlLoader.add_constructor("tag:yaml.org,2002:float", _StrictYamlLoader.construct_yaml_float)
 
 
 def load_document(raw: bytes | str, *, yaml_syntax: bool) -> Any:
@@ -79,7 +88,7 @@ def load_document(raw: bytes | str, *, yaml_syntax: bool) -> Any:
         if yaml_syntax:
             document = yaml.load(raw, Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader
         else:
-            document = json.loads(raw, object_pairs_hook=_unique_pairs)
+            document = json.loads(raw, object_pairs_hook=_unique_pairs, parse_float=_float)
     except _DuplicateKey as exc:
         problem = f"duplicate key {exc.key!r}: each key may appear once in a mapping"
         raise DocumentError(problem, str(exc.key), problem) from exc
