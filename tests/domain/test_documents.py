@@ -26,6 +26,7 @@ from nemo_kernel.domain import MAX_DEPTH, DocumentError, load_document
         ("name: !!binary d2Vi", True, "name", "no JSON form"),
         ("tags: !!set {a, b}", True, "tags", "no JSON form"),
         ("1: a", True, "(body)", "not a string"),
+        ("x:\n  on: [violated]\n", True, "x", "a bare on, off, yes or no is a boolean in YAML: quote it"),
         ('{"a": ' + "[" * 40 + "]" * 40 + "}", False, "a" + "[0]" * (MAX_DEPTH - 1), f"more than {MAX_DEPTH}"),
     ],
 )

@@ -125,6 +125,9 @@ def document_problem(document: Any) -> tuple[str, str] | None:
             return field_path(path) or "(body)", problem
         if isinstance(value, dict):
             for key, item in value.items():
+                if isinstance(key, bool):  # YAML 1.1: `on:` is True; the example SLAs' policies say "on"
+                    hint = "a bare on, off, yes or no is a boolean in YAML: quote it"
+                    return field_path(path) or "(body)", f"key {key!r} is not a string ({hint})"
                 if not isinstance(key, str):
                     return field_path(path) or "(body)", f"key {key!r} is not a string"
                 if not is_valid_unicode(key):
