@@ -514,3 +514,10 @@ def test_a_namespace_filter_on_the_workload_list_matches_in_full(stack: Stack) -
         response = stack.api("GET", "/workloads", params={"namespace": namespace})
         _refused(stack, response, 422, "query.namespace")
     assert stack.api("GET", "/workloads", params={"namespace": "default"}).status_code == 200
+
+
+def test_a_refusal_reads_as_ours_not_as_pydantics(stack: Stack) -> None:
+    error = _refused(stack, _post(stack, "/clusters", _with(CLUSTER, "name", "Evil")), 422, "name")
+    detail = next(d for d in error["details"] if d["field"] == "name")
+    assert detail["message"].startswith("must be a DNS label"), detail  # not "Value error, must be ..."
+    assert "Value error" not in error["message"], error
