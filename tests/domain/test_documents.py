@@ -80,3 +80,13 @@ def test_negative_zero_is_read_as_zero(raw: str, yaml_syntax: bool) -> None:
     document = load_document(raw, yaml_syntax=yaml_syntax)
     assert document == {"latency_ms": 0.0, "at": [0.0]}
     assert str(document["latency_ms"]) == str(document["at"][0]) == "0.0"
+
+
+@pytest.mark.parametrize(
+    ("raw", "yaml_syntax"), [('{"n": ' + "9" * 5000 + "}", False), ("n: " + "9" * 5000 + "\n", True)]
+)
+def test_an_integer_of_thousands_of_digits_is_refused_in_our_words(raw: str, yaml_syntax: bool) -> None:
+    # Python's own message told the caller to call sys.set_int_max_str_digits()
+    with pytest.raises(DocumentError) as caught:
+        load_document(raw, yaml_syntax=yaml_syntax)
+    assert "sys." not in str(caught.value) and "more than 4300 digits" in str(caught.value), str(caught.value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 import yaml
@@ -96,12 +97,20 @@ def load_document(raw: bytes | str, *, yaml_syntax: bool) -> Any:
         # The parsers recurse per level: a document nested deeper than they follow is refused like any deep one.
         raise DocumentError(f"not valid {kind}: nested too deeply") from exc
     except (ValueError, yaml.YAMLError) as exc:
-        raise DocumentError(f"not valid {kind}: {exc}") from exc
+        raise DocumentError(f"not valid {kind}: {_in_our_words(exc)}") from exc
     found = document_problem(document)
     if found is not None:
         field, problem = found
         raise DocumentError(f"{field}: {problem}", field, problem)
     return document
+
+
+def _in_our_words(exc: Exception) -> str:
+    # Python's limit on int() of long digit strings names no type of its own, and its message tells the caller to
+    # call sys.set_int_max_str_digits(): say what is wrong with the document instead.
+    if "integer string conversion" in str(exc):
+        return f"a number with more than {sys.get_int_max_str_digits()} digits"
+    return str(exc)
 
 
 def document_problem(document: Any) -> tuple[str, str] | None:
@@ -162,7 +171,7 @@ def load_yaml_stream(raw: bytes | str) -> list[Any]:
     except RecursionError as exc:
         raise DocumentError("not valid YAML: nested too deeply") from exc
     except (ValueError, yaml.YAMLError) as exc:
-        raise DocumentError(f"not valid YAML: {exc}") from exc
+        raise DocumentError(f"not valid YAML: {_in_our_words(exc)}") from exc
     found = document_problem(documents)
     if found is not None:
         field, problem = found
