@@ -495,3 +495,29 @@ def test_a_workload_may_declare_its_metrics_and_a_node_a_power_table(stack: Stac
     cluster = _with(_with(CLUSTER, "name", "powered"), "nodes.0.power", {"table": _TABLE})
     assert _post(stack, "/clusters", cluster).status_code == 201, stack.api("GET", "/clusters/powered").text
     assert stack.api("DELETE", "/clusters/powered").status_code in (200, 202, 204)
+
+
+# --- hostile callers: refusals that name the field and nothing of the implementation -------------------------
+
+
+def test_a_refused_link_names_the_field_and_no_validator_internals(stack: Stack) -> None:
+    before = stack.api("GET", "/clusters/edge-tdx").json()["spec"]["links"]
+    response = stack.api("PUT", "/clusters/edge-tdx/links", json={"controlplane": {"latency_ms": 1e300}})
+    error = _refused(stack, response, 422, "controlplane.latency_ms")
+    # pydantic's name for an annotated type ("function-after[_check_link_keys(), dict[str,Link]]") is not ours
+    assert error["message"].startswith("invalid links: controlplane.latency_ms: "), error
+    assert stack.api("GET", "/clusters/edge-tdx").json()["spec"]["links"] == before
+
+
+def test_a_namespace_filter_on_the_workload_list_matches_in_full(stack: Stack) -> None:
+    for namespace in ("default\n", "Default", "x" * 5000):
+        response = stack.api("GET", "/workloads", params={"namespace": namespace})
+        _refused(stack, response, 422, "query.namespace")
+    assert stack.api("GET", "/workloads", params={"namespace": "default"}).status_code == 200
+
+
+def test_a_refusal_reads_as_ours_not_as_pydantics(stack: Stack) -> None:
+    error = _refused(stack, _post(stack, "/clusters", _with(CLUSTER, "name", "Evil")), 422, "name")
+    detail = next(d for d in error["details"] if d["field"] == "name")
+    assert detail["message"].startswith("must be a DNS label"), detail  # not "Value error, must be ..."
+    assert "Value error" not in error["message"], error

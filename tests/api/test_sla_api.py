@@ -300,6 +300,21 @@ def test_openslo_in_and_out_through_the_cli(stack: Stack, tmp_path: Path) -> Non
     assert stack.cli_json("sla", "apply", "-f", str(again))["outcome"] == "unchanged"
 
 
+def test_openslo_as_a_yaml_stream_through_the_api(stack: Stack) -> None:
+    # OpenSLO files are YAML streams (--- between objects), as `nemo sla get -o openslo` writes them; the API
+    # answered 400 "expected a single document" to the very file its CLI exported.
+    assert stack.api("POST", "/slas", json=_sla("streamed")).status_code == 201
+    exported = stack.api("GET", "/slas/streamed/openslo").json()
+    stream = yaml.safe_dump_all(exported).encode()
+    assert stream.count(b"\n---\n") == len(exported) - 1 > 0
+    response = stack.api("POST", "/slas", content=stream, headers={"content-type": "application/yaml"})
+    assert (response.status_code, response.json()["outcome"]) == (200, "unchanged"), response.text
+    changed = stream.replace(b"target: 0.999", b"target: 0.99")
+    response = stack.api("POST", "/slas", content=changed, headers={"content-type": "application/yaml"})
+    assert (response.status_code, response.json()["sla"]["version"]) == (200, 2), response.text
+    assert stack.api("DELETE", "/slas/streamed").status_code == 200
+
+
 @pytest.mark.parametrize(
     ("edit", "field"),
     [

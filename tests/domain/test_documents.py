@@ -26,6 +26,7 @@ from nemo_kernel.domain import MAX_DEPTH, DocumentError, load_document
         ("name: !!binary d2Vi", True, "name", "no JSON form"),
         ("tags: !!set {a, b}", True, "tags", "no JSON form"),
         ("1: a", True, "(body)", "not a string"),
+        ("x:\n  on: [violated]\n", True, "x.on", "a bare on: key is read as true by YAML 1.1: quote it"),
         ('{"a": ' + "[" * 40 + "]" * 40 + "}", False, "a" + "[0]" * (MAX_DEPTH - 1), f"more than {MAX_DEPTH}"),
     ],
 )
@@ -68,3 +69,24 @@ def test_a_yaml_alias_bomb_is_refused() -> None:
     with pytest.raises(DocumentError) as caught:
         load_document("\n".join(lines), yaml_syntax=True)
     assert "values" in caught.value.problem
+
+
+@pytest.mark.parametrize(
+    ("raw", "yaml_syntax"),
+    [('{"latency_ms": -0.0, "at": [-0.0e5]}', False), ("latency_ms: -0.0\nat: [-0.0e+5]\n", True)],
+)
+def test_negative_zero_is_read_as_zero(raw: str, yaml_syntax: bool) -> None:
+    # -0.0 passes `ge=0` and would be stored and shown as "-0.0" (a latency, a threshold of minus nothing)
+    document = load_document(raw, yaml_syntax=yaml_syntax)
+    assert document == {"latency_ms": 0.0, "at": [0.0]}
+    assert str(document["latency_ms"]) == str(document["at"][0]) == "0.0"
+
+
+@pytest.mark.parametrize(
+    ("raw", "yaml_syntax"), [('{"n": ' + "9" * 5000 + "}", False), ("n: " + "9" * 5000 + "\n", True)]
+)
+def test_an_integer_of_thousands_of_digits_is_refused_in_our_words(raw: str, yaml_syntax: bool) -> None:
+    # Python's own message told the caller to call sys.set_int_max_str_digits()
+    with pytest.raises(DocumentError) as caught:
+        load_document(raw, yaml_syntax=yaml_syntax)
+    assert "sys." not in str(caught.value) and "more than 4300 digits" in str(caught.value), str(caught.value)

@@ -66,3 +66,21 @@ def test_what_nemo_cannot_honour_is_refused(path: tuple[str, str], value: Any, f
     with pytest.raises(ApiError) as caught:
         openslo.to_sla(objects)
     assert caught.value.details[0]["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("annotation", "problem"),
+    [
+        ("[" * 5000 + "]" * 5000, "nested too deeply"),  # the JSON parser's recursion was a 500
+        ('{"name": "gold", "name": "other", "workload": "shop"}', "duplicate key 'name'"),
+        ('{"name": "gold", "workload": "shop", "penalties": [{"slo": "errors", "below": NaN}]}', "finite"),
+    ],
+)
+def test_the_sla_annotation_obeys_the_rules_of_every_body(annotation: str, problem: str) -> None:
+    objects = [o for o in openslo.from_sla(SlaSpec.model_validate(RICH)) if o["kind"] == "SLO"][:1]
+    objects[0]["metadata"]["annotations"][openslo.ANNOTATION] = annotation
+    with pytest.raises(ApiError) as caught:
+        openslo.to_sla(objects)
+    assert caught.value.status == 422
+    assert f"metadata.annotations.{openslo.ANNOTATION}" in caught.value.details[0]["field"]
+    assert problem in caught.value.message, caught.value.message

@@ -38,7 +38,9 @@ def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[
         path = ""
         for part in (*prefix, *err.get("loc", ())):
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        out.append({"field": path or "(body)", "message": err.get("msg", ""), "type": err.get("type", "")})
+        # pydantic prefixes a validator's own message with "Value error, ": the message is ours, so is its start
+        message = str(err.get("msg", "")).removeprefix("Value error, ")
+        out.append({"field": path or "(body)", "message": message, "type": err.get("type", "")})
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -213,7 +214,9 @@ def _duration(text: str) -> float:
     try:
         value = float(number) * units[unit]
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a duration (60, 60s, 5m, 1h)") from None
+        value = math.nan
+    if not math.isfinite(value):  # float() reads nan, inf and 1e400: JSON cannot carry them (a traceback)
+        raise typer.BadParameter(f"{text!r} is not a duration (60, 60s, 5m, 1h)", param_hint="'--for'")
     return value
 
 

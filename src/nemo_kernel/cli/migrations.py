@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from nemo_kernel.cli.client import ApiClient, CliError, api_from_env_or
-from nemo_kernel.cli.options import ApiOption, OutputOption
+from nemo_kernel.cli.options import ApiOption, OutputOption, WaitTimeout
 from nemo_kernel.cli.output import Column, OutputFormat, emit, print_table, progress
 
 app = typer.Typer(no_args_is_help=True)
@@ -22,7 +22,7 @@ def migrate(
     mode: Annotated[str | None, typer.Option(help="recreate | stateless | stateful (default: the workload's)")] = None,
     replica: Annotated[str | None, typer.Option(help="the replica to move (default: the first running)")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="show the phases until the move ends")] = False,
-    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 300.0,
+    timeout: WaitTimeout = 300.0,
     api: ApiOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:

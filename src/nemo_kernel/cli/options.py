@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +18,20 @@ ApiOption = Annotated[
 OutputOption = Annotated[
     OutputFormat, typer.Option("-o", "--output", help="table, wide (every column, whatever the width), json or yaml")
 ]
+
+MAX_WAIT_SECONDS = 86_400.0
+"""The longest a command waits for what it started (a day)."""
+
+
+def _wait_seconds(value: float) -> float:
+    # click's FloatRange lets NaN through (every comparison with it is false): a deadline of NaN never comes.
+    if not math.isfinite(value) or not 0 < value <= MAX_WAIT_SECONDS:
+        raise typer.BadParameter(f"must be a number of seconds above 0 and at most {MAX_WAIT_SECONDS:.0f}, not {value}")
+    return value
+
+
+WaitTimeout = Annotated[float, typer.Option(help="seconds to wait", callback=_wait_seconds)]
+"""``--timeout``: seconds a command waits for what it started, finite and bounded."""
 
 
 def load_document(path: Path) -> Any:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from nemo_kernel.cli.client import ApiClient, CliError, api_from_env_or
-from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
+from nemo_kernel.cli.options import ApiOption, OutputOption, WaitTimeout, load_document
 from nemo_kernel.cli.output import Column, OutputFormat, emit, print_table, progress, say
 
 app = typer.Typer(no_args_is_help=True)
@@ -101,7 +101,7 @@ def apply(
     file: Annotated[Path, typer.Option("-f", "--file", help="CMDT descriptor YAML/JSON ('-' for stdin)")],
     namespace: Annotated[str | None, typer.Option("-n", "--namespace")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait until every replica runs")] = False,
-    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 120.0,
+    timeout: WaitTimeout = 120.0,
     api: ApiOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:

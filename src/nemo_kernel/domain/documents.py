@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 import yaml
@@ -35,6 +36,11 @@ class _DuplicateKey(ValueError):
     def __init__(self, key: object) -> None:
         super().__init__(f"duplicate key {key!r}")
         self.key = key
+
+
+def _float(text: str) -> float:
+    # -0.0 + 0.0 is 0.0: a negative zero passes every `ge=0` bound and would be stored and shown as "-0.0".
+    return float(text) + 0.0
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -64,12 +70,16 @@ class _StrictYamlLoader(yaml.SafeLoader):
                 raise _DuplicateKey(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        return float(super().construct_yaml_float(node)) + 0.0  # no negative zero, as in _float
+
     def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> str:  # type: ignore[override]
         # A date or time is kept as the text written: a datetime field parses it, a string field keeps it.
         return str(self.construct_scalar(node))
 
 
 _StrictYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", _StrictYamlLoader.construct_yaml_timestamp)
+_StrictYamlLoader.add_constructor("tag:yaml.org,2002:float", _StrictYamlLoader.construct_yaml_float)
 
 
 def load_document(raw: bytes | str, *, yaml_syntax: bool) -> Any:
@@ -79,7 +89,7 @@ def load_document(raw: bytes | str, *, yaml_syntax: bool) -> Any:
         if yaml_syntax:
             document = yaml.load(raw, Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader
         else:
-            document = json.loads(raw, object_pairs_hook=_unique_pairs)
+            document = json.loads(raw, object_pairs_hook=_unique_pairs, parse_float=_float)
     except _DuplicateKey as exc:
         problem = f"duplicate key {exc.key!r}: each key may appear once in a mapping"
         raise DocumentError(problem, str(exc.key), problem) from exc
@@ -87,12 +97,20 @@ def load_document(raw: bytes | str, *, yaml_syntax: bool) -> Any:
         # The parsers recurse per level: a document nested deeper than they follow is refused like any deep one.
         raise DocumentError(f"not valid {kind}: nested too deeply") from exc
     except (ValueError, yaml.YAMLError) as exc:
-        raise DocumentError(f"not valid {kind}: {exc}") from exc
+        raise DocumentError(f"not valid {kind}: {_in_our_words(exc)}") from exc
     found = document_problem(document)
     if found is not None:
         field, problem = found
         raise DocumentError(f"{field}: {problem}", field, problem)
     return document
+
+
+def _in_our_words(exc: Exception) -> str:
+    # Python's limit on int() of long digit strings names no type of its own, and its message tells the caller to
+    # call sys.set_int_max_str_digits(): say what is wrong with the document instead.
+    if "integer string conversion" in str(exc):
+        return f"a number with more than {sys.get_int_max_str_digits()} digits"
+    return str(exc)
 
 
 def document_problem(document: Any) -> tuple[str, str] | None:
@@ -155,7 +173,7 @@ def load_yaml_stream(raw: bytes | str) -> list[Any]:
     except RecursionError as exc:
         raise DocumentError("not valid YAML: nested too deeply") from exc
     except (ValueError, yaml.YAMLError) as exc:
-        raise DocumentError(f"not valid YAML: {exc}") from exc
+        raise DocumentError(f"not valid YAML: {_in_our_words(exc)}") from exc
     found = document_problem(documents)
     if found is not None:
         field, problem = found

@@ -270,7 +270,9 @@ class SlaSpec(Spec):
     @field_validator("penalties")
     @classmethod
     def _penalties_name_slos(cls, penalties: list[Penalty], info: ValidationInfo) -> list[Penalty]:
-        names = {slo.name for slo in info.data.get("slos", [])}
+        if "slos" not in info.data:
+            return penalties  # the SLOs were refused, and said so: blaming what names them would be noise
+        names = {slo.name for slo in info.data["slos"]}
         for penalty in penalties:
             if penalty.slo not in names:
                 raise ValueError(f"names unknown SLO {penalty.slo!r}")
@@ -279,7 +281,9 @@ class SlaSpec(Spec):
     @field_validator("policies")
     @classmethod
     def _policies_name_slos(cls, policies: list[Policy], info: ValidationInfo) -> list[Policy]:
-        names = {slo.name for slo in info.data.get("slos", [])}
+        if "slos" not in info.data:
+            return policies  # as for penalties
+        names = {slo.name for slo in info.data["slos"]}
         for policy in policies:
             unknown = [n for n in policy.slos if n not in names]
             if unknown:

@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from nemo_kernel.domain.common import field_path
+from nemo_kernel.domain.documents import DocumentError, load_document
 from nemo_kernel.domain.errors import ApiError
 from nemo_kernel.domain.sla import (
     BudgetingMethod,
@@ -211,10 +212,13 @@ def _text(value: Any, field: str) -> str:
 
 
 def _annotation(value: Any, field: str) -> dict[str, Any]:
+    # JSON inside a body obeys the body's rules (depth, duplicate keys, finite numbers): json.loads alone let a
+    # deep annotation through to a RecursionError (a 500) and a repeated key win silently.
     try:
-        parsed = json.loads(_text(value, field))
-    except json.JSONDecodeError as exc:
-        raise _refuse(field, f"is not JSON: {exc.msg}") from exc
+        parsed = load_document(_text(value, field), yaml_syntax=False)
+    except DocumentError as exc:
+        where = field if exc.field is None else _join(field, exc.field)
+        raise _refuse(where, exc.problem) from exc
     allowed = ("name", "namespace", "workload", "service", "press", "reporting", "penalties", "policies")
     return _mapping(parsed, field, allowed)
 

@@ -43,9 +43,10 @@ class SlaApplyResponse(Model):
     openapi_extra=request_body(SlaSpec),
 )
 async def apply(request: Request, response: Response, plane: Plane) -> SlaApplyResponse:
-    """Apply an SLA (JSON or YAML; NEMO's format, or OpenSLO v1 objects: one, or a list). 201 when created, 200
-    when updated (new version) or unchanged. 422 naming the field at fault (an unknown workload: ``workload``)."""
-    document: Any = await read_document(request)
+    """Apply an SLA (JSON or YAML; NEMO's format, or OpenSLO v1 objects: one, a list, or a YAML stream). 201 when
+    created, 200 when updated (new version) or unchanged. 422 naming the field at fault (an unknown workload:
+    ``workload``)."""
+    document: Any = await read_document(request, stream=True)  # OpenSLO files are YAML streams
     spec = plane.commands.slas.parse(document)
     result, status = await run_in_threadpool(plane.commands.slas.apply, spec)
     response.status_code = 201 if result.outcome == "created" else 200

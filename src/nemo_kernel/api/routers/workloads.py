@@ -19,7 +19,8 @@ from nemo_kernel.orchestrator.views import PlacementExplanation, StoredDecision
 
 router = APIRouter(prefix="/workloads", tags=["workloads"])
 Plane = Annotated[ControlPlane, Depends(control_plane)]
-Namespace = Annotated[str, Query(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+Namespace = Annotated[str, Query(pattern=_NAME)]
 
 
 class ApplyResponse(Model):
@@ -47,7 +48,7 @@ async def apply(request: Request, response: Response, plane: Plane) -> ApplyResp
 @router.get("", response_model=list[WorkloadStatus])
 def list_workloads(
     plane: Plane,
-    namespace: Annotated[str | None, Query()] = None,
+    namespace: Annotated[str | None, Query(pattern=_NAME)] = None,
     limit: WorkloadPage = 100,
     offset: Offset = 0,
 ) -> list[WorkloadStatus]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter
 
 from nemo_kernel.domain import CONTROL_PLANE_LINK, ClusterSpec, ClusterStatus, Link, Links
 from nemo_kernel.domain.errors import ApiError
@@ -14,7 +14,8 @@ from nemo_kernel.orchestrator.commands.base import Wake
 from nemo_kernel.store import Database
 from nemo_kernel.store import clusters as cluster_store
 
-_LINKS: TypeAdapter[dict[str, Link]] = TypeAdapter(Links)
+# The title names the input in a 422 ("invalid links: ..."); without it pydantic writes the annotated type's repr.
+_LINKS: TypeAdapter[dict[str, Link]] = TypeAdapter(Links, config=ConfigDict(title="links"))
 
 
 class ClusterCommands:

@@ -1,0 +1,44 @@
+"""Numbers on the command line are finite and bounded, refused naming the option before anything is sent.
+
+``--timeout`` of the commands that wait (workload apply --wait, migrate --wait): seconds, at most a day; a NaN
+deadline never comes (every comparison with NaN is false), so `--wait --timeout nan` waited forever.
+``nemo cluster fault --for``: nan, inf or 1e400 ended in a Python traceback (JSON cannot carry them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nemo_kernel.cli.app import app
+
+# Nothing listens on port 1: a command that got past its options would fail to connect, not wait.
+NOWHERE = "http://127.0.0.1:1"
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-1", "0", "1e308"])
+@pytest.mark.parametrize("command", [["workload", "apply", "-f", "{file}", "--wait"], ["migrate", "demo", "--wait"]])
+def test_a_timeout_that_never_ends_is_refused_naming_the_option(
+    command: list[str], timeout: str, tmp_path: Path
+) -> None:
+    descriptor = tmp_path / "w.yaml"
+    descriptor.write_text("name: w\ndeployment: {command: [sleep, '1']}\n")
+    args = [a.replace("{file}", str(descriptor)) for a in command]
+    done = CliRunner().invoke(app, [*args, "--timeout", timeout, "--api", NOWHERE], env={"COLUMNS": "200"})
+    assert done.exit_code == 2, done.output
+    assert "--timeout" in done.output and "at most 86400" in done.output, done.output
+
+
+def test_a_finite_timeout_gets_past_the_options(tmp_path: Path) -> None:
+    done = CliRunner().invoke(app, ["migrate", "demo", "--to", "x", "--wait", "--timeout", "2.5", "--api", NOWHERE])
+    assert done.exit_code == 1  # it went on to call the API, which is not there
+    assert "--timeout" not in done.output, done.output
+
+
+@pytest.mark.parametrize("duration", ["nan", "inf", "-infs", "1e400m"])
+def test_a_fault_duration_that_is_not_a_number_is_refused_naming_the_option(duration: str) -> None:
+    args = ["cluster", "fault", "edge", "--down", "--for", duration, "--api", NOWHERE]
+    done = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert done.exit_code == 2, done.output
+    assert "--for" in done.output and "is not a duration" in done.output, done.output
