@@ -393,6 +393,14 @@ def test_rules_pass_promtool_and_page_only_on_a_burning_series(stack: Stack, tmp
     rules = tmp_path / "rules.yaml"
     stack.cli("sla", "rules", "rules", "--out", str(rules))
     assert "No burn-rate rules for SLOs without a ratio SLI: eur." in rules.read_text()
+    # An existing file is never replaced by surprise (a typo in --out, run as root, could name any file).
+    kept = tmp_path / "kept.txt"
+    kept.write_text("mine")
+    refused = stack.cli("sla", "rules", "rules", "--out", str(kept), check=False)
+    assert refused.returncode != 0 and "--force" in refused.stderr + refused.stdout
+    assert kept.read_text() == "mine"
+    stack.cli("sla", "rules", "rules", "--out", str(kept), "--force")
+    assert kept.read_text() == rules.read_text()
     checked = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     names = {r.get("record") for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]}

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from nemo_kernel.domain.sla import SlaSpec
+from nemo_kernel.domain.sla import MAX_MEASURED_SECONDS, SlaSpec
+from nemo_kernel.metrics.model import MAX_WINDOW_SECONDS
 
 SLA: dict[str, Any] = {
     "name": "gold",
@@ -30,3 +31,24 @@ def test_a_penalty_naming_no_slo_is_still_refused() -> None:
     with pytest.raises(ValidationError) as caught:
         SlaSpec.model_validate({**good, "penalties": [{"slo": "ghost", "below": 0.9, "credit_percent": 5}]})
     assert [e["loc"][0] for e in caught.value.errors()] == ["penalties"]
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"period": "90d"}, ("period",)),
+        ({"period": "5w"}, ("period",)),
+        ({"slos": [{"name": "errs", "kind": "error_rate", "target": 0.99, "window": "60d"}]}, ("slos", 0, "window")),
+    ],
+)
+def test_a_window_or_period_nemo_cannot_measure_is_refused(change: dict[str, Any], where: tuple[Any, ...]) -> None:
+    # Accepted, it would go Active and stay "not measured" for ever: the analytics engine answers 31 days at most.
+    doc = {"name": "long", "workload": "shop", "slos": [{"name": "errs", "kind": "error_rate", "target": 0.99}]}
+    with pytest.raises(ValidationError) as caught:
+        SlaSpec.model_validate({**doc, **change})
+    assert [tuple(e["loc"]) for e in caught.value.errors()] == [where]
+    SlaSpec.model_validate({**doc, "period": "31d"})  # the longest that is measured
+
+
+def test_the_longest_measured_window_is_the_analytics_engines() -> None:
+    assert MAX_MEASURED_SECONDS == MAX_WINDOW_SECONDS

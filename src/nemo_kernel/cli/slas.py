@@ -288,16 +288,21 @@ def delete(
 def rules(
     name: str,
     namespace: NamespaceOption = "default",
-    out: Annotated[Path | None, typer.Option("--out", help="write to this file instead of stdout")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="write to this new file instead of stdout")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace --out if it exists")] = False,
     api: ApiOption = None,
 ) -> None:
     """Prometheus recording and alerting rules for the SLA's ratio SLOs (Sloth's names; `promtool check rules`)."""
+    if out is not None and not force and (out.exists() or out.is_symlink()):
+        # Never replace a file by surprise (run as root, a typo in --out could be any system file).
+        raise CliError(f"{out} exists; give --force to replace it")
     text = api_from_env_or(api).get_text(f"/slas/{name}/rules", namespace=namespace)
     if out is None:
         print(text, end="")
         return
     try:
-        out.write_text(text)
+        with out.open("w" if force else "x") as file:  # "x": a file created meanwhile is not replaced either
+            file.write(text)
     except OSError as exc:
         raise CliError(f"cannot write {out}: {exc}") from exc
     say(f"rules of {namespace}/{name} written to {out}")

@@ -41,6 +41,20 @@ def _check_duration(text: str) -> str:
 Duration = Annotated[str, Strict(), AfterValidator(_check_duration)]
 """A duration as Prometheus writes it, at most a year."""
 
+MAX_MEASURED_SECONDS = 31 * 24 * 3600
+"""The longest SLO window or budget period: the longest window the analytics engine answers
+(``metrics.model.MAX_WINDOW_SECONDS``, kept equal by a test). A longer one would be accepted and never measured."""
+
+
+def _check_measured(text: str) -> str:
+    if duration_seconds(text) > MAX_MEASURED_SECONDS:
+        raise ValueError(f"{text!r} is longer than 31d, the longest window NEMO measures")
+    return text
+
+
+MeasuredDuration = Annotated[str, Strict(), AfterValidator(_check_measured)]
+"""A duration NEMO measures over (an SLO's window, an SLA's budget period): at most 31 days."""
+
 
 class SloKind(StrEnum):
     """The 15 performance targets of seed section 3.3.2; each has one SLI definition in ``nemo_kernel.ppef``."""
@@ -100,7 +114,7 @@ class SloSpec(Spec):
     )
     percentile: float | None = Field(default=None, gt=0, lt=100, description="latency only, e.g. 99")
     target: float = Field(default=0.99, gt=0, le=1, description="share of good events or timeslices, e.g. 0.995")
-    window: Duration = Field(default="5m", description="over which the SLI is measured")
+    window: MeasuredDuration = Field(default="5m", description="over which the SLI is measured (at most 31d)")
     budgeting: Annotated[BudgetingMethod, Lax] = BudgetingMethod.OCCURRENCES
     timeslice: Duration | None = Field(default=None, description="Timeslices budgeting: the slice, e.g. 1m")
     min_events: int = Field(
@@ -247,7 +261,9 @@ class SlaSpec(Spec):
     workload: Name | None = Field(default=None, description="the workload it binds; None: every workload of namespace")
     service: ServiceDescription = Field(default_factory=ServiceDescription)
     press: PressClauses = Field(default_factory=PressClauses)
-    period: Duration = Field(default="30d", description="the SLO period the error budgets are counted over")
+    period: MeasuredDuration = Field(
+        default="30d", description="the SLO period the error budgets are counted over (at most 31d)"
+    )
     slos: list[SloSpec] = Field(min_length=1, max_length=64)
     reporting: Reporting = Field(default_factory=Reporting)
     penalties: list[Penalty] = Field(default_factory=list, max_length=64)
