@@ -168,6 +168,15 @@ async def test_a_bus_petition_to_migrate_is_carried_out_once_and_a_bad_one_recor
     bad = Message("intent.migrate", b'{"workload": "web", "to": {"cluster": "mars"}}', "m-2", time.time())
     await door.commands.migrations.on_bus_petition("ppef", bad)
     assert door.kinds("intent/ppef/m-2") == [EventKind.INTENT_REJECTED]
+    # A malformed one is refused naming its fields, without its values or pydantic's links (viewers read events).
+    secret = "s3cr3t-token-value"
+    malformed = json.dumps({"workload": "web\n", "to": {"cluster": "cloud"}, "mode": secret}).encode()
+    await door.commands.migrations.on_bus_petition("ppef", Message("intent.migrate", malformed, "m-3", time.time()))
+    with door.db.snapshot() as s:
+        (refused,) = events.history(s, "intent/ppef/m-3")
+    assert refused.kind == EventKind.INTENT_REJECTED
+    assert "workload" in refused.message and "mode" in refused.message
+    assert secret not in refused.message + str(refused.data) and "pydantic.dev" not in refused.message
     assert _migrations(door.db) == 1
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     """The error body every NEMO service answers with."""
@@ -27,3 +29,18 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         """This error's JSON body."""
         return error_body(self.code, self.message, self.details)
+
+
+def refusal(exc: Exception) -> str:
+    """Why an input was refused, for an event or a log line: a validation error as ``field: message`` pairs, without
+    the input's values or pydantic's links (an event log is read by viewers); anything else as its message."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        path = ""
+        for part in err["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        parts.append(f"{path or '(body)'}: {err['msg'].removeprefix('Value error, ')}")
+    more = f" (and {len(parts) - 5} more)" if len(parts) > 5 else ""
+    return "; ".join(parts[:5]) + more

@@ -40,7 +40,7 @@ from nemo_kernel.domain import (
     load_document,
     working_dir_in_data_dir,
 )
-from nemo_kernel.domain.errors import ApiError
+from nemo_kernel.domain.errors import ApiError, refusal
 from nemo_kernel.domain.workload import SOURCES_DIR
 from nemo_kernel.orchestrator.petition_source import GitSource, PetitionError, PetitionSources
 from nemo_kernel.store import Database, clusters, events, workloads
@@ -219,7 +219,7 @@ class Intake:
         try:
             petition = self._prepare(load_document(message.body, yaml_syntax=True))
         except (ValidationError, PetitionError, DocumentError, yaml.YAMLError) as exc:
-            text = f"petition {message.routing_key} refused: {exc}"
+            text = f"petition {message.routing_key} refused: {refusal(exc)}"
             log.warning("%s", text)
             with self._db.transaction() as s:
                 record_event(
@@ -229,7 +229,7 @@ class Intake:
                     text,
                     routing_key=message.routing_key,
                     sender=sender,
-                    error=str(exc),
+                    error=refusal(exc),
                 )
             return
         with self._db.transaction() as s:

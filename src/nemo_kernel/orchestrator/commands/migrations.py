@@ -29,7 +29,7 @@ from nemo_kernel.domain import (
     WorkloadDescriptor,
     load_document,
 )
-from nemo_kernel.domain.errors import ApiError
+from nemo_kernel.domain.errors import ApiError, refusal
 from nemo_kernel.orchestrator.commands.base import Wake
 from nemo_kernel.orchestrator.decision import ClusterCandidate, DecisionEngine
 from nemo_kernel.orchestrator.placement import Inventory
@@ -203,12 +203,12 @@ class MigrationCommands:
                     f"{row.id} started", routing_key=message.routing_key, sender=sender, migration=row.id,
                 )  # fmt: skip
         except (ValidationError, DocumentError, ApiError, NotFound) as exc:
-            text = f"petition {message.routing_key} refused: {exc}"
+            text = f"petition {message.routing_key} refused: {refusal(exc)}"
             log.warning("%s", text)
             with self._db.transaction() as s:
                 record_event(
                     s, EventKind.INTENT_REJECTED, subject, text, routing_key=message.routing_key, sender=sender,
-                    error=str(exc),
+                    error=refusal(exc),
                 )  # fmt: skip
 
 
