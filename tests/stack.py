@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 
+from nemo_kernel.clusters.local.launcher import AGENT_MODULE
 from nemo_kernel.clusters.local.processes import live_process
 from nemo_kernel.clusters.local.state import AGENT_FILE, REPLICAS_FILE, load_replica_table, read_agent_endpoint
 
@@ -166,6 +168,14 @@ class Stack:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        # An agent `nemo up` was starting when it died has not written agent.json yet (it would, a moment later, and
+        # live on in its own session): agents are found by the data directory on their command line, and killed
+        # before their replica tables are read so that none adds a replica after that.
+        for agent in _agents_of(self.data_dir):
+            with contextlib.suppress(psutil.Error):
+                agent.resume()
+                agent.kill()
+                agent.wait(10)
         # (pid, create_time): a recorded pid whose process is gone may belong to another test's agent by now, and
         # several test runs share the machine; only the very process that was recorded is killed.
         recorded: list[tuple[int, float | None]] = []
@@ -185,6 +195,19 @@ class Stack:
                 os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else proc.kill()
             except (psutil.Error, ProcessLookupError, PermissionError):
                 pass
+
+
+def _agents_of(data_dir: Path) -> list[psutil.Process]:
+    """The local agents running for clusters under ``data_dir``, recorded in agent.json or not."""
+    wanted = data_dir.resolve()
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline: list[str] = proc.info["cmdline"] or []
+        if AGENT_MODULE not in cmdline or "--data-dir" not in cmdline[:-1]:
+            continue
+        if Path(cmdline[cmdline.index("--data-dir") + 1]).resolve() == wanted:
+            found.append(proc)
+    return found
 
 
 @contextmanager
