@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import uuid
@@ -9,11 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
 from nemo_kernel.store import Database
 from tests.bus.rabbit_node import ctl
+from tests.stack import agents_under
 
 POSTGRES_ADMIN_DSN = os.environ.get("NEMO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 SHARED_HOST = "127.0.0.1:5672"
@@ -68,3 +71,17 @@ def shared_vhost() -> Iterator[str]:
         yield f"amqp://guest:guest@{SHARED_HOST}/{vhost}"
     finally:
         ctl(None, "delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_agent_outlives_the_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fails the run when a local agent of this session's stacks is still running at its end (agents live in their
+    own session, so a leaked one runs on for good); kills them, so that the next run starts clean."""
+    yield
+    leaked = agents_under(tmp_path_factory.getbasetemp())
+    named = [" ".join(agent.info["cmdline"]) for agent in leaked]
+    for agent in leaked:
+        with contextlib.suppress(psutil.Error):
+            agent.resume()
+            agent.kill()
+    assert not leaked, f"local agents left running by this session's tests: {named}"

@@ -171,7 +171,7 @@ class Stack:
         # An agent `nemo up` was starting when it died has not written agent.json yet (it would, a moment later, and
         # live on in its own session): agents are found by the data directory on their command line, and killed
         # before their replica tables are read so that none adds a replica after that.
-        for agent in _agents_of(self.data_dir):
+        for agent in agents_under(self.data_dir):
             with contextlib.suppress(psutil.Error):
                 agent.resume()
                 agent.kill()
@@ -197,16 +197,18 @@ class Stack:
                 pass
 
 
-def _agents_of(data_dir: Path) -> list[psutil.Process]:
-    """The local agents running for clusters under ``data_dir``, recorded in agent.json or not."""
-    wanted = data_dir.resolve()
+def agents_under(root: Path) -> list[psutil.Process]:
+    """The local agents running for clusters whose data directory is ``root`` or under it, in agent.json or not."""
+    wanted = root.resolve()
     found: list[psutil.Process] = []
     for proc in psutil.process_iter(["cmdline"]):
-        cmdline: list[str] = proc.info["cmdline"] or []
-        if AGENT_MODULE not in cmdline or "--data-dir" not in cmdline[:-1]:
-            continue
-        if Path(cmdline[cmdline.index("--data-dir") + 1]).resolve() == wanted:
-            found.append(proc)
+        with contextlib.suppress(psutil.Error):
+            cmdline: list[str] = proc.info["cmdline"] or []
+            if AGENT_MODULE not in cmdline or "--data-dir" not in cmdline[:-1]:
+                continue
+            data_dir = Path(cmdline[cmdline.index("--data-dir") + 1]).resolve()
+            if data_dir == wanted or wanted in data_dir.parents:
+                found.append(proc)
     return found
 
 
