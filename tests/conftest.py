@@ -85,3 +85,13 @@ def _no_agent_outlives_the_session(tmp_path_factory: pytest.TempPathFactory) -> 
             agent.resume()
             agent.kill()
     assert not leaked, f"local agents left running by this session's tests: {named}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules marked ``e2e`` (they start `nemo up`: the longest ones) run first.
+
+    scripts/test hands whole modules to parallel processes in this order (``--no-loadscope-reorder``): started last,
+    a long module kept one process busy while the others had nothing left to do; the short ones now fill the end.
+    A stable sort keeps each module's tests together and in order.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)

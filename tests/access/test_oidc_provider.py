@@ -29,7 +29,10 @@ from .conftest import running_gateway
 PROVIDER_DIR = Path(__file__).parent / "oidc_provider"
 NPM_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nemo-tests" / "oidc-provider"
 
-pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed"),
+    pytest.mark.e2e,  # starts `nemo up`: run first (tests/conftest.py)
+]
 
 
 def _installed_dependencies() -> Path:

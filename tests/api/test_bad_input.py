@@ -17,6 +17,8 @@ import yaml
 from tests.conftest import POSTGRES_ADMIN_DSN
 from tests.stack import Stack, running_stack, wait_for
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parents[2]
 JSON = {"content-type": "application/json"}
 YAML = {"content-type": "application/yaml"}
