@@ -76,8 +76,11 @@ class Stack:
         self._admin_token: tuple[str, str, float] | None = None  # (API url, token, expiry)
         self.gateway_url = ""
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start `nemo up` and wait until it is ready."""
+    def start(self, timeout: float = 180.0) -> None:
+        """Start `nemo up` and wait until it is ready.
+
+        A deadline, not a delay: ready in seconds on a quiet machine, `nemo up` took over a minute with the suite's
+        three processes on a shared 2-core machine at a load average of 20 (a restart after SIGKILL most of all)."""
         endpoint = self.data_dir / "endpoint.json"
         endpoint.unlink(missing_ok=True)
         log = open(self.data_dir.parent / f"{self.data_dir.name}-nemo-up.log", "ab")  # noqa: SIM115
