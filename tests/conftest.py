@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import uuid
@@ -9,11 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
 from nemo_kernel.store import Database
 from tests.bus.rabbit_node import ctl
+from tests.stack import agents_under
 
 POSTGRES_ADMIN_DSN = os.environ.get("NEMO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 SHARED_HOST = "127.0.0.1:5672"
@@ -68,3 +71,27 @@ def shared_vhost() -> Iterator[str]:
         yield f"amqp://guest:guest@{SHARED_HOST}/{vhost}"
     finally:
         ctl(None, "delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_agent_outlives_the_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fails the run when a local agent of this session's stacks is still running at its end (agents live in their
+    own session, so a leaked one runs on for good); kills them, so that the next run starts clean."""
+    yield
+    leaked = agents_under(tmp_path_factory.getbasetemp())
+    named = [" ".join(agent.info["cmdline"]) for agent in leaked]
+    for agent in leaked:
+        with contextlib.suppress(psutil.Error):
+            agent.resume()
+            agent.kill()
+    assert not leaked, f"local agents left running by this session's tests: {named}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules marked ``e2e`` (they start `nemo up`: the longest ones) run first.
+
+    scripts/test hands whole modules to parallel processes in this order (``--no-loadscope-reorder``): started last,
+    a long module kept one process busy while the others had nothing left to do; the short ones now fill the end.
+    A stable sort keeps each module's tests together and in order.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)

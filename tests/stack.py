@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 
+from nemo_kernel.clusters.local.launcher import AGENT_MODULE
 from nemo_kernel.clusters.local.processes import live_process
 from nemo_kernel.clusters.local.state import AGENT_FILE, REPLICAS_FILE, load_replica_table, read_agent_endpoint
 
@@ -74,8 +76,11 @@ class Stack:
         self._admin_token: tuple[str, str, float] | None = None  # (API url, token, expiry)
         self.gateway_url = ""
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start `nemo up` and wait until it is ready."""
+    def start(self, timeout: float = 180.0) -> None:
+        """Start `nemo up` and wait until it is ready.
+
+        A deadline, not a delay: ready in seconds on a quiet machine, `nemo up` took over a minute with the suite's
+        three processes on a shared 2-core machine at a load average of 20 (a restart after SIGKILL most of all)."""
         endpoint = self.data_dir / "endpoint.json"
         endpoint.unlink(missing_ok=True)
         log = open(self.data_dir.parent / f"{self.data_dir.name}-nemo-up.log", "ab")  # noqa: SIM115
@@ -166,6 +171,14 @@ class Stack:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        # An agent `nemo up` was starting when it died has not written agent.json yet (it would, a moment later, and
+        # live on in its own session): agents are found by the data directory on their command line, and killed
+        # before their replica tables are read so that none adds a replica after that.
+        for agent in agents_under(self.data_dir):
+            with contextlib.suppress(psutil.Error):
+                agent.resume()
+                agent.kill()
+                agent.wait(10)
         # (pid, create_time): a recorded pid whose process is gone may belong to another test's agent by now, and
         # several test runs share the machine; only the very process that was recorded is killed.
         recorded: list[tuple[int, float | None]] = []
@@ -185,6 +198,21 @@ class Stack:
                 os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else proc.kill()
             except (psutil.Error, ProcessLookupError, PermissionError):
                 pass
+
+
+def agents_under(root: Path) -> list[psutil.Process]:
+    """The local agents running for clusters whose data directory is ``root`` or under it, in agent.json or not."""
+    wanted = root.resolve()
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            cmdline: list[str] = proc.info["cmdline"] or []
+            if AGENT_MODULE not in cmdline or "--data-dir" not in cmdline[:-1]:
+                continue
+            data_dir = Path(cmdline[cmdline.index("--data-dir") + 1]).resolve()
+            if data_dir == wanted or wanted in data_dir.parents:
+                found.append(proc)
+    return found
 
 
 @contextmanager

@@ -16,6 +16,8 @@ import pytest
 
 from tests.stack import Stack, running_stack, wait_for
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 CLUSTER = {
     "name": "edge-651",
     "tier": "edge",

@@ -21,6 +21,8 @@ from nemo_kernel.bus.identity import InMemoryKeyDirectory
 from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER, RabbitMqBus
 from tests.stack import Stack, running_stack, wait_for
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 
 @pytest.fixture
 def stack(tmp_path: Path, shared_vhost: str) -> Iterator[Stack]:

@@ -7,9 +7,13 @@ a revoked token is refused (the provider does not track its JWTs, so it cannot r
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,17 +27,50 @@ from tests.stack import running_stack
 from .conftest import running_gateway
 
 PROVIDER_DIR = Path(__file__).parent / "oidc_provider"
+NPM_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nemo-tests" / "oidc-provider"
 
-pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed"),
+    pytest.mark.e2e,  # starts `nemo up`: run first (tests/conftest.py)
+]
+
+
+def _installed_dependencies() -> Path:
+    """The provider's ``node_modules``, installed once per machine and version of package.json.
+
+    CI tests a fresh clone each time: an install inside the clone would cost every run a trip through npm. The cache
+    is keyed by package.json's content, and a lock keeps concurrent test runs from installing into it at once.
+    """
+    manifest = (PROVIDER_DIR / "package.json").read_bytes()
+    installed = NPM_CACHE / hashlib.sha256(manifest).hexdigest()[:16]
+    if (installed / "node_modules" / "oidc-provider").is_dir():
+        return installed / "node_modules"
+    NPM_CACHE.mkdir(parents=True, exist_ok=True)
+    with (NPM_CACHE / "install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (installed / "node_modules" / "oidc-provider").is_dir():
+            # installed beside, then renamed: an interrupted install never looks complete
+            staging = Path(tempfile.mkdtemp(prefix="installing-", dir=NPM_CACHE))
+            (staging / "package.json").write_bytes(manifest)
+            subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=staging, check=True, timeout=300
+            )
+            shutil.rmtree(installed, ignore_errors=True)
+            staging.rename(installed)
+    return installed / "node_modules"
 
 
 @pytest.fixture(scope="session")
 def provider() -> Iterator[str]:
-    """Start the provider; yields its issuer URL. Installs its npm dependency on first use."""
-    if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=PROVIDER_DIR, check=True, timeout=300
-        )
+    """Start the provider; yields its issuer URL. Its npm dependency comes from the machine's cache."""
+    linked = PROVIDER_DIR / "node_modules"
+    if not (linked / "oidc-provider").is_dir():
+        # node resolves server.mjs's import through this link to the cache
+        if linked.is_symlink():
+            linked.unlink()
+        elif linked.exists():
+            shutil.rmtree(linked)  # an unfinished install of an older version of this fixture
+        linked.symlink_to(_installed_dependencies(), target_is_directory=True)
     process = subprocess.Popen(
         ["node", "server.mjs"],
         cwd=PROVIDER_DIR,

@@ -20,6 +20,8 @@ from tests.stack import Stack, running_stack
 from nemo_kernel.access.issuer.sql import SqlKeyRepository
 from nemo_kernel.store import Database
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 CHALLENGE = 'Bearer realm="nemo", error="invalid_token", error_description="{}"'
 SLEEPER = {"name": "sleeper", "deployment": {"command": ["sleep", "600"], "replicas": 1}}
 CLUSTER = {

@@ -12,6 +12,8 @@ import yaml
 from tests.stack import Stack, running_stack, wait_for
 from tests.stack import expect_error as _error
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 CLUSTERS = {
     "clusters": [
         {

@@ -18,6 +18,8 @@ from tests.stack import Stack, expect_error, running_stack
 
 from nemo_kernel.api.errors import install_error_handlers
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 LIMIT = 64 * 1024
 TOO_BIG = 1 << 63  # one more than the largest id or offset the store can hold
 

@@ -17,6 +17,8 @@ import yaml
 from tests.conftest import POSTGRES_ADMIN_DSN
 from tests.stack import Stack, running_stack, wait_for
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parents[2]
 JSON = {"content-type": "application/json"}
 YAML = {"content-type": "application/yaml"}
@@ -86,6 +88,13 @@ def _snapshot(stack: Stack) -> tuple[Any, Any]:
         sorted((w["namespace"], w["name"], w["version"]) for w in workloads.json()),
         sorted(c["spec"]["name"] for c in clusters.json()),
     )
+
+
+def _delete(stack: Stack, path: str) -> None:
+    """Delete ``path`` and wait until it is gone: a deletion still under way would show in the next test's
+    before-and-after snapshot as a change that test's refused request made."""
+    assert stack.api("DELETE", path).status_code == 202
+    wait_for(lambda: stack.api("GET", path).status_code == 404, 60, f"{path} to be deleted")
 
 
 def _refused(stack: Stack, response: httpx.Response, status: int, field: str | None) -> dict[str, Any]:
@@ -332,7 +341,7 @@ def test_placement_tee_is_accepted_and_filtered_on(stack: Stack) -> None:
     assert verdict["rejected_by"] == "tee"
     assert "node's TEE is tdx (placement.tee needs sev-snp)" in verdict["reason"]
     _refused(stack, _post(stack, "/workloads", _with(document, "deployment.placement.tee", "none")), 422, None)
-    assert stack.api("DELETE", "/workloads/needs-snp").status_code == 202
+    _delete(stack, "/workloads/needs-snp")
 
 
 # --- a working directory that can never work is refused, not left Deploying forever ----------------------------
@@ -439,11 +448,7 @@ def test_the_seed_descriptor_registers_as_a_catalogue_entry(stack: Stack) -> Non
     final = stack.api("GET", "/workloads/name").json()
     assert (final["phase"], final["version"], final["desired_replicas"]) == ("Registered", 3, 0)
     for name in ("name", "after-seed"):
-        assert stack.api("DELETE", f"/workloads/{name}").status_code == 202
-    # Deletion finishes in the reconcile loop: wait for it, so the next tests' before/after snapshots compare a
-    # settled store.
-    for name in ("name", "after-seed"):
-        wait_for(lambda n=name: stack.api("GET", f"/workloads/{n}").status_code == 404, 30, f"{name} to be deleted")
+        _delete(stack, f"/workloads/{name}")
 
 
 # --- collection: workloads' own series, power tables, carbon intensity files -----------------------------------
@@ -491,7 +496,7 @@ def test_a_workload_may_declare_its_metrics_and_a_node_a_power_table(stack: Stac
     assert _post(stack, "/workloads", document).status_code == 201
     got = stack.api("GET", "/workloads/measured").json()
     assert got["descriptor"]["deployment"]["metrics"] == {"path": "/internal/metrics", "port": "admin"}
-    assert stack.api("DELETE", "/workloads/measured").status_code == 202
+    _delete(stack, "/workloads/measured")
     cluster = _with(_with(CLUSTER, "name", "powered"), "nodes.0.power", {"table": _TABLE})
     assert _post(stack, "/clusters", cluster).status_code == 201, stack.api("GET", "/clusters/powered").text
     assert stack.api("DELETE", "/clusters/powered").status_code in (200, 202, 204)

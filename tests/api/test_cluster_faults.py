@@ -11,6 +11,8 @@ import yaml
 from tests.stack import Stack, running_stack, wait_for
 from tests.stack import expect_error as _error
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 
 def _sim(name: str, nodes: int) -> dict[str, Any]:
     return {

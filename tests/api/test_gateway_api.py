@@ -19,6 +19,8 @@ from nemo_kernel.access.gateway import store as gateway_store
 from nemo_kernel.access.gateway.secret_fields import MASKED
 from nemo_kernel.store import Database
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:

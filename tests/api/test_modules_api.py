@@ -15,6 +15,8 @@ from tests.stack import expect_error as _error
 
 from nemo_kernel.bus import ModuleIdentity
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:

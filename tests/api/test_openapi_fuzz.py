@@ -24,6 +24,8 @@ import pytest
 import yaml
 from tests.stack import ROOT, Stack, running_stack
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 # A deeper run, by hand: NEMO_TEST_FUZZ_EXAMPLES=100 NEMO_TEST_FUZZ_PHASES=examples,coverage,fuzzing (the coverage
 # phase does not apply the hooks: it may disable the run's own client and go on with 401s, so read its warnings).
 MAX_EXAMPLES = int(os.environ.get("NEMO_TEST_FUZZ_EXAMPLES", "8"))

@@ -16,6 +16,8 @@ import yaml
 from tests.stack import Stack, running_stack, wait_for
 from tests.stack import expect_error as _error
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 CLUSTERS = {"clusters": [{"name": "only", "tier": "edge", "region": "r", "country": "DE", "nodes": [
     {"name": "only-1", "cpu": 2, "memory_mib": 2048}
 ]}]}  # fmt: skip

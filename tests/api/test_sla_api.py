@@ -19,6 +19,8 @@ from tests.stack import Stack, expect_error, running_stack, wait_for
 from nemo_kernel.domain.sla import Comparison
 from nemo_kernel.store import Database, slas
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 SLEEPER = {"name": "shop", "deployment": {"command": ["sleep", "600"], "replicas": 1}}
 DEMO = {"name": "demo", "deployment": {"command": ["sleep", "600"], "replicas": 1}}  # what examples/sla-demo.yaml binds
 

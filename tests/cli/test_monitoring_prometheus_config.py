@@ -18,6 +18,8 @@ from nemo_kernel.cli.client import CliError
 from tests.metrics.prometheus_server import PROMTOOL, running_prometheus
 from tests.stack import Stack, running_stack
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 CLUSTERS = ("cloud-eu", "edge-madrid")
 
 

@@ -16,6 +16,8 @@ import yaml
 from tests.cli.terminal import in_terminal, piped
 from tests.stack import ROOT, Stack, running_stack, wait_for
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 BRACKETS = {"[eu]": "bracket-open", "[/eu]": "bracket-close"}
 
 

@@ -13,6 +13,8 @@ import pytest
 
 from tests.stack import NEMO, ROOT, Stack, running_stack
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:

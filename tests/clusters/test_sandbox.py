@@ -41,6 +41,8 @@ from nemo_kernel.clusters.local.state import (
 )
 from nemo_kernel.domain import ReplicaPhase
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 # Tries every way to the secrets it knows of, then prints what it got to its log.
 PROBE = r"""
 import json, os, signal

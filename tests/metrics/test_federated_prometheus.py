@@ -21,6 +21,8 @@ from tests.metrics.monitored_stack import CLUSTERS, MonitoredStack
 from tests.metrics.prometheus_server import running_prometheus, wait_for
 from tests.stack import ROOT
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 pytest.importorskip("nemo_kernel.orchestrator.collect", reason="needs the collector (issue 10, collection)")
 
 AGREEMENT = 0.05

@@ -33,6 +33,8 @@ from nemo_kernel.orchestrator.views import Views
 from nemo_kernel.store import Conflict, Database, NotFound, events
 from nemo_kernel.store.tables import EventRow
 
+pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
+
 
 class Wakes:
     """The reconcile loop's wake-up, counted: what the control plane passes as ``wake``."""
