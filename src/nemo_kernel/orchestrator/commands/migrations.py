@@ -86,7 +86,7 @@ def check_target(
                                cluster, n.name)  # fmt: skip
         nodes = [replace(n, runtimes=(runtime,)) for n in nodes]
     if not nodes:
-        raise ApiError(422, "same_as_source", "the target is the replica's own node", {"field": "to"})
+        raise _bad_target("same_as_source", "the target is the replica's own node")
     decision = decisions.decide(w.namespace, w.name, w.version, spec, [index], [replace(chosen, nodes=tuple(nodes))])
     if decision.assignments:
         a = decision.assignments[0]
@@ -147,11 +147,11 @@ class MigrationCommands:
         source = self._source(s, w, request.replica, away_from=away_from)
         target_cluster = to.cluster or source.cluster
         if to.cluster is None and to.node is None and to.runtime is None:
-            raise ApiError(422, "invalid", "give a target cluster, node or runtime", {"field": "to"})
+            raise _bad_target("invalid", "give a target cluster, node or runtime")
         mode = request.mode or (MigrationMode.STATEFUL if spec.stateful else MigrationMode.STATELESS)
         same_runtime = to.runtime is None or to.runtime == source.runtime
         if target_cluster == source.cluster and to.node == source.node and same_runtime:
-            raise ApiError(422, "same_as_source", "the target is where the replica runs", {"field": "to"})
+            raise _bad_target("same_as_source", "the target is where the replica runs")
         cluster_store.get_cluster(s, target_cluster)  # 404 naming an unknown cluster
         candidates = Inventory.load(s).candidates({})
         # Without a node, another node of the cluster; on the same node only a change of runtime is a move.
@@ -210,6 +210,11 @@ class MigrationCommands:
                     s, EventKind.INTENT_REJECTED, subject, text, routing_key=message.routing_key, sender=sender,
                     error=refusal(exc),
                 )  # fmt: skip
+
+
+def _bad_target(code: str, message: str) -> ApiError:
+    """A 422 naming ``to``, in the API's shape of a field error (a list of ``{field, message}``)."""
+    return ApiError(422, code, message, [{"field": "to", "message": message}])
 
 
 def _same_architecture(
