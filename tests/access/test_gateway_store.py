@@ -212,7 +212,7 @@ def test_a_snapshot_never_claims_a_revision_newer_than_its_config(
         return config
 
     monkeypatch.setattr(gw, "load_config", load_then_change)
-    with database.transaction() as s:
+    with database.snapshot() as s:  # as the gateway reads it (live.py)
         taken = gw.snapshot(s)
     monkeypatch.undo()
     assert changed.is_set()

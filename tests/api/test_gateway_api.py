@@ -39,7 +39,10 @@ def test_seeded_route_reaches_the_api_through_the_gateway(stack: Stack) -> None:
     (service,) = config["services"]
     assert (service["name"], service["url"], service["forward_authorization"]) == ("nemo-api", stack.url, True)
     direct = httpx.get(f"{stack.url}/api/v1/clusters", timeout=5)
-    via = wait_for(lambda: _through_gateway(stack, "/api/v1/clusters"), 20, "the gateway to serve")
+    # Until its first configuration is loaded the gateway answers 503 "not loaded yet": wait past that.
+    via = wait_for(
+        lambda: (r := _through_gateway(stack, "/api/v1/clusters")).status_code != 503 and r, 60, "the gateway to serve"
+    )
     # The same answer (whatever auth decides, both paths get the same one) and the gateway's request id.
     assert (via.status_code, via.json()) == (direct.status_code, direct.json())
     assert via.headers["X-Request-Id"]

@@ -90,4 +90,10 @@ def test_top_refreshes_until_stopped(served: ServedApi) -> None:
         assert [d["rows"][0]["cluster"] for d in documents] == ["edge-a", "edge-a"]
     finally:
         proc.send_signal(2)  # SIGINT
-        assert proc.wait(30) == 0
+        # communicate, not wait: it drains both pipes, so a child blocked writing to a full one can still exit
+        try:
+            _, errors = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # not left running after a failed run
+            raise
+        assert proc.returncode == 0, errors

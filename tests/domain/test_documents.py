@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nemo_kernel.domain import MAX_DEPTH, DocumentError, load_document
+from nemo_kernel.domain.documents import load_yaml_stream
 
 
 @pytest.mark.parametrize(
@@ -90,3 +91,13 @@ def test_an_integer_of_thousands_of_digits_is_refused_in_our_words(raw: str, yam
     with pytest.raises(DocumentError) as caught:
         load_document(raw, yaml_syntax=yaml_syntax)
     assert "sys." not in str(caught.value) and "more than 4300 digits" in str(caught.value), str(caught.value)
+
+
+def test_a_yaml_stream_names_fields_as_a_body_does_and_by_index_when_there_are_several() -> None:
+    with pytest.raises(DocumentError) as one:
+        load_yaml_stream("policies:\n  - {action: move, on: [violated]}\n")
+    assert one.value.field == "policies[0].on"
+    with pytest.raises(DocumentError) as several:
+        load_yaml_stream("a: 1\n---\nb: .nan\n")
+    assert several.value.field == "[1].b"
+    assert load_yaml_stream("a: 1\n---\nb: 2\n") == [{"a": 1}, {"b": 2}]

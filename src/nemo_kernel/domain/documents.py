@@ -174,7 +174,8 @@ def load_yaml_stream(raw: bytes | str) -> list[Any]:
         raise DocumentError("not valid YAML: nested too deeply") from exc
     except (ValueError, yaml.YAMLError) as exc:
         raise DocumentError(f"not valid YAML: {_in_our_words(exc)}") from exc
-    found = document_problem(documents)
+    # One document is checked as itself, so its fields are named as in a body of one; several by their index.
+    found = document_problem(documents[0] if len(documents) == 1 else documents)
     if found is not None:
         field, problem = found
         raise DocumentError(f"{field}: {problem}", field, problem)
