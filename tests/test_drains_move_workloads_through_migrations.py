@@ -118,7 +118,11 @@ def test_a_drain_waits_for_a_running_user_migration_of_the_workload(stack: Stack
         assert sum(m["phase"] not in FINAL for m in moves) <= 1, moves
         return moves if len(moves) == 2 and all(m["phase"] in FINAL for m in moves) else None
 
-    moves = wait_for(settled, 180, "the user's move, then the drain's", interval=0.1)
+    try:
+        moves = wait_for(settled, 180, "the user's move, then the drain's", interval=0.1)
+    except AssertionError as timed_out:  # say where it stood, so a failure on a loaded machine can be read
+        state = {"moves": _migrations(stack, "ledger"), "replicas": _replicas(stack, "ledger")}
+        raise AssertionError(f"{timed_out}: {state}") from None
     first, second = sorted(moves, key=lambda m: m["id"])
     assert first["id"] == user["id"] and first["phase"] == "Completed" and first["reason"] is None
     assert second["reason"] == "drained" and second["phase"] == "Completed"
