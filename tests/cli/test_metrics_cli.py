@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -83,13 +84,17 @@ def test_top_refreshes_until_stopped(served: ServedApi) -> None:
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        # A terminal's Ctrl-C reaches a process whose SIGINT is at its default. A suite started in the background
+        # of a non-interactive shell (a CI job) ignores SIGINT, the child would inherit that, and Python then
+        # installs no KeyboardInterrupt handler: the test would wait for ever.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None
         documents = [json.loads(proc.stdout.readline()) for _ in range(2)]
         assert [d["rows"][0]["cluster"] for d in documents] == ["edge-a", "edge-a"]
     finally:
-        proc.send_signal(2)  # SIGINT
+        proc.send_signal(signal.SIGINT)
         # communicate, not wait: it drains both pipes, so a child blocked writing to a full one can still exit
         try:
             _, errors = proc.communicate(timeout=60)
