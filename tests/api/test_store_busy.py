@@ -34,6 +34,9 @@ def test_a_locked_store_is_a_503_that_changes_nothing(tmp_path_factory: pytest.T
             assert refused.headers["Retry-After"] == "1"
             assert refused.json()["error"]["code"] == "store_unavailable"
             assert "INSERT" not in refused.text  # nothing of the statement reaches the caller
+            # Reads go through snapshots, which wait for no writer: the API still answers them meanwhile.
+            listed = api.api("GET", "/workloads")
+            assert listed.status_code == 200 and listed.json() == [], listed.text
         finally:
             holder.execute("ROLLBACK")
             holder.close()

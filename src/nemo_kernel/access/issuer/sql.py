@@ -47,7 +47,8 @@ def _roles_in(roles: Mapping[str, frozenset[str]]) -> dict[str, list[str]]:
 
 
 class _SqlRepository:
-    """One database and one realm; ``_run`` executes a function in a transaction off the event loop."""
+    """One database and one realm; ``_run`` executes a function in a transaction off the event loop, ``_read`` one
+    that only reads, in a snapshot."""
 
     def __init__(self, db: Database, realm: str) -> None:
         self._db = db
@@ -59,6 +60,15 @@ class _SqlRepository:
                 return work(session)
 
         return await asyncio.to_thread(in_transaction)
+
+    async def _read(self, work: Callable[[Session], T]) -> T:
+        # Reads (every API call checks its token against the keys and the revocations) go through a snapshot: they
+        # must not wait for, or fail on, a writer holding the store's write lock.
+        def in_snapshot() -> T:
+            with self._db.snapshot() as session:
+                return work(session)
+
+        return await asyncio.to_thread(in_snapshot)
 
 
 def _role_held(s: Session, realm: str, role: str) -> bool:
@@ -120,7 +130,7 @@ class _NamedRows(_SqlRepository, Generic[R, V]):
             row = s.scalar(select(self._table).where(*self._where(name)))
             return None if row is None else self._value(row)
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def _create(self, name: str, value: V) -> None:
         values = {"realm": self._realm, self._name: name, **self._columns(value)}
@@ -159,7 +169,7 @@ class _NamedRows(_SqlRepository, Generic[R, V]):
             query = select(self._table).where(self._table.realm == self._realm)
             return [self._value(r) for r in s.scalars(query.order_by(getattr(self._table, self._name)))]
 
-        return await self._run(work)
+        return await self._read(work)
 
 
 class SqlUserRepository(_NamedRows[IdentityUserRow, User]):
@@ -289,7 +299,7 @@ class SqlKeyRepository(_SqlRepository):
                 for r in rows
             ]
 
-        return await self._run(work)
+        return await self._read(work)
 
     async def save_key(self, key: SigningKey) -> None:
         """Insert or replace a key by ``kid``."""
@@ -327,7 +337,7 @@ class SqlRevocationList(_SqlRepository):
 
     async def is_revoked(self, jti: str) -> bool:
         """Whether ``jti`` was revoked."""
-        return await self._run(lambda s: s.get(RevokedTokenRow, jti) is not None)
+        return await self._read(lambda s: s.get(RevokedTokenRow, jti) is not None)
 
 
 def sql_realm(
