@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from nemo_kernel.access.issuer import IdentityConflict, IdentityNotFound, InvalidIdentity, LastAdmin
+from nemo_kernel.domain.common import field_path
 from nemo_kernel.domain.errors import ApiError, error_body
 from nemo_kernel.metrics import MetricsUnavailable
 from nemo_kernel.store import Conflict, NotFound, store_busy
@@ -35,9 +36,7 @@ def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[
     """Pydantic errors as ``[{field, message, type}]`` with the field path written ``services[0].Name``."""
     out = []
     for err in errors:
-        path = ""
-        for part in (*prefix, *err.get("loc", ())):
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        path = field_path([*prefix, *err.get("loc", ())])
         # pydantic prefixes a validator's own message with "Value error, ": the message is ours, so is its start
         message = str(err.get("msg", "")).removeprefix("Value error, ")
         out.append({"field": path or "(body)", "message": message, "type": err.get("type", "")})

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from nemo_kernel.domain.common import field_path
+
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     """The error body every NEMO service answers with."""
@@ -38,9 +40,6 @@ def refusal(exc: Exception) -> str:
         return str(exc)
     parts = []
     for err in exc.errors(include_input=False, include_url=False):
-        path = ""
-        for part in err["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        parts.append(f"{path or '(body)'}: {err['msg'].removeprefix('Value error, ')}")
+        parts.append(f"{field_path(list(err['loc'])) or '(body)'}: {err['msg'].removeprefix('Value error, ')}")
     more = f" (and {len(parts) - 5} more)" if len(parts) > 5 else ""
     return "; ".join(parts[:5]) + more

@@ -40,6 +40,7 @@ from nemo_kernel.domain import (
     load_document,
     working_dir_in_data_dir,
 )
+from nemo_kernel.domain.common import field_path
 from nemo_kernel.domain.errors import ApiError, refusal
 from nemo_kernel.domain.workload import SOURCES_DIR
 from nemo_kernel.orchestrator.petition_source import GitSource, PetitionError, PetitionSources
@@ -335,8 +336,5 @@ def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
     """Pydantic errors as ``[{field, message, type}]`` (``services[0].Name``), the API's shape, without inputs."""
     out = []
     for err in exc.errors(include_input=False, include_url=False):
-        path = ""
-        for part in err["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        out.append({"field": path or "(body)", "message": err["msg"], "type": err["type"]})
+        out.append({"field": field_path(list(err["loc"])) or "(body)", "message": err["msg"], "type": err["type"]})
     return out
