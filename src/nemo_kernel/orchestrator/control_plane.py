@@ -55,6 +55,7 @@ _ENVELOPE_WINDOW = 300.0  # seconds of clock difference accepted on envelopes
 _REACTION_POLL = 0.2  # seconds between looks at the event log when no reaction ran
 _FAULT_POLL = 0.5  # seconds between looks for injected faults whose time is up (their end event is this late at most)
 _MIGRATION_POLL = 0.05  # seconds between steps while a migration runs (it waits on replicas and deadlines)
+_STOP_GRACE = 5.0  # seconds a loop is given to end after each cancellation on stop
 
 
 def _bus_for(settings: Settings, directory: StoredKeyDirectory) -> Bus:
@@ -291,8 +292,7 @@ class ControlPlane:
             # While a migration runs it waits on replicas and deadlines: look again soon. Otherwise sleep until
             # a command wakes the loop (or the reconcile interval passes, for migrations another process stored).
             idle = _MIGRATION_POLL if running else self.settings.reconcile_interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._migration_wake.wait(), idle)
+            await wait_until_set(self._migration_wake, idle)
 
     async def _rebalance_loop(self) -> None:
         """Every NEMO_REBALANCE_INTERVAL seconds, plan and apply a rebalance (hysteresis decides whether it moves)."""
@@ -318,8 +318,7 @@ class ControlPlane:
             except Exception:
                 # A failing pass (database restarting, a driver bug) must not stop the control plane.
                 log.exception("reconcile pass failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.reconcile_interval)
+            await wait_until_set(self._wake, self.settings.reconcile_interval)
 
     async def _outbox_loop(self) -> None:
         while True:
@@ -361,9 +360,7 @@ class ControlPlane:
 
     async def stop(self) -> None:
         """Stop the loops and the local agents; replicas keep running and are adopted on the next start."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks, _STOP_GRACE)
         if self._tasks:
             try:  # the samples since the last pass, so that a clean stop loses no history
                 await asyncio.to_thread(self.keep_metrics_history, everything=True)
@@ -391,3 +388,35 @@ def _rebalance_settings(settings: Settings) -> RebalanceSettings:
         time_limit_s=settings.rebalance_time_limit,
     )
     return RebalanceSettings(limits, cooldown_s=settings.rebalance_cooldown)
+
+
+async def wait_until_set(event: asyncio.Event, seconds: float) -> None:
+    """Wait until ``event`` is set or ``seconds`` pass, whichever comes first.
+
+    Not ``asyncio.wait_for(event.wait(), timeout)``: on Python 3.11 that swallows a cancellation that arrives as the
+    event is set (CPython gh-86296), and a loop waiting that way carries on after ``stop()`` cancelled it, so the stop
+    waits for ever. ``asyncio.timeout`` delivers the cancellation.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
+async def cancel_and_wait(tasks: Sequence[asyncio.Task[None]], grace: float, attempts: int = 3) -> None:
+    """Cancel ``tasks`` and wait for them to end, cancelling again those still running after each ``grace`` seconds.
+
+    A loop may miss one cancellation (see :func:`wait_until_set`; a library may swallow one too): asking again is
+    what ends it. After ``attempts`` the stragglers are named in the log and left behind, so that stopping the
+    control plane (closing the drivers, the store) is never held up by one loop.
+    """
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(attempts):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=grace)
+        for task in pending:
+            log.warning("loop %s did not end when cancelled; cancelling it again", task.get_name())
+    if pending:
+        log.error("loops %s did not stop; stopping without them", ", ".join(sorted(t.get_name() for t in pending)))
