@@ -120,12 +120,15 @@ class MigrationCommands:
     def start(self, request: MigrationRequest, requested_by: str) -> MigrationStatus:
         """Validate the move whole, store it as Planned with its ``migration.started`` event, wake the loops."""
         with self._db.transaction() as s:
-            row = self._plan(s, request, requested_by)
+            row = self.plan(s, request, requested_by)
             status = to_status(row)
         self._wake()
         return status
 
-    def _plan(self, s: Session, request: MigrationRequest, requested_by: str) -> MigrationRow:
+    def plan(self, s: Session, request: MigrationRequest, requested_by: str, reason: str | None = None) -> MigrationRow:
+        """Check the move whole and store it as Planned in the caller's transaction, with its ``migration.started``
+        event; ``reason`` says why the engine moves it (None: a user or module asked). Refusals are raised before
+        anything is written; the caller wakes the loops (a reaction's dispatcher does)."""
         namespace, name = split_workload(request.workload)
         w = workloads.lock_workload(s, namespace, name)  # one migration check at a time per workload
         spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
@@ -162,7 +165,7 @@ class MigrationCommands:
         node, runtime = check_target(
             self._decisions, w, spec, source.index, candidates, target_cluster, to.node, to.runtime, avoid
         )
-        return plan_migration(s, w, source, mode, (target_cluster, node, runtime), requested_by)
+        return plan_migration(s, w, source, mode, (target_cluster, node, runtime), requested_by, reason)
 
     def _source(self, s: Session, w: WorkloadRow, replica: str | None, away_from: str | None) -> ReplicaRow:
         query = select(ReplicaRow).where(ReplicaRow.workload_id == w.id, ReplicaRow.desired.is_(True))
@@ -197,7 +200,7 @@ class MigrationCommands:
             with self._db.transaction() as s:
                 if events.history(s, subject, limit=1):
                     return
-                row = self._plan(s, request, f"module:{sender}")
+                row = self.plan(s, request, f"module:{sender}")
                 record_event(
                     s, EventKind.INTENT_ACCEPTED, subject, f"petition {message.routing_key} from {sender}: migration "
                     f"{row.id} started", routing_key=message.routing_key, sender=sender, migration=row.id,
