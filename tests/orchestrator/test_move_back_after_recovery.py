@@ -197,6 +197,8 @@ async def test_replicas_replaced_while_a_cluster_was_not_ready_move_back_one_at_
     left = fleet.events("web", EventKind.REPLICA_RESCHEDULED)
     assert {(e["cluster"], e["reason"]) for e in left} == {("edge-a", "not answering")}
 
+    before = max(d.id for d in fleet.plane.views.workloads.decisions("default", "web"))
+
     fleet.clock.now += FAULT_S
     await fleet.settle(lambda: fleet.running_on("web", "edge-a", 3), check=_one_move_at_a_time(fleet, "web"))
 
@@ -208,6 +210,11 @@ async def test_replicas_replaced_while_a_cluster_was_not_ready_move_back_one_at_
     back = fleet.events("web", EventKind.REPLICA_MOVING_BACK)
     assert [e["migration"] for e in back] == [m["id"] for m in moves]
     assert "edge-a recovered (placement.after_recovery move_back)" in back[0]["message"]
+    # The workload's placement explains each replica by the decision that moved it back.
+    explained = fleet.plane.views.workloads.placement("default", "web")
+    assert explained is not None
+    decided = [r.decision for r in explained.replicas]
+    assert len(set(decided)) == 3 and all(d is not None and d > before for d in decided), decided
     # "stay" (the default): the other workload stays where it was moved.
     assert fleet.running_on("batch", "cloud-b", 2) and fleet.moves("batch") == []
     # Nothing more happens: a move back is no reason to move anything.

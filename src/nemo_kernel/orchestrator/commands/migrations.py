@@ -25,6 +25,7 @@ from nemo_kernel.domain import (
     MigrationRequest,
     MigrationStatus,
     NodeSpec,
+    PlacementDecision,
     ReplicaPhase,
     WorkloadDescriptor,
     load_document,
@@ -61,9 +62,10 @@ def check_target(
     node: str | None,
     runtime: str | None,
     avoid_node: str | None,
-) -> tuple[str, str | None]:
-    """The node of ``cluster`` (``node`` if given) one more replica of ``w`` may move to, and its runtime, as the
-    decision engine's filters and scores say; :class:`ApiError` 409 naming the filter that rejects an explicit target.
+) -> tuple[str, str | None, PlacementDecision]:
+    """The node of ``cluster`` (``node`` if given) one more replica of ``w`` may move to, its runtime and the
+    decision that chose them, as the decision engine's filters and scores say; :class:`ApiError` 409 naming the
+    filter that rejects an explicit target.
 
     Uses only :meth:`DecisionEngine.decide`, on candidates narrowed to the target: ``avoid_node`` (the source's
     node, on the same runtime) is left out, and a requested ``runtime`` is the only one the node offers, so the
@@ -91,7 +93,7 @@ def check_target(
     if decision.assignments:
         a = decision.assignments[0]
         picked = next((v.runtime for v in decision.candidates if v.node == a.node), None)
-        return a.node, picked
+        return a.node, picked, decision
     verdict = next((v for v in decision.candidates if v.rejected_by is not None), None)
     if verdict is None:
         raise _refused("placement", decision.summary, cluster, node)
@@ -162,9 +164,18 @@ class MigrationCommands:
         if mode is MigrationMode.STATEFUL:
             # The state is handed over as the application wrote it: only to a node of the same architecture.
             candidates = _same_architecture(s, candidates, source, target_cluster, to.node)
-        node, runtime = check_target(
+        node, runtime, decision = check_target(
             self._decisions, w, spec, source.index, candidates, target_cluster, to.node, to.runtime, avoid
         )
+        if reason is not None:
+            # The engine's own move: its decision is stored, as placement's and evacuation's are, so the workload's
+            # placement explains where the replica runs after it.
+            workloads.store_decision(s, w, decision)
+            record_event(
+                s, EventKind.PLACEMENT_DECIDED, events.workload_subject(w.namespace, w.name), decision.summary,
+                version=w.version, outcome=decision.outcome.value,
+                assignments=[a.model_dump() for a in decision.assignments],
+            )  # fmt: skip
         return plan_migration(s, w, source, mode, (target_cluster, node, runtime), requested_by, reason)
 
     def _source(self, s: Session, w: WorkloadRow, replica: str | None, away_from: str | None) -> ReplicaRow:
