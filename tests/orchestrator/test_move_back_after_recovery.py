@@ -2,7 +2,7 @@
 drained return to it once it is back, through migrations (reason ``recovered``), one per workload at a time, only
 where the cluster admits them; ``stay`` (the default) leaves them where they are.
 
-In-process: a real :class:`ControlPlane` (not started: each pass is driven here) on SQLite in ``tmp_path`` with two
+In-process: a real :class:`ControlPlane` (not started: each pass is driven here) on SQLite and PostgreSQL with two
 ``sim`` clusters on a clock the test moves; a pass is a reconcile pass, a step of the migration loop and a pass of
 the reactions (the plane's default registry, as ``start()`` runs it). Faults go through the fault command.
 """
@@ -147,12 +147,16 @@ def _cluster(name: str, tier: str, cpu: float = 4.0) -> ClusterSpec:
     )
 
 
-async def _fleet(tmp_path: Path, a_cpu: float = 4.0) -> Fleet:
+async def _fleet(tmp_path: Path, database_url: str, a_cpu: float = 4.0) -> Fleet:
     clusters = tmp_path / "clusters.yaml"
     clusters.write_text(yaml.safe_dump({"clusters": []}))
     settings = Settings(
-        data_dir=tmp_path / "data", clusters_file=clusters, heartbeat_timeout=0.001, driver_timeout=5.0
-    )  # a silent cluster is NotReady at its first missed heartbeat
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        clusters_file=clusters,
+        heartbeat_timeout=0.001,  # a silent cluster is NotReady at its first missed heartbeat
+        driver_timeout=5.0,
+    )
     clock = Clock()
     fleet = Fleet(settings, SimProvider(settings, clock=clock), clock)
     await asyncio.to_thread(fleet.db.migrate)
@@ -162,8 +166,8 @@ async def _fleet(tmp_path: Path, a_cpu: float = 4.0) -> Fleet:
 
 
 @pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
-    started = await _fleet(tmp_path)
+async def fleet(tmp_path: Path, database_url: str) -> AsyncIterator[Fleet]:
+    started = await _fleet(tmp_path, database_url)
     try:
         yield started
     finally:
@@ -240,8 +244,10 @@ async def test_replicas_evacuated_by_a_drain_move_back_once_it_is_uncordoned(fle
     assert sorted(m["index"] for m in back) == [0, 1]
 
 
-async def test_a_recovered_cluster_that_is_full_keeps_nothing_moved_and_says_why(tmp_path: Path) -> None:
-    fleet = await _fleet(tmp_path, a_cpu=2.0)
+async def test_a_recovered_cluster_that_is_full_keeps_nothing_moved_and_says_why(
+    tmp_path: Path, database_url: str
+) -> None:
+    fleet = await _fleet(tmp_path, database_url, a_cpu=2.0)
     try:
         await _on_a(fleet, {"web": (2, {"after_recovery": "move_back"})})
         await fleet.plane.commands.faults.inject("edge-a", FaultSpec.model_validate({"kind": "down", "for_s": FAULT_S}))
@@ -284,6 +290,7 @@ async def test_a_restart_between_moves_back_moves_each_replica_once(fleet: Fleet
         assert len(restarted.events("web", EventKind.REPLICA_MOVING_BACK)) == 3
     finally:
         await restarted.plane.resources.close()
+        restarted.db.dispose()
 
 
 async def test_a_cluster_that_fails_again_gets_nothing_more_back_from_its_first_absence(fleet: Fleet) -> None:

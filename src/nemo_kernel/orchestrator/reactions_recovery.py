@@ -152,7 +152,8 @@ class MoveBack:
 
     def on_move_ended(self, s: Session, event: Event) -> None:
         """``migration.completed`` / ``migration.failed``: the workload's next move back, if one is left."""
-        migration = s.get(MigrationRow, event.data.get("migration"))
+        migration_id = event.data.get("migration")
+        migration = s.get(MigrationRow, migration_id) if isinstance(migration_id, int) else None
         if migration is None:
             return
         w = s.get(WorkloadRow, migration.workload_id)
