@@ -37,6 +37,7 @@ from nemo_kernel.orchestrator.outbox import OutboxPublisher
 from nemo_kernel.orchestrator.probes import LinkProber
 from nemo_kernel.orchestrator.reactions import Reactions, load_reactions
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
+from nemo_kernel.orchestrator.reactions_recovery import recovery_reactions
 from nemo_kernel.orchestrator.rebalance import RebalanceLimits
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
 from nemo_kernel.orchestrator.resources import ResourceManager
@@ -93,10 +94,10 @@ class ControlPlane:
         link_sink: MetricSink | None = None,
     ) -> None:
         """``providers`` open the clusters of their driver kinds instead of the registry's (tests, embedders);
-        ``reactions`` replaces the default registry (with ``REACTION_MODULES`` imported at start); ``criteria``
-        score placements (the default registry's unless given); ``metrics_sink`` receives the collected series
-        (``orchestrator.collect``) and ``link_sink`` the link probes' series (``orchestrator.probes``) instead of
-        :attr:`metrics_store`, which still answers ``metrics``."""
+        ``reactions`` replaces the default registry (``REACTION_MODULES`` and the plane's own, see
+        :meth:`reaction_registry`); ``criteria`` score placements (the default registry's unless given);
+        ``metrics_sink`` receives the collected series (``orchestrator.collect``) and ``link_sink`` the link
+        probes' series (``orchestrator.probes``) instead of :attr:`metrics_store`, which still answers ``metrics``."""
         self.reactions = reactions
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
@@ -178,11 +179,21 @@ class ControlPlane:
         self._tasks: list[asyncio.Task[None]] = []
         self._subscription: Subscription | None = None
 
+    def reaction_registry(self) -> Reactions:
+        """The reactions this control plane runs: the registry it was given, or the default one (importing
+        ``REACTION_MODULES``) with its own reactions bound to its engine (moves back after a recovery)."""
+        if self.reactions is not None:
+            return self.reactions
+        registry = Reactions()
+        for reaction in (*load_reactions(), *recovery_reactions(self.commands.migrations)):
+            registry.add(reaction)
+        return registry
+
     async def start(self) -> None:
         """Migrate the store, register the default clusters on first start, then start the loops."""
         self._loop = asyncio.get_running_loop()
         # first: a broken reaction module fails start before anything is opened that stop() would have to close
-        reactions = self.reactions if self.reactions is not None else load_reactions()
+        reactions = self.reaction_registry()
         await asyncio.to_thread(self.db.migrate)
         await asyncio.to_thread(self._bootstrap)
         await asyncio.to_thread(self._load_bus_state)
