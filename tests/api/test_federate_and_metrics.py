@@ -128,6 +128,7 @@ def test_federate_takes_prometheus_style_selectors_without_a_name(api: Api) -> N
         ({"match[]": "rate(up[5m])"}, "unknown function 'rate'"),
         ({"match[]": ["up", '{job=~".*"}']}, "match[] #2: selector: needs a metric name or a matcher"),
         ({"match[]": 'up{a=~"("}'}, "bad regular expression for label 'a'"),
+        ({"match[]": ["up", 'up{a="\x00"}']}, "match[] #2: selector: control character '\\x00'"),
         ({"match[]": ["up"] * 65}, "at most 64 match[] selectors"),
     ],
 )
