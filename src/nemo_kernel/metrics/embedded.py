@@ -21,8 +21,8 @@ import numpy as np
 
 from nemo_kernel.metrics import matching
 from nemo_kernel.metrics.admission import FUTURE_SLACK, DropReason, series_refusal, time_refusal
-from nemo_kernel.metrics.evaluate import Grid, evaluate, over_history, over_window
-from nemo_kernel.metrics.functions import Times, Values
+from nemo_kernel.metrics.evaluate import Grid, OnGrid, evaluate, over_history
+from nemo_kernel.metrics.functions import Mask, Times, Values
 from nemo_kernel.metrics.model import (
     Aggregation,
     MetricsQuery,
@@ -33,6 +33,7 @@ from nemo_kernel.metrics.model import (
 from nemo_kernel.metrics.names import RESERVED_PREFIX, SAMPLES_DROPPED
 from nemo_kernel.metrics.raw import RawSeries
 from nemo_kernel.metrics.rollups import MINUTE, RESOLUTIONS, History, RollupRow, RollupStore, labels_key, rollup_rows
+from nemo_kernel.metrics.windows import over_series
 
 ROLLUP_LAG = 60.0
 """Seconds a bucket's end must be behind the clock before it is rolled up: late samples of a scrape still land."""
@@ -49,30 +50,6 @@ _CHUNK = 2_000  # series handled per hold of the lock by housekeeping: ingest wa
 LOOKBACK = 300.0
 """Seconds back an instant value is looked for (Prometheus' default lookback delta)."""
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
-
-
-class _Stored:
-    """A series as the evaluator sees it: a copy of its raw samples over the query's span (so the evaluation runs
-    without the store's lock), and its rollups older than them, if loaded."""
-
-    __slots__ = ("history", "labels", "name", "times", "values")
-
-    def __init__(
-        self, name: str, labels: Mapping[str, str], times: Times, values: Values, history: History | None
-    ) -> None:
-        self.name = name
-        self.labels = labels
-        self.times = times
-        self.values = values
-        self.history = history
-
-    def over(self, agg: Aggregation, q: float | None, start: int, end: int) -> float | None:
-        lo = int(np.searchsorted(self.times, start, side="left"))
-        hi = int(np.searchsorted(self.times, end, side="right"))
-        times, values = self.times[lo:hi], self.values[lo:hi]
-        if self.history is not None and len(self.history):
-            return over_history(agg, q, self.history, times, values, start, end)
-        return over_window(agg, q, times, values, start, end)
 
 
 _NO_TIMES = np.empty(0, dtype=np.int64)
@@ -273,9 +250,20 @@ class EmbeddedMetrics:
             spans = [(k, s, _copy(s, grid.earliest, grid.times[-1])) for k, s in held.items()]
         if sum(len(t) for _, _, (t, _) in spans) > MAX_QUERY_SAMPLES:
             raise ValueError(f"the query would read more than {MAX_QUERY_SAMPLES:,} samples; narrow it")
-        selected = [_Stored(s.name, s.labels, t, v, _history(histories.pop(k, None))) for k, s, (t, v) in spans]
-        selected += [_Stored(selector.metric, h.labels, _NO_TIMES, _NO_VALUES, h.history) for h in histories.values()]
-        series = evaluate(query, selected, now)
+        # Every window of every series with raw samples only at once (metrics.windows); windows reaching into the
+        # rollups (history older than the raw retention) one at a time. In the store's order either way.
+        agg, q = query.aggregation, query.quantile
+        raw_only = [(t, v) for k, _, (t, v) in spans if k not in histories]
+        on_grid = iter(over_series(agg, q, raw_only, grid.starts, grid.ends))
+        selected: list[OnGrid] = []
+        for k, s, (t, v) in spans:
+            loaded = histories.pop(k, None)
+            present, values = next(on_grid) if loaded is None else _over_history(agg, q, grid, t, v, loaded.history)
+            selected.append(OnGrid(s.name, s.labels, present, values))
+        for h in histories.values():
+            present, values = _over_history(agg, q, grid, _NO_TIMES, _NO_VALUES, h.history)
+            selected.append(OnGrid(selector.metric, h.labels, present, values))
+        series = evaluate(query, grid, selected)
         return QueryResult(series=series, source=self.source)
 
     def _histories(self, selector: Selector, grid: Grid, held: Mapping[str, RawSeries]) -> dict[str, _Loaded]:
@@ -397,5 +385,16 @@ def _newest(series: RawSeries, start: int, end: int) -> Sample | None:
     return Sample(series.name, series.labels, float(values[-1]), int(times[-1]) / 1000)
 
 
-def _history(loaded: _Loaded | None) -> History | None:
-    return loaded.history if loaded is not None else None
+def _over_history(
+    agg: Aggregation, q: float | None, grid: Grid, times: Times, values: Values, history: History
+) -> tuple[Mask, Values]:
+    present = np.zeros(len(grid.times), dtype=np.bool_)
+    out = np.zeros(len(grid.times), dtype=np.float64)
+    for i, end in enumerate(grid.times):
+        start = end - grid.range_ms
+        lo = int(np.searchsorted(times, start, side="left"))
+        hi = int(np.searchsorted(times, end, side="right"))
+        value = over_history(agg, q, history, times[lo:hi], values[lo:hi], start, end)
+        if value is not None:
+            present[i], out[i] = True, value
+    return present, out

@@ -16,6 +16,8 @@ import numpy.typing as npt
 
 Times = npt.NDArray[np.int64]
 Values = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
+"""Which evaluation times of a grid have a value."""
 
 
 def extrapolated_rate(times: Times, values: Values, range_start: int, range_end: int) -> float | None:
