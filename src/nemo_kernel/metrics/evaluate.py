@@ -191,9 +191,10 @@ def _group_key(labels: Mapping[str, str], by: Sequence[str]) -> tuple[tuple[str,
 def _sum(members: list[tuple[Mask, Values]]) -> tuple[Mask, Values]:
     seen = np.zeros_like(members[0][0])
     total = np.zeros_like(members[0][1])
-    for present, values in members:
-        total = np.where(present, np.where(seen, total + values, values), total)  # in order, as Prometheus 2.x
-        seen |= present
+    with np.errstate(all="ignore"):
+        for present, values in members:
+            total = np.where(present, np.where(seen, total + values, values), total)  # in order, as Prometheus 2.x
+            seen |= present
     return seen, total
 
 

@@ -103,9 +103,10 @@ def _kth(values: Values, lo: Index, n: Index, k: int) -> tuple[Mask, Values]:
 def _running_sum(values: Values, lo: Index, n: Index, k_max: int) -> Values:
     # functions.sequential_sum for every window: the first sample, then each next one added in order.
     total = np.zeros(len(lo), dtype=np.float64)
-    for k in range(k_max):
-        active, v = _kth(values, lo, n, k)
-        total[active] = v if k == 0 else total[active] + v
+    with np.errstate(all="ignore"):  # Inf - Inf is NaN, as in Prometheus
+        for k in range(k_max):
+            active, v = _kth(values, lo, n, k)
+            total[active] = v if k == 0 else total[active] + v
     return total
 
 
