@@ -16,6 +16,7 @@ the bits of every value), else the script stops.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import struct
@@ -27,16 +28,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from nemo_kernel.metrics import Aggregation, EmbeddedMetrics, MetricsQuery, QueryResult, Sample, Selector
+
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 NODES = 20
 STEP = 5.0
 CPU, MEMORY, NODE_CPU = "nemo_replica_cpu_seconds_total", "nemo_replica_memory_bytes", "nemo_node_cpu_seconds_total"
 REPLICA = ("namespace", "workload", "replica", "cluster", "node")
+NODE = ("cluster", "node")
 
 
 def _baseline(rev: str) -> Callable[[EmbeddedMetrics, MetricsQuery], QueryResult]:
@@ -46,11 +47,12 @@ def _baseline(rev: str) -> Callable[[EmbeddedMetrics, MetricsQuery], QueryResult
         module = types.ModuleType(name)
         module.__file__ = f"{rev}:{path}"
         sys.modules[name] = module
-        exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - our own code, from git
+        exec(compile(source, module.__file__, "exec"), module.__dict__)  # our own code, from git
         return module
 
     def show(path: str) -> str:
-        return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True)
+        return shown.stdout
 
     load("baseline_evaluate", "src/nemo_kernel/metrics/evaluate.py", show("src/nemo_kernel/metrics/evaluate.py"))
     embedded = show("src/nemo_kernel/metrics/embedded.py").replace("nemo_kernel.metrics.evaluate", "baseline_evaluate")
@@ -75,27 +77,27 @@ def _store(replicas: int, start: float) -> EmbeddedMetrics:
     return store
 
 
-def queries(at: float) -> list[tuple[str, MetricsQuery]]:
-    """What is measured: the findings cycle's queries (20 min, every 15 s) and an hour's range by workload."""
+def queries() -> list[tuple[str, MetricsQuery]]:
+    """What is measured (at the end of the hour): the findings cycle's queries (20 min, every 15 s), range queries
+    over the hour of every aggregation, and an instant one."""
+    a = Aggregation
     return [
-        ("findings: CPU rate by replica, 20 min / 15 s", MetricsQuery(Selector(CPU), 1200, Aggregation.RATE, 15, by=REPLICA, at=at)),
-        ("findings: memory avg by replica, 20 min / 15 s", MetricsQuery(Selector(MEMORY), 1200, Aggregation.AVG, 15, by=REPLICA, at=at)),
-        ("findings: node CPU rate by node, 20 min / 15 s", MetricsQuery(Selector(NODE_CPU), 1200, Aggregation.RATE, 15, by=("cluster", "node"), at=at)),
-        ("1 h / 60 s, CPU rate by workload", MetricsQuery(Selector(CPU), 3600, Aggregation.RATE, 60, by=("workload",), at=at)),
-        ("1 h / 60 s, memory avg by workload", MetricsQuery(Selector(MEMORY), 3600, Aggregation.AVG, 60, by=("workload",), at=at)),
-        ("1 h / 60 s, memory max, every replica", MetricsQuery(Selector(MEMORY), 3600, Aggregation.MAX, 60, at=at)),
-        ("1 h / 60 s, memory min in all", MetricsQuery(Selector(MEMORY), 3600, Aggregation.MIN, 60, by=(), at=at)),
-        ("1 h / 60 s, CPU sum_over_time in all", MetricsQuery(Selector(CPU), 3600, Aggregation.SUM, 60, by=(), at=at)),
-        ("1 h / 60 s, memory p90, every replica", MetricsQuery(Selector(MEMORY), 3600, Aggregation.QUANTILE, 60, 0.9, at=at)),
-        ("1 h / 60 s, memory last, every replica", MetricsQuery(Selector(MEMORY), 3600, Aggregation.LAST, 60, at=at)),
-        ("instant 1 h avg of every replica", MetricsQuery(Selector(MEMORY), 3600, Aggregation.AVG, at=at)),
-    ]  # fmt: skip
+        ("findings: CPU rate by replica, 20 min / 15 s", MetricsQuery(Selector(CPU), 1200, a.RATE, 15, by=REPLICA)),
+        ("findings: memory avg by replica, 20 min / 15 s", MetricsQuery(Selector(MEMORY), 1200, a.AVG, 15, by=REPLICA)),
+        ("findings: node CPU rate by node, 20 min / 15 s", MetricsQuery(Selector(NODE_CPU), 1200, a.RATE, 15, by=NODE)),
+        ("1 h / 60 s, CPU rate by workload", MetricsQuery(Selector(CPU), 3600, a.RATE, 60, by=("workload",))),
+        ("1 h / 60 s, memory avg by workload", MetricsQuery(Selector(MEMORY), 3600, a.AVG, 60, by=("workload",))),
+        ("1 h / 60 s, memory max, every replica", MetricsQuery(Selector(MEMORY), 3600, a.MAX, 60)),
+        ("1 h / 60 s, memory min in all", MetricsQuery(Selector(MEMORY), 3600, a.MIN, 60, by=())),
+        ("1 h / 60 s, CPU sum_over_time in all", MetricsQuery(Selector(CPU), 3600, a.SUM, 60, by=())),
+        ("1 h / 60 s, memory p90, every replica", MetricsQuery(Selector(MEMORY), 3600, a.QUANTILE, 60, 0.9)),
+        ("1 h / 60 s, memory last, every replica", MetricsQuery(Selector(MEMORY), 3600, a.LAST, 60)),
+        ("instant 1 h avg of every replica", MetricsQuery(Selector(MEMORY), 3600, a.AVG)),
+    ]
 
 
 def _bits(result: QueryResult) -> list[tuple[tuple[tuple[str, str], ...], list[tuple[float, bytes]]]]:
-    return [
-        (tuple(sorted(s.labels.items())), [(t, struct.pack("<d", v)) for t, v in s.points]) for s in result.series
-    ]
+    return [(tuple(sorted(s.labels.items())), [(t, struct.pack("<d", v)) for t, v in s.points]) for s in result.series]
 
 
 def measure(replicas: int, rounds: int, rev: str) -> list[tuple[str, float, float, int, int]]:
@@ -104,7 +106,8 @@ def measure(replicas: int, rounds: int, rev: str) -> list[tuple[str, float, floa
     start = float(int(time.time()) - 7200)
     store = _store(replicas, start)
     rows = []
-    for name, query in queries(start + 3600):
+    for name, query in queries():
+        query = dataclasses.replace(query, at=start + 3600)
         before, after = [], []
         for _ in range(rounds):
             t0 = time.perf_counter()
@@ -132,7 +135,8 @@ def main() -> None:
     rows = measure(args.replicas, args.rounds, args.baseline)
     load_after = os.getloadavg()
     lines = [
-        f"## Range queries: the store's evaluation at {args.baseline} vs today's ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        f"## Range queries: the store's evaluation at {args.baseline} vs today's "
+        f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         "",
         f"{args.replicas} replicas (10 workloads, {NODES} nodes), one hour of samples every {STEP:g} s; {args.rounds} "
         f"alternating rounds per query, same store; load average (1/5/15 min) before "
