@@ -56,6 +56,14 @@ _NO_TIMES = np.empty(0, dtype=np.int64)
 _NO_VALUES = np.empty(0, dtype=np.float64)
 
 
+class TooManySeries(Exception):
+    """A selection of more series than an answer may hold."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit:,} series selected")
+        self.limit = limit
+
+
 class EmbeddedMetrics:
     """In-memory recent samples with PromQL-exact queries; see the module docstring."""
 
@@ -324,9 +332,12 @@ class EmbeddedMetrics:
             raise
         return len(rows)
 
-    def latest(self, selectors: Sequence[Selector], at: float | None = None) -> list[Sample]:
+    def latest(
+        self, selectors: Sequence[Selector], at: float | None = None, *, limit: int | None = None
+    ) -> list[Sample]:
         """The newest sample at or before ``at`` (default now), no older than :data:`LOOKBACK`, of every series one
-        of ``selectors`` selects (each series once): what ``/federate`` exposes."""
+        of ``selectors`` selects (each series once): what ``/federate`` exposes. :class:`TooManySeries` when more
+        than ``limit`` series would be answered (found before the answer is built: the lock is held that long)."""
         for selector in selectors:
             matching.check(selector)
         end = round((self.clock() if at is None else at) * 1000)
@@ -339,6 +350,8 @@ class EmbeddedMetrics:
                         newest = _newest(series, start, end)
                         if newest is not None:
                             out[id(series)] = newest
+                            if limit is not None and len(out) > limit:
+                                raise TooManySeries(limit)
         return sorted(out.values(), key=lambda s: (s.name, sorted(s.labels.items())))
 
     async def query(self, query: MetricsQuery) -> QueryResult:
