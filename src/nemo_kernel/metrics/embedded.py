@@ -229,12 +229,16 @@ class EmbeddedMetrics:
         """The held series ``selector`` selects (call with the lock held or on a quiescent store)."""
         matching.check(selector)
         if selector.metric:
-            candidates: Iterator[RawSeries] = iter(list(self._by_name.get(selector.metric, {}).values()))
+            groups = [self._by_name.get(selector.metric, {})]
         else:
-            candidates = iter(list(self._series.values()))
-        for series in candidates:
-            if matching.selects(selector, series.name, series.labels):
-                yield series
+            # Matchers on the name are checked once per name, not once per series (federation's {__name__=~...}).
+            on_name = [m for m in selector.matchers if m.label == "__name__"]
+            groups = [g for name, g in self._by_name.items() if all(matching.matches(m, name) for m in on_name)]
+            selector = Selector("", tuple(m for m in selector.matchers if m.label != "__name__"))
+        for group in groups:
+            for series in list(group.values()):
+                if matching.selects(selector, series.name, series.labels):
+                    yield series
 
     def evaluate(self, query: MetricsQuery) -> QueryResult:
         """Answer ``query`` now, in the calling thread (``query`` runs it in a worker thread)."""
@@ -392,6 +396,8 @@ def _copy(series: RawSeries, start: int, end: int) -> tuple[Times, Values]:
 
 
 def _newest(series: RawSeries, start: int, end: int) -> Sample | None:
+    if series.t and series.last <= end:  # the usual case (``end`` is now): the newest sample, or none in the window
+        return Sample(series.name, series.labels, series.v[-1], series.last / 1000) if series.last >= start else None
     times, values = series.window(start, end)
     if not len(times):
         return None
