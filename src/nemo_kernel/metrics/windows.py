@@ -21,6 +21,8 @@ from nemo_kernel.metrics.functions import Mask, Times, Values
 from nemo_kernel.metrics.model import Aggregation
 
 Index = npt.NDArray[np.intp]
+MAX_PADDED_CELLS = 4_000_000
+"""Most cells of the padded windows x samples matrix ``quantile`` sorts at once (32 MB of float64)."""
 
 
 def over_windows(
@@ -43,8 +45,10 @@ def over_windows(
     k_max = int(n.max())
     across = k_max <= len(n)  # k_max numpy steps over the windows, against a Python call per window
     if agg is Aggregation.QUANTILE:
-        # one padded row per window, sorted at once: worth it while the padding stays a few times the samples
-        across = len(n) > 1 and k_max * len(n) <= 4 * (int(n.sum()) + len(n))
+        # one padded row per window, sorted at once: worth it while the padding stays a few times the samples,
+        # and bounded in memory (a few arrays of that many cells)
+        cells = k_max * len(n)
+        across = len(n) > 1 and cells <= min(4 * (int(n.sum()) + len(n)), MAX_PADDED_CELLS)
     if not across:
         return present, _one_by_one(agg, q, times, values, lo, hi, starts, ends, present)
     if agg is Aggregation.SUM:
