@@ -93,6 +93,7 @@ def queries() -> list[tuple[str, MetricsQuery]]:
         ("1 h / 60 s, memory p90, every replica", MetricsQuery(Selector(MEMORY), 3600, a.QUANTILE, 60, 0.9)),
         ("1 h / 60 s, memory last, every replica", MetricsQuery(Selector(MEMORY), 3600, a.LAST, 60)),
         ("instant 1 h avg of every replica", MetricsQuery(Selector(MEMORY), 3600, a.AVG)),
+        ("instant 5 min CPU rate by workload", MetricsQuery(Selector(CPU), 300, a.RATE, by=("workload",))),
     ]
 
 

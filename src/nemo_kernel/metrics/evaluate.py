@@ -235,6 +235,7 @@ def _histogram_quantile(query: MetricsQuery, selected: Iterable[OnGrid], grid: G
     q = query.quantile if query.quantile is not None else math.nan
     # histogram_quantile(q, [sum by (le, by...)] (rate(m_bucket[w]))): group by every label but le (or by ``by``)
     groups: dict[tuple[tuple[str, str], ...], dict[int, dict[str, float]]] = {}
+    ends = grid.ends
     for s in selected:
         le = s.labels.get("le")
         if le is None or _bound(le) is None:
@@ -244,7 +245,7 @@ def _histogram_quantile(query: MetricsQuery, selected: Iterable[OnGrid], grid: G
         else:
             key = _group_key(s.labels, query.by)
         by_time = groups.setdefault(key, {})
-        for t, rate in zip(grid.ends[s.present].tolist(), s.values[s.present].tolist(), strict=True):
+        for t, rate in zip(ends[s.present].tolist(), s.values[s.present].tolist(), strict=True):
             per_le = by_time.setdefault(t, {})
             per_le[le] = per_le.get(le, 0.0) + rate
     out: list[Series] = []
