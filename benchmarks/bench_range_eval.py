@@ -6,11 +6,11 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_range_eval.py --baseline 5a3481e --append-results
 
 One ``EmbeddedMetrics`` holds an hour of samples every 5 s (as ``bench_findings.py``) of each replica's CPU counter
-(with a restart: a counter reset) and memory gauge, and of each node's. The baseline's ``metrics/evaluate.py`` and
-``metrics/embedded.py`` are read from git (``git show REV:...``) and loaded beside today's modules; its
-``EmbeddedMetrics.evaluate`` then answers from the same store object. Each query is asked of both, alternating,
-and the medians compared; every answer of today's code must equal the baseline's bit for bit (labels, times and
-the bits of every value), else the script stops.
+(with a restart: a counter reset) and memory gauge, of each node's CPU, and a latency histogram per workload. The
+baseline's ``metrics/evaluate.py`` and ``metrics/embedded.py`` are read from git (``git show REV:...``) and loaded
+beside today's modules; its ``EmbeddedMetrics.evaluate`` then answers from the same store object. Each query is
+asked of both, alternating, and the medians compared; every answer of today's code must equal the baseline's bit
+for bit (labels, times and the bits of every value), else the script stops.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ STEP = 5.0
 CPU, MEMORY, NODE_CPU = "nemo_replica_cpu_seconds_total", "nemo_replica_memory_bytes", "nemo_node_cpu_seconds_total"
 REPLICA = ("namespace", "workload", "replica", "cluster", "node")
 NODE = ("cluster", "node")
+LATENCY = "nemo_workload_request_duration_seconds"
+BUCKETS = ("0.01", "0.05", "0.1", "0.5", "1", "5", "+Inf")
 
 
 def _baseline(rev: str) -> Callable[[EmbeddedMetrics, MetricsQuery], QueryResult]:
@@ -73,6 +75,10 @@ def _store(replicas: int, start: float) -> EmbeddedMetrics:
             cpu = 0.05 * (k - 400 if restarted else k) * STEP + r * 1e-3
             batch += [Sample(CPU, labels, cpu, t), Sample(MEMORY, labels, 30e6 + (k % 7) * 1e5 + r, t)]
         batch += [Sample(NODE_CPU, {"cluster": "edge-a", "node": f"n{i}"}, 2.0 * k * STEP, t) for i in range(NODES)]
+        for w in range(10):  # a latency histogram per workload: cumulative counts per bucket
+            for j, le in enumerate(BUCKETS):
+                labels = {"namespace": "default", "workload": f"w{w}", "le": le}
+                batch.append(Sample(LATENCY + "_bucket", labels, float(k * (3 + w) * (j + 1)), t))
         store.ingest(batch)
     return store
 
@@ -94,6 +100,14 @@ def queries() -> list[tuple[str, MetricsQuery]]:
         ("1 h / 60 s, memory last, every replica", MetricsQuery(Selector(MEMORY), 3600, a.LAST, 60)),
         ("instant 1 h avg of every replica", MetricsQuery(Selector(MEMORY), 3600, a.AVG)),
         ("instant 5 min CPU rate by workload", MetricsQuery(Selector(CPU), 300, a.RATE, by=("workload",))),
+        (
+            "instant p99 latency, 5 min, by workload",
+            MetricsQuery(Selector(LATENCY), 300, a.HISTOGRAM_QUANTILE, None, 0.99, ("workload",)),
+        ),
+        (
+            "1 h / 60 s, p99 latency by workload",
+            MetricsQuery(Selector(LATENCY), 3600, a.HISTOGRAM_QUANTILE, 60, 0.99, ("workload",)),
+        ),
     ]
 
 
