@@ -48,7 +48,6 @@ from nemo_kernel.orchestrator.decision.filters import (
     choose_runtime,
     first_rejection,
 )
-from nemo_kernel.orchestrator.decision.masks import chosen_runtimes, cluster_masks, node_masks
 from nemo_kernel.orchestrator.decision.scoring import (
     checked_weights,
     default_weights,
@@ -57,6 +56,7 @@ from nemo_kernel.orchestrator.decision.scoring import (
     workload_weights,
 )
 from nemo_kernel.orchestrator.decision.table import Bools, Floats, Ints, NodeTable
+from nemo_kernel.orchestrator.decision.verdicts import Verdicts, explanation_groups, rejected_names, run_filters
 
 TOP_CANDIDATES = 5
 _FEW = 16  # below this many picks, _best takes repeated maxima rather than partitioning every node
@@ -64,19 +64,8 @@ _FEW = 16  # below this many picks, _best takes repeated maxima rather than part
 
 
 @dataclass(slots=True)
-class _Verdicts:
-    """What the filters concluded, as arrays over the table."""
-
-    cluster_rejected_by: Ints  # per cluster: index into CLUSTER_FILTERS of its first rejection, -1 if admitted
-    admitted_rows: Ints  # rows of the nodes of admitted clusters
-    node_rejections: list[tuple[str, Bools]]  # per node filter: which of admitted_rows it rejects
-    feasible: Ints  # rows that passed every filter, in name order
-    runtime: list[str | None]  # per runtime-list code: the runtime chosen
-
-
-@dataclass(slots=True)
 class _Ranking:
-    """Scores of the feasible nodes (aligned with ``_Verdicts.feasible``) and their state during ``_assign``."""
+    """Scores of the feasible nodes (aligned with ``Verdicts.feasible``) and their state during ``_assign``."""
 
     rows: Ints  # the feasible rows
     weights: Mapping[str, float]
@@ -163,18 +152,18 @@ class DecisionEngine:
         table = candidates if isinstance(candidates, NodeTable) else NodeTable.build(candidates)
         req = Requirements.of(spec, self._latency)
         weights = workload_weights(self._weights, spec)
-        found = _verdicts(table, req)
+        found = run_filters(table, req)
         ranking = self._rank(table, found, req, weights)
         assignments, best_total = self._assign(table, found, ranking, req, replicas_needed)
 
         needed, placed = len(replicas_needed), len(assignments)
         placed_rows = np.flatnonzero(ranking.loads.placed)
         if detail is Detail.NODES:
-            rows, rejections = _node_rows(table, found, ranking, req)
+            rows, rejected = _node_rows(table, found, ranking, req)
         else:
             rows = _compact_rows(table, found, ranking, placed_rows)
             # The summary names rejections only when some replica is left unplaced.
-            rejections = _rejections(table, found) if placed < needed else {}
+            rejected = rejected_names(table, found) if placed < needed else {}
         summary = summarise(
             needed=needed,
             placed_on=[
@@ -182,7 +171,7 @@ class DecisionEngine:
                 for i, k in zip(placed_rows.tolist(), ranking.loads.placed[placed_rows].tolist(), strict=True)
             ],
             best_score=best_total,
-            rejections=rejections,
+            rejections=rejected,
             feasible_nodes=len(found.feasible),
             clusters=len(table.clusters),
         )
@@ -198,11 +187,11 @@ class DecisionEngine:
                 "summary": summary,
                 "decided_at": self._clock(),
                 "detail": detail,
-                "verdicts": _groups(table, found, req) if detail is Detail.COMPACT else [],
+                "verdicts": explanation_groups(table, found, req) if detail is Detail.COMPACT else [],
             }
         )
 
-    def _rank(self, table: NodeTable, found: _Verdicts, req: Requirements, weights: Mapping[str, float]) -> _Ranking:
+    def _rank(self, table: NodeTable, found: Verdicts, req: Requirements, weights: Mapping[str, float]) -> _Ranking:
         """Score every feasible node on every criterion, column by column."""
         rows = found.feasible
         columns: dict[str, Floats] = {}
@@ -258,7 +247,7 @@ class DecisionEngine:
         return np.array(values, dtype=np.float64)
 
     def _assign(
-        self, table: NodeTable, found: _Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
+        self, table: NodeTable, found: Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
     ) -> tuple[list[dict[str, Any]], float | None]:
         """Place each replica on the best node, then re-score that node; the assignments and the first pick's total.
 
@@ -303,7 +292,7 @@ class DecisionEngine:
         return float(_totals(ranking, ranking.fixed[one], live)[0])
 
     def _assign_scan(
-        self, table: NodeTable, found: _Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
+        self, table: NodeTable, found: Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
     ) -> tuple[list[dict[str, Any]], float | None]:
         """``_assign`` under ``placement.spread``: groups fill as replicas land, which changes other nodes' keys
         (a group reaching its max or min), so every replica scans the live nodes."""
@@ -336,27 +325,6 @@ class DecisionEngine:
 
 
 _TOLERANCE = 1e-9  # filters.CPU_TOLERANCE, the same float: a node filled exactly to capacity takes the last replica
-
-
-def _verdicts(table: NodeTable, req: Requirements) -> _Verdicts:
-    """Run the filters as masks: the first rejection of each cluster, every rejection of each admitted node."""
-    rejected_by = np.full(len(table.clusters), -1, dtype=np.int64)
-    for position, (_, mask) in enumerate(cluster_masks(table, req)):
-        if mask is not None:
-            rejected_by[(rejected_by < 0) & mask] = position
-    admitted = rejected_by < 0
-    admitted_rows = np.flatnonzero(admitted[table.cluster_of]) if len(table) else np.zeros(0, dtype=np.int64)
-    node_rejections = node_masks(table, req, admitted_rows)
-    rejected = np.zeros(len(admitted_rows), dtype=bool)
-    for _, mask in node_rejections:
-        rejected |= mask
-    return _Verdicts(
-        cluster_rejected_by=rejected_by,
-        admitted_rows=admitted_rows,
-        node_rejections=node_rejections,
-        feasible=admitted_rows[~rejected],
-        runtime=chosen_runtimes(table, req),
-    )
 
 
 def _normalised(values: Floats, *, lower_is_better: bool) -> Floats:
@@ -452,7 +420,7 @@ def _outcome(needed: int, placed: int) -> str:
     return "Partial" if placed else "Pending"
 
 
-def _feasible_row(table: NodeTable, found: _Verdicts, ranking: _Ranking, index: int) -> dict[str, Any]:
+def _feasible_row(table: NodeTable, found: Verdicts, ranking: _Ranking, index: int) -> dict[str, Any]:
     """The verdict of feasible node ``index``: its scores for the first replica, and what it took."""
     row = int(found.feasible[index])
     runtime = found.runtime[int(table.runtimes[row])]
@@ -473,7 +441,7 @@ def _feasible_row(table: NodeTable, found: _Verdicts, ranking: _Ranking, index: 
     return verdict
 
 
-def _compact_rows(table: NodeTable, found: _Verdicts, ranking: _Ranking, placed: Ints) -> list[dict[str, Any]]:
+def _compact_rows(table: NodeTable, found: Verdicts, ranking: _Ranking, placed: Ints) -> list[dict[str, Any]]:
     """The chosen nodes and the best others by the first replica's ranking, in name order."""
     shown = sorted(set(placed.tolist()) | set(_best(ranking.first_hosted, ranking.first_totals, TOP_CANDIDATES)))
     return [_feasible_row(table, found, ranking, i) for i in shown]
@@ -520,7 +488,7 @@ def _best(hosted: Ints, totals: Floats, count: int) -> list[int]:
 
 
 def _node_rows(
-    table: NodeTable, found: _Verdicts, ranking: _Ranking, req: Requirements
+    table: NodeTable, found: Verdicts, ranking: _Ranking, req: Requirements
 ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], list[str]]]:
     """Every cluster's and node's verdict with its reason, as the reference engine words them."""
     feasible_index = {int(r): i for i, r in enumerate(found.feasible.tolist())}
@@ -553,65 +521,3 @@ def _node_rows(
                 }
             )
     return rows, rejections
-
-
-def _rejections(table: NodeTable, found: _Verdicts) -> dict[tuple[str, str], list[str]]:
-    """(level, filter) -> the clusters or nodes it rejected, in name order, from the masks."""
-    out: dict[tuple[str, str], list[str]] = {}
-    for position, (filter_name, _) in enumerate(CLUSTER_FILTERS):
-        names = table.cluster_names[found.cluster_rejected_by == position].tolist()
-        if names:
-            out["cluster", filter_name] = names
-    for filter_name, mask in found.node_rejections:
-        names = table.node_names[found.admitted_rows[mask]].tolist()
-        if names:
-            out["node", filter_name] = names
-    return out
-
-
-def _clusters_of(table: NodeTable, rows: Ints) -> Ints:
-    """The clusters of ``rows``, each once, in name order (a count per cluster is cheaper than sorting the rows)."""
-    return np.flatnonzero(np.bincount(table.cluster_of[rows], minlength=len(table.clusters)))
-
-
-def _groups(table: NodeTable, found: _Verdicts, req: Requirements) -> list[dict[str, Any]]:
-    """Every cluster's verdict, compactly: per filter the clusters it rejected (or whose nodes it rejected), with
-    the reason given for the first of them; then the clusters with a feasible node."""
-    groups: list[dict[str, Any]] = []
-    for position, (filter_name, check) in enumerate(CLUSTER_FILTERS):
-        rejected = np.flatnonzero(found.cluster_rejected_by == position)
-        if len(rejected):
-            first = table.clusters[int(rejected[0])]
-            groups.append(
-                {
-                    "level": "cluster",
-                    "filter": filter_name,
-                    "clusters": table.cluster_names[rejected].tolist(),
-                    "example": f"{first.name}: {check(first, req)}",
-                }
-            )
-    checks = dict(NODE_FILTERS)
-    for filter_name, mask in found.node_rejections:
-        rows = found.admitted_rows[mask]
-        if len(rows):
-            first_row = int(rows[0])
-            groups.append(
-                {
-                    "level": "node",
-                    "filter": filter_name,
-                    "clusters": table.cluster_names[_clusters_of(table, rows)].tolist(),
-                    "nodes": len(rows),
-                    "example": f"{table.node_names[first_row]}: {checks[filter_name](table.node(first_row), req)}",
-                }
-            )
-    if len(found.feasible):
-        groups.append(
-            {
-                "level": "node",
-                "filter": None,
-                "clusters": table.cluster_names[_clusters_of(table, found.feasible)].tolist(),
-                "nodes": len(found.feasible),
-                "example": "feasible",
-            }
-        )
-    return groups

@@ -31,8 +31,8 @@ class Balance:
     def score_many(self, table: NodeTable, rows: Ints, loads: LoadColumns, req: Requirements) -> Floats:
         """``score`` of many rows."""
         free = np.minimum(
-            1.0 - (loads.used_cpu + req.cpu) / table.cpu[rows],
-            1.0 - (loads.used_memory_mib + req.memory_mib) / table.memory_mib[rows],
+            1.0 - (loads.used_cpu + req.cpu) / np.take(table.cpu, rows),
+            1.0 - (loads.used_memory_mib + req.memory_mib) / np.take(table.memory_mib, rows),
         )
         result: Floats = np.minimum(np.maximum(free, 0.0), 1.0)
         return result

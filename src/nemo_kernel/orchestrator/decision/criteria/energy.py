@@ -34,13 +34,14 @@ def added_watts_many(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
     """
 
     def compute() -> Floats:
-        capacity, allocated = table.cpu[rows], table.allocated_cpu[rows]
-        idle, dynamic = table.idle_watts[rows], table.dynamic_watts[rows]
+        capacity, allocated = np.take(table.cpu, rows), np.take(table.allocated_cpu, rows)
+        idle, dynamic = np.take(table.idle_watts, rows), np.take(table.dynamic_watts, rows)
         before = np.minimum(allocated / capacity, 1.0)
         after = np.minimum((allocated + req.cpu) / capacity, 1.0)
         result: Floats = (idle + dynamic * after) - (idle + dynamic * before)
         # Nodes with a power table (few, usually) are interpolated one by one, as ``added_watts`` does.
-        for i in np.flatnonzero(table.power_tabled[rows]):
+        tabled = table.memo("any-power-tabled", lambda: bool(table.power_tabled.any()))
+        for i in np.flatnonzero(np.take(table.power_tabled, rows)) if tabled else ():
             power = table.nodes[rows[i]].power
             result[i] = power_at(power, float(after[i])) - power_at(power, float(before[i]))
         return result
