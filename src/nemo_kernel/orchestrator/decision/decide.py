@@ -70,7 +70,7 @@ class _Ranking:
     rows: Ints  # the feasible rows
     weights: Mapping[str, float]
     total_weight: float
-    columns: dict[str, Floats]  # shown scores per criterion, as for the first replica
+    columns: dict[str, Floats | _Unweighted]  # shown scores per criterion, as for the first replica
     fixed: Floats  # weighted sum of the Criterion scores
     load_weights: list[float]
     loads: LoadColumns
@@ -78,6 +78,24 @@ class _Ranking:
     first_totals: Floats  # total for the first replica, as explained
     first_hosted: Ints
     alive: Bools  # still fits another replica
+    first_best: list[int]  # the best nodes for the first replica, best first (``_first_best``)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unweighted:
+    """The scores of a criterion the decision weighs 0: shown, never summed, so normalised only where read."""
+
+    raw: Floats
+    low: float
+    width: float | None  # None: every node scores 1.0
+    lower_is_better: bool
+
+    def __getitem__(self, index: int) -> float:
+        if self.width is None:
+            return 1.0
+        # Python floats are IEEE doubles as numpy's are: the same operations as _normalised, the same result.
+        share = (float(self.raw[index]) - self.low) / self.width
+        return 1.0 - share if self.lower_is_better else share
 
 
 class DecisionEngine:
@@ -194,8 +212,8 @@ class DecisionEngine:
     def _rank(self, table: NodeTable, found: Verdicts, req: Requirements, weights: Mapping[str, float]) -> _Ranking:
         """Score every feasible node on every criterion, column by column."""
         rows = found.feasible
-        columns: dict[str, Floats] = {}
-        fixed = np.zeros(len(rows), dtype=np.float64)
+        columns: dict[str, Floats | _Unweighted] = {}
+        fixed: Floats | None = None
         for c in self._fixed:
             many = self._raw_many.get(c.name)
             raw = (
@@ -203,12 +221,19 @@ class DecisionEngine:
                 if many is not None
                 else np.array([c.raw(table.cluster(r), table.node(r), req) for r in rows.tolist()], dtype=np.float64)
             )
+            if weights[c.name] == 0.0 and len(raw):
+                # fixed + 0 * scores would be fixed (scores are finite, fixed >= +0.0): normalise only what is shown.
+                low, width = _bounds(raw)
+                columns[c.name] = _Unweighted(raw, low, width, c.lower_is_better)
+                continue
             columns[c.name] = scores = _normalised(raw, lower_is_better=c.lower_is_better)
-            fixed = fixed + weights[c.name] * scores
-        loads = LoadColumns(  # fancy indexing copies: the decision's changes stay out of the table
-            used_cpu=table.allocated_cpu[rows],
-            used_memory_mib=table.allocated_memory_mib[rows],
-            hosted=table.hosted[rows],
+            fixed = _plus(fixed, weights[c.name], scores)
+        if fixed is None:
+            fixed = np.zeros(len(rows), dtype=np.float64)
+        loads = LoadColumns(  # take copies: the decision's changes stay out of the table
+            used_cpu=np.take(table.allocated_cpu, rows),
+            used_memory_mib=np.take(table.allocated_memory_mib, rows),
+            hosted=np.take(table.hosted, rows),
             placed=np.zeros(len(rows), dtype=np.int64),
         )
         ranking = _Ranking(
@@ -223,6 +248,7 @@ class DecisionEngine:
             first_totals=fixed,
             first_hosted=loads.hosted.copy(),
             alive=np.ones(len(rows), dtype=bool),
+            first_best=[],
         )
         for by_load in self._by_load:
             columns[by_load.name] = self._load_scores(by_load, table, rows, loads, req)
@@ -258,7 +284,7 @@ class DecisionEngine:
         if req.spread or req.division:
             return self._assign_scan(table, found, ranking, req, replicas_needed)
         rows, loads, totals = found.feasible, ranking.loads, ranking.totals
-        top = _best(loads.hosted, totals, len(replicas_needed))
+        top = _first_best(ranking, max(len(replicas_needed), TOP_CANDIDATES))[: len(replicas_needed)]
         heap = [(int(loads.hosted[i]), -float(totals[i]), i) for i in top]  # in key order: already a heap
         assignments: list[dict[str, Any]] = []
         best_total: float | None = None
@@ -327,13 +353,19 @@ class DecisionEngine:
 _TOLERANCE = 1e-9  # filters.CPU_TOLERANCE, the same float: a node filled exactly to capacity takes the last replica
 
 
+def _bounds(values: Floats) -> tuple[float, float | None]:
+    """The lowest of ``values`` (not empty) and their range; None when they are all equal, give or take rounding."""
+    low = float(values.min())
+    width = float(values.max()) - low
+    return low, None if width <= 1e-12 * max(abs(low), 1.0) else width
+
+
 def _normalised(values: Floats, *, lower_is_better: bool) -> Floats:
     """``scoring.normalised`` on an array: the same operations, so the same floats."""
     if not len(values):
         return values
-    low = float(values.min())
-    width = float(values.max()) - low
-    if width <= 1e-12 * max(abs(low), 1.0):
+    low, width = _bounds(values)
+    if width is None:
         return np.ones(len(values), dtype=np.float64)
     if lower_is_better:
         result: Floats = 1.0 - (values - low) / width
@@ -348,9 +380,17 @@ def _totals(ranking: _Ranking, fixed: Floats, live: Sequence[Floats]) -> Floats:
         return np.zeros(len(fixed), dtype=np.float64)
     weighted = fixed
     for weight, scores in zip(ranking.load_weights, live, strict=True):
-        weighted = weighted + weight * scores
+        if weight != 0.0:  # adding 0 * scores changes nothing (see _rank)
+            weighted = _plus(weighted, weight, scores)
     result: Floats = weighted / ranking.total_weight
     return result
+
+
+def _plus(total: Floats | None, weight: float, scores: Floats) -> Floats:
+    """total + weight * scores, None being 0; the same floats with fewer operations (x * 1.0 is x, and 0.0 + x is x
+    for the x >= +0.0 that weighted scores are)."""
+    term = scores if weight == 1.0 else weight * scores
+    return term if total is None else total + term
 
 
 class _SpreadGroups:
@@ -443,8 +483,16 @@ def _feasible_row(table: NodeTable, found: Verdicts, ranking: _Ranking, index: i
 
 def _compact_rows(table: NodeTable, found: Verdicts, ranking: _Ranking, placed: Ints) -> list[dict[str, Any]]:
     """The chosen nodes and the best others by the first replica's ranking, in name order."""
-    shown = sorted(set(placed.tolist()) | set(_best(ranking.first_hosted, ranking.first_totals, TOP_CANDIDATES)))
+    shown = sorted(set(placed.tolist()) | set(_first_best(ranking, TOP_CANDIDATES)))
     return [_feasible_row(table, found, ranking, i) for i in shown]
+
+
+def _first_best(ranking: _Ranking, count: int) -> list[int]:
+    """The ``count`` best feasible nodes for the first replica, best first; found once for both ``_assign`` and the
+    explanation (the best k are the first k of the best k + 1)."""
+    if len(ranking.first_best) < count:
+        ranking.first_best = _best(ranking.first_hosted, ranking.first_totals, count)
+    return ranking.first_best[:count]
 
 
 def _best(hosted: Ints, totals: Floats, count: int) -> list[int]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nemo_kernel.domain import VerdictGroup
 from nemo_kernel.orchestrator.decision.criteria.base import clusters_of_rows
 from nemo_kernel.orchestrator.decision.criteria.latency import latency_by_region
 from nemo_kernel.orchestrator.decision.filters import CLUSTER_FILTERS, NODE_FILTERS, Requirements
@@ -164,7 +165,7 @@ def _clusters_of(table: NodeTable, rows: Ints) -> Ints:
     return np.flatnonzero(np.bincount(table.cluster_of[rows], minlength=len(table.clusters)))
 
 
-def explanation_groups(table: NodeTable, found: Verdicts, req: Requirements) -> list[Group]:
+def explanation_groups(table: NodeTable, found: Verdicts, req: Requirements) -> list[VerdictGroup]:
     """Every cluster's verdict, compactly: per filter the clusters it rejected (or whose nodes it rejected), with
     the reason given for the first of them; then the clusters with a feasible node."""
     kept = found.kept
@@ -183,7 +184,9 @@ def explanation_groups(table: NodeTable, found: Verdicts, req: Requirements) -> 
             else table.cluster_names[np.concatenate((of[:1], of[starts + 1]))].tolist()
         )
         out.append({"level": "node", "filter": None, "clusters": names, "nodes": len(feasible), "example": "feasible"})
-    return out
+    # Built from the filters' own results, so valid by construction: validating each of thousands of cluster names
+    # again would cost more than the rest of the decision. The lists are copied: the kept ones serve every decision.
+    return [VerdictGroup.model_construct(**(group | {"clusters": list(group["clusters"])})) for group in out]
 
 
 def rejected_names(table: NodeTable, found: Verdicts) -> dict[tuple[str, str], list[str]]:
