@@ -250,9 +250,9 @@ class DecisionEngine:
             alive=np.ones(len(rows), dtype=bool),
             first_best=[],
         )
-        for by_load in self._by_load:
-            columns[by_load.name] = self._load_scores(by_load, table, rows, loads, req)
-        ranking.totals = ranking.first_totals = _totals(ranking, fixed, [columns[c.name] for c in self._by_load])
+        live = [self._load_scores(by_load, table, rows, loads, req) for by_load in self._by_load]
+        columns.update((by_load.name, scores) for by_load, scores in zip(self._by_load, live, strict=True))
+        ranking.totals = ranking.first_totals = _totals(ranking, fixed, live)
         return ranking
 
     def _load_scores(
