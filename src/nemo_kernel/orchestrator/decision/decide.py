@@ -507,16 +507,25 @@ def _best(hosted: Ints, totals: Floats, count: int) -> list[int]:
     level = hosted.min()
     while True:
         if count - len(chosen) <= _FEW:
-            # A few picks: repeated argmax (the first of equal maxima, so ties go by index) beats a partition.
-            values = np.where(hosted == level, totals, -np.inf)
+            # A few picks: repeated argmax (the first of equal maxima, so ties go by index) beats a partition. Nodes
+            # off the level are passed over as they come up (rarely among the best), or all masked if many do.
+            values = totals.copy()
+            passed = 0
             while len(chosen) < count:
                 index = int(np.argmax(values))
                 if values[index] == -np.inf:
                     break
-                chosen.append(index)
                 values[index] = -np.inf
+                if hosted[index] == level:
+                    chosen.append(index)
+                    continue
+                passed += 1
+                if passed == _FEW:
+                    values[hosted != level] = -np.inf
+            if len(chosen) >= count:
+                return chosen
             higher = hosted[hosted > level]
-            if len(chosen) >= count or not len(higher):
+            if not len(higher):
                 return chosen
             level = higher.min()
             continue
@@ -529,8 +538,10 @@ def _best(hosted: Ints, totals: Floats, count: int) -> list[int]:
             members = np.concatenate((above, at[: wanted - len(above)]))
             values = totals[members]
         chosen.extend(i for _, i in sorted(zip((-values).tolist(), members.tolist(), strict=True)))
+        if len(chosen) >= count:
+            return chosen
         higher = hosted[hosted > level]
-        if len(chosen) >= count or not len(higher):
+        if not len(higher):
             return chosen
         level = higher.min()
 
