@@ -302,20 +302,32 @@ class DecisionEngine:
         return assignments, best_total
 
     def _took_one(self, table: NodeTable, ranking: _Ranking, req: Requirements, index: int) -> float | None:
-        """Account one more replica on feasible node ``index``: its new total, or None when it is full."""
+        """Account one more replica on feasible node ``index``: its new total, or None when it is full.
+
+        One node: each load criterion's scalar ``score`` (the same floats as ``score_many``, a test checks) and the
+        sum of ``_totals`` in Python floats (IEEE doubles too) cost less than numpy calls on one-element arrays.
+        """
         loads, row = ranking.loads, int(ranking.rows[index])
         loads.placed[index] += 1
         loads.hosted[index] += 1
         loads.used_cpu[index] += req.cpu
         loads.used_memory_mib[index] += req.memory_mib
-        free_cpu = table.cpu[row] - loads.used_cpu[index]
-        free_memory = table.memory_mib[row] - loads.used_memory_mib[index]
-        if not (free_cpu + _TOLERANCE >= req.cpu and free_memory >= req.memory_mib):
+        used_cpu, used_memory = float(loads.used_cpu[index]), float(loads.used_memory_mib[index])
+        if not (
+            float(table.cpu[row]) - used_cpu + _TOLERANCE >= req.cpu
+            and float(table.memory_mib[row]) - used_memory >= req.memory_mib
+        ):
             return None
-        one = slice(index, index + 1)
-        load = LoadColumns(loads.used_cpu[one], loads.used_memory_mib[one], loads.hosted[one], loads.placed[one])
-        live = [self._load_scores(c, table, ranking.rows[one], load, req) for c in self._by_load]
-        return float(_totals(ranking, ranking.fixed[one], live)[0])
+        if ranking.total_weight <= 0.0:
+            return 0.0
+        cluster, node = table.cluster(row), table.node(row)
+        load = NodeLoad(used_cpu, used_memory, int(loads.hosted[index]), int(loads.placed[index]))
+        total = float(ranking.fixed[index])
+        for c, weight in zip(self._by_load, ranking.load_weights, strict=True):
+            if weight != 0.0:  # as in _totals
+                score = c.score(cluster, node, load, req)
+                total = total + (score if weight == 1.0 else weight * score)
+        return total / ranking.total_weight
 
     def _assign_scan(
         self, table: NodeTable, found: Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]

@@ -34,7 +34,7 @@ class Balance:
         np.divide(cpu, capacity_at(table, rows, req), out=cpu)
         memory = np.add(loads.used_memory_mib, req.memory_mib)
         np.divide(memory, np.take(table.memory_mib, rows), out=memory)
-        # min(1 - a, 1 - b) is 1 - max(a, b) bit for bit (rounding is monotonic); clip is min(max(x, 0), 1).
+        # min(1 - a, 1 - b) is 1 - max(a, b) bit for bit (rounding is monotonic).
         free = np.subtract(1.0, np.maximum(cpu, memory, out=cpu), out=cpu)
-        result: Floats = np.clip(free, 0.0, 1.0, out=free)
+        result: Floats = np.minimum(np.maximum(free, 0.0, out=free), 1.0, out=free)
         return result
