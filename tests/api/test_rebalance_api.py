@@ -126,4 +126,4 @@ def test_a_plan_answers_a_page_of_its_moves_and_the_rest_on_request(tmp_path: Pa
                               ({"limit": "x"}, "limit")):  # fmt: skip
             refused = api.api("GET", f"/rebalance/{plan_id}", params=params)
             assert refused.status_code == 422, refused.text
-            assert field in str(refused.json()["error"]), refused.text
+            assert [d["field"] for d in refused.json()["error"]["details"]] == [f"query.{field}"], refused.text
