@@ -25,8 +25,8 @@ from nemo_kernel.orchestrator.decision.table import Bools, Ints, NodeTable
 _PER_DECISION = frozenset({"capacity"} | {name for name, _ in NODE_FILTERS if name not in NODE_MASKS})
 """Node filters whose verdict can change between two revisions of a table."""
 _KEPT_FILTERS = frozenset(name for name, _ in NODE_FILTERS) - _PER_DECISION
-_KEPT = 256
-"""Requirement sets whose verdicts a table keeps; past that the memo starts over (bounded memory)."""
+_KEPT = 64
+"""Requirement sets whose verdicts a table keeps (about 150 KB each at 10,000 nodes); past that the memo starts over."""
 
 Group = dict[str, Any]
 
