@@ -258,3 +258,23 @@ def test_the_best_nodes_are_those_the_ranking_key_sorts_first(seed: int) -> None
     for count in (1, 3, 5, 16, 17, 40, size + 3):
         expected = sorted(range(size), key=lambda i: (hosted[i], -totals[i], i))[:count]
         assert _best(hosted, totals, count) == expected
+
+
+def test_a_kept_table_remembers_a_bounded_number_of_requirement_sets_and_decides_alike() -> None:
+    """The filters' verdicts a table keeps per set of requirements stay bounded however many workloads it serves,
+    and a decision after the memo started over is the same as before."""
+    rng = random.Random(7)
+    inventory = random_inventory(rng)
+    while not inventory:
+        inventory = random_inventory(rng)
+    table = NodeTable.build(inventory)
+    engine = DecisionEngine(clock=lambda: NOW)
+    names = [c.name for c in inventory]
+    specs = [
+        DeploymentSpec(command=["app"], placement=PlacementConstraints(clusters=[names[i % len(names)], f"x{i}"]))
+        for i in range(150)
+    ]
+    first = [engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT) for spec in specs]
+    again = [engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT) for spec in specs]
+    assert again == first
+    assert 0 < len(table.memo("verdicts", dict)) <= 64
