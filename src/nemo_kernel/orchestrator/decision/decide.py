@@ -5,7 +5,8 @@ time); this engine applies them to a :class:`~table.NodeTable` with numpy, and a
 inventories that both make the same decision. In short:
 
 - Filters, in the order of ``CLUSTER_FILTERS`` then ``NODE_FILTERS``; a cluster rejected as a whole is reported
-  under its first rejecting filter, a node under every filter rejecting it (``masks``).
+  under its first rejecting filter, a node under every filter rejecting it (``masks``; ``verdicts`` keeps all but
+  capacity's per table and set of requirements).
 - Criteria: each ``Criterion``'s raw values min-max normalised over the feasible nodes, each ``LoadCriterion``'s
   score as the node stands, weighted into ``total`` (``scoring``).
 - Replicas placed one at a time on the node with the smallest key (below a spread min ? 0 : 1, replicas of the
