@@ -53,6 +53,8 @@ from nemo_kernel.domain.placement import (
 )
 from nemo_kernel.domain.rebalance import (
     MAX_MOVES,
+    MAX_MOVES_PAGE,
+    MOVES_PAGE,
     MoveState,
     RebalanceMove,
     RebalancePolicy,
@@ -106,7 +108,9 @@ __all__ = [
     "MAX_LINKS",
     "MAX_LINK_LATENCY_MS",
     "MAX_MOVES",
+    "MAX_MOVES_PAGE",
     "MAX_WEIGHT",
+    "MOVES_PAGE",
     "NOT_RUNNABLE",
     "OPTIMIZE_PRESETS",
     "RUNTIMES_FOR_ISOLATION",
