@@ -32,7 +32,6 @@ from dataclasses import dataclass, replace
 
 import highspy
 import numpy as np
-from highspy import _Highs  # type: ignore[attr-defined]
 
 from nemo_kernel.domain import LatencyMatrix, SpreadBy
 from nemo_kernel.orchestrator.decision import NodeTable, Requirements
@@ -324,7 +323,9 @@ def _quiet_highs() -> highspy.Highs:
     option can be set; the solver class underneath does not, so its options silence it from the first call (the
     callbacks are not used here).
     """
-    h: highspy.Highs = _Highs()
+    # private in highspy (1.16 here): where a release lacks it, the public class works and prints its banner
+    solver_class = getattr(highspy, "_Highs", highspy.Highs)
+    h: highspy.Highs = solver_class()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("log_to_console", False)
     return h
