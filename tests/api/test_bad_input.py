@@ -267,6 +267,26 @@ def test_bad_placement_intent_is_refused_naming_the_field(stack: Stack, placemen
     assert _snapshot(stack) == before
 
 
+@pytest.mark.parametrize(
+    ("path", "document", "field"),
+    [
+        ("/clusters", _with(CLUSTER, "country", "ZZ"), "country"),  # two capital letters, no country
+        ("/clusters", _with(CLUSTER, "country", "es"), "country"),
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"countries": ["ES", "UK"]}),
+         "deployment.placement.countries[1]"),  # the United Kingdom is GB
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"countries": ["XX"]}),
+         "deployment.placement.countries[0]"),
+    ],
+)  # fmt: skip
+def test_a_country_code_not_in_use_is_refused_naming_the_field(
+    stack: Stack, path: str, document: Any, field: str
+) -> None:
+    before = _snapshot(stack)
+    error = _refused(stack, _post(stack, path, document), 422, field)
+    assert "ISO 3166-1" in error["message"], error
+    assert _snapshot(stack) == before
+
+
 # --- G: strict types, duplicate keys, depth -------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from nemo_kernel.domain.common import Labels, Lax, Model, Name, Spec, is_dns_label
+from nemo_kernel.domain.countries import CountryCode
 
 MAX_NODE_CPU = 100_000
 """Cores of the largest node NEMO accepts (far beyond any real machine; bounds the arithmetic)."""
@@ -189,7 +190,7 @@ class ClusterSpec(Spec):
     driver: Annotated[DriverKind, Lax] = DriverKind.LOCAL
     tier: Annotated[Tier, Lax]
     region: str = Field(min_length=1, max_length=64)
-    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2, for data residency")
+    country: CountryCode = Field(description="ISO 3166-1 alpha-2 (or EU), for data residency")
     labels: Labels = Field(default_factory=dict)
     prices: Prices = Field(default_factory=Prices)
     carbon_intensity: float = Field(

@@ -37,6 +37,7 @@ from nemo_kernel.domain.common import (
     is_dns_label,
     is_one_line,
 )
+from nemo_kernel.domain.countries import COUNTRY_CODES, CountryCode
 from nemo_kernel.domain.rebalance import RebalancePolicy
 
 _NO_NUL = r"^[^\x00]*$"
@@ -266,7 +267,9 @@ class PlacementConstraints(Spec):
 
     tiers: list[Annotated[Tier, Lax]] = Field(default_factory=list)
     regions: list[str] = Field(default_factory=list)
-    countries: list[str] = Field(default_factory=list, description="data residency: ISO 3166-1 alpha-2")
+    countries: list[CountryCode] = Field(
+        default_factory=list, max_length=len(COUNTRY_CODES), description="data residency: ISO 3166-1 alpha-2, or EU"
+    )
     architectures: list[str] = Field(default_factory=list)
     node_labels: Labels = Field(default_factory=dict)
     clusters: list[str] = Field(default_factory=list)
@@ -298,14 +301,6 @@ class PlacementConstraints(Spec):
     rebalance: Annotated[RebalancePolicy, Lax] = Field(
         default=RebalancePolicy.ALLOWED, description="whether the rebalancer may move its replicas: allowed or never"
     )
-
-    @field_validator("countries")
-    @classmethod
-    def _iso_countries(cls, value: list[str]) -> list[str]:
-        for code in value:
-            if len(code) != 2 or not code.isalpha() or not code.isupper():
-                raise ValueError(f"{code!r} is not an ISO 3166-1 alpha-2 country code")
-        return value
 
     @field_validator("users")
     @classmethod
