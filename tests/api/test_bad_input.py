@@ -153,6 +153,33 @@ def test_a_trailing_newline_in_a_name_is_refused_and_nothing_is_stored(
     assert httpx.get(f"{stack.url}/readyz", timeout=5).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("path", "document", "field"),
+    [
+        # a right-to-left override shows "invoice-exe.pdf" for what is "invoice-\u202efdp.exe" (Trojan Source)
+        ("/workloads", _with(WORKLOAD, "name", "invoice-\u202efdp.exe"), "name"),
+        ("/workloads", _with(WORKLOAD, "display_name", "Web \u2067shop\u2069"), "display_name"),
+        ("/clusters", _with(CLUSTER, "labels", {"site": "a\u202eb"}), "labels"),
+        ("/clusters", _with(CLUSTER, "region", "eu\nsouth"), "region"),  # a table row that is two rows
+        ("/clusters", _with(CLUSTER, "region", "eu-\u202esouth"), "region"),
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"regions": ["eu\nsouth"]}),
+         "deployment.placement.regions[0]"),
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"users": [{"region": "a\u202e"}]}),
+         "deployment.placement.users[0].region"),
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"architectures": ["arm64\n"]}),
+         "deployment.placement.architectures[0]"),
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"clusters": ["edge-new\n"]}),
+         "deployment.placement.clusters[0]"),
+    ],
+)  # fmt: skip
+def test_text_shown_in_tables_is_one_line_without_bidi_overrides(
+    stack: Stack, path: str, document: dict[str, Any], field: str
+) -> None:
+    before = _snapshot(stack)
+    _refused(stack, _post(stack, path, document), 422, field)
+    assert _snapshot(stack) == before
+
+
 def test_module_user_and_gateway_names_match_in_full(stack: Stack) -> None:
     keys = {"signing_public": "A" * 43, "encryption_public": "A" * 43}
     _refused(stack, _post(stack, "/modules", {"module": "ppef\n", **keys}), 422, "module")

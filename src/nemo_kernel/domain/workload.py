@@ -25,7 +25,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-from nemo_kernel.domain.cluster import MAX_MEMORY_MIB, MAX_NODE_CPU, TeeType, Tier
+from nemo_kernel.domain.cluster import MAX_MEMORY_MIB, MAX_NODE_CPU, Architecture, Region, TeeType, Tier
 from nemo_kernel.domain.common import (
     Labels,
     Lax,
@@ -204,7 +204,7 @@ MAX_SPREAD_REPLICAS = 1000  # the most replicas a workload may have (DeploymentS
 class UserLocation(Spec):
     """Where some of a workload's users are: a region (as clusters name theirs) and their share of the traffic."""
 
-    region: str = Field(min_length=1, max_length=64)
+    region: Region
     weight: float = Field(default=1.0, gt=0, le=MAX_WEIGHT, description="relative share of the users")
 
 
@@ -266,13 +266,13 @@ class PlacementConstraints(Spec):
     """Where a workload may run. Empty lists mean no restriction."""
 
     tiers: list[Annotated[Tier, Lax]] = Field(default_factory=list)
-    regions: list[str] = Field(default_factory=list)
+    regions: list[Region] = Field(default_factory=list)
     countries: list[CountryCode] = Field(
         default_factory=list, max_length=len(COUNTRY_CODES), description="data residency: ISO 3166-1 alpha-2, or EU"
     )
-    architectures: list[str] = Field(default_factory=list)
+    architectures: list[Architecture] = Field(default_factory=list)
     node_labels: Labels = Field(default_factory=dict)
-    clusters: list[str] = Field(default_factory=list)
+    clusters: list[Name] = Field(default_factory=list)
     tee: Annotated[TeeChoice, Lax] | None = Field(
         default=None, description="the TEE type the node must offer (tdx, sev-snp, sev, sgx, any); implies a TEE"
     )
@@ -414,7 +414,7 @@ def _check_display_name(value: str) -> str:
     if not value.strip() or len(value) > 253:
         raise ValueError("must be a DNS label, or a display name of 1-253 characters that is not blank")
     if not is_one_line(value):
-        raise ValueError("must not contain control characters or line breaks")
+        raise ValueError("must not contain control characters, line breaks or bidirectional overrides")
     return value
 
 
