@@ -56,14 +56,19 @@ MAX_MEASURED_SECONDS = 31 * 24 * 3600
 (``metrics.model.MAX_WINDOW_SECONDS``, kept equal by a test). A longer one would be accepted and never measured."""
 
 
+MIN_MEASURED_SECONDS = 1.0
+"""The shortest SLO window, budget period and timeslice: NEMO's series have no finer resolution (a window of
+``1ms`` was accepted and measured nothing)."""
+
+
 def _check_measured(text: str) -> str:
-    if duration_seconds(text) > MAX_MEASURED_SECONDS:
+    seconds = duration_seconds(text)
+    if seconds > MAX_MEASURED_SECONDS:
         raise ValueError(f"{text!r} is longer than 31d, the longest window NEMO measures")
+    if seconds < MIN_MEASURED_SECONDS:
+        raise ValueError(f"{text!r} is shorter than 1s, the shortest window NEMO measures")
     return text
 
-
-MIN_TIMESLICE_SECONDS = 1.0
-"""The shortest timeslice (the longest is the SLO's window)."""
 
 MeasuredDuration = Annotated[str, Strict(), AfterValidator(_check_measured)]
 """A duration NEMO measures over (an SLO's window, an SLA's budget period): at most 31 days."""
@@ -152,8 +157,8 @@ class SloSpec(Spec):
         if value is None:
             return value
         seconds = duration_seconds(value)
-        if seconds < MIN_TIMESLICE_SECONDS:
-            raise ValueError(f"{value!r} is shorter than {MIN_TIMESLICE_SECONDS:g}s")
+        if seconds < MIN_MEASURED_SECONDS:
+            raise ValueError(f"{value!r} is shorter than {MIN_MEASURED_SECONDS:g}s")
         window = info.data.get("window")
         if window is not None and seconds > duration_seconds(window):
             raise ValueError(f"{value!r} is longer than the SLO's window ({window})")
