@@ -81,10 +81,15 @@ class Service(Spec):
     microservices: list[Microservice] = Field(default_factory=list, alias="Microservices")
 
 
+MIN_CPU = 0.001
+"""The smallest CPU request (a millicore)."""
+
+
 class Resources(Spec):
     """Resources each replica requests; capacity accounting and placement use these."""
 
-    cpu: float = Field(default=0.1, gt=0, le=MAX_NODE_CPU, description="cores")
+    # at least a millicore, Kubernetes' finest unit: 1e-300 was accepted, and 10**6 such replicas fitted one core
+    cpu: float = Field(default=0.1, ge=MIN_CPU, le=MAX_NODE_CPU, description="cores, from 0.001")
     memory_mib: int = Field(default=64, gt=0, le=MAX_MEMORY_MIB)
 
 
