@@ -180,6 +180,12 @@ def test_text_shown_in_tables_is_one_line_without_bidi_overrides(
     assert _snapshot(stack) == before
 
 
+def test_a_bad_mapping_key_is_named_by_itself(stack: Stack) -> None:
+    document = _with(WORKLOAD, "deployment.env", {"MODE": "x", "A=B": "y"})
+    error = _refused(stack, _post(stack, "/workloads", document), 422, None)
+    assert [d["field"] for d in error["details"]] == ["deployment.env.A=B"], error  # not "...A=B.[key]"
+
+
 def test_module_user_and_gateway_names_match_in_full(stack: Stack) -> None:
     keys = {"signing_public": "A" * 43, "encryption_public": "A" * 43}
     _refused(stack, _post(stack, "/modules", {"module": "ppef\n", **keys}), 422, "module")

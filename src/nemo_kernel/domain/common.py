@@ -93,9 +93,12 @@ def derived_name(display_name: str) -> str:
 
 
 def field_path(parts: list[str | int]) -> str:
-    """A field's location as API errors write it: ``services[0].Name``."""
+    """A field's location as API errors write it: ``services[0].Name``; a mapping's key at fault is named by itself
+    (``deployment.env.A=B``: pydantic ends its location with a ``[key]`` marker)."""
     text = ""
     for part in parts:
+        if part == "[key]":
+            continue
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text
 
