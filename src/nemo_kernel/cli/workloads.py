@@ -54,7 +54,7 @@ def _services(w: dict[str, Any]) -> None:
     # The CMDT part of the descriptor (the service's digital twin), all a catalogue entry holds.
     rows = [
         (service.get("Name"), micro.get("Name"), " ".join(micro.get("Endpoints") or []))
-        for service in w["descriptor"].get("services") or []
+        for service in (w["descriptor"] or {}).get("services") or []  # None: stored by an older NEMO, see message
         for micro in service.get("Microservices") or [{}]
     ]
     if rows:
@@ -64,7 +64,7 @@ def _services(w: dict[str, Any]) -> None:
 def _detail(w: dict[str, Any]) -> None:
     _summary([w])
     _services(w)
-    if w["descriptor"].get("deployment") is None:
+    if (w["descriptor"] or {}).get("deployment") is None:
         return  # a catalogue entry: nothing runs, an empty replicas table would only suggest something should
     print_table(
         "replicas",

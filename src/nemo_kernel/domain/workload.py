@@ -524,7 +524,10 @@ class WorkloadStatus(Model):
     version: int
     phase: WorkloadPhase
     message: str = ""
-    descriptor: WorkloadDescriptor
+    descriptor: WorkloadDescriptor | None = Field(
+        description="None when the stored descriptor no longer passes this version's checks (it was stored by an "
+        "older NEMO): ``message`` says which field; apply it again, corrected, or delete the workload"
+    )
     desired_replicas: int
     ready_replicas: int
     replicas: list[ReplicaStatus]

@@ -23,6 +23,7 @@ from nemo_kernel.domain import (
     WorkloadPhase,
     WorkloadStatus,
 )
+from nemo_kernel.domain.common import field_path
 from nemo_kernel.store.errors import Conflict, NotFound
 from nemo_kernel.store.events import record_event, workload_subject
 from nemo_kernel.store.migration_records import unroutable_replicas
@@ -337,18 +338,31 @@ def to_replica_status(row: ReplicaRow) -> ReplicaStatus:
 
 
 def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> WorkloadStatus:
-    """Domain view of a workload: desired against actual, replica by replica."""
-    descriptor = WorkloadDescriptor.model_validate(row.descriptor)
+    """Domain view of a workload: desired against actual, replica by replica.
+
+    A descriptor stored by an older NEMO that this version's checks refuse (a country code no longer accepted, a
+    control character in a name) is shown as None with the reason in the message, so that listing every workload
+    still works and the workload can be read, applied again or deleted."""
+    message = row.message
+    descriptor: WorkloadDescriptor | None
+    try:
+        descriptor = WorkloadDescriptor.model_validate(row.descriptor)
+    except ValidationError as exc:
+        descriptor = None
+        first = exc.errors()[0]
+        why = f"{field_path(list(first['loc'])) or 'descriptor'}: {first['msg']}"
+        message = f"the stored descriptor no longer passes this version's checks ({why}); apply it again or delete it"
     current = [r for r in replicas if r.desired]
+    deployment = descriptor.deployment if descriptor is not None else None
     return WorkloadStatus(
         name=row.name,
-        display_name=descriptor.display_name,
+        display_name=descriptor.display_name if descriptor is not None else None,
         namespace=row.namespace,
         version=row.version,
         phase=WorkloadPhase(row.phase),
-        message=row.message,
+        message=message,
         descriptor=descriptor,
-        desired_replicas=0 if row.deleting or descriptor.deployment is None else descriptor.deployment.replicas,
+        desired_replicas=0 if row.deleting or deployment is None else deployment.replicas,
         # Counted per index: while a replica moves, it and its replacement may both run.
         ready_replicas=len(
             {r.index for r in current if r.version == row.version and r.phase == ReplicaPhase.RUNNING.value}
