@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 _BOOTSTRAP_SUBJECT = "controlplane/bootstrap"
 _INTAKE_QUEUE = "orchestrator.intake"
 _ENVELOPE_WINDOW = 300.0  # seconds of clock difference accepted on envelopes
+# Seconds between full reaction passes when polling: this process's own commits run a full pass each, so a
+# periodic one only finds another process's event committed after a newer one, and moves the watermarks on.
+_FULL_REACTION_PASS = 30.0
 _MIGRATION_POLL = 0.05  # seconds between steps while a migration runs (it waits on replicas and deadlines)
 
 
@@ -191,12 +194,13 @@ class ControlPlane:
         await asyncio.to_thread(self._load_bus_state)
         await self.secure.start()
         self._subscription = await self.secure.subscribe(_INTAKE_QUEUE, ["intent.#"], self._on_petition)
+        dispatcher = ReactionDispatcher(self.db, reactions, full_pass=_FULL_REACTION_PASS)
         self._tasks = [
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._outbox_loop(), name="outbox"),
             asyncio.create_task(self.directory.keep_fresh(), name="key-directory"),
             asyncio.create_task(self._prune_loop(), name="seen-messages"),
-            asyncio.create_task(self._reaction_loop(ReactionDispatcher(self.db, reactions)), name="reactions"),
+            asyncio.create_task(self._reaction_loop(dispatcher), name="reactions"),
             asyncio.create_task(self.findings.run(), name="findings"),
             asyncio.create_task(self._fault_loop(), name="faults"),
             asyncio.create_task(self._metrics_loop(), name="metrics-history"),
