@@ -82,7 +82,8 @@ class _Stack:
 
     def __init__(self, name: str, pythonpath: str | None, workloads: int, tmp: Path) -> None:
         self.name = name
-        self.env = {**os.environ, "NEMO_DATA_DIR": str(tmp / name / "data")}
+        # Gateway port 0 (a free one): two stacks side by side would both want the default.
+        self.env = {**os.environ, "NEMO_DATA_DIR": str(tmp / name / "data"), "NEMO_GATEWAY_PORT": "0"}
         if pythonpath is not None:
             self.env["PYTHONPATH"] = pythonpath  # ahead of the editable install on sys.path
         self.nemo = [sys.executable, "-m", "nemo_kernel.cli"]
