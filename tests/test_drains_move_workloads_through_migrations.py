@@ -11,16 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.stack import Stack, running_stack, wait_for
-from tests.test_migrations_move_workloads_under_traffic import (
-    CLUSTERS,
-    EXAMPLES,
-    _count,
-    _gateway,
-    deploy,
-    migrate,
-)
+from tests.stack import Stack, wait_for
 from tests.traffic import SteadyClient
+from tests.two_clusters import CLUSTER_NAMES, EXAMPLES, count_of, deploy, migrate, through_gateway, two_cluster_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -29,14 +22,7 @@ FINAL = ("Completed", "Failed", "RolledBack")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    base = tmp_path_factory.mktemp("drains")
-    clusters = base / "clusters.yaml"
-    clusters.write_text(CLUSTERS)
-    with running_stack(base / "data", {"NEMO_CLUSTERS_FILE": str(clusters)}) as started:
-        for name in ("cloud-eu", "iot-gateway"):
-            wait_for(
-                lambda n=name: started.api("GET", f"/clusters/{n}").json()["phase"] == "Ready", 60, f"{name} Ready"
-            )
+    with two_cluster_stack(tmp_path_factory.mktemp("drains")) as started:
         yield started
 
 
@@ -44,7 +30,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def uncordoned(stack: Stack) -> Iterator[None]:
     """Every cluster schedulable again after the test, whatever it drained."""
     yield
-    for name in ("cloud-eu", "iot-gateway"):
+    for name in CLUSTER_NAMES:
         stack.api("POST", f"/clusters/{name}/uncordon")
 
 
@@ -71,7 +57,7 @@ def _off(stack: Stack, name: str, cluster: str, count: int) -> list[dict[str, An
 def test_a_drained_stateful_counter_keeps_every_increment(stack: Stack, uncordoned: None) -> None:
     deploy(stack, "tally", "counter_service.py", stateful=True)
     source = _replicas(stack, "tally")[0]
-    acknowledged = _count(stack, "tally")
+    acknowledged = count_of(stack, "tally")
 
     with SteadyClient("POST", f"{stack.gateway_url}/tally/increment", rate=100) as client:
         wait_for(lambda: client.report.ok >= 50, 30, "increments flowing")
@@ -82,7 +68,7 @@ def test_a_drained_stateful_counter_keeps_every_increment(stack: Stack, uncordon
     report = client.report
 
     # Every increment the client was told about is there (the state was handed over, not lost with the source).
-    assert _count(stack, "tally") == acknowledged + report.ok
+    assert count_of(stack, "tally") == acknowledged + report.ok
     assert set(report.statuses) <= {"200", "503"}, report.statuses
     [move] = _migrations(stack, "tally")
     assert (move["phase"], move["mode"], move["reason"]) == ("Completed", "stateful", "drained"), move
@@ -107,7 +93,7 @@ def test_a_drain_waits_for_a_running_user_migration_of_the_workload(stack: Stack
     deploy(stack, "ledger", "counter_service.py", stateful=True, env={"COUNTER_IMPORT_DELAY": "1.5"})
     source = _replicas(stack, "ledger")[0]
     for _ in range(10):
-        assert _gateway(stack, "POST", "/ledger/increment").status_code == 200
+        assert through_gateway(stack, "POST", "/ledger/increment").status_code == 200
     target = "iot-gateway" if source["cluster"] == "cloud-eu" else "cloud-eu"
     user = migrate(stack, "ledger", {"cluster": target, "node": f"{target}-n1"})
     assert stack.api("POST", f"/clusters/{target}/drain").status_code == 200  # where the user's move goes
@@ -130,7 +116,7 @@ def test_a_drain_waits_for_a_running_user_migration_of_the_workload(stack: Stack
     ended = {t["phase"]: t["ended_at"] for t in first["timings"]}
     started = datetime.fromisoformat(second["created_at"])
     assert started >= datetime.fromisoformat(ended["Cleaning"]), (first, second)  # once the user's move ended
-    assert _count(stack, "ledger") == 10
+    assert count_of(stack, "ledger") == 10
 
 
 def test_a_control_plane_killed_mid_drain_resumes_with_no_replica_lost_or_doubled(
@@ -186,5 +172,5 @@ def test_a_drained_cluster_with_nowhere_else_to_go_keeps_serving_with_a_pending_
     assert w["phase"] == "Running" and [r["id"] for r in w["replicas"]] == [before["id"]]
     pending = [e for e in _events(stack, "pinned") if e["kind"] == "placement.pending"]
     assert pending and all(e["data"]["reason"] == "drained" for e in pending)
-    assert _gateway(stack, "GET", "/pinned/").status_code == 200  # it never stopped serving
+    assert through_gateway(stack, "GET", "/pinned/").status_code == 200  # it never stopped serving
     assert _migrations(stack, "pinned") == []

@@ -7,80 +7,21 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.stack import Stack, expect_error, running_stack, wait_for
+from tests.stack import Stack, expect_error, wait_for
 from tests.traffic import SteadyClient
+from tests.two_clusters import count_of, deploy, migrate, through_gateway, two_cluster_stack
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
-
-# A cloud cluster and an IoT cluster with an amd64 gateway box next to an arm64 board.
-CLUSTERS = """
-clusters:
-  - name: cloud-eu
-    tier: cloud
-    region: eu-central
-    country: DE
-    nodes:
-      - {name: cloud-eu-n1, architecture: amd64, cpu: 8, memory_mib: 16384, runtimes: [runc, runh]}
-      - {name: cloud-eu-n2, architecture: amd64, cpu: 8, memory_mib: 16384, runtimes: [runc]}
-  - name: iot-gateway
-    tier: iot
-    region: eu-south
-    country: ES
-    nodes:
-      - {name: iot-gateway-n1, architecture: amd64, cpu: 2, memory_mib: 2048, runtimes: [runc]}
-      - {name: iot-gateway-n2, architecture: arm64, cpu: 2, memory_mib: 2048, runtimes: [runc]}
-"""
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    base = tmp_path_factory.mktemp("migrations")
-    clusters = base / "clusters.yaml"
-    clusters.write_text(CLUSTERS)
-    with running_stack(base / "data", {"NEMO_CLUSTERS_FILE": str(clusters)}) as started:
-        for name in ("cloud-eu", "iot-gateway"):
-            wait_for(
-                lambda n=name: started.api("GET", f"/clusters/{n}").json()["phase"] == "Ready", 60, f"{name} Ready"
-            )
+    with two_cluster_stack(tmp_path_factory.mktemp("migrations")) as started:
         yield started
-
-
-def deploy(stack: Stack, name: str, service: str, *, stateful: bool, env: dict[str, str] | None = None,
-           placement: dict[str, Any] | None = None) -> None:  # fmt: skip
-    """Apply one replica of an example service and expose it at /NAME on the gateway; wait until it answers."""
-    deployment: dict[str, Any] = {
-        "command": ["python3", "-u", service],
-        "working_dir": str(EXAMPLES),
-        "replicas": 1,
-        "stateful": stateful,
-        "resources": {"cpu": 0.25, "memory_mib": 64},
-        "ports": [{"name": "http", "port": 8080}],
-        "health": {"http_path": "/healthz", "timeout_seconds": 1.0},
-        "env": env or {},
-    }
-    # Stateful ones stay on amd64, so that every move between the two clusters is possible.
-    placement = placement or ({"architectures": ["amd64"]} if stateful else None)
-    if placement:
-        deployment["placement"] = placement
-    body = {"name": name, "namespace": "default", "services": [{"Name": name}], "deployment": deployment}
-    applied = stack.api("POST", "/workloads", json=body)
-    assert applied.status_code in (200, 201), applied.text
-    stack.cli("gateway", "expose", name, "--path", f"/{name}")
-    wait_for(lambda: _gateway(stack, "GET", f"/{name}/").status_code == 200, 60, f"{name} served by the gateway")
-
-
-def _gateway(stack: Stack, method: str, path: str) -> Any:
-    import httpx
-
-    return httpx.request(method, f"{stack.gateway_url}{path}", timeout=5)
 
 
 def replica_of(stack: Stack, name: str) -> dict[str, Any]:
@@ -89,12 +30,6 @@ def replica_of(stack: Stack, name: str) -> dict[str, Any]:
     running = [r for r in workload["replicas"] if r["phase"] == "Running"]
     assert len(running) >= 1, workload
     return dict(running[0])
-
-
-def migrate(stack: Stack, name: str, to: dict[str, str], **extra: Any) -> dict[str, Any]:
-    started = stack.api("POST", "/migrations", json={"workload": name, "to": to, **extra})
-    assert started.status_code == 202, started.text
-    return dict(started.json())
 
 
 def finished(stack: Stack, migration_id: int, timeout: float = 90) -> dict[str, Any]:
@@ -132,19 +67,15 @@ def test_a_stateless_move_loses_no_request(stack: Stack) -> None:
     assert report.failed == 0, report.statuses
     now = replica_of(stack, "web")
     assert now["cluster"] == target and now["id"] == done["target_replica"]
-    assert _gateway(stack, "GET", "/web/").json()["replica"] == done["target_replica"]
+    assert through_gateway(stack, "GET", "/web/").json()["replica"] == done["target_replica"]
     print(f"stateless: {report.sent} sent, 0 failed, longest gap {report.longest_gap_ms:.0f} ms")
-
-
-def _count(stack: Stack, name: str) -> int:
-    return int(_gateway(stack, "GET", f"/{name}/").json()["count"])
 
 
 def test_a_stateful_counter_keeps_every_increment_from_the_cloud_to_the_iot_cluster(stack: Stack) -> None:
     deploy(stack, "counter", "counter_service.py", stateful=True)
     if replica_of(stack, "counter")["cluster"] != "cloud-eu":  # placed on the IoT cluster: bring it to the cloud
         assert finished(stack, migrate(stack, "counter", {"cluster": "cloud-eu"})["id"])["phase"] == "Completed"
-    acknowledged = _count(stack, "counter")
+    acknowledged = count_of(stack, "counter")
 
     with SteadyClient("POST", f"{stack.gateway_url}/counter/increment") as client:
         wait_for(lambda: client.report.ok >= 100, 30, "increments flowing")
@@ -159,7 +90,7 @@ def test_a_stateful_counter_keeps_every_increment_from_the_cloud_to_the_iot_clus
     assert [t["phase"] for t in done["timings"]] == ["Planned", "Preparing", "Transferring", "Switching", "Cleaning"]
     assert replica_of(stack, "counter")["cluster"] == "iot-gateway"
     # every increment the client was told about is there, and none it was refused
-    assert _count(stack, "counter") == acknowledged + report.ok
+    assert count_of(stack, "counter") == acknowledged + report.ok
     assert set(report.statuses) <= {"200", "503"}, report.statuses
     assert done["downtime_ms"] is not None
     print(
@@ -254,7 +185,7 @@ def test_a_target_killed_mid_transfer_rolls_back_with_nothing_lost(stack: Stack)
     # Each import takes a second, as a large state would: long enough to kill the target while it imports.
     deploy(stack, "tally", "counter_service.py", stateful=True, env={"COUNTER_IMPORT_DELAY": "1.0"})
     source = replica_of(stack, "tally")
-    acknowledged = _count(stack, "tally")
+    acknowledged = count_of(stack, "tally")
 
     with SteadyClient("POST", f"{stack.gateway_url}/tally/increment") as client:
         wait_for(lambda: client.report.ok >= 100, 30, "increments flowing")
@@ -275,7 +206,7 @@ def test_a_target_killed_mid_transfer_rolls_back_with_nothing_lost(stack: Stack)
 
     assert done["phase"] == "RolledBack", done
     assert replica_of(stack, "tally")["id"] == source["id"]
-    assert _count(stack, "tally") == acknowledged + client.report.ok
+    assert count_of(stack, "tally") == acknowledged + client.report.ok
     workload = stack.api("GET", "/workloads/tally").json()
     wait_for(lambda: [r["id"] for r in stack.api("GET", "/workloads/tally").json()["replicas"]] == [source["id"]],
              30, "the target to be removed")  # fmt: skip
@@ -286,8 +217,8 @@ def test_a_control_plane_killed_mid_move_resumes_on_restart(stack: Stack) -> Non
     deploy(stack, "vault", "counter_service.py", stateful=True, env={"COUNTER_IMPORT_DELAY": "1.0"})
     source = replica_of(stack, "vault")
     for _ in range(25):
-        assert _gateway(stack, "POST", "/vault/increment").status_code == 200
-    acknowledged = _count(stack, "vault")
+        assert through_gateway(stack, "POST", "/vault/increment").status_code == 200
+    acknowledged = count_of(stack, "vault")
     migration = migrate(stack, "vault", {"cluster": other_cluster(source["cluster"])})
 
     def frozen() -> bool:
@@ -302,6 +233,10 @@ def test_a_control_plane_killed_mid_move_resumes_on_restart(stack: Stack) -> Non
     replicas = stack.api("GET", "/workloads/vault").json()["replicas"]
     wait_for(lambda: len(stack.api("GET", "/workloads/vault").json()["replicas"]) == 1, 30, "one replica left")
     assert replica_of(stack, "vault")["id"] == done["target_replica"], replicas
-    wait_for(lambda: _gateway(stack, "GET", "/vault/").status_code == 200, 30, "the gateway of the new control plane")
-    assert _count(stack, "vault") == acknowledged
-    assert _gateway(stack, "POST", "/vault/increment").json()["count"] == acknowledged + 1  # one writer, unfrozen
+    wait_for(
+        lambda: through_gateway(stack, "GET", "/vault/").status_code == 200, 30, "the gateway of the new control plane"
+    )
+    assert count_of(stack, "vault") == acknowledged
+    assert (
+        through_gateway(stack, "POST", "/vault/increment").json()["count"] == acknowledged + 1
+    )  # one writer, unfrozen

@@ -259,6 +259,8 @@ _USERS = [{"region": "eu-south", "weight": 1}]
         ({"division": {"mode": "dynamic", "weights": {"a": 1}}}, "deployment.placement.division"),
         ({"division": {"mode": "static", "weights": {"a": 0}}}, "deployment.placement.division.weights.a"),
         ({"division": {"mode": "even"}}, "deployment.placement.division.mode"),
+        ({"after_recovery": "return"}, "deployment.placement.after_recovery"),
+        ({"after_recovery": True}, "deployment.placement.after_recovery"),
     ],
 )
 def test_bad_placement_intent_is_refused_naming_the_field(stack: Stack, placement: Any, field: str) -> None:

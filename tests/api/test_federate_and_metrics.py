@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,14 @@ class Api:
         return self.http.get(path, params=params, headers=headers)
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    root: Path = tmp_path_factory.mktemp("federate")
+@contextmanager
+def serving(root: Path, **settings: Any) -> Iterator[Api]:
+    """The app on a real control plane over SQLite in ``root`` (no clusters), with an admin's and a viewer's
+    tokens of the built-in issuer."""
     (root / "clusters.yaml").write_text("clusters: []\n")
-    settings = Settings(data_dir=root / "data", clusters_file=root / "clusters.yaml")
-    plane = ControlPlane(settings)
-    access = ApiAccess.from_settings(settings, plane.db, "http://testserver")
+    config = Settings(data_dir=root / "data", clusters_file=root / "clusters.yaml", **settings)
+    plane = ControlPlane(config)
+    access = ApiAccess.from_settings(config, plane.db, "http://testserver")
     assert access.realm is not None
     app = create_app(plane, access)
     with TestClient(app) as http:
@@ -62,6 +64,12 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         body = {"client_id": "test-viewer", "roles": ["nemo-viewer"], "grant_types": ["client_credentials"]}
         made = http.post("/api/v1/clients", json=body, headers={"Authorization": f"Bearer {admin_token}"})
         yield Api(http, plane, {"admin": admin_token, "viewer": token("test-viewer", made.json()["secret"])})
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    with serving(tmp_path_factory.mktemp("federate")) as served:
+        yield served
 
 
 def _samples_at(now: float) -> list[Sample]:
@@ -128,6 +136,7 @@ def test_federate_takes_prometheus_style_selectors_without_a_name(api: Api) -> N
         ({"match[]": "rate(up[5m])"}, "unknown function 'rate'"),
         ({"match[]": ["up", '{job=~".*"}']}, "match[] #2: selector: needs a metric name or a matcher"),
         ({"match[]": 'up{a=~"("}'}, "bad regular expression for label 'a'"),
+        ({"match[]": ["up", 'up{a="\x00"}']}, "match[] #2: selector: control character '\\x00'"),
         ({"match[]": ["up"] * 65}, "at most 64 match[] selectors"),
     ],
 )
@@ -160,3 +169,58 @@ def test_metrics_with_a_viewer_token_adds_every_collected_series(api: Api) -> No
     assert {"nemo_replica_cpu_seconds_total", "nemo_node_power_watts"} <= {name for name, _ in series}
     replicas = {dict(labels).get("replica") for name, labels in series if name == "nemo_replica_cpu_seconds_total"}
     assert replicas == {"r1", "r2"}  # "gone" is older than the 5-minute lookback
+
+
+LIMIT = 10
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """A control plane whose answers hold at most LIMIT series, holding more: 30 series of a workload's own and
+    LIMIT of NEMO's links, one more of a node (the process' own counters are not in the count)."""
+    with serving(tmp_path_factory.mktemp("federate-bounded"), federate_max_series=LIMIT) as served:
+        now = time.time()
+        own = [Sample("app_jobs_total", {"replica": "r1", "shard": str(i)}, float(i), now - 1) for i in range(30)]
+        links = [
+            Sample("nemo_link_rtt_seconds", {"cluster": "c1", "peer": f"p{i}"}, 0.01, now - 1) for i in range(LIMIT)
+        ]
+        served.plane.metrics_store.ingest(
+            [*own, *links, Sample("nemo_node_power_watts", {"node": "n1"}, 42.0, now - 1)]
+        )
+        yield served
+
+
+def test_federate_refuses_more_series_than_the_limit_naming_match_and_the_limit(bounded: Api) -> None:
+    before = bounded.plane.metrics_store.series_count()
+    refused = bounded.get("/federate", **{"match[]": "app_jobs_total"})
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert error["code"] == "too_many_series"
+    assert "more than 10 series" in error["message"] and "NEMO_FEDERATE_MAX_SERIES" in error["message"]
+    assert error["details"] == [{"field": "match[]", "message": error["message"], "limit": LIMIT}]
+    # the same series split over three scrapes are served, and nothing changed
+    parts = [bounded.get("/federate", **{"match[]": f'app_jobs_total{{shard=~"{r}"}}'}) for r in ("[0-9]", "1.", "2.")]
+    assert [p.status_code for p in parts] == [200, 200, 200]
+    assert sum(len(_series(p.text)) for p in parts) == 30
+    assert bounded.plane.metrics_store.series_count() == before
+
+
+def test_federate_at_the_limit_answers(bounded: Api) -> None:
+    response = bounded.get("/federate", **{"match[]": "nemo_link_rtt_seconds"})
+    assert response.status_code == 200, response.text
+    assert len(_series(response.text)) == LIMIT
+    over = bounded.get("/federate", **{"match[]": ["nemo_link_rtt_seconds", "nemo_node_power_watts"]})
+    assert over.status_code == 422 and over.json()["error"]["details"][0]["limit"] == LIMIT
+
+
+def test_metrics_serves_nemo_series_only_and_is_bounded_too(api: Api, bounded: Api) -> None:
+    # A store full of a workload's own series does not weigh on /metrics: they are /federate's.
+    served = _series(api.get("/metrics").text)
+    assert "http_requests_total" not in {name for name, _ in served}
+    refused = bounded.get("/metrics")  # NEMO's own series, 11, are over the limit of 10
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert error["code"] == "too_many_series" and error["details"][0]["field"] == "NEMO_FEDERATE_MAX_SERIES"
+    assert "/federate" in error["message"]
+    anonymous = bounded.get("/metrics", role=None)  # the process' own counters never depend on the store
+    assert anonymous.status_code == 200 and "nemo_bus_refused_total" in anonymous.text

@@ -193,6 +193,8 @@ def test_top_tables(served: ServedApi) -> None:
         ({"selector": "rate(nemo_replica_cpu_seconds_total[5m])"}, "query.selector", "unknown function 'rate'"),
         ({"selector": 'nemo_replica_up{"workload"="x"}'}, "query.selector", "label name"),
         ({"selector": 'nemo_replica_up{__meta="x"}'}, "query.selector", "'__meta'"),
+        ({"selector": 'nemo_replica_up{workload="demo\x00"}'}, "query.selector", "control character '\\x00'"),
+        ({"selector": 'nemo_replica_up{workload="\\x00"}'}, "query.selector", "control character '\\x00'"),
         ({"selector": "nemo_replica_up", "by": "work-load"}, "query.by", "'work-load' is not a label name"),
         ({"selector": "nemo_replica_up", "by": "__name__"}, "query.by", "'__name__'"),
         (

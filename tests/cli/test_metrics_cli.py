@@ -55,6 +55,12 @@ def test_metrics_query_refusal_is_one_line_naming_the_parameter(served: ServedAp
     assert "query.window: at most 31d" in done.stderr and "HTTP 422" in done.stderr
 
 
+def test_a_control_character_in_a_selector_is_refused_naming_it(served: ServedApi) -> None:
+    done = nemo(served, "metrics", "query", 'nemo_replica_up{workload="demo\\x00"}', check=False)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "query.selector: control character '\\x00' in a label value" in done.stderr, done.stderr
+
+
 def test_top_workloads_once_as_json_and_as_a_table(served: ServedApi) -> None:
     # A 5 min window: a sample a few seconds late (a busy machine) moves its rate by about 1 %, not 5 % as in 1 min.
     answer = _json(served, "top", "workloads", "--once", "-o", "json", "--window", "5m")

@@ -46,7 +46,7 @@ def test_the_single_layout_scrapes_the_stack_with_a_viewer_client(stack: Stack, 
     config, path = _config(stack, secrets, "--interval", "1s")
     _promtool_accepts(path)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"nemo-control-plane", "nemo-gateway"}
+    assert set(jobs) == {"nemo-control-plane", "nemo-workloads", "nemo-gateway"}
     oauth = jobs["nemo-control-plane"]["oauth2"]
     assert oauth["token_url"] == f"{stack.url}/realms/nemo/protocol/openid-connect/token"
     secret_file = Path(oauth["client_secret_file"])
@@ -59,8 +59,8 @@ def test_the_single_layout_scrapes_the_stack_with_a_viewer_client(stack: Stack, 
     assert again == config and secret_file.read_text() == secret  # the client and its secret are reused
 
     with running_prometheus(tmp_path / "prometheus", config) as prometheus:
-        up = prometheus.wait_for_series("up == 1", count=2)
-    assert {r["metric"]["job"] for r in up} == {"nemo-control-plane", "nemo-gateway"}
+        up = prometheus.wait_for_series("up == 1", count=3)
+    assert {r["metric"]["job"] for r in up} == {"nemo-control-plane", "nemo-workloads", "nemo-gateway"}
 
 
 def test_the_federation_layout_has_a_config_per_cluster_and_a_federating_one(stack: Stack, tmp_path: Path) -> None:

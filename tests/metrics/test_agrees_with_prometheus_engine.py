@@ -63,6 +63,33 @@ QUERIES: list[tuple[MetricsQuery, str]] = [
 ]
 
 
+# Range queries: every point is checked as the instant query of the same PromQL at its time (a range query's
+# point at t is its expression over [t - step, t]). Steps of 20 s hold 2-3 samples a window, so the store
+# evaluates the windows together (metrics.windows), each row of sums, means and extremes advanced at once.
+RANGE_QUERIES: list[tuple[MetricsQuery, str]] = [
+    (MetricsQuery(Selector("c_total"), 80, Aggregation.RATE, step=20, at=80), "rate(c_total[20s])"),
+    (
+        MetricsQuery(Selector("c_total"), 60, Aggregation.RATE, step=20, by=("workload",), at=80),
+        "sum by (workload) (rate(c_total[20s]))",
+    ),
+    (MetricsQuery(Selector("g"), 80, Aggregation.AVG, step=20, at=80), "avg_over_time(g[20s])"),
+    (MetricsQuery(Selector("g"), 80, Aggregation.AVG, step=20, by=(), at=80), "avg(avg_over_time(g[20s]))"),
+    (MetricsQuery(Selector("g"), 80, Aggregation.MAX, step=20, at=80), "max_over_time(g[20s])"),
+    (MetricsQuery(Selector("g"), 80, Aggregation.MIN, step=20, by=(), at=80), "min(min_over_time(g[20s]))"),
+    (MetricsQuery(Selector("g"), 80, Aggregation.SUM, step=20, at=80), "sum_over_time(g[20s])"),
+    (MetricsQuery(Selector("c_total"), 80, Aggregation.SUM, step=20, by=(), at=80), "sum(sum_over_time(c_total[20s]))"),
+    (MetricsQuery(Selector("g"), 60, Aggregation.LAST, step=20, at=80), "last_over_time(g[20s])"),
+    (
+        MetricsQuery(Selector("g"), 80, Aggregation.QUANTILE, quantile=0.3, step=20, at=80),
+        "quantile_over_time(0.3, g[20s])",
+    ),
+    (
+        MetricsQuery(Selector("lat"), 60, Aggregation.HISTOGRAM_QUANTILE, quantile=0.9, step=20, by=(), at=80),
+        "histogram_quantile(0.9, sum by (le) (rate(lat_bucket[20s])))",
+    ),
+]
+
+
 def _promql_labels(labels: dict[str, str]) -> str:
     return "{" + ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items())) + "}"
 
@@ -88,6 +115,15 @@ def test_every_query_equals_what_prometheus_computes_from_the_same_series(tmp_pa
             assert t == query.at
             expected.append({"labels": _promql_labels(dict(series.labels)), "value": value})
         tests.append({"expr": promql, "eval_time": f"{int(query.at or 0)}s", "exp_samples": expected})
+    for query, promql in RANGE_QUERIES:
+        by_time: dict[float, list[dict[str, object]]] = {}
+        for series in store.evaluate(query).series:
+            for t, value in series.points:
+                by_time.setdefault(t, []).append({"labels": _promql_labels(dict(series.labels)), "value": value})
+        assert query.step is not None and query.at is not None
+        assert len(by_time) >= query.window // query.step, promql  # a point at (nearly) every step
+        for t, samples in sorted(by_time.items()):
+            tests.append({"expr": promql, "eval_time": f"{int(t)}s", "exp_samples": samples})
     spec = {
         "rule_files": [],
         "evaluation_interval": "1s",  # promtool loads samples only up to the last rule evaluation

@@ -37,7 +37,7 @@ def store() -> EmbeddedMetrics:
 
 
 def test_newest_samples_within_the_lookback_with_types_help_and_ms_timestamps(store: EmbeddedMetrics) -> None:
-    text = federate(store, [Selector("nemo_node_power_watts"), Selector("nemo_node_power_watts")])
+    text = federate(store, [Selector("nemo_node_power_watts"), Selector("nemo_node_power_watts")], 100)
     assert text == (
         "# HELP nemo_node_power_watts Power drawn by the node (its power model)\n"
         "# TYPE nemo_node_power_watts gauge\n"
@@ -47,7 +47,7 @@ def test_newest_samples_within_the_lookback_with_types_help_and_ms_timestamps(st
 
 def test_every_selected_family_parses_back_with_its_labels_escaped(store: EmbeddedMetrics) -> None:
     everything = Selector("", (Matcher("__name__", MatchOp.RE, ".+"),))
-    text = federate(store, [everything])
+    text = federate(store, [everything], 100)
     families = {f.name: f for f in text_string_to_metric_families(text)}
     lat = "nemo_workload_request_duration_seconds"
     assert families["nemo_workload_request_duration_seconds"].type == "histogram"
@@ -69,6 +69,6 @@ def test_every_selected_family_parses_back_with_its_labels_escaped(store: Embedd
 
 
 def test_nothing_selected_is_empty_and_a_bad_regex_is_refused(store: EmbeddedMetrics) -> None:
-    assert federate(store, [Selector("absent")]) == ""
+    assert federate(store, [Selector("absent")], 100) == ""
     with pytest.raises(ValueError, match="regular expression"):
-        federate(store, [Selector("x", (Matcher("a", MatchOp.RE, "["),))])
+        federate(store, [Selector("x", (Matcher("a", MatchOp.RE, "["),))], 100)

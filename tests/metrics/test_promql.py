@@ -97,6 +97,13 @@ def test_a_selector_written_back_reads_the_same(selector: Selector) -> None:
         ('m{a~"1"}', "expected one of = != =~ !~ after label 'a'"),
         ('m{a="x\\q"}', "unknown escape \\q"),
         ('m{a="\\ud800"}', "not valid Unicode"),
+        ('m{a="x\x00y"}', "control character '\\x00' in a label value"),
+        ('m{a="\\x00"}', "control character '\\x00'"),
+        ('m{a=~"\\000.*"}', "control character '\\x00'"),
+        ("m{a=`\x1b[31m`}", "control character '\\x1b'"),
+        ('m{a="\x7f"}', "control character '\\x7f'"),
+        ('m{a\x00="x"}', "expected one of = != =~ !~ after label 'a'"),
+        ('m\x00{a="x"}', "unexpected"),
         ('m{a=~"("}', "bad regular expression for label 'a'"),
         ('m{__meta="x"}', "'__meta' is not a label name"),
         ('m{a:b="x"}', "'a:b' is not a label name"),
@@ -117,6 +124,13 @@ def test_bad_selector_text_is_refused_naming_the_problem(text: str, names: str |
     with pytest.raises(ValueError, match="selector: ") as err:
         parse_selector(text)
     assert names in str(err.value)
+
+
+def test_a_regular_expression_still_matches_control_characters_by_their_escape() -> None:
+    # The pattern text is \x00 (RE2's escape), not the character itself; tab, newline and CR are text.
+    assert parse_selector(r'm{a=~"x\\x00",b="\t\n\r"}') == Selector(
+        "m", (Matcher("a", MatchOp.RE, "x\\x00"), Matcher("b", MatchOp.EQ, "\t\n\r"))
+    )
 
 
 def test_federation_selectors_may_go_without_a_metric_name() -> None:

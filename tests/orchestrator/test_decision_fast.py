@@ -11,6 +11,7 @@ import random
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 
 from nemo_kernel.domain import (
@@ -36,6 +37,7 @@ from nemo_kernel.orchestrator.decision import (
     Requirements,
 )
 from nemo_kernel.orchestrator.decision.criteria import LoadColumns, VectorCriterion, VectorLoadCriterion
+from nemo_kernel.orchestrator.decision.decide import _best
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 REGIONS = ("eu-west", "eu-south", "eu-north", "us-east", "ap-south")
@@ -200,7 +202,7 @@ def test_vectorised_criteria_give_the_scalar_values_bit_for_bit(seed: int) -> No
     inventory = random_inventory(rng)
     table = NodeTable.build(inventory)
     req = Requirements.of(random_spec(rng), MATRIX)
-    rows = __import__("numpy").arange(len(table))
+    rows = np.arange(len(table))
     for criterion in DEFAULT_CRITERIA:
         if isinstance(criterion, VectorCriterion):
             many = criterion.raw_many(table, rows, req).tolist()
@@ -243,3 +245,36 @@ def test_a_kept_table_follows_allocations_and_another_workloads_replicas() -> No
     small = DeploymentSpec(command=["app"], resources=Resources(cpu=0.5, memory_mib=64))
     hosted = table.with_hosted({("a", "n1"): 1})
     assert [a.cluster for a in engine.decide("ns", "v", 1, small, [0], hosted).assignments] == ["b"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_best_nodes_are_those_the_ranking_key_sorts_first(seed: int) -> None:
+    """The shortcut that finds the first replica's best nodes agrees with sorting every node by the ranking's key
+    (fewest replicas of the workload, highest total, name), with ties and with many nodes already hosting."""
+    rng = random.Random(seed)
+    size = rng.choice((1, 5, 40, 300))
+    hosted = np.array([rng.choice((0, 0, 1, 2) if seed % 2 else (0, 1)) for _ in range(size)], dtype=np.int64)
+    totals = np.array([rng.choice((0.25, 0.5, 0.75, rng.random())) for _ in range(size)], dtype=np.float64)
+    for count in (1, 3, 5, 16, 17, 40, size + 3):
+        expected = sorted(range(size), key=lambda i: (hosted[i], -totals[i], i))[:count]
+        assert _best(hosted, totals, count) == expected
+
+
+def test_a_kept_table_remembers_a_bounded_number_of_requirement_sets_and_decides_alike() -> None:
+    """The filters' verdicts a table keeps per set of requirements stay bounded however many workloads it serves,
+    and a decision after the memo started over is the same as before."""
+    rng = random.Random(7)
+    inventory = random_inventory(rng)
+    while not inventory:
+        inventory = random_inventory(rng)
+    table = NodeTable.build(inventory)
+    engine = DecisionEngine(clock=lambda: NOW)
+    names = [c.name for c in inventory]
+    specs = [
+        DeploymentSpec(command=["app"], placement=PlacementConstraints(clusters=[names[i % len(names)], f"x{i}"]))
+        for i in range(150)
+    ]
+    first = [engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT) for spec in specs]
+    again = [engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT) for spec in specs]
+    assert again == first
+    assert 0 < len(table.memo("verdicts", dict)) <= 64

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from tests.orchestrator.test_decision_fast import MATRIX, random_inventory, random_spec
 
+from nemo_kernel.clusters.fleet import generate_fleet
 from nemo_kernel.domain import DeploymentSpec, Detail, PlacementConstraints, Prices, Resources, Tier
 from nemo_kernel.orchestrator.decision import (
     ClusterCandidate,
@@ -211,11 +212,84 @@ def test_spread_and_stateful_architecture_bound_the_moves() -> None:
     assert not plan_rebalance(arm, [stateful], RebalanceLimits(), weights=DecisionEngine().weights).moves
 
 
-def test_the_solver_time_limit_returns_the_best_plan_marked_or_nothing() -> None:
-    rng = random.Random(3)
-    table, placed = placed_greedily(rng, 25)
-    plan = plan_rebalance(table, placed, RebalanceLimits(time_limit_s=1e-6), weights=DecisionEngine().weights)
-    # Past the limit HiGHS has either a feasible plan (marked) or none (nothing changes, and the plan says so).
-    assert plan.status in (PlanStatus.TIME_LIMITED, PlanStatus.FAILED, PlanStatus.OPTIMAL)
-    if plan.status is PlanStatus.FAILED:
-        assert not plan.moves and "nothing changes" in plan.message
+def placed_on_a_fleet(clusters: int, count: int, seed: int) -> tuple[NodeTable, list[WorkloadPlacement]]:
+    """``count`` one-core workloads placed one by one on a generated fleet, each where the engine puts it when only
+    every other cluster is open: a placement far from the best, which gives the solver work."""
+    table = NodeTable.build([ClusterCandidate.from_spec(c) for c in generate_fleet(clusters, 4, seed)])
+    engine = DecisionEngine()
+    rng = random.Random(seed)
+    names = table.cluster_names.tolist()
+    placed = []
+    for i in range(count):
+        spec = DeploymentSpec(
+            command=["app"],
+            replicas=rng.choice((1, 2)),
+            resources=Resources(cpu=rng.choice((0.25, 0.5, 1.0)), memory_mib=256),
+            placement=PlacementConstraints(clusters=rng.sample(names, max(1, len(names) // 10))),
+        )
+        decision = engine.decide("default", f"w{i}", 1, spec, list(range(spec.replicas)), table, detail=Detail.COMPACT)
+        running = []
+        for a in decision.assignments:
+            table = table.with_allocated(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
+            running.append(RunningReplica(f"w{i}-{a.index}", a.index, a.cluster, a.node))
+        if running:  # the plan may then move it anywhere: the constraint only shaped where it started
+            free = spec.model_copy(update={"placement": PlacementConstraints()})
+            placed.append(WorkloadPlacement(f"default/w{i}", free, tuple(running)))
+    return table, placed
+
+
+def capacity_holds(table: NodeTable, placed: list[WorkloadPlacement], plan: Plan) -> None:
+    cpu, memory = after_plan(table, placed, plan)
+    for m in plan.moves:
+        row = table.row(m.to_cluster, m.to_node)
+        assert cpu[row] <= table.cpu[row] + 1e-9 and memory[row] <= table.memory_mib[row], (m.to_cluster, m.to_node)
+
+
+def test_a_solve_past_its_time_limit_returns_a_feasible_plan_marked_time_limited() -> None:
+    """A real solve cut short: HiGHS starts from a plan known to be feasible, so it always has one to give back,
+    marked ``time_limited`` and saying so, never ``failed``."""
+    table, placed = placed_on_a_fleet(120, 800, seed=4)
+    engine = DecisionEngine().weights
+    limits = RebalanceLimits(max_moves=10_000, min_saving_relative=0.0, time_limit_s=1e-6)
+    cut = plan_rebalance(table, placed, limits, weights=engine)
+
+    assert cut.status is PlanStatus.TIME_LIMITED, cut.message
+    assert "stopped at its time limit" in cut.message
+    capacity_holds(table, placed, cut)
+    assert cut.after.objective <= cut.before.objective + 1e-9  # never worse than staying put
+    # With time, the same model is solved (and its plan moves replicas): the cut one was a real, unfinished solve.
+    full = plan_rebalance(table, placed, replace(limits, time_limit_s=60.0), weights=engine)
+    assert full.status in (PlanStatus.OPTIMAL, PlanStatus.TIME_LIMITED) and full.moves, full.message
+    assert full.after.objective <= cut.after.objective + 1e-9
+    capacity_holds(table, placed, full)
+
+
+def test_no_move_is_planned_when_every_better_node_is_refused_by_a_filter_or_full() -> None:
+    """An inventory with no feasible improvement: the cheaper, greener clusters are cordoned, outside the
+    workload's countries, or full; the plan is optimal, moves nothing and is not worth applying."""
+    dear = ClusterCandidate(name="dear", tier=Tier.CLOUD, region="eu", country="ES",
+                            prices=Prices(cpu_hour_eur=0.10, gib_hour_eur=0.0125), carbon_intensity=700.0,
+                            nodes=(NodeCandidate(name="dear-n1", cpu=4.0, memory_mib=8192),))  # fmt: skip
+    cheap = replace(dear, prices=Prices(cpu_hour_eur=0.01, gib_hour_eur=0.001), carbon_intensity=20.0)
+    table = NodeTable.build(
+        [
+            dear,
+            replace(cheap, name="cordoned", cordoned=True, nodes=(replace(dear.nodes[0], name="cordoned-n1"),)),
+            replace(cheap, name="abroad", country="FR", nodes=(replace(dear.nodes[0], name="abroad-n1"),)),
+            replace(cheap, name="full", nodes=(replace(dear.nodes[0], name="full-n1", allocated_cpu=3.5),)),
+        ]
+    )
+    table, w = on(table, "dear", 2, countries=["ES"])
+    plan = plan_rebalance(table, [w], RebalanceLimits(min_saving_relative=0.0), weights=DecisionEngine().weights)
+
+    assert plan.status is PlanStatus.OPTIMAL and not plan.moves and not plan.worth_applying, plan.message
+    assert plan.message == "every replica is already where it is best"
+    assert plan.after == plan.before
+
+
+def test_a_plan_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
+    """HiGHS is silenced through its options: no banner or log on stdout or stderr, once per plan or ever."""
+    table, w = on(two_clusters((0.10, 0.02), (700.0, 50.0)), "a", 2)
+    capfd.readouterr()
+    assert plan_rebalance(table, [w], RebalanceLimits(), weights=DecisionEngine().weights).moves
+    assert capfd.readouterr() == ("", "")

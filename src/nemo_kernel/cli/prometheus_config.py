@@ -2,8 +2,9 @@
 
 Two layouts:
 
-- **single**: one Prometheus scrapes the control plane's ``/metrics`` (every series NEMO collects: replicas,
-  nodes, clusters, workloads, links; its bus and API counters) and the gateway's own status ``/metrics``.
+- **single**: one Prometheus scrapes the control plane's ``/metrics`` (every series NEMO produces: replicas,
+  nodes, clusters, workloads, links; its bus and API counters), the workloads' own series from its ``/federate``
+  (they are not on ``/metrics``, whose size the inventory bounds), and the gateway's own status ``/metrics``.
   The agents are not scraped too: the control plane already collects them, and scraping both would count every
   replica twice.
 - **federation** (seed section 6.4): one Prometheus per cluster scrapes that cluster's agent (the target labels
@@ -29,6 +30,9 @@ GATEWAY_JOB = "nemo-gateway"
 AGENT_JOB_PREFIX = "nemo-agent-"
 FEDERATE_JOB_PREFIX = "nemo-federate-"
 
+WORKLOADS_JOB = "nemo-workloads"
+WORKLOADS_OWN = r'{__name__=~".+",__name__!~"nemo_.+"}'
+"""The series workloads expose themselves (``deployment.metrics``), which NEMO's ``/metrics`` leaves out."""
 CONTROL_PLANE_ONLY = r'{__name__=~"nemo_(workload|cluster|link)_.+"}'
 """The series the federating Prometheus reads from NEMO itself (the clusters' Prometheus servers lack them)."""
 
@@ -65,7 +69,9 @@ class Stack:
 
 def single(stack: Stack, interval: str = "15s") -> dict[str, Any]:
     """One Prometheus for the whole stack."""
-    jobs = [_nemo_job(CONTROL_PLANE_JOB, stack, "/metrics", interval)]
+    workloads = _nemo_job(WORKLOADS_JOB, stack, "/federate", interval)
+    workloads["params"] = {"match[]": [WORKLOADS_OWN]}
+    jobs = [_nemo_job(CONTROL_PLANE_JOB, stack, "/metrics", interval), workloads]
     if stack.gateway_url:
         gateway = _job(GATEWAY_JOB, stack.gateway_url, f"{stack.gateway_status_path.rstrip('/')}/metrics", interval)
         # The per-workload series the gateway counts reach Prometheus through the control plane, which labels them.

@@ -79,3 +79,6 @@ def _detail(plan: dict[str, Any]) -> None:
             for m in plan["moves"]
         ],
     )
+    total, shown = int(plan.get("moves_total", 0)), len(plan["moves"])
+    if total > shown:
+        typer.echo(f"first {shown} of {total} moves; the rest: GET /api/v1/rebalance/{plan['id']}?offset={shown}")

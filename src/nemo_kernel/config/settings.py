@@ -233,6 +233,12 @@ class Settings(BaseSettings):
         le=10_000_000,
         description="most series held (workloads' own series: at most half); samples of new ones beyond are dropped",
     )
+    federate_max_series: int = Field(
+        default=50_000,
+        ge=10,
+        le=1_000_000,
+        description="most series one /federate or /metrics answer holds (about 200 bytes each); more is refused",
+    )
     metrics_flush_interval: float = Field(
         default=60.0, ge=1, le=3600, description="seconds between writes of finished rollups to the database"
     )

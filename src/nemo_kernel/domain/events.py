@@ -53,6 +53,8 @@ class EventKind(StrEnum):
     REPLICA_STARTED = "replica.started"
     REPLICA_CRASHED = "replica.crashed"
     REPLICA_RESCHEDULED = "replica.rescheduled"
+    REPLICA_MOVING_BACK = "replica.moving_back"  # its cluster recovered: a migration (reason recovered) returns it
+    REPLICA_NOT_MOVED_BACK = "replica.not_moved_back"  # its cluster recovered but does not admit it: it stays
     REPLICA_REPLACED = "replica.replaced"
     REPLICA_REJECTED = "replica.rejected"
     REPLICA_REMOVED = "replica.removed"

@@ -104,7 +104,9 @@ class MigrationStatus(Model):
     message: str
     requested_by: str
     reason: str | None = Field(
-        default=None, description="why the engine moved the replica (drained, not ready); null for a requested move"
+        default=None,
+        description="why the engine moved the replica (drained, not ready; recovered: back to a cluster that "
+        "recovered, placement.after_recovery move_back); null for a requested move",
     )
     timings: list[PhaseTiming]
     downtime_ms: float | None = Field(

@@ -11,6 +11,9 @@ from pydantic import Field
 from nemo_kernel.domain.common import Model, Name, Spec
 
 MAX_MOVES = 10_000
+MOVES_PAGE = 100
+"""Moves a plan's answer holds unless asked for another page (``GET /rebalance/{id}?offset=&limit=``)."""
+MAX_MOVES_PAGE = 1_000
 """Most moves one plan may make (``max_moves``); a plan is applied one migration per workload at a time."""
 
 MAX_NAMESPACES = 100
@@ -91,7 +94,11 @@ class RebalanceStatus(Model):
     before: RebalanceTotals
     after: RebalanceTotals
     solve_seconds: float
-    moves: list[RebalanceMove]
+    moves: list[RebalanceMove] = Field(
+        description="a page of the plan's moves, in plan order: the first MOVES_PAGE unless asked "
+        "(GET /rebalance/{id}?offset=&limit=)"
+    )
+    moves_total: int = Field(ge=0, description="moves in the plan; more than in ``moves`` when it is a page")
     pinned: dict[str, str] = Field(default_factory=dict, description="workloads kept in place, with why")
     requested_by: str
     created_at: datetime

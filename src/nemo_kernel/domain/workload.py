@@ -261,6 +261,14 @@ class SpreadConstraint(Spec):
         return self
 
 
+class AfterRecovery(StrEnum):
+    """``placement.after_recovery``: what happens to the replicas the control plane moved off a cluster that left
+    (NotReady, drained) once it is back (Ready, uncordoned)."""
+
+    STAY = "stay"  # they stay where they were moved
+    MOVE_BACK = "move_back"  # they move back, one at a time, if the cluster admits them (reason ``recovered``)
+
+
 class PlacementConstraints(Spec):
     """Where a workload may run. Empty lists mean no restriction."""
 
@@ -297,6 +305,11 @@ class PlacementConstraints(Spec):
     )
     rebalance: Annotated[RebalancePolicy, Lax] = Field(
         default=RebalancePolicy.ALLOWED, description="whether the rebalancer may move its replicas: allowed or never"
+    )
+    after_recovery: Annotated[AfterRecovery, Lax] = Field(
+        default=AfterRecovery.STAY,
+        description="when a cluster its replicas were moved off (NotReady, drained) is back: stay where they are, "
+        "or move_back to it one at a time, each if the cluster admits it then",
     )
 
     @field_validator("countries")

@@ -21,8 +21,8 @@ import numpy as np
 
 from nemo_kernel.metrics import matching
 from nemo_kernel.metrics.admission import FUTURE_SLACK, DropReason, series_refusal, time_refusal
-from nemo_kernel.metrics.evaluate import Grid, evaluate, over_history, over_window
-from nemo_kernel.metrics.functions import Times, Values
+from nemo_kernel.metrics.evaluate import Grid, OnGrid, evaluate, over_history
+from nemo_kernel.metrics.functions import Mask, Times, Values
 from nemo_kernel.metrics.model import (
     Aggregation,
     MetricsQuery,
@@ -33,6 +33,7 @@ from nemo_kernel.metrics.model import (
 from nemo_kernel.metrics.names import RESERVED_PREFIX, SAMPLES_DROPPED
 from nemo_kernel.metrics.raw import RawSeries
 from nemo_kernel.metrics.rollups import MINUTE, RESOLUTIONS, History, RollupRow, RollupStore, labels_key, rollup_rows
+from nemo_kernel.metrics.windows import over_series
 
 ROLLUP_LAG = 60.0
 """Seconds a bucket's end must be behind the clock before it is rolled up: late samples of a scrape still land."""
@@ -51,32 +52,16 @@ LOOKBACK = 300.0
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
-class _Stored:
-    """A series as the evaluator sees it: a copy of its raw samples over the query's span (so the evaluation runs
-    without the store's lock), and its rollups older than them, if loaded."""
-
-    __slots__ = ("history", "labels", "name", "times", "values")
-
-    def __init__(
-        self, name: str, labels: Mapping[str, str], times: Times, values: Values, history: History | None
-    ) -> None:
-        self.name = name
-        self.labels = labels
-        self.times = times
-        self.values = values
-        self.history = history
-
-    def over(self, agg: Aggregation, q: float | None, start: int, end: int) -> float | None:
-        lo = int(np.searchsorted(self.times, start, side="left"))
-        hi = int(np.searchsorted(self.times, end, side="right"))
-        times, values = self.times[lo:hi], self.values[lo:hi]
-        if self.history is not None and len(self.history):
-            return over_history(agg, q, self.history, times, values, start, end)
-        return over_window(agg, q, times, values, start, end)
-
-
 _NO_TIMES = np.empty(0, dtype=np.int64)
 _NO_VALUES = np.empty(0, dtype=np.float64)
+
+
+class TooManySeries(Exception):
+    """A selection of more series than an answer may hold."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit:,} series selected")
+        self.limit = limit
 
 
 class EmbeddedMetrics:
@@ -244,12 +229,16 @@ class EmbeddedMetrics:
         """The held series ``selector`` selects (call with the lock held or on a quiescent store)."""
         matching.check(selector)
         if selector.metric:
-            candidates: Iterator[RawSeries] = iter(list(self._by_name.get(selector.metric, {}).values()))
+            groups = [self._by_name.get(selector.metric, {})]
         else:
-            candidates = iter(list(self._series.values()))
-        for series in candidates:
-            if matching.selects(selector, series.name, series.labels):
-                yield series
+            # Matchers on the name are checked once per name, not once per series (federation's {__name__=~...}).
+            on_name = [m for m in selector.matchers if m.label == "__name__"]
+            groups = [g for name, g in self._by_name.items() if all(matching.matches(m, name) for m in on_name)]
+            selector = Selector("", tuple(m for m in selector.matchers if m.label != "__name__"))
+        for group in groups:
+            for series in list(group.values()):
+                if matching.selects(selector, series.name, series.labels):
+                    yield series
 
     def evaluate(self, query: MetricsQuery) -> QueryResult:
         """Answer ``query`` now, in the calling thread (``query`` runs it in a worker thread)."""
@@ -273,9 +262,20 @@ class EmbeddedMetrics:
             spans = [(k, s, _copy(s, grid.earliest, grid.times[-1])) for k, s in held.items()]
         if sum(len(t) for _, _, (t, _) in spans) > MAX_QUERY_SAMPLES:
             raise ValueError(f"the query would read more than {MAX_QUERY_SAMPLES:,} samples; narrow it")
-        selected = [_Stored(s.name, s.labels, t, v, _history(histories.pop(k, None))) for k, s, (t, v) in spans]
-        selected += [_Stored(selector.metric, h.labels, _NO_TIMES, _NO_VALUES, h.history) for h in histories.values()]
-        series = evaluate(query, selected, now)
+        # Every window of every series with raw samples only at once (metrics.windows); windows reaching into the
+        # rollups (history older than the raw retention) one at a time. In the store's order either way.
+        agg, q = query.aggregation, query.quantile
+        raw_only = [(t, v) for k, _, (t, v) in spans if k not in histories]
+        on_grid = iter(over_series(agg, q, raw_only, grid.starts, grid.ends))
+        selected: list[OnGrid] = []
+        for k, s, (t, v) in spans:
+            loaded = histories.pop(k, None)
+            present, values = next(on_grid) if loaded is None else _over_history(agg, q, grid, t, v, loaded.history)
+            selected.append(OnGrid(s.name, s.labels, present, values))
+        for h in histories.values():
+            present, values = _over_history(agg, q, grid, _NO_TIMES, _NO_VALUES, h.history)
+            selected.append(OnGrid(selector.metric, h.labels, present, values))
+        series = evaluate(query, grid, selected)
         return QueryResult(series=series, source=self.source)
 
     def _histories(self, selector: Selector, grid: Grid, held: Mapping[str, RawSeries]) -> dict[str, _Loaded]:
@@ -336,9 +336,12 @@ class EmbeddedMetrics:
             raise
         return len(rows)
 
-    def latest(self, selectors: Sequence[Selector], at: float | None = None) -> list[Sample]:
+    def latest(
+        self, selectors: Sequence[Selector], at: float | None = None, *, limit: int | None = None
+    ) -> list[Sample]:
         """The newest sample at or before ``at`` (default now), no older than :data:`LOOKBACK`, of every series one
-        of ``selectors`` selects (each series once): what ``/federate`` exposes."""
+        of ``selectors`` selects (each series once): what ``/federate`` exposes. :class:`TooManySeries` when more
+        than ``limit`` series would be answered (found before the answer is built: the lock is held that long)."""
         for selector in selectors:
             matching.check(selector)
         end = round((self.clock() if at is None else at) * 1000)
@@ -351,6 +354,8 @@ class EmbeddedMetrics:
                         newest = _newest(series, start, end)
                         if newest is not None:
                             out[id(series)] = newest
+                            if limit is not None and len(out) > limit:
+                                raise TooManySeries(limit)
         return sorted(out.values(), key=lambda s: (s.name, sorted(s.labels.items())))
 
     async def query(self, query: MetricsQuery) -> QueryResult:
@@ -391,11 +396,24 @@ def _copy(series: RawSeries, start: int, end: int) -> tuple[Times, Values]:
 
 
 def _newest(series: RawSeries, start: int, end: int) -> Sample | None:
+    if series.t and series.last <= end:  # the usual case (``end`` is now): the newest sample, or none in the window
+        return Sample(series.name, series.labels, series.v[-1], series.last / 1000) if series.last >= start else None
     times, values = series.window(start, end)
     if not len(times):
         return None
     return Sample(series.name, series.labels, float(values[-1]), int(times[-1]) / 1000)
 
 
-def _history(loaded: _Loaded | None) -> History | None:
-    return loaded.history if loaded is not None else None
+def _over_history(
+    agg: Aggregation, q: float | None, grid: Grid, times: Times, values: Values, history: History
+) -> tuple[Mask, Values]:
+    present = np.zeros(len(grid.times), dtype=np.bool_)
+    out = np.zeros(len(grid.times), dtype=np.float64)
+    for i, end in enumerate(grid.times):
+        start = end - grid.range_ms
+        lo = int(np.searchsorted(times, start, side="left"))
+        hi = int(np.searchsorted(times, end, side="right"))
+        value = over_history(agg, q, history, times[lo:hi], values[lo:hi], start, end)
+        if value is not None:
+            present[i], out[i] = True, value
+    return present, out

@@ -1,8 +1,9 @@
 """A :class:`MetricsQuery` evaluated over selected series, as its PromQL (``metrics.promql.to_promql``) would be.
 
-The store hands in the selected series as :class:`Windowed` sources (anything that gives the samples of a closed
-time window); this module applies the per-window function at each evaluation time, then the cross-series ``by``
-aggregation, and shapes :class:`Series` results. Times inside are integer milliseconds, as Prometheus keeps them.
+The per-window functions of one series (``over_window``; ``over_history`` for windows reaching into the rollups;
+``metrics.windows`` for every window of a range query at once) give each selected series' values on the query's
+:class:`Grid` (:class:`OnGrid`); :func:`evaluate` then applies the cross-series ``by`` aggregation and shapes
+:class:`Series` results. Times inside are integer milliseconds, as Prometheus keeps them.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from nemo_kernel.metrics.functions import (
+    Mask,
     Times,
     Values,
     bucket_quantile,
@@ -28,14 +29,15 @@ from nemo_kernel.metrics.model import Aggregation, MetricsQuery, Series
 from nemo_kernel.metrics.rollups import History
 
 
-class Windowed(Protocol):
-    """One series' data, asked one window at a time."""
+@dataclass(frozen=True, slots=True)
+class OnGrid:
+    """One selected series evaluated at each time of a query's grid: its per-window function's values, and which
+    times have one (PromQL gives no sample for an empty window)."""
 
     name: str
     labels: Mapping[str, str]
-
-    def over(self, agg: Aggregation, q: float | None, start: int, end: int) -> float | None:
-        """``agg`` over the samples in ``[start, end]`` (ms), or None where PromQL gives no sample."""
+    present: Mask
+    values: Values
 
 
 def over_window(agg: Aggregation, q: float | None, times: Times, values: Values, start: int, end: int) -> float | None:
@@ -110,6 +112,16 @@ class Grid:
         """The start of the first window (ms)."""
         return self.times[0] - self.range_ms if self.times else 0
 
+    @property
+    def ends(self) -> Times:
+        """The evaluation times (ms) as an array: where each window ends."""
+        return np.asarray(self.times, dtype=np.int64)
+
+    @property
+    def starts(self) -> Times:
+        """Where each window starts (ms): Prometheus 2.x range selectors are closed at both ends."""
+        return self.ends - self.range_ms
+
     @classmethod
     def of(cls, query: MetricsQuery, now: float) -> Grid:
         """An instant query evaluates once at ``at`` over ``window``; a range query from ``at - window`` to ``at``
@@ -134,33 +146,26 @@ _ACROSS: dict[Aggregation, str] = {
 }
 
 
-def evaluate(query: MetricsQuery, selected: Iterable[Windowed], now: float) -> list[Series]:
-    """The result series of ``query`` over the ``selected`` series (for a histogram quantile: its ``_bucket``
-    series), evaluated on the query's grid."""
-    grid = Grid.of(query, now)
+def evaluate(query: MetricsQuery, grid: Grid, selected: Iterable[OnGrid]) -> list[Series]:
+    """The result series of ``query`` from its ``selected`` series (for a histogram quantile: its ``_bucket``
+    series) evaluated on its ``grid``: combined across series by ``by``, or each on its own."""
     # Series are aggregated in the order the store created them, as Prometheus' head returns them (by series
     # reference) for a query: the same order of additions, the same rounding.
     if query.aggregation is Aggregation.HISTOGRAM_QUANTILE:
         return _histogram_quantile(query, selected, grid)
-    per_series = [(s, _points(s, query, grid)) for s in selected]
-    per_series = [(s, p) for s, p in per_series if p]
+    ends = grid.ends
+    per_series = [s for s in selected if s.present.any()]
     if query.by is None:
         keep_name = query.aggregation is Aggregation.LAST  # last_over_time keeps __name__, like offset
-        return [Series(_labels(s.name if keep_name else None, s.labels), _seconds(points)) for s, points in per_series]
-    groups: dict[tuple[tuple[str, str], ...], list[dict[int, float]]] = {}
-    for s, points in per_series:
-        groups.setdefault(_group_key(s.labels, query.by), []).append(points)
+        return [
+            Series(_labels(s.name if keep_name else None, s.labels), _seconds(ends, s.present, s.values))
+            for s in per_series
+        ]
+    groups: dict[tuple[tuple[str, str], ...], list[tuple[Mask, Values]]] = {}
+    for s in per_series:
+        groups.setdefault(_group_key(s.labels, query.by), []).append((s.present, s.values))
     combine = _COMBINE[_ACROSS[query.aggregation]]
-    return [Series(dict(key), _seconds(_combined(members, combine))) for key, members in sorted(groups.items())]
-
-
-def _points(s: Windowed, query: MetricsQuery, grid: Grid) -> dict[int, float]:
-    points: dict[int, float] = {}
-    for t in grid.times:
-        value = s.over(query.aggregation, query.quantile, t - grid.range_ms, t)
-        if value is not None:
-            points[t] = value
-    return points
+    return [Series(dict(key), _seconds(ends, *combine(members))) for key, members in sorted(groups.items())]
 
 
 def _labels(name: str | None, labels: Mapping[str, str]) -> dict[str, str]:
@@ -170,8 +175,8 @@ def _labels(name: str | None, labels: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _seconds(points: Mapping[int, float]) -> list[tuple[float, float]]:
-    return [(t / 1000.0, v) for t, v in sorted(points.items())]
+def _seconds(ends: Times, present: Mask, values: Values) -> list[tuple[float, float]]:
+    return list(zip((ends[present] / 1000.0).tolist(), values[present].tolist(), strict=True))
 
 
 def _group_key(labels: Mapping[str, str], by: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -179,42 +184,58 @@ def _group_key(labels: Mapping[str, str], by: Sequence[str]) -> tuple[tuple[str,
     return tuple(sorted((name, labels[name]) for name in set(by) if labels.get(name, "") != ""))
 
 
-def _sum(values: list[float]) -> float:
-    total = values[0]
-    for v in values[1:]:
-        total += v  # in order, as Prometheus 2.x's sum aggregator (Python 3.12's sum() compensates)
-    return total
+# Across series, each evaluation time on its own, members in the store's order: the same operations in the same
+# order as Prometheus' aggregators, for every time at once.
 
 
-def _avg(values: list[float]) -> float:
-    return incremental_mean(values)
+def _sum(members: list[tuple[Mask, Values]]) -> tuple[Mask, Values]:
+    seen = np.zeros_like(members[0][0])
+    total = np.zeros_like(members[0][1])
+    with np.errstate(all="ignore"):
+        for present, values in members:
+            total = np.where(present, np.where(seen, total + values, values), total)  # in order, as Prometheus 2.x
+            seen |= present
+    return seen, total
 
 
-def _max(values: list[float]) -> float:
-    real = [v for v in values if not math.isnan(v)]  # max/min by skip NaN unless all are NaN
-    return max(real) if real else math.nan
+def _avg(members: list[tuple[Mask, Values]]) -> tuple[Mask, Values]:
+    # functions.incremental_mean at every time, over the members that have a value there
+    count = np.zeros_like(members[0][1])
+    mean = np.zeros_like(members[0][1])
+    with np.errstate(all="ignore"):
+        for present, v in members:
+            count = np.where(present, count + 1, count)
+            finite_v = ~np.isinf(v) & ~np.isnan(v)
+            keep = np.isinf(mean) & ((np.isinf(v) & ((mean > 0) == (v > 0))) | finite_v)
+            moved = np.where(keep, mean, mean + (v / count - mean / count))
+            mean = np.where(present, np.where(count == 1, v, moved), mean)
+    return count > 0, mean
 
 
-def _min(values: list[float]) -> float:
-    real = [v for v in values if not math.isnan(v)]
-    return min(real) if real else math.nan
+def _extreme(highest: bool, members: list[tuple[Mask, Values]]) -> tuple[Mask, Values]:
+    # max/min by skip NaN unless all are NaN; the first of equal values stays (Python's max/min)
+    seen = np.zeros_like(members[0][0])
+    best = np.full_like(members[0][1], np.nan)
+    for present, v in members:
+        better = (v > best) if highest else (v < best)
+        best = np.where(present & (np.isnan(best) | better), v, best)
+        seen |= present
+    return seen, best
 
 
-_COMBINE: dict[str, Callable[[list[float]], float]] = {"sum": _sum, "avg": _avg, "max": _max, "min": _min}
+_COMBINE: dict[str, Callable[[list[tuple[Mask, Values]]], tuple[Mask, Values]]] = {
+    "sum": _sum,
+    "avg": _avg,
+    "max": lambda members: _extreme(True, members),
+    "min": lambda members: _extreme(False, members),
+}
 
 
-def _combined(members: list[dict[int, float]], combine: Callable[[list[float]], float]) -> dict[int, float]:
-    at: dict[int, list[float]] = {}
-    for points in members:
-        for t, v in points.items():
-            at.setdefault(t, []).append(v)
-    return {t: combine(values) for t, values in at.items()}
-
-
-def _histogram_quantile(query: MetricsQuery, selected: Iterable[Windowed], grid: Grid) -> list[Series]:
+def _histogram_quantile(query: MetricsQuery, selected: Iterable[OnGrid], grid: Grid) -> list[Series]:
     q = query.quantile if query.quantile is not None else math.nan
     # histogram_quantile(q, [sum by (le, by...)] (rate(m_bucket[w]))): group by every label but le (or by ``by``)
     groups: dict[tuple[tuple[str, str], ...], dict[int, dict[str, float]]] = {}
+    ends = grid.ends
     for s in selected:
         le = s.labels.get("le")
         if le is None or _bound(le) is None:
@@ -224,7 +245,7 @@ def _histogram_quantile(query: MetricsQuery, selected: Iterable[Windowed], grid:
         else:
             key = _group_key(s.labels, query.by)
         by_time = groups.setdefault(key, {})
-        for t, rate in _points(s, query, grid).items():
+        for t, rate in zip(ends[s.present].tolist(), s.values[s.present].tolist(), strict=True):
             per_le = by_time.setdefault(t, {})
             per_le[le] = per_le.get(le, 0.0) + rate
     out: list[Series] = []
@@ -232,7 +253,7 @@ def _histogram_quantile(query: MetricsQuery, selected: Iterable[Windowed], grid:
         points = {
             t: bucket_quantile(q, [(float(le), count) for le, count in per_le.items()]) for t, per_le in by_time.items()
         }
-        out.append(Series(dict(key), _seconds(points)))
+        out.append(Series(dict(key), [(t / 1000.0, v) for t, v in sorted(points.items())]))
     return out
 
 

@@ -21,12 +21,20 @@ _KNOWN: dict[str, SeriesName] = {s.name: s for s in ALL}
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
-def federate(store: EmbeddedMetrics, selectors: Sequence[Selector], at: float | None = None) -> str:
+NEMO_SERIES: tuple[Selector, ...] = tuple(
+    Selector(s.name + suffix) for s in ALL for suffix in (_HISTOGRAM_SUFFIXES if s.type == "histogram" else ("",))
+)
+"""Every series NEMO produces itself (``metrics.names``): as many as the inventory has replicas, nodes, clusters,
+links and workloads' routes, whatever the workloads' own series number."""
+
+
+def federate(store: EmbeddedMetrics, selectors: Sequence[Selector], limit: int, at: float | None = None) -> str:
     """The newest sample (within the 5-minute lookback) of every series ``selectors`` select, as exposition text.
 
-    Raises ValueError for a selector whose regular expression does not compile.
+    Raises ValueError for a selector whose regular expression does not compile, and
+    :class:`~nemo_kernel.metrics.embedded.TooManySeries` when more than ``limit`` series are selected.
     """
-    return render(store.latest(selectors, at))
+    return render(store.latest(selectors, at, limit=limit))
 
 
 def render(samples: Iterable[Sample]) -> str:

@@ -16,6 +16,8 @@ import numpy.typing as npt
 
 Times = npt.NDArray[np.int64]
 Values = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
+"""Which evaluation times of a grid have a value."""
 
 
 def extrapolated_rate(times: Times, values: Values, range_start: int, range_end: int) -> float | None:
@@ -56,7 +58,10 @@ def extrapolated_rate(times: Times, values: Values, range_start: int, range_end:
 def sequential_sum(values: Values) -> float:
     """The sum added up in order, as Prometheus does (numpy's ``sum`` adds pairwise, Python 3.12's compensates:
     both round differently)."""
-    return float(np.cumsum(values)[-1]) if len(values) else 0.0
+    if not len(values):
+        return 0.0
+    with np.errstate(all="ignore"):  # Inf - Inf is NaN, as in Prometheus: not a warning in the server's log
+        return float(np.cumsum(values)[-1])
 
 
 def incremental_mean(values: Iterable[float]) -> float:

@@ -170,6 +170,8 @@ _SIMPLE_ESCAPES = {
     "'": "'",
 }
 _HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+# Control characters (Unicode Cc) but the three whitespace ones text carries and PromQL names (\t \n \r).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # PromQL's aggregation operators may put their grouping first (``sum by (a) (m)``): still a function to refuse.
 _AGGREGATIONS = frozenset(
     [
@@ -241,6 +243,11 @@ class _Reader:
         value = "".join(out)
         if any("\ud800" <= ch <= "\udfff" for ch in value):
             raise self.fail("label value is not valid Unicode", start)
+        control = _CONTROL.search(value)
+        if control is not None:
+            # A NUL cuts the value short in C-string consumers (PostgreSQL refuses it), and no text a label holds
+            # needs one; a regular expression may still match one by RE2's escape (\\x00).
+            raise self.fail(f"control character {control.group()!r} in a label value", start)
         return value
 
     def escape(self) -> str:

@@ -37,6 +37,7 @@ from nemo_kernel.orchestrator.outbox import OutboxPublisher
 from nemo_kernel.orchestrator.probes import LinkProber
 from nemo_kernel.orchestrator.reactions import Reactions, load_reactions
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
+from nemo_kernel.orchestrator.reactions_recovery import recovery_reactions
 from nemo_kernel.orchestrator.rebalance import RebalanceLimits
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
 from nemo_kernel.orchestrator.resources import ResourceManager
@@ -56,6 +57,7 @@ _ENVELOPE_WINDOW = 300.0  # seconds of clock difference accepted on envelopes
 # periodic one only finds another process's event committed after a newer one, and moves the watermarks on.
 _FULL_REACTION_PASS = 30.0
 _MIGRATION_POLL = 0.05  # seconds between steps while a migration runs (it waits on replicas and deadlines)
+_STOP_GRACE = 5.0  # seconds a loop is given to end after each cancellation on stop
 
 
 def _bus_for(settings: Settings, directory: StoredKeyDirectory) -> Bus:
@@ -93,10 +95,10 @@ class ControlPlane:
         link_sink: MetricSink | None = None,
     ) -> None:
         """``providers`` open the clusters of their driver kinds instead of the registry's (tests, embedders);
-        ``reactions`` replaces the default registry (with ``REACTION_MODULES`` imported at start); ``criteria``
-        score placements (the default registry's unless given); ``metrics_sink`` receives the collected series
-        (``orchestrator.collect``) and ``link_sink`` the link probes' series (``orchestrator.probes``) instead of
-        :attr:`metrics_store`, which still answers ``metrics``."""
+        ``reactions`` replaces the default registry (``REACTION_MODULES`` and the plane's own, see
+        :meth:`reaction_registry`); ``criteria`` score placements (the default registry's unless given);
+        ``metrics_sink`` receives the collected series (``orchestrator.collect``) and ``link_sink`` the link
+        probes' series (``orchestrator.probes``) instead of :attr:`metrics_store`, which still answers ``metrics``."""
         self.reactions = reactions
         self.settings = settings
         self.db = Database(settings.resolved_database_url())
@@ -184,11 +186,21 @@ class ControlPlane:
         self._tasks: list[asyncio.Task[None]] = []
         self._subscription: Subscription | None = None
 
+    def reaction_registry(self) -> Reactions:
+        """The reactions this control plane runs: the registry it was given, or the default one (importing
+        ``REACTION_MODULES``) with its own reactions bound to its engine (moves back after a recovery)."""
+        if self.reactions is not None:
+            return self.reactions
+        registry = Reactions()
+        for reaction in (*load_reactions(), *recovery_reactions(self.commands.migrations)):
+            registry.add(reaction)
+        return registry
+
     async def start(self) -> None:
         """Migrate the store, register the default clusters on first start, then start the loops."""
         self._loop = asyncio.get_running_loop()
         # first: a broken reaction module fails start before anything is opened that stop() would have to close
-        reactions = self.reactions if self.reactions is not None else load_reactions()
+        reactions = self.reaction_registry()
         await asyncio.to_thread(self.db.migrate)
         await asyncio.to_thread(self._bootstrap)
         await asyncio.to_thread(self._load_bus_state)
@@ -324,8 +336,7 @@ class ControlPlane:
             except Exception:
                 # A failing pass (database restarting, a driver bug) must not stop the control plane.
                 log.exception("reconcile pass failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.reconcile_interval)
+            await wait_until_set(self._wake, self.settings.reconcile_interval)
 
     async def _outbox_loop(self) -> None:
         while True:
@@ -375,9 +386,7 @@ class ControlPlane:
 
     async def stop(self) -> None:
         """Stop the loops and the local agents; replicas keep running and are adopted on the next start."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks, _STOP_GRACE)
         if self._tasks:
             try:  # the samples since the last pass, so that a clean stop loses no history
                 await asyncio.to_thread(self.keep_metrics_history, everything=True)
@@ -405,3 +414,35 @@ def _rebalance_settings(settings: Settings) -> RebalanceSettings:
         time_limit_s=settings.rebalance_time_limit,
     )
     return RebalanceSettings(limits, cooldown_s=settings.rebalance_cooldown)
+
+
+async def wait_until_set(event: asyncio.Event, seconds: float) -> None:
+    """Wait until ``event`` is set or ``seconds`` pass, whichever comes first.
+
+    Not ``asyncio.wait_for(event.wait(), timeout)``: on Python 3.11 that swallows a cancellation that arrives as the
+    event is set (CPython gh-86296), and a loop waiting that way carries on after ``stop()`` cancelled it, so the stop
+    waits for ever. ``asyncio.timeout`` delivers the cancellation.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
+async def cancel_and_wait(tasks: Sequence[asyncio.Task[None]], grace: float, attempts: int = 3) -> None:
+    """Cancel ``tasks`` and wait for them to end, cancelling again those still running after each ``grace`` seconds.
+
+    A loop may miss one cancellation (see :func:`wait_until_set`; a library may swallow one too): asking again is
+    what ends it. After ``attempts`` the stragglers are named in the log and left behind, so that stopping the
+    control plane (closing the drivers, the store) is never held up by one loop.
+    """
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(attempts):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=grace)
+        for task in pending:
+            log.warning("loop %s did not end when cancelled; cancelling it again", task.get_name())
+    if pending:
+        log.error("loops %s did not stop; stopping without them", ", ".join(sorted(t.get_name() for t in pending)))

@@ -22,6 +22,11 @@ from nemo_kernel.store.errors import NotFound
 from nemo_kernel.store.events import record_event, workload_subject
 from nemo_kernel.store.tables import ClusterRow, MigrationRow, ReplicaRow, WorkloadRow
 
+RECOVERED = "recovered"
+"""The reason of a move back to a cluster that recovered (``placement.after_recovery: move_back``); the engine's
+other reasons are ``drained`` and ``not ready`` (its evacuations, ``reconcile/evacuate.py``). A move back is never
+itself a reason to move anything back."""
+
 
 def migration_subject(workload: str) -> str:
     """Events of a migration are part of its workload's history."""

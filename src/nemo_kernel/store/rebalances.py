@@ -6,10 +6,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import (
+    MOVES_PAGE,
     EventKind,
     MoveState,
     RebalanceMove,
@@ -66,10 +67,21 @@ def recent(s: Session, limit: int) -> list[RebalanceRow]:
     return list(s.scalars(select(RebalanceRow).order_by(RebalanceRow.id.desc()).limit(limit)))
 
 
-def moves_of(s: Session, rebalance_id: int) -> list[RebalanceMoveRow]:
-    """The moves of a plan, in plan order."""
+def moves_of(s: Session, rebalance_id: int, offset: int = 0, limit: int | None = None) -> list[RebalanceMoveRow]:
+    """The moves of a plan, in plan order: all of them, or ``limit`` from the ``offset``-th."""
     query = select(RebalanceMoveRow).where(RebalanceMoveRow.rebalance_id == rebalance_id)
-    return list(s.scalars(query.order_by(RebalanceMoveRow.id)))
+    return list(s.scalars(query.order_by(RebalanceMoveRow.id).offset(offset).limit(limit)))
+
+
+def count_moves(s: Session, rebalance_id: int) -> int:
+    """How many moves a plan has."""
+    query = select(func.count()).where(RebalanceMoveRow.rebalance_id == rebalance_id)
+    return int(s.scalar(query) or 0)
+
+
+def status_of(s: Session, row: RebalanceRow, offset: int = 0, limit: int = MOVES_PAGE) -> RebalanceStatus:
+    """The API's view of a stored plan with a page of its moves (``limit`` from the ``offset``-th)."""
+    return to_status(row, moves_of(s, row.id, offset, limit), count_moves(s, row.id))
 
 
 def cooling_down(s: Session, since: datetime) -> set[int]:
@@ -80,8 +92,8 @@ def cooling_down(s: Session, since: datetime) -> set[int]:
     return set(s.scalars(query.distinct()))
 
 
-def to_status(row: RebalanceRow, moves: Sequence[RebalanceMoveRow]) -> RebalanceStatus:
-    """The API's view of a stored plan."""
+def to_status(row: RebalanceRow, moves: Sequence[RebalanceMoveRow], total: int) -> RebalanceStatus:
+    """The API's view of a stored plan, ``moves`` being a page of its ``total``."""
     return RebalanceStatus(
         id=row.id,
         state=RebalanceState(row.state),
@@ -109,6 +121,7 @@ def to_status(row: RebalanceRow, moves: Sequence[RebalanceMoveRow]) -> Rebalance
             )
             for m in moves
         ],
+        moves_total=total,
         pinned=dict(row.pinned),
         requested_by=row.requested_by,
         created_at=row.created_at,

@@ -11,7 +11,7 @@ from nemo_kernel.api.body import read_document, require_mapping
 from nemo_kernel.api.deps import control_plane, requested_by
 from nemo_kernel.api.openapi import request_body
 from nemo_kernel.api.params import MAX_INT64
-from nemo_kernel.domain import RebalanceRequest, RebalanceStatus
+from nemo_kernel.domain import MAX_MOVES_PAGE, MOVES_PAGE, RebalanceRequest, RebalanceStatus
 from nemo_kernel.orchestrator import ControlPlane
 
 router = APIRouter(prefix="/rebalance", tags=["rebalance"])
@@ -37,6 +37,12 @@ def recent(
 
 
 @router.get("/{rebalance_id}", response_model=RebalanceStatus)
-def get_rebalance(rebalance_id: Annotated[int, Path(ge=1, le=MAX_INT64)], plane: Plane) -> RebalanceStatus:
-    """One plan: its moves and where each is (queued, moving, done, skipped with why, failed)."""
-    return plane.views.rebalances.get(rebalance_id)
+def get_rebalance(
+    rebalance_id: Annotated[int, Path(ge=1, le=MAX_INT64)],
+    plane: Plane,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT64, description="moves to skip, in plan order")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_MOVES_PAGE, description="at most this many moves")] = MOVES_PAGE,
+) -> RebalanceStatus:
+    """One plan: a page of its moves and where each is (queued, moving, done, skipped with why, failed);
+    ``moves_total`` counts them all."""
+    return plane.views.rebalances.get(rebalance_id, offset, limit)

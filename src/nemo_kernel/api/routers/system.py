@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -14,7 +15,7 @@ from nemo_kernel.api.errors import ApiError
 from nemo_kernel.api.openapi import ERRORS, ErrorBody
 from nemo_kernel.api.security import ApiAccess
 from nemo_kernel.metrics import exposition
-from nemo_kernel.metrics.model import Selector
+from nemo_kernel.metrics.embedded import TooManySeries
 from nemo_kernel.metrics.promql import parse_selector
 from nemo_kernel.orchestrator import ControlPlane
 
@@ -24,7 +25,6 @@ _EXPOSITION = CONTENT_TYPE_LATEST.split(";")[0]
 Plane = Annotated[ControlPlane, Depends(control_plane)]
 MAX_MATCH_PARAMS = 64
 """Most ``match[]`` selectors one ``/federate`` request may give."""
-_EVERY_SERIES = Selector("")
 
 
 @router.get("/healthz")
@@ -54,18 +54,34 @@ def readyz(plane: Plane) -> dict[str, object]:
         200: {"description": "Prometheus text exposition", "content": {_EXPOSITION: {"schema": {"type": "string"}}}},
         401: ERRORS[401],
         403: ERRORS[403],
+        422: {"model": ErrorBody, "description": "More series of NEMO's own than NEMO_FEDERATE_MAX_SERIES"},
     },
     openapi_extra={"security": [{}, {"HTTPBearer": []}]},  # the token is optional here
 )
 async def metrics(request: Request, plane: Plane) -> Response:
     """Prometheus exposition: the process' own counters (bus, API) to anyone, as always; with a viewer token,
-    also the newest sample of every series NEMO collects (replicas, nodes, clusters, workloads, links)."""
+    also the newest sample of every series NEMO produces (replicas, nodes, clusters, workloads, links: as many as
+    the inventory holds). Workloads' own series are not here: ``/federate`` selects them. More than
+    ``NEMO_FEDERATE_MAX_SERIES`` series: 422 naming the limit."""
     text = generate_latest().decode()
     if request.headers.get("authorization") is None:
         return Response(text, media_type=CONTENT_TYPE_LATEST)
     await _access(request).check(request)  # a token that is sent must be valid: a misconfigured scraper learns it
     own = {sample.name for family in REGISTRY.collect() for sample in family.samples}
-    samples = await run_in_threadpool(plane.metrics_store.latest, [_EVERY_SERIES])
+    limit = plane.settings.federate_max_series
+    try:
+        samples = await run_in_threadpool(partial(plane.metrics_store.latest, exposition.NEMO_SERIES, limit=limit))
+    except TooManySeries as exc:
+        message = (
+            f"NEMO holds more than {exc.limit:,} series of its own (NEMO_FEDERATE_MAX_SERIES); scrape /federate "
+            "with match[] selectors that split them, or raise the limit"
+        )
+        raise ApiError(
+            422,
+            "too_many_series",
+            message,
+            [{"field": "NEMO_FEDERATE_MAX_SERIES", "message": message, "limit": exc.limit}],
+        ) from None
     # A family the process counts itself is written once (by the client library): never twice with two TYPE lines.
     collected = exposition.render(s for s in samples if s.name not in own)
     return Response(text + collected, media_type=CONTENT_TYPE_LATEST)
@@ -77,6 +93,7 @@ async def metrics(request: Request, plane: Plane) -> Response:
     responses={
         200: {"description": "The selected series' newest samples", "content": {_EXPOSITION: {"schema": {}}}},
         400: {"model": ErrorBody, "description": "A missing or bad match[] selector"},
+        422: {"model": ErrorBody, "description": "More series selected than NEMO_FEDERATE_MAX_SERIES"},
         401: ERRORS[401],
         403: ERRORS[403],
     },
@@ -98,10 +115,17 @@ async def federate(request: Request, plane: Plane) -> Response:
             selectors.append(parse_selector(text, require_metric=False))
         except ValueError as exc:
             raise ApiError(400, "bad_selector", f"match[] #{i + 1}: {exc}", [_field(str(exc), i)]) from None
+    limit = plane.settings.federate_max_series
     try:
-        text = await run_in_threadpool(exposition.federate, plane.metrics_store, selectors)
+        text = await run_in_threadpool(exposition.federate, plane.metrics_store, selectors, limit)
     except ValueError as exc:  # a regular expression the store refuses (too long)
         raise ApiError(400, "bad_selector", str(exc), [_field(str(exc))]) from None
+    except TooManySeries as exc:
+        message = (
+            f"the match[] selectors select more than {exc.limit:,} series, the most one answer holds "
+            "(NEMO_FEDERATE_MAX_SERIES); narrow them, or split them over several scrapes"
+        )
+        raise ApiError(422, "too_many_series", message, [{**_field(message), "limit": exc.limit}]) from None
     return Response(text, media_type=exposition.CONTENT_TYPE)
 
 

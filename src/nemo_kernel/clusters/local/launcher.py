@@ -117,10 +117,23 @@ class LocalAgentLauncher:
 
     async def stop(self, name: str) -> None:
         """SIGTERM the agent of cluster ``name`` and wait for it to exit; its replicas keep running."""
-        async with self._lock_of(name):
+        lock = self._lock_of(name)
+        try:
+            # bounded: a start of this agent that a stopping control plane left behind must not hold the stop up
+            async with asyncio.timeout(self.start_timeout + self.stop_timeout):
+                await lock.acquire()
+        except TimeoutError:
+            log.warning("agent of cluster %s is still being started; stopping it anyway", name)
             endpoint = self._live_endpoint(name)
             if endpoint is not None:
                 await self._stop_agent(name, endpoint)
+            return
+        try:
+            endpoint = self._live_endpoint(name)
+            if endpoint is not None:
+                await self._stop_agent(name, endpoint)
+        finally:
+            lock.release()
 
     async def stop_all(self) -> None:
         """Stop every agent under the state root (replicas keep running)."""

@@ -25,6 +25,7 @@ from nemo_kernel.domain import (
     MigrationRequest,
     MigrationStatus,
     NodeSpec,
+    PlacementDecision,
     ReplicaPhase,
     WorkloadDescriptor,
     load_document,
@@ -61,9 +62,10 @@ def check_target(
     node: str | None,
     runtime: str | None,
     avoid_node: str | None,
-) -> tuple[str, str | None]:
-    """The node of ``cluster`` (``node`` if given) one more replica of ``w`` may move to, and its runtime, as the
-    decision engine's filters and scores say; :class:`ApiError` 409 naming the filter that rejects an explicit target.
+) -> tuple[str, str | None, PlacementDecision]:
+    """The node of ``cluster`` (``node`` if given) one more replica of ``w`` may move to, its runtime and the
+    decision that chose them, as the decision engine's filters and scores say; :class:`ApiError` 409 naming the
+    filter that rejects an explicit target.
 
     Uses only :meth:`DecisionEngine.decide`, on candidates narrowed to the target: ``avoid_node`` (the source's
     node, on the same runtime) is left out, and a requested ``runtime`` is the only one the node offers, so the
@@ -91,7 +93,7 @@ def check_target(
     if decision.assignments:
         a = decision.assignments[0]
         picked = next((v.runtime for v in decision.candidates if v.node == a.node), None)
-        return a.node, picked
+        return a.node, picked, decision
     verdict = next((v for v in decision.candidates if v.rejected_by is not None), None)
     if verdict is None:
         raise _refused("placement", decision.summary, cluster, node)
@@ -120,12 +122,15 @@ class MigrationCommands:
     def start(self, request: MigrationRequest, requested_by: str) -> MigrationStatus:
         """Validate the move whole, store it as Planned with its ``migration.started`` event, wake the loops."""
         with self._db.transaction() as s:
-            row = self._plan(s, request, requested_by)
+            row = self.plan(s, request, requested_by)
             status = to_status(row)
         self._wake()
         return status
 
-    def _plan(self, s: Session, request: MigrationRequest, requested_by: str) -> MigrationRow:
+    def plan(self, s: Session, request: MigrationRequest, requested_by: str, reason: str | None = None) -> MigrationRow:
+        """Check the move whole and store it as Planned in the caller's transaction, with its ``migration.started``
+        event; ``reason`` says why the engine moves it (None: a user or module asked). Refusals are raised before
+        anything is written; the caller wakes the loops (a reaction's dispatcher does)."""
         namespace, name = split_workload(request.workload)
         w = workloads.lock_workload(s, namespace, name)  # one migration check at a time per workload
         spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
@@ -159,10 +164,19 @@ class MigrationCommands:
         if mode is MigrationMode.STATEFUL:
             # The state is handed over as the application wrote it: only to a node of the same architecture.
             candidates = _same_architecture(s, candidates, source, target_cluster, to.node)
-        node, runtime = check_target(
+        node, runtime, decision = check_target(
             self._decisions, w, spec, source.index, candidates, target_cluster, to.node, to.runtime, avoid
         )
-        return plan_migration(s, w, source, mode, (target_cluster, node, runtime), requested_by)
+        if reason is not None:
+            # The engine's own move: its decision is stored, as placement's and evacuation's are, so the workload's
+            # placement explains where the replica runs after it.
+            workloads.store_decision(s, w, decision)
+            record_event(
+                s, EventKind.PLACEMENT_DECIDED, events.workload_subject(w.namespace, w.name), decision.summary,
+                version=w.version, outcome=decision.outcome.value,
+                assignments=[a.model_dump() for a in decision.assignments],
+            )  # fmt: skip
+        return plan_migration(s, w, source, mode, (target_cluster, node, runtime), requested_by, reason)
 
     def _source(self, s: Session, w: WorkloadRow, replica: str | None, away_from: str | None) -> ReplicaRow:
         query = select(ReplicaRow).where(ReplicaRow.workload_id == w.id, ReplicaRow.desired.is_(True))
@@ -197,7 +211,7 @@ class MigrationCommands:
             with self._db.transaction() as s:
                 if events.history(s, subject, limit=1):
                     return
-                row = self._plan(s, request, f"module:{sender}")
+                row = self.plan(s, request, f"module:{sender}")
                 record_event(
                     s, EventKind.INTENT_ACCEPTED, subject, f"petition {message.routing_key} from {sender}: migration "
                     f"{row.id} started", routing_key=message.routing_key, sender=sender, migration=row.id,

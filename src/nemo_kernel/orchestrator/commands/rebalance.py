@@ -121,12 +121,12 @@ class RebalanceCommands:
             if applying and rebalances.applying(s) is not None:  # another apply won the race during the solve
                 applying = False
             row = _stored(s, plan, request.apply, applying, ids, requested_by)
-            status = rebalances.to_status(row, rebalances.moves_of(s, row.id))
+            status = rebalances.status_of(s, row)
         if applying:
             self.advance()
             self._wake()
             with self._db.snapshot() as s:
-                status = rebalances.to_status(rebalances.get_rebalance(s, row.id), rebalances.moves_of(s, row.id))
+                status = rebalances.status_of(s, rebalances.get_rebalance(s, row.id))
         return status
 
     def advance(self) -> bool:

@@ -5,7 +5,8 @@ time); this engine applies them to a :class:`~table.NodeTable` with numpy, and a
 inventories that both make the same decision. In short:
 
 - Filters, in the order of ``CLUSTER_FILTERS`` then ``NODE_FILTERS``; a cluster rejected as a whole is reported
-  under its first rejecting filter, a node under every filter rejecting it (``masks``).
+  under its first rejecting filter, a node under every filter rejecting it (``masks``; ``verdicts`` keeps all but
+  capacity's per table and set of requirements).
 - Criteria: each ``Criterion``'s raw values min-max normalised over the feasible nodes, each ``LoadCriterion``'s
   score as the node stands, weighted into ``total`` (``scoring``).
 - Replicas placed one at a time on the node with the smallest key (below a spread min ? 0 : 1, replicas of the
@@ -48,7 +49,6 @@ from nemo_kernel.orchestrator.decision.filters import (
     choose_runtime,
     first_rejection,
 )
-from nemo_kernel.orchestrator.decision.masks import chosen_runtimes, cluster_masks, node_masks
 from nemo_kernel.orchestrator.decision.scoring import (
     checked_weights,
     default_weights,
@@ -57,6 +57,7 @@ from nemo_kernel.orchestrator.decision.scoring import (
     workload_weights,
 )
 from nemo_kernel.orchestrator.decision.table import Bools, Floats, Ints, NodeTable
+from nemo_kernel.orchestrator.decision.verdicts import Verdicts, explanation_groups, rejected_names, run_filters
 
 TOP_CANDIDATES = 5
 _FEW = 16  # below this many picks, _best takes repeated maxima rather than partitioning every node
@@ -64,24 +65,13 @@ _FEW = 16  # below this many picks, _best takes repeated maxima rather than part
 
 
 @dataclass(slots=True)
-class _Verdicts:
-    """What the filters concluded, as arrays over the table."""
-
-    cluster_rejected_by: Ints  # per cluster: index into CLUSTER_FILTERS of its first rejection, -1 if admitted
-    admitted_rows: Ints  # rows of the nodes of admitted clusters
-    node_rejections: list[tuple[str, Bools]]  # per node filter: which of admitted_rows it rejects
-    feasible: Ints  # rows that passed every filter, in name order
-    runtime: list[str | None]  # per runtime-list code: the runtime chosen
-
-
-@dataclass(slots=True)
 class _Ranking:
-    """Scores of the feasible nodes (aligned with ``_Verdicts.feasible``) and their state during ``_assign``."""
+    """Scores of the feasible nodes (aligned with ``Verdicts.feasible``) and their state during ``_assign``."""
 
     rows: Ints  # the feasible rows
     weights: Mapping[str, float]
     total_weight: float
-    columns: dict[str, Floats]  # shown scores per criterion, as for the first replica
+    columns: dict[str, Floats | _Unweighted]  # shown scores per criterion, as for the first replica
     fixed: Floats  # weighted sum of the Criterion scores
     load_weights: list[float]
     loads: LoadColumns
@@ -89,6 +79,24 @@ class _Ranking:
     first_totals: Floats  # total for the first replica, as explained
     first_hosted: Ints
     alive: Bools  # still fits another replica
+    first_best: list[int]  # the best nodes for the first replica, best first (``_first_best``)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unweighted:
+    """The scores of a criterion the decision weighs 0: shown, never summed, so normalised only where read."""
+
+    raw: Floats
+    low: float
+    width: float | None  # None: every node scores 1.0
+    lower_is_better: bool
+
+    def __getitem__(self, index: int) -> float:
+        if self.width is None:
+            return 1.0
+        # Python floats are IEEE doubles as numpy's are: the same operations as _normalised, the same result.
+        share = (float(self.raw[index]) - self.low) / self.width
+        return 1.0 - share if self.lower_is_better else share
 
 
 class DecisionEngine:
@@ -163,18 +171,18 @@ class DecisionEngine:
         table = candidates if isinstance(candidates, NodeTable) else NodeTable.build(candidates)
         req = Requirements.of(spec, self._latency)
         weights = workload_weights(self._weights, spec)
-        found = _verdicts(table, req)
+        found = run_filters(table, req)
         ranking = self._rank(table, found, req, weights)
         assignments, best_total = self._assign(table, found, ranking, req, replicas_needed)
 
         needed, placed = len(replicas_needed), len(assignments)
         placed_rows = np.flatnonzero(ranking.loads.placed)
         if detail is Detail.NODES:
-            rows, rejections = _node_rows(table, found, ranking, req)
+            rows, rejected = _node_rows(table, found, ranking, req)
         else:
             rows = _compact_rows(table, found, ranking, placed_rows)
             # The summary names rejections only when some replica is left unplaced.
-            rejections = _rejections(table, found) if placed < needed else {}
+            rejected = rejected_names(table, found) if placed < needed else {}
         summary = summarise(
             needed=needed,
             placed_on=[
@@ -182,7 +190,7 @@ class DecisionEngine:
                 for i, k in zip(placed_rows.tolist(), ranking.loads.placed[placed_rows].tolist(), strict=True)
             ],
             best_score=best_total,
-            rejections=rejections,
+            rejections=rejected,
             feasible_nodes=len(found.feasible),
             clusters=len(table.clusters),
         )
@@ -198,15 +206,15 @@ class DecisionEngine:
                 "summary": summary,
                 "decided_at": self._clock(),
                 "detail": detail,
-                "verdicts": _groups(table, found, req) if detail is Detail.COMPACT else [],
+                "verdicts": explanation_groups(table, found, req) if detail is Detail.COMPACT else [],
             }
         )
 
-    def _rank(self, table: NodeTable, found: _Verdicts, req: Requirements, weights: Mapping[str, float]) -> _Ranking:
+    def _rank(self, table: NodeTable, found: Verdicts, req: Requirements, weights: Mapping[str, float]) -> _Ranking:
         """Score every feasible node on every criterion, column by column."""
         rows = found.feasible
-        columns: dict[str, Floats] = {}
-        fixed = np.zeros(len(rows), dtype=np.float64)
+        columns: dict[str, Floats | _Unweighted] = {}
+        fixed: Floats | None = None
         for c in self._fixed:
             many = self._raw_many.get(c.name)
             raw = (
@@ -214,12 +222,19 @@ class DecisionEngine:
                 if many is not None
                 else np.array([c.raw(table.cluster(r), table.node(r), req) for r in rows.tolist()], dtype=np.float64)
             )
+            if weights[c.name] == 0.0 and len(raw):
+                # fixed + 0 * scores would be fixed (scores are finite, fixed >= +0.0): normalise only what is shown.
+                low, width = _bounds(raw)
+                columns[c.name] = _Unweighted(raw, low, width, c.lower_is_better)
+                continue
             columns[c.name] = scores = _normalised(raw, lower_is_better=c.lower_is_better)
-            fixed = fixed + weights[c.name] * scores
-        loads = LoadColumns(  # fancy indexing copies: the decision's changes stay out of the table
-            used_cpu=table.allocated_cpu[rows],
-            used_memory_mib=table.allocated_memory_mib[rows],
-            hosted=table.hosted[rows],
+            fixed = _plus(fixed, weights[c.name], scores)
+        if fixed is None:
+            fixed = np.zeros(len(rows), dtype=np.float64)
+        loads = LoadColumns(  # take copies: the decision's changes stay out of the table
+            used_cpu=np.take(table.allocated_cpu, rows),
+            used_memory_mib=np.take(table.allocated_memory_mib, rows),
+            hosted=np.take(table.hosted, rows),
             placed=np.zeros(len(rows), dtype=np.int64),
         )
         ranking = _Ranking(
@@ -234,10 +249,11 @@ class DecisionEngine:
             first_totals=fixed,
             first_hosted=loads.hosted.copy(),
             alive=np.ones(len(rows), dtype=bool),
+            first_best=[],
         )
-        for by_load in self._by_load:
-            columns[by_load.name] = self._load_scores(by_load, table, rows, loads, req)
-        ranking.totals = ranking.first_totals = _totals(ranking, fixed, [columns[c.name] for c in self._by_load])
+        live = [self._load_scores(by_load, table, rows, loads, req) for by_load in self._by_load]
+        columns.update((by_load.name, scores) for by_load, scores in zip(self._by_load, live, strict=True))
+        ranking.totals = ranking.first_totals = _totals(ranking, fixed, live)
         return ranking
 
     def _load_scores(
@@ -258,7 +274,7 @@ class DecisionEngine:
         return np.array(values, dtype=np.float64)
 
     def _assign(
-        self, table: NodeTable, found: _Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
+        self, table: NodeTable, found: Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
     ) -> tuple[list[dict[str, Any]], float | None]:
         """Place each replica on the best node, then re-score that node; the assignments and the first pick's total.
 
@@ -269,7 +285,7 @@ class DecisionEngine:
         if req.spread or req.division:
             return self._assign_scan(table, found, ranking, req, replicas_needed)
         rows, loads, totals = found.feasible, ranking.loads, ranking.totals
-        top = _best(loads.hosted, totals, len(replicas_needed))
+        top = _first_best(ranking, max(len(replicas_needed), TOP_CANDIDATES))[: len(replicas_needed)]
         heap = [(int(loads.hosted[i]), -float(totals[i]), i) for i in top]  # in key order: already a heap
         assignments: list[dict[str, Any]] = []
         best_total: float | None = None
@@ -287,23 +303,35 @@ class DecisionEngine:
         return assignments, best_total
 
     def _took_one(self, table: NodeTable, ranking: _Ranking, req: Requirements, index: int) -> float | None:
-        """Account one more replica on feasible node ``index``: its new total, or None when it is full."""
+        """Account one more replica on feasible node ``index``: its new total, or None when it is full.
+
+        One node: each load criterion's scalar ``score`` (the same floats as ``score_many``, a test checks) and the
+        sum of ``_totals`` in Python floats (IEEE doubles too) cost less than numpy calls on one-element arrays.
+        """
         loads, row = ranking.loads, int(ranking.rows[index])
         loads.placed[index] += 1
         loads.hosted[index] += 1
         loads.used_cpu[index] += req.cpu
         loads.used_memory_mib[index] += req.memory_mib
-        free_cpu = table.cpu[row] - loads.used_cpu[index]
-        free_memory = table.memory_mib[row] - loads.used_memory_mib[index]
-        if not (free_cpu + _TOLERANCE >= req.cpu and free_memory >= req.memory_mib):
+        used_cpu, used_memory = float(loads.used_cpu[index]), float(loads.used_memory_mib[index])
+        if not (
+            float(table.cpu[row]) - used_cpu + _TOLERANCE >= req.cpu
+            and float(table.memory_mib[row]) - used_memory >= req.memory_mib
+        ):
             return None
-        one = slice(index, index + 1)
-        load = LoadColumns(loads.used_cpu[one], loads.used_memory_mib[one], loads.hosted[one], loads.placed[one])
-        live = [self._load_scores(c, table, ranking.rows[one], load, req) for c in self._by_load]
-        return float(_totals(ranking, ranking.fixed[one], live)[0])
+        if ranking.total_weight <= 0.0:
+            return 0.0
+        cluster, node = table.cluster(row), table.node(row)
+        load = NodeLoad(used_cpu, used_memory, int(loads.hosted[index]), int(loads.placed[index]))
+        total = float(ranking.fixed[index])
+        for c, weight in zip(self._by_load, ranking.load_weights, strict=True):
+            if weight != 0.0:  # as in _totals
+                score = c.score(cluster, node, load, req)
+                total = total + (score if weight == 1.0 else weight * score)
+        return total / ranking.total_weight
 
     def _assign_scan(
-        self, table: NodeTable, found: _Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
+        self, table: NodeTable, found: Verdicts, ranking: _Ranking, req: Requirements, replicas_needed: Sequence[int]
     ) -> tuple[list[dict[str, Any]], float | None]:
         """``_assign`` under ``placement.spread``: groups fill as replicas land, which changes other nodes' keys
         (a group reaching its max or min), so every replica scans the live nodes."""
@@ -338,34 +366,19 @@ class DecisionEngine:
 _TOLERANCE = 1e-9  # filters.CPU_TOLERANCE, the same float: a node filled exactly to capacity takes the last replica
 
 
-def _verdicts(table: NodeTable, req: Requirements) -> _Verdicts:
-    """Run the filters as masks: the first rejection of each cluster, every rejection of each admitted node."""
-    rejected_by = np.full(len(table.clusters), -1, dtype=np.int64)
-    for position, (_, mask) in enumerate(cluster_masks(table, req)):
-        if mask is not None:
-            rejected_by[(rejected_by < 0) & mask] = position
-    admitted = rejected_by < 0
-    admitted_rows = np.flatnonzero(admitted[table.cluster_of]) if len(table) else np.zeros(0, dtype=np.int64)
-    node_rejections = node_masks(table, req, admitted_rows)
-    rejected = np.zeros(len(admitted_rows), dtype=bool)
-    for _, mask in node_rejections:
-        rejected |= mask
-    return _Verdicts(
-        cluster_rejected_by=rejected_by,
-        admitted_rows=admitted_rows,
-        node_rejections=node_rejections,
-        feasible=admitted_rows[~rejected],
-        runtime=chosen_runtimes(table, req),
-    )
+def _bounds(values: Floats) -> tuple[float, float | None]:
+    """The lowest of ``values`` (not empty) and their range; None when they are all equal, give or take rounding."""
+    low = float(values.min())
+    width = float(values.max()) - low
+    return low, None if width <= 1e-12 * max(abs(low), 1.0) else width
 
 
 def _normalised(values: Floats, *, lower_is_better: bool) -> Floats:
     """``scoring.normalised`` on an array: the same operations, so the same floats."""
     if not len(values):
         return values
-    low = float(values.min())
-    width = float(values.max()) - low
-    if width <= 1e-12 * max(abs(low), 1.0):
+    low, width = _bounds(values)
+    if width is None:
         return np.ones(len(values), dtype=np.float64)
     if lower_is_better:
         result: Floats = 1.0 - (values - low) / width
@@ -380,9 +393,17 @@ def _totals(ranking: _Ranking, fixed: Floats, live: Sequence[Floats]) -> Floats:
         return np.zeros(len(fixed), dtype=np.float64)
     weighted = fixed
     for weight, scores in zip(ranking.load_weights, live, strict=True):
-        weighted = weighted + weight * scores
+        if weight != 0.0:  # adding 0 * scores changes nothing (see _rank)
+            weighted = _plus(weighted, weight, scores)
     result: Floats = weighted / ranking.total_weight
     return result
+
+
+def _plus(total: Floats | None, weight: float, scores: Floats) -> Floats:
+    """total + weight * scores, None being 0; the same floats with fewer operations (x * 1.0 is x, and 0.0 + x is x
+    for the x >= +0.0 that weighted scores are)."""
+    term = scores if weight == 1.0 else weight * scores
+    return term if total is None else total + term
 
 
 class _SpreadGroups:
@@ -452,7 +473,7 @@ def _outcome(needed: int, placed: int) -> str:
     return "Partial" if placed else "Pending"
 
 
-def _feasible_row(table: NodeTable, found: _Verdicts, ranking: _Ranking, index: int) -> dict[str, Any]:
+def _feasible_row(table: NodeTable, found: Verdicts, ranking: _Ranking, index: int) -> dict[str, Any]:
     """The verdict of feasible node ``index``: its scores for the first replica, and what it took."""
     row = int(found.feasible[index])
     runtime = found.runtime[int(table.runtimes[row])]
@@ -473,10 +494,18 @@ def _feasible_row(table: NodeTable, found: _Verdicts, ranking: _Ranking, index: 
     return verdict
 
 
-def _compact_rows(table: NodeTable, found: _Verdicts, ranking: _Ranking, placed: Ints) -> list[dict[str, Any]]:
+def _compact_rows(table: NodeTable, found: Verdicts, ranking: _Ranking, placed: Ints) -> list[dict[str, Any]]:
     """The chosen nodes and the best others by the first replica's ranking, in name order."""
-    shown = sorted(set(placed.tolist()) | set(_best(ranking.first_hosted, ranking.first_totals, TOP_CANDIDATES)))
+    shown = sorted(set(placed.tolist()) | set(_first_best(ranking, TOP_CANDIDATES)))
     return [_feasible_row(table, found, ranking, i) for i in shown]
+
+
+def _first_best(ranking: _Ranking, count: int) -> list[int]:
+    """The ``count`` best feasible nodes for the first replica, best first; found once for both ``_assign`` and the
+    explanation (the best k are the first k of the best k + 1)."""
+    if len(ranking.first_best) < count:
+        ranking.first_best = _best(ranking.first_hosted, ranking.first_totals, count)
+    return ranking.first_best[:count]
 
 
 def _best(hosted: Ints, totals: Floats, count: int) -> list[int]:
@@ -491,16 +520,25 @@ def _best(hosted: Ints, totals: Floats, count: int) -> list[int]:
     level = hosted.min()
     while True:
         if count - len(chosen) <= _FEW:
-            # A few picks: repeated argmax (the first of equal maxima, so ties go by index) beats a partition.
-            values = np.where(hosted == level, totals, -np.inf)
+            # A few picks: repeated argmax (the first of equal maxima, so ties go by index) beats a partition. Nodes
+            # off the level are passed over as they come up (rarely among the best), or all masked if many do.
+            values = totals.copy()
+            passed = 0
             while len(chosen) < count:
                 index = int(np.argmax(values))
                 if values[index] == -np.inf:
                     break
-                chosen.append(index)
                 values[index] = -np.inf
+                if hosted[index] == level:
+                    chosen.append(index)
+                    continue
+                passed += 1
+                if passed == _FEW:
+                    values[hosted != level] = -np.inf
+            if len(chosen) >= count:
+                return chosen
             higher = hosted[hosted > level]
-            if len(chosen) >= count or not len(higher):
+            if not len(higher):
                 return chosen
             level = higher.min()
             continue
@@ -513,14 +551,16 @@ def _best(hosted: Ints, totals: Floats, count: int) -> list[int]:
             members = np.concatenate((above, at[: wanted - len(above)]))
             values = totals[members]
         chosen.extend(i for _, i in sorted(zip((-values).tolist(), members.tolist(), strict=True)))
+        if len(chosen) >= count:
+            return chosen
         higher = hosted[hosted > level]
-        if len(chosen) >= count or not len(higher):
+        if not len(higher):
             return chosen
         level = higher.min()
 
 
 def _node_rows(
-    table: NodeTable, found: _Verdicts, ranking: _Ranking, req: Requirements
+    table: NodeTable, found: Verdicts, ranking: _Ranking, req: Requirements
 ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], list[str]]]:
     """Every cluster's and node's verdict with its reason, as the reference engine words them."""
     feasible_index = {int(r): i for i, r in enumerate(found.feasible.tolist())}
@@ -553,65 +593,3 @@ def _node_rows(
                 }
             )
     return rows, rejections
-
-
-def _rejections(table: NodeTable, found: _Verdicts) -> dict[tuple[str, str], list[str]]:
-    """(level, filter) -> the clusters or nodes it rejected, in name order, from the masks."""
-    out: dict[tuple[str, str], list[str]] = {}
-    for position, (filter_name, _) in enumerate(CLUSTER_FILTERS):
-        names = table.cluster_names[found.cluster_rejected_by == position].tolist()
-        if names:
-            out["cluster", filter_name] = names
-    for filter_name, mask in found.node_rejections:
-        names = table.node_names[found.admitted_rows[mask]].tolist()
-        if names:
-            out["node", filter_name] = names
-    return out
-
-
-def _clusters_of(table: NodeTable, rows: Ints) -> Ints:
-    """The clusters of ``rows``, each once, in name order (a count per cluster is cheaper than sorting the rows)."""
-    return np.flatnonzero(np.bincount(table.cluster_of[rows], minlength=len(table.clusters)))
-
-
-def _groups(table: NodeTable, found: _Verdicts, req: Requirements) -> list[dict[str, Any]]:
-    """Every cluster's verdict, compactly: per filter the clusters it rejected (or whose nodes it rejected), with
-    the reason given for the first of them; then the clusters with a feasible node."""
-    groups: list[dict[str, Any]] = []
-    for position, (filter_name, check) in enumerate(CLUSTER_FILTERS):
-        rejected = np.flatnonzero(found.cluster_rejected_by == position)
-        if len(rejected):
-            first = table.clusters[int(rejected[0])]
-            groups.append(
-                {
-                    "level": "cluster",
-                    "filter": filter_name,
-                    "clusters": table.cluster_names[rejected].tolist(),
-                    "example": f"{first.name}: {check(first, req)}",
-                }
-            )
-    checks = dict(NODE_FILTERS)
-    for filter_name, mask in found.node_rejections:
-        rows = found.admitted_rows[mask]
-        if len(rows):
-            first_row = int(rows[0])
-            groups.append(
-                {
-                    "level": "node",
-                    "filter": filter_name,
-                    "clusters": table.cluster_names[_clusters_of(table, rows)].tolist(),
-                    "nodes": len(rows),
-                    "example": f"{table.node_names[first_row]}: {checks[filter_name](table.node(first_row), req)}",
-                }
-            )
-    if len(found.feasible):
-        groups.append(
-            {
-                "level": "node",
-                "filter": None,
-                "clusters": table.cluster_names[_clusters_of(table, found.feasible)].tolist(),
-                "nodes": len(found.feasible),
-                "example": "feasible",
-            }
-        )
-    return groups

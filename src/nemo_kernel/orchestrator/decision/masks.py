@@ -8,7 +8,7 @@ scalar filter per candidate instead, which is slower.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 
@@ -180,15 +180,21 @@ def cluster_masks(t: NodeTable, req: Requirements) -> list[tuple[str, Bools | No
     return out
 
 
-def node_masks(t: NodeTable, req: Requirements, rows: Ints) -> list[tuple[str, Bools]]:
-    """Per node filter that rejects any node here, in order: which of ``rows`` it rejects."""
+def node_masks(
+    t: NodeTable, req: Requirements, rows: Ints, names: Collection[str] | None = None
+) -> list[tuple[str, Bools]]:
+    """Per node filter (of ``names``, default all) that may reject a node here, in order: which of ``rows`` it
+    rejects."""
     out = []
+    every = len(rows) == len(t)  # rows are distinct and sorted: they are all the rows, no need to gather
     for name, check in NODE_FILTERS:
+        if names is not None and name not in names:
+            continue
         mask = NODE_MASKS.get(name)
         if mask is not None:
             found = mask(t, req)
             if found is not None:
-                out.append((name, found[rows]))
+                out.append((name, found if every else np.take(found, rows)))
         else:
             out.append((name, np.array([check(t.node(int(r)), req) is not None for r in rows], dtype=bool)))
     return out

@@ -17,8 +17,10 @@ placement: a cordoned cluster keeps what it runs); ``m[w, n]`` >= current - y, t
 - Candidate pruning: per workload only its ``candidates_per_workload`` best nodes by that objective (plus the nodes
   it runs on) get a variable; at 10,000 workloads over 10,000 nodes the full model has 10^8 columns.
 - Solve: the LP relaxation first; workloads it places in whole replicas are fixed there when that fits with the
-  rest staying put (``_fix_whole``), then the MIP decides the few left within the rest of the time limit. Past the
-  limit HiGHS' best feasible plan is returned as ``time_limited``; no plan at all changes nothing.
+  rest staying put (``_fix_whole``), then the MIP decides the few left within the rest of the time limit, starting
+  from that plan (feasible by construction). Past the limit HiGHS' best plan, at worst that one, is returned as
+  ``time_limited``; ``infeasible``/``failed`` (no plan: nothing changes) would mean a bug in the model.
+- HiGHS writes nothing to stdout (``_quiet_highs``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass, replace
 
 import highspy
 import numpy as np
+from highspy import _Highs  # type: ignore[attr-defined]
 
 from nemo_kernel.domain import LatencyMatrix, SpreadBy
 from nemo_kernel.orchestrator.decision import NodeTable, Requirements
@@ -139,6 +142,9 @@ def plan_rebalance(
     moves = tuple(mv for m in movable for mv in _moves(table, m, counts[id(m)], eur_unit, gco2_unit))
     after = replace(after, objective=after.objective + limits.move_cost * len(moves))
     worth, message = _worth(before, after, moves, limits)
+    if status is PlanStatus.TIME_LIMITED:
+        found = message if moves else "no better placement than today's found"
+        message = f"the solver stopped at its time limit ({limits.time_limit_s:g} s) with its best plan: {found}"
     return Plan(status, moves, before, after, time.perf_counter() - started, worth, message, pinned)
 
 
@@ -231,8 +237,7 @@ def _solve(
     gco2_unit: float,
 ) -> tuple[PlanStatus, dict[int, dict[int, int]] | None]:
     """Build and run the model; the replicas per row of each movable workload, or None when no plan came out."""
-    h = highspy.Highs()  # type: ignore[no-untyped-call]
-    h.setOptionValue("output_flag", False)
+    h = _quiet_highs()
     h.setOptionValue("time_limit", float(limits.time_limit_s))
     h.setOptionValue("threads", int(limits.threads))
     h.setOptionValue("mip_rel_gap", _GAP)
@@ -281,12 +286,17 @@ def _solve(
     h.run()
     if h.getModelStatus() == highspy.HighsModelStatus.kInfeasible:
         return PlanStatus.INFEASIBLE, None
+    start = _staying(movable, columns)
     if h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
-        _fix_whole(h, table, movable, np.asarray(h.getSolution().col_value), cost_neutral=limits.cost_neutral)
-    # Phase 2, the MIP over what is left, within the rest of the time limit.
+        relaxed = np.asarray(h.getSolution().col_value)
+        _fix_whole(h, table, movable, relaxed, start, cost_neutral=limits.cost_neutral)
+    # Phase 2, the MIP over what is left, within the rest of the time limit. It starts from a plan known to be
+    # feasible (the fixed workloads where the LP put them, the others staying), so a solve cut short by the time
+    # limit still has a plan to return: that one, or a better one HiGHS found.
     h.changeColsIntegrality(len(ints), ints, np.ones(len(ints), dtype=np.uint8))
     left = max(limits.time_limit_s - (time.perf_counter() - started), 0.0)
     h.setOptionValue("time_limit", left)
+    h.setSolution(len(start), np.arange(len(start), dtype=np.int32), start)
     h.run()
     model_status = h.getModelStatus()
     info = h.getInfo()
@@ -307,12 +317,40 @@ def _solve(
     return status, out
 
 
+def _quiet_highs() -> highspy.Highs:
+    """A HiGHS instance that writes nothing to stdout.
+
+    ``highspy.Highs()`` enables its Python callbacks in its constructor, a call that prints the banner before any
+    option can be set; the solver class underneath does not, so its options silence it from the first call (the
+    callbacks are not used here).
+    """
+    h: highspy.Highs = _Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("log_to_console", False)
+    return h
+
+
+def _staying(movable: Sequence[_Workload], columns: int) -> Floats:
+    """The columns' values when every replica stays where it runs: feasible by construction of the model."""
+    values = np.zeros(columns)
+    for m in movable:
+        values[m.first_y : m.first_y + len(m.rows)] = [float(m.current.get(r, 0)) for r in m.rows.tolist()]
+    return values
+
+
 def _fix_whole(
-    h: highspy.Highs, table: NodeTable, movable: Sequence[_Workload], relaxed: Floats, *, cost_neutral: bool
+    h: highspy.Highs,
+    table: NodeTable,
+    movable: Sequence[_Workload],
+    relaxed: Floats,
+    start: Floats,
+    *,
+    cost_neutral: bool,
 ) -> None:
     """Fix each workload the LP placed in whole replicas there, if that still fits with every workload not fixed
     staying where it runs (biggest gain first), within the cost budget: the MIP left over is then feasible by
-    construction (the others staying put), and small."""
+    construction (the others staying put), and small. ``start`` (every replica staying) becomes that feasible
+    plan: the fixed workloads' replicas where the LP put them, and the replicas they move."""
     extra_eur = 0.0
     used_cpu, used_memory = table.allocated_cpu.copy(), table.allocated_memory_mib.copy()
     whole: list[tuple[float, _Workload, Floats]] = []
@@ -338,6 +376,10 @@ def _fix_whole(
             stay = np.array([float(m.current.get(r, 0)) for r in m.rows.tolist()])
             columns = np.arange(m.first_y, m.first_y + len(m.rows), dtype=np.int32)
             h.changeColsBounds(len(columns), columns, stay + delta, stay + delta)
+            start[m.first_y : m.first_y + len(m.rows)] = stay + delta
+            after = stay + delta
+            for k, r in enumerate(sorted(m.current)):  # the replicas leaving each node it runs on
+                start[m.first_m + k] = max(float(m.current[r]) - float(after[int(m.rows.searchsorted(r))]), 0.0)
 
 
 class _Rows:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nemo_kernel.domain import RebalanceStatus
+from nemo_kernel.domain import MOVES_PAGE, RebalanceStatus
 from nemo_kernel.store import Database, rebalances
 
 
@@ -12,12 +12,13 @@ class RebalanceViews:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def get(self, rebalance_id: int) -> RebalanceStatus:
-        """One plan with its moves and where each is; ``NotFound`` if unknown."""
+    def get(self, rebalance_id: int, offset: int = 0, limit: int = MOVES_PAGE) -> RebalanceStatus:
+        """One plan with a page of its moves (``limit`` from the ``offset``-th) and where each is; ``NotFound`` if
+        unknown."""
         with self._db.snapshot() as s:
-            return rebalances.to_status(rebalances.get_rebalance(s, rebalance_id), rebalances.moves_of(s, rebalance_id))
+            return rebalances.status_of(s, rebalances.get_rebalance(s, rebalance_id), offset, limit)
 
     def recent(self, limit: int = 20) -> list[RebalanceStatus]:
-        """The latest plans, newest first."""
+        """The latest plans, newest first, each with the first page of its moves."""
         with self._db.snapshot() as s:
-            return [rebalances.to_status(row, rebalances.moves_of(s, row.id)) for row in rebalances.recent(s, limit)]
+            return [rebalances.status_of(s, row) for row in rebalances.recent(s, limit)]

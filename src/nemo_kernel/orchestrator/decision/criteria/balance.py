@@ -7,7 +7,7 @@ from typing import ClassVar
 import numpy as np
 
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
-from nemo_kernel.orchestrator.decision.criteria.base import LoadColumns, NodeLoad
+from nemo_kernel.orchestrator.decision.criteria.base import LoadColumns, NodeLoad, capacity_at
 from nemo_kernel.orchestrator.decision.filters import Requirements
 from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
 
@@ -30,9 +30,11 @@ class Balance:
 
     def score_many(self, table: NodeTable, rows: Ints, loads: LoadColumns, req: Requirements) -> Floats:
         """``score`` of many rows."""
-        free = np.minimum(
-            1.0 - (loads.used_cpu + req.cpu) / table.cpu[rows],
-            1.0 - (loads.used_memory_mib + req.memory_mib) / table.memory_mib[rows],
-        )
-        result: Floats = np.minimum(np.maximum(free, 0.0), 1.0)
+        cpu = np.add(loads.used_cpu, req.cpu)
+        np.divide(cpu, capacity_at(table, rows, req), out=cpu)
+        memory = np.add(loads.used_memory_mib, req.memory_mib)
+        np.divide(memory, np.take(table.memory_mib, rows), out=memory)
+        # min(1 - a, 1 - b) is 1 - max(a, b) bit for bit (rounding is monotonic).
+        free = np.subtract(1.0, np.maximum(cpu, memory, out=cpu), out=cpu)
+        result: Floats = np.minimum(np.maximum(free, 0.0, out=free), 1.0, out=free)
         return result

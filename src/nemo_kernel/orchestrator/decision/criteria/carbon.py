@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
+
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
+from nemo_kernel.orchestrator.decision.criteria.base import clusters_of_rows
 from nemo_kernel.orchestrator.decision.criteria.energy import added_watts, added_watts_many
 from nemo_kernel.orchestrator.decision.filters import Requirements
 from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
@@ -26,5 +29,6 @@ class CarbonPerHour:
 
     def raw_many(self, table: NodeTable, rows: Ints, req: Requirements) -> Floats:
         """``raw`` of many rows."""
-        result: Floats = added_watts_many(table, rows, req) * table.cluster_intensity[table.cluster_of[rows]] / 1000.0
+        intensity = np.take(table.cluster_intensity, clusters_of_rows(table, rows, req))
+        result: Floats = added_watts_many(table, rows, req) * intensity / 1000.0
         return result

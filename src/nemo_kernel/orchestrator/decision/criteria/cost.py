@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
+
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
+from nemo_kernel.orchestrator.decision.criteria.base import clusters_of_rows
 from nemo_kernel.orchestrator.decision.filters import Requirements
 from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
 
@@ -26,5 +29,5 @@ class CostPerHour:
         """``raw`` of many rows."""
         # Per cluster (a tenth of the nodes), then spread over the rows.
         per_cluster = req.cpu * table.cluster_cpu_price + req.memory_mib / _MIB_PER_GIB * table.cluster_gib_price
-        result: Floats = per_cluster[table.cluster_of[rows]]
+        result: Floats = np.take(per_cluster, clusters_of_rows(table, rows, req))
         return result

@@ -16,6 +16,7 @@ import numpy as np
 
 from nemo_kernel.metrics.energy import power_at
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
+from nemo_kernel.orchestrator.decision.criteria.base import capacity_at
 from nemo_kernel.orchestrator.decision.filters import Requirements
 from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
 
@@ -34,15 +35,24 @@ def added_watts_many(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
     """
 
     def compute() -> Floats:
-        capacity, allocated = table.cpu[rows], table.allocated_cpu[rows]
-        idle, dynamic = table.idle_watts[rows], table.dynamic_watts[rows]
-        before = np.minimum(allocated / capacity, 1.0)
-        after = np.minimum((allocated + req.cpu) / capacity, 1.0)
-        result: Floats = (idle + dynamic * after) - (idle + dynamic * before)
+        capacity, allocated = capacity_at(table, rows, req), np.take(table.allocated_cpu, rows)
+        idle, dynamic = np.take(table.idle_watts, rows), np.take(table.dynamic_watts, rows)
+        # (idle + dynamic * after) - (idle + dynamic * before), computed in place (the same operations).
+        before = np.divide(allocated, capacity)
+        np.minimum(before, 1.0, out=before)
+        after = np.add(allocated, req.cpu, out=allocated)
+        np.divide(after, capacity, out=after)
+        np.minimum(after, 1.0, out=after)
         # Nodes with a power table (few, usually) are interpolated one by one, as ``added_watts`` does.
-        for i in np.flatnonzero(table.power_tabled[rows]):
-            power = table.nodes[rows[i]].power
-            result[i] = power_at(power, float(after[i])) - power_at(power, float(before[i]))
+        tabled = table.memo("any-power-tabled", lambda: bool(table.power_tabled.any()))
+        interpolated = [
+            (int(i), table.nodes[int(rows[i])].power, float(before[i]), float(after[i]))
+            for i in (np.flatnonzero(np.take(table.power_tabled, rows)) if tabled else ())
+        ]
+        result: Floats = np.add(np.multiply(dynamic, after, out=after), idle, out=after)
+        result -= np.add(np.multiply(dynamic, before, out=before), idle, out=before)
+        for i, power, was, will_be in interpolated:
+            result[i] = power_at(power, will_be) - power_at(power, was)
         return result
 
     return req.derived("added-watts", (table, rows, table.allocated_cpu), compute)

@@ -1,0 +1,287 @@
+"""Move back after recovery: a workload with ``placement.after_recovery: move_back`` gets back, on a cluster that
+recovered (``cluster.ready`` after NotReady, ``cluster.uncordoned`` after a drain), the replicas the control plane
+moved off it while it was away.
+
+What was moved off: the ``replica.rescheduled`` events naming the cluster with one of the engine's leaving reasons
+(drained, not ready, not answering), recorded during its last absence (:func:`absence`: from the first
+``cluster.not_ready`` / ``cluster.draining`` after it was last up to the recovery). Both ways the engine moves a
+replica record one: an evacuation's migration (``data.migration``) and a placement's replacement
+(``data.replacement``). What moves back is the replica that holds the same index now.
+
+How: through the migration service, one move per workload at a time, reason ``recovered``, checked and stored by
+:meth:`MigrationCommands.plan` (the check of ``nemo migrate --to CLUSTER``: every filter and capacity, by the placing
+engine); the next one when that move ends (``migration.completed`` / ``migration.failed``, also reacted to here).
+A replica the cluster does not admit now stays where it is, with a ``replica.not_moved_back`` event saying why.
+
+Never moved back: a replica someone moved since it left (a migration without an engine reason: a user, a module, an
+SLA policy, the rebalancer); an index already moved back (or refused) in this recovery; anything for a cluster that
+left again: its absence is then the new one, so what left before stays where it is. A move back is not a leaving
+reason, so it never causes one. Idempotent: the index of a planned move back is done, so a run that happens again
+(a restart between the plan and its marker cannot, the two commit together) plans nothing twice.
+
+Why bound reactions and not module-level ones: the check needs the control plane's decision engine (its weights,
+criteria and latency matrix), so :func:`recovery_reactions` binds them to the plane's :class:`MigrationCommands` and
+``ControlPlane.reaction_registry`` adds them to the default registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nemo_kernel.domain import (
+    AfterRecovery,
+    ClusterPhase,
+    Event,
+    EventKind,
+    MigrationRequest,
+    ReplicaPhase,
+    WorkloadDescriptor,
+)
+from nemo_kernel.domain.errors import ApiError, refusal
+from nemo_kernel.orchestrator.commands import MigrationCommands
+from nemo_kernel.orchestrator.reactions import Reaction
+from nemo_kernel.orchestrator.reconcile.evacuate import NOT_READY
+from nemo_kernel.store import NotFound, workloads
+from nemo_kernel.store.clusters import DRAINED, NOT_ANSWERING
+from nemo_kernel.store.events import cluster_subject, record_event, workload_subject
+from nemo_kernel.store.migration_records import RECOVERED, active_of_workload
+from nemo_kernel.store.tables import ClusterRow, EventRow, MigrationRow, ReplicaRow, WorkloadRow
+
+REQUESTED_BY = "nemo:recovery"
+"""``requested_by`` of the moves back."""
+
+LEAVING_REASONS = frozenset({DRAINED, NOT_READY, NOT_ANSWERING})
+"""Reasons of ``replica.rescheduled`` events that moved a replica off a leaving cluster (the engine's own moves)."""
+
+HISTORY = 1000
+"""Lifecycle events of a cluster read to find its last absence: a cluster that flapped more often than this within
+one absence is taken as up before the oldest of them."""
+
+RECENT_MOVES = 200
+"""``replica.rescheduled`` events of a workload read, when one of its moves ends, for the clusters it left."""
+
+_LIFECYCLE = (
+    EventKind.CLUSTER_REGISTERED,
+    EventKind.CLUSTER_READY,
+    EventKind.CLUSTER_NOT_READY,
+    EventKind.CLUSTER_DRAINING,
+    EventKind.CLUSTER_CORDONED,
+    EventKind.CLUSTER_UNCORDONED,
+)
+
+
+@dataclass(frozen=True)
+class Absence:
+    """A cluster's last time away: from the event that made it leave (``left_at``) to the one it was back at."""
+
+    cluster: str
+    left_at: int
+    back_at: int
+
+
+def absence(s: Session, cluster: str) -> Absence | None:
+    """The cluster's last absence if it is up now (Ready, neither cordoned nor drained) and was up before it; None
+    when it is not up, or nothing made it leave since it was registered."""
+    row = s.scalar(select(ClusterRow).where(ClusterRow.name == cluster))
+    if row is None or row.phase != ClusterPhase.READY.value or row.cordoned or row.draining:
+        return None
+    query = (
+        select(EventRow.id, EventRow.kind)
+        .where(EventRow.subject == cluster_subject(cluster), EventRow.kind.in_([k.value for k in _LIFECYCLE]))
+        .order_by(EventRow.id.desc())
+        .limit(HISTORY)
+    )
+    ready, cordoned = True, False
+    left_at: int | None = None
+    last: Absence | None = None
+    for event_id, kind in reversed(s.execute(query).all()):
+        was_up = ready and not cordoned
+        if kind == EventKind.CLUSTER_REGISTERED:
+            ready, cordoned, left_at, last = False, False, None, None  # a new cluster of that name: nothing left it
+            continue
+        if kind == EventKind.CLUSTER_READY:
+            ready = True
+        elif kind == EventKind.CLUSTER_UNCORDONED:
+            cordoned = False
+        elif kind == EventKind.CLUSTER_CORDONED:
+            cordoned = True  # no new replicas, but nothing leaves
+        else:  # not ready, draining: its replicas leave
+            ready = ready and kind != EventKind.CLUSTER_NOT_READY
+            cordoned = cordoned or kind == EventKind.CLUSTER_DRAINING
+            if left_at is None:
+                left_at = event_id
+        if not was_up and ready and not cordoned:
+            last = None if left_at is None else Absence(cluster, left_at, event_id)
+            left_at = None
+    return last if ready and not cordoned else None
+
+
+class MoveBack:
+    """The reactions; holds the control plane's migration commands (and through them its decision engine)."""
+
+    def __init__(self, migrations: MigrationCommands) -> None:
+        """``migrations`` checks and stores each move back."""
+        self._migrations = migrations
+
+    def on_recovery(self, s: Session, event: Event) -> None:
+        """``cluster.ready`` / ``cluster.uncordoned``: start moving back each workload's replicas moved off it."""
+        kind, _, name = event.subject.partition("/")
+        if kind != "cluster":
+            return
+        away = absence(s, name)
+        if away is None or away.back_at != event.id:
+            return  # not a return from an absence, or the cluster changed since: a later event decides
+        query = (
+            select(EventRow.subject)
+            .where(
+                EventRow.kind == EventKind.REPLICA_RESCHEDULED.value,
+                EventRow.id > away.left_at,
+                EventRow.id < away.back_at,
+                EventRow.data["cluster"].as_string() == name,
+            )
+            .distinct()
+        )
+        for subject in sorted(s.scalars(query)):
+            w = _workload(s, subject)
+            if w is not None:
+                self._next(s, w, away)
+
+    def on_move_ended(self, s: Session, event: Event) -> None:
+        """``migration.completed`` / ``migration.failed``: the workload's next move back, if one is left."""
+        migration_id = event.data.get("migration")
+        migration = s.get(MigrationRow, migration_id) if isinstance(migration_id, int) else None
+        if migration is None:
+            return
+        w = s.get(WorkloadRow, migration.workload_id)
+        if w is None or _policy(w) is not AfterRecovery.MOVE_BACK:
+            return
+        subject = workload_subject(w.namespace, w.name)
+        query = (
+            select(EventRow.data)
+            .where(EventRow.subject == subject, EventRow.kind == EventKind.REPLICA_RESCHEDULED.value)
+            .order_by(EventRow.id.desc())
+            .limit(RECENT_MOVES)
+        )
+        left = {str(d["cluster"]) for d in s.scalars(query) if d.get("reason") in LEAVING_REASONS and "cluster" in d}
+        if migration.reason == RECOVERED:
+            left.add(migration.target_cluster)
+        for cluster in sorted(left):
+            away = absence(s, cluster)
+            if away is not None and self._next(s, w, away):
+                return  # one move per workload at a time
+
+    def _next(self, s: Session, w: WorkloadRow, away: Absence) -> bool:
+        """Plan the workload's next move back to ``away.cluster``; whether one was planned."""
+        if w.deleting or _policy(w) is not AfterRecovery.MOVE_BACK or active_of_workload(s, w.id) is not None:
+            return False  # a running move's end brings the next
+        subject = workload_subject(w.namespace, w.name)
+        left = _left_indexes(s, subject, away)
+        settled = _settled_indexes(s, subject, away)
+        current = [
+            r for r in workloads.replicas_by_workload(s, [w.id]).get(w.id, []) if r.desired and r.version == w.version
+        ]
+        for index in sorted(left - settled):
+            here = [r for r in current if r.index == index]
+            source = next((r for r in here if r.phase == ReplicaPhase.RUNNING.value), None)
+            if source is None or any(r.cluster == away.cluster for r in here):
+                continue  # nothing running to move, or it is back already
+            request = MigrationRequest.model_validate(
+                {"workload": f"{w.namespace}/{w.name}", "replica": source.id, "to": {"cluster": away.cluster}}
+            )
+            try:
+                with s.begin_nested():
+                    move = self._migrations.plan(s, request, REQUESTED_BY, RECOVERED)
+            except (ApiError, NotFound, ValidationError) as exc:
+                _stays(s, subject, source, away, index, refusal(exc))
+                continue
+            record_event(
+                s, EventKind.REPLICA_MOVING_BACK, subject,
+                f"replica {source.id} moves back from {source.cluster}/{source.node} to {away.cluster}/"
+                f"{move.target_node}: {away.cluster} recovered (placement.after_recovery move_back), migration "
+                f"{move.id}", replica=source.id, cluster=source.cluster, node=source.node, index=index,
+                target_cluster=away.cluster, migration=move.id,
+            )  # fmt: skip
+            return True
+        return False
+
+
+def recovery_reactions(migrations: MigrationCommands) -> tuple[Reaction, ...]:
+    """The move-back reactions, bound to the control plane's migration commands."""
+    move_back = MoveBack(migrations)
+    return (
+        Reaction(
+            f"{__name__}.on_recovery",
+            (EventKind.CLUSTER_READY, EventKind.CLUSTER_UNCORDONED),
+            move_back.on_recovery,
+        ),
+        Reaction(
+            f"{__name__}.on_move_ended",
+            (EventKind.MIGRATION_COMPLETED, EventKind.MIGRATION_FAILED),
+            move_back.on_move_ended,
+        ),
+    )
+
+
+def _workload(s: Session, subject: str) -> WorkloadRow | None:
+    kind, _, ref = subject.partition("/")
+    namespace, _, name = ref.partition("/")
+    if kind != "workload" or not name:
+        return None
+    return s.scalar(select(WorkloadRow).where(WorkloadRow.namespace == namespace, WorkloadRow.name == name))
+
+
+def _policy(w: WorkloadRow) -> AfterRecovery:
+    deployment = WorkloadDescriptor.model_validate(w.descriptor).deployment
+    return AfterRecovery.STAY if deployment is None else deployment.placement.after_recovery
+
+
+def _left_indexes(s: Session, subject: str, away: Absence) -> set[int]:
+    """Indexes of the workload's replicas the engine moved off the cluster during its absence."""
+    query = select(EventRow.data).where(
+        EventRow.subject == subject,
+        EventRow.kind == EventKind.REPLICA_RESCHEDULED.value,
+        EventRow.id > away.left_at,
+        EventRow.id < away.back_at,
+    )
+    migrations: list[int] = []
+    replacements: list[str] = []
+    for data in s.scalars(query):
+        if data.get("cluster") != away.cluster or data.get("reason") not in LEAVING_REASONS:
+            continue
+        if isinstance(data.get("migration"), int):
+            migrations.append(data["migration"])
+        elif isinstance(data.get("replacement"), str):
+            replacements.append(data["replacement"])
+    found = set(s.scalars(select(MigrationRow.source_index).where(MigrationRow.id.in_(migrations))))
+    return found | set(s.scalars(select(ReplicaRow.index).where(ReplicaRow.id.in_(replacements))))
+
+
+def _settled_indexes(s: Session, subject: str, away: Absence) -> set[int]:
+    """Indexes not to move back: moved by someone since the cluster left (a migration without an engine reason),
+    already moved back to it in this recovery, or refused by it."""
+    started = select(EventRow.data).where(
+        EventRow.subject == subject, EventRow.kind == EventKind.MIGRATION_STARTED.value, EventRow.id > away.left_at
+    )
+    ids = [d["migration"] for d in s.scalars(started) if isinstance(d.get("migration"), int)]
+    settled: set[int] = set()
+    for move in s.scalars(select(MigrationRow).where(MigrationRow.id.in_(ids))):
+        if move.reason is None or (move.reason == RECOVERED and move.target_cluster == away.cluster):
+            settled.add(move.source_index)
+    refused = select(EventRow.data).where(
+        EventRow.subject == subject, EventRow.kind == EventKind.REPLICA_NOT_MOVED_BACK.value, EventRow.id > away.back_at
+    )
+    settled |= {d["index"] for d in s.scalars(refused) if d.get("target_cluster") == away.cluster and "index" in d}
+    return settled
+
+
+def _stays(s: Session, subject: str, source: ReplicaRow, away: Absence, index: int, why: str) -> None:
+    record_event(
+        s, EventKind.REPLICA_NOT_MOVED_BACK, subject,
+        f"replica {source.id} stays on {source.cluster}/{source.node}: {away.cluster} recovered but does not admit "
+        f"it now: {why}", replica=source.id, cluster=source.cluster, node=source.node, index=index,
+        target_cluster=away.cluster, error=why,
+    )  # fmt: skip
