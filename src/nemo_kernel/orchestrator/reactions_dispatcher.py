@@ -148,7 +148,7 @@ class ReactionDispatcher:
         now = time.monotonic()
         waiting = [eid for (name, eid), retry in self._retries.items() if name == reaction.name and retry.due > now]
         watermark = self._watermark(reaction)
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:  # only reads: a run claims its event in its own transaction
             query = (
                 select(EventRow).where(*self._open_events(reaction, watermark)).order_by(EventRow.id).limit(self._batch)
             )

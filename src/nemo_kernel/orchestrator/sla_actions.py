@@ -113,6 +113,10 @@ class SlaActionRunner:
         return len(claimed)
 
     def _claim(self) -> list[_Claimed]:
+        # Woken by every event commit: look first without SQLite's write lock, claim only when an act is pending.
+        with self._db.snapshot() as s:
+            if not store.pending_actions(s, limit=1, lock=False):
+                return []
         with self._db.transaction() as s:
             out = []
             for sla, action in store.pending_actions(s, limit=MAX_ACTIONS_PER_PASS):
