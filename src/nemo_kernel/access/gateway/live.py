@@ -151,8 +151,9 @@ class StoredGateway:
             except Exception:  # the database may be briefly unavailable; keep serving the last good config
                 log.warning("reading the gateway configuration failed; retrying", exc_info=True)
             await asyncio.sleep(EARLY_REFRESH_GAP)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._look_again.wait(), self.poll_interval - EARLY_REFRESH_GAP)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: a cancellation is never swallowed
+                async with asyncio.timeout(self.poll_interval - EARLY_REFRESH_GAP):
+                    await self._look_again.wait()
 
     async def _stop(self, _app: web.Application) -> None:
         for task in list(self._tasks):
