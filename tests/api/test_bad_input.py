@@ -153,6 +153,39 @@ def test_a_trailing_newline_in_a_name_is_refused_and_nothing_is_stored(
     assert httpx.get(f"{stack.url}/readyz", timeout=5).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("path", "document", "field"),
+    [
+        # a right-to-left override shows "invoice-exe.pdf" for what is "invoice-\u202efdp.exe" (Trojan Source)
+        ("/workloads", _with(WORKLOAD, "name", "invoice-\u202efdp.exe"), "name"),
+        ("/workloads", _with(WORKLOAD, "display_name", "Web \u2067shop\u2069"), "display_name"),
+        ("/clusters", _with(CLUSTER, "labels", {"site": "a\u202eb"}), "labels"),
+        ("/clusters", _with(CLUSTER, "region", "eu\nsouth"), "region"),  # a table row that is two rows
+        ("/clusters", _with(CLUSTER, "region", "eu-\u202esouth"), "region"),
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"regions": ["eu\nsouth"]}),
+         "deployment.placement.regions[0]"),
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"users": [{"region": "a\u202e"}]}),
+         "deployment.placement.users[0].region"),
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"architectures": ["arm64\n"]}),
+         "deployment.placement.architectures[0]"),
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"clusters": ["edge-new\n"]}),
+         "deployment.placement.clusters[0]"),
+    ],
+)  # fmt: skip
+def test_text_shown_in_tables_is_one_line_without_bidi_overrides(
+    stack: Stack, path: str, document: dict[str, Any], field: str
+) -> None:
+    before = _snapshot(stack)
+    _refused(stack, _post(stack, path, document), 422, field)
+    assert _snapshot(stack) == before
+
+
+def test_a_bad_mapping_key_is_named_by_itself(stack: Stack) -> None:
+    document = _with(WORKLOAD, "deployment.env", {"MODE": "x", "A=B": "y"})
+    error = _refused(stack, _post(stack, "/workloads", document), 422, None)
+    assert [d["field"] for d in error["details"]] == ["deployment.env.A=B"], error  # not "...A=B.[key]"
+
+
 def test_module_user_and_gateway_names_match_in_full(stack: Stack) -> None:
     keys = {"signing_public": "A" * 43, "encryption_public": "A" * 43}
     _refused(stack, _post(stack, "/modules", {"module": "ppef\n", **keys}), 422, "module")
@@ -222,6 +255,7 @@ def test_non_finite_numbers_are_refused(stack: Stack, path: str, template: str, 
         ("/clusters", _with(CLUSTER, "prices", {"cpu_hour_eur": 1e12}), "prices.cpu_hour_eur"),
         ("/clusters", _with(CLUSTER, "nodes.0.power", {"max_watts": 1e12}), "nodes[0].power.max_watts"),
         ("/workloads", _with(WORKLOAD, "deployment.resources", {"memory_mib": 2**63}), "deployment.resources"),
+        ("/workloads", _with(WORKLOAD, "deployment.resources", {"cpu": 1e-300}), "deployment.resources.cpu"),
         ("/workloads", _with(WORKLOAD, "deployment.replicas", 10**6), "deployment.replicas"),
         ("/workloads", _with(WORKLOAD, "deployment.ports", [{"port": 70000}]), "deployment.ports[0].port"),
         ("/workloads", _with(WORKLOAD, "services.0.Properties.0.tier", 2**70), "services[0].Properties[0].tier"),
@@ -266,6 +300,26 @@ _USERS = [{"region": "eu-south", "weight": 1}]
 def test_bad_placement_intent_is_refused_naming_the_field(stack: Stack, placement: Any, field: str) -> None:
     before = _snapshot(stack)
     _refused(stack, _post(stack, "/workloads", _with(WORKLOAD, "deployment.placement", placement)), 422, field)
+    assert _snapshot(stack) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "document", "field"),
+    [
+        ("/clusters", _with(CLUSTER, "country", "ZZ"), "country"),  # two capital letters, no country
+        ("/clusters", _with(CLUSTER, "country", "es"), "country"),
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"countries": ["ES", "UK"]}),
+         "deployment.placement.countries[1]"),  # the United Kingdom is GB
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"countries": ["XX"]}),
+         "deployment.placement.countries[0]"),
+    ],
+)  # fmt: skip
+def test_a_country_code_not_in_use_is_refused_naming_the_field(
+    stack: Stack, path: str, document: Any, field: str
+) -> None:
+    before = _snapshot(stack)
+    error = _refused(stack, _post(stack, path, document), 422, field)
+    assert "ISO 3166-1" in error["message"], error
     assert _snapshot(stack) == before
 
 

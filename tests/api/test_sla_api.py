@@ -115,6 +115,13 @@ def test_lifecycle_draft_active_new_version_terminated(stack: Stack) -> None:
         ({"policies": [{"action": "notify", "webhook": "https://evil.example.net/x"}]}, "policies[0].webhook"),
         ({"policies": [{"action": "move", "webhook": "https://hooks.example.com/x"}]}, "policies[0].webhook"),
         ({"policies": [{"action": "move", "triggers": ["soon"]}]}, "policies[0].on[0]"),
+        ({"slos": [{"name": "p", "kind": "latency", "threshold": 1, "timeslice": "1ms"}]}, "slos[0].timeslice"),
+        ({"slos": [{"name": "p", "kind": "latency", "threshold": 1, "timeslice": "500ms"}]}, "slos[0].timeslice"),
+        ({"slos": [{"name": "p", "kind": "latency", "window": "5m", "timeslice": "6m"}]}, "slos[0].timeslice"),
+        ({"slos": [{"name": "up", "kind": "availability", "window": "1ms"}]}, "slos[0].window"),
+        ({"period": "500ms", "slos": [{"name": "up", "kind": "availability", "window": "1s"}]}, "period"),
+        ({"press": {"data_residency": ["ES", "XX"]}}, "press.data_residency[1]"),  # two capitals, no country
+        ({"press": {"data_residency": ["UK"]}}, "press.data_residency[0]"),  # the United Kingdom is GB
     ],
 )
 def test_bad_sla_names_the_field_and_stores_nothing(stack: Stack, change: dict[str, Any], field: str) -> None:

@@ -2,7 +2,8 @@
 
 ``--timeout`` of the commands that wait (workload apply --wait, migrate --wait): seconds, at most a day; a NaN
 deadline never comes (every comparison with NaN is false), so `--wait --timeout nan` waited forever.
-``nemo cluster fault --for``: nan, inf or 1e400 ended in a Python traceback (JSON cannot carry them)."""
+``nemo cluster fault --for``: nan, inf or 1e400 ended in a Python traceback (JSON cannot carry them); it reads
+durations as the rest of NEMO does (seconds, or one Prometheus unit: ``500ms``, ``1d``), and nothing else."""
 
 from __future__ import annotations
 
@@ -36,9 +37,17 @@ def test_a_finite_timeout_gets_past_the_options(tmp_path: Path) -> None:
     assert "--timeout" not in done.output, done.output
 
 
-@pytest.mark.parametrize("duration", ["nan", "inf", "-infs", "1e400m"])
+@pytest.mark.parametrize("duration", ["nan", "inf", "-infs", "1e400m", "1.5m", "1e3", "5 m", "1h30m", "٣s"])
 def test_a_fault_duration_that_is_not_a_number_is_refused_naming_the_option(duration: str) -> None:
     args = ["cluster", "fault", "edge", "--down", "--for", duration, "--api", NOWHERE]
     done = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert done.exit_code == 2, done.output
     assert "--for" in done.output and "is not a duration" in done.output, done.output
+
+
+@pytest.mark.parametrize("duration", ["90", "2.5", "500ms", "5m", "1d"])
+def test_a_fault_duration_written_as_elsewhere_gets_past_the_options(duration: str) -> None:
+    args = ["cluster", "fault", "edge", "--down", "--for", duration, "--api", NOWHERE]
+    done = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert done.exit_code == 1, done.output  # it went on to call the API, which is not there
+    assert "--for" not in done.output, done.output

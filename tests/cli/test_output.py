@@ -226,3 +226,22 @@ def test_commands_load_no_server_framework(stack: Stack, args: list[str]) -> Non
     heavy = {m for m in loaded if m.split(".")[0] in ("fastapi", "aiohttp", "uvicorn", "aio_pika", "sqlalchemy")}
     heavy |= {m for m in loaded if m.startswith(("nemo_kernel.access.gateway", "nemo_kernel.api"))}
     assert not heavy, sorted(heavy)
+
+
+def test_sla_history_clusters_and_a_rebalance_plan_fit_a_60_column_terminal(stack: Stack) -> None:
+    sla = {"name": "narrow", "workload": "demo", "slos": [{"name": "up", "kind": "availability"}]}
+    assert stack.api("POST", "/slas", json=sla).status_code == 201
+    wait_for(lambda: stack.api("GET", "/slas/narrow").json()["state"] == "Active", 60, "the SLA active")
+    code, screen = in_terminal(["sla", "history", "narrow"], stack.env, columns=60)
+    assert code == 0, screen
+    assert "sla.activated" in screen and "…" not in screen
+    assert all(len(line) <= 60 for line in _table_lines(screen)), screen  # the message wraps
+    code, screen = in_terminal(["cluster", "list"], stack.env, columns=60)  # what `cluster drain --wait` prints too
+    assert code == 0 and "bracket-open" in screen and "SCHEDULING" in screen, screen
+    assert all(len(line) <= 60 for line in _table_lines(screen)), screen  # country and sandbox left out
+    code, screen = in_terminal(["rebalance"], stack.env, columns=60)
+    assert code == 0, screen
+    lines = screen.splitlines()
+    plan = lines[: next(i for i, line in enumerate(lines) if line.startswith("└")) + 1]
+    assert "MESSAGE" in plan[1] and "…" not in screen
+    assert all(len(line) <= 60 for line in _table_lines("\n".join(plan))), screen  # solver columns left out

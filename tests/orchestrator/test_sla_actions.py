@@ -23,6 +23,7 @@ from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.reactions import load_reactions
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.orchestrator.sla_actions import SlaActionRunner
+from nemo_kernel.ppef.policies import WebhookAllowlist
 from nemo_kernel.store import Database, NotFound, events, slas, workloads
 from nemo_kernel.store.tables import ClusterRow, MigrationRow
 
@@ -32,12 +33,14 @@ class Hooks:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, dict[str, Any]]] = []
-        received = self.received
+        self.host_headers: list[str | None] = []
+        received, host_headers = self.received, self.host_headers
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 received.append((self.path, json.loads(self.rfile.read(length) or b"{}")))
+                host_headers.append(self.headers.get("Host"))
                 if self.path == "/moved":
                     self.send_response(302)
                     self.send_header("Location", "/target")
@@ -107,7 +110,7 @@ def violate(door: FrontDoor, policies: list[dict[str, Any]], slo_kind: str = "la
     """An Active SLA with ``policies`` whose only SLO goes Violated; its reactions run."""
     slo: dict[str, Any] = {"name": "slo", "kind": slo_kind, "threshold": 0.25}
     spec = SlaSpec.model_validate({"name": name, "workload": "demo", "slos": [slo], "policies": policies})
-    SlaCommands(door.db, ["127.0.0.1"]).apply(spec)
+    SlaCommands(door.db, ["127.0.0.1", "localhost"]).apply(spec)
     with door.db.transaction() as s:
         row = slas.get_sla(s, "default", name)
         slas.set_sla_state(s, row, SlaState.ACTIVE, "workload deployed")
@@ -190,6 +193,57 @@ async def test_a_webhook_host_not_allowed_is_refused_at_apply_and_not_sent_later
     assert await runner(door, hosts=()).run_once() == 1
     assert hooks.received == []
     assert "host 127.0.0.1 is not allowed" in audit(door)[0].outcome
+
+
+async def test_an_allowed_name_that_resolves_to_loopback_is_posted_only_when_the_admin_lists_the_address(
+    door: FrontDoor, hooks: Hooks
+) -> None:
+    # DNS rebinding / SSRF: the admin allowed a name, and DNS points it at loopback (localhost always does)
+    port = hooks.server.server_address[1]
+    violate(door, [{"action": "notify", "webhook": f"http://localhost:{port}/hook"}])
+    await react(door)
+    assert await runner(door, hosts=("localhost",)).run_once() == 1
+    assert hooks.received == []
+    outcome = audit(door)[0].outcome
+    assert "webhook not sent: host localhost resolves to 127.0.0.1 is not a global address" in outcome, outcome
+
+    # the admin lists the loopback network too: posted to the address checked, the name kept in Host
+    violate(door, [{"action": "notify", "webhook": f"http://localhost:{port}/hook"}], name="silver")
+    await react(door)
+    assert await runner(door, hosts=("localhost", "127.0.0.0/8")).run_once() == 1
+    assert [p for p, _ in hooks.received] == ["/hook"] and hooks.host_headers == [f"localhost:{port}"]
+    assert "by webhook to localhost (204)" in audit(door, "silver")[0].outcome
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1", "::1",
+     "fd00:ec2::254", "fe80::1", "::ffff:127.0.0.1"],
+)  # fmt: skip
+def test_an_address_that_is_not_global_is_refused_unless_listed(address: str) -> None:
+    assert "not a global address" in (WebhookAllowlist.of(["hooks.example.com"]).refusal(address) or "")
+    listed = WebhookAllowlist.of(["hooks.example.com", "127.0.0.0/8", "10.0.0.0/8", "::/0", "0.0.0.0/0"])
+    assert listed.refusal(address) is None
+    assert WebhookAllowlist.of([]).refusal("93.184.216.34") is None  # a global address needs no listing
+
+
+def test_a_webhook_to_an_address_in_a_listed_network_is_accepted_at_apply(door: FrontDoor) -> None:
+    def spec(url: str) -> SlaSpec:
+        return SlaSpec.model_validate(
+            {
+                "name": "gold",
+                "workload": "demo",
+                "slos": [{"name": "slo", "kind": "latency", "threshold": 0.25}],
+                "policies": [{"action": "notify", "webhook": url}],
+            }
+        )
+
+    commands = SlaCommands(door.db, ["10.0.0.0/8"])
+    with pytest.raises(ApiError) as refused:
+        commands.apply(spec("http://11.0.0.1/x"))
+    assert refused.value.status == 422
+    result, _ = commands.apply(spec("http://10.1.2.3/x"))
+    assert result.outcome == "created"
 
 
 @pytest.mark.parametrize(("kind", "target"), [("cost", "cheap"), ("energy", "green")])

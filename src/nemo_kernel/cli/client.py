@@ -119,6 +119,7 @@ class ApiClient:
         return response
 
     def _send(self, method: str, path: str, kwargs: dict[str, Any]) -> httpx.Response:
+        _check_path(path)
         headers = dict(kwargs.get("headers") or {})
         if self.tokens is not None:
             headers["Authorization"] = f"Bearer {self.access_token()}"
@@ -146,6 +147,15 @@ class ApiClient:
     def delete(self, path: str, **params: Any) -> Any:
         """DELETE ``/api/v1{path}``."""
         return self.request("DELETE", path, params={k: v for k, v in params.items() if v is not None})
+
+
+def _check_path(path: str) -> None:
+    """Refuse an API path a name given on the command line would turn into another resource's: commands put names
+    into paths as written, and an HTTP client resolves dot segments (``nemo workload delete ../clusters/edge`` sent
+    ``DELETE /api/v1/clusters/edge``), so an empty, ``.`` or ``..`` segment, or a control character, is an error."""
+    for segment in path.split("/")[1:]:
+        if segment in ("", ".", "..") or not segment.isprintable():
+            raise CliError(f"{segment!r} is not a name (in {path!r}): a name is not empty, '.' or '..'")
 
 
 _NO_CREDENTIALS = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,10 +23,10 @@ def _rows(clusters: list[dict[str, Any]]) -> None:
             "NAME",
             "TIER",
             "REGION",
-            "COUNTRY",
+            Column("COUNTRY", optional=True),
             "PHASE",
             "SCHEDULING",
-            "SANDBOX",
+            Column("SANDBOX", optional=True),
             Column("NODES", optional=True),
             Column("EUR/CPU-h", optional=True),
             Column("gCO2/kWh", optional=True),
@@ -208,16 +207,13 @@ def generate(
 
 
 def _duration(text: str) -> float:
-    """Seconds from ``60``, ``60s``, ``5m`` or ``1h``."""
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    """Seconds from ``--for``: seconds (``60``) or a duration as every other one is written (``60s``, ``5m``)."""
+    from nemo_kernel.domain.sla import seconds_or_duration  # lazily: the domain models load only when needed
+
     try:
-        value = float(number) * units[unit]
+        return seconds_or_duration(text)
     except ValueError:
-        value = math.nan
-    if not math.isfinite(value):  # float() reads nan, inf and 1e400: JSON cannot carry them (a traceback)
-        raise typer.BadParameter(f"{text!r} is not a duration (60, 60s, 5m, 1h)", param_hint="'--for'")
-    return value
+        raise typer.BadParameter(f"{text!r} is not a duration (60, 60s, 5m, 1h)", param_hint="'--for'") from None
 
 
 @app.command("fault")

@@ -21,7 +21,6 @@ from nemo_kernel.config import Settings
 app = typer.Typer(no_args_is_help=True)
 
 VIEWER_ROLE = "nemo-viewer"
-_DURATION = re.compile(r"[1-9][0-9]{0,5}(ms|s|m|h)")
 _NAME_URL = re.compile(r"([a-z0-9][a-z0-9-]{0,62})=(https?://[^\s]+)")
 
 
@@ -61,8 +60,12 @@ def prometheus_config_command(
     NEMO's /metrics and /federate are read with a viewer client's tokens (OAuth2 client credentials): the client
     is created if its secret file is missing. Agents' tokens change when `nemo up` restarts: run this again then.
     """
-    if _DURATION.fullmatch(interval) is None:
-        raise CliError(f"--interval: {interval!r} is not a Prometheus duration such as 15s or 1m")
+    from nemo_kernel.domain.sla import duration_seconds  # lazily: the domain models load only when needed
+
+    try:
+        duration_seconds(interval)  # the domain's one duration rule: what Prometheus reads, at most 7 digits
+    except ValueError:
+        raise CliError(f"--interval: {interval!r} is not a Prometheus duration such as 15s or 1m") from None
     federated = dict(_name_url(item) for item in federate or ())
     if layout is Layout.SINGLE and (cluster or federated):
         raise CliError("--cluster and --federate are for --layout federation")

@@ -38,7 +38,15 @@ def _detail(plan: dict[str, Any]) -> None:
     before, after = plan["before"], plan["after"]
     print_table(
         None,
-        ["ID", "STATE", "SOLVER", "SOLVE s", "EUR/h", "gCO2/h", Column("MESSAGE", wrap=True)],
+        [
+            "ID",
+            "STATE",
+            Column("SOLVER", optional=True),
+            Column("SOLVE s", optional=True),
+            Column("EUR/h", wrap=True),  # "before -> after": each figure whole, on two lines if need be
+            Column("gCO2/h", wrap=True),
+            Column("MESSAGE", wrap=True),
+        ],
         [
             (
                 plan["id"],
@@ -58,9 +66,9 @@ def _detail(plan: dict[str, Any]) -> None:
             "REPLICA",
             "FROM",
             "TO",
-            "SAVES EUR/h",
-            "SAVES gCO2/h",
-            "BY",
+            Column("SAVES EUR/h", optional=True),
+            Column("SAVES gCO2/h", optional=True),
+            Column("BY", optional=True),
             "STATE",
             Column("REASON", wrap=True),
         ],

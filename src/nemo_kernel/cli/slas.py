@@ -234,7 +234,7 @@ def audit(
         output,
         lambda rows: print_table(
             None,
-            ["AT", "TRIGGER", "SLO", "ACTION", "OUTCOME", "AFTER"],
+            ["AT", "TRIGGER", "SLO", "ACTION", Column("OUTCOME", wrap=True, fold=True), Column("AFTER", wrap=True)],
             [
                 (
                     a["at"],
@@ -267,7 +267,9 @@ def history(
         found,
         output,
         lambda rows: print_table(
-            None, ["AT", "KIND", "MESSAGE"], [(e["created_at"], e["kind"], e["message"]) for e in rows]
+            None,
+            ["AT", "KIND", Column("MESSAGE", wrap=True, fold=True)],
+            [(e["created_at"], e["kind"], e["message"]) for e in rows],
         ),
     )
 

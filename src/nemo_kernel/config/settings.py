@@ -206,7 +206,9 @@ class Settings(BaseSettings):
     )
     webhook_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="hosts (separated by ',') an SLA's notify policy may POST its webhook to; empty refuses them all",
+        description="hosts (separated by ',') an SLA's notify policy may POST its webhook to; empty refuses them all. "
+        "A host resolving to a loopback, private or link-local address is refused unless that address or its network "
+        "(127.0.0.1, 10.0.0.0/8) is listed too",
     )
     webhook_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds a webhook POST may take in all")
 

@@ -9,7 +9,14 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from nemo_kernel.domain.common import Labels, Lax, Model, Name, Spec, is_dns_label
+from nemo_kernel.domain.common import Labels, Lax, Model, Name, OneLine, Spec, is_dns_label
+from nemo_kernel.domain.countries import CountryCode
+
+Region = Annotated[OneLine, Field(min_length=1, max_length=64)]
+"""Where a cluster is, as its owner names it (``eu-south``); what placement and users' locations refer to."""
+
+Architecture = Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
+"""A CPU architecture as Go and Kubernetes name it: amd64, arm64, riscv64."""
 
 MAX_NODE_CPU = 100_000
 """Cores of the largest node NEMO accepts (far beyond any real machine; bounds the arithmetic)."""
@@ -159,7 +166,7 @@ class NodeSpec(Spec):
     """A node of a cluster (a virtual node for the local driver)."""
 
     name: Name
-    architecture: str = Field(default="amd64", pattern=r"^[a-z0-9_]+$")
+    architecture: Architecture = "amd64"
     cpu: float = Field(gt=0, le=MAX_NODE_CPU, description="CPU capacity in cores")
     memory_mib: int = Field(gt=0, le=MAX_MEMORY_MIB, description="memory capacity in MiB")
     runtimes: list[str] = Field(default_factory=lambda: ["runc"], min_length=1)
@@ -188,8 +195,8 @@ class ClusterSpec(Spec):
     name: Name
     driver: Annotated[DriverKind, Lax] = DriverKind.LOCAL
     tier: Annotated[Tier, Lax]
-    region: str = Field(min_length=1, max_length=64)
-    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2, for data residency")
+    region: Region
+    country: CountryCode = Field(description="ISO 3166-1 alpha-2 (or EU), for data residency")
     labels: Labels = Field(default_factory=dict)
     prices: Prices = Field(default_factory=Prices)
     carbon_intensity: float = Field(

@@ -35,21 +35,36 @@ Name = Annotated[str, Strict(), AfterValidator(_check_name)]
 """A resource name (cluster, node, workload, namespace): a DNS label, as in Kubernetes."""
 
 
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Embeddings, overrides and isolates (CVE-2021-42574, "Trojan Source"): they reorder the text around them."""
+
+
 def is_one_line(text: str) -> bool:
-    """Whether ``text`` has no control character or line break: a newline in a name or a label is an attack on
-    logs, terminals, file paths and pattern matches, never part of a name."""
-    return not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text)
+    """Whether ``text`` has no control character, line break or bidirectional override: a newline in a name or a
+    label is an attack on logs, terminals, file paths and pattern matches, and an override (U+202E) makes a table
+    or a log line show other text than it holds; neither is ever part of a name."""
+    return not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI_CONTROLS for c in text)
+
+
+def _check_one_line(value: str) -> str:
+    if not is_one_line(value):
+        raise ValueError("one line of text, without control characters or bidi overrides")
+    return value
+
+
+OneLine = Annotated[str, Strict(), AfterValidator(_check_one_line)]
+"""A short text shown in tables and logs, such as a region: one line, no control character or bidi override."""
 
 
 def _check_label_key(value: str) -> str:
     if not value or not is_one_line(value):
-        raise ValueError("a label key is one line of text, not empty, without control characters")
+        raise ValueError("a label key is one line of text, not empty, without control characters or bidi overrides")
     return value
 
 
 def _check_label_value(value: str) -> str:
     if not is_one_line(value):
-        raise ValueError("a label value is one line of text, without control characters")
+        raise ValueError("a label value is one line of text, without control characters or bidi overrides")
     return value
 
 
@@ -78,9 +93,12 @@ def derived_name(display_name: str) -> str:
 
 
 def field_path(parts: list[str | int]) -> str:
-    """A field's location as API errors write it: ``services[0].Name``."""
+    """A field's location as API errors write it: ``services[0].Name``; a mapping's key at fault is named by itself
+    (``deployment.env.A=B``: pydantic ends its location with a ``[key]`` marker)."""
     text = ""
     for part in parts:
+        if part == "[key]":
+            continue
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text
 

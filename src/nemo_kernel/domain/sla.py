@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, Strict, ValidationInfo, field_validator, model_validator
 
 from nemo_kernel.domain.common import Lax, Model, Name, Spec
+from nemo_kernel.domain.countries import COUNTRY_CODES, CountryCode
 
 MAX_PERIOD_SECONDS = 366 * 24 * 3600
 """The longest duration an SLA may name (a yearly reporting period)."""
@@ -32,6 +33,15 @@ def duration_seconds(text: str) -> float:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")  # [0-9]: \d would take other scripts' digits too
+
+
+def seconds_or_duration(text: str) -> float:
+    """Seconds of a number of seconds (``300``, ``0.5``) or of a Prometheus-style duration (``5m``); raises
+    ValueError on anything else. What an option or a query parameter that takes a duration reads."""
+    return float(text) if _SECONDS.fullmatch(text) else duration_seconds(text)
+
+
 def _check_duration(text: str) -> str:
     if duration_seconds(text) > MAX_PERIOD_SECONDS:
         raise ValueError(f"{text!r} is longer than a year")
@@ -46,9 +56,17 @@ MAX_MEASURED_SECONDS = 31 * 24 * 3600
 (``metrics.model.MAX_WINDOW_SECONDS``, kept equal by a test). A longer one would be accepted and never measured."""
 
 
+MIN_MEASURED_SECONDS = 1.0
+"""The shortest SLO window, budget period and timeslice: NEMO's series have no finer resolution (a window of
+``1ms`` was accepted and measured nothing)."""
+
+
 def _check_measured(text: str) -> str:
-    if duration_seconds(text) > MAX_MEASURED_SECONDS:
+    seconds = duration_seconds(text)
+    if seconds > MAX_MEASURED_SECONDS:
         raise ValueError(f"{text!r} is longer than 31d, the longest window NEMO measures")
+    if seconds < MIN_MEASURED_SECONDS:
+        raise ValueError(f"{text!r} is shorter than 1s, the shortest window NEMO measures")
     return text
 
 
@@ -116,7 +134,9 @@ class SloSpec(Spec):
     target: float = Field(default=0.99, gt=0, le=1, description="share of good events or timeslices, e.g. 0.995")
     window: MeasuredDuration = Field(default="5m", description="over which the SLI is measured (at most 31d)")
     budgeting: Annotated[BudgetingMethod, Lax] = BudgetingMethod.OCCURRENCES
-    timeslice: Duration | None = Field(default=None, description="Timeslices budgeting: the slice, e.g. 1m")
+    timeslice: Duration | None = Field(
+        default=None, description="Timeslices budgeting: the slice, from 1s to the window, e.g. 1m"
+    )
     min_events: int = Field(
         default=10, ge=0, le=10**9, description="fewer events in a window than this: a burn rate cannot page"
     )
@@ -127,9 +147,22 @@ class SloSpec(Spec):
             raise ValueError("percentile applies to latency only")
         if self.budgeting is BudgetingMethod.TIMESLICES and self.timeslice is None:
             raise ValueError("Timeslices budgeting needs a timeslice")
-        if self.timeslice is not None and duration_seconds(self.timeslice) > duration_seconds(self.window) * 1000:
-            raise ValueError("timeslice is out of proportion to the window")
         return self
+
+    @field_validator("timeslice")
+    @classmethod
+    def _timeslice_within_window(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A slice is judged by the SLI over the window, and the budget counts (1 - target) * period / slice of them:
+        # below a second it would be finer than any evaluation, longer than the window it would judge unmeasured time.
+        if value is None:
+            return value
+        seconds = duration_seconds(value)
+        if seconds < MIN_MEASURED_SECONDS:
+            raise ValueError(f"{value!r} is shorter than {MIN_MEASURED_SECONDS:g}s")
+        window = info.data.get("window")
+        if window is not None and seconds > duration_seconds(window):
+            raise ValueError(f"{value!r} is longer than the SLO's window ({window})")
+        return value
 
 
 class Criticality(StrEnum):
@@ -164,7 +197,9 @@ class PressClauses(Spec):
     by the ``press_compliance`` SLO kind.
     """
 
-    data_residency: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = Field(default_factory=list, max_length=250)
+    data_residency: list[CountryCode] = Field(
+        default_factory=list, max_length=len(COUNTRY_CODES), description="countries (ISO 3166-1 alpha-2, or EU)"
+    )
     encryption_in_transit: bool = False
     encryption_at_rest: bool = False
     data_retention: Duration | None = None

@@ -25,7 +25,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-from nemo_kernel.domain.cluster import MAX_MEMORY_MIB, MAX_NODE_CPU, TeeType, Tier
+from nemo_kernel.domain.cluster import MAX_MEMORY_MIB, MAX_NODE_CPU, Architecture, Region, TeeType, Tier
 from nemo_kernel.domain.common import (
     Labels,
     Lax,
@@ -37,6 +37,7 @@ from nemo_kernel.domain.common import (
     is_dns_label,
     is_one_line,
 )
+from nemo_kernel.domain.countries import COUNTRY_CODES, CountryCode
 from nemo_kernel.domain.rebalance import RebalancePolicy
 
 _NO_NUL = r"^[^\x00]*$"
@@ -80,10 +81,15 @@ class Service(Spec):
     microservices: list[Microservice] = Field(default_factory=list, alias="Microservices")
 
 
+MIN_CPU = 0.001
+"""The smallest CPU request (a millicore)."""
+
+
 class Resources(Spec):
     """Resources each replica requests; capacity accounting and placement use these."""
 
-    cpu: float = Field(default=0.1, gt=0, le=MAX_NODE_CPU, description="cores")
+    # at least a millicore, Kubernetes' finest unit: 1e-300 was accepted, and 10**6 such replicas fitted one core
+    cpu: float = Field(default=0.1, ge=MIN_CPU, le=MAX_NODE_CPU, description="cores, from 0.001")
     memory_mib: int = Field(default=64, gt=0, le=MAX_MEMORY_MIB)
 
 
@@ -203,7 +209,7 @@ MAX_SPREAD_REPLICAS = 1000  # the most replicas a workload may have (DeploymentS
 class UserLocation(Spec):
     """Where some of a workload's users are: a region (as clusters name theirs) and their share of the traffic."""
 
-    region: str = Field(min_length=1, max_length=64)
+    region: Region
     weight: float = Field(default=1.0, gt=0, le=MAX_WEIGHT, description="relative share of the users")
 
 
@@ -273,11 +279,13 @@ class PlacementConstraints(Spec):
     """Where a workload may run. Empty lists mean no restriction."""
 
     tiers: list[Annotated[Tier, Lax]] = Field(default_factory=list)
-    regions: list[str] = Field(default_factory=list)
-    countries: list[str] = Field(default_factory=list, description="data residency: ISO 3166-1 alpha-2")
-    architectures: list[str] = Field(default_factory=list)
+    regions: list[Region] = Field(default_factory=list)
+    countries: list[CountryCode] = Field(
+        default_factory=list, max_length=len(COUNTRY_CODES), description="data residency: ISO 3166-1 alpha-2, or EU"
+    )
+    architectures: list[Architecture] = Field(default_factory=list)
     node_labels: Labels = Field(default_factory=dict)
-    clusters: list[str] = Field(default_factory=list)
+    clusters: list[Name] = Field(default_factory=list)
     tee: Annotated[TeeChoice, Lax] | None = Field(
         default=None, description="the TEE type the node must offer (tdx, sev-snp, sev, sgx, any); implies a TEE"
     )
@@ -311,14 +319,6 @@ class PlacementConstraints(Spec):
         description="when a cluster its replicas were moved off (NotReady, drained) is back: stay where they are, "
         "or move_back to it one at a time, each if the cluster admits it then",
     )
-
-    @field_validator("countries")
-    @classmethod
-    def _iso_countries(cls, value: list[str]) -> list[str]:
-        for code in value:
-            if len(code) != 2 or not code.isalpha() or not code.isupper():
-                raise ValueError(f"{code!r} is not an ISO 3166-1 alpha-2 country code")
-        return value
 
     @field_validator("users")
     @classmethod
@@ -432,7 +432,7 @@ def _check_display_name(value: str) -> str:
     if not value.strip() or len(value) > 253:
         raise ValueError("must be a DNS label, or a display name of 1-253 characters that is not blank")
     if not is_one_line(value):
-        raise ValueError("must not contain control characters or line breaks")
+        raise ValueError("must not contain control characters, line breaks or bidirectional overrides")
     return value
 
 

@@ -4,8 +4,11 @@ A reaction (``reactions_sla``) writes in the transaction it is given and never c
 stored *pending* there and done here, each in its own steps:
 
 - ``notify`` with a ``webhook``: one POST of JSON (SLA, SLO, status, value, target, predicted time) to the URL, if
-  its host is still in ``NEMO_WEBHOOK_HOSTS``; a bounded timeout, redirects not followed (a 3xx is the outcome),
-  and a webhook that fails is recorded as such: the loop goes on;
+  its host is still in ``NEMO_WEBHOOK_HOSTS``; the host is resolved once, every address it resolves to must be
+  global or listed by the admin (``WebhookAllowlist.refusal``: no loopback, private or metadata address through a
+  name that DNS points there), and the POST connects to the address checked, never resolving the name again (the
+  name stays in ``Host`` and TLS's SNI and certificate check); a bounded timeout, redirects not followed (a 3xx is
+  the outcome), and a webhook that fails is recorded as such: the loop goes on;
 - ``move``: the workload's replica is re-placed on the cluster the decision engine prefers for the SLO's kind
   (``ppef.policies.move_preference``: closer for latency, greener for energy, cheaper for cost; any other healthy
   cluster otherwise), through the migration service: ``MigrationCommands.start`` with that cluster as the target,
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +44,7 @@ from nemo_kernel.domain.sla import PolicyAction, SlaSpec, SloKind
 from nemo_kernel.orchestrator.commands import MigrationCommands
 from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.placement import Inventory
-from nemo_kernel.ppef.policies import move_preference, webhook_host, webhook_payload
+from nemo_kernel.ppef.policies import WebhookAllowlist, move_preference, webhook_host, webhook_payload
 from nemo_kernel.store import Database, NotFound, workloads
 from nemo_kernel.store import slas as store
 from nemo_kernel.store.tables import ReplicaRow
@@ -50,6 +55,13 @@ MAX_ACTIONS_PER_PASS = 50
 """Pending acts carried out in one pass; the rest wait for the next (bounded work)."""
 
 _IN_PROGRESS = "in progress"
+_PORTS = {"http": 80, "https": 443}
+
+
+async def _resolve(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to (itself when it is one), in the resolver's order, each once."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +95,7 @@ class SlaActionRunner:
         self._db = db
         self._migrations = migrations
         self._decisions = decisions
-        self._hosts = frozenset(webhook_hosts)
+        self._webhooks = WebhookAllowlist.of(webhook_hosts)
         self._timeout = webhook_timeout
         self._interval = interval
         self._wakeup = db.event_wakeup()  # made here: an act stored before run() first waits still wakes it
@@ -151,14 +163,30 @@ class SlaActionRunner:
         ]
         if not urls:
             return "notified on the bus (sla.action); webhook not sent: the SLA no longer names one"
-        url = urls[0]
-        host = webhook_host(url)
-        if host not in self._hosts:
+        url = httpx.URL(urls[0])
+        host = webhook_host(urls[0])  # as the SLA was checked when applied
+        if not self._webhooks.allows_host(host):
             return f"notified on the bus (sla.action); webhook not sent: host {host} is not allowed"
         body = webhook_payload(act.namespace, act.sla, act.trigger, act.predicted)
+        deadline = time.monotonic() + self._timeout  # one budget for the resolution and the POST
+        try:
+            name = url.raw_host.decode("ascii")  # IDNA: what DNS and TLS read
+            addresses = await asyncio.wait_for(_resolve(name, url.port or _PORTS.get(url.scheme, 80)), self._timeout)
+        except (OSError, TimeoutError) as exc:
+            return f"notified on the bus (sla.action); webhook not sent: host {host} does not resolve ({exc})"
+        refusals = [why for why in map(self._webhooks.refusal, addresses) if why is not None]
+        if refusals or not addresses:
+            why = refusals[0] if refusals else "no address"
+            return f"notified on the bus (sla.action); webhook not sent: host {host} resolves to {why}"
+        # the address checked is the address reached: a second resolution could answer another one (DNS rebinding)
+        pinned = url.copy_with(host=addresses[0])
+        extensions = {"sni_hostname": name} if url.scheme == "https" else {}
+        headers = {"Host": url.netloc.decode("ascii")}
         try:
             async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, trust_env=False) as client:
-                answer = await asyncio.wait_for(client.post(url, json=body), self._timeout)
+                request = client.build_request("POST", pinned, json=body, headers=headers, extensions=extensions)
+                remaining = max(deadline - time.monotonic(), 0.001)
+                answer = await asyncio.wait_for(client.send(request), remaining)
         except (httpx.HTTPError, TimeoutError) as exc:
             return f"notified on the bus (sla.action); webhook to {host} failed: {type(exc).__name__}"
         if answer.is_success:

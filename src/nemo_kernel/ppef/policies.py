@@ -2,14 +2,20 @@
 
 - ``notify``: a webhook may go only to a host an admin allowed (``NEMO_WEBHOOK_HOSTS``, empty by default: none);
   :func:`check_webhooks` refuses an SLA naming another host at apply time (422 naming
-  ``policies[<i>].webhook``), and :func:`webhook_payload` is the JSON body the runner POSTs.
+  ``policies[<i>].webhook``), and :func:`webhook_payload` is the JSON body the runner POSTs. A host name allowed
+  may still resolve to a loopback, private, link-local or metadata address (DNS rebinding, SSRF):
+  :meth:`WebhookAllowlist.refusal` refuses every address that is not global unless the admin listed it, or a network
+  holding it, in ``NEMO_WEBHOOK_HOSTS`` too (``127.0.0.1``, ``10.0.0.0/8``); the runner connects to the address
+  it checked.
 - ``move``: :func:`move_preference` says which placement intent makes a cluster better for the violated SLO
   (closer for latency, greener for energy, cheaper for cost); the decision engine chooses with it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,8 +44,62 @@ def webhook_host(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
-def check_webhooks(spec: SlaSpec, allowed_hosts: Collection[str]) -> None:
-    """422 naming ``policies[<i>].webhook`` when a policy's webhook host is not in ``allowed_hosts`` (the admin's
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _address(text: str) -> Address | None:
+    """The IP address ``text`` writes, IPv4-mapped IPv6 as the IPv4 address it maps; None for a host name."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAllowlist:
+    """``NEMO_WEBHOOK_HOSTS``: the host names webhooks may name, and the addresses and networks (``127.0.0.1``,
+    ``10.0.0.0/8``, ``::1``) they may reach although these are not global."""
+
+    hosts: frozenset[str]
+    networks: tuple[Network, ...]
+
+    @classmethod
+    def of(cls, entries: Collection[str]) -> WebhookAllowlist:
+        """The allowlist of the admin's entries (lower-case host names, addresses or networks)."""
+        networks = []
+        for entry in entries:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                continue  # a host name
+        return cls(frozenset(entries), tuple(networks))
+
+    def allows_host(self, host: str) -> bool:
+        """Whether a webhook URL may name ``host``: a name listed, or an address in a listed network."""
+        address = _address(host)
+        return host in self.hosts or (address is not None and self._listed(address))
+
+    def refusal(self, address_text: str) -> str | None:
+        """Why a webhook may not connect to ``address_text`` (an address its host resolved to), or None: an address
+        that is not global (loopback, private, link-local such as the cloud metadata service, multicast, reserved)
+        is reached only when the admin listed it or its network."""
+        address = _address(address_text)
+        if address is None:
+            return f"{address_text} is not an IP address"
+        if self._listed(address) or (address.is_global and not address.is_multicast):
+            return None
+        return f"{address} is not a global address and NEMO_WEBHOOK_HOSTS does not list it"
+
+    def _listed(self, address: Address) -> bool:
+        return any(address in network for network in self.networks)
+
+
+def check_webhooks(spec: SlaSpec, allowed: WebhookAllowlist) -> None:
+    """422 naming ``policies[<i>].webhook`` when a policy's webhook host is not one ``allowed`` (the admin's
     ``NEMO_WEBHOOK_HOSTS``), or when a policy other than ``notify`` names a webhook it would never call."""
     for i, policy in enumerate(spec.policies):
         if policy.webhook is None:
@@ -47,7 +107,7 @@ def check_webhooks(spec: SlaSpec, allowed_hosts: Collection[str]) -> None:
         field = f"policies[{i}].webhook"
         if policy.action is not PolicyAction.NOTIFY:
             message = f"only a notify policy sends a webhook, not {policy.action.value}"
-        elif webhook_host(policy.webhook) not in allowed_hosts:
+        elif not allowed.allows_host(webhook_host(policy.webhook)):
             host = webhook_host(policy.webhook) or "(none)"
             message = f"host {host} is not one an admin allowed for webhooks (NEMO_WEBHOOK_HOSTS)"
         else:

@@ -14,7 +14,6 @@ workload's own series may carry any label). The answer's ``warnings`` say when t
 from __future__ import annotations
 
 import math
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -24,7 +23,7 @@ from nemo_kernel.api.deps import control_plane
 from nemo_kernel.api.errors import ApiError
 from nemo_kernel.api.openapi import ErrorBody
 from nemo_kernel.domain import Model
-from nemo_kernel.domain.sla import duration_seconds
+from nemo_kernel.domain.sla import seconds_or_duration
 from nemo_kernel.metrics import LABEL_NAME, MAX_POINTS, MAX_WINDOW_SECONDS, Aggregation, MetricsQuery, QueryResult
 from nemo_kernel.metrics.promql import MAX_SELECTOR_CHARS, parse_selector
 from nemo_kernel.orchestrator import ControlPlane
@@ -48,7 +47,6 @@ MAX_ANSWER_SERIES = 10_000
 MAX_ANSWER_POINTS = 2_000_000
 """Most points one answer may hold in all series together (about 40 MB of JSON)."""
 
-_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")  # [0-9]: \d would take other scripts' digits too
 _LATEST_AT = 4_102_444_800.0  # 2100-01-01: an `at` beyond is a mistake, not a question about the future
 
 
@@ -78,7 +76,7 @@ def window_seconds(text: str, field: str = "window") -> float:
     """A duration parameter in seconds: a number of seconds (``300``) or a duration as Prometheus writes it (``5m``,
     ``1h``, ``250ms``: the rule of SLA durations); refused with its limit when longer than ``MAX_WINDOW_SECONDS``."""
     try:
-        seconds = float(text) if _SECONDS.fullmatch(text) else duration_seconds(text)
+        seconds = seconds_or_duration(text)
     except ValueError:
         raise invalid(field, f"{text!r} is not a duration: seconds (300) or one unit as in 30s, 5m, 1h, 2d") from None
     if seconds <= 0:

@@ -8,7 +8,7 @@ from typing import Any
 from nemo_kernel.domain.sla import SlaSpec, SlaStatus
 from nemo_kernel.ppef import lifecycle
 from nemo_kernel.ppef.documents import parse_sla
-from nemo_kernel.ppef.policies import check_webhooks
+from nemo_kernel.ppef.policies import WebhookAllowlist, check_webhooks
 from nemo_kernel.store import Database, slas
 from nemo_kernel.store.slas import SlaApplyResult
 
@@ -19,7 +19,7 @@ class SlaCommands:
     def __init__(self, db: Database, webhook_hosts: Collection[str] = ()) -> None:
         """``webhook_hosts``: the hosts a notify policy's webhook may name (``NEMO_WEBHOOK_HOSTS``; none by default)."""
         self._db = db
-        self._webhook_hosts = frozenset(webhook_hosts)
+        self._webhooks = WebhookAllowlist.of(webhook_hosts)
 
     def parse(self, document: Any) -> SlaSpec:
         """The SLA a document describes, NEMO's format or OpenSLO v1; 422 naming the field at fault."""
@@ -30,7 +30,7 @@ class SlaCommands:
 
         422 naming ``workload`` when it names a workload its namespace does not have, or ``policies[<i>].webhook``
         when a webhook's host is not allowed (nothing stored)."""
-        check_webhooks(spec, self._webhook_hosts)
+        check_webhooks(spec, self._webhooks)
         with self._db.transaction() as s:
             result = lifecycle.apply(s, spec)
             s.flush()

@@ -1,6 +1,7 @@
 """The rebalancer's integer program, solved by HiGHS: where the running replicas should be, and the moves to get there.
 
-Variables, per workload ``w`` that may move: ``y[w, n]``, an integer, its replicas on node ``n``, for the nodes the
+Variables, per workload ``w`` that may move: ``y[w, n]``, an integer, its replicas on node ``n`` (at most the most
+any node holds today: a plan never stacks replicas more than they are), for the nodes the
 decision engine's filters accept for it (``masks.cluster_masks``/``node_masks``, every filter but capacity, which is
 a constraint here; SLA residency is in the spec the caller gives) plus the nodes it runs on now (staying is not a
 placement: a cordoned cluster keeps what it runs); ``m[w, n]`` >= current - y, the replicas leaving a node it runs on.
@@ -32,7 +33,6 @@ from dataclasses import dataclass, replace
 
 import highspy
 import numpy as np
-from highspy import _Highs  # type: ignore[attr-defined]
 
 from nemo_kernel.domain import LatencyMatrix, SpreadBy
 from nemo_kernel.orchestrator.decision import NodeTable, Requirements
@@ -246,10 +246,11 @@ def _solve(
     upper: list[Floats] = []
     integral: list[Ints] = []
     for m in movable:
-        replicas = sum(m.current.values())
         m.first_y = columns
         costs.append(_objective(m, eur_unit, gco2_unit))
-        upper.append(np.full(len(m.rows), float(replicas)))
+        # Replicas stay as spread as they are: no node takes more of the workload's replicas than the most any node
+        # holds today (staying put is feasible). Saving a gram of CO2 is no reason to put two replicas on one node.
+        upper.append(np.full(len(m.rows), float(max(m.current.values()))))
         integral.append(np.arange(columns, columns + len(m.rows), dtype=np.int64))
         columns += len(m.rows)
         m.first_m = columns
@@ -324,7 +325,9 @@ def _quiet_highs() -> highspy.Highs:
     option can be set; the solver class underneath does not, so its options silence it from the first call (the
     callbacks are not used here).
     """
-    h: highspy.Highs = _Highs()
+    # private in highspy (1.16 here): where a release lacks it, the public class works and prints its banner
+    solver_class = getattr(highspy, "_Highs", highspy.Highs)
+    h: highspy.Highs = solver_class()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("log_to_console", False)
     return h
@@ -529,7 +532,8 @@ def _worth(before: Totals, after: Totals, moves: Sequence[Move], limits: Rebalan
         return False, "every replica is already where it is best"
     saved = before.objective - after.objective
     eur, gco2 = before.eur_h - after.eur_h, before.gco2_h - after.gco2_h
-    figures = f"saves {eur:.4f} EUR/h and {gco2:.1f} gCO2/h with {len(moves)} moves"
+    # rounded, then + 0.0: a saving of -1e-12 reads "0.0000", not "-0.0000"
+    figures = f"saves {round(eur, 4) + 0.0:.4f} EUR/h and {round(gco2, 1) + 0.0:.1f} gCO2/h with {len(moves)} moves"
     if saved < limits.min_saving_relative * before.objective:
         return False, f"{figures}: below the relative threshold {limits.min_saving_relative:g}"
     if eur < limits.min_saving_eur_h and gco2 < limits.min_saving_gco2_h:
