@@ -16,6 +16,7 @@ measures the two stacks in alternating windows (both run throughout, so both see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import statistics
@@ -129,10 +130,16 @@ class _Stack:
         return sum(p.memory_info().rss for p in self.processes if p.is_running()) / 2**20
 
     def stop(self) -> None:
-        """Stop nemo up (it stops its gateway and agents)."""
+        """Stop nemo up (it stops its gateway and agents), then the replicas, which nemo up leaves running."""
+        replicas: list[psutil.Process] = []
+        with contextlib.suppress(psutil.Error):
+            replicas = [p for p in psutil.Process(self.up.pid).children(recursive=True) if p not in self.processes]
         self.up.terminate()
         self.up.wait(60)
         self.log.close()
+        for replica in replicas:
+            with contextlib.suppress(psutil.Error):  # psutil checks it is still the same process (pid reuse)
+                replica.kill()
 
 
 def _baseline_source(ref: str, tmp: Path) -> str:
