@@ -96,6 +96,14 @@ def test_a_drain_waits_for_a_running_user_migration_of_the_workload(stack: Stack
         assert through_gateway(stack, "POST", "/ledger/increment").status_code == 200
     target = "iot-gateway" if source["cluster"] == "cloud-eu" else "cloud-eu"
     user = migrate(stack, "ledger", {"cluster": target, "node": f"{target}-n1"})
+
+    # The drain must meet the move once its target was sent: a target not sent yet is never sent to a draining
+    # cluster (the move rolls back), and which request lands first was a race of a few milliseconds.
+    def target_sent() -> bool:
+        move = next(m for m in _migrations(stack, "ledger") if m["id"] == user["id"])
+        return any(r["id"] == move["target_replica"] and r["phase"] != "Scheduled" for r in _replicas(stack, "ledger"))
+
+    wait_for(target_sent, 60, "the user's move's target sent to its cluster", interval=0.05)
     assert stack.api("POST", f"/clusters/{target}/drain").status_code == 200  # where the user's move goes
 
     # Never two movers: at every look, at most one migration of the workload runs.

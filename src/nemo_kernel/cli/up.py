@@ -21,6 +21,7 @@ from nemo_kernel.cli.data_lock import DataDirectoryInUse, DataDirectoryLock
 from nemo_kernel.cli.gateway_process import GatewayProcess, http_url, read_initial_config
 from nemo_kernel.cli.output import Part, say
 from nemo_kernel.cli.secret_files import read_json, write_secret_json
+from nemo_kernel.clusters.serving import QuietServer
 from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator import ControlPlane
 
@@ -136,7 +137,7 @@ def serve(settings: Settings) -> None:
         say("Next: ", ("nemo cluster list", "bold"), "; ", (demo, "bold"))
 
     app = create_app(plane, access, on_started=announce)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    server = QuietServer(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that was
     # installed before it; this one makes that a clean exit (status 0) instead of death by signal.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -120,6 +120,14 @@ class Settings(BaseSettings):
         default=6.0, gt=0, le=86400, description="silence after which a cluster is NotReady"
     )
     reconcile_interval: float = Field(default=1.0, ge=0.05, le=3600, description="seconds between reconcile passes")
+    store_poll_interval: float = Field(
+        default=5.0,
+        ge=0.05,
+        le=3600,
+        description="seconds the loops that handle stored events (outbox, reactions, SLA acts, migrations, faults) "
+        "wait at most for a change: this process wakes them at once, so it bounds how late they see another "
+        "process's changes",
+    )
     slo_interval: float = Field(
         default=15.0, ge=0.05, le=3600, description="seconds between evaluations of the SLAs' objectives (PPEF)"
     )

@@ -80,7 +80,7 @@ class MigrationRunner:
         return len(await asyncio.to_thread(self._active_ids)) if ids else 0
 
     def _active_ids(self) -> list[int]:
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:  # only reads (the loop looks after every event commit): no write lock
             return [row.id for row in active_migrations(s)]
 
     async def _advance_isolated(self, migration_id: int) -> None:

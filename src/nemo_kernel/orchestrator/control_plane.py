@@ -53,8 +53,9 @@ log = logging.getLogger(__name__)
 _BOOTSTRAP_SUBJECT = "controlplane/bootstrap"
 _INTAKE_QUEUE = "orchestrator.intake"
 _ENVELOPE_WINDOW = 300.0  # seconds of clock difference accepted on envelopes
-_REACTION_POLL = 0.2  # seconds between looks at the event log when no reaction ran
-_FAULT_POLL = 0.5  # seconds between looks for injected faults whose time is up (their end event is this late at most)
+# Seconds between full reaction passes when polling: this process's own commits run a full pass each, so a
+# periodic one only finds another process's event committed after a newer one, and moves the watermarks on.
+_FULL_REACTION_PASS = 30.0
 _MIGRATION_POLL = 0.05  # seconds between steps while a migration runs (it waits on replicas and deadlines)
 _STOP_GRACE = 5.0  # seconds a loop is given to end after each cancellation on stop
 
@@ -168,13 +169,19 @@ class ControlPlane:
             self.engine.schedule.decisions,
             webhook_hosts=settings.webhook_hosts,
             webhook_timeout=settings.webhook_timeout,
-            interval=min(settings.reconcile_interval, 1.0),
+            interval=settings.store_poll_interval,
         )
         # Link probes measure every cluster's links into the store (or the sink a test gives).
         self.link_probes = LinkProber(self.resources, link_sink if link_sink is not None else self.metrics_store)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
         self._wake = asyncio.Event()
-        self._migration_wake = asyncio.Event()
+        # Set by wake() and by every commit of this process that records an event (a migration asked through the
+        # store, a rollout or a plan to apply); the store poll interval covers other processes' migrations.
+        self._migration_wake = self.db.event_wakeup()
+        # Made here, not in the loops, so that events committed before a loop first waits still wake it.
+        self._outbox_wake = self.db.event_wakeup()
+        self._reaction_wake = self.db.event_wakeup()
+        self._fault_wake = self.db.event_wakeup()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._subscription: Subscription | None = None
@@ -199,12 +206,13 @@ class ControlPlane:
         await asyncio.to_thread(self._load_bus_state)
         await self.secure.start()
         self._subscription = await self.secure.subscribe(_INTAKE_QUEUE, ["intent.#"], self._on_petition)
+        dispatcher = ReactionDispatcher(self.db, reactions, full_pass=_FULL_REACTION_PASS)
         self._tasks = [
             asyncio.create_task(self._reconcile_loop(), name="reconcile"),
             asyncio.create_task(self._outbox_loop(), name="outbox"),
             asyncio.create_task(self.directory.keep_fresh(), name="key-directory"),
             asyncio.create_task(self._prune_loop(), name="seen-messages"),
-            asyncio.create_task(self._reaction_loop(ReactionDispatcher(self.db, reactions)), name="reactions"),
+            asyncio.create_task(self._reaction_loop(dispatcher), name="reactions"),
             asyncio.create_task(self.findings.run(), name="findings"),
             asyncio.create_task(self._fault_loop(), name="faults"),
             asyncio.create_task(self._metrics_loop(), name="metrics-history"),
@@ -285,12 +293,11 @@ class ControlPlane:
         """Ask for a reconcile pass and a migration step now (safe from any thread, e.g. an API request)."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
-            self._loop.call_soon_threadsafe(self._migration_wake.set)
+        self._migration_wake.set()
 
     async def _migration_loop(self) -> None:
         """Advances running migrations; runs beside the reconcile pass, so a state hand-off never delays it."""
         while True:
-            self._migration_wake.clear()
             try:
                 running = await self.migrations.advance()
                 # A plan being applied starts its next moves as the previous ones end.
@@ -301,9 +308,9 @@ class ControlPlane:
                 log.exception("advancing migrations failed; retrying")
                 running = 1
             # While a migration runs it waits on replicas and deadlines: look again soon. Otherwise sleep until
-            # a command wakes the loop (or the reconcile interval passes, for migrations another process stored).
-            idle = _MIGRATION_POLL if running else self.settings.reconcile_interval
-            await wait_until_set(self._migration_wake, idle)
+            # a command or a stored event wakes the loop (or the store poll interval passes, for migrations
+            # another process stored).
+            await self._migration_wake.wait(_MIGRATION_POLL if running else self.settings.store_poll_interval)
 
     async def _rebalance_loop(self) -> None:
         """Every NEMO_REBALANCE_INTERVAL seconds, plan and apply a rebalance (hysteresis decides whether it moves)."""
@@ -340,13 +347,15 @@ class ControlPlane:
             except Exception:
                 log.exception("publishing events failed; retrying")
                 sent = 0
-            if sent == 0:
-                await asyncio.sleep(0.2)  # poll interval of the outbox, not a synchronisation
+            if sent == 0:  # else more may be waiting: publish them now
+                await self._outbox_wake.wait(self.settings.store_poll_interval)
 
     async def _reaction_loop(self, dispatcher: ReactionDispatcher) -> None:
+        woken = True
         while True:
             try:
-                ran = await dispatcher.run_once()
+                # Woken by a commit: a full pass, which also finds an event that committed after a newer one.
+                ran = await dispatcher.run_once(full=woken)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -355,19 +364,25 @@ class ControlPlane:
                 ran = 0
             if ran:
                 self.wake()  # reactions write desired state: the reconcile pass carries it out
+                woken = True
             else:
-                await asyncio.sleep(_REACTION_POLL)  # poll interval of the event log, not a synchronisation
+                idle = min(self.settings.store_poll_interval, dispatcher.seconds_to_next_retry())
+                woken = await self._reaction_wake.wait(idle)
 
     async def _fault_loop(self) -> None:
-        # The drivers end faults by themselves; this loop only records their end as events.
+        # The drivers end faults by themselves; this loop only records their end as events. It sleeps until the
+        # next fault's end, or until an event (a fault injected) is committed.
+        faults = self.commands.faults
         while True:
+            idle = self.settings.store_poll_interval
             try:
-                await asyncio.to_thread(self.commands.faults.expire)
+                await asyncio.to_thread(faults.expire)
+                idle = min(idle, faults.seconds_to_next_end())
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("recording the end of injected faults failed; retrying")
-            await asyncio.sleep(_FAULT_POLL)  # poll interval of the faults' end times, not a synchronisation
+            await self._fault_wake.wait(idle)
 
     async def stop(self) -> None:
         """Stop the loops and the local agents; replicas keep running and are adopted on the next start."""

@@ -56,7 +56,8 @@ class OutboxPublisher:
         return len(done)
 
     def _fetch(self, batch: int) -> list[Event]:
-        with self._db.transaction() as s:
+        # A snapshot: woken by every event commit, the outbox must not queue for SQLite's write lock to read.
+        with self._db.snapshot() as s:
             return event_store.unpublished(s, batch)
 
     def _mark(self, ids: list[int]) -> None:

@@ -26,10 +26,12 @@ control plane's last milliseconds to seconds). The watermark is stored, so a res
 reaction seen for the first time starts with the events of the last window, not the whole history (a new reaction
 to security events must not act on last year's).
 
-Idle cost: a pass first reads the newest event id (one indexed lookup) and does nothing more when it is the one
-the last complete pass saw and no retry is due, so an idle control plane does not scan once per reaction every
-0.2 s. A pass of every reaction still runs at least every ``full_pass`` seconds (5 by default): it picks up an
-event whose transaction committed after a newer one (the PostgreSQL case above) and moves the watermarks on.
+Idle cost: the control plane runs a pass when a commit of its own recorded an event (``full``: every reaction
+looks), when a retry is due, and otherwise every ``NEMO_STORE_POLL_INTERVAL`` seconds for other processes' events.
+Such a poll first reads the newest event id (one indexed lookup) and does nothing more when it is the one the last
+complete pass saw and no retry is due. A pass of every reaction still runs at least every ``full_pass`` seconds
+(5 by default) of polling: it picks up an event whose transaction committed after a newer one (the PostgreSQL case
+above) and moves the watermarks on.
 """
 
 from __future__ import annotations
@@ -96,19 +98,26 @@ class ReactionDispatcher:
         self._seen_newest: int | None = None  # the newest event id when the last pass handled everything it found
         self._next_full = 0.0  # monotonic time of the next pass that runs whatever the newest id
 
-    async def run_once(self) -> int:
+    async def run_once(self, *, full: bool = False) -> int:
         """One pass: run every due (reaction, event) pair, in event id order; returns how many runs committed their
-        work (the caller then wakes the reconcile loop)."""
+        work (the caller then wakes the reconcile loop). ``full`` looks for every reaction's events even when the
+        newest event id is the one seen last (the caller knows an event was just committed)."""
         if not len(self._registry):
             return 0
-        return await asyncio.to_thread(self._pass)
+        return await asyncio.to_thread(self._pass, full)
 
-    def _pass(self) -> int:
+    def seconds_to_next_retry(self) -> float:
+        """Seconds until a failed run is due again (infinity when none waits): the caller's longest sleep."""
+        if not self._retries:
+            return float("inf")
+        return max(0.0, min(retry.due for retry in self._retries.values()) - time.monotonic())
+
+    def _pass(self, full: bool = False) -> int:
         now = time.monotonic()
         with self._db.snapshot() as s:
             newest = s.scalar(select(func.max(EventRow.id)))
         retry_due = any(retry.due <= now for retry in self._retries.values())
-        if newest == self._seen_newest and not retry_due and now < self._next_full:
+        if newest == self._seen_newest and not retry_due and not full and now < self._next_full:
             return 0  # nothing recorded since the last pass handled everything (module docstring: idle cost)
         if now >= self._next_full:
             self._next_full = now + self._full_pass
@@ -139,7 +148,7 @@ class ReactionDispatcher:
         now = time.monotonic()
         waiting = [eid for (name, eid), retry in self._retries.items() if name == reaction.name and retry.due > now]
         watermark = self._watermark(reaction)
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:  # only reads: a run claims its event in its own transaction
             query = (
                 select(EventRow).where(*self._open_events(reaction, watermark)).order_by(EventRow.id).limit(self._batch)
             )

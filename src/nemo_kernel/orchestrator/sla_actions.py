@@ -77,7 +77,8 @@ class _Claimed:
 
 
 class SlaActionRunner:
-    """Carries out pending SLA acts every ``interval`` seconds; :meth:`run_once` is one pass (tests call it)."""
+    """Carries out pending SLA acts as soon as this process stores one (its ``sla.action`` event wakes the runner),
+    and every ``interval`` seconds for acts other processes stored; :meth:`run_once` is one pass (tests call it)."""
 
     def __init__(
         self,
@@ -97,6 +98,7 @@ class SlaActionRunner:
         self._webhooks = WebhookAllowlist.of(webhook_hosts)
         self._timeout = webhook_timeout
         self._interval = interval
+        self._wakeup = db.event_wakeup()  # made here: an act stored before run() first waits still wakes it
 
     async def run(self) -> None:
         """Carry out pending acts until cancelled; a failed pass is logged and the next one runs."""
@@ -105,7 +107,7 @@ class SlaActionRunner:
                 await self.run_once()
             except Exception:
                 log.exception("carrying out SLA actions failed; retrying")
-            await asyncio.sleep(self._interval)  # the polling period, not a synchronisation
+            await self._wakeup.wait(self._interval)
 
     async def run_once(self) -> int:
         """Claim and carry out the pending acts; how many were carried out."""
@@ -123,6 +125,10 @@ class SlaActionRunner:
         return len(claimed)
 
     def _claim(self) -> list[_Claimed]:
+        # Woken by every event commit: look first without SQLite's write lock, claim only when an act is pending.
+        with self._db.snapshot() as s:
+            if not store.pending_actions(s, limit=1, lock=False):
+                return []
         with self._db.transaction() as s:
             out = []
             for sla, action in store.pending_actions(s, limit=MAX_ACTIONS_PER_PASS):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -14,7 +15,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+
+from nemo_kernel.store.signals import CommitWatch, Wakeup
+from nemo_kernel.store.tables import EventRow
 
 SNAPSHOT = "nemo_snapshot"
 """Execution option of the connections :meth:`Database.snapshot` reads through."""
@@ -44,6 +48,21 @@ def _sqlite_begin(connection: Connection) -> None:
 
 def _refuse_flush(_session: Session, _context: Any, _instances: Any) -> None:
     raise RuntimeError("a snapshot only reads: write through Database.transaction()")
+
+
+_EVENTS_FLUSHED = "nemo_events_flushed"
+"""Key in ``Session.info``: this transaction flushed at least one new event."""
+
+
+def _note_events(session: Session, _context: Any) -> None:
+    if any(isinstance(row, EventRow) for row in session.new):
+        session.info[_EVENTS_FLUSHED] = True
+
+
+def _forget_events(session: Session, transaction: SessionTransaction) -> None:
+    # At the end of the outermost transaction (after its after_commit hook), whether it committed or not.
+    if transaction.parent is None:
+        session.info.pop(_EVENTS_FLUSHED, None)
 
 
 def _create_owner_only(path: Path) -> None:
@@ -82,6 +101,12 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._snapshots = sessionmaker(self.engine.execution_options(**{SNAPSHOT: True}), expire_on_commit=False)
         event.listen(self._snapshots, "before_flush", _refuse_flush)
+        # Loops that handle stored events (outbox, reactions, SLA acts, migrations, faults) wait on a wake-up set
+        # after each commit that recorded one, instead of polling the event log.
+        self._event_wakeups: weakref.WeakSet[Wakeup] = weakref.WeakSet()
+        event.listen(self._sessions, "after_flush", _note_events)
+        event.listen(self._sessions, "after_commit", self._signal_events)
+        event.listen(self._sessions, "after_transaction_end", _forget_events)
 
     @property
     def is_sqlite(self) -> bool:
@@ -108,6 +133,25 @@ class Database:
         """A session that only reads, in one transaction: a consistent snapshot that waits for no writer."""
         with self._snapshots() as session:  # begins at its first query; closing it ends the transaction
             yield session
+
+    def event_wakeup(self) -> Wakeup:
+        """A new wake-up, set after every commit of this process that recorded an event (until it is dropped).
+
+        Other processes' events do not set it: a loop waits on it with a fallback period for those."""
+        wakeup = Wakeup()
+        self._event_wakeups.add(wakeup)
+        return wakeup
+
+    def commit_watch(self) -> CommitWatch:
+        """A cheap detector of commits by anyone, for a process that polls this store (SQLite file only)."""
+        database = self.url.database
+        sqlite_file = self.is_sqlite and bool(database) and database != ":memory:"
+        return CommitWatch(database if sqlite_file else None)
+
+    def _signal_events(self, session: Session) -> None:
+        if session.info.pop(_EVENTS_FLUSHED, False):
+            for wakeup in list(self._event_wakeups):
+                wakeup.set()
 
     def migrate(self) -> None:
         """Bring the schema to the latest Alembic revision (idempotent)."""

@@ -475,17 +475,18 @@ def record_action(
     return created
 
 
-def pending_actions(session: Session, *, limit: int = 50) -> list[tuple[SlaRow, SlaActionRow]]:
-    """Acts decided but not carried out yet, oldest first, with their SLA; locked where the database can, so that
-    two control planes do not both carry one out."""
+def pending_actions(session: Session, *, limit: int = 50, lock: bool = True) -> list[tuple[SlaRow, SlaActionRow]]:
+    """Acts decided but not carried out yet, oldest first, with their SLA; ``lock`` locks them where the database
+    can, so that two control planes do not both carry one out (a look in a snapshot passes False)."""
     query = (
         select(SlaRow, SlaActionRow)
         .join(SlaActionRow, SlaActionRow.sla_id == SlaRow.id)
         .where(SlaActionRow.pending.is_(True))
         .order_by(SlaActionRow.id)
         .limit(limit)
-        .with_for_update(of=SlaActionRow, skip_locked=True)
     )
+    if lock:
+        query = query.with_for_update(of=SlaActionRow, skip_locked=True)
     return [(sla, action) for sla, action in session.execute(query)]
 
 

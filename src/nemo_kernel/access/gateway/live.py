@@ -1,7 +1,10 @@
 """A gateway serving the configuration stored in the database, rebuilt within a poll interval of any change.
 
 The poll reads one row (the configuration's revision) plus the replicas of exposed workloads; the whole
-configuration is read only when the revision changed, and a new :class:`Gateway` is built when either changed.
+configuration is read only when the revision changed, and a new :class:`Gateway` is built when either changed. On
+SQLite a poll first asks the store's commit counter (:class:`~nemo_kernel.store.signals.CommitWatch`, microseconds):
+when nobody committed since the last successful read, nothing can have changed and the poll reads nothing, so an
+idle gateway costs almost nothing while a change is still seen within one poll interval.
 Requests already in flight finish on the gateway they started on; new ones go to the new one. The store only ever
 holds valid configurations, so a rebuild cannot fail on bad input; should it fail anyway (database down), the
 current gateway keeps serving.
@@ -62,6 +65,8 @@ class StoredGateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self._retiring: set[Gateway] = set()
         self._look_again = asyncio.Event()
+        self._commits = db.commit_watch()
+        self._read_at: int | None = None  # the commit counter at the last successful read (None: unknown)
 
     def application(self) -> web.Application:
         """An aiohttp application whose every request goes to the current gateway."""
@@ -135,14 +140,20 @@ class StoredGateway:
                 if self._on_orphaned is not None:
                     self._on_orphaned()
                 return
+            forced = self._look_again.is_set()
             self._look_again.clear()
             try:
-                await self.refresh()
+                commits = self._commits.look()
+                if forced or commits is None or commits != self._read_at:
+                    self._read_at = None  # until this read succeeds
+                    await self.refresh()
+                    self._read_at = commits
             except Exception:  # the database may be briefly unavailable; keep serving the last good config
                 log.warning("reading the gateway configuration failed; retrying", exc_info=True)
             await asyncio.sleep(EARLY_REFRESH_GAP)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._look_again.wait(), self.poll_interval - EARLY_REFRESH_GAP)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: a cancellation is never swallowed
+                async with asyncio.timeout(self.poll_interval - EARLY_REFRESH_GAP):
+                    await self._look_again.wait()
 
     async def _stop(self, _app: web.Application) -> None:
         for task in list(self._tasks):
@@ -152,4 +163,5 @@ class StoredGateway:
         for gateway in (*self._retiring, *([self._current] if self._current else [])):
             await gateway.close()
         await self.stores.close()
+        self._commits.close()
         await asyncio.to_thread(self.db.dispose)

@@ -61,6 +61,7 @@ from nemo_kernel.clusters.local.state import (
 )
 from nemo_kernel.clusters.local.supervisor import ProcessSupervisor
 from nemo_kernel.clusters.local.workload_metrics import ScrapeLimits, WorkloadScraper
+from nemo_kernel.clusters.serving import QuietServer
 from nemo_kernel.domain import ClusterSpec, Link, Model, is_dns_label
 from nemo_kernel.domain.errors import ApiError, error_body
 from nemo_kernel.metrics.textformat import families_of, merge, render
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(cluster, ProcessSupervisor(cluster.name, state_dir, sandbox), token)
     # the asyncio loop, not uvloop: the supervisor reaps its own children by pid and wants no surprises
     config = uvicorn.Config(app, loop="asyncio", log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    server = QuietServer(config)
     write_agent_endpoint(state_dir / AGENT_FILE, endpoint)
     log.info("agent of cluster %s listening on %s (pid %s)", cluster.name, endpoint.url, endpoint.pid)
     try:

@@ -32,6 +32,7 @@ from nemo_kernel.store.tables import EventRow
 
 log = logging.getLogger(__name__)
 
+_END_SLACK = 0.01  # seconds past a fault's end at which the fault loop looks
 _Key = tuple[str, FaultKind, str | None]  # cluster, kind, node: a new fault with the same key replaces the old one
 
 
@@ -105,10 +106,24 @@ class FaultCommands:
             faults = [f for (name, _, _), f in self._active.items() if name == cluster and f.ends_at > now]
         return sorted(faults, key=lambda f: f.id)
 
+    def seconds_to_next_end(self) -> float:
+        """Seconds until the next fault this process started ends (infinity when none runs): the fault loop
+        sleeps that long instead of polling."""
+        now = utcnow()
+        with self._lock:
+            ends = [fault.ends_at for fault in self._active.values()]
+        if not ends:
+            return float("inf")
+        # A little past the end, so that the wake-up finds it due rather than a hair early.
+        return max(0.0, (min(ends) - now).total_seconds()) + _END_SLACK
+
     def expire(self) -> int:
         """Record the end of every fault whose time is up (and, on the first call, of those an earlier process
         started); returns how many ended."""
         now = utcnow()
+        with self._lock:
+            if self._recovered and all(fault.ends_at > now for fault in self._active.values()):
+                return 0  # nothing to record: no write transaction (an idle control plane calls this)
         with self._lock, self._db.transaction() as s:
             ended = 0
             if not self._recovered:
