@@ -120,6 +120,13 @@ class Settings(BaseSettings):
         default=6.0, gt=0, le=86400, description="silence after which a cluster is NotReady"
     )
     reconcile_interval: float = Field(default=1.0, ge=0.05, le=3600, description="seconds between reconcile passes")
+    resync_interval: float = Field(
+        default=60.0,
+        ge=1,
+        le=86400,
+        description="seconds between full reconcile passes (every cluster's whole report, every step), the safety "
+        "net of change-driven passes",
+    )
     slo_interval: float = Field(
         default=15.0, ge=0.05, le=3600, description="seconds between evaluations of the SLAs' objectives (PPEF)"
     )

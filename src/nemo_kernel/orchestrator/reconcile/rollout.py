@@ -51,6 +51,7 @@ class ClusterOutcome:
     removed: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)  # replica id -> why the cluster refused it
     failed: dict[str, Exception] = field(default_factory=dict)  # replica id -> how sending it failed unexpectedly
+    finished: bool = True  # False: the cluster stopped answering, or a replica failed (tried again next pass)
 
 
 def to_send(row: ReplicaRow, reported: set[str], leaving: dict[str, str]) -> bool:
@@ -86,11 +87,18 @@ class Rollout:
         self._db = db
         self._resources = resources
         self._timeout = driver_timeout
+        self.unfinished: set[str] = set()
+        """Clusters whose last rollout was interrupted or failed a replica: planned again on the next pass even
+        when nothing changed (one entry per cluster at most)."""
 
     async def __call__(self, reports: dict[str, ClusterReport]) -> None:
-        """Plan, apply and record one rollout; see the module docstring."""
+        """Plan, apply and record one rollout of the clusters in ``reports``; see the module docstring."""
+        if not reports:
+            return
         plans = await asyncio.to_thread(self._plan, reports)
         outcomes = await asyncio.gather(*(self._apply(c, p) for c, p in plans.items()))
+        self.unfinished -= set(reports)
+        self.unfinished |= {c for c, o in zip(plans, outcomes, strict=True) if not o.finished}
         if any(o.sent or o.removed or o.rejected or o.failed for o in outcomes):
             await asyncio.to_thread(self._record, outcomes)
 
@@ -136,10 +144,14 @@ class Rollout:
                 await asyncio.wait_for(driver.remove_replica(rid), self._timeout * 3)
                 done.removed.append(rid)
         except (ClusterUnreachable, TimeoutError) as exc:
+            done.finished = False
             log.warning("cluster %s: rollout interrupted: %s", cluster, exc or type(exc).__name__)
         except Exception:
             # A removal failing in an unexpected way stops this cluster's rollout for this pass, not everyone's.
+            done.finished = False
             log.exception("cluster %s: rollout failed; retrying on the next pass", cluster)
+        if done.failed:
+            done.finished = False
         return done
 
     def _record(self, outcomes: list[ClusterOutcome]) -> None:
