@@ -166,6 +166,15 @@ class MigrationRunner:
                     return
                 bound = self._bind_target(s, m, m.source_index)
                 m.message = f"{m.source_replica} stopped; starting {bound.id} on {m.target_cluster}/{m.target_node}"
+                # a change of desired state records an event: the reconcile pass rolls out when the store moved
+                record_event(
+                    s,
+                    EventKind.MIGRATION_PROGRESSED,
+                    migration_subject(m.workload),
+                    f"migration {m.id}: {m.message}",
+                    migration=m.id,
+                    target_replica=bound.id,
+                )
                 self._wake()
                 return
             target = s.get(ReplicaRow, m.target_replica)
