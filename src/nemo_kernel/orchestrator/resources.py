@@ -47,6 +47,16 @@ class _Liveness:
     view: MergedReport = field(default_factory=MergedReport)
 
 
+@dataclass
+class _Inventory:
+    """The cluster rows as read by ``sync_drivers``."""
+
+    specs: dict[str, ClusterSpec] = field(default_factory=dict)  # the readable ones
+    present: set[str] = field(default_factory=set)  # every registered cluster, readable or not
+    phases: dict[str, str] = field(default_factory=dict)
+    node_ready: dict[str, dict[str, bool]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Heartbeat:
     """One round of heartbeats: the whole report of every cluster that answered, and which clusters changed."""
@@ -113,7 +123,8 @@ class ResourceManager:
             return clusters_revision(s)
 
     async def _sync_specs(self) -> None:
-        specs, present, phases = await asyncio.to_thread(self._load_specs)
+        stored = await asyncio.to_thread(self._load_specs)
+        specs, present = stored.specs, stored.present
         for name in set(self._specs) - set(specs):
             if name in present:
                 # Its stored spec no longer reads: it keeps what it runs (it was not removed), the control plane
@@ -137,9 +148,12 @@ class ResourceManager:
             except Exception as exc:
                 log.warning("cluster %s: could not open its %s driver: %s", name, spec.driver.value, exc)
                 continue
-            self._liveness.setdefault(name, _Liveness(last_ok=time.monotonic()))
+            # as stored: a restarted control plane writes only what differs from it
+            self._liveness.setdefault(
+                name, _Liveness(last_ok=time.monotonic(), node_ready=stored.node_ready.get(name, {}))
+            )
         for name, live in self._liveness.items():
-            live.phase = phases.get(name, live.phase)  # a row deleted and added again is Pending again
+            live.phase = stored.phases.get(name, live.phase)  # a row deleted and added again is Pending again
         await self._report_unavailable(unavailable)
 
     def managed(self) -> dict[str, tuple[ClusterSpec, ClusterDriver]]:
@@ -224,21 +238,24 @@ class ResourceManager:
             for row in s.scalars(select(ClusterRow).where(ClusterRow.name.in_(list(unavailable)))):
                 _record_failure(s, row, f"{unavailable[row.name]}; the cluster is not managed")
 
-    def _load_specs(self) -> tuple[dict[str, ClusterSpec], set[str], dict[str, str]]:
-        """The readable specs, the names of every registered cluster (readable or not), and their phases."""
-        specs: dict[str, ClusterSpec] = {}
-        present: set[str] = set()
-        phases: dict[str, str] = {}
+    def _load_specs(self) -> _Inventory:
+        """The readable specs, and what is stored of every registered cluster (readable or not)."""
+        found = _Inventory()
         with self._db.transaction() as s:
             for row in s.scalars(select(ClusterRow)):
-                present.add(row.name)
-                phases[row.name] = row.phase
+                found.present.add(row.name)
+                found.phases[row.name] = row.phase
                 try:
-                    specs[row.name] = ClusterSpec.model_validate(row.spec)
+                    found.specs[row.name] = ClusterSpec.model_validate(row.spec)
                 except ValueError as exc:
                     # One unreadable cluster must not stop the others: it is left without a driver, and says why.
                     _record_failure(s, row, f"stored spec is invalid: {exc}")
-        return specs, present, phases
+            query = select(ClusterRow.name, NodeRow.name, NodeRow.ready).join(
+                NodeRow, NodeRow.cluster_id == ClusterRow.id
+            )
+            for cluster, node, ready in s.execute(query):
+                found.node_ready.setdefault(cluster, {})[node] = ready
+        return found
 
     async def heartbeat(self, full: bool = False) -> Heartbeat:
         """Ask every cluster what changed since its last report (everything when ``full``); store phase changes;
