@@ -142,13 +142,10 @@ class MigrationRunner:
         spec = WorkloadDescriptor.model_validate(w.descriptor).deployment if w is not None else None
         if w is None or spec is None:
             raise MoveFailed("the workload is gone or runs nothing any more")
-        target = workloads.bind_replica(
+        [target] = workloads.bind_replicas(
             s,
             w,
-            index=index,
-            cluster=m.target_cluster,
-            node=m.target_node,
-            runtime=m.target_runtime,
+            [workloads.Binding(index, m.target_cluster, m.target_node, m.target_runtime)],
             cpu=spec.resources.cpu,
             memory_mib=spec.resources.memory_mib,
         )

@@ -113,17 +113,12 @@ class Scheduling:
         workloads.store_decision(s, w, decision)
         subject = workload_subject(w.namespace, w.name)
         runtimes = {(v.cluster, v.node): v.runtime for v in decision.candidates if v.node is not None}
-        for a in decision.assignments:
-            replica = workloads.bind_replica(
-                s,
-                w,
-                index=a.index,
-                cluster=a.cluster,
-                node=a.node,
-                runtime=runtimes.get((a.cluster, a.node)),
-                cpu=spec.resources.cpu,
-                memory_mib=spec.resources.memory_mib,
-            )
+        bindings = [
+            workloads.Binding(a.index, a.cluster, a.node, runtimes.get((a.cluster, a.node)))
+            for a in decision.assignments
+        ]
+        bound = workloads.bind_replicas(s, w, bindings, cpu=spec.resources.cpu, memory_mib=spec.resources.memory_mib)
+        for a, replica in zip(decision.assignments, bound, strict=True):
             inventory.allocate(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
             replica_event(
                 s,
