@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--workloads", type=int, default=10)
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--start-timeout", type=float, default=120.0, help="seconds nemo up may take to serve")
     args = parser.parse_args()
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,7 +90,7 @@ def main() -> None:
         up = subprocess.Popen([*nemo, "up", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait(lambda: _answers(url), 120, "nemo up to serve")
+            _wait(lambda: _answers(url), args.start_timeout, "nemo up to serve")
             token = subprocess.run([*nemo, "token", "--api", url], env=env, capture_output=True, text=True, check=True)
             headers = {"Authorization": f"Bearer {token.stdout.strip()}"}
             for i in range(args.workloads):

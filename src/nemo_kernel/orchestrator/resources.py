@@ -291,7 +291,8 @@ class ResourceManager:
                 started = time.perf_counter()
                 # ``since`` only to a driver that returned a revision: one that knows none may not take it
                 asked = driver.status(since) if since is not None else driver.status()
-                report = await asyncio.wait_for(asked, self._settings.driver_timeout)
+                async with asyncio.timeout(self._settings.driver_timeout):  # no task per call, as wait_for makes
+                    report = await asked
                 self._rtt[name] = time.perf_counter() - started
                 return report
             except (ClusterUnreachable, TimeoutError) as exc:
