@@ -128,7 +128,8 @@ class Rollout:
         try:
             for spec in plan.ensure:
                 try:
-                    await asyncio.wait_for(driver.ensure_replica(spec), self._timeout)
+                    async with asyncio.timeout(self._timeout):  # no task per replica, as wait_for makes
+                        await driver.ensure_replica(spec)
                 except ReplicaRejected as exc:
                     done.rejected[spec.id] = f"{cluster} refused the replica: {exc}"
                     continue
@@ -141,7 +142,8 @@ class Rollout:
                     continue
                 done.sent.append(spec)
             for rid in plan.remove:
-                await asyncio.wait_for(driver.remove_replica(rid), self._timeout * 3)
+                async with asyncio.timeout(self._timeout * 3):
+                    await driver.remove_replica(rid)
                 done.removed.append(rid)
         except (ClusterUnreachable, TimeoutError) as exc:
             done.finished = False
