@@ -182,9 +182,12 @@ def _nowhere_allowed(s: Session, w: WorkloadRow, version: int) -> None:
 
 
 def _clear_queue(s: Session, workload_id: int, version: int) -> None:
-    # Conditional on the version, so a newer apply that arrived meanwhile stays queued.
+    # Conditional on the version, so a newer apply that arrived meanwhile stays queued. "fetch": the session learns
+    # which row matched from the statement; the default evaluates the criteria on every object the session holds
+    # (tens of thousands of replicas in a large pass, once per workload).
     s.execute(
         update(WorkloadRow)
         .where(WorkloadRow.id == workload_id, WorkloadRow.version == version)
         .values(needs_placement=False)
+        .execution_options(synchronize_session="fetch")
     )
