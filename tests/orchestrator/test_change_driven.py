@@ -14,7 +14,7 @@ import pytest_asyncio
 from sqlalchemy import event as sql_events
 from sqlalchemy import select, text
 
-from nemo_kernel.clusters import DriverProviders
+from nemo_kernel.clusters import DriverProviders, SupportsFaultInjection
 from nemo_kernel.clusters.fleet import generate_fleet
 from nemo_kernel.clusters.sim import SimProvider
 from nemo_kernel.config import Settings
@@ -140,8 +140,8 @@ async def test_a_crash_on_an_idle_cluster_is_observed_within_one_pass(plane: Pla
     await _running_fleet(plane)
     victim = plane.rows("w0")[0]
     driver = plane.resources.driver(victim.cluster)
-    assert driver is not None
-    await driver.inject_fault(FaultSpec(kind="node_down", node=victim.node, for_s=STEP_S))  # type: ignore[attr-defined]
+    assert isinstance(driver, SupportsFaultInjection)
+    await driver.inject_fault(FaultSpec(kind="node_down", node=victim.node, for_s=STEP_S))
 
     await plane.engine.reconcile_once()
     crashed = next(r for r in plane.rows("w0") if r.id == victim.id)
