@@ -71,7 +71,7 @@ def _running(door: FrontDoor, name: str, *, stateful: bool = False, cluster: str
     with door.db.transaction() as s:
         w = workloads.get_workload(s, "default", name)
         w.needs_placement = False
-        r = workloads.bind_replica(s, w, index=0, cluster=cluster, node=node, runtime="runc", cpu=0.5, memory_mib=128)
+        r = workloads.bind_replicas(s, w, [workloads.Binding(0, cluster, node, "runc")], cpu=0.5, memory_mib=128)[0]
         r.phase = ReplicaPhase.RUNNING.value
         r.url = f"http://127.0.0.1:9/{name}"
         return r.id
@@ -111,8 +111,9 @@ def test_a_move_to_a_cluster_takes_a_replica_not_there_yet(door: FrontDoor) -> N
         w = workloads.get_workload(s, "default", "sensor")
         w.needs_placement = False
         for index, (cluster, node) in enumerate((("cloud", "cloud-n1"), ("iot", "iot-n1"))):
-            r = workloads.bind_replica(s, w, index=index, cluster=cluster, node=node, runtime="runc", cpu=0.5,
-                                       memory_mib=128)  # fmt: skip
+            r = workloads.bind_replicas(
+                s, w, [workloads.Binding(index, cluster, node, "runc")], cpu=0.5, memory_mib=128
+            )[0]
             r.phase = ReplicaPhase.RUNNING.value
             r.url = f"http://127.0.0.1:9/{index}"
     started = door.commands.migrations.start(_request("sensor", cluster="cloud"), "user:alice")
@@ -188,8 +189,9 @@ def test_routing_leaves_the_target_out_until_the_switch_and_the_source_from_then
     with door.db.transaction() as s:
         w = s.scalar(select(WorkloadRow).where(WorkloadRow.name == "web"))
         assert w is not None
-        target = workloads.bind_replica(s, w, index=0, cluster="cloud", node="cloud-n2", runtime="runc", cpu=0.5,
-                                        memory_mib=128)  # fmt: skip
+        target = workloads.bind_replicas(
+            s, w, [workloads.Binding(0, "cloud", "cloud-n2", "runc")], cpu=0.5, memory_mib=128
+        )[0]
         target.phase, target.url = ReplicaPhase.RUNNING.value, "http://127.0.0.1:9/target"
         row = s.get(MigrationRow, started.id)
         assert row is not None

@@ -73,8 +73,9 @@ def running(door: FrontDoor, name: str, replicas: int = 1, namespace: str = "def
         w = workloads.get_workload(s, namespace, name)
         w.needs_placement = False
         for index in range(replicas):
-            r = workloads.bind_replica(s, w, index=index, cluster="costly", node="costly-n1", runtime="runc", cpu=1.0,
-                                       memory_mib=512)  # fmt: skip
+            r = workloads.bind_replicas(
+                s, w, [workloads.Binding(index, "costly", "costly-n1", "runc")], cpu=1.0, memory_mib=512
+            )[0]
             r.phase = ReplicaPhase.RUNNING.value
             r.url = f"http://127.0.0.1:9/{name}/{index}"
 

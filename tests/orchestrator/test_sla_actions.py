@@ -95,7 +95,7 @@ def door(database: Database, tmp_path: Path) -> FrontDoor:
     with database.transaction() as s:
         w = workloads.get_workload(s, "default", "demo")
         w.needs_placement = False
-        r = workloads.bind_replica(s, w, index=0, cluster="home", node="home-n1", runtime="runc", cpu=1, memory_mib=64)
+        r = workloads.bind_replicas(s, w, [workloads.Binding(0, "home", "home-n1", "runc")], cpu=1, memory_mib=64)[0]
         r.phase = ReplicaPhase.RUNNING.value
     return door
 

@@ -26,9 +26,9 @@ def test_only_running_desired_replicas_of_the_asked_workloads_are_routed_to(data
             (web, 3, ReplicaPhase.RUNNING),
             (other, 0, ReplicaPhase.RUNNING),
         ]:
-            replica = workloads.bind_replica(
-                s, row, index=index, cluster="edge-1", node="n1", runtime=None, cpu=0.1, memory_mib=16
-            )
+            replica = workloads.bind_replicas(
+                s, row, [workloads.Binding(index, "edge-1", "n1", None)], cpu=0.1, memory_mib=16
+            )[0]
             replica.phase, replica.url = phase.value, f"http://127.0.0.1:{9000 + index}/{row.name}"
             if index == 3:
                 workloads.release_replica(s, replica)  # stopping: no new requests

@@ -63,10 +63,10 @@ def test_apply_versions_and_capacity_accounting(database: Database) -> None:
         updated = workloads.apply_workload(s, _descriptor(replicas=3))
         assert (updated.outcome, updated.row.version) == ("updated", 2)
         row = workloads.get_workload(s, "default", "demo")
-        replica = workloads.bind_replica(
-            s, row, index=0, cluster="edge-1", node="n1", runtime="runc", cpu=0.5, memory_mib=100
-        )
-        workloads.bind_replica(s, row, index=1, cluster="edge-1", node="n1", runtime="runc", cpu=0.5, memory_mib=100)
+        replica = workloads.bind_replicas(
+            s, row, [workloads.Binding(0, "edge-1", "n1", "runc")], cpu=0.5, memory_mib=100
+        )[0]
+        workloads.bind_replicas(s, row, [workloads.Binding(1, "edge-1", "n1", "runc")], cpu=0.5, memory_mib=100)
     with database.transaction() as s:
         node = clusters.get_cluster(s, "edge-1").nodes[0]
         assert (node.allocated_cpu, node.allocated_memory_mib, node.replica_count) == (1.0, 200, 2)

@@ -1,7 +1,8 @@
 """The ClusterDriver protocol: how the orchestration engine tells one cluster what to run, and learns what runs.
 
 Drivers are level-based: the engine says which replicas should exist (``ensure_replica`` is idempotent,
-``remove_replica`` too) and reads back the cluster's whole report with ``status``. A driver never keeps
+``remove_replica`` too) and reads back the cluster's report with ``status``: whole, or what changed since a
+revision it returned (``clusters.revisions`` keeps such revisions for a driver). A driver never keeps
 control-plane state; a cluster (or its agent) keeps its own, so that a control-plane restart adopts
 what is already running.
 
@@ -80,7 +81,12 @@ class NodeReport(Model):
 
 
 class ClusterReport(Model):
-    """A heartbeat: the cluster's nodes and every replica it runs."""
+    """A heartbeat: the cluster's nodes and every replica it runs (``full``), or what changed since a revision.
+
+    A report with ``full=False`` answers ``status(since)``: only the replicas whose reportable state (phase, url,
+    pid, restarts, exit code, node, message) changed since, the nodes whose readiness changed, and in ``gone`` the
+    replicas removed since. Usage alone is not a change.
+    """
 
     cluster: str
     nodes: list[NodeReport]
@@ -88,13 +94,23 @@ class ClusterReport(Model):
     sandbox: str | None = Field(
         default=None, description="how replicas are kept from the control plane's data: none, user, namespace"
     )
+    revision: str | None = Field(
+        default=None, max_length=200, description="opaque; pass it as ``since``; None: the driver knows none"
+    )
+    full: bool = True
+    gone: list[str] = Field(default_factory=list, description="replica ids removed since (partial reports)")
 
 
 class ClusterDriver(Protocol):
     """One cluster, as the orchestration engine drives it."""
 
-    async def status(self) -> ClusterReport:
-        """Heartbeat and full report; raises :class:`ClusterUnreachable`."""
+    async def status(self, since: str | None = None) -> ClusterReport:
+        """Heartbeat and report; raises :class:`ClusterUnreachable`.
+
+        A full report unless ``since`` is a revision this driver returned and still knows; then only what changed
+        since (``full=False``). A driver that knows no revisions returns full reports with ``revision=None``, and
+        the engine then never passes ``since``.
+        """
 
     async def ensure_replica(self, spec: ReplicaSpec) -> None:
         """Make sure the replica runs as specified (idempotent); raises :class:`ClusterUnreachable`."""

@@ -128,6 +128,13 @@ class Settings(BaseSettings):
         "wait at most for a change: this process wakes them at once, so it bounds how late they see another "
         "process's changes",
     )
+    resync_interval: float = Field(
+        default=60.0,
+        ge=1,
+        le=86400,
+        description="seconds between full reconcile passes (every cluster's whole report, every step), the safety "
+        "net of change-driven passes",
+    )
     slo_interval: float = Field(
         default=15.0, ge=0.05, le=3600, description="seconds between evaluations of the SLAs' objectives (PPEF)"
     )

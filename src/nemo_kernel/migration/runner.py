@@ -142,13 +142,10 @@ class MigrationRunner:
         spec = WorkloadDescriptor.model_validate(w.descriptor).deployment if w is not None else None
         if w is None or spec is None:
             raise MoveFailed("the workload is gone or runs nothing any more")
-        target = workloads.bind_replica(
+        [target] = workloads.bind_replicas(
             s,
             w,
-            index=index,
-            cluster=m.target_cluster,
-            node=m.target_node,
-            runtime=m.target_runtime,
+            [workloads.Binding(index, m.target_cluster, m.target_node, m.target_runtime)],
             cpu=spec.resources.cpu,
             memory_mib=spec.resources.memory_mib,
         )
@@ -166,6 +163,15 @@ class MigrationRunner:
                     return
                 bound = self._bind_target(s, m, m.source_index)
                 m.message = f"{m.source_replica} stopped; starting {bound.id} on {m.target_cluster}/{m.target_node}"
+                # a change of desired state records an event: the reconcile pass rolls out when the store moved
+                record_event(
+                    s,
+                    EventKind.MIGRATION_PROGRESSED,
+                    migration_subject(m.workload),
+                    f"migration {m.id}: {m.message}",
+                    migration=m.id,
+                    target_replica=bound.id,
+                )
                 self._wake()
                 return
             target = s.get(ReplicaRow, m.target_replica)

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from nemo_kernel.clusters import (
@@ -21,9 +21,11 @@ from nemo_kernel.clusters import (
     DriverProviders,
     DriverUnavailable,
     Link,
+    NodeReport,
     SupportsAgentPid,
     SupportsLinkEmulation,
 )
+from nemo_kernel.clusters.revisions import MergedReport
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import ClusterPhase, ClusterSpec, EventKind, utcnow
 from nemo_kernel.store import Database
@@ -38,9 +40,30 @@ _MAX_CONCURRENT_HEARTBEATS = 64
 @dataclass
 class _Liveness:
     last_ok: float  # monotonic
+    phase: str = ClusterPhase.PENDING.value  # as stored; the store is written only when it changes
     last_stored: float = 0.0
     error: str = ""
     node_ready: dict[str, bool] = field(default_factory=dict)
+    view: MergedReport = field(default_factory=MergedReport)
+
+
+@dataclass
+class _Inventory:
+    """The cluster rows as read by ``sync_drivers``."""
+
+    specs: dict[str, ClusterSpec] = field(default_factory=dict)  # the readable ones
+    present: set[str] = field(default_factory=set)  # every registered cluster, readable or not
+    phases: dict[str, str] = field(default_factory=dict)
+    node_ready: dict[str, dict[str, bool]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """One round of heartbeats: the whole report of every cluster that answered, and which clusters changed."""
+
+    reports: dict[str, ClusterReport]
+    changed: frozenset[str]
+    """Clusters whose report changed (a replica's state, a node's readiness, a full report) or whose phase did."""
 
 
 class ResourceManager:
@@ -59,6 +82,7 @@ class ResourceManager:
         # cluster -> (the driver given them, the links it was given); one entry per managed cluster
         self._links: dict[str, tuple[ClusterDriver, dict[str, Link]]] = {}
         self._sem = asyncio.Semaphore(_MAX_CONCURRENT_HEARTBEATS)
+        self._clusters_revision: tuple[object, ...] | None = None  # of the cluster rows, when last read
 
     def driver(self, cluster: str) -> ClusterDriver | None:
         """The driver of a cluster, if it has one yet."""
@@ -81,9 +105,26 @@ class ResourceManager:
         provider = self._providers.for_kind(spec.driver)
         return provider.pid_of(cluster) if isinstance(provider, SupportsAgentPid) else None
 
-    async def sync_drivers(self) -> None:
-        """Open a driver for every registered cluster; tear down what belonged to removed clusters."""
-        specs, present = await asyncio.to_thread(self._load_specs)
+    async def sync_drivers(self, force: bool = False) -> None:
+        """Open a driver for every registered cluster; tear down what belonged to removed clusters.
+
+        The cluster rows are read (and their specs validated) only when they changed since the last read, by
+        :func:`clusters_revision`, or when ``force`` (the engine's resync); otherwise only drivers that failed
+        to open are tried again and links not applied yet are applied.
+        """
+        revision = await asyncio.to_thread(self._clusters_revision_now)
+        if force or revision != self._clusters_revision or len(self._drivers) < len(self._specs):
+            await self._sync_specs()
+            self._clusters_revision = revision
+        await asyncio.gather(*(self._apply_links(name) for name in list(self._drivers)))
+
+    def _clusters_revision_now(self) -> tuple[object, ...]:
+        with self._db.snapshot() as s:
+            return clusters_revision(s)
+
+    async def _sync_specs(self) -> None:
+        stored = await asyncio.to_thread(self._load_specs)
+        specs, present = stored.specs, stored.present
         for name in set(self._specs) - set(specs):
             if name in present:
                 # Its stored spec no longer reads: it keeps what it runs (it was not removed), the control plane
@@ -107,9 +148,13 @@ class ResourceManager:
             except Exception as exc:
                 log.warning("cluster %s: could not open its %s driver: %s", name, spec.driver.value, exc)
                 continue
-            self._liveness.setdefault(name, _Liveness(last_ok=time.monotonic()))
+            # as stored: a restarted control plane writes only what differs from it
+            self._liveness.setdefault(
+                name, _Liveness(last_ok=time.monotonic(), node_ready=stored.node_ready.get(name, {}))
+            )
+        for name, live in self._liveness.items():
+            live.phase = stored.phases.get(name, live.phase)  # a row deleted and added again is Pending again
         await self._report_unavailable(unavailable)
-        await asyncio.gather(*(self._apply_links(name) for name in list(self._drivers)))
 
     def managed(self) -> dict[str, tuple[ClusterSpec, ClusterDriver]]:
         """Every cluster with a driver: its spec as last read from the store, and its driver."""
@@ -193,41 +238,61 @@ class ResourceManager:
             for row in s.scalars(select(ClusterRow).where(ClusterRow.name.in_(list(unavailable)))):
                 _record_failure(s, row, f"{unavailable[row.name]}; the cluster is not managed")
 
-    def _load_specs(self) -> tuple[dict[str, ClusterSpec], set[str]]:
-        """The readable specs, and the names of every registered cluster (readable or not)."""
-        specs: dict[str, ClusterSpec] = {}
-        present: set[str] = set()
+    def _load_specs(self) -> _Inventory:
+        """The readable specs, and what is stored of every registered cluster (readable or not)."""
+        found = _Inventory()
         with self._db.transaction() as s:
             for row in s.scalars(select(ClusterRow)):
-                present.add(row.name)
+                found.present.add(row.name)
+                found.phases[row.name] = row.phase
                 try:
-                    specs[row.name] = ClusterSpec.model_validate(row.spec)
+                    found.specs[row.name] = ClusterSpec.model_validate(row.spec)
                 except ValueError as exc:
                     # One unreadable cluster must not stop the others: it is left without a driver, and says why.
                     _record_failure(s, row, f"stored spec is invalid: {exc}")
-        return specs, present
+            query = select(ClusterRow.name, NodeRow.name, NodeRow.ready).join(
+                NodeRow, NodeRow.cluster_id == ClusterRow.id
+            )
+            for cluster, node, ready in s.execute(query):
+                found.node_ready.setdefault(cluster, {})[node] = ready
+        return found
 
-    async def heartbeat(self) -> dict[str, ClusterReport]:
-        """Ask every cluster for its report; store phase changes; return the reports of those that answered."""
+    async def heartbeat(self, full: bool = False) -> Heartbeat:
+        """Ask every cluster what changed since its last report (everything when ``full``); store phase changes;
+        return the whole reports of those that answered and which clusters changed."""
         names = list(self._drivers)
-        results = await asyncio.gather(*(self._status(n) for n in names))
-        reports = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, ClusterReport)}
+        results = await asyncio.gather(*(self._status(n, full) for n in names))
+        reports: dict[str, ClusterReport] = {}
+        changed: set[str] = set()
         errors = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, str)}
-        for name, report in reports.items():
+        for name, report in zip(names, results, strict=True):
+            live = self._liveness.get(name)
+            if not isinstance(report, ClusterReport) or live is None:
+                continue
+            if live.view.merge(report):
+                changed.add(name)
+            whole = live.view.report
+            assert whole is not None  # merged a report just now
+            reports[name] = whole
             if report.sandbox == "none" and self._sandboxes.get(name) != "none":
                 log.warning("cluster %s has NO SANDBOX: its replicas can read the data directory (see its agent.log)",
                             name)  # fmt: skip
             self._sandboxes[name] = report.sandbox
-        await asyncio.to_thread(self._store_liveness, reports, errors)
-        return reports
+        changed |= await asyncio.to_thread(self._store_liveness, reports, errors)
+        return Heartbeat(reports, frozenset(changed))
 
-    async def _status(self, name: str) -> ClusterReport | str:
+    async def _status(self, name: str, full: bool) -> ClusterReport | str:
         driver = self._drivers[name]
+        live = self._liveness.get(name)
+        since = None if full or live is None else live.view.revision
         async with self._sem:
             try:
                 # timed here, where the heartbeat already happens: the RTT costs no extra call to the cluster
                 started = time.perf_counter()
-                report = await asyncio.wait_for(driver.status(), self._settings.driver_timeout)
+                # ``since`` only to a driver that returned a revision: one that knows none may not take it
+                asked = driver.status(since) if since is not None else driver.status()
+                async with asyncio.timeout(self._settings.driver_timeout):  # no task per call, as wait_for makes
+                    report = await asked
                 self._rtt[name] = time.perf_counter() - started
                 return report
             except (ClusterUnreachable, TimeoutError) as exc:
@@ -244,7 +309,7 @@ class ResourceManager:
             # The first heartbeat of a revived agent counts: the cluster is Ready again as soon as the new agent
             # answers, not one pass later (by when it could have been silent for longer than the timeout).
             try:
-                return await asyncio.wait_for(fresh.status(), self._settings.driver_timeout)
+                return await asyncio.wait_for(fresh.status(), self._settings.driver_timeout)  # a new driver: whole
             except (ClusterUnreachable, TimeoutError):
                 return error
 
@@ -267,47 +332,81 @@ class ResourceManager:
             await _close_quietly(old, name)
         return fresh
 
-    def _store_liveness(self, reports: dict[str, ClusterReport], errors: dict[str, str]) -> None:
+    def _store_liveness(self, reports: dict[str, ClusterReport], errors: dict[str, str]) -> set[str]:
+        """Decide each cluster's phase in memory; write only transitions, node readiness that changed, and every
+        heartbeat_timeout/2 the answering clusters' ``last_heartbeat`` in one statement. Returns the clusters whose
+        phase changed. A round of unchanged, Ready clusters opens no transaction."""
         now = time.monotonic()
+        ready: list[str] = []
+        stamp: list[str] = []
+        nodes: dict[str, list[NodeReport]] = {}
+        for name, report in reports.items():
+            live = self._liveness.get(name)
+            if live is None:
+                continue
+            live.last_ok, live.error = now, ""
+            if live.phase != ClusterPhase.READY.value:
+                ready.append(name)
+            if now - live.last_stored >= self._settings.heartbeat_timeout / 2:
+                stamp.append(name)
+            moved = [n for n in report.nodes if live.node_ready.get(n.name) != n.ready]
+            if moved:
+                nodes[name] = moved
+        silent: dict[str, str] = {}
+        for name, error in errors.items():
+            live = self._liveness.get(name)
+            if live is None:
+                continue
+            live.error = error
+            quiet = now - live.last_ok
+            if quiet >= self._settings.heartbeat_timeout and live.phase != ClusterPhase.NOT_READY.value:
+                silent[name] = f"no heartbeat for {quiet:.0f}s: {error}"
+        if not (ready or stamp or nodes or silent):
+            return set()
         with self._db.transaction() as s:
-            rows = {
-                r.name: r
-                for r in s.scalars(select(ClusterRow).where(ClusterRow.name.in_(list(reports) + list(errors))))
-            }
-            for name, report in reports.items():
-                row = rows.get(name)
-                live = self._liveness.get(name)
-                if row is None or live is None:
-                    continue
-                live.last_ok, live.error = now, ""
-                if row.phase != ClusterPhase.READY.value:
-                    row.phase, row.message = ClusterPhase.READY.value, ""
-                    record_event(s, EventKind.CLUSTER_READY, cluster_subject(name), f"cluster {name} is answering")
-                if now - live.last_stored >= self._settings.heartbeat_timeout / 2:
-                    row.last_heartbeat = utcnow()
-                    live.last_stored = now
-                self._store_node_readiness(s, row, report, live)
-            for name, error in errors.items():
-                row = rows.get(name)
-                live = self._liveness.get(name)
-                if row is None or live is None:
-                    continue
-                live.error = error
-                silent = now - live.last_ok
-                if silent >= self._settings.heartbeat_timeout and row.phase != ClusterPhase.NOT_READY.value:
-                    row.phase = ClusterPhase.NOT_READY.value
-                    row.message = f"no heartbeat for {silent:.0f}s: {error}"
-                    record_event(s, EventKind.CLUSTER_NOT_READY, cluster_subject(name), row.message)
+            if stamp:
+                # updated_at kept: it is the clusters' revision (``clusters_revision``), which a heartbeat is not
+                s.execute(
+                    update(ClusterRow)
+                    .where(ClusterRow.name.in_(stamp))
+                    .values(last_heartbeat=utcnow(), updated_at=ClusterRow.updated_at)
+                )
+            query = select(ClusterRow.name, ClusterRow.id).where(ClusterRow.name.in_(list(nodes)))
+            ids: dict[str, int] = {name: cid for name, cid in s.execute(query)}
+            for name, moved in nodes.items():
+                self._store_node_readiness(s, ids.get(name), moved, self._liveness[name])
+            for name in ready:
+                self._store_phase(
+                    s, name, ClusterPhase.READY, "", EventKind.CLUSTER_READY, f"cluster {name} is answering"
+                )
+            for name, message in silent.items():
+                self._store_phase(s, name, ClusterPhase.NOT_READY, message, EventKind.CLUSTER_NOT_READY, message)
+        for name in stamp:
+            self._liveness[name].last_stored = now
+        return set(ready) | set(silent)
+
+    def _store_phase(
+        self, s: Session, name: str, phase: ClusterPhase, message: str, kind: EventKind, what: str
+    ) -> None:
+        done = s.execute(
+            update(ClusterRow)
+            .where(ClusterRow.name == name)
+            .values(phase=phase.value, message=message, updated_at=ClusterRow.updated_at)
+        )
+        if done.rowcount:  # type: ignore[attr-defined]
+            self._liveness[name].phase = phase.value
+            record_event(s, kind, cluster_subject(name), what)
 
     @staticmethod
-    def _store_node_readiness(s: Session, row: ClusterRow, report: ClusterReport, live: _Liveness) -> None:
-        for node in report.nodes:
-            if live.node_ready.get(node.name) == node.ready:
-                continue
+    def _store_node_readiness(s: Session, cluster_id: int | None, moved: list[NodeReport], live: _Liveness) -> None:
+        for node in moved:
             live.node_ready[node.name] = node.ready
-            s.execute(
-                update(NodeRow).where(NodeRow.cluster_id == row.id, NodeRow.name == node.name).values(ready=node.ready)
-            )
+            if cluster_id is not None:
+                s.execute(
+                    update(NodeRow)
+                    .where(NodeRow.cluster_id == cluster_id, NodeRow.name == node.name)
+                    .values(ready=node.ready)
+                )
 
     async def close(self) -> None:
         """Close drivers and their providers (local agents stop; clusters and their replicas keep running)."""
@@ -324,6 +423,14 @@ async def _close_quietly(driver: ClusterDriver, name: str) -> None:
         await driver.close()
     except Exception:
         log.exception("cluster %s: closing its driver failed", name)
+
+
+def clusters_revision(s: Session) -> tuple[object, ...]:
+    """A value that changes whenever a cluster is added, removed or its row updated (spec, flags, message):
+    how many rows, the highest id and the latest ``updated_at``. Heartbeats keep ``updated_at`` as it is."""
+    return tuple(
+        s.execute(select(func.count(ClusterRow.id), func.max(ClusterRow.id), func.max(ClusterRow.updated_at))).one()
+    )
 
 
 def _record_failure(s: Session, row: ClusterRow, message: str) -> None:

@@ -6,12 +6,13 @@ import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import ValidationError
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from nemo_kernel.domain import (
     NOT_RUNNABLE,
@@ -222,36 +223,73 @@ def _adjust_node(session: Session, cluster: str, node: str, cpu: float, memory_m
     )
 
 
-def bind_replica(
-    session: Session,
-    workload: WorkloadRow,
-    *,
-    index: int,
-    cluster: str,
-    node: str,
-    runtime: str | None,
-    cpu: float,
-    memory_mib: int,
-) -> ReplicaRow:
-    """Bind a new replica of the workload's current version to a node and account its requests there."""
-    replica = ReplicaRow(
-        id=new_replica_id(workload.name, workload.version, index),
-        workload_id=workload.id,
-        version=workload.version,
-        index=index,
-        cluster=cluster,
-        node=node,
-        runtime=runtime,
-        cpu_request=cpu,
-        memory_request_mib=memory_mib,
-        desired=True,
-        phase=ReplicaPhase.SCHEDULED.value,
-        restarts=0,
-        message="",
+@dataclass(frozen=True)
+class Binding:
+    """Where one new replica goes: its index, cluster, node and the runtime class chosen there."""
+
+    index: int
+    cluster: str
+    node: str
+    runtime: str | None = None
+
+
+def bind_replicas(
+    session: Session, workload: WorkloadRow, bindings: Sequence[Binding], *, cpu: float, memory_mib: int
+) -> list[ReplicaRow]:
+    """Bind new replicas of the workload's current version to their nodes and account their requests there: one
+    insert of the rows and one update per node (not per replica: a decision of 100 replicas is 100 rows on a few
+    nodes)."""
+    replicas = [
+        ReplicaRow(
+            id=new_replica_id(workload.name, workload.version, b.index),
+            workload_id=workload.id,
+            version=workload.version,
+            index=b.index,
+            cluster=b.cluster,
+            node=b.node,
+            runtime=b.runtime,
+            cpu_request=cpu,
+            memory_request_mib=memory_mib,
+            desired=True,
+            phase=ReplicaPhase.SCHEDULED.value,
+            restarts=0,
+            message="",
+        )
+        for b in bindings
+    ]
+    session.add_all(replicas)
+    per_node: dict[tuple[str, str], int] = defaultdict(int)
+    for b in bindings:
+        per_node[(b.cluster, b.node)] += 1
+    names = {cluster for cluster, _ in per_node}
+    found = select(ClusterRow.name, NodeRow.name, NodeRow.id).join(ClusterRow, NodeRow.cluster_id == ClusterRow.id)
+    ids = {(c, n): i for c, n, i in session.execute(found.where(ClusterRow.name.in_(names)))}
+    deltas = [(ids[key], count) for key, count in per_node.items() if key in ids]
+    if not deltas:
+        return replicas
+    # One statement run once per node (executemany), each an atomic increment: concurrent writers lose nothing.
+    # Core, not an ORM UPDATE: the ORM would synchronise the session once per statement; the nodes it holds are
+    # expired instead, so that they are read again when next used.
+    table = cast(Table, NodeRow.__table__)
+    increment = (
+        update(table)
+        .where(table.c.id == bindparam("node_id"))
+        .values(
+            allocated_cpu=table.c.allocated_cpu + bindparam("d_cpu"),
+            allocated_memory_mib=table.c.allocated_memory_mib + bindparam("d_memory"),
+            replica_count=table.c.replica_count + bindparam("d_count"),
+        )
     )
-    session.add(replica)
-    _adjust_node(session, cluster, node, cpu, memory_mib, 1)
-    return replica
+    session.flush()  # the rows first, as one executemany, in the order the ORM keeps
+    session.connection().execute(
+        increment,
+        [{"node_id": i, "d_cpu": cpu * n, "d_memory": memory_mib * n, "d_count": n} for i, n in deltas],
+    )
+    for node_id, _ in deltas:
+        held = session.identity_map.get(identity_key(NodeRow, node_id))
+        if held is not None:
+            session.expire(held)
+    return replicas
 
 
 def release_replica(session: Session, replica: ReplicaRow) -> None:

@@ -4,7 +4,8 @@ Run as ``python -m nemo_kernel.clusters.local.agent --cluster-file SPEC.json --s
 127.0.0.1 on a port chosen by the OS, then writes its URL, bearer token and pid to ``DIR/agent.json``
 (mode 0600). API, every call with ``Authorization: Bearer <token>``:
 
-- ``GET /v1/status`` -> :class:`ClusterReport`
+- ``GET /v1/status[?since=REVISION]`` -> :class:`ClusterReport`: whole, or what changed since a revision it
+  returned (``clusters.revisions``; an unknown one, from an earlier agent say, gets the whole report)
 - ``PUT /v1/replicas/{id}`` with a :class:`ReplicaSpec` -> :class:`ReplicaReport` (idempotent)
 - ``DELETE /v1/replicas/{id}`` -> 204 (idempotent)
 - ``GET /metrics`` -> Prometheus text: ``nemo_replica_*`` and ``nemo_node_*`` series (``metrics.names``) and the
@@ -38,7 +39,7 @@ from typing import Annotated, Any
 import httpx
 import psutil
 import uvicorn
-from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import Field
@@ -61,6 +62,7 @@ from nemo_kernel.clusters.local.state import (
 )
 from nemo_kernel.clusters.local.supervisor import ProcessSupervisor
 from nemo_kernel.clusters.local.workload_metrics import ScrapeLimits, WorkloadScraper
+from nemo_kernel.clusters.revisions import ReportRevisions
 from nemo_kernel.clusters.serving import QuietServer
 from nemo_kernel.domain import ClusterSpec, Link, Model, is_dns_label
 from nemo_kernel.domain.errors import ApiError, error_body
@@ -105,6 +107,8 @@ def create_app(
     links = LinkTable(cluster.name)
     meter = ClusterMeter(cluster)
     scraper = WorkloadScraper(scrape_limits)
+    # what changed between two heartbeats, numbered: the engine asks for changes since its last revision
+    revisions = ReportRevisions()
 
     # replicas are on loopback: no proxy from the environment; a hand-off call is bounded by the driver's timeout
     replica_http = httpx.AsyncClient(trust_env=False, timeout=30.0)
@@ -163,7 +167,7 @@ def create_app(
         return _error(exc.status_code, "not_found" if exc.status_code == 404 else "http_error", str(exc.detail))
 
     @app.get("/v1/status")
-    async def status() -> ClusterReport:
+    async def status(since: Annotated[str | None, Query(max_length=200)] = None) -> ClusterReport:
         replicas = await links.route(supervisor.reports())
         nodes = []
         for node in cluster.nodes:
@@ -176,7 +180,8 @@ def create_app(
                     memory_mib=round(sum(r.memory_mib or 0.0 for r in mine), 1),
                 )
             )
-        return ClusterReport(cluster=cluster.name, nodes=nodes, replicas=replicas, sandbox=supervisor.sandbox.mode)
+        revisions.update(replicas, nodes)
+        return revisions.report(cluster.name, replicas, nodes, supervisor.sandbox.mode, since)
 
     @app.get("/metrics")
     async def metrics() -> Response:

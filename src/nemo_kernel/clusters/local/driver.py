@@ -55,9 +55,9 @@ class LocalClusterDriver:
             trust_env=False,
         )
 
-    async def status(self) -> ClusterReport:
-        """Heartbeat and full report; raises :class:`ClusterUnreachable`."""
-        response = await self._request("GET", "/v1/status")
+    async def status(self, since: str | None = None) -> ClusterReport:
+        """Heartbeat and report, whole or since revision ``since``; raises :class:`ClusterUnreachable`."""
+        response = await self._request("GET", "/v1/status", params={"since": since} if since is not None else None)
         return ClusterReport.model_validate_json(response.content)
 
     async def ensure_replica(self, spec: ReplicaSpec) -> None:
@@ -141,6 +141,7 @@ class LocalClusterDriver:
         json: Any = None,
         limit: float | None = None,
         *,
+        params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         content: bytes | None = None,
     ) -> httpx.Response:
@@ -149,7 +150,7 @@ class LocalClusterDriver:
             # httpx's timeout bounds each phase (connect, write, read); this bounds the whole call
             async with asyncio.timeout(timeout):
                 response = await self._client.request(
-                    method, path, json=json, headers=headers, content=content, timeout=timeout
+                    method, path, json=json, params=params, headers=headers, content=content, timeout=timeout
                 )
         except TimeoutError as exc:
             raise ClusterUnreachable(f"{self.base_url}: no answer within {timeout:g} s") from exc

@@ -15,6 +15,7 @@ from nemo_kernel.clusters.base import (
 )
 from nemo_kernel.clusters.capabilities import SupportsFaultInjection, SupportsMetrics
 from nemo_kernel.clusters.errors import ReplicaRejected
+from nemo_kernel.clusters.revisions import ReportRevisions
 from nemo_kernel.clusters.sim.series import cluster_samples
 from nemo_kernel.clusters.sim.world import NOISE_PERIOD_S, SimCluster, SimReplica, utc
 from nemo_kernel.domain import FaultKind, FaultSpec, ReplicaPhase
@@ -33,18 +34,23 @@ class SimDriver:
 
     def __init__(self, cluster: SimCluster) -> None:
         self._cluster = cluster
-        # The report is rebuilt only when the cluster changed or its usage noise moved on: an idle fleet's
-        # heartbeats cost a dictionary lookup each, not a model per replica.
-        self._report: ClusterReport | None = None
-        self._report_key: tuple[int, int] = (-1, -1)
+        # The replicas and nodes are rebuilt only when the cluster changed (a delta report) or, for a full report,
+        # also when its usage noise moved on: an idle fleet's heartbeats cost a comparison each, not a model per
+        # replica. The log numbers the changes, for ``status(since)``; it lives with the cluster's driver, and a new
+        # driver (a restarted control plane) starts a new log, whose revisions the old ones are not.
+        self._revisions = ReportRevisions()
+        self._view: tuple[list[ReplicaReport], list[NodeReport]] = ([], [])
+        self._view_key: tuple[int, int] = (-1, -1)
 
-    async def status(self) -> ClusterReport:
-        """The cluster's nodes and replicas as they are now."""
+    async def status(self, since: str | None = None) -> ClusterReport:
+        """The cluster's nodes and replicas as they are now, or what changed since revision ``since``."""
         now = await self._answer()
-        key = (self._cluster.revision, int(now // NOISE_PERIOD_S))
-        if self._report is None or key != self._report_key:
-            self._report, self._report_key = self._build_report(now), key
-        return self._report
+        revision, period = self._cluster.revision, int(now // NOISE_PERIOD_S)
+        if revision != self._view_key[0] or (since is None and period != self._view_key[1]):
+            self._view, self._view_key = self._build_view(now), (revision, period)
+            self._revisions.update(*self._view)
+        replicas, nodes = self._view
+        return self._revisions.report(self._cluster.spec.name, replicas, nodes, SANDBOX, since)
 
     async def ensure_replica(self, spec: ReplicaSpec) -> None:
         """Start the replica on its node (it is Running after the cluster's start delay); idempotent."""
@@ -96,7 +102,7 @@ class SimDriver:
                 raise ClusterUnreachable(f"cluster {cluster.spec.name} is unreachable (simulated {kind.value} fault)")
         return now
 
-    def _build_report(self, now: float) -> ClusterReport:
+    def _build_view(self, now: float) -> tuple[list[ReplicaReport], list[NodeReport]]:
         cluster = self._cluster
         seed = cluster.settings.seed
         cpu: dict[str, float] = dict.fromkeys(cluster.nodes, 0.0)
@@ -133,7 +139,7 @@ class SimDriver:
             )
             for name, node in cluster.nodes.items()
         ]
-        return ClusterReport.model_construct(cluster=cluster.spec.name, nodes=nodes, replicas=replicas, sandbox=SANDBOX)
+        return replicas, nodes
 
 
 # mypy checks here that the class keeps the protocols' shape

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from nemo_kernel.clusters import ClusterReport, ReplicaReport
@@ -15,6 +16,24 @@ from nemo_kernel.store import Database
 from nemo_kernel.store.tables import ReplicaRow
 
 USAGE_WRITE_INTERVAL = 10.0  # seconds between stored CPU/memory samples of one replica
+
+# What observe compares with a report, read without building objects.
+_STATE = select(
+    ReplicaRow.id,
+    ReplicaRow.desired,
+    ReplicaRow.phase,
+    ReplicaRow.restarts,
+    ReplicaRow.url,
+    ReplicaRow.pid,
+    ReplicaRow.message,
+)
+_TABLE = cast(Table, ReplicaRow.__table__)
+_USAGE = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("rid"))
+    .values(cpu_percent=bindparam("cpu"), memory_mib=bindparam("mem"))
+)
+_LOAD_CHUNK = 500  # ids per IN (...) query, well under any backend's limit on bound parameters
 
 # A desired replica its cluster does not report goes back to Scheduled (the rollout sends it again), unless it is
 # there already or its cluster refused it (Rejected: never sent again).
@@ -33,35 +52,58 @@ class Observation:
         self.usage_written: dict[str, float] = {}
 
     def __call__(self, reports: dict[str, ClusterReport]) -> None:
-        """Apply one pass's reports; see the module docstring."""
+        """Apply one pass's reports; see the module docstring.
+
+        Rows are first read as plain tuples; only those whose reported state differs (or that their cluster no
+        longer reports) are loaded as objects and go through the event logic; a row whose report differs only by
+        usage, due for a sample, is updated by one executemany. A full pass over 100,000 replicas loads no objects
+        for the replicas that did not change.
+        """
         now = time.monotonic()
         if not reports:
             self.usage_written = {}  # no replica is on a cluster that answered
             return
         with self._db.transaction() as s:
-            rows = {r.id: r for r in s.scalars(select(ReplicaRow).where(ReplicaRow.cluster.in_(list(reports))))}
+            stored = {row.id: row for row in s.execute(_STATE.where(ReplicaRow.cluster.in_(list(reports))))}
             self.usage_written = {
-                rid: t for rid, t in self.usage_written.items() if rid in rows and now - t < USAGE_WRITE_INTERVAL
+                rid: t for rid, t in self.usage_written.items() if rid in stored and now - t < USAGE_WRITE_INTERVAL
             }
-            if not rows:
+            if not stored:
                 return
-            names = subjects(s, {r.workload_id for r in rows.values()})
-            dirty: set[int] = set()
-            seen: set[str] = set()
+            seen: dict[str, ReplicaReport] = {}
+            changed: set[str] = set()
+            usage: list[dict[str, object]] = []
             for report in reports.values():
                 for observed in report.replicas:
-                    row = rows.get(observed.id)
-                    if row is None:
+                    row = stored.get(observed.id)
+                    if row is None or not row.desired:
                         continue  # not ours any more: the rollout removes it
-                    seen.add(observed.id)
-                    if self._apply_report(s, row, observed, names[row.workload_id], now):
-                        dirty.add(row.workload_id)
-            for row in rows.values():
-                if row.desired and row.id not in seen and row.phase not in _NOT_RESET:
-                    row.phase = ReplicaPhase.SCHEDULED.value
-                    row.message = "not reported by its cluster; sending it again"
-                    row.pid = None
-                    dirty.add(row.workload_id)
+                    seen[observed.id] = observed
+                    if (row.phase, row.restarts, row.url, row.pid, row.message) != _state(observed):
+                        changed.add(observed.id)
+                    elif now - self.usage_written.get(observed.id, 0.0) >= USAGE_WRITE_INTERVAL:
+                        usage.append({"rid": observed.id, "cpu": observed.cpu_percent, "mem": observed.memory_mib})
+                        self.usage_written[observed.id] = now
+            unseen = {r.id for r in stored.values() if r.desired and r.id not in seen and r.phase not in _NOT_RESET}
+            if usage:
+                s.connection().execute(_USAGE, usage)
+            if not changed and not unseen:
+                return
+            rows = _load(s, changed | unseen)
+            names = subjects(s, {r.workload_id for r in rows.values()})
+            dirty: set[int] = set()
+            for rid in changed:
+                obj = rows.get(rid)
+                if obj is not None and self._apply_report(s, obj, seen[rid], names[obj.workload_id], now):
+                    dirty.add(obj.workload_id)
+            for rid in unseen:
+                obj = rows.get(rid)
+                if obj is None:
+                    continue
+                obj.phase = ReplicaPhase.SCHEDULED.value
+                obj.message = "not reported by its cluster; sending it again"
+                obj.pid = None
+                dirty.add(obj.workload_id)
             update_phases(s, dirty)
 
     def _apply_report(self, s: Session, row: ReplicaRow, seen: ReplicaReport, subject: str, now: float) -> bool:
@@ -112,3 +154,18 @@ class Observation:
                 exit_code=seen.exit_code,
             )
         return True
+
+
+def _state(seen: ReplicaReport) -> tuple[str, int, str | None, int | None, str]:
+    """What of a replica's report its row stores, usage apart, in ``_STATE``'s order after ``desired``."""
+    return (seen.phase.value, seen.restarts, seen.url, seen.pid, seen.message)
+
+
+def _load(s: Session, ids: set[str]) -> dict[str, ReplicaRow]:
+    """The replica rows of ``ids`` as objects, in chunks."""
+    wanted = sorted(ids)
+    rows: dict[str, ReplicaRow] = {}
+    for start in range(0, len(wanted), _LOAD_CHUNK):
+        chunk = wanted[start : start + _LOAD_CHUNK]
+        rows.update((r.id, r) for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(chunk))))
+    return rows

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import LatencyMatrix, load_document
@@ -17,6 +20,7 @@ from nemo_kernel.orchestrator.reconcile.rollout import Rollout
 from nemo_kernel.orchestrator.reconcile.schedule import Scheduling
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database
+from nemo_kernel.store.tables import EventRow
 
 
 class OrchestrationEngine:
@@ -43,16 +47,51 @@ class OrchestrationEngine:
         self.evacuate = Evacuation(db, engine, settings.evacuation_concurrency, moves_started)
         self.schedule = Scheduling(db, engine)
         self.rollout = Rollout(db, resources, settings.driver_timeout)
+        self._db = db
+        self._resync_interval = settings.resync_interval
+        self._next_resync: float | None = None  # monotonic; None: the next pass is full (the first one)
+        self._store_seen: int | None = None
 
     async def reconcile_once(self) -> None:
-        """One full pass: heartbeats, then observe, reschedule, evacuate, schedule and rollout."""
-        await self._resources.sync_drivers()
-        reports = await self._resources.heartbeat()
-        await asyncio.to_thread(self.observe, reports)
-        await asyncio.to_thread(self.reschedule)
-        await asyncio.to_thread(self.evacuate)
-        await asyncio.to_thread(self.schedule)
-        await self.rollout(reports)
+        """One pass: heartbeats, then observe, reschedule, evacuate, schedule and rollout, each on what changed.
+
+        Observe takes the clusters whose report changed; reschedule, evacuate and schedule run when the store's
+        revision (its newest event: every change of desired state records one) moved or a cluster changed; the
+        rollout plans every cluster when the store moved, else the changed ones and those whose last rollout did
+        not finish. A full pass (every cluster's whole report, every step, the cluster rows read again) runs first
+        and every NEMO_RESYNC_INTERVAL seconds: the safety net for a change that left no trace.
+        """
+        now = time.monotonic()
+        full = self._next_resync is None or now >= self._next_resync
+        if full:
+            self._next_resync = now + self._resync_interval
+        await self._resources.sync_drivers(force=full)
+        beat = await self._resources.heartbeat(full=full)
+        # read before the steps: what they (or anyone) write from here on moves it, and the next pass looks again
+        store = await asyncio.to_thread(self._store_revision)
+        store_moved = full or store != self._store_seen
+        self._store_seen = store
+        changed = beat.reports if full else {c: r for c, r in beat.reports.items() if c in beat.changed}
+        if changed:
+            await asyncio.to_thread(self.observe, changed)
+        if store_moved or beat.changed:
+            await asyncio.to_thread(self.reschedule)
+            await asyncio.to_thread(self.evacuate)
+            await asyncio.to_thread(self.schedule)
+        if store_moved:
+            await self.rollout(beat.reports)
+        else:
+            again = beat.changed | self.rollout.unfinished
+            await self.rollout({c: r for c, r in beat.reports.items() if c in again})
+
+    def _store_revision(self) -> int:
+        with self._db.snapshot() as s:
+            return store_revision(s)
+
+
+def store_revision(s: Session) -> int:
+    """The store's revision for the engine: its newest event's id (0 when none)."""
+    return s.scalar(select(func.max(EventRow.id))) or 0
 
 
 def latency_matrix(settings: Settings) -> LatencyMatrix | None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -51,9 +53,33 @@ class ClusterOutcome:
     removed: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)  # replica id -> why the cluster refused it
     failed: dict[str, Exception] = field(default_factory=dict)  # replica id -> how sending it failed unexpectedly
+    finished: bool = True  # False: the cluster stopped answering, or a replica failed (tried again next pass)
 
 
-def to_send(row: ReplicaRow, reported: set[str], leaving: dict[str, str]) -> bool:
+class Placed(Protocol):
+    """What the plan reads of a replica row: a stored row, or the plain tuple read first (:class:`_Light`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def desired(self) -> bool: ...
+    @property
+    def phase(self) -> str: ...
+
+
+class _Light(NamedTuple):
+    id: str
+    cluster: str
+    desired: bool
+    phase: str
+
+
+_LIGHT = (ReplicaRow.id, ReplicaRow.cluster, ReplicaRow.desired, ReplicaRow.phase)
+
+
+def to_send(row: Placed, reported: set[str], leaving: dict[str, str]) -> bool:
     """Whether a replica is (re)sent to its cluster: desired, not reported by it, on a cluster that stays, and
     not refused by it before (its replacement, if any, is placed elsewhere)."""
     return (
@@ -61,6 +87,14 @@ def to_send(row: ReplicaRow, reported: set[str], leaving: dict[str, str]) -> boo
         and row.id not in reported
         and row.cluster not in leaving
         and row.phase != ReplicaPhase.REJECTED.value
+    )
+
+
+def has_work(rows: Sequence[Placed], reported: set[str], leaving: dict[str, str]) -> bool:
+    """Whether :func:`plan_cluster` would find anything to send, remove or forget on this cluster."""
+    desired = {r.id for r in rows if r.desired}
+    return any(rid not in desired for rid in reported) or any(
+        (not r.desired and r.id not in reported) or to_send(r, reported, leaving) for r in rows
     )
 
 
@@ -86,22 +120,37 @@ class Rollout:
         self._db = db
         self._resources = resources
         self._timeout = driver_timeout
+        self.unfinished: set[str] = set()
+        """Clusters whose last rollout was interrupted or failed a replica: planned again on the next pass even
+        when nothing changed (one entry per cluster at most)."""
 
     async def __call__(self, reports: dict[str, ClusterReport]) -> None:
-        """Plan, apply and record one rollout; see the module docstring."""
+        """Plan, apply and record one rollout of the clusters in ``reports``; see the module docstring."""
+        if not reports:
+            return
         plans = await asyncio.to_thread(self._plan, reports)
         outcomes = await asyncio.gather(*(self._apply(c, p) for c, p in plans.items()))
+        self.unfinished -= set(reports)
+        self.unfinished |= {c for c, o in zip(plans, outcomes, strict=True) if not o.finished}
         if any(o.sent or o.removed or o.rejected or o.failed for o in outcomes):
             await asyncio.to_thread(self._record, outcomes)
 
     def _plan(self, reports: dict[str, ClusterReport]) -> dict[str, ClusterPlan]:
         plans: dict[str, ClusterPlan] = {}
         with self._db.transaction() as s:
-            by_cluster: dict[str, list[ReplicaRow]] = defaultdict(list)
-            for r in s.scalars(select(ReplicaRow).where(ReplicaRow.cluster.in_(list(reports)))):
-                by_cluster[r.cluster].append(r)
             reported = {cluster: {rep.id for rep in report.replicas} for cluster, report in reports.items()}
             leaving = leaving_clusters(s)
+            # Plain tuples first: only the clusters with something to send, remove or forget are loaded as objects
+            # (in a steady fleet none are; a full pass over 100,000 replicas builds no object for the others).
+            light: dict[str, list[_Light]] = defaultdict(list)
+            for row in s.execute(select(*_LIGHT).where(ReplicaRow.cluster.in_(list(reports)))):
+                light[row.cluster].append(_Light(row.id, row.cluster, row.desired, row.phase))
+            busy = [c for c, ids in reported.items() if has_work(light.get(c, []), ids, leaving)]
+            by_cluster: dict[str, list[ReplicaRow]] = defaultdict(list)
+            if busy:
+                for r in s.scalars(select(ReplicaRow).where(ReplicaRow.cluster.in_(busy))):
+                    by_cluster[r.cluster].append(r)
+            reported = {c: reported[c] for c in busy}
             unsent = [r for c, rows in by_cluster.items() for r in rows if to_send(r, reported[c], leaving)]
             specs = _specs(s, unsent)
             for cluster, ids in reported.items():
@@ -120,7 +169,8 @@ class Rollout:
         try:
             for spec in plan.ensure:
                 try:
-                    await asyncio.wait_for(driver.ensure_replica(spec), self._timeout)
+                    async with asyncio.timeout(self._timeout):  # no task per replica, as wait_for makes
+                        await driver.ensure_replica(spec)
                 except ReplicaRejected as exc:
                     done.rejected[spec.id] = f"{cluster} refused the replica: {exc}"
                     continue
@@ -133,13 +183,18 @@ class Rollout:
                     continue
                 done.sent.append(spec)
             for rid in plan.remove:
-                await asyncio.wait_for(driver.remove_replica(rid), self._timeout * 3)
+                async with asyncio.timeout(self._timeout * 3):
+                    await driver.remove_replica(rid)
                 done.removed.append(rid)
         except (ClusterUnreachable, TimeoutError) as exc:
+            done.finished = False
             log.warning("cluster %s: rollout interrupted: %s", cluster, exc or type(exc).__name__)
         except Exception:
             # A removal failing in an unexpected way stops this cluster's rollout for this pass, not everyone's.
+            done.finished = False
             log.exception("cluster %s: rollout failed; retrying on the next pass", cluster)
+        if done.failed:
+            done.finished = False
         return done
 
     def _record(self, outcomes: list[ClusterOutcome]) -> None:

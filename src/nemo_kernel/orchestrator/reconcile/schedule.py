@@ -113,17 +113,12 @@ class Scheduling:
         workloads.store_decision(s, w, decision)
         subject = workload_subject(w.namespace, w.name)
         runtimes = {(v.cluster, v.node): v.runtime for v in decision.candidates if v.node is not None}
-        for a in decision.assignments:
-            replica = workloads.bind_replica(
-                s,
-                w,
-                index=a.index,
-                cluster=a.cluster,
-                node=a.node,
-                runtime=runtimes.get((a.cluster, a.node)),
-                cpu=spec.resources.cpu,
-                memory_mib=spec.resources.memory_mib,
-            )
+        bindings = [
+            workloads.Binding(a.index, a.cluster, a.node, runtimes.get((a.cluster, a.node)))
+            for a in decision.assignments
+        ]
+        bound = workloads.bind_replicas(s, w, bindings, cpu=spec.resources.cpu, memory_mib=spec.resources.memory_mib)
+        for a, replica in zip(decision.assignments, bound, strict=True):
             inventory.allocate(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
             replica_event(
                 s,
@@ -187,9 +182,12 @@ def _nowhere_allowed(s: Session, w: WorkloadRow, version: int) -> None:
 
 
 def _clear_queue(s: Session, workload_id: int, version: int) -> None:
-    # Conditional on the version, so a newer apply that arrived meanwhile stays queued.
+    # Conditional on the version, so a newer apply that arrived meanwhile stays queued. "fetch": the session learns
+    # which row matched from the statement; the default evaluates the criteria on every object the session holds
+    # (tens of thousands of replicas in a large pass, once per workload).
     s.execute(
         update(WorkloadRow)
         .where(WorkloadRow.id == workload_id, WorkloadRow.version == version)
         .values(needs_placement=False)
+        .execution_options(synchronize_session="fetch")
     )

@@ -1,0 +1,191 @@
+"""Change-driven passes over ``sim`` clusters (the real engine and resource manager, SQLite in ``tmp_path``): an
+idle pass costs a constant number of reads and no write, a change on one cluster is still seen within one pass, a
+workload applied while idle is placed and sent at once, and what changed behind the engine's back is picked up at
+the resync."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import event as sql_events
+from sqlalchemy import select, text
+
+from nemo_kernel.clusters import DriverProviders, SupportsFaultInjection
+from nemo_kernel.clusters.fleet import generate_fleet
+from nemo_kernel.clusters.sim import SimProvider
+from nemo_kernel.config import Settings
+from nemo_kernel.domain import DriverKind, EventKind, FaultSpec, WorkloadDescriptor, WorkloadPhase
+from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
+from nemo_kernel.orchestrator.resources import ResourceManager
+from nemo_kernel.store import Database, clusters, events, workloads
+from nemo_kernel.store.events import workload_subject
+from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
+
+FLEET = 40
+MAX_PASSES = 12
+STEP_S = 5.0  # simulated seconds per pass: more than any generated start delay
+
+
+class Clock:
+    """The simulation's unix seconds, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Plane:
+    """The engine and its resource manager over one simulation of a generated fleet."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db, self.settings, self.clock = db, settings, Clock()
+        self.sim = SimProvider(settings, clock=self.clock)
+        self.resources = ResourceManager(db, settings, DriverProviders(settings, {DriverKind.SIM: self.sim}))
+        self.engine = OrchestrationEngine(db, self.resources, settings)
+
+    async def settle(self, done: Callable[[], bool]) -> int:
+        """Passes (the clock moving on between them) until ``done()``; how many it took."""
+        for passes in range(1, MAX_PASSES + 1):
+            await self.engine.reconcile_once()
+            if done():
+                return passes
+            self.clock.now += STEP_S
+        raise AssertionError(f"not settled after {MAX_PASSES} passes")
+
+    def apply(self, name: str, replicas: int) -> None:
+        body = {"name": name, "deployment": {"command": ["serve"], "replicas": replicas,
+                                             "resources": {"cpu": 0.1, "memory_mib": 64}}}  # fmt: skip
+        with self.db.transaction() as s:
+            workloads.apply_workload(s, WorkloadDescriptor.model_validate(body))
+
+    def phase(self, name: str) -> str:
+        with self.db.snapshot() as s:
+            return str(s.scalar(select(WorkloadRow.phase).where(WorkloadRow.name == name)))
+
+    def rows(self, name: str) -> list[ReplicaRow]:
+        with self.db.snapshot() as s:
+            wid = s.scalar(select(WorkloadRow.id).where(WorkloadRow.name == name))
+            found = list(s.scalars(select(ReplicaRow).where(ReplicaRow.workload_id == wid, ReplicaRow.desired)))
+            s.expunge_all()
+            return sorted(found, key=lambda r: r.index)
+
+    def kinds(self, name: str) -> list[str]:
+        with self.db.snapshot() as s:
+            return [e.kind for e in events.history(s, workload_subject("default", name))]
+
+
+async def _plane(tmp_path_factory: pytest.TempPathFactory) -> Plane:
+    root = tmp_path_factory.mktemp("change")
+    db = Database(f"sqlite:///{root / 'nemo.db'}")
+    db.migrate()
+    with db.transaction() as s:
+        for spec in generate_fleet(FLEET, 2, seed=5):
+            clusters.add_cluster(s, spec)
+    # a long heartbeat timeout: the batched last_heartbeat stamp is due once in the test, on the first pass
+    settings = Settings(data_dir=root / "data", heartbeat_timeout=3600, driver_timeout=5.0, resync_interval=3600)
+    return Plane(db, settings)
+
+
+@pytest_asyncio.fixture
+async def plane(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Plane]:
+    """A fleet whose resync is far away: every pass after the first is change-driven."""
+    p = await _plane(tmp_path_factory)
+    yield p
+    await p.resources.close()
+    p.db.dispose()
+
+
+@contextmanager
+def statements(db: Database) -> Iterator[list[str]]:
+    """Every SQL statement run on ``db`` inside the block."""
+    seen: list[str] = []
+
+    def count(*args: object) -> None:
+        seen.append(str(args[2]))
+
+    sql_events.listen(db.engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        sql_events.remove(db.engine, "before_cursor_execute", count)
+
+
+async def _running_fleet(plane: Plane) -> None:
+    for w in range(4):
+        plane.apply(f"w{w}", 10)
+    await plane.settle(lambda: all(plane.phase(f"w{w}") == WorkloadPhase.RUNNING.value for w in range(4)))
+    # the engine's own writes moved the store's revision: one quiet pass sees that nothing is left to do
+    await plane.engine.reconcile_once()
+
+
+async def test_an_idle_pass_reads_a_constant_number_of_times_and_writes_nothing(plane: Plane) -> None:
+    await _running_fleet(plane)
+    with statements(plane.db) as seen:
+        await plane.engine.reconcile_once()
+    writes = [q for q in seen if q.split()[0].upper() in {"INSERT", "UPDATE", "DELETE"} or "IMMEDIATE" in q.upper()]
+    assert writes == [], writes  # not even a write transaction opened (BEGIN IMMEDIATE takes SQLite's write lock)
+    reads = [q for q in seen if q.split()[0].upper() != "BEGIN"]
+    # the clusters' revision and the store's: not one statement per cluster or per replica
+    assert len(reads) == 2 < FLEET, seen
+    assert any("max(events.id)" in q.lower() for q in reads), seen
+
+
+async def test_a_crash_on_an_idle_cluster_is_observed_within_one_pass(plane: Plane) -> None:
+    await _running_fleet(plane)
+    victim = plane.rows("w0")[0]
+    driver = plane.resources.driver(victim.cluster)
+    assert isinstance(driver, SupportsFaultInjection)
+    await driver.inject_fault(FaultSpec(kind="node_down", node=victim.node, for_s=STEP_S))
+
+    await plane.engine.reconcile_once()
+    crashed = next(r for r in plane.rows("w0") if r.id == victim.id)
+    assert crashed.phase == "Crashed"
+    assert EventKind.REPLICA_CRASHED in plane.kinds("w0")
+
+    plane.clock.now += STEP_S + 1  # the node is back: the simulation starts the replica again
+    await plane.engine.reconcile_once()
+    back = next(r for r in plane.rows("w0") if r.id == victim.id)
+    assert back.restarts == 1 and back.phase in {"Starting", "Running"}
+
+
+async def test_a_workload_applied_while_idle_is_placed_and_sent_in_one_pass(plane: Plane) -> None:
+    await _running_fleet(plane)
+    plane.apply("late", 3)
+    await plane.engine.reconcile_once()
+    rows = plane.rows("late")
+    assert len(rows) == 3 and all(r.phase == "Starting" for r in rows)
+    assert {r.id for r in rows} <= {rid for c in plane.sim.simulation.clusters.values() for rid in c.replicas}
+    await plane.settle(lambda: plane.phase("late") == WorkloadPhase.RUNNING.value)
+
+
+async def test_a_row_changed_behind_the_engines_back_is_picked_up_at_the_resync(plane: Plane) -> None:
+    await _running_fleet(plane)
+    victim = plane.rows("w1")[0].id
+
+    def crash_behind_its_back() -> None:
+        with plane.db.transaction() as s:  # no event, no cluster change: nothing a change-driven pass looks at
+            s.execute(text("UPDATE replicas SET phase = 'Crashed' WHERE id = :id"), {"id": victim})
+
+    def phase() -> str:
+        return next(r.phase for r in plane.rows("w1") if r.id == victim)
+
+    crash_behind_its_back()
+    for _ in range(2):
+        await plane.engine.reconcile_once()
+    assert phase() == "Crashed"  # change-driven passes did not look
+
+    # a new engine (a restart) starts with a full pass, then resyncs every NEMO_RESYNC_INTERVAL
+    engine = OrchestrationEngine(plane.db, plane.resources, plane.settings.model_copy(update={"resync_interval": 1.0}))
+    await engine.reconcile_once()
+    assert phase() == "Running"
+    crash_behind_its_back()
+    deadline = time.monotonic() + 30
+    while phase() != "Running":
+        assert time.monotonic() < deadline, "the resync never ran"
+        await engine.reconcile_once()  # passes until the resync reads every cluster's whole report
