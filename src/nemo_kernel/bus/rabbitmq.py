@@ -294,7 +294,8 @@ class RabbitMqBus:
             if self._publisher.is_closed:
                 # Either the connection is down (aio-pika restores the channel once it is back) or the broker closed
                 # just this channel (e.g. ACCESS_REFUSED on a routing key), which aio-pika does not reopen.
-                await asyncio.wait_for(self._connection.ready(), self._publish_timeout)
+                async with asyncio.timeout(self._publish_timeout):
+                    await self._connection.ready()
                 if self._publisher.is_closed:
                     with contextlib.suppress(Exception):
                         await self._publisher.close()

@@ -184,9 +184,11 @@ class ResourceManager:
             async with self._sem:
                 for peer, link in spec.links.items():
                     if before.get(peer) != link:
-                        await asyncio.wait_for(driver.set_link(peer, link), self._settings.driver_timeout)
+                        async with asyncio.timeout(self._settings.driver_timeout):
+                            await driver.set_link(peer, link)
                 for peer in set(before) - set(spec.links):
-                    await asyncio.wait_for(driver.set_link(peer, None), self._settings.driver_timeout)
+                    async with asyncio.timeout(self._settings.driver_timeout):
+                        await driver.set_link(peer, None)
         except (ClusterUnreachable, TimeoutError) as exc:
             log.debug("cluster %s: links not applied yet: %s", name, exc)
             return
@@ -309,7 +311,8 @@ class ResourceManager:
             # The first heartbeat of a revived agent counts: the cluster is Ready again as soon as the new agent
             # answers, not one pass later (by when it could have been silent for longer than the timeout).
             try:
-                return await asyncio.wait_for(fresh.status(), self._settings.driver_timeout)  # a new driver: whole
+                async with asyncio.timeout(self._settings.driver_timeout):
+                    return await fresh.status()  # a new driver: whole
             except (ClusterUnreachable, TimeoutError):
                 return error
 

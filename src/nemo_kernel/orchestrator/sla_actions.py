@@ -171,7 +171,8 @@ class SlaActionRunner:
         deadline = time.monotonic() + self._timeout  # one budget for the resolution and the POST
         try:
             name = url.raw_host.decode("ascii")  # IDNA: what DNS and TLS read
-            addresses = await asyncio.wait_for(_resolve(name, url.port or _PORTS.get(url.scheme, 80)), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                addresses = await _resolve(name, url.port or _PORTS.get(url.scheme, 80))
         except (OSError, TimeoutError) as exc:
             return f"notified on the bus (sla.action); webhook not sent: host {host} does not resolve ({exc})"
         refusals = [why for why in map(self._webhooks.refusal, addresses) if why is not None]
@@ -186,7 +187,8 @@ class SlaActionRunner:
             async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, trust_env=False) as client:
                 request = client.build_request("POST", pinned, json=body, headers=headers, extensions=extensions)
                 remaining = max(deadline - time.monotonic(), 0.001)
-                answer = await asyncio.wait_for(client.send(request), remaining)
+                async with asyncio.timeout(remaining):
+                    answer = await client.send(request)
         except (httpx.HTTPError, TimeoutError) as exc:
             return f"notified on the bus (sla.action); webhook to {host} failed: {type(exc).__name__}"
         if answer.is_success:
