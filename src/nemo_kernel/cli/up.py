@@ -119,6 +119,10 @@ def serve(settings: Settings) -> None:
         gateway = GatewayProcess(gateway_sock, plane.db.url.render_as_string(hide_password=False),
                                  settings.data_dir / "gateway.log")  # fmt: skip
 
+    # The demo ships with the source tree, not with the wheel: name it only where it is.
+    example = Path("examples/demo-workload.yaml")
+    demo = f"nemo workload apply -f {example if example.is_file() else 'DESCRIPTOR.yaml'}"
+
     async def announce() -> None:
         how_to_get_a_token = await _prepare_access(settings, access)
         if gateway is not None:
@@ -133,7 +137,6 @@ def serve(settings: Settings) -> None:
             say("Gateway: ", (gateway.url, "bold"), f"  (log: {gateway.log_file})")
         say(f"Data directory: {settings.data_dir}   Store: {plane.db.url.render_as_string()}")
         say(*how_to_get_a_token)
-        demo = "nemo workload apply -f examples/demo-workload.yaml"
         say("Next: ", ("nemo cluster list", "bold"), "; ", (demo, "bold"))
 
     app = create_app(plane, access, on_started=announce)
