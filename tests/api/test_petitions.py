@@ -52,6 +52,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, root: Path) -> Iterator[Stac
         "NEMO_PETITION_ROOTS": f"{root}:{base}",  # base holds the data directory, which stays unreadable
         "NEMO_PETITION_CLONE_TIMEOUT": str(CLONE_TIMEOUT),
         "NEMO_PETITION_CLONE_MAX_MIB": "1",
+        "NEMO_PETITION_NETWORKS": "127.0.0.0/8",  # the git servers of these tests listen on loopback
     }
     with running_stack(base / "data", env) as s:
         yield s

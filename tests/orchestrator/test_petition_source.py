@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,3 +76,78 @@ def test_a_token_in_a_url_is_never_shown(tmp_path: Path) -> None:
     assert isinstance(source, GitSource)
     assert source.url == "https://ci:ghp_t0ken@git.example.org/repo.git"  # git gets it
     assert source.redacted == "https://***@git.example.org/repo.git"  # messages, events and the log do not
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1:9/repo.git",
+        "https://localhost/repo.git",
+        "https://169.254.169.254/latest/meta-data",  # the cloud metadata service
+        "https://10.1.2.3/repo.git",
+        "https://[::1]:8443/repo",
+        "ssh://git@127.0.0.1:2222/repo.git",
+        "git@127.0.0.1:team/repo.git",
+        "https://nemo.invalid/repo.git",  # resolves to nothing (RFC 6761): the same answer
+    ],
+)
+def test_a_git_host_that_is_not_on_a_global_address_is_refused_before_git_runs(tmp_path: Path, url: str) -> None:
+    sources = _sources(tmp_path)
+    source = sources.classify(url)
+    assert isinstance(source, GitSource)
+    with pytest.raises(PetitionError) as refused:
+        sources.clone(source, tmp_path / "checkout")
+    assert refused.value.status == 403 and refused.value.code == "forbidden"
+    assert "NEMO_PETITION_NETWORKS" in refused.value.message  # one answer, whether or where the host resolves
+    assert not (tmp_path / "checkout").exists()
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers 404 to everything, and records the Host header of each request (git's first is info/refs)."""
+
+    hosts: list[str]
+
+    def do_GET(self) -> None:
+        self.hosts.append(self.headers.get("Host", ""))
+        self.send_error(404)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def git_server() -> Iterator[tuple[int, list[str]]]:
+    """An HTTP server on loopback that a clone reaches (and fails on): its port and the Host headers it saw."""
+    hosts: list[str] = []
+    handler = type("Recorder", (_Recorder,), {"hosts": hosts})
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield server.server_address[1], hosts
+        server.shutdown()
+
+
+def test_a_listed_network_lets_git_reach_it(tmp_path: Path, git_server: tuple[int, list[str]]) -> None:
+    port, hosts = git_server
+    source = GitSource(f"http://localhost:{port}/repo.git", "http")  # localhost: 127.0.0.1 here
+    with pytest.raises(PetitionError) as refused:
+        _sources(tmp_path, petition_allow_http=True).clone(source, tmp_path / "checkout")
+    assert refused.value.status == 403 and not hosts  # not listed: git never ran
+
+    listed = _sources(tmp_path, petition_allow_http=True, petition_networks=["127.0.0.0/8"])
+    assert listed.reachable_address(source) == "127.0.0.1"
+    with pytest.raises(PetitionError) as failed:  # it reached the server, which has no repository
+        listed.clone(source, tmp_path / "checkout")
+    assert failed.value.status == 422 and hosts and hosts[0] == f"localhost:{port}"
+
+
+def test_git_connects_to_the_address_checked_not_to_a_second_lookup(
+    tmp_path: Path, git_server: tuple[int, list[str]]
+) -> None:
+    # A name that resolves nowhere (RFC 6761), pinned to the loopback server: only the pin can take git there.
+    port, hosts = git_server
+    source = GitSource(f"http://nemo.invalid:{port}/repo.git", "http")
+    sources = _sources(tmp_path, petition_allow_http=True, petition_networks=["127.0.0.0/8"])
+    with pytest.raises(PetitionError):
+        sources._run_git(source, "127.0.0.1", tmp_path / "checkout", tmp_path)
+    assert hosts and hosts[0] == f"nemo.invalid:{port}"  # the name kept in Host, the connection to the address

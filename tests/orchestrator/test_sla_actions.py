@@ -16,6 +16,7 @@ from sqlalchemy import select
 from tests.orchestrator.test_commands import FrontDoor
 
 from nemo_kernel.domain import ClusterPhase, ClusterSpec, EventKind, ReplicaPhase, WorkloadDescriptor
+from nemo_kernel.domain.addresses import AddressAllowlist
 from nemo_kernel.domain.errors import ApiError
 from nemo_kernel.domain.sla import SlaAction, SlaSpec, SlaState
 from nemo_kernel.orchestrator.commands import SlaCommands
@@ -23,7 +24,6 @@ from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.reactions import load_reactions
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.orchestrator.sla_actions import SlaActionRunner
-from nemo_kernel.ppef.policies import WebhookAllowlist
 from nemo_kernel.store import Database, NotFound, events, slas, workloads
 from nemo_kernel.store.tables import ClusterRow, MigrationRow
 
@@ -221,10 +221,16 @@ async def test_an_allowed_name_that_resolves_to_loopback_is_posted_only_when_the
      "fd00:ec2::254", "fe80::1", "::ffff:127.0.0.1"],
 )  # fmt: skip
 def test_an_address_that_is_not_global_is_refused_unless_listed(address: str) -> None:
-    assert "not a global address" in (WebhookAllowlist.of(["hooks.example.com"]).refusal(address) or "")
-    listed = WebhookAllowlist.of(["hooks.example.com", "127.0.0.0/8", "10.0.0.0/8", "::/0", "0.0.0.0/0"])
+    assert "not a global address" in (
+        AddressAllowlist.of("NEMO_WEBHOOK_HOSTS", ["hooks.example.com"]).refusal(address) or ""
+    )
+    listed = AddressAllowlist.of(
+        "NEMO_WEBHOOK_HOSTS", ["hooks.example.com", "127.0.0.0/8", "10.0.0.0/8", "::/0", "0.0.0.0/0"]
+    )
     assert listed.refusal(address) is None
-    assert WebhookAllowlist.of([]).refusal("93.184.216.34") is None  # a global address needs no listing
+    assert (
+        AddressAllowlist.of("NEMO_WEBHOOK_HOSTS", []).refusal("93.184.216.34") is None
+    )  # a global address needs no listing
 
 
 def test_a_webhook_to_an_address_in_a_listed_network_is_accepted_at_apply(door: FrontDoor) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import pwd
 from pathlib import Path
@@ -219,6 +220,12 @@ class Settings(BaseSettings):
     )
     webhook_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds a webhook POST may take in all")
 
+    petition_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="addresses or networks (separated by ',', e.g. 10.0.0.0/8) that petitions' git hosts may resolve "
+        "to although they are not global: a git server on the local network; empty, git hosts must resolve to global "
+        "addresses only",
+    )
     petition_allow_http: bool = Field(default=False, description="petitions may clone plain http:// repositories")
     petition_clone_timeout: float = Field(default=60.0, gt=0, le=600, description="seconds a petition's clone may take")
     petition_clone_max_mib: int = Field(default=100, ge=1, le=10240, description="size limit of a petition's clone")
@@ -299,7 +306,7 @@ class Settings(BaseSettings):
             raise ValueError("must be 0 (collection off) or at least 0.5 seconds")
         return value
 
-    @field_validator("webhook_hosts", mode="before")
+    @field_validator("webhook_hosts", "petition_networks", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         # Host names compare case-insensitively; an admin writes them comma-separated in the environment.
@@ -307,6 +314,16 @@ class Settings(BaseSettings):
             return [part.strip().lower() for part in value.split(",") if part.strip()]
         if isinstance(value, list):
             return [str(part).strip().lower() for part in value if str(part).strip()]
+        return value
+
+    @field_validator("petition_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an address or a network such as 10.0.0.0/8") from None
         return value
 
     @field_validator("petition_roots", "carbon_data_roots", mode="before")

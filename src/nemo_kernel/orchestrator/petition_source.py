@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -25,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from nemo_kernel.config import Settings
+from nemo_kernel.domain.addresses import AddressAllowlist
 from nemo_kernel.domain.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,8 @@ _POLL_SECONDS = 0.2
 _PASSED_ENVIRONMENT = ("PATH", "SSH_AUTH_SOCK", "https_proxy", "HTTPS_PROXY", "http_proxy", "no_proxy", "NO_PROXY")
 
 ROOTS_SETTING = "NEMO_PETITION_ROOTS"
+NETWORKS_SETTING = "NEMO_PETITION_NETWORKS"
+_DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22}
 SUPPORTED = "https://, ssh://, user@host:path, or file:// under a petition root"
 
 
@@ -74,12 +78,23 @@ class GitSource:
             return self.url
         return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
+    @property
+    def endpoint(self) -> tuple[str, int] | None:
+        """The host and port git connects to; None for a ``file://`` repository."""
+        if self.protocol == "file":
+            return None
+        if "://" not in self.url:  # scp-like ``user@host:path``
+            return self.url.partition("@")[2].partition(":")[0].lower(), _DEFAULT_PORTS["ssh"]
+        parts = urlsplit(self.url)
+        return (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS[self.protocol]
+
 
 class PetitionSources:
     """The server's policy for petition sources: which paths may be read, which repositories cloned, and how."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._networks = AddressAllowlist.of(NETWORKS_SETTING, settings.petition_networks)
 
     def classify(self, source: str) -> GitSource | Path:
         """A checked git source, or the real path of an allowed local file or folder; PetitionError otherwise."""
@@ -154,11 +169,12 @@ class PetitionSources:
 
     def clone(self, source: GitSource, dest: Path) -> Path:
         """Clone ``source`` (its default branch, one commit) into ``dest``, replacing what was there."""
+        address = self.reachable_address(source)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".clone-", dir=dest.parent))
         try:
             with tempfile.TemporaryDirectory(prefix=".git-home-", dir=dest.parent) as home:
-                self._run_git(source, tmp / "checkout", Path(home))
+                self._run_git(source, address, tmp / "checkout", Path(home))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -168,8 +184,44 @@ class PetitionSources:
         log.info("petition cloned %s (%s) into %s", source.redacted, source.protocol, dest)
         return dest
 
-    def _run_git(self, source: GitSource, checkout: Path, home: Path) -> None:
+    def reachable_address(self, source: GitSource) -> str | None:
+        """The address git may connect to for ``source``, resolved once (None for ``file://``); 403 when its host
+        resolves to no address, or to one that is not global (loopback, private, link-local: the cloud metadata
+        service) and not listed in NEMO_PETITION_NETWORKS. A petition must not make the server a proxy into its own
+        network (SSRF), nor may the name resolve elsewhere when git looks it up again (DNS rebinding): git is pinned
+        to this address. The answer is the same whether the host does not resolve or resolves where it may not go."""
+        endpoint = source.endpoint
+        if endpoint is None:
+            return None
+        host, port = endpoint
+        try:
+            addresses = list(
+                dict.fromkeys(str(i[4][0]) for i in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            )
+        except (OSError, UnicodeError) as exc:
+            addresses, why = [], f"does not resolve ({exc})"
+        else:
+            refusals = [r for r in map(self._networks.refusal, addresses) if r is not None]
+            why = refusals[0] if refusals else ""
+        if not addresses or why:
+            log.warning("petition: git host %s refused: %s", host, why or "no address")
+            raise forbidden(
+                f"git host {host} does not resolve to an address petitions may reach: a global one, or one an admin "
+                f"lists in {NETWORKS_SETTING}"
+            )
+        return addresses[0]
+
+    def _run_git(self, source: GitSource, address: str | None, checkout: Path, home: Path) -> None:
         timeout = max(1, int(self._settings.petition_clone_timeout))
+        ssh = f"ssh -o BatchMode=yes -o ConnectTimeout={timeout}"
+        pinned: list[str] = []
+        if address is not None and source.endpoint is not None:
+            host, port = source.endpoint
+            if source.protocol == "ssh":  # connect to the address checked; the host key is still the name's
+                ssh += f" -o HostName={address} -o HostKeyAlias={host}"
+            else:  # curl's --resolve: the address checked, for this host and port only; no redirect elsewhere
+                literal = f"[{address}]" if ":" in address else address
+                pinned = ["-c", f"http.curloptResolve={host}:{port}:{literal}", "-c", "http.followRedirects=false"]
         env = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
         env.update(
             HOME=str(home),  # an empty home: no ~/.gitconfig, credential helpers or url rewrites of the user
@@ -178,7 +230,7 @@ class PetitionSources:
             GIT_CONFIG_GLOBAL=os.devnull,
             GIT_ALLOW_PROTOCOL=source.protocol,  # also binds redirects, submodules and remote helpers
             GIT_TERMINAL_PROMPT="0",
-            GIT_SSH_COMMAND=f"ssh -o BatchMode=yes -o ConnectTimeout={timeout}",  # never asks for a password
+            GIT_SSH_COMMAND=ssh,  # never asks for a password
             LC_ALL="C",
         )
         command = [
@@ -186,6 +238,7 @@ class PetitionSources:
             "-c", "protocol.allow=never",
             "-c", f"protocol.{source.protocol}.allow=always",
             "-c", "credential.helper=",
+            *pinned,
             "-c", "http.lowSpeedLimit=1024",
             "-c", f"http.lowSpeedTime={timeout}",
             "clone", "--quiet", "--depth", "1", "--single-branch", "--no-tags", "--no-recurse-submodules",

@@ -5,7 +5,7 @@ stored *pending* there and done here, each in its own steps:
 
 - ``notify`` with a ``webhook``: one POST of JSON (SLA, SLO, status, value, target, predicted time) to the URL, if
   its host is still in ``NEMO_WEBHOOK_HOSTS``; the host is resolved once, every address it resolves to must be
-  global or listed by the admin (``WebhookAllowlist.refusal``: no loopback, private or metadata address through a
+  global or listed by the admin (``AddressAllowlist.refusal``: no loopback, private or metadata address through a
   name that DNS points there), and the POST connects to the address checked, never resolving the name again (the
   name stays in ``Host`` and TLS's SNI and certificate check); a bounded timeout, redirects not followed (a 3xx is
   the outcome), and a webhook that fails is recorded as such: the loop goes on;
@@ -39,12 +39,13 @@ from nemo_kernel.domain import (
     ReplicaPhase,
     WorkloadDescriptor,
 )
+from nemo_kernel.domain.addresses import AddressAllowlist
 from nemo_kernel.domain.errors import ApiError
 from nemo_kernel.domain.sla import PolicyAction, SlaSpec, SloKind
 from nemo_kernel.orchestrator.commands import MigrationCommands
 from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.placement import Inventory
-from nemo_kernel.ppef.policies import WebhookAllowlist, move_preference, webhook_host, webhook_payload
+from nemo_kernel.ppef.policies import WEBHOOK_HOSTS, move_preference, webhook_host, webhook_payload
 from nemo_kernel.store import Database, NotFound, workloads
 from nemo_kernel.store import slas as store
 from nemo_kernel.store.tables import ReplicaRow
@@ -95,7 +96,7 @@ class SlaActionRunner:
         self._db = db
         self._migrations = migrations
         self._decisions = decisions
-        self._webhooks = WebhookAllowlist.of(webhook_hosts)
+        self._webhooks = AddressAllowlist.of(WEBHOOK_HOSTS, webhook_hosts)
         self._timeout = webhook_timeout
         self._interval = interval
         self._wakeup = db.event_wakeup()  # made here: an act stored before run() first waits still wakes it

@@ -4,22 +4,21 @@
   :func:`check_webhooks` refuses an SLA naming another host at apply time (422 naming
   ``policies[<i>].webhook``), and :func:`webhook_payload` is the JSON body the runner POSTs. A host name allowed
   may still resolve to a loopback, private, link-local or metadata address (DNS rebinding, SSRF):
-  :meth:`WebhookAllowlist.refusal` refuses every address that is not global unless the admin listed it, or a network
-  holding it, in ``NEMO_WEBHOOK_HOSTS`` too (``127.0.0.1``, ``10.0.0.0/8``); the runner connects to the address
-  it checked.
+  ``domain.addresses.AddressAllowlist.refusal`` refuses every address that is not global unless the admin listed
+  it, or a network holding it, in ``NEMO_WEBHOOK_HOSTS`` too (``127.0.0.1``, ``10.0.0.0/8``); the runner connects
+  to the address it checked.
 - ``move``: :func:`move_preference` says which placement intent makes a cluster better for the violated SLO
   (closer for latency, greener for energy, cheaper for cost); the decision engine chooses with it.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from nemo_kernel.domain import Optimize
+from nemo_kernel.domain.addresses import AddressAllowlist
 from nemo_kernel.domain.errors import ApiError
 from nemo_kernel.domain.sla import PolicyAction, SlaSpec, SloKind
 
@@ -39,66 +38,16 @@ def move_preference(kind: SloKind | None) -> Optimize | None:
     return None if kind is None else MOVE_PREFERENCE.get(kind)
 
 
+WEBHOOK_HOSTS = "NEMO_WEBHOOK_HOSTS"
+"""The setting that lists the hosts (and non-global addresses) webhooks may reach."""
+
+
 def webhook_host(url: str) -> str:
     """The host of a webhook URL, lower case ('' when it has none)."""
     return (urlsplit(url).hostname or "").lower()
 
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _address(text: str) -> Address | None:
-    """The IP address ``text`` writes, IPv4-mapped IPv6 as the IPv4 address it maps; None for a host name."""
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookAllowlist:
-    """``NEMO_WEBHOOK_HOSTS``: the host names webhooks may name, and the addresses and networks (``127.0.0.1``,
-    ``10.0.0.0/8``, ``::1``) they may reach although these are not global."""
-
-    hosts: frozenset[str]
-    networks: tuple[Network, ...]
-
-    @classmethod
-    def of(cls, entries: Collection[str]) -> WebhookAllowlist:
-        """The allowlist of the admin's entries (lower-case host names, addresses or networks)."""
-        networks = []
-        for entry in entries:
-            try:
-                networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                continue  # a host name
-        return cls(frozenset(entries), tuple(networks))
-
-    def allows_host(self, host: str) -> bool:
-        """Whether a webhook URL may name ``host``: a name listed, or an address in a listed network."""
-        address = _address(host)
-        return host in self.hosts or (address is not None and self._listed(address))
-
-    def refusal(self, address_text: str) -> str | None:
-        """Why a webhook may not connect to ``address_text`` (an address its host resolved to), or None: an address
-        that is not global (loopback, private, link-local such as the cloud metadata service, multicast, reserved)
-        is reached only when the admin listed it or its network."""
-        address = _address(address_text)
-        if address is None:
-            return f"{address_text} is not an IP address"
-        if self._listed(address) or (address.is_global and not address.is_multicast):
-            return None
-        return f"{address} is not a global address and NEMO_WEBHOOK_HOSTS does not list it"
-
-    def _listed(self, address: Address) -> bool:
-        return any(address in network for network in self.networks)
-
-
-def check_webhooks(spec: SlaSpec, allowed: WebhookAllowlist) -> None:
+def check_webhooks(spec: SlaSpec, allowed: AddressAllowlist) -> None:
     """422 naming ``policies[<i>].webhook`` when a policy's webhook host is not one ``allowed`` (the admin's
     ``NEMO_WEBHOOK_HOSTS``), or when a policy other than ``notify`` names a webhook it would never call."""
     for i, policy in enumerate(spec.policies):

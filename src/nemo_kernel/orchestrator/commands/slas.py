@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from nemo_kernel.domain.addresses import AddressAllowlist
 from nemo_kernel.domain.sla import SlaSpec, SlaStatus
 from nemo_kernel.ppef import lifecycle
 from nemo_kernel.ppef.documents import parse_sla
-from nemo_kernel.ppef.policies import WebhookAllowlist, check_webhooks
+from nemo_kernel.ppef.policies import WEBHOOK_HOSTS, check_webhooks
 from nemo_kernel.store import Database, slas
 from nemo_kernel.store.slas import SlaApplyResult
 
@@ -19,7 +20,7 @@ class SlaCommands:
     def __init__(self, db: Database, webhook_hosts: Collection[str] = ()) -> None:
         """``webhook_hosts``: the hosts a notify policy's webhook may name (``NEMO_WEBHOOK_HOSTS``; none by default)."""
         self._db = db
-        self._webhooks = WebhookAllowlist.of(webhook_hosts)
+        self._webhooks = AddressAllowlist.of(WEBHOOK_HOSTS, webhook_hosts)
 
     def parse(self, document: Any) -> SlaSpec:
         """The SLA a document describes, NEMO's format or OpenSLO v1; 422 naming the field at fault."""
