@@ -24,7 +24,9 @@ WORKLOAD = {"name": "web", "deployment": {"command": ["serve"], "resources": {"c
 def test_a_locked_store_is_a_503_that_changes_nothing(tmp_path_factory: pytest.TempPathFactory) -> None:
     root = tmp_path_factory.mktemp("store-busy")
     database = root / "nemo.db"
-    with served_api(root, CLUSTERS, database_url=f"sqlite:///{database}?timeout=0.3") as api:
+    # 2 s: short enough for the refused request, long enough for the control plane's own writes on a loaded machine
+    # (at 0.3 s, its start-up writes met one another and the admin client's creation failed in CI)
+    with served_api(root, CLUSTERS, database_url=f"sqlite:///{database}?timeout=2") as api:
         api.token()  # issued before the lock (the token endpoint reads the store too)
         holder = sqlite3.connect(database, isolation_level=None)
         try:
