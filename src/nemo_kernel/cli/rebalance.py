@@ -59,6 +59,8 @@ def _detail(plan: dict[str, Any]) -> None:
             )
         ],
     )
+    if not plan["moves"]:
+        return  # the plan's message says why nothing moves; an empty table would only add borders
     print_table(
         "moves",
         [
