@@ -15,6 +15,7 @@ Kept in place (the plan's ``pinned``): ``placement.rebalance: never``, a workloa
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -89,6 +90,9 @@ class RebalanceCommands:
         self._decisions = decisions
         self._migrations = migrations
         self._settings = settings
+        # advance() runs from the migration loop and from an apply (API or periodic loop): one at a time, or two could
+        # start the same move, one then marking it skipped while the other marks it moving after the plan ended
+        self._advancing = threading.Lock()
 
     def run(self, request: RebalanceRequest, requested_by: str) -> RebalanceStatus:
         """Plan; store the plan; with ``apply`` and a saving above the thresholds, queue its moves and start them.
@@ -132,6 +136,10 @@ class RebalanceCommands:
     def advance(self) -> bool:
         """Carry the plan being applied one step further: settle moves whose migration ended, start the next move
         of each workload with none running, finish the plan when every move ended. True while a plan applies."""
+        with self._advancing:
+            return self._advance()
+
+    def _advance(self) -> bool:
         # The migration loop asks on every step (every 50 ms while a migration runs): read first, and write only
         # when a plan has something to settle or start, so the loop does not hold the store's write lock for nothing.
         with self._db.snapshot() as s:
@@ -194,7 +202,7 @@ class RebalanceCommands:
                 reason = f"not started: {exc}"
         with self._db.transaction() as s:
             move = s.get(RebalanceMoveRow, move_id)
-            if move is None:
+            if move is None or move.state != MoveState.QUEUED.value:  # settled meanwhile (another process)
                 return
             if migration is None:
                 move.state, move.reason = MoveState.SKIPPED.value, reason or ""
