@@ -7,22 +7,13 @@ import random
 
 import httpx
 from local_support import LocalHarness, eventually
+from tests.clock import Clock
 
 from nemo_kernel.clusters import ClusterReport, ReplicaSpec
 from nemo_kernel.clusters.local.state import AGENT_FILE, read_agent_endpoint
 from nemo_kernel.clusters.revisions import MergedReport, reportable
 from nemo_kernel.clusters.sim import SimProvider
 from nemo_kernel.domain import ClusterSpec, FaultSpec, ReplicaPhase
-
-
-class Clock:
-    """Unix seconds that move only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _sim_spec(nodes: int = 3) -> ClusterSpec:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from tests.clock import Clock
 
 from nemo_kernel.clusters import (
     ClusterUnreachable,
@@ -23,16 +24,6 @@ from nemo_kernel.clusters import (
 from nemo_kernel.clusters.sim import SimDriver, SimProvider
 from nemo_kernel.domain import ClusterSpec, FaultSpec, ReplicaPhase
 from nemo_kernel.metrics import Aggregation, EmbeddedMetrics, MetricsQuery, Sample, Selector, names
-
-
-class Clock:
-    """Unix seconds that move only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _spec(name: str = "edge-1", nodes: int = 2, **sim: Any) -> ClusterSpec:

@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import event as sql_events
 from sqlalchemy import select, text
+from tests.clock import Clock
 
 from nemo_kernel.clusters import DriverProviders, SupportsFaultInjection
 from nemo_kernel.clusters.fleet import generate_fleet
@@ -28,16 +29,6 @@ from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
 FLEET = 40
 MAX_PASSES = 12
 STEP_S = 5.0  # simulated seconds per pass: more than any generated start delay
-
-
-class Clock:
-    """The simulation's unix seconds, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Plane:

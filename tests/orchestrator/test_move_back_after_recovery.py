@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from sqlalchemy import select
+from tests.clock import Clock
 
 from nemo_kernel.clusters.sim import SimProvider
 from nemo_kernel.config import Settings
@@ -39,16 +40,6 @@ MAX_PASSES = 40
 STEP_S = 5.0  # simulated seconds per pass: more than a replica's start delay
 FAULT_S = 60.0
 FINAL = {p.value for p in MigrationPhase if p.final}
-
-
-class Clock:
-    """The simulation's unix seconds, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Fleet:
