@@ -236,6 +236,7 @@ class DecisionEngine:
             used_memory_mib=np.take(table.allocated_memory_mib, rows),
             hosted=np.take(table.hosted, rows),
             placed=np.zeros(len(rows), dtype=np.int64),
+            as_table=True,
         )
         ranking = _Ranking(
             rows=rows,
@@ -252,6 +253,7 @@ class DecisionEngine:
             first_best=[],
         )
         live = [self._load_scores(by_load, table, rows, loads, req) for by_load in self._by_load]
+        loads.as_table = False  # _assign changes them from here on
         columns.update((by_load.name, scores) for by_load, scores in zip(self._by_load, live, strict=True))
         ranking.totals = ranking.first_totals = _totals(ranking, fixed, live)
         return ranking

@@ -15,9 +15,9 @@ numpy without rebuilding anything else.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,9 @@ Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 Objects = npt.NDArray[np.object_]
+_V = TypeVar("_V")
+_SIZES = 64
+"""Request sizes (or other keys) whose derived columns a table keeps (``sized``, ``by_allocation``)."""
 
 
 class Codes:
@@ -235,3 +238,35 @@ class NodeTable:
         if found is None:
             found = self._memo[key] = make()
         return found
+
+    def sized(self, key: Any, make: Callable[[], _V]) -> _V:
+        """A value derived from the static columns for one request size (``key`` names both), computed once.
+
+        Kept for at most ``_SIZES`` keys, then the memo starts over: workloads come in a few sizes, but a table
+        serves any number of them.
+        """
+        kept: dict[Any, Any] = self.memo("sized", dict)
+        found = kept.get(key)
+        if found is None:
+            if len(kept) >= _SIZES:
+                kept.clear()
+            found = kept[key] = make()
+        return cast(_V, found)
+
+    def by_allocation(self, key: Any, make: Callable[[], _V]) -> _V:
+        """A value derived from the table's allocation (and static columns), computed once per allocation.
+
+        The memo is shared by every table derived from this one, so a value is kept with the allocation arrays it was
+        computed from and served only while they are the same objects (``with_allocated`` makes new ones; so does
+        a caller that replaces them, as the rebalancer's idle table does). One value per key (the newest
+        allocation's), at most ``_SIZES`` keys.
+        """
+        kept: dict[Any, Any] = self.memo("by-allocation", dict)
+        found = kept.get(key)
+        if found is not None and found[0] is self.allocated_cpu and found[1] is self.allocated_memory_mib:
+            return cast(_V, found[2])
+        if found is None and len(kept) >= _SIZES:
+            kept.clear()
+        value = make()
+        kept[key] = (self.allocated_cpu, self.allocated_memory_mib, value)
+        return value

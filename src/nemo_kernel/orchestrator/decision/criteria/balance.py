@@ -30,11 +30,28 @@ class Balance:
 
     def score_many(self, table: NodeTable, rows: Ints, loads: LoadColumns, req: Requirements) -> Floats:
         """``score`` of many rows."""
-        cpu = np.add(loads.used_cpu, req.cpu)
-        np.divide(cpu, capacity_at(table, rows, req), out=cpu)
-        memory = np.add(loads.used_memory_mib, req.memory_mib)
-        np.divide(memory, np.take(table.memory_mib, rows), out=memory)
-        # min(1 - a, 1 - b) is 1 - max(a, b) bit for bit (rounding is monotonic).
-        free = np.subtract(1.0, np.maximum(cpu, memory, out=cpu), out=cpu)
-        result: Floats = np.minimum(np.maximum(free, 0.0, out=free), 1.0, out=free)
-        return result
+        if loads.as_table and 2 * len(rows) >= len(table):
+            # Most rows at the table's allocation (a decision's feasible nodes before it places anything): every
+            # row's score, kept per allocation and request size, then gathered.
+            every: Floats = table.by_allocation(("balance", req.cpu, req.memory_mib), lambda: _scores(table, req))
+            return np.take(every, rows)
+        memory = np.take(table.memory_mib, rows)
+        return _free_share(loads.used_cpu, capacity_at(table, rows, req), loads.used_memory_mib, memory, req)
+
+
+def _scores(table: NodeTable, req: Requirements) -> Floats:
+    result = _free_share(table.allocated_cpu, table.cpu, table.allocated_memory_mib, table.memory_mib, req)
+    result.setflags(write=False)
+    return result
+
+
+def _free_share(used_cpu: Floats, cpu: Floats, used_memory: Floats, memory: Floats, req: Requirements) -> Floats:
+    """``Balance.score`` on arrays, the same operations."""
+    cpu_share = np.add(used_cpu, req.cpu)
+    np.divide(cpu_share, cpu, out=cpu_share)
+    memory_share = np.add(used_memory, req.memory_mib)
+    np.divide(memory_share, memory, out=memory_share)
+    # min(1 - a, 1 - b) is 1 - max(a, b) bit for bit (rounding is monotonic).
+    free = np.subtract(1.0, np.maximum(cpu_share, memory_share, out=cpu_share), out=cpu_share)
+    result: Floats = np.minimum(np.maximum(free, 0.0, out=free), 1.0, out=free)
+    return result

@@ -85,6 +85,9 @@ class LoadColumns:
     used_memory_mib: Floats
     hosted: Ints
     placed: Ints
+    as_table: bool = False
+    """True when these are the table's own allocations at the rows scored (nothing placed yet), so a criterion may
+    serve values it keeps per table allocation (``NodeTable.by_allocation``) instead of reading the arrays."""
 
 
 @runtime_checkable

@@ -8,7 +8,7 @@ import numpy as np
 
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
 from nemo_kernel.orchestrator.decision.criteria.base import clusters_of_rows
-from nemo_kernel.orchestrator.decision.criteria.energy import added_watts, added_watts_many
+from nemo_kernel.orchestrator.decision.criteria.energy import added_watts, added_watts_many, added_watts_of_all
 from nemo_kernel.orchestrator.decision.filters import Requirements
 from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
 
@@ -29,6 +29,21 @@ class CarbonPerHour:
 
     def raw_many(self, table: NodeTable, rows: Ints, req: Requirements) -> Floats:
         """``raw`` of many rows."""
+        if 2 * len(rows) >= len(table):  # most rows (a decision's feasible nodes): every row's, kept, then gathered
+            return np.take(_carbon_of_all(table, req), rows)
         intensity = np.take(table.cluster_intensity, clusters_of_rows(table, rows, req))
         result: Floats = added_watts_many(table, rows, req) * intensity / 1000.0
         return result
+
+
+def _carbon_of_all(table: NodeTable, req: Requirements) -> Floats:
+    """``raw`` of every row of ``table``, kept per allocation and CPU request."""
+
+    def compute() -> Floats:
+        intensity = table.memo("intensity-of-rows", lambda: np.take(table.cluster_intensity, table.cluster_of))
+        result: Floats = added_watts_of_all(table, req) * intensity / 1000.0
+        result.setflags(write=False)
+        return result
+
+    found: Floats = table.by_allocation(("carbon", req.cpu), compute)
+    return found
