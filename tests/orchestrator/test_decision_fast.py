@@ -318,3 +318,44 @@ def test_a_kept_table_remembers_a_bounded_number_of_requirement_sets_and_decides
     again = [engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT) for spec in specs]
     assert again == first
     assert 0 < len(table.memo("verdicts", dict)) <= 64
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_kept_table_decides_alike_for_workloads_that_differ_only_in_weights_or_users(seed: int) -> None:
+    """Decisions on one table with the same requirements share the filters' verdicts and the criteria's values; the
+    scores each workload's weights and users make of them are its own, whatever was decided before."""
+    rng = random.Random(3000 + seed)
+    # Most nodes feasible, as in a large continuum: the criteria then keep every row's values and share them.
+    inventory = [
+        replace(
+            c,
+            ready=True,
+            cordoned=False,
+            excluded_reason=None,
+            nodes=tuple(replace(n, ready=True, runtimes=("runc",), allocated_cpu=0.0) for n in c.nodes),
+        )
+        for c in random_inventory(rng)
+    ]
+    # The default criteria: a plugin's scalar raw() gives new values every decision, so nothing after it is shared.
+    fast = DecisionEngine(latency=MATRIX, clock=lambda: NOW)
+    reference = ReferenceEngine(latency=MATRIX, clock=lambda: NOW)
+    table = NodeTable.build(inventory)
+    resources = Resources(cpu=0.25, memory_mib=256)
+    weights = [{"cost": 2}, {"cost": 3}, {"balance": 0}, {"balance": 2}, {"carbon": 0.5}, {"cost": 0, "carbon": 0}, {}]
+    specs = [
+        DeploymentSpec(command=["app"], resources=resources, placement=PlacementConstraints(weights=w))  # type: ignore[arg-type]
+        for w in weights
+    ] + [  # and in where their users are
+        DeploymentSpec(
+            command=["app"],
+            resources=resources,
+            placement=PlacementConstraints.model_validate({"users": [{"region": region, "weight": 1}]}),
+        )
+        for region in ("eu-west", "us-east")
+    ]
+    for spec in [*specs, *reversed(specs), *specs]:
+        expected = reference.decide("ns", "web", 1, spec, [0, 1], inventory)
+        got = fast.decide("ns", "web", 1, spec, [0, 1], table, detail=Detail.COMPACT)
+        assert (got.assignments, got.weights, got.summary) == (expected.assignments, expected.weights, expected.summary)
+        by_node = {(v.cluster, v.node): v for v in expected.candidates}
+        assert all(by_node[v.cluster, v.node] == v for v in got.candidates)

@@ -24,6 +24,7 @@ import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -211,7 +212,12 @@ class DecisionEngine:
         )
 
     def _rank(self, table: NodeTable, found: Verdicts, req: Requirements, weights: Mapping[str, float]) -> _Ranking:
-        """Score every feasible node on every criterion, column by column."""
+        """Score every feasible node on every criterion, column by column.
+
+        What follows from the same arrays (a criterion's raw values kept by the table, the same feasible rows) is
+        kept by the table for the next decision (``NodeTable.derived``, compared by identity): a criterion that
+        computes its values afresh (a plugin's scalar ``raw``) is normalised again, as is everything after it.
+        """
         rows = found.feasible
         columns: dict[str, Floats | _Unweighted] = {}
         fixed: Floats | None = None
@@ -224,17 +230,32 @@ class DecisionEngine:
             )
             if weights[c.name] == 0.0 and len(raw):
                 # fixed + 0 * scores would be fixed (scores are finite, fixed >= +0.0): normalise only what is shown.
-                low, width = _bounds(raw)
+                low, width = table.derived(("bounds", c.name), (raw,), partial(_bounds, raw))
                 columns[c.name] = _Unweighted(raw, low, width, c.lower_is_better)
                 continue
-            columns[c.name] = scores = _normalised(raw, lower_is_better=c.lower_is_better)
-            fixed = _plus(fixed, weights[c.name], scores)
+            columns[c.name] = scores = table.derived(
+                ("normalised", c.name, c.lower_is_better),
+                (raw,),
+                partial(_kept_normalised, raw, c.lower_is_better),
+            )
+            weight = weights[c.name]
+            fixed = (
+                scores
+                if fixed is None and weight == 1.0
+                else table.derived(
+                    ("fixed", c.name, weight),
+                    (fixed, scores),
+                    partial(_kept_plus, fixed, weight, scores),
+                )
+            )
         if fixed is None:
             fixed = np.zeros(len(rows), dtype=np.float64)
-        loads = LoadColumns(  # take copies: the decision's changes stay out of the table
-            used_cpu=np.take(table.allocated_cpu, rows),
-            used_memory_mib=np.take(table.allocated_memory_mib, rows),
-            hosted=np.take(table.hosted, rows),
+        # Copies: the decision's changes stay out of the table and out of what it keeps.
+        hosted = table.gathered("hosted", table.hosted, rows)
+        loads = LoadColumns(
+            used_cpu=table.gathered("allocated-cpu", table.allocated_cpu, rows).copy(),
+            used_memory_mib=table.gathered("allocated-memory", table.allocated_memory_mib, rows).copy(),
+            hosted=hosted.copy(),
             placed=np.zeros(len(rows), dtype=np.int64),
             as_table=True,
         )
@@ -248,14 +269,18 @@ class DecisionEngine:
             loads=loads,
             totals=fixed,
             first_totals=fixed,
-            first_hosted=loads.hosted.copy(),
+            first_hosted=hosted,
             alive=np.ones(len(rows), dtype=bool),
             first_best=[],
         )
         live = [self._load_scores(by_load, table, rows, loads, req) for by_load in self._by_load]
         loads.as_table = False  # _assign changes them from here on
         columns.update((by_load.name, scores) for by_load, scores in zip(self._by_load, live, strict=True))
-        ranking.totals = ranking.first_totals = _totals(ranking, fixed, live)
+        ranking.totals = ranking.first_totals = table.derived(
+            ("totals", tuple(ranking.load_weights), ranking.total_weight),
+            (fixed, *live),
+            lambda: _read_only(_totals(ranking, fixed, live)),
+        )
         return ranking
 
     def _load_scores(
@@ -366,6 +391,20 @@ class DecisionEngine:
 
 
 _TOLERANCE = 1e-9  # filters.CPU_TOLERANCE, the same float: a node filled exactly to capacity takes the last replica
+
+
+def _read_only(values: Floats) -> Floats:
+    """``values``, made read-only: the table keeps them for the next decision."""
+    values.setflags(write=False)
+    return values
+
+
+def _kept_normalised(values: Floats, lower_is_better: bool) -> Floats:
+    return _read_only(_normalised(values, lower_is_better=lower_is_better))
+
+
+def _kept_plus(total: Floats | None, weight: float, scores: Floats) -> Floats:
+    return _read_only(_plus(total, weight, scores))
 
 
 def _bounds(values: Floats) -> tuple[float, float | None]:

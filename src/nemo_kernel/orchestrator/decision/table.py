@@ -29,8 +29,11 @@ Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 Objects = npt.NDArray[np.object_]
 _V = TypeVar("_V")
+_S = TypeVar("_S", bound=np.generic)
 _SIZES = 64
 """Request sizes (or other keys) whose derived columns a table keeps (``sized``, ``by_allocation``)."""
+_DERIVED = 256
+"""Values a table keeps for the next decision (``derived``): a few per requirement set."""
 
 
 class Codes:
@@ -254,19 +257,41 @@ class NodeTable:
         return cast(_V, found)
 
     def by_allocation(self, key: Any, make: Callable[[], _V]) -> _V:
-        """A value derived from the table's allocation (and static columns), computed once per allocation.
+        """A value derived from the table's allocation (and static columns), computed once per allocation: ``derived``
+        with the allocation arrays as inputs (``with_allocated`` makes new ones; so does a caller that replaces them,
+        as the rebalancer's idle table does)."""
+        return self.derived(("by-allocation", key), (self.allocated_cpu, self.allocated_memory_mib), make)
 
-        The memo is shared by every table derived from this one, so a value is kept with the allocation arrays it was
-        computed from and served only while they are the same objects (``with_allocated`` makes new ones; so does
-        a caller that replaces them, as the rebalancer's idle table does). One value per key (the newest
-        allocation's), at most ``_SIZES`` keys.
+    def gathered(self, key: Any, column: npt.NDArray[_S], rows: Ints) -> npt.NDArray[_S]:
+        """``column[rows]``, kept for the next decision that gathers the same array at the same rows (``derived``;
+        read-only). ``key`` names the column (and the request size it was computed for)."""
+
+        def gather() -> npt.NDArray[_S]:
+            result = np.take(column, rows)
+            result.setflags(write=False)
+            return result
+
+        return self.derived(("gathered", key), (column, rows), gather)
+
+    def derived(self, key: Any, inputs: tuple[object, ...], make: Callable[[], _V]) -> _V:
+        """A value computed from ``inputs`` (arrays, the table's or values kept by it), kept under ``key`` for the
+        next decision on this table or a table derived from it.
+
+        The inputs are kept with the value and compared by identity, so a value is never served for other objects
+        (a decision after ``with_allocated`` has other inputs: the value is computed again and replaces the kept
+        one). ``key`` names the value and every plain input (request size, weights). One value per key, at most
+        ``_DERIVED`` keys. What is returned is shared: callers must not change it.
         """
-        kept: dict[Any, Any] = self.memo("by-allocation", dict)
+        kept: dict[Any, Any] = self.memo("derived", dict)
         found = kept.get(key)
-        if found is not None and found[0] is self.allocated_cpu and found[1] is self.allocated_memory_mib:
-            return cast(_V, found[2])
-        if found is None and len(kept) >= _SIZES:
+        if (
+            found is not None
+            and len(found[0]) == len(inputs)
+            and all(a is b for a, b in zip(found[0], inputs, strict=True))
+        ):
+            return cast(_V, found[1])
+        if found is None and len(kept) >= _DERIVED:
             kept.clear()
         value = make()
-        kept[key] = (self.allocated_cpu, self.allocated_memory_mib, value)
+        kept[key] = (inputs, value)
         return value

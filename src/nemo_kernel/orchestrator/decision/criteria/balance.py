@@ -34,7 +34,7 @@ class Balance:
             # Most rows at the table's allocation (a decision's feasible nodes before it places anything): every
             # row's score, kept per allocation and request size, then gathered.
             every: Floats = table.by_allocation(("balance", req.cpu, req.memory_mib), lambda: _scores(table, req))
-            return np.take(every, rows)
+            return table.gathered(("balance", req.cpu, req.memory_mib), every, rows)
         memory = np.take(table.memory_mib, rows)
         return _free_share(loads.used_cpu, capacity_at(table, rows, req), loads.used_memory_mib, memory, req)
 

@@ -30,7 +30,7 @@ class CarbonPerHour:
     def raw_many(self, table: NodeTable, rows: Ints, req: Requirements) -> Floats:
         """``raw`` of many rows."""
         if 2 * len(rows) >= len(table):  # most rows (a decision's feasible nodes): every row's, kept, then gathered
-            return np.take(_carbon_of_all(table, req), rows)
+            return table.gathered(("carbon", req.cpu), _carbon_of_all(table, req), rows)
         intensity = np.take(table.cluster_intensity, clusters_of_rows(table, rows, req))
         result: Floats = added_watts_many(table, rows, req) * intensity / 1000.0
         return result

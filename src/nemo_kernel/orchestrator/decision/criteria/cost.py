@@ -34,5 +34,5 @@ class CostPerHour:
             spread.setflags(write=False)
             return spread
 
-        result: Floats = np.take(table.sized(("cost", req.cpu, req.memory_mib), every_row), rows)
-        return result
+        size = (req.cpu, req.memory_mib)
+        return table.gathered(("cost", size), table.sized(("cost", size), every_row), rows)

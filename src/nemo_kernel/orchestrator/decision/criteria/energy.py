@@ -38,8 +38,7 @@ def added_watts_many(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
 
     def compute() -> Floats:
         if 2 * len(rows) >= len(table):
-            every: Floats = np.take(added_watts_of_all(table, req), rows)
-            return every
+            return table.gathered(("added-watts", req.cpu), added_watts_of_all(table, req), rows)
         return _added_watts(table, rows, req)
 
     return req.derived("added-watts", (table, rows, table.allocated_cpu), compute)
