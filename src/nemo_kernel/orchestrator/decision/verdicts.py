@@ -11,15 +11,15 @@ its current allocation), run at every decision.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from nemo_kernel.domain import VerdictGroup
 from nemo_kernel.orchestrator.decision.criteria.latency import latency_by_region
-from nemo_kernel.orchestrator.decision.filters import CLUSTER_FILTERS, NODE_FILTERS, Requirements
+from nemo_kernel.orchestrator.decision.filters import CLUSTER_FILTERS, CPU_TOLERANCE, NODE_FILTERS, Requirements
 from nemo_kernel.orchestrator.decision.masks import NODE_MASKS, chosen_runtimes, cluster_masks, node_masks
-from nemo_kernel.orchestrator.decision.table import Bools, Ints, NodeTable
+from nemo_kernel.orchestrator.decision.table import Bools, Floats, Ints, NodeTable
 
 _PER_DECISION = frozenset({"capacity"} | {name for name, _ in NODE_FILTERS if name not in NODE_MASKS})
 """Node filters whose verdict can change between two revisions of a table."""
@@ -59,6 +59,8 @@ class Verdicts:
     groups: list[Group] | None = None  # the explanation's groups (``explanation_groups``), once asked for
 
 
+_RECHECKED = 64
+"""Rows whose allocation changed that ``run_filters`` checks before reusing the verdicts (more: filters again)."""
 _UNMASKED = _PER_DECISION - {"capacity"}
 """Node filters without a mask: handed each node with the table's allocation and hosted replicas."""
 
@@ -71,10 +73,30 @@ def run_filters(table: NodeTable, req: Requirements) -> Verdicts:
     before placing, filters once.
     """
     key, kept = _kept(table, req)
-    inputs: tuple[object, ...] = (kept, table.free_cpu, table.free_memory_mib)
+    # free_cpu and free_memory_mib follow the allocation (cpu - allocated).
+    inputs: tuple[object, ...] = (kept, table.allocated_cpu, table.allocated_memory_mib)
     if _UNMASKED:
-        inputs += (table.allocated_cpu, table.allocated_memory_mib, table.hosted)
-    return table.derived(("verdicts", key, req.cpu, req.memory_mib), inputs, lambda: _verdicts(table, req, kept))
+        inputs += (table.hosted,)
+
+    def still(was: tuple[object, ...], found: Verdicts) -> bool:
+        """After ``with_allocated`` placed replicas on feasible nodes that still fit one more, every verdict holds:
+        capacity rejects the same nodes, with the same reasons."""
+        if _UNMASKED or was[0] is not kept:
+            return False
+        rows = table.changed_since(cast(Floats, was[1]), cast(Floats, was[2]))
+        if rows is None or len(rows) > _RECHECKED:
+            return False
+        feasible = found.feasible
+        at = np.searchsorted(feasible, rows)
+        if not bool(np.all(at < len(feasible))) or not bool(
+            np.all(feasible[np.minimum(at, len(feasible) - 1)] == rows)
+        ):
+            return False
+        # The capacity mask's own comparisons, at those rows.
+        fits = (table.free_cpu[rows] + CPU_TOLERANCE >= req.cpu) & (table.free_memory_mib[rows] >= req.memory_mib)
+        return bool(fits.all())
+
+    return table.derived(("verdicts", key, req.cpu, req.memory_mib), inputs, lambda: _verdicts(table, req, kept), still)
 
 
 def _verdicts(table: NodeTable, req: Requirements, kept: _Kept) -> Verdicts:

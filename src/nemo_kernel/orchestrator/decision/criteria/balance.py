@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import ClassVar
 
 import numpy as np
@@ -30,10 +31,12 @@ class Balance:
 
     def score_many(self, table: NodeTable, rows: Ints, loads: LoadColumns, req: Requirements) -> Floats:
         """``score`` of many rows."""
-        if loads.as_table and 2 * len(rows) >= len(table):
-            # Most rows at the table's allocation (a decision's feasible nodes before it places anything): every
-            # row's score, kept per allocation and request size, then gathered.
-            every: Floats = table.by_allocation(("balance", req.cpu, req.memory_mib), lambda: _scores(table, req))
+        if loads.as_table:
+            # The table's allocation (a decision's feasible nodes before it places anything): every row's score,
+            # kept by the table per allocation and request size, then gathered at the rows (kept too).
+            every = table.by_allocation(
+                ("balance", req.cpu, req.memory_mib), lambda: _scores(table, req), partial(_update, table, req)
+            )
             return table.gathered(("balance", req.cpu, req.memory_mib), every, rows)
         memory = np.take(table.memory_mib, rows)
         return _free_share(loads.used_cpu, capacity_at(table, rows, req), loads.used_memory_mib, memory, req)
@@ -43,6 +46,17 @@ def _scores(table: NodeTable, req: Requirements) -> Floats:
     result = _free_share(table.allocated_cpu, table.cpu, table.allocated_memory_mib, table.memory_mib, req)
     result.setflags(write=False)
     return result
+
+
+def _update(table: NodeTable, req: Requirements, column: Floats, rows: Ints) -> None:
+    """``_scores`` again at ``rows``."""
+    column[rows] = _free_share(
+        np.take(table.allocated_cpu, rows),
+        np.take(table.cpu, rows),
+        np.take(table.allocated_memory_mib, rows),
+        np.take(table.memory_mib, rows),
+        req,
+    )
 
 
 def _free_share(used_cpu: Floats, cpu: Floats, used_memory: Floats, memory: Floats, req: Requirements) -> Floats:

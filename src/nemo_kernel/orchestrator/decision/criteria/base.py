@@ -106,10 +106,3 @@ def capacity_at(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
     """The CPU capacity of each of ``rows``, gathered once per decision (energy and balance both need it)."""
     cpu: Floats = req.derived("cpu-of-rows", (table, rows), lambda: np.take(table.cpu, rows))
     return cpu
-
-
-def clusters_of_rows(table: NodeTable, rows: Ints, req: Requirements) -> Ints:
-    """The cluster of each of ``rows`` (``table.cluster_of[rows]``), gathered once per decision: the criteria priced
-    per cluster (cost, carbon) and the explanation all need it."""
-    of: Ints = req.derived("clusters-of-rows", (table, rows), lambda: np.take(table.cluster_of, rows))
-    return of

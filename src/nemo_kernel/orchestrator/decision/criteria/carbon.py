@@ -7,8 +7,7 @@ from typing import ClassVar
 import numpy as np
 
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
-from nemo_kernel.orchestrator.decision.criteria.base import clusters_of_rows
-from nemo_kernel.orchestrator.decision.criteria.energy import added_watts, added_watts_many, added_watts_of_all
+from nemo_kernel.orchestrator.decision.criteria.energy import added_watts, added_watts_of_all
 from nemo_kernel.orchestrator.decision.filters import Requirements
 from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
 
@@ -28,22 +27,21 @@ class CarbonPerHour:
         return added_watts(node, req.cpu) * cluster.carbon_intensity / 1000.0
 
     def raw_many(self, table: NodeTable, rows: Ints, req: Requirements) -> Floats:
-        """``raw`` of many rows."""
-        if 2 * len(rows) >= len(table):  # most rows (a decision's feasible nodes): every row's, kept, then gathered
-            return table.gathered(("carbon", req.cpu), _carbon_of_all(table, req), rows)
-        intensity = np.take(table.cluster_intensity, clusters_of_rows(table, rows, req))
-        result: Floats = added_watts_many(table, rows, req) * intensity / 1000.0
-        return result
+        """``raw`` of many rows: every row's, kept by the table, gathered at ``rows`` (kept too; read-only)."""
+        return table.gathered(("carbon", req.cpu), _carbon_of_all(table, req), rows)
 
 
 def _carbon_of_all(table: NodeTable, req: Requirements) -> Floats:
     """``raw`` of every row of ``table``, kept per allocation and CPU request."""
+    intensity: Floats = table.memo("intensity-of-rows", lambda: np.take(table.cluster_intensity, table.cluster_of))
+    watts = added_watts_of_all(table, req)
 
     def compute() -> Floats:
-        intensity = table.memo("intensity-of-rows", lambda: np.take(table.cluster_intensity, table.cluster_of))
-        result: Floats = added_watts_of_all(table, req) * intensity / 1000.0
+        result: Floats = watts * intensity / 1000.0
         result.setflags(write=False)
         return result
 
-    found: Floats = table.by_allocation(("carbon", req.cpu), compute)
-    return found
+    def update(column: Floats, rows: Ints) -> None:
+        column[rows] = np.take(watts, rows) * np.take(intensity, rows) / 1000.0
+
+    return table.by_allocation(("carbon", req.cpu), compute, update)

@@ -16,7 +16,6 @@ import numpy as np
 
 from nemo_kernel.metrics.energy import power_at
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
-from nemo_kernel.orchestrator.decision.criteria.base import capacity_at
 from nemo_kernel.orchestrator.decision.filters import Requirements
 from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
 
@@ -31,17 +30,9 @@ def added_watts(node: NodeCandidate, cpu: float) -> float:
 def added_watts_many(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
     """``added_watts`` of many rows for one replica of ``req``: the same operations, in the same order, on arrays.
 
-    Computed once per decision (carbon needs it too). For most of the table's rows (a decision's feasible nodes), it
-    is every row's, kept per allocation and request size (``added_watts_of_all``), then gathered: one gather instead
-    of one per input column.
+    Every row's (``added_watts_of_all``, kept by the table), gathered at ``rows`` (kept too; read-only).
     """
-
-    def compute() -> Floats:
-        if 2 * len(rows) >= len(table):
-            return table.gathered(("added-watts", req.cpu), added_watts_of_all(table, req), rows)
-        return _added_watts(table, rows, req)
-
-    return req.derived("added-watts", (table, rows, table.allocated_cpu), compute)
+    return table.gathered(("added-watts", req.cpu), added_watts_of_all(table, req), rows)
 
 
 def added_watts_of_all(table: NodeTable, req: Requirements) -> Floats:
@@ -57,11 +48,14 @@ def added_watts_of_all(table: NodeTable, req: Requirements) -> Floats:
         result.setflags(write=False)
         return result
 
-    return table.by_allocation(("added-watts", req.cpu), compute)
+    def update(column: Floats, rows: Ints) -> None:
+        column[rows] = _added_watts(table, rows, req)
+
+    return table.by_allocation(("added-watts", req.cpu), compute, update)
 
 
 def _added_watts(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
-    capacity, allocated = capacity_at(table, rows, req), np.take(table.allocated_cpu, rows)
+    capacity, allocated = np.take(table.cpu, rows), np.take(table.allocated_cpu, rows)
     idle, dynamic = np.take(table.idle_watts, rows), np.take(table.dynamic_watts, rows)
     result = _watts(capacity, allocated, idle, dynamic, req.cpu)
     if _any_tabled(table):
