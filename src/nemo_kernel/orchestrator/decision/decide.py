@@ -312,7 +312,7 @@ class DecisionEngine:
         if req.spread or req.division:
             return self._assign_scan(table, found, ranking, req, replicas_needed)
         rows, loads, totals = found.feasible, ranking.loads, ranking.totals
-        top = _first_best(ranking, max(len(replicas_needed), TOP_CANDIDATES))[: len(replicas_needed)]
+        top = _first_best(table, ranking, max(len(replicas_needed), TOP_CANDIDATES))[: len(replicas_needed)]
         heap = [(int(loads.hosted[i]), -float(totals[i]), i) for i in top]  # in key order: already a heap
         assignments: list[dict[str, Any]] = []
         best_total: float | None = None
@@ -537,15 +537,17 @@ def _feasible_row(table: NodeTable, found: Verdicts, ranking: _Ranking, index: i
 
 def _compact_rows(table: NodeTable, found: Verdicts, ranking: _Ranking, placed: Ints) -> list[dict[str, Any]]:
     """The chosen nodes and the best others by the first replica's ranking, in name order."""
-    shown = sorted(set(placed.tolist()) | set(_first_best(ranking, TOP_CANDIDATES)))
+    shown = sorted(set(placed.tolist()) | set(_first_best(table, ranking, TOP_CANDIDATES)))
     return [_feasible_row(table, found, ranking, i) for i in shown]
 
 
-def _first_best(ranking: _Ranking, count: int) -> list[int]:
+def _first_best(table: NodeTable, ranking: _Ranking, count: int) -> list[int]:
     """The ``count`` best feasible nodes for the first replica, best first; found once for both ``_assign`` and the
-    explanation (the best k are the first k of the best k + 1)."""
+    explanation (the best k are the first k of the best k + 1), and kept by the table while the ranking's arrays
+    are the same (a shared list: sliced, never changed)."""
     if len(ranking.first_best) < count:
-        ranking.first_best = _best(ranking.first_hosted, ranking.first_totals, count)
+        hosted, totals = ranking.first_hosted, ranking.first_totals
+        ranking.first_best = table.derived(("best", count), (hosted, totals), partial(_best, hosted, totals, count))
     return ranking.first_best[:count]
 
 
