@@ -277,13 +277,15 @@ class NodeTable:
             found = kept[key] = make()
         return cast(_V, found)
 
-    def by_allocation(self, key: Any, make: Callable[[], Floats], update: Callable[[Floats, Ints], None]) -> Floats:
+    def by_allocation(
+        self, key: Any, make: Callable[[], Floats], update: Callable[[Floats, list[int]], None]
+    ) -> Floats:
         """A column derived from the table's allocation (and static columns), computed once per allocation
         (``derived`` with the allocation arrays as inputs; read-only).
 
         A column kept for an allocation this table was derived from by a few ``with_allocated`` is copied and
-        brought up to date by ``update(column, rows)``, which recomputes it at the rows whose allocation changed
-        (elementwise, so the same floats as ``make``): the scheduler places a replica between two decisions.
+        brought up to date by ``update(column, rows)``, which recomputes it at the few rows whose allocation changed
+        (one by one, with the same float operations as ``make``): the scheduler places a replica between two decisions.
         """
         kept: dict[Any, Any] = self.memo("derived", dict)
         name = ("by-allocation", key)
@@ -302,16 +304,17 @@ class NodeTable:
                 return cast(Floats, column)
         return self.derived(name, inputs, make)
 
-    def changed_since(self, allocated_cpu: Floats, allocated_memory: Floats) -> Ints | None:
-        """The rows whose allocation changed since it was ``allocated_cpu`` and ``allocated_memory``, if this table
-        was derived from that allocation by the ``with_allocated`` steps it remembers; else None."""
+    def changed_since(self, allocated_cpu: Floats, allocated_memory: Floats) -> list[int] | None:
+        """The rows (at most ``_STEPS``, in order) whose allocation changed since it was ``allocated_cpu`` and
+        ``allocated_memory``, if this table was derived from that allocation by the ``with_allocated`` steps it
+        remembers; else None."""
         if self._steps_to is not self.allocated_cpu:
             return None
         rows: set[int] = set()
         for was_cpu, was_memory, row in reversed(self._steps):
             rows.add(row)
             if was_cpu is allocated_cpu and was_memory is allocated_memory:
-                return np.array(sorted(rows), dtype=np.int64)
+                return sorted(rows)
         return None
 
     def gathered(self, key: Any, column: npt.NDArray[_S], rows: Ints) -> npt.NDArray[_S]:

@@ -56,11 +56,10 @@ class Verdicts:
     feasible: Ints  # rows that passed every filter, in name order
     runtime: list[str | None]  # per runtime-list code: the runtime chosen
     kept: _Kept
+    feasible_rows: Bools  # over every row of the table: True where ``feasible`` has it
     groups: list[Group] | None = None  # the explanation's groups (``explanation_groups``), once asked for
 
 
-_RECHECKED = 64
-"""Rows whose allocation changed that ``run_filters`` checks before reusing the verdicts (more: filters again)."""
 _UNMASKED = _PER_DECISION - {"capacity"}
 """Node filters without a mask: handed each node with the table's allocation and hosted replicas."""
 
@@ -84,17 +83,13 @@ def run_filters(table: NodeTable, req: Requirements) -> Verdicts:
         if _UNMASKED or was[0] is not kept:
             return False
         rows = table.changed_since(cast(Floats, was[1]), cast(Floats, was[2]))
-        if rows is None or len(rows) > _RECHECKED:
+        if rows is None:
             return False
-        feasible = found.feasible
-        at = np.searchsorted(feasible, rows)
-        if not bool(np.all(at < len(feasible))) or not bool(
-            np.all(feasible[np.minimum(at, len(feasible) - 1)] == rows)
-        ):
-            return False
-        # The capacity mask's own comparisons, at those rows.
-        fits = (table.free_cpu[rows] + CPU_TOLERANCE >= req.cpu) & (table.free_memory_mib[rows] >= req.memory_mib)
-        return bool(fits.all())
+        # Feasible before, and still fitting one more by the capacity mask's own comparisons, at those rows.
+        free_cpu, free_memory, feasible = table.free_cpu, table.free_memory_mib, found.feasible_rows
+        return all(
+            feasible[r] and free_cpu[r] + CPU_TOLERANCE >= req.cpu and free_memory[r] >= req.memory_mib for r in rows
+        )
 
     return table.derived(("verdicts", key, req.cpu, req.memory_mib), inputs, lambda: _verdicts(table, req, kept), still)
 
@@ -118,12 +113,16 @@ def _verdicts(table: NodeTable, req: Requirements, kept: _Kept) -> Verdicts:
         else np.compress(~rejected, kept.admitted_rows)
     )
     feasible.setflags(write=False)
+    feasible_rows = np.zeros(len(table), dtype=bool)
+    feasible_rows[feasible] = True
+    feasible_rows.setflags(write=False)
     return Verdicts(
         cluster_rejected_by=kept.cluster_rejected_by,
         admitted_rows=kept.admitted_rows,
         node_rejections=node_rejections,
         feasible=feasible,
         runtime=chosen_runtimes(table, req),
+        feasible_rows=feasible_rows,
         kept=kept,
     )
 

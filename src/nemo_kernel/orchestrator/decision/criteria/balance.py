@@ -48,15 +48,12 @@ def _scores(table: NodeTable, req: Requirements) -> Floats:
     return result
 
 
-def _update(table: NodeTable, req: Requirements, column: Floats, rows: Ints) -> None:
-    """``_scores`` again at ``rows``."""
-    column[rows] = _free_share(
-        np.take(table.allocated_cpu, rows),
-        np.take(table.cpu, rows),
-        np.take(table.allocated_memory_mib, rows),
-        np.take(table.memory_mib, rows),
-        req,
-    )
+def _update(table: NodeTable, req: Requirements, column: Floats, rows: list[int]) -> None:
+    """``_scores`` again at ``rows``, in Python floats (IEEE doubles too: the same operations, the same result)."""
+    for row in rows:
+        cpu_share = (float(table.allocated_cpu[row]) + req.cpu) / float(table.cpu[row])
+        memory_share = (float(table.allocated_memory_mib[row]) + req.memory_mib) / float(table.memory_mib[row])
+        column[row] = min(max(1.0 - max(cpu_share, memory_share), 0.0), 1.0)
 
 
 def _free_share(used_cpu: Floats, cpu: Floats, used_memory: Floats, memory: Floats, req: Requirements) -> Floats:

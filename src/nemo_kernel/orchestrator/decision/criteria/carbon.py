@@ -41,7 +41,8 @@ def _carbon_of_all(table: NodeTable, req: Requirements) -> Floats:
         result.setflags(write=False)
         return result
 
-    def update(column: Floats, rows: Ints) -> None:
-        column[rows] = np.take(watts, rows) * np.take(intensity, rows) / 1000.0
+    def update(column: Floats, rows: list[int]) -> None:
+        for row in rows:
+            column[row] = float(watts[row]) * float(intensity[row]) / 1000.0
 
     return table.by_allocation(("carbon", req.cpu), compute, update)

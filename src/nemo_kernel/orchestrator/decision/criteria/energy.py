@@ -48,19 +48,25 @@ def added_watts_of_all(table: NodeTable, req: Requirements) -> Floats:
         result.setflags(write=False)
         return result
 
-    def update(column: Floats, rows: Ints) -> None:
-        column[rows] = _added_watts(table, rows, req)
+    def update(column: Floats, rows: list[int]) -> None:
+        tabled = _any_tabled(table)
+        for row in rows:
+            column[row] = (
+                added_watts(table.node(row), req.cpu)
+                if tabled and table.power_tabled[row]
+                else _watts_at(table, row, req.cpu)
+            )
 
     return table.by_allocation(("added-watts", req.cpu), compute, update)
 
 
-def _added_watts(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
-    capacity, allocated = np.take(table.cpu, rows), np.take(table.allocated_cpu, rows)
-    idle, dynamic = np.take(table.idle_watts, rows), np.take(table.dynamic_watts, rows)
-    result = _watts(capacity, allocated, idle, dynamic, req.cpu)
-    if _any_tabled(table):
-        _interpolate(table, rows, result, req.cpu)
-    return result
+def _watts_at(table: NodeTable, row: int, cpu: float) -> float:
+    """``_watts`` at one row, in Python floats (IEEE doubles too: the same operations, the same result)."""
+    capacity, allocated = float(table.cpu[row]), float(table.allocated_cpu[row])
+    idle, dynamic = float(table.idle_watts[row]), float(table.dynamic_watts[row])
+    before = min(allocated / capacity, 1.0)
+    after = min((allocated + cpu) / capacity, 1.0)
+    return (dynamic * after + idle) - (dynamic * before + idle)
 
 
 def _watts(capacity: Floats, allocated: Floats, idle: Floats, dynamic: Floats, cpu: float) -> Floats:
