@@ -312,12 +312,13 @@ def test_a_kept_table_remembers_a_bounded_number_of_requirement_sets_and_decides
     names = [c.name for c in inventory]
     specs = [
         DeploymentSpec(command=["app"], placement=PlacementConstraints(clusters=[names[i % len(names)], f"x{i}"]))
-        for i in range(150)
+        for i in range(300)
     ]
     first = [engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT) for spec in specs]
     again = [engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT) for spec in specs]
     assert again == first
     assert 0 < len(table.memo("verdicts", dict)) <= 64
+    assert 0 < len(table.memo("derived", dict)) <= 256  # what the next decision may reuse is bounded too
 
 
 @pytest.mark.parametrize("seed", range(10))
