@@ -13,6 +13,10 @@ inventories that both make the same decision. In short:
   workload on the node, -total, cluster name, node name); a node at a ``placement.spread`` max is skipped. Only
   the node that took a replica changes, so only it is re-scored.
 
+Kept values: a :class:`~table.NodeTable` kept between decisions keeps the filters' verdicts, the criteria's
+columns and the scores with the arrays they came from (``NodeTable.derived``, compared by identity), and brings
+them up to date at the rows ``with_allocated`` changed; a decision on other arrays computes them again.
+
 Explanations: ``Detail.COMPACT`` keeps every cluster's verdict grouped by filter (``verdicts``) and the chosen and
 best other nodes with their scores (``candidates``); ``Detail.NODES`` keeps one verdict per cluster and node, as the
 reference engine does (rejected nodes' reasons are then worded one by one, which costs most of such a decision).
@@ -104,7 +108,8 @@ class DecisionEngine:
     """Decides where the replicas of a workload run, and records why.
 
     Pure: no I/O, no state shared between calls; the caller supplies the inventory (a list of candidates, or a
-    :class:`NodeTable` it keeps between decisions: :meth:`table`) and stores the result. ``criteria`` are the
+    :class:`NodeTable` it keeps between decisions: :meth:`table`, which then keeps what the next decision can
+    reuse, see ``NodeTable.derived``) and stores the result. ``criteria`` are the
     plugins nodes are scored on (:data:`DEFAULT_CRITERIA`); ``weights`` maps their names to weights from 0 to 1000
     (a missing one weighs 0; ``None``: each its default, ``domain.DEFAULT_WEIGHTS``); a workload's
     ``placement.optimize`` preset and then its ``placement.weights`` override them for its decisions. ``latency``
