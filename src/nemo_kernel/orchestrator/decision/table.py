@@ -9,7 +9,8 @@ that word a rejection and for criteria without a vectorised form.
 
 A table is immutable: a caller that keeps one between decisions derives the next with :meth:`NodeTable.with_hosted`
 (the replicas of another workload) or :meth:`NodeTable.with_allocated` (after placing replicas), both O(nodes) in
-numpy without rebuilding anything else.
+numpy without rebuilding anything else. Tables derived so share a memo of what decisions can reuse (``memo``,
+``sized``, ``by_allocation``, ``derived``, ``gathered``): values kept with the arrays they came from, read-only.
 """
 
 from __future__ import annotations

@@ -103,6 +103,6 @@ AnyCriterion = Criterion | LoadCriterion
 
 
 def capacity_at(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
-    """The CPU capacity of each of ``rows``, gathered once per decision (energy and balance both need it)."""
+    """The CPU capacity of each of ``rows``, gathered once per decision (for a criterion scoring given loads)."""
     cpu: Floats = req.derived("cpu-of-rows", (table, rows), lambda: np.take(table.cpu, rows))
     return cpu
