@@ -10,7 +10,11 @@ Two engines in the same run, in alternating rounds so that other load on the mac
 - ``reference``: ``ReferenceEngine``, the engine as it was before vectorising (one Python object per node,
   every node's verdict in the explanation), given the candidates as the scheduler gives them;
 - ``vectorised``: ``DecisionEngine`` over a ``NodeTable`` kept between decisions (built once per inventory
-  revision, the build time is reported apart), compact explanation (``Detail.COMPACT``).
+  revision, the build time is reported apart), compact explanation (``Detail.COMPACT``); every decision on the
+  same table, as for workloads decided before any is placed (or that fit nowhere);
+- ``vectorised, placing``: the same, as the scheduler goes: the table advanced with ``with_allocated`` for each
+  replica placed (timed with the decision), so each decision sees a new allocation and recomputes what depends on
+  it. Each round starts again from the kept table.
 
 Each decision is timed alone; decisions/s is decisions over their summed time on one core. Result model
 validation is included; building the inventory is not.
@@ -39,7 +43,13 @@ from nemo_kernel.domain import (
     TeeType,
     Tier,
 )
-from nemo_kernel.orchestrator.decision import ClusterCandidate, DecisionEngine, NodeCandidate, ReferenceEngine
+from nemo_kernel.orchestrator.decision import (
+    ClusterCandidate,
+    DecisionEngine,
+    NodeCandidate,
+    NodeTable,
+    ReferenceEngine,
+)
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 COUNTRIES = ("DE", "FR", "ES", "IT", "NL", "PL", "SE", "GR", "PT", "AT")
@@ -147,8 +157,9 @@ def main() -> None:
     ]
     load_before = os.getloadavg()
     for label, spec in SCENARIOS.items():
-        times: dict[str, list[float]] = {"reference": [], "vectorised": []}
-        cpu: dict[str, list[float]] = {"reference": [], "vectorised": []}
+        times: dict[str, list[float]] = {"reference": [], "vectorised": [], "vectorised, placing": []}
+        cpu: dict[str, list[float]] = {name: [] for name in times}
+        advanced = [table]
 
         def by_reference(spec: DeploymentSpec = spec) -> object:
             return reference.decide("bench", "web", 1, spec, indexes, candidates)
@@ -156,11 +167,21 @@ def main() -> None:
         def vectorised(spec: DeploymentSpec = spec) -> object:
             return fast.decide("bench", "web", 1, spec, indexes, table, detail=Detail.COMPACT)
 
+        def placing(spec: DeploymentSpec = spec, advanced: list[NodeTable] = advanced) -> object:
+            decision = fast.decide("bench", "web", 1, spec, indexes, advanced[0], detail=Detail.COMPACT)
+            for a in decision.assignments:
+                advanced[0] = advanced[0].with_allocated(
+                    a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib
+                )
+            return decision
+
         vectorised()  # warm-up: the table's per-requirement memos (runtimes chosen per runtime list)
         for _ in range(args.rounds):
+            advanced[0] = table
             for engine, run, count in (
                 ("reference", by_reference, args.reference_decisions),
                 ("vectorised", vectorised, args.decisions),
+                ("vectorised, placing", placing, args.decisions),
             ):
                 wall, used = timed(run, count)
                 times[engine] += wall

@@ -8,6 +8,7 @@ third-party criterion without a vectorised form, and with a node table kept betw
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -36,7 +37,7 @@ from nemo_kernel.orchestrator.decision import (
     ReferenceEngine,
     Requirements,
 )
-from nemo_kernel.orchestrator.decision.criteria import LoadColumns, VectorCriterion, VectorLoadCriterion
+from nemo_kernel.orchestrator.decision.criteria import LoadColumns, NodeLoad, VectorCriterion, VectorLoadCriterion
 from nemo_kernel.orchestrator.decision.decide import _best
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -198,27 +199,66 @@ def test_the_fast_engine_decides_as_the_reference(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(10))
 def test_vectorised_criteria_give_the_scalar_values_bit_for_bit(seed: int) -> None:
+    """On every row (the values a table keeps per allocation and request size, then gathers) and on a few rows (the
+    rebalancer's candidates, computed on the spot), before and after the table's allocation changes."""
     rng = random.Random(1000 + seed)
     inventory = random_inventory(rng)
+    while not any(c.nodes for c in inventory):
+        inventory = random_inventory(rng)
     table = NodeTable.build(inventory)
-    req = Requirements.of(random_spec(rng), MATRIX)
-    rows = np.arange(len(table))
-    for criterion in DEFAULT_CRITERIA:
-        if isinstance(criterion, VectorCriterion):
-            many = criterion.raw_many(table, rows, req).tolist()
-            one = [criterion.raw(table.cluster(r), table.node(r), req) for r in range(len(table))]  # type: ignore[union-attr]
-        else:
-            assert isinstance(criterion, VectorLoadCriterion)
-            loads = LoadColumns(table.allocated_cpu, table.allocated_memory_mib, table.hosted, table.hosted * 0)
-            many = criterion.score_many(table, rows, loads, req).tolist()
-            one = []
-            from nemo_kernel.orchestrator.decision import NodeLoad
+    spec = random_spec(rng)
+    for _ in range(2):
+        few = np.array(sorted(rng.sample(range(len(table)), max(1, len(table) // 3))), dtype=np.int64)
+        for rows in (np.arange(len(table)), few):
+            for criterion in DEFAULT_CRITERIA:
+                req = Requirements.of(spec, MATRIX)  # one per decision, as the engine makes
+                if isinstance(criterion, VectorCriterion):
+                    many = criterion.raw_many(table, rows, req).tolist()
+                    one = [criterion.raw(table.cluster(r), table.node(r), req) for r in rows.tolist()]  # type: ignore[union-attr]
+                    assert many == one, criterion.name
+                    continue
+                assert isinstance(criterion, VectorLoadCriterion)
+                expected = []
+                for r in rows.tolist():
+                    node = table.node(r)
+                    load = NodeLoad(node.allocated_cpu, node.allocated_memory_mib, node.hosted_replicas_of_workload)
+                    expected.append(criterion.score(table.cluster(r), node, load, req))  # type: ignore[union-attr]
+                for as_table in (True, False):
+                    loads = LoadColumns(
+                        table.allocated_cpu[rows],
+                        table.allocated_memory_mib[rows],
+                        table.hosted[rows],
+                        table.hosted[rows] * 0,
+                        as_table=as_table,
+                    )
+                    assert criterion.score_many(table, rows, loads, req).tolist() == expected, criterion.name
+        cluster, node = table.cluster(0).name, table.nodes[0].name
+        table = table.with_allocated(cluster, node, 0.25, 64)  # kept values must not outlive the allocation
 
-            for r in range(len(table)):
-                node = table.node(r)
-                load = NodeLoad(node.allocated_cpu, node.allocated_memory_mib, node.hosted_replicas_of_workload)
-                one.append(criterion.score(table.cluster(r), node, load, req))  # type: ignore[union-attr]
-        assert many == one, criterion.name
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_table_kept_through_placements_decides_as_the_reference(seed: int) -> None:
+    """As the scheduler uses it: one table, advanced with ``with_allocated`` after each decision's placements, decides
+    each workload as the reference engine does on candidates carrying the same allocations."""
+    rng = random.Random(2000 + seed)
+    inventory = random_inventory(rng)
+    fast = DecisionEngine(criteria=CRITERIA, latency=MATRIX, clock=lambda: NOW)
+    reference = ReferenceEngine(criteria=CRITERIA, latency=MATRIX, clock=lambda: NOW)
+    table = NodeTable.build(inventory)
+    sizes = [random_spec(rng) for _ in range(2)]  # few request sizes, so the kept values are reused
+    for _ in range(8):
+        spec = rng.choice(sizes)
+        replicas = list(range(rng.choice((1, 3))))
+        candidates = [
+            replace(c, nodes=tuple(table.node(table.row(c.name, n.name)) for n in c.nodes)) for c in inventory
+        ]
+        expected = reference.decide("ns", "web", 1, spec, replicas, candidates)
+        got = fast.decide("ns", "web", 1, spec, replicas, table, detail=Detail.COMPACT)
+        assert (got.assignments, got.summary) == (expected.assignments, expected.summary)
+        by_node = {(v.cluster, v.node): v for v in expected.candidates}
+        assert all(by_node[v.cluster, v.node] == v for v in got.candidates)
+        for a in got.assignments:
+            table = table.with_allocated(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
 
 
 def test_a_kept_table_follows_allocations_and_another_workloads_replicas() -> None:
@@ -272,9 +312,51 @@ def test_a_kept_table_remembers_a_bounded_number_of_requirement_sets_and_decides
     names = [c.name for c in inventory]
     specs = [
         DeploymentSpec(command=["app"], placement=PlacementConstraints(clusters=[names[i % len(names)], f"x{i}"]))
-        for i in range(150)
+        for i in range(300)
     ]
     first = [engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT) for spec in specs]
     again = [engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT) for spec in specs]
     assert again == first
     assert 0 < len(table.memo("verdicts", dict)) <= 64
+    assert 0 < len(table.memo("derived", dict)) <= 256  # what the next decision may reuse is bounded too
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_kept_table_decides_alike_for_workloads_that_differ_only_in_weights_or_users(seed: int) -> None:
+    """Decisions on one table with the same requirements share the filters' verdicts and the criteria's values; the
+    scores each workload's weights and users make of them are its own, whatever was decided before."""
+    rng = random.Random(3000 + seed)
+    # Most nodes feasible, as in a large continuum: the criteria then keep every row's values and share them.
+    inventory = [
+        replace(
+            c,
+            ready=True,
+            cordoned=False,
+            excluded_reason=None,
+            nodes=tuple(replace(n, ready=True, runtimes=("runc",), allocated_cpu=0.0) for n in c.nodes),
+        )
+        for c in random_inventory(rng)
+    ]
+    # The default criteria: a plugin's scalar raw() gives new values every decision, so nothing after it is shared.
+    fast = DecisionEngine(latency=MATRIX, clock=lambda: NOW)
+    reference = ReferenceEngine(latency=MATRIX, clock=lambda: NOW)
+    table = NodeTable.build(inventory)
+    resources = Resources(cpu=0.25, memory_mib=256)
+    weights = [{"cost": 2}, {"cost": 3}, {"balance": 0}, {"balance": 2}, {"carbon": 0.5}, {"cost": 0, "carbon": 0}, {}]
+    specs = [
+        DeploymentSpec(command=["app"], resources=resources, placement=PlacementConstraints(weights=w))  # type: ignore[arg-type]
+        for w in weights
+    ] + [  # and in where their users are
+        DeploymentSpec(
+            command=["app"],
+            resources=resources,
+            placement=PlacementConstraints.model_validate({"users": [{"region": region, "weight": 1}]}),
+        )
+        for region in ("eu-west", "us-east")
+    ]
+    for spec in [*specs, *reversed(specs), *specs]:
+        expected = reference.decide("ns", "web", 1, spec, [0, 1], inventory)
+        got = fast.decide("ns", "web", 1, spec, [0, 1], table, detail=Detail.COMPACT)
+        assert (got.assignments, got.weights, got.summary) == (expected.assignments, expected.weights, expected.summary)
+        by_node = {(v.cluster, v.node): v for v in expected.candidates}
+        assert all(by_node[v.cluster, v.node] == v for v in got.candidates)

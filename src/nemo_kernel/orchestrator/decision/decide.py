@@ -13,6 +13,10 @@ inventories that both make the same decision. In short:
   workload on the node, -total, cluster name, node name); a node at a ``placement.spread`` max is skipped. Only
   the node that took a replica changes, so only it is re-scored.
 
+Kept values: a :class:`~table.NodeTable` kept between decisions keeps the filters' verdicts, the criteria's
+columns and the scores with the arrays they came from (``NodeTable.derived``, compared by identity), and brings
+them up to date at the rows ``with_allocated`` changed; a decision on other arrays computes them again.
+
 Explanations: ``Detail.COMPACT`` keeps every cluster's verdict grouped by filter (``verdicts``) and the chosen and
 best other nodes with their scores (``candidates``); ``Detail.NODES`` keeps one verdict per cluster and node, as the
 reference engine does (rejected nodes' reasons are then worded one by one, which costs most of such a decision).
@@ -24,6 +28,7 @@ import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -103,7 +108,8 @@ class DecisionEngine:
     """Decides where the replicas of a workload run, and records why.
 
     Pure: no I/O, no state shared between calls; the caller supplies the inventory (a list of candidates, or a
-    :class:`NodeTable` it keeps between decisions: :meth:`table`) and stores the result. ``criteria`` are the
+    :class:`NodeTable` it keeps between decisions: :meth:`table`, which then keeps what the next decision can
+    reuse, see ``NodeTable.derived``) and stores the result. ``criteria`` are the
     plugins nodes are scored on (:data:`DEFAULT_CRITERIA`); ``weights`` maps their names to weights from 0 to 1000
     (a missing one weighs 0; ``None``: each its default, ``domain.DEFAULT_WEIGHTS``); a workload's
     ``placement.optimize`` preset and then its ``placement.weights`` override them for its decisions. ``latency``
@@ -211,7 +217,12 @@ class DecisionEngine:
         )
 
     def _rank(self, table: NodeTable, found: Verdicts, req: Requirements, weights: Mapping[str, float]) -> _Ranking:
-        """Score every feasible node on every criterion, column by column."""
+        """Score every feasible node on every criterion, column by column.
+
+        What follows from the same arrays (a criterion's raw values kept by the table, the same feasible rows) is
+        kept by the table for the next decision (``NodeTable.derived``, compared by identity): a criterion that
+        computes its values afresh (a plugin's scalar ``raw``) is normalised again, as is everything after it.
+        """
         rows = found.feasible
         columns: dict[str, Floats | _Unweighted] = {}
         fixed: Floats | None = None
@@ -224,18 +235,34 @@ class DecisionEngine:
             )
             if weights[c.name] == 0.0 and len(raw):
                 # fixed + 0 * scores would be fixed (scores are finite, fixed >= +0.0): normalise only what is shown.
-                low, width = _bounds(raw)
+                low, width = table.derived(("bounds", c.name), (raw,), partial(_bounds, raw))
                 columns[c.name] = _Unweighted(raw, low, width, c.lower_is_better)
                 continue
-            columns[c.name] = scores = _normalised(raw, lower_is_better=c.lower_is_better)
-            fixed = _plus(fixed, weights[c.name], scores)
+            columns[c.name] = scores = table.derived(
+                ("normalised", c.name, c.lower_is_better),
+                (raw,),
+                partial(_kept_normalised, raw, c.lower_is_better),
+            )
+            weight = weights[c.name]
+            fixed = (
+                scores
+                if fixed is None and weight == 1.0
+                else table.derived(
+                    ("fixed", c.name, weight),
+                    (fixed, scores),
+                    partial(_kept_plus, fixed, weight, scores),
+                )
+            )
         if fixed is None:
             fixed = np.zeros(len(rows), dtype=np.float64)
-        loads = LoadColumns(  # take copies: the decision's changes stay out of the table
-            used_cpu=np.take(table.allocated_cpu, rows),
-            used_memory_mib=np.take(table.allocated_memory_mib, rows),
-            hosted=np.take(table.hosted, rows),
+        # Copies: the decision's changes stay out of the table and out of what it keeps.
+        hosted = table.gathered("hosted", table.hosted, rows)
+        loads = LoadColumns(
+            used_cpu=table.gathered("allocated-cpu", table.allocated_cpu, rows).copy(),
+            used_memory_mib=table.gathered("allocated-memory", table.allocated_memory_mib, rows).copy(),
+            hosted=hosted.copy(),
             placed=np.zeros(len(rows), dtype=np.int64),
+            as_table=True,
         )
         ranking = _Ranking(
             rows=rows,
@@ -247,13 +274,18 @@ class DecisionEngine:
             loads=loads,
             totals=fixed,
             first_totals=fixed,
-            first_hosted=loads.hosted.copy(),
+            first_hosted=hosted,
             alive=np.ones(len(rows), dtype=bool),
             first_best=[],
         )
         live = [self._load_scores(by_load, table, rows, loads, req) for by_load in self._by_load]
+        loads.as_table = False  # _assign changes them from here on
         columns.update((by_load.name, scores) for by_load, scores in zip(self._by_load, live, strict=True))
-        ranking.totals = ranking.first_totals = _totals(ranking, fixed, live)
+        ranking.totals = ranking.first_totals = table.derived(
+            ("totals", tuple(ranking.load_weights), ranking.total_weight),
+            (fixed, *live),
+            lambda: _read_only(_totals(ranking, fixed, live)),
+        )
         return ranking
 
     def _load_scores(
@@ -285,7 +317,7 @@ class DecisionEngine:
         if req.spread or req.division:
             return self._assign_scan(table, found, ranking, req, replicas_needed)
         rows, loads, totals = found.feasible, ranking.loads, ranking.totals
-        top = _first_best(ranking, max(len(replicas_needed), TOP_CANDIDATES))[: len(replicas_needed)]
+        top = _first_best(table, ranking, max(len(replicas_needed), TOP_CANDIDATES))[: len(replicas_needed)]
         heap = [(int(loads.hosted[i]), -float(totals[i]), i) for i in top]  # in key order: already a heap
         assignments: list[dict[str, Any]] = []
         best_total: float | None = None
@@ -364,6 +396,20 @@ class DecisionEngine:
 
 
 _TOLERANCE = 1e-9  # filters.CPU_TOLERANCE, the same float: a node filled exactly to capacity takes the last replica
+
+
+def _read_only(values: Floats) -> Floats:
+    """``values``, made read-only: the table keeps them for the next decision."""
+    values.setflags(write=False)
+    return values
+
+
+def _kept_normalised(values: Floats, lower_is_better: bool) -> Floats:
+    return _read_only(_normalised(values, lower_is_better=lower_is_better))
+
+
+def _kept_plus(total: Floats | None, weight: float, scores: Floats) -> Floats:
+    return _read_only(_plus(total, weight, scores))
 
 
 def _bounds(values: Floats) -> tuple[float, float | None]:
@@ -496,15 +542,17 @@ def _feasible_row(table: NodeTable, found: Verdicts, ranking: _Ranking, index: i
 
 def _compact_rows(table: NodeTable, found: Verdicts, ranking: _Ranking, placed: Ints) -> list[dict[str, Any]]:
     """The chosen nodes and the best others by the first replica's ranking, in name order."""
-    shown = sorted(set(placed.tolist()) | set(_first_best(ranking, TOP_CANDIDATES)))
+    shown = sorted(set(placed.tolist()) | set(_first_best(table, ranking, TOP_CANDIDATES)))
     return [_feasible_row(table, found, ranking, i) for i in shown]
 
 
-def _first_best(ranking: _Ranking, count: int) -> list[int]:
+def _first_best(table: NodeTable, ranking: _Ranking, count: int) -> list[int]:
     """The ``count`` best feasible nodes for the first replica, best first; found once for both ``_assign`` and the
-    explanation (the best k are the first k of the best k + 1)."""
+    explanation (the best k are the first k of the best k + 1), and kept by the table while the ranking's arrays
+    are the same (a shared list: sliced, never changed)."""
     if len(ranking.first_best) < count:
-        ranking.first_best = _best(ranking.first_hosted, ranking.first_totals, count)
+        hosted, totals = ranking.first_hosted, ranking.first_totals
+        ranking.first_best = table.derived(("best", count), (hosted, totals), partial(_best, hosted, totals, count))
     return ranking.first_best[:count]
 
 

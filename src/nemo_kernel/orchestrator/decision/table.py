@@ -9,15 +9,17 @@ that word a rejection and for criteria without a vectorised form.
 
 A table is immutable: a caller that keeps one between decisions derives the next with :meth:`NodeTable.with_hosted`
 (the replicas of another workload) or :meth:`NodeTable.with_allocated` (after placing replicas), both O(nodes) in
-numpy without rebuilding anything else.
+numpy without rebuilding anything else. Tables derived so share a memo of what decisions can reuse (``memo``,
+``sized``, ``by_allocation``, ``derived``, ``gathered``): values kept with the arrays they came from, read-only.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +30,14 @@ Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 Objects = npt.NDArray[np.object_]
+_V = TypeVar("_V")
+_S = TypeVar("_S", bound=np.generic)
+_SIZES = 64
+"""Request sizes (or other keys) whose derived columns a table keeps (``sized``, ``by_allocation``)."""
+_STEPS = 8
+"""``with_allocated`` steps a table remembers (``by_allocation``)."""
+_DERIVED = 256
+"""Values a table keeps for the next decision (``derived``): a few per requirement set."""
 
 
 class Codes:
@@ -108,6 +118,11 @@ class NodeTable:
     runtime_lists: Codes
     tees: Codes
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+    _steps: tuple[tuple[Floats, Floats, int], ...] = field(default=(), repr=False)
+    """The allocations this one was derived from by ``with_allocated``, oldest first, with the row each step changed
+    (at most ``_STEPS``): a column kept for one of them is brought up to date at those rows (``by_allocation``)."""
+    _steps_to: Floats | None = field(default=None, repr=False)
+    """The ``allocated_cpu`` the steps lead to: a table that replaced its allocation otherwise has no steps."""
 
     @classmethod
     def build(cls, candidates: Sequence[ClusterCandidate]) -> NodeTable:
@@ -190,7 +205,7 @@ class NodeTable:
                 column[self.row(cluster, node)] = count
             except KeyError:
                 continue
-        return replace(self, hosted=column, _memo=self._memo)
+        return self._evolve(hosted=column)
 
     def with_allocated(self, cluster: str, node: str, cpu: float, memory_mib: float) -> NodeTable:
         """The inventory after ``cpu`` and ``memory_mib`` more were allocated on one node."""
@@ -198,14 +213,27 @@ class NodeTable:
         allocated_cpu, allocated_memory = self.allocated_cpu.copy(), self.allocated_memory_mib.copy()
         allocated_cpu[row] += cpu
         allocated_memory[row] += memory_mib
-        return replace(
-            self,
+        # cpu - allocated at the one row that changed: the same float as over every row.
+        free_cpu, free_memory = self.free_cpu.copy(), self.free_memory_mib.copy()
+        free_cpu[row] = self.cpu[row] - allocated_cpu[row]
+        free_memory[row] = self.memory_mib[row] - allocated_memory[row]
+        steps = self._steps if self._steps_to is self.allocated_cpu else ()
+        return self._evolve(
             allocated_cpu=allocated_cpu,
             allocated_memory_mib=allocated_memory,
-            free_cpu=self.cpu - allocated_cpu,
-            free_memory_mib=self.memory_mib - allocated_memory,
-            _memo=self._memo,
+            free_cpu=free_cpu,
+            free_memory_mib=free_memory,
+            _steps=(*steps, (self.allocated_cpu, self.allocated_memory_mib, row))[-_STEPS:],
+            _steps_to=allocated_cpu,
         )
+
+    def _evolve(self, **changes: Any) -> NodeTable:
+        """``dataclasses.replace`` (the memo shared) without running ``__init__`` over the forty fields again: the
+        scheduler derives a table for every replica it places, and the constructor checks nothing."""
+        table = object.__new__(type(self))
+        table.__dict__.update(self.__dict__)
+        table.__dict__.update(changes)
+        return table
 
     def row(self, cluster: str, node: str) -> int:
         """The row of a node; KeyError if the table has no such node."""
@@ -235,3 +263,101 @@ class NodeTable:
         if found is None:
             found = self._memo[key] = make()
         return found
+
+    def sized(self, key: Any, make: Callable[[], _V]) -> _V:
+        """A value derived from the static columns for one request size (``key`` names both), computed once.
+
+        Kept for at most ``_SIZES`` keys, then the memo starts over: workloads come in a few sizes, but a table
+        serves any number of them.
+        """
+        kept: dict[Any, Any] = self.memo("sized", dict)
+        found = kept.get(key)
+        if found is None:
+            if len(kept) >= _SIZES:
+                kept.clear()
+            found = kept[key] = make()
+        return cast(_V, found)
+
+    def by_allocation(
+        self, key: Any, make: Callable[[], Floats], update: Callable[[Floats, list[int]], None]
+    ) -> Floats:
+        """A column derived from the table's allocation (and static columns), computed once per allocation
+        (``derived`` with the allocation arrays as inputs; read-only).
+
+        A column kept for an allocation this table was derived from by a few ``with_allocated`` is copied and
+        brought up to date by ``update(column, rows)``, which recomputes it at the few rows whose allocation changed
+        (one by one, with the same float operations as ``make``): the scheduler places a replica between two decisions.
+        """
+        kept: dict[Any, Any] = self.memo("derived", dict)
+        name = ("by-allocation", key)
+        found = kept.get(name)
+        inputs = (self.allocated_cpu, self.allocated_memory_mib)
+        if found is not None:
+            (was_cpu, was_memory), column = found
+            if was_cpu is self.allocated_cpu and was_memory is self.allocated_memory_mib:
+                return cast(Floats, column)
+            rows = self.changed_since(was_cpu, was_memory)
+            if rows is not None:
+                column = column.copy()
+                update(column, rows)
+                column.setflags(write=False)
+                kept[name] = (inputs, column)
+                return cast(Floats, column)
+        return self.derived(name, inputs, make)
+
+    def changed_since(self, allocated_cpu: Floats, allocated_memory: Floats) -> list[int] | None:
+        """The rows (at most ``_STEPS``, in order) whose allocation changed since it was ``allocated_cpu`` and
+        ``allocated_memory``, if this table was derived from that allocation by the ``with_allocated`` steps it
+        remembers; else None."""
+        if self._steps_to is not self.allocated_cpu:
+            return None
+        rows: set[int] = set()
+        for was_cpu, was_memory, row in reversed(self._steps):
+            rows.add(row)
+            if was_cpu is allocated_cpu and was_memory is allocated_memory:
+                return sorted(rows)
+        return None
+
+    def gathered(self, key: Any, column: npt.NDArray[_S], rows: Ints) -> npt.NDArray[_S]:
+        """``column[rows]``, kept for the next decision that gathers the same array at the same rows (``derived``;
+        read-only). ``key`` names the column (and the request size it was computed for)."""
+
+        def gather() -> npt.NDArray[_S]:
+            result = np.take(column, rows)
+            result.setflags(write=False)
+            return result
+
+        return self.derived(("gathered", key), (column, rows), gather)
+
+    def derived(
+        self,
+        key: Any,
+        inputs: tuple[object, ...],
+        make: Callable[[], _V],
+        still: Callable[[tuple[object, ...], _V], bool] | None = None,
+    ) -> _V:
+        """A value computed from ``inputs`` (arrays, the table's or values kept by it), kept under ``key`` for the
+        next decision on this table or a table derived from it.
+
+        The inputs are kept with the value and compared by identity, so a value is never served for other objects
+        (a decision after ``with_allocated`` has other inputs: the value is computed again and replaces the kept
+        one). ``key`` names the value and every plain input (request size, weights). One value per key, at most
+        ``_DERIVED`` keys. What is returned is shared: callers must not change it. ``still(inputs it was made from,
+        value)`` may say that a kept value holds for the new inputs too (the filters' verdicts after a replica was
+        placed on a node that still fits another): it is then kept with them.
+        """
+        kept: dict[Any, Any] | None = self._memo.get("derived")
+        if kept is None:
+            kept = self._memo["derived"] = {}
+        found = kept.get(key)
+        if found is not None:
+            if len(found[0]) == len(inputs) and all(map(operator.is_, found[0], inputs)):
+                return cast(_V, found[1])
+            if still is not None and still(found[0], found[1]):
+                kept[key] = (inputs, found[1])
+                return cast(_V, found[1])
+        if found is None and len(kept) >= _DERIVED:
+            kept.clear()
+        value = make()
+        kept[key] = (inputs, value)
+        return value

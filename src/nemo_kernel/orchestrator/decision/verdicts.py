@@ -11,16 +11,15 @@ its current allocation), run at every decision.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from nemo_kernel.domain import VerdictGroup
-from nemo_kernel.orchestrator.decision.criteria.base import clusters_of_rows
 from nemo_kernel.orchestrator.decision.criteria.latency import latency_by_region
-from nemo_kernel.orchestrator.decision.filters import CLUSTER_FILTERS, NODE_FILTERS, Requirements
+from nemo_kernel.orchestrator.decision.filters import CLUSTER_FILTERS, CPU_TOLERANCE, NODE_FILTERS, Requirements
 from nemo_kernel.orchestrator.decision.masks import NODE_MASKS, chosen_runtimes, cluster_masks, node_masks
-from nemo_kernel.orchestrator.decision.table import Bools, Ints, NodeTable
+from nemo_kernel.orchestrator.decision.table import Bools, Floats, Ints, NodeTable
 
 _PER_DECISION = frozenset({"capacity"} | {name for name, _ in NODE_FILTERS if name not in NODE_MASKS})
 """Node filters whose verdict can change between two revisions of a table."""
@@ -46,7 +45,10 @@ class _Kept:
 
 @dataclass(slots=True)
 class Verdicts:
-    """What the filters concluded for one decision, as arrays over the table."""
+    """What the filters concluded for one table allocation and set of requirements, as arrays over the table.
+
+    Shared by the decisions on the same table allocation with the same requirements (``run_filters``): read-only.
+    """
 
     cluster_rejected_by: Ints
     admitted_rows: Ints
@@ -54,11 +56,45 @@ class Verdicts:
     feasible: Ints  # rows that passed every filter, in name order
     runtime: list[str | None]  # per runtime-list code: the runtime chosen
     kept: _Kept
+    feasible_rows: Bools  # over every row of the table: True where ``feasible`` has it
+    groups: list[Group] | None = None  # the explanation's groups (``explanation_groups``), once asked for
+
+
+_UNMASKED = _PER_DECISION - {"capacity"}
+"""Node filters without a mask: handed each node with the table's allocation and hosted replicas."""
 
 
 def run_filters(table: NodeTable, req: Requirements) -> Verdicts:
-    """Run the filters as masks: the first rejection of each cluster, every rejection of each admitted node."""
-    kept = _kept(table, req)
+    """Run the filters as masks: the first rejection of each cluster, every rejection of each admitted node.
+
+    Kept by the table for the next decision with the same requirements while its allocation (what capacity reads)
+    is the same (``NodeTable.derived``): a scheduler retrying workloads that fit nowhere, or deciding several
+    before placing, filters once.
+    """
+    key, kept = _kept(table, req)
+    # free_cpu and free_memory_mib follow the allocation (cpu - allocated).
+    inputs: tuple[object, ...] = (kept, table.allocated_cpu, table.allocated_memory_mib)
+    if _UNMASKED:
+        inputs += (table.hosted,)
+
+    def still(was: tuple[object, ...], found: Verdicts) -> bool:
+        """After ``with_allocated`` placed replicas on feasible nodes that still fit one more, every verdict holds:
+        capacity rejects the same nodes, with the same reasons."""
+        if _UNMASKED or was[0] is not kept:
+            return False
+        rows = table.changed_since(cast(Floats, was[1]), cast(Floats, was[2]))
+        if rows is None:
+            return False
+        # Feasible before, and still fitting one more by the capacity mask's own comparisons, at those rows.
+        free_cpu, free_memory, feasible = table.free_cpu, table.free_memory_mib, found.feasible_rows
+        return all(
+            feasible[r] and free_cpu[r] + CPU_TOLERANCE >= req.cpu and free_memory[r] >= req.memory_mib for r in rows
+        )
+
+    return table.derived(("verdicts", key, req.cpu, req.memory_mib), inputs, lambda: _verdicts(table, req, kept), still)
+
+
+def _verdicts(table: NodeTable, req: Requirements, kept: _Kept) -> Verdicts:
     rejected = kept.rejected
     node_rejections = []
     dynamic = dict(node_masks(table, req, kept.admitted_rows, _PER_DECISION))
@@ -68,14 +104,25 @@ def run_filters(table: NodeTable, req: Requirements) -> Verdicts:
             mask = dynamic.get(name)
             if mask is None or not mask.any():
                 continue
+            mask.setflags(write=False)
             rejected = rejected | mask
         node_rejections.append((name, mask))
+    feasible = (
+        np.flatnonzero(~rejected)  # every row admitted: the same rows, without gathering them
+        if len(kept.admitted_rows) == len(table)
+        else np.compress(~rejected, kept.admitted_rows)
+    )
+    feasible.setflags(write=False)
+    feasible_rows = np.zeros(len(table), dtype=bool)
+    feasible_rows[feasible] = True
+    feasible_rows.setflags(write=False)
     return Verdicts(
         cluster_rejected_by=kept.cluster_rejected_by,
         admitted_rows=kept.admitted_rows,
         node_rejections=node_rejections,
-        feasible=np.compress(~rejected, kept.admitted_rows),
+        feasible=feasible,
         runtime=chosen_runtimes(table, req),
+        feasible_rows=feasible_rows,
         kept=kept,
     )
 
@@ -99,7 +146,7 @@ def _key(table: NodeTable, req: Requirements) -> tuple[object, ...]:
     )
 
 
-def _kept(table: NodeTable, req: Requirements) -> _Kept:
+def _kept(table: NodeTable, req: Requirements) -> tuple[tuple[object, ...], _Kept]:
     kept: dict[tuple[object, ...], _Kept] = table.memo("verdicts", dict)
     key = _key(table, req)
     found = kept.get(key)
@@ -107,7 +154,7 @@ def _kept(table: NodeTable, req: Requirements) -> _Kept:
         if len(kept) >= _KEPT:
             kept.clear()
         found = kept[key] = _compute(table, req)
-    return found
+    return key, found
 
 
 def _compute(table: NodeTable, req: Requirements) -> _Kept:
@@ -168,6 +215,14 @@ def _clusters_of(table: NodeTable, rows: Ints) -> Ints:
 def explanation_groups(table: NodeTable, found: Verdicts, req: Requirements) -> list[VerdictGroup]:
     """Every cluster's verdict, compactly: per filter the clusters it rejected (or whose nodes it rejected), with
     the reason given for the first of them; then the clusters with a feasible node."""
+    if found.groups is None:
+        found.groups = _groups(table, found, req)
+    # Built from the filters' own results, so valid by construction: validating each of thousands of cluster names
+    # again would cost more than the rest of the decision. The lists are copied: the kept ones serve every decision.
+    return [VerdictGroup.model_construct(**(group | {"clusters": list(group["clusters"])})) for group in found.groups]
+
+
+def _groups(table: NodeTable, found: Verdicts, req: Requirements) -> list[Group]:
     kept = found.kept
     out = [group for (level, _), group in kept.groups.items() if level == "cluster"]
     for name, mask in found.node_rejections:
@@ -176,7 +231,7 @@ def explanation_groups(table: NodeTable, found: Verdicts, req: Requirements) -> 
     feasible = found.feasible
     if len(feasible):
         # Rows are in cluster order: a cluster starts wherever the cluster changes.
-        of = clusters_of_rows(table, feasible, req)
+        of = np.take(table.cluster_of, feasible)
         starts = np.flatnonzero(of[1:] != of[:-1])
         names = (
             kept.open_names  # capacity emptied no cluster: the clusters are those the other filters left
@@ -184,9 +239,7 @@ def explanation_groups(table: NodeTable, found: Verdicts, req: Requirements) -> 
             else table.cluster_names[np.concatenate((of[:1], of[starts + 1]))].tolist()
         )
         out.append({"level": "node", "filter": None, "clusters": names, "nodes": len(feasible), "example": "feasible"})
-    # Built from the filters' own results, so valid by construction: validating each of thousands of cluster names
-    # again would cost more than the rest of the decision. The lists are copied: the kept ones serve every decision.
-    return [VerdictGroup.model_construct(**(group | {"clusters": list(group["clusters"])})) for group in out]
+    return out
 
 
 def rejected_names(table: NodeTable, found: Verdicts) -> dict[tuple[str, str], list[str]]:

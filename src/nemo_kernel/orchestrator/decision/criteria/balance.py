@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import ClassVar
 
 import numpy as np
@@ -30,11 +31,38 @@ class Balance:
 
     def score_many(self, table: NodeTable, rows: Ints, loads: LoadColumns, req: Requirements) -> Floats:
         """``score`` of many rows."""
-        cpu = np.add(loads.used_cpu, req.cpu)
-        np.divide(cpu, capacity_at(table, rows, req), out=cpu)
-        memory = np.add(loads.used_memory_mib, req.memory_mib)
-        np.divide(memory, np.take(table.memory_mib, rows), out=memory)
-        # min(1 - a, 1 - b) is 1 - max(a, b) bit for bit (rounding is monotonic).
-        free = np.subtract(1.0, np.maximum(cpu, memory, out=cpu), out=cpu)
-        result: Floats = np.minimum(np.maximum(free, 0.0, out=free), 1.0, out=free)
-        return result
+        if loads.as_table:
+            # The table's allocation (a decision's feasible nodes before it places anything): every row's score,
+            # kept by the table per allocation and request size, then gathered at the rows (kept too).
+            every = table.by_allocation(
+                ("balance", req.cpu, req.memory_mib), lambda: _scores(table, req), partial(_update, table, req)
+            )
+            return table.gathered(("balance", req.cpu, req.memory_mib), every, rows)
+        memory = np.take(table.memory_mib, rows)
+        return _free_share(loads.used_cpu, capacity_at(table, rows, req), loads.used_memory_mib, memory, req)
+
+
+def _scores(table: NodeTable, req: Requirements) -> Floats:
+    result = _free_share(table.allocated_cpu, table.cpu, table.allocated_memory_mib, table.memory_mib, req)
+    result.setflags(write=False)
+    return result
+
+
+def _update(table: NodeTable, req: Requirements, column: Floats, rows: list[int]) -> None:
+    """``_scores`` again at ``rows``, in Python floats (IEEE doubles too: the same operations, the same result)."""
+    for row in rows:
+        cpu_share = (float(table.allocated_cpu[row]) + req.cpu) / float(table.cpu[row])
+        memory_share = (float(table.allocated_memory_mib[row]) + req.memory_mib) / float(table.memory_mib[row])
+        column[row] = min(max(1.0 - max(cpu_share, memory_share), 0.0), 1.0)
+
+
+def _free_share(used_cpu: Floats, cpu: Floats, used_memory: Floats, memory: Floats, req: Requirements) -> Floats:
+    """``Balance.score`` on arrays, the same operations."""
+    cpu_share = np.add(used_cpu, req.cpu)
+    np.divide(cpu_share, cpu, out=cpu_share)
+    memory_share = np.add(used_memory, req.memory_mib)
+    np.divide(memory_share, memory, out=memory_share)
+    # min(1 - a, 1 - b) is 1 - max(a, b) bit for bit (rounding is monotonic).
+    free = np.subtract(1.0, np.maximum(cpu_share, memory_share, out=cpu_share), out=cpu_share)
+    result: Floats = np.minimum(np.maximum(free, 0.0, out=free), 1.0, out=free)
+    return result

@@ -85,6 +85,9 @@ class LoadColumns:
     used_memory_mib: Floats
     hosted: Ints
     placed: Ints
+    as_table: bool = False
+    """True when these are the table's own allocations at the rows scored (nothing placed yet), so a criterion may
+    serve values it keeps per table allocation (``NodeTable.by_allocation``) instead of reading the arrays."""
 
 
 @runtime_checkable
@@ -100,13 +103,6 @@ AnyCriterion = Criterion | LoadCriterion
 
 
 def capacity_at(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
-    """The CPU capacity of each of ``rows``, gathered once per decision (energy and balance both need it)."""
+    """The CPU capacity of each of ``rows``, gathered once per decision (for a criterion scoring given loads)."""
     cpu: Floats = req.derived("cpu-of-rows", (table, rows), lambda: np.take(table.cpu, rows))
     return cpu
-
-
-def clusters_of_rows(table: NodeTable, rows: Ints, req: Requirements) -> Ints:
-    """The cluster of each of ``rows`` (``table.cluster_of[rows]``), gathered once per decision: the criteria priced
-    per cluster (cost, carbon) and the explanation all need it."""
-    of: Ints = req.derived("clusters-of-rows", (table, rows), lambda: np.take(table.cluster_of, rows))
-    return of

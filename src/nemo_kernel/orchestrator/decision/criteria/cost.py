@@ -7,7 +7,6 @@ from typing import ClassVar
 import numpy as np
 
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
-from nemo_kernel.orchestrator.decision.criteria.base import clusters_of_rows
 from nemo_kernel.orchestrator.decision.filters import Requirements
 from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
 
@@ -27,7 +26,13 @@ class CostPerHour:
 
     def raw_many(self, table: NodeTable, rows: Ints, req: Requirements) -> Floats:
         """``raw`` of many rows."""
-        # Per cluster (a tenth of the nodes), then spread over the rows.
-        per_cluster = req.cpu * table.cluster_cpu_price + req.memory_mib / _MIB_PER_GIB * table.cluster_gib_price
-        result: Floats = np.take(per_cluster, clusters_of_rows(table, rows, req))
-        return result
+
+        # Per cluster (a tenth of the nodes), then spread over every row: prices are static, so kept per request size.
+        def every_row() -> Floats:
+            per_cluster = req.cpu * table.cluster_cpu_price + req.memory_mib / _MIB_PER_GIB * table.cluster_gib_price
+            spread: Floats = np.take(per_cluster, table.cluster_of)
+            spread.setflags(write=False)
+            return spread
+
+        size = (req.cpu, req.memory_mib)
+        return table.gathered(("cost", size), table.sized(("cost", size), every_row), rows)

@@ -16,7 +16,6 @@ import numpy as np
 
 from nemo_kernel.metrics.energy import power_at
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
-from nemo_kernel.orchestrator.decision.criteria.base import capacity_at
 from nemo_kernel.orchestrator.decision.filters import Requirements
 from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
 
@@ -31,31 +30,67 @@ def added_watts(node: NodeCandidate, cpu: float) -> float:
 def added_watts_many(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
     """``added_watts`` of many rows for one replica of ``req``: the same operations, in the same order, on arrays.
 
-    Computed once per decision (carbon needs it too).
+    Every row's (``added_watts_of_all``, kept by the table), gathered at ``rows`` (kept too; read-only).
+    """
+    return table.gathered(("added-watts", req.cpu), added_watts_of_all(table, req), rows)
+
+
+def added_watts_of_all(table: NodeTable, req: Requirements) -> Floats:
+    """``added_watts`` of every row of ``table`` for one replica of ``req``, kept per allocation and CPU request.
+
+    Read-only: shared by the decisions on the table.
     """
 
     def compute() -> Floats:
-        capacity, allocated = capacity_at(table, rows, req), np.take(table.allocated_cpu, rows)
-        idle, dynamic = np.take(table.idle_watts, rows), np.take(table.dynamic_watts, rows)
-        # (idle + dynamic * after) - (idle + dynamic * before), computed in place (the same operations).
-        before = np.divide(allocated, capacity)
-        np.minimum(before, 1.0, out=before)
-        after = np.add(allocated, req.cpu, out=allocated)
-        np.divide(after, capacity, out=after)
-        np.minimum(after, 1.0, out=after)
-        # Nodes with a power table (few, usually) are interpolated one by one, as ``added_watts`` does.
-        tabled = table.memo("any-power-tabled", lambda: bool(table.power_tabled.any()))
-        interpolated = [
-            (int(i), table.nodes[int(rows[i])].power, float(before[i]), float(after[i]))
-            for i in (np.flatnonzero(np.take(table.power_tabled, rows)) if tabled else ())
-        ]
-        result: Floats = np.add(np.multiply(dynamic, after, out=after), idle, out=after)
-        result -= np.add(np.multiply(dynamic, before, out=before), idle, out=before)
-        for i, power, was, will_be in interpolated:
-            result[i] = power_at(power, will_be) - power_at(power, was)
+        result = _watts(table.cpu, table.allocated_cpu.copy(), table.idle_watts, table.dynamic_watts, req.cpu)
+        if _any_tabled(table):
+            _interpolate(table, np.arange(len(table)), result, req.cpu)
+        result.setflags(write=False)
         return result
 
-    return req.derived("added-watts", (table, rows, table.allocated_cpu), compute)
+    def update(column: Floats, rows: list[int]) -> None:
+        tabled = _any_tabled(table)
+        for row in rows:
+            column[row] = (
+                added_watts(table.node(row), req.cpu)
+                if tabled and table.power_tabled[row]
+                else _watts_at(table, row, req.cpu)
+            )
+
+    return table.by_allocation(("added-watts", req.cpu), compute, update)
+
+
+def _watts_at(table: NodeTable, row: int, cpu: float) -> float:
+    """``_watts`` at one row, in Python floats (IEEE doubles too: the same operations, the same result)."""
+    capacity, allocated = float(table.cpu[row]), float(table.allocated_cpu[row])
+    idle, dynamic = float(table.idle_watts[row]), float(table.dynamic_watts[row])
+    before = min(allocated / capacity, 1.0)
+    after = min((allocated + cpu) / capacity, 1.0)
+    return (dynamic * after + idle) - (dynamic * before + idle)
+
+
+def _watts(capacity: Floats, allocated: Floats, idle: Floats, dynamic: Floats, cpu: float) -> Floats:
+    """(idle + dynamic * after) - (idle + dynamic * before), computed in place in ``allocated`` (the same operations
+    as ``added_watts`` on the linear model)."""
+    before = np.divide(allocated, capacity)
+    np.minimum(before, 1.0, out=before)
+    after = np.add(allocated, cpu, out=allocated)
+    np.divide(after, capacity, out=after)
+    np.minimum(after, 1.0, out=after)
+    result: Floats = np.add(np.multiply(dynamic, after, out=after), idle, out=after)
+    result -= np.add(np.multiply(dynamic, before, out=before), idle, out=before)
+    return result
+
+
+def _any_tabled(table: NodeTable) -> bool:
+    tabled: bool = table.memo("any-power-tabled", lambda: bool(table.power_tabled.any()))
+    return tabled
+
+
+def _interpolate(table: NodeTable, rows: Ints, result: Floats, cpu: float) -> None:
+    """Nodes with a power table (few, usually) are interpolated one by one, as ``added_watts`` does."""
+    for i in np.flatnonzero(np.take(table.power_tabled, rows)).tolist():
+        result[i] = added_watts(table.node(int(rows[i])), cpu)
 
 
 class EnergyWatts:

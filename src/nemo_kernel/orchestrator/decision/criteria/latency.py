@@ -32,8 +32,16 @@ class LatencyMs:
         return req.latency_ms(cluster.region)
 
     def raw_many(self, table: NodeTable, rows: Ints, req: Requirements) -> Floats:
-        """``raw`` of many rows."""
-        if not req.users:
-            return np.zeros(len(rows), dtype=np.float64)
-        result: Floats = latency_by_region(table, req)[table.cluster_region[table.cluster_of[rows]]]
-        return result
+        """``raw`` of many rows; kept by the table for the next decision with the same users and matrix."""
+
+        def compute() -> Floats:
+            if not req.users:
+                result: Floats = np.zeros(len(rows), dtype=np.float64)
+            else:
+                result = latency_by_region(table, req)[table.cluster_region[table.cluster_of[rows]]]
+            result.setflags(write=False)
+            return result
+
+        # The users are in the key, the matrix and the rows are compared by identity.
+        kept: Floats = table.derived(("latency", req.users), (rows, req.latency if req.users else None), compute)
+        return kept
