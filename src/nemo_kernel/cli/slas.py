@@ -59,7 +59,7 @@ def _summary(slas: list[dict[str, Any]]) -> None:
                 s["workload"] or "(namespace)",
                 s["version"],
                 s["state"],
-                len(s["spec"]["slos"]),  # the objectives themselves: nemo sla get NAME
+                len(s["spec"]["slos"]) if s["spec"] else "-",  # the objectives: nemo sla get NAME (None: see message)
                 s["message"],
             )
             for s in slas
@@ -77,7 +77,10 @@ def _slos(sla: dict[str, Any]) -> None:
     print_table(
         "objectives",
         ["SLO", "KIND", "THRESHOLD", "TARGET", "WINDOW", "BUDGETING"],
-        [(o["name"], o["kind"], o["threshold"], o["target"], o["window"], o["budgeting"]) for o in sla["spec"]["slos"]],
+        [
+            (o["name"], o["kind"], o["threshold"], o["target"], o["window"], o["budgeting"])
+            for o in (sla["spec"] or {}).get("slos") or []  # None: stored by an older NEMO, see the message
+        ],
     )
 
 

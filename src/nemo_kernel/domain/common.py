@@ -8,7 +8,7 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, ValidationError, field_validator
 
 # Matched with fullmatch: `$` would also match before a final newline ("pp\n").
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -101,6 +101,15 @@ def field_path(parts: list[str | int]) -> str:
             continue
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text
+
+
+def stored_refusal(exc: ValidationError, what: str, remedy: str) -> str:
+    """The message of an object whose stored ``what`` (descriptor, spec) an older NEMO stored and this version's
+    checks refuse: the first field at fault and ``remedy`` (apply it again or delete it). The object is shown with
+    that document as null and this message, so that one such row costs only itself."""
+    first = exc.errors()[0]
+    why = f"{field_path(list(first['loc'])) or what}: {first['msg']}"
+    return f"the stored {what} no longer passes this version's checks ({why}); {remedy}"
 
 
 def is_valid_unicode(text: str) -> bool:

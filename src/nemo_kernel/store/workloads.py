@@ -24,7 +24,7 @@ from nemo_kernel.domain import (
     WorkloadPhase,
     WorkloadStatus,
 )
-from nemo_kernel.domain.common import field_path
+from nemo_kernel.domain.common import stored_refusal
 from nemo_kernel.store.errors import Conflict, NotFound
 from nemo_kernel.store.events import record_event, workload_subject
 from nemo_kernel.store.migration_records import unroutable_replicas
@@ -387,9 +387,7 @@ def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> Work
         descriptor = WorkloadDescriptor.model_validate(row.descriptor)
     except ValidationError as exc:
         descriptor = None
-        first = exc.errors()[0]
-        why = f"{field_path(list(first['loc'])) or 'descriptor'}: {first['msg']}"
-        message = f"the stored descriptor no longer passes this version's checks ({why}); apply it again or delete it"
+        message = stored_refusal(exc, "descriptor", "apply it again or delete it")
     current = [r for r in replicas if r.desired]
     deployment = descriptor.deployment if descriptor is not None else None
     return WorkloadStatus(
