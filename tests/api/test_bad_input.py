@@ -170,6 +170,11 @@ def test_a_trailing_newline_in_a_name_is_refused_and_nothing_is_stored(
          "deployment.placement.architectures[0]"),
         ("/workloads", _with(WORKLOAD, "deployment.placement", {"clusters": ["edge-new\n"]}),
          "deployment.placement.clusters[0]"),
+        # invisible format characters: "w\u200b1" shows as "w1" in a table (and took the name w1 from it)
+        ("/workloads", _with(WORKLOAD, "name", "w\u200b1"), "name"),
+        ("/workloads", _with(WORKLOAD, "display_name", "Web\u2060shop"), "display_name"),
+        ("/clusters", _with(CLUSTER, "labels", {"site": "\ufeffmadrid"}), "labels"),
+        ("/clusters", _with(CLUSTER, "region", "eu\u200fsouth"), "region"),
     ],
 )  # fmt: skip
 def test_text_shown_in_tables_is_one_line_without_bidi_overrides(
