@@ -356,3 +356,17 @@ async def test_moves_back_of_many_workloads_wait_for_a_slot_and_none_is_lost_acr
             if started is not None:
                 await started.plane.resources.close()
                 started.db.dispose()
+
+
+async def test_a_workload_stored_by_an_older_nemo_stays_and_the_others_move_back(fleet: Fleet) -> None:
+    await _on_a(fleet, {"old": (1, {"after_recovery": "move_back"}), "web": (2, {"after_recovery": "move_back"})})
+    await fleet.plane.commands.faults.inject("edge-a", FaultSpec.model_validate({"kind": "down", "for_s": FAULT_S}))
+    await fleet.settle(lambda: fleet.running_on("old", "cloud-b", 1) and fleet.running_on("web", "cloud-b", 2))
+    with fleet.db.transaction() as s:  # as an older NEMO stored it: a country code this version refuses
+        row = s.scalars(select(WorkloadRow).where(WorkloadRow.name == "old")).one()
+        deployment = {**row.descriptor["deployment"], "placement": {"countries": ["XX"], "after_recovery": "move_back"}}
+        row.descriptor = {**row.descriptor, "deployment": deployment}
+
+    fleet.clock.now += FAULT_S
+    await fleet.settle(lambda: fleet.running_on("web", "edge-a", 2))
+    assert fleet.moves("old") == []

@@ -109,7 +109,7 @@ def stored_refusal(exc: ValidationError, what: str, remedy: str) -> str:
     checks refuse: the first field at fault and ``remedy`` (apply it again or delete it). The object is shown with
     that document as null and this message, so that one such row costs only itself."""
     first = exc.errors()[0]
-    why = f"{field_path(list(first['loc'])) or what}: {first['msg']}"
+    why = f"{field_path(list(first['loc'])) or what}: {first['msg'].removeprefix('Value error, ')}"
     return f"the stored {what} no longer passes this version's checks ({why}); {remedy}"
 
 

@@ -357,7 +357,10 @@ def _workload(s: Session, subject: str) -> WorkloadRow | None:
 
 
 def _policy(w: WorkloadRow) -> AfterRecovery:
-    deployment = WorkloadDescriptor.model_validate(w.descriptor).deployment
+    try:
+        deployment = WorkloadDescriptor.model_validate(w.descriptor).deployment
+    except ValidationError:  # stored by an older NEMO and refused now: it stays (and the others' moves go on)
+        return AfterRecovery.STAY
     return AfterRecovery.STAY if deployment is None else deployment.placement.after_recovery
 
 
