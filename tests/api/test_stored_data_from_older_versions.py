@@ -57,6 +57,10 @@ def test_a_stored_descriptor_that_no_longer_validates_is_listed_with_the_reason(
         assert old["descriptor"] is None
         assert "deployment.placement.countries" in old["message"] and "apply it again" in old["message"], old
         assert api.api("GET", "/workloads/old").json()["descriptor"] is None
+        # The rebalancer plans for the others (it was a 422 naming the old workload's field, for everyone).
+        wait_for(lambda: api.api("GET", "/workloads/fine").json()["phase"] == "Running", 60, "fine running")
+        planned = api.api("POST", "/rebalance", json={})
+        assert planned.status_code == 200, planned.text
 
         # Applied again, corrected, it reads as usual; deleted, it goes.
         assert api.api("POST", "/workloads", json=_workload("old")).status_code == 200
