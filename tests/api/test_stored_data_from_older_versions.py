@@ -57,6 +57,13 @@ def test_a_stored_descriptor_that_no_longer_validates_is_listed_with_the_reason(
         assert old["descriptor"] is None
         assert "deployment.placement.countries" in old["message"] and "apply it again" in old["message"], old
         assert api.api("GET", "/workloads/old").json()["descriptor"] is None
+        # What needs the descriptor says why it cannot (409), not that the request was wrong (422).
+        for method, path, body in [
+            ("GET", "/workloads/old/placement/nodes", None),
+            ("POST", "/migrations", {"workload": "default/old", "to": {"cluster": "edge"}}),
+        ]:
+            refused = api.api(method, path, json=body)
+            assert refused.status_code == 409 and "apply it again" in refused.json()["error"]["message"], refused.text
         # The rebalancer plans for the others (it was a 422 naming the old workload's field, for everyone).
         wait_for(lambda: api.api("GET", "/workloads/fine").json()["phase"] == "Running", 60, "fine running")
         planned = api.api("POST", "/rebalance", json={})

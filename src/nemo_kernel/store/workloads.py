@@ -375,6 +375,18 @@ def to_replica_status(row: ReplicaRow) -> ReplicaStatus:
     )
 
 
+_REMEDY = "apply it again or delete it"
+
+
+def readable_descriptor(row: WorkloadRow) -> WorkloadDescriptor:
+    """The stored descriptor of a workload, validated again; :class:`Conflict` (409) naming the field when this
+    version's checks refuse what an older NEMO stored."""
+    try:
+        return WorkloadDescriptor.model_validate(row.descriptor)
+    except ValidationError as exc:
+        raise Conflict(f"workload {row.namespace}/{row.name}: {stored_refusal(exc, 'descriptor', _REMEDY)}") from None
+
+
 def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> WorkloadStatus:
     """Domain view of a workload: desired against actual, replica by replica.
 
@@ -387,7 +399,7 @@ def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> Work
         descriptor = WorkloadDescriptor.model_validate(row.descriptor)
     except ValidationError as exc:
         descriptor = None
-        message = stored_refusal(exc, "descriptor", "apply it again or delete it")
+        message = stored_refusal(exc, "descriptor", _REMEDY)
     current = [r for r in replicas if r.desired]
     deployment = descriptor.deployment if descriptor is not None else None
     return WorkloadStatus(
