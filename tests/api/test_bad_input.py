@@ -170,6 +170,11 @@ def test_a_trailing_newline_in_a_name_is_refused_and_nothing_is_stored(
          "deployment.placement.architectures[0]"),
         ("/workloads", _with(WORKLOAD, "deployment.placement", {"clusters": ["edge-new\n"]}),
          "deployment.placement.clusters[0]"),
+        # invisible format characters: "w\u200b1" shows as "w1" in a table (and took the name w1 from it)
+        ("/workloads", _with(WORKLOAD, "name", "w\u200b1"), "name"),
+        ("/workloads", _with(WORKLOAD, "display_name", "Web\u2060shop"), "display_name"),
+        ("/clusters", _with(CLUSTER, "labels", {"site": "\ufeffmadrid"}), "labels"),
+        ("/clusters", _with(CLUSTER, "region", "eu\u200fsouth"), "region"),
     ],
 )  # fmt: skip
 def test_text_shown_in_tables_is_one_line_without_bidi_overrides(
@@ -184,6 +189,24 @@ def test_a_bad_mapping_key_is_named_by_itself(stack: Stack) -> None:
     document = _with(WORKLOAD, "deployment.env", {"MODE": "x", "A=B": "y"})
     error = _refused(stack, _post(stack, "/workloads", document), 422, None)
     assert [d["field"] for d in error["details"]] == ["deployment.env.A=B"], error  # not "...A=B.[key]"
+
+
+def test_gateway_route_methods_and_hosts_are_http_tokens_and_host_names(stack: Stack) -> None:
+    gateway = stack.api("GET", "/gateway/config").json()
+    route = {"name": "r-bad", "service": "nemo-api", "paths": ["/x"]}
+    _refused(stack, _post(stack, "/gateway/routes", {**route, "methods": ["GET\r\nX-Injected: 1"]}), 422, "methods")
+    _refused(stack, _post(stack, "/gateway/routes", {**route, "methods": ["GE T"]}), 422, "methods")
+    _refused(stack, _post(stack, "/gateway/routes", {**route, "hosts": ["a.example\nb"]}), 422, "hosts")
+    _refused(stack, _post(stack, "/gateway/routes", {**route, "hosts": ["a.example/path"]}), 422, "hosts")
+    _refused(stack, _post(stack, "/gateway/services", {"name": "s\u200b9", "url": stack.url}), 422, "name")
+    assert stack.api("GET", "/gateway/config").json() == gateway
+    # What a route may say: methods in any case, host names as written in a Host header (stored in lower case).
+    fine = {**route, "name": "r-fine", "methods": ["get", "PATCH"], "hosts": ["API.Example.org", "[::1]", "10.0.0.1"]}
+    created = _post(stack, "/gateway/routes", fine)
+    assert created.status_code == 201, created.text
+    assert created.json()["methods"] == ["GET", "PATCH"]
+    assert created.json()["hosts"] == ["api.example.org", "[::1]", "10.0.0.1"]
+    assert stack.api("DELETE", "/gateway/routes/r-fine").status_code == 204
 
 
 def test_module_user_and_gateway_names_match_in_full(stack: Stack) -> None:

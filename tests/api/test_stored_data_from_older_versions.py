@@ -1,15 +1,17 @@
-"""A workload stored by an older NEMO, whose descriptor this version's checks refuse, does not break the API: the
-list still answers, the workload shows why, and it can be deleted or applied again."""
+"""A workload, cluster or SLA stored by an older NEMO, whose stored document this version's checks refuse, does not
+break the API, the CLI or the loops: the list still answers, the object shows why, the others go on, and it can be
+deleted or applied again."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import update
-from tests.served_api import served_api
+from sqlalchemy import select, update
+from tests.cli.test_metrics_cli import nemo
+from tests.served_api import ServedApi, served_api
 from tests.stack import wait_for
 
-from nemo_kernel.store.tables import WorkloadRow
+from nemo_kernel.store.tables import ClusterRow, SlaRow, WorkloadRow
 
 CLUSTERS = [
     {
@@ -18,7 +20,14 @@ CLUSTERS = [
         "region": "eu-south",
         "country": "ES",
         "nodes": [{"name": "edge-n1", "cpu": 4, "memory_mib": 4096}],
-    }
+    },
+    {
+        "name": "old-edge",
+        "tier": "edge",
+        "region": "eu-west",
+        "country": "FR",
+        "nodes": [{"name": "old-n1", "cpu": 4, "memory_mib": 4096}],
+    },
 ]
 
 
@@ -48,9 +57,89 @@ def test_a_stored_descriptor_that_no_longer_validates_is_listed_with_the_reason(
         assert old["descriptor"] is None
         assert "deployment.placement.countries" in old["message"] and "apply it again" in old["message"], old
         assert api.api("GET", "/workloads/old").json()["descriptor"] is None
+        # What needs the descriptor says why it cannot (409), not that the request was wrong (422).
+        for method, path, body in [
+            ("GET", "/workloads/old/placement/nodes", None),
+            ("POST", "/migrations", {"workload": "default/old", "to": {"cluster": "edge"}}),
+        ]:
+            refused = api.api(method, path, json=body)
+            assert refused.status_code == 409 and "apply it again" in refused.json()["error"]["message"], refused.text
+        # The rebalancer plans for the others (it was a 422 naming the old workload's field, for everyone).
+        wait_for(lambda: api.api("GET", "/workloads/fine").json()["phase"] == "Running", 60, "fine running")
+        planned = api.api("POST", "/rebalance", json={})
+        assert planned.status_code == 200, planned.text
 
         # Applied again, corrected, it reads as usual; deleted, it goes.
         assert api.api("POST", "/workloads", json=_workload("old")).status_code == 200
         assert api.api("GET", "/workloads/old").json()["descriptor"]["name"] == "old"
         assert api.api("DELETE", "/workloads/old").status_code in (200, 202)
         wait_for(lambda: api.api("GET", "/workloads/old").status_code == 404, 30, "old deleted")
+
+
+def _store_as_an_older_nemo(
+    api: ServedApi, table: type[ClusterRow] | type[SlaRow], name: str, **changes: object
+) -> None:
+    with api.plane.db.transaction() as s:
+        row = s.scalars(select(table).where(table.name == name)).one()
+        spec = {**row.spec, **changes}
+        s.execute(update(table).where(table.id == row.id).values(spec=spec))
+
+
+def test_a_stored_cluster_that_no_longer_validates_costs_only_itself(tmp_path: Path) -> None:
+    with served_api(tmp_path, CLUSTERS) as api:
+        wait_for(lambda: {c["phase"] for c in api.api("GET", "/clusters").json()} == {"Ready"}, 60, "clusters ready")
+        _store_as_an_older_nemo(api, ClusterRow, "old-edge", country="XX", region="eu\nwest")
+
+        listed = api.api("GET", "/clusters")
+        assert listed.status_code == 200, listed.text
+        by_name = {c["name"]: c for c in listed.json()}
+        assert by_name["edge"]["spec"]["country"] == "ES"
+        old = by_name["old-edge"]
+        assert old["spec"] is None
+        assert "region" in old["message"] and "register it again" in old["message"], old
+        assert "Value error" not in old["message"]  # pydantic's prefix, as in every other message
+        assert api.api("GET", "/clusters/old-edge").json()["spec"] is None
+        shown = nemo(api, "cluster", "list")  # the CLI's table too
+        assert "old-edge" in shown.stdout and "edge" in shown.stdout, shown.stdout
+
+        # The loops go on for the others: a new workload is placed and runs on the cluster that reads.
+        assert api.api("POST", "/workloads", json=_workload("web")).status_code == 201
+        wait_for(lambda: api.api("GET", "/workloads/web").json()["phase"] == "Running", 60, "web running")
+        [replica] = api.api("GET", "/workloads/web").json()["replicas"]
+        assert replica["cluster"] == "edge"
+
+        # Removed, and registered again as this version accepts it, it is managed again.
+        assert api.api("DELETE", "/clusters/old-edge").status_code == 204
+        again = {**CLUSTERS[1], "driver": "sim"}
+        assert api.api("POST", "/clusters", json=again).status_code == 201
+        wait_for(lambda: api.api("GET", "/clusters/old-edge").json()["phase"] == "Ready", 60, "old-edge ready")
+
+
+def test_a_stored_sla_that_no_longer_validates_is_listed_with_the_reason(tmp_path: Path) -> None:
+    sla = {"name": "gold", "workload": "web", "slos": [{"name": "up", "kind": "availability", "window": "1h"}]}
+    with served_api(tmp_path, CLUSTERS) as api:
+        assert api.api("POST", "/workloads", json=_workload("web")).status_code == 201
+        for name in ("gold", "silver"):
+            applied = api.api("POST", "/slas", json={**sla, "name": name})
+            assert applied.status_code == 201, applied.text
+        _store_as_an_older_nemo(api, SlaRow, "gold", slos=[{"name": "up", "kind": "availability", "window": "1ms"}])
+
+        listed = api.api("GET", "/slas")
+        assert listed.status_code == 200, listed.text
+        by_name = {s["name"]: s for s in listed.json()}
+        assert by_name["silver"]["spec"]["slos"][0]["window"] == "1h"
+        gold = by_name["gold"]
+        assert gold["spec"] is None
+        assert "slos[0].window" in gold["message"] and "apply it again" in gold["message"], gold
+        assert api.api("GET", "/slas/gold").json()["spec"] is None
+        status = api.api("GET", "/slas/gold/status")
+        assert status.status_code == 200 and [s["slo"] for s in status.json()["slos"]] == ["up"], status.text
+        rules = api.api("GET", "/slas/gold/rules")
+        assert rules.status_code == 409 and "apply it again" in rules.json()["error"]["message"], rules.text
+        shown = nemo(api, "sla", "list")
+        assert "gold" in shown.stdout and "silver" in shown.stdout, shown.stdout
+
+        # Applied again, corrected, it reads as usual; deleted, it goes.
+        assert api.api("POST", "/slas", json=sla).status_code == 200
+        assert api.api("GET", "/slas/gold").json()["spec"]["slos"][0]["window"] == "1h"
+        assert api.api("DELETE", "/slas/gold").status_code == 200

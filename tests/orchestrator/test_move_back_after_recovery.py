@@ -138,7 +138,7 @@ def _cluster(name: str, tier: str, cpu: float = 4.0) -> ClusterSpec:
     )
 
 
-async def _fleet(tmp_path: Path, database_url: str, a_cpu: float = 4.0) -> Fleet:
+async def _fleet(tmp_path: Path, database_url: str, a_cpu: float = 4.0, **more: Any) -> Fleet:
     clusters = tmp_path / "clusters.yaml"
     clusters.write_text(yaml.safe_dump({"clusters": []}))
     settings = Settings(
@@ -147,6 +147,7 @@ async def _fleet(tmp_path: Path, database_url: str, a_cpu: float = 4.0) -> Fleet
         clusters_file=clusters,
         heartbeat_timeout=0.001,  # a silent cluster is NotReady at its first missed heartbeat
         driver_timeout=5.0,
+        **more,
     )
     clock = Clock()
     fleet = Fleet(settings, SimProvider(settings, clock=clock), clock)
@@ -314,3 +315,58 @@ async def test_a_cluster_that_fails_again_gets_nothing_more_back_from_its_first_
     assert all(m["phase"] in FINAL for m in fleet.moves("web"))
     stayed = [(i, c) for i, c, _ in fleet.replicas("web") if i != first["index"]]
     assert [c for _, c in stayed] == ["cloud-b", "cloud-b"], fleet.replicas("web")
+
+
+async def test_moves_back_of_many_workloads_wait_for_a_slot_and_none_is_lost_across_a_restart(tmp_path: Path) -> None:
+    # SQLite: the bound is NEMO_EVACUATION_CONCURRENCY, shared with the engine's evacuations.
+    fleet = await _fleet(tmp_path, f"sqlite:///{tmp_path / 'nemo.db'}", evacuation_concurrency=2)
+    names = [f"web{i}" for i in range(3)]  # three want to move back at once, two at a time may
+    restarted: Fleet | None = None
+    try:
+        await _on_a(fleet, {name: (2, {"after_recovery": "move_back"}) for name in names})
+        await fleet.plane.commands.faults.inject("edge-a", FaultSpec.model_validate({"kind": "down", "for_s": FAULT_S}))
+        await fleet.settle(lambda: all(fleet.running_on(n, "cloud-b", 2) for n in names))
+        fleet.clock.now += FAULT_S
+
+        def at_most_two_moves() -> None:
+            with fleet.db.snapshot() as s:
+                moving = s.scalars(select(MigrationRow).where(MigrationRow.phase.not_in(FINAL))).all()
+            assert len(moving) <= 2, [(m.workload, m.phase) for m in moving]
+
+        def moved_back_while_others_wait() -> bool:
+            history = fleet.plane.views.clusters.history("edge-a", limit=10_000)
+            queue = [e.data["waiting"] for e in history if e.kind == EventKind.CLUSTER_MOVES_BACK_WAITING]
+            moved = sum(m["phase"] == "Completed" for n in names for m in fleet.moves(n))
+            return moved >= 2 and bool(queue) and queue[-1] >= 1
+
+        await fleet.settle(moved_back_while_others_wait, at_most_two_moves)
+        restarted = fleet.restarted()  # a new control plane on the same store, with moves still waiting
+        await restarted.settle(lambda: all(restarted.running_on(n, "edge-a", 2) for n in names), at_most_two_moves)
+        for name in names:
+            moves = restarted.moves(name)
+            assert [(m["phase"], m["reason"]) for m in moves] == [("Completed", "recovered")] * 2, moves
+            assert sorted(m["index"] for m in moves) == [0, 1]
+        # The cluster's history says who waited, and that nobody waits any more.
+        history = restarted.plane.views.clusters.history("edge-a", limit=10_000)
+        queue = [e for e in history if e.kind == EventKind.CLUSTER_MOVES_BACK_WAITING]
+        assert queue and queue[0].data["waiting"] >= 1 and queue[-1].data["waiting"] == 0, queue
+        assert "wait for a migration slot (NEMO_EVACUATION_CONCURRENCY)" in queue[0].message
+    finally:
+        for started in (fleet, restarted):
+            if started is not None:
+                await started.plane.resources.close()
+                started.db.dispose()
+
+
+async def test_a_workload_stored_by_an_older_nemo_stays_and_the_others_move_back(fleet: Fleet) -> None:
+    await _on_a(fleet, {"old": (1, {"after_recovery": "move_back"}), "web": (2, {"after_recovery": "move_back"})})
+    await fleet.plane.commands.faults.inject("edge-a", FaultSpec.model_validate({"kind": "down", "for_s": FAULT_S}))
+    await fleet.settle(lambda: fleet.running_on("old", "cloud-b", 1) and fleet.running_on("web", "cloud-b", 2))
+    with fleet.db.transaction() as s:  # as an older NEMO stored it: a country code this version refuses
+        row = s.scalars(select(WorkloadRow).where(WorkloadRow.name == "old")).one()
+        deployment = {**row.descriptor["deployment"], "placement": {"countries": ["XX"], "after_recovery": "move_back"}}
+        row.descriptor = {**row.descriptor, "deployment": deployment}
+
+    fleet.clock.now += FAULT_S
+    await fleet.settle(lambda: fleet.running_on("web", "edge-a", 2))
+    assert fleet.moves("old") == []

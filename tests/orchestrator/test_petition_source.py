@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import http.server
+import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -115,16 +117,24 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def git_server() -> Iterator[tuple[int, list[str]]]:
-    """An HTTP server on loopback that a clone reaches (and fails on): its port and the Host headers it saw."""
+@contextmanager
+def _recording_server(address: str) -> Iterator[tuple[int, list[str]]]:
     hosts: list[str] = []
     handler = type("Recorder", (_Recorder,), {"hosts": hosts})
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    server_class = type("Server", (http.server.ThreadingHTTPServer,), {"address_family": family})
+    with server_class((address, 0), handler) as server:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         yield server.server_address[1], hosts
         server.shutdown()
+
+
+@pytest.fixture
+def git_server() -> Iterator[tuple[int, list[str]]]:
+    """An HTTP server on loopback that a clone reaches (and fails on): its port and the Host headers it saw."""
+    with _recording_server("127.0.0.1") as served:
+        yield served
 
 
 def test_a_listed_network_lets_git_reach_it(tmp_path: Path, git_server: tuple[int, list[str]]) -> None:
@@ -151,3 +161,20 @@ def test_git_connects_to_the_address_checked_not_to_a_second_lookup(
     with pytest.raises(PetitionError):
         sources._run_git(source, "127.0.0.1", tmp_path / "checkout", tmp_path)
     assert hosts and hosts[0] == f"nemo.invalid:{port}"  # the name kept in Host, the connection to the address
+
+
+@pytest.mark.parametrize(
+    ("address", "network", "host"), [("127.0.0.1", "127.0.0.0/8", "127.0.0.1"), ("::1", "::1/128", "[::1]")]
+)
+def test_a_git_host_given_as_an_address_is_reached_at_that_address(
+    tmp_path: Path, address: str, network: str, host: str
+) -> None:
+    # An IP literal is checked as it is and needs no pinning (git's resolve list may not parse "[::1]").
+    with _recording_server(address) as (port, hosts):
+        source = GitSource(f"http://{host}:{port}/repo.git", "http")
+        listed = _sources(tmp_path, petition_allow_http=True, petition_networks=[network])
+        assert listed.reachable_address(source) == address
+        with pytest.raises(PetitionError) as failed:  # it reached the server, which has no repository
+            listed.clone(source, tmp_path / "checkout")
+        assert failed.value.status == 422, failed.value.message
+        assert hosts and hosts[0] == f"{host}:{port}"

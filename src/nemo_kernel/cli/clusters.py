@@ -31,21 +31,25 @@ def _rows(clusters: list[dict[str, Any]]) -> None:
             Column("EUR/CPU-h", optional=True),
             Column("gCO2/kWh", optional=True),
         ],
-        [
-            (
-                c["spec"]["name"],
-                c["spec"]["tier"],
-                c["spec"]["region"],
-                c["spec"]["country"],
-                c["phase"],
-                "cordoned" if c["cordoned"] else "ok",
-                c.get("sandbox") or "-",
-                len(c["spec"]["nodes"]),
-                c["spec"]["prices"]["cpu_hour_eur"],
-                c["spec"]["carbon_intensity"],
-            )
-            for c in clusters
-        ],
+        [_row(c) for c in clusters],
+    )
+
+
+def _row(c: dict[str, Any]) -> tuple[object, ...]:
+    spec = c["spec"]
+    if spec is None:  # stored by an older NEMO and refused by this version: its message (nemo cluster get) says why
+        return (c["name"], "-", "-", "-", c["phase"], "invalid spec", c.get("sandbox") or "-", "-", "-", "-")
+    return (
+        c["name"],
+        spec["tier"],
+        spec["region"],
+        spec["country"],
+        c["phase"],
+        "cordoned" if c["cordoned"] else "ok",
+        c.get("sandbox") or "-",
+        len(spec["nodes"]),
+        spec["prices"]["cpu_hour_eur"],
+        spec["carbon_intensity"],
     )
 
 

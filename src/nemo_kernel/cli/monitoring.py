@@ -142,7 +142,7 @@ def _local_agents(client: ApiClient, settings: Settings, directory: Path) -> lis
     agents = []
     for status in client.get("/clusters"):
         spec = status["spec"]
-        if spec.get("driver", "local") != "local":
+        if spec is None or spec.get("driver", "local") != "local":  # None: stored by an older NEMO, not managed
             continue
         try:
             endpoint = json.loads((settings.data_dir / "clusters" / spec["name"] / "agent.json").read_text())

@@ -34,12 +34,32 @@ WaitTimeout = Annotated[float, typer.Option(help="seconds to wait", callback=_wa
 """``--timeout``: seconds a command waits for what it started, finite and bounded."""
 
 
-def load_document(path: Path) -> Any:
-    """A YAML or JSON document from a file, or from stdin for '-'."""
+MAX_DOCUMENT_BYTES = 64 << 20
+"""The largest file a command sends: the most any API accepts (the upper bound of ``NEMO_MAX_BODY_BYTES``)."""
+
+
+def read_text(path: Path) -> str:
+    """The text of a file, or of stdin for '-': UTF-8, at most :data:`MAX_DOCUMENT_BYTES` (a device such as
+    /dev/zero is read only that far). A file that cannot be read, or is neither, is a :class:`CliError` naming it."""
     try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        if str(path) == "-":
+            data = sys.stdin.buffer.read(MAX_DOCUMENT_BYTES + 1)
+        else:
+            with path.open("rb") as file:
+                data = file.read(MAX_DOCUMENT_BYTES + 1)
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc}") from exc
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise CliError(f"{path}: larger than {MAX_DOCUMENT_BYTES >> 20} MiB, more than any NEMO API accepts")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path}: not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x})") from None
+
+
+def load_document(path: Path) -> Any:
+    """A YAML or JSON document from a file, or from stdin for '-'."""
+    text = read_text(path)
     # Imported here: only commands that read a file pay for it. The API's own rules (a key given twice, a YAML
     # value with no JSON form...) apply before anything is sent, so the file is never silently half-read.
     from nemo_kernel.domain.documents import DocumentError, load_document

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,7 +10,7 @@ import typer
 import yaml
 
 from nemo_kernel.cli.client import CliError, api_from_env_or
-from nemo_kernel.cli.options import ApiOption, OutputOption
+from nemo_kernel.cli.options import ApiOption, OutputOption, read_text
 from nemo_kernel.cli.output import Column, OutputFormat, emit, print_table, say
 
 app = typer.Typer(no_args_is_help=True)
@@ -31,10 +30,7 @@ class SlaOutput(StrEnum):
 def _read(file: Path) -> Any:
     """The file's document: one YAML/JSON document, or a list when a YAML stream holds several (OpenSLO objects
     are often written ``---`` apart)."""
-    try:
-        text = sys.stdin.read() if str(file) == "-" else file.read_text()
-    except OSError as exc:
-        raise CliError(f"cannot read {file}: {exc}") from exc
+    text = read_text(file)
     from nemo_kernel.domain.documents import DocumentError, load_document, load_yaml_stream
 
     try:
@@ -59,7 +55,7 @@ def _summary(slas: list[dict[str, Any]]) -> None:
                 s["workload"] or "(namespace)",
                 s["version"],
                 s["state"],
-                len(s["spec"]["slos"]),  # the objectives themselves: nemo sla get NAME
+                len(s["spec"]["slos"]) if s["spec"] else "-",  # the objectives: nemo sla get NAME (None: see message)
                 s["message"],
             )
             for s in slas
@@ -77,7 +73,10 @@ def _slos(sla: dict[str, Any]) -> None:
     print_table(
         "objectives",
         ["SLO", "KIND", "THRESHOLD", "TARGET", "WINDOW", "BUDGETING"],
-        [(o["name"], o["kind"], o["threshold"], o["target"], o["window"], o["budgeting"]) for o in sla["spec"]["slos"]],
+        [
+            (o["name"], o["kind"], o["threshold"], o["target"], o["window"], o["budgeting"])
+            for o in (sla["spec"] or {}).get("slos") or []  # None: stored by an older NEMO, see the message
+        ],
     )
 
 

@@ -154,8 +154,8 @@ class Settings(BaseSettings):
         default=8,
         ge=1,
         le=10_000,
-        description="migrations a drain or a NotReady cluster may have in flight at once (a drain of a cluster with "
-        "500 replicas moves this many at a time)",
+        description="migrations the engine may have in flight at once for drains, NotReady clusters and moves back "
+        "to a recovered cluster (a drain of a cluster with 500 replicas moves this many at a time)",
     )
     rebalance_interval: float = Field(
         default=0.0,

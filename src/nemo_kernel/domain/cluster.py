@@ -251,7 +251,11 @@ class NodeStatus(Model):
 class ClusterStatus(Model):
     """A cluster as the resource manager sees it."""
 
-    spec: ClusterSpec
+    name: str
+    spec: ClusterSpec | None = Field(
+        description="None when the stored spec no longer passes this version's checks (it was stored by an older "
+        "NEMO): ``message`` says which field; the cluster is not managed until it is removed and registered again"
+    )
     phase: ClusterPhase
     cordoned: bool
     last_heartbeat: datetime | None

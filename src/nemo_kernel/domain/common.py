@@ -8,7 +8,7 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, ValidationError, field_validator
 
 # Matched with fullmatch: `$` would also match before a final newline ("pp\n").
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -40,31 +40,32 @@ _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u20
 
 
 def is_one_line(text: str) -> bool:
-    """Whether ``text`` has no control character, line break or bidirectional override: a newline in a name or a
-    label is an attack on logs, terminals, file paths and pattern matches, and an override (U+202E) makes a table
-    or a log line show other text than it holds; neither is ever part of a name."""
-    return not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI_CONTROLS for c in text)
+    """Whether ``text`` has no control character, line break, bidirectional override or other invisible format
+    character: a newline in a name or a label is an attack on logs, terminals, file paths and pattern matches, and
+    an override (U+202E) or an invisible character (U+200B, U+2060, U+FEFF: Unicode's format category, ``Cf``)
+    makes a table or a log line show other text than it holds ("w\u200b1" shows as "w1"); none is part of a name."""
+    return not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or c in _BIDI_CONTROLS for c in text)
 
 
 def _check_one_line(value: str) -> str:
     if not is_one_line(value):
-        raise ValueError("one line of text, without control characters or bidi overrides")
+        raise ValueError("one line of text, without control characters, bidi overrides or invisible characters")
     return value
 
 
 OneLine = Annotated[str, Strict(), AfterValidator(_check_one_line)]
-"""A short text shown in tables and logs, such as a region: one line, no control character or bidi override."""
+"""A short text shown in tables and logs, such as a region: one line, no control, bidi or invisible character."""
 
 
 def _check_label_key(value: str) -> str:
     if not value or not is_one_line(value):
-        raise ValueError("a label key is one line of text, not empty, without control characters or bidi overrides")
+        raise ValueError("a label key is one line of text, not empty, without control, bidi or invisible characters")
     return value
 
 
 def _check_label_value(value: str) -> str:
     if not is_one_line(value):
-        raise ValueError("a label value is one line of text, without control characters or bidi overrides")
+        raise ValueError("a label value is one line of text, without control, bidi or invisible characters")
     return value
 
 
@@ -101,6 +102,15 @@ def field_path(parts: list[str | int]) -> str:
             continue
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text
+
+
+def stored_refusal(exc: ValidationError, what: str, remedy: str) -> str:
+    """The message of an object whose stored ``what`` (descriptor, spec) an older NEMO stored and this version's
+    checks refuse: the first field at fault and ``remedy`` (apply it again or delete it). The object is shown with
+    that document as null and this message, so that one such row costs only itself."""
+    first = exc.errors()[0]
+    why = f"{field_path(list(first['loc'])) or what}: {first['msg'].removeprefix('Value error, ')}"
+    return f"the stored {what} no longer passes this version's checks ({why}); {remedy}"
 
 
 def is_valid_unicode(text: str) -> bool:

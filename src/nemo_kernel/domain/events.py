@@ -32,6 +32,7 @@ class EventKind(StrEnum):
     CLUSTER_LINKS_CHANGED = "cluster.links_changed"  # its emulated links (to the control plane, to peers)
     CLUSTER_FAULT_STARTED = "cluster.fault_started"  # an operator injected a fault (nemo cluster fault)
     CLUSTER_FAULT_ENDED = "cluster.fault_ended"  # its time was up (or the control plane restarted without it)
+    CLUSTER_MOVES_BACK_WAITING = "cluster.moves_back_waiting"  # it recovered: workloads wait for a migration slot
 
     WORKLOAD_REGISTERED = "workload.registered"
     WORKLOAD_UPDATED = "workload.updated"

@@ -369,7 +369,10 @@ class SlaStatus(Model):
     version: int
     state: SlaState
     message: str = ""
-    spec: SlaSpec
+    spec: SlaSpec | None = Field(
+        description="None when the stored spec no longer passes this version's checks (it was stored by an older "
+        "NEMO): ``message`` says which field; apply it again, corrected, or delete the SLA"
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -432,7 +432,9 @@ def _check_display_name(value: str) -> str:
     if not value.strip() or len(value) > 253:
         raise ValueError("must be a DNS label, or a display name of 1-253 characters that is not blank")
     if not is_one_line(value):
-        raise ValueError("must not contain control characters, line breaks or bidirectional overrides")
+        raise ValueError(
+            "must not contain control characters, line breaks, bidirectional overrides or invisible characters"
+        )
     return value
 
 

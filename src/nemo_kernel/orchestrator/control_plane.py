@@ -192,7 +192,10 @@ class ControlPlane:
         if self.reactions is not None:
             return self.reactions
         registry = Reactions()
-        for reaction in (*load_reactions(), *recovery_reactions(self.commands.migrations)):
+        for reaction in (
+            *load_reactions(),
+            *recovery_reactions(self.commands.migrations, self.settings.evacuation_concurrency),
+        ):
             registry.add(reaction)
         return registry
 

@@ -11,6 +11,7 @@ they tell a caller which hosts and ports answer.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -219,9 +220,11 @@ class PetitionSources:
             host, port = source.endpoint
             if source.protocol == "ssh":  # connect to the address checked; the host key is still the name's
                 ssh += f" -o HostName={address} -o HostKeyAlias={host}"
-            else:  # curl's --resolve: the address checked, for this host and port only; no redirect elsewhere
-                literal = f"[{address}]" if ":" in address else address
-                pinned = ["-c", f"http.curloptResolve={host}:{port}:{literal}", "-c", "http.followRedirects=false"]
+            else:  # no redirect elsewhere; a name is pinned with curl's --resolve to the address checked
+                pinned = ["-c", "http.followRedirects=false"]
+                if not _is_address(host):  # an address is what was checked; curl cannot parse "::1:443:[::1]"
+                    literal = f"[{address}]" if ":" in address else address
+                    pinned += ["-c", f"http.curloptResolve={host}:{port}:{literal}"]
         env = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
         env.update(
             HOME=str(home),  # an empty home: no ~/.gitconfig, credential helpers or url rewrites of the user
@@ -286,6 +289,15 @@ class PetitionSources:
             if code != 0:
                 return "git clone failed (the server log has git's message)"  # git's stderr tells which ports answer
             return None if _size(checkout) <= limit else too_large  # a fast clone may finish between two looks
+
+
+def _is_address(host: str) -> bool:
+    """Whether a URL's host is an IP literal rather than a name (``urlsplit`` drops an IPv6 literal's brackets)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _size(folder: Path) -> int:

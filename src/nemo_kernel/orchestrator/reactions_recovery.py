@@ -13,6 +13,13 @@ How: through the migration service, one move per workload at a time, reason ``re
 engine); the next one when that move ends (``migration.completed`` / ``migration.failed``, also reacted to here).
 A replica the cluster does not admit now stays where it is, with a ``replica.not_moved_back`` event saying why.
 
+How many at once: moves back count with the engine's evacuations against ``NEMO_EVACUATION_CONCURRENCY``
+(``evacuations_in_flight``), so a cluster returning with 500 such workloads does not start 500 migrations. Those
+that find no slot wait in a queue kept in the store: ``cluster.moves_back_waiting`` events on the cluster, the newest
+of which says where the recovery's workload list (re-derived from the absence, in name order) stands (``next``) and
+which workloads wait to go on (``also``: their own move ended when no slot was free). Every end of a migration frees
+a slot and serves the queues, oldest recovery first; a restart reads them from the store like anything else.
+
 Never moved back: a replica someone moved since it left (a migration without an engine reason: a user, a module, an
 SLA policy, the rebalancer); an index already moved back (or refused) in this recovery; anything for a cluster that
 left again: its absence is then the new one, so what left before stays where it is. A move back is not a leaving
@@ -29,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import (
@@ -48,7 +55,7 @@ from nemo_kernel.orchestrator.reconcile.evacuate import NOT_READY
 from nemo_kernel.store import NotFound, workloads
 from nemo_kernel.store.clusters import DRAINED, NOT_ANSWERING
 from nemo_kernel.store.events import cluster_subject, record_event, workload_subject
-from nemo_kernel.store.migration_records import RECOVERED, active_of_workload
+from nemo_kernel.store.migration_records import RECOVERED, active_of_workload, evacuations_in_flight
 from nemo_kernel.store.tables import ClusterRow, EventRow, MigrationRow, ReplicaRow, WorkloadRow
 
 REQUESTED_BY = "nemo:recovery"
@@ -120,12 +127,29 @@ def absence(s: Session, cluster: str) -> Absence | None:
     return last if ready and not cordoned else None
 
 
+@dataclass
+class _Queue:
+    """Where a recovery's moves back stand: the absence, the workloads moved off during it (by name), how far
+    through them it is, and the workloads waiting to go on."""
+
+    away: Absence
+    subjects: list[str]
+    next: int = 0
+    also: tuple[str, ...] = ()
+
+    @property
+    def waiting(self) -> int:
+        return len(self.also) + len(self.subjects) - self.next
+
+
 class MoveBack:
     """The reactions; holds the control plane's migration commands (and through them its decision engine)."""
 
-    def __init__(self, migrations: MigrationCommands) -> None:
-        """``migrations`` checks and stores each move back."""
+    def __init__(self, migrations: MigrationCommands, concurrency: int) -> None:
+        """``migrations`` checks and stores each move back; at most ``concurrency`` of the engine's moves (moves
+        back and evacuations) run at once."""
         self._migrations = migrations
+        self._concurrency = concurrency
 
     def on_recovery(self, s: Session, event: Event) -> None:
         """``cluster.ready`` / ``cluster.uncordoned``: start moving back each workload's replicas moved off it."""
@@ -135,27 +159,22 @@ class MoveBack:
         away = absence(s, name)
         if away is None or away.back_at != event.id:
             return  # not a return from an absence, or the cluster changed since: a later event decides
-        query = (
-            select(EventRow.subject)
-            .where(
-                EventRow.kind == EventKind.REPLICA_RESCHEDULED.value,
-                EventRow.id > away.left_at,
-                EventRow.id < away.back_at,
-                EventRow.data["cluster"].as_string() == name,
-            )
-            .distinct()
-        )
-        for subject in sorted(s.scalars(query)):
-            w = _workload(s, subject)
-            if w is not None:
-                self._next(s, w, away)
+        self._serve(s, _Queue(away, _moved_off(s, away)))
 
     def on_move_ended(self, s: Session, event: Event) -> None:
-        """``migration.completed`` / ``migration.failed``: the workload's next move back, if one is left."""
+        """``migration.completed`` / ``migration.failed``: the workload's next move back, if one is left; then the
+        slot it held, and any other free one, goes to the workloads waiting in the recoveries' queues."""
         migration_id = event.data.get("migration")
         migration = s.get(MigrationRow, migration_id) if isinstance(migration_id, int) else None
-        if migration is None:
-            return
+        if migration is not None:
+            self._go_on(s, migration)
+        for queue in sorted(_queues(s), key=lambda q: q.away.back_at):  # the oldest recovery first
+            if not self._slots(s):
+                return
+            self._serve(s, queue)
+
+    def _go_on(self, s: Session, migration: MigrationRow) -> None:
+        """The next move back of the migration's workload, or its place in the queues when no slot is free."""
         w = s.get(WorkloadRow, migration.workload_id)
         if w is None or _policy(w) is not AfterRecovery.MOVE_BACK:
             return
@@ -169,10 +188,54 @@ class MoveBack:
         left = {str(d["cluster"]) for d in s.scalars(query) if d.get("reason") in LEAVING_REASONS and "cluster" in d}
         if migration.reason == RECOVERED:
             left.add(migration.target_cluster)
-        for cluster in sorted(left):
-            away = absence(s, cluster)
-            if away is not None and self._next(s, w, away):
-                return  # one move per workload at a time
+        recovered = [away for cluster in sorted(left) if (away := absence(s, cluster)) is not None]
+        if self._slots(s):
+            for away in recovered:
+                if self._next(s, w, away):
+                    return  # one move per workload at a time
+            return
+        for away in recovered:  # it waits in each queue it may have moves in; serving it where none is left is free
+            queue = _queue(s, away)
+            if queue is None:  # nothing waited there: the recovery's list was served whole
+                subjects = _moved_off(s, away)
+                queue = _Queue(away, subjects, len(subjects))
+            if subject not in queue.also:
+                self._record(s, _Queue(away, queue.subjects, queue.next, (*queue.also, subject)))
+
+    def _slots(self, s: Session) -> int:
+        """How many more of the engine's moves may start now."""
+        return max(0, self._concurrency - evacuations_in_flight(s))
+
+    def _serve(self, s: Session, queue: _Queue) -> None:
+        """Start the queue's moves back while slots are free; record where it stands when some wait."""
+        also, at = list(queue.also), queue.next
+        free = self._slots(s)
+        while free and (also or at < len(queue.subjects)):
+            if also:
+                subject = also.pop(0)
+            else:
+                subject, at = queue.subjects[at], at + 1
+            w = _workload(s, subject)
+            if w is not None and self._next(s, w, queue.away):
+                free -= 1  # a workload that had nothing left to move (or is moving: its end goes on) costs none
+        self._record(s, _Queue(queue.away, queue.subjects, at, tuple(also)))
+
+    def _record(self, s: Session, queue: _Queue) -> None:
+        """Store where a recovery's queue stands, when that changed and something waits or waited."""
+        stored = _position(s, queue.away)
+        if stored == (queue.next, queue.also) or (stored is None and queue.waiting == 0):
+            return
+        cluster = queue.away.cluster
+        text = (
+            f"{queue.waiting} workload(s) wait for a migration slot (NEMO_EVACUATION_CONCURRENCY) to move back to "
+            f"{cluster}"
+            if queue.waiting
+            else f"no workload waits any more to move back to {cluster}"
+        )
+        record_event(
+            s, EventKind.CLUSTER_MOVES_BACK_WAITING, cluster_subject(cluster), text,
+            back_at=queue.away.back_at, next=queue.next, also=list(queue.also), waiting=queue.waiting,
+        )  # fmt: skip
 
     def _next(self, s: Session, w: WorkloadRow, away: Absence) -> bool:
         """Plan the workload's next move back to ``away.cluster``; whether one was planned."""
@@ -209,9 +272,10 @@ class MoveBack:
         return False
 
 
-def recovery_reactions(migrations: MigrationCommands) -> tuple[Reaction, ...]:
-    """The move-back reactions, bound to the control plane's migration commands."""
-    move_back = MoveBack(migrations)
+def recovery_reactions(migrations: MigrationCommands, concurrency: int) -> tuple[Reaction, ...]:
+    """The move-back reactions, bound to the control plane's migration commands and its bound on the engine's
+    moves in flight (``NEMO_EVACUATION_CONCURRENCY``)."""
+    move_back = MoveBack(migrations, concurrency)
     return (
         Reaction(
             f"{__name__}.on_recovery",
@@ -226,6 +290,64 @@ def recovery_reactions(migrations: MigrationCommands) -> tuple[Reaction, ...]:
     )
 
 
+def _moved_off(s: Session, away: Absence) -> list[str]:
+    """The workloads with a replica moved off the cluster during its absence, by subject (name order)."""
+    query = (
+        select(EventRow.subject)
+        .where(
+            EventRow.kind == EventKind.REPLICA_RESCHEDULED.value,
+            EventRow.id > away.left_at,
+            EventRow.id < away.back_at,
+            EventRow.data["cluster"].as_string() == away.cluster,
+        )
+        .distinct()
+    )
+    return sorted(s.scalars(query))
+
+
+def _position(s: Session, away: Absence) -> tuple[int, tuple[str, ...]] | None:
+    """Where the recovery's queue stood when last recorded (``next``, ``also``); None when nothing waited in it."""
+    query = (
+        select(EventRow.data)
+        .where(
+            EventRow.subject == cluster_subject(away.cluster),
+            EventRow.kind == EventKind.CLUSTER_MOVES_BACK_WAITING.value,
+            EventRow.id > away.back_at,
+        )
+        .order_by(EventRow.id.desc())
+        .limit(1)
+    )
+    data = s.scalar(query)
+    if data is None or data.get("back_at") != away.back_at:
+        return None
+    return int(data["next"]), tuple(str(x) for x in data["also"])
+
+
+def _queue(s: Session, away: Absence) -> _Queue | None:
+    """The recovery's queue as last recorded; None when nothing waited in it."""
+    position = _position(s, away)
+    return None if position is None else _Queue(away, _moved_off(s, away), *position)
+
+
+def _queues(s: Session) -> list[_Queue]:
+    """The queues where workloads wait, of clusters still back from the absence they belong to, oldest first."""
+    newest = (
+        select(func.max(EventRow.id))
+        .where(EventRow.kind == EventKind.CLUSTER_MOVES_BACK_WAITING.value)
+        .group_by(EventRow.subject)
+    )
+    rows = s.execute(select(EventRow.subject, EventRow.data).where(EventRow.id.in_(newest)).order_by(EventRow.id))
+    out = []
+    for subject, data in rows:
+        if not data.get("waiting"):
+            continue
+        away = absence(s, subject.partition("/")[2])
+        queue = None if away is None or away.back_at != data.get("back_at") else _queue(s, away)
+        if queue is not None:
+            out.append(queue)
+    return out
+
+
 def _workload(s: Session, subject: str) -> WorkloadRow | None:
     kind, _, ref = subject.partition("/")
     namespace, _, name = ref.partition("/")
@@ -235,7 +357,10 @@ def _workload(s: Session, subject: str) -> WorkloadRow | None:
 
 
 def _policy(w: WorkloadRow) -> AfterRecovery:
-    deployment = WorkloadDescriptor.model_validate(w.descriptor).deployment
+    try:
+        deployment = WorkloadDescriptor.model_validate(w.descriptor).deployment
+    except ValidationError:  # stored by an older NEMO and refused now: it stays (and the others' moves go on)
+        return AfterRecovery.STAY
     return AfterRecovery.STAY if deployment is None else deployment.placement.after_recovery
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from nemo_kernel.domain import ClusterPhase, ClusterSpec, ClusterStatus, EventKind, NodeSpec, NodeStatus
+from nemo_kernel.domain.common import stored_refusal
 from nemo_kernel.store.errors import Conflict, NotFound
 from nemo_kernel.store.events import cluster_subject, record_event
 from nemo_kernel.store.tables import ClusterRow, NodeRow
@@ -124,14 +126,36 @@ def leaving_clusters(session: Session) -> dict[str, str]:
     return {name: why for name, phase, draining in rows if (why := leaving_reason(phase, draining)) is not None}
 
 
+_REMEDY = "remove the cluster and register it again"
+
+
+def readable_spec(row: ClusterRow) -> ClusterSpec:
+    """The stored spec of a cluster, validated again; :class:`Conflict` (409) naming the field when this version's
+    checks refuse what an older NEMO stored."""
+    try:
+        return ClusterSpec.model_validate(row.spec)
+    except ValidationError as exc:
+        raise Conflict(f"cluster {row.name}: {stored_refusal(exc, 'spec', _REMEDY)}") from None
+
+
 def to_cluster_status(row: ClusterRow) -> ClusterStatus:
-    """Domain view of a stored cluster."""
+    """Domain view of a stored cluster.
+
+    A spec stored by an older NEMO that this version's checks refuse (a country code no longer accepted, a line
+    break in a region) is shown as None with the reason in the message, so that listing every cluster still works;
+    the resource manager leaves such a cluster unmanaged."""
+    spec: ClusterSpec | None
+    try:
+        spec, message = ClusterSpec.model_validate(row.spec), row.message
+    except ValidationError as exc:
+        spec, message = None, stored_refusal(exc, "spec", _REMEDY)
     return ClusterStatus(
-        spec=ClusterSpec.model_validate(row.spec),
+        name=row.name,
+        spec=spec,
         phase=ClusterPhase(row.phase),
         cordoned=row.cordoned,
         last_heartbeat=row.last_heartbeat,
-        message=row.message,
+        message=message,
         created_at=row.created_at,
     )
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import EventKind, utcnow
+from nemo_kernel.domain.common import stored_refusal
 from nemo_kernel.domain.sla import (
     Comparison,
     SlaAction,
@@ -246,16 +247,37 @@ def set_sla_state(session: Session, row: SlaRow, state: SlaState, message: str =
     return True
 
 
+def readable_sla_spec(row: SlaRow) -> SlaSpec:
+    """The stored spec of an SLA, validated again; :class:`Conflict` (409) naming the field when this version's
+    checks refuse what an older NEMO stored."""
+    try:
+        return sla_spec(row)
+    except ValidationError as exc:
+        raise Conflict(f"SLA {row.namespace}/{row.name}: {stored_refusal(exc, 'spec', _REMEDY)}") from None
+
+
+_REMEDY = "apply it again or delete it"
+
+
 def to_sla_status(row: SlaRow) -> SlaStatus:
-    """Domain view of a stored SLA."""
+    """Domain view of a stored SLA.
+
+    A spec stored by an older NEMO that this version's checks refuse (a window shorter than NEMO measures) is shown
+    as None with the reason in the message, so that listing every SLA still works; the SLO loop records on the SLA
+    that it could not be measured, and the SLA can be applied again or deleted."""
+    spec: SlaSpec | None
+    try:
+        spec, message = sla_spec(row), row.message
+    except ValidationError as exc:
+        spec, message = None, stored_refusal(exc, "spec", _REMEDY)
     return SlaStatus(
         name=row.name,
         namespace=row.namespace,
         workload=row.workload,
         version=row.version,
         state=SlaState(row.state),
-        message=row.message,
-        spec=sla_spec(row),
+        message=message,
+        spec=spec,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -313,11 +335,15 @@ def record_slo_status(session: Session, row: SlaRow, status: SloStatus) -> None:
 def slo_statuses(session: Session, row: SlaRow) -> list[SloStatus]:
     """The status of every SLO of ``row``, in the spec's order; an SLO never evaluated is NoData."""
     stored = {s.slo: s for s in session.scalars(select(SloStatusRow).where(SloStatusRow.sla_id == row.id))}
+    try:
+        slos: list[tuple[str, SloKind, float]] = [(o.name, o.kind, o.target) for o in sla_spec(row).slos]
+    except ValidationError:  # stored by an older NEMO and refused now: what was recorded of each SLO is still true
+        slos = [(name, SloKind(s.kind), s.target) for name, s in stored.items()]
     out: list[SloStatus] = []
-    for slo in sla_spec(row).slos:
-        found = stored.get(slo.name)
+    for name, kind, target in slos:
+        found = stored.get(name)
         if found is None or found.evaluated_at is None:
-            out.append(SloStatus(slo=slo.name, kind=slo.kind, target=slo.target, message="not evaluated yet"))
+            out.append(SloStatus(slo=name, kind=kind, target=target, message="not evaluated yet"))
             continue
         out.append(
             SloStatus(
@@ -646,6 +672,7 @@ __all__: Sequence[str] = (
     "list_violations",
     "open_violation",
     "pending_actions",
+    "readable_sla_spec",
     "record_action",
     "record_followup",
     "record_slo_status",

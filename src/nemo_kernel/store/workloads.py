@@ -24,7 +24,7 @@ from nemo_kernel.domain import (
     WorkloadPhase,
     WorkloadStatus,
 )
-from nemo_kernel.domain.common import field_path
+from nemo_kernel.domain.common import stored_refusal
 from nemo_kernel.store.errors import Conflict, NotFound
 from nemo_kernel.store.events import record_event, workload_subject
 from nemo_kernel.store.migration_records import unroutable_replicas
@@ -375,6 +375,18 @@ def to_replica_status(row: ReplicaRow) -> ReplicaStatus:
     )
 
 
+_REMEDY = "apply it again or delete it"
+
+
+def readable_descriptor(row: WorkloadRow) -> WorkloadDescriptor:
+    """The stored descriptor of a workload, validated again; :class:`Conflict` (409) naming the field when this
+    version's checks refuse what an older NEMO stored."""
+    try:
+        return WorkloadDescriptor.model_validate(row.descriptor)
+    except ValidationError as exc:
+        raise Conflict(f"workload {row.namespace}/{row.name}: {stored_refusal(exc, 'descriptor', _REMEDY)}") from None
+
+
 def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> WorkloadStatus:
     """Domain view of a workload: desired against actual, replica by replica.
 
@@ -387,9 +399,7 @@ def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> Work
         descriptor = WorkloadDescriptor.model_validate(row.descriptor)
     except ValidationError as exc:
         descriptor = None
-        first = exc.errors()[0]
-        why = f"{field_path(list(first['loc'])) or 'descriptor'}: {first['msg']}"
-        message = f"the stored descriptor no longer passes this version's checks ({why}); apply it again or delete it"
+        message = stored_refusal(exc, "descriptor", _REMEDY)
     current = [r for r in replicas if r.desired]
     deployment = descriptor.deployment if descriptor is not None else None
     return WorkloadStatus(

@@ -7,6 +7,7 @@ are errors), so a gateway never starts on half a configuration.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, time
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -15,9 +16,10 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nemo_kernel.access.gateway.paths import normalise_path
+from nemo_kernel.domain.common import is_one_line
 
 Network = IPv4Network | IPv6Network
 
@@ -42,8 +44,18 @@ Seconds = Annotated[float, Field(strict=True, ge=0)]
 #: A count of requests (rate limits, quotas): finite and far above any real limit.
 Count = Annotated[int, Field(strict=True, gt=0, le=1_000_000_000)]
 
-#: A name as stored (the key of its row): one line, no control characters ("svc\n" is not a name).
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f\u2028\u2029]+$")]
+
+def _one_line(value: str) -> str:
+    if not is_one_line(value):
+        raise ValueError("one line of text, without control characters, bidi overrides or invisible characters")
+    return value
+
+
+#: A name as stored (the key of its row): one line, no control, bidi or invisible character ("svc\n" is not a name).
+Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_one_line)]
+
+_METHOD = re.compile(r"[A-Za-z]{1,32}")
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\]")
 
 
 class ServiceConfig(_Model):
@@ -120,7 +132,18 @@ class RouteConfig(_Model):
     @field_validator("methods")
     @classmethod
     def _upper(cls, value: list[str] | None) -> list[str] | None:
+        # A method is an HTTP token (RFC 9110): "GET\r\nX: y" would be stored and printed as it is.
+        if value and not all(_METHOD.fullmatch(m) for m in value):
+            raise ValueError("a method is a word of letters, such as GET or POST")
         return [m.upper() for m in value] if value else None
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_names(cls, value: list[str] | None) -> list[str] | None:
+        # Compared with the Host header's name, which the gateway lower-cases as DNS names are case-insensitive.
+        if value and not all(_HOST.fullmatch(h) for h in value):
+            raise ValueError("a host is a DNS name or an IP address, such as api.example.org, 10.0.0.1 or [::1]")
+        return [h.lower() for h in value] if value else None
 
 
 class ConsumerConfig(_Model):

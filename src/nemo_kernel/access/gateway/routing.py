@@ -36,7 +36,7 @@ class RouteTable:
 
     def match(self, method: str, host: str, path: str) -> RouteMatch | None:
         """The route for a request, or ``None`` (the gateway answers 404)."""
-        hostname = host.rsplit(":", 1)[0] if host and not host.endswith("]") else host
+        hostname = (host.rsplit(":", 1)[0] if host and not host.endswith("]") else host).lower()  # as routes keep it
         for prefix, route, service in self._entries:
             if route.methods is not None and method not in route.methods:
                 continue

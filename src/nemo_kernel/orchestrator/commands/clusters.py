@@ -64,6 +64,7 @@ class ClusterCommands:
             if unknown:
                 details = [{"field": peer, "message": f"no cluster named {peer!r}"} for peer in unknown]
                 raise ApiError(422, "invalid", f"links to unknown clusters: {', '.join(unknown)}", details)
+            cluster_store.readable_spec(row)  # a spec an older NEMO stored that this version refuses: 409, not a 422
             spec = ClusterSpec.model_validate({**row.spec, "links": _LINKS.dump_python(valid, mode="json")})
             status = cluster_store.to_cluster_status(cluster_store.set_links(s, spec))
         self._wake()

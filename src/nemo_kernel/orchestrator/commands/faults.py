@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.clusters import ClusterDriver, ReplicaRejected, SupportsFaultInjection
-from nemo_kernel.domain import ClusterSpec, EventKind, Fault, FaultKind, FaultSpec, utcnow
+from nemo_kernel.domain import EventKind, Fault, FaultKind, FaultSpec, utcnow
 from nemo_kernel.domain.errors import ApiError
 from nemo_kernel.domain.faults import MAX_FAULT_SECONDS
 from nemo_kernel.orchestrator.commands.base import Wake
@@ -71,7 +71,7 @@ class FaultCommands:
         with self._db.transaction() as s:
             row = cluster_store.get_cluster(s, cluster)
             nodes = {n.name for n in row.nodes}
-            kind = ClusterSpec.model_validate(row.spec).driver.value
+            kind = cluster_store.readable_spec(row).driver.value
         if spec.node is not None and spec.node not in nodes:
             raise NotFound("node", f"{cluster}/{spec.node}")
         return kind

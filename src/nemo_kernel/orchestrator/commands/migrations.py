@@ -27,14 +27,13 @@ from nemo_kernel.domain import (
     NodeSpec,
     PlacementDecision,
     ReplicaPhase,
-    WorkloadDescriptor,
     load_document,
 )
 from nemo_kernel.domain.errors import ApiError, refusal
 from nemo_kernel.orchestrator.commands.base import Wake
 from nemo_kernel.orchestrator.decision import ClusterCandidate, DecisionEngine
 from nemo_kernel.orchestrator.placement import Inventory
-from nemo_kernel.store import Database, NotFound, events, workloads
+from nemo_kernel.store import Conflict, Database, NotFound, events, workloads
 from nemo_kernel.store import clusters as cluster_store
 from nemo_kernel.store.events import record_event
 from nemo_kernel.store.migration_records import active_of_workload, plan_migration, to_status
@@ -133,7 +132,10 @@ class MigrationCommands:
         anything is written; the caller wakes the loops (a reaction's dispatcher does)."""
         namespace, name = split_workload(request.workload)
         w = workloads.lock_workload(s, namespace, name)  # one migration check at a time per workload
-        spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
+        try:
+            spec = workloads.readable_descriptor(w).deployment
+        except Conflict as exc:  # stored by an older NEMO and refused now: a refusal like the others here
+            raise ApiError(409, "not_movable", str(exc), {"field": "workload"}) from None
         if spec is None or w.deleting:
             why = "is being deleted" if w.deleting else "is a catalogue entry (nothing runs)"
             raise ApiError(409, "not_movable", f"workload {namespace}/{name} {why}", {"field": "workload"})

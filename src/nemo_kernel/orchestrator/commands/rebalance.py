@@ -231,7 +231,10 @@ class RebalanceCommands:
         out: list[WorkloadPlacement] = []
         ids: dict[str, int] = {}
         for w in selected:
-            spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
+            try:
+                spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
+            except ValidationError:  # stored by an older NEMO and refused now: it stays, the others are planned
+                continue
             if spec is None:
                 continue
             mine = [r for r in replicas.get(w.id, []) if r.version == w.version]
@@ -371,7 +374,10 @@ def _residency_refuses(s: Session, move: RebalanceMoveRow) -> str | None:
     w = s.get(WorkloadRow, move.workload_id)
     if w is None or w.deleting:
         return "the workload is gone"
-    spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
+    try:
+        spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
+    except ValidationError:
+        return "its stored descriptor no longer passes this version's checks (apply it again)"
     if spec is None:
         return "the workload is a catalogue entry"
     constrained = residency_constrained(s, w.namespace, w.name, spec)

@@ -130,6 +130,8 @@ class ClusterCandidate:
         excluded_reason: str | None = None,
     ) -> ClusterCandidate:
         """A candidate from the resource manager's view of a cluster and of its nodes."""
+        if status.spec is None:  # stored by an older NEMO and refused now: the cluster is not managed
+            raise ValueError(f"cluster {status.name} is no candidate: {status.message}")
         return cls.from_spec(
             status.spec,
             ready=status.phase is ClusterPhase.READY,

@@ -43,4 +43,4 @@ class ClusterViews:
 
     def _live(self, status: ClusterStatus) -> ClusterStatus:
         # what the last heartbeat said, not stored: it describes the running agent
-        return status.model_copy(update={"sandbox": self._sandbox_of(status.spec.name)})
+        return status.model_copy(update={"sandbox": self._sandbox_of(status.name)})

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from nemo_kernel.domain import Event, Model
-from nemo_kernel.domain.sla import SlaAction, SlaState, SlaStatus, SloKind, SloStatus, Violation
+from nemo_kernel.domain.sla import SlaAction, SlaSpec, SlaState, SlaStatus, SloKind, SloStatus, Violation
 from nemo_kernel.ppef import openslo, rules
 from nemo_kernel.store import Database, events, slas
 
@@ -110,8 +110,13 @@ class SlaViews:
 
     def openslo(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """The SLA as OpenSLO v1 objects; ``NotFound`` if unknown."""
-        return openslo.from_sla(self.get(namespace, name).spec)
+        return openslo.from_sla(self._spec(namespace, name))
 
     def rules(self, namespace: str, name: str) -> str:
         """Prometheus rules (YAML) for the SLA's ratio SLOs; ``NotFound`` if unknown."""
-        return rules.rules_yaml(self.get(namespace, name).spec)
+        return rules.rules_yaml(self._spec(namespace, name))
+
+    def _spec(self, namespace: str, name: str) -> SlaSpec:
+        """The SLA's spec; ``NotFound`` if unknown, ``Conflict`` if an older NEMO stored one this version refuses."""
+        with self._db.snapshot() as s:
+            return slas.readable_sla_spec(slas.get_sla(s, namespace, name))

@@ -14,7 +14,6 @@ from nemo_kernel.domain import (
     Model,
     PlacementDecision,
     ReplicaPhase,
-    WorkloadDescriptor,
     WorkloadStatus,
 )
 from nemo_kernel.orchestrator.decision import DecisionEngine
@@ -97,7 +96,7 @@ class WorkloadViews:
         entry (nothing to place); ``NotFound`` for an unknown workload."""
         with self._db.snapshot() as s:
             row = workloads.get_workload(s, namespace, name)
-            spec = WorkloadDescriptor.model_validate(row.descriptor).deployment
+            spec = workloads.readable_descriptor(row).deployment
             if spec is None:
                 return None
             inventory = Inventory.load(s)
