@@ -185,6 +185,21 @@ def test_text_shown_in_tables_is_one_line_without_bidi_overrides(
     assert _snapshot(stack) == before
 
 
+def test_joiners_are_accepted_where_a_script_needs_them_and_refused_where_they_hide(stack: Stack) -> None:
+    # Persian writes "I want" with a zero-width non-joiner, and a family emoji is joined by zero-width joiners:
+    # both are text a user means. Between ASCII letters a joiner only hides ("w\u200d1" shows as "w1").
+    before = _snapshot(stack)
+    _refused(stack, _post(stack, "/workloads", _with(WORKLOAD, "display_name", "Web\u200dshop")), 422, "display_name")
+    assert _snapshot(stack) == before
+    meant = ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "team \U0001f468\u200d\U0001f469\u200d\U0001f467")
+    for i, display_name in enumerate(meant):
+        name = f"joined-{i}"
+        created = _post(stack, "/workloads", {**_with(WORKLOAD, "display_name", display_name), "name": name})
+        assert created.status_code == 201, created.text
+        assert stack.api("GET", f"/workloads/{name}").json()["descriptor"]["display_name"] == display_name
+        assert stack.api("DELETE", f"/workloads/{name}").status_code == 202
+
+
 def test_a_bad_mapping_key_is_named_by_itself(stack: Stack) -> None:
     document = _with(WORKLOAD, "deployment.env", {"MODE": "x", "A=B": "y"})
     error = _refused(stack, _post(stack, "/workloads", document), 422, None)

@@ -43,8 +43,27 @@ def is_one_line(text: str) -> bool:
     """Whether ``text`` has no control character, line break, bidirectional override or other invisible format
     character: a newline in a name or a label is an attack on logs, terminals, file paths and pattern matches, and
     an override (U+202E) or an invisible character (U+200B, U+2060, U+FEFF: Unicode's format category, ``Cf``)
-    makes a table or a log line show other text than it holds ("w\u200b1" shows as "w1"); none is part of a name."""
-    return not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or c in _BIDI_CONTROLS for c in text)
+    makes a table or a log line show other text than it holds ("w\u200b1" shows as "w1"); none is part of a name.
+
+    The two joiners (U+200C, U+200D) are allowed between two non-ASCII characters: Persian and Indic scripts spell
+    words with them, and emoji sequences are joined by them; next to ASCII they only hide ("w\u200d1")."""
+    for i, c in enumerate(text):
+        if c in _JOINERS and _joins(text, i):
+            continue
+        if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") or c in _BIDI_CONTROLS:
+            return False
+    return True
+
+
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def _joins(text: str, i: int) -> bool:
+    """Whether the joiner at ``i`` sits between two visible non-ASCII characters (a joiner's only use)."""
+    if i == 0 or i == len(text) - 1:
+        return False
+    before, after = text[i - 1], text[i + 1]
+    return all(not x.isascii() and unicodedata.category(x)[0] in "LMS" for x in (before, after))
 
 
 def _check_one_line(value: str) -> str:
