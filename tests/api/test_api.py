@@ -253,3 +253,13 @@ def test_replica_a_cluster_cannot_run_is_reported_not_retried(stack: Stack) -> N
     w = stack.api("GET", "/workloads/imaged").json()
     assert w["phase"] == "Deploying" and "refused" in w["replicas"][0]["message"]
     stack.api("DELETE", "/workloads/imaged")
+
+
+def test_a_trailing_slash_is_not_redirected_to_where_the_host_header_points(stack: Stack) -> None:
+    # Starlette's slash redirect built its Location from the Host header (anyone's address) and the API's own one
+    # (a client behind the gateway that followed it bypassed the gateway): the path is simply not served.
+    answer = stack.api("GET", "/clusters/", headers={"Host": "attacker.example"})
+    assert answer.status_code == 404, answer.text
+    assert "location" not in answer.headers
+    assert answer.json()["error"]["code"] == "not_found"
+    assert [c["name"] for c in stack.api("GET", "/clusters").json()] == ["cloud-a", "edge-b"]

@@ -55,7 +55,10 @@ def create_app(
         finally:
             await plane.stop()
 
-    app = FastAPI(title="NEMO Kernel", version=__version__, lifespan=lifespan)
+    # No redirect for a trailing slash: Starlette builds its Location from the request's Host header (a redirect to
+    # wherever a caller names) and from the API's own address (a client behind the gateway that follows it bypasses
+    # the gateway's rate limits and IP lists). "/api/v1/clusters/" is a 404 like any other path that is not served.
+    app = FastAPI(title="NEMO Kernel", version=__version__, lifespan=lifespan, redirect_slashes=False)
     app.state.control_plane = plane
     app.state.access = access
     app.add_middleware(BodySizeLimit, max_bytes=plane.settings.max_body_bytes, oauth_prefixes=("/realms/",))
