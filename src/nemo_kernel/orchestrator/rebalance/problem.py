@@ -116,3 +116,6 @@ class Plan:
     message: str
     pinned: Mapping[str, str] = field(default_factory=dict)
     """Workloads left where they are, with why (policy, cooldown, a migration running, division)."""
+    bound: float | None = None
+    """The least objective any plan could reach (the LP relaxation over every node the filters accept, move costs
+    included), when the solve proved it; ``after.objective`` minus this is how far the plan may be from the best."""
