@@ -62,7 +62,7 @@ _GAP = 1e-3  # relative MIP gap: a plan within 0.1 % of the best bound is good e
 _EUR_SLACK = 1e-9  # float sums of the same prices in another order must not make staying put exceed the budget
 _REDUCED_COST = 1e-7  # a column prices in when its reduced cost is below minus this (HiGHS' dual tolerance)
 _PRICED_PER_ROUND = 4  # new columns per workload and pricing round: enough to move, few enough to keep the LP small
-_MAX_ROUNDS = 60
+_MAX_ROUNDS = 1000  # a safety net: the time limit ends pricing first
 _PRICING_SHARE = 0.75  # of the time limit, for the LP and its pricing rounds; the rest is the MIP's
 
 
@@ -167,7 +167,8 @@ def plan_rebalance(
         movable.append(m)
     before = _totals(everyone, {id(m): dict(m.current) for m in everyone}, eur_unit, gco2_unit)
     if not movable or limits.max_moves == 0:
-        return _unchanged(PlanStatus.NOTHING_TO_DO, before, started, "no workload may move", pinned)
+        plan = _unchanged(PlanStatus.NOTHING_TO_DO, before, started, "no workload may move", pinned)
+        return replace(plan, bound=before.objective)  # staying put is the only plan
     status, counts, bound = _solve(table, movable, pools, limits, eur_unit, gco2_unit, started)
     if counts is None:
         return _unchanged(status, before, started, f"solver ended {status.value}: nothing changes", pinned)
