@@ -101,11 +101,17 @@ class _Pool:
 
 @dataclass(frozen=True, slots=True)
 class _Index:
-    """Where the shared rows are in the model: per node cpu and memory capacity, and the cost budget (-1: none)."""
+    """Where the rows the workloads share are in the model, and their upper bounds: per node cpu and memory
+    capacity, the cost budget (-1: none) and the moves."""
 
     first_cpu: int
     first_memory: int
     budget: int
+    moves: int
+    free_cpu: Floats
+    free_memory: Floats
+    spent: float
+    max_moves: float
 
 
 def feasible_rows(table: NodeTable, req: Requirements) -> Ints:
@@ -329,15 +335,15 @@ def _solve(
                 rows.add(np.array([y, e]), np.array([1.0, -1.0]), -highspy.kHighsInf, 1.0)
             m.excess_row = rows.add(m.excess_cols, np.ones(len(m.rows)), 0.0, float(_excess(m)))
     moves = np.concatenate([np.arange(m.first_m, m.first_m + len(m.current)) for m in movable])
-    rows.add(moves, np.ones(len(moves)), 0.0, float(limits.max_moves))
-    first_cpu, first_memory = _capacity_rows(table, movable, rows)
+    moves_row = rows.add(moves, np.ones(len(moves)), 0.0, float(limits.max_moves))
+    first_cpu, first_memory, free_cpu, free_memory = _capacity_rows(table, movable, rows)
     budget = -1
+    spent = sum(float(m.eur[m.rows.searchsorted(r)]) * n for m in movable for r, n in m.current.items()) + _EUR_SLACK
     if limits.cost_neutral:  # the plan may not raise the bill of the replicas it moves
-        spent = sum(float(m.eur[m.rows.searchsorted(r)]) * n for m in movable for r, n in m.current.items())
         y_all = np.concatenate([m.cols for m in movable])
-        budget = rows.add(y_all, np.concatenate([m.eur for m in movable]), -highspy.kHighsInf, spent + _EUR_SLACK)
+        budget = rows.add(y_all, np.concatenate([m.eur for m in movable]), -highspy.kHighsInf, spent)
     rows.pass_to(h)
-    index = _Index(first_cpu, first_memory, budget)
+    index = _Index(first_cpu, first_memory, budget, moves_row, free_cpu, free_memory, spent, float(limits.max_moves))
     # Phase 1, the LP relaxation over the first candidates, then pricing: every feasible row whose reduced cost under
     # the LP's duals is negative (a node with room, or one whose takers would gain less elsewhere) gets a column and
     # the LP runs again from its last basis, until no row prices in. The first candidates alone are the nodes greedy
@@ -346,6 +352,7 @@ def _solve(
     h.changeColsIntegrality(len(integral), integral, np.zeros(len(integral), dtype=np.uint8))
     priced_out = False
     relaxed: Floats | None = None  # the last optimal LP's columns
+    bound: float | None = None
     for _ in range(_MAX_ROUNDS):
         left = limits.time_limit_s * _PRICING_SHARE - (time.perf_counter() - started)
         if left <= 0:
@@ -357,10 +364,12 @@ def _solve(
         if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             break
         relaxed = np.asarray(h.getSolution().col_value)
-        if not _price(h, table, movable, pools, index):
+        more, lagrangian = _price(h, table, movable, pools, index, eur_unit, gco2_unit)
+        bound = lagrangian if bound is None else max(bound, lagrangian)
+        if not more:
             priced_out = True
+            bound = max(bound, float(h.getInfo().objective_function_value))
             break
-    bound = float(h.getInfo().objective_function_value) if priced_out else None
     columns = h.getNumCol()
     start = _staying(movable, columns)
     if relaxed is not None:  # an LP cut short by the time limit: the last optimal one, columns priced since at 0
@@ -420,9 +429,12 @@ def _price(
     movable: Sequence[_Workload],
     pools: Mapping[tuple[object, ...], _Pool],
     index: _Index,
-) -> bool:
+    eur_unit: float,
+    gco2_unit: float,
+) -> tuple[bool, float]:
     """Add the columns whose reduced cost under the LP's duals is negative, at most ``_PRICED_PER_ROUND`` per
-    workload (the most negative); False when there is none: the LP is then optimal over every feasible row.
+    workload (the most negative); whether there were any (none: the LP is optimal over every feasible row), and a
+    lower bound on the objective over every feasible row, whatever the columns so far (``_lagrangian``).
 
     HiGHS' duals: a column's reduced cost is its cost minus the duals of its rows times its entries there. Workloads
     of one pool share all of it but the dual of their own ``sum y = replicas`` row (and of their spread rows), so
@@ -430,9 +442,14 @@ def _price(
     """
     dual = np.asarray(h.getSolution().row_dual)
     n = len(table)
-    cpu_dual = dual[index.first_cpu : index.first_cpu + n]
-    memory_dual = dual[index.first_memory : index.first_memory + n]
-    budget_dual = dual[index.budget] if index.budget >= 0 else 0.0
+    # The rows the workloads share are all "<=" rows: their duals are <= 0 (HiGHS' sign for a minimum), clipped so
+    # the bound stays valid past the solver's tolerances.
+    cpu_dual = np.minimum(dual[index.first_cpu : index.first_cpu + n], 0.0)
+    memory_dual = np.minimum(dual[index.first_memory : index.first_memory + n], 0.0)
+    budget_dual = min(float(dual[index.budget]), 0.0) if index.budget >= 0 else 0.0
+    moves_dual = min(float(dual[index.moves]), 0.0)
+    bound = float(np.dot(cpu_dual, index.free_cpu) + np.dot(memory_dual, index.free_memory))
+    bound += budget_dual * index.spent + moves_dual * index.max_moves
     base: dict[tuple[object, ...], tuple[Floats, Ints]] = {}  # per pool: reduced costs, positions best first
     longest: Counter[tuple[object, ...]] = Counter()
     for m in movable:
@@ -442,6 +459,8 @@ def _price(
     for m in movable:
         pool = pools[m.key]
         if not len(pool.rows):
+            bound += _lagrangian(m, pool, pool.value, pool.rows, cpu_dual, memory_dual, budget_dual, eur_unit,
+                                 gco2_unit)  # fmt: skip
             continue
         shared = base.get(m.key)
         if shared is None:
@@ -452,6 +471,7 @@ def _price(
             best = np.argpartition(reduced, top - 1)[:top]
             shared = base[m.key] = (reduced, best[np.argsort(reduced[best], kind="stable")])
         reduced, order = shared
+        bound += _lagrangian(m, pool, reduced, order, cpu_dual, memory_dual, budget_dual, eur_unit, gco2_unit)
         threshold = dual[m.assign_row] - _REDUCED_COST
         if reduced[order[0]] >= threshold:
             continue
@@ -475,9 +495,41 @@ def _price(
         if len(picked):
             added.append((m, np.sort(picked)))
     if not added:
-        return False
+        return False, bound
     _add_columns(h, table, pools, index, added)
-    return True
+    return True, bound
+
+
+def _lagrangian(
+    m: _Workload,
+    pool: _Pool,
+    reduced: Floats,
+    order: Ints,
+    cpu_dual: Floats,
+    memory_dual: Floats,
+    budget_dual: float,
+    eur_unit: float,
+    gco2_unit: float,
+) -> float:
+    """``m``'s least cost with the shared rows priced by their duals: its replicas on its cheapest nodes by
+    ``reduced`` (the pool's, ``order`` the pool's best positions first) and the nodes it runs on outside the pool,
+    at most ``_caps`` each. Its spread, excess and move rows are left out: a lower value, still a bound. Summed over
+    the workloads, plus each shared row's dual times its bound, it is a lower bound on the objective over every
+    feasible row (Lagrangian duality), true before pricing ends, and equal to the LP's objective when it has."""
+    replicas = sum(m.current.values())
+    cap = int(max(m.current.values()))
+    need = -(-replicas // cap)
+    values = reduced[order[:need]] if len(order) >= need else np.sort(reduced)[:need]
+    at = np.minimum(pool.rows.searchsorted(m.rows), max(len(pool.rows) - 1, 0))
+    outside = ~(pool.rows[at] == m.rows) if len(pool.rows) else np.ones(len(m.rows), dtype=bool)
+    if outside.any():  # nodes it runs on that the filters now refuse (a cordoned cluster)
+        rows = m.rows[outside]
+        own = (_objective(m, eur_unit, gco2_unit)[outside] - m.req.cpu * cpu_dual[rows]
+               - float(m.req.memory_mib) * memory_dual[rows] - budget_dual * m.eur[outside])  # fmt: skip
+        values = np.concatenate((values, own))
+    values = np.sort(values)[:need]
+    full = replicas // cap
+    return float(cap * values[:full].sum() + (replicas - cap * full) * (values[full] if full < len(values) else 0.0))
 
 
 def _add_columns(
@@ -695,10 +747,10 @@ def _group_codes(table: NodeTable, by: SpreadBy) -> Ints:
     return table.cluster_of
 
 
-def _capacity_rows(table: NodeTable, movable: Sequence[_Workload], rows: _Rows) -> tuple[int, int]:
+def _capacity_rows(table: NodeTable, movable: Sequence[_Workload], rows: _Rows) -> tuple[int, int, Floats, Floats]:
     """Per node, what movable replicas use <= what the rest leave free (never less than they use now); the pinned
     workloads' replicas are in ``table.allocated_*``. Every node has its two rows, cpu ones first, then memory ones,
-    so pricing can read any node's duals; the index of the first of each."""
+    so pricing can read any node's duals; the index of the first of each, and their upper bounds."""
     moving_cpu = np.zeros(len(table))
     moving_memory = np.zeros(len(table))
     for m in movable:
@@ -723,7 +775,7 @@ def _capacity_rows(table: NodeTable, movable: Sequence[_Workload], rows: _Rows) 
     for r in range(len(table)):
         rows.add(np.array(columns[r], dtype=np.int64), np.array(memories[r]), -highspy.kHighsInf,
                  float(free_memory[r]))  # fmt: skip
-    return first_cpu, first_memory
+    return first_cpu, first_memory, free_cpu, free_memory
 
 
 def _moves(table: NodeTable, m: _Workload, after: Mapping[int, int], eur_unit: float, gco2_unit: float) -> list[Move]:
