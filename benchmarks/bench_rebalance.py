@@ -210,7 +210,7 @@ def main() -> None:
             f"| time-limited solves | | {sum(r['time_limited'] for r in rows):.0f} of {len(rows)} | |",
             *(
                 [
-                    f"| gCO2/h, bound (LP over every node, carbon only, no move cost) | | "
+                    f"| gCO2/h, lower bound (carbon only, no move cost: LP optimum, or Lagrangian if priced short) | | "
                     f"{median('co2_bound_lp'):.0f} | {bound_ratio('co2_bound_lp'):.3f} |",
                     f"| gCO2/h, that program's integral plan | | {median('co2_bound_plan'):.0f} | "
                     f"{bound_ratio('co2_bound_plan'):.3f} |",
