@@ -20,13 +20,15 @@ a node it runs on.
   each workload's ``candidates_per_workload`` best nodes by that objective, as many best ones with room for a
   replica, and the nodes it runs on; then every feasible node whose reduced cost under the LP's duals is negative
   gets a column (``_price``) and the LP runs again, until none does: the LP is then optimal over every node, and its
-  objective is ``Plan.bound``. The best nodes alone are the ones greedy placement filled first, which left the plan
-  only reshuffling them (9 % less CO2 on ``benchmarks/bench_rebalance.py`` instead of 17 %).
-- Solve: the LP with pricing, within ``_PRICING_SHARE`` of the time limit (counted from the plan's start); workloads
-  the last LP places in whole replicas are fixed there when that fits with the rest staying put (``_fix_whole``),
-  then the MIP decides the few left within the rest of the time limit, starting from that plan (feasible by
-  construction). A MIP or a pricing cut short by the limit gives its best plan, at worst that one, as
-  ``time_limited``; ``infeasible``/``failed`` (no plan: nothing changes) would mean a bug in the model.
+  objective is ``Plan.bound`` (before that, each round's duals give a Lagrangian bound, ``_lagrangian``). The best
+  nodes alone are the ones greedy placement filled first, which left the plan only reshuffling them (9 % less CO2
+  on ``benchmarks/bench_rebalance.py``, 20 % with pricing).
+- Solve, within the time limit counted from the plan's start: the first LP (up to ``_SOLVING_SHARE`` of it), pricing
+  rounds (up to ``_PRICING_SHARE``); workloads the last optimal LP places in whole replicas are fixed there when that
+  fits with the rest staying put (``_fix_whole``), then the MIP decides the few left until ``_SOLVING_SHARE``,
+  starting from that plan (feasible by construction). A MIP or a pricing cut short by the limit gives its best plan,
+  at worst that one, as ``time_limited``; ``infeasible``/``failed`` (no plan: nothing changes) would mean a bug in
+  the model.
 - HiGHS writes nothing to stdout (``_quiet_highs``).
 """
 
@@ -63,7 +65,7 @@ _EUR_SLACK = 1e-9  # float sums of the same prices in another order must not mak
 _REDUCED_COST = 1e-7  # a column prices in when its reduced cost is below minus this (HiGHS' dual tolerance)
 _PRICED_PER_ROUND = 4  # new columns per workload and pricing round: enough to move, few enough to keep the LP small
 _MAX_ROUNDS = 1000  # a safety net: the time limit ends pricing first
-_PRICING_SHARE = 0.75  # of the time limit, for the LP and its pricing rounds; the rest is the MIP's ...
+_PRICING_SHARE = 0.75  # of the time limit, for the pricing rounds after the first LP; the rest is the MIP's ...
 _SOLVING_SHARE = 0.95  # ... up to this share: reading the plan out of the solution (about 0.5 s at 17,500 replicas)
 
 
@@ -354,7 +356,10 @@ def _solve(
     relaxed: Floats | None = None  # the last optimal LP's columns
     bound: float | None = None
     for _ in range(_MAX_ROUNDS):
-        left = limits.time_limit_s * _PRICING_SHARE - (time.perf_counter() - started)
+        # The first LP may take all the solving time (on a loaded machine it can: without it there is no plan but
+        # staying put); pricing rounds after it leave the MIP its share.
+        share = _SOLVING_SHARE if relaxed is None else _PRICING_SHARE
+        left = limits.time_limit_s * share - (time.perf_counter() - started)
         if left <= 0:
             break
         h.setOptionValue("time_limit", left)
