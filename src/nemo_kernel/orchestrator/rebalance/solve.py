@@ -66,7 +66,7 @@ _REDUCED_COST = 1e-7  # a column prices in when its reduced cost is below minus 
 _PRICED_PER_ROUND = 4  # new columns per workload and pricing round: enough to move, few enough to keep the LP small
 _MAX_ROUNDS = 1000  # a safety net: the time limit ends pricing first
 _PRICING_SHARE = 0.75  # of the time limit, for the pricing rounds after the first LP; the rest is the MIP's ...
-_SOLVING_SHARE = 0.95  # ... up to this share: reading the plan out of the solution (about 0.5 s at 17,500 replicas)
+_SOLVING_SHARE = 0.9  # ... up to this share: reading the plan out of the solution (0.5-1.5 s at 17,500 replicas)
 
 
 @dataclass(slots=True)
