@@ -11,11 +11,17 @@ one with ``DecisionEngine`` (the engine's default weights), as the scheduler doe
 node. The candidate is ``plan_rebalance`` over that placement with the default limits except ``max_moves`` (every
 replica may move) and the time limit. Rounds alternate: a fresh greedy placement (timed), then the rebalance of it;
 the fleet and workloads differ by seed per round, so each ratio compares the two on the same scenario.
+
+The bound (``--bound``): the least CO2 any plan could reach at no extra cost on the same scenario. The same program
+with carbon as the only criterion (every workload's ``optimize`` and ``weights`` dropped), no move cost, no move
+limit and no hysteresis, priced over every node the filters accept until no column improves it (``Plan.bound``, its
+LP relaxation: no plan, integral or not, goes below it), and that program's own integral plan (reachable).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import random
@@ -93,8 +99,8 @@ def greedy(table: NodeTable, specs: list[tuple[str, DeploymentSpec]]) -> tuple[N
     return table, placed
 
 
-def one_round(clusters: int, nodes: int, count: int, seed: int, time_limit: float) -> dict[str, float]:
-    """Greedy then rebalanced, on the fleet and workloads of ``seed``."""
+def one_round(clusters: int, nodes: int, count: int, seed: int, time_limit: float, bound: float) -> dict[str, float]:
+    """Greedy then rebalanced, on the fleet and workloads of ``seed``; then the bound if ``bound`` (its time limit)."""
     fleet = [ClusterCandidate.from_spec(c) for c in generate_fleet(clusters, nodes, seed)]
     table = NodeTable.build(fleet)
     specs = workloads(count, seed)
@@ -104,7 +110,7 @@ def one_round(clusters: int, nodes: int, count: int, seed: int, time_limit: floa
     limits = RebalanceLimits(max_moves=10**6, time_limit_s=time_limit, min_saving_relative=0.0)
     plan = plan_rebalance(table, placed, limits, weights=DecisionEngine().weights)
     check(table, placed, plan)
-    return {
+    row = {
         "greedy_s": greedy_s,
         "solve_s": plan.solve_seconds,
         "eur_before": plan.before.eur_h,
@@ -114,6 +120,33 @@ def one_round(clusters: int, nodes: int, count: int, seed: int, time_limit: floa
         "moves": float(len(plan.moves)),
         "replicas": float(sum(len(w.replicas) for w in placed)),
         "time_limited": float(plan.status.value == "time_limited"),
+        "start_stacked": float(sum(len({(r.cluster, r.node) for r in w.replicas}) < len(w.replicas) for w in placed)),
+    }
+    if bound:
+        row.update(co2_bound(table, placed, bound))
+    print(seed, row, flush=True)
+    return row
+
+
+def co2_bound(table: NodeTable, placed: list[WorkloadPlacement], time_limit: float) -> dict[str, float]:
+    """The least gCO2/h at no extra cost: the LP bound and the integral plan of the carbon-only program."""
+    carbon_only = [
+        dataclasses.replace(
+            w, spec=w.spec.model_copy(update={"placement": w.spec.placement.model_copy(update={"optimize": None,
+                                                                                            "weights": {}})})
+        )
+        for w in placed
+    ]  # fmt: skip
+    limits = RebalanceLimits(max_moves=10**6, move_cost=0.0, time_limit_s=time_limit, min_saving_relative=0.0)
+    plan = plan_rebalance(table, carbon_only, limits, weights={"carbon": 1.0})
+    check(table, placed, plan)
+    per_unit = plan.before.gco2_h / plan.before.objective  # the objective is gCO2/h in units of the mean replica
+    return {
+        "co2_bound_lp": plan.bound * per_unit if plan.bound is not None else float("nan"),
+        "co2_bound_plan": plan.after.gco2_h,
+        "eur_bound_plan": plan.after.eur_h,
+        "bound_s": plan.solve_seconds,
+        "bound_time_limited": float(plan.status.value == "time_limited"),
     }
 
 
@@ -141,15 +174,19 @@ def main() -> None:
     parser.add_argument("--workloads", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--time-limit", type=float, default=30.0)
+    parser.add_argument("--bound", type=float, default=0.0, help="time limit of the bound's solve (0: no bound)")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     rows = [
-        one_round(args.clusters, args.nodes, args.workloads, seed, args.time_limit)
+        one_round(args.clusters, args.nodes, args.workloads, seed, args.time_limit, args.bound)
         for seed in range(1, args.rounds + 1)
     ]
 
     def median(key: str) -> float:
         return statistics.median(r[key] for r in rows)
+
+    def bound_ratio(key: str) -> float:
+        return statistics.median(r[key] / r["co2_before"] for r in rows)
 
     co2 = statistics.median(r["co2_after"] / r["co2_before"] for r in rows)
     eur = statistics.median(r["eur_after"] / r["eur_before"] for r in rows)
@@ -171,6 +208,18 @@ def main() -> None:
             f"| time (s) | {median('greedy_s'):.1f} (placing) | {median('solve_s'):.1f} (plan) | |",
             f"| moves | | {median('moves'):.0f} | |",
             f"| time-limited solves | | {sum(r['time_limited'] for r in rows):.0f} of {len(rows)} | |",
+            *(
+                [
+                    f"| gCO2/h, lower bound (carbon only, no move cost: LP optimum, or Lagrangian if priced short) | | "
+                    f"{median('co2_bound_lp'):.0f} | {bound_ratio('co2_bound_lp'):.3f} |",
+                    f"| gCO2/h, that program's integral plan | | {median('co2_bound_plan'):.0f} | "
+                    f"{bound_ratio('co2_bound_plan'):.3f} |",
+                    f"| time (s), bound | | {median('bound_s'):.1f} "
+                    f"({sum(r['bound_time_limited'] for r in rows):.0f} of {len(rows)} time-limited) | |",
+                ]
+                if args.bound
+                else []
+            ),
             "",
         ]
     )

@@ -228,6 +228,101 @@ def test_a_plan_never_stacks_replicas_that_run_on_separate_nodes() -> None:
     assert "-0.0000" not in plan.message
 
 
+def test_no_plan_leaves_a_workload_on_fewer_nodes_or_with_a_bigger_stack_than_today() -> None:
+    """The engine's spreading rule, over the 40 random inventories (where greedy placement had to stack 75
+    workloads): after every plan each workload runs on at least as many distinct nodes as before, no node holds more
+    of its replicas than the most one held before, and the plan is never better than its own bound."""
+    stacked = moved = 0
+    for seed in range(40):
+        rng = random.Random(seed)
+        table, placed = placed_greedily(rng, rng.randint(3, 25))
+        limits = RebalanceLimits(max_moves=1000, min_saving_relative=0.0, move_cost=0.01)
+        plan = plan_rebalance(table, placed, limits, weights=DecisionEngine().weights, latency=MATRIX)
+        assert plan.bound is not None and plan.bound <= plan.after.objective + 1e-6, (seed, plan.bound)
+        for w in placed:
+            before = Counter((r.cluster, r.node) for r in w.replicas)
+            after = Counter(before)
+            for m in plan.moves:
+                if m.workload == w.workload:
+                    after[(m.from_cluster, m.from_node)] -= 1
+                    after[(m.to_cluster, m.to_node)] += 1
+            after = +after
+            assert len(after) >= len(before), (seed, w.workload, before, after)
+            assert max(after.values()) <= max(before.values()), (seed, w.workload, before, after)
+            stacked += len(before) < len(w.replicas)
+            moved += after != before and len(before) < len(w.replicas)
+    assert stacked >= 20 and moved >= 3  # not vacuous: stacked workloads exist, and some of them move
+
+
+def test_a_stacked_workload_moves_without_losing_a_node() -> None:
+    """Four replicas on three nodes of a dear, dirty cluster (two share one), a green cluster with two big nodes:
+    three replicas move there, two sharing a node as two did before; never all four as 2 + 2 on two nodes."""
+    dirty = ClusterCandidate(
+        name="a",
+        tier=Tier.CLOUD,
+        region="eu",
+        country="ES",
+        prices=Prices(cpu_hour_eur=0.10, gib_hour_eur=0.10 / 8),
+        carbon_intensity=700.0,
+        nodes=tuple(NodeCandidate(name=f"a-n{i}", cpu=4.0, memory_mib=8192) for i in (1, 2, 3)),
+    )
+    green = replace(dirty, name="b", prices=Prices(cpu_hour_eur=0.02, gib_hour_eur=0.02 / 8), carbon_intensity=50.0,
+                    nodes=tuple(NodeCandidate(name=f"b-n{i}", cpu=8.0, memory_mib=16384) for i in (1, 2)))  # fmt: skip
+    table = NodeTable.build([dirty, green])
+    spec = DeploymentSpec(command=["app"], replicas=4, resources=Resources(cpu=1.0, memory_mib=1024))
+    nodes = ("a-n1", "a-n1", "a-n2", "a-n3")
+    for node in nodes:
+        table = table.with_allocated("a", node, 1.0, 1024)
+    replicas = tuple(RunningReplica(f"w-{i}", i, "a", node) for i, node in enumerate(nodes))
+    limits = RebalanceLimits(min_saving_relative=0.0, move_cost=0.0)
+
+    plan = plan_rebalance(
+        table, [WorkloadPlacement("default/w", spec, replicas)], limits, weights=DecisionEngine().weights
+    )
+
+    after = Counter(nodes)
+    for m in plan.moves:
+        after[m.from_node] -= 1
+        after[m.to_node] += 1
+    after = +after
+    assert sum(n for node, n in after.items() if node.startswith("b-")) == 3, plan.message
+    assert len(after) == 3 and max(after.values()) == 2, after
+
+
+def test_pricing_finds_the_nodes_beyond_the_first_candidates() -> None:
+    """Two replicas on a dirty cluster, two green clusters with room for one replica each, one first candidate per
+    workload: both replicas move, one to each, because the LP's price of the first green node's capacity makes the
+    second one a column; the plan is optimal and reaches its bound."""
+    dirty = ClusterCandidate(
+        name="a",
+        tier=Tier.CLOUD,
+        region="eu",
+        country="ES",
+        prices=Prices(cpu_hour_eur=0.10, gib_hour_eur=0.10 / 8),
+        carbon_intensity=700.0,
+        nodes=(NodeCandidate(name="a-n1", cpu=4.0, memory_mib=8192),),
+    )
+    greens = [
+        replace(dirty, name=name, carbon_intensity=intensity, prices=Prices(cpu_hour_eur=0.02, gib_hour_eur=0.0025),
+                nodes=(NodeCandidate(name=f"{name}-n1", cpu=4.0, memory_mib=8192, allocated_cpu=3.0,
+                                     allocated_memory_mib=1024),))
+        for name, intensity in (("g1", 40.0), ("g2", 50.0))
+    ]  # fmt: skip
+    table = NodeTable.build([dirty, *greens])
+    spec = DeploymentSpec(command=["app"], replicas=1, resources=Resources(cpu=1.0, memory_mib=1024))
+    placed = []
+    for i in range(2):
+        table = table.with_allocated("a", "a-n1", 1.0, 1024)
+        placed.append(WorkloadPlacement(f"default/w{i}", spec, (RunningReplica(f"w{i}-0", 0, "a", "a-n1"),)))
+    limits = RebalanceLimits(min_saving_relative=0.0, move_cost=0.0, candidates_per_workload=1)
+
+    plan = plan_rebalance(table, placed, limits, weights=DecisionEngine().weights)
+
+    assert sorted(m.to_cluster for m in plan.moves) == ["g1", "g2"], plan.message
+    assert plan.status is PlanStatus.OPTIMAL and plan.bound is not None
+    assert plan.bound == pytest.approx(plan.after.objective)
+
+
 def test_spread_and_stateful_architecture_bound_the_moves() -> None:
     table, w = on(two_clusters((0.10, 0.02), (700.0, 50.0)), "a", 2, spread=[{"by": "cluster", "max": 1}])
     plan = plan_rebalance(table, [w], RebalanceLimits(), weights=DecisionEngine().weights)

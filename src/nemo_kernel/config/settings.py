@@ -169,7 +169,10 @@ class Settings(BaseSettings):
         default=3600.0, ge=0, le=30 * 86400, description="seconds a workload the rebalancer moved is left in place"
     )
     rebalance_time_limit: float = Field(
-        default=30.0, gt=0, le=3600, description="seconds the rebalancer's solver may take; past it, its best plan"
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="seconds a rebalance plan may take (model, LP pricing, MIP); past it, its best plan",
     )
     rebalance_move_cost: float = Field(
         default=0.1, ge=0, le=1000, description="cost of one move, in average replica-hours of weighted cost and carbon"

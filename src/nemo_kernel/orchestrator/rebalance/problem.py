@@ -116,3 +116,8 @@ class Plan:
     message: str
     pinned: Mapping[str, str] = field(default_factory=dict)
     """Workloads left where they are, with why (policy, cooldown, a migration running, division)."""
+    bound: float | None = None
+    """A lower bound on the objective of any plan (move costs included; None without an LP): the LP relaxation's
+    optimum over every node the filters accept when pricing finished, else the best Lagrangian bound of its rounds,
+    valid but loose while pricing is far from done. ``after.objective`` minus this is how far the plan may be from
+    the best."""
