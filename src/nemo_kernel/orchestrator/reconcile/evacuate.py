@@ -42,7 +42,7 @@ from nemo_kernel.domain import (
     WorkloadDescriptor,
 )
 from nemo_kernel.orchestrator.decision import ClusterCandidate, DecisionEngine, NodeTable
-from nemo_kernel.orchestrator.placement import Inventory
+from nemo_kernel.orchestrator.placement import Inventory, ParsedSpecs
 from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
 from nemo_kernel.ppef.press import residency_constrained
 from nemo_kernel.store import Database, workloads
@@ -69,10 +69,18 @@ class Evacuation:
     most one entry per replica on a leaving cluster or node.
     """
 
-    def __init__(self, db: Database, decisions: DecisionEngine, concurrency: int, started: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        decisions: DecisionEngine,
+        concurrency: int,
+        started: Callable[[], None],
+        specs: ParsedSpecs | None = None,
+    ) -> None:
         """``concurrency`` bounds the evacuations in flight; ``started`` is called after a pass started some (it
-        wakes the migration loop)."""
+        wakes the migration loop); ``specs``: the validated cluster specs the pass's inventory loads share."""
         self._db = db
+        self._specs = specs if specs is not None else ParsedSpecs()
         self._decisions = decisions
         self._concurrency = concurrency
         self._started = started
@@ -88,7 +96,7 @@ class Evacuation:
             budget = self._concurrency - evacuations_in_flight(s)
             if not waiting or budget <= 0:
                 return
-            inventory = Inventory.load(s)
+            inventory = Inventory.load(s, self._specs)
             owners = {r.workload_id for r, _, _ in waiting}
             ws = {w.id: w for w in s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(owners)))}
             replicas = workloads.replicas_by_workload(s, list(ws))

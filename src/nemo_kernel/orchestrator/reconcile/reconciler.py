@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import LatencyMatrix, load_document
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion, DecisionEngine
+from nemo_kernel.orchestrator.placement import ParsedSpecs
 from nemo_kernel.orchestrator.reconcile.evacuate import Evacuation
 from nemo_kernel.orchestrator.reconcile.observe import Observation
 from nemo_kernel.orchestrator.reconcile.reschedule import Rescheduling
@@ -44,8 +45,9 @@ class OrchestrationEngine:
         self.observe = Observation(db)
         self.reschedule = Rescheduling(db)
         engine = DecisionEngine(settings.weights, criteria=tuple(criteria), latency=latency_matrix(settings))
-        self.evacuate = Evacuation(db, engine, settings.evacuation_concurrency, moves_started)
-        self.schedule = Scheduling(db, engine)
+        specs = ParsedSpecs()  # validated cluster specs, shared by the inventory loads of evacuate and schedule
+        self.evacuate = Evacuation(db, engine, settings.evacuation_concurrency, moves_started, specs)
+        self.schedule = Scheduling(db, engine, specs)
         self.rollout = Rollout(db, resources, settings.driver_timeout)
         self._db = db
         self._resync_interval = settings.resync_interval

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import Detail, EventKind, ReplicaPhase, WorkloadDescriptor
 from nemo_kernel.orchestrator.decision import DecisionEngine
-from nemo_kernel.orchestrator.placement import Inventory
+from nemo_kernel.orchestrator.placement import Inventory, ParsedSpecs
 from nemo_kernel.orchestrator.reconcile.phases import left_to_placement, update_phases
 from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
 from nemo_kernel.ppef.press import residency_constrained
@@ -37,8 +37,10 @@ SCHEDULE_BATCH = 200
 class Scheduling:
     """The third step of a pass: placement of queued workloads."""
 
-    def __init__(self, db: Database, decisions: DecisionEngine) -> None:
+    def __init__(self, db: Database, decisions: DecisionEngine, specs: ParsedSpecs | None = None) -> None:
+        """``specs``: the validated cluster specs the pass's inventory loads share."""
         self._db = db
+        self._specs = specs if specs is not None else ParsedSpecs()
         self._decisions = decisions
         self.decisions = decisions
         """The decision engine, for views that explain what it would decide now."""
@@ -62,7 +64,7 @@ class Scheduling:
             self.tried = {wid: t for wid, t in self.tried.items() if wid in queued}
             if not queue:
                 return
-            inventory = Inventory.load(s)
+            inventory = Inventory.load(s, self._specs)
             replicas = workloads.replicas_by_workload(s, [w.id for w in queue])
             given_up = given_up_evacuations(s)
             touched: set[int] = set()
