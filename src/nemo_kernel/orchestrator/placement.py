@@ -40,7 +40,8 @@ _NODES = select(
 
 
 class ParsedSpecs:
-    """Validated cluster and node specs by the stored text they were read from, kept between inventory loads.
+    """Validated cluster specs and node candidates by the stored text (and accounting) they were built from, kept
+    between inventory loads.
 
     Bounded: each load keeps only the clusters it read (one spec per registered cluster and node); re-derived
     from the store, as an entry is used only while the stored text is the one it was validated from.
@@ -48,7 +49,7 @@ class ParsedSpecs:
 
     def __init__(self) -> None:
         self._clusters: dict[str, tuple[str, ClusterSpec]] = {}
-        self._nodes: dict[tuple[str, str], tuple[str, NodeSpec]] = {}
+        self._nodes: dict[tuple[str, str], tuple[tuple[str, bool, float, int], NodeCandidate, NodeSpec]] = {}
 
     def cluster(self, name: str, text: str) -> ClusterSpec:
         """The cluster spec stored as ``text``; raises ValueError when it is not a valid one."""
@@ -59,14 +60,19 @@ class ParsedSpecs:
         self._clusters[name] = (text, spec)
         return spec
 
-    def node(self, cluster: str, name: str, text: str) -> NodeSpec:
-        """The node spec stored as ``text``; raises ValueError when it is not a valid one."""
-        kept = self._nodes.get((cluster, name))
-        if kept is not None and kept[0] == text:
+    def node(self, cluster: str, row: Row[int, str, bool, float, int, str]) -> NodeCandidate:
+        """The candidate of a node row of ``_NODES`` (kept while its spec text and accounting stay the same: most
+        nodes between two loads); raises ValueError when its spec is not a valid one."""
+        key = (row.spec, row.ready, row.allocated_cpu, row.allocated_memory_mib)
+        kept = self._nodes.get((cluster, row.name))
+        if kept is not None and kept[0] == key:
             return kept[1]
-        spec = NodeSpec.model_validate(json.loads(text))
-        self._nodes[(cluster, name)] = (text, spec)
-        return spec
+        spec = kept[2] if kept is not None and kept[0][0] == row.spec else NodeSpec.model_validate(json.loads(row.spec))
+        candidate = NodeCandidate.from_spec(
+            spec, ready=row.ready, allocated_cpu=row.allocated_cpu, allocated_memory_mib=row.allocated_memory_mib
+        )
+        self._nodes[(cluster, row.name)] = (key, candidate, spec)
+        return candidate
 
     def keep(self, clusters: set[str]) -> None:
         """Forget the specs of clusters not in ``clusters`` (removed ones)."""
@@ -107,22 +113,13 @@ class Inventory:
             rows = nodes_of.get(row.id, [])
             try:
                 spec = specs.cluster(row.name, row.spec)
-                node_specs = {n.name: specs.node(row.name, n.name, n.spec) for n in rows}
+                nodes = {n.name: specs.node(row.name, n) for n in rows}
             except ValueError as exc:
                 # One unreadable cluster must not stop placement everywhere: it is no candidate (the resource
                 # manager records the error on it).
                 log.warning("cluster %r left out of placement: %s", row.name, exc)
                 continue
             ready = row.phase == ClusterPhase.READY.value
-            nodes = {
-                n.name: NodeCandidate.from_spec(
-                    node_specs[n.name],
-                    ready=n.ready,
-                    allocated_cpu=n.allocated_cpu,
-                    allocated_memory_mib=n.allocated_memory_mib,
-                )
-                for n in rows
-            }
             why = cluster_store.leaving_reason(row.phase, row.draining)
             if why is not None:
                 leaving[row.name] = why

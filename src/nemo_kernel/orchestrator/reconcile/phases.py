@@ -175,21 +175,18 @@ def update_phases(s: Session, workload_ids: set[int]) -> None:
     leaving = leaving_clusters(s)
     migrating = moving_replicas(s)
     ids = sorted(workload_ids)
-    to_write: list[int] = []
+    to_write: dict[int, list[StoredReplica]] = {}
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         mine = stored_replicas(s, chunk)
         for stored in s.execute(_WORKLOADS.where(WorkloadRow.id.in_(chunk))):
             if stored.deleting or _differs(stored, mine.get(stored.id, []), leaving, migrating):
-                to_write.append(stored.id)
+                to_write[stored.id] = mine.get(stored.id, [])
     if not to_write:
         return
-    rows = list(s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(to_write))))
-    replicas = workloads.replicas_by_workload(s, [w.id for w in rows])
-    for w in rows:
-        mine_rows = replicas.get(w.id, [])
+    for w in s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(list(to_write)))):
         if w.deleting:
-            if not mine_rows:
+            if not to_write[w.id]:
                 record_event(
                     s,
                     EventKind.WORKLOAD_DELETED,
@@ -198,7 +195,7 @@ def update_phases(s: Session, workload_ids: set[int]) -> None:
                 )
                 s.delete(w)
             continue
-        isolated(s, w, "status update", partial(_update_phase, s, w, mine_rows, leaving, migrating))
+        isolated(s, w, "status update", partial(_update_phase, s, w, to_write[w.id], leaving, migrating))
 
 
 def _differs(w: _StoredWorkload, mine: list[StoredReplica], leaving: dict[str, str], migrating: set[str]) -> bool:
@@ -247,7 +244,7 @@ def _replaced(current: Sequence[R], leaving: Mapping[str, str]) -> Iterator[tupl
 
 
 def _update_phase(
-    s: Session, w: WorkloadRow, mine: list[ReplicaRow], leaving: dict[str, str], migrating: set[str]
+    s: Session, w: WorkloadRow, mine: list[StoredReplica], leaving: dict[str, str], migrating: set[str]
 ) -> None:
     subject = workload_subject(w.namespace, w.name)
     deployment = WorkloadDescriptor.model_validate(w.descriptor).deployment
@@ -255,13 +252,13 @@ def _update_phase(
         return  # a catalogue entry: Registered since it became one, with the reason as its message
     wanted = deployment.replicas
     current = [r for r in mine if r.desired and r.version == w.version]
-    _release_replaced(s, subject, [r for r in current if r.id not in migrating], leaving)
-    current = [r for r in current if r.desired]
+    released = _release_replaced(s, subject, [r for r in current if r.id not in migrating], leaving)
+    current = [r for r in current if r.id not in released]
     phase, message, done = _status(wanted, w.version, current, leaving, w.phase)
     if done and not w.needs_placement:
-        old = [r for r in mine if r.desired and r.version != w.version]
-        for r in old:
-            workloads.release_replica(s, r)
+        old = _rows(s, [r.id for r in mine if r.desired and r.version != w.version])
+        for row in old:
+            workloads.release_replica(s, row)
         if old:
             record_event(
                 s,
@@ -278,16 +275,26 @@ def _update_phase(
         w.message = message
 
 
-def _release_replaced(s: Session, subject: str, current: list[ReplicaRow], leaving: dict[str, str]) -> None:
+def _rows(s: Session, ids: list[str]) -> list[ReplicaRow]:
+    """The replica rows of ``ids`` as objects (the few a workload's update changes), in ``ids``' order."""
+    if not ids:
+        return []
+    found = {r.id: r for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(ids)))}
+    return [found[i] for i in ids if i in found]
+
+
+def _release_replaced(s: Session, subject: str, current: list[StoredReplica], leaving: dict[str, str]) -> set[str]:
     """Make-before-break: once one replica of an index runs on a cluster that stays, the others of that index go.
 
     The others are the replica it replaces on a drained or silent cluster, or, when a silent cluster came back
     before the replacement ran, the spare of the two. The source and target of a running migration are not
-    given here: the migration decides which of them stays, and when.
+    given here: the migration decides which of them stays, and when. Returns the ids released.
     """
+    released: set[str] = set()
     for keep, others in _replaced(current, leaving):
-        for r in others:
+        for r in _rows(s, [o.id for o in others]):
             workloads.release_replica(s, r)
+            released.add(r.id)
             replica_event(
                 s,
                 EventKind.REPLICA_REPLACED,
@@ -297,3 +304,4 @@ def _release_replaced(s: Session, subject: str, current: list[ReplicaRow], leavi
                 f"on {keep.cluster}/{keep.node}",
                 replacement=keep.id,
             )
+    return released
