@@ -12,32 +12,66 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import select
+from sqlalchemy import func, select
 from tests.clock import Clock
 
-from nemo_kernel.clusters import DriverProviders
+from nemo_kernel.clusters import DriverProviders, ReplicaSpec
 from nemo_kernel.clusters.fleet import generate_fleet
-from nemo_kernel.clusters.sim import SimProvider
+from nemo_kernel.clusters.sim import SimDriver, SimProvider
+from nemo_kernel.clusters.sim.world import SimCluster
 from nemo_kernel.config import Settings
-from nemo_kernel.domain import ClusterPhase, DriverKind, EventKind, FaultSpec, WorkloadDescriptor, WorkloadPhase
+from nemo_kernel.domain import (
+    ClusterPhase,
+    ClusterSpec,
+    DriverKind,
+    EventKind,
+    FaultSpec,
+    WorkloadDescriptor,
+    WorkloadPhase,
+)
 from nemo_kernel.orchestrator.commands import FaultCommands
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database, clusters, events, workloads
 from nemo_kernel.store.events import cluster_subject
-from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
+from nemo_kernel.store.tables import EventRow, ReplicaRow, WorkloadRow
 
 FLEET = 1000
 MAX_PASSES = 12
 STEP_S = 5.0  # simulated seconds per pass: more than any generated start delay
 
 
+class RecordingDriver(SimDriver):
+    """A sim driver that also keeps the id of every replica the engine asked it to run."""
+
+    def __init__(self, cluster: SimCluster, sent: list[str]) -> None:
+        super().__init__(cluster)
+        self._sent = sent
+
+    async def ensure_replica(self, spec: ReplicaSpec) -> None:
+        self._sent.append(spec.id)
+        await super().ensure_replica(spec)
+
+
+class RecordingProvider(SimProvider):
+    """The sim provider of a given simulation (the world that keeps running across a control plane's restart),
+    recording what its drivers are sent."""
+
+    def __init__(self, world: SimProvider) -> None:
+        self.simulation = world.simulation
+        self.sent: list[str] = []
+
+    async def open(self, spec: ClusterSpec) -> SimDriver:
+        return RecordingDriver(self.simulation.open(spec), self.sent)
+
+
 class Fleet:
     """An engine, its resource manager and fault commands over one simulation."""
 
-    def __init__(self, db: Database, settings: Settings, clock: Clock) -> None:
+    def __init__(self, db: Database, settings: Settings, clock: Clock, sim: SimProvider | None = None) -> None:
+        """``sim``: the simulation to drive (a control plane restarted over running clusters); a new one if None."""
         self.db, self.settings, self.clock = db, settings, clock
-        self.sim = SimProvider(settings, clock=clock)
+        self.sim = sim if sim is not None else SimProvider(settings, clock=clock)
         self.resources = ResourceManager(db, settings, DriverProviders(settings, {DriverKind.SIM: self.sim}))
         self.engine = OrchestrationEngine(db, self.resources, settings)
         self.faults = FaultCommands(db, lambda: None, self.resources)
@@ -169,3 +203,61 @@ async def test_a_restarted_process_rebuilds_the_simulation_from_the_store(fleet:
         assert {(i, c) for i, c, _, _ in restarted.placed("cache")} == before  # the same places, sent again
     finally:
         await restarted.resources.close()
+
+
+async def test_a_restarted_plane_adopts_what_the_running_clusters_report_and_sends_nothing(fleet: Fleet) -> None:
+    fleet.apply("adopted", 40)
+    await fleet.settle(lambda: fleet.phase("adopted") == WorkloadPhase.RUNNING.value)
+    before = fleet.placed("adopted")
+    with fleet.db.snapshot() as s:
+        newest = s.scalar(select(func.max(EventRow.id))) or 0
+
+    # a new control plane over the same, running clusters (only the engine restarts)
+    world = RecordingProvider(fleet.sim)
+    restarted = Fleet(fleet.db, fleet.settings, fleet.clock, sim=world)
+    try:
+        await restarted.engine.reconcile_once()  # a first pass is full: every cluster's whole report
+        fleet.clock.now += STEP_S
+        await restarted.engine.reconcile_once()
+        assert world.sent == []  # nothing was sent again: every replica was adopted where it runs
+        assert restarted.placed("adopted") == before
+        assert restarted.phase("adopted") == WorkloadPhase.RUNNING.value
+        with fleet.db.snapshot() as s:
+            kinds = set(s.scalars(select(EventRow.kind).where(EventRow.id > newest)))
+        assert EventKind.DEPLOYMENT_APPLIED not in kinds and EventKind.REPLICA_STARTED not in kinds
+
+        # the adopting plane still acts on a change: a replica the cluster no longer runs is sent again
+        cluster = before[0][1]
+        lost = fleet.simulated("adopted")[cluster][0]
+        driver = restarted.resources.driver(cluster)
+        assert driver is not None
+        await driver.remove_replica(lost)
+        await restarted.settle(lambda: lost in world.sent and restarted.phase("adopted") == WorkloadPhase.RUNNING.value)
+        assert world.sent == [lost]
+    finally:
+        await restarted.resources.close()
+
+
+async def test_a_reschedule_places_every_replica_of_the_failed_cluster_elsewhere(fleet: Fleet) -> None:
+    fleet.apply("spread", 60)
+    await fleet.settle(lambda: fleet.phase("spread") == WorkloadPhase.RUNNING.value)
+    by_cluster: dict[str, int] = {}
+    for _, cluster, _, _ in fleet.placed("spread"):
+        by_cluster[cluster] = by_cluster.get(cluster, 0) + 1
+    victim = max(by_cluster, key=lambda c: (by_cluster[c], c))
+    lost = {i for i, c, _, _ in fleet.placed("spread") if c == victim}
+
+    fault = await fleet.faults.inject(victim, FaultSpec(kind="down", for_s=600))
+
+    def moved() -> bool:
+        current = [(i, c, p) for i, c, desired, p in fleet.placed("spread") if desired]
+        return sorted(i for i, _, _ in current) == list(range(60)) and all(
+            c != victim and p == "Running" for _, c, p in current
+        )
+
+    await fleet.settle(moved)
+    assert lost  # the cluster held some, and each of their indices runs elsewhere now
+    assert victim not in fleet.simulated("spread")
+    assert fleet.phase("spread") == WorkloadPhase.RUNNING.value
+    fleet.clock.now += fault.spec.for_s
+    await fleet.settle(lambda: fleet.cluster_phase(victim) == ClusterPhase.READY.value)

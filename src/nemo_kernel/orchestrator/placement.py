@@ -2,17 +2,82 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from sqlalchemy import Row, Text, cast, select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import ClusterPhase, ClusterSpec, NodeSpec
 from nemo_kernel.orchestrator.decision import ClusterCandidate, NodeCandidate, NodeTable
 from nemo_kernel.store import clusters as cluster_store
+from nemo_kernel.store.tables import ClusterRow, NodeRow
 
 log = logging.getLogger(__name__)
+
+
+# The specs as their stored JSON text: compared with what was validated last time, so an unchanged spec (every
+# spec but one in a pass after a registration) is neither decoded nor validated again.
+_CLUSTERS = select(
+    ClusterRow.id,
+    ClusterRow.name,
+    ClusterRow.phase,
+    ClusterRow.cordoned,
+    ClusterRow.draining,
+    cast(ClusterRow.spec, Text).label("spec"),
+).order_by(ClusterRow.name)
+_NODES = select(
+    NodeRow.cluster_id,
+    NodeRow.name,
+    NodeRow.ready,
+    NodeRow.allocated_cpu,
+    NodeRow.allocated_memory_mib,
+    cast(NodeRow.spec, Text).label("spec"),
+).order_by(NodeRow.cluster_id, NodeRow.name)
+
+
+class ParsedSpecs:
+    """Validated cluster specs and node candidates by the stored text (and accounting) they were built from, kept
+    between inventory loads.
+
+    Bounded: each load keeps only the clusters it read (one spec per registered cluster and node); re-derived
+    from the store, as an entry is used only while the stored text is the one it was validated from.
+    """
+
+    def __init__(self) -> None:
+        self._clusters: dict[str, tuple[str, ClusterSpec]] = {}
+        self._nodes: dict[tuple[str, str], tuple[tuple[str, bool, float, int], NodeCandidate, NodeSpec]] = {}
+
+    def cluster(self, name: str, text: str) -> ClusterSpec:
+        """The cluster spec stored as ``text``; raises ValueError when it is not a valid one."""
+        kept = self._clusters.get(name)
+        if kept is not None and kept[0] == text:
+            return kept[1]
+        spec = ClusterSpec.model_validate(json.loads(text))
+        self._clusters[name] = (text, spec)
+        return spec
+
+    def node(self, cluster: str, row: Row[int, str, bool, float, int, str]) -> NodeCandidate:
+        """The candidate of a node row of ``_NODES`` (kept while its spec text and accounting stay the same: most
+        nodes between two loads); raises ValueError when its spec is not a valid one."""
+        key = (row.spec, row.ready, row.allocated_cpu, row.allocated_memory_mib)
+        kept = self._nodes.get((cluster, row.name))
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        spec = kept[2] if kept is not None and kept[0][0] == row.spec else NodeSpec.model_validate(json.loads(row.spec))
+        candidate = NodeCandidate.from_spec(
+            spec, ready=row.ready, allocated_cpu=row.allocated_cpu, allocated_memory_mib=row.allocated_memory_mib
+        )
+        self._nodes[(cluster, row.name)] = (key, candidate, spec)
+        return candidate
+
+    def keep(self, clusters: set[str]) -> None:
+        """Forget the specs of clusters not in ``clusters`` (removed ones)."""
+        self._clusters = {n: v for n, v in self._clusters.items() if n in clusters}
+        self._nodes = {k: v for k, v in self._nodes.items() if k[0] in clusters}
 
 
 @dataclass
@@ -34,38 +99,39 @@ class Inventory:
         """Changes whenever health, schedulability or free capacity change, so pending work is retried only then."""
 
     @classmethod
-    def load(cls, s: Session) -> Inventory:
-        """Read every cluster and node (two queries)."""
+    def load(cls, s: Session, specs: ParsedSpecs | None = None) -> Inventory:
+        """Read every cluster and node (two queries of plain tuples). ``specs``: validated specs kept from an
+        earlier load (the reconcile pass keeps one), so only a spec whose stored text changed is validated again."""
+        specs = specs if specs is not None else ParsedSpecs()
+        nodes_of: dict[int, list[Row[int, str, bool, float, int, str]]] = defaultdict(list)
+        for node in s.execute(_NODES):
+            nodes_of[node.cluster_id].append(node)
         clusters: list[_Cluster] = []
         fingerprint: list[object] = []
         leaving: dict[str, str] = {}
-        for row in cluster_store.list_clusters(s):
+        for row in s.execute(_CLUSTERS).all():
+            rows = nodes_of.get(row.id, [])
             try:
-                spec = ClusterSpec.model_validate(row.spec)
-                node_specs = {n.name: NodeSpec.model_validate(n.spec) for n in row.nodes}
+                spec = specs.cluster(row.name, row.spec)
+                nodes = {n.name: specs.node(row.name, n) for n in rows}
             except ValueError as exc:
                 # One unreadable cluster must not stop placement everywhere: it is no candidate (the resource
                 # manager records the error on it).
                 log.warning("cluster %r left out of placement: %s", row.name, exc)
                 continue
             ready = row.phase == ClusterPhase.READY.value
-            nodes = {
-                n.name: NodeCandidate.from_spec(
-                    node_specs[n.name],
-                    ready=n.ready,
-                    allocated_cpu=n.allocated_cpu,
-                    allocated_memory_mib=n.allocated_memory_mib,
-                )
-                for n in row.nodes
-            }
             why = cluster_store.leaving_reason(row.phase, row.draining)
             if why is not None:
                 leaving[row.name] = why
             excluded = cluster_store.DRAINED if row.draining else None
-            base = ClusterCandidate.from_spec(spec, ready=ready, cordoned=row.cordoned, excluded_reason=excluded)
+            # its nodes are the stored ones (``nodes``), set per workload by candidates()
+            base = ClusterCandidate.from_spec(
+                spec, ready=ready, cordoned=row.cordoned, excluded_reason=excluded, nodes=()
+            )
             clusters.append(_Cluster(base, nodes))
             fingerprint.append((row.name, ready, row.cordoned, row.draining))
-            fingerprint.extend((n.name, n.ready, round(n.allocated_cpu, 6), n.allocated_memory_mib) for n in row.nodes)
+            fingerprint.extend((n.name, n.ready, round(n.allocated_cpu, 6), n.allocated_memory_mib) for n in rows)
+        specs.keep({c.base.name for c in clusters})
         return cls(clusters, hash(tuple(fingerprint)), leaving)
 
     def candidates(self, hosted: Mapping[tuple[str, str], int]) -> list[ClusterCandidate]:

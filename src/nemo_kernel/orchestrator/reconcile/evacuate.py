@@ -42,7 +42,8 @@ from nemo_kernel.domain import (
     WorkloadDescriptor,
 )
 from nemo_kernel.orchestrator.decision import ClusterCandidate, DecisionEngine, NodeTable
-from nemo_kernel.orchestrator.placement import Inventory
+from nemo_kernel.orchestrator.placement import Inventory, ParsedSpecs
+from nemo_kernel.orchestrator.reconcile.phases import DESCRIPTOR_TEXT, StoredReplica, deployment_shape, stored_replicas
 from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
 from nemo_kernel.ppef.press import residency_constrained
 from nemo_kernel.store import Database, workloads
@@ -69,10 +70,18 @@ class Evacuation:
     most one entry per replica on a leaving cluster or node.
     """
 
-    def __init__(self, db: Database, decisions: DecisionEngine, concurrency: int, started: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        decisions: DecisionEngine,
+        concurrency: int,
+        started: Callable[[], None],
+        specs: ParsedSpecs | None = None,
+    ) -> None:
         """``concurrency`` bounds the evacuations in flight; ``started`` is called after a pass started some (it
-        wakes the migration loop)."""
+        wakes the migration loop); ``specs``: the validated cluster specs the pass's inventory loads share."""
         self._db = db
+        self._specs = specs if specs is not None else ParsedSpecs()
         self._decisions = decisions
         self._concurrency = concurrency
         self._started = started
@@ -88,17 +97,26 @@ class Evacuation:
             budget = self._concurrency - evacuations_in_flight(s)
             if not waiting or budget <= 0:
                 return
-            inventory = Inventory.load(s)
+            owners = {r.workload_id for r, _, _ in waiting}
+            stateful = {wid: _stateful(d) for wid, d in s.execute(_DESCRIPTORS.where(WorkloadRow.id.in_(owners)))}
+            # Placement replaces a stateless replica of a NotReady cluster (see phases.left_to_placement): no state
+            # to hand over. Nothing is loaded for those (all the replicas of a failed cluster, most often).
+            waiting = [
+                (r, why, silent)
+                for r, why, silent in waiting
+                if not silent or why == DRAINED or stateful[r.workload_id]
+            ]
+            if not waiting:
+                return
+            inventory = Inventory.load(s, self._specs)
             owners = {r.workload_id for r, _, _ in waiting}
             ws = {w.id: w for w in s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(owners)))}
-            replicas = workloads.replicas_by_workload(s, list(ws))
+            replicas = stored_replicas(s, ws)
             moved: set[int] = set()
-            for source, reason, silent in waiting:
+            for source, reason, _ in waiting:
                 w = ws[source.workload_id]
                 if budget <= 0:
                     break
-                if silent and reason != DRAINED and not _stateful(w):
-                    continue  # placement replaces it (see phases.left_to_placement): no state to hand over
                 if w.id in moved or self.tried.get(source.id) == inventory.generation:
                     continue  # one move per workload at a time; one that fitted nowhere waits for a change
                 mine = [r for r in replicas.get(w.id, []) if r.desired and r.version == w.version]
@@ -115,7 +133,13 @@ class Evacuation:
             self._started()
 
     def _move(
-        self, s: Session, w: WorkloadRow, source: ReplicaRow, reason: str, mine: list[ReplicaRow], inventory: Inventory
+        self,
+        s: Session,
+        w: WorkloadRow,
+        source: ReplicaRow,
+        reason: str,
+        mine: list[StoredReplica],
+        inventory: Inventory,
     ) -> bool:
         """Start a migration of ``source`` to where the decision engine places its index; False if nothing fits."""
         spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
@@ -209,9 +233,17 @@ def _waiting(s: Session) -> list[tuple[ReplicaRow, str, bool]]:
     ]
 
 
-def _stateful(w: WorkloadRow) -> bool:
-    deployment = WorkloadDescriptor.model_validate(w.descriptor).deployment
-    return deployment is not None and deployment.stateful
+_DESCRIPTORS = select(WorkloadRow.id, DESCRIPTOR_TEXT)
+
+
+def _stateful(descriptor: str) -> bool:
+    """Whether a stored descriptor's deployment is stateful; True when it does not read, so that its move is
+    tried and records why on the workload."""
+    try:
+        shape = deployment_shape(descriptor)
+    except ValueError:
+        return True
+    return shape is not None and shape.stateful
 
 
 def _same_architecture(candidates: list[ClusterCandidate], source: ReplicaRow) -> list[ClusterCandidate]:

@@ -50,6 +50,7 @@ class Observation:
         # as no entry does). So it never holds more than the stored replicas, and a replica deleted on any path
         # (removed, its cluster or workload gone) is forgotten on the next pass.
         self.usage_written: dict[str, float] = {}
+        self._first_pass = True
 
     def __call__(self, reports: dict[str, ClusterReport]) -> None:
         """Apply one pass's reports; see the module docstring.
@@ -60,6 +61,7 @@ class Observation:
         for the replicas that did not change.
         """
         now = time.monotonic()
+        first, self._first_pass = self._first_pass, False
         if not reports:
             self.usage_written = {}  # no replica is on a cluster that answered
             return
@@ -81,6 +83,10 @@ class Observation:
                     seen[observed.id] = observed
                     if (row.phase, row.restarts, row.url, row.pid, row.message) != _state(observed):
                         changed.add(observed.id)
+                    elif first:
+                        # The first pass of this process (a restarted plane adopting what runs): a replica seen
+                        # unchanged keeps its stored sample one interval more, so adopting 100,000 writes nothing.
+                        self.usage_written[observed.id] = now
                     elif now - self.usage_written.get(observed.id, 0.0) >= USAGE_WRITE_INTERVAL:
                         usage.append({"rid": observed.id, "cpu": observed.cpu_percent, "mem": observed.memory_mib})
                         self.usage_written[observed.id] = now

@@ -5,12 +5,14 @@ Below the steps, above ``records``: every step that changes replicas ends by cal
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from functools import partial
-from typing import Protocol
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from typing import Protocol, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Row, Text, cast, select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import EventKind, ReplicaPhase, WorkloadDescriptor, WorkloadPhase
@@ -33,6 +35,13 @@ class PlacedReplica(Protocol):
     def phase(self) -> str: ...
     @property
     def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=PlacedReplica)
+
+DESCRIPTORS_KEPT = 10_000
+"""Validated descriptors kept, by their stored text (a few hundred bytes each): one per workload of a 10,000-workload
+store; beyond that the oldest are validated again when next needed."""
 
 
 def workload_phase(wanted: int | None, current: int, ready: int, was: str) -> WorkloadPhase:
@@ -81,18 +90,104 @@ def left_to_placement(r: PlacedReplica, stateful: bool, leaving: Mapping[str, st
     return r.phase != ReplicaPhase.RUNNING.value or r.id in given_up or (why == NOT_ANSWERING and not stateful)
 
 
+@dataclass(slots=True, eq=False)
+class StoredReplica:
+    """What the steps read of a replica row to decide, read as a plain tuple (no ORM object): see
+    :func:`stored_replicas`. The rows a step then changes are loaded as objects. Not frozen and compared by
+    identity: built by the hundred thousand in a large pass, where a frozen dataclass costs five times more."""
+
+    workload_id: int
+    id: str
+    index: int
+    cluster: str
+    node: str
+    phase: str
+    desired: bool
+    version: int
+
+
+_REPLICAS = select(
+    ReplicaRow.workload_id,
+    ReplicaRow.id,
+    ReplicaRow.index,
+    ReplicaRow.cluster,
+    ReplicaRow.node,
+    ReplicaRow.phase,
+    ReplicaRow.desired,
+    ReplicaRow.version,
+).order_by(ReplicaRow.version, ReplicaRow.index, ReplicaRow.created_at)
+
+
+def stored_replicas(s: Session, workload_ids: Iterable[int]) -> dict[int, list[StoredReplica]]:
+    """The replicas of many workloads as plain tuples, by workload, ordered by version then index (as
+    ``store.workloads.replicas_by_workload``), in chunked queries."""
+    ids = sorted(set(workload_ids))
+    grouped: dict[int, list[StoredReplica]] = defaultdict(list)
+    for start in range(0, len(ids), _CHUNK):
+        for r in s.execute(_REPLICAS.where(ReplicaRow.workload_id.in_(ids[start : start + _CHUNK]))):
+            grouped[r.workload_id].append(StoredReplica(*r))
+    return grouped
+
+
+DESCRIPTOR_TEXT = cast(WorkloadRow.descriptor, Text).label("descriptor")
+"""A workload's descriptor as its stored text, the key of :func:`deployment_shape`."""
+
+
+_WORKLOADS = select(
+    WorkloadRow.id,
+    WorkloadRow.version,
+    WorkloadRow.phase,
+    WorkloadRow.message,
+    WorkloadRow.needs_placement,
+    WorkloadRow.deleting,
+    DESCRIPTOR_TEXT,
+)
+_StoredWorkload = Row[int, int, str, str, bool, bool, str]  # a row of _WORKLOADS
+_CHUNK = 500  # workload ids per IN (...) query
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the pass reads of a workload's deployment: its replica count and whether it is stateful."""
+
+    replicas: int
+    stateful: bool
+
+
+@lru_cache(maxsize=DESCRIPTORS_KEPT)
+def deployment_shape(descriptor: str) -> Shape | None:
+    """The deployment of a descriptor stored as ``descriptor`` (its JSON text; None for a catalogue entry); raises
+    ValueError when it is not a valid descriptor. Kept by the text, so a pass validates each workload's descriptor
+    once, not once per step and pass."""
+    deployment = WorkloadDescriptor.model_validate(json.loads(descriptor)).deployment
+    return None if deployment is None else Shape(deployment.replicas, deployment.stateful)
+
+
 def update_phases(s: Session, workload_ids: set[int]) -> None:
-    """Recompute workload phases; finish moves and rollouts (what was replaced goes) and deletions."""
+    """Recompute workload phases; finish moves and rollouts (what was replaced goes) and deletions.
+
+    The workloads and replicas are read as plain tuples first; only a workload with something to write (a phase,
+    its message, a replica to release, a deletion to finish) or whose descriptor does not read is loaded as
+    objects and goes through the writing rules, in its own savepoint. A pass over 1,000 unchanged workloads of
+    100,000 replicas builds no object and writes nothing.
+    """
     if not workload_ids:
         return
-    rows = list(s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(list(workload_ids)))))
-    replicas = workloads.replicas_by_workload(s, [w.id for w in rows])
     leaving = leaving_clusters(s)
     migrating = moving_replicas(s)
-    for w in rows:
-        mine = replicas.get(w.id, [])
+    ids = sorted(workload_ids)
+    to_write: dict[int, list[StoredReplica]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        mine = stored_replicas(s, chunk)
+        for stored in s.execute(_WORKLOADS.where(WorkloadRow.id.in_(chunk))):
+            if stored.deleting or _differs(stored, mine.get(stored.id, []), leaving, migrating):
+                to_write[stored.id] = mine.get(stored.id, [])
+    if not to_write:
+        return
+    for w in s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(list(to_write)))):
         if w.deleting:
-            if not mine:
+            if not to_write[w.id]:
                 record_event(
                     s,
                     EventKind.WORKLOAD_DELETED,
@@ -101,11 +196,56 @@ def update_phases(s: Session, workload_ids: set[int]) -> None:
                 )
                 s.delete(w)
             continue
-        isolated(s, w, "status update", partial(_update_phase, s, w, mine, leaving, migrating))
+        isolated(s, w, "status update", partial(_update_phase, s, w, to_write[w.id], leaving, migrating))
+
+
+def _differs(w: _StoredWorkload, mine: list[StoredReplica], leaving: dict[str, str], migrating: set[str]) -> bool:
+    """Whether :func:`_update_phase` would write anything for this workload (True when its descriptor does not
+    read: the writing path records why)."""
+    try:
+        shape = deployment_shape(w.descriptor)
+    except ValueError:
+        return True
+    if shape is None:
+        return False  # a catalogue entry: nothing to update
+    wanted = shape.replicas
+    current = [r for r in mine if r.desired and r.version == w.version]
+    if any(others for _, others in _replaced([r for r in current if r.id not in migrating], leaving)):
+        return True
+    phase, message, done = _status(wanted, w.version, current, leaving, w.phase)
+    if done and not w.needs_placement and any(r.desired and r.version != w.version for r in mine):
+        return True  # older versions to release
+    return phase.value != w.phase or ((phase is not WorkloadPhase.PENDING or bool(current)) and message != w.message)
+
+
+def _status(
+    wanted: int, version: int, current: Sequence[PlacedReplica], leaving: Mapping[str, str], was: str
+) -> tuple[WorkloadPhase, str, bool]:
+    """A workload's phase and message from its current replicas, and whether every index is served where it stays
+    (the rollout is done: older versions may go)."""
+    ready = ready_count(current, leaving)
+    staying = {r.index for r in current if r.cluster not in leaving}
+    moving = sorted({r.cluster for r in current if r.cluster in leaving})
+    message = f"{ready}/{wanted} replicas of version {version} running"
+    if moving:
+        message += f"; moving off {', '.join(moving)} once replacements run"
+    done = ready >= wanted and staying >= set(range(wanted))
+    return workload_phase(wanted, len(current), ready, was), message, done
+
+
+def _replaced(current: Sequence[R], leaving: Mapping[str, str]) -> Iterator[tuple[R, list[R]]]:
+    """Per index with a replica running on a cluster that stays and other replicas: the one kept and the others."""
+    by_index: dict[int, list[R]] = defaultdict(list)
+    for r in current:
+        by_index[r.index].append(r)
+    for group in by_index.values():
+        serving = [r for r in group if r.cluster not in leaving and r.phase == ReplicaPhase.RUNNING.value]
+        if serving and len(group) > 1:
+            yield serving[0], [r for r in group if r is not serving[0]]
 
 
 def _update_phase(
-    s: Session, w: WorkloadRow, mine: list[ReplicaRow], leaving: dict[str, str], migrating: set[str]
+    s: Session, w: WorkloadRow, mine: list[StoredReplica], leaving: dict[str, str], migrating: set[str]
 ) -> None:
     subject = workload_subject(w.namespace, w.name)
     deployment = WorkloadDescriptor.model_validate(w.descriptor).deployment
@@ -113,15 +253,13 @@ def _update_phase(
         return  # a catalogue entry: Registered since it became one, with the reason as its message
     wanted = deployment.replicas
     current = [r for r in mine if r.desired and r.version == w.version]
-    _release_replaced(s, subject, [r for r in current if r.id not in migrating], leaving)
-    current = [r for r in current if r.desired]
-    ready = ready_count(current, leaving)
-    staying = {r.index for r in current if r.cluster not in leaving}
-    moving = sorted({r.cluster for r in current if r.cluster in leaving})
-    if ready >= wanted and staying >= set(range(wanted)) and not w.needs_placement:
-        old = [r for r in mine if r.desired and r.version != w.version]
-        for r in old:
-            workloads.release_replica(s, r)
+    released = _release_replaced(s, subject, [r for r in current if r.id not in migrating], leaving)
+    current = [r for r in current if r.id not in released]
+    phase, message, done = _status(wanted, w.version, current, leaving, w.phase)
+    if done and not w.needs_placement:
+        old = _rows(s, [r.id for r in mine if r.desired and r.version != w.version])
+        for row in old:
+            workloads.release_replica(s, row)
         if old:
             record_event(
                 s,
@@ -130,36 +268,34 @@ def _update_phase(
                 f"version {w.version} serves; {len(old)} replicas of older versions stopping",
                 version=w.version,
             )
-    phase = workload_phase(wanted, len(current), ready, w.phase)
-    message = f"{ready}/{wanted} replicas of version {w.version} running"
-    if moving:
-        message += f"; moving off {', '.join(moving)} once replacements run"
     if phase.value != w.phase:
+        ready = ready_count(current, leaving)
         record_event(s, EventKind.for_phase(phase), subject, message, ready=ready, desired=wanted)
         w.phase = phase.value
     if phase is not WorkloadPhase.PENDING or current:
         w.message = message
 
 
-def _release_replaced(s: Session, subject: str, current: list[ReplicaRow], leaving: dict[str, str]) -> None:
+def _rows(s: Session, ids: list[str]) -> list[ReplicaRow]:
+    """The replica rows of ``ids`` as objects (the few a workload's update changes), in ``ids``' order."""
+    if not ids:
+        return []
+    found = {r.id: r for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(ids)))}
+    return [found[i] for i in ids if i in found]
+
+
+def _release_replaced(s: Session, subject: str, current: list[StoredReplica], leaving: dict[str, str]) -> set[str]:
     """Make-before-break: once one replica of an index runs on a cluster that stays, the others of that index go.
 
     The others are the replica it replaces on a drained or silent cluster, or, when a silent cluster came back
     before the replacement ran, the spare of the two. The source and target of a running migration are not
-    given here: the migration decides which of them stays, and when.
+    given here: the migration decides which of them stays, and when. Returns the ids released.
     """
-    by_index: dict[int, list[ReplicaRow]] = defaultdict(list)
-    for r in current:
-        by_index[r.index].append(r)
-    for group in by_index.values():
-        serving = [r for r in group if r.cluster not in leaving and r.phase == ReplicaPhase.RUNNING.value]
-        if not serving or len(group) == 1:
-            continue
-        keep = serving[0]
-        for r in group:
-            if r is keep:
-                continue
+    released: set[str] = set()
+    for keep, others in _replaced(current, leaving):
+        for r in _rows(s, [o.id for o in others]):
             workloads.release_replica(s, r)
+            released.add(r.id)
             replica_event(
                 s,
                 EventKind.REPLICA_REPLACED,
@@ -169,3 +305,4 @@ def _release_replaced(s: Session, subject: str, current: list[ReplicaRow], leavi
                 f"on {keep.cluster}/{keep.node}",
                 replacement=keep.id,
             )
+    return released

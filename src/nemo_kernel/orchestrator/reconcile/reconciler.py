@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import LatencyMatrix, load_document
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion, DecisionEngine
+from nemo_kernel.orchestrator.placement import ParsedSpecs
 from nemo_kernel.orchestrator.reconcile.evacuate import Evacuation
 from nemo_kernel.orchestrator.reconcile.observe import Observation
 from nemo_kernel.orchestrator.reconcile.reschedule import Rescheduling
@@ -44,8 +45,9 @@ class OrchestrationEngine:
         self.observe = Observation(db)
         self.reschedule = Rescheduling(db)
         engine = DecisionEngine(settings.weights, criteria=tuple(criteria), latency=latency_matrix(settings))
-        self.evacuate = Evacuation(db, engine, settings.evacuation_concurrency, moves_started)
-        self.schedule = Scheduling(db, engine)
+        specs = ParsedSpecs()  # validated cluster specs, shared by the inventory loads of evacuate and schedule
+        self.evacuate = Evacuation(db, engine, settings.evacuation_concurrency, moves_started, specs)
+        self.schedule = Scheduling(db, engine, specs)
         self.rollout = Rollout(db, resources, settings.driver_timeout)
         self._db = db
         self._resync_interval = settings.resync_interval
@@ -57,9 +59,10 @@ class OrchestrationEngine:
 
         Observe takes the clusters whose report changed; reschedule, evacuate and schedule run when the store's
         revision (its newest event: every change of desired state records one) moved or a cluster changed; the
-        rollout plans every cluster when the store moved, else the changed ones and those whose last rollout did
-        not finish. A full pass (every cluster's whole report, every step, the cluster rows read again) runs first
-        and every NEMO_RESYNC_INTERVAL seconds: the safety net for a change that left no trace.
+        rollout plans the changed clusters, those whose last rollout did not finish and, when the store moved, those
+        the store holds a replica to send or remove for. A full pass (every cluster's whole report, every step, the
+        cluster rows read again, every cluster's rollout planned) runs first and every NEMO_RESYNC_INTERVAL seconds:
+        the safety net for a change that left no trace.
         """
         now = time.monotonic()
         full = self._next_resync is None or now >= self._next_resync
@@ -79,7 +82,7 @@ class OrchestrationEngine:
             await asyncio.to_thread(self.evacuate)
             await asyncio.to_thread(self.schedule)
         if store_moved:
-            await self.rollout(beat.reports)
+            await self.rollout(beat.reports, changed=None if full else beat.changed)
         else:
             again = beat.changed | self.rollout.unfinished
             await self.rollout({c: r for c, r in beat.reports.items() if c in again})

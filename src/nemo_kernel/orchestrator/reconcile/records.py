@@ -7,20 +7,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import EventKind
 from nemo_kernel.store.events import record_event, workload_subject
-from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
+from nemo_kernel.store.tables import WorkloadRow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def replica_event(s: Session, kind: EventKind, subject: str, row: ReplicaRow, message: str, **data: object) -> None:
+class Located(Protocol):
+    """Where a replica is: a stored row, or the plain tuple a step read of it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def cluster(self) -> str: ...
+    @property
+    def node(self) -> str: ...
+
+
+def replica_event(s: Session, kind: EventKind, subject: str, row: Located, message: str, **data: object) -> None:
     """Record an event about one replica, naming it and where it runs."""
     record_event(s, kind, subject, message, replica=row.id, cluster=row.cluster, node=row.node, **data)
 

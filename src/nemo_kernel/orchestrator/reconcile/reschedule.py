@@ -9,13 +9,18 @@ keeps its place until a replacement for its index runs elsewhere (:mod:`phases` 
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from nemo_kernel.domain import EventKind, WorkloadDescriptor
-from nemo_kernel.orchestrator.reconcile.phases import left_to_placement, update_phases
+from nemo_kernel.domain import EventKind
+from nemo_kernel.orchestrator.reconcile.phases import (
+    DESCRIPTOR_TEXT,
+    StoredReplica,
+    deployment_shape,
+    left_to_placement,
+    stored_replicas,
+    update_phases,
+)
 from nemo_kernel.orchestrator.reconcile.records import replica_event, subjects
 from nemo_kernel.store import Database, workloads
 from nemo_kernel.store.clusters import leaving_clusters
@@ -60,10 +65,9 @@ class Rescheduling:
                     ReplicaRow.desired.is_(True), ReplicaRow.cluster.in_(list(leaving))
                 )
                 ids = set(s.scalars(query))
-                replicas = workloads.replicas_by_workload(s, list(ids))
-                rows = s.execute(
-                    select(WorkloadRow.id, WorkloadRow.version, WorkloadRow.descriptor).where(WorkloadRow.id.in_(ids))
-                )
+                replicas = stored_replicas(s, ids)
+                shapes = select(WorkloadRow.id, WorkloadRow.version, DESCRIPTOR_TEXT)
+                rows = s.execute(shapes.where(WorkloadRow.id.in_(ids)))
                 kinds = {wid: (v, _stateful(d)) for wid, v, d in rows}
                 given_up = given_up_evacuations(s)
                 queue_for_placement(
@@ -105,7 +109,7 @@ def queue_for_placement(s: Session, workload_ids: set[int]) -> None:
 
 
 def _unreplaced(
-    mine: list[ReplicaRow], version: int, stateful: bool, leaving: dict[str, str], given_up: set[str]
+    mine: list[StoredReplica], version: int, stateful: bool, leaving: dict[str, str], given_up: set[str]
 ) -> bool:
     """Whether some replica of the current version left to placement has no replacement bound yet."""
     current = [r for r in mine if r.desired and r.version == version]
@@ -113,6 +117,9 @@ def _unreplaced(
     return any(left_to_placement(r, stateful, leaving, given_up) and r.index not in staying for r in current)
 
 
-def _stateful(descriptor: dict[str, Any]) -> bool:
-    deployment = WorkloadDescriptor.model_validate(descriptor).deployment
-    return deployment is not None and deployment.stateful
+def _stateful(descriptor: str) -> bool:
+    try:
+        shape = deployment_shape(descriptor)
+    except ValueError:
+        return False  # queued all the same: placement records on the workload why it cannot be read
+    return shape is not None and shape.stateful

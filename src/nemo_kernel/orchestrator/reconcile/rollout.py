@@ -13,10 +13,11 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.clusters import ClusterReport, ClusterUnreachable, ReplicaRejected, ReplicaSpec
@@ -77,6 +78,10 @@ class _Light(NamedTuple):
 
 
 _LIGHT = (ReplicaRow.id, ReplicaRow.cluster, ReplicaRow.desired, ReplicaRow.phase)
+_PENDING = or_(
+    and_(ReplicaRow.desired.is_(True), ReplicaRow.phase == ReplicaPhase.SCHEDULED.value),
+    ReplicaRow.desired.is_(False),
+)
 
 
 def to_send(row: Placed, reported: set[str], leaving: dict[str, str]) -> bool:
@@ -124,16 +129,32 @@ class Rollout:
         """Clusters whose last rollout was interrupted or failed a replica: planned again on the next pass even
         when nothing changed (one entry per cluster at most)."""
 
-    async def __call__(self, reports: dict[str, ClusterReport]) -> None:
-        """Plan, apply and record one rollout of the clusters in ``reports``; see the module docstring."""
+    async def __call__(self, reports: dict[str, ClusterReport], changed: AbstractSet[str] | None = None) -> None:
+        """Plan, apply and record one rollout of the clusters in ``reports``; see the module docstring.
+
+        ``changed``: when given, only the clusters in it (their report changed), those whose last rollout did not
+        finish and those the store holds a replica to send (Scheduled) or remove (released) for are planned; one
+        query finds the last, so a pass after a change of desired state does not read every replica of the fleet.
+        """
         if not reports:
             return
+        if changed is not None:
+            wanted = changed | self.unfinished | await asyncio.to_thread(self._pending)
+            reports = {c: r for c, r in reports.items() if c in wanted}
+            if not reports:
+                return
         plans = await asyncio.to_thread(self._plan, reports)
         outcomes = await asyncio.gather(*(self._apply(c, p) for c, p in plans.items()))
         self.unfinished -= set(reports)
         self.unfinished |= {c for c, o in zip(plans, outcomes, strict=True) if not o.finished}
         if any(o.sent or o.removed or o.rejected or o.failed for o in outcomes):
             await asyncio.to_thread(self._record, outcomes)
+
+    def _pending(self) -> set[str]:
+        """Clusters with a replica to send or to remove, as the store says (observe stores a desired replica its
+        cluster no longer reports as Scheduled, so it is one)."""
+        with self._db.snapshot() as s:
+            return set(s.scalars(select(ReplicaRow.cluster).where(_PENDING).distinct()))
 
     def _plan(self, reports: dict[str, ClusterReport]) -> dict[str, ClusterPlan]:
         plans: dict[str, ClusterPlan] = {}

@@ -15,15 +15,15 @@ from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import Detail, EventKind, ReplicaPhase, WorkloadDescriptor
 from nemo_kernel.orchestrator.decision import DecisionEngine
-from nemo_kernel.orchestrator.placement import Inventory
-from nemo_kernel.orchestrator.reconcile.phases import left_to_placement, update_phases
+from nemo_kernel.orchestrator.placement import Inventory, ParsedSpecs
+from nemo_kernel.orchestrator.reconcile.phases import StoredReplica, left_to_placement, stored_replicas, update_phases
 from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
 from nemo_kernel.ppef.press import residency_constrained
 from nemo_kernel.store import Database, workloads
 from nemo_kernel.store.clusters import NOT_ANSWERING
 from nemo_kernel.store.events import record_event, workload_subject
 from nemo_kernel.store.migration_records import given_up_evacuations
-from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
+from nemo_kernel.store.tables import WorkloadRow
 
 NODE_DETAIL_UP_TO = 500
 """Decisions over at most this many nodes are stored with every node's verdict; larger ones compactly (every
@@ -37,8 +37,10 @@ SCHEDULE_BATCH = 200
 class Scheduling:
     """The third step of a pass: placement of queued workloads."""
 
-    def __init__(self, db: Database, decisions: DecisionEngine) -> None:
+    def __init__(self, db: Database, decisions: DecisionEngine, specs: ParsedSpecs | None = None) -> None:
+        """``specs``: the validated cluster specs the pass's inventory loads share."""
         self._db = db
+        self._specs = specs if specs is not None else ParsedSpecs()
         self._decisions = decisions
         self.decisions = decisions
         """The decision engine, for views that explain what it would decide now."""
@@ -62,8 +64,8 @@ class Scheduling:
             self.tried = {wid: t for wid, t in self.tried.items() if wid in queued}
             if not queue:
                 return
-            inventory = Inventory.load(s)
-            replicas = workloads.replicas_by_workload(s, [w.id for w in queue])
+            inventory = Inventory.load(s, self._specs)
+            replicas = stored_replicas(s, queued)
             given_up = given_up_evacuations(s)
             touched: set[int] = set()
             for w in queue:
@@ -82,7 +84,7 @@ class Scheduling:
             update_phases(s, touched)
 
     def _place(
-        self, s: Session, w: WorkloadRow, mine: list[ReplicaRow], inventory: Inventory, given_up: set[str]
+        self, s: Session, w: WorkloadRow, mine: list[StoredReplica], inventory: Inventory, given_up: set[str]
     ) -> bool:
         spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
         if spec is None:  # a catalogue entry is never queued; one queued before it became one has nothing to place
@@ -162,7 +164,7 @@ class Scheduling:
         return True
 
 
-def _why_no_handoff(old: ReplicaRow, reason: str, given_up: set[str]) -> str:
+def _why_no_handoff(old: StoredReplica, reason: str, given_up: set[str]) -> str:
     """Why a replica leaving ``reason`` is replaced by placement rather than moved by a migration (the event says
     so: a stateful workload's state does not follow it)."""
     if old.phase != ReplicaPhase.RUNNING.value:
