@@ -30,6 +30,7 @@ from nemo_kernel.config import Settings
 from nemo_kernel.domain import ClusterPhase, ClusterSpec, EventKind, ReplicaPhase, utcnow
 from nemo_kernel.store import Database
 from nemo_kernel.store.events import cluster_subject, record_event
+from nemo_kernel.store.signals import CommitWatch
 from nemo_kernel.store.tables import ClusterRow, NodeRow
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,10 @@ class ResourceManager:
         self._links: dict[str, tuple[ClusterDriver, dict[str, Link]]] = {}
         self._sem = asyncio.Semaphore(_MAX_CONCURRENT_HEARTBEATS)
         self._clusters_revision: tuple[object, ...] | None = None  # of the cluster rows, when last read
+        # SQLite's commit counter when the cluster rows were last compared: no commit since, no query (made on the
+        # first pass, once the store exists; None on PostgreSQL, which is then asked every pass)
+        self._commits: CommitWatch | None = None
+        self._compared_at: int | None = None
         # Clusters whose driver was handed out since their last heartbeat: whoever took it (the rollout, a
         # migration's hand-off, a fault) may have changed what runs there, so they are asked on the next round.
         # At most one entry per managed cluster.
@@ -133,12 +138,19 @@ class ResourceManager:
 
         The cluster rows are read (and their specs validated) only when they changed since the last read, by
         :func:`clusters_revision`, or when ``force`` (the engine's resync); otherwise only drivers that failed
-        to open are tried again and links not applied yet are applied.
+        to open are tried again and links not applied yet are applied. On SQLite, that revision is not even asked
+        while nothing was committed to the store since it was last compared (``Database.commit_watch``).
         """
-        revision = await asyncio.to_thread(self._clusters_revision_now)
-        if force or revision != self._clusters_revision or len(self._drivers) < len(self._specs):
-            await self._sync_specs()
-            self._clusters_revision = revision
+        if self._commits is None:
+            self._commits = self._db.commit_watch()
+        commits = self._commits.look()  # before the read: a commit after it is seen on the next pass
+        retry = len(self._drivers) < len(self._specs)
+        if force or retry or commits is None or commits != self._compared_at:
+            revision = await asyncio.to_thread(self._clusters_revision_now)
+            if force or retry or revision != self._clusters_revision:
+                await self._sync_specs()
+                self._clusters_revision = revision
+            self._compared_at = commits
         await asyncio.gather(*(self._apply_links(name) for name in list(self._drivers)))
 
     def _clusters_revision_now(self) -> tuple[object, ...]:
@@ -467,6 +479,9 @@ class ResourceManager:
             await _close_quietly(driver, name)
         self._drivers.clear()
         await self._providers.close()
+        if self._commits is not None:
+            self._commits.close()
+            self._commits = None
 
 
 async def _close_quietly(driver: ClusterDriver, name: str) -> None:
