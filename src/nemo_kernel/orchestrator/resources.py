@@ -335,8 +335,9 @@ class ResourceManager:
                 log.warning("cluster %s has NO SANDBOX: its replicas can read the data directory (see its agent.log)",
                             name)  # fmt: skip
             self._sandboxes[name] = report.sandbox
-        answered = {n: reports[n] for n in names if n in reports}
-        changed |= await asyncio.to_thread(self._store_liveness, answered, errors)
+        if names:  # a round that asked nobody has nothing to store: no thread, no transaction
+            answered = {n: reports[n] for n in names if n in reports}
+            changed |= await asyncio.to_thread(self._store_liveness, answered, errors)
         return Heartbeat(reports, frozenset(changed), frozenset(names))
 
     def _due(self, name: str, now: float) -> bool:
