@@ -59,7 +59,13 @@ def test_drain_wait_returns_once_the_cluster_runs_nothing(stack: Stack) -> None:
     done = stack.cli("cluster", "drain", drained, "--wait", "--timeout", "90")
     assert f"cluster {drained} drained: it runs no replica" in done.stdout
     assert _hosted(stack, drained) == 0
-    [moved] = stack.api("GET", "/workloads/roamer").json()["replicas"]
+
+    def moved_only() -> list[dict[str, Any]] | None:
+        # the released replica is listed (Stopping) until its cluster reports it gone: a pass or so after the drain
+        replicas = list(stack.api("GET", "/workloads/roamer").json()["replicas"])
+        return replicas if len(replicas) == 1 else None
+
+    [moved] = wait_for(moved_only, 30, "the released replica to be gone")
     assert moved["cluster"] != drained
     stack.api("POST", f"/clusters/{drained}/uncordon")
     stack.api("DELETE", "/workloads/roamer")

@@ -36,6 +36,8 @@ class MemoryDriver:
 
     ``ensured`` lists every replica id sent with ``ensure_replica``, in order, refused ones included.
     ``links`` holds the links it emulates (``SupportsLinkEmulation``); ``link_calls`` every ``set_link`` call.
+    ``asked`` counts the ``status`` calls answered. ``starting_for`` makes a new replica report ``Starting`` to that
+    many ``status`` calls before it is ``Running`` (0: Running at once), as a real cluster takes a moment to start it.
     """
 
     spec: ClusterSpec
@@ -47,10 +49,21 @@ class MemoryDriver:
     ensured: list[str] = field(default_factory=list)
     links: dict[str, Link] = field(default_factory=dict)
     link_calls: list[tuple[str, Link | None]] = field(default_factory=list)
+    asked: int = 0
+    starting_for: int = 0
+    _starting: dict[str, int] = field(default_factory=dict)  # replica id -> status calls left before Running
 
     async def status(self) -> ClusterReport:
         """Every node and replica of the cluster."""
         self._answer()
+        self.asked += 1
+        for rid, left in list(self._starting.items()):
+            if left > 0:
+                self._starting[rid] = left - 1
+                continue
+            del self._starting[rid]
+            if rid in self.replicas:
+                self.replicas[rid] = self.replicas[rid].model_copy(update={"phase": ReplicaPhase.RUNNING})
         nodes = [NodeReport(name=n.name, ready=n.name not in self.not_ready) for n in self.spec.nodes]
         return ClusterReport(
             cluster=self.spec.name, nodes=nodes, replicas=list(self.replicas.values()), sandbox="memory"
@@ -67,9 +80,12 @@ class MemoryDriver:
         if spec.node not in {n.name for n in self.spec.nodes}:
             raise ReplicaRejected("unknown_node", f"cluster {self.spec.name} has no node {spec.node!r}")
         if spec.id not in self.replicas:
+            phase = ReplicaPhase.STARTING if self.starting_for else ReplicaPhase.RUNNING
             self.replicas[spec.id] = ReplicaReport(
-                id=spec.id, node=spec.node, phase=ReplicaPhase.RUNNING, url=f"memory://{spec.id}", started_at=utcnow()
+                id=spec.id, node=spec.node, phase=phase, url=f"memory://{spec.id}", started_at=utcnow()
             )
+            if self.starting_for:
+                self._starting[spec.id] = self.starting_for
 
     async def set_link(self, peer: str, link: Link | None) -> None:
         """Emulate ``link`` to ``peer`` (None: stop)."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from nemo_kernel.orchestrator.control_plane import cancel_and_wait, wait_until_set
+from nemo_kernel.orchestrator.control_plane import cancel_and_wait
+from nemo_kernel.store.signals import Wakeup
 
 
 async def _loop_that_misses_one_cancellation(missed: asyncio.Event) -> None:
@@ -43,11 +44,12 @@ async def test_a_loop_that_never_ends_does_not_hold_the_stop_for_ever(caplog: ob
     task.get_coro().close()  # type: ignore[union-attr]
 
 
-async def test_a_cancelled_wait_is_not_lost_when_the_event_is_set_at_the_same_time() -> None:
-    event = asyncio.Event()
-    task = asyncio.create_task(wait_until_set(event, 3600.0))
+async def test_a_cancelled_wait_is_not_lost_when_the_wakeup_is_set_at_the_same_time() -> None:
+    # the control plane's loops (reconcile, migrations, outbox, reactions, faults) all wait on a Wakeup
+    wakeup = Wakeup()
+    task = asyncio.create_task(wakeup.wait(3600.0))
     await asyncio.sleep(0)
-    event.set()
+    wakeup.set()
     task.cancel()  # in the same step as the set: wait_for on 3.11 returned normally here
     await asyncio.wait([task])
     assert task.cancelled()

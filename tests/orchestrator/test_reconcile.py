@@ -155,8 +155,11 @@ async def make_plane(tmp_path: Path) -> AsyncIterator[Callable[[int], Plane]]:
     db.migrate()
 
     def make(size: int) -> Plane:
-        # A silent cluster is NotReady at its first missed heartbeat: the test decides when a cluster is silent.
-        settings = Settings(data_dir=tmp_path / "data", heartbeat_timeout=0.001, driver_timeout=5.0)
+        # A silent cluster is NotReady at its first missed heartbeat, and every pass asks every cluster: the test
+        # decides when a cluster is silent or changes, and drives passes, not time.
+        settings = Settings(
+            data_dir=tmp_path / "data", heartbeat_timeout=0.001, heartbeat_interval=0, driver_timeout=5.0
+        )
         with db.transaction() as s:
             for i in range(size):
                 clusters.add_cluster(s, _cluster(i))

@@ -116,7 +116,15 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=300, description="seconds a query to Prometheus may take before it answers 503"
     )
 
-    heartbeat_interval: float = Field(default=1.0, ge=0.05, le=3600, description="seconds between cluster heartbeats")
+    heartbeat_interval: float = Field(
+        default=3.0,
+        ge=0,
+        le=3600,
+        description="seconds between heartbeats of a quiet cluster (0: on every reconcile pass); a cluster is asked "
+        "on every pass while it is starting or stopping a replica, after the control plane sent it something, and "
+        "while its heartbeats fail, so this delays only what nobody asked for (a crash, a node's readiness); keep "
+        "it below NEMO_HEARTBEAT_TIMEOUT",
+    )
     heartbeat_timeout: float = Field(
         default=6.0, gt=0, le=86400, description="silence after which a cluster is NotReady"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -47,6 +46,7 @@ from nemo_kernel.orchestrator.slo_loop import SloLoop
 from nemo_kernel.orchestrator.views import Views
 from nemo_kernel.store import Database, clusters, events
 from nemo_kernel.store.rollups import DatabaseRollups
+from nemo_kernel.store.signals import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class ControlPlane:
         # Link probes measure every cluster's links into the store (or the sink a test gives).
         self.link_probes = LinkProber(self.resources, link_sink if link_sink is not None else self.metrics_store)
         self.last_pass: float | None = None  # monotonic time the last reconcile pass ended
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()  # the reconcile loop's: commands and reactions set it, from any thread
         # Set by wake() and by every commit of this process that records an event (a migration asked through the
         # store, a rollout or a plan to apply); the store poll interval covers other processes' migrations.
         self._migration_wake = self.db.event_wakeup()
@@ -182,7 +182,6 @@ class ControlPlane:
         self._outbox_wake = self.db.event_wakeup()
         self._reaction_wake = self.db.event_wakeup()
         self._fault_wake = self.db.event_wakeup()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._subscription: Subscription | None = None
 
@@ -201,7 +200,6 @@ class ControlPlane:
 
     async def start(self) -> None:
         """Migrate the store, register the default clusters on first start, then start the loops."""
-        self._loop = asyncio.get_running_loop()
         # first: a broken reaction module fails start before anything is opened that stop() would have to close
         reactions = self.reaction_registry()
         await asyncio.to_thread(self.db.migrate)
@@ -294,8 +292,7 @@ class ControlPlane:
 
     def wake(self) -> None:
         """Ask for a reconcile pass and a migration step now (safe from any thread, e.g. an API request)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+        self._wake.set()
         self._migration_wake.set()
 
     async def _migration_loop(self) -> None:
@@ -330,7 +327,6 @@ class ControlPlane:
 
     async def _reconcile_loop(self) -> None:
         while True:
-            self._wake.clear()
             try:
                 await self.engine.reconcile_once()
                 self.last_pass = time.monotonic()
@@ -339,7 +335,8 @@ class ControlPlane:
             except Exception:
                 # A failing pass (database restarting, a driver bug) must not stop the control plane.
                 log.exception("reconcile pass failed; retrying")
-            await wait_until_set(self._wake, self.settings.reconcile_interval)
+            # a wake during the pass is kept: the next wait returns at once, and that pass sees what it asked for
+            await self._wake.wait(self.settings.reconcile_interval)
 
     async def _outbox_loop(self) -> None:
         while True:
@@ -419,24 +416,13 @@ def _rebalance_settings(settings: Settings) -> RebalanceSettings:
     return RebalanceSettings(limits, cooldown_s=settings.rebalance_cooldown)
 
 
-async def wait_until_set(event: asyncio.Event, seconds: float) -> None:
-    """Wait until ``event`` is set or ``seconds`` pass, whichever comes first.
-
-    Not ``asyncio.wait_for(event.wait(), timeout)``: on Python 3.11 that swallows a cancellation that arrives as the
-    event is set (CPython gh-86296), and a loop waiting that way carries on after ``stop()`` cancelled it, so the stop
-    waits for ever. ``asyncio.timeout`` delivers the cancellation.
-    """
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()
-
-
 async def cancel_and_wait(tasks: Sequence[asyncio.Task[None]], grace: float, attempts: int = 3) -> None:
     """Cancel ``tasks`` and wait for them to end, cancelling again those still running after each ``grace`` seconds.
 
-    A loop may miss one cancellation (see :func:`wait_until_set`; a library may swallow one too): asking again is
-    what ends it. After ``attempts`` the stragglers are named in the log and left behind, so that stopping the
-    control plane (closing the drivers, the store) is never held up by one loop.
+    A loop may miss one cancellation (``asyncio.wait_for`` on Python 3.11 does, CPython gh-86296, which is why the
+    loops wait with ``asyncio.timeout``, as ``store.signals.Wakeup.wait`` does; a library may swallow one too):
+    asking again is what ends it. After ``attempts`` the stragglers are named in the log and left behind, so that
+    stopping the control plane (closing the drivers, the store) is never held up by one loop.
     """
     pending = {task for task in tasks if not task.done()}
     for _ in range(attempts):

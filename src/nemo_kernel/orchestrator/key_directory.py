@@ -201,18 +201,31 @@ class StoredKeyDirectory:
         Under the write lock: a background reload that read the rows just before a revocation committed must not
         install its older snapshot after the revocation's own reload (the revoked key would be accepted again).
         """
-        with self._write_lock, self._db.transaction() as s:
+        with self._write_lock, self._db.snapshot() as s:  # a read: it waits for no writer
             rows = list(s.scalars(select(ModuleKeyRow).order_by(ModuleKeyRow.current_since, ModuleKeyRow.key_id)))
             self._snapshot = _Snapshot.of(rows, list(s.scalars(select(ModuleSubscriptionsRow))))
 
     async def keep_fresh(self) -> None:
-        """Reload every ``reload_interval`` seconds until cancelled (a failed reload keeps the last snapshot)."""
-        while True:
-            await asyncio.sleep(self.reload_interval)  # the freshness bound for other processes' changes
-            try:
-                await asyncio.to_thread(self.reload)
-            except Exception:
-                log.exception("reloading the module key directory failed; keeping the last one")
+        """Reload every ``reload_interval`` seconds until cancelled (a failed reload keeps the last snapshot).
+
+        On SQLite, a reload is skipped while nothing was committed to the store since the last one
+        (``Database.commit_watch``): an idle control plane does not read the directory every few seconds."""
+        commits = self._db.commit_watch()
+        loaded: int | None = None  # the commit counter before the last successful reload
+        try:
+            while True:
+                await asyncio.sleep(self.reload_interval)  # the freshness bound for other processes' changes
+                now = commits.look()  # before the read: a commit after it is seen by the next look
+                if now is not None and now == loaded:
+                    continue
+                try:
+                    await asyncio.to_thread(self.reload)
+                except Exception:
+                    log.exception("reloading the module key directory failed; keeping the last one")
+                    continue
+                loaded = now
+        finally:
+            commits.close()
 
     @contextmanager
     def _writing(self) -> Iterator[Session]:

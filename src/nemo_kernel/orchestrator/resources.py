@@ -27,14 +27,18 @@ from nemo_kernel.clusters import (
 )
 from nemo_kernel.clusters.revisions import MergedReport
 from nemo_kernel.config import Settings
-from nemo_kernel.domain import ClusterPhase, ClusterSpec, EventKind, utcnow
+from nemo_kernel.domain import ClusterPhase, ClusterSpec, EventKind, ReplicaPhase, utcnow
 from nemo_kernel.store import Database
 from nemo_kernel.store.events import cluster_subject, record_event
+from nemo_kernel.store.signals import CommitWatch
 from nemo_kernel.store.tables import ClusterRow, NodeRow
 
 log = logging.getLogger(__name__)
 
 _MAX_CONCURRENT_HEARTBEATS = 64
+# Phases a replica passes through on its way up or down: a cluster reporting one is asked on every pass, so that a
+# rollout (or a removal) is seen to finish at once rather than up to a heartbeat interval later.
+_SETTLING = frozenset({ReplicaPhase.SCHEDULED, ReplicaPhase.STARTING, ReplicaPhase.STOPPING})
 
 
 @dataclass
@@ -45,6 +49,12 @@ class _Liveness:
     error: str = ""
     node_ready: dict[str, bool] = field(default_factory=dict)
     view: MergedReport = field(default_factory=MergedReport)
+    next_beat: float = 0.0  # monotonic; asked again from then on (0: on the next pass)
+
+    def settling(self) -> bool:
+        """Whether its last report shows a replica on its way up or down, which a user may be waiting for."""
+        report = self.view.report
+        return report is not None and any(r.phase in _SETTLING for r in report.replicas)
 
 
 @dataclass
@@ -59,11 +69,17 @@ class _Inventory:
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """One round of heartbeats: the whole report of every cluster that answered, and which clusters changed."""
+    """One round of heartbeats: the whole report of every cluster that answered, and which clusters changed.
+
+    A cluster not asked in this round (its heartbeat interval has not elapsed) is in ``reports`` with its last
+    whole report, and never in ``changed``.
+    """
 
     reports: dict[str, ClusterReport]
     changed: frozenset[str]
     """Clusters whose report changed (a replica's state, a node's readiness, a full report) or whose phase did."""
+    asked: frozenset[str] = frozenset()
+    """Clusters asked in this round (answering or not)."""
 
 
 class ResourceManager:
@@ -83,10 +99,22 @@ class ResourceManager:
         self._links: dict[str, tuple[ClusterDriver, dict[str, Link]]] = {}
         self._sem = asyncio.Semaphore(_MAX_CONCURRENT_HEARTBEATS)
         self._clusters_revision: tuple[object, ...] | None = None  # of the cluster rows, when last read
+        # SQLite's commit counter when the cluster rows were last compared: no commit since, no query (made on the
+        # first pass, once the store exists; None on PostgreSQL, which is then asked every pass)
+        self._commits: CommitWatch | None = None
+        self._compared_at: int | None = None
+        # Clusters whose driver was handed out since their last heartbeat: whoever took it (the rollout, a
+        # migration's hand-off, a fault) may have changed what runs there, so they are asked on the next round.
+        # At most one entry per managed cluster.
+        self._touched: set[str] = set()
 
     def driver(self, cluster: str) -> ClusterDriver | None:
-        """The driver of a cluster, if it has one yet."""
-        return self._drivers.get(cluster)
+        """The driver of a cluster, if it has one yet; the cluster is asked for its report on the next heartbeat
+        round, since the caller may be about to change what runs there."""
+        driver = self._drivers.get(cluster)
+        if driver is not None:
+            self._touched.add(cluster)
+        return driver
 
     def heartbeat_rtt(self, cluster: str) -> float | None:
         """Seconds the cluster's last answered heartbeat took (``status()``), or None if none was answered."""
@@ -110,12 +138,19 @@ class ResourceManager:
 
         The cluster rows are read (and their specs validated) only when they changed since the last read, by
         :func:`clusters_revision`, or when ``force`` (the engine's resync); otherwise only drivers that failed
-        to open are tried again and links not applied yet are applied.
+        to open are tried again and links not applied yet are applied. On SQLite, that revision is not even asked
+        while nothing was committed to the store since it was last compared (``Database.commit_watch``).
         """
-        revision = await asyncio.to_thread(self._clusters_revision_now)
-        if force or revision != self._clusters_revision or len(self._drivers) < len(self._specs):
-            await self._sync_specs()
-            self._clusters_revision = revision
+        if self._commits is None:
+            self._commits = self._db.commit_watch()
+        commits = self._commits.look()  # before the read: a commit after it is seen on the next pass
+        retry = len(self._drivers) < len(self._specs)
+        if force or retry or commits is None or commits != self._compared_at:
+            revision = await asyncio.to_thread(self._clusters_revision_now)
+            if force or retry or revision != self._clusters_revision:
+                await self._sync_specs()
+                self._clusters_revision = revision
+            self._compared_at = commits
         await asyncio.gather(*(self._apply_links(name) for name in list(self._drivers)))
 
     def _clusters_revision_now(self) -> tuple[object, ...]:
@@ -214,6 +249,7 @@ class ResourceManager:
         self._sandboxes.pop(name, None)
         self._rtt.pop(name, None)
         self._links.pop(name, None)
+        self._touched.discard(name)
         if driver is not None:
             await _close_quietly(driver, name)
         return spec
@@ -260,11 +296,30 @@ class ResourceManager:
         return found
 
     async def heartbeat(self, full: bool = False) -> Heartbeat:
-        """Ask every cluster what changed since its last report (everything when ``full``); store phase changes;
-        return the whole reports of those that answered and which clusters changed."""
-        names = list(self._drivers)
+        """Ask the clusters that are due what changed since their last report (every cluster, everything, when
+        ``full``); store phase changes; return the whole reports of those that answered, the last whole report of
+        those not asked, and which clusters changed.
+
+        A cluster is due every ``NEMO_HEARTBEAT_INTERVAL`` seconds, and on every round while its last heartbeat
+        failed (so that it is declared NotReady ``NEMO_HEARTBEAT_TIMEOUT`` after it last answered, and a dead
+        agent is revived at once), while it reports a replica starting or stopping, after its driver was handed
+        out (:meth:`driver`), and before its first answer.
+        """
+        now = time.monotonic()
+        names = [n for n in self._drivers if full or self._due(n, now)]
+        self._touched.difference_update(names)
         results = await asyncio.gather(*(self._status(n, full) for n in names))
         reports: dict[str, ClusterReport] = {}
+        for name in self._drivers.keys() - set(names):
+            cached = self._liveness[name].view.report if name in self._liveness else None
+            if cached is not None:
+                reports[name] = cached
+        # At least twice per timeout: a quiet cluster that stops answering is noticed within half of it, and is then
+        # asked on every pass, so it is NotReady one timeout after it last answered, whatever the interval.
+        interval = min(self._settings.heartbeat_interval, self._settings.heartbeat_timeout / 2)
+        for name in names:
+            if name in self._liveness:
+                self._liveness[name].next_beat = now + interval
         changed: set[str] = set()
         errors = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, str)}
         for name, report in zip(names, results, strict=True):
@@ -280,8 +335,16 @@ class ResourceManager:
                 log.warning("cluster %s has NO SANDBOX: its replicas can read the data directory (see its agent.log)",
                             name)  # fmt: skip
             self._sandboxes[name] = report.sandbox
-        changed |= await asyncio.to_thread(self._store_liveness, reports, errors)
-        return Heartbeat(reports, frozenset(changed))
+        if names:  # a round that asked nobody has nothing to store: no thread, no transaction
+            answered = {n: reports[n] for n in names if n in reports}
+            changed |= await asyncio.to_thread(self._store_liveness, answered, errors)
+        return Heartbeat(reports, frozenset(changed), frozenset(names))
+
+    def _due(self, name: str, now: float) -> bool:
+        live = self._liveness.get(name)
+        if live is None or live.view.report is None or live.error or name in self._touched:
+            return True
+        return now >= live.next_beat or live.settling()
 
     async def _status(self, name: str, full: bool) -> ClusterReport | str:
         driver = self._drivers[name]
@@ -417,6 +480,9 @@ class ResourceManager:
             await _close_quietly(driver, name)
         self._drivers.clear()
         await self._providers.close()
+        if self._commits is not None:
+            self._commits.close()
+            self._commits = None
 
 
 async def _close_quietly(driver: ClusterDriver, name: str) -> None:

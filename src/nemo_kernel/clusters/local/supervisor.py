@@ -2,8 +2,10 @@
 
 One asyncio task drives everything (no thread per replica, so one agent carries hundreds of replicas):
 each pass notices exits, starts what is due, launches health probes (concurrent, bounded by a semaphore)
-and samples CPU and memory. State that must outlive the agent (spec, pid, ports, restarts) is written to
-``replicas.json`` on each change, and a new agent *adopts* processes that are still alive.
+and samples CPU and memory. Between passes it sleeps until something is due: an exit wakes it at once (a pidfd
+per process, watched by the event loop), so a quiet agent runs one pass per sample interval, not two a second.
+State that must outlive the agent (spec, pid, ports, restarts) is written to ``replicas.json`` on each change,
+and a new agent *adopts* processes that are still alive.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ _MIB = 1024 * 1024
 class SupervisorTimings:
     """Tunables of the supervisor, in seconds."""
 
-    poll_interval: float = 0.5
+    poll_interval: float = 0.5  # while a replica is starting; and for exits, where no pidfd can be had
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
     backoff_reset_after: float = 30.0  # of Running without a crash
@@ -75,6 +77,7 @@ class _Process:
     create_time: float | None
     ps: psutil.Process | None
     popen: subprocess.Popen[bytes] | None = None  # None when adopted: another agent was its parent
+    pidfd: int | None = None  # readable once the process exited; None: not watched, its exit is polled for
 
     def has_exited(self) -> bool:
         """Whether the process is gone; an own child stays unreaped so its pid cannot be reused yet."""
@@ -200,6 +203,9 @@ class ProcessSupervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for replica in self._replicas.values():
+            if replica.process is not None:
+                self._unwatch_exit(replica.process)  # the process runs on, for the next agent to adopt
         self._persist()
         if self._http is not None:
             await self._http.aclose()
@@ -313,6 +319,7 @@ class ProcessSupervisor:
         ps = live_process(record.pid, record.create_time) if record.pid is not None else None
         if ps is not None and record.pid is not None:
             replica.process = _Process(pid=record.pid, create_time=record.create_time, ps=ps)
+            self._watch_exit(replica.process)
             replica.running_since = now
             replica.message = "adopted"
             self._replicas[record.spec.id] = replica
@@ -378,12 +385,21 @@ class ProcessSupervisor:
             await self._sleep_until_due()
 
     async def _sleep_until_due(self) -> None:
-        """Sleep one poll interval, less if a start is due sooner (so backoff delays are kept precisely)."""
-        delay = self.timings.poll_interval
+        """Sleep until the next start, probe or sample is due, or an exit or a request wakes the loop (starts are
+        kept to the moment, so backoff delays are precise); one poll interval at most while a replica is starting
+        or a process's exit cannot be watched."""
         now = time.monotonic()
+        delay = max(0.0, self._next_sample_at - now)
         for replica in self._replicas.values():
+            process = replica.process
             if replica.next_start_at is not None:
                 delay = min(delay, max(0.0, replica.next_start_at - now))
+            if process is None or replica.stopping is not None:
+                continue
+            if process.pidfd is None or replica.phase is ReplicaPhase.STARTING:
+                delay = min(delay, self.timings.poll_interval)
+            elif replica.spec.health.http_path is not None and replica.probing is None:
+                delay = min(delay, max(0.0, replica.next_probe_at - now))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self._wake.wait()
@@ -424,6 +440,31 @@ class ProcessSupervisor:
             except psutil.Error:
                 pass  # gone between checks: the next pass sees the exit
 
+    def _watch_exit(self, process: _Process) -> None:
+        """Have the event loop wake the supervisor when ``process`` exits (Linux pidfd). Without one (an old
+        kernel, a process already gone) its exit is noticed by the next pass, which then comes within a poll
+        interval."""
+        try:
+            process.pidfd = os.pidfd_open(process.pid)
+        except (OSError, AttributeError):  # AttributeError: no os.pidfd_open on this platform
+            return
+        fd = process.pidfd
+        loop = asyncio.get_running_loop()
+
+        def exited() -> None:
+            # once: a pidfd stays readable after the exit, and the pass that handles it may be a while (a stop)
+            loop.remove_reader(fd)
+            self._wake.set()
+
+        loop.add_reader(fd, exited)
+
+    @staticmethod
+    def _unwatch_exit(process: _Process) -> None:
+        fd, process.pidfd = process.pidfd, None
+        if fd is not None:
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+
     def _mark_running(self, replica: _Replica, now: float) -> None:
         replica.phase = ReplicaPhase.RUNNING
         replica.running_since = now
@@ -434,6 +475,7 @@ class ProcessSupervisor:
             # leftovers of the group (children of a shell wrapper) would keep the port busy
             signal_group(process.pid, signal.SIGKILL)
         code = process.reap()
+        self._unwatch_exit(process)
         replica.process = None
         replica.exit_code = code
         replica.phase = ReplicaPhase.CRASHED
@@ -506,6 +548,7 @@ class ProcessSupervisor:
         except psutil.Error:
             ps, create_time = None, None  # already exited; the next pass reaps it
         replica.process = _Process(pid=popen.pid, create_time=create_time, ps=ps, popen=popen)
+        self._watch_exit(replica.process)
         replica.phase = ReplicaPhase.STARTING
         replica.message = ""
 
@@ -577,6 +620,8 @@ class ProcessSupervisor:
             if process is not None:
                 await self._terminate(process)
         finally:
+            if process is not None:
+                self._unwatch_exit(process)
             replica.process = None
             replica.stopping = None
             replica.running_since = None
