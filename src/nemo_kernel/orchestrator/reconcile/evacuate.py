@@ -209,6 +209,14 @@ def _waiting(s: Session) -> list[tuple[ReplicaRow, str, bool]]:
     evacuation gave up. Oldest workloads first, lowest index first."""
     drained = ClusterRow.draining.is_(True)
     not_ready = or_(ClusterRow.phase == ClusterPhase.NOT_READY.value, NodeRow.ready.is_(False))
+    # The clusters that can hold such a replica, first (a few rows): the replicas are then read through their cluster
+    # index instead of joining every replica of the store to its cluster and node (0.5 s a pass at 100,000).
+    suspects = set(
+        s.scalars(select(ClusterRow.name).where(or_(drained, ClusterRow.phase == ClusterPhase.NOT_READY.value)))
+    )
+    suspects.update(s.scalars(select(ClusterRow.name).join(NodeRow).where(NodeRow.ready.is_(False))))
+    if not suspects:
+        return []
     moving = select(MigrationRow.workload_id).where(MigrationRow.phase.in_(ACTIVE_PHASES))
     query = (
         select(ReplicaRow, ClusterRow.draining, ClusterRow.phase)
@@ -216,6 +224,7 @@ def _waiting(s: Session) -> list[tuple[ReplicaRow, str, bool]]:
         .join(ClusterRow, ClusterRow.name == ReplicaRow.cluster)
         .join(NodeRow, and_(NodeRow.cluster_id == ClusterRow.id, NodeRow.name == ReplicaRow.node))
         .where(
+            ReplicaRow.cluster.in_(sorted(suspects)),
             ReplicaRow.desired.is_(True),
             ReplicaRow.version == WorkloadRow.version,
             ReplicaRow.phase == ReplicaPhase.RUNNING.value,

@@ -39,9 +39,13 @@ class Rescheduling:
     def __call__(self) -> None:
         """Run the step once; see the module docstring."""
         with self._db.transaction() as s:
-            clusters = list(s.scalars(select(ClusterRow.name)))
+            clusters = set(s.scalars(select(ClusterRow.name)))
             # Replicas of removed clusters went with their agent: nothing is left to wait for, they are forgotten.
-            gone = list(s.scalars(select(ReplicaRow).where(ReplicaRow.cluster.not_in(clusters))))
+            # The clusters replicas name are read from the cluster index first (distinct values): the replica rows
+            # are scanned only when one names a removed cluster, not on every pass.
+            named = set(s.scalars(select(ReplicaRow.cluster).distinct()))
+            removed = sorted(named - clusters)
+            gone = list(s.scalars(select(ReplicaRow).where(ReplicaRow.cluster.in_(removed)))) if removed else []
             names = subjects(s, {r.workload_id for r in gone})
             moved = {r.workload_id for r in gone if r.desired}
             for r in gone:
@@ -56,7 +60,8 @@ class Rescheduling:
                         reason="removed",
                     )
             queue_for_placement(s, moved)
-            s.execute(delete(ReplicaRow).where(ReplicaRow.cluster.not_in(clusters)))
+            if removed:
+                s.execute(delete(ReplicaRow).where(ReplicaRow.cluster.in_(removed)))
             # Replicas on drained or silent clusters that no migration moves keep serving until a replacement runs
             # (see phases): their workloads are queued so the decision engine places one for each index left without.
             leaving = leaving_clusters(s)
