@@ -50,11 +50,17 @@ class _Liveness:
     node_ready: dict[str, bool] = field(default_factory=dict)
     view: MergedReport = field(default_factory=MergedReport)
     next_beat: float = 0.0  # monotonic; asked again from then on (0: on the next pass)
+    settling: bool = False
+    """Whether its view shows a replica on its way up or down, which a user may be waiting for: set when the view
+    changes (:meth:`merge`), not looked up on every pass over every replica of every quiet cluster."""
 
-    def settling(self) -> bool:
-        """Whether its last report shows a replica on its way up or down, which a user may be waiting for."""
-        report = self.view.report
-        return report is not None and any(r.phase in _SETTLING for r in report.replicas)
+    def merge(self, report: ClusterReport) -> bool:
+        """Take a report into the view; True if the view changed."""
+        if not self.view.merge(report):
+            return False
+        whole = self.view.report
+        self.settling = whole is not None and any(r.phase in _SETTLING for r in whole.replicas)
+        return True
 
 
 @dataclass
@@ -326,7 +332,7 @@ class ResourceManager:
             live = self._liveness.get(name)
             if not isinstance(report, ClusterReport) or live is None:
                 continue
-            if live.view.merge(report):
+            if live.merge(report):
                 changed.add(name)
             whole = live.view.report
             assert whole is not None  # merged a report just now
@@ -344,7 +350,7 @@ class ResourceManager:
         live = self._liveness.get(name)
         if live is None or live.view.report is None or live.error or name in self._touched:
             return True
-        return now >= live.next_beat or live.settling()
+        return now >= live.next_beat or live.settling
 
     async def _status(self, name: str, full: bool) -> ClusterReport | str:
         driver = self._drivers[name]
