@@ -43,7 +43,7 @@ from nemo_kernel.domain import (
 )
 from nemo_kernel.orchestrator.decision import ClusterCandidate, DecisionEngine, NodeTable
 from nemo_kernel.orchestrator.placement import Inventory, ParsedSpecs
-from nemo_kernel.orchestrator.reconcile.phases import DESCRIPTOR_TEXT, StoredReplica, deployment_shape, stored_replicas
+from nemo_kernel.orchestrator.reconcile.phases import DESCRIPTOR_TEXT, StoredReplica, is_stateful, stored_replicas
 from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
 from nemo_kernel.ppef.press import residency_constrained
 from nemo_kernel.store import Database, workloads
@@ -98,7 +98,9 @@ class Evacuation:
             if not waiting or budget <= 0:
                 return
             owners = {r.workload_id for r, _, _ in waiting}
-            stateful = {wid: _stateful(d) for wid, d in s.execute(_DESCRIPTORS.where(WorkloadRow.id.in_(owners)))}
+            # One that does not read counts as stateful: its move is tried and records why on the workload.
+            descriptors = s.execute(_DESCRIPTORS.where(WorkloadRow.id.in_(owners)))
+            stateful = {wid: is_stateful(d, unreadable=True) for wid, d in descriptors}
             # Placement replaces a stateless replica of a NotReady cluster (see phases.left_to_placement): no state
             # to hand over. Nothing is loaded for those (all the replicas of a failed cluster, most often).
             waiting = [
@@ -243,16 +245,6 @@ def _waiting(s: Session) -> list[tuple[ReplicaRow, str, bool]]:
 
 
 _DESCRIPTORS = select(WorkloadRow.id, DESCRIPTOR_TEXT)
-
-
-def _stateful(descriptor: str) -> bool:
-    """Whether a stored descriptor's deployment is stateful; True when it does not read, so that its move is
-    tried and records why on the workload."""
-    try:
-        shape = deployment_shape(descriptor)
-    except ValueError:
-        return True
-    return shape is not None and shape.stateful
 
 
 def _same_architecture(candidates: list[ClusterCandidate], source: ReplicaRow) -> list[ClusterCandidate]:

@@ -163,6 +163,17 @@ def deployment_shape(descriptor: str) -> Shape | None:
     return None if deployment is None else Shape(deployment.replicas, deployment.stateful)
 
 
+def is_stateful(descriptor: str, *, unreadable: bool) -> bool:
+    """Whether the deployment of a descriptor stored as ``descriptor`` is stateful (False for a catalogue entry);
+    ``unreadable`` when this version's checks refuse it: each step says which way leads to the error being recorded
+    on the workload."""
+    try:
+        shape = deployment_shape(descriptor)
+    except ValueError:
+        return unreadable
+    return shape is not None and shape.stateful
+
+
 def update_phases(s: Session, workload_ids: set[int]) -> None:
     """Recompute workload phases; finish moves and rollouts (what was replaced goes) and deletions.
 

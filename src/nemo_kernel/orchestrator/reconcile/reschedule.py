@@ -16,7 +16,7 @@ from nemo_kernel.domain import EventKind
 from nemo_kernel.orchestrator.reconcile.phases import (
     DESCRIPTOR_TEXT,
     StoredReplica,
-    deployment_shape,
+    is_stateful,
     left_to_placement,
     stored_replicas,
     update_phases,
@@ -73,7 +73,8 @@ class Rescheduling:
                 replicas = stored_replicas(s, ids)
                 shapes = select(WorkloadRow.id, WorkloadRow.version, DESCRIPTOR_TEXT)
                 rows = s.execute(shapes.where(WorkloadRow.id.in_(ids)))
-                kinds = {wid: (v, _stateful(d)) for wid, v, d in rows}
+                # One that does not read is queued all the same: placement records on the workload why.
+                kinds = {wid: (v, is_stateful(d, unreadable=False)) for wid, v, d in rows}
                 given_up = given_up_evacuations(s)
                 queue_for_placement(
                     s,
@@ -120,11 +121,3 @@ def _unreplaced(
     current = [r for r in mine if r.desired and r.version == version]
     staying = {r.index for r in current if r.cluster not in leaving}
     return any(left_to_placement(r, stateful, leaving, given_up) and r.index not in staying for r in current)
-
-
-def _stateful(descriptor: str) -> bool:
-    try:
-        shape = deployment_shape(descriptor)
-    except ValueError:
-        return False  # queued all the same: placement records on the workload why it cannot be read
-    return shape is not None and shape.stateful
