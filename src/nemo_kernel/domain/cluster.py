@@ -245,7 +245,12 @@ class NodeStatus(Model):
     ready: bool
     allocated_cpu: float
     allocated_memory_mib: int
-    replicas: int
+    replicas: int = Field(description="the replicas the node's capacity is accounted for (desired ones)")
+    stopping: int = Field(
+        default=0,
+        description="replicas released from the node (moved, scaled down, deleted) that its cluster has not yet "
+        "reported gone; they hold no capacity, but the node still runs them",
+    )
 
 
 class ClusterStatus(Model):
