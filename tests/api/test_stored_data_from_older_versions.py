@@ -39,6 +39,7 @@ def test_a_stored_descriptor_that_no_longer_validates_is_listed_with_the_reason(
     with served_api(tmp_path, CLUSTERS) as api:
         for name in ("old", "fine"):
             assert api.api("POST", "/workloads", json=_workload(name)).status_code == 201
+        wait_for(lambda: api.api("GET", "/workloads/old").json()["phase"] == "Running", 60, "old running")
         # As an older NEMO stored it: a country code that this version no longer accepts.
         with api.plane.db.transaction() as s:
             stored = s.get(WorkloadRow, 1)
@@ -56,6 +57,11 @@ def test_a_stored_descriptor_that_no_longer_validates_is_listed_with_the_reason(
         old = by_name["old"]
         assert old["descriptor"] is None
         assert "deployment.placement.countries" in old["message"] and "apply it again" in old["message"], old
+        # Its replica still runs; how many it asks for this version cannot read: unknown, not 0 ("1/0")
+        assert (old["ready_replicas"], old["desired_replicas"]) == (1, None), old
+        shown = nemo(api, "workload", "list").stdout
+        [row] = [line for line in shown.splitlines() if " old " in line]
+        assert " 1/? " in row and "1/0" not in row, shown
         assert api.api("GET", "/workloads/old").json()["descriptor"] is None
         # What needs the descriptor says why it cannot (409), not that the request was wrong (422).
         for method, path, body in [
