@@ -248,7 +248,7 @@ class NodeStatus(Model):
     ready: bool
     allocated_cpu: float
     allocated_memory_mib: int
-    replicas: int = Field(description="the replicas the node's capacity is accounted for (desired ones)")
+    replicas: int = Field(description="replicas placed on the node, whose requests its allocation holds")
     stopping: int = Field(
         default=0,
         description="replicas released from the node (moved, scaled down, deleted) that its cluster has not yet "
