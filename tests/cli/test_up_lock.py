@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from tests.stack import NEMO, ROOT, Stack, running_stack
 
@@ -68,3 +69,37 @@ def test_the_lock_goes_with_the_process_even_on_sigkill(tmp_path: Path) -> None:
         stack.stop(signal.SIGKILL)  # its agents and gateway may outlive it for a moment: they must not hold the lock
         stack.start()
         assert stack.cli_json("cluster", "list")
+
+
+def test_a_second_control_plane_on_the_same_postgresql_database_refuses_naming_the_first(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Two planes on one database would both deploy every workload (each with agents of its own)."""
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({"clusters": []}))
+    env = {"NEMO_DATABASE_URL": postgres_url, "NEMO_CLUSTERS_FILE": str(clusters)}
+    with running_stack(tmp_path / "first", env) as first:
+        assert first.proc is not None
+        second = Stack(tmp_path / "second", env)
+        (tmp_path / "second").mkdir()
+
+        done = _up(second.env)  # another data directory, the same database
+
+        assert done.returncode != 0
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and done.stdout == "", done.stderr + done.stdout
+        assert f"pid {first.proc.pid}" in lines[0] and first.url in lines[0], lines[0]
+        assert "NEMO_DATABASE_URL" in lines[0]
+        assert not (tmp_path / "second" / "endpoint.json").exists()
+        assert first.proc.poll() is None and first.cli_json("cluster", "list") == []
+
+        first.stop(signal.SIGKILL)  # the lock goes with the process's session, however it ends
+        # The admin client is in the database; its secret is in the first data directory.
+        (tmp_path / "second" / "admin-credentials.json").write_text(
+            (first.data_dir / "admin-credentials.json").read_text()
+        )
+        try:
+            second.start()
+            assert second.cli_json("cluster", "list") == []
+        finally:
+            second.kill_everything()

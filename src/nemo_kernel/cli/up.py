@@ -24,6 +24,7 @@ from nemo_kernel.cli.secret_files import read_json, write_secret_json
 from nemo_kernel.clusters.serving import QuietServer
 from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator import ControlPlane
+from nemo_kernel.store.plane_lease import ControlPlaneLease, StoreInUse, StoreUnreachable
 
 
 def _bind(host: str, port: int, what: str, settings: str) -> socket.socket:
@@ -113,6 +114,13 @@ def serve(settings: Settings) -> None:
     url = http_url(sock)
     lock.record(url)
     plane = ControlPlane(settings)
+    # One control plane per store, before any loop runs: a second one on the same PostgreSQL database would
+    # deploy every workload again with agents of its own.
+    lease = ControlPlaneLease(plane.db.url)
+    try:
+        lease.acquire(f"nemo up pid {os.getpid()}, API {url}")
+    except (StoreInUse, StoreUnreachable) as exc:
+        raise CliError(str(exc)) from None
     access = ApiAccess.from_settings(settings, plane.db, url)
     gateway: GatewayProcess | None = None
     if gateway_sock is not None:
@@ -156,5 +164,6 @@ def serve(settings: Settings) -> None:
                     settings.endpoint_file.unlink()
             except (OSError, ValueError):
                 pass
+        lease.release()
         lock.release()
         say("NEMO Kernel stopped; running replicas are left running and will be adopted on the next start.")
