@@ -6,8 +6,10 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,6 +47,21 @@ def _bind(host: str, port: int, what: str, settings: str) -> socket.socket:
     return sock
 
 
+def _cli_command() -> str:
+    """How to call this installation's ``nemo`` from here: ``nemo`` when it is the one on ``PATH``, else its path.
+
+    A new user starts ``.venv/bin/nemo up`` without activating the venv; hints that say ``nemo ...`` would fail
+    there with "command not found"."""
+    ours = Path(sys.executable).with_name("nemo")
+    found = shutil.which("nemo")
+    if not ours.is_file() or (found is not None and Path(found).resolve() == ours.resolve()):
+        return "nemo"
+    try:
+        return str(ours.relative_to(Path.cwd()))
+    except ValueError:
+        return str(ours)
+
+
 def _write_endpoint(path: Path, url: str, gateway: str | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -78,7 +95,7 @@ async def _prepare_access(settings: Settings, access: ApiAccess) -> Sequence[Par
         return (
             (f"Admin credentials file {path} is missing", "yellow"),
             "; with another admin's credentials, ",
-            ("nemo client reset-secret nemo-admin", "bold"),
+            (f"{_cli_command()} client reset-secret nemo-admin", "bold"),
             " issues a new secret",
         )
     if saved.get("issuer") != access.issuer:
@@ -88,7 +105,7 @@ async def _prepare_access(settings: Settings, access: ApiAccess) -> Sequence[Par
 
 
 def _credentials_hint(path: Path) -> Sequence[Part]:
-    return f"Admin credentials: {path};  token for curl: ", ("TOKEN=$(nemo token)", "bold")
+    return f"Admin credentials: {path};  token for curl: ", (f"TOKEN=$({_cli_command()} token)", "bold")
 
 
 def serve(settings: Settings) -> None:
@@ -129,7 +146,8 @@ def serve(settings: Settings) -> None:
 
     # The demo ships with the source tree, not with the wheel: name it only where it is.
     example = Path("examples/demo-workload.yaml")
-    demo = f"nemo workload apply -f {example if example.is_file() else 'DESCRIPTOR.yaml'}"
+    nemo = _cli_command()
+    demo = f"{nemo} workload apply -f {example if example.is_file() else 'DESCRIPTOR.yaml'}"
 
     async def announce() -> None:
         how_to_get_a_token = await _prepare_access(settings, access)
@@ -145,7 +163,7 @@ def serve(settings: Settings) -> None:
             say("Gateway: ", (gateway.url, "bold"), f"  (log: {gateway.log_file})")
         say(f"Data directory: {settings.data_dir}   Store: {plane.db.url.render_as_string()}")
         say(*how_to_get_a_token)
-        say("Next: ", ("nemo cluster list", "bold"), "; ", (demo, "bold"))
+        say("Next: ", (f"{nemo} cluster list", "bold"), "; ", (demo, "bold"))
 
     app = create_app(plane, access, on_started=announce)
     server = QuietServer(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
