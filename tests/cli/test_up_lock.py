@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 import yaml
 
-from tests.stack import NEMO, ROOT, Stack, running_stack
+from tests.stack import NEMO, ROOT, Stack, running_stack, wait_for
 
 pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
 
@@ -103,3 +104,36 @@ def test_a_second_control_plane_on_the_same_postgresql_database_refuses_naming_t
             assert second.cli_json("cluster", "list") == []
         finally:
             second.kill_everything()
+
+
+def _lease_sessions(postgres_url: str, holder: str) -> list[int]:
+    """PostgreSQL backends holding the control plane's lock under ``holder``'s name."""
+    with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE %s",
+            (f"{holder}%",),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_a_plane_whose_store_session_ended_takes_the_store_again(postgres_url: str, tmp_path: Path) -> None:
+    """A PostgreSQL restart ends the session that held the lock: a second plane must still be refused."""
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({"clusters": []}))
+    env = {"NEMO_DATABASE_URL": postgres_url, "NEMO_CLUSTERS_FILE": str(clusters)}
+    with running_stack(tmp_path / "first", env) as first:
+        assert first.proc is not None
+        holder = f"nemo up pid {first.proc.pid},"
+        [session] = wait_for(lambda: _lease_sessions(postgres_url, holder), 30, "the first plane's lease")
+        with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (session,))
+
+        wait_for(
+            lambda: [s for s in _lease_sessions(postgres_url, holder) if s != session], 60, "the lease taken again"
+        )
+        (tmp_path / "second").mkdir()
+        done = _up(Stack(tmp_path / "second", env).env)
+
+        assert done.returncode != 0 and f"pid {first.proc.pid}" in done.stderr, done.stderr
+        assert first.proc.poll() is None and first.cli_json("cluster", "list") == []

@@ -167,6 +167,13 @@ def serve(settings: Settings) -> None:
 
     app = create_app(plane, access, on_started=announce)
     server = QuietServer(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+
+    def lease_lost(why: str) -> None:
+        # Another plane took the store while this one's session was gone: two must never run, so this one goes.
+        logging.getLogger(__name__).error("stopping: %s", why)
+        server.handle_exit(signal.SIGTERM, None)
+
+    lease.watch(lease_lost)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that was
     # installed before it; this one makes that a clean exit (status 0) instead of death by signal.
     for sig in (signal.SIGINT, signal.SIGTERM):
