@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
+import yaml
 
-from tests.stack import NEMO, ROOT, Stack, running_stack
+from tests.stack import NEMO, ROOT, Stack, running_stack, wait_for
 
 pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
 
@@ -68,3 +70,70 @@ def test_the_lock_goes_with_the_process_even_on_sigkill(tmp_path: Path) -> None:
         stack.stop(signal.SIGKILL)  # its agents and gateway may outlive it for a moment: they must not hold the lock
         stack.start()
         assert stack.cli_json("cluster", "list")
+
+
+def test_a_second_control_plane_on_the_same_postgresql_database_refuses_naming_the_first(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Two planes on one database would both deploy every workload (each with agents of its own)."""
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({"clusters": []}))
+    env = {"NEMO_DATABASE_URL": postgres_url, "NEMO_CLUSTERS_FILE": str(clusters)}
+    with running_stack(tmp_path / "first", env) as first:
+        assert first.proc is not None
+        second = Stack(tmp_path / "second", env)
+        (tmp_path / "second").mkdir()
+
+        done = _up(second.env)  # another data directory, the same database
+
+        assert done.returncode != 0
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and done.stdout == "", done.stderr + done.stdout
+        assert f"pid {first.proc.pid}" in lines[0] and first.url in lines[0], lines[0]
+        assert "NEMO_DATABASE_URL" in lines[0]
+        assert not (tmp_path / "second" / "endpoint.json").exists()
+        assert first.proc.poll() is None and first.cli_json("cluster", "list") == []
+
+        first.stop(signal.SIGKILL)  # the lock goes with the process's session, however it ends
+        # The admin client is in the database; its secret is in the first data directory.
+        (tmp_path / "second" / "admin-credentials.json").write_text(
+            (first.data_dir / "admin-credentials.json").read_text()
+        )
+        try:
+            second.start()
+            assert second.cli_json("cluster", "list") == []
+        finally:
+            second.kill_everything()
+
+
+def _lease_sessions(postgres_url: str, holder: str) -> list[int]:
+    """PostgreSQL backends holding the control plane's lock under ``holder``'s name."""
+    with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE %s",
+            (f"{holder}%",),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_a_plane_whose_store_session_ended_takes_the_store_again(postgres_url: str, tmp_path: Path) -> None:
+    """A PostgreSQL restart ends the session that held the lock: a second plane must still be refused."""
+    clusters = tmp_path / "clusters.yaml"
+    clusters.write_text(yaml.safe_dump({"clusters": []}))
+    env = {"NEMO_DATABASE_URL": postgres_url, "NEMO_CLUSTERS_FILE": str(clusters)}
+    with running_stack(tmp_path / "first", env) as first:
+        assert first.proc is not None
+        holder = f"nemo up pid {first.proc.pid},"
+        [session] = wait_for(lambda: _lease_sessions(postgres_url, holder), 30, "the first plane's lease")
+        with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (session,))
+
+        wait_for(
+            lambda: [s for s in _lease_sessions(postgres_url, holder) if s != session], 60, "the lease taken again"
+        )
+        (tmp_path / "second").mkdir()
+        done = _up(Stack(tmp_path / "second", env).env)
+
+        assert done.returncode != 0 and f"pid {first.proc.pid}" in done.stderr, done.stderr
+        assert first.proc.poll() is None and first.cli_json("cluster", "list") == []

@@ -306,6 +306,8 @@ def test_an_operators_workload_cannot_become_admin(tmp_path: Path) -> None:
         admin_secret = stack.admin_credentials()["client_secret"]
         clusters = stack.cli_json("cluster", "list")
         table = stack.cli("cluster", "list").stdout
+        # what `nemo cluster drain|cordon|uncordon` print: the cluster as the list shows it, sandbox included
+        answers = [stack.api("POST", f"/clusters/{clusters[0]['name']}/{op}") for op in ("cordon", "uncordon")]
 
     assert report["read"] and report["listed"]
     assert admin_secret not in json.dumps(report)
@@ -314,6 +316,7 @@ def test_an_operators_workload_cannot_become_admin(tmp_path: Path) -> None:
     expected = "user" if os.geteuid() == 0 else "namespace"
     assert {c["sandbox"] for c in clusters} == {expected}
     assert "SANDBOX" in table and expected in table
+    assert [(a.status_code, a.json()["sandbox"]) for a in answers] == [(200, expected)] * 2
 
 
 def _report_lines(log: Path) -> list[str]:

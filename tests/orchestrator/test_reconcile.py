@@ -10,6 +10,7 @@ grows with the fleet is in benchmarks/).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +241,40 @@ async def test_a_drain_moves_replicas_through_migrations_at_most_the_concurrency
             assert kinds.count(EventKind.REPLICA_RESCHEDULED) == 2 == kinds.count(EventKind.REPLICA_REPLACED)
     finally:
         await plane.resources.close()
+
+
+async def test_a_move_waits_out_a_busy_store_and_never_leaves_its_source_running(
+    make_plane: Callable[[int], Plane], tmp_path: Path
+) -> None:
+    # Seen in a move-back storm on SQLite: a step whose transaction found the write lock held past the busy
+    # timeout was failed "after the switch", and the source kept running beside its replacement for good.
+    plane = make_plane(10)
+    plane.apply(_workload("web", replicas=1))
+    await plane.settle(lambda: plane.running("web"))
+    source = plane.replicas("web")[0]
+    with plane.db.transaction() as s:
+        clusters.set_schedulable(s, source.cluster, cordoned=True, draining=True)
+    for _ in range(MAX_PASSES):  # until the move is past the switch: the target serves, the source is left
+        await plane.engine.reconcile_once()
+        await plane.migrations.advance()
+        if _migrations(plane) and _migrations(plane)[0].phase == MigrationPhase.CLEANING.value:
+            break
+    busy = Plane(Database(f"sqlite:///{tmp_path / 'nemo.db'}?timeout=0.05"), plane.settings, plane.memory)
+    holder = sqlite3.connect(tmp_path / "nemo.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the busy timeout
+        await busy.migrations.advance()
+        holder.execute("ROLLBACK")
+        assert _migrations(plane)[0].phase == MigrationPhase.CLEANING.value
+
+        await busy.settle(lambda: not any(r.id == source.id for r in busy.replicas("web")))
+    finally:
+        holder.close()
+        await busy.resources.close()
+        busy.db.dispose()
+    assert [m.phase for m in _migrations(plane)] == [MigrationPhase.COMPLETED.value]
+    assert [r.cluster != source.cluster and r.desired for r in plane.replicas("web")] == [True]
+    assert list(plane.hosted("web")) == [plane.replicas("web")[0].cluster]
 
 
 async def test_a_replica_on_a_not_ready_node_moves_through_a_migration(make_plane: Callable[[int], Plane]) -> None:

@@ -6,8 +6,10 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from nemo_kernel.cli.secret_files import read_json, write_secret_json
 from nemo_kernel.clusters.serving import QuietServer
 from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator import ControlPlane
+from nemo_kernel.store.plane_lease import ControlPlaneLease, StoreInUse, StoreUnreachable
 
 
 def _bind(host: str, port: int, what: str, settings: str) -> socket.socket:
@@ -42,6 +45,21 @@ def _bind(host: str, port: int, what: str, settings: str) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def _cli_command() -> str:
+    """How to call this installation's ``nemo`` from here: ``nemo`` when it is the one on ``PATH``, else its path.
+
+    A new user starts ``.venv/bin/nemo up`` without activating the venv; hints that say ``nemo ...`` would fail
+    there with "command not found"."""
+    ours = Path(sys.executable).with_name("nemo")
+    found = shutil.which("nemo")
+    if not ours.is_file() or (found is not None and Path(found).resolve() == ours.resolve()):
+        return "nemo"
+    try:
+        return str(ours.relative_to(Path.cwd()))
+    except ValueError:
+        return str(ours)
 
 
 def _write_endpoint(path: Path, url: str, gateway: str | None) -> None:
@@ -77,7 +95,7 @@ async def _prepare_access(settings: Settings, access: ApiAccess) -> Sequence[Par
         return (
             (f"Admin credentials file {path} is missing", "yellow"),
             "; with another admin's credentials, ",
-            ("nemo client reset-secret nemo-admin", "bold"),
+            (f"{_cli_command()} client reset-secret nemo-admin", "bold"),
             " issues a new secret",
         )
     if saved.get("issuer") != access.issuer:
@@ -87,7 +105,7 @@ async def _prepare_access(settings: Settings, access: ApiAccess) -> Sequence[Par
 
 
 def _credentials_hint(path: Path) -> Sequence[Part]:
-    return f"Admin credentials: {path};  token for curl: ", ("TOKEN=$(nemo token)", "bold")
+    return f"Admin credentials: {path};  token for curl: ", (f"TOKEN=$({_cli_command()} token)", "bold")
 
 
 def serve(settings: Settings) -> None:
@@ -113,6 +131,13 @@ def serve(settings: Settings) -> None:
     url = http_url(sock)
     lock.record(url)
     plane = ControlPlane(settings)
+    # One control plane per store, before any loop runs: a second one on the same PostgreSQL database would
+    # deploy every workload again with agents of its own.
+    lease = ControlPlaneLease(plane.db.url)
+    try:
+        lease.acquire(f"nemo up pid {os.getpid()}, API {url}")
+    except (StoreInUse, StoreUnreachable) as exc:
+        raise CliError(str(exc)) from None
     access = ApiAccess.from_settings(settings, plane.db, url)
     gateway: GatewayProcess | None = None
     if gateway_sock is not None:
@@ -121,7 +146,8 @@ def serve(settings: Settings) -> None:
 
     # The demo ships with the source tree, not with the wheel: name it only where it is.
     example = Path("examples/demo-workload.yaml")
-    demo = f"nemo workload apply -f {example if example.is_file() else 'DESCRIPTOR.yaml'}"
+    nemo = _cli_command()
+    demo = f"{nemo} workload apply -f {example if example.is_file() else 'DESCRIPTOR.yaml'}"
 
     async def announce() -> None:
         how_to_get_a_token = await _prepare_access(settings, access)
@@ -137,10 +163,17 @@ def serve(settings: Settings) -> None:
             say("Gateway: ", (gateway.url, "bold"), f"  (log: {gateway.log_file})")
         say(f"Data directory: {settings.data_dir}   Store: {plane.db.url.render_as_string()}")
         say(*how_to_get_a_token)
-        say("Next: ", ("nemo cluster list", "bold"), "; ", (demo, "bold"))
+        say("Next: ", (f"{nemo} cluster list", "bold"), "; ", (demo, "bold"))
 
     app = create_app(plane, access, on_started=announce)
     server = QuietServer(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+
+    def lease_lost(why: str) -> None:
+        # Another plane took the store while this one's session was gone: two must never run, so this one goes.
+        logging.getLogger(__name__).error("stopping: %s", why)
+        server.handle_exit(signal.SIGTERM, None)
+
+    lease.watch(lease_lost)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler that was
     # installed before it; this one makes that a clean exit (status 0) instead of death by signal.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -156,5 +189,6 @@ def serve(settings: Settings) -> None:
                     settings.endpoint_file.unlink()
             except (OSError, ValueError):
                 pass
+        lease.release()
         lock.release()
         say("NEMO Kernel stopped; running replicas are left running and will be adopted on the next start.")

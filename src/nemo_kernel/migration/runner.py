@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from nemo_kernel.clusters import (
@@ -39,7 +40,7 @@ from nemo_kernel.clusters import (
 )
 from nemo_kernel.domain import EventKind, MigrationMode, MigrationPhase, ReplicaPhase, WorkloadDescriptor, utcnow
 from nemo_kernel.migration.criu import checkpoint_support
-from nemo_kernel.store import Database, workloads
+from nemo_kernel.store import Database, store_busy, workloads
 from nemo_kernel.store.events import record_event
 from nemo_kernel.store.migration_records import active_migrations, enter_phase, get_migration, migration_subject
 from nemo_kernel.store.tables import MigrationRow, ReplicaRow, WorkloadRow
@@ -87,6 +88,13 @@ class MigrationRunner:
         try:
             await self._advance(migration_id)
         except Exception as exc:  # a bug or a store error on one migration: recorded on it, the others go on
+            if isinstance(exc, OperationalError) and store_busy(exc):
+                # The store was busy (SQLite's write lock held past its timeout) or out of reach: the failed
+                # transaction changed nothing and each phase's work is redone from its start, so the next step
+                # tries again. Rolling back (or, past the switch, failing) over a busy store left the source running
+                # beside the target; the phase deadlines still bound a move that cannot go on.
+                log.warning("migration %s: the store is busy; the step is tried again: %s", migration_id, exc.orig)
+                return
             log.exception("migration %s: step failed", migration_id)
             await asyncio.to_thread(self._roll_back, migration_id, f"{type(exc).__name__}: {exc}")
 

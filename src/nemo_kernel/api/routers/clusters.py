@@ -22,7 +22,7 @@ Plane = Annotated[ControlPlane, Depends(control_plane)]
 async def add_cluster(request: Request, plane: Plane) -> ClusterStatus:
     """Register a cluster (JSON or YAML body). 422 on invalid input, 409 if the name is taken."""
     spec = ClusterSpec.model_validate(require_mapping(await read_document(request), "a cluster"))
-    return await run_in_threadpool(plane.commands.clusters.add, spec)
+    return plane.views.clusters.live(await run_in_threadpool(plane.commands.clusters.add, spec))
 
 
 @router.get("", response_model=list[ClusterStatus])
@@ -49,7 +49,7 @@ async def set_links(name: str, request: Request, plane: Plane) -> ClusterStatus:
     """Replace the cluster's emulated links: ``{controlplane: {latency_ms, jitter_ms, loss, bandwidth_mbps},
     <peer cluster>: {...}}``; ``{}`` removes them all. 422 naming the field at fault, 404 if unknown."""
     links = require_mapping(await read_document(request), "the links")
-    return await run_in_threadpool(plane.commands.clusters.set_links, name, links)
+    return plane.views.clusters.live(await run_in_threadpool(plane.commands.clusters.set_links, name, links))
 
 
 @router.get("/{name}/nodes", response_model=list[NodeStatus])
@@ -67,19 +67,19 @@ def cluster_events(name: str, plane: Plane, after: After = 0, limit: EventPage =
 @router.post("/{name}/cordon", response_model=ClusterStatus)
 def cordon(name: str, plane: Plane) -> ClusterStatus:
     """No new replicas on this cluster; running ones stay."""
-    return plane.commands.clusters.set_schedulable(name, cordoned=True)
+    return plane.views.clusters.live(plane.commands.clusters.set_schedulable(name, cordoned=True))
 
 
 @router.post("/{name}/drain", response_model=ClusterStatus)
 def drain(name: str, plane: Plane) -> ClusterStatus:
     """Cordon the cluster and move its replicas to other eligible clusters."""
-    return plane.commands.clusters.set_schedulable(name, cordoned=True, draining=True)
+    return plane.views.clusters.live(plane.commands.clusters.set_schedulable(name, cordoned=True, draining=True))
 
 
 @router.post("/{name}/uncordon", response_model=ClusterStatus)
 def uncordon(name: str, plane: Plane) -> ClusterStatus:
     """Make the cluster schedulable again."""
-    return plane.commands.clusters.set_schedulable(name, cordoned=False)
+    return plane.views.clusters.live(plane.commands.clusters.set_schedulable(name, cordoned=False))
 
 
 @router.post("/{name}/faults", status_code=201, response_model=Fault, openapi_extra=request_body(FaultSpec))

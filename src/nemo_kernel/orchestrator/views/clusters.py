@@ -22,12 +22,12 @@ class ClusterViews:
     def every(self) -> list[ClusterStatus]:
         """Every cluster with its phase, by name."""
         with self._db.snapshot() as s:
-            return [self._live(cluster_store.to_cluster_status(r)) for r in cluster_store.list_clusters(s)]
+            return [self.live(cluster_store.to_cluster_status(r)) for r in cluster_store.list_clusters(s)]
 
     def get(self, name: str) -> ClusterStatus:
         """One cluster; ``NotFound`` if unknown."""
         with self._db.snapshot() as s:
-            return self._live(cluster_store.to_cluster_status(cluster_store.get_cluster(s, name)))
+            return self.live(cluster_store.to_cluster_status(cluster_store.get_cluster(s, name)))
 
     def nodes(self, name: str) -> list[NodeStatus]:
         """The nodes of a cluster with their capacity accounting and the released replicas each still runs;
@@ -43,6 +43,7 @@ class ClusterViews:
             cluster_store.get_cluster(s, name)
             return events.history(s, events.cluster_subject(name), after_id=after, limit=limit)
 
-    def _live(self, status: ClusterStatus) -> ClusterStatus:
+    def live(self, status: ClusterStatus) -> ClusterStatus:
+        """``status`` (a stored cluster, or a command's answer) with its live sandbox, as every cluster view shows."""
         # what the last heartbeat said, not stored: it describes the running agent
         return status.model_copy(update={"sandbox": self._sandbox_of(status.name)})
