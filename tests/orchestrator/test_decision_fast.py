@@ -233,7 +233,7 @@ def test_vectorised_criteria_give_the_scalar_values_bit_for_bit(seed: int) -> No
                     )
                     assert criterion.score_many(table, rows, loads, req).tolist() == expected, criterion.name
         cluster, node = table.cluster(0).name, table.nodes[0].name
-        table = table.with_allocated(cluster, node, 0.25, 64)  # kept values must not outlive the allocation
+        table = table.with_allocated([(cluster, node)], 0.25, 64)  # kept values must not outlive the allocation
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -257,8 +257,8 @@ def test_a_table_kept_through_placements_decides_as_the_reference(seed: int) -> 
         assert (got.assignments, got.summary) == (expected.assignments, expected.summary)
         by_node = {(v.cluster, v.node): v for v in expected.candidates}
         assert all(by_node[v.cluster, v.node] == v for v in got.candidates)
-        for a in got.assignments:
-            table = table.with_allocated(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
+        placed = [(a.cluster, a.node) for a in got.assignments]
+        table = table.with_allocated(placed, spec.resources.cpu, spec.resources.memory_mib)
 
 
 def test_a_kept_table_follows_allocations_and_another_workloads_replicas() -> None:
@@ -275,7 +275,7 @@ def test_a_kept_table_follows_allocations_and_another_workloads_replicas() -> No
 
     first = engine.decide("ns", "w", 1, workload, [0], table, detail=Detail.COMPACT)
     assert [a.cluster for a in first.assignments] == ["a"]
-    after = table.with_allocated("a", "n1", 2.0, 1024)
+    after = table.with_allocated([("a", "n1")], 2.0, 1024)
     second = engine.decide("ns", "w", 1, workload, [0], after, detail=Detail.COMPACT)
     assert [a.cluster for a in second.assignments] == ["b"]  # a is full now
     # The kept table did not change: deciding on it again gives the first answer.

@@ -79,11 +79,11 @@ class _Ranking:
     columns: dict[str, Floats | _Unweighted]  # shown scores per criterion, as for the first replica
     fixed: Floats  # weighted sum of the Criterion scores
     load_weights: list[float]
-    loads: LoadColumns
+    loads: LoadColumns  # the table's, at the feasible rows (read-only, kept by the table)
+    took: dict[int, NodeLoad]  # the nodes that took replicas in ``_assign``, by feasible index, with their loads
     totals: Floats  # current total of each node
     first_totals: Floats  # total for the first replica, as explained
     first_hosted: Ints
-    alive: Bools  # still fits another replica
     first_best: list[int]  # the best nodes for the first replica, best first (``_first_best``)
 
 
@@ -182,7 +182,7 @@ class DecisionEngine:
         assignments, best_total = self._assign(table, found, ranking, req, replicas_needed)
 
         needed, placed = len(replicas_needed), len(assignments)
-        placed_rows = np.flatnonzero(ranking.loads.placed)
+        placed_rows = sorted(ranking.took)
         if detail is Detail.NODES:
             rows, rejected = _node_rows(table, found, ranking, req)
         else:
@@ -193,7 +193,7 @@ class DecisionEngine:
             needed=needed,
             placed_on=[
                 (table.cluster(int(found.feasible[i])).name, table.nodes[int(found.feasible[i])].name, int(k))
-                for i, k in zip(placed_rows.tolist(), ranking.loads.placed[placed_rows].tolist(), strict=True)
+                for i, k in ((i, ranking.took[i].placed) for i in placed_rows)
             ],
             best_score=best_total,
             rejections=rejected,
@@ -255,13 +255,13 @@ class DecisionEngine:
             )
         if fixed is None:
             fixed = np.zeros(len(rows), dtype=np.float64)
-        # Copies: the decision's changes stay out of the table and out of what it keeps.
+        # Read-only, kept by the table: ``_assign`` keeps what the decision changes apart (``_Ranking.took``).
         hosted = table.gathered("hosted", table.hosted, rows)
         loads = LoadColumns(
-            used_cpu=table.gathered("allocated-cpu", table.allocated_cpu, rows).copy(),
-            used_memory_mib=table.gathered("allocated-memory", table.allocated_memory_mib, rows).copy(),
-            hosted=hosted.copy(),
-            placed=np.zeros(len(rows), dtype=np.int64),
+            used_cpu=table.gathered("allocated-cpu", table.allocated_cpu, rows),
+            used_memory_mib=table.gathered("allocated-memory", table.allocated_memory_mib, rows),
+            hosted=hosted,
+            placed=table.derived(("none-placed",), (rows,), partial(_none_placed, rows)),
             as_table=True,
         )
         ranking = _Ranking(
@@ -272,14 +272,13 @@ class DecisionEngine:
             fixed=fixed,
             load_weights=[weights[c.name] for c in self._by_load],
             loads=loads,
+            took={},
             totals=fixed,
             first_totals=fixed,
             first_hosted=hosted,
-            alive=np.ones(len(rows), dtype=bool),
             first_best=[],
         )
         live = [self._load_scores(by_load, table, rows, loads, req) for by_load in self._by_load]
-        loads.as_table = False  # _assign changes them from here on
         columns.update((by_load.name, scores) for by_load, scores in zip(self._by_load, live, strict=True))
         ranking.totals = ranking.first_totals = table.derived(
             ("totals", tuple(ranking.load_weights), ranking.total_weight),
@@ -316,9 +315,9 @@ class DecisionEngine:
         """
         if req.spread or req.division:
             return self._assign_scan(table, found, ranking, req, replicas_needed)
-        rows, loads, totals = found.feasible, ranking.loads, ranking.totals
+        rows, hosted, totals = found.feasible, ranking.loads.hosted, ranking.totals
         top = _first_best(table, ranking, max(len(replicas_needed), TOP_CANDIDATES))[: len(replicas_needed)]
-        heap = [(int(loads.hosted[i]), -float(totals[i]), i) for i in top]  # in key order: already a heap
+        heap = [(int(hosted[i]), -float(totals[i]), i) for i in top]  # in key order: already a heap
         assignments: list[dict[str, Any]] = []
         best_total: float | None = None
         for replica in replicas_needed:
@@ -331,7 +330,7 @@ class DecisionEngine:
             assignments.append({"index": replica, "cluster": table.cluster(row).name, "node": table.nodes[row].name})
             total = self._took_one(table, ranking, req, index)
             if total is not None:
-                heapq.heappush(heap, (int(loads.hosted[index]), -total, index))
+                heapq.heappush(heap, (ranking.took[index].hosted, -total, index))
         return assignments, best_total
 
     def _took_one(self, table: NodeTable, ranking: _Ranking, req: Requirements, index: int) -> float | None:
@@ -340,12 +339,19 @@ class DecisionEngine:
         One node: each load criterion's scalar ``score`` (the same floats as ``score_many``, a test checks) and the
         sum of ``_totals`` in Python floats (IEEE doubles too) cost less than numpy calls on one-element arrays.
         """
-        loads, row = ranking.loads, int(ranking.rows[index])
-        loads.placed[index] += 1
-        loads.hosted[index] += 1
-        loads.used_cpu[index] += req.cpu
-        loads.used_memory_mib[index] += req.memory_mib
-        used_cpu, used_memory = float(loads.used_cpu[index]), float(loads.used_memory_mib[index])
+        row = int(ranking.rows[index])
+        took = ranking.took.get(index)
+        if took is None:
+            loads = ranking.loads
+            took = ranking.took[index] = NodeLoad(
+                float(loads.used_cpu[index]), float(loads.used_memory_mib[index]), int(loads.hosted[index])
+            )
+        # Python floats are IEEE doubles: the same sums as adding to the numpy columns.
+        took.placed += 1
+        took.hosted += 1
+        took.used_cpu += req.cpu
+        took.used_memory_mib += req.memory_mib
+        used_cpu, used_memory = took.used_cpu, took.used_memory_mib
         if not (
             float(table.cpu[row]) - used_cpu + _TOLERANCE >= req.cpu
             and float(table.memory_mib[row]) - used_memory >= req.memory_mib
@@ -354,7 +360,7 @@ class DecisionEngine:
         if ranking.total_weight <= 0.0:
             return 0.0
         cluster, node = table.cluster(row), table.node(row)
-        load = NodeLoad(used_cpu, used_memory, int(loads.hosted[index]), int(loads.placed[index]))
+        load = NodeLoad(used_cpu, used_memory, took.hosted, took.placed)  # a copy: criteria get their own
         total = float(ranking.fixed[index])
         for c, weight in zip(self._by_load, ranking.load_weights, strict=True):
             if weight != 0.0:  # as in _totals
@@ -367,7 +373,9 @@ class DecisionEngine:
     ) -> tuple[list[dict[str, Any]], float | None]:
         """``_assign`` under ``placement.spread``: groups fill as replicas land, which changes other nodes' keys
         (a group reaching its max or min), so every replica scans the live nodes."""
-        rows, loads, alive = found.feasible, ranking.loads, ranking.alive
+        rows = found.feasible
+        alive = np.ones(len(rows), dtype=bool)  # still fits another replica
+        hosted_now = ranking.loads.hosted.copy()  # the table's, plus what this decision placed
         totals = ranking.totals.copy()
         groups = _SpreadGroups(table, rows, req)
         assignments: list[dict[str, Any]] = []
@@ -377,7 +385,7 @@ class DecisionEngine:
             if not len(candidates):
                 break
             candidates = groups.first(candidates)
-            hosted = loads.hosted[candidates]
+            hosted = hosted_now[candidates]
             candidates = candidates[hosted == hosted.min()]
             best = totals[candidates]
             # Smallest key: fewest hosted, highest total, then name order, which is row order (argmax takes the first).
@@ -387,6 +395,7 @@ class DecisionEngine:
             row = int(rows[index])
             assignments.append({"index": replica, "cluster": table.cluster(row).name, "node": table.nodes[row].name})
             groups.add(index)
+            hosted_now[index] += 1
             total = self._took_one(table, ranking, req, index)
             if total is None:
                 alive[index] = False
@@ -402,6 +411,13 @@ def _read_only(values: Floats) -> Floats:
     """``values``, made read-only: the table keeps them for the next decision."""
     values.setflags(write=False)
     return values
+
+
+def _none_placed(rows: Ints) -> Ints:
+    """No replica placed yet on any of ``rows`` (read-only: the table keeps it for the next decision)."""
+    placed = np.zeros(len(rows), dtype=np.int64)
+    placed.setflags(write=False)
+    return placed
 
 
 def _kept_normalised(values: Floats, lower_is_better: bool) -> Floats:
@@ -525,7 +541,8 @@ def _feasible_row(table: NodeTable, found: Verdicts, ranking: _Ranking, index: i
     runtime = found.runtime[int(table.runtimes[row])]
     scores = {name: float(column[index]) for name, column in ranking.columns.items()}
     scores["spread"] = spread(int(ranking.first_hosted[index]))
-    placed = int(ranking.loads.placed[index])
+    took = ranking.took.get(index)
+    placed = 0 if took is None else took.placed
     verdict: dict[str, Any] = {
         "cluster": table.cluster(row).name,
         "node": table.nodes[row].name,
@@ -540,9 +557,9 @@ def _feasible_row(table: NodeTable, found: Verdicts, ranking: _Ranking, index: i
     return verdict
 
 
-def _compact_rows(table: NodeTable, found: Verdicts, ranking: _Ranking, placed: Ints) -> list[dict[str, Any]]:
+def _compact_rows(table: NodeTable, found: Verdicts, ranking: _Ranking, placed: list[int]) -> list[dict[str, Any]]:
     """The chosen nodes and the best others by the first replica's ranking, in name order."""
-    shown = sorted(set(placed.tolist()) | set(_first_best(table, ranking, TOP_CANDIDATES)))
+    shown = sorted(set(placed) | set(_first_best(table, ranking, TOP_CANDIDATES)))
     return [_feasible_row(table, found, ranking, i) for i in shown]
 
 

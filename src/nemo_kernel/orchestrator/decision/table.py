@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
@@ -36,6 +36,9 @@ _SIZES = 64
 """Request sizes (or other keys) whose derived columns a table keeps (``sized``, ``by_allocation``)."""
 _STEPS = 8
 """``with_allocated`` steps a table remembers (``by_allocation``)."""
+_PATCHED = 64
+"""Rows a kept value is brought up to date at, one by one in Python floats; past that, numpy over every row is
+cheaper (a decision placing hundreds of replicas)."""
 _DERIVED = 256
 """Values a table keeps for the next decision (``derived``): a few per requirement set."""
 
@@ -118,8 +121,8 @@ class NodeTable:
     runtime_lists: Codes
     tees: Codes
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
-    _steps: tuple[tuple[Floats, Floats, int], ...] = field(default=(), repr=False)
-    """The allocations this one was derived from by ``with_allocated``, oldest first, with the row each step changed
+    _steps: tuple[tuple[Floats, Floats, tuple[int, ...]], ...] = field(default=(), repr=False)
+    """The allocations this one was derived from by ``with_allocated``, oldest first, with the rows each step changed
     (at most ``_STEPS``): a column kept for one of them is brought up to date at those rows (``by_allocation``)."""
     _steps_to: Floats | None = field(default=None, repr=False)
     """The ``allocated_cpu`` the steps lead to: a table that replaced its allocation otherwise has no steps."""
@@ -207,23 +210,29 @@ class NodeTable:
                 continue
         return self._evolve(hosted=column)
 
-    def with_allocated(self, cluster: str, node: str, cpu: float, memory_mib: float) -> NodeTable:
-        """The inventory after ``cpu`` and ``memory_mib`` more were allocated on one node."""
-        row = self.row(cluster, node)
+    def with_allocated(self, nodes: Iterable[tuple[str, str]], cpu: float, memory_mib: float) -> NodeTable:
+        """The inventory after one replica of ``cpu`` and ``memory_mib`` more was allocated on each of ``nodes``
+        ((cluster, node), in order; a node named twice took two): a decision's placements, in one step."""
+        rows = [self.row(cluster, node) for cluster, node in nodes]
+        if not rows:
+            return self
         allocated_cpu, allocated_memory = self.allocated_cpu.copy(), self.allocated_memory_mib.copy()
-        allocated_cpu[row] += cpu
-        allocated_memory[row] += memory_mib
-        # cpu - allocated at the one row that changed: the same float as over every row.
+        for row in rows:  # one replica after the other: the same floats as a step per replica
+            allocated_cpu[row] += cpu
+            allocated_memory[row] += memory_mib
+        changed = tuple(sorted(set(rows)))
+        # cpu - allocated at the rows that changed: the same floats as over every row.
         free_cpu, free_memory = self.free_cpu.copy(), self.free_memory_mib.copy()
-        free_cpu[row] = self.cpu[row] - allocated_cpu[row]
-        free_memory[row] = self.memory_mib[row] - allocated_memory[row]
+        for row in changed:
+            free_cpu[row] = self.cpu[row] - allocated_cpu[row]
+            free_memory[row] = self.memory_mib[row] - allocated_memory[row]
         steps = self._steps if self._steps_to is self.allocated_cpu else ()
         return self._evolve(
             allocated_cpu=allocated_cpu,
             allocated_memory_mib=allocated_memory,
             free_cpu=free_cpu,
             free_memory_mib=free_memory,
-            _steps=(*steps, (self.allocated_cpu, self.allocated_memory_mib, row))[-_STEPS:],
+            _steps=(*steps, (self.allocated_cpu, self.allocated_memory_mib, changed))[-_STEPS:],
             _steps_to=allocated_cpu,
         )
 
@@ -306,14 +315,16 @@ class NodeTable:
         return self.derived(name, inputs, make)
 
     def changed_since(self, allocated_cpu: Floats, allocated_memory: Floats) -> list[int] | None:
-        """The rows (at most ``_STEPS``, in order) whose allocation changed since it was ``allocated_cpu`` and
-        ``allocated_memory``, if this table was derived from that allocation by the ``with_allocated`` steps it
-        remembers; else None."""
+        """The rows (in order) whose allocation changed since it was ``allocated_cpu`` and ``allocated_memory``, if
+        this table was derived from that allocation by the ``with_allocated`` steps it remembers and they changed
+        at most ``_PATCHED`` rows; else None."""
         if self._steps_to is not self.allocated_cpu:
             return None
         rows: set[int] = set()
-        for was_cpu, was_memory, row in reversed(self._steps):
-            rows.add(row)
+        for was_cpu, was_memory, changed in reversed(self._steps):
+            rows.update(changed)
+            if len(rows) > _PATCHED:
+                return None
             if was_cpu is allocated_cpu and was_memory is allocated_memory:
                 return sorted(rows)
         return None
