@@ -261,6 +261,33 @@ def test_a_table_kept_through_placements_decides_as_the_reference(seed: int) -> 
         table = table.with_allocated(placed, spec.resources.cpu, spec.resources.memory_mib)
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_a_table_kept_through_many_placements_decides_as_a_table_built_afresh(seed: int) -> None:
+    """What a kept table brings up to date at the rows each decision's placements changed (raw values, their bounds,
+    normalised scores, sums, totals, verdicts) is what a table built afresh from the same allocation computes: the
+    whole decision is the same, float for float, decision after decision, until nodes fill up."""
+    rng = random.Random(3000 + seed)
+    inventory = random_inventory(rng)
+    criteria = DEFAULT_CRITERIA if seed % 2 else CRITERIA  # a plugin's values are computed afresh every time
+    weights = rng.choice((None, {"cost": 1.0, "carbon": 2.0, "balance": 1.0, "energy": 0.5}))
+    if seed % 2 == 0 and weights is not None:
+        weights = weights | {"index": 0.5}
+    kept = DecisionEngine(weights, criteria=criteria, latency=MATRIX, clock=lambda: NOW)
+    table = NodeTable.build(inventory)
+    specs = [random_spec(rng) for _ in range(2)]
+    for _ in range(30):
+        spec = specs[0] if rng.random() < 0.8 else specs[1]  # mostly one size, so values are brought up to date
+        replicas = list(range(rng.choice((1, 2, 3))))
+        got = kept.decide("ns", "web", 1, spec, replicas, table, detail=Detail.COMPACT)
+        same_allocation = [
+            replace(c, nodes=tuple(table.node(table.row(c.name, n.name)) for n in c.nodes)) for c in inventory
+        ]
+        afresh = DecisionEngine(weights, criteria=criteria, latency=MATRIX, clock=lambda: NOW)
+        assert got == afresh.decide("ns", "web", 1, spec, replicas, same_allocation, detail=Detail.COMPACT)
+        placed = [(a.cluster, a.node) for a in got.assignments]
+        table = table.with_allocated(placed, spec.resources.cpu, spec.resources.memory_mib)
+
+
 def test_a_kept_table_follows_allocations_and_another_workloads_replicas() -> None:
     spec_ = NodeSpec(name="n1", cpu=2.0, memory_mib=4096)
     clusters = [

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -61,7 +61,7 @@ from nemo_kernel.orchestrator.decision.scoring import (
     spread,
     workload_weights,
 )
-from nemo_kernel.orchestrator.decision.table import Bools, Floats, Ints, NodeTable
+from nemo_kernel.orchestrator.decision.table import Bools, Floats, Ints, NodeTable, Patch
 from nemo_kernel.orchestrator.decision.verdicts import Verdicts, explanation_groups, rejected_names, run_filters
 
 TOP_CANDIDATES = 5
@@ -233,15 +233,20 @@ class DecisionEngine:
                 if many is not None
                 else np.array([c.raw(table.cluster(r), table.node(r), req) for r in rows.tolist()], dtype=np.float64)
             )
-            if weights[c.name] == 0.0 and len(raw):
+            if not len(raw):
+                columns[c.name] = raw
+                continue
+            # After with_allocated, each is brought up to date at the rows that changed (``NodeTable.derived``).
+            bounds = table.derived(("bounds", c.name), (raw,), partial(_bounds, raw), patch=partial(_bounds_now, raw))
+            if weights[c.name] == 0.0:
                 # fixed + 0 * scores would be fixed (scores are finite, fixed >= +0.0): normalise only what is shown.
-                low, width = table.derived(("bounds", c.name), (raw,), partial(_bounds, raw))
-                columns[c.name] = _Unweighted(raw, low, width, c.lower_is_better)
+                columns[c.name] = _Unweighted(raw, bounds[0], bounds[2], c.lower_is_better)
                 continue
             columns[c.name] = scores = table.derived(
                 ("normalised", c.name, c.lower_is_better),
-                (raw,),
-                partial(_kept_normalised, raw, c.lower_is_better),
+                (raw, bounds),
+                partial(_kept_normalised, raw, bounds, c.lower_is_better),
+                patch=partial(_normalised_now, raw, bounds, c.lower_is_better),
             )
             weight = weights[c.name]
             fixed = (
@@ -251,10 +256,11 @@ class DecisionEngine:
                     ("fixed", c.name, weight),
                     (fixed, scores),
                     partial(_kept_plus, fixed, weight, scores),
+                    patch=partial(_plus_now, fixed, weight, scores),
                 )
             )
         if fixed is None:
-            fixed = np.zeros(len(rows), dtype=np.float64)
+            fixed = table.derived(("no-fixed",), (rows,), partial(_no_fixed, rows))
         # Read-only, kept by the table: ``_assign`` keeps what the decision changes apart (``_Ranking.took``).
         hosted = table.gathered("hosted", table.hosted, rows)
         loads = LoadColumns(
@@ -284,6 +290,7 @@ class DecisionEngine:
             ("totals", tuple(ranking.load_weights), ranking.total_weight),
             (fixed, *live),
             lambda: _read_only(_totals(ranking, fixed, live)),
+            patch=partial(_totals_now, ranking, fixed, live),
         )
         return ranking
 
@@ -420,26 +427,83 @@ def _none_placed(rows: Ints) -> Ints:
     return placed
 
 
-def _kept_normalised(values: Floats, lower_is_better: bool) -> Floats:
-    return _read_only(_normalised(values, lower_is_better=lower_is_better))
+def _no_fixed(rows: Ints) -> Floats:
+    """The weighted sum of the criteria when every one weighs 0 (read-only, kept)."""
+    return _read_only(np.zeros(len(rows), dtype=np.float64))
+
+
+_Bounds = tuple[float, float, float | None]
+"""The lowest and highest of a criterion's raw values, and their range (None: all equal, give or take rounding)."""
+
+
+def _bounds(values: Floats) -> _Bounds:
+    """The bounds of ``values`` (not empty)."""
+    low, high = float(values.min()), float(values.max())
+    return low, high, _width(low, high)
+
+
+def _width(low: float, high: float) -> float | None:
+    width = high - low
+    return None if width <= 1e-12 * max(abs(low), 1.0) else width
+
+
+def _bounds_now(
+    values: Floats, was: tuple[object, ...], bounds: _Bounds, positions: list[int]
+) -> Patch[_Bounds] | None:
+    """``_bounds`` of ``values``, a patch of the values ``bounds`` are of: the same unless a patched position held
+    the lowest or the highest (then None: the extreme may have moved anywhere)."""
+    before = cast(Floats, was[0])
+    low, high, _ = bounds
+    new_low, new_high = low, high
+    for p in positions:
+        if float(before[p]) in (low, high):
+            return None
+        value = float(values[p])
+        new_low, new_high = min(new_low, value), max(new_high, value)
+    if (new_low, new_high) == (low, high):
+        return bounds, []  # the same object: what is normalised by these bounds can be patched
+    return (new_low, new_high, _width(new_low, new_high)), []
+
+
+def _kept_normalised(values: Floats, bounds: _Bounds, lower_is_better: bool) -> Floats:
+    return _read_only(_normalised(values, bounds, lower_is_better=lower_is_better))
+
+
+def _normalised_now(
+    values: Floats, bounds: _Bounds, lower_is_better: bool, was: tuple[object, ...], kept: Floats, positions: list[int]
+) -> Patch[Floats]:
+    """``_normalised`` at the patched positions of ``values``, in Python floats (IEEE doubles: the same results);
+    the bounds are the same object as the kept scores', so every other score holds."""
+    low, _, width = bounds
+    if width is None:
+        return kept, []  # every score 1.0
+    scores = kept.copy()
+    for p in positions:
+        share = (float(values[p]) - low) / width
+        scores[p] = 1.0 - share if lower_is_better else share
+    return _read_only(scores), positions
 
 
 def _kept_plus(total: Floats | None, weight: float, scores: Floats) -> Floats:
     return _read_only(_plus(total, weight, scores))
 
 
-def _bounds(values: Floats) -> tuple[float, float | None]:
-    """The lowest of ``values`` (not empty) and their range; None when they are all equal, give or take rounding."""
-    low = float(values.min())
-    width = float(values.max()) - low
-    return low, None if width <= 1e-12 * max(abs(low), 1.0) else width
+def _plus_now(
+    total: Floats | None, weight: float, scores: Floats, was: tuple[object, ...], kept: Floats, positions: list[int]
+) -> Patch[Floats]:
+    """``_plus`` at the patched positions, in Python floats."""
+    result = kept.copy()
+    for p in positions:
+        term = float(scores[p]) if weight == 1.0 else weight * float(scores[p])
+        result[p] = term if total is None else float(total[p]) + term
+    return _read_only(result), positions
 
 
-def _normalised(values: Floats, *, lower_is_better: bool) -> Floats:
+def _normalised(values: Floats, bounds: _Bounds, *, lower_is_better: bool) -> Floats:
     """``scoring.normalised`` on an array: the same operations, so the same floats."""
     if not len(values):
         return values
-    low, width = _bounds(values)
+    low, _, width = bounds
     if width is None:
         return np.ones(len(values), dtype=np.float64)
     if lower_is_better:
@@ -459,6 +523,28 @@ def _totals(ranking: _Ranking, fixed: Floats, live: Sequence[Floats]) -> Floats:
             weighted = _plus(weighted, weight, scores)
     result: Floats = weighted / ranking.total_weight
     return result
+
+
+def _totals_now(
+    ranking: _Ranking,
+    fixed: Floats,
+    live: Sequence[Floats],
+    was: tuple[object, ...],
+    kept: Floats,
+    positions: list[int],
+) -> Patch[Floats]:
+    """``_totals`` at the patched positions, in Python floats, in the same order."""
+    if ranking.total_weight <= 0.0:
+        return kept, []
+    totals = kept.copy()
+    for p in positions:
+        weighted = float(fixed[p])
+        for weight, scores in zip(ranking.load_weights, live, strict=True):
+            if weight != 0.0:
+                score = float(scores[p])
+                weighted = weighted + (score if weight == 1.0 else weight * score)
+        totals[p] = weighted / ranking.total_weight
+    return _read_only(totals), positions
 
 
 def _plus(total: Floats | None, weight: float, scores: Floats) -> Floats:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
@@ -31,6 +32,8 @@ Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 Objects = npt.NDArray[np.object_]
 _V = TypeVar("_V")
+Patch = tuple[_V, Sequence[int]]
+"""What a ``patch`` gives: the value brought up to date, and the positions where it differs from the kept one."""
 _S = TypeVar("_S", bound=np.generic)
 _SIZES = 64
 """Request sizes (or other keys) whose derived columns a table keeps (``sized``, ``by_allocation``)."""
@@ -227,6 +230,8 @@ class NodeTable:
             free_cpu[row] = self.cpu[row] - allocated_cpu[row]
             free_memory[row] = self.memory_mib[row] - allocated_memory[row]
         steps = self._steps if self._steps_to is self.allocated_cpu else ()
+        self.record_patch(allocated_cpu, self.allocated_cpu, changed)
+        self.record_patch(allocated_memory, self.allocated_memory_mib, changed)
         return self._evolve(
             allocated_cpu=allocated_cpu,
             allocated_memory_mib=allocated_memory,
@@ -307,11 +312,12 @@ class NodeTable:
                 return cast(Floats, column)
             rows = self.changed_since(was_cpu, was_memory)
             if rows is not None:
-                column = column.copy()
-                update(column, rows)
-                column.setflags(write=False)
-                kept[name] = (inputs, column)
-                return cast(Floats, column)
+                updated = column.copy()
+                update(updated, rows)
+                updated.setflags(write=False)
+                self.record_patch(updated, column, rows)
+                kept[name] = (inputs, updated)
+                return cast(Floats, updated)
         return self.derived(name, inputs, make)
 
     def changed_since(self, allocated_cpu: Floats, allocated_memory: Floats) -> list[int] | None:
@@ -338,7 +344,45 @@ class NodeTable:
             result.setflags(write=False)
             return result
 
-        return self.derived(("gathered", key), (column, rows), gather)
+        def patch(was: tuple[object, ...], kept: npt.NDArray[_S], changed: list[int]) -> Patch[npt.NDArray[_S]] | None:
+            """The kept values again, at the few of ``rows`` among the table rows where ``column`` changed."""
+            if was[1] is not rows or not self._ascending(rows):
+                return None
+            found = np.searchsorted(rows, changed)
+            at = [int(i) for i, row in zip(found.tolist(), changed, strict=True) if i < len(rows) and rows[i] == row]
+            if not at:
+                return kept, []
+            result = kept.copy()
+            result[at] = column[rows[at]]
+            result.setflags(write=False)
+            return result, at
+
+        return self.derived(("gathered", key), (column, rows), gather, patch=patch)
+
+    def _ascending(self, rows: Ints) -> bool:
+        """Whether ``rows`` are in increasing order (as a decision's feasible rows are), so they can be searched."""
+        ascending: bool = self.derived(("ascending",), (rows,), lambda: bool(np.all(rows[1:] > rows[:-1])))
+        return ascending
+
+    def record_patch(self, made: npt.NDArray[Any], source: npt.NDArray[Any], positions: Sequence[int]) -> None:
+        """Remember that ``made`` is a copy of ``source`` brought up to date at ``positions`` (at most ``_PATCHED``),
+        so that values derived from ``source`` can be brought up to date there too (``derived``'s ``patch``).
+
+        Weak references: a patch is of use only while both arrays are (kept values hold their inputs).
+        """
+        patches: dict[int, tuple[weakref.ref[Any], weakref.ref[Any], Sequence[int]]] = self.memo("patches", dict)
+        if len(patches) >= _DERIVED:
+            patches.clear()
+        patches[id(made)] = (weakref.ref(made), weakref.ref(source), positions)
+
+    def patched(self, made: object, source: object) -> Sequence[int] | None:
+        """The positions at which ``made`` may differ from ``source``, if it was made from it by a patch
+        (``record_patch``); else None."""
+        patches: dict[int, tuple[weakref.ref[Any], weakref.ref[Any], Sequence[int]]] = self.memo("patches", dict)
+        found = patches.get(id(made))
+        if found is None or found[0]() is not made or found[1]() is not source:
+            return None
+        return found[2]
 
     def derived(
         self,
@@ -346,6 +390,7 @@ class NodeTable:
         inputs: tuple[object, ...],
         make: Callable[[], _V],
         still: Callable[[tuple[object, ...], _V], bool] | None = None,
+        patch: Callable[[tuple[object, ...], _V, list[int]], Patch[_V] | None] | None = None,
     ) -> _V:
         """A value computed from ``inputs`` (arrays, the table's or values kept by it), kept under ``key`` for the
         next decision on this table or a table derived from it.
@@ -356,6 +401,13 @@ class NodeTable:
         ``_DERIVED`` keys. What is returned is shared: callers must not change it. ``still(inputs it was made from,
         value)`` may say that a kept value holds for the new inputs too (the filters' verdicts after a replica was
         placed on a node that still fits another): it is then kept with them.
+
+        ``patch(inputs it was made from, value, positions)`` may bring a kept value up to date when every input is
+        the same object or a patch of it (``record_patch``: a column after ``with_allocated``, and what is derived
+        from one), ``positions`` being where they may differ (the union; in the inputs' own indexing): it returns
+        the value and the positions where that differs from the kept one (recorded in turn, so what derives from
+        it can be patched too), or None to have it made again. A value must be made of the same float operations
+        either way, so a patched value is the one ``make`` would give.
         """
         kept: dict[Any, Any] | None = self._memo.get("derived")
         if kept is None:
@@ -367,8 +419,32 @@ class NodeTable:
             if still is not None and still(found[0], found[1]):
                 kept[key] = (inputs, found[1])
                 return cast(_V, found[1])
+            if patch is not None:
+                positions = self._patched_inputs(found[0], inputs)
+                made = None if positions is None else patch(found[0], found[1], positions)
+                if made is not None:
+                    value, where = made
+                    if value is not found[1] and isinstance(value, np.ndarray):
+                        self.record_patch(value, found[1], where)
+                    kept[key] = (inputs, value)
+                    return value
         if found is None and len(kept) >= _DERIVED:
             kept.clear()
         value = make()
         kept[key] = (inputs, value)
         return value
+
+    def _patched_inputs(self, was: tuple[object, ...], now: tuple[object, ...]) -> list[int] | None:
+        """Where inputs ``now`` may differ from ``was`` (the union of their patches; each the same object or a patch
+        of it), at most ``_PATCHED`` positions; else None."""
+        if len(was) != len(now):
+            return None
+        positions: set[int] = set()
+        for before, after in zip(was, now, strict=True):
+            if before is after:
+                continue
+            changed = self.patched(after, before)
+            if changed is None:
+                return None
+            positions.update(changed)
+        return sorted(positions) if len(positions) <= _PATCHED else None
