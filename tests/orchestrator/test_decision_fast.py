@@ -38,7 +38,7 @@ from nemo_kernel.orchestrator.decision import (
     Requirements,
 )
 from nemo_kernel.orchestrator.decision.criteria import LoadColumns, NodeLoad, VectorCriterion, VectorLoadCriterion
-from nemo_kernel.orchestrator.decision.decide import _best
+from nemo_kernel.orchestrator.decision.decide import _best, _best_now
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 REGIONS = ("eu-west", "eu-south", "eu-north", "us-east", "ap-south")
@@ -387,3 +387,28 @@ def test_a_kept_table_decides_alike_for_workloads_that_differ_only_in_weights_or
         assert (got.assignments, got.weights, got.summary) == (expected.assignments, expected.weights, expected.summary)
         by_node = {(v.cluster, v.node): v for v in expected.candidates}
         assert all(by_node[v.cluster, v.node] == v for v in got.candidates)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_best_nodes_brought_up_to_date_are_those_found_again(seed: int) -> None:
+    """After a decision changed a few totals (nodes that took replicas get worse, a node may get better), the kept
+    best nodes brought up to date are the best nodes found again over every node, as many as are left."""
+    rng = random.Random(seed)
+    size = rng.choice((3, 40, 300))
+    hosted = np.array([rng.choice((0, 0, 0, 1)) for _ in range(size)], dtype=np.int64)
+    totals = np.array([rng.choice((0.25, 0.5, rng.random())) for _ in range(size)], dtype=np.float64)
+    kept = _best(hosted, totals, 64)
+    for _ in range(20):
+        changed = sorted(set(rng.sample(kept[:5], min(3, len(kept))) + rng.sample(range(size), 2)))
+        after = totals.copy()
+        for index in changed:
+            after[index] = rng.choice((after[index] * rng.uniform(0.5, 1.0), rng.random(), 0.5))
+        patched = _best_now(hosted, after, 5, (hosted, totals), kept, changed)
+        if patched is None:  # fewer than asked are left: found again
+            kept = _best(hosted, after, 64)
+        else:
+            kept = list(patched[0])
+            assert kept == _best(hosted, after, len(kept))
+            assert len(kept) >= min(5, size)
+        totals = after
+

@@ -24,6 +24,7 @@ reference engine does (rejected nodes' reasons are then worded one by one, which
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,8 +66,11 @@ from nemo_kernel.orchestrator.decision.table import Bools, Floats, Ints, NodeTab
 from nemo_kernel.orchestrator.decision.verdicts import Verdicts, explanation_groups, rejected_names, run_filters
 
 TOP_CANDIDATES = 5
-_FEW = 16  # below this many picks, _best takes repeated maxima rather than partitioning every node
 """Feasible nodes a compact explanation shows besides the chosen ones: the best by the first replica's ranking."""
+_DEEP = 64
+"""Best nodes a table keeps at least (``_first_best``): those a decision placed on drop out as they fill, so the
+next decisions bring the list up to date instead of searching every node again, until fewer are left than asked."""
+_FEW = 16  # below this many picks, _best takes repeated maxima rather than partitioning every node
 
 
 @dataclass(slots=True)
@@ -651,12 +655,44 @@ def _compact_rows(table: NodeTable, found: Verdicts, ranking: _Ranking, placed: 
 
 def _first_best(table: NodeTable, ranking: _Ranking, count: int) -> list[int]:
     """The ``count`` best feasible nodes for the first replica, best first; found once for both ``_assign`` and the
-    explanation (the best k are the first k of the best k + 1), and kept by the table while the ranking's arrays
-    are the same (a shared list: sliced, never changed)."""
+    explanation (the best k are the first k of the best k + 1), and kept by the table (a shared list: sliced, never
+    changed), ``_DEEP`` of them at least, brought up to date while the totals are patches of those they were found
+    for (``_best_now``)."""
     if len(ranking.first_best) < count:
         hosted, totals = ranking.first_hosted, ranking.first_totals
-        ranking.first_best = table.derived(("best", count), (hosted, totals), partial(_best, hosted, totals, count))
+        depth = max(count, _DEEP)
+        ranking.first_best = table.derived(
+            ("best", depth),
+            (hosted, totals),
+            partial(_best, hosted, totals, depth),
+            patch=partial(_best_now, hosted, totals, count),
+        )
     return ranking.first_best[:count]
+
+
+def _best_now(
+    hosted: Ints, totals: Floats, count: int, was: tuple[object, ...], kept: list[int], positions: list[int]
+) -> Patch[list[int]] | None:
+    """``_best`` after the totals changed at ``positions``: the other kept nodes keep their order, and a changed
+    node goes back where its new key puts it unless that is past the last kept node's key (a node never kept is
+    worse than that one, and may be better than it now). None when fewer than ``count`` are left: found again."""
+    if was[0] is not hosted or not kept:
+        return None
+    before = cast(Floats, was[1])
+
+    def key(index: int, values: Floats = totals) -> tuple[int, float, int]:
+        return int(hosted[index]), -float(values[index]), index
+
+    changed = set(positions)
+    best = [i for i in kept if i not in changed]
+    every = len(kept) == len(totals)  # every node is kept: none can come from elsewhere
+    last = key(kept[-1], before)
+    for index in sorted(changed):
+        if every or key(index) <= last:
+            bisect.insort(best, index, key=key)
+    if len(best) < min(count, len(totals)):
+        return None
+    return best, []
 
 
 def _best(hosted: Ints, totals: Floats, count: int) -> list[int]:
