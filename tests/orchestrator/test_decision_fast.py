@@ -411,4 +411,3 @@ def test_the_best_nodes_brought_up_to_date_are_those_found_again(seed: int) -> N
             assert kept == _best(hosted, after, len(kept))
             assert len(kept) >= min(5, size)
         totals = after
-
