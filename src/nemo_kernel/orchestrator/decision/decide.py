@@ -267,12 +267,8 @@ class DecisionEngine:
             fixed = table.derived(("no-fixed",), (rows,), partial(_no_fixed, rows))
         # Read-only, kept by the table: ``_assign`` keeps what the decision changes apart (``_Ranking.took``).
         hosted = table.gathered("hosted", table.hosted, rows)
-        loads = LoadColumns(
-            used_cpu=table.gathered("allocated-cpu", table.allocated_cpu, rows),
-            used_memory_mib=table.gathered("allocated-memory", table.allocated_memory_mib, rows),
-            hosted=hosted,
-            placed=table.derived(("none-placed",), (rows,), partial(_none_placed, rows)),
-            as_table=True,
+        loads = LoadColumns.of_table(
+            table, rows, hosted, table.derived(("none-placed",), (rows,), partial(_none_placed, rows))
         )
         ranking = _Ranking(
             rows=rows,

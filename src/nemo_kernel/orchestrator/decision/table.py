@@ -102,9 +102,6 @@ class NodeTable:
     memory_mib: Floats
     allocated_cpu: Floats
     allocated_memory_mib: Floats
-    free_cpu: Floats
-    """cpu - allocated_cpu (the capacity filter's operands, computed once)."""
-    free_memory_mib: Floats
     ready: Bools
     hosted: Ints
     idle_watts: Floats
@@ -180,8 +177,6 @@ class NodeTable:
             memory_mib=memory,
             allocated_cpu=allocated_cpu,
             allocated_memory_mib=allocated_memory,
-            free_cpu=cpu - allocated_cpu,
-            free_memory_mib=memory - allocated_memory,
             ready=np.array([n.ready for n in nodes], dtype=bool),
             hosted=np.array([n.hosted_replicas_of_workload for n in nodes], dtype=np.int64),
             idle_watts=floats([n.power.idle_watts for n in nodes]),
@@ -224,22 +219,27 @@ class NodeTable:
             allocated_cpu[row] += cpu
             allocated_memory[row] += memory_mib
         changed = tuple(sorted(set(rows)))
-        # cpu - allocated at the rows that changed: the same floats as over every row.
-        free_cpu, free_memory = self.free_cpu.copy(), self.free_memory_mib.copy()
-        for row in changed:
-            free_cpu[row] = self.cpu[row] - allocated_cpu[row]
-            free_memory[row] = self.memory_mib[row] - allocated_memory[row]
         steps = self._steps if self._steps_to is self.allocated_cpu else ()
         self.record_patch(allocated_cpu, self.allocated_cpu, changed)
         self.record_patch(allocated_memory, self.allocated_memory_mib, changed)
         return self._evolve(
             allocated_cpu=allocated_cpu,
             allocated_memory_mib=allocated_memory,
-            free_cpu=free_cpu,
-            free_memory_mib=free_memory,
             _steps=(*steps, (self.allocated_cpu, self.allocated_memory_mib, changed))[-_STEPS:],
             _steps_to=allocated_cpu,
         )
+
+    @property
+    def free_cpu(self) -> Floats:
+        """cpu - allocated_cpu, the capacity filter's operands: computed when asked, once per allocation (read-only;
+        the filters' verdicts are mostly kept, and a placement changes few rows)."""
+        return self.derived(("free-cpu",), (self.allocated_cpu,), lambda: _read_only(self.cpu - self.allocated_cpu))
+
+    @property
+    def free_memory_mib(self) -> Floats:
+        """memory_mib - allocated_memory_mib, as ``free_cpu``."""
+        allocated = self.allocated_memory_mib
+        return self.derived(("free-memory",), (allocated,), lambda: _read_only(self.memory_mib - allocated))
 
     def _evolve(self, **changes: Any) -> NodeTable:
         """``dataclasses.replace`` (the memo shared) without running ``__init__`` over the forty fields again: the
@@ -448,3 +448,8 @@ class NodeTable:
                 return None
             positions.update(changed)
         return sorted(positions) if len(positions) <= _PATCHED else None
+
+
+def _read_only(values: Floats) -> Floats:
+    values.setflags(write=False)
+    return values

@@ -85,10 +85,13 @@ def run_filters(table: NodeTable, req: Requirements) -> Verdicts:
         rows = table.changed_since(cast(Floats, was[1]), cast(Floats, was[2]))
         if rows is None:
             return False
-        # Feasible before, and still fitting one more by the capacity mask's own comparisons, at those rows.
-        free_cpu, free_memory, feasible = table.free_cpu, table.free_memory_mib, found.feasible_rows
+        # Feasible before, and still fitting one more by the capacity mask's own comparisons, at those rows (free
+        # capacity row by row: the same floats as the table's columns).
         return all(
-            feasible[r] and free_cpu[r] + CPU_TOLERANCE >= req.cpu and free_memory[r] >= req.memory_mib for r in rows
+            found.feasible_rows[r]
+            and float(table.cpu[r]) - float(table.allocated_cpu[r]) + CPU_TOLERANCE >= req.cpu
+            and float(table.memory_mib[r]) - float(table.allocated_memory_mib[r]) >= req.memory_mib
+            for r in rows
         )
 
     return table.derived(("verdicts", key, req.cpu, req.memory_mib), inputs, lambda: _verdicts(table, req, kept), still)
