@@ -348,10 +348,11 @@ class DecisionEngine:
         """
         row = int(ranking.rows[index])
         took = ranking.took.get(index)
-        if took is None:
-            loads = ranking.loads
+        if took is None:  # the table's allocation (what ``loads`` gathers), read at the one row
             took = ranking.took[index] = NodeLoad(
-                float(loads.used_cpu[index]), float(loads.used_memory_mib[index]), int(loads.hosted[index])
+                float(table.allocated_cpu[row]),
+                float(table.allocated_memory_mib[row]),
+                int(ranking.loads.hosted[index]),
             )
         # Python floats are IEEE doubles: the same sums as adding to the numpy columns.
         took.placed += 1

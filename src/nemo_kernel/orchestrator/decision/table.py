@@ -348,12 +348,14 @@ class NodeTable:
             """The kept values again, at the few of ``rows`` among the table rows where ``column`` changed."""
             if was[1] is not rows or not self._ascending(rows):
                 return None
-            found = np.searchsorted(rows, changed)
-            at = [int(i) for i, row in zip(found.tolist(), changed, strict=True) if i < len(rows) and rows[i] == row]
+            size = len(rows)
+            found = np.searchsorted(rows, changed).tolist()
+            at = [i for i, row in zip(found, changed, strict=True) if i < size and rows[i] == row]
             if not at:
                 return kept, []
             result = kept.copy()
-            result[at] = column[rows[at]]
+            for i in at:  # a few: one by one costs less than building index arrays
+                result[i] = column[rows[i]]
             result.setflags(write=False)
             return result, at
 
