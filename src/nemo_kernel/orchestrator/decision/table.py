@@ -300,7 +300,7 @@ class NodeTable:
 
         A column kept for an allocation this table was derived from by a few ``with_allocated`` is copied and
         brought up to date by ``update(column, rows)``, which recomputes it at the few rows whose allocation changed
-        (one by one, with the same float operations as ``make``): the scheduler places a replica between two decisions.
+        (one by one, with the same float operations as ``make``): the scheduler places replicas between two decisions.
         """
         kept: dict[Any, Any] = self.memo("derived", dict)
         name = ("by-allocation", key)
