@@ -288,6 +288,26 @@ def test_a_table_kept_through_many_placements_decides_as_a_table_built_afresh(se
         table = table.with_allocated(placed, spec.resources.cpu, spec.resources.memory_mib)
 
 
+def test_a_decisions_explanation_is_its_own() -> None:
+    """Decisions on one kept table share what the table keeps, never their explanation: a caller changing one
+    decision's groups and rows changes no later decision."""
+    rng = random.Random(5)
+    inventory = random_inventory(rng)
+    while len(inventory) < 5:
+        inventory = random_inventory(rng)
+    engine = DecisionEngine(clock=lambda: NOW)
+    table = NodeTable.build(inventory)
+    spec = DeploymentSpec(command=["app"], resources=Resources(cpu=0.1, memory_mib=64))
+    first = engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT)
+    expected = first.model_dump()
+    for group in first.verdicts:
+        group.clusters.append("changed")
+        group.nodes = -1
+    for row in first.candidates:
+        row.scores["cost"] = -1.0
+    assert engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT).model_dump() == expected
+
+
 def test_a_kept_table_follows_allocations_and_another_workloads_replicas() -> None:
     spec_ = NodeSpec(name="n1", cpu=2.0, memory_mib=4096)
     clusters = [
