@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nemo_kernel.bus import Message, RabbitMqBus
+from nemo_kernel.bus import Message
 from nemo_kernel.bus.identity import InMemoryKeyDirectory, ModuleIdentity, ModuleKeys
+from nemo_kernel.bus.rabbitmq import RabbitMqBus
 from nemo_kernel.bus.secure import SecureBus
 
 PAYLOAD_SIZE = 1024

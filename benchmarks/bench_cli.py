@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from results import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {"nemo --help": ["--help"], "nemo cluster list": ["cluster", "list"]}
@@ -142,10 +143,7 @@ def main() -> None:
             "",
         ]
     )
-    print(section)
-    if args.append_results:
-        with (ROOT / "benchmarks" / "RESULTS.md").open("a") as out:
-            out.write("\n" + section)
+    publish(section, append=args.append_results)
 
 
 if __name__ == "__main__":

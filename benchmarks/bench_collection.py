@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psutil
 import yaml
+from results import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the test suite's Stack: `nemo up` as a process, and its cleanup
@@ -165,10 +166,7 @@ def main() -> None:
             "",
         ]
     )
-    print(section)
-    if args.append_results:
-        with (ROOT / "benchmarks" / "RESULTS.md").open("a") as results:
-            results.write("\n" + section)
+    publish(section, append=args.append_results)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from results import publish
 from sqlalchemy import func, select
 
 from nemo_kernel.clusters import DriverProviders
@@ -37,8 +38,6 @@ from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database, clusters, workloads
 from nemo_kernel.store.tables import MigrationRow, ReplicaRow, WorkloadRow
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def _counts(db: Database, drained: str) -> tuple[int, int, int]:
@@ -148,10 +147,7 @@ def main() -> None:
         "",
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.append:
-        with RESULTS.open("a") as out:
-            out.write("\n" + text)
+    publish(text, append=args.append)
 
 
 if __name__ == "__main__":

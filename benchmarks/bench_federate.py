@@ -20,7 +20,8 @@ import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
+
+from results import publish
 
 from nemo_kernel.config import Settings
 from nemo_kernel.metrics import EmbeddedMetrics, Sample
@@ -28,7 +29,6 @@ from nemo_kernel.metrics.embedded import TooManySeries
 from nemo_kernel.metrics.exposition import NEMO_SERIES, federate, render
 from nemo_kernel.metrics.promql import parse_selector
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 LIMIT = Settings.model_fields["federate_max_series"].default
 
 
@@ -104,10 +104,7 @@ def main() -> None:
         size = f"{len(text.encode()) / 1e6:,.1f}" if text else "422"
         lines.append(f"| {name} | {series} | {size} | {statistics.median(times[name]):.2f} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.append_results:
-        with RESULTS.open("a") as out:
-            out.write("\n" + text)
+    publish(text, append=args.append_results)
 
 
 if __name__ == "__main__":

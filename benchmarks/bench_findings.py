@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from results import publish
 from tests.orchestrator.fakes import MemoryProvider
 
 from nemo_kernel.config import Settings
@@ -37,7 +38,6 @@ from nemo_kernel.metrics import Aggregation, MetricsQuery, Sample, Selector
 from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.orchestrator.findings import _NODE, _REPLICA, _WORKLOAD
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 NODES = 20
 STEP = 5.0
 
@@ -164,10 +164,7 @@ def main() -> None:
             f"{(r['candidate'] / r['baseline'] - 1) * 100:+.0f}% |"
         )
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.append_results:
-        with RESULTS.open("a") as out:
-            out.write("\n" + text)
+    publish(text, append=args.append_results)
 
 
 if __name__ == "__main__":

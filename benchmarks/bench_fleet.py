@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+from results import publish
 from sqlalchemy import func, select
 
 from nemo_kernel.clusters import DriverProviders
@@ -48,7 +49,6 @@ from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database, clusters, workloads
 from nemo_kernel.store.tables import ClusterRow, EventRow, ReplicaRow
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 RUNNING = "Running"
 
 
@@ -299,10 +299,7 @@ def main() -> None:
         "",
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.append:
-        with RESULTS.open("a") as out:
-            out.write("\n" + text)
+    publish(text, append=args.append)
 
 
 if __name__ == "__main__":

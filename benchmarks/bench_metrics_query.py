@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from results import publish
 from tests.metrics.backfill import CPU, LATENCY, MEMORY, backfill, history
 from tests.metrics.prometheus_server import running_prometheus
 
@@ -26,8 +27,6 @@ from nemo_kernel.metrics.embedded import EmbeddedMetrics
 from nemo_kernel.metrics.model import Aggregation, Matcher, MatchOp, MetricsQuery, QueryResult, Selector
 from nemo_kernel.metrics.prometheus import PrometheusReader
 from nemo_kernel.metrics.promql import to_promql
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def queries(end: int) -> list[tuple[str, MetricsQuery]]:
@@ -124,10 +123,7 @@ async def main() -> None:
         assert isinstance(emb, float) and isinstance(prom, float)
         lines.append(f"| {name} | `{promql}` | {emb:.2f} | {prom:.2f} | {prom / emb:.1f}x | {same} | {count} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.append_results:
-        with RESULTS.open("a") as out:
-            out.write("\n" + text)
+    publish(text, append=args.append_results)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from results import publish
+
 from nemo_kernel.metrics import Aggregation, EmbeddedMetrics, MetricsQuery, Sample, Selector
 from nemo_kernel.metrics.functions import quantile
 
@@ -216,10 +218,7 @@ def main() -> None:
         "",
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.append_results:
-        with (Path(__file__).parent / "RESULTS.md").open("a") as results:
-            results.write("\n" + text)
+    publish(text, append=args.append_results)
 
 
 if __name__ == "__main__":

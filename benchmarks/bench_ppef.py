@@ -29,9 +29,9 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
+from results import publish
 
 from nemo_kernel.ppef.evaluate import (
     N_COLS,
@@ -46,7 +46,6 @@ from nemo_kernel.ppef.evaluate import (
 )
 from nemo_kernel.ppef.predict import forecast
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 STEP = 15.0  # evaluation interval, seconds
 HISTORY = 40  # recent values the forecast sees (10 minutes)
 PERIOD = 86400.0  # the SLOs' period: Sloth's windows scaled to one day
@@ -318,10 +317,7 @@ def main() -> None:
     parser.add_argument("--append-results", action="store_true")
     args = parser.parse_args()
     text = report(args)
-    print(text)
-    if args.append_results:
-        with RESULTS.open("a", encoding="utf-8") as out:
-            out.write("\n" + text)
+    publish(text, append=args.append_results)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from results import publish
+
 from nemo_kernel.metrics import Aggregation, EmbeddedMetrics, MetricsQuery, QueryResult, Sample, Selector
 
 ROOT = Path(__file__).resolve().parents[1]
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 NODES = 20
 STEP = 5.0
 CPU, MEMORY, NODE_CPU = "nemo_replica_cpu_seconds_total", "nemo_replica_memory_bytes", "nemo_node_cpu_seconds_total"
@@ -171,10 +172,7 @@ def main() -> None:
             f"| {name} | {series:,} | {points:,} | {before * 1000:,.1f} | {after * 1000:,.1f} | {before / after:.1f}x |"
         )
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.append_results:
-        with RESULTS.open("a") as out:
-            out.write("\n" + text)
+    publish(text, append=args.append_results)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
+
+from results import publish
 
 from nemo_kernel.clusters.fleet import generate_fleet
 from nemo_kernel.domain import (
@@ -52,7 +53,6 @@ from nemo_kernel.orchestrator.rebalance import (
     plan_rebalance,
 )
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 EU = ("SE", "NO", "FI", "DE", "PL", "AT", "CZ", "FR", "NL", "BE", "IE", "ES", "PT", "IT", "GR")
 
 
@@ -223,12 +223,9 @@ def main() -> None:
             "",
         ]
     )
-    print(table)
+    publish(table, append=args.write)
     for r in rows:
         print(r)
-    if args.write:
-        with RESULTS.open("a") as out:
-            out.write("\n" + table)
 
 
 if __name__ == "__main__":

@@ -306,6 +306,26 @@ def test_numbers_beyond_sane_bounds_are_refused(stack: Stack, path: str, documen
     assert _snapshot(stack) == before
 
 
+_LABELS_65 = {f"k{i}": "v" for i in range(65)}
+
+
+@pytest.mark.parametrize(
+    ("path", "document", "field", "why"),
+    [
+        ("/clusters", _with(CLUSTER, "labels", _LABELS_65), "labels", "at most 64 labels"),
+        ("/clusters", _with(CLUSTER, "nodes.0.labels", {"k" * 64: "v"}), "nodes[0].labels", "at most 63 characters"),
+        ("/clusters", _with(CLUSTER, "labels", {"site": "v" * 254}), "labels.site", "at most 253 characters"),
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"node_labels": _LABELS_65}),
+         "deployment.placement.node_labels", "at most 64 labels"),
+    ],
+)  # fmt: skip
+def test_labels_are_bounded_in_number_and_length(stack: Stack, path: str, document: Any, field: str, why: str) -> None:
+    before = _snapshot(stack)
+    error = _refused(stack, _post(stack, path, document), 422, field)
+    assert why in error["message"] and "Value error" not in error["message"], error
+    assert _snapshot(stack) == before
+
+
 _USERS = [{"region": "eu-south", "weight": 1}]
 
 

@@ -39,6 +39,7 @@ def test_a_stored_descriptor_that_no_longer_validates_is_listed_with_the_reason(
     with served_api(tmp_path, CLUSTERS) as api:
         for name in ("old", "fine"):
             assert api.api("POST", "/workloads", json=_workload(name)).status_code == 201
+        wait_for(lambda: api.api("GET", "/workloads/old").json()["phase"] == "Running", 60, "old running")
         # As an older NEMO stored it: a country code that this version no longer accepts.
         with api.plane.db.transaction() as s:
             stored = s.get(WorkloadRow, 1)
@@ -56,6 +57,11 @@ def test_a_stored_descriptor_that_no_longer_validates_is_listed_with_the_reason(
         old = by_name["old"]
         assert old["descriptor"] is None
         assert "deployment.placement.countries" in old["message"] and "apply it again" in old["message"], old
+        # Its replica still runs; how many it asks for this version cannot read: unknown, not 0 ("1/0")
+        assert (old["ready_replicas"], old["desired_replicas"]) == (1, None), old
+        shown = nemo(api, "workload", "list").stdout
+        [row] = [line for line in shown.splitlines() if " old " in line]
+        assert " 1/? " in row and "1/0" not in row, shown
         assert api.api("GET", "/workloads/old").json()["descriptor"] is None
         # What needs the descriptor says why it cannot (409), not that the request was wrong (422).
         for method, path, body in [
@@ -88,8 +94,14 @@ def _store_as_an_older_nemo(
 def test_a_stored_cluster_that_no_longer_validates_costs_only_itself(tmp_path: Path) -> None:
     with served_api(tmp_path, CLUSTERS) as api:
         wait_for(lambda: {c["phase"] for c in api.api("GET", "/clusters").json()} == {"Ready"}, 60, "clusters ready")
+        deployment = {"command": ["serve"], "placement": {"clusters": ["old-edge"]}}
+        assert api.api("POST", "/workloads", json={"name": "pinned", "deployment": deployment}).status_code == 201
+        wait_for(lambda: api.api("GET", "/workloads/pinned").json()["phase"] == "Running", 60, "pinned running")
+        before = api.api("GET", "/workloads/pinned").json()["replicas"]
         _store_as_an_older_nemo(api, ClusterRow, "old-edge", country="XX", region="eu\nwest")
 
+        # Not managed, and shown so (not Ready from a heartbeat nobody asks any more), with one clear event.
+        wait_for(lambda: api.api("GET", "/clusters/old-edge").json()["phase"] == "Unmanaged", 30, "old-edge refused")
         listed = api.api("GET", "/clusters")
         assert listed.status_code == 200, listed.text
         by_name = {c["name"]: c for c in listed.json()}
@@ -99,16 +111,29 @@ def test_a_stored_cluster_that_no_longer_validates_costs_only_itself(tmp_path: P
         assert "region" in old["message"] and "register it again" in old["message"], old
         assert "Value error" not in old["message"]  # pydantic's prefix, as in every other message
         assert api.api("GET", "/clusters/old-edge").json()["spec"] is None
+        [failed] = [e for e in api.api("GET", "/clusters/old-edge/events").json() if e["kind"] == "cluster.failed"]
+        assert "region" in failed["message"] and "replicas are left as they are" in failed["message"], failed
+        assert "Value error" not in failed["message"] and "pydantic" not in failed["message"], failed
+        assert "old-edge" not in api.plane.resources.managed()
+        assert not any(n["ready"] for n in api.api("GET", "/clusters/old-edge/nodes").json())
         shown = nemo(api, "cluster", "list")  # the CLI's table too
-        assert "old-edge" in shown.stdout and "edge" in shown.stdout, shown.stdout
+        assert "old-edge" in shown.stdout and "Unmanaged" in shown.stdout, shown.stdout
 
-        # The loops go on for the others: a new workload is placed and runs on the cluster that reads.
+        # Its replicas are left as they are (a row edited by mistake does not empty a cluster) ...
+        assert api.api("GET", "/workloads/pinned").json()["replicas"] == before
+        assert [r["id"] for r in before] == list(api.memory.clusters["old-edge"].replicas)
+        # ... and the loops go on for the others: a new workload is placed and runs on the cluster that reads.
         assert api.api("POST", "/workloads", json=_workload("web")).status_code == 201
         wait_for(lambda: api.api("GET", "/workloads/web").json()["phase"] == "Running", 60, "web running")
         [replica] = api.api("GET", "/workloads/web").json()["replicas"]
         assert replica["cluster"] == "edge"
 
-        # Removed, and registered again as this version accepts it, it is managed again.
+        # Stored again as this version accepts it, it is managed again.
+        _store_as_an_older_nemo(api, ClusterRow, "old-edge", country="FR", region="eu-west")
+        wait_for(lambda: api.api("GET", "/clusters/old-edge").json()["phase"] == "Ready", 30, "old-edge managed")
+        assert "old-edge" in api.plane.resources.managed()
+
+        # Removed, and registered again, it is managed again.
         assert api.api("DELETE", "/clusters/old-edge").status_code == 204
         again = {**CLUSTERS[1], "driver": "sim"}
         assert api.api("POST", "/clusters", json=again).status_code == 201

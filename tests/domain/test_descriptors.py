@@ -10,6 +10,8 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from nemo_kernel.clusters.fleet import generate_fleet
+from nemo_kernel.config.defaults import load_clusters_file
 from nemo_kernel.domain import (
     ClusterSpec,
     DeploymentSpec,
@@ -89,21 +91,35 @@ def test_a_name_never_ends_or_contains_a_newline(name: str) -> None:
     assert "country" in refused_fields(ClusterSpec, changed(CLUSTER, "country", "ES\n"))
 
 
+_MANY = {f"k{i}": "v" for i in range(64)}
+_ONE_LINE = "one line of text"
+
+
 @pytest.mark.parametrize(
-    ("labels", "ok"),
+    ("labels", "refused"),
     [
-        ({"zone": "a"}, True),
-        ({"example.org/zone": "eu-1.a_b"}, True),
-        ({"zone": ""}, True),
-        ({"gpu": "nvidia a100"}, True),
-        ({"zone\n": "a"}, False),
-        ({"zone": "a\n"}, False),
-        ({"zone": "a\rb"}, False),
-        ({"zone": "a\u2028"}, False),
-        ({"": "a"}, False),
+        ({"zone": "a"}, None),
+        ({"example.org/zone": "eu-1.a_b"}, None),
+        ({"zone": ""}, None),
+        ({"gpu": "nvidia a100"}, None),
+        ({"zone\n": "a"}, _ONE_LINE),
+        ({"zone": "a\n"}, _ONE_LINE),
+        ({"zone": "a\rb"}, _ONE_LINE),
+        ({"zone": "a\u2028"}, _ONE_LINE),
+        ({"": "a"}, _ONE_LINE),
+        # bounded where labels are defined, not only by the size of a request
+        (_MANY, None),
+        ({**_MANY, "one-more": "v"}, "at most 64 labels, not 65"),
+        ({"k" * 63: "v"}, None),
+        ({"k" * 64: "v"}, "a label key is at most 63 characters"),
+        ({f"{'p' * 253}/{'k' * 63}": "v"}, None),  # Kubernetes' longest qualified name
+        ({f"{'p' * 254}/k": "v"}, "a label key is at most 63 characters, after an optional prefix of at most 253"),
+        ({"example.org/" + "k" * 64: "v"}, "a label key is at most 63 characters"),
+        ({"zone": "v" * 253}, None),
+        ({"zone": "v" * 254}, "a label value is at most 253 characters"),
     ],
 )
-def test_labels_are_one_line_of_text(labels: dict[str, str], ok: bool) -> None:
+def test_labels_are_one_line_of_text_and_bounded(labels: dict[str, str], refused: str | None) -> None:
     for document, path in (
         (CLUSTER, "labels"),
         (CLUSTER, "nodes.0.labels"),
@@ -111,10 +127,24 @@ def test_labels_are_one_line_of_text(labels: dict[str, str], ok: bool) -> None:
     ):
         candidate = changed(document, path, labels)
         model: type[BaseModel] = ClusterSpec if document is CLUSTER else WorkloadDescriptor
-        if ok:
+        if refused is None:
             model.model_validate(candidate)
-        else:
-            assert any(f.startswith(path) for f in refused_fields(model, candidate))
+            continue
+        with pytest.raises(ValidationError) as caught:
+            model.model_validate(candidate)
+        [error] = caught.value.errors()
+        assert ".".join(str(p) for p in error["loc"]).startswith(path) and refused in error["msg"], error
+
+
+def test_the_shipped_clusters_examples_and_generated_fleets_stay_valid() -> None:
+    # the bounds on labels (and every other check) keep what NEMO ships and generates valid
+    for spec in load_clusters_file(None):
+        ClusterSpec.model_validate(spec)
+    workloads = [p for p in sorted((ROOT / "examples").glob("*.yaml")) if not p.name.startswith("sla-")]
+    assert len(workloads) == 5, workloads
+    for example in workloads:
+        WorkloadDescriptor.model_validate(yaml.safe_load(example.read_text()))
+    assert len(generate_fleet(50, 5, seed=3)) == 50  # validated as it is made
 
 
 @pytest.mark.parametrize(

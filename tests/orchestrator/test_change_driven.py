@@ -6,7 +6,7 @@ the resync."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -14,50 +14,24 @@ import pytest_asyncio
 from sqlalchemy import event as sql_events
 from sqlalchemy import select, text
 from tests.clock import Clock
+from tests.orchestrator.conftest import STEP_S, SimEngine, generated_fleet_store
 
-from nemo_kernel.clusters import DriverProviders, SupportsFaultInjection
-from nemo_kernel.clusters.fleet import generate_fleet
-from nemo_kernel.clusters.sim import SimProvider
+from nemo_kernel.clusters import SupportsFaultInjection
 from nemo_kernel.config import Settings
-from nemo_kernel.domain import DriverKind, EventKind, FaultSpec, WorkloadDescriptor, WorkloadPhase
+from nemo_kernel.domain import EventKind, FaultSpec, WorkloadPhase
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
-from nemo_kernel.orchestrator.resources import ResourceManager
-from nemo_kernel.store import Database, clusters, events, workloads
+from nemo_kernel.store import Database, events
 from nemo_kernel.store.events import workload_subject
 from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
 
 FLEET = 40
-MAX_PASSES = 12
-STEP_S = 5.0  # simulated seconds per pass: more than any generated start delay
 
 
-class Plane:
+class Plane(SimEngine):
     """The engine and its resource manager over one simulation of a generated fleet."""
 
     def __init__(self, db: Database, settings: Settings) -> None:
-        self.db, self.settings, self.clock = db, settings, Clock()
-        self.sim = SimProvider(settings, clock=self.clock)
-        self.resources = ResourceManager(db, settings, DriverProviders(settings, {DriverKind.SIM: self.sim}))
-        self.engine = OrchestrationEngine(db, self.resources, settings)
-
-    async def settle(self, done: Callable[[], bool]) -> int:
-        """Passes (the clock moving on between them) until ``done()``; how many it took."""
-        for passes in range(1, MAX_PASSES + 1):
-            await self.engine.reconcile_once()
-            if done():
-                return passes
-            self.clock.now += STEP_S
-        raise AssertionError(f"not settled after {MAX_PASSES} passes")
-
-    def apply(self, name: str, replicas: int) -> None:
-        body = {"name": name, "deployment": {"command": ["serve"], "replicas": replicas,
-                                             "resources": {"cpu": 0.1, "memory_mib": 64}}}  # fmt: skip
-        with self.db.transaction() as s:
-            workloads.apply_workload(s, WorkloadDescriptor.model_validate(body))
-
-    def phase(self, name: str) -> str:
-        with self.db.snapshot() as s:
-            return str(s.scalar(select(WorkloadRow.phase).where(WorkloadRow.name == name)))
+        super().__init__(db, settings, Clock())
 
     def rows(self, name: str) -> list[ReplicaRow]:
         with self.db.snapshot() as s:
@@ -73,11 +47,7 @@ class Plane:
 
 async def _plane(tmp_path_factory: pytest.TempPathFactory) -> Plane:
     root = tmp_path_factory.mktemp("change")
-    db = Database(f"sqlite:///{root / 'nemo.db'}")
-    db.migrate()
-    with db.transaction() as s:
-        for spec in generate_fleet(FLEET, 2, seed=5):
-            clusters.add_cluster(s, spec)
+    db = generated_fleet_store(root, FLEET, seed=5)
     # a long heartbeat timeout: the batched last_heartbeat stamp is due once in the test, on the first pass; every
     # pass asks every cluster (the test drives passes, not time: test_heartbeat_interval.py holds the interval)
     settings = Settings(

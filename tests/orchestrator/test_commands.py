@@ -31,7 +31,8 @@ from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.orchestrator.views import Views
 from nemo_kernel.store import Conflict, Database, NotFound, events
-from nemo_kernel.store.tables import EventRow
+from nemo_kernel.store import workloads as workload_store
+from nemo_kernel.store.tables import EventRow, ReplicaRow
 
 pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
 
@@ -175,6 +176,27 @@ def test_workload_commands_record_their_events_and_wake_only_on_change(door: Fro
     with pytest.raises(NotFound):
         workloads.delete("default", "nope")
     assert (door.event_count(), door.wakes.count) == (before, wakes)
+
+
+def test_a_node_counts_the_released_replicas_it_still_runs(door: FrontDoor) -> None:
+    # `nemo cluster drain --wait` reads this: a released replica gives its node's capacity back at once, yet it
+    # still runs there until the cluster reports it gone, so a drained cluster is empty only when both are 0
+    door.commands.clusters.add(_cluster())
+    door.commands.workloads.apply(_workload(replicas=2))
+    with door.db.transaction() as s:
+        web = workload_store.get_workload(s, "default", "web")
+        bindings = [workload_store.Binding(i, "edge-1", "edge-1-n1") for i in (0, 1)]
+        _, released = workload_store.bind_replicas(s, web, bindings, cpu=0.5, memory_mib=64)
+        workload_store.release_replica(s, released)
+        released_id = released.id
+
+    [node] = door.views.clusters.nodes("edge-1")
+    assert (node.replicas, node.stopping, node.allocated_cpu) == (1, 1, 0.5)
+
+    with door.db.transaction() as s:
+        s.delete(s.get(ReplicaRow, released_id))  # what the rollout does once the cluster reports it gone
+    [node] = door.views.clusters.nodes("edge-1")
+    assert (node.replicas, node.stopping) == (1, 0)
 
 
 async def test_petitions_from_rest_and_bus_go_through_the_same_command(door: FrontDoor) -> None:

@@ -179,13 +179,23 @@ async def test_a_cluster_whose_stored_spec_no_longer_reads_keeps_what_it_runs(
         row = clusters.get_cluster(s, "sim-a")
         row.spec = {**row.spec, "tier": "galaxy"}
 
-    await plane.engine.reconcile_once()
+    for _ in range(3):
+        await plane.engine.reconcile_once()
 
     assert memory.forgotten == []
     assert len(memory.clusters["sim-a"].replicas) == 2
+    assert "sim-a" not in plane.resources.managed()
     with plane.db.transaction() as s:
-        message = clusters.get_cluster(s, "sim-a").message
-    assert message.startswith("stored spec is invalid")
+        row = clusters.get_cluster(s, "sim-a")
+        failures = [e for e in events.history(s, cluster_subject("sim-a")) if e.kind == EventKind.CLUSTER_FAILED]
+        message, phase = row.message, row.phase
+    # shown as not managed (it was Ready, from a heartbeat nobody asks any more), said once, its replicas left be
+    assert phase == ClusterPhase.UNMANAGED.value
+    assert message.startswith("cluster sim-a: the stored spec no longer passes this version's checks (tier:"), message
+    assert message.endswith("its replicas are left as they are"), message
+    assert [e.message for e in failures] == [message]
+    phase_now, replicas = _phases(plane, "web")
+    assert phase_now == WorkloadPhase.RUNNING.value and {c for c, _ in replicas.values()} == {"sim-a"}
 
 
 async def test_a_cluster_of_a_kind_without_provider_is_reported_and_the_others_run(plane: ControlPlane) -> None:

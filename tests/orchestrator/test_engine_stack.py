@@ -115,7 +115,8 @@ def test_a_bad_row_does_not_stop_the_loop_for_the_others(stack: Stack) -> None:
         30,
         "the bad cluster's error to be recorded",
     )
-    assert "invalid" in cluster[0]["message"]
+    assert "no longer passes this version's checks" in cluster[0]["message"]
+    assert stack.api("GET", "/clusters/bad-cluster").json()["phase"] == "Unmanaged"
 
     # The bad workloads can still be deleted.
     for name in ("pp%0A", "broken"):

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 from tests.clock import Clock
+from tests.orchestrator.conftest import SimPasses, sim_workload
 
 from nemo_kernel.clusters.sim import SimProvider
 from nemo_kernel.config import Settings
@@ -28,7 +29,6 @@ from nemo_kernel.domain import (
     EventKind,
     FaultSpec,
     MigrationPhase,
-    WorkloadDescriptor,
 )
 from nemo_kernel.migration import MigrationRunner
 from nemo_kernel.migration.runner import MigrationTimings
@@ -36,19 +36,19 @@ from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.orchestrator.reactions_dispatcher import ReactionDispatcher
 from nemo_kernel.store.tables import MigrationRow, ReplicaRow, WorkloadRow
 
-MAX_PASSES = 40
-STEP_S = 5.0  # simulated seconds per pass: more than a replica's start delay
 FAULT_S = 60.0
 FINAL = {p.value for p in MigrationPhase if p.final}
 
 
-class Fleet:
+class Fleet(SimPasses):
     """A control plane over two simulated clusters, driven pass by pass."""
 
+    max_passes = 40
+
     def __init__(self, settings: Settings, sim: SimProvider, clock: Clock) -> None:
-        self.clock, self.sim = clock, sim
+        self.sim = sim
         self.plane = ControlPlane(settings, providers={DriverKind.SIM: sim})
-        self.db = self.plane.db
+        super().__init__(self.plane.db, clock)
         # The plane's migration loop, without the gateway's drain delay (no gateway follows the switch here).
         self.migrations = MigrationRunner(self.db, self.plane.resources.driver, lambda: None, MigrationTimings(0.0))
         self.reactions = ReactionDispatcher(self.db, self.plane.reaction_registry())
@@ -58,34 +58,17 @@ class Fleet:
         """A new control plane on the same store and the same simulated clusters."""
         return Fleet(self.plane.settings, self.sim, self.clock)
 
-    async def one_pass(self) -> None:
+    async def drive(self) -> None:
         await self.plane.engine.reconcile_once()
         await self.migrations.advance()
         if self.react:
             await self.reactions.run_once()
-        self.clock.now += STEP_S
 
-    async def settle(self, done: Callable[[], bool], check: Callable[[], None] | None = None) -> None:
-        """Passes until ``done()``; ``check()`` after each asserts what must hold throughout."""
-        for _ in range(MAX_PASSES):
-            await self.one_pass()
-            if check is not None:
-                check()
-            if done():
-                return
-        raise AssertionError(f"not settled after {MAX_PASSES} passes: {self.replicas('web')} {self.moves('web')}")
+    def unsettled(self) -> str:
+        return f": {self.replicas('web')} {self.moves('web')}"
 
     def apply(self, name: str, replicas: int, cpu: float = 0.5, **placement: Any) -> None:
-        body = {
-            "name": name,
-            "deployment": {
-                "command": ["serve"],
-                "replicas": replicas,
-                "resources": {"cpu": cpu, "memory_mib": 64},
-                "placement": placement,
-            },
-        }
-        self.plane.commands.workloads.apply(WorkloadDescriptor.model_validate(body))
+        self.plane.commands.workloads.apply(sim_workload(name, replicas, cpu, **placement))
 
     def replicas(self, name: str) -> list[tuple[int, str, str]]:
         """(index, cluster, phase) of the workload's desired replicas."""

@@ -8,37 +8,31 @@ NotReady at its first missed heartbeat.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 from tests.clock import Clock
+from tests.orchestrator.conftest import STEP_S, SimEngine, generated_fleet_store
 
-from nemo_kernel.clusters import DriverProviders, ReplicaSpec
-from nemo_kernel.clusters.fleet import generate_fleet
+from nemo_kernel.clusters import ReplicaSpec
 from nemo_kernel.clusters.sim import SimDriver, SimProvider
 from nemo_kernel.clusters.sim.world import SimCluster
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import (
     ClusterPhase,
     ClusterSpec,
-    DriverKind,
     EventKind,
     FaultSpec,
-    WorkloadDescriptor,
     WorkloadPhase,
 )
 from nemo_kernel.orchestrator.commands import FaultCommands
-from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
-from nemo_kernel.orchestrator.resources import ResourceManager
-from nemo_kernel.store import Database, clusters, events, workloads
+from nemo_kernel.store import Database, clusters, events
 from nemo_kernel.store.events import cluster_subject
 from nemo_kernel.store.tables import EventRow, ReplicaRow, WorkloadRow
 
 FLEET = 1000
-MAX_PASSES = 12
-STEP_S = 5.0  # simulated seconds per pass: more than any generated start delay
 
 
 class RecordingDriver(SimDriver):
@@ -65,34 +59,13 @@ class RecordingProvider(SimProvider):
         return RecordingDriver(self.simulation.open(spec), self.sent)
 
 
-class Fleet:
+class Fleet(SimEngine):
     """An engine, its resource manager and fault commands over one simulation."""
 
     def __init__(self, db: Database, settings: Settings, clock: Clock, sim: SimProvider | None = None) -> None:
         """``sim``: the simulation to drive (a control plane restarted over running clusters); a new one if None."""
-        self.db, self.settings, self.clock = db, settings, clock
-        self.sim = sim if sim is not None else SimProvider(settings, clock=clock)
-        self.resources = ResourceManager(db, settings, DriverProviders(settings, {DriverKind.SIM: self.sim}))
-        self.engine = OrchestrationEngine(db, self.resources, settings)
+        super().__init__(db, settings, clock, sim)
         self.faults = FaultCommands(db, lambda: None, self.resources)
-
-    async def settle(self, done: Callable[[], bool]) -> None:
-        for _ in range(MAX_PASSES):
-            await self.engine.reconcile_once()
-            if done():
-                return
-            self.clock.now += STEP_S
-        raise AssertionError(f"not settled after {MAX_PASSES} passes")
-
-    def apply(self, name: str, replicas: int) -> None:
-        body = {"name": name, "deployment": {"command": ["serve"], "replicas": replicas,
-                                             "resources": {"cpu": 0.1, "memory_mib": 64}}}  # fmt: skip
-        with self.db.transaction() as s:
-            workloads.apply_workload(s, WorkloadDescriptor.model_validate(body))
-
-    def phase(self, name: str) -> str:
-        with self.db.transaction() as s:
-            return str(s.scalar(select(WorkloadRow.phase).where(WorkloadRow.name == name)))
 
     def placed(self, name: str) -> list[tuple[int, str, bool, str]]:
         """(index, cluster, desired, phase) of the workload's replica rows."""
@@ -125,11 +98,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")  # the fleet and its drive
 async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet]:
     """1,000 generated clusters, registered and opened once for the module (each test adds its own workloads)."""
     root = tmp_path_factory.mktemp("fleet")
-    db = Database(f"sqlite:///{root / 'nemo.db'}")
-    db.migrate()
-    with db.transaction() as s:
-        for spec in generate_fleet(FLEET, 2, seed=3):
-            clusters.add_cluster(s, spec)
+    db = generated_fleet_store(root, FLEET, seed=3)
     settings = Settings(data_dir=root / "data", heartbeat_timeout=0.001, driver_timeout=5.0)
     shared = Fleet(db, settings, Clock())
     yield shared

@@ -153,7 +153,9 @@ def _follow_drain(name: str, api: str | None, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     with progress(f"draining {name}") as update:
         while True:
-            left = sum(n["replicas"] for n in client.get(f"/clusters/{name}/nodes"))
+            # a released replica is not accounted to its node but still runs there until its cluster reports it
+            # gone; an API older than the `stopping` count answers without it
+            left = sum(n["replicas"] + n.get("stopping", 0) for n in client.get(f"/clusters/{name}/nodes"))
             moving = [
                 m
                 for m in client.get("/migrations", limit=500)

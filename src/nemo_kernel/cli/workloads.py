@@ -35,12 +35,18 @@ def _summary(workloads: list[dict[str, Any]]) -> None:
                 _name(w),
                 w["version"],
                 w["phase"],
-                f"{w['ready_replicas']}/{w['desired_replicas']}",
+                _ready(w),
                 w["message"],
             )
             for w in workloads
         ],
     )
+
+
+def _ready(w: dict[str, Any]) -> str:
+    # desired is null when this version refuses the stored descriptor (the message says why): unknown, not 0
+    desired = w["desired_replicas"]
+    return f"{w['ready_replicas']}/{'?' if desired is None else desired}"
 
 
 def _name(w: dict[str, Any]) -> str:
@@ -124,7 +130,7 @@ def _wait_running(client: ApiClient, namespace: str, name: str, timeout: float) 
     with progress(f"waiting for {namespace}/{name}") as update:
         while True:
             w = client.get(f"/workloads/{name}", namespace=namespace)
-            update(f"{namespace}/{name}: {w['phase']}, {w['ready_replicas']}/{w['desired_replicas']} ready")
+            update(f"{namespace}/{name}: {w['phase']}, {_ready(w)} ready")
             if w["phase"] in ("Running", "Registered"):  # Registered: a catalogue entry, nothing will run
                 return dict(w)
             if time.monotonic() > deadline:

@@ -62,6 +62,9 @@ class ClusterPhase(StrEnum):
     PENDING = "Pending"  # registered, never heard from
     READY = "Ready"
     NOT_READY = "NotReady"  # stopped answering heartbeats
+    # its stored spec is refused by this version (stored by an older NEMO, or the row edited): not managed (no
+    # heartbeat, no placement, no move) and its replicas left as they are, until it is removed and registered again
+    UNMANAGED = "Unmanaged"
 
 
 MAX_POWER_POINTS = 101
@@ -245,7 +248,12 @@ class NodeStatus(Model):
     ready: bool
     allocated_cpu: float
     allocated_memory_mib: int
-    replicas: int
+    replicas: int = Field(description="replicas placed on the node, whose requests its allocation holds")
+    stopping: int = Field(
+        default=0,
+        description="replicas released from the node (moved, scaled down, deleted) that its cluster has not yet "
+        "reported gone; they hold no capacity, but the node still runs them",
+    )
 
 
 class ClusterStatus(Model):
@@ -254,7 +262,8 @@ class ClusterStatus(Model):
     name: str
     spec: ClusterSpec | None = Field(
         description="None when the stored spec no longer passes this version's checks (it was stored by an older "
-        "NEMO): ``message`` says which field; the cluster is not managed until it is removed and registered again"
+        "NEMO): ``message`` says which field; the cluster is not managed (phase Unmanaged) until it is removed and "
+        "registered again"
     )
     phase: ClusterPhase
     cordoned: bool

@@ -8,7 +8,7 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Strict, ValidationError, field_validator
 
 # Matched with fullmatch: `$` would also match before a final newline ("pp\n").
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -76,23 +76,52 @@ OneLine = Annotated[str, Strict(), AfterValidator(_check_one_line)]
 """A short text shown in tables and logs, such as a region: one line, no control, bidi or invisible character."""
 
 
+MAX_LABELS = 64
+"""Labels one object (a cluster, a node, a workload's node selector) may hold: each is matched by the decision engine
+and shown in tables, so their number is bounded where they are defined, not only by the size of a request."""
+MAX_LABEL_NAME = 63
+MAX_LABEL_PREFIX = 253
+MAX_LABEL_VALUE = 253
+
+
 def _check_label_key(value: str) -> str:
     if not value or not is_one_line(value):
         raise ValueError("a label key is one line of text, not empty, without control, bidi or invisible characters")
+    # Kubernetes' qualified name: an optional prefix (a DNS subdomain) and '/', then the name proper, so that a
+    # node's Kubernetes labels can be written as they are
+    prefix, _, name = value.rpartition("/")
+    if len(name) > MAX_LABEL_NAME or len(prefix) > MAX_LABEL_PREFIX:
+        raise ValueError(
+            f"a label key is at most {MAX_LABEL_NAME} characters, after an optional prefix of at most "
+            f"{MAX_LABEL_PREFIX} and a '/' (example.org/gpu), as in Kubernetes"
+        )
     return value
 
 
 def _check_label_value(value: str) -> str:
     if not is_one_line(value):
         raise ValueError("a label value is one line of text, without control, bidi or invisible characters")
+    if len(value) > MAX_LABEL_VALUE:
+        raise ValueError(f"a label value is at most {MAX_LABEL_VALUE} characters")
     return value
 
 
-Labels = dict[
-    Annotated[str, Strict(), AfterValidator(_check_label_key)],
-    Annotated[str, Strict(), AfterValidator(_check_label_value)],
+def _check_label_count(value: Any) -> Any:
+    # before the entries are validated: a body of 100,000 labels is refused for its count, not checked label by label
+    if isinstance(value, dict) and len(value) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels, not {len(value)}")
+    return value
+
+
+Labels = Annotated[
+    dict[
+        Annotated[str, Strict(), AfterValidator(_check_label_key)],
+        Annotated[str, Strict(), AfterValidator(_check_label_value)],
+    ],
+    BeforeValidator(_check_label_count),
 ]
-"""Labels of a cluster or node, and label selectors: one line of text each (``zone: a``, ``example.org/gpu: a100``)."""
+"""Labels of a cluster or node, and label selectors: one line of text each (``zone: a``, ``example.org/gpu: a100``),
+at most :data:`MAX_LABELS` of them; keys bounded as Kubernetes' qualified names, values at most 253 characters."""
 
 Lax = Strict(False)
 """Marks an enum or datetime field of a :class:`Spec` as lax: JSON, YAML and the store give them as strings."""

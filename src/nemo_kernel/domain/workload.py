@@ -530,7 +530,10 @@ class WorkloadStatus(Model):
         description="None when the stored descriptor no longer passes this version's checks (it was stored by an "
         "older NEMO): ``message`` says which field; apply it again, corrected, or delete the workload"
     )
-    desired_replicas: int
+    desired_replicas: int | None = Field(
+        description="how many replicas the descriptor asks for (0 while deleting, or for a catalogue entry); None "
+        "when the stored descriptor no longer passes this version's checks: this version cannot tell"
+    )
     ready_replicas: int
     replicas: list[ReplicaStatus]
     created_at: datetime

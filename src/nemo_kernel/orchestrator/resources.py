@@ -28,7 +28,8 @@ from nemo_kernel.clusters import (
 from nemo_kernel.clusters.revisions import MergedReport
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import ClusterPhase, ClusterSpec, EventKind, ReplicaPhase, utcnow
-from nemo_kernel.store import Database
+from nemo_kernel.store import Conflict, Database
+from nemo_kernel.store import clusters as cluster_store
 from nemo_kernel.store.events import cluster_subject, record_event
 from nemo_kernel.store.signals import CommitWatch
 from nemo_kernel.store.tables import ClusterRow, NodeRow
@@ -288,12 +289,12 @@ class ResourceManager:
         with self._db.transaction() as s:
             for row in s.scalars(select(ClusterRow)):
                 found.present.add(row.name)
-                found.phases[row.name] = row.phase
                 try:
-                    found.specs[row.name] = ClusterSpec.model_validate(row.spec)
-                except ValueError as exc:
+                    found.specs[row.name] = cluster_store.readable_spec(row)
+                except Conflict as exc:
                     # One unreadable cluster must not stop the others: it is left without a driver, and says why.
-                    _record_failure(s, row, f"stored spec is invalid: {exc}")
+                    _unmanage(s, row, str(exc))
+                found.phases[row.name] = row.phase
             query = select(ClusterRow.name, NodeRow.name, NodeRow.ready).join(
                 NodeRow, NodeRow.cluster_id == ClusterRow.id
             )
@@ -506,6 +507,19 @@ def clusters_revision(s: Session) -> tuple[object, ...]:
     return tuple(
         s.execute(select(func.count(ClusterRow.id), func.max(ClusterRow.id), func.max(ClusterRow.updated_at))).one()
     )
+
+
+def _unmanage(s: Session, row: ClusterRow, refusal: str) -> None:
+    """Mark a cluster whose stored spec this version refuses as Unmanaged, with one ``cluster.failed`` event.
+
+    Its replicas are left as they are (it is not NotReady, which would move them: a row edited by mistake must not
+    empty a cluster), and no placement goes there (the decision engine cannot read it either); its stored phase
+    would otherwise say Ready forever, from a heartbeat nobody asks any more. A spec that reads again makes it
+    Ready on its first heartbeat."""
+    if row.phase != ClusterPhase.UNMANAGED.value:
+        row.phase = ClusterPhase.UNMANAGED.value
+        row.message = ""  # a new state: its event is recorded even if the message was already said
+    _record_failure(s, row, f"{refusal}; until then it is not managed and its replicas are left as they are")
 
 
 def _record_failure(s: Session, row: ClusterRow, message: str) -> None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from nemo_kernel.domain import ClusterPhase, ClusterSpec, ClusterStatus, EventKind, NodeSpec, NodeStatus
 from nemo_kernel.domain.common import stored_refusal
 from nemo_kernel.store.errors import Conflict, NotFound
 from nemo_kernel.store.events import cluster_subject, record_event
-from nemo_kernel.store.tables import ClusterRow, NodeRow
+from nemo_kernel.store.tables import ClusterRow, NodeRow, ReplicaRow
 
 
 def add_cluster(session: Session, spec: ClusterSpec) -> ClusterRow:
@@ -160,8 +160,20 @@ def to_cluster_status(row: ClusterRow) -> ClusterStatus:
     )
 
 
-def to_node_status(cluster: ClusterRow, node: NodeRow) -> NodeStatus:
-    """Domain view of a stored node with its capacity accounting."""
+def stopping_by_node(session: Session, cluster: str) -> dict[str, int]:
+    """How many released replicas each node of the cluster still holds rows for (one query on the replicas'
+    cluster index): a release gives the node's capacity back at once, but the row stays until the cluster reports
+    the replica gone."""
+    query = (
+        select(ReplicaRow.node, func.count())
+        .where(ReplicaRow.cluster == cluster, ReplicaRow.desired.is_(False))
+        .group_by(ReplicaRow.node)
+    )
+    return {node: count for node, count in session.execute(query).tuples()}
+
+
+def to_node_status(cluster: ClusterRow, node: NodeRow, *, stopping: int = 0) -> NodeStatus:
+    """Domain view of a stored node with its capacity accounting and the released replicas it still runs."""
     return NodeStatus(
         cluster=cluster.name,
         spec=NodeSpec.model_validate(node.spec),
@@ -169,4 +181,5 @@ def to_node_status(cluster: ClusterRow, node: NodeRow) -> NodeStatus:
         allocated_cpu=round(node.allocated_cpu, 6),
         allocated_memory_mib=node.allocated_memory_mib,
         replicas=node.replica_count,
+        stopping=stopping,
     )

@@ -401,7 +401,6 @@ def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> Work
         descriptor = None
         message = stored_refusal(exc, "descriptor", _REMEDY)
     current = [r for r in replicas if r.desired]
-    deployment = descriptor.deployment if descriptor is not None else None
     return WorkloadStatus(
         name=row.name,
         display_name=descriptor.display_name if descriptor is not None else None,
@@ -410,7 +409,7 @@ def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> Work
         phase=WorkloadPhase(row.phase),
         message=message,
         descriptor=descriptor,
-        desired_replicas=0 if row.deleting or deployment is None else deployment.replicas,
+        desired_replicas=_desired_replicas(row, descriptor),
         # Counted per index: while a replica moves, it and its replacement may both run.
         ready_replicas=len(
             {r.index for r in current if r.version == row.version and r.phase == ReplicaPhase.RUNNING.value}
@@ -419,6 +418,14 @@ def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> Work
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+def _desired_replicas(row: WorkloadRow, descriptor: WorkloadDescriptor | None) -> int | None:
+    if row.deleting:
+        return 0  # whatever it asked for, every replica goes
+    if descriptor is None:
+        return None  # refused by this version: the count it asks for is not known, and 0 would read as "asks none"
+    return descriptor.deployment.replicas if descriptor.deployment is not None else 0  # a catalogue entry runs none
 
 
 def running_urls(session: Session, workloads: Iterable[str]) -> dict[str, list[str]]:

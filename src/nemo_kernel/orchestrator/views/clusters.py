@@ -30,10 +30,12 @@ class ClusterViews:
             return self._live(cluster_store.to_cluster_status(cluster_store.get_cluster(s, name)))
 
     def nodes(self, name: str) -> list[NodeStatus]:
-        """The nodes of a cluster with their capacity accounting; ``NotFound`` if the cluster is unknown."""
+        """The nodes of a cluster with their capacity accounting and the released replicas each still runs;
+        ``NotFound`` if the cluster is unknown."""
         with self._db.snapshot() as s:
             row = cluster_store.get_cluster(s, name)
-            return [cluster_store.to_node_status(row, n) for n in row.nodes]
+            stopping = cluster_store.stopping_by_node(s, name)
+            return [cluster_store.to_node_status(row, n, stopping=stopping.get(n.name, 0)) for n in row.nodes]
 
     def history(self, name: str, *, after: int = 0, limit: int = 500) -> list[Event]:
         """Events of a cluster after the id ``after``, oldest first; ``NotFound`` if the cluster is unknown."""
