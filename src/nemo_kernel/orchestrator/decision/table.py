@@ -243,7 +243,7 @@ class NodeTable:
 
     def _evolve(self, **changes: Any) -> NodeTable:
         """``dataclasses.replace`` (the memo shared) without running ``__init__`` over the forty fields again: the
-        scheduler derives a table for every replica it places, and the constructor checks nothing."""
+        scheduler derives a table for every decision that places replicas, and the constructor checks nothing."""
         table = object.__new__(type(self))
         table.__dict__.update(self.__dict__)
         table.__dict__.update(changes)
