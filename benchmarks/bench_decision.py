@@ -12,8 +12,8 @@ Two engines in the same run, in alternating rounds so that other load on the mac
 - ``vectorised``: ``DecisionEngine`` over a ``NodeTable`` kept between decisions (built once per inventory
   revision, the build time is reported apart), compact explanation (``Detail.COMPACT``); every decision on the
   same table, as for workloads decided before any is placed (or that fit nowhere);
-- ``vectorised, placing``: the same, as the scheduler goes: the table advanced with ``with_allocated`` for each
-  replica placed (timed with the decision), so each decision sees a new allocation and recomputes what depends on
+- ``vectorised, placing``: the same, as the scheduler goes: the table advanced with ``with_allocated`` by the
+  replicas placed (timed with the decision), so each decision sees a new allocation and recomputes what depends on
   it. Each round starts again from the kept table.
 
 Each decision is timed alone; decisions/s is decisions over their summed time on one core. Result model
@@ -169,10 +169,8 @@ def main() -> None:
 
         def placing(spec: DeploymentSpec = spec, advanced: list[NodeTable] = advanced) -> object:
             decision = fast.decide("bench", "web", 1, spec, indexes, advanced[0], detail=Detail.COMPACT)
-            for a in decision.assignments:
-                advanced[0] = advanced[0].with_allocated(
-                    a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib
-                )
+            placed = [(a.cluster, a.node) for a in decision.assignments]
+            advanced[0] = advanced[0].with_allocated(placed, spec.resources.cpu, spec.resources.memory_mib)
             return decision
 
         vectorised()  # warm-up: the table's per-requirement memos (runtimes chosen per runtime list)

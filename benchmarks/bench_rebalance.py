@@ -92,7 +92,7 @@ def greedy(table: NodeTable, specs: list[tuple[str, DeploymentSpec]]) -> tuple[N
         decision = engine.decide("default", name, 1, spec, list(range(spec.replicas)), table, detail=Detail.COMPACT)
         running = []
         for a in decision.assignments:
-            table = table.with_allocated(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
+            table = table.with_allocated([(a.cluster, a.node)], spec.resources.cpu, spec.resources.memory_mib)
             running.append(RunningReplica(f"{name}#{a.index}", a.index, a.cluster, a.node))
         if running:
             placed.append(WorkloadPlacement(name, spec, tuple(running)))

@@ -38,7 +38,7 @@ from nemo_kernel.orchestrator.decision import (
     Requirements,
 )
 from nemo_kernel.orchestrator.decision.criteria import LoadColumns, NodeLoad, VectorCriterion, VectorLoadCriterion
-from nemo_kernel.orchestrator.decision.decide import _best
+from nemo_kernel.orchestrator.decision.decide import _best, _best_now
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 REGIONS = ("eu-west", "eu-south", "eu-north", "us-east", "ap-south")
@@ -233,7 +233,7 @@ def test_vectorised_criteria_give_the_scalar_values_bit_for_bit(seed: int) -> No
                     )
                     assert criterion.score_many(table, rows, loads, req).tolist() == expected, criterion.name
         cluster, node = table.cluster(0).name, table.nodes[0].name
-        table = table.with_allocated(cluster, node, 0.25, 64)  # kept values must not outlive the allocation
+        table = table.with_allocated([(cluster, node)], 0.25, 64)  # kept values must not outlive the allocation
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -257,8 +257,55 @@ def test_a_table_kept_through_placements_decides_as_the_reference(seed: int) -> 
         assert (got.assignments, got.summary) == (expected.assignments, expected.summary)
         by_node = {(v.cluster, v.node): v for v in expected.candidates}
         assert all(by_node[v.cluster, v.node] == v for v in got.candidates)
-        for a in got.assignments:
-            table = table.with_allocated(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
+        placed = [(a.cluster, a.node) for a in got.assignments]
+        table = table.with_allocated(placed, spec.resources.cpu, spec.resources.memory_mib)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_table_kept_through_many_placements_decides_as_a_table_built_afresh(seed: int) -> None:
+    """What a kept table brings up to date at the rows each decision's placements changed (raw values, their bounds,
+    normalised scores, sums, totals, verdicts) is what a table built afresh from the same allocation computes: the
+    whole decision is the same, float for float, decision after decision, until nodes fill up."""
+    rng = random.Random(3000 + seed)
+    inventory = random_inventory(rng)
+    criteria = DEFAULT_CRITERIA if seed % 2 else CRITERIA  # a plugin's values are computed afresh every time
+    weights = rng.choice((None, {"cost": 1.0, "carbon": 2.0, "balance": 1.0, "energy": 0.5}))
+    if seed % 2 == 0 and weights is not None:
+        weights = weights | {"index": 0.5}
+    kept = DecisionEngine(weights, criteria=criteria, latency=MATRIX, clock=lambda: NOW)
+    table = NodeTable.build(inventory)
+    specs = [random_spec(rng) for _ in range(2)]
+    for _ in range(30):
+        spec = specs[0] if rng.random() < 0.8 else specs[1]  # mostly one size, so values are brought up to date
+        replicas = list(range(rng.choice((1, 2, 3))))
+        got = kept.decide("ns", "web", 1, spec, replicas, table, detail=Detail.COMPACT)
+        same_allocation = [
+            replace(c, nodes=tuple(table.node(table.row(c.name, n.name)) for n in c.nodes)) for c in inventory
+        ]
+        afresh = DecisionEngine(weights, criteria=criteria, latency=MATRIX, clock=lambda: NOW)
+        assert got == afresh.decide("ns", "web", 1, spec, replicas, same_allocation, detail=Detail.COMPACT)
+        placed = [(a.cluster, a.node) for a in got.assignments]
+        table = table.with_allocated(placed, spec.resources.cpu, spec.resources.memory_mib)
+
+
+def test_a_decisions_explanation_is_its_own() -> None:
+    """Decisions on one kept table share what the table keeps, never their explanation: a caller changing one
+    decision's groups and rows changes no later decision."""
+    rng = random.Random(5)
+    inventory = random_inventory(rng)
+    while len(inventory) < 5:
+        inventory = random_inventory(rng)
+    engine = DecisionEngine(clock=lambda: NOW)
+    table = NodeTable.build(inventory)
+    spec = DeploymentSpec(command=["app"], resources=Resources(cpu=0.1, memory_mib=64))
+    first = engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT)
+    expected = first.model_dump()
+    for group in first.verdicts:
+        group.clusters.append("changed")
+        group.nodes = -1
+    for row in first.candidates:
+        row.scores["cost"] = -1.0
+    assert engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT).model_dump() == expected
 
 
 def test_a_kept_table_follows_allocations_and_another_workloads_replicas() -> None:
@@ -275,7 +322,7 @@ def test_a_kept_table_follows_allocations_and_another_workloads_replicas() -> No
 
     first = engine.decide("ns", "w", 1, workload, [0], table, detail=Detail.COMPACT)
     assert [a.cluster for a in first.assignments] == ["a"]
-    after = table.with_allocated("a", "n1", 2.0, 1024)
+    after = table.with_allocated([("a", "n1")], 2.0, 1024)
     second = engine.decide("ns", "w", 1, workload, [0], after, detail=Detail.COMPACT)
     assert [a.cluster for a in second.assignments] == ["b"]  # a is full now
     # The kept table did not change: deciding on it again gives the first answer.
@@ -360,3 +407,27 @@ def test_a_kept_table_decides_alike_for_workloads_that_differ_only_in_weights_or
         assert (got.assignments, got.weights, got.summary) == (expected.assignments, expected.weights, expected.summary)
         by_node = {(v.cluster, v.node): v for v in expected.candidates}
         assert all(by_node[v.cluster, v.node] == v for v in got.candidates)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_best_nodes_brought_up_to_date_are_those_found_again(seed: int) -> None:
+    """After a decision changed a few totals (nodes that took replicas get worse, a node may get better), the kept
+    best nodes brought up to date are the best nodes found again over every node, as many as are left."""
+    rng = random.Random(seed)
+    size = rng.choice((3, 40, 300))
+    hosted = np.array([rng.choice((0, 0, 0, 1)) for _ in range(size)], dtype=np.int64)
+    totals = np.array([rng.choice((0.25, 0.5, rng.random())) for _ in range(size)], dtype=np.float64)
+    kept = _best(hosted, totals, 64)
+    for _ in range(20):
+        changed = sorted(set(rng.sample(kept[:5], min(3, len(kept))) + rng.sample(range(size), 2)))
+        after = totals.copy()
+        for index in changed:
+            after[index] = rng.choice((after[index] * rng.uniform(0.5, 1.0), rng.random(), 0.5))
+        patched = _best_now(hosted, after, 5, (hosted, totals), kept, changed)
+        if patched is None:  # fewer than asked are left: found again
+            kept = _best(hosted, after, 64)
+        else:
+            kept = list(patched[0])
+            assert kept == _best(hosted, after, len(kept))
+            assert len(kept) >= min(5, size)
+        totals = after

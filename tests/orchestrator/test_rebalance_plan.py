@@ -47,7 +47,7 @@ def placed_greedily(rng: random.Random, count: int) -> tuple[NodeTable, list[Wor
         decision = engine.decide("default", name, 1, spec, list(range(spec.replicas)), table, detail=Detail.COMPACT)
         running = []
         for a in decision.assignments:
-            table = table.with_allocated(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
+            table = table.with_allocated([(a.cluster, a.node)], spec.resources.cpu, spec.resources.memory_mib)
             running.append(RunningReplica(f"w{i}-{a.index}", a.index, a.cluster, a.node))
         if running:
             # The command pins what the planner may not move: division is the scheduler's rule.
@@ -152,7 +152,7 @@ def on(table: NodeTable, cluster: str, count: int, **placement: object) -> tuple
         placement=PlacementConstraints.model_validate(placement),
     )
     for _ in range(count):
-        table = table.with_allocated(cluster, f"{cluster}-n1", 1.0, 1024)
+        table = table.with_allocated([(cluster, f"{cluster}-n1")], 1.0, 1024)
     replicas = tuple(RunningReplica(f"w-{i}", i, cluster, f"{cluster}-n1") for i in range(count))
     return table, WorkloadPlacement("default/w", spec, replicas)
 
@@ -216,7 +216,7 @@ def test_a_plan_never_stacks_replicas_that_run_on_separate_nodes() -> None:
     table = NodeTable.build([dirty, green])
     spec = DeploymentSpec(command=["app"], replicas=2, resources=Resources(cpu=1.0, memory_mib=1024))
     for node in ("a-n1", "a-n2"):
-        table = table.with_allocated("a", node, 1.0, 1024)
+        table = table.with_allocated([("a", node)], 1.0, 1024)
     replicas = tuple(RunningReplica(f"w-{i}", i, "a", f"a-n{i + 1}") for i in range(2))
     limits = RebalanceLimits(min_saving_relative=0.0, move_cost=0.0)
 
@@ -272,7 +272,7 @@ def test_a_stacked_workload_moves_without_losing_a_node() -> None:
     spec = DeploymentSpec(command=["app"], replicas=4, resources=Resources(cpu=1.0, memory_mib=1024))
     nodes = ("a-n1", "a-n1", "a-n2", "a-n3")
     for node in nodes:
-        table = table.with_allocated("a", node, 1.0, 1024)
+        table = table.with_allocated([("a", node)], 1.0, 1024)
     replicas = tuple(RunningReplica(f"w-{i}", i, "a", node) for i, node in enumerate(nodes))
     limits = RebalanceLimits(min_saving_relative=0.0, move_cost=0.0)
 
@@ -312,7 +312,7 @@ def test_pricing_finds_the_nodes_beyond_the_first_candidates() -> None:
     spec = DeploymentSpec(command=["app"], replicas=1, resources=Resources(cpu=1.0, memory_mib=1024))
     placed = []
     for i in range(2):
-        table = table.with_allocated("a", "a-n1", 1.0, 1024)
+        table = table.with_allocated([("a", "a-n1")], 1.0, 1024)
         placed.append(WorkloadPlacement(f"default/w{i}", spec, (RunningReplica(f"w{i}-0", 0, "a", "a-n1"),)))
     limits = RebalanceLimits(min_saving_relative=0.0, move_cost=0.0, candidates_per_workload=1)
 
@@ -362,7 +362,7 @@ def placed_on_a_fleet(clusters: int, count: int, seed: int) -> tuple[NodeTable, 
         decision = engine.decide("default", f"w{i}", 1, spec, list(range(spec.replicas)), table, detail=Detail.COMPACT)
         running = []
         for a in decision.assignments:
-            table = table.with_allocated(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
+            table = table.with_allocated([(a.cluster, a.node)], spec.resources.cpu, spec.resources.memory_mib)
             running.append(RunningReplica(f"w{i}-{a.index}", a.index, a.cluster, a.node))
         if running:  # the plan may then move it anywhere: the constraint only shaped where it started
             free = spec.model_copy(update={"placement": PlacementConstraints()})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from sqlalchemy import Row, Text, cast, select
@@ -157,12 +157,14 @@ class Inventory:
             self._table = NodeTable.build(self.candidates({}))
         return self._table.with_hosted(hosted) if hosted else self._table
 
-    def allocate(self, cluster: str, node: str, cpu: float, memory_mib: int) -> None:
-        """Account a replica placed during this pass, so later decisions in the pass see it."""
-        c = self._by_name[cluster]
-        n = c.nodes[node]
-        c.nodes[node] = replace(
-            n, allocated_cpu=n.allocated_cpu + cpu, allocated_memory_mib=n.allocated_memory_mib + memory_mib
-        )
+    def allocate(self, nodes: Sequence[tuple[str, str]], cpu: float, memory_mib: int) -> None:
+        """Account the replicas a decision placed during this pass, one on each of ``nodes`` ((cluster, node); a
+        node named twice took two), so later decisions in the pass see them."""
+        for cluster, node in nodes:
+            c = self._by_name[cluster]
+            n = c.nodes[node]
+            c.nodes[node] = replace(
+                n, allocated_cpu=n.allocated_cpu + cpu, allocated_memory_mib=n.allocated_memory_mib + memory_mib
+            )
         if self._table is not None:
-            self._table = self._table.with_allocated(cluster, node, cpu, memory_mib)
+            self._table = self._table.with_allocated(nodes, cpu, memory_mib)

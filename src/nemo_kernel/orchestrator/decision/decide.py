@@ -24,12 +24,13 @@ reference engine does (rejected nodes' reasons are then worded one by one, which
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -61,12 +62,15 @@ from nemo_kernel.orchestrator.decision.scoring import (
     spread,
     workload_weights,
 )
-from nemo_kernel.orchestrator.decision.table import Bools, Floats, Ints, NodeTable
+from nemo_kernel.orchestrator.decision.table import Bools, Floats, Ints, NodeTable, Patch
 from nemo_kernel.orchestrator.decision.verdicts import Verdicts, explanation_groups, rejected_names, run_filters
 
 TOP_CANDIDATES = 5
-_FEW = 16  # below this many picks, _best takes repeated maxima rather than partitioning every node
 """Feasible nodes a compact explanation shows besides the chosen ones: the best by the first replica's ranking."""
+_DEEP = 64
+"""Best nodes a table keeps at least (``_first_best``): those a decision placed on drop out as they fill, so the
+next decisions bring the list up to date instead of searching every node again, until fewer are left than asked."""
+_FEW = 16  # below this many picks, _best takes repeated maxima rather than partitioning every node
 
 
 @dataclass(slots=True)
@@ -79,11 +83,11 @@ class _Ranking:
     columns: dict[str, Floats | _Unweighted]  # shown scores per criterion, as for the first replica
     fixed: Floats  # weighted sum of the Criterion scores
     load_weights: list[float]
-    loads: LoadColumns
+    loads: LoadColumns  # the table's, at the feasible rows (read-only, kept by the table)
+    took: dict[int, NodeLoad]  # the nodes that took replicas in ``_assign``, by feasible index, with their loads
     totals: Floats  # current total of each node
     first_totals: Floats  # total for the first replica, as explained
     first_hosted: Ints
-    alive: Bools  # still fits another replica
     first_best: list[int]  # the best nodes for the first replica, best first (``_first_best``)
 
 
@@ -182,7 +186,7 @@ class DecisionEngine:
         assignments, best_total = self._assign(table, found, ranking, req, replicas_needed)
 
         needed, placed = len(replicas_needed), len(assignments)
-        placed_rows = np.flatnonzero(ranking.loads.placed)
+        placed_rows = sorted(ranking.took)
         if detail is Detail.NODES:
             rows, rejected = _node_rows(table, found, ranking, req)
         else:
@@ -193,7 +197,7 @@ class DecisionEngine:
             needed=needed,
             placed_on=[
                 (table.cluster(int(found.feasible[i])).name, table.nodes[int(found.feasible[i])].name, int(k))
-                for i, k in zip(placed_rows.tolist(), ranking.loads.placed[placed_rows].tolist(), strict=True)
+                for i, k in ((i, ranking.took[i].placed) for i in placed_rows)
             ],
             best_score=best_total,
             rejections=rejected,
@@ -233,15 +237,20 @@ class DecisionEngine:
                 if many is not None
                 else np.array([c.raw(table.cluster(r), table.node(r), req) for r in rows.tolist()], dtype=np.float64)
             )
-            if weights[c.name] == 0.0 and len(raw):
+            if not len(raw):
+                columns[c.name] = raw
+                continue
+            # After with_allocated, each is brought up to date at the rows that changed (``NodeTable.derived``).
+            bounds = table.derived(("bounds", c.name), (raw,), partial(_bounds, raw), patch=partial(_bounds_now, raw))
+            if weights[c.name] == 0.0:
                 # fixed + 0 * scores would be fixed (scores are finite, fixed >= +0.0): normalise only what is shown.
-                low, width = table.derived(("bounds", c.name), (raw,), partial(_bounds, raw))
-                columns[c.name] = _Unweighted(raw, low, width, c.lower_is_better)
+                columns[c.name] = _Unweighted(raw, bounds[0], bounds[2], c.lower_is_better)
                 continue
             columns[c.name] = scores = table.derived(
                 ("normalised", c.name, c.lower_is_better),
-                (raw,),
-                partial(_kept_normalised, raw, c.lower_is_better),
+                (raw, bounds),
+                partial(_kept_normalised, raw, bounds, c.lower_is_better),
+                patch=partial(_normalised_now, raw, bounds, c.lower_is_better),
             )
             weight = weights[c.name]
             fixed = (
@@ -251,18 +260,15 @@ class DecisionEngine:
                     ("fixed", c.name, weight),
                     (fixed, scores),
                     partial(_kept_plus, fixed, weight, scores),
+                    patch=partial(_plus_now, fixed, weight, scores),
                 )
             )
         if fixed is None:
-            fixed = np.zeros(len(rows), dtype=np.float64)
-        # Copies: the decision's changes stay out of the table and out of what it keeps.
+            fixed = table.derived(("no-fixed",), (rows,), partial(_no_fixed, rows))
+        # Read-only, kept by the table: ``_assign`` keeps what the decision changes apart (``_Ranking.took``).
         hosted = table.gathered("hosted", table.hosted, rows)
-        loads = LoadColumns(
-            used_cpu=table.gathered("allocated-cpu", table.allocated_cpu, rows).copy(),
-            used_memory_mib=table.gathered("allocated-memory", table.allocated_memory_mib, rows).copy(),
-            hosted=hosted.copy(),
-            placed=np.zeros(len(rows), dtype=np.int64),
-            as_table=True,
+        loads = LoadColumns.of_table(
+            table, rows, hosted, table.derived(("none-placed",), (rows,), partial(_none_placed, rows))
         )
         ranking = _Ranking(
             rows=rows,
@@ -272,19 +278,19 @@ class DecisionEngine:
             fixed=fixed,
             load_weights=[weights[c.name] for c in self._by_load],
             loads=loads,
+            took={},
             totals=fixed,
             first_totals=fixed,
             first_hosted=hosted,
-            alive=np.ones(len(rows), dtype=bool),
             first_best=[],
         )
         live = [self._load_scores(by_load, table, rows, loads, req) for by_load in self._by_load]
-        loads.as_table = False  # _assign changes them from here on
         columns.update((by_load.name, scores) for by_load, scores in zip(self._by_load, live, strict=True))
         ranking.totals = ranking.first_totals = table.derived(
             ("totals", tuple(ranking.load_weights), ranking.total_weight),
             (fixed, *live),
             lambda: _read_only(_totals(ranking, fixed, live)),
+            patch=partial(_totals_now, ranking, fixed, live),
         )
         return ranking
 
@@ -316,9 +322,9 @@ class DecisionEngine:
         """
         if req.spread or req.division:
             return self._assign_scan(table, found, ranking, req, replicas_needed)
-        rows, loads, totals = found.feasible, ranking.loads, ranking.totals
+        rows, hosted, totals = found.feasible, ranking.loads.hosted, ranking.totals
         top = _first_best(table, ranking, max(len(replicas_needed), TOP_CANDIDATES))[: len(replicas_needed)]
-        heap = [(int(loads.hosted[i]), -float(totals[i]), i) for i in top]  # in key order: already a heap
+        heap = [(int(hosted[i]), -float(totals[i]), i) for i in top]  # in key order: already a heap
         assignments: list[dict[str, Any]] = []
         best_total: float | None = None
         for replica in replicas_needed:
@@ -331,7 +337,7 @@ class DecisionEngine:
             assignments.append({"index": replica, "cluster": table.cluster(row).name, "node": table.nodes[row].name})
             total = self._took_one(table, ranking, req, index)
             if total is not None:
-                heapq.heappush(heap, (int(loads.hosted[index]), -total, index))
+                heapq.heappush(heap, (ranking.took[index].hosted, -total, index))
         return assignments, best_total
 
     def _took_one(self, table: NodeTable, ranking: _Ranking, req: Requirements, index: int) -> float | None:
@@ -340,12 +346,20 @@ class DecisionEngine:
         One node: each load criterion's scalar ``score`` (the same floats as ``score_many``, a test checks) and the
         sum of ``_totals`` in Python floats (IEEE doubles too) cost less than numpy calls on one-element arrays.
         """
-        loads, row = ranking.loads, int(ranking.rows[index])
-        loads.placed[index] += 1
-        loads.hosted[index] += 1
-        loads.used_cpu[index] += req.cpu
-        loads.used_memory_mib[index] += req.memory_mib
-        used_cpu, used_memory = float(loads.used_cpu[index]), float(loads.used_memory_mib[index])
+        row = int(ranking.rows[index])
+        took = ranking.took.get(index)
+        if took is None:  # the table's allocation (what ``loads`` gathers), read at the one row
+            took = ranking.took[index] = NodeLoad(
+                float(table.allocated_cpu[row]),
+                float(table.allocated_memory_mib[row]),
+                int(ranking.loads.hosted[index]),
+            )
+        # Python floats are IEEE doubles: the same sums as adding to the numpy columns.
+        took.placed += 1
+        took.hosted += 1
+        took.used_cpu += req.cpu
+        took.used_memory_mib += req.memory_mib
+        used_cpu, used_memory = took.used_cpu, took.used_memory_mib
         if not (
             float(table.cpu[row]) - used_cpu + _TOLERANCE >= req.cpu
             and float(table.memory_mib[row]) - used_memory >= req.memory_mib
@@ -354,7 +368,7 @@ class DecisionEngine:
         if ranking.total_weight <= 0.0:
             return 0.0
         cluster, node = table.cluster(row), table.node(row)
-        load = NodeLoad(used_cpu, used_memory, int(loads.hosted[index]), int(loads.placed[index]))
+        load = NodeLoad(used_cpu, used_memory, took.hosted, took.placed)  # a copy: criteria get their own
         total = float(ranking.fixed[index])
         for c, weight in zip(self._by_load, ranking.load_weights, strict=True):
             if weight != 0.0:  # as in _totals
@@ -367,7 +381,9 @@ class DecisionEngine:
     ) -> tuple[list[dict[str, Any]], float | None]:
         """``_assign`` under ``placement.spread``: groups fill as replicas land, which changes other nodes' keys
         (a group reaching its max or min), so every replica scans the live nodes."""
-        rows, loads, alive = found.feasible, ranking.loads, ranking.alive
+        rows = found.feasible
+        alive = np.ones(len(rows), dtype=bool)  # still fits another replica
+        hosted_now = ranking.loads.hosted.copy()  # the table's, plus what this decision placed
         totals = ranking.totals.copy()
         groups = _SpreadGroups(table, rows, req)
         assignments: list[dict[str, Any]] = []
@@ -377,7 +393,7 @@ class DecisionEngine:
             if not len(candidates):
                 break
             candidates = groups.first(candidates)
-            hosted = loads.hosted[candidates]
+            hosted = hosted_now[candidates]
             candidates = candidates[hosted == hosted.min()]
             best = totals[candidates]
             # Smallest key: fewest hosted, highest total, then name order, which is row order (argmax takes the first).
@@ -387,6 +403,7 @@ class DecisionEngine:
             row = int(rows[index])
             assignments.append({"index": replica, "cluster": table.cluster(row).name, "node": table.nodes[row].name})
             groups.add(index)
+            hosted_now[index] += 1
             total = self._took_one(table, ranking, req, index)
             if total is None:
                 alive[index] = False
@@ -404,26 +421,90 @@ def _read_only(values: Floats) -> Floats:
     return values
 
 
-def _kept_normalised(values: Floats, lower_is_better: bool) -> Floats:
-    return _read_only(_normalised(values, lower_is_better=lower_is_better))
+def _none_placed(rows: Ints) -> Ints:
+    """No replica placed yet on any of ``rows`` (read-only: the table keeps it for the next decision)."""
+    placed = np.zeros(len(rows), dtype=np.int64)
+    placed.setflags(write=False)
+    return placed
+
+
+def _no_fixed(rows: Ints) -> Floats:
+    """The weighted sum of the criteria when every one weighs 0 (read-only, kept)."""
+    return _read_only(np.zeros(len(rows), dtype=np.float64))
+
+
+_Bounds = tuple[float, float, float | None]
+"""The lowest and highest of a criterion's raw values, and their range (None: all equal, give or take rounding)."""
+
+
+def _bounds(values: Floats) -> _Bounds:
+    """The bounds of ``values`` (not empty)."""
+    low, high = float(values.min()), float(values.max())
+    return low, high, _width(low, high)
+
+
+def _width(low: float, high: float) -> float | None:
+    width = high - low
+    return None if width <= 1e-12 * max(abs(low), 1.0) else width
+
+
+def _bounds_now(
+    values: Floats, was: tuple[object, ...], bounds: _Bounds, positions: list[int]
+) -> Patch[_Bounds] | None:
+    """``_bounds`` of ``values``, a patch of the values ``bounds`` are of: the same unless a patched position held
+    the lowest or the highest (then None: the extreme may have moved anywhere)."""
+    before = cast(Floats, was[0])
+    low, high, _ = bounds
+    new_low, new_high = low, high
+    for p in positions:
+        if float(before[p]) in (low, high):
+            return None
+        value = float(values[p])
+        new_low, new_high = min(new_low, value), max(new_high, value)
+    if (new_low, new_high) == (low, high):
+        return bounds, []  # the same object: what is normalised by these bounds can be patched
+    return (new_low, new_high, _width(new_low, new_high)), []
+
+
+def _kept_normalised(values: Floats, bounds: _Bounds, lower_is_better: bool) -> Floats:
+    return _read_only(_normalised(values, bounds, lower_is_better=lower_is_better))
+
+
+def _normalised_now(
+    values: Floats, bounds: _Bounds, lower_is_better: bool, was: tuple[object, ...], kept: Floats, positions: list[int]
+) -> Patch[Floats]:
+    """``_normalised`` at the patched positions of ``values``, in Python floats (IEEE doubles: the same results);
+    the bounds are the same object as the kept scores', so every other score holds."""
+    low, _, width = bounds
+    if width is None:
+        return kept, []  # every score 1.0
+    scores = kept.copy()
+    for p in positions:
+        share = (float(values[p]) - low) / width
+        scores[p] = 1.0 - share if lower_is_better else share
+    return _read_only(scores), positions
 
 
 def _kept_plus(total: Floats | None, weight: float, scores: Floats) -> Floats:
     return _read_only(_plus(total, weight, scores))
 
 
-def _bounds(values: Floats) -> tuple[float, float | None]:
-    """The lowest of ``values`` (not empty) and their range; None when they are all equal, give or take rounding."""
-    low = float(values.min())
-    width = float(values.max()) - low
-    return low, None if width <= 1e-12 * max(abs(low), 1.0) else width
+def _plus_now(
+    total: Floats | None, weight: float, scores: Floats, was: tuple[object, ...], kept: Floats, positions: list[int]
+) -> Patch[Floats]:
+    """``_plus`` at the patched positions, in Python floats."""
+    result = kept.copy()
+    for p in positions:
+        term = float(scores[p]) if weight == 1.0 else weight * float(scores[p])
+        result[p] = term if total is None else float(total[p]) + term
+    return _read_only(result), positions
 
 
-def _normalised(values: Floats, *, lower_is_better: bool) -> Floats:
+def _normalised(values: Floats, bounds: _Bounds, *, lower_is_better: bool) -> Floats:
     """``scoring.normalised`` on an array: the same operations, so the same floats."""
     if not len(values):
         return values
-    low, width = _bounds(values)
+    low, _, width = bounds
     if width is None:
         return np.ones(len(values), dtype=np.float64)
     if lower_is_better:
@@ -443,6 +524,28 @@ def _totals(ranking: _Ranking, fixed: Floats, live: Sequence[Floats]) -> Floats:
             weighted = _plus(weighted, weight, scores)
     result: Floats = weighted / ranking.total_weight
     return result
+
+
+def _totals_now(
+    ranking: _Ranking,
+    fixed: Floats,
+    live: Sequence[Floats],
+    was: tuple[object, ...],
+    kept: Floats,
+    positions: list[int],
+) -> Patch[Floats]:
+    """``_totals`` at the patched positions, in Python floats, in the same order."""
+    if ranking.total_weight <= 0.0:
+        return kept, []
+    totals = kept.copy()
+    for p in positions:
+        weighted = float(fixed[p])
+        for weight, scores in zip(ranking.load_weights, live, strict=True):
+            if weight != 0.0:
+                score = float(scores[p])
+                weighted = weighted + (score if weight == 1.0 else weight * score)
+        totals[p] = weighted / ranking.total_weight
+    return _read_only(totals), positions
 
 
 def _plus(total: Floats | None, weight: float, scores: Floats) -> Floats:
@@ -525,7 +628,8 @@ def _feasible_row(table: NodeTable, found: Verdicts, ranking: _Ranking, index: i
     runtime = found.runtime[int(table.runtimes[row])]
     scores = {name: float(column[index]) for name, column in ranking.columns.items()}
     scores["spread"] = spread(int(ranking.first_hosted[index]))
-    placed = int(ranking.loads.placed[index])
+    took = ranking.took.get(index)
+    placed = 0 if took is None else took.placed
     verdict: dict[str, Any] = {
         "cluster": table.cluster(row).name,
         "node": table.nodes[row].name,
@@ -540,20 +644,52 @@ def _feasible_row(table: NodeTable, found: Verdicts, ranking: _Ranking, index: i
     return verdict
 
 
-def _compact_rows(table: NodeTable, found: Verdicts, ranking: _Ranking, placed: Ints) -> list[dict[str, Any]]:
+def _compact_rows(table: NodeTable, found: Verdicts, ranking: _Ranking, placed: list[int]) -> list[dict[str, Any]]:
     """The chosen nodes and the best others by the first replica's ranking, in name order."""
-    shown = sorted(set(placed.tolist()) | set(_first_best(table, ranking, TOP_CANDIDATES)))
+    shown = sorted(set(placed) | set(_first_best(table, ranking, TOP_CANDIDATES)))
     return [_feasible_row(table, found, ranking, i) for i in shown]
 
 
 def _first_best(table: NodeTable, ranking: _Ranking, count: int) -> list[int]:
     """The ``count`` best feasible nodes for the first replica, best first; found once for both ``_assign`` and the
-    explanation (the best k are the first k of the best k + 1), and kept by the table while the ranking's arrays
-    are the same (a shared list: sliced, never changed)."""
+    explanation (the best k are the first k of the best k + 1), and kept by the table (a shared list: sliced, never
+    changed), ``_DEEP`` of them at least, brought up to date while the totals are patches of those they were found
+    for (``_best_now``)."""
     if len(ranking.first_best) < count:
         hosted, totals = ranking.first_hosted, ranking.first_totals
-        ranking.first_best = table.derived(("best", count), (hosted, totals), partial(_best, hosted, totals, count))
+        depth = max(count, _DEEP)
+        ranking.first_best = table.derived(
+            ("best", depth),
+            (hosted, totals),
+            partial(_best, hosted, totals, depth),
+            patch=partial(_best_now, hosted, totals, count),
+        )
     return ranking.first_best[:count]
+
+
+def _best_now(
+    hosted: Ints, totals: Floats, count: int, was: tuple[object, ...], kept: list[int], positions: list[int]
+) -> Patch[list[int]] | None:
+    """``_best`` after the totals changed at ``positions``: the other kept nodes keep their order, and a changed
+    node goes back where its new key puts it unless that is past the last kept node's key (a node never kept is
+    worse than that one, and may be better than it now). None when fewer than ``count`` are left: found again."""
+    if was[0] is not hosted or not kept:
+        return None
+    before = cast(Floats, was[1])
+
+    def key(index: int, values: Floats = totals) -> tuple[int, float, int]:
+        return int(hosted[index]), -float(values[index]), index
+
+    changed = set(positions)
+    best = [i for i in kept if i not in changed]
+    every = len(kept) == len(totals)  # every node is kept: none can come from elsewhere
+    last = key(kept[-1], before)
+    for index in sorted(changed):
+        if every or key(index) <= last:
+            bisect.insort(best, index, key=key)
+    if len(best) < min(count, len(totals)):
+        return None
+    return best, []
 
 
 def _best(hosted: Ints, totals: Floats, count: int) -> list[int]:

@@ -76,7 +76,7 @@ class Requirements:
             architectures=frozenset(where.architectures),
             node_labels=tuple(sorted(where.node_labels.items())),
             users=tuple((u.region, u.weight) for u in where.users),
-            latency=latency or LatencyMatrix(),
+            latency=latency or _NO_MATRIX,
             max_latency_ms=where.max_latency_ms,
             spread=tuple((c.by, c.min, c.max) for c in where.spread),
             replicas=spec.replicas,
@@ -111,6 +111,10 @@ class Requirements:
         value = make()
         self._memo[key] = (inputs, value)
         return value
+
+
+_NO_MATRIX = LatencyMatrix()
+"""The matrix of a decision given none; one for all (never changed), as building a model costs a validation."""
 
 
 def _tee_source(spec: DeploymentSpec) -> str:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Callable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
@@ -31,11 +32,16 @@ Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 Objects = npt.NDArray[np.object_]
 _V = TypeVar("_V")
+Patch = tuple[_V, Sequence[int]]
+"""What a ``patch`` gives: the value brought up to date, and the positions where it differs from the kept one."""
 _S = TypeVar("_S", bound=np.generic)
 _SIZES = 64
 """Request sizes (or other keys) whose derived columns a table keeps (``sized``, ``by_allocation``)."""
 _STEPS = 8
 """``with_allocated`` steps a table remembers (``by_allocation``)."""
+_PATCHED = 64
+"""Rows a kept value is brought up to date at, one by one in Python floats; past that, numpy over every row is
+cheaper (a decision placing hundreds of replicas)."""
 _DERIVED = 256
 """Values a table keeps for the next decision (``derived``): a few per requirement set."""
 
@@ -96,9 +102,6 @@ class NodeTable:
     memory_mib: Floats
     allocated_cpu: Floats
     allocated_memory_mib: Floats
-    free_cpu: Floats
-    """cpu - allocated_cpu (the capacity filter's operands, computed once)."""
-    free_memory_mib: Floats
     ready: Bools
     hosted: Ints
     idle_watts: Floats
@@ -118,8 +121,8 @@ class NodeTable:
     runtime_lists: Codes
     tees: Codes
     _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
-    _steps: tuple[tuple[Floats, Floats, int], ...] = field(default=(), repr=False)
-    """The allocations this one was derived from by ``with_allocated``, oldest first, with the row each step changed
+    _steps: tuple[tuple[Floats, Floats, tuple[int, ...]], ...] = field(default=(), repr=False)
+    """The allocations this one was derived from by ``with_allocated``, oldest first, with the rows each step changed
     (at most ``_STEPS``): a column kept for one of them is brought up to date at those rows (``by_allocation``)."""
     _steps_to: Floats | None = field(default=None, repr=False)
     """The ``allocated_cpu`` the steps lead to: a table that replaced its allocation otherwise has no steps."""
@@ -174,8 +177,6 @@ class NodeTable:
             memory_mib=memory,
             allocated_cpu=allocated_cpu,
             allocated_memory_mib=allocated_memory,
-            free_cpu=cpu - allocated_cpu,
-            free_memory_mib=memory - allocated_memory,
             ready=np.array([n.ready for n in nodes], dtype=bool),
             hosted=np.array([n.hosted_replicas_of_workload for n in nodes], dtype=np.int64),
             idle_watts=floats([n.power.idle_watts for n in nodes]),
@@ -207,29 +208,42 @@ class NodeTable:
                 continue
         return self._evolve(hosted=column)
 
-    def with_allocated(self, cluster: str, node: str, cpu: float, memory_mib: float) -> NodeTable:
-        """The inventory after ``cpu`` and ``memory_mib`` more were allocated on one node."""
-        row = self.row(cluster, node)
+    def with_allocated(self, nodes: Iterable[tuple[str, str]], cpu: float, memory_mib: float) -> NodeTable:
+        """The inventory after one replica of ``cpu`` and ``memory_mib`` more was allocated on each of ``nodes``
+        ((cluster, node), in order; a node named twice took two): a decision's placements, in one step."""
+        rows = [self.row(cluster, node) for cluster, node in nodes]
+        if not rows:
+            return self
         allocated_cpu, allocated_memory = self.allocated_cpu.copy(), self.allocated_memory_mib.copy()
-        allocated_cpu[row] += cpu
-        allocated_memory[row] += memory_mib
-        # cpu - allocated at the one row that changed: the same float as over every row.
-        free_cpu, free_memory = self.free_cpu.copy(), self.free_memory_mib.copy()
-        free_cpu[row] = self.cpu[row] - allocated_cpu[row]
-        free_memory[row] = self.memory_mib[row] - allocated_memory[row]
+        for row in rows:  # one replica after the other: the same floats as a step per replica
+            allocated_cpu[row] += cpu
+            allocated_memory[row] += memory_mib
+        changed = tuple(sorted(set(rows)))
         steps = self._steps if self._steps_to is self.allocated_cpu else ()
+        self.record_patch(allocated_cpu, self.allocated_cpu, changed)
+        self.record_patch(allocated_memory, self.allocated_memory_mib, changed)
         return self._evolve(
             allocated_cpu=allocated_cpu,
             allocated_memory_mib=allocated_memory,
-            free_cpu=free_cpu,
-            free_memory_mib=free_memory,
-            _steps=(*steps, (self.allocated_cpu, self.allocated_memory_mib, row))[-_STEPS:],
+            _steps=(*steps, (self.allocated_cpu, self.allocated_memory_mib, changed))[-_STEPS:],
             _steps_to=allocated_cpu,
         )
 
+    @property
+    def free_cpu(self) -> Floats:
+        """cpu - allocated_cpu, the capacity filter's operands: computed when asked, once per allocation (read-only;
+        the filters' verdicts are mostly kept, and a placement changes few rows)."""
+        return self.derived(("free-cpu",), (self.allocated_cpu,), lambda: _read_only(self.cpu - self.allocated_cpu))
+
+    @property
+    def free_memory_mib(self) -> Floats:
+        """memory_mib - allocated_memory_mib, as ``free_cpu``."""
+        allocated = self.allocated_memory_mib
+        return self.derived(("free-memory",), (allocated,), lambda: _read_only(self.memory_mib - allocated))
+
     def _evolve(self, **changes: Any) -> NodeTable:
         """``dataclasses.replace`` (the memo shared) without running ``__init__`` over the forty fields again: the
-        scheduler derives a table for every replica it places, and the constructor checks nothing."""
+        scheduler derives a table for every decision that places replicas, and the constructor checks nothing."""
         table = object.__new__(type(self))
         table.__dict__.update(self.__dict__)
         table.__dict__.update(changes)
@@ -286,7 +300,7 @@ class NodeTable:
 
         A column kept for an allocation this table was derived from by a few ``with_allocated`` is copied and
         brought up to date by ``update(column, rows)``, which recomputes it at the few rows whose allocation changed
-        (one by one, with the same float operations as ``make``): the scheduler places a replica between two decisions.
+        (one by one, with the same float operations as ``make``): the scheduler places replicas between two decisions.
         """
         kept: dict[Any, Any] = self.memo("derived", dict)
         name = ("by-allocation", key)
@@ -298,22 +312,25 @@ class NodeTable:
                 return cast(Floats, column)
             rows = self.changed_since(was_cpu, was_memory)
             if rows is not None:
-                column = column.copy()
-                update(column, rows)
-                column.setflags(write=False)
-                kept[name] = (inputs, column)
-                return cast(Floats, column)
+                updated = column.copy()
+                update(updated, rows)
+                updated.setflags(write=False)
+                self.record_patch(updated, column, rows)
+                kept[name] = (inputs, updated)
+                return cast(Floats, updated)
         return self.derived(name, inputs, make)
 
     def changed_since(self, allocated_cpu: Floats, allocated_memory: Floats) -> list[int] | None:
-        """The rows (at most ``_STEPS``, in order) whose allocation changed since it was ``allocated_cpu`` and
-        ``allocated_memory``, if this table was derived from that allocation by the ``with_allocated`` steps it
-        remembers; else None."""
+        """The rows (in order) whose allocation changed since it was ``allocated_cpu`` and ``allocated_memory``, if
+        this table was derived from that allocation by the ``with_allocated`` steps it remembers and they changed
+        at most ``_PATCHED`` rows; else None."""
         if self._steps_to is not self.allocated_cpu:
             return None
         rows: set[int] = set()
-        for was_cpu, was_memory, row in reversed(self._steps):
-            rows.add(row)
+        for was_cpu, was_memory, changed in reversed(self._steps):
+            rows.update(changed)
+            if len(rows) > _PATCHED:
+                return None
             if was_cpu is allocated_cpu and was_memory is allocated_memory:
                 return sorted(rows)
         return None
@@ -327,7 +344,47 @@ class NodeTable:
             result.setflags(write=False)
             return result
 
-        return self.derived(("gathered", key), (column, rows), gather)
+        def patch(was: tuple[object, ...], kept: npt.NDArray[_S], changed: list[int]) -> Patch[npt.NDArray[_S]] | None:
+            """The kept values again, at the few of ``rows`` among the table rows where ``column`` changed."""
+            if was[1] is not rows or not self._ascending(rows):
+                return None
+            size = len(rows)
+            found = np.searchsorted(rows, changed).tolist()
+            at = [i for i, row in zip(found, changed, strict=True) if i < size and rows[i] == row]
+            if not at:
+                return kept, []
+            result = kept.copy()
+            for i in at:  # a few: one by one costs less than building index arrays
+                result[i] = column[rows[i]]
+            result.setflags(write=False)
+            return result, at
+
+        return self.derived(("gathered", key), (column, rows), gather, patch=patch)
+
+    def _ascending(self, rows: Ints) -> bool:
+        """Whether ``rows`` are in increasing order (as a decision's feasible rows are), so they can be searched."""
+        ascending: bool = self.derived(("ascending",), (rows,), lambda: bool(np.all(rows[1:] > rows[:-1])))
+        return ascending
+
+    def record_patch(self, made: npt.NDArray[Any], source: npt.NDArray[Any], positions: Sequence[int]) -> None:
+        """Remember that ``made`` is a copy of ``source`` brought up to date at ``positions`` (at most ``_PATCHED``),
+        so that values derived from ``source`` can be brought up to date there too (``derived``'s ``patch``).
+
+        Weak references: a patch is of use only while both arrays are (kept values hold their inputs).
+        """
+        patches: dict[int, tuple[weakref.ref[Any], weakref.ref[Any], Sequence[int]]] = self.memo("patches", dict)
+        if len(patches) >= _DERIVED:
+            patches.clear()
+        patches[id(made)] = (weakref.ref(made), weakref.ref(source), positions)
+
+    def patched(self, made: object, source: object) -> Sequence[int] | None:
+        """The positions at which ``made`` may differ from ``source``, if it was made from it by a patch
+        (``record_patch``); else None."""
+        patches: dict[int, tuple[weakref.ref[Any], weakref.ref[Any], Sequence[int]]] = self.memo("patches", dict)
+        found = patches.get(id(made))
+        if found is None or found[0]() is not made or found[1]() is not source:
+            return None
+        return found[2]
 
     def derived(
         self,
@@ -335,6 +392,7 @@ class NodeTable:
         inputs: tuple[object, ...],
         make: Callable[[], _V],
         still: Callable[[tuple[object, ...], _V], bool] | None = None,
+        patch: Callable[[tuple[object, ...], _V, list[int]], Patch[_V] | None] | None = None,
     ) -> _V:
         """A value computed from ``inputs`` (arrays, the table's or values kept by it), kept under ``key`` for the
         next decision on this table or a table derived from it.
@@ -345,6 +403,13 @@ class NodeTable:
         ``_DERIVED`` keys. What is returned is shared: callers must not change it. ``still(inputs it was made from,
         value)`` may say that a kept value holds for the new inputs too (the filters' verdicts after a replica was
         placed on a node that still fits another): it is then kept with them.
+
+        ``patch(inputs it was made from, value, positions)`` may bring a kept value up to date when every input is
+        the same object or a patch of it (``record_patch``: a column after ``with_allocated``, and what is derived
+        from one), ``positions`` being where they may differ (the union; in the inputs' own indexing): it returns
+        the value and the positions where that differs from the kept one (recorded in turn, so what derives from
+        it can be patched too), or None to have it made again. A value must be made of the same float operations
+        either way, so a patched value is the one ``make`` would give.
         """
         kept: dict[Any, Any] | None = self._memo.get("derived")
         if kept is None:
@@ -356,8 +421,37 @@ class NodeTable:
             if still is not None and still(found[0], found[1]):
                 kept[key] = (inputs, found[1])
                 return cast(_V, found[1])
+            if patch is not None:
+                positions = self._patched_inputs(found[0], inputs)
+                made = None if positions is None else patch(found[0], found[1], positions)
+                if made is not None:
+                    value, where = made
+                    if value is not found[1] and isinstance(value, np.ndarray):
+                        self.record_patch(value, found[1], where)
+                    kept[key] = (inputs, value)
+                    return value
         if found is None and len(kept) >= _DERIVED:
             kept.clear()
         value = make()
         kept[key] = (inputs, value)
         return value
+
+    def _patched_inputs(self, was: tuple[object, ...], now: tuple[object, ...]) -> list[int] | None:
+        """Where inputs ``now`` may differ from ``was`` (the union of their patches; each the same object or a patch
+        of it), at most ``_PATCHED`` positions; else None."""
+        if len(was) != len(now):
+            return None
+        positions: set[int] = set()
+        for before, after in zip(was, now, strict=True):
+            if before is after:
+                continue
+            changed = self.patched(after, before)
+            if changed is None:
+                return None
+            positions.update(changed)
+        return sorted(positions) if len(positions) <= _PATCHED else None
+
+
+def _read_only(values: Floats) -> Floats:
+    values.setflags(write=False)
+    return values

@@ -10,6 +10,7 @@ its current allocation), run at every decision.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -57,7 +58,7 @@ class Verdicts:
     runtime: list[str | None]  # per runtime-list code: the runtime chosen
     kept: _Kept
     feasible_rows: Bools  # over every row of the table: True where ``feasible`` has it
-    groups: list[Group] | None = None  # the explanation's groups (``explanation_groups``), once asked for
+    groups: list[VerdictGroup] | None = None  # the explanation's groups (``explanation_groups``), once asked for
 
 
 _UNMASKED = _PER_DECISION - {"capacity"}
@@ -85,10 +86,13 @@ def run_filters(table: NodeTable, req: Requirements) -> Verdicts:
         rows = table.changed_since(cast(Floats, was[1]), cast(Floats, was[2]))
         if rows is None:
             return False
-        # Feasible before, and still fitting one more by the capacity mask's own comparisons, at those rows.
-        free_cpu, free_memory, feasible = table.free_cpu, table.free_memory_mib, found.feasible_rows
+        # Feasible before, and still fitting one more by the capacity mask's own comparisons, at those rows (free
+        # capacity row by row: the same floats as the table's columns).
         return all(
-            feasible[r] and free_cpu[r] + CPU_TOLERANCE >= req.cpu and free_memory[r] >= req.memory_mib for r in rows
+            found.feasible_rows[r]
+            and float(table.cpu[r]) - float(table.allocated_cpu[r]) + CPU_TOLERANCE >= req.cpu
+            and float(table.memory_mib[r]) - float(table.allocated_memory_mib[r]) >= req.memory_mib
+            for r in rows
         )
 
     return table.derived(("verdicts", key, req.cpu, req.memory_mib), inputs, lambda: _verdicts(table, req, kept), still)
@@ -216,10 +220,18 @@ def explanation_groups(table: NodeTable, found: Verdicts, req: Requirements) -> 
     """Every cluster's verdict, compactly: per filter the clusters it rejected (or whose nodes it rejected), with
     the reason given for the first of them; then the clusters with a feasible node."""
     if found.groups is None:
-        found.groups = _groups(table, found, req)
-    # Built from the filters' own results, so valid by construction: validating each of thousands of cluster names
-    # again would cost more than the rest of the decision. The lists are copied: the kept ones serve every decision.
-    return [VerdictGroup.model_construct(**(group | {"clusters": list(group["clusters"])})) for group in found.groups]
+        # Built from the filters' own results, so valid by construction: validating each of thousands of cluster
+        # names again would cost more than the rest of the decision.
+        found.groups = [VerdictGroup.model_construct(**group) for group in _groups(table, found, req)]
+    # Each decision gets copies, lists included: the kept ones serve every decision on these verdicts (a copy costs
+    # half of constructing the model again).
+    return [_copied(group) for group in found.groups]
+
+
+def _copied(group: VerdictGroup) -> VerdictGroup:
+    copied = copy.copy(group)
+    copied.clusters = list(group.clusters)
+    return copied
 
 
 def _groups(table: NodeTable, found: Verdicts, req: Requirements) -> list[Group]:

@@ -150,8 +150,6 @@ def plan_rebalance(
         table,
         allocated_cpu=np.zeros(len(table)),
         allocated_memory_mib=np.zeros(len(table)),
-        free_cpu=table.cpu.copy(),
-        free_memory_mib=table.memory_mib.copy(),
         _memo=table._memo,
     )
     pinned = {w.workload: w.pinned for w in workloads if w.pinned is not None}

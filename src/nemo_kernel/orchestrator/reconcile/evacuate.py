@@ -169,7 +169,7 @@ class Evacuation:
             s, EventKind.PLACEMENT_DECIDED, subject, decision.summary, version=w.version,
             outcome=decision.outcome.value, assignments=[a.model_dump()],
         )  # fmt: skip
-        inventory.allocate(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
+        inventory.allocate([(a.cluster, a.node)], spec.resources.cpu, spec.resources.memory_mib)
         mode = MigrationMode.STATEFUL if spec.stateful else MigrationMode.STATELESS
         target = (a.cluster, a.node, _runtime(decision, a.cluster, a.node))
         row = plan_migration(s, w, source, mode, target, REQUESTED_BY, reason)

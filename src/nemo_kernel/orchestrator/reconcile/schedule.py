@@ -120,8 +120,9 @@ class Scheduling:
             for a in decision.assignments
         ]
         bound = workloads.bind_replicas(s, w, bindings, cpu=spec.resources.cpu, memory_mib=spec.resources.memory_mib)
+        placed = [(a.cluster, a.node) for a in decision.assignments]
+        inventory.allocate(placed, spec.resources.cpu, spec.resources.memory_mib)
         for a, replica in zip(decision.assignments, bound, strict=True):
-            inventory.allocate(a.cluster, a.node, spec.resources.cpu, spec.resources.memory_mib)
             replica_event(
                 s,
                 EventKind.REPLICA_SCHEDULED,

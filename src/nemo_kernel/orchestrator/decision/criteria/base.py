@@ -77,17 +77,56 @@ class VectorCriterion(Protocol):
         ...
 
 
-@dataclass(slots=True)
 class LoadColumns:
-    """:class:`NodeLoad` for many nodes at once: one array per field, aligned with the rows scored."""
+    """:class:`NodeLoad` for many nodes at once: one array per field, aligned with the rows scored; criteria read
+    them and never change them.
 
-    used_cpu: Floats
-    used_memory_mib: Floats
-    hosted: Ints
-    placed: Ints
-    as_table: bool = False
-    """True when these are the table's own allocations at the rows scored (nothing placed yet), so a criterion may
-    serve values it keeps per table allocation (``NodeTable.by_allocation``) instead of reading the arrays."""
+    ``as_table`` is True when these are the table's own allocations at the rows scored (nothing placed yet), so a
+    criterion may serve values it keeps per table allocation (``NodeTable.by_allocation``) instead of reading the
+    arrays; such loads (:meth:`of_table`) gather the allocation columns only when a criterion reads them.
+    """
+
+    __slots__ = ("_rows", "_table", "_used_cpu", "_used_memory_mib", "as_table", "hosted", "placed")
+
+    def __init__(
+        self, used_cpu: Floats, used_memory_mib: Floats, hosted: Ints, placed: Ints, as_table: bool = False
+    ) -> None:
+        self._used_cpu: Floats | None = used_cpu
+        self._used_memory_mib: Floats | None = used_memory_mib
+        self.hosted = hosted
+        self.placed = placed
+        self.as_table = as_table
+        self._table: NodeTable | None = None
+        self._rows: Ints | None = None
+
+    @classmethod
+    def of_table(cls, table: NodeTable, rows: Ints, hosted: Ints, placed: Ints) -> LoadColumns:
+        """The loads of ``rows`` as ``table`` holds them (``as_table``); ``hosted`` and ``placed`` given gathered."""
+        loads = cls.__new__(cls)
+        loads._used_cpu = loads._used_memory_mib = None
+        loads.hosted, loads.placed, loads.as_table = hosted, placed, True
+        loads._table, loads._rows = table, rows
+        return loads
+
+    @property
+    def used_cpu(self) -> Floats:
+        """CPU allocated on each node."""
+        if self._used_cpu is None:
+            table, rows = self._gathering()
+            self._used_cpu = table.gathered("allocated-cpu", table.allocated_cpu, rows)
+        return self._used_cpu
+
+    @property
+    def used_memory_mib(self) -> Floats:
+        """Memory allocated on each node, MiB."""
+        if self._used_memory_mib is None:
+            table, rows = self._gathering()
+            self._used_memory_mib = table.gathered("allocated-memory", table.allocated_memory_mib, rows)
+        return self._used_memory_mib
+
+    def _gathering(self) -> tuple[NodeTable, Ints]:
+        assert self._table is not None and self._rows is not None, "loads given as arrays are never gathered"
+        return self._table, self._rows
 
 
 @runtime_checkable
