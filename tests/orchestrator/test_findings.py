@@ -140,3 +140,32 @@ async def test_a_restart_does_not_report_an_ongoing_bottleneck_again(plane: Cont
     assert EventKind.ANALYTICS_BOTTLENECK not in {f.kind for f in found}
     [cleared] = await restarted.run_once(at=start + 1515)
     assert cleared.kind is EventKind.ANALYTICS_BOTTLENECK_CLEARED and "back under" in cleared.message
+
+
+async def test_a_cycle_that_reads_only_the_new_steps_sees_what_reading_the_whole_window_sees(
+    plane: ControlPlane,
+) -> None:
+    # The loop reads the steps since its last cycle and keeps the rest of the window; a new watch reads it whole.
+    # Samples arrive as the collector writes them, those of a cycle's last 5 s only after the cycle ran (late):
+    # the next cycle still counts them, so both see the same points but the newest one at every cycle.
+    replica = await _running_replica(plane)
+    start = time.time() - 1800
+    samples = sorted(_history(replica, start, start + 1800), key=lambda s: s.timestamp)
+    ingested = 0
+
+    def ingest_until(t: float) -> None:
+        nonlocal ingested
+        arrived = [s for s in samples[ingested:] if s.timestamp <= t]
+        plane.metrics_store.ingest(arrived)
+        ingested += len(arrived)
+
+    for k in range(40, 100):
+        at = start + k * 15.0
+        ingest_until(at - STEP)
+        incremental, _ = await plane.findings._observe(at)
+        ingest_until(at)
+        whole, _ = await FindingsWatch(plane.db, lambda: plane.metrics, plane.settings)._observe(at)
+        assert len(incremental) == len(whole) == 4  # replica and node, CPU and memory
+        for mine, theirs in zip(incremental, whole, strict=True):
+            assert (mine.key, mine.capacity) == (theirs.key, theirs.capacity)
+            assert mine.points[:-1] == theirs.points[:-1] and mine.points[-1][0] == theirs.points[-1][0]
