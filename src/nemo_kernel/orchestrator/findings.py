@@ -23,10 +23,11 @@ outbox and the reactions see them.
 Incremental: cycles are evaluated on one grid of ``step`` seconds (the loop wakes at a fixed rate, and a cycle's
 time is snapped to the grid of the one before), and each point of a series aggregates only its own step, so a point
 once computed does not change. A cycle therefore asks only for the steps since the last one, and the last one's
-newest point again (samples of its step may land after it was read), and keeps the rest of the window from the cycles before (:class:`_Window`); the
-whole window is read on the first cycle, after a failed query, when the reader changed (Prometheus configured) or
-when the cycle's time is not on the grid of the last one (a jump back, or further than the window). An idle stack
-then reads a few points per series every cycle instead of its whole band (and never the rollups in the database).
+newest point again (samples of its step may land after it was read), and keeps the rest of the window from the
+cycles before (:class:`_Window`); the whole window is read on the first cycle, after a failed query, when the reader
+changed (Prometheus configured) or when the cycle's time is not on the grid of the last one (a jump back, or further
+than the window). An idle stack then reads a few points per series every cycle instead of its whole band (and never
+the rollups in the database).
 
 Bounded work: at most :data:`MAX_SERIES` series per signal and about :data:`MAX_EVENTS` events per cycle (the
 series not judged once it is reached are judged on the next cycle). One bad series
