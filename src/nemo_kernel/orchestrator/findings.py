@@ -20,7 +20,7 @@ a bottleneck episode: one ``analytics.bottleneck`` event, then one ``analytics.b
 (``cluster/<name>``), recorded with :func:`~nemo_kernel.store.events.record_event`, so they reach the bus through the
 outbox and the reactions see them.
 
-Incremental: cycles are evaluated on one grid of ``step`` seconds (the loop wakes at a fixed rate, and a cycle's
+Incremental: cycles are evaluated on one grid of ``step`` seconds (the loop wakes at its next point, and a cycle's
 time is snapped to the grid of the one before), and each point of a series aggregates only its own step, so a point
 once computed does not change. A cycle therefore asks only for the steps since the last one, and the last one's
 newest point again (samples of its step may land after it was read), and keeps the rest of the window from the
@@ -137,7 +137,6 @@ class FindingsWatch:
         """``reader`` returns the control plane's current reader (it may switch to Prometheus after this is built)."""
         self._db = db
         self._reader = reader
-        self._interval = settings.findings_interval
         self._hold = settings.bottleneck_for
         self._threshold = settings.bottleneck_threshold
         self.window = max(settings.anomaly_window, settings.bottleneck_for + 2 * settings.findings_interval)
@@ -148,12 +147,12 @@ class FindingsWatch:
         self.anomalies: Episodes[tuple[str, _Key]] = Episodes()
         self._restored = False
         self._windows: dict[str, _Window] = {}  # per signal query (series name): what the last cycles read
-        self._last_at: float | None = None
+        self.evaluated_at: float | None = None
+        """The time the last cycle was evaluated at (unix seconds, on the grid; None before the first)."""
 
     async def run(self) -> None:
         """Run a cycle every interval until cancelled; a failing cycle is logged and the next one tried."""
         while True:
-            started = time.time()
             try:
                 await self.run_once()
             except asyncio.CancelledError:
@@ -162,9 +161,11 @@ class FindingsWatch:
                 log.warning("findings: the metrics backend cannot answer (%s); retrying", exc)
             except Exception:
                 log.exception("findings cycle failed; retrying")
-            # A fixed rate, not a fixed pause: the next cycle then falls on the grid of this one (see the module
-            # docstring) with no lag, so it reads one new step.
-            await asyncio.sleep(max(0.0, started + self._interval - time.time()))
+            # Until the next point of the grid (see the module docstring), not for a fixed pause: the next cycle is
+            # then evaluated at the time it runs, not up to a step before, and reads one new step. The grid's step
+            # is the interval (longer only when the window would hold more than MAX_POINTS).
+            assert self.evaluated_at is not None  # run_once sets it first
+            await asyncio.sleep(max(0.0, self.evaluated_at + self.step - time.time()))
 
     async def run_once(self, at: float | None = None) -> list[Finding]:
         """One cycle evaluated at ``at`` (default now; snapped back onto the grid of the cycle before, less than
@@ -195,10 +196,10 @@ class FindingsWatch:
     def _on_grid(self, at: float) -> float:
         """``at`` moved back onto the grid of the last cycle (whole steps after it) when it follows it within the
         window; else ``at`` itself, and it starts a new grid."""
-        last, self._last_at = self._last_at, at
+        last, self.evaluated_at = self.evaluated_at, at
         if last is not None and last <= at < last + self.window:
-            self._last_at = last + math.floor((at - last) / self.step) * self.step
-        return self._last_at
+            self.evaluated_at = last + math.floor((at - last) / self.step) * self.step
+        return self.evaluated_at
 
     def _judge(self, o: Observation) -> list[Finding]:
         found: list[Finding] = []
