@@ -26,8 +26,8 @@ once computed does not change. A cycle therefore asks only for the steps since t
 newest point again (samples of its step may land after it was read), and keeps the rest of the window from the
 cycles before (:class:`_Window`); the whole window is read on the first cycle, after a failed query, when the reader
 changed (Prometheus configured) or when the cycle's time is not on the grid of the last one (a jump back, or further
-than the window). An idle stack then reads a few points per series every cycle instead of its whole band (and never
-the rollups in the database).
+than the window). An idle stack then reads a few points per series every cycle instead of its whole band (and the
+rollups in the database only on a whole-window read, while the stack is younger than the window).
 
 Bounded work: at most :data:`MAX_SERIES` series per signal and about :data:`MAX_EVENTS` events per cycle (the
 series not judged once it is reached are judged on the next cycle). One bad series
