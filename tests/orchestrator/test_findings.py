@@ -9,6 +9,7 @@ its command, samples written into its embedded store, and cycles evaluated at ch
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -140,3 +141,52 @@ async def test_a_restart_does_not_report_an_ongoing_bottleneck_again(plane: Cont
     assert EventKind.ANALYTICS_BOTTLENECK not in {f.kind for f in found}
     [cleared] = await restarted.run_once(at=start + 1515)
     assert cleared.kind is EventKind.ANALYTICS_BOTTLENECK_CLEARED and "back under" in cleared.message
+
+
+async def test_a_cycle_that_reads_only_the_new_steps_sees_what_reading_the_whole_window_sees(
+    plane: ControlPlane,
+) -> None:
+    # The loop reads the steps since its last cycle and keeps the rest of the window; a new watch reads it whole.
+    # Samples arrive as the collector writes them, those of a cycle's last 5 s only after the cycle ran (late):
+    # the next cycle still counts them, so both see the same points but the newest one at every cycle.
+    replica = await _running_replica(plane)
+    start = time.time() - 1800
+    samples = sorted(_history(replica, start, start + 1800), key=lambda s: s.timestamp)
+    ingested = 0
+
+    def ingest_until(t: float) -> None:
+        nonlocal ingested
+        arrived = [s for s in samples[ingested:] if s.timestamp <= t]
+        plane.metrics_store.ingest(arrived)
+        ingested += len(arrived)
+
+    for k in range(40, 100):
+        at = start + k * 15.0
+        ingest_until(at - STEP)
+        incremental, _ = await plane.findings._observe(at)
+        ingest_until(at)
+        whole, _ = await FindingsWatch(plane.db, lambda: plane.metrics, plane.settings)._observe(at)
+        assert len(incremental) == len(whole) == 4  # replica and node, CPU and memory
+        for mine, theirs in zip(incremental, whole, strict=True):
+            assert (mine.key, mine.capacity) == (theirs.key, theirs.capacity)
+            assert mine.points[:-1] == theirs.points[:-1] and mine.points[-1][0] == theirs.points[-1][0]
+
+
+async def test_the_loop_evaluates_each_cycle_when_it_runs(plane: ControlPlane) -> None:
+    # Cycles are on one grid (each reads only the new step) and the loop wakes at its points: a cycle's time is
+    # the time it ran, not up to a step before, so nothing is found later than the interval says.
+    watch = FindingsWatch(plane.db, lambda: plane.metrics, plane.settings.model_copy(update={"findings_interval": 1}))
+    loop = asyncio.create_task(watch.run())
+    cycles: list[tuple[float, float]] = []  # (evaluated at, seen at)
+    try:
+        deadline = time.monotonic() + 30
+        while len(cycles) < 4:
+            assert time.monotonic() < deadline, "the loop stopped"
+            if watch.evaluated_at is not None and (not cycles or watch.evaluated_at != cycles[-1][0]):
+                cycles.append((watch.evaluated_at, time.time()))
+            await asyncio.sleep(0.005)  # yields to the loop between looks at its last cycle
+    finally:
+        loop.cancel()
+    for (before, _), (at, seen) in itertools.pairwise(cycles):
+        assert at - before == pytest.approx(watch.step)
+        assert 0 <= seen - at < watch.step

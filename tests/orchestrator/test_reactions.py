@@ -152,6 +152,40 @@ async def test_an_idle_pass_reads_only_the_newest_event_id(database: Database) -
     assert calls[-3:] == [newest] * 3
 
 
+async def test_a_full_pass_writes_nothing_until_an_event_can_leave_the_window(database: Database) -> None:
+    # Full passes (every 30 s when idle) move the watermarks past settled events older than the window: while the
+    # events above a watermark are all younger than that, there is nothing to move and nothing to write.
+    registry = Reactions()
+    calls: list[int] = []
+    for name in ("restart", "audit"):
+        registry.on(CRASHED, name=name)(reacting(name, calls))
+    dispatcher = ReactionDispatcher(database, registry, window=300, full_pass=0)
+    crash(database, "a-0")
+    await drive(dispatcher, lambda: len(calls) == 2, "both reactions")
+    await dispatcher.run_once(full=True)  # the reactions' own writes are events too: one more pass settles them
+
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    sql_events.listen(database.engine, "before_cursor_execute", count)
+    try:
+        for _ in range(3):
+            assert await dispatcher.run_once(full=True) == 0
+    finally:
+        sql_events.remove(database.engine, "before_cursor_execute", count)
+    writes = [q for q in statements if q.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE", "BEGIN IMM"))]
+    assert writes == [] and not any("reaction_watermarks" in q for q in statements), statements
+    # The same events with a window of zero: they are out of it at once, and the watermarks pass them.
+    passing = ReactionDispatcher(database, registry, window=0, full_pass=0)
+    await passing.run_once(full=True)
+    with database.snapshot() as s:
+        newest = s.scalar(select(func.max(EventRow.id)))
+        marks = s.scalars(select(ReactionWatermarkRow.settled_through)).all()
+    assert sorted(marks) == [newest, newest]
+
+
 async def test_two_dispatchers_on_one_store_run_each_event_once(database: Database) -> None:
     registry = Reactions()
     calls: list[int] = []

@@ -48,6 +48,9 @@ class GatewayProcess:
         self.database_url = database_url
         self.log_file = log_file
         self.proc: subprocess.Popen[bytes] | None = None
+        # The child looks at the store when a byte arrives here (``wake``), and polls only once a second besides.
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_write, False)
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # a restart and a stop never interleave
         self._watcher: threading.Thread | None = None
@@ -57,6 +60,12 @@ class GatewayProcess:
         with db.transaction() as session:
             if gateway_store.seed(session, api_url, initial):
                 log.info("gateway configuration seeded (service %s -> %s)", gateway_store.API_SERVICE, api_url)
+
+    def wake(self) -> None:
+        """Tell the child that something was committed (from any thread; never blocks)."""
+        # A full pipe already holds a wake-up the child has not read; a closed one, a child that is gone.
+        with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
+            os.write(self._wake_write, b"\0")
 
     def start(self) -> None:
         """Start the child, and a watcher thread that starts it again should it die while we run.
@@ -83,13 +92,14 @@ class GatewayProcess:
                 self._spawn()
 
     def _spawn(self) -> None:
-        fd = self.sock.fileno()
+        fd, wake = self.sock.fileno(), self._wake_read
         with self.log_file.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nemo_kernel.access.gateway", "--fd", str(fd), "--parent-pid", str(os.getpid())],
+                [sys.executable, "-m", "nemo_kernel.access.gateway", "--fd", str(fd), "--parent-pid", str(os.getpid()),
+                 "--wake-fd", str(wake)],
                 # the URL may hold a password: the environment, unlike argv, is not readable by other users
                 env={**os.environ, DATABASE_URL_ENV: self.database_url},
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, pass_fds=(fd,),
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, pass_fds=(fd, wake),
             )  # fmt: skip
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -111,3 +121,6 @@ class GatewayProcess:
             self._watcher.join(timeout)
         self.proc = None
         self.sock.close()
+        # The write end stays open: a commit racing with this stop then writes to a pipe nobody reads (refused,
+        # quietly), never to whatever file would reuse its number.
+        os.close(self._wake_read)

@@ -143,6 +143,7 @@ def serve(settings: Settings) -> None:
     if gateway_sock is not None:
         gateway = GatewayProcess(gateway_sock, plane.db.url.render_as_string(hide_password=False),
                                  settings.data_dir / "gateway.log")  # fmt: skip
+        plane.db.after_commit(gateway.wake)  # it looks at the store after our commits, not ten times a second
 
     # The demo ships with the source tree, not with the wheel: name it only where it is.
     example = Path("examples/demo-workload.yaml")

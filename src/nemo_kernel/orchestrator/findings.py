@@ -20,6 +20,15 @@ a bottleneck episode: one ``analytics.bottleneck`` event, then one ``analytics.b
 (``cluster/<name>``), recorded with :func:`~nemo_kernel.store.events.record_event`, so they reach the bus through the
 outbox and the reactions see them.
 
+Incremental: cycles are evaluated on one grid of ``step`` seconds (the loop wakes at its next point, and a cycle's
+time is snapped to the grid of the one before), and each point of a series aggregates only its own step, so a point
+once computed does not change. A cycle therefore asks only for the steps since the last one, and the last one's
+newest point again (samples of its step may land after it was read), and keeps the rest of the window from the
+cycles before (:class:`_Window`); the whole window is read on the first cycle, after a failed query, when the reader
+changed (Prometheus configured) or when the cycle's time is not on the grid of the last one (a jump back, or further
+than the window). An idle stack then reads a few points per series every cycle instead of its whole band (and the
+rollups in the database only on a whole-window read, while the stack is younger than the window).
+
 Bounded work: at most :data:`MAX_SERIES` series per signal and about :data:`MAX_EVENTS` events per cycle (the
 series not judged once it is reached are judged on the next cycle). One bad series
 (or one failing query) is logged and skipped; the others go on. Open episodes are kept in memory (bounded by the
@@ -68,6 +77,7 @@ RESTORED_EVENTS = 10_000
 """Bottleneck events (and clears) read back on the first cycle to re-open the episodes still going on."""
 
 _MIB = 1 << 20
+_ON_GRID = 1e-3  # steps: how far a cycle's time may be from a whole number of steps after the last and be on its grid
 _Key = tuple[tuple[str, str], ...]  # a series' identifying labels, in a fixed order
 _REPLICA = ("namespace", "workload", "replica", "cluster", "node")
 _NODE = ("cluster", "node")
@@ -127,7 +137,6 @@ class FindingsWatch:
         """``reader`` returns the control plane's current reader (it may switch to Prometheus after this is built)."""
         self._db = db
         self._reader = reader
-        self._interval = settings.findings_interval
         self._hold = settings.bottleneck_for
         self._threshold = settings.bottleneck_threshold
         self.window = max(settings.anomaly_window, settings.bottleneck_for + 2 * settings.findings_interval)
@@ -137,6 +146,9 @@ class FindingsWatch:
         self.bottlenecks: Episodes[tuple[str, _Key]] = Episodes()
         self.anomalies: Episodes[tuple[str, _Key]] = Episodes()
         self._restored = False
+        self._windows: dict[str, _Window] = {}  # per signal query (series name): what the last cycles read
+        self.evaluated_at: float | None = None
+        """The time the last cycle was evaluated at (unix seconds, on the grid; None before the first)."""
 
     async def run(self) -> None:
         """Run a cycle every interval until cancelled; a failing cycle is logged and the next one tried."""
@@ -149,11 +161,16 @@ class FindingsWatch:
                 log.warning("findings: the metrics backend cannot answer (%s); retrying", exc)
             except Exception:
                 log.exception("findings cycle failed; retrying")
-            await asyncio.sleep(self._interval)  # the cycle's period, not a synchronisation
+            # Until the next point of the grid (see the module docstring), not for a fixed pause: the next cycle is
+            # then evaluated at the time it runs, not up to a step before, and reads one new step. The grid's step
+            # is the interval (longer only when the window would hold more than MAX_POINTS).
+            assert self.evaluated_at is not None  # run_once sets it first
+            await asyncio.sleep(max(0.0, self.evaluated_at + self.step - time.time()))
 
     async def run_once(self, at: float | None = None) -> list[Finding]:
-        """One cycle evaluated at ``at`` (default now): the findings it recorded as events."""
-        at = time.time() if at is None else at
+        """One cycle evaluated at ``at`` (default now; snapped back onto the grid of the cycle before, less than
+        one step, when it follows it within the window): the findings it recorded as events."""
+        at = self._on_grid(time.time() if at is None else at)
         if not self._restored:
             await asyncio.to_thread(self._restore)
             self._restored = True
@@ -175,6 +192,14 @@ class FindingsWatch:
         if findings:
             await asyncio.to_thread(self._record, findings)
         return findings
+
+    def _on_grid(self, at: float) -> float:
+        """``at`` moved back onto the grid of the last cycle (whole steps after it) when it follows it within the
+        window; else ``at`` itself, and it starts a new grid."""
+        last, self.evaluated_at = self.evaluated_at, at
+        if last is not None and last <= at < last + self.window:
+            self.evaluated_at = last + math.floor((at - last) / self.step) * self.step
+        return self.evaluated_at
 
     def _judge(self, o: Observation) -> list[Finding]:
         found: list[Finding] = []
@@ -287,28 +312,46 @@ class FindingsWatch:
     async def _range(
         self, series: n.SeriesName, aggregation: Aggregation, by: tuple[str, ...], at: float
     ) -> dict[_Key, Points] | None:
-        """One signal's series over the window, keyed by their ``by`` labels; ``None`` if the query failed."""
-        query = MetricsQuery(Selector(series.name), self.window, aggregation, step=self.step, by=by, at=at)
+        """One signal's series over the window, keyed by their ``by`` labels; ``None`` if the query failed.
+
+        Reads only the steps since the signal's last answer (and its newest point again) when that answer is on this
+        cycle's grid and from the same reader; else the whole window (see the module docstring)."""
+        reader = self._reader()
+        known = self._windows.pop(series.name, None)
+        whole = math.floor(self.window / self.step)  # steps of the whole window, ending at `at`: on its grid
+        after = (at - known.at) / self.step if known is not None and known.reader is reader else -1.0
+        if 0 <= after < whole and abs(after - round(after)) < _ON_GRID:
+            # A range's grid holds both its ends: the last answer's newest point is read again (samples of its
+            # step may have landed after it was read).
+            steps = max(1, round(after))
+        else:
+            steps, known = whole, None
+        query = MetricsQuery(Selector(series.name), steps * self.step, aggregation, step=self.step, by=by, at=at)
         try:
-            result = await self._reader().query(query)
+            result = await reader.query(query)
         except MetricsUnavailable:
             raise
         except Exception:
             log.exception("findings: query of %s failed; that signal is skipped this cycle", series.name)
             return None
-        found = {}
-        if len(result.series) > MAX_SERIES:
-            log.warning("findings: %s has %d series, looking at %d", series.name, len(result.series), MAX_SERIES)
-        for s in result.series[:MAX_SERIES]:
+        fresh = {}
+        for s in result.series:
             if s.points:
-                found[tuple((label, s.labels.get(label, "")) for label in by)] = s.points
-        return found
+                fresh[tuple((label, s.labels.get(label, "")) for label in by)] = s.points
+        window = _Window(reader, at, fresh)
+        if known is not None:
+            window.series = known.merged(fresh, at - whole * self.step, at - steps * self.step, self.step / 2)
+        if len(window.series) > MAX_SERIES:
+            log.warning("findings: %s has %d series, looking at %d", series.name, len(window.series), MAX_SERIES)
+            window.series = dict(list(window.series.items())[:MAX_SERIES])
+        self._windows[series.name] = window
+        return window.series
 
     def _replica_requests(self, ids: set[str]) -> dict[str, tuple[float, float]]:
         """CPU cores and memory bytes each replica requested (what its usage is a share of)."""
         out: dict[str, tuple[float, float]] = {}
         ordered = sorted(ids)
-        with self._db.transaction() as s:
+        with self._db.snapshot() as s:  # a read: it waits for no writer
             for start in range(0, len(ordered), 500):  # bounded IN lists
                 rows = s.execute(
                     select(ReplicaRow.id, ReplicaRow.cpu_request, ReplicaRow.memory_request_mib).where(
@@ -338,6 +381,27 @@ class FindingsWatch:
         with self._db.transaction() as s:
             for f in findings:
                 events.record_event(s, f.kind, f.subject, f.message, **f.data)
+
+
+@dataclass(slots=True)
+class _Window:
+    """One signal query's series over the trailing window as of ``at``, and the reader that answered it."""
+
+    reader: MetricsReader
+    at: float
+    series: dict[_Key, Points]
+
+    def merged(self, fresh: Mapping[_Key, Points], start: float, since: float, slack: float) -> dict[_Key, Points]:
+        """The series with the points of ``fresh`` (read from ``since`` on) instead of those kept from ``since``
+        on, and without the points before ``start`` (out of the window now); a series left with none is gone.
+        Grid times are sums of floats: they are compared with ``slack`` (half a step)."""
+        out: dict[_Key, Points] = {}
+        for key in sorted(self.series.keys() | fresh.keys()):  # the order of a whole-window answer
+            kept = [p for p in self.series.get(key, ()) if start - slack <= p[0] < since - slack]
+            points = kept + list(fresh.get(key, ()))
+            if points:
+                out[key] = points
+        return out
 
 
 def _labels_of(signal: str) -> tuple[str, ...]:

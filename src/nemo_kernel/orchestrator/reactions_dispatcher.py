@@ -31,7 +31,8 @@ looks), when a retry is due, and otherwise every ``NEMO_STORE_POLL_INTERVAL`` se
 Such a poll first reads the newest event id (one indexed lookup) and does nothing more when it is the one the last
 complete pass saw and no retry is due. A pass of every reaction still runs at least every ``full_pass`` seconds
 (5 by default) of polling: it picks up an event whose transaction committed after a newer one (the PostgreSQL case
-above) and moves the watermarks on.
+above) and moves the watermarks on. A watermark is looked at only once it can move: when the oldest event above it
+is out of the window (until then it takes no write lock and writes nothing).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class ReactionDispatcher:
         self._batch = batch
         self._full_pass = full_pass
         self._watermarks: dict[str, int] = {}
+        self._advance_due: dict[str, float] = {}  # monotonic time before which a watermark cannot move
         self._retries: dict[tuple[str, int], _Retry] = {}
         self._seen_newest: int | None = None  # the newest event id when the last pass handled everything it found
         self._next_full = 0.0  # monotonic time of the next pass that runs whatever the newest id
@@ -249,26 +251,35 @@ class ReactionDispatcher:
         log.error("reaction %s gave up on event %d after %d attempts", reaction.name, event.id, retry.attempts)
 
     def _advance(self, reaction: Reaction) -> None:
-        """Move the watermark past the events that are settled and older than the window (module docstring)."""
+        """Move the watermark past the events that are settled and older than the window (module docstring); not
+        before the oldest event above it is out of the window, the earliest it can move."""
+        now = time.monotonic()
+        if now < self._advance_due.get(reaction.name, 0.0):
+            return
         watermark = self._watermark(reaction)
         with self._db.transaction() as s:
             first_open = s.scalar(select(func.min(EventRow.id)).where(*self._open_events(reaction, watermark)))
             # Events of every kind count: the watermark passes the others too, so that the range each pass scans
             # stays about one window long even for a reaction to a rare kind.
-            settled = select(func.max(EventRow.id)).where(
-                EventRow.id > watermark, EventRow.created_at < utcnow() - self._window
-            )
+            cutoff = utcnow() - self._window
+            settled = select(func.max(EventRow.id)).where(EventRow.id > watermark, EventRow.created_at < cutoff)
             if first_open is not None:
                 settled = settled.where(EventRow.id < first_open)
             through = s.scalar(settled)
-            if through is None:
-                return
-            s.execute(
-                update(ReactionWatermarkRow)
-                .where(ReactionWatermarkRow.reaction == reaction.name, ReactionWatermarkRow.settled_through < through)
-                .values(settled_through=through, updated_at=utcnow())
-            )
-        self._watermarks[reaction.name] = through
+            if through is not None:
+                s.execute(
+                    update(ReactionWatermarkRow)
+                    .where(
+                        ReactionWatermarkRow.reaction == reaction.name, ReactionWatermarkRow.settled_through < through
+                    )
+                    .values(settled_through=through, updated_at=utcnow())
+                )
+            # An event committed later with an older time (PostgreSQL) only makes this later than it could be.
+            oldest = s.scalar(select(func.min(EventRow.created_at)).where(EventRow.id > (through or watermark)))
+        if through is not None:
+            self._watermarks[reaction.name] = through
+        wait = self._window.total_seconds() if oldest is None else (oldest - cutoff).total_seconds()
+        self._advance_due[reaction.name] = now + max(0.0, wait)
 
 
 def _run_row(

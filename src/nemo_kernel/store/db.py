@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -104,8 +104,9 @@ class Database:
         # Loops that handle stored events (outbox, reactions, SLA acts, migrations, faults) wait on a wake-up set
         # after each commit that recorded one, instead of polling the event log.
         self._event_wakeups: weakref.WeakSet[Wakeup] = weakref.WeakSet()
+        self._commit_hooks: list[Callable[[], None]] = []
         event.listen(self._sessions, "after_flush", _note_events)
-        event.listen(self._sessions, "after_commit", self._signal_events)
+        event.listen(self._sessions, "after_commit", self._signal_commit)
         event.listen(self._sessions, "after_transaction_end", _forget_events)
 
     @property
@@ -148,7 +149,14 @@ class Database:
         sqlite_file = self.is_sqlite and bool(database) and database != ":memory:"
         return CommitWatch(database if sqlite_file else None)
 
-    def _signal_events(self, session: Session) -> None:
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` after every commit of this process, in the committing thread: it must be quick, never
+        raise and never use the store (it tells another process to look: ``nemo up``'s gateway)."""
+        self._commit_hooks.append(hook)
+
+    def _signal_commit(self, session: Session) -> None:
+        for hook in self._commit_hooks:
+            hook()
         if session.info.pop(_EVENTS_FLUSHED, False):
             for wakeup in list(self._event_wakeups):
                 wakeup.set()

@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--fd", type=int, default=None, help="serve on this inherited, listening socket")
     parser.add_argument("--parent-pid", type=int, default=None, help="stop when this parent process is gone")
+    parser.add_argument(
+        "--wake-fd", type=int, default=None, help="an inherited pipe the store's writer writes to after each commit"
+    )
     parser.add_argument("--access-log", action="store_true", help="write the JSON access log to stderr")
     args = parser.parse_args(argv)
     if args.parent_pid is not None:
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         Database(args.database_url),
         parent_pid=args.parent_pid,
         on_orphaned=lambda: os.kill(os.getpid(), signal.SIGTERM),
+        wake_fd=args.wake_fd,
     )
     serve_application(live.application(), args.host, args.port, sock=sock)
 

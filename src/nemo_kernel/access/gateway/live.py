@@ -5,6 +5,9 @@ configuration is read only when the revision changed, and a new :class:`Gateway`
 SQLite a poll first asks the store's commit counter (:class:`~nemo_kernel.store.signals.CommitWatch`, microseconds):
 when nobody committed since the last successful read, nothing can have changed and the poll reads nothing, so an
 idle gateway costs almost nothing while a change is still seen within one poll interval.
+Woken: the gateway ``nemo up`` starts is given the read end of a pipe (``wake_fd``) that its parent writes a byte
+to after each of its commits; it then looks at once, and polls only every :data:`WOKEN_POLL_INTERVAL` for another
+process's commits (an idle gateway wakes once a second instead of ten times).
 Requests already in flight finish on the gateway they started on; new ones go to the new one. The store only ever
 holds valid configurations, so a rebuild cannot fail on bad input; should it fail anyway (database down), the
 current gateway keeps serving.
@@ -39,6 +42,11 @@ RETIRE_AFTER = 120.0
 FROZEN_HEADER = ("Nemo-State", "frozen")
 #: Seconds between two such early looks at most, however many frozen answers arrive.
 EARLY_REFRESH_GAP = 0.02
+#: Seconds between polls of the store by a gateway nobody wakes.
+DEFAULT_POLL_INTERVAL = 0.1
+#: Seconds between polls of a gateway its parent wakes after each of its commits: how late another process's
+#: commit (none in ``nemo up``, where the API and the control plane are the parent) is seen at most.
+WOKEN_POLL_INTERVAL = 1.0
 
 
 class StoredGateway:
@@ -48,12 +56,16 @@ class StoredGateway:
         self,
         db: Database,
         *,
-        poll_interval: float = 0.1,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
         parent_pid: int | None = None,
         on_orphaned: Callable[[], None] | None = None,
+        wake_fd: int | None = None,
     ) -> None:
+        """``wake_fd``: the read end of a pipe the writer of the store writes to after each commit (see the module
+        docstring); polls are then :data:`WOKEN_POLL_INTERVAL` apart, unless ``poll_interval`` is longer."""
         self.db = db
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval if wake_fd is None else max(poll_interval, WOKEN_POLL_INTERVAL)
+        self._wake_fd = wake_fd
         self.metrics = GatewayMetrics()
         self.stores = CounterStores()
         self.revision: int | None = None
@@ -64,7 +76,8 @@ class StoredGateway:
         self._on_orphaned = on_orphaned
         self._tasks: set[asyncio.Task[None]] = set()
         self._retiring: set[Gateway] = set()
-        self._look_again = asyncio.Event()
+        self._look_again = asyncio.Event()  # a frozen answer, or a commit of the parent (wake_fd)
+        self._frozen = False  # a frozen answer asked for the look: it reads whatever the commit counter says
         self._commits = db.commit_watch()
         self._read_at: int | None = None  # the commit counter at the last successful read (None: unknown)
 
@@ -83,6 +96,7 @@ class StoredGateway:
             return web.json_response(error_body("unavailable", "gateway configuration not loaded yet"), status=503)
         response = await gateway.handle(request)
         if response.status == 503 and response.headers.get(FROZEN_HEADER[0]) == FROZEN_HEADER[1]:
+            self._frozen = True
             self._look_again.set()
         return response
 
@@ -130,7 +144,27 @@ class StoredGateway:
         task.add_done_callback(self._tasks.discard)
 
     async def _start(self, _app: web.Application) -> None:
+        if self._wake_fd is not None:
+            os.set_blocking(self._wake_fd, False)
+            asyncio.get_running_loop().add_reader(self._wake_fd, self._woken)
         self._spawn(self._poll())
+
+    def _woken(self) -> None:
+        """The parent committed: look again now (the bytes say only that; many commits are one look)."""
+        assert self._wake_fd is not None
+        try:
+            written = os.read(self._wake_fd, 4096)
+        except BlockingIOError:
+            return
+        if written:
+            self._look_again.set()
+            return
+        # The parent closed its end (it is gone: the poll looks at once): nobody wakes us any more, so poll as
+        # often as an unwoken gateway.
+        asyncio.get_running_loop().remove_reader(self._wake_fd)
+        self._wake_fd = None
+        self.poll_interval = min(self.poll_interval, DEFAULT_POLL_INTERVAL)
+        self._look_again.set()
 
     async def _poll(self) -> None:
         while True:
@@ -140,8 +174,9 @@ class StoredGateway:
                 if self._on_orphaned is not None:
                     self._on_orphaned()
                 return
-            forced = self._look_again.is_set()
+            forced, self._frozen = self._frozen, False
             self._look_again.clear()
+            looked = asyncio.get_running_loop().time()
             try:
                 commits = self._commits.look()
                 if forced or commits is None or commits != self._read_at:
@@ -150,16 +185,20 @@ class StoredGateway:
                     self._read_at = commits
             except Exception:  # the database may be briefly unavailable; keep serving the last good config
                 log.warning("reading the gateway configuration failed; retrying", exc_info=True)
-            # One timer per cycle while nothing asks for an early look (an idle gateway wakes ten times a second,
-            # not twenty); an early look comes EARLY_REFRESH_GAP after the frozen answer that asked for it, so that
-            # however many arrive, looks are that far apart at least.
+            # One timer per cycle while nothing asks for an early look; an early look comes EARLY_REFRESH_GAP after
+            # the frozen answer that asked for it, so that however many arrive, looks are that far apart at least;
+            # one for the parent's commits comes no sooner than an unwoken gateway's next poll (a burst of commits
+            # costs no more looks than polling did).
             with contextlib.suppress(TimeoutError):  # asyncio.timeout: a cancellation is never swallowed
                 async with asyncio.timeout(self.poll_interval):
                     await self._look_again.wait()
             if self._look_again.is_set():
-                await asyncio.sleep(EARLY_REFRESH_GAP)
+                since = asyncio.get_running_loop().time() - looked
+                await asyncio.sleep(EARLY_REFRESH_GAP if self._frozen else max(0.0, DEFAULT_POLL_INTERVAL - since))
 
     async def _stop(self, _app: web.Application) -> None:
+        if self._wake_fd is not None:
+            asyncio.get_running_loop().remove_reader(self._wake_fd)
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -47,6 +47,7 @@ class LocalClusterDriver:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._pause = pause
+        self._endpoints: ProbeEndpoints | None = None  # the agent's, asked on first use (probe_endpoints)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -117,9 +118,12 @@ class LocalClusterDriver:
             await self._request("PUT", path, json=link.model_dump(mode="json"))
 
     async def probe_endpoints(self) -> ProbeEndpoints:
-        """Where the cluster's agent answers probes."""
-        response = await self._request("GET", "/v1/links")
-        return ProbeEndpoints.model_validate(response.json()["probe"])
+        """Where the cluster's agent answers probes: asked once, since an agent opens its echoes when it starts and
+        keeps them, and a driver talks to one agent (a new agent, even on the same port, gets a new driver)."""
+        if self._endpoints is None:
+            response = await self._request("GET", "/v1/links")
+            self._endpoints = ProbeEndpoints.model_validate(response.json()["probe"])
+        return self._endpoints
 
     async def probe_peer(self, peer: str, address: str, count: int) -> list[float | None]:
         """``count`` probes from the agent to ``address`` through its link to ``peer``."""
