@@ -48,7 +48,8 @@ class ParsedSpecs:
     """
 
     def __init__(self) -> None:
-        self._clusters: dict[str, tuple[str, ClusterSpec]] = {}
+        # name -> (stored text, spec, its nodes by name: (the document they were validated from, the node spec))
+        self._clusters: dict[str, tuple[str, ClusterSpec, dict[str, tuple[object, NodeSpec]]]] = {}
         self._nodes: dict[tuple[str, str], tuple[tuple[str, bool, float, int], NodeCandidate, NodeSpec]] = {}
 
     def cluster(self, name: str, text: str) -> ClusterSpec:
@@ -56,8 +57,10 @@ class ParsedSpecs:
         kept = self._clusters.get(name)
         if kept is not None and kept[0] == text:
             return kept[1]
-        spec = ClusterSpec.model_validate(json.loads(text))
-        self._clusters[name] = (text, spec)
+        document = json.loads(text)
+        spec = ClusterSpec.model_validate(document)
+        nodes = dict(zip((n.name for n in spec.nodes), zip(document["nodes"], spec.nodes, strict=True), strict=True))
+        self._clusters[name] = (text, spec, nodes)
         return spec
 
     def node(self, cluster: str, row: Row[int, str, bool, float, int, str]) -> NodeCandidate:
@@ -67,12 +70,22 @@ class ParsedSpecs:
         kept = self._nodes.get((cluster, row.name))
         if kept is not None and kept[0] == key:
             return kept[1]
-        spec = kept[2] if kept is not None and kept[0][0] == row.spec else NodeSpec.model_validate(json.loads(row.spec))
+        spec = kept[2] if kept is not None and kept[0][0] == row.spec else self._node_spec(cluster, row.name, row.spec)
         candidate = NodeCandidate.from_spec(
             spec, ready=row.ready, allocated_cpu=row.allocated_cpu, allocated_memory_mib=row.allocated_memory_mib
         )
         self._nodes[(cluster, row.name)] = (key, candidate, spec)
         return candidate
+
+    def _node_spec(self, cluster: str, name: str, text: str) -> NodeSpec:
+        """The node spec stored as ``text``: the one validated with its cluster's spec when the node row holds the
+        same document (as registration stores it), so a first load validates each node once, not twice."""
+        document = json.loads(text)
+        of_cluster = self._clusters.get(cluster)
+        validated = of_cluster[2].get(name) if of_cluster is not None else None
+        if validated is not None and validated[0] == document:
+            return validated[1]
+        return NodeSpec.model_validate(document)
 
     def keep(self, clusters: set[str]) -> None:
         """Forget the specs of clusters not in ``clusters`` (removed ones)."""

@@ -86,6 +86,14 @@ class Scheduling:
     def _place(
         self, s: Session, w: WorkloadRow, mine: list[StoredReplica], inventory: Inventory, given_up: set[str]
     ) -> bool:
+        # What it reads (the SLAs, the nodes' ids) and the queue's UPDATE depend on nothing it adds: without
+        # autoflush, its rows are written in one flush (bind_replicas') and the savepoint's, not one per statement.
+        with s.no_autoflush:
+            return self._place_unflushed(s, w, mine, inventory, given_up)
+
+    def _place_unflushed(
+        self, s: Session, w: WorkloadRow, mine: list[StoredReplica], inventory: Inventory, given_up: set[str]
+    ) -> bool:
         spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
         if spec is None:  # a catalogue entry is never queued; one queued before it became one has nothing to place
             _clear_queue(s, w.id, w.version)
