@@ -99,6 +99,14 @@ class _Cluster:
     nodes: dict[str, NodeCandidate]
 
 
+@dataclass(frozen=True)
+class Allocations:
+    """An inventory's accounting at one moment (:meth:`Inventory.allocations`)."""
+
+    nodes: dict[str, dict[str, NodeCandidate]]
+    table: NodeTable | None
+
+
 class Inventory:
     """Clusters and nodes with their capacity accounting, updated as a pass places replicas."""
 
@@ -169,6 +177,16 @@ class Inventory:
         if self._table is None:
             self._table = NodeTable.build(self.candidates({}))
         return self._table.with_hosted(hosted) if hosted else self._table
+
+    def allocations(self) -> Allocations:
+        """What :meth:`allocate` changes, to put back with :meth:`restore` (a pass whose writes were rolled back)."""
+        return Allocations({c.base.name: dict(c.nodes) for c in self._clusters}, self._table)
+
+    def restore(self, saved: Allocations) -> None:
+        """The accounting as it was when ``saved`` was taken by :meth:`allocations`."""
+        for c in self._clusters:
+            c.nodes = dict(saved.nodes[c.base.name])
+        self._table = saved.table
 
     def allocate(self, nodes: Sequence[tuple[str, str]], cpu: float, memory_mib: int) -> None:
         """Account the replicas a decision placed during this pass, one on each of ``nodes`` ((cluster, node); a

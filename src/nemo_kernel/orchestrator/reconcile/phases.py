@@ -16,7 +16,7 @@ from sqlalchemy import Row, Text, cast, select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import EventKind, ReplicaPhase, WorkloadDescriptor, WorkloadPhase
-from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
+from nemo_kernel.orchestrator.reconcile.records import isolated_together, replica_event
 from nemo_kernel.store import workloads
 from nemo_kernel.store.clusters import NOT_ANSWERING, leaving_clusters
 from nemo_kernel.store.events import record_event, workload_subject
@@ -196,6 +196,7 @@ def update_phases(s: Session, workload_ids: set[int]) -> None:
                 to_write[stored.id] = (stored.descriptor, mine.get(stored.id, []))
     if not to_write:
         return
+    updates = []
     for w in s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(list(to_write)))):
         descriptor, replicas = to_write[w.id]
         if w.deleting:
@@ -208,7 +209,8 @@ def update_phases(s: Session, workload_ids: set[int]) -> None:
                 )
                 s.delete(w)
             continue
-        isolated(s, w, "status update", partial(_update_phase, s, w, descriptor, replicas, leaving, migrating))
+        updates.append((w, partial(_update_phase, s, w, descriptor, replicas, leaving, migrating)))
+    isolated_together(s, updates, "status update")
 
 
 def _differs(w: _StoredWorkload, mine: list[StoredReplica], leaving: dict[str, str], migrating: set[str]) -> bool:
