@@ -37,7 +37,7 @@ from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database, clusters, events, workloads
 from nemo_kernel.store.events import workload_subject
 from nemo_kernel.store.migration_records import EVACUATION_ATTEMPTS
-from nemo_kernel.store.tables import MigrationRow, WorkloadRow
+from nemo_kernel.store.tables import ClusterRow, MigrationRow, NodeRow, ReplicaRow, WorkloadRow
 
 SIZES = [pytest.param(10, id="10-clusters"), pytest.param(1000, id="1000-clusters")]
 MAX_PASSES = 12  # every scenario settles in a handful of passes; more means it does not converge
@@ -499,6 +499,35 @@ async def test_a_placement_that_failed_is_tried_again_though_nothing_changed(
         s.execute(text("DROP TRIGGER refuse_decisions"))
     await plane.settle(lambda: plane.running("web"))
     assert EventKind.WORKLOAD_FAILED in plane.kinds("web")
+
+
+async def test_one_workload_failing_its_placement_holds_back_none_placed_in_the_same_pass(
+    make_plane: Callable[[int], Plane],
+) -> None:
+    # The pass places its queue together while none fails; this one's decision is refused (a trigger), after the
+    # first workload's writes and before the last's: both are placed in this very pass, each decided once, and the
+    # nodes account exactly the replicas bound to them.
+    plane = make_plane(10)
+    for name in ("first", "bad", "last"):
+        plane.apply(_workload(name))
+    with plane.db.transaction() as s:
+        bad = s.scalar(select(WorkloadRow.id).where(WorkloadRow.name == "bad"))
+        s.execute(
+            text(
+                "CREATE TRIGGER refuse_bad BEFORE INSERT ON placement_decisions "
+                f"WHEN NEW.workload_id = {int(bad or 0)} BEGIN SELECT RAISE(ABORT, 'decisions refused'); END"
+            )
+        )
+    await plane.engine.reconcile_once()
+    assert [len(plane.replicas(name)) for name in ("first", "bad", "last")] == [3, 0, 3]
+    assert EventKind.WORKLOAD_FAILED in plane.kinds("bad")
+    assert [plane.kinds(name).count(EventKind.PLACEMENT_DECIDED) for name in ("first", "last")] == [1, 1]
+    with plane.db.transaction() as s:
+        bound: dict[tuple[str, str], float] = {}
+        for r in s.scalars(select(ReplicaRow).where(ReplicaRow.desired.is_(True))):
+            bound[(r.cluster, r.node)] = bound.get((r.cluster, r.node), 0.0) + r.cpu_request
+        held = s.execute(select(ClusterRow.name, NodeRow.name, NodeRow.allocated_cpu).join(NodeRow)).all()
+        assert {(c, n): cpu for c, n, cpu in held if cpu} == bound
 
 
 async def test_removing_a_cluster_forgets_its_replicas_in_the_engine_too(make_plane: Callable[[int], Plane]) -> None:

@@ -80,7 +80,7 @@ def test_a_cluster_plan_sends_the_missing_removes_the_unwanted_and_forgets_what_
     plan = plan_cluster(rows, reported, {"sent": spec})
     assert plan.ensure == [spec]
     assert sorted(plan.remove) == ["stopping", "stranger"]
-    assert plan.forget == [gone]
+    assert plan.forget == ["gone"]
 
 
 @pytest.mark.parametrize(

@@ -48,7 +48,8 @@ class ParsedSpecs:
     """
 
     def __init__(self) -> None:
-        self._clusters: dict[str, tuple[str, ClusterSpec]] = {}
+        # name -> (stored text, spec, its nodes by name: (the document they were validated from, the node spec))
+        self._clusters: dict[str, tuple[str, ClusterSpec, dict[str, tuple[object, NodeSpec]]]] = {}
         self._nodes: dict[tuple[str, str], tuple[tuple[str, bool, float, int], NodeCandidate, NodeSpec]] = {}
 
     def cluster(self, name: str, text: str) -> ClusterSpec:
@@ -56,8 +57,10 @@ class ParsedSpecs:
         kept = self._clusters.get(name)
         if kept is not None and kept[0] == text:
             return kept[1]
-        spec = ClusterSpec.model_validate(json.loads(text))
-        self._clusters[name] = (text, spec)
+        document = json.loads(text)
+        spec = ClusterSpec.model_validate(document)
+        nodes = dict(zip((n.name for n in spec.nodes), zip(document["nodes"], spec.nodes, strict=True), strict=True))
+        self._clusters[name] = (text, spec, nodes)
         return spec
 
     def node(self, cluster: str, row: Row[int, str, bool, float, int, str]) -> NodeCandidate:
@@ -67,12 +70,22 @@ class ParsedSpecs:
         kept = self._nodes.get((cluster, row.name))
         if kept is not None and kept[0] == key:
             return kept[1]
-        spec = kept[2] if kept is not None and kept[0][0] == row.spec else NodeSpec.model_validate(json.loads(row.spec))
+        spec = kept[2] if kept is not None and kept[0][0] == row.spec else self._node_spec(cluster, row.name, row.spec)
         candidate = NodeCandidate.from_spec(
             spec, ready=row.ready, allocated_cpu=row.allocated_cpu, allocated_memory_mib=row.allocated_memory_mib
         )
         self._nodes[(cluster, row.name)] = (key, candidate, spec)
         return candidate
+
+    def _node_spec(self, cluster: str, name: str, text: str) -> NodeSpec:
+        """The node spec stored as ``text``: the one validated with its cluster's spec when the node row holds the
+        same document (as registration stores it), so a first load validates each node once, not twice."""
+        document = json.loads(text)
+        of_cluster = self._clusters.get(cluster)
+        validated = of_cluster[2].get(name) if of_cluster is not None else None
+        if validated is not None and validated[0] == document:
+            return validated[1]
+        return NodeSpec.model_validate(document)
 
     def keep(self, clusters: set[str]) -> None:
         """Forget the specs of clusters not in ``clusters`` (removed ones)."""
@@ -84,6 +97,14 @@ class ParsedSpecs:
 class _Cluster:
     base: ClusterCandidate
     nodes: dict[str, NodeCandidate]
+
+
+@dataclass(frozen=True)
+class Allocations:
+    """An inventory's accounting at one moment (:meth:`Inventory.allocations`)."""
+
+    nodes: dict[str, dict[str, NodeCandidate]]
+    table: NodeTable | None
 
 
 class Inventory:
@@ -156,6 +177,16 @@ class Inventory:
         if self._table is None:
             self._table = NodeTable.build(self.candidates({}))
         return self._table.with_hosted(hosted) if hosted else self._table
+
+    def allocations(self) -> Allocations:
+        """What :meth:`allocate` changes, to put back with :meth:`restore` (a pass whose writes were rolled back)."""
+        return Allocations({c.base.name: dict(c.nodes) for c in self._clusters}, self._table)
+
+    def restore(self, saved: Allocations) -> None:
+        """The accounting as it was when ``saved`` was taken by :meth:`allocations`."""
+        for c in self._clusters:
+            c.nodes = dict(saved.nodes[c.base.name])
+        self._table = saved.table
 
     def allocate(self, nodes: Sequence[tuple[str, str]], cpu: float, memory_mib: int) -> None:
         """Account the replicas a decision placed during this pass, one on each of ``nodes`` ((cluster, node); a

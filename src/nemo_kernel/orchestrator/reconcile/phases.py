@@ -16,7 +16,7 @@ from sqlalchemy import Row, Text, cast, select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import EventKind, ReplicaPhase, WorkloadDescriptor, WorkloadPhase
-from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
+from nemo_kernel.orchestrator.reconcile.records import isolated_together, replica_event
 from nemo_kernel.store import workloads
 from nemo_kernel.store.clusters import NOT_ANSWERING, leaving_clusters
 from nemo_kernel.store.events import record_event, workload_subject
@@ -187,18 +187,20 @@ def update_phases(s: Session, workload_ids: set[int]) -> None:
     leaving = leaving_clusters(s)
     migrating = moving_replicas(s)
     ids = sorted(workload_ids)
-    to_write: dict[int, list[StoredReplica]] = {}
+    to_write: dict[int, tuple[str, list[StoredReplica]]] = {}  # workload id -> (descriptor text, replicas)
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         mine = stored_replicas(s, chunk)
         for stored in s.execute(_WORKLOADS.where(WorkloadRow.id.in_(chunk))):
             if stored.deleting or _differs(stored, mine.get(stored.id, []), leaving, migrating):
-                to_write[stored.id] = mine.get(stored.id, [])
+                to_write[stored.id] = (stored.descriptor, mine.get(stored.id, []))
     if not to_write:
         return
+    updates = []
     for w in s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(list(to_write)))):
+        descriptor, replicas = to_write[w.id]
         if w.deleting:
-            if not to_write[w.id]:
+            if not replicas:
                 record_event(
                     s,
                     EventKind.WORKLOAD_DELETED,
@@ -207,7 +209,8 @@ def update_phases(s: Session, workload_ids: set[int]) -> None:
                 )
                 s.delete(w)
             continue
-        isolated(s, w, "status update", partial(_update_phase, s, w, to_write[w.id], leaving, migrating))
+        updates.append((w, partial(_update_phase, s, w, descriptor, replicas, leaving, migrating)))
+    isolated_together(s, updates, "status update")
 
 
 def _differs(w: _StoredWorkload, mine: list[StoredReplica], leaving: dict[str, str], migrating: set[str]) -> bool:
@@ -256,13 +259,24 @@ def _replaced(current: Sequence[R], leaving: Mapping[str, str]) -> Iterator[tupl
 
 
 def _update_phase(
-    s: Session, w: WorkloadRow, mine: list[StoredReplica], leaving: dict[str, str], migrating: set[str]
+    s: Session, w: WorkloadRow, descriptor: str, mine: list[StoredReplica], leaving: dict[str, str], migrating: set[str]
+) -> None:
+    """``descriptor``: the workload's descriptor as stored text (its shape is kept validated by that text).
+
+    Without autoflush: what it reads (the rows it releases, by id) does not depend on what it wrote, so its changes
+    are written once, when the savepoint ends, not before each statement."""
+    with s.no_autoflush:
+        _update_phase_unflushed(s, w, descriptor, mine, leaving, migrating)
+
+
+def _update_phase_unflushed(
+    s: Session, w: WorkloadRow, descriptor: str, mine: list[StoredReplica], leaving: dict[str, str], migrating: set[str]
 ) -> None:
     subject = workload_subject(w.namespace, w.name)
-    deployment = WorkloadDescriptor.model_validate(w.descriptor).deployment
-    if deployment is None:
+    shape = deployment_shape(descriptor)  # raises, for the savepoint to record, when the descriptor does not read
+    if shape is None:
         return  # a catalogue entry: Registered since it became one, with the reason as its message
-    wanted = deployment.replicas
+    wanted = shape.replicas
     current = [r for r in mine if r.desired and r.version == w.version]
     released = _release_replaced(s, subject, [r for r in current if r.id not in migrating], leaving)
     current = [r for r in current if r.id not in released]

@@ -17,7 +17,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.clusters import ClusterReport, ClusterUnreachable, ReplicaRejected, ReplicaSpec
@@ -39,8 +39,8 @@ class ClusterPlan:
 
     ensure: list[ReplicaSpec] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
-    forget: list[ReplicaRow] = field(default_factory=list)
-    """Rows released and already gone from the cluster: deleted from the store, nothing to send."""
+    forget: list[str] = field(default_factory=list)
+    """Ids of rows released and already gone from the cluster: deleted from the store, nothing to send."""
 
     def __bool__(self) -> bool:
         return bool(self.ensure or self.remove or self.forget)
@@ -78,6 +78,9 @@ class _Light(NamedTuple):
 
 
 _LIGHT = (ReplicaRow.id, ReplicaRow.cluster, ReplicaRow.desired, ReplicaRow.phase)
+_CHUNK = 500  # ids per IN (...) query
+# The session of a plan holds no replica to keep in step with a bulk DELETE (only those to send, not deleted).
+_NO_SYNC = {"synchronize_session": False}
 _PENDING = or_(
     and_(ReplicaRow.desired.is_(True), ReplicaRow.phase == ReplicaPhase.SCHEDULED.value),
     ReplicaRow.desired.is_(False),
@@ -103,7 +106,7 @@ def has_work(rows: Sequence[Placed], reported: set[str], leaving: dict[str, str]
     )
 
 
-def plan_cluster(rows: list[ReplicaRow], reported: set[str], specs: dict[str, ReplicaSpec]) -> ClusterPlan:
+def plan_cluster(rows: Sequence[Placed], reported: set[str], specs: dict[str, ReplicaSpec]) -> ClusterPlan:
     """One cluster's plan from its stored rows, the ids it reported and the specs of what is to be sent."""
     plan = ClusterPlan()
     desired = {r.id for r in rows if r.desired}
@@ -112,7 +115,7 @@ def plan_cluster(rows: list[ReplicaRow], reported: set[str], specs: dict[str, Re
         if r.id in reported:
             continue
         if not r.desired:
-            plan.forget.append(r)
+            plan.forget.append(r.id)
         elif r.id in specs:
             plan.ensure.append(specs[r.id])
     return plan
@@ -161,25 +164,23 @@ class Rollout:
         with self._db.transaction() as s:
             reported = {cluster: {rep.id for rep in report.replicas} for cluster, report in reports.items()}
             leaving = leaving_clusters(s)
-            # Plain tuples first: only the clusters with something to send, remove or forget are loaded as objects
-            # (in a steady fleet none are; a full pass over 100,000 replicas builds no object for the others).
+            # Plain tuples: the plan is made from them, and only the replicas to send are loaded as objects (their
+            # specs read more of the row). A cluster given one new replica holds a hundred others that are not.
             light: dict[str, list[_Light]] = defaultdict(list)
             for row in s.execute(select(*_LIGHT).where(ReplicaRow.cluster.in_(list(reports)))):
                 light[row.cluster].append(_Light(row.id, row.cluster, row.desired, row.phase))
             busy = [c for c, ids in reported.items() if has_work(light.get(c, []), ids, leaving)]
-            by_cluster: dict[str, list[ReplicaRow]] = defaultdict(list)
-            if busy:
-                for r in s.scalars(select(ReplicaRow).where(ReplicaRow.cluster.in_(busy))):
-                    by_cluster[r.cluster].append(r)
             reported = {c: reported[c] for c in busy}
-            unsent = [r for c, rows in by_cluster.items() for r in rows if to_send(r, reported[c], leaving)]
-            specs = _specs(s, unsent)
+            unsent = [r.id for c in busy for r in light[c] if to_send(r, reported[c], leaving)]
+            specs = _specs(s, _load(s, unsent))
+            forget: list[str] = []
             for cluster, ids in reported.items():
-                plan = plan_cluster(by_cluster.get(cluster, []), ids, specs)
-                for r in plan.forget:
-                    s.delete(r)
+                plan = plan_cluster(light.get(cluster, []), ids, specs)
+                forget += plan.forget
                 if plan.ensure or plan.remove:
                     plans[cluster] = plan
+            if forget:
+                s.execute(delete(ReplicaRow).where(ReplicaRow.id.in_(forget)), execution_options=_NO_SYNC)
         return plans
 
     async def _apply(self, cluster: str, plan: ClusterPlan) -> ClusterOutcome:
@@ -268,6 +269,15 @@ class Rollout:
                     )
                     s.delete(row)
             update_phases(s, {r.workload_id for r in rows.values()})
+
+
+def _load(s: Session, ids: list[str]) -> list[ReplicaRow]:
+    """The replica rows of ``ids`` as objects, in chunks of bound parameters every backend accepts."""
+    return [
+        r
+        for start in range(0, len(ids), _CHUNK)
+        for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(ids[start : start + _CHUNK])))
+    ]
 
 
 def _specs(s: Session, rows: list[ReplicaRow]) -> dict[str, ReplicaSpec]:

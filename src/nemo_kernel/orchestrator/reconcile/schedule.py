@@ -17,7 +17,7 @@ from nemo_kernel.domain import Detail, EventKind, ReplicaPhase, WorkloadDescript
 from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.placement import Inventory, ParsedSpecs
 from nemo_kernel.orchestrator.reconcile.phases import StoredReplica, left_to_placement, stored_replicas, update_phases
-from nemo_kernel.orchestrator.reconcile.records import isolated, replica_event
+from nemo_kernel.orchestrator.reconcile.records import isolated_together, replica_event
 from nemo_kernel.ppef.press import residency_constrained
 from nemo_kernel.store import Database, workloads
 from nemo_kernel.store.clusters import NOT_ANSWERING
@@ -67,23 +67,30 @@ class Scheduling:
             inventory = Inventory.load(s, self._specs)
             replicas = stored_replicas(s, queued)
             given_up = given_up_evacuations(s)
+            # Not those that fitted nowhere at this inventory and version: nothing changed for them since.
+            due = [w for w in queue if self.tried.get(w.id) != (inventory.generation, w.version)]
+            works = [(w, partial(self._place, s, w, replicas.get(w.id, []), inventory, given_up)) for w in due]
+            saved = inventory.allocations()
+            outcomes = isolated_together(s, works, "placement", undo=lambda: inventory.restore(saved))
             touched: set[int] = set()
-            for w in queue:
-                tried = (inventory.generation, w.version)
-                if self.tried.get(w.id) == tried:
-                    continue  # nothing changed since it last fitted nowhere
-                placed = isolated(
-                    s, w, "placement", partial(self._place, s, w, replicas.get(w.id, []), inventory, given_up)
-                )
+            for w, placed in zip(due, outcomes, strict=True):
                 if placed:
                     touched.add(w.id)
                 elif placed is False:
-                    self.tried[w.id] = tried
+                    self.tried[w.id] = (inventory.generation, w.version)
                 # None: it failed (recorded on the workload); tried again next pass, as the cause may pass (a
                 # busy database) and nothing else would bring it back while the inventory stays the same.
             update_phases(s, touched)
 
     def _place(
+        self, s: Session, w: WorkloadRow, mine: list[StoredReplica], inventory: Inventory, given_up: set[str]
+    ) -> bool:
+        # What it reads (the SLAs, the nodes' ids) and the queue's UPDATE depend on nothing it adds: without
+        # autoflush, its rows are written in one flush (bind_replicas') and the savepoint's, not one per statement.
+        with s.no_autoflush:
+            return self._place_unflushed(s, w, mine, inventory, given_up)
+
+    def _place_unflushed(
         self, s: Session, w: WorkloadRow, mine: list[StoredReplica], inventory: Inventory, given_up: set[str]
     ) -> bool:
         spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
