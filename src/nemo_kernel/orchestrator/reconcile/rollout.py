@@ -179,8 +179,9 @@ class Rollout:
                 forget += plan.forget
                 if plan.ensure or plan.remove:
                     plans[cluster] = plan
-            if forget:
-                s.execute(delete(ReplicaRow).where(ReplicaRow.id.in_(forget)), execution_options=_NO_SYNC)
+            for start in range(0, len(forget), _CHUNK):  # bounded IN lists, as `_load` (SQLite allows 32,766)
+                chunk = forget[start : start + _CHUNK]
+                s.execute(delete(ReplicaRow).where(ReplicaRow.id.in_(chunk)), execution_options=_NO_SYNC)
         return plans
 
     async def _apply(self, cluster: str, plan: ClusterPlan) -> ClusterOutcome:
