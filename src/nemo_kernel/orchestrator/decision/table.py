@@ -15,6 +15,7 @@ numpy without rebuilding anything else. Tables derived so share a memo of what d
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import operator
 import weakref
@@ -346,33 +347,42 @@ class NodeTable:
 
         def patch(was: tuple[object, ...], kept: npt.NDArray[_S], changed: list[int]) -> Patch[npt.NDArray[_S]] | None:
             """The kept values again, at the few of ``rows`` among the table rows where ``column`` changed."""
-            if was[1] is not rows or not self._ascending(rows):
+            if was[1] is not rows:
                 return None
-            size = len(rows)
-            found = np.searchsorted(rows, changed).tolist()
-            at = [i for i, row in zip(found, changed, strict=True) if i < size and rows[i] == row]
+            listed = self._ascending(rows)
+            if listed is None:
+                return None
+            # A few rows: bisecting a list costs less than a numpy search and its wrapper.
+            size = len(listed)
+            found = [bisect.bisect_left(listed, row) for row in changed]
+            at = [i for i, row in zip(found, changed, strict=True) if i < size and listed[i] == row]
             if not at:
                 return kept, []
             result = kept.copy()
             for i in at:  # a few: one by one costs less than building index arrays
-                result[i] = column[rows[i]]
+                result[i] = column[listed[i]]
             result.setflags(write=False)
             return result, at
 
         return self.derived(("gathered", key), (column, rows), gather, patch=patch)
 
-    def _ascending(self, rows: Ints) -> bool:
-        """Whether ``rows`` are in increasing order (as a decision's feasible rows are), so they can be searched."""
-        ascending: bool = self.derived(("ascending",), (rows,), lambda: bool(np.all(rows[1:] > rows[:-1])))
+    def _ascending(self, rows: Ints) -> list[int] | None:
+        """``rows`` as a list if they are in increasing order (as a decision's feasible rows are), so that they can
+        be bisected; else None. Kept with ``rows``, which a table's verdicts keep for many decisions."""
+
+        def listed() -> list[int] | None:
+            return rows.tolist() if bool(np.all(rows[1:] > rows[:-1])) else None
+
+        ascending: list[int] | None = self.derived(("ascending",), (rows,), listed)
         return ascending
 
     def record_patch(self, made: npt.NDArray[Any], source: npt.NDArray[Any], positions: Sequence[int]) -> None:
-        """Remember that ``made`` is a copy of ``source`` brought up to date at ``positions`` (at most ``_PATCHED``),
+        """Remember that ``made`` is a copy of ``source`` brought up to date at ``positions`` (in increasing order),
         so that values derived from ``source`` can be brought up to date there too (``derived``'s ``patch``).
 
         Weak references: a patch is of use only while both arrays are (kept values hold their inputs).
         """
-        patches: dict[int, tuple[weakref.ref[Any], weakref.ref[Any], Sequence[int]]] = self.memo("patches", dict)
+        patches = self._patches()
         if len(patches) >= _DERIVED:
             patches.clear()
         patches[id(made)] = (weakref.ref(made), weakref.ref(source), positions)
@@ -380,11 +390,18 @@ class NodeTable:
     def patched(self, made: object, source: object) -> Sequence[int] | None:
         """The positions at which ``made`` may differ from ``source``, if it was made from it by a patch
         (``record_patch``); else None."""
-        patches: dict[int, tuple[weakref.ref[Any], weakref.ref[Any], Sequence[int]]] = self.memo("patches", dict)
-        found = patches.get(id(made))
+        found = self._patches().get(id(made))
         if found is None or found[0]() is not made or found[1]() is not source:
             return None
         return found[2]
+
+    def _patches(self) -> dict[int, tuple[weakref.ref[Any], weakref.ref[Any], Sequence[int]]]:
+        """The patches recorded (``record_patch``), by the id of the array made; read twenty times a decision, so
+        without ``memo``'s call."""
+        patches = self._memo.get("patches")
+        if patches is None:
+            patches = self._memo["patches"] = {}
+        return cast(dict[int, tuple[weakref.ref[Any], weakref.ref[Any], Sequence[int]]], patches)
 
     def derived(
         self,
@@ -441,15 +458,21 @@ class NodeTable:
         of it), at most ``_PATCHED`` positions; else None."""
         if len(was) != len(now):
             return None
-        positions: set[int] = set()
+        first: Sequence[int] = ()
+        union: set[int] | None = None  # only when two inputs changed: one input's positions are already in order
         for before, after in zip(was, now, strict=True):
             if before is after:
                 continue
             changed = self.patched(after, before)
             if changed is None:
                 return None
-            positions.update(changed)
-        return sorted(positions) if len(positions) <= _PATCHED else None
+            if not first:
+                first = changed
+            else:
+                union = set(first) if union is None else union
+                union.update(changed)
+        positions = list(first) if union is None else sorted(union)
+        return positions if len(positions) <= _PATCHED else None
 
 
 def _read_only(values: Floats) -> Floats:
