@@ -36,6 +36,8 @@ _V = TypeVar("_V")
 Patch = tuple[_V, Sequence[int]]
 """What a ``patch`` gives: the value brought up to date, and the positions where it differs from the kept one."""
 _S = TypeVar("_S", bound=np.generic)
+_Patches = dict[int, tuple["weakref.ref[Any]", "weakref.ref[Any]", Sequence[int]]]
+"""The patches a table records (``record_patch``): the array made, its source and the positions, by id of the made."""
 _SIZES = 64
 """Request sizes (or other keys) whose derived columns a table keeps (``sized``, ``by_allocation``)."""
 _STEPS = 8
@@ -370,11 +372,12 @@ class NodeTable:
         """``rows`` as a list if they are in increasing order (as a decision's feasible rows are), so that they can
         be bisected; else None. Kept with ``rows``, which a table's verdicts keep for many decisions."""
 
-        def listed() -> list[int] | None:
-            return rows.tolist() if bool(np.all(rows[1:] > rows[:-1])) else None
-
-        ascending: list[int] | None = self.derived(("ascending",), (rows,), listed)
-        return ascending
+        # One slot, not ``derived``: asked for by every kept column a decision gathers, for the same rows.
+        found = self._memo.get("ascending")
+        if found is None or found[0] is not rows:
+            found = self._memo["ascending"] = (rows, rows.tolist() if bool(np.all(rows[1:] > rows[:-1])) else None)
+        listed: list[int] | None = found[1]
+        return listed
 
     def record_patch(self, made: npt.NDArray[Any], source: npt.NDArray[Any], positions: Sequence[int]) -> None:
         """Remember that ``made`` is a copy of ``source`` brought up to date at ``positions`` (in increasing order),
@@ -395,13 +398,13 @@ class NodeTable:
             return None
         return found[2]
 
-    def _patches(self) -> dict[int, tuple[weakref.ref[Any], weakref.ref[Any], Sequence[int]]]:
+    def _patches(self) -> _Patches:
         """The patches recorded (``record_patch``), by the id of the array made; read twenty times a decision, so
         without ``memo``'s call."""
         patches = self._memo.get("patches")
         if patches is None:
             patches = self._memo["patches"] = {}
-        return cast(dict[int, tuple[weakref.ref[Any], weakref.ref[Any], Sequence[int]]], patches)
+        return cast(_Patches, patches)
 
     def derived(
         self,
