@@ -296,32 +296,50 @@ class NodeTable:
         return cast(_V, found)
 
     def by_allocation(
-        self, key: Any, make: Callable[[], Floats], update: Callable[[Floats, list[int]], None]
+        self, key: Any, rows: Ints, make: Callable[[], Floats], update: Callable[[Floats, list[int]], None]
     ) -> Floats:
-        """A column derived from the table's allocation (and static columns), computed once per allocation
-        (``derived`` with the allocation arrays as inputs; read-only).
+        """A column at ``rows`` (read-only, aligned with them) derived from the table's allocation (and static
+        columns), computed once per allocation and rows (``derived`` with the allocation arrays and ``rows`` as
+        inputs). ``key`` names the column and every plain input (the request size).
 
-        A column kept for an allocation this table was derived from by a few ``with_allocated`` is copied and
-        brought up to date by ``update(column, rows)``, which recomputes it at the few rows whose allocation changed
-        (one by one, with the same float operations as ``make``): the scheduler places replicas between two decisions.
+        A column kept for the same ``rows`` and an allocation this table was derived from by a few ``with_allocated``
+        is copied and brought up to date by ``update(column, positions)``, which recomputes it at the positions of
+        ``rows`` whose allocation changed (one by one, with the same float operations as ``make``): the scheduler
+        places replicas between two decisions. Computed at the rows a decision reads, not at every row and then
+        gathered: one array per column and allocation instead of two.
         """
         kept: dict[Any, Any] = self.memo("derived", dict)
         name = ("by-allocation", key)
         found = kept.get(name)
-        inputs = (self.allocated_cpu, self.allocated_memory_mib)
+        inputs = (self.allocated_cpu, self.allocated_memory_mib, rows)
         if found is not None:
-            (was_cpu, was_memory), column = found
-            if was_cpu is self.allocated_cpu and was_memory is self.allocated_memory_mib:
-                return cast(Floats, column)
-            rows = self.changed_since(was_cpu, was_memory)
-            if rows is not None:
-                updated = column.copy()
-                update(updated, rows)
-                updated.setflags(write=False)
-                self.record_patch(updated, column, rows)
-                kept[name] = (inputs, updated)
-                return cast(Floats, updated)
+            (was_cpu, was_memory, was_rows), column = found
+            if was_rows is rows:
+                if was_cpu is self.allocated_cpu and was_memory is self.allocated_memory_mib:
+                    return cast(Floats, column)
+                changed = self.changed_since(was_cpu, was_memory)
+                positions = None if changed is None else self._positions(rows, changed)
+                if positions is not None:
+                    updated = column
+                    if positions:
+                        updated = column.copy()
+                        update(updated, positions)
+                        updated.setflags(write=False)
+                        self.record_patch(updated, column, positions)
+                    kept[name] = (inputs, updated)
+                    return cast(Floats, updated)
         return self.derived(name, inputs, make)
+
+    def _positions(self, rows: Ints, changed: Sequence[int]) -> list[int] | None:
+        """The positions in ``rows`` of those of the table rows ``changed`` (in order) that ``rows`` has, in order;
+        None if ``rows`` are not in increasing order (they cannot be searched)."""
+        listed = self._ascending(rows)
+        if listed is None:
+            return None
+        # A few rows: bisecting a list costs less than a numpy search and its wrapper.
+        size = len(listed)
+        found = [bisect.bisect_left(listed, row) for row in changed]
+        return [i for i, row in zip(found, changed, strict=True) if i < size and listed[i] == row]
 
     def changed_since(self, allocated_cpu: Floats, allocated_memory: Floats) -> list[int] | None:
         """The rows (in order) whose allocation changed since it was ``allocated_cpu`` and ``allocated_memory``, if
@@ -349,20 +367,14 @@ class NodeTable:
 
         def patch(was: tuple[object, ...], kept: npt.NDArray[_S], changed: list[int]) -> Patch[npt.NDArray[_S]] | None:
             """The kept values again, at the few of ``rows`` among the table rows where ``column`` changed."""
-            if was[1] is not rows:
+            at = self._positions(rows, changed) if was[1] is rows else None
+            if at is None:
                 return None
-            listed = self._ascending(rows)
-            if listed is None:
-                return None
-            # A few rows: bisecting a list costs less than a numpy search and its wrapper.
-            size = len(listed)
-            found = [bisect.bisect_left(listed, row) for row in changed]
-            at = [i for i, row in zip(found, changed, strict=True) if i < size and listed[i] == row]
             if not at:
                 return kept, []
             result = kept.copy()
             for i in at:  # a few: one by one costs less than building index arrays
-                result[i] = column[listed[i]]
+                result[i] = column[rows[i]]
             result.setflags(write=False)
             return result, at
 
