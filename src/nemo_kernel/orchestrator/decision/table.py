@@ -309,7 +309,9 @@ class NodeTable:
         gathered: one array per column and allocation instead of two.
         """
         kept: dict[Any, Any] = self.memo("derived", dict)
-        name = ("by-allocation", key)
+        # One value per set of rows (the id names it; the rows themselves are compared): decisions of workloads with
+        # other requirements in between each bring their own up to date, rather than computing it again.
+        name = ("by-allocation", key, id(rows))
         found = kept.get(name)
         inputs = (self.allocated_cpu, self.allocated_memory_mib, rows)
         if found is not None:
