@@ -40,6 +40,9 @@ _Patches = dict[int, tuple["weakref.ref[Any]", "weakref.ref[Any]", Sequence[int]
 """The patches a table records (``record_patch``): the array made, its source and the positions, by id of the made."""
 _SIZES = 64
 """Request sizes (or other keys) whose derived columns a table keeps (``sized``, ``by_allocation``)."""
+_ROW_SETS = 8
+"""Sets of rows (workloads' requirements) a ``by_allocation`` column is kept for: a scheduler deciding workloads of
+a few kinds in turn brings each one's up to date; past that the column starts over."""
 _STEPS = 8
 """``with_allocated`` steps a table remembers (``by_allocation``)."""
 _PATCHED = 64
@@ -299,8 +302,9 @@ class NodeTable:
         self, key: Any, rows: Ints, make: Callable[[], Floats], update: Callable[[Floats, list[int]], None]
     ) -> Floats:
         """A column at ``rows`` (read-only, aligned with them) derived from the table's allocation (and static
-        columns), computed once per allocation and rows (``derived`` with the allocation arrays and ``rows`` as
-        inputs). ``key`` names the column and every plain input (the request size).
+        columns), computed once per allocation and rows (kept with the allocation arrays and ``rows``, compared by
+        identity, for up to ``_ROW_SETS`` sets of rows per key). ``key`` names the column and every plain input (the
+        request size).
 
         A column kept for the same ``rows`` and an allocation this table was derived from by a few ``with_allocated``
         is copied and brought up to date by ``update(column, positions)``, which recomputes it at the positions of
@@ -308,11 +312,15 @@ class NodeTable:
         places replicas between two decisions. Computed at the rows a decision reads, not at every row and then
         gathered: one array per column and allocation instead of two.
         """
-        kept: dict[Any, Any] = self.memo("derived", dict)
-        # One value per set of rows (the id names it; the rows themselves are compared): decisions of workloads with
-        # other requirements in between each bring their own up to date, rather than computing it again.
-        name = ("by-allocation", key, id(rows))
-        found = kept.get(name)
+        # Kept apart from ``derived``, per key and set of rows (the id names them; the rows themselves are compared):
+        # decisions of workloads with other requirements in between each bring their own up to date.
+        by_key: dict[Any, dict[int, Any]] = self.memo("by-allocation", dict)
+        kept = by_key.get(key)
+        if kept is None:
+            if len(by_key) >= _SIZES:
+                by_key.clear()
+            kept = by_key[key] = {}
+        found = kept.get(id(rows))
         inputs = (self.allocated_cpu, self.allocated_memory_mib, rows)
         if found is not None:
             (was_cpu, was_memory, was_rows), column = found
@@ -328,9 +336,13 @@ class NodeTable:
                         update(updated, positions)
                         updated.setflags(write=False)
                         self.record_patch(updated, column, positions)
-                    kept[name] = (inputs, updated)
+                    kept[id(rows)] = (inputs, updated)
                     return cast(Floats, updated)
-        return self.derived(name, inputs, make)
+        elif len(kept) >= _ROW_SETS:
+            kept.clear()
+        made = make()
+        kept[id(rows)] = (inputs, made)
+        return made
 
     def _positions(self, rows: Ints, changed: Sequence[int]) -> list[int] | None:
         """The positions in ``rows`` of those of the table rows ``changed`` (in order) that ``rows`` has, in order;
@@ -384,14 +396,15 @@ class NodeTable:
 
     def _ascending(self, rows: Ints) -> list[int] | None:
         """``rows`` as a list if they are in increasing order (as a decision's feasible rows are), so that they can
-        be bisected; else None. Kept with ``rows``, which a table's verdicts keep for many decisions."""
-
-        # One slot, not ``derived``: asked for by every kept column a decision gathers, for the same rows.
-        found = self._memo.get("ascending")
+        be bisected; else None. Kept for up to ``_ROW_SETS`` sets of rows, then started over (a table's verdicts keep
+        their rows for many decisions), apart from ``derived``: asked for by every column a decision patches."""
+        kept: dict[int, tuple[Ints, list[int] | None]] = self.memo("ascending", dict)
+        found = kept.get(id(rows))
         if found is None or found[0] is not rows:
-            found = self._memo["ascending"] = (rows, rows.tolist() if bool(np.all(rows[1:] > rows[:-1])) else None)
-        listed: list[int] | None = found[1]
-        return listed
+            if len(kept) >= _ROW_SETS:
+                kept.clear()
+            found = kept[id(rows)] = (rows, rows.tolist() if bool(np.all(rows[1:] > rows[:-1])) else None)
+        return found[1]
 
     def record_patch(self, made: npt.NDArray[Any], source: npt.NDArray[Any], positions: Sequence[int]) -> None:
         """Remember that ``made`` is a copy of ``source`` brought up to date at ``positions`` (in increasing order),
