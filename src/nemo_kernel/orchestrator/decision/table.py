@@ -15,6 +15,7 @@ numpy without rebuilding anything else. Tables derived so share a memo of what d
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import operator
 import weakref
@@ -35,8 +36,13 @@ _V = TypeVar("_V")
 Patch = tuple[_V, Sequence[int]]
 """What a ``patch`` gives: the value brought up to date, and the positions where it differs from the kept one."""
 _S = TypeVar("_S", bound=np.generic)
+_Patches = dict[int, tuple["weakref.ref[Any]", "weakref.ref[Any]", Sequence[int]]]
+"""The patches a table records (``record_patch``): the array made, its source and the positions, by id of the made."""
 _SIZES = 64
 """Request sizes (or other keys) whose derived columns a table keeps (``sized``, ``by_allocation``)."""
+_ROW_SETS = 8
+"""Sets of rows (workloads' requirements) a ``by_allocation`` column is kept for: a scheduler deciding workloads of
+a few kinds in turn brings each one's up to date; past that the column starts over."""
 _STEPS = 8
 """``with_allocated`` steps a table remembers (``by_allocation``)."""
 _PATCHED = 64
@@ -293,32 +299,61 @@ class NodeTable:
         return cast(_V, found)
 
     def by_allocation(
-        self, key: Any, make: Callable[[], Floats], update: Callable[[Floats, list[int]], None]
+        self, key: Any, rows: Ints, make: Callable[[], Floats], update: Callable[[Floats, list[int]], None]
     ) -> Floats:
-        """A column derived from the table's allocation (and static columns), computed once per allocation
-        (``derived`` with the allocation arrays as inputs; read-only).
+        """A column at ``rows`` (read-only, aligned with them) derived from the table's allocation (and static
+        columns), computed once per allocation and rows (kept with the allocation arrays and ``rows``, compared by
+        identity, for up to ``_ROW_SETS`` sets of rows per key). ``key`` names the column and every plain input (the
+        request size).
 
-        A column kept for an allocation this table was derived from by a few ``with_allocated`` is copied and
-        brought up to date by ``update(column, rows)``, which recomputes it at the few rows whose allocation changed
-        (one by one, with the same float operations as ``make``): the scheduler places replicas between two decisions.
+        A column kept for the same ``rows`` and an allocation this table was derived from by a few ``with_allocated``
+        is copied and brought up to date by ``update(column, positions)``, which recomputes it at the positions of
+        ``rows`` whose allocation changed (one by one, with the same float operations as ``make``): the scheduler
+        places replicas between two decisions. Computed at the rows a decision reads, not at every row and then
+        gathered: one array per column and allocation instead of two.
         """
-        kept: dict[Any, Any] = self.memo("derived", dict)
-        name = ("by-allocation", key)
-        found = kept.get(name)
-        inputs = (self.allocated_cpu, self.allocated_memory_mib)
+        # Kept apart from ``derived``, per key and set of rows (the id names them; the rows themselves are compared):
+        # decisions of workloads with other requirements in between each bring their own up to date.
+        by_key: dict[Any, dict[int, Any]] = self.memo("by-allocation", dict)
+        kept = by_key.get(key)
+        if kept is None:
+            if len(by_key) >= _SIZES:
+                by_key.clear()
+            kept = by_key[key] = {}
+        found = kept.get(id(rows))
+        inputs = (self.allocated_cpu, self.allocated_memory_mib, rows)
         if found is not None:
-            (was_cpu, was_memory), column = found
-            if was_cpu is self.allocated_cpu and was_memory is self.allocated_memory_mib:
-                return cast(Floats, column)
-            rows = self.changed_since(was_cpu, was_memory)
-            if rows is not None:
-                updated = column.copy()
-                update(updated, rows)
-                updated.setflags(write=False)
-                self.record_patch(updated, column, rows)
-                kept[name] = (inputs, updated)
-                return cast(Floats, updated)
-        return self.derived(name, inputs, make)
+            (was_cpu, was_memory, was_rows), column = found
+            if was_rows is rows:
+                if was_cpu is self.allocated_cpu and was_memory is self.allocated_memory_mib:
+                    return cast(Floats, column)
+                changed = self.changed_since(was_cpu, was_memory)
+                positions = None if changed is None else self._positions(rows, changed)
+                if positions is not None:
+                    updated = column
+                    if positions:
+                        updated = column.copy()
+                        update(updated, positions)
+                        updated.setflags(write=False)
+                        self.record_patch(updated, column, positions)
+                    kept[id(rows)] = (inputs, updated)
+                    return cast(Floats, updated)
+        elif len(kept) >= _ROW_SETS:
+            kept.clear()
+        made = make()
+        kept[id(rows)] = (inputs, made)
+        return made
+
+    def _positions(self, rows: Ints, changed: Sequence[int]) -> list[int] | None:
+        """The positions in ``rows`` of those of the table rows ``changed`` (in order) that ``rows`` has, in order;
+        None if ``rows`` are not in increasing order (they cannot be searched)."""
+        listed = self._ascending(rows)
+        if listed is None:
+            return None
+        # A few rows: bisecting a list costs less than a numpy search and its wrapper.
+        size = len(listed)
+        found = [bisect.bisect_left(listed, row) for row in changed]
+        return [i for i, row in zip(found, changed, strict=True) if i < size and listed[i] == row]
 
     def changed_since(self, allocated_cpu: Floats, allocated_memory: Floats) -> list[int] | None:
         """The rows (in order) whose allocation changed since it was ``allocated_cpu`` and ``allocated_memory``, if
@@ -346,11 +381,9 @@ class NodeTable:
 
         def patch(was: tuple[object, ...], kept: npt.NDArray[_S], changed: list[int]) -> Patch[npt.NDArray[_S]] | None:
             """The kept values again, at the few of ``rows`` among the table rows where ``column`` changed."""
-            if was[1] is not rows or not self._ascending(rows):
+            at = self._positions(rows, changed) if was[1] is rows else None
+            if at is None:
                 return None
-            size = len(rows)
-            found = np.searchsorted(rows, changed).tolist()
-            at = [i for i, row in zip(found, changed, strict=True) if i < size and rows[i] == row]
             if not at:
                 return kept, []
             result = kept.copy()
@@ -361,18 +394,25 @@ class NodeTable:
 
         return self.derived(("gathered", key), (column, rows), gather, patch=patch)
 
-    def _ascending(self, rows: Ints) -> bool:
-        """Whether ``rows`` are in increasing order (as a decision's feasible rows are), so they can be searched."""
-        ascending: bool = self.derived(("ascending",), (rows,), lambda: bool(np.all(rows[1:] > rows[:-1])))
-        return ascending
+    def _ascending(self, rows: Ints) -> list[int] | None:
+        """``rows`` as a list if they are in increasing order (as a decision's feasible rows are), so that they can
+        be bisected; else None. Kept for up to ``_ROW_SETS`` sets of rows, then started over (a table's verdicts keep
+        their rows for many decisions), apart from ``derived``: asked for by every column a decision patches."""
+        kept: dict[int, tuple[Ints, list[int] | None]] = self.memo("ascending", dict)
+        found = kept.get(id(rows))
+        if found is None or found[0] is not rows:
+            if len(kept) >= _ROW_SETS:
+                kept.clear()
+            found = kept[id(rows)] = (rows, rows.tolist() if bool(np.all(rows[1:] > rows[:-1])) else None)
+        return found[1]
 
     def record_patch(self, made: npt.NDArray[Any], source: npt.NDArray[Any], positions: Sequence[int]) -> None:
-        """Remember that ``made`` is a copy of ``source`` brought up to date at ``positions`` (at most ``_PATCHED``),
+        """Remember that ``made`` is a copy of ``source`` brought up to date at ``positions`` (in increasing order),
         so that values derived from ``source`` can be brought up to date there too (``derived``'s ``patch``).
 
         Weak references: a patch is of use only while both arrays are (kept values hold their inputs).
         """
-        patches: dict[int, tuple[weakref.ref[Any], weakref.ref[Any], Sequence[int]]] = self.memo("patches", dict)
+        patches = self._patches()
         if len(patches) >= _DERIVED:
             patches.clear()
         patches[id(made)] = (weakref.ref(made), weakref.ref(source), positions)
@@ -380,11 +420,18 @@ class NodeTable:
     def patched(self, made: object, source: object) -> Sequence[int] | None:
         """The positions at which ``made`` may differ from ``source``, if it was made from it by a patch
         (``record_patch``); else None."""
-        patches: dict[int, tuple[weakref.ref[Any], weakref.ref[Any], Sequence[int]]] = self.memo("patches", dict)
-        found = patches.get(id(made))
+        found = self._patches().get(id(made))
         if found is None or found[0]() is not made or found[1]() is not source:
             return None
         return found[2]
+
+    def _patches(self) -> _Patches:
+        """The patches recorded (``record_patch``), by the id of the array made; read twenty times a decision, so
+        without ``memo``'s call."""
+        patches = self._memo.get("patches")
+        if patches is None:
+            patches = self._memo["patches"] = {}
+        return cast(_Patches, patches)
 
     def derived(
         self,
@@ -441,15 +488,21 @@ class NodeTable:
         of it), at most ``_PATCHED`` positions; else None."""
         if len(was) != len(now):
             return None
-        positions: set[int] = set()
+        first: Sequence[int] = ()
+        union: set[int] | None = None  # only when two inputs changed: one input's positions are already in order
         for before, after in zip(was, now, strict=True):
             if before is after:
                 continue
             changed = self.patched(after, before)
             if changed is None:
                 return None
-            positions.update(changed)
-        return sorted(positions) if len(positions) <= _PATCHED else None
+            if not first:
+                first = changed
+            else:
+                union = set(first) if union is None else union
+                union.update(changed)
+        positions = list(first) if union is None else sorted(union)
+        return positions if len(positions) <= _PATCHED else None
 
 
 def _read_only(values: Floats) -> Floats:

@@ -10,7 +10,6 @@ its current allocation), run at every decision.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -229,9 +228,8 @@ def explanation_groups(table: NodeTable, found: Verdicts, req: Requirements) -> 
 
 
 def _copied(group: VerdictGroup) -> VerdictGroup:
-    copied = copy.copy(group)
-    copied.clusters = list(group.clusters)
-    return copied
+    # model_copy's update sets the field without the model's __setattr__ (a third of the copy's cost).
+    return group.model_copy(update={"clusters": list(group.clusters)})
 
 
 def _groups(table: NodeTable, found: Verdicts, req: Requirements) -> list[Group]:

@@ -32,28 +32,37 @@ class Balance:
     def score_many(self, table: NodeTable, rows: Ints, loads: LoadColumns, req: Requirements) -> Floats:
         """``score`` of many rows."""
         if loads.as_table:
-            # The table's allocation (a decision's feasible nodes before it places anything): every row's score,
-            # kept by the table per allocation and request size, then gathered at the rows (kept too).
-            every = table.by_allocation(
-                ("balance", req.cpu, req.memory_mib), lambda: _scores(table, req), partial(_update, table, req)
+            # The table's allocation (a decision's feasible nodes before it places anything): kept by the table per
+            # allocation, rows and request size.
+            return table.by_allocation(
+                ("balance", req.cpu, req.memory_mib),
+                rows,
+                partial(_scores, table, rows, req),
+                partial(_update, table, rows, req),
             )
-            return table.gathered(("balance", req.cpu, req.memory_mib), every, rows)
         memory = np.take(table.memory_mib, rows)
         return _free_share(loads.used_cpu, capacity_at(table, rows, req), loads.used_memory_mib, memory, req)
 
 
-def _scores(table: NodeTable, req: Requirements) -> Floats:
-    result = _free_share(table.allocated_cpu, table.cpu, table.allocated_memory_mib, table.memory_mib, req)
+def _scores(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
+    result = _free_share(
+        np.take(table.allocated_cpu, rows),
+        np.take(table.cpu, rows),
+        np.take(table.allocated_memory_mib, rows),
+        np.take(table.memory_mib, rows),
+        req,
+    )
     result.setflags(write=False)
     return result
 
 
-def _update(table: NodeTable, req: Requirements, column: Floats, rows: list[int]) -> None:
-    """``_scores`` again at ``rows``, in Python floats (IEEE doubles too: the same operations, the same result)."""
-    for row in rows:
+def _update(table: NodeTable, rows: Ints, req: Requirements, column: Floats, positions: list[int]) -> None:
+    """``_scores`` again at ``positions``, in Python floats (IEEE doubles too: the same operations, the same result)."""
+    for i in positions:
+        row = int(rows[i])
         cpu_share = (float(table.allocated_cpu[row]) + req.cpu) / float(table.cpu[row])
         memory_share = (float(table.allocated_memory_mib[row]) + req.memory_mib) / float(table.memory_mib[row])
-        column[row] = min(max(1.0 - max(cpu_share, memory_share), 0.0), 1.0)
+        column[i] = min(max(1.0 - max(cpu_share, memory_share), 0.0), 1.0)
 
 
 def _free_share(used_cpu: Floats, cpu: Floats, used_memory: Floats, memory: Floats, req: Requirements) -> Floats:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import ClassVar
 
 import numpy as np
 
 from nemo_kernel.orchestrator.decision.candidates import ClusterCandidate, NodeCandidate
-from nemo_kernel.orchestrator.decision.criteria.energy import added_watts, added_watts_of_all
+from nemo_kernel.orchestrator.decision.criteria.energy import added_watts, added_watts_many
 from nemo_kernel.orchestrator.decision.filters import Requirements
 from nemo_kernel.orchestrator.decision.table import Floats, Ints, NodeTable
 
@@ -27,22 +28,25 @@ class CarbonPerHour:
         return added_watts(node, req.cpu) * cluster.carbon_intensity / 1000.0
 
     def raw_many(self, table: NodeTable, rows: Ints, req: Requirements) -> Floats:
-        """``raw`` of many rows: every row's, kept by the table, gathered at ``rows`` (kept too; read-only)."""
-        return table.gathered(("carbon", req.cpu), _carbon_of_all(table, req), rows)
+        """``raw`` of many rows: kept by the table per allocation, rows and CPU request (read-only)."""
+        watts = added_watts_many(table, rows, req)
+        every: Floats = table.memo("intensity-of-rows", partial(_intensity_of_rows, table))
+        intensity = table.gathered("intensity", every, rows)
+
+        def compute() -> Floats:
+            result: Floats = watts * intensity / 1000.0
+            result.setflags(write=False)
+            return result
+
+        def update(column: Floats, positions: list[int]) -> None:
+            for i in positions:
+                column[i] = float(watts[i]) * float(intensity[i]) / 1000.0
+
+        return table.by_allocation(("carbon", req.cpu), rows, compute, update)
 
 
-def _carbon_of_all(table: NodeTable, req: Requirements) -> Floats:
-    """``raw`` of every row of ``table``, kept per allocation and CPU request."""
-    intensity: Floats = table.memo("intensity-of-rows", lambda: np.take(table.cluster_intensity, table.cluster_of))
-    watts = added_watts_of_all(table, req)
-
-    def compute() -> Floats:
-        result: Floats = watts * intensity / 1000.0
-        result.setflags(write=False)
-        return result
-
-    def update(column: Floats, rows: list[int]) -> None:
-        for row in rows:
-            column[row] = float(watts[row]) * float(intensity[row]) / 1000.0
-
-    return table.by_allocation(("carbon", req.cpu), compute, update)
+def _intensity_of_rows(table: NodeTable) -> Floats:
+    """Each row's cluster's grid intensity (read-only: kept by the table)."""
+    result: Floats = np.take(table.cluster_intensity, table.cluster_of)
+    result.setflags(write=False)
+    return result

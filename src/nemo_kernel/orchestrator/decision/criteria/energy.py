@@ -30,34 +30,33 @@ def added_watts(node: NodeCandidate, cpu: float) -> float:
 def added_watts_many(table: NodeTable, rows: Ints, req: Requirements) -> Floats:
     """``added_watts`` of many rows for one replica of ``req``: the same operations, in the same order, on arrays.
 
-    Every row's (``added_watts_of_all``, kept by the table), gathered at ``rows`` (kept too; read-only).
-    """
-    return table.gathered(("added-watts", req.cpu), added_watts_of_all(table, req), rows)
-
-
-def added_watts_of_all(table: NodeTable, req: Requirements) -> Floats:
-    """``added_watts`` of every row of ``table`` for one replica of ``req``, kept per allocation and CPU request.
-
-    Read-only: shared by the decisions on the table.
+    Kept by the table per allocation, rows and CPU request (``NodeTable.by_allocation``); read-only.
     """
 
     def compute() -> Floats:
-        result = _watts(table.cpu, table.allocated_cpu.copy(), table.idle_watts, table.dynamic_watts, req.cpu)
+        result = _watts(
+            np.take(table.cpu, rows),
+            np.take(table.allocated_cpu, rows),
+            np.take(table.idle_watts, rows),
+            np.take(table.dynamic_watts, rows),
+            req.cpu,
+        )
         if _any_tabled(table):
-            _interpolate(table, np.arange(len(table)), result, req.cpu)
+            _interpolate(table, rows, result, req.cpu)
         result.setflags(write=False)
         return result
 
-    def update(column: Floats, rows: list[int]) -> None:
+    def update(column: Floats, positions: list[int]) -> None:
         tabled = _any_tabled(table)
-        for row in rows:
-            column[row] = (
+        for i in positions:
+            row = int(rows[i])
+            column[i] = (
                 added_watts(table.node(row), req.cpu)
                 if tabled and table.power_tabled[row]
                 else _watts_at(table, row, req.cpu)
             )
 
-    return table.by_allocation(("added-watts", req.cpu), compute, update)
+    return table.by_allocation(("added-watts", req.cpu), rows, compute, update)
 
 
 def _watts_at(table: NodeTable, row: int, cpu: float) -> float:
