@@ -111,7 +111,7 @@ def test_max_latency_excludes_far_regions_and_the_explanation_names_the_filter()
 
     compact = decide(candidates, spec, Detail.COMPACT)
     (group,) = [g for g in compact.verdicts if g.filter == "latency"]
-    assert group.level == "cluster" and group.clusters == ["virginia"]
+    assert group.level == "cluster" and group.clusters == ("virginia",)
     assert group.example == "virginia: users' mean latency to region us-east is 110 ms > max_latency_ms 50"
 
 
@@ -199,10 +199,10 @@ def test_a_compact_explanation_accounts_for_every_cluster() -> None:
     decision = decide(candidates, workload(replicas=2, countries=["ES"]), Detail.COMPACT)
 
     groups = {(g.level, g.filter): g for g in decision.verdicts}
-    assert groups["cluster", "cluster-health"].clusters == ["down"]
-    assert groups["cluster", "data-residency"].clusters == ["fr"]
-    assert groups["node", "capacity"].clusters == ["full"] and groups["node", "capacity"].nodes == 2
-    assert groups["node", None].clusters == [f"ok{i}" for i in range(8)] and groups["node", None].nodes == 16
+    assert groups["cluster", "cluster-health"].clusters == ("down",)
+    assert groups["cluster", "data-residency"].clusters == ("fr",)
+    assert groups["node", "capacity"].clusters == ("full",) and groups["node", "capacity"].nodes == 2
+    assert groups["node", None].clusters == tuple(f"ok{i}" for i in range(8)) and groups["node", None].nodes == 16
     # The chosen nodes and the best others, with their scores; not all 16.
     assert len(decision.candidates) == 5
     assert {(a.cluster, a.node) for a in decision.assignments} <= {(v.cluster, v.node) for v in decision.candidates}

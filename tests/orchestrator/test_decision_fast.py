@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from nemo_kernel.domain import (
     DeploymentSpec,
@@ -289,8 +290,9 @@ def test_a_table_kept_through_many_placements_decides_as_a_table_built_afresh(se
 
 
 def test_a_decisions_explanation_is_its_own() -> None:
-    """Decisions on one kept table share what the table keeps, never their explanation: a caller changing one
-    decision's groups and rows changes no later decision."""
+    """Decisions on one kept table share what the table keeps, never a part of their explanation that a caller can
+    change: the groups, shared, refuse changes; changing one decision's group list and rows changes no later
+    decision."""
     rng = random.Random(5)
     inventory = random_inventory(rng)
     while len(inventory) < 5:
@@ -301,8 +303,10 @@ def test_a_decisions_explanation_is_its_own() -> None:
     first = engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT)
     expected = first.model_dump()
     for group in first.verdicts:
-        group.clusters.append("changed")
-        group.nodes = -1
+        with pytest.raises(ValidationError, match="frozen"):
+            group.nodes = -1
+        assert isinstance(group.clusters, tuple)
+    first.verdicts.clear()
     for row in first.candidates:
         row.scores["cost"] = -1.0
     assert engine.decide("ns", "w", 1, spec, [0], table, detail=Detail.COMPACT).model_dump() == expected

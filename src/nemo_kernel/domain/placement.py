@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from nemo_kernel.domain.common import Model, Spec
 
@@ -64,11 +64,16 @@ class VerdictGroup(Model):
     ``level`` is ``cluster`` when the filter rejected whole clusters, ``node`` when it rejected nodes: then
     ``clusters`` names the clusters those nodes are in and ``nodes`` counts them. A node rejected by several filters
     is counted under each.
+
+    Frozen, its clusters a tuple: the engine keeps a table's groups and hands the same ones to every decision on
+    it (thousands of cluster names, which copying per decision cost a tenth of the decision), so none may change.
     """
+
+    model_config = ConfigDict(frozen=True)
 
     level: Literal["cluster", "node"]
     filter: str | None = Field(default=None, description="the filter; None for the clusters with a feasible node")
-    clusters: list[str] = Field(description="the clusters, in name order")
+    clusters: tuple[str, ...] = Field(description="the clusters, in name order")
     nodes: int = Field(default=0, description="nodes counted (node level, and feasible nodes)")
     example: str = Field(default="", description="the reason given for the first of them")
 

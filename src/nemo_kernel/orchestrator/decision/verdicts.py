@@ -221,15 +221,12 @@ def explanation_groups(table: NodeTable, found: Verdicts, req: Requirements) -> 
     if found.groups is None:
         # Built from the filters' own results, so valid by construction: validating each of thousands of cluster
         # names again would cost more than the rest of the decision.
-        found.groups = [VerdictGroup.model_construct(**group) for group in _groups(table, found, req)]
-    # Each decision gets copies, lists included: the kept ones serve every decision on these verdicts (a copy costs
-    # half of constructing the model again).
-    return [_copied(group) for group in found.groups]
-
-
-def _copied(group: VerdictGroup) -> VerdictGroup:
-    # model_copy's update sets the field without the model's __setattr__ (a third of the copy's cost).
-    return group.model_copy(update={"clusters": list(group.clusters)})
+        found.groups = [
+            VerdictGroup.model_construct(**{**group, "clusters": tuple(group["clusters"])})
+            for group in _groups(table, found, req)
+        ]
+    # Groups are frozen: every decision on these verdicts shares them; the list is its own.
+    return list(found.groups)
 
 
 def _groups(table: NodeTable, found: Verdicts, req: Requirements) -> list[Group]:
