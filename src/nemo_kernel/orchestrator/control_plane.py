@@ -46,7 +46,7 @@ from nemo_kernel.orchestrator.slo_loop import SloLoop
 from nemo_kernel.orchestrator.views import Views
 from nemo_kernel.store import Database, clusters, events
 from nemo_kernel.store.rollups import DatabaseRollups
-from nemo_kernel.store.signals import CommitWatch, Wakeup
+from nemo_kernel.store.signals import CommitWatch, IdleSkip, Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -307,15 +307,12 @@ class ControlPlane:
 
     async def _migration_loop(self) -> None:
         """Advances running migrations; runs beside the reconcile pass, so a state hand-off never delays it."""
-        # A pass that found nothing running is not made again on the poll period's wake-up while nobody committed
-        # since (SQLite's commit counter; PostgreSQL is always asked): a migration or a plan starts with a commit.
-        commits = self.db.commit_watch()
-        idle_at: int | None = None  # the counter when a pass last found nothing running
+        # a migration or a plan starts with a commit: an idle pass is not made again before one
+        skip = IdleSkip(self.db.commit_watch())
         running, woken = 0, True
         try:
             while True:
-                now = commits.look()  # before the pass: a commit during it is seen by the next look
-                if woken or now is None or now != idle_at:
+                if skip.needed(woken):
                     try:
                         running = await self.migrations.advance()
                         # A plan being applied starts its next moves as the previous ones end.
@@ -325,14 +322,14 @@ class ControlPlane:
                     except Exception:
                         log.exception("advancing migrations failed; retrying")
                         running = 1
-                    idle_at = None if running else now
+                    skip.done(idle=not running)
                 # While a migration runs it waits on replicas and deadlines: look again soon. Otherwise sleep until
                 # a command or a stored event wakes the loop (or the store poll interval passes, for migrations
                 # another process stored).
                 poll = _MIGRATION_POLL if running else self.settings.store_poll_interval
                 woken = await self._migration_wake.wait(poll)
         finally:
-            commits.close()
+            skip.close()
 
     async def _rebalance_loop(self) -> None:
         """Every NEMO_REBALANCE_INTERVAL seconds, plan and apply a rebalance (hysteresis decides whether it moves)."""
@@ -361,16 +358,27 @@ class ControlPlane:
             await self._wake.wait(self.settings.reconcile_interval)
 
     async def _outbox_loop(self) -> None:
-        while True:
-            try:
-                sent = await self.outbox.publish_pending()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("publishing events failed; retrying")
-                sent = 0
-            if sent == 0:  # else more may be waiting: publish them now
-                await self._outbox_wake.wait(self.settings.store_poll_interval)
+        # events to send are committed first: an empty look is not made again before a commit
+        skip = IdleSkip(self.db.commit_watch())
+        sent, woken = 0, True
+        try:
+            while True:
+                if skip.needed(woken):
+                    try:
+                        sent = await self.outbox.publish_pending()
+                        skip.done(idle=sent == 0)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("publishing events failed; retrying")
+                        sent = 0
+                        skip.done(idle=False)
+                if sent == 0:  # else more may be waiting: publish them now
+                    woken = await self._outbox_wake.wait(self.settings.store_poll_interval)
+                else:
+                    woken = True
+        finally:
+            skip.close()
 
     async def _reaction_loop(self, dispatcher: ReactionDispatcher) -> None:
         woken = True

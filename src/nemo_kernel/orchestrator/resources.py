@@ -71,6 +71,19 @@ class _Liveness:
         return True
 
 
+@dataclass(frozen=True)
+class _LivenessWrites:
+    """What one heartbeat round stores: the clusters to mark Ready, to stamp, their nodes whose readiness moved, and
+    the clusters silent for too long (with why)."""
+
+    now: float  # monotonic
+    wall: datetime
+    ready: list[str]
+    stamp: list[str]
+    nodes: dict[str, list[NodeReport]]
+    silent: dict[str, str]
+
+
 @dataclass
 class _Inventory:
     """The cluster rows as read by ``sync_drivers``."""
@@ -355,9 +368,10 @@ class ResourceManager:
                 log.warning("cluster %s has NO SANDBOX: its replicas can read the data directory (see its agent.log)",
                             name)  # fmt: skip
             self._sandboxes[name] = report.sandbox
-        if names:  # a round that asked nobody has nothing to store: no thread, no transaction
-            answered = {n: reports[n] for n in names if n in reports}
-            changed |= await asyncio.to_thread(self._store_liveness, answered, errors)
+        # a round that asked nobody, or whose answers change nothing stored, has no thread and no transaction
+        writes = self._judge_liveness({n: reports[n] for n in names if n in reports}, errors) if names else None
+        if writes is not None:
+            changed |= await asyncio.to_thread(self._store_liveness, writes)
         return Heartbeat(reports, frozenset(changed), frozenset(names))
 
     def _due(self, name: str, now: float) -> bool:
@@ -418,11 +432,11 @@ class ResourceManager:
             await _close_quietly(old, name)
         return fresh
 
-    def _store_liveness(self, reports: dict[str, ClusterReport], errors: dict[str, str]) -> set[str]:
-        """Decide each cluster's phase in memory; write only transitions, node readiness that changed, and the
-        answering clusters' ``last_heartbeat`` in one statement every :data:`STAMP_INTERVAL` seconds, or at once
-        for one that is Ready again, answers again after failed heartbeats or answers this process for the first
-        time. Returns the clusters whose phase changed. A round of unchanged, Ready clusters opens no transaction."""
+    def _judge_liveness(self, reports: dict[str, ClusterReport], errors: dict[str, str]) -> _LivenessWrites | None:
+        """Decide each cluster's phase in memory; what to store: only transitions, node readiness that changed, and
+        the answering clusters' ``last_heartbeat`` every :data:`STAMP_INTERVAL` seconds, or at once for one that is
+        Ready again, answers again after failed heartbeats or answers this process for the first time. None when
+        there is nothing to store (a round of unchanged, Ready clusters)."""
         now, wall = time.monotonic(), utcnow()
         ready: list[str] = []
         stamp: list[str] = []
@@ -451,14 +465,19 @@ class ResourceManager:
             if quiet >= self._settings.heartbeat_timeout and live.phase != ClusterPhase.NOT_READY.value:
                 silent[name] = f"no heartbeat for {quiet:.0f}s: {error}"
         if not (ready or stamp or nodes or silent):
-            return set()
+            return None
+        return _LivenessWrites(now, wall, ready, stamp, nodes, silent)
+
+    def _store_liveness(self, writes: _LivenessWrites) -> set[str]:
+        """Store what :meth:`_judge_liveness` decided, in one transaction; the clusters whose phase changed."""
+        ready, stamp, nodes, silent = writes.ready, writes.stamp, writes.nodes, writes.silent
         with self._db.transaction() as s:
             if stamp:
                 # updated_at kept: it is the clusters' revision (``clusters_revision``), which a heartbeat is not
                 s.execute(
                     update(ClusterRow)
                     .where(ClusterRow.name.in_(stamp))
-                    .values(last_heartbeat=wall, updated_at=ClusterRow.updated_at)
+                    .values(last_heartbeat=writes.wall, updated_at=ClusterRow.updated_at)
                 )
             query = select(ClusterRow.name, ClusterRow.id).where(ClusterRow.name.in_(list(nodes)))
             ids: dict[str, int] = {name: cid for name, cid in s.execute(query)}
@@ -471,7 +490,7 @@ class ResourceManager:
             for name, message in silent.items():
                 self._store_phase(s, name, ClusterPhase.NOT_READY, message, EventKind.CLUSTER_NOT_READY, message)
         for name in stamp:
-            self._liveness[name].last_stored = now
+            self._liveness[name].last_stored = writes.now
         return set(ready) | set(silent)
 
     def _store_phase(
