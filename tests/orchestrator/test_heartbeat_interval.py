@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,56 @@ async def test_a_silent_cluster_is_not_ready_after_the_timeout_despite_a_long_in
     finally:
         await plane.resources.close()
         plane.db.dispose()
+
+
+def _stored_heartbeat(plane: ControlPlane, name: str) -> datetime | None:
+    with plane.db.snapshot() as s:
+        return clusters.get_cluster(s, name).last_heartbeat
+
+
+async def test_answered_heartbeats_commit_nothing_and_the_view_shows_the_last_one(
+    tmp_path: Path, memory: MemoryProvider
+) -> None:
+    # a timeout of a second: each cluster is asked every half second, as a quiet cluster is every few seconds
+    plane = await _plane(tmp_path, memory, heartbeat_timeout=1.0)
+    try:
+        await plane.engine.reconcile_once()
+        first = _stored_heartbeat(plane, "a")
+        assert first is not None  # its first answer to this control plane is stored at once
+        commits = plane.db.commit_watch()
+        try:
+            before = commits.look()
+            asked = memory.clusters["a"].asked
+            deadline = time.monotonic() + 30
+            while memory.clusters["a"].asked < asked + 2:
+                assert time.monotonic() < deadline, "cluster a not asked again within 30 s"
+                await plane.engine.reconcile_once()
+                await asyncio.sleep(0.05)  # passes a little apart, as the reconcile loop runs them; not a sync
+            # answered heartbeats of Ready clusters wrote nothing: no commit woke the gateway or any other watcher
+            assert commits.look() == before
+        finally:
+            commits.close()
+        # the view shows when the cluster last answered, though the stored stamp is a minute apart
+        shown = plane.views.clusters.get("a").last_heartbeat
+        assert shown is not None and shown > first
+        assert _stored_heartbeat(plane, "a") == first
+
+        # a transition is stored at once: NotReady, then Ready again with a fresh stamp
+        memory.clusters["b"].reachable = False
+        await _passes_until_phase(plane, "b", ClusterPhase.NOT_READY)
+        silent_since = _stored_heartbeat(plane, "b")
+        memory.clusters["b"].reachable = True
+        await _passes_until_phase(plane, "b", ClusterPhase.READY)
+        back = _stored_heartbeat(plane, "b")
+        assert silent_since is not None and back is not None and back > silent_since
+    finally:
+        await plane.resources.close()
+        plane.db.dispose()
+
+
+async def _passes_until_phase(plane: ControlPlane, name: str, phase: ClusterPhase) -> None:
+    deadline = time.monotonic() + 30
+    while _cluster_phase(plane, name) != phase.value:
+        assert time.monotonic() < deadline, f"cluster {name} still not {phase.value} after 30 s"
+        await plane.engine.reconcile_once()
+        await asyncio.sleep(0.05)  # passes a little apart, as the reconcile loop runs them; not a sync

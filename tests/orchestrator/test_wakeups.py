@@ -15,7 +15,7 @@ from nemo_kernel.config import Settings
 from nemo_kernel.domain import Event, EventKind, FaultSpec
 from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.orchestrator.reactions import Reactions
-from nemo_kernel.store import events
+from nemo_kernel.store import Database, events
 from nemo_kernel.store.tables import EventRow
 
 HOUR = 3600.0
@@ -86,4 +86,21 @@ async def test_an_injected_fault_ends_on_time_without_a_poll(tmp_path: Path) -> 
         await until(ended, f"the end of fault {fault.id} recorded")
         assert plane.commands.faults.seconds_to_next_end() == float("inf")
     finally:
+        await plane.stop()
+
+
+async def test_an_event_another_process_commits_is_published_on_the_poll(tmp_path: Path) -> None:
+    # The loops skip a poll while nothing was committed since their last idle pass (SQLite's commit counter): a
+    # commit through another connection, with no wake-up of this process, must still be seen on the next poll.
+    settings = _settings(tmp_path, []).model_copy(update={"store_poll_interval": 0.2})
+    plane = ControlPlane(settings)
+    await plane.start()
+    other = Database(settings.resolved_database_url())  # another process's store: it wakes none of our loops
+    try:
+        first = crash(plane.db, "a-0")
+        await until(lambda: _published(plane, first), "the first event published")
+        second = crash(other, "b-0")
+        await until(lambda: _published(plane, second), "the other process's event published on a poll")
+    finally:
+        other.dispose()
         await plane.stop()

@@ -46,7 +46,7 @@ from nemo_kernel.orchestrator.slo_loop import SloLoop
 from nemo_kernel.orchestrator.views import Views
 from nemo_kernel.store import Database, clusters, events
 from nemo_kernel.store.rollups import DatabaseRollups
-from nemo_kernel.store.signals import Wakeup
+from nemo_kernel.store.signals import CommitWatch, IdleSkip, Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ class ControlPlane:
             self.directory,
             self.engine.schedule.decisions,
             metrics=lambda: self.metrics,
+            last_heartbeat_of=self.resources.last_heartbeat,
         )
         # The analytics engine: the embedded store takes every sample; queries go to ``metrics``, the embedded
         # store unless a Prometheus reader replaces it (NEMO_PROMETHEUS_URL).
@@ -184,6 +185,9 @@ class ControlPlane:
         self._fault_wake = self.db.event_wakeup()
         self._tasks: list[asyncio.Task[None]] = []
         self._subscription: Subscription | None = None
+        # the gateway's status path as last read, with the commit counter then (None: read on the next ask)
+        self._status_path: tuple[int | None, str] = (None, "/_gateway")
+        self._status_path_commits: CommitWatch | None = None
 
     def reaction_registry(self) -> Reactions:
         """The reactions this control plane runs: the registry it was given, or the default one (importing
@@ -228,8 +232,14 @@ class ControlPlane:
             self._tasks.append(asyncio.create_task(self.collector.run(), name="metrics-collector"))
 
     def _gateway_status_path(self) -> str:
-        path = self.views.gateway.config().get("status_path")
-        return path if isinstance(path, str) else "/_gateway"
+        # Asked by every collection: read again only after a commit (SQLite's counter), every time on PostgreSQL.
+        if self._status_path_commits is None:
+            self._status_path_commits = self.db.commit_watch()
+        commits = self._status_path_commits.look()
+        if commits is None or commits != self._status_path[0]:
+            path = self.views.gateway.config().get("status_path")
+            self._status_path = (commits, path if isinstance(path, str) else "/_gateway")
+        return self._status_path[1]
 
     async def _on_petition(self, sender: str, message: Message) -> None:
         if message.routing_key == MIGRATE_INTENT:
@@ -297,20 +307,29 @@ class ControlPlane:
 
     async def _migration_loop(self) -> None:
         """Advances running migrations; runs beside the reconcile pass, so a state hand-off never delays it."""
-        while True:
-            try:
-                running = await self.migrations.advance()
-                # A plan being applied starts its next moves as the previous ones end.
-                running += int(await asyncio.to_thread(self.commands.rebalance.advance))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("advancing migrations failed; retrying")
-                running = 1
-            # While a migration runs it waits on replicas and deadlines: look again soon. Otherwise sleep until
-            # a command or a stored event wakes the loop (or the store poll interval passes, for migrations
-            # another process stored).
-            await self._migration_wake.wait(_MIGRATION_POLL if running else self.settings.store_poll_interval)
+        # a migration or a plan starts with a commit: an idle pass is not made again before one
+        skip = IdleSkip(self.db.commit_watch())
+        running, woken = 0, True
+        try:
+            while True:
+                if skip.needed(woken):
+                    try:
+                        running = await self.migrations.advance()
+                        # A plan being applied starts its next moves as the previous ones end.
+                        running += int(await asyncio.to_thread(self.commands.rebalance.advance))
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("advancing migrations failed; retrying")
+                        running = 1
+                    skip.done(idle=not running)
+                # While a migration runs it waits on replicas and deadlines: look again soon. Otherwise sleep until
+                # a command or a stored event wakes the loop (or the store poll interval passes, for migrations
+                # another process stored).
+                poll = _MIGRATION_POLL if running else self.settings.store_poll_interval
+                woken = await self._migration_wake.wait(poll)
+        finally:
+            skip.close()
 
     async def _rebalance_loop(self) -> None:
         """Every NEMO_REBALANCE_INTERVAL seconds, plan and apply a rebalance (hysteresis decides whether it moves)."""
@@ -339,16 +358,27 @@ class ControlPlane:
             await self._wake.wait(self.settings.reconcile_interval)
 
     async def _outbox_loop(self) -> None:
-        while True:
-            try:
-                sent = await self.outbox.publish_pending()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("publishing events failed; retrying")
-                sent = 0
-            if sent == 0:  # else more may be waiting: publish them now
-                await self._outbox_wake.wait(self.settings.store_poll_interval)
+        # events to send are committed first: an empty look is not made again before a commit
+        skip = IdleSkip(self.db.commit_watch())
+        sent, woken = 0, True
+        try:
+            while True:
+                if skip.needed(woken):
+                    try:
+                        sent = await self.outbox.publish_pending()
+                        skip.done(idle=sent == 0)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("publishing events failed; retrying")
+                        sent = 0
+                        skip.done(idle=False)
+                if sent == 0:  # else more may be waiting: publish them now
+                    woken = await self._outbox_wake.wait(self.settings.store_poll_interval)
+                else:
+                    woken = True
+        finally:
+            skip.close()
 
     async def _reaction_loop(self, dispatcher: ReactionDispatcher) -> None:
         woken = True
@@ -398,6 +428,10 @@ class ControlPlane:
         if self._subscription is not None:
             await self._subscription.cancel()
         await self.resources.close()
+        self.engine.close()
+        if self._status_path_commits is not None:
+            self._status_path_commits.close()
+            self._status_path_commits = None
         if self.prometheus is not None:
             await self.prometheus.aclose()
         await self.bus.close()

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -40,13 +41,19 @@ _MAX_CONCURRENT_HEARTBEATS = 64
 # Phases a replica passes through on its way up or down: a cluster reporting one is asked on every pass, so that a
 # rollout (or a removal) is seen to finish at once rather than up to a heartbeat interval later.
 _SETTLING = frozenset({ReplicaPhase.SCHEDULED, ReplicaPhase.STARTING, ReplicaPhase.STOPPING})
+# Seconds between stored ``last_heartbeat`` stamps of a cluster that keeps answering. Liveness is judged in memory
+# and the views show the live time (:meth:`ResourceManager.last_heartbeat`): the stored stamp is for whoever reads
+# the row without this process, so it is written seldom. Every write is a commit that wakes every commit watcher
+# (the gateway, the loops' commit watches), which is most of an idle control plane's work at a stamp every 3 s.
+STAMP_INTERVAL = 60.0
 
 
 @dataclass
 class _Liveness:
     last_ok: float  # monotonic
     phase: str = ClusterPhase.PENDING.value  # as stored; the store is written only when it changes
-    last_stored: float = 0.0
+    last_stored: float | None = None  # monotonic; when this process last stamped its last_heartbeat
+    heard_at: datetime | None = None  # wall clock of its last answer, which the views show
     error: str = ""
     node_ready: dict[str, bool] = field(default_factory=dict)
     view: MergedReport = field(default_factory=MergedReport)
@@ -62,6 +69,19 @@ class _Liveness:
         whole = self.view.report
         self.settling = whole is not None and any(r.phase in _SETTLING for r in whole.replicas)
         return True
+
+
+@dataclass(frozen=True)
+class _LivenessWrites:
+    """What one heartbeat round stores: the clusters to mark Ready, to stamp, their nodes whose readiness moved, and
+    the clusters silent for too long (with why)."""
+
+    now: float  # monotonic
+    wall: datetime
+    ready: list[str]
+    stamp: list[str]
+    nodes: dict[str, list[NodeReport]]
+    silent: dict[str, str]
 
 
 @dataclass
@@ -126,6 +146,12 @@ class ResourceManager:
     def heartbeat_rtt(self, cluster: str) -> float | None:
         """Seconds the cluster's last answered heartbeat took (``status()``), or None if none was answered."""
         return self._rtt.get(cluster)
+
+    def last_heartbeat(self, cluster: str) -> datetime | None:
+        """When the cluster last answered a heartbeat of this process (None before its first answer); fresher than
+        the stored ``last_heartbeat``, which is written every :data:`STAMP_INTERVAL` seconds."""
+        live = self._liveness.get(cluster)
+        return live.heard_at if live is not None else None
 
     def sandbox_of(self, cluster: str) -> str | None:
         """How the cluster keeps replicas from the control plane's data, as its last heartbeat said."""
@@ -342,9 +368,10 @@ class ResourceManager:
                 log.warning("cluster %s has NO SANDBOX: its replicas can read the data directory (see its agent.log)",
                             name)  # fmt: skip
             self._sandboxes[name] = report.sandbox
-        if names:  # a round that asked nobody has nothing to store: no thread, no transaction
-            answered = {n: reports[n] for n in names if n in reports}
-            changed |= await asyncio.to_thread(self._store_liveness, answered, errors)
+        # a round that asked nobody, or whose answers change nothing stored, has no thread and no transaction
+        writes = self._judge_liveness({n: reports[n] for n in names if n in reports}, errors) if names else None
+        if writes is not None:
+            changed |= await asyncio.to_thread(self._store_liveness, writes)
         return Heartbeat(reports, frozenset(changed), frozenset(names))
 
     def _due(self, name: str, now: float) -> bool:
@@ -405,11 +432,12 @@ class ResourceManager:
             await _close_quietly(old, name)
         return fresh
 
-    def _store_liveness(self, reports: dict[str, ClusterReport], errors: dict[str, str]) -> set[str]:
-        """Decide each cluster's phase in memory; write only transitions, node readiness that changed, and every
-        heartbeat_timeout/2 the answering clusters' ``last_heartbeat`` in one statement. Returns the clusters whose
-        phase changed. A round of unchanged, Ready clusters opens no transaction."""
-        now = time.monotonic()
+    def _judge_liveness(self, reports: dict[str, ClusterReport], errors: dict[str, str]) -> _LivenessWrites | None:
+        """Decide each cluster's phase in memory; what to store: only transitions, node readiness that changed, and
+        the answering clusters' ``last_heartbeat`` every :data:`STAMP_INTERVAL` seconds, or at once for one that is
+        Ready again, answers again after failed heartbeats or answers this process for the first time. None when
+        there is nothing to store (a round of unchanged, Ready clusters)."""
+        now, wall = time.monotonic(), utcnow()
         ready: list[str] = []
         stamp: list[str] = []
         nodes: dict[str, list[NodeReport]] = {}
@@ -417,11 +445,13 @@ class ResourceManager:
             live = self._liveness.get(name)
             if live is None:
                 continue
-            live.last_ok, live.error = now, ""
-            if live.phase != ClusterPhase.READY.value:
+            back = live.phase != ClusterPhase.READY.value
+            if back:
                 ready.append(name)
-            if now - live.last_stored >= self._settings.heartbeat_timeout / 2:
+            # at once when it answers again (Ready again, a revived agent) or first answers this process; else seldom
+            if back or live.error or live.last_stored is None or now - live.last_stored >= STAMP_INTERVAL:
                 stamp.append(name)
+            live.last_ok, live.error, live.heard_at = now, "", wall
             moved = [n for n in report.nodes if live.node_ready.get(n.name) != n.ready]
             if moved:
                 nodes[name] = moved
@@ -435,14 +465,19 @@ class ResourceManager:
             if quiet >= self._settings.heartbeat_timeout and live.phase != ClusterPhase.NOT_READY.value:
                 silent[name] = f"no heartbeat for {quiet:.0f}s: {error}"
         if not (ready or stamp or nodes or silent):
-            return set()
+            return None
+        return _LivenessWrites(now, wall, ready, stamp, nodes, silent)
+
+    def _store_liveness(self, writes: _LivenessWrites) -> set[str]:
+        """Store what :meth:`_judge_liveness` decided, in one transaction; the clusters whose phase changed."""
+        ready, stamp, nodes, silent = writes.ready, writes.stamp, writes.nodes, writes.silent
         with self._db.transaction() as s:
             if stamp:
                 # updated_at kept: it is the clusters' revision (``clusters_revision``), which a heartbeat is not
                 s.execute(
                     update(ClusterRow)
                     .where(ClusterRow.name.in_(stamp))
-                    .values(last_heartbeat=utcnow(), updated_at=ClusterRow.updated_at)
+                    .values(last_heartbeat=writes.wall, updated_at=ClusterRow.updated_at)
                 )
             query = select(ClusterRow.name, ClusterRow.id).where(ClusterRow.name.in_(list(nodes)))
             ids: dict[str, int] = {name: cid for name, cid in s.execute(query)}
@@ -455,7 +490,7 @@ class ResourceManager:
             for name, message in silent.items():
                 self._store_phase(s, name, ClusterPhase.NOT_READY, message, EventKind.CLUSTER_NOT_READY, message)
         for name in stamp:
-            self._liveness[name].last_stored = now
+            self._liveness[name].last_stored = writes.now
         return set(ready) | set(silent)
 
     def _store_phase(

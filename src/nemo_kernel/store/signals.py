@@ -85,3 +85,28 @@ class CommitWatch:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+class IdleSkip:
+    """Whether a store-polling loop's next pass may be skipped: it was not woken, and nothing was committed to the
+    store (:class:`CommitWatch`) since its last pass found nothing to do. When the watch cannot tell (PostgreSQL),
+    never. Every commit counts, not only those the loop reads: a skip is safe, a pass in vain only costs one."""
+
+    def __init__(self, watch: CommitWatch) -> None:
+        """``watch`` is the loop's own (it is closed with this)."""
+        self._watch = watch
+        self._looked: int | None = None  # the counter before the pass under way
+        self._idle_at: int | None = None  # the counter before the last pass that found nothing to do
+
+    def needed(self, woken: bool) -> bool:
+        """Call before each pass; False: skip it (``woken``: the loop's wake-up was set, or a timed act is due)."""
+        self._looked = self._watch.look()  # before the pass: a commit during it is seen by the next look
+        return woken or self._looked is None or self._looked != self._idle_at
+
+    def done(self, idle: bool) -> None:
+        """Call after each pass that ran: ``idle`` when it found nothing to do (and did not fail)."""
+        self._idle_at = self._looked if idle else None
+
+    def close(self) -> None:
+        """Close the watch."""
+        self._watch.close()

@@ -310,7 +310,10 @@ def main(argv: list[str] | None = None) -> None:
     endpoint = AgentEndpoint(url=f"http://127.0.0.1:{port}", token=token, pid=me.pid, create_time=me.create_time())
     app = create_app(cluster, ProcessSupervisor(cluster.name, state_dir, sandbox), token)
     # the asyncio loop, not uvloop: the supervisor reaps its own children by pid and wants no surprises
-    config = uvicorn.Config(app, loop="asyncio", log_level="warning", access_log=False, lifespan="on")
+    # no Date header: the control plane never reads it, and without one the server need not wake every second
+    config = uvicorn.Config(
+        app, loop="asyncio", log_level="warning", access_log=False, lifespan="on", date_header=False
+    )
     server = QuietServer(config)
     write_agent_endpoint(state_dir / AGENT_FILE, endpoint)
     log.info("agent of cluster %s listening on %s (pid %s)", cluster.name, endpoint.url, endpoint.pid)

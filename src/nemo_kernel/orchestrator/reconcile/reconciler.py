@@ -21,6 +21,7 @@ from nemo_kernel.orchestrator.reconcile.rollout import Rollout
 from nemo_kernel.orchestrator.reconcile.schedule import Scheduling
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database
+from nemo_kernel.store.signals import CommitWatch
 from nemo_kernel.store.tables import EventRow
 
 
@@ -53,6 +54,11 @@ class OrchestrationEngine:
         self._resync_interval = settings.resync_interval
         self._next_resync: float | None = None  # monotonic; None: the next pass is full (the first one)
         self._store_seen: int | None = None
+        # The revision as last read, and SQLite's commit counter then: no commit since, no query (the counter is
+        # None on PostgreSQL, which is asked every pass); the watch is made on the first pass, once the store exists
+        self._revision_read: int | None = None
+        self._commits: CommitWatch | None = None
+        self._read_at: int | None = None
 
     async def reconcile_once(self) -> None:
         """One pass: heartbeats, then observe, reschedule, evacuate, schedule and rollout, each on what changed.
@@ -71,7 +77,7 @@ class OrchestrationEngine:
         await self._resources.sync_drivers(force=full)
         beat = await self._resources.heartbeat(full=full)
         # read before the steps: what they (or anyone) write from here on moves it, and the next pass looks again
-        store = await asyncio.to_thread(self._store_revision)
+        store = await self._store_revision_now()
         store_moved = full or store != self._store_seen
         self._store_seen = store
         changed = beat.reports if full else {c: r for c, r in beat.reports.items() if c in beat.changed}
@@ -87,9 +93,26 @@ class OrchestrationEngine:
             again = beat.changed | self.rollout.unfinished
             await self.rollout({c: r for c, r in beat.reports.items() if c in again})
 
+    async def _store_revision_now(self) -> int:
+        """The store's revision, read only when something was committed since it was last read (on SQLite)."""
+        if self._commits is None:
+            self._commits = self._db.commit_watch()
+        commits = self._commits.look()  # before the read: a commit after it is seen on the next pass
+        if self._revision_read is None or commits is None or commits != self._read_at:
+            self._read_at = None  # a read that fails is made again on the next pass
+            self._revision_read = await asyncio.to_thread(self._store_revision)
+            self._read_at = commits
+        return self._revision_read
+
     def _store_revision(self) -> int:
         with self._db.snapshot() as s:
             return store_revision(s)
+
+    def close(self) -> None:
+        """Release the commit watch's connection."""
+        if self._commits is not None:
+            self._commits.close()
+            self._commits = None
 
 
 def store_revision(s: Session) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from nemo_kernel.metrics import MetricsReader, MetricsUnavailable
 from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.key_directory import StoredKeyDirectory
-from nemo_kernel.orchestrator.views.clusters import ClusterViews, SandboxOf
+from nemo_kernel.orchestrator.views.clusters import ClusterViews, LastHeartbeatOf, SandboxOf, never_heard
 from nemo_kernel.orchestrator.views.gateway import GatewayViews
 from nemo_kernel.orchestrator.views.metrics import (
     ClusterTop,
@@ -80,13 +80,15 @@ class Views:
         directory: StoredKeyDirectory,
         decisions: DecisionEngine | None = None,
         metrics: Callable[[], MetricsReader] = _no_metrics,
+        last_heartbeat_of: LastHeartbeatOf = never_heard,
     ) -> None:
         """``sandbox_of`` tells how a cluster's running agent confines replicas (live, not stored); ``directory``
         is the module key directory the bus verifies against; ``decisions`` is the engine placement uses, to
         explain every node's verdict on request (an engine with the default weights if not given); ``metrics``
         returns the analytics engine's current reader (without one, metrics views answer
-        :class:`MetricsUnavailable`)."""
-        self.clusters = ClusterViews(db, sandbox_of)
+        :class:`MetricsUnavailable`); ``last_heartbeat_of`` tells when a cluster last answered the running control
+        plane (the stored time otherwise)."""
+        self.clusters = ClusterViews(db, sandbox_of, last_heartbeat_of)
         self.modules = ModuleViews(directory)
         self.workloads = WorkloadViews(db, decisions)
         self.gateway = GatewayViews(db)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from nemo_kernel.domain import ClusterStatus, Event, NodeStatus
 from nemo_kernel.store import Database, events
@@ -10,14 +11,22 @@ from nemo_kernel.store import clusters as cluster_store
 
 #: How a cluster's agent keeps replicas from the control plane's data, as its last heartbeat said.
 SandboxOf = Callable[[str], str | None]
+#: When a cluster last answered a heartbeat of the running control plane (None: not yet, or no such plane).
+LastHeartbeatOf = Callable[[str], datetime | None]
+
+
+def never_heard(_: str) -> datetime | None:
+    """The :data:`LastHeartbeatOf` of views without a running control plane: the stored time is shown."""
+    return None
 
 
 class ClusterViews:
     """Reads of clusters and nodes."""
 
-    def __init__(self, db: Database, sandbox_of: SandboxOf) -> None:
+    def __init__(self, db: Database, sandbox_of: SandboxOf, last_heartbeat_of: LastHeartbeatOf) -> None:
         self._db = db
         self._sandbox_of = sandbox_of
+        self._last_heartbeat_of = last_heartbeat_of
 
     def every(self) -> list[ClusterStatus]:
         """Every cluster with its phase, by name."""
@@ -44,6 +53,12 @@ class ClusterViews:
             return events.history(s, events.cluster_subject(name), after_id=after, limit=limit)
 
     def live(self, status: ClusterStatus) -> ClusterStatus:
-        """``status`` (a stored cluster, or a command's answer) with its live sandbox, as every cluster view shows."""
+        """``status`` (a stored cluster, or a command's answer) with its live sandbox and last heartbeat, as every
+        cluster view shows."""
         # what the last heartbeat said, not stored: it describes the running agent
-        return status.model_copy(update={"sandbox": self._sandbox_of(status.name)})
+        live: dict[str, object] = {"sandbox": self._sandbox_of(status.name)}
+        # the stored stamp is written about once a minute (``resources.STAMP_INTERVAL``); the running plane knows
+        heard = self._last_heartbeat_of(status.name)
+        if heard is not None:
+            live["last_heartbeat"] = heard
+        return status.model_copy(update=live)
