@@ -135,7 +135,7 @@ def serve(settings: Settings) -> None:
     # deploy every workload again with agents of its own.
     lease = ControlPlaneLease(plane.db.url)
     try:
-        lease.acquire(f"nemo up pid {os.getpid()}, API {url}")
+        lease.acquire(url)
     except (StoreInUse, StoreUnreachable) as exc:
         raise CliError(str(exc)) from None
     access = ApiAccess.from_settings(settings, plane.db, url)
