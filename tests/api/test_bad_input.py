@@ -326,6 +326,30 @@ def test_labels_are_bounded_in_number_and_length(stack: Stack, path: str, docume
     assert _snapshot(stack) == before
 
 
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("/a", "prefix before the '/' is not empty"),
+        ("a/", "name after the '/' is not empty"),
+        ("a/b/c", "at most one '/'"),
+        ("Example.org/gpu", "prefix is a DNS subdomain"),
+        ("-example.org/gpu", "prefix is a DNS subdomain"),
+        ("example..org/gpu", "prefix is a DNS subdomain"),
+        ("exa_mple.org/gpu", "prefix is a DNS subdomain"),
+    ],
+)
+def test_label_keys_are_kubernetes_qualified_names(stack: Stack, key: str, why: str) -> None:
+    before = _snapshot(stack)
+    for path, document, field in (
+        ("/clusters", _with(CLUSTER, "nodes.0.labels", {key: "v"}), "nodes[0].labels"),
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"node_labels": {key: "v"}}),
+         "deployment.placement.node_labels"),
+    ):  # fmt: skip
+        error = _refused(stack, _post(stack, path, document), 422, field)
+        assert why in error["message"] and key in error["message"], error
+    assert _snapshot(stack) == before
+
+
 _USERS = [{"region": "eu-south", "weight": 1}]
 
 
