@@ -132,6 +132,9 @@ def test_a_stored_cluster_that_no_longer_validates_costs_only_itself(tmp_path: P
         _store_as_an_older_nemo(api, ClusterRow, "old-edge", country="FR", region="eu-west")
         wait_for(lambda: api.api("GET", "/clusters/old-edge").json()["phase"] == "Ready", 30, "old-edge managed")
         assert "old-edge" in api.plane.resources.managed()
+        # a list validates again what changed since the last one (the others come from its cache, by stored text)
+        listed_again = {c["name"]: c for c in api.api("GET", "/clusters").json()}
+        assert listed_again["old-edge"]["spec"]["country"] == "FR" and listed_again["old-edge"]["message"] == ""
 
         # Removed, and registered again, it is managed again.
         assert api.api("DELETE", "/clusters/old-edge").status_code == 204
