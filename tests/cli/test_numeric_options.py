@@ -1,7 +1,7 @@
 """Numbers on the command line are finite and bounded, refused naming the option before anything is sent.
 
-``--timeout`` of the commands that wait (workload apply --wait, migrate --wait): seconds, at most a day; a NaN
-deadline never comes (every comparison with NaN is false), so `--wait --timeout nan` waited forever.
+``--timeout`` of the commands that wait (workload apply --wait, migrate --wait, cluster drain --wait): seconds, at
+most a day; a NaN deadline never comes (every comparison with NaN is false), so `--wait --timeout nan` waited forever.
 ``nemo cluster fault --for``: nan, inf or 1e400 ended in a Python traceback (JSON cannot carry them); it reads
 durations as the rest of NEMO does (seconds, or one Prometheus unit: ``500ms``, ``1d``), and nothing else."""
 
@@ -19,7 +19,14 @@ NOWHERE = "http://127.0.0.1:1"
 
 
 @pytest.mark.parametrize("timeout", ["nan", "inf", "-1", "0", "1e308"])
-@pytest.mark.parametrize("command", [["workload", "apply", "-f", "{file}", "--wait"], ["migrate", "demo", "--wait"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["workload", "apply", "-f", "{file}", "--wait"],
+        ["migrate", "demo", "--wait"],
+        ["cluster", "drain", "c", "--wait"],  # drained the cluster, then waited forever
+    ],
+)
 def test_a_timeout_that_never_ends_is_refused_naming_the_option(
     command: list[str], timeout: str, tmp_path: Path
 ) -> None:

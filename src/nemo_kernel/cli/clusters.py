@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from nemo_kernel.cli.client import CliError, api_from_env_or
-from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
+from nemo_kernel.cli.options import ApiOption, OutputOption, WaitTimeout, load_document
 from nemo_kernel.cli.output import Column, OutputFormat, emit, print_table, progress, say
 
 app = typer.Typer(no_args_is_help=True)
@@ -138,7 +138,7 @@ def drain(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="show the moves until the cluster runs nothing")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 600.0,
+    timeout: WaitTimeout = 600.0,
     api: ApiOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
