@@ -183,7 +183,8 @@ def uncordon(name: str, api: ApiOption = None, output: OutputOption = OutputForm
 def generate(
     count: Annotated[int, typer.Option(help="clusters to generate (1-10,000)")] = 1000,
     nodes: Annotated[int, typer.Option(help="nodes per cluster (1-5,000)")] = 10,
-    seed: Annotated[int, typer.Option(help="the same seed gives the same fleet")] = 1,
+    # min=0: random.Random seeds with the absolute value, so -1 gave the fleet of 1
+    seed: Annotated[int, typer.Option(min=0, help="the same seed gives the same fleet (0 or more)")] = 1,
     out: Annotated[
         Path | None, typer.Option("-o", "--output", help="clusters file to write (default: stdout)", dir_okay=False)
     ] = None,
