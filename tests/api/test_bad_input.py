@@ -5,10 +5,12 @@ nothing stored, and the control plane keeps serving everyone. Also the seed's ow
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -326,6 +328,30 @@ def test_labels_are_bounded_in_number_and_length(stack: Stack, path: str, docume
     assert _snapshot(stack) == before
 
 
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("/a", "prefix before the '/' is not empty"),
+        ("a/", "name after the '/' is not empty"),
+        ("a/b/c", "at most one '/'"),
+        ("Example.org/gpu", "prefix is a DNS subdomain"),
+        ("-example.org/gpu", "prefix is a DNS subdomain"),
+        ("example..org/gpu", "prefix is a DNS subdomain"),
+        ("exa_mple.org/gpu", "prefix is a DNS subdomain"),
+    ],
+)
+def test_label_keys_are_kubernetes_qualified_names(stack: Stack, key: str, why: str) -> None:
+    before = _snapshot(stack)
+    for path, document, field in (
+        ("/clusters", _with(CLUSTER, "nodes.0.labels", {key: "v"}), "nodes[0].labels"),
+        ("/workloads", _with(WORKLOAD, "deployment.placement", {"node_labels": {key: "v"}}),
+         "deployment.placement.node_labels"),
+    ):  # fmt: skip
+        error = _refused(stack, _post(stack, path, document), 422, field)
+        assert why in error["message"] and key in error["message"], error
+    assert _snapshot(stack) == before
+
+
 _USERS = [{"region": "eu-south", "weight": 1}]
 
 
@@ -640,3 +666,24 @@ def test_a_refusal_reads_as_ours_not_as_pydantics(stack: Stack) -> None:
     detail = next(d for d in error["details"] if d["field"] == "name")
     assert detail["message"].startswith("must be a DNS label"), detail  # not "Value error, must be ..."
     assert "Value error" not in error["message"], error
+
+
+def test_a_client_gone_before_its_body_ended_is_one_log_line_not_a_traceback(stack: Stack) -> None:
+    # Each such request logged a 40-line traceback (starlette's ClientDisconnect reached the 500 handler): a client
+    # could flood the log by opening connections and closing them mid-body.
+    log = stack.data_dir.parent / f"{stack.data_dir.name}-nemo-up.log"
+    url = urlsplit(stack.url)
+    head = (
+        f"POST /api/v1/rebalance HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {stack.admin_token()}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    before = log.read_text(errors="replace").count("closed the connection before the request body ended")
+    with socket.create_connection((url.hostname, url.port)) as client:
+        client.sendall(head.encode() + b'{"apply": ')  # 10 of the 1,000 bytes announced, then gone
+
+    def said() -> bool:
+        return log.read_text(errors="replace").count("closed the connection before the request body ended") > before
+
+    wait_for(said, 30, "the disconnect logged")
+    assert "ClientDisconnect" not in log.read_text(errors="replace")
+    assert stack.api("GET", "/rebalance").status_code == 200

@@ -119,9 +119,17 @@ def test_a_stored_cluster_that_no_longer_validates_costs_only_itself(tmp_path: P
         shown = nemo(api, "cluster", "list")  # the CLI's table too
         assert "old-edge" in shown.stdout and "Unmanaged" in shown.stdout, shown.stdout
 
-        # Its replicas are left as they are (a row edited by mistake does not empty a cluster) ...
-        assert api.api("GET", "/workloads/pinned").json()["replicas"] == before
+        # Its replicas are left as they are (a row edited by mistake does not empty a cluster), and shown as nobody
+        # observes them: phase Unknown (as Kubernetes shows a pod of a lost node), not ready, the workload saying why
+        pinned = api.api("GET", "/workloads/pinned").json()
+        assert [(r["id"], r["cluster"]) for r in pinned["replicas"]] == [(r["id"], r["cluster"]) for r in before]
         assert [r["id"] for r in before] == list(api.memory.clusters["old-edge"].replicas)
+        [unobserved] = pinned["replicas"]
+        assert unobserved["phase"] == "Unknown", unobserved
+        assert "old-edge" in unobserved["message"] and "last reported Running" in unobserved["message"], unobserved
+        assert pinned["ready_replicas"] == 0 and "not observed" in pinned["message"], pinned
+        listed = nemo(api, "workload", "list")
+        assert "0/1" in listed.stdout and "not observed" in listed.stdout, listed.stdout
         # ... and the loops go on for the others: a new workload is placed and runs on the cluster that reads.
         assert api.api("POST", "/workloads", json=_workload("web")).status_code == 201
         wait_for(lambda: api.api("GET", "/workloads/web").json()["phase"] == "Running", 60, "web running")
@@ -131,7 +139,13 @@ def test_a_stored_cluster_that_no_longer_validates_costs_only_itself(tmp_path: P
         # Stored again as this version accepts it, it is managed again.
         _store_as_an_older_nemo(api, ClusterRow, "old-edge", country="FR", region="eu-west")
         wait_for(lambda: api.api("GET", "/clusters/old-edge").json()["phase"] == "Ready", 30, "old-edge managed")
+        observed = api.api("GET", "/workloads/pinned").json()  # observed again: its cluster's report, as before
+        assert [(r["id"], r["phase"]) for r in observed["replicas"]] == [(r["id"], "Running") for r in before]
+        assert observed["ready_replicas"] == 1 and "not observed" not in observed["message"], observed
         assert "old-edge" in api.plane.resources.managed()
+        # a list validates again what changed since the last one (the others come from its cache, by stored text)
+        listed_again = {c["name"]: c for c in api.api("GET", "/clusters").json()}
+        assert listed_again["old-edge"]["spec"]["country"] == "FR" and listed_again["old-edge"]["message"] == ""
 
         # Removed, and registered again, it is managed again.
         assert api.api("DELETE", "/clusters/old-edge").status_code == 204

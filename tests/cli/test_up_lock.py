@@ -72,13 +72,20 @@ def test_the_lock_goes_with_the_process_even_on_sigkill(tmp_path: Path) -> None:
         assert stack.cli_json("cluster", "list")
 
 
-def test_a_second_control_plane_on_the_same_postgresql_database_refuses_naming_the_first(
-    postgres_url: str, tmp_path: Path
+@pytest.mark.parametrize("store", ["postgresql", "sqlite"])
+def test_a_second_control_plane_on_the_same_database_refuses_naming_the_first(
+    store: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """Two planes on one database would both deploy every workload (each with agents of its own)."""
+    """Two planes on one database would both deploy every workload (each with agents of its own); on SQLite, a
+    file outside both data directories (their own locks do not cover it)."""
+    if store == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shared' / 'nemo.db'}"
+        (tmp_path / "shared").mkdir()
+    else:
+        url = request.getfixturevalue("postgres_url")
     clusters = tmp_path / "clusters.yaml"
     clusters.write_text(yaml.safe_dump({"clusters": []}))
-    env = {"NEMO_DATABASE_URL": postgres_url, "NEMO_CLUSTERS_FILE": str(clusters)}
+    env = {"NEMO_DATABASE_URL": url, "NEMO_CLUSTERS_FILE": str(clusters)}
     with running_stack(tmp_path / "first", env) as first:
         assert first.proc is not None
         second = Stack(tmp_path / "second", env)

@@ -77,3 +77,11 @@ def test_the_cli_refuses_a_billion_clusters_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == ["error: count must be between 1 and 10,000 clusters, not 1,000,000,000"]
     assert not out.exists()
+
+
+def test_the_cli_refuses_a_negative_seed_naming_the_option(tmp_path: Path) -> None:
+    # random.Random seeds with the absolute value: --seed -1 wrote the fleet of --seed 1
+    out = tmp_path / "fleet.yaml"
+    done = _nemo("cluster", "generate", "--count", "2", "--seed", "-1", "-o", str(out))
+    assert done.returncode == 2 and "--seed" in done.stderr, done.stderr
+    assert not out.exists()

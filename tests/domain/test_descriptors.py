@@ -115,6 +115,12 @@ _ONE_LINE = "one line of text"
         ({f"{'p' * 253}/{'k' * 63}": "v"}, None),  # Kubernetes' longest qualified name
         ({f"{'p' * 254}/k": "v"}, "a label key is at most 63 characters, after an optional prefix of at most 253"),
         ({"example.org/" + "k" * 64: "v"}, "a label key is at most 63 characters"),
+        ({"/a": "v"}, "prefix before the '/' is not empty"),
+        ({"a/": "v"}, "name after the '/' is not empty"),
+        ({"a/b/c": "v"}, "at most one '/'"),
+        ({"Example.org/gpu": "v"}, "prefix is a DNS subdomain"),
+        ({"example.org./gpu": "v"}, "prefix is a DNS subdomain"),
+        ({"node-role.kubernetes.io/control-plane": ""}, None),
         ({"zone": "v" * 253}, None),
         ({"zone": "v" * 254}, "a label value is at most 253 characters"),
     ],

@@ -193,3 +193,13 @@ def test_matchers_select_with_promql_semantics() -> None:
     assert total(Matcher("tier", MatchOp.NE, "edge")) == 6.0
     with pytest.raises(ValueError, match="regular expression"):
         total(Matcher("node", MatchOp.RE, "("))
+
+
+def test_a_rate_range_past_the_last_sample_of_a_reset_counter_has_no_points_there() -> None:
+    # A range whose last windows hold no sample, over a counter that reset: the reset bookkeeping indexed one past
+    # the last sample (IndexError), so the findings loop skipped the signal and the API answered 500.
+    store = store_with(("c_total", {}, [(0, 3), (10, 13), (20, 2), (30, 12)]))
+    [points] = answer(store, selector=C, window=90, step=10, aggregation=Aggregation.RATE, at=NOW + 90).values()
+    times = [t for t, _ in points]
+    assert times and max(times) <= 40  # windows of 10 s: none after the last sample has two samples
+    assert all(math.isfinite(v) and v > 0 for _, v in points), points

@@ -6,6 +6,7 @@ nothing."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ from nemo_kernel.domain import (
     RebalanceState,
     ReplicaPhase,
     WorkloadDescriptor,
+    utcnow,
 )
 from nemo_kernel.domain.errors import ApiError
 from nemo_kernel.orchestrator.commands import RebalanceCommands, RebalanceSettings
+from nemo_kernel.orchestrator.commands.rebalance import STARTING_WAIT_S
 from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.rebalance import RebalanceLimits
 from nemo_kernel.store import Database, NotFound, events, rebalances, workloads
@@ -216,3 +219,46 @@ def test_a_workload_goes_back_to_a_recovered_cluster_where_it_is_better(door: Fr
         s.scalars(select(ClusterRow).where(ClusterRow.name == "cheap")).one().phase = ClusterPhase.READY.value
     back = rebalancer(door).run(RebalanceRequest(), "user:alice")
     assert [(m.from_cluster, m.to_cluster) for m in back.moves] == [("costly", "cheap")]
+
+
+def _replica_of(db: Database, move_replica: str, phase: ReplicaPhase, *, changed_s_ago: float = 0.0) -> None:
+    """The replica's row as a restarted control plane leaves it (its cluster has not reported it running yet)."""
+    with db.transaction() as s:
+        row = s.get(ReplicaRow, move_replica)
+        assert row is not None
+        row.phase = phase.value
+        row.updated_at = utcnow() - timedelta(seconds=changed_s_ago)
+
+
+def test_a_queued_move_waits_for_its_replica_still_starting_after_a_restart(door: FrontDoor) -> None:
+    running(door, "web", replicas=2)
+    plan = rebalancer(door).run(RebalanceRequest(apply=True), "user:alice")
+    [queued] = [m for m in plan.moves if m.state is MoveState.QUEUED]
+    _replica_of(door.db, queued.replica, ReplicaPhase.STARTING)  # a restart: adopted, not yet reported Running
+    finish_migrations(door.db)
+
+    restarted = rebalancer(door)
+    assert restarted.advance()  # the plan goes on applying: the move waits, it is not skipped
+    waiting = door.views.rebalances.get(plan.id)
+    assert [m.state for m in waiting.moves if m.replica == queued.replica] == [MoveState.QUEUED]
+    assert waiting.state is RebalanceState.APPLYING
+
+    _replica_of(door.db, queued.replica, ReplicaPhase.RUNNING)
+    assert restarted.advance()
+    moving = door.views.rebalances.get(plan.id)
+    assert [m.state for m in moving.moves if m.replica == queued.replica] == [MoveState.MOVING]
+
+
+def test_a_queued_move_whose_replica_stays_starting_is_skipped_once_the_wait_is_over(door: FrontDoor) -> None:
+    running(door, "web", replicas=2)
+    plan = rebalancer(door).run(RebalanceRequest(apply=True), "user:alice")
+    [queued] = [m for m in plan.moves if m.state is MoveState.QUEUED]
+    _replica_of(door.db, queued.replica, ReplicaPhase.STARTING, changed_s_ago=STARTING_WAIT_S + 1)
+    finish_migrations(door.db)
+
+    assert not rebalancer(door).advance()
+
+    done = door.views.rebalances.get(plan.id)
+    [skipped] = [m for m in done.moves if m.replica == queued.replica]
+    assert skipped.state is MoveState.SKIPPED and "Starting" in skipped.reason, skipped
+    assert done.state is RebalanceState.APPLIED

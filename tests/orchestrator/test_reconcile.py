@@ -243,17 +243,23 @@ async def test_a_drain_moves_replicas_through_migrations_at_most_the_concurrency
         await plane.resources.close()
 
 
+async def _drain_the_one_replica(plane: Plane, name: str) -> Replica:
+    """A running workload of one replica whose cluster is then drained (its move starts at the next pass)."""
+    plane.apply(_workload(name, replicas=1))
+    await plane.settle(lambda: plane.running(name))
+    source = plane.replicas(name)[0]
+    with plane.db.transaction() as s:
+        clusters.set_schedulable(s, source.cluster, cordoned=True, draining=True)
+    return source
+
+
 async def test_a_move_waits_out_a_busy_store_and_never_leaves_its_source_running(
     make_plane: Callable[[int], Plane], tmp_path: Path
 ) -> None:
     # Seen in a move-back storm on SQLite: a step whose transaction found the write lock held past the busy
     # timeout was failed "after the switch", and the source kept running beside its replacement for good.
     plane = make_plane(10)
-    plane.apply(_workload("web", replicas=1))
-    await plane.settle(lambda: plane.running("web"))
-    source = plane.replicas("web")[0]
-    with plane.db.transaction() as s:
-        clusters.set_schedulable(s, source.cluster, cordoned=True, draining=True)
+    source = await _drain_the_one_replica(plane, "web")
     for _ in range(MAX_PASSES):  # until the move is past the switch: the target serves, the source is left
         await plane.engine.reconcile_once()
         await plane.migrations.advance()
@@ -275,6 +281,33 @@ async def test_a_move_waits_out_a_busy_store_and_never_leaves_its_source_running
     assert [m.phase for m in _migrations(plane)] == [MigrationPhase.COMPLETED.value]
     assert [r.cluster != source.cluster and r.desired for r in plane.replicas("web")] == [True]
     assert list(plane.hosted("web")) == [plane.replicas("web")[0].cluster]
+
+
+async def test_a_move_failed_after_the_switch_leaves_exactly_one_replica_running(
+    make_plane: Callable[[int], Plane], tmp_path: Path
+) -> None:
+    # A step past the switch that fails for a real reason (here the store refuses the cleaning's event) used to
+    # mark the move Failed with the source still desired: it ran beside its replacement for good.
+    plane = make_plane(10)
+    source = await _drain_the_one_replica(plane, "web")
+    store = sqlite3.connect(tmp_path / "nemo.db", isolation_level=None)
+    try:
+        store.execute(
+            "CREATE TRIGGER refuse_cleaning BEFORE INSERT ON events WHEN NEW.kind = 'replica.replaced' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the store'); END"
+        )
+        await plane.settle(lambda: bool(_migrations(plane)) and MigrationPhase(_migrations(plane)[0].phase).final)
+        [failed] = _migrations(plane)
+        assert failed.phase == MigrationPhase.FAILED.value
+        assert "refused by the store" in failed.message
+        assert failed.source_replica in failed.message and failed.target_replica in failed.message
+
+        await plane.settle(lambda: source.cluster not in plane.hosted("web"))
+        [serving] = plane.replicas("web")
+        assert (serving.id, serving.desired) == (failed.target_replica, True)
+        assert list(plane.hosted("web")) == [serving.cluster]
+    finally:
+        store.close()
 
 
 async def test_a_replica_on_a_not_ready_node_moves_through_a_migration(make_plane: Callable[[int], Plane]) -> None:

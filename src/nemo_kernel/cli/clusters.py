@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from nemo_kernel.cli.client import CliError, api_from_env_or
-from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
+from nemo_kernel.cli.options import ApiOption, OutputOption, WaitTimeout, load_document
 from nemo_kernel.cli.output import Column, OutputFormat, emit, print_table, progress, say
 
 app = typer.Typer(no_args_is_help=True)
@@ -138,7 +138,7 @@ def drain(
     wait: Annotated[
         bool, typer.Option("--wait/--no-wait", help="show the moves until the cluster runs nothing")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 600.0,
+    timeout: WaitTimeout = 600.0,
     api: ApiOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
@@ -183,7 +183,8 @@ def uncordon(name: str, api: ApiOption = None, output: OutputOption = OutputForm
 def generate(
     count: Annotated[int, typer.Option(help="clusters to generate (1-10,000)")] = 1000,
     nodes: Annotated[int, typer.Option(help="nodes per cluster (1-5,000)")] = 10,
-    seed: Annotated[int, typer.Option(help="the same seed gives the same fleet")] = 1,
+    # min=0: random.Random seeds with the absolute value, so -1 gave the fleet of 1
+    seed: Annotated[int, typer.Option(min=0, help="the same seed gives the same fleet (0 or more)")] = 1,
     out: Annotated[
         Path | None, typer.Option("-o", "--output", help="clusters file to write (default: stdout)", dir_okay=False)
     ] = None,

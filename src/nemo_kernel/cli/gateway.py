@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from nemo_kernel.cli.client import CliError, api_from_env_or
-from nemo_kernel.cli.options import ApiOption, OutputOption, load_document
+from nemo_kernel.cli.options import ApiOption, OutputOption, listening_socket, load_document
 from nemo_kernel.cli.output import OutputFormat, emit, print_table, say
 
 app = typer.Typer(no_args_is_help=True)
@@ -126,8 +126,11 @@ def run(
     from nemo_kernel.access.gateway.__main__ import main as gateway_main
     from nemo_kernel.config import Settings
 
-    if config is not None:
-        gateway_main(["--config", str(config), "--host", host, "--port", str(port)])
-        return
-    url = database_url or Settings().resolved_database_url()
-    gateway_main(["--database-url", url, "--host", host, "--port", str(port)])
+    # Bound here: a port in use (or beyond 65535) is one line naming the option, not a traceback (or a hang)
+    sock = listening_socket(host, port, "gateway", "--host/--port")
+    source = (
+        ["--config", str(config)]
+        if config is not None
+        else ["--database-url", database_url or Settings().resolved_database_url()]
+    )
+    gateway_main([*source, "--fd", str(sock.detach())])

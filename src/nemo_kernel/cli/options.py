@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -68,3 +69,22 @@ def load_document(path: Path) -> Any:
         return load_document(text, yaml_syntax=not text.lstrip().startswith("{"))
     except DocumentError as exc:
         raise CliError(f"{path}: {exc}") from exc
+
+
+def listening_socket(host: str, port: int, what: str, settings: str) -> socket.socket:
+    """A listening socket, or a one-line :class:`CliError` naming the ``settings`` that choose the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:  # OverflowError: a port beyond 65535
+        sock.close()
+        why = (exc.strerror if isinstance(exc, OSError) else None) or exc
+        raise CliError(
+            f"cannot listen on {host}:{port} for the {what}: {why}; choose another with {settings}"
+            " (port 0 picks a free one)"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock

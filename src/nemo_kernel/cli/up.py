@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,30 +20,13 @@ from nemo_kernel.api.security import ApiAccess
 from nemo_kernel.cli.client import CliError
 from nemo_kernel.cli.data_lock import DataDirectoryInUse, DataDirectoryLock
 from nemo_kernel.cli.gateway_process import GatewayProcess, http_url, read_initial_config
+from nemo_kernel.cli.options import listening_socket
 from nemo_kernel.cli.output import Part, say
 from nemo_kernel.cli.secret_files import read_json, write_secret_json
 from nemo_kernel.clusters.serving import QuietServer
 from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator import ControlPlane
 from nemo_kernel.store.plane_lease import ControlPlaneLease, StoreInUse, StoreUnreachable
-
-
-def _bind(host: str, port: int, what: str, settings: str) -> socket.socket:
-    """A listening socket, or a one-line :class:`CliError` naming the ``settings`` that choose the address."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise CliError(
-            f"cannot listen on {host}:{port} for the {what}: {exc.strerror or exc}; choose another with {settings}"
-            " (port 0 picks a free one)"
-        ) from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def _cli_command() -> str:
@@ -122,9 +104,9 @@ def serve(settings: Settings) -> None:
         raise CliError(str(exc)) from None
     initial_gateway = read_initial_config(settings.gateway_config) if settings.gateway_enabled else None
     # Both sockets before anything else starts, so that a port in use stops `nemo up` with nothing to undo.
-    sock = _bind(settings.api_host, settings.api_port, "API", "--host/--port (NEMO_API_HOST/NEMO_API_PORT)")
+    sock = listening_socket(settings.api_host, settings.api_port, "API", "--host/--port (NEMO_API_HOST/NEMO_API_PORT)")
     gateway_sock = (
-        _bind(settings.gateway_host, settings.gateway_port, "gateway", "NEMO_GATEWAY_HOST/NEMO_GATEWAY_PORT")
+        listening_socket(settings.gateway_host, settings.gateway_port, "gateway", "NEMO_GATEWAY_HOST/NEMO_GATEWAY_PORT")
         if settings.gateway_enabled
         else None
     )
@@ -135,7 +117,7 @@ def serve(settings: Settings) -> None:
     # deploy every workload again with agents of its own.
     lease = ControlPlaneLease(plane.db.url)
     try:
-        lease.acquire(f"nemo up pid {os.getpid()}, API {url}")
+        lease.acquire(url)
     except (StoreInUse, StoreUnreachable) as exc:
         raise CliError(str(exc)) from None
     access = ApiAccess.from_settings(settings, plane.db, url)

@@ -84,16 +84,31 @@ MAX_LABEL_PREFIX = 253
 MAX_LABEL_VALUE = 253
 
 
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
 def _check_label_key(value: str) -> str:
     if not value or not is_one_line(value):
         raise ValueError("a label key is one line of text, not empty, without control, bidi or invisible characters")
     # Kubernetes' qualified name: an optional prefix (a DNS subdomain) and '/', then the name proper, so that a
-    # node's Kubernetes labels can be written as they are
-    prefix, _, name = value.rpartition("/")
+    # node's Kubernetes labels can be written as they are. The name proper stays any one-line text (wider than
+    # Kubernetes' [A-Za-z0-9_.-]): labels NEMO stored before are not refused for it.
+    if value.count("/") > 1:
+        raise ValueError("a label key has at most one '/', between a prefix and the name (example.org/gpu)")
+    prefix, slash, name = value.rpartition("/")
     if len(name) > MAX_LABEL_NAME or len(prefix) > MAX_LABEL_PREFIX:
         raise ValueError(
             f"a label key is at most {MAX_LABEL_NAME} characters, after an optional prefix of at most "
             f"{MAX_LABEL_PREFIX} and a '/' (example.org/gpu), as in Kubernetes"
+        )
+    if slash and not prefix:
+        raise ValueError("a label key's prefix before the '/' is not empty (example.org/gpu), as in Kubernetes")
+    if not name:
+        raise ValueError("a label key's name after the '/' is not empty (example.org/gpu), as in Kubernetes")
+    if prefix and not _DNS_SUBDOMAIN.fullmatch(prefix):
+        raise ValueError(
+            "a label key's prefix is a DNS subdomain: lowercase letters, digits, '-' and '.', each part starting "
+            "and ending with a letter or digit (example.org/gpu), as in Kubernetes"
         )
     return value
 

@@ -497,6 +497,8 @@ class ReplicaPhase(StrEnum):
     CRASHED = "Crashed"  # exited; the cluster restarts it with backoff
     STOPPING = "Stopping"
     REJECTED = "Rejected"  # its cluster refused it (cannot run it as specified); never sent there again
+    # Shown, never stored: its cluster is Unmanaged, so nobody observes it (the stored phase is its last report)
+    UNKNOWN = "Unknown"
 
 
 class ReplicaStatus(Model):

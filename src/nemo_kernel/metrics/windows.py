@@ -182,7 +182,11 @@ def _rate(times: Times, values: Values, lo: Index, hi: Index, starts: Times, end
     if drops.any():
         # Prometheus adds the value before each reset one by one, in order: windows holding a reset are done so.
         before = np.concatenate(([0], np.cumsum(drops)))
-        holding = np.flatnonzero((n >= 2) & (before[np.maximum(hi - 1, lo)] > before[lo]))
+        # clamped as above: an empty window after the last sample has lo == len(values) (masked out by n >= 2)
+        end = len(values) - 1
+        holding = np.flatnonzero(
+            (n >= 2) & (before[np.minimum(np.maximum(hi - 1, lo), end)] > before[np.minimum(lo, end)])
+        )
         for i in holding.tolist():
             a, b = int(lo[i]), int(hi[i])
             total = float(result[i])

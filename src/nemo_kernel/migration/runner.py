@@ -17,7 +17,8 @@ Per phase (``domain.migration`` draws the machine):
   recreate only flip. A failure before the flip thaws the source and releases the target: never two writers,
   never none.
 - Cleaning: after ``drain`` seconds (the gateway follows within its poll interval, in-flight requests finish)
-  the source is released; Completed once the pass removed it.
+  the source is released; Completed once the pass removed it. A step failing past the switch fails the move and
+  releases the replica that does not serve (the source, unless the target is gone) in the same transaction.
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ class MigrationRunner:
                 log.warning("migration %s: the store is busy; the step is tried again: %s", migration_id, exc.orig)
                 return
             log.exception("migration %s: step failed", migration_id)
-            await asyncio.to_thread(self._roll_back, migration_id, f"{type(exc).__name__}: {exc}")
+            try:
+                await asyncio.to_thread(self._roll_back, migration_id, f"{type(exc).__name__}: {exc}")
+            except Exception:  # the rollback's own transaction failed: nothing changed, the next step tries again
+                log.exception("migration %s: rolling back failed; the step is tried again", migration_id)
 
     async def _advance(self, migration_id: int) -> None:
         row = await asyncio.to_thread(self._read, migration_id)
@@ -333,11 +337,12 @@ class MigrationRunner:
             if MigrationPhase(m.phase).final:
                 return
             if m.switched_at is not None:
-                # Past the switch the target serves; going back would mean a second hand-off. Only the
-                # source's removal is left, which the reconcile pass retries.
-                enter_phase(s, m, MigrationPhase.FAILED, f"after the switch: {why}")
-                return
-            self._roll_back_in(s, m, why)
+                # Past the switch the target serves; going back would mean a second hand-off. The replica that
+                # does not serve is released in the same transaction (the pass stops it): a failed move never
+                # leaves two running, nor none.
+                enter_phase(s, m, MigrationPhase.FAILED, f"after the switch: {why}; {_keep_one(s, m)}")
+            else:
+                self._roll_back_in(s, m, why)
         self._wake()
 
     def _roll_back_in(self, s: Session, m: MigrationRow, why: str) -> None:
@@ -391,6 +396,23 @@ class MigrationRunner:
         if w is not None and not w.deleting:
             w.needs_placement = True
         enter_phase(s, m, MigrationPhase.FAILED, f"failed: {why}; the workload is placed again")
+
+
+def _keep_one(s: Session, m: MigrationRow) -> str:
+    """Past the switch, release the source unless the target is gone (then the source, routable again once the
+    move is final, serves); says which replica is left."""
+    source = s.get(ReplicaRow, m.source_replica)
+    target = s.get(ReplicaRow, m.target_replica) if m.target_replica is not None else None
+    if target is None or not target.desired:
+        if source is None or not source.desired:
+            w = s.get(WorkloadRow, m.workload_id)
+            if w is not None and not w.deleting:
+                w.needs_placement = True
+            return f"neither {m.source_replica} nor {m.target_replica} is left; the workload is placed again"
+        return f"{m.target_replica} is gone; {m.source_replica} serves again"
+    if source is not None:
+        workloads.release_replica(s, source)
+    return f"{m.target_replica} serves; {m.source_replica} is stopped"
 
 
 def _past(deadline: datetime | None, now: datetime) -> bool:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydantic import ValidationError
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import Text, cast, func, select
+from sqlalchemy.orm import Session, defer, selectinload
 
 from nemo_kernel.domain import ClusterPhase, ClusterSpec, ClusterStatus, EventKind, NodeSpec, NodeStatus
 from nemo_kernel.domain.common import stored_refusal
@@ -59,6 +61,13 @@ def cluster_names(session: Session) -> set[str]:
 def list_clusters(session: Session) -> list[ClusterRow]:
     """Every cluster with its nodes (two queries, whatever the count)."""
     return list(session.scalars(select(ClusterRow).options(selectinload(ClusterRow.nodes)).order_by(ClusterRow.name)))
+
+
+def clusters_with_spec_text(session: Session) -> list[tuple[ClusterRow, str]]:
+    """Every cluster by name with its spec as the stored text (for a cache of validated specs keyed by it); the
+    rows' nodes and parsed ``spec`` are not loaded (one query)."""
+    query = select(ClusterRow, cast(ClusterRow.spec, Text)).options(defer(ClusterRow.spec)).order_by(ClusterRow.name)
+    return [(row, text) for row, text in session.execute(query).tuples()]
 
 
 def remove_cluster(session: Session, name: str) -> ClusterRow:
@@ -138,15 +147,17 @@ def readable_spec(row: ClusterRow) -> ClusterSpec:
         raise Conflict(f"cluster {row.name}: {stored_refusal(exc, 'spec', _REMEDY)}") from None
 
 
-def to_cluster_status(row: ClusterRow) -> ClusterStatus:
-    """Domain view of a stored cluster.
+def to_cluster_status(row: ClusterRow, spec_of: Callable[[ClusterRow], ClusterSpec] | None = None) -> ClusterStatus:
+    """Domain view of a stored cluster; ``spec_of`` validates its stored spec (by default ``row.spec`` again: a
+    list passes a cache of validated specs instead).
 
     A spec stored by an older NEMO that this version's checks refuse (a country code no longer accepted, a line
     break in a region) is shown as None with the reason in the message, so that listing every cluster still works;
     the resource manager leaves such a cluster unmanaged."""
     spec: ClusterSpec | None
     try:
-        spec, message = ClusterSpec.model_validate(row.spec), row.message
+        spec = spec_of(row) if spec_of is not None else ClusterSpec.model_validate(row.spec)
+        message = row.message
     except ValidationError as exc:
         spec, message = None, stored_refusal(exc, "spec", _REMEDY)
     return ClusterStatus(

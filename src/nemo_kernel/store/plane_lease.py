@@ -10,20 +10,25 @@ session's TCP keepalives are short so that a holder whose host vanished is let g
 names itself in its session's ``application_name`` (pid and API URL), which a refused plane reads from
 ``pg_stat_activity`` through ``pg_locks``. A thread checks the session every 2 s and takes the lock again when
 the session ended (a PostgreSQL restart); if another plane took it in between, this one stops. On SQLite the
-data directory's lock does this job (the store is a file in it), and the lease holds nothing.
+lease is ``store.file_lock.FileLock`` on a file beside the database (``nemo.db.lock``): the data directory's lock
+covers only a database inside that directory, and two planes with their own data directories may name one file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
+
+from nemo_kernel.store.file_lock import FileLock, FileLockHeld
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +60,35 @@ class ControlPlaneLease:
         self.url = url
         self._holder = ""
         self._connection: Connection | None = None
+        self._file: FileLock | None = None
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
-    def acquire(self, holder: str) -> None:
-        """Take the lease, naming this plane ``holder``, or raise :class:`StoreInUse` at once (never waits)."""
+    def acquire(self, api_url: str) -> None:
+        """Take the lease, naming this plane by its pid and ``api_url``, or raise :class:`StoreInUse` at once
+        (never waits)."""
         if self.url.drivername.startswith("sqlite"):
+            self._file = self._lock_file(api_url)
             return
-        self._holder = holder
+        self._holder = f"nemo up pid {os.getpid()}, API {api_url}"
         self._connection = self._take()
+
+    def _lock_file(self, api_url: str) -> FileLock | None:
+        database = self.url.database
+        if not database or database == ":memory:":  # a private database: nobody else can open it
+            return None
+        path = Path(database).resolve()
+        lock = FileLock(path.with_name(f"{path.name}.lock"))
+        try:
+            lock.acquire()
+        except FileLockHeld as held:
+            pid, url = held.holder.get("pid", "unknown"), held.holder.get("url") or "not serving yet"
+            raise StoreInUse(
+                f"another `nemo up` (pid {pid}, API {url}) is running on the store {self._shown}; two would both "
+                "deploy every workload: use that one, or give this one another database (NEMO_DATABASE_URL)"
+            ) from None
+        lock.record(api_url)
+        return lock
 
     def watch(self, lost: Callable[[str], None], every: float = 2.0) -> None:
         """Check the lease every ``every`` seconds from a thread of its own, and take it again when its session
@@ -83,6 +108,9 @@ class ControlPlaneLease:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+        if self._file is not None:
+            self._file.release()
+            self._file = None
 
     def _watch(self, lost: Callable[[str], None], every: float) -> None:
         while not self._stop.wait(every):

@@ -16,6 +16,7 @@ from sqlalchemy.orm.util import identity_key
 
 from nemo_kernel.domain import (
     NOT_RUNNABLE,
+    ClusterPhase,
     EventKind,
     PlacementDecision,
     ReplicaPhase,
@@ -356,21 +357,39 @@ def placing_decisions(
     return found
 
 
-def to_replica_status(row: ReplicaRow) -> ReplicaStatus:
-    """Domain view of a stored replica."""
+def unobserved_clusters(session: Session) -> frozenset[str]:
+    """Clusters whose replicas nobody observes: Unmanaged ones (their stored spec is refused by this version), whose
+    replicas are left as they are (``orchestrator.resources``)."""
+    query = select(ClusterRow.name).where(ClusterRow.phase == ClusterPhase.UNMANAGED.value)
+    return frozenset(session.scalars(query))
+
+
+def _observed(row: ReplicaRow, unobserved: frozenset[str]) -> bool:
+    return not (row.desired and row.cluster in unobserved)
+
+
+def to_replica_status(row: ReplicaRow, unobserved: frozenset[str] = frozenset()) -> ReplicaStatus:
+    """Domain view of a stored replica; on a cluster of ``unobserved``, its phase is Unknown (its last report, in
+    the message, may be long gone by now), as Kubernetes shows a pod of a lost node."""
+    phase, message = ReplicaPhase(row.phase), row.message
+    if not _observed(row, unobserved):
+        phase = ReplicaPhase.UNKNOWN
+        message = f"its cluster {row.cluster} is Unmanaged: nobody observes this replica; last reported {row.phase}" + (
+            f": {row.message}" if row.message else ""
+        )
     return ReplicaStatus(
         id=row.id,
         index=row.index,
         version=row.version,
         cluster=row.cluster,
         node=row.node,
-        phase=ReplicaPhase(row.phase),
+        phase=phase,
         url=row.url,
         pid=row.pid,
         restarts=row.restarts,
         cpu_percent=row.cpu_percent,
         memory_mib=row.memory_mib,
-        message=row.message,
+        message=message,
         updated_at=row.updated_at,
     )
 
@@ -387,8 +406,11 @@ def readable_descriptor(row: WorkloadRow) -> WorkloadDescriptor:
         raise Conflict(f"workload {row.namespace}/{row.name}: {stored_refusal(exc, 'descriptor', _REMEDY)}") from None
 
 
-def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> WorkloadStatus:
-    """Domain view of a workload: desired against actual, replica by replica.
+def to_workload_status(
+    row: WorkloadRow, replicas: Sequence[ReplicaRow], unobserved: frozenset[str] = frozenset()
+) -> WorkloadStatus:
+    """Domain view of a workload: desired against actual, replica by replica. Replicas on a cluster of
+    ``unobserved`` (:func:`unobserved_clusters`) are shown Unknown and not ready, and the message says so.
 
     A descriptor stored by an older NEMO that this version's checks refuse (a country code no longer accepted, a
     control character in a name) is shown as None with the reason in the message, so that listing every workload
@@ -401,6 +423,10 @@ def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> Work
         descriptor = None
         message = stored_refusal(exc, "descriptor", _REMEDY)
     current = [r for r in replicas if r.desired]
+    blind = sorted({r.cluster for r in current if not _observed(r, unobserved)})
+    if blind:
+        unseen = f"replicas on {', '.join(blind)} (Unmanaged) are not observed"
+        message = f"{message}; {unseen}" if message else unseen
     return WorkloadStatus(
         name=row.name,
         display_name=descriptor.display_name if descriptor is not None else None,
@@ -412,9 +438,13 @@ def to_workload_status(row: WorkloadRow, replicas: Sequence[ReplicaRow]) -> Work
         desired_replicas=_desired_replicas(row, descriptor),
         # Counted per index: while a replica moves, it and its replacement may both run.
         ready_replicas=len(
-            {r.index for r in current if r.version == row.version and r.phase == ReplicaPhase.RUNNING.value}
+            {
+                r.index
+                for r in current
+                if r.version == row.version and r.phase == ReplicaPhase.RUNNING.value and _observed(r, unobserved)
+            }
         ),
-        replicas=[to_replica_status(r) for r in replicas],
+        replicas=[to_replica_status(r, unobserved) for r in replicas],
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

@@ -50,13 +50,13 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("nemo.gateway.access").setLevel(logging.INFO)
     if not args.config and not args.database_url:
         parser.error(f"one of --config, --database-url (or ${DATABASE_URL_ENV}) is required")
+    sock = socket.socket(fileno=args.fd) if args.fd is not None else None
     if args.config:
-        run_gateway(load_gateway_config(args.config), args.host, args.port)
+        run_gateway(load_gateway_config(args.config), args.host, args.port, sock=sock)
         return
     from nemo_kernel.access.gateway.live import StoredGateway
     from nemo_kernel.store import Database
 
-    sock = socket.socket(fileno=args.fd) if args.fd is not None else None
     live = StoredGateway(
         Database(args.database_url),
         parent_pid=args.parent_pid,

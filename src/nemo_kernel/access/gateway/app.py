@@ -206,9 +206,11 @@ def _json(status: int, body: dict[str, Any], request_id: str, headers: dict[str,
     return response
 
 
-def run_gateway(config: GatewayConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve a gateway of ``config`` until interrupted."""
-    serve_application(Gateway(config).application(), host, port)
+def run_gateway(
+    config: GatewayConfig, host: str = "127.0.0.1", port: int = 8000, *, sock: socket.socket | None = None
+) -> None:
+    """Serve a gateway of ``config`` until interrupted (on ``sock`` when given, see :func:`serve_application`)."""
+    serve_application(Gateway(config).application(), host, port, sock=sock)
 
 
 def serve_application(

@@ -5,7 +5,9 @@ stores the plan (``rebalance.planned``, or ``rebalance.failed`` when the solve g
 saving above the thresholds, its moves are queued and ``advance`` (called by the control plane's migration loop)
 starts them, one migration per workload at a time, make-before-break through ``MigrationCommands.start``, which
 re-checks each target with the decision engine: a move that became stale (a filter or capacity refuses it now) is
-skipped with the reason. When every move ended, ``rebalance.applied``.
+skipped with the reason. A queued move whose replica is still Scheduled or Starting (as a restart leaves replicas
+until their cluster reports them) waits for it, up to ``STARTING_WAIT_S`` since the replica last changed, then is
+tried (and skipped if the replica does not run). When every move ended, ``rebalance.applied``.
 
 Kept in place (the plan's ``pinned``): ``placement.rebalance: never``, a workload moved by the rebalancer within
 ``NEMO_REBALANCE_COOLDOWN`` (stored: it holds across restarts), one being migrated, one not fully running, one with
@@ -18,7 +20,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -63,6 +65,11 @@ log = logging.getLogger(__name__)
 
 REBALANCER = "system:rebalancer"
 """``requested_by`` of the periodic rebalance and of the migrations a plan starts."""
+
+STARTING_WAIT_S = 120.0
+"""Seconds a queued move waits for its replica while it is Scheduled or Starting (since the replica last changed):
+an adopted replica is reported within seconds of a restart; one that stays longer does not hold the plan."""
+_STARTING = (ReplicaPhase.SCHEDULED.value, ReplicaPhase.STARTING.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +163,9 @@ class RebalanceCommands:
             _settle(s, moves)
             moving = {m.workload_id for m in moves if m.state == MoveState.MOVING.value}
             ready: list[int] = []
+            now = utcnow()
             for m in moves:
-                if m.state == MoveState.QUEUED.value and m.workload_id not in moving:
+                if m.state == MoveState.QUEUED.value and m.workload_id not in moving and not _waits(s, m, now):
                     ready.append(m.id)
                     moving.add(m.workload_id)  # at most one migration per workload at a time
             plan_id = row.id
@@ -341,14 +349,27 @@ def _stored(
 def _has_work(s: Session, moves: Sequence[RebalanceMoveRow]) -> bool:
     """Whether ``advance`` would change anything: a migration ended, a move may start, or every move ended."""
     moving = {m.workload_id for m in moves if m.state == MoveState.MOVING.value}
+    now = utcnow()
     for m in moves:
-        if m.state == MoveState.QUEUED.value and m.workload_id not in moving:
+        if m.state == MoveState.QUEUED.value and m.workload_id not in moving and not _waits(s, m, now):
             return True
         if m.state == MoveState.MOVING.value:
             migration = s.get(MigrationRow, m.migration_id) if m.migration_id is not None else None
             if migration is None or MigrationPhase(migration.phase).final:
                 return True
     return not any(m.state in (MoveState.QUEUED.value, MoveState.MOVING.value) for m in moves)
+
+
+def _waits(s: Session, move: RebalanceMoveRow, now: datetime) -> bool:
+    """Whether a queued move waits for its replica, still Scheduled or Starting for less than ``STARTING_WAIT_S``:
+    started now, its migration would be refused (the source must run) and the move skipped for good."""
+    replica = s.get(ReplicaRow, move.replica)
+    return (
+        replica is not None
+        and replica.desired
+        and replica.phase in _STARTING
+        and now < replica.updated_at + timedelta(seconds=STARTING_WAIT_S)
+    )
 
 
 def _settle(s: Session, moves: Sequence[RebalanceMoveRow]) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime
 
 from nemo_kernel.domain import ClusterStatus, Event, NodeStatus
+from nemo_kernel.orchestrator.placement import ParsedSpecs
 from nemo_kernel.store import Database, events
 from nemo_kernel.store import clusters as cluster_store
 
@@ -27,11 +29,24 @@ class ClusterViews:
         self._db = db
         self._sandbox_of = sandbox_of
         self._last_heartbeat_of = last_heartbeat_of
+        # Specs validated by earlier lists, by their stored text: a list validates only what changed since (0.3 ms
+        # a spec of 10 nodes). Bounded by the registered clusters (each list keeps only those it read); the lock,
+        # as lists run in the API's threads at once.
+        self._specs = ParsedSpecs()
+        self._specs_lock = threading.Lock()
 
     def every(self) -> list[ClusterStatus]:
         """Every cluster with its phase, by name."""
         with self._db.snapshot() as s:
-            return [self.live(cluster_store.to_cluster_status(r)) for r in cluster_store.list_clusters(s)]
+            rows = cluster_store.clusters_with_spec_text(s)
+            texts = {row.name: text for row, text in rows}
+            with self._specs_lock:
+                statuses = [
+                    cluster_store.to_cluster_status(row, lambda r: self._specs.cluster(r.name, texts[r.name]))
+                    for row, _ in rows
+                ]
+                self._specs.keep(set(texts))
+        return [self.live(status) for status in statuses]
 
     def get(self, name: str) -> ClusterStatus:
         """One cluster; ``NotFound`` if unknown."""

@@ -66,14 +66,16 @@ class WorkloadViews:
         """Desired against actual replicas, per cluster and node, with their URLs; ``NotFound`` if unknown."""
         with self._db.snapshot() as s:
             row = workloads.get_workload(s, namespace, name)
-            return workloads.to_workload_status(row, workloads.replicas_by_workload(s, [row.id]).get(row.id, []))
+            replicas = workloads.replicas_by_workload(s, [row.id]).get(row.id, [])
+            return workloads.to_workload_status(row, replicas, workloads.unobserved_clusters(s))
 
     def page(self, namespace: str | None = None, *, limit: int = 100, offset: int = 0) -> list[WorkloadStatus]:
         """A page of workloads by namespace then name (all namespaces unless one is given)."""
         with self._db.snapshot() as s:
             rows = workloads.list_workloads(s, namespace, limit=limit, offset=offset)
             replicas = workloads.replicas_by_workload(s, [r.id for r in rows])
-            return [workloads.to_workload_status(r, replicas.get(r.id, [])) for r in rows]
+            unobserved = workloads.unobserved_clusters(s)
+            return [workloads.to_workload_status(r, replicas.get(r.id, []), unobserved) for r in rows]
 
     def placement(self, namespace: str, name: str) -> PlacementExplanation | None:
         """Each current replica's placement with the decision behind it, and the latest decision with its
