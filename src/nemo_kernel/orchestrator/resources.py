@@ -11,7 +11,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, update
+from pydantic import ValidationError
+from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy.orm import Session
 
 from nemo_kernel.clusters import (
@@ -28,7 +29,8 @@ from nemo_kernel.clusters import (
 from nemo_kernel.clusters.revisions import MergedReport
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import ClusterPhase, ClusterSpec, EventKind, ReplicaPhase, utcnow
-from nemo_kernel.store import Conflict, Database
+from nemo_kernel.orchestrator.placement import ParsedSpecs
+from nemo_kernel.store import Database
 from nemo_kernel.store import clusters as cluster_store
 from nemo_kernel.store.events import cluster_subject, record_event
 from nemo_kernel.store.signals import CommitWatch
@@ -114,6 +116,9 @@ class ResourceManager:
         # migration's hand-off, a fault) may have changed what runs there, so they are asked on the next round.
         # At most one entry per managed cluster.
         self._touched: set[str] = set()
+        self.specs = ParsedSpecs()
+        """Validated cluster specs by their stored text: this manager's reads of the cluster rows and the engine's
+        inventory loads share them, so a spec is validated once, not once by each."""
 
     def driver(self, cluster: str) -> ClusterDriver | None:
         """The driver of a cluster, if it has one yet; the cluster is asked for its report on the next heartbeat
@@ -287,13 +292,13 @@ class ResourceManager:
         """The readable specs, and what is stored of every registered cluster (readable or not)."""
         found = _Inventory()
         with self._db.transaction() as s:
-            for row in s.scalars(select(ClusterRow)):
+            for row, text in s.execute(select(ClusterRow, cast(ClusterRow.spec, Text).label("text"))):
                 found.present.add(row.name)
                 try:
-                    found.specs[row.name] = cluster_store.readable_spec(row)
-                except Conflict as exc:
+                    found.specs[row.name] = self.specs.cluster(row.name, text)
+                except ValidationError as exc:
                     # One unreadable cluster must not stop the others: it is left without a driver, and says why.
-                    _unmanage(s, row, str(exc))
+                    _unmanage(s, row, str(cluster_store.spec_refusal(row.name, exc)))
                 found.phases[row.name] = row.phase
             query = select(ClusterRow.name, NodeRow.name, NodeRow.ready).join(
                 NodeRow, NodeRow.cluster_id == ClusterRow.id
