@@ -39,6 +39,7 @@ from nemo_kernel.store.tables import ClusterRow, NodeRow
 log = logging.getLogger(__name__)
 
 _MAX_CONCURRENT_HEARTBEATS = 64
+_SPECS = select(ClusterRow.id, ClusterRow.name, ClusterRow.phase, cast(ClusterRow.spec, Text).label("spec"))
 # Phases a replica passes through on its way up or down: a cluster reporting one is asked on every pass, so that a
 # rollout (or a removal) is seen to finish at once rather than up to a heartbeat interval later.
 _SETTLING = frozenset({ReplicaPhase.SCHEDULED, ReplicaPhase.STARTING, ReplicaPhase.STOPPING})
@@ -292,19 +293,24 @@ class ResourceManager:
         """The readable specs, and what is stored of every registered cluster (readable or not)."""
         found = _Inventory()
         with self._db.transaction() as s:
-            for row, text in s.execute(select(ClusterRow, cast(ClusterRow.spec, Text).label("text"))):
-                found.present.add(row.name)
+            # Columns, the spec as its stored text: an unchanged spec is neither decoded nor validated again (the
+            # ORM would decode every one on every read), and a new one only once, for this manager and the engine.
+            for cluster_id, name, phase, text in s.execute(_SPECS):
+                found.present.add(name)
+                found.phases[name] = phase
                 try:
-                    found.specs[row.name] = self.specs.cluster(row.name, text)
+                    found.specs[name] = self.specs.cluster(name, text)
                 except ValidationError as exc:
                     # One unreadable cluster must not stop the others: it is left without a driver, and says why.
-                    _unmanage(s, row, str(cluster_store.spec_refusal(row.name, exc)))
-                found.phases[row.name] = row.phase
+                    row = s.get_one(ClusterRow, cluster_id)
+                    _unmanage(s, row, str(cluster_store.spec_refusal(name, exc)))
+                    found.phases[name] = row.phase
             query = select(ClusterRow.name, NodeRow.name, NodeRow.ready).join(
                 NodeRow, NodeRow.cluster_id == ClusterRow.id
             )
             for cluster, node, ready in s.execute(query):
                 found.node_ready.setdefault(cluster, {})[node] = ready
+        self.specs.keep(found.present)  # a removed cluster's spec goes with it
         return found
 
     async def heartbeat(self, full: bool = False) -> Heartbeat:
