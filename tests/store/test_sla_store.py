@@ -175,6 +175,14 @@ def test_residency_intersects_slas_until_terminated(database: Database) -> None:
         assert slas.residency_of_workload(s, "default", "demo") == ["PT"]
         assert slas.residency_of_workload(s, "default", "elsewhere") == ["FR", "PT"]
         assert slas.residency_of_workload(s, "other-ns", "demo") is None
+        # a pass reads many workloads' residency at once: each gets what it would get alone
+        many = [("default", "demo"), ("default", "elsewhere"), ("other-ns", "demo"), ("other-ns", "elsewhere")]
+        assert slas.residency_of_workloads(s, many) == {
+            ("default", "demo"): ["PT"],
+            ("default", "elsewhere"): ["FR", "PT"],
+            ("other-ns", "demo"): None,
+            ("other-ns", "elsewhere"): None,
+        }
         slas.set_sla_state(s, b, SlaState.TERMINATED)
         assert slas.residency_of_workload(s, "default", "demo") == ["ES", "PT"]
         slas.set_sla_state(s, a, SlaState.TERMINATED)

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from pydantic import ValidationError
+from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy.orm import Session
 
 from nemo_kernel.clusters import (
@@ -29,7 +30,8 @@ from nemo_kernel.clusters import (
 from nemo_kernel.clusters.revisions import MergedReport
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import ClusterPhase, ClusterSpec, EventKind, ReplicaPhase, utcnow
-from nemo_kernel.store import Conflict, Database
+from nemo_kernel.orchestrator.placement import ParsedSpecs
+from nemo_kernel.store import Database
 from nemo_kernel.store import clusters as cluster_store
 from nemo_kernel.store.events import cluster_subject, record_event
 from nemo_kernel.store.signals import CommitWatch
@@ -38,6 +40,7 @@ from nemo_kernel.store.tables import ClusterRow, NodeRow
 log = logging.getLogger(__name__)
 
 _MAX_CONCURRENT_HEARTBEATS = 64
+_SPECS = select(ClusterRow.id, ClusterRow.name, ClusterRow.phase, cast(ClusterRow.spec, Text).label("spec"))
 # Phases a replica passes through on its way up or down: a cluster reporting one is asked on every pass, so that a
 # rollout (or a removal) is seen to finish at once rather than up to a heartbeat interval later.
 _SETTLING = frozenset({ReplicaPhase.SCHEDULED, ReplicaPhase.STARTING, ReplicaPhase.STOPPING})
@@ -134,6 +137,9 @@ class ResourceManager:
         # migration's hand-off, a fault) may have changed what runs there, so they are asked on the next round.
         # At most one entry per managed cluster.
         self._touched: set[str] = set()
+        self.specs = ParsedSpecs()
+        """Validated cluster specs by their stored text: this manager's reads of the cluster rows and the engine's
+        inventory loads share them, so a spec is validated once, not once by each."""
 
     def driver(self, cluster: str) -> ClusterDriver | None:
         """The driver of a cluster, if it has one yet; the cluster is asked for its report on the next heartbeat
@@ -313,19 +319,24 @@ class ResourceManager:
         """The readable specs, and what is stored of every registered cluster (readable or not)."""
         found = _Inventory()
         with self._db.transaction() as s:
-            for row in s.scalars(select(ClusterRow)):
-                found.present.add(row.name)
+            # Columns, the spec as its stored text: an unchanged spec is neither decoded nor validated again (the
+            # ORM would decode every one on every read), and a new one only once, for this manager and the engine.
+            for cluster_id, name, phase, text in s.execute(_SPECS):
+                found.present.add(name)
+                found.phases[name] = phase
                 try:
-                    found.specs[row.name] = cluster_store.readable_spec(row)
-                except Conflict as exc:
+                    found.specs[name] = self.specs.cluster(name, text)
+                except ValidationError as exc:
                     # One unreadable cluster must not stop the others: it is left without a driver, and says why.
-                    _unmanage(s, row, str(exc))
-                found.phases[row.name] = row.phase
+                    row = s.get_one(ClusterRow, cluster_id)
+                    _unmanage(s, row, str(cluster_store.spec_refusal(name, exc)))
+                    found.phases[name] = row.phase
             query = select(ClusterRow.name, NodeRow.name, NodeRow.ready).join(
                 NodeRow, NodeRow.cluster_id == ClusterRow.id
             )
             for cluster, node, ready in s.execute(query):
                 found.node_ready.setdefault(cluster, {})[node] = ready
+        self.specs.keep(found.present)  # a removed cluster's spec goes with it
         return found
 
     async def heartbeat(self, full: bool = False) -> Heartbeat:

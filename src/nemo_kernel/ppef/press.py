@@ -15,7 +15,12 @@ def residency_constrained(
     """``spec`` with ``placement.countries`` narrowed by the data residency of the workload's Active or Violated
     SLAs (its own and the namespace-wide ones): the intersection of all. ``spec`` itself when no SLA restricts it;
     None when no country satisfies all of them (nothing may be placed)."""
-    allowed = slas.residency_of_workload(session, namespace, workload)
+    return narrowed(spec, slas.residency_of_workload(session, namespace, workload))
+
+
+def narrowed(spec: DeploymentSpec, allowed: list[str] | None) -> DeploymentSpec | None:
+    """:func:`residency_constrained` with the countries the SLAs allow already read (``allowed``, as
+    ``store.slas.residency_of_workloads`` gives them; None: no SLA restricts the workload)."""
     if allowed is None:
         return spec
     own = spec.placement.countries

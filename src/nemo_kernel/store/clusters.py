@@ -144,7 +144,12 @@ def readable_spec(row: ClusterRow) -> ClusterSpec:
     try:
         return ClusterSpec.model_validate(row.spec)
     except ValidationError as exc:
-        raise Conflict(f"cluster {row.name}: {stored_refusal(exc, 'spec', _REMEDY)}") from None
+        raise spec_refusal(row.name, exc) from None
+
+
+def spec_refusal(name: str, exc: ValidationError) -> Conflict:
+    """The :class:`Conflict` of cluster ``name`` whose stored spec this version's checks refuse (``exc``)."""
+    return Conflict(f"cluster {name}: {stored_refusal(exc, 'spec', _REMEDY)}")
 
 
 def to_cluster_status(row: ClusterRow, spec_of: Callable[[ClusterRow], ClusterSpec] | None = None) -> ClusterStatus:

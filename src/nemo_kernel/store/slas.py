@@ -5,7 +5,7 @@ opens and closes violations and records actions, all through these functions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -643,17 +643,30 @@ def residency_of_workload(session: Session, namespace: str, workload: str) -> li
     """The countries the SLAs of a workload allow (their ``press.data_residency`` intersected), or None when none
     restricts them; an empty list means no country at all. Drafts count: an SLA waiting for its workload to be
     deployed constrains that very first placement. Terminated SLAs do not."""
-    allowed: set[str] | None = None
-    query = select(SlaRow.spec).where(
-        SlaRow.namespace == namespace,
-        (SlaRow.workload == workload) | SlaRow.workload.is_(None),
-        SlaRow.state != SlaState.TERMINATED.value,
-    )
-    for spec in session.scalars(query):
-        countries = (spec.get("press") or {}).get("data_residency") or []
-        if countries:
-            allowed = set(countries) if allowed is None else allowed & set(countries)
-    return sorted(allowed) if allowed is not None else None
+    return residency_of_workloads(session, [(namespace, workload)])[(namespace, workload)]
+
+
+def residency_of_workloads(
+    session: Session, workloads: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], list[str] | None]:
+    """:func:`residency_of_workload` of many workloads ((namespace, name) each) in one query, for a pass that places
+    many; the caller bounds how many (each name is a bound parameter)."""
+    restricting: dict[tuple[str, str | None], list[set[str]]] = {}  # (namespace, workload or None) -> residencies
+    if workloads:
+        query = select(SlaRow.namespace, SlaRow.workload, SlaRow.spec).where(
+            SlaRow.namespace.in_({ns for ns, _ in workloads}),
+            SlaRow.workload.in_({name for _, name in workloads}) | SlaRow.workload.is_(None),
+            SlaRow.state != SlaState.TERMINATED.value,
+        )
+        for namespace, workload, spec in session.execute(query):
+            countries = (spec.get("press") or {}).get("data_residency") or []
+            if countries:
+                restricting.setdefault((namespace, workload), []).append(set(countries))
+    found: dict[tuple[str, str], list[str] | None] = {}
+    for namespace, name in workloads:
+        sets = restricting.get((namespace, name), []) + restricting.get((namespace, None), [])
+        found[(namespace, name)] = sorted(set.intersection(*sets)) if sets else None
+    return found
 
 
 __all__: Sequence[str] = (
@@ -677,6 +690,7 @@ __all__: Sequence[str] = (
     "record_followup",
     "record_slo_status",
     "residency_of_workload",
+    "residency_of_workloads",
     "resolved_violations",
     "scale_out_spans",
     "set_sla_state",

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from nemo_kernel.clusters import ClusterReport, ReplicaReport
 from nemo_kernel.domain import EventKind, ReplicaPhase
 from nemo_kernel.orchestrator.reconcile.phases import update_phases
-from nemo_kernel.orchestrator.reconcile.records import replica_event, subjects
+from nemo_kernel.orchestrator.reconcile.records import in_chunks, replica_event, subjects
 from nemo_kernel.store import Database
 from nemo_kernel.store.tables import ReplicaRow
 
@@ -33,7 +33,6 @@ _USAGE = (
     .where(_TABLE.c.id == bindparam("rid"))
     .values(cpu_percent=bindparam("cpu"), memory_mib=bindparam("mem"))
 )
-_LOAD_CHUNK = 500  # ids per IN (...) query, well under any backend's limit on bound parameters
 
 # A desired replica its cluster does not report goes back to Scheduled (the rollout sends it again), unless it is
 # there already or its cluster refused it (Rejected: never sent again).
@@ -169,9 +168,7 @@ def _state(seen: ReplicaReport) -> tuple[str, int, str | None, int | None, str]:
 
 def _load(s: Session, ids: set[str]) -> dict[str, ReplicaRow]:
     """The replica rows of ``ids`` as objects, in chunks."""
-    wanted = sorted(ids)
     rows: dict[str, ReplicaRow] = {}
-    for start in range(0, len(wanted), _LOAD_CHUNK):
-        chunk = wanted[start : start + _LOAD_CHUNK]
+    for chunk in in_chunks(sorted(ids)):
         rows.update((r.id, r) for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(chunk))))
     return rows

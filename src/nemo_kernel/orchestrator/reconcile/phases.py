@@ -16,7 +16,7 @@ from sqlalchemy import Row, Text, cast, select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import EventKind, ReplicaPhase, WorkloadDescriptor, WorkloadPhase
-from nemo_kernel.orchestrator.reconcile.records import isolated_together, replica_event
+from nemo_kernel.orchestrator.reconcile.records import in_chunks, isolated_together, replica_event
 from nemo_kernel.store import workloads
 from nemo_kernel.store.clusters import NOT_ANSWERING, leaving_clusters
 from nemo_kernel.store.events import record_event, workload_subject
@@ -121,10 +121,9 @@ _REPLICAS = select(
 def stored_replicas(s: Session, workload_ids: Iterable[int]) -> dict[int, list[StoredReplica]]:
     """The replicas of many workloads as plain tuples, by workload, ordered by version then index (as
     ``store.workloads.replicas_by_workload``), in chunked queries."""
-    ids = sorted(set(workload_ids))
     grouped: dict[int, list[StoredReplica]] = defaultdict(list)
-    for start in range(0, len(ids), _CHUNK):
-        for r in s.execute(_REPLICAS.where(ReplicaRow.workload_id.in_(ids[start : start + _CHUNK]))):
+    for chunk in in_chunks(sorted(set(workload_ids))):
+        for r in s.execute(_REPLICAS.where(ReplicaRow.workload_id.in_(chunk))):
             grouped[r.workload_id].append(StoredReplica(*r))
     return grouped
 
@@ -143,7 +142,6 @@ _WORKLOADS = select(
     DESCRIPTOR_TEXT,
 )
 _StoredWorkload = Row[int, int, str, str, bool, bool, str]  # a row of _WORKLOADS
-_CHUNK = 500  # workload ids per IN (...) query
 
 
 @dataclass(frozen=True)
@@ -174,23 +172,27 @@ def is_stateful(descriptor: str, *, unreadable: bool) -> bool:
     return shape is not None and shape.stateful
 
 
-def update_phases(s: Session, workload_ids: set[int]) -> None:
+def update_phases(s: Session, workload_ids: set[int], known: Mapping[int, list[StoredReplica]] | None = None) -> None:
     """Recompute workload phases; finish moves and rollouts (what was replaced goes) and deletions.
 
     The workloads and replicas are read as plain tuples first; only a workload with something to write (a phase,
     its message, a replica to release, a deletion to finish) or whose descriptor does not read is loaded as
     objects and goes through the writing rules, in its own savepoint. A pass over 1,000 unchanged workloads of
     100,000 replicas builds no object and writes nothing.
+
+    ``known``: the replicas of some of the workloads (every one of each, as :func:`stored_replicas` reads them) that
+    the caller read in this transaction and has not changed since, so they are not read again; a workload missing
+    from it is read.
     """
     if not workload_ids:
         return
+    known = known or {}
     leaving = leaving_clusters(s)
     migrating = moving_replicas(s)
-    ids = sorted(workload_ids)
     to_write: dict[int, tuple[str, list[StoredReplica]]] = {}  # workload id -> (descriptor text, replicas)
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        mine = stored_replicas(s, chunk)
+    for chunk in in_chunks(sorted(workload_ids)):
+        mine = {wid: known[wid] for wid in chunk if wid in known}
+        mine.update(stored_replicas(s, [wid for wid in chunk if wid not in known]))
         for stored in s.execute(_WORKLOADS.where(WorkloadRow.id.in_(chunk))):
             if stored.deleting or _differs(stored, mine.get(stored.id, []), leaving, migrating):
                 to_write[stored.id] = (stored.descriptor, mine.get(stored.id, []))
@@ -252,9 +254,12 @@ def _replaced(current: Sequence[R], leaving: Mapping[str, str]) -> Iterator[tupl
     by_index: dict[int, list[R]] = defaultdict(list)
     for r in current:
         by_index[r.index].append(r)
+    running = ReplicaPhase.RUNNING.value
     for group in by_index.values():
-        serving = [r for r in group if r.cluster not in leaving and r.phase == ReplicaPhase.RUNNING.value]
-        if serving and len(group) > 1:
+        if len(group) < 2:  # most indices: nothing to compare, and no list built per replica
+            continue
+        serving = [r for r in group if r.cluster not in leaving and r.phase == running]
+        if serving:
             yield serving[0], [r for r in group if r is not serving[0]]
 
 

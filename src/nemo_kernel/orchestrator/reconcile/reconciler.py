@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import LatencyMatrix, load_document
 from nemo_kernel.orchestrator.decision import DEFAULT_CRITERIA, AnyCriterion, DecisionEngine
-from nemo_kernel.orchestrator.placement import ParsedSpecs
 from nemo_kernel.orchestrator.reconcile.evacuate import Evacuation
 from nemo_kernel.orchestrator.reconcile.observe import Observation
 from nemo_kernel.orchestrator.reconcile.reschedule import Rescheduling
@@ -46,7 +45,7 @@ class OrchestrationEngine:
         self.observe = Observation(db)
         self.reschedule = Rescheduling(db)
         engine = DecisionEngine(settings.weights, criteria=tuple(criteria), latency=latency_matrix(settings))
-        specs = ParsedSpecs()  # validated cluster specs, shared by the inventory loads of evacuate and schedule
+        specs = resources.specs  # validated cluster specs, shared by the resource manager and the inventory loads
         self.evacuate = Evacuation(db, engine, settings.evacuation_concurrency, moves_started, specs)
         self.schedule = Scheduling(db, engine, specs)
         self.rollout = Rollout(db, resources, settings.driver_timeout)

@@ -6,7 +6,7 @@ The lowest module of the package: the steps and the phase rules import it, it im
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 from sqlalchemy import select
@@ -18,6 +18,16 @@ from nemo_kernel.store.tables import WorkloadRow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+IN_CHUNK = 500
+"""Ids per ``IN (...)`` list: well under any backend's bound on parameters (SQLite allows 32,766), so a pass that
+handles 100,000 rows never builds one statement over all of them."""
+
+
+def in_chunks(ids: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``ids`` in slices of at most :data:`IN_CHUNK`, one per ``IN (...)`` query."""
+    for start in range(0, len(ids), IN_CHUNK):
+        yield ids[start : start + IN_CHUNK]
 
 
 class Located(Protocol):

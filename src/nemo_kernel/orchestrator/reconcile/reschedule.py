@@ -65,6 +65,7 @@ class Rescheduling:
             # Replicas on drained or silent clusters that no migration moves keep serving until a replacement runs
             # (see phases): their workloads are queued so the decision engine places one for each index left without.
             leaving = leaving_clusters(s)
+            replicas: dict[int, list[StoredReplica]] = {}  # of the workloads on leaving clusters, read once
             if leaving:
                 query = select(ReplicaRow.workload_id).where(
                     ReplicaRow.desired.is_(True), ReplicaRow.cluster.in_(list(leaving))
@@ -96,7 +97,8 @@ class Rescheduling:
                 affected = set()
             # Deletions finish once their last replica is gone, which may happen on any path.
             deleting = set(s.scalars(select(WorkloadRow.id).where(WorkloadRow.deleting.is_(True))))
-            update_phases(s, deleting | affected)
+            # Nothing above changed a replica since they were read: the phases are computed from the same rows.
+            update_phases(s, deleting | affected, replicas)
         self._leaving, self._first_pass = leaving, False
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from nemo_kernel.clusters import ClusterReport, ClusterUnreachable, ReplicaRejected, ReplicaSpec
 from nemo_kernel.domain import EventKind, ReplicaPhase, WorkloadDescriptor
 from nemo_kernel.orchestrator.reconcile.phases import update_phases
-from nemo_kernel.orchestrator.reconcile.records import record_failure, replica_event, subjects
+from nemo_kernel.orchestrator.reconcile.records import in_chunks, record_failure, replica_event, subjects
 from nemo_kernel.orchestrator.resources import ResourceManager
 from nemo_kernel.store import Database
 from nemo_kernel.store.clusters import leaving_clusters
@@ -78,7 +78,6 @@ class _Light(NamedTuple):
 
 
 _LIGHT = (ReplicaRow.id, ReplicaRow.cluster, ReplicaRow.desired, ReplicaRow.phase)
-_CHUNK = 500  # ids per IN (...) query
 # The session of a plan holds no replica to keep in step with a bulk DELETE (only those to send, not deleted).
 _NO_SYNC = {"synchronize_session": False}
 _PENDING = or_(
@@ -179,8 +178,7 @@ class Rollout:
                 forget += plan.forget
                 if plan.ensure or plan.remove:
                     plans[cluster] = plan
-            for start in range(0, len(forget), _CHUNK):  # bounded IN lists, as `_load` (SQLite allows 32,766)
-                chunk = forget[start : start + _CHUNK]
+            for chunk in in_chunks(forget):
                 s.execute(delete(ReplicaRow).where(ReplicaRow.id.in_(chunk)), execution_options=_NO_SYNC)
         return plans
 
@@ -274,11 +272,7 @@ class Rollout:
 
 def _load(s: Session, ids: list[str]) -> list[ReplicaRow]:
     """The replica rows of ``ids`` as objects, in chunks of bound parameters every backend accepts."""
-    return [
-        r
-        for start in range(0, len(ids), _CHUNK)
-        for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(ids[start : start + _CHUNK])))
-    ]
+    return [r for chunk in in_chunks(ids) for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(chunk)))]
 
 
 def _specs(s: Session, rows: list[ReplicaRow]) -> dict[str, ReplicaSpec]:

@@ -8,6 +8,7 @@ placement failed is tried again on the next pass.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from functools import partial
 
 from sqlalchemy import select, update
@@ -18,12 +19,12 @@ from nemo_kernel.orchestrator.decision import DecisionEngine
 from nemo_kernel.orchestrator.placement import Inventory, ParsedSpecs
 from nemo_kernel.orchestrator.reconcile.phases import StoredReplica, left_to_placement, stored_replicas, update_phases
 from nemo_kernel.orchestrator.reconcile.records import isolated_together, replica_event
-from nemo_kernel.ppef.press import residency_constrained
-from nemo_kernel.store import Database, workloads
+from nemo_kernel.ppef.press import narrowed
+from nemo_kernel.store import Database, slas, workloads
 from nemo_kernel.store.clusters import NOT_ANSWERING
 from nemo_kernel.store.events import record_event, workload_subject
 from nemo_kernel.store.migration_records import given_up_evacuations
-from nemo_kernel.store.tables import WorkloadRow
+from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
 
 NODE_DETAIL_UP_TO = 500
 """Decisions over at most this many nodes are stored with every node's verdict; larger ones compactly (every
@@ -32,6 +33,20 @@ cluster's verdict grouped by filter, the chosen and best other nodes), so a 10,0
 
 SCHEDULE_BATCH = 200
 """Queued workloads considered per pass, by id; also the bound of what the step remembers between passes."""
+
+
+@dataclass
+class _Batch:
+    """What the placements of one pass share."""
+
+    inventory: Inventory
+    given_up: set[str]
+    residency: dict[tuple[str, str], list[str] | None]
+    """The countries each workload's SLAs allow, by (namespace, name) (``store.slas.residency_of_workloads``)."""
+    after: dict[int, list[StoredReplica]] = field(default_factory=dict)
+    """Each placed workload's replicas after its placement (those read before and those it bound), so the phases
+    are computed without reading them again. Set, not appended: a part run again in its own savepoint
+    (``isolated_together``) replaces what its rolled-back run left."""
 
 
 class Scheduling:
@@ -66,10 +81,12 @@ class Scheduling:
                 return
             inventory = Inventory.load(s, self._specs)
             replicas = stored_replicas(s, queued)
-            given_up = given_up_evacuations(s)
             # Not those that fitted nowhere at this inventory and version: nothing changed for them since.
             due = [w for w in queue if self.tried.get(w.id) != (inventory.generation, w.version)]
-            works = [(w, partial(self._place, s, w, replicas.get(w.id, []), inventory, given_up)) for w in due]
+            # The SLAs' PRESS clauses, an input of each decision: one query for the batch (SCHEDULE_BATCH bounds it).
+            residency = slas.residency_of_workloads(s, {(w.namespace, w.name) for w in due})
+            batch = _Batch(inventory, given_up_evacuations(s), residency)
+            works = [(w, partial(self._place, s, w, replicas.get(w.id, []), batch)) for w in due]
             saved = inventory.allocations()
             outcomes = isolated_together(s, works, "placement", undo=lambda: inventory.restore(saved))
             touched: set[int] = set()
@@ -80,23 +97,32 @@ class Scheduling:
                     self.tried[w.id] = (inventory.generation, w.version)
                 # None: it failed (recorded on the workload); tried again next pass, as the cause may pass (a
                 # busy database) and nothing else would bring it back while the inventory stays the same.
-            update_phases(s, touched)
+            update_phases(s, touched, {wid: batch.after[wid] for wid in touched if wid in batch.after})
 
-    def _place(
-        self, s: Session, w: WorkloadRow, mine: list[StoredReplica], inventory: Inventory, given_up: set[str]
-    ) -> bool:
+    def _place(self, s: Session, w: WorkloadRow, mine: list[StoredReplica], batch: _Batch) -> bool:
+        """Place what ``w`` misses; True when it placed something or needs nothing, with its replicas now in
+        ``batch.after``."""
         # What it reads (the SLAs, the nodes' ids) and the queue's UPDATE depend on nothing it adds: without
         # autoflush, its rows are written in one flush (bind_replicas') and the savepoint's, not one per statement.
         with s.no_autoflush:
-            return self._place_unflushed(s, w, mine, inventory, given_up)
+            bound = self._place_unflushed(s, w, mine, batch)
+        if bound is None:
+            return False
+        batch.after[w.id] = mine + [
+            StoredReplica(w.id, r.id, r.index, r.cluster, r.node, r.phase, r.desired, r.version) for r in bound
+        ]
+        return True
 
     def _place_unflushed(
-        self, s: Session, w: WorkloadRow, mine: list[StoredReplica], inventory: Inventory, given_up: set[str]
-    ) -> bool:
+        self, s: Session, w: WorkloadRow, mine: list[StoredReplica], batch: _Batch
+    ) -> list[ReplicaRow] | None:
+        """The replicas it bound (none when nothing was missing); None when it fitted nowhere or has nothing to
+        place."""
+        inventory, given_up = batch.inventory, batch.given_up
         spec = WorkloadDescriptor.model_validate(w.descriptor).deployment
         if spec is None:  # a catalogue entry is never queued; one queued before it became one has nothing to place
             _clear_queue(s, w.id, w.version)
-            return False
+            return None
         current = [r for r in mine if r.desired and r.version == w.version]
         # An index whose replica is left to placement on a leaving cluster needs a replacement; the old one serves
         # until it runs. One a migration moves (the evacuate step) stays in its place until the migration ends.
@@ -107,11 +133,11 @@ class Scheduling:
         version = w.version
         if not missing:
             _clear_queue(s, w.id, version)
-            return True
-        constrained = residency_constrained(s, w.namespace, w.name, spec)  # the SLAs' PRESS clauses: an input
+            return []
+        constrained = narrowed(spec, batch.residency[(w.namespace, w.name)])  # the SLAs' PRESS clauses
         if constrained is None:
             _nowhere_allowed(s, w, version)
-            return False
+            return None
         spec = constrained
         hosted: dict[tuple[str, str], int] = defaultdict(int)
         for r in staying:
@@ -169,7 +195,7 @@ class Scheduling:
             self.tried[w.id] = (inventory.generation, version)
             if not current and not decision.assignments:
                 w.message = decision.summary  # the phase is shown next to it: not repeated
-        return True
+        return bound
 
 
 def _why_no_handoff(old: StoredReplica, reason: str, given_up: set[str]) -> str:
