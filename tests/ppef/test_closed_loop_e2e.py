@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.metrics.prometheus_server import free_port, running_prometheus
-from tests.stack import Stack, running_stack, wait_for
+from tests.stack import HTTP, Stack, running_stack, wait_for
 from tests.traffic import SteadyClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +58,7 @@ def closed_loop(stack: Stack, tmp: Path) -> None:
     wait_for(lambda: stack.cli_json("workload", "get", "demo")["phase"] == "Running", 60, "demo running")
     stack.cli("gateway", "expose", "demo", "--path", "/demo")
     url = f"{stack.gateway_url}/demo/"
-    wait_for(lambda: httpx.get(url, timeout=5).status_code == 200, 60, "demo served by the gateway")
+    wait_for(lambda: HTTP.get(url, timeout=5).status_code == 200, 60, "demo served by the gateway")
     sla = tmp / "sla.yaml"
     sla.write_text(SLA)
     assert "created" in stack.cli("sla", "apply", "-f", str(sla)).stdout
@@ -77,7 +77,7 @@ def closed_loop(stack: Stack, tmp: Path) -> None:
         while latency < 600:
             latency = round(10 * (time.monotonic() - started))
             try:
-                httpx.post(knob, json={"latency_ms": latency}, timeout=5).raise_for_status()
+                HTTP.post(knob, json={"latency_ms": latency}, timeout=5).raise_for_status()
             except httpx.HTTPError:
                 break  # the slow replica is gone: moved
             time.sleep(0.5)  # the ramp's pace: the scenario, not a synchronisation
