@@ -29,7 +29,7 @@ from nemo_kernel.config import Settings
 from nemo_kernel.domain import DriverKind
 from nemo_kernel.orchestrator import ControlPlane
 from tests.orchestrator.fakes import MemoryProvider
-from tests.stack import wait_for
+from tests.stack import HTTP, wait_for
 
 
 @dataclass
@@ -47,7 +47,7 @@ class ServedApi:
         """An access token of ``client_id`` (the admin client by default), from the issuer's token endpoint."""
         client_id, secret = client_id or self.admin_id, secret or self.admin_secret
         if client_id not in self._tokens:
-            response = httpx.post(
+            response = HTTP.post(
                 f"{self.url}/realms/nemo/protocol/openid-connect/token",
                 data={"grant_type": "client_credentials"},
                 auth=(client_id, secret),
@@ -68,7 +68,7 @@ class ServedApi:
         headers = dict(kwargs.pop("headers", None) or {})
         if token is not None:
             headers["Authorization"] = f"Bearer {self.token() if token == 'admin' else token}"
-        return httpx.request(method, f"{self.url}/api/v1{path}", headers=headers, timeout=30, **kwargs)
+        return HTTP.request(method, f"{self.url}/api/v1{path}", headers=headers, timeout=30, **kwargs)
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.stack import Stack, running_stack, wait_for
+from tests.stack import HTTP, Stack, running_stack, wait_for
 
 pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
 
@@ -52,12 +52,12 @@ def _client(stack: Stack, client_id: str, roles: list[str]) -> str:
 def _call(stack: Stack, call: tuple[str, str, object], token: str | None) -> httpx.Response:
     method, path, body = call
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.request(method, f"{stack.gateway_url}{path}", json=body, headers=headers, timeout=10)
+    return HTTP.request(method, f"{stack.gateway_url}{path}", json=body, headers=headers, timeout=10)
 
 
 def _decided_by(stack: Stack, route: str, status: int, plugin: str) -> float:
     """How many requests the gateway answered on ``route`` with ``status``, decided by ``plugin``."""
-    text = httpx.get(f"{stack.gateway_url}/_gateway/metrics", timeout=5).text
+    text = HTTP.get(f"{stack.gateway_url}/_gateway/metrics", timeout=5).text
     pattern = rf'^nemo_gateway_requests_total{{(?=[^}}]*route="{route}")(?=[^}}]*status="{status}")'
     pattern += rf'(?=[^}}]*decided_by="{plugin}")[^}}]*}} (\S+)$'
     return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.MULTILINE))
@@ -103,7 +103,7 @@ def test_register_and_retrieve_cluster_through_the_gateway(stack: Stack) -> None
 
     # 2. An inactive token (revoked at the issuer): 401, though its signature and expiry are fine.
     revoked = stack.token("ops", admin_secret)
-    revocation = httpx.post(
+    revocation = HTTP.post(
         f"{stack.issuer}/protocol/openid-connect/revoke", data={"token": revoked}, auth=("ops", admin_secret)
     )
     assert revocation.status_code == 200

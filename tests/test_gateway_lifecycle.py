@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 import yaml
 
-from tests.stack import ROOT, Stack, running_stack, wait_for
+from tests.stack import HTTP, ROOT, Stack, running_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -65,7 +64,7 @@ def _gone(proc: psutil.Process) -> bool:
 
 
 def _echo(stack: Stack, path: str) -> dict[str, str] | None:
-    response = httpx.get(f"{stack.gateway_url}{path}", headers={"Authorization": "Bearer secret"}, timeout=5)
+    response = HTTP.get(f"{stack.gateway_url}{path}", headers={"Authorization": "Bearer secret"}, timeout=5)
     return response.json() if response.status_code == 200 else None
 
 
@@ -105,8 +104,8 @@ def test_config_survives_restarts_and_gateway_dies_with_nemo_up(tmp_path: Path, 
         # nemo-api follows the API to its new port
         (api_service,) = [s for s in stack.api("GET", "/gateway/services").json() if s["name"] == "nemo-api"]
         assert api_service["url"] == stack.url
-        assert httpx.get(f"{stack.gateway_url}/api/v1/clusters", timeout=5).status_code == (
-            httpx.get(f"{stack.url}/api/v1/clusters", timeout=5).status_code
+        assert HTTP.get(f"{stack.gateway_url}/api/v1/clusters", timeout=5).status_code == (
+            HTTP.get(f"{stack.url}/api/v1/clusters", timeout=5).status_code
         )
 
         gateway = _gateway_process(stack)
@@ -121,7 +120,7 @@ def test_workload_exposed_through_the_gateway(tmp_path: Path) -> None:
     with running_stack(tmp_path / "data", env) as stack:
         stack.cli("gateway", "expose", "demo", "--path", "/demo")  # before it runs: 503, no replica yet
         unavailable = wait_for(
-            lambda: (r := httpx.get(f"{stack.gateway_url}/demo/", timeout=5)).status_code == 503 and r, 5, "a 503"
+            lambda: (r := HTTP.get(f"{stack.gateway_url}/demo/", timeout=5)).status_code == 503 and r, 5, "a 503"
         )
         assert unavailable.json()["error"]["code"] == "no_upstream"
         demo = ROOT / "examples" / "demo-workload.yaml"
@@ -132,7 +131,7 @@ def test_workload_exposed_through_the_gateway(tmp_path: Path) -> None:
         answered: set[str] = set()
 
         def every_replica_answered() -> bool:
-            response = httpx.get(f"{stack.gateway_url}/demo/", timeout=5)
+            response = HTTP.get(f"{stack.gateway_url}/demo/", timeout=5)
             if response.status_code == 200:
                 answered.add(response.json()["replica"])
             return answered == replicas
@@ -143,6 +142,6 @@ def test_workload_exposed_through_the_gateway(tmp_path: Path) -> None:
             s for s in listed if s["name"] == "default-demo"
         ).items()
         stack.cli("gateway", "unexpose", "demo")
-        wait_for(lambda: httpx.get(f"{stack.gateway_url}/demo/", timeout=5).status_code == 404, 5, "the route gone")
+        wait_for(lambda: HTTP.get(f"{stack.gateway_url}/demo/", timeout=5).status_code == 404, 5, "the route gone")
         stack.cli("workload", "delete", "demo")
         wait_for(lambda: stack.api("GET", "/workloads/demo").status_code == 404, 30, "the workload to be deleted")

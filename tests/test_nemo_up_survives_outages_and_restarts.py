@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.stack import ROOT, Stack, running_stack, wait_for
+from tests.stack import HTTP, ROOT, Stack, running_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +43,7 @@ def _running(stack: Stack, count: int = 3) -> dict[str, Any] | None:
 
 
 def _answer(url: str) -> dict[str, Any]:
-    response = httpx.get(url + "/", timeout=2)
+    response = HTTP.get(url + "/", timeout=2)
     response.raise_for_status()
     body: dict[str, Any] = response.json()
     return body

@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.stack import Stack, expect_error, running_stack, wait_for
+from tests.stack import HTTP, Stack, expect_error, running_stack, wait_for
 from tests.traffic import SteadyClient
 
 pytestmark = pytest.mark.e2e
@@ -81,7 +80,7 @@ def test_a_workload_moves_to_the_greener_cheaper_cluster_while_serving(stack: St
     assert stack.api("POST", "/workloads", json=body).status_code in (200, 201)
     stack.cli("gateway", "expose", "web", "--path", "/web")
     gateway = f"{stack.gateway_url}/web/"
-    wait_for(lambda: httpx.get(gateway, timeout=5).status_code == 200, 60, "web served by the gateway")
+    wait_for(lambda: HTTP.get(gateway, timeout=5).status_code == 200, 60, "web served by the gateway")
     assert _replica(stack, "web")["cluster"] == "dear"
     assert stack.api("POST", "/clusters/green/uncordon").status_code == 200
 

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aio_pika
-import httpx
 import pytest
 import yaml
 
@@ -19,7 +18,7 @@ from nemo_kernel.bus import Message, ModuleIdentity, ModuleKeys, SecureBus
 from nemo_kernel.bus.envelope import Envelope
 from nemo_kernel.bus.identity import InMemoryKeyDirectory
 from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER, RabbitMqBus
-from tests.stack import Stack, running_stack, wait_for
+from tests.stack import HTTP, Stack, running_stack, wait_for
 
 pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
 
@@ -60,7 +59,7 @@ async def _dead_letter_reason(url: str, message_id: str, timeout: float = 30.0) 
 
 
 def _refused(stack: Stack, reason: str) -> float:
-    for line in httpx.get(f"{stack.url}/metrics", timeout=5).text.splitlines():
+    for line in HTTP.get(f"{stack.url}/metrics", timeout=5).text.splitlines():
         if line.startswith(f'nemo_bus_refused_total{{reason="{reason}"}}'):
             return float(line.split()[-1])
     return 0.0

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.stack import Stack, running_stack, wait_for
+from tests.stack import HTTP, Stack, running_stack, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -75,7 +75,7 @@ def deploy(stack: Stack, name: str, service: str, *, stateful: bool, env: dict[s
 
 def through_gateway(stack: Stack, method: str, path: str) -> httpx.Response:
     """One request to the stack's gateway."""
-    return httpx.request(method, f"{stack.gateway_url}{path}", timeout=5)
+    return HTTP.request(method, f"{stack.gateway_url}{path}", timeout=5)
 
 
 def count_of(stack: Stack, name: str) -> int:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from nemo_kernel.access import ClientCredentials, InvalidToken, TokenVerifier
-from tests.stack import running_stack
+from tests.stack import HTTP, running_stack
 
 from .conftest import running_gateway
 
@@ -179,9 +179,9 @@ def test_nemo_up_with_the_provider_as_issuer(provider: str, tmp_path: Path) -> N
     }
     with running_stack(tmp_path / "data", env) as stack:
         assert not (stack.data_dir / "admin-credentials.json").exists()
-        config = httpx.get(f"{stack.url}/.well-known/nemo-configuration").json()
+        config = HTTP.get(f"{stack.url}/.well-known/nemo-configuration").json()
         assert config == {"issuer": provider, "audience": "nemo-api", "realm": None}
-        assert httpx.get(f"{stack.url}/realms/nemo/.well-known/openid-configuration").status_code == 404
+        assert HTTP.get(f"{stack.url}/realms/nemo/.well-known/openid-configuration").status_code == 404
 
         operator = asyncio.run(_token(provider, "nemo-operator"))
         assert stack.api("GET", "/clusters", token=None).status_code == 401
@@ -194,7 +194,7 @@ def test_nemo_up_with_the_provider_as_issuer(provider: str, tmp_path: Path) -> N
 
         opaque = asyncio.run(_token(provider, "nemo-operator", "urn:nemo:opaque"))
         assert stack.api("GET", "/workloads", token=opaque).status_code == 200
-        revoked = httpx.post(
+        revoked = HTTP.post(
             f"{provider}/protocol/openid-connect/revoke",
             data={"token": opaque},
             auth=("nemo-operator", "nemo-operator-secret"),

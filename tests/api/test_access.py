@@ -15,7 +15,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from tests.stack import Stack, running_stack
+from tests.stack import HTTP, Stack, running_stack
 
 from nemo_kernel.access.issuer.sql import SqlKeyRepository
 from nemo_kernel.store import Database
@@ -59,12 +59,12 @@ def _refused(response: httpx.Response, status: int, code: str) -> dict[str, Any]
 
 def test_open_routes_and_discovery(stack: Stack) -> None:
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
-        assert httpx.get(f"{stack.url}{path}").status_code == 200, path
-    config = httpx.get(f"{stack.url}/.well-known/nemo-configuration").json()
+        assert HTTP.get(f"{stack.url}{path}").status_code == 200, path
+    config = HTTP.get(f"{stack.url}/.well-known/nemo-configuration").json()
     assert config == {"issuer": stack.issuer, "audience": "nemo-api", "realm": "nemo"}
-    discovery = httpx.get(f"{config['issuer']}/.well-known/openid-configuration").json()
+    discovery = HTTP.get(f"{config['issuer']}/.well-known/openid-configuration").json()
     assert discovery["token_endpoint"] == f"{stack.issuer}/protocol/openid-connect/token"
-    assert "bearer" in json.dumps(httpx.get(f"{stack.url}/openapi.json").json()["components"]["securitySchemes"])
+    assert "bearer" in json.dumps(HTTP.get(f"{stack.url}/openapi.json").json()["components"]["securitySchemes"])
 
 
 def test_401_body_and_challenge(stack: Stack) -> None:
@@ -139,7 +139,7 @@ def test_revoked_token_is_refused_on_its_next_call(stack: Stack) -> None:
     token = stack.token("revoker", secret)
     other = stack.token("revoker", secret)
     assert stack.api("GET", "/clusters", token=token).status_code == 200
-    revoked = httpx.post(
+    revoked = HTTP.post(
         f"{stack.issuer}/protocol/openid-connect/revoke", data={"token": token}, auth=("revoker", secret)
     )
     assert revoked.status_code == 200
@@ -156,7 +156,7 @@ def test_disabled_or_removed_accounts_lose_their_tokens(stack: Stack) -> None:
         ).status_code
         == 201
     )
-    granted = httpx.post(
+    granted = HTTP.post(
         f"{stack.issuer}/protocol/openid-connect/token",
         data={"grant_type": "password", "username": "alice", "password": "alice-password"},
         auth=("login", login),
@@ -208,7 +208,7 @@ def test_identity_api_errors_and_no_secrets(stack: Stack) -> None:
 
 
 def _password_token(stack: Stack, login: tuple[str, str], username: str, password: str) -> str:
-    granted = httpx.post(
+    granted = HTTP.post(
         f"{stack.issuer}/protocol/openid-connect/token",
         data={"grant_type": "password", "username": username, "password": password},
         auth=login,
@@ -270,7 +270,7 @@ def test_restart_keeps_tokens_and_credentials(tmp_path: Path) -> None:
         stack.env["NEMO_API_PORT"] = port
         stack.start()
         assert (credentials.read_text(), credentials.stat().st_ino) == (content, inode)
-        response = httpx.get(f"{stack.url}/api/v1/clusters", headers={"Authorization": f"Bearer {token}"})
+        response = HTTP.get(f"{stack.url}/api/v1/clusters", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200
         assert stack.cli("cluster", "list").returncode == 0
 
@@ -293,9 +293,9 @@ def test_public_url_names_the_issuer(tmp_path: Path) -> None:
     public = f"http://localhost:{port}"
     with running_stack(tmp_path / "data", {"NEMO_API_PORT": str(port), "NEMO_PUBLIC_URL": public}) as stack:
         assert stack.url == f"http://127.0.0.1:{port}"
-        configuration = httpx.get(f"{stack.url}/.well-known/nemo-configuration").json()
+        configuration = HTTP.get(f"{stack.url}/.well-known/nemo-configuration").json()
         assert configuration["issuer"] == f"{public}/realms/nemo"
-        discovery = httpx.get(f"{public}/realms/nemo/.well-known/openid-configuration").json()
+        discovery = HTTP.get(f"{public}/realms/nemo/.well-known/openid-configuration").json()
         assert discovery["issuer"] == f"{public}/realms/nemo"
         token = stack.cli("token").stdout.strip()
         assert jwt.decode(token, options={"verify_signature": False})["iss"] == f"{public}/realms/nemo"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from tests.access.conftest import serve_asgi
-from tests.stack import Stack, expect_error, running_stack
+from tests.stack import HTTP, Stack, expect_error, running_stack
 
 from nemo_kernel.api.errors import install_error_handlers
 
@@ -183,13 +183,13 @@ def test_a_body_within_the_limit_is_read(stack: Stack) -> None:
 
 def test_the_token_endpoint_answers_errors_in_the_oauth_shape(stack: Stack) -> None:
     token_url = f"{stack.issuer}/protocol/openid-connect/token"
-    anonymous = httpx.post(token_url, data={"grant_type": "client_credentials"})
+    anonymous = HTTP.post(token_url, data={"grant_type": "client_credentials"})
     assert anonymous.status_code == 401
     assert anonymous.headers["www-authenticate"].startswith("Basic")
     assert anonymous.json()["error"] == "invalid_client"
-    wrong = httpx.post(token_url, data={"grant_type": "client_credentials"}, auth=("nemo-admin", "wrong"))
+    wrong = HTTP.post(token_url, data={"grant_type": "client_credentials"}, auth=("nemo-admin", "wrong"))
     assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid_client")
-    malformed = httpx.post(token_url, content=b"garbage", headers={"content-type": "multipart/form-data; boundary=x"})
+    malformed = HTTP.post(token_url, content=b"garbage", headers={"content-type": "multipart/form-data; boundary=x"})
     assert malformed.status_code == 400
     assert malformed.json()["error"] == "invalid_request"
     assert isinstance(malformed.json()["error_description"], str)
@@ -229,7 +229,7 @@ WITHOUT_BODY = {
 @pytest.fixture(scope="module")
 def document(stack: Stack) -> dict[str, Any]:
     # The document is built on first request (about 1 s here, 7 s or more on a loaded machine): wait for it.
-    response = httpx.get(f"{stack.url}/openapi.json", timeout=120)
+    response = HTTP.get(f"{stack.url}/openapi.json", timeout=120)
     assert response.status_code == 200
     return dict(response.json())
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import yaml
 from tests.conftest import POSTGRES_ADMIN_DSN
-from tests.stack import Stack, running_stack, wait_for
+from tests.stack import HTTP, Stack, running_stack, wait_for
 
 pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
 
@@ -152,7 +152,7 @@ def test_a_trailing_newline_in_a_name_is_refused_and_nothing_is_stored(
     _refused(stack, _post(stack, path, document), 422, field)
     assert _snapshot(stack) == before
     assert not [p for p in (stack.data_dir / "clusters").iterdir() if "\n" in p.name]
-    assert httpx.get(f"{stack.url}/readyz", timeout=5).status_code == 200
+    assert HTTP.get(f"{stack.url}/readyz", timeout=5).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -570,7 +570,7 @@ def test_the_seed_descriptor_registers_as_a_catalogue_entry(stack: Stack) -> Non
     wait_for(lambda: stack.api("GET", "/workloads/after-seed").json()["replicas"], 30, "the next workload to be placed")
     assert stack.api("GET", "/workloads/name").json()["phase"] == "Registered"
     assert stack.api("GET", "/workloads/name/placement").status_code == 404
-    assert httpx.get(f"{stack.url}/readyz", timeout=5).status_code == 200
+    assert HTTP.get(f"{stack.url}/readyz", timeout=5).status_code == 200
 
     # People see the display name and the twin's services next to the id.
     table = stack.cli("workload", "get", "name").stdout

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from tests.stack import Stack, running_stack, wait_for
+from tests.stack import HTTP, Stack, running_stack, wait_for
 from tests.stack import expect_error as _error
 
 from nemo_kernel.access.gateway import store as gateway_store
@@ -30,7 +30,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def _through_gateway(stack: Stack, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.get(f"{stack.gateway_url}{path}", timeout=5, **kwargs)
+    return HTTP.get(f"{stack.gateway_url}{path}", timeout=5, **kwargs)
 
 
 def test_seeded_route_reaches_the_api_through_the_gateway(stack: Stack) -> None:
@@ -38,7 +38,7 @@ def test_seeded_route_reaches_the_api_through_the_gateway(stack: Stack) -> None:
     config = stack.api("GET", "/gateway/config").json()
     (service,) = config["services"]
     assert (service["name"], service["url"], service["forward_authorization"]) == ("nemo-api", stack.url, True)
-    direct = httpx.get(f"{stack.url}/api/v1/clusters", timeout=5)
+    direct = HTTP.get(f"{stack.url}/api/v1/clusters", timeout=5)
     # Until its first configuration is loaded the gateway answers 503 "not loaded yet": wait past that.
     via = wait_for(
         lambda: (r := _through_gateway(stack, "/api/v1/clusters")).status_code != 503 and r, 60, "the gateway to serve"

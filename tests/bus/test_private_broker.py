@@ -11,7 +11,6 @@ from pathlib import Path
 
 import aio_pika
 import aiormq.exceptions
-import httpx
 import pytest
 import yaml
 
@@ -23,7 +22,7 @@ from nemo_kernel.bus.rabbitmq import RabbitMqBus, TlsConfig
 from nemo_kernel.bus.secure import SecureBus
 from nemo_kernel.bus.status import bus_status
 from nemo_kernel.bus.subscriptions import BindingRefused, may_bind, read_regex
-from tests.stack import running_stack
+from tests.stack import HTTP, running_stack
 
 from .conftest import eventually
 from .rabbit_node import PrivateRabbit
@@ -63,7 +62,7 @@ def url(node: PrivateRabbit, passwords: dict[str, str], module: str) -> str:
 def test_provision_is_idempotent_and_guest_is_gone(private_rabbit: PrivateRabbit, provisioned: dict[str, str]) -> None:
     again = _provision(private_rabbit)
     assert again == {}  # existing users keep their passwords; nothing to hand out
-    users = httpx.get(
+    users = HTTP.get(
         f"{private_rabbit.mgmt_url}/api/users", auth=(private_rabbit.admin_user, private_rabbit.admin_password)
     ).json()
     assert "guest" not in {u["name"] for u in users}
@@ -363,7 +362,7 @@ def test_cli_provision_and_status(private_rabbit: PrivateRabbit, provisioned: di
     created = CliRunner().invoke(app, ["provision", "agent-edge-1", *subscribe, *common, "-o", "json"], env=env)
     assert created.exit_code == 0, created.output
     assert list(json.loads(created.output)) == ["agent-edge-1"]
-    topic = httpx.get(
+    topic = HTTP.get(
         f"{private_rabbit.mgmt_url}/api/users/agent-edge-1/topic-permissions",
         auth=(private_rabbit.admin_user, private_rabbit.admin_password),
     ).json()
@@ -395,5 +394,5 @@ def test_cli_provision_takes_subscriptions_from_the_module_registrations(
         stack.cli("bus", "provision", "billing", "agent-edge-2", *common, env=env)
     admin = (private_rabbit.admin_user, private_rabbit.admin_password)
     for module, declared in [("billing", ["workload.*", "sla.#"]), ("agent-edge-2", [])]:
-        topic = httpx.get(f"{private_rabbit.mgmt_url}/api/users/{module}/topic-permissions", auth=admin).json()
+        topic = HTTP.get(f"{private_rabbit.mgmt_url}/api/users/{module}/topic-permissions", auth=admin).json()
         assert next(t["read"] for t in topic if t["exchange"] == "nemo") == read_regex(module, declared)

@@ -12,11 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 
-from tests.stack import Stack, running_stack
+from tests.stack import HTTP, Stack, running_stack
 
 pytestmark = pytest.mark.e2e  # starts `nemo up`: run first (tests/conftest.py)
 
@@ -38,7 +37,7 @@ def test_nemo_token_works_with_httpx(stack: Stack) -> None:
     done = stack.cli("token")
     token = done.stdout.strip()
     assert done.stdout == token + "\n" and token.count(".") == 2
-    assert httpx.get(f"{stack.url}/api/v1/clusters", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert HTTP.get(f"{stack.url}/api/v1/clusters", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
 def test_cli_caches_its_token_and_retries_once_on_401(stack: Stack) -> None:

@@ -17,7 +17,7 @@ import httpx
 import yaml
 
 from tests.metrics.prometheus_server import PrometheusServer, running_prometheus, wait_for
-from tests.stack import ROOT, Stack, running_stack
+from tests.stack import HTTP, ROOT, Stack, running_stack
 
 INTERVAL = "1s"
 CLUSTERS = ("cloud-eu", "edge-madrid", "iot-gateway")
@@ -73,4 +73,4 @@ def monitored_stack(root: Path) -> Iterator[MonitoredStack]:
 
 
 def _demo_answers(stack: Stack) -> bool:
-    return httpx.get(f"{stack.gateway_url}/demo/", timeout=5).status_code == 200
+    return HTTP.get(f"{stack.gateway_url}/demo/", timeout=5).status_code == 200

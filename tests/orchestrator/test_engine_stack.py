@@ -7,11 +7,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 import yaml
-from tests.stack import ROOT, Stack, running_stack, wait_for
+from tests.stack import HTTP, ROOT, Stack, running_stack, wait_for
 
 from nemo_kernel.domain import WorkloadDescriptor
 from nemo_kernel.store import Database
@@ -95,7 +94,7 @@ def test_a_bad_row_does_not_stop_the_loop_for_the_others(stack: Stack) -> None:
 
     assert stack.api("POST", "/workloads", json=_demo("healthy")).status_code == 201
     wait_for(lambda: _running(stack, "healthy"), 60, "the other workload to run")
-    ready = httpx.get(f"{stack.url}/readyz", timeout=5)
+    ready = HTTP.get(f"{stack.url}/readyz", timeout=5)
     assert ready.status_code == 200, ready.text
 
     # The error is recorded on each bad object, once.
@@ -124,7 +123,7 @@ def test_a_bad_row_does_not_stop_the_loop_for_the_others(stack: Stack) -> None:
     for name in ("pp%0A", "broken"):
         wait_for(lambda name=name: stack.api("GET", f"/workloads/{name}").status_code == 404, 30, f"{name} deleted")
     assert stack.api("DELETE", "/clusters/bad-cluster").status_code == 204
-    assert httpx.get(f"{stack.url}/readyz", timeout=5).status_code == 200
+    assert HTTP.get(f"{stack.url}/readyz", timeout=5).status_code == 200
     stack.api("DELETE", "/workloads/healthy")
     wait_for(lambda: stack.api("GET", "/workloads/healthy").status_code == 404, 30, "healthy deleted")
 
