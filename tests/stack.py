@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,8 +30,12 @@ T = TypeVar("T")
 #: The client of the suite's own HTTP calls to a stack (its API, its issuer, its gateway). ``httpx.get()`` builds a
 #: client per call, and with it an SSL context that loads the CA bundle: about 45 ms of CPU each, which on the shared
 #: 2-core machine made most of the time of the modules that call the API a few hundred times. No keep-alive: every
-#: call opens its own connection as before, so none meets a connection a stopped or restarted server closed.
-HTTP = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
+#: call opens its own connection as before, so none meets a connection a stopped or restarted server closed. No
+#: cookies kept either: a call that sends no token must send no credential at all, whatever an earlier test received.
+HTTP = httpx.Client(
+    limits=httpx.Limits(max_keepalive_connections=0),
+    cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+)
 
 
 class Auth(enum.Enum):
