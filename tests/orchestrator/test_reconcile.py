@@ -478,6 +478,25 @@ async def test_a_deleted_workload_leaves_nothing_behind(make_plane: Callable[[in
     assert not [rid for rid in plane.engine.observe.usage_written if rid.startswith(("web-", "huge-"))]
 
 
+async def test_a_replica_bound_after_its_workload_was_deleted_is_released_and_the_deletion_ends(
+    make_plane: Callable[[int], Plane],
+) -> None:
+    """On PostgreSQL a placement that read the queue before a deletion committed binds its replica after it: the
+    deletion released nothing of it. The engine releases it too, so the deletion ends instead of waiting forever."""
+    plane = make_plane(2)
+    plane.apply(_workload("late", replicas=1))
+    with plane.db.transaction() as s:  # the interleaving, in one transaction: deletion first, then the bind
+        row = workloads.get_workload(s, "default", "late")
+        workloads.mark_deleting(s, row)
+        workloads.bind_replicas(s, row, [workloads.Binding(0, "c0000", "c0000-n0")], cpu=0.5, memory_mib=64)
+    await plane.settle(lambda: plane.workload("late") is None)
+    assert plane.hosted("late") == {}
+    assert EventKind.WORKLOAD_DELETED in plane.kinds("late")
+    with plane.db.transaction() as s:  # the node's accounting is given back once, not twice
+        node = s.scalar(select(NodeRow).where(NodeRow.name == "c0000-n0"))
+        assert node is not None and node.allocated_cpu == 0.0 and node.allocated_memory_mib == 0
+
+
 async def test_a_node_reported_not_ready_takes_no_new_replica(make_plane: Callable[[int], Plane]) -> None:
     plane = make_plane(10)
     await plane.engine.reconcile_once()  # opens the clusters

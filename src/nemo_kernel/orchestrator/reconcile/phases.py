@@ -202,7 +202,14 @@ def update_phases(s: Session, workload_ids: set[int], known: Mapping[int, list[S
     for w in s.scalars(select(WorkloadRow).where(WorkloadRow.id.in_(list(to_write)))):
         descriptor, replicas = to_write[w.id]
         if w.deleting:
-            if not replicas:
+            placed = [r.id for r in replicas if r.desired]
+            if placed:
+                # Bound after the deletion released the others: a placement that read the queue before the deletion
+                # committed (PostgreSQL reads committed rows per statement) wrote its replica after. Released like
+                # the others, or the deletion would wait for it forever.
+                for row in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(placed))):
+                    workloads.release_replica(s, row)
+            elif not replicas:
                 record_event(
                     s,
                     EventKind.WORKLOAD_DELETED,
