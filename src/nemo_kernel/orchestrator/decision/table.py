@@ -36,8 +36,11 @@ _ALLOCATION = ("allocated_cpu", "allocated_memory_mib", "hosted_replicas_of_work
 _NODE_FIELDS = tuple(f.name for f in fields(NodeCandidate))
 if _NODE_FIELDS[-3:] != _ALLOCATION:  # NodeTable.node passes them last, by position
     raise TypeError(f"NodeCandidate's last fields must be {_ALLOCATION}, got {_NODE_FIELDS}")
-_static_fields = operator.attrgetter(*_NODE_FIELDS[:-3])
+_static_fields: Callable[[NodeCandidate], tuple[Any, ...]] = operator.attrgetter(*_NODE_FIELDS[:-3])
 """A node's fields but its allocation, in order: ``NodeTable.node`` copies a node with another allocation."""
+_new_node: Callable[..., NodeCandidate] = NodeCandidate
+"""The constructor, called with every field by position (which mypy cannot check after a starred tuple: the check
+of ``_NODE_FIELDS`` above does)."""
 _V = TypeVar("_V")
 Patch = tuple[_V, Sequence[int]]
 """What a ``patch`` gives: the value brought up to date, and the positions where it differs from the kept one."""
@@ -279,7 +282,7 @@ class NodeTable:
             return node
         # The constructor with every field in order: half of ``dataclasses.replace``'s cost, paid by every replica a
         # decision places on a node the table allocated to since.
-        return NodeCandidate(*_static_fields(node), cpu, memory, hosted)
+        return _new_node(*_static_fields(node), cpu, memory, hosted)
 
     def cluster(self, row: int) -> ClusterCandidate:
         """The cluster of a row."""
@@ -383,7 +386,12 @@ class NodeTable:
             return None
         # Asked for by each column kept with the same earlier allocation: the last answer is kept.
         last = self._memo.get("changed-since")
-        if last is not None and last[0] is self.allocated_cpu and last[1] is allocated_cpu and last[2] is allocated_memory:
+        if (
+            last is not None
+            and last[0] is self.allocated_cpu
+            and last[1] is allocated_cpu
+            and last[2] is allocated_memory
+        ):
             return cast("list[int] | None", last[3])
         changed = self._changed_since(allocated_cpu, allocated_memory)
         self._memo["changed-since"] = (self.allocated_cpu, allocated_cpu, allocated_memory, changed)
