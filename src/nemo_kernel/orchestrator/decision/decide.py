@@ -629,8 +629,13 @@ def _feasible_rows(
     column is read at every index at once (a compact explanation shows a few nodes: one numpy call per column
     rather than one per node and column)."""
     at = np.array(indexes, dtype=np.intp)
-    columns = [
-        (name, column[at].astype(np.float64, copy=False).tolist() if isinstance(column, np.ndarray) else column)
+    columns: list[tuple[str, list[float]]] = [
+        (
+            name,
+            column[at].astype(np.float64, copy=False).tolist()
+            if isinstance(column, np.ndarray)
+            else [column[i] for i in indexes],
+        )
         for name, column in ranking.columns.items()
     ]
     totals = ranking.first_totals[at].tolist()
@@ -638,8 +643,8 @@ def _feasible_rows(
     verdicts: list[dict[str, Any]] = []
     for k, (index, row) in enumerate(zip(indexes, found.feasible[at].tolist(), strict=True)):
         runtime = found.runtime[int(table.runtimes[row])]
-        scores = {name: values[k] if isinstance(values, list) else values[index] for name, values in columns}
-        scores["spread"] = spread(int(hosted[k]))
+        scores = {name: values[k] for name, values in columns}
+        scores["spread"] = spread(hosted[k])
         took = ranking.took.get(index)
         placed = 0 if took is None else took.placed
         verdict: dict[str, Any] = {
@@ -647,7 +652,7 @@ def _feasible_rows(
             "node": table.nodes[row].name,
             "runtime": runtime,
             "scores": scores,
-            "total": float(totals[k]),
+            "total": totals[k],
             "reason": f"feasible, runtime {runtime}; not chosen",
         }
         if placed:
