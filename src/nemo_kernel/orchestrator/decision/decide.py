@@ -622,50 +622,32 @@ def _outcome(needed: int, placed: int) -> str:
     return "Partial" if placed else "Pending"
 
 
-def _feasible_rows(
-    table: NodeTable, found: Verdicts, ranking: _Ranking, indexes: Sequence[int]
-) -> list[dict[str, Any]]:
-    """The verdicts of feasible nodes ``indexes``: their scores for the first replica, and what they took. Each
-    column is read at every index at once (a compact explanation shows a few nodes: one numpy call per column
-    rather than one per node and column)."""
-    at = np.array(indexes, dtype=np.intp)
-    columns: list[tuple[str, list[float]]] = [
-        (
-            name,
-            column[at].astype(np.float64, copy=False).tolist()
-            if isinstance(column, np.ndarray)
-            else [column[i] for i in indexes],
-        )
-        for name, column in ranking.columns.items()
-    ]
-    totals = ranking.first_totals[at].tolist()
-    hosted = ranking.first_hosted[at].tolist()
-    verdicts: list[dict[str, Any]] = []
-    for k, (index, row) in enumerate(zip(indexes, found.feasible[at].tolist(), strict=True)):
-        runtime = found.runtime[int(table.runtimes[row])]
-        scores = {name: values[k] for name, values in columns}
-        scores["spread"] = spread(hosted[k])
-        took = ranking.took.get(index)
-        placed = 0 if took is None else took.placed
-        verdict: dict[str, Any] = {
-            "cluster": table.cluster(row).name,
-            "node": table.nodes[row].name,
-            "runtime": runtime,
-            "scores": scores,
-            "total": totals[k],
-            "reason": f"feasible, runtime {runtime}; not chosen",
-        }
-        if placed:
-            verdict["replicas"] = placed
-            verdict["reason"] = f"{placed} {'replica' if placed == 1 else 'replicas'} placed, runtime {runtime}"
-        verdicts.append(verdict)
-    return verdicts
+def _feasible_row(table: NodeTable, found: Verdicts, ranking: _Ranking, index: int) -> dict[str, Any]:
+    """The verdict of feasible node ``index``: its scores for the first replica, and what it took."""
+    row = int(found.feasible[index])
+    runtime = found.runtime[int(table.runtimes[row])]
+    scores = {name: float(column[index]) for name, column in ranking.columns.items()}
+    scores["spread"] = spread(int(ranking.first_hosted[index]))
+    took = ranking.took.get(index)
+    placed = 0 if took is None else took.placed
+    verdict: dict[str, Any] = {
+        "cluster": table.cluster(row).name,
+        "node": table.nodes[row].name,
+        "runtime": runtime,
+        "scores": scores,
+        "total": float(ranking.first_totals[index]),
+        "reason": f"feasible, runtime {runtime}; not chosen",
+    }
+    if placed:
+        verdict["replicas"] = placed
+        verdict["reason"] = f"{placed} {'replica' if placed == 1 else 'replicas'} placed, runtime {runtime}"
+    return verdict
 
 
 def _compact_rows(table: NodeTable, found: Verdicts, ranking: _Ranking, placed: list[int]) -> list[dict[str, Any]]:
     """The chosen nodes and the best others by the first replica's ranking, in name order."""
     shown = sorted(set(placed) | set(_first_best(table, ranking, TOP_CANDIDATES)))
-    return _feasible_rows(table, found, ranking, shown)
+    return [_feasible_row(table, found, ranking, i) for i in shown]
 
 
 def _first_best(table: NodeTable, ranking: _Ranking, count: int) -> list[int]:
@@ -766,7 +748,6 @@ def _node_rows(
 ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], list[str]]]:
     """Every cluster's and node's verdict with its reason, as the reference engine words them."""
     feasible_index = {int(r): i for i, r in enumerate(found.feasible.tolist())}
-    feasible = _feasible_rows(table, found, ranking, range(len(found.feasible)))  # every one is shown
     rows: list[dict[str, Any]] = []
     rejections: dict[tuple[str, str], list[str]] = {}
     for c, cluster in enumerate(table.clusters):
@@ -779,7 +760,7 @@ def _node_rows(
         for row in range(int(table.first_row[c]), int(table.first_row[c + 1])):
             index = feasible_index.get(row)
             if index is not None:
-                rows.append(feasible[index])
+                rows.append(_feasible_row(table, found, ranking, index))
                 continue
             node = table.node(row)
             reasons = all_rejections(NODE_FILTERS, node, req)
