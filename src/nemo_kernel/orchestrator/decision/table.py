@@ -20,7 +20,7 @@ import itertools
 import operator
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -32,6 +32,15 @@ Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 Objects = npt.NDArray[np.object_]
+_ALLOCATION = ("allocated_cpu", "allocated_memory_mib", "hosted_replicas_of_workload")
+_NODE_FIELDS = tuple(f.name for f in fields(NodeCandidate))
+if _NODE_FIELDS[-3:] != _ALLOCATION:  # NodeTable.node passes them last, by position
+    raise TypeError(f"NodeCandidate's last fields must be {_ALLOCATION}, got {_NODE_FIELDS}")
+_static_fields: Callable[[NodeCandidate], tuple[Any, ...]] = operator.attrgetter(*_NODE_FIELDS[:-3])
+"""A node's fields but its allocation, in order: ``NodeTable.node`` copies a node with another allocation."""
+_new_node: Callable[..., NodeCandidate] = NodeCandidate
+"""The constructor, called with every field by position (which mypy cannot check after a starred tuple: the check
+of ``_NODE_FIELDS`` above does)."""
 _V = TypeVar("_V")
 Patch = tuple[_V, Sequence[int]]
 """What a ``patch`` gives: the value brought up to date, and the positions where it differs from the kept one."""
@@ -271,7 +280,9 @@ class NodeTable:
         cpu, memory, hosted = float(self.allocated_cpu[row]), int(self.allocated_memory_mib[row]), int(self.hosted[row])
         if (node.allocated_cpu, node.allocated_memory_mib, node.hosted_replicas_of_workload) == (cpu, memory, hosted):
             return node
-        return replace(node, allocated_cpu=cpu, allocated_memory_mib=memory, hosted_replicas_of_workload=hosted)
+        # The constructor with every field in order: half of ``dataclasses.replace``'s cost, paid by every replica a
+        # decision places on a node the table allocated to since.
+        return _new_node(*_static_fields(node), cpu, memory, hosted)
 
     def cluster(self, row: int) -> ClusterCandidate:
         """The cluster of a row."""
@@ -347,13 +358,25 @@ class NodeTable:
     def _positions(self, rows: Ints, changed: Sequence[int]) -> list[int] | None:
         """The positions in ``rows`` of those of the table rows ``changed`` (in order) that ``rows`` has, in order;
         None if ``rows`` are not in increasing order (they cannot be searched)."""
+        # Asked for by every column a decision brings up to date, for the same rows and changes: the last answer
+        # per set of rows is kept (callers only read it).
+        kept: dict[int, tuple[Ints, Sequence[int], list[int] | None]] | None = self._memo.get("positions")
+        if kept is None:
+            kept = self._memo["positions"] = {}
+        found = kept.get(id(rows))
+        if found is not None and found[0] is rows and found[1] == changed:
+            return found[2]
         listed = self._ascending(rows)
-        if listed is None:
-            return None
-        # A few rows: bisecting a list costs less than a numpy search and its wrapper.
-        size = len(listed)
-        found = [bisect.bisect_left(listed, row) for row in changed]
-        return [i for i, row in zip(found, changed, strict=True) if i < size and listed[i] == row]
+        positions = None
+        if listed is not None:
+            # A few rows: bisecting a list costs less than a numpy search and its wrapper.
+            size = len(listed)
+            at = [bisect.bisect_left(listed, row) for row in changed]
+            positions = [i for i, row in zip(at, changed, strict=True) if i < size and listed[i] == row]
+        if found is None and len(kept) >= _ROW_SETS:
+            kept.clear()
+        kept[id(rows)] = (rows, changed, positions)
+        return positions
 
     def changed_since(self, allocated_cpu: Floats, allocated_memory: Floats) -> list[int] | None:
         """The rows (in order) whose allocation changed since it was ``allocated_cpu`` and ``allocated_memory``, if
@@ -361,6 +384,20 @@ class NodeTable:
         at most ``_PATCHED`` rows; else None."""
         if self._steps_to is not self.allocated_cpu:
             return None
+        # Asked for by each column kept with the same earlier allocation: the last answer is kept.
+        last = self._memo.get("changed-since")
+        if (
+            last is not None
+            and last[0] is self.allocated_cpu
+            and last[1] is allocated_cpu
+            and last[2] is allocated_memory
+        ):
+            return cast("list[int] | None", last[3])
+        changed = self._changed_since(allocated_cpu, allocated_memory)
+        self._memo["changed-since"] = (self.allocated_cpu, allocated_cpu, allocated_memory, changed)
+        return changed
+
+    def _changed_since(self, allocated_cpu: Floats, allocated_memory: Floats) -> list[int] | None:
         rows: set[int] = set()
         for was_cpu, was_memory, changed in reversed(self._steps):
             rows.update(changed)
