@@ -5,7 +5,9 @@ the resync."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
@@ -14,13 +16,13 @@ import pytest_asyncio
 from sqlalchemy import event as sql_events
 from sqlalchemy import select, text
 from tests.clock import Clock
-from tests.orchestrator.conftest import STEP_S, SimEngine, generated_fleet_store
+from tests.orchestrator.conftest import STEP_S, SimEngine, generated_fleet_store, sim_workload
 
 from nemo_kernel.clusters import SupportsFaultInjection
 from nemo_kernel.config import Settings
 from nemo_kernel.domain import EventKind, FaultSpec, WorkloadPhase
 from nemo_kernel.orchestrator.reconcile import OrchestrationEngine
-from nemo_kernel.store import Database, events
+from nemo_kernel.store import Database, events, workloads
 from nemo_kernel.store.events import workload_subject
 from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
 
@@ -163,3 +165,55 @@ async def test_a_row_changed_behind_the_engines_back_is_picked_up_at_the_resync(
     while phase() != "Running":
         assert time.monotonic() < deadline, "the resync never ran"
         await engine.reconcile_once()  # passes until the resync reads every cluster's whole report
+
+
+async def test_the_fleets_whole_reports_are_spread_over_the_resync_interval(plane: Plane) -> None:
+    # Every cluster sends its whole report once per interval, the safety net; all of them in one round (as a full
+    # pass asked them) would stall the pass that holds it, at 1,000 clusters for seconds.
+    resync = 6.0
+    await plane.resources.sync_drivers()
+    first = await plane.resources.heartbeat(resync=resync)
+    assert len(first.full) == FLEET  # first answers are whole
+    again: Counter[str] = Counter()  # cluster -> whole reports since the first
+    largest = 0
+    deadline = time.monotonic() + 120
+    while len(again) < FLEET:
+        assert time.monotonic() < deadline, f"only {len(again)} clusters resynced"
+        await asyncio.sleep(0.05)  # the pace of the rounds, not a wait for a condition
+        beat = await plane.resources.heartbeat(resync=resync)
+        assert beat.asked == set(plane.resources.managed())  # heartbeat interval 0: everyone, every round
+        largest = max(largest, len(beat.full))
+        again.update(beat.full)
+    assert largest <= FLEET // 2, f"{largest} of {FLEET} whole reports in one round"
+    assert set(again.values()) == {1}  # each once in the interval, not once per round
+
+
+async def test_a_replica_added_to_a_cluster_rewrites_none_of_its_other_replicas_usage(plane: Plane) -> None:
+    await _running_fleet(plane)
+    held = Counter(r.cluster for w in range(4) for r in plane.rows(f"w{w}"))
+    host = held.most_common(1)[0][0]
+    others = {r.id for w in range(4) for r in plane.rows(f"w{w}") if r.cluster == host}
+    with plane.db.transaction() as s:
+        s.execute(text("CREATE TABLE usage_writes (id TEXT)"))
+        s.execute(
+            text(
+                "CREATE TRIGGER usage_written AFTER UPDATE OF cpu_percent ON replicas "
+                "BEGIN INSERT INTO usage_writes VALUES (NEW.id); END"
+            )
+        )
+
+    def written() -> set[str]:
+        with plane.db.snapshot() as s:
+            return set(s.scalars(text("SELECT id FROM usage_writes")))
+
+    plane.engine.observe.usage_written.clear()  # every replica is due for a usage sample
+    with plane.db.transaction() as s:
+        workloads.apply_workload(s, sim_workload("late", 1, clusters=[host]))
+    await plane.settle(lambda: plane.phase("late") == WorkloadPhase.RUNNING.value)
+    # The host's report changed (a new replica), but what it says of the others is their earlier report's: their
+    # stored samples stay, rather than one write per replica the cluster holds.
+    assert not written() & others
+    # A whole report carries every replica's usage as of now: stored.
+    beat = await plane.resources.heartbeat(full=True)
+    plane.engine.observe({host: beat.reports[host]}, beat.full)
+    assert others <= written()

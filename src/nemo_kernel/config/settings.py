@@ -141,8 +141,9 @@ class Settings(BaseSettings):
         default=60.0,
         ge=1,
         le=86400,
-        description="seconds between full reconcile passes (every cluster's whole report, every step), the safety "
-        "net of change-driven passes",
+        description="seconds between whole reports of each cluster (observed against the store, its rollout "
+        "planned), the fleet's spread over the interval, and between passes that run every step whatever changed: "
+        "the safety net of change-driven passes",
     )
     slo_interval: float = Field(
         default=15.0, ge=0.05, le=3600, description="seconds between evaluations of the SLAs' objectives (PPEF)"

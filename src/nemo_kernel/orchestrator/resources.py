@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -61,6 +63,7 @@ class _Liveness:
     node_ready: dict[str, bool] = field(default_factory=dict)
     view: MergedReport = field(default_factory=MergedReport)
     next_beat: float = 0.0  # monotonic; asked again from then on (0: on the next pass)
+    next_whole: float | None = None  # monotonic; its whole report is asked from then on (None: not scheduled yet)
     settling: bool = False
     """Whether its view shows a replica on its way up or down, which a user may be waiting for: set when the view
     changes (:meth:`merge`), not looked up on every pass over every replica of every quiet cluster."""
@@ -110,6 +113,9 @@ class Heartbeat:
     """Clusters whose report changed (a replica's state, a node's readiness, a full report) or whose phase did."""
     asked: frozenset[str] = frozenset()
     """Clusters asked in this round (answering or not)."""
+    full: frozenset[str] = frozenset()
+    """Clusters that answered this round with a full report: every replica's usage in their report is current. In a
+    cluster's whole report after a partial one, only the replicas that changed carry this round's usage."""
 
 
 class ResourceManager:
@@ -339,7 +345,7 @@ class ResourceManager:
         self.specs.keep(found.present)  # a removed cluster's spec goes with it
         return found
 
-    async def heartbeat(self, full: bool = False) -> Heartbeat:
+    async def heartbeat(self, full: bool = False, resync: float | None = None) -> Heartbeat:
         """Ask the clusters that are due what changed since their last report (every cluster, everything, when
         ``full``); store phase changes; return the whole reports of those that answered, the last whole report of
         those not asked, and which clusters changed.
@@ -348,11 +354,18 @@ class ResourceManager:
         failed (so that it is declared NotReady ``NEMO_HEARTBEAT_TIMEOUT`` after it last answered, and a dead
         agent is revived at once), while it reports a replica starting or stopping, after its driver was handed
         out (:meth:`driver`), and before its first answer.
+
+        ``resync``: seconds between whole reports of each cluster (the safety net of change-driven reports). Each
+        cluster's first comes at a point of the interval fixed by its name, so that a fleet's whole reports are
+        spread over the interval, a few per round, rather than all asked in one round every interval (at 1,000
+        clusters and 100,000 replicas such a round and its pass took several seconds, during which no failure was
+        handled).
         """
         now = time.monotonic()
-        names = [n for n in self._drivers if full or self._due(n, now)]
+        resyncing = {n for n in self._drivers if full or self._whole_due(n, now)}
+        names = [n for n in self._drivers if n in resyncing or self._due(n, now)]
         self._touched.difference_update(names)
-        results = await asyncio.gather(*(self._status(n, full) for n in names))
+        results = await asyncio.gather(*(self._status(n, n in resyncing) for n in names))
         reports: dict[str, ClusterReport] = {}
         for name in self._drivers.keys() - set(names):
             cached = self._liveness[name].view.report if name in self._liveness else None
@@ -365,11 +378,16 @@ class ResourceManager:
             if name in self._liveness:
                 self._liveness[name].next_beat = now + interval
         changed: set[str] = set()
+        whole_reports: set[str] = set()
         errors = {n: r for n, r in zip(names, results, strict=True) if isinstance(r, str)}
         for name, report in zip(names, results, strict=True):
             live = self._liveness.get(name)
             if not isinstance(report, ClusterReport) or live is None:
                 continue
+            if report.full:
+                whole_reports.add(name)
+                if resync is not None:
+                    live.next_whole = _next_whole(live.next_whole, name, now, resync)
             if live.merge(report):
                 changed.add(name)
             whole = live.view.report
@@ -383,7 +401,11 @@ class ResourceManager:
         writes = self._judge_liveness({n: reports[n] for n in names if n in reports}, errors) if names else None
         if writes is not None:
             changed |= await asyncio.to_thread(self._store_liveness, writes)
-        return Heartbeat(reports, frozenset(changed), frozenset(names))
+        return Heartbeat(reports, frozenset(changed), frozenset(names), frozenset(whole_reports))
+
+    def _whole_due(self, name: str, now: float) -> bool:
+        live = self._liveness.get(name)
+        return live is not None and live.next_whole is not None and now >= live.next_whole
 
     def _due(self, name: str, now: float) -> bool:
         live = self._liveness.get(name)
@@ -391,10 +413,10 @@ class ResourceManager:
             return True
         return now >= live.next_beat or live.settling
 
-    async def _status(self, name: str, full: bool) -> ClusterReport | str:
+    async def _status(self, name: str, whole: bool) -> ClusterReport | str:
         driver = self._drivers[name]
         live = self._liveness.get(name)
-        since = None if full or live is None else live.view.revision
+        since = None if whole or live is None else live.view.revision
         async with self._sem:
             try:
                 # timed here, where the heartbeat already happens: the RTT costs no extra call to the cluster
@@ -545,6 +567,18 @@ async def _close_quietly(driver: ClusterDriver, name: str) -> None:
         await driver.close()
     except Exception:
         log.exception("cluster %s: closing its driver failed", name)
+
+
+def _next_whole(due: float | None, name: str, now: float, interval: float) -> float:
+    """When to ask a cluster that just sent a whole report for its next one (monotonic seconds).
+
+    The first at a point of the interval fixed by the cluster's name (a number in (0, 1]), so that a fleet's are
+    spread over it; then on that point's grid, the first grid point after ``now``: a slow pass that delayed a few
+    clusters' whole reports must not bunch them together for good, as ``now + interval`` would.
+    """
+    if due is None:
+        return now + interval * (zlib.crc32(name.encode()) + 1) / 2**32
+    return due + interval * (math.floor((now - due) / interval) + 1)
 
 
 def clusters_revision(s: Session) -> tuple[object, ...]:

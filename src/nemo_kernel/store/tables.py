@@ -115,7 +115,12 @@ class ReplicaRow(Base):
     """One replica bound to a node. ``desired`` False means it is being removed (old version, moved, deleted)."""
 
     __tablename__ = "replicas"
-    __table_args__ = (Index("ix_replicas_cluster_desired", "cluster", "desired"),)
+    __table_args__ = (
+        Index("ix_replicas_cluster_desired", "cluster", "desired"),
+        # The rollout's question on every pass: which clusters have a replica to send (desired, Scheduled) or to
+        # remove (not desired)? Answered from this index alone, not by scanning every replica of the fleet.
+        Index("ix_replicas_desired_phase_cluster", "desired", "phase", "cluster"),
+    )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     workload_id: Mapped[int] = mapped_column(ForeignKey("workloads.id", ondelete="CASCADE"), index=True)

@@ -237,8 +237,9 @@ class Binding:
 def bind_replicas(
     session: Session, workload: WorkloadRow, bindings: Sequence[Binding], *, cpu: float, memory_mib: int
 ) -> list[ReplicaRow]:
-    """Bind new replicas of the workload's current version to their nodes and account their requests there: one
-    insert of the rows and one update per node (not per replica: a decision of 100 replicas is 100 rows on a few
+    """Bind new replicas of the workload's current version to their nodes and account their requests there: the rows
+    added to the session (written by its next flush, so that a pass placing a hundred workloads inserts their rows
+    in one statement) and one update per node (not per replica: a decision of 100 replicas is 100 rows on a few
     nodes)."""
     replicas = [
         ReplicaRow(
@@ -281,7 +282,6 @@ def bind_replicas(
             replica_count=table.c.replica_count + bindparam("d_count"),
         )
     )
-    session.flush()  # the rows first, as one executemany, in the order the ORM keeps
     session.connection().execute(
         increment,
         [{"node_id": i, "d_cpu": cpu * n, "d_memory": memory_mib * n, "d_count": n} for i, n in deltas],

@@ -41,6 +41,9 @@ class SimDriver:
         self._revisions = ReportRevisions()
         self._view: tuple[list[ReplicaReport], list[NodeReport]] = ([], [])
         self._view_key: tuple[int, int] = (-1, -1)
+        # Replica id -> (what its report was built from, the report): a view built again makes a report only for
+        # the replicas that changed (a cluster given one new replica builds one, not one per replica it holds).
+        self._reports: dict[str, tuple[tuple[object, ...], ReplicaReport]] = {}
 
     async def status(self, since: str | None = None) -> ClusterReport:
         """The cluster's nodes and replicas as they are now, or what changed since revision ``since``."""
@@ -105,31 +108,23 @@ class SimDriver:
     def _build_view(self, now: float) -> tuple[list[ReplicaReport], list[NodeReport]]:
         cluster = self._cluster
         seed = cluster.settings.seed
+        period = int(now // NOISE_PERIOD_S)
         cpu: dict[str, float] = dict.fromkeys(cluster.nodes, 0.0)
         memory: dict[str, float] = dict.fromkeys(cluster.nodes, 0.0)
         replicas = []
+        built: dict[str, tuple[tuple[object, ...], ReplicaReport]] = {}
         for r in cluster.replicas.values():
             rate, resident = r.cpu_rate(seed, now), r.memory_bytes(seed, now) / 2**20
             cpu[r.node] += rate
             memory[r.node] += resident
             running = r.phase is ReplicaPhase.RUNNING
-            # model_construct: the simulation's own values, already valid; validating 100,000 of them per pass
-            # would cost more than the engine reading them
-            replicas.append(
-                ReplicaReport.model_construct(
-                    id=r.id,
-                    node=r.node,
-                    phase=r.phase,
-                    url=f"sim://{cluster.spec.name}/{r.id}",
-                    pid=None,
-                    restarts=r.restarts,
-                    exit_code=r.exit_code,
-                    cpu_percent=round(rate * 100, 3) if running else None,
-                    memory_mib=round(resident, 3) if running else None,
-                    started_at=utc(r.running_since) if r.running_since is not None else None,
-                    message=r.message,
-                )
-            )
+            # everything its report shows (its usage is the same for a whole noise period)
+            key = (r.node, r.phase, r.restarts, r.exit_code, r.message, r.running_since, period if running else None)
+            kept = self._reports.get(r.id)
+            report = kept[1] if kept is not None and kept[0] == key else self._report(r, rate, resident, running)
+            built[r.id] = (key, report)
+            replicas.append(report)
+        self._reports = built
         nodes = [
             NodeReport(
                 name=name,
@@ -140,6 +135,23 @@ class SimDriver:
             for name, node in cluster.nodes.items()
         ]
         return replicas, nodes
+
+    def _report(self, r: SimReplica, rate: float, resident: float, running: bool) -> ReplicaReport:
+        # model_construct: the simulation's own values, already valid; validating 100,000 of them per pass would
+        # cost more than the engine reading them
+        return ReplicaReport.model_construct(
+            id=r.id,
+            node=r.node,
+            phase=r.phase,
+            url=f"sim://{self._cluster.spec.name}/{r.id}",
+            pid=None,
+            restarts=r.restarts,
+            exit_code=r.exit_code,
+            cpu_percent=round(rate * 100, 3) if running else None,
+            memory_mib=round(resident, 3) if running else None,
+            started_at=utc(r.running_since) if r.running_since is not None else None,
+            message=r.message,
+        )
 
 
 # mypy checks here that the class keeps the protocols' shape

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Set as AbstractSet
 from typing import cast
 
 from sqlalchemy import Table, bindparam, select, update
@@ -51,13 +52,18 @@ class Observation:
         self.usage_written: dict[str, float] = {}
         self._first_pass = True
 
-    def __call__(self, reports: dict[str, ClusterReport]) -> None:
+    def __call__(self, reports: dict[str, ClusterReport], sampled: AbstractSet[str]) -> None:
         """Apply one pass's reports; see the module docstring.
 
         Rows are first read as plain tuples; only those whose reported state differs (or that their cluster no
         longer reports) are loaded as objects and go through the event logic; a row whose report differs only by
         usage, due for a sample, is updated by one executemany. A full pass over 100,000 replicas loads no objects
         for the replicas that did not change.
+
+        ``sampled``: the clusters whose report is a full one received in this pass, whose every replica's usage is
+        current. Another cluster's whole report carries, for a replica that did not change, the usage of an earlier
+        report: its stored sample is left as it is (writing it again would store nothing new, and a cluster given
+        one new replica would cost one write per replica it holds).
         """
         now = time.monotonic()
         first, self._first_pass = self._first_pass, False
@@ -74,7 +80,8 @@ class Observation:
             seen: dict[str, ReplicaReport] = {}
             changed: set[str] = set()
             usage: list[dict[str, object]] = []
-            for report in reports.values():
+            for cluster, report in reports.items():
+                current = cluster in sampled
                 for observed in report.replicas:
                     row = stored.get(observed.id)
                     if row is None or not row.desired:
@@ -86,7 +93,7 @@ class Observation:
                         # The first pass of this process (a restarted plane adopting what runs): a replica seen
                         # unchanged keeps its stored sample one interval more, so adopting 100,000 writes nothing.
                         self.usage_written[observed.id] = now
-                    elif now - self.usage_written.get(observed.id, 0.0) >= USAGE_WRITE_INTERVAL:
+                    elif current and now - self.usage_written.get(observed.id, 0.0) >= USAGE_WRITE_INTERVAL:
                         usage.append({"rid": observed.id, "cpu": observed.cpu_percent, "mem": observed.memory_mib})
                         self.usage_written[observed.id] = now
             unseen = {r.id for r in stored.values() if r.desired and r.id not in seen and r.phase not in _NOT_RESET}

@@ -51,7 +51,7 @@ class OrchestrationEngine:
         self.rollout = Rollout(db, resources, settings.driver_timeout)
         self._db = db
         self._resync_interval = settings.resync_interval
-        self._next_resync: float | None = None  # monotonic; None: the next pass is full (the first one)
+        self._next_resync: float | None = None  # monotonic; None: the next pass is the first, a full one
         self._store_seen: int | None = None
         # The revision as last read, and SQLite's commit counter then: no commit since, no query (the counter is
         # None on PostgreSQL, which is asked every pass); the watch is made on the first pass, once the store exists
@@ -65,29 +65,32 @@ class OrchestrationEngine:
         Observe takes the clusters whose report changed; reschedule, evacuate and schedule run when the store's
         revision (its newest event: every change of desired state records one) moved or a cluster changed; the
         rollout plans the changed clusters, those whose last rollout did not finish and, when the store moved, those
-        the store holds a replica to send or remove for. A full pass (every cluster's whole report, every step, the
-        cluster rows read again, every cluster's rollout planned) runs first and every NEMO_RESYNC_INTERVAL seconds:
-        the safety net for a change that left no trace.
+        the store holds a replica to send or remove for. The first pass is full (every cluster's whole report, every
+        step, every cluster's rollout planned). The safety net for a change that left no trace: every
+        NEMO_RESYNC_INTERVAL seconds each cluster sends its whole report, which counts as a change (observed
+        against the store, its rollout planned), the fleet's spread over the interval; and every step runs and the
+        cluster rows are read again at least that often.
         """
         now = time.monotonic()
-        full = self._next_resync is None or now >= self._next_resync
-        if full:
+        first = self._next_resync is None
+        resync = self._next_resync is None or now >= self._next_resync
+        if resync:
             self._next_resync = now + self._resync_interval
-        await self._resources.sync_drivers(force=full)
-        beat = await self._resources.heartbeat(full=full)
+        await self._resources.sync_drivers(force=resync)
+        beat = await self._resources.heartbeat(full=first, resync=self._resync_interval)
         # read before the steps: what they (or anyone) write from here on moves it, and the next pass looks again
         store = await self._store_revision_now()
-        store_moved = full or store != self._store_seen
+        store_moved = resync or store != self._store_seen
         self._store_seen = store
-        changed = beat.reports if full else {c: r for c, r in beat.reports.items() if c in beat.changed}
+        changed = beat.reports if first else {c: r for c, r in beat.reports.items() if c in beat.changed}
         if changed:
-            await asyncio.to_thread(self.observe, changed)
+            await asyncio.to_thread(self.observe, changed, beat.full)
         if store_moved or beat.changed:
             await asyncio.to_thread(self.reschedule)
             await asyncio.to_thread(self.evacuate)
             await asyncio.to_thread(self.schedule)
         if store_moved:
-            await self.rollout(beat.reports, changed=None if full else beat.changed)
+            await self.rollout(beat.reports, changed=None if first else beat.changed)
         else:
             again = beat.changed | self.rollout.unfinished
             await self.rollout({c: r for c, r in beat.reports.items() if c in again})

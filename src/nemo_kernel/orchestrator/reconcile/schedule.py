@@ -103,7 +103,8 @@ class Scheduling:
         """Place what ``w`` misses; True when it placed something or needs nothing, with its replicas now in
         ``batch.after``."""
         # What it reads (the SLAs, the nodes' ids) and the queue's UPDATE depend on nothing it adds: without
-        # autoflush, its rows are written in one flush (bind_replicas') and the savepoint's, not one per statement.
+        # autoflush, its rows are written by the savepoint's flush, with the other workloads' of the batch (one
+        # statement per table for the batch, not a few per workload).
         with s.no_autoflush:
             bound = self._place_unflushed(s, w, mine, batch)
         if bound is None:
