@@ -7,7 +7,8 @@ Run from the repository root (it takes minutes at full size)::
 
 Everything runs in this process as ``nemo up`` runs it: the real ``OrchestrationEngine`` and ``ResourceManager``
 on SQLite in a temporary directory, the ``sim`` provider on the real clock (replicas start after their cluster's
-delay), faults injected through the orchestrator's fault command. The steady state alternates windows of the
+delay), faults injected through the orchestrator's fault command, the garbage collector tuned as ``nemo up`` tunes it
+(``--no-tune-gc``: CPython's defaults, for a baseline without the tuning). The steady state alternates windows of the
 engine's loop (a pass every ``--interval`` seconds, as the control plane) with windows of the simulation alone
 (every sim cluster's heartbeat, no engine), the baseline that says how much of the engine's figure is the
 simulation's own cost.
@@ -151,6 +152,11 @@ async def cpu_per_step(step: Callable[[], Awaitable[object]], seconds: float, in
 
 async def run(args: argparse.Namespace) -> dict[str, str]:
     figures: dict[str, str] = {}
+    if args.tune_gc:
+        # as ``nemo up`` does at start; imported here, so that the script runs against a baseline without it
+        from nemo_kernel.orchestrator.memory import tune_garbage_collection
+
+        tune_garbage_collection()
 
     def note(name: str, value: str) -> None:
         figures[name] = value
@@ -211,6 +217,19 @@ async def run(args: argparse.Namespace) -> dict[str, str]:
         f"{per_beat:.3f} ({per_beat / args.interval:.2f})",
     )
     note("RSS after steady state (MiB)", f"{process.memory_info().rss / 2**20:.0f}")
+
+    # One whole resync interval of passes (every cluster's whole report falls in it): the longest pass is how long an
+    # event (a cluster failing) can wait behind the safety net, and the CPU share is the steady state's, resync in.
+    longest, cpu0, wall0 = 0.0, time.process_time(), time.monotonic()
+    while time.monotonic() - wall0 < settings.resync_interval:
+        began = time.monotonic()
+        await plane.engine.reconcile_once()
+        longest = max(longest, time.monotonic() - began)
+        await asyncio.sleep(max(0.0, args.interval - (time.monotonic() - began)))
+    note(
+        f"over one resync interval ({settings.resync_interval:.0f} s): longest pass (wall s), CPU s per wall s",
+        f"{longest:.2f}, {(time.process_time() - cpu0) / (time.monotonic() - wall0):.2f}",
+    )
 
     # A restart of the control plane: the clusters keep running (the same simulated world), so the new plane adopts
     # what they report (full reports against the stored desired state); nothing is sent again.
@@ -296,6 +315,9 @@ def main() -> None:
     parser.add_argument("--reschedule", type=int, default=100, help="the first clusters down hold about this many")
     parser.add_argument("--rounds", type=int, default=3, help="clusters holding about --reschedule replicas to down")
     parser.add_argument("--skip-resend", action="store_true", help="skip the restart over an empty simulation")
+    parser.add_argument(
+        "--no-tune-gc", dest="tune_gc", action="store_false", help="keep CPython's collector defaults (a baseline)"
+    )
     parser.add_argument("--limit", type=float, default=1800.0, help="give up on a phase after this many seconds")
     parser.add_argument("--append", action="store_true", help="append the figures to benchmarks/RESULTS.md")
     args = parser.parse_args()

@@ -26,6 +26,7 @@ from nemo_kernel.cli.secret_files import read_json, write_secret_json
 from nemo_kernel.clusters.serving import QuietServer
 from nemo_kernel.config import Settings
 from nemo_kernel.orchestrator import ControlPlane
+from nemo_kernel.orchestrator.memory import tune_garbage_collection
 from nemo_kernel.store.plane_lease import ControlPlaneLease, StoreInUse, StoreUnreachable
 
 
@@ -112,6 +113,7 @@ def serve(settings: Settings) -> None:
     )
     url = http_url(sock)
     lock.record(url)
+    tune_garbage_collection()  # before the plane holds a fleet's state
     plane = ControlPlane(settings)
     # One control plane per store, before any loop runs: a second one on the same PostgreSQL database would
     # deploy every workload again with agents of its own.
