@@ -170,7 +170,7 @@ async def test_a_row_changed_behind_the_engines_back_is_picked_up_at_the_resync(
 async def test_the_fleets_whole_reports_are_spread_over_the_resync_interval(plane: Plane) -> None:
     # Every cluster sends its whole report once per interval, the safety net; all of them in one round (as a full
     # pass asked them) would stall the pass that holds it, at 1,000 clusters for seconds.
-    resync = 6.0
+    resync = 4.0
     await plane.resources.sync_drivers()
     first = await plane.resources.heartbeat(resync=resync)
     assert len(first.full) == FLEET  # first answers are whole
@@ -185,7 +185,8 @@ async def test_the_fleets_whole_reports_are_spread_over_the_resync_interval(plan
         largest = max(largest, len(beat.full))
         again.update(beat.full)
     assert largest <= FLEET // 2, f"{largest} of {FLEET} whole reports in one round"
-    assert set(again.values()) == {1}  # each once in the interval, not once per round
+    # not one on every round: the second comes one to two intervals after the first, the third one interval later
+    assert max(again.values()) <= 2, again
 
 
 async def test_a_replica_added_to_a_cluster_rewrites_none_of_its_other_replicas_usage(plane: Plane) -> None:

@@ -356,10 +356,10 @@ class ResourceManager:
         out (:meth:`driver`), and before its first answer.
 
         ``resync``: seconds between whole reports of each cluster (the safety net of change-driven reports). Each
-        cluster's first comes at a point of the interval fixed by its name, so that a fleet's whole reports are
-        spread over the interval, a few per round, rather than all asked in one round every interval (at 1,000
-        clusters and 100,000 replicas such a round and its pass took several seconds, during which no failure was
-        handled).
+        cluster's are asked at a point of the interval fixed by its name (the second one to two intervals after the
+        first), so that a fleet's whole reports are spread over the interval, a few per round, rather than all
+        asked in one round every interval (at 1,000 clusters and 100,000 replicas such a round and its pass took
+        several seconds, during which no failure was handled).
         """
         now = time.monotonic()
         resyncing = {n for n in self._drivers if full or self._whole_due(n, now)}
@@ -572,12 +572,13 @@ async def _close_quietly(driver: ClusterDriver, name: str) -> None:
 def _next_whole(due: float | None, name: str, now: float, interval: float) -> float:
     """When to ask a cluster that just sent a whole report for its next one (monotonic seconds).
 
-    The first at a point of the interval fixed by the cluster's name (a number in (0, 1]), so that a fleet's are
-    spread over it; then on that point's grid, the first grid point after ``now``: a slow pass that delayed a few
-    clusters' whole reports must not bunch them together for good, as ``now + interval`` would.
+    After its first, between one and two intervals later, at a point fixed by the cluster's name, so that a fleet's
+    (which all answered the first pass with one) are spread over the interval; then on that point's grid, the first
+    grid point after ``now``: a slow pass that delayed a few clusters' whole reports must not bunch them together
+    for good, as ``now + interval`` would.
     """
     if due is None:
-        return now + interval * (zlib.crc32(name.encode()) + 1) / 2**32
+        return now + interval * (1 + (zlib.crc32(name.encode()) + 1) / 2**32)
     return due + interval * (math.floor((now - due) / interval) + 1)
 
 
