@@ -8,6 +8,7 @@ import pytest
 
 from nemo_kernel.bus import InProcessBus, Message
 from nemo_kernel.bus.envelope import CONTENT_TYPE, Envelope, ReplayGuard
+from nemo_kernel.bus.errors import DeadLetter
 from nemo_kernel.bus.identity import InMemoryKeyDirectory, ModuleIdentity
 from nemo_kernel.bus.rabbitmq import DEAD_REASON_HEADER, RabbitMqBus
 from nemo_kernel.bus.replay import SeenMessages
@@ -106,6 +107,36 @@ async def test_concurrent_duplicates_reach_the_handler_once(modules) -> None:
     import asyncio
 
     await asyncio.gather(*(receiver._receive("q", delivery, handle) for _ in range(5)))
+    assert calls == [env.message_id]
+
+
+async def test_a_copy_published_while_the_first_is_handled_is_refused_as_a_replay(modules) -> None:
+    # Not a redelivery: the same bytes published again. Arriving after the first was handled it is a replay; it must
+    # be one too when it arrives while the first is still being handled (it was dropped silently then).
+    import asyncio
+
+    a, b, _, directory = modules
+    bus = InProcessBus()
+    sender, receiver = SecureBus(bus, a, directory), SecureBus(bus, b, directory)
+    env = sender.seal("x.y", b"1", ["ppef"])
+    copy = Message("x.y", env.to_bytes(), env.message_id, 0.0, CONTENT_TYPE)
+    started, release = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+
+    async def handle(who: str, message: Message) -> None:
+        started.set()
+        await release.wait()
+        calls.append(message.message_id)
+
+    first = asyncio.create_task(receiver._receive("q", copy, handle))
+    await asyncio.wait_for(started.wait(), 10)
+    second = asyncio.create_task(receiver._receive("q", copy, handle))  # checked before the first is recorded
+    await asyncio.sleep(0)  # let it reach the wait for the first handling (a turn of the loop, not a delay)
+    release.set()
+    await first
+    with pytest.raises(DeadLetter) as refused:
+        await second
+    assert refused.value.reason == "replay"
     assert calls == [env.message_id]
 
 

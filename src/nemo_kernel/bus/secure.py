@@ -6,8 +6,10 @@ raises :class:`~nemo_kernel.bus.errors.DeadLetter`), logged without secrets, and
 ``nemo_bus_refused_total{reason=...}``.
 
 Handling is idempotent on (sender, message id): a message redelivered after a crash, or delivered twice while the
-first delivery is still being handled, reaches the application once. The record of handled messages is the replay
-guard's :class:`~nemo_kernel.bus.replay.SeenMessages` (bounded; pass ``persist``/``initial`` to survive restarts).
+first delivery is still being handled, reaches the application once; a second copy the broker did not mark as
+redelivered is a replay (dead-lettered), whether it came while the first was handled or after. The record of
+handled messages is the replay guard's :class:`~nemo_kernel.bus.replay.SeenMessages` (bounded; pass
+``persist``/``initial`` to survive restarts).
 """
 
 from __future__ import annotations
@@ -210,7 +212,12 @@ class SecureBus:
         except EnvelopeRefused as exc:
             self._refuse(queue, message, exc.reason, str(exc))
         if not await self._once.run(sender, plain.message_id, plain.timestamp, lambda: handler(sender, plain)):
-            DUPLICATES.inc()
+            if message.redelivered:
+                DUPLICATES.inc()
+                return
+            # A copy published while the first was being handled is the same replay as one published after it: the
+            # outcome must not depend on when the second copy arrived.
+            self._refuse(queue, message, "replay", "message id already handled")
 
     def _refuse(self, queue: str, message: Message, reason: str, detail: str) -> NoReturn:
         REFUSED.labels(reason=reason).inc()

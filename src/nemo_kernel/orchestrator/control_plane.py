@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from nemo_kernel.bus import (
@@ -307,29 +307,17 @@ class ControlPlane:
 
     async def _migration_loop(self) -> None:
         """Advances running migrations; runs beside the reconcile pass, so a state hand-off never delays it."""
-        # a migration or a plan starts with a commit: an idle pass is not made again before one
-        skip = IdleSkip(self.db.commit_watch())
-        running, woken = 0, True
-        try:
-            while True:
-                if skip.needed(woken):
-                    try:
-                        running = await self.migrations.advance()
-                        # A plan being applied starts its next moves as the previous ones end.
-                        running += int(await asyncio.to_thread(self.commands.rebalance.advance))
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        log.exception("advancing migrations failed; retrying")
-                        running = 1
-                    skip.done(idle=not running)
-                # While a migration runs it waits on replicas and deadlines: look again soon. Otherwise sleep until
-                # a command or a stored event wakes the loop (or the store poll interval passes, for migrations
-                # another process stored).
-                poll = _MIGRATION_POLL if running else self.settings.store_poll_interval
-                woken = await self._migration_wake.wait(poll)
-        finally:
-            skip.close()
+
+        async def advance() -> int:
+            running = await self.migrations.advance()
+            # A plan being applied starts its next moves as the previous ones end.
+            return running + int(await asyncio.to_thread(self.commands.rebalance.advance))
+
+        # A migration or a plan starts with a commit. While one runs it waits on replicas and deadlines: look again
+        # soon, after a failure too. Otherwise sleep until a command or a stored event wakes the loop (or the store
+        # poll interval passes, for migrations another process stored).
+        await self._store_loop(advance, self._migration_wake, "advancing migrations", busy=_MIGRATION_POLL,
+                               after_failure=_MIGRATION_POLL)  # fmt: skip
 
     async def _rebalance_loop(self) -> None:
         """Every NEMO_REBALANCE_INTERVAL seconds, plan and apply a rebalance (hysteresis decides whether it moves)."""
@@ -358,25 +346,35 @@ class ControlPlane:
             await self._wake.wait(self.settings.reconcile_interval)
 
     async def _outbox_loop(self) -> None:
-        # events to send are committed first: an empty look is not made again before a commit
+        # Events to send are committed first. After a batch more may be waiting: publish them at once.
+        await self._store_loop(self.outbox.publish_pending, self._outbox_wake, "publishing events", busy=0.0,
+                               after_failure=self.settings.store_poll_interval)  # fmt: skip
+
+    async def _store_loop(
+        self, step: Callable[[], Awaitable[int]], wake: Wakeup, what: str, *, busy: float, after_failure: float
+    ) -> None:
+        """Run ``step`` (it answers how much work it found) until cancelled: again after ``busy`` seconds when it
+        found some, after ``after_failure`` when it failed (logged), else when ``wake`` is set or the store poll
+        interval passes. A pass that found nothing is not made again before something is committed to the store
+        (``IdleSkip``; on PostgreSQL, which cannot tell, it is)."""
         skip = IdleSkip(self.db.commit_watch())
-        sent, woken = 0, True
+        woken = True
         try:
             while True:
+                pause = self.settings.store_poll_interval
                 if skip.needed(woken):
                     try:
-                        sent = await self.outbox.publish_pending()
-                        skip.done(idle=sent == 0)
+                        found = await step()
                     except asyncio.CancelledError:
                         raise
                     except Exception:
-                        log.exception("publishing events failed; retrying")
-                        sent = 0
+                        log.exception("%s failed; retrying", what)
                         skip.done(idle=False)
-                if sent == 0:  # else more may be waiting: publish them now
-                    woken = await self._outbox_wake.wait(self.settings.store_poll_interval)
-                else:
-                    woken = True
+                        pause = after_failure
+                    else:
+                        skip.done(idle=not found)
+                        pause = busy if found else pause
+                woken = True if pause <= 0 else await wake.wait(pause)
         finally:
             skip.close()
 
