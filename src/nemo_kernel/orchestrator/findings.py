@@ -62,7 +62,7 @@ from nemo_kernel.metrics import (
 )
 from nemo_kernel.metrics import names as n
 from nemo_kernel.metrics.findings import AnomalyRule, Episodes, Points, anomaly, saturated
-from nemo_kernel.store import Database, events
+from nemo_kernel.store import Database, events, in_chunks
 from nemo_kernel.store.tables import ReplicaRow
 
 log = logging.getLogger(__name__)
@@ -352,10 +352,10 @@ class FindingsWatch:
         out: dict[str, tuple[float, float]] = {}
         ordered = sorted(ids)
         with self._db.snapshot() as s:  # a read: it waits for no writer
-            for start in range(0, len(ordered), 500):  # bounded IN lists
+            for chunk in in_chunks(ordered):
                 rows = s.execute(
                     select(ReplicaRow.id, ReplicaRow.cpu_request, ReplicaRow.memory_request_mib).where(
-                        ReplicaRow.id.in_(ordered[start : start + 500])
+                        ReplicaRow.id.in_(chunk)
                     )
                 )
                 out.update({rid: (cpu, memory * _MIB) for rid, cpu, memory in rows})

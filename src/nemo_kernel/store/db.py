@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -22,6 +22,18 @@ from nemo_kernel.store.tables import EventRow
 
 SNAPSHOT = "nemo_snapshot"
 """Execution option of the connections :meth:`Database.snapshot` reads through."""
+
+IN_CHUNK = 500
+"""Ids per ``IN (...)`` list: well under any backend's bound on parameters (PostgreSQL's protocol allows 65,535),
+so a pass that handles 100,000 rows never builds one statement over all of them."""
+
+_T = TypeVar("_T")
+
+
+def in_chunks(ids: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    """``ids`` in slices of at most :data:`IN_CHUNK`, one per ``IN (...)`` query."""
+    for start in range(0, len(ids), IN_CHUNK):
+        yield ids[start : start + IN_CHUNK]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from nemo_kernel.clusters import ClusterReport, ReplicaReport
 from nemo_kernel.domain import EventKind, ReplicaPhase
 from nemo_kernel.orchestrator.reconcile.phases import update_phases
-from nemo_kernel.orchestrator.reconcile.records import in_chunks, replica_event, subjects
+from nemo_kernel.orchestrator.reconcile.records import replica_event, replica_rows, subjects
 from nemo_kernel.store import Database
 from nemo_kernel.store.tables import ReplicaRow
 
@@ -101,7 +101,7 @@ class Observation:
                 s.connection().execute(_USAGE, usage)
             if not changed and not unseen:
                 return
-            rows = _load(s, changed | unseen)
+            rows = {r.id: r for r in replica_rows(s, changed | unseen)}
             names = subjects(s, {r.workload_id for r in rows.values()})
             dirty: set[int] = set()
             for rid in changed:
@@ -171,11 +171,3 @@ class Observation:
 def _state(seen: ReplicaReport) -> tuple[str, int, str | None, int | None, str]:
     """What of a replica's report its row stores, usage apart, in ``_STATE``'s order after ``desired``."""
     return (seen.phase.value, seen.restarts, seen.url, seen.pid, seen.message)
-
-
-def _load(s: Session, ids: set[str]) -> dict[str, ReplicaRow]:
-    """The replica rows of ``ids`` as objects, in chunks."""
-    rows: dict[str, ReplicaRow] = {}
-    for chunk in in_chunks(sorted(ids)):
-        rows.update((r.id, r) for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(chunk))))
-    return rows

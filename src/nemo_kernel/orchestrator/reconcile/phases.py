@@ -16,8 +16,8 @@ from sqlalchemy import Row, Text, cast, select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import EventKind, ReplicaPhase, WorkloadDescriptor, WorkloadPhase
-from nemo_kernel.orchestrator.reconcile.records import in_chunks, isolated_together, replica_event
-from nemo_kernel.store import workloads
+from nemo_kernel.orchestrator.reconcile.records import isolated_together, replica_event
+from nemo_kernel.store import in_chunks, workloads
 from nemo_kernel.store.clusters import NOT_ANSWERING, leaving_clusters
 from nemo_kernel.store.events import record_event, workload_subject
 from nemo_kernel.store.migration_records import moving_replicas

@@ -6,28 +6,19 @@ The lowest module of the package: the steps and the phase rules import it, it im
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nemo_kernel.domain import EventKind
+from nemo_kernel.store import in_chunks
 from nemo_kernel.store.events import record_event, workload_subject
-from nemo_kernel.store.tables import WorkloadRow
+from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-IN_CHUNK = 500
-"""Ids per ``IN (...)`` list: well under any backend's bound on parameters (SQLite allows 32,766), so a pass that
-handles 100,000 rows never builds one statement over all of them."""
-
-
-def in_chunks(ids: Sequence[T]) -> Iterator[Sequence[T]]:
-    """``ids`` in slices of at most :data:`IN_CHUNK`, one per ``IN (...)`` query."""
-    for start in range(0, len(ids), IN_CHUNK):
-        yield ids[start : start + IN_CHUNK]
 
 
 class Located(Protocol):
@@ -44,6 +35,13 @@ class Located(Protocol):
 def replica_event(s: Session, kind: EventKind, subject: str, row: Located, message: str, **data: object) -> None:
     """Record an event about one replica, naming it and where it runs."""
     record_event(s, kind, subject, message, replica=row.id, cluster=row.cluster, node=row.node, **data)
+
+
+def replica_rows(s: Session, ids: Iterable[str]) -> list[ReplicaRow]:
+    """The replica rows of ``ids`` as objects (those that exist), in :func:`~nemo_kernel.store.in_chunks` queries: a
+    pass may load tens of thousands (a rollout sending every replica again)."""
+    query = select(ReplicaRow)
+    return [r for chunk in in_chunks(sorted(set(ids))) for r in s.scalars(query.where(ReplicaRow.id.in_(chunk)))]
 
 
 def subjects(s: Session, workload_ids: Iterable[int]) -> dict[int, str]:

@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session
 from nemo_kernel.clusters import ClusterReport, ClusterUnreachable, ReplicaRejected, ReplicaSpec
 from nemo_kernel.domain import EventKind, ReplicaPhase, WorkloadDescriptor
 from nemo_kernel.orchestrator.reconcile.phases import update_phases
-from nemo_kernel.orchestrator.reconcile.records import in_chunks, record_failure, replica_event, subjects
+from nemo_kernel.orchestrator.reconcile.records import record_failure, replica_event, replica_rows, subjects
 from nemo_kernel.orchestrator.resources import ResourceManager
-from nemo_kernel.store import Database
+from nemo_kernel.store import Database, in_chunks
 from nemo_kernel.store.clusters import leaving_clusters
 from nemo_kernel.store.events import record_event
 from nemo_kernel.store.tables import ReplicaRow, WorkloadRow
@@ -180,7 +180,7 @@ class Rollout:
             busy = [c for c, ids in reported.items() if has_work(light.get(c, []), ids, leaving)]
             reported = {c: reported[c] for c in busy}
             unsent = [r.id for c in busy for r in light[c] if to_send(r, reported[c], leaving)]
-            specs = _specs(s, _load(s, unsent))
+            specs = _specs(s, replica_rows(s, unsent))
             forget: list[str] = []
             for cluster, ids in reported.items():
                 plan = plan_cluster(light.get(cluster, []), ids, specs)
@@ -234,7 +234,8 @@ class Rollout:
         failed = {rid: exc for o in outcomes for rid, exc in o.failed.items()}
         with self._db.transaction() as s:
             ids = [x.id for x in sent] + removed + list(rejected) + list(failed)
-            rows = {r.id: r for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(ids)))}
+            # in chunks: a pass that sends every replica again (a cluster restarted empty) records 100,000
+            rows = {r.id: r for r in replica_rows(s, ids)}
             names = subjects(s, {r.workload_id for r in rows.values()})
             for spec in sent:
                 row = rows.get(spec.id)
@@ -277,11 +278,6 @@ class Rollout:
                     )
                     s.delete(row)
             update_phases(s, {r.workload_id for r in rows.values()})
-
-
-def _load(s: Session, ids: list[str]) -> list[ReplicaRow]:
-    """The replica rows of ``ids`` as objects, in chunks of bound parameters every backend accepts."""
-    return [r for chunk in in_chunks(ids) for r in s.scalars(select(ReplicaRow).where(ReplicaRow.id.in_(chunk)))]
 
 
 def _specs(s: Session, rows: list[ReplicaRow]) -> dict[str, ReplicaSpec]:
